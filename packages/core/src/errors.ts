@@ -1,0 +1,69 @@
+/**
+ * Typed errors shared by every capsync package. Each error carries a stable string `code`
+ * so callers can branch on it (`err.code === 'unavailable'`) without `instanceof` across
+ * package copies, and an optional `cause` for the underlying failure.
+ */
+
+/** Every error code capsync produces. Stable: part of the public contract. */
+export type ErrorCode =
+  | 'bad-message'
+  | 'unknown-message-type'
+  | 'invalid-update'
+  | 'invalid-awareness'
+  | 'text-frame'
+  | 'message-too-large'
+  | 'invalid-doc-name'
+  | 'unauthorized'
+  | 'forbidden'
+  | 'read-only'
+  | 'slow-consumer'
+  | 'storage-failure'
+  | 'unavailable'
+  | 'shutting-down'
+  | 'internal';
+
+export class CapsyncError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'CapsyncError';
+    this.code = code;
+  }
+}
+
+/** A peer sent something that does not follow the wire protocol. */
+export class ProtocolError extends CapsyncError {
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.name = 'ProtocolError';
+  }
+}
+
+/** Missing, invalid or expired credentials (`unauthorized`), or no right to the document (`forbidden`, `read-only`). */
+export class AuthError extends CapsyncError {
+  constructor(code: 'unauthorized' | 'forbidden' | 'read-only', message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.name = 'AuthError';
+  }
+}
+
+/** The storage backend failed; nothing was acknowledged for the failed operation. */
+export class StorageError extends CapsyncError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('storage-failure', message, options);
+    this.name = 'StorageError';
+  }
+}
+
+/** A deadline passed before the operation could be confirmed (CP answer: "cannot be sure"). */
+export class UnavailableError extends CapsyncError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('unavailable', message, options);
+    this.name = 'UnavailableError';
+  }
+}
+
+/** True when `err` is a capsync error, optionally with the given code. */
+export function isCapsyncError(err: unknown, code?: ErrorCode): err is CapsyncError {
+  return err instanceof CapsyncError && (code === undefined || err.code === code);
+}

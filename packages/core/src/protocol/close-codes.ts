@@ -1,0 +1,76 @@
+import type { ErrorCode } from '../errors.js';
+
+/**
+ * WebSocket close codes the relay uses. 1xxx are the standard codes where one fits exactly;
+ * 4xxx are capsync's own, numbered after the closest HTTP status so they read naturally.
+ * A close always carries a reason of the form "<error-code>: <detail>".
+ */
+export const CloseCode = {
+  Normal: 1000,
+  /** The relay is shutting down; reconnect later (possibly to another relay). */
+  GoingAway: 1001,
+  /** A text frame: the protocol is binary only. */
+  UnsupportedData: 1003,
+  /** A frame over the relay's size limit (enforced while receiving, before buffering it all). */
+  MessageTooBig: 1009,
+  InternalError: 1011,
+  /** Malformed frame: unknown message type, truncated varint, trailing bytes. */
+  BadMessage: 4400,
+  /** Missing, invalid or expired token. Do not retry with the same token. */
+  Unauthorized: 4401,
+  /** Valid token without access to this document. Do not retry. */
+  Forbidden: 4403,
+  /** Empty, over-long or path-like document name. */
+  InvalidDocName: 4404,
+  /** A Yjs or awareness update that does not decode or cannot be applied. */
+  InvalidUpdate: 4422,
+  /** The connection did not drain its send buffer fast enough. */
+  SlowConsumer: 4429,
+  /** The document could not be loaded from or saved to storage. */
+  StorageUnavailable: 4503,
+} as const;
+
+export type CloseCodeValue = (typeof CloseCode)[keyof typeof CloseCode];
+
+/** Name of a close code, for logs and metrics labels ("BadMessage", ...). */
+export function closeCodeName(code: number): string {
+  for (const [name, value] of Object.entries(CloseCode)) if (value === code) return name;
+  return String(code);
+}
+
+const closeCodeByError: Partial<Record<ErrorCode, CloseCodeValue>> = {
+  'bad-message': CloseCode.BadMessage,
+  'unknown-message-type': CloseCode.BadMessage,
+  'invalid-update': CloseCode.InvalidUpdate,
+  'invalid-awareness': CloseCode.InvalidUpdate,
+  'text-frame': CloseCode.UnsupportedData,
+  'message-too-large': CloseCode.MessageTooBig,
+  'invalid-doc-name': CloseCode.InvalidDocName,
+  unauthorized: CloseCode.Unauthorized,
+  forbidden: CloseCode.Forbidden,
+  'slow-consumer': CloseCode.SlowConsumer,
+  'storage-failure': CloseCode.StorageUnavailable,
+  'shutting-down': CloseCode.GoingAway,
+};
+
+/** The close code for an error that ends a connection. */
+export function closeCodeFor(code: ErrorCode): CloseCodeValue {
+  return closeCodeByError[code] ?? CloseCode.InternalError;
+}
+
+/**
+ * The close reason for an error: "<code>: <message>", cut to the 123 bytes a close frame allows.
+ */
+export function closeReasonFor(code: ErrorCode, message: string): string {
+  const full = `${code}: ${message}`;
+  const bytes = new TextEncoder().encode(full);
+  if (bytes.length <= 123) return full;
+  // Cut on a character boundary: decode a prefix and drop a possibly split last char.
+  return new TextDecoder().decode(bytes.subarray(0, 120)).replace(/\uFFFD$/, '') + '...';
+}
+
+/** Parses a close reason made by `closeReasonFor` back into its error code, if it is one. */
+export function errorCodeFromReason(reason: string): ErrorCode | undefined {
+  const m = /^([a-z-]+): /.exec(reason);
+  return m ? (m[1] as ErrorCode) : undefined;
+}

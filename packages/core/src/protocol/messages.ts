@@ -1,0 +1,237 @@
+/**
+ * The wire protocol: the standard y-websocket messages plus capsync's extension messages,
+ * as a tagged union with one encoder and one validating decoder.
+ *
+ * Frame layout (all binary, lib0 varint encoding):
+ *   [0 sync][0 step1][varUint8Array stateVector]
+ *   [0 sync][1 step2][varUint8Array update]
+ *   [0 sync][2 update][varUint8Array update]
+ *   [1 awareness][varUint8Array awarenessUpdate]
+ *   [2 auth][0 permission-denied][varString reason]
+ *   [3 query-awareness]
+ *   [100 capsync][0 hello][varUint protocolVersion][varUint n][n x varString capability]
+ *   [100 capsync][1 ack][varUint seq][varUint8Array stateVector]
+ *   [100 capsync][2 error][varString code][varString message][varUint seq]
+ *
+ * Extension messages are only sent to a peer that first sent `hello`, so stock y-websocket
+ * clients never see them.
+ */
+import * as decoding from 'lib0/decoding';
+import * as encoding from 'lib0/encoding';
+import { ProtocolError, type ErrorCode } from '../errors.js';
+
+/** Bumped on any incompatible change to the capsync extension messages. */
+export const PROTOCOL_VERSION = 1;
+
+/** Capabilities a relay of this version offers in its hello. */
+export const RELAY_CAPABILITIES = ['ack', 'error'] as const;
+
+export const MessageType = {
+  Sync: 0,
+  Awareness: 1,
+  Auth: 2,
+  QueryAwareness: 3,
+  Capsync: 100,
+} as const;
+
+const SyncKind = { Step1: 0, Step2: 1, Update: 2 } as const;
+const CapsyncKind = { Hello: 0, Ack: 1, Error: 2 } as const;
+const AuthKind = { PermissionDenied: 0 } as const;
+
+export interface SyncStep1Message {
+  type: 'sync-step-1';
+  stateVector: Uint8Array;
+}
+export interface SyncStep2Message {
+  type: 'sync-step-2';
+  update: Uint8Array;
+}
+export interface UpdateMessage {
+  type: 'update';
+  update: Uint8Array;
+}
+export interface AwarenessMessage {
+  type: 'awareness';
+  update: Uint8Array;
+}
+export interface QueryAwarenessMessage {
+  type: 'query-awareness';
+}
+/** y-protocols' auth message; the relay sends it to stock clients it refuses. */
+export interface AuthDeniedMessage {
+  type: 'auth-denied';
+  reason: string;
+}
+/** First message of a capsync-aware peer: which protocol version and features it speaks. */
+export interface HelloMessage {
+  type: 'hello';
+  protocolVersion: number;
+  capabilities: string[];
+}
+/**
+ * Durable acknowledgement. `seq` counts the document-carrying messages (sync step 2 and
+ * update) this connection has sent, in order: the first `seq` of them are committed to the
+ * relay's storage. `stateVector` is the relay's state vector right after that commit.
+ */
+export interface AckMessage {
+  type: 'ack';
+  seq: number;
+  stateVector: Uint8Array;
+}
+/** A typed error that does not end the connection (for example a refused read-only update). */
+export interface ErrorMessage {
+  type: 'error';
+  code: ErrorCode;
+  message: string;
+  /** The refused message's sequence number (see AckMessage), or 0 when not about one. */
+  seq: number;
+}
+
+export type Message =
+  | SyncStep1Message
+  | SyncStep2Message
+  | UpdateMessage
+  | AwarenessMessage
+  | QueryAwarenessMessage
+  | AuthDeniedMessage
+  | HelloMessage
+  | AckMessage
+  | ErrorMessage;
+
+export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
+
+/** Encodes one message into one binary frame. */
+export function encodeMessage(msg: Message): Uint8Array {
+  const e = encoding.createEncoder();
+  switch (msg.type) {
+    case 'sync-step-1':
+      encoding.writeVarUint(e, MessageType.Sync);
+      encoding.writeVarUint(e, SyncKind.Step1);
+      encoding.writeVarUint8Array(e, msg.stateVector);
+      break;
+    case 'sync-step-2':
+      encoding.writeVarUint(e, MessageType.Sync);
+      encoding.writeVarUint(e, SyncKind.Step2);
+      encoding.writeVarUint8Array(e, msg.update);
+      break;
+    case 'update':
+      encoding.writeVarUint(e, MessageType.Sync);
+      encoding.writeVarUint(e, SyncKind.Update);
+      encoding.writeVarUint8Array(e, msg.update);
+      break;
+    case 'awareness':
+      encoding.writeVarUint(e, MessageType.Awareness);
+      encoding.writeVarUint8Array(e, msg.update);
+      break;
+    case 'query-awareness':
+      encoding.writeVarUint(e, MessageType.QueryAwareness);
+      break;
+    case 'auth-denied':
+      encoding.writeVarUint(e, MessageType.Auth);
+      encoding.writeVarUint(e, AuthKind.PermissionDenied);
+      encoding.writeVarString(e, msg.reason);
+      break;
+    case 'hello':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.Hello);
+      encoding.writeVarUint(e, msg.protocolVersion);
+      encoding.writeVarUint(e, msg.capabilities.length);
+      for (const c of msg.capabilities) encoding.writeVarString(e, c);
+      break;
+    case 'ack':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.Ack);
+      encoding.writeVarUint(e, msg.seq);
+      encoding.writeVarUint8Array(e, msg.stateVector);
+      break;
+    case 'error':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.Error);
+      encoding.writeVarString(e, msg.code);
+      encoding.writeVarString(e, msg.message);
+      encoding.writeVarUint(e, msg.seq);
+      break;
+  }
+  return encoding.toUint8Array(e);
+}
+
+/** Upper bound on hello capabilities, so a hostile hello cannot allocate much. */
+const MAX_CAPABILITIES = 64;
+
+/**
+ * Decodes and validates one frame. Throws `ProtocolError` ('bad-message' or
+ * 'unknown-message-type') for anything malformed: truncated varints, unknown types,
+ * lengths past the end, trailing bytes. It does not validate Yjs update contents;
+ * see `validateUpdate`.
+ */
+export function decodeMessage(frame: Uint8Array): Message {
+  const d = decoding.createDecoder(frame);
+  let msg: Message;
+  try {
+    msg = readMessage(d);
+  } catch (err) {
+    if (err instanceof ProtocolError) throw err;
+    throw new ProtocolError('bad-message', `malformed frame: ${(err as Error).message}`, { cause: err });
+  }
+  if (decoding.hasContent(d)) {
+    throw new ProtocolError('bad-message', `${d.arr.length - d.pos} trailing bytes after ${msg.type} message`);
+  }
+  return msg;
+}
+
+function readMessage(d: decoding.Decoder): Message {
+  if (!decoding.hasContent(d)) throw new ProtocolError('bad-message', 'empty frame');
+  const type = decoding.readVarUint(d);
+  switch (type) {
+    case MessageType.Sync: {
+      const kind = decoding.readVarUint(d);
+      const payload = readBytes(d);
+      if (kind === SyncKind.Step1) return { type: 'sync-step-1', stateVector: payload };
+      if (kind === SyncKind.Step2) return { type: 'sync-step-2', update: payload };
+      if (kind === SyncKind.Update) return { type: 'update', update: payload };
+      throw new ProtocolError('unknown-message-type', `unknown sync message kind ${kind}`);
+    }
+    case MessageType.Awareness:
+      return { type: 'awareness', update: readBytes(d) };
+    case MessageType.QueryAwareness:
+      return { type: 'query-awareness' };
+    case MessageType.Auth: {
+      const kind = decoding.readVarUint(d);
+      if (kind !== AuthKind.PermissionDenied) throw new ProtocolError('unknown-message-type', `unknown auth message kind ${kind}`);
+      return { type: 'auth-denied', reason: decoding.readVarString(d) };
+    }
+    case MessageType.Capsync: {
+      const kind = decoding.readVarUint(d);
+      if (kind === CapsyncKind.Hello) {
+        const protocolVersion = decoding.readVarUint(d);
+        const n = decoding.readVarUint(d);
+        if (n > MAX_CAPABILITIES) throw new ProtocolError('bad-message', `hello lists ${n} capabilities (max ${MAX_CAPABILITIES})`);
+        const capabilities: string[] = [];
+        for (let i = 0; i < n; i++) capabilities.push(decoding.readVarString(d));
+        return { type: 'hello', protocolVersion, capabilities };
+      }
+      if (kind === CapsyncKind.Ack) {
+        const seq = decoding.readVarUint(d);
+        return { type: 'ack', seq, stateVector: readBytes(d) };
+      }
+      if (kind === CapsyncKind.Error) {
+        const code = decoding.readVarString(d) as ErrorCode;
+        const message = decoding.readVarString(d);
+        const seq = decoding.readVarUint(d);
+        return { type: 'error', code, message, seq };
+      }
+      throw new ProtocolError('unknown-message-type', `unknown capsync message kind ${kind}`);
+    }
+    default:
+      throw new ProtocolError('unknown-message-type', `unknown message type ${type}`);
+  }
+}
+
+/** readVarUint8Array with an explicit bounds check (lib0 would throw a RangeError, or worse). */
+function readBytes(d: decoding.Decoder): Uint8Array {
+  const len = decoding.readVarUint(d);
+  if (len > d.arr.length - d.pos) {
+    throw new ProtocolError('bad-message', `length ${len} runs past the end of the frame`);
+  }
+  return decoding.readUint8Array(d, len);
+}

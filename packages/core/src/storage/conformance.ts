@@ -1,0 +1,232 @@
+/**
+ * The `DocStore` conformance suite. Every store implementation runs all of these cases:
+ *
+ *   import { docStoreConformance } from '@capsync/core/conformance'
+ *   for (const c of docStoreConformance) it(c.name, () => c.run(harness))
+ *
+ * Cases are plain async functions that throw on failure, so the suite works with any test
+ * runner and keeps core free of test-framework dependencies.
+ */
+import * as Y from 'yjs';
+import type { DocStore } from './doc-store.js';
+
+export interface ConformanceHarness {
+  /** A fresh, empty store. */
+  create(): Promise<DocStore>;
+  /**
+   * Closes `store` and opens the same underlying storage again. Omit for stores that do not
+   * outlive their process (memory); the durability cases then do not run.
+   */
+  reopen?(store: DocStore): Promise<DocStore>;
+}
+
+export interface ConformanceCase {
+  name: string;
+  run(harness: ConformanceHarness): Promise<void>;
+}
+
+function fail(message: string): never {
+  throw new Error(`DocStore conformance: ${message}`);
+}
+function equal<T>(actual: T, expected: T, what: string): void {
+  if (actual !== expected) fail(`${what}: expected ${String(expected)}, got ${String(actual)}`);
+}
+function bytesEqual(a: Uint8Array, b: Uint8Array, what: string): void {
+  if (a.byteLength !== b.byteLength || a.some((v, i) => v !== b[i])) fail(`${what}: bytes differ`);
+}
+
+/** Applies stored updates to a fresh doc and returns its text "t". */
+function textOf(updates: Uint8Array[]): string {
+  const doc = new Y.Doc();
+  for (const u of updates) Y.applyUpdate(doc, u);
+  return doc.getText('t').toString();
+}
+
+/** A doc writer producing realistic incremental updates. */
+function writer(): { doc: Y.Doc; edit(text: string): Uint8Array } {
+  const doc = new Y.Doc();
+  return {
+    doc,
+    edit(text: string) {
+      let update: Uint8Array | null = null;
+      const capture = (u: Uint8Array) => (update = u);
+      doc.on('update', capture);
+      doc.getText('t').insert(doc.getText('t').length, text);
+      doc.off('update', capture);
+      return update!;
+    },
+  };
+}
+
+async function withStore(h: ConformanceHarness, fn: (s: DocStore) => Promise<DocStore | void>): Promise<void> {
+  let store = await h.create();
+  try {
+    store = (await fn(store)) ?? store;
+  } finally {
+    await store.close();
+  }
+}
+
+export const docStoreConformance: ConformanceCase[] = [
+  {
+    name: 'an unknown document loads empty',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const doc = await s.load('nothing-here');
+        equal(doc.updates.length, 0, 'updates');
+        equal(doc.head, 0, 'head');
+        equal(doc.logCount, 0, 'logCount');
+        equal(doc.logBytes, 0, 'logBytes');
+      }),
+  },
+  {
+    name: 'appended updates load back byte-exact, in order',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const w = writer();
+        const sent = [w.edit('a'), w.edit('b'), w.edit('c')];
+        for (const u of sent) await s.append('doc', u);
+        const doc = await s.load('doc');
+        equal(doc.updates.length, 3, 'update count');
+        sent.forEach((u, i) => bytesEqual(doc.updates[i]!, u, `update ${i}`));
+        equal(textOf(doc.updates), 'abc', 'text');
+      }),
+  },
+  {
+    name: 'positions strictly increase and head is the last one',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const w = writer();
+        let last = 0;
+        for (let i = 0; i < 5; i++) {
+          const r = await s.append('doc', w.edit(String(i)));
+          if (!(r.position > last)) fail(`position ${r.position} not after ${last}`);
+          equal(r.logCount, i + 1, 'logCount');
+          last = r.position;
+        }
+        equal((await s.load('doc')).head, last, 'head');
+      }),
+  },
+  {
+    name: 'concurrent appends are stored in call order',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const w = writer();
+        const sent = Array.from({ length: 200 }, (_, i) => w.edit(String.fromCharCode(97 + (i % 26))));
+        const results = await Promise.all(sent.map((u) => s.append('doc', u)));
+        for (let i = 1; i < results.length; i++) {
+          if (!(results[i]!.position > results[i - 1]!.position)) fail('positions out of call order');
+        }
+        const doc = await s.load('doc');
+        sent.forEach((u, i) => bytesEqual(doc.updates[i]!, u, `update ${i}`));
+      }),
+  },
+  {
+    name: 'documents are isolated, whatever their names',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const names = ['a', 'a/b', 'A', 'ünïcødé/文档', "quote'\"%_*", 'a b'];
+        for (const [i, name] of names.entries()) {
+          const w = writer();
+          await s.append(name, w.edit(`doc${i}`));
+        }
+        for (const [i, name] of names.entries()) {
+          equal(textOf((await s.load(name)).updates), `doc${i}`, `text of ${name}`);
+        }
+      }),
+  },
+  {
+    name: 'logBytes counts the bytes of the log',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const w = writer();
+        const a = w.edit('hello');
+        const b = w.edit(' world');
+        await s.append('doc', a);
+        const r = await s.append('doc', b);
+        equal(r.logBytes, a.byteLength + b.byteLength, 'append logBytes');
+        equal((await s.load('doc')).logBytes, a.byteLength + b.byteLength, 'load logBytes');
+      }),
+  },
+  {
+    name: 'a large update round-trips',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const w = writer();
+        const big = w.edit('x'.repeat(2 * 1024 * 1024));
+        await s.append('doc', big);
+        bytesEqual((await s.load('doc')).updates[0]!, big, 'big update');
+      }),
+  },
+  {
+    name: 'compact replaces entries up to `through` and keeps later ones',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const w = writer();
+        await s.append('doc', w.edit('a'));
+        const r2 = await s.append('doc', w.edit('b'));
+        const snapshot = Y.encodeStateAsUpdate(w.doc);
+        await s.append('doc', w.edit('c'));
+        await s.compact('doc', snapshot, r2.position);
+        const doc = await s.load('doc');
+        equal(doc.updates.length, 2, 'snapshot + 1 entry');
+        bytesEqual(doc.updates[0]!, snapshot, 'snapshot first');
+        equal(doc.logCount, 1, 'logCount after compact');
+        equal(textOf(doc.updates), 'abc', 'text after compact');
+        const r4 = await s.append('doc', w.edit('d'));
+        if (!(r4.position > r2.position)) fail('positions reused after compact');
+        equal(textOf((await s.load('doc')).updates), 'abcd', 'text after append');
+      }),
+  },
+  {
+    name: 'a stale compaction is ignored',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const w = writer();
+        const r1 = await s.append('doc', w.edit('a'));
+        const old = Y.encodeStateAsUpdate(w.doc);
+        const r2 = await s.append('doc', w.edit('b'));
+        await s.compact('doc', Y.encodeStateAsUpdate(w.doc), r2.position);
+        await s.compact('doc', old, r1.position);
+        equal(textOf((await s.load('doc')).updates), 'ab', 'text');
+      }),
+  },
+  {
+    name: 'delete removes one document only',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const a = writer();
+        const b = writer();
+        await s.append('a', a.edit('A'));
+        await s.compact('a', Y.encodeStateAsUpdate(a.doc), (await s.append('a', a.edit('A'))).position);
+        await s.append('b', b.edit('B'));
+        await s.delete('a');
+        const gone = await s.load('a');
+        equal(gone.updates.length, 0, 'deleted doc updates');
+        equal(textOf((await s.load('b')).updates), 'B', 'other doc');
+      }),
+  },
+  {
+    name: 'ping resolves on a working store',
+    run: (h) => withStore(h, (s) => s.ping()),
+  },
+  {
+    name: 'appends and compactions survive reopening',
+    run: async (h) => {
+      if (!h.reopen) return;
+      await withStore(h, async (s) => {
+        const w = writer();
+        await s.append('doc', w.edit('a'));
+        const r = await s.append('doc', w.edit('b'));
+        await s.compact('doc', Y.encodeStateAsUpdate(w.doc), r.position);
+        const last = await s.append('doc', w.edit('c'));
+        const s2 = await h.reopen!(s);
+        const doc = await s2.load('doc');
+        equal(textOf(doc.updates), 'abc', 'text after reopen');
+        const next = await s2.append('doc', w.edit('d'));
+        if (!(next.position > last.position)) fail('positions reused after reopen');
+        return s2;
+      });
+    },
+  },
+];

@@ -1,0 +1,62 @@
+/**
+ * Storage boundary for documents. One implementation per backend (memory, SQLite, ...);
+ * every implementation must pass the exported conformance suite (`@capsync/core/conformance`).
+ *
+ * Model: per document, an optional snapshot plus an append-only log of Yjs (v1) updates.
+ * Every log entry gets a position; positions strictly increase within a document and are
+ * never reused, not even after `compact` or `delete`, nor across reopening the store.
+ */
+export interface DocStore {
+  /**
+   * Reads everything stored for `name`: the snapshot (if any) first, then every log entry
+   * after it in append order. Applying `updates` in order to an empty Y.Doc yields the stored
+   * document. An unknown document loads as `{ updates: [], head: 0, logCount: 0, logBytes: 0 }`.
+   * Reflects every `append` that resolved before `load` was called.
+   */
+  load(name: string): Promise<StoredDoc>;
+
+  /**
+   * Appends one update to the document's log. Resolves only once the update is durable:
+   * committed so that a process crash (SIGKILL) right after cannot lose it. Appends to one
+   * document are stored in call order, also when called concurrently without awaiting.
+   * Rejects with `StorageError` when the update could not be stored; then nothing was stored.
+   */
+  append(name: string, update: Uint8Array): Promise<AppendResult>;
+
+  /**
+   * Atomically replaces the snapshot and every log entry at or before `through` with
+   * `snapshot`, which the caller guarantees contains all of them (it may contain more).
+   * Entries after `through` stay. A `through` not past the current snapshot's is stale and
+   * ignored. Either all of it happens or none of it.
+   */
+  compact(name: string, snapshot: Uint8Array, through: number): Promise<void>;
+
+  /** Removes the document's snapshot and log. Loading it afterwards yields an empty document. */
+  delete(name: string): Promise<void>;
+
+  /** Resolves when the backend can serve reads and writes; rejects with `StorageError` otherwise. */
+  ping(): Promise<void>;
+
+  /** Finishes pending writes and releases resources. No method may be called afterwards. */
+  close(): Promise<void>;
+}
+
+export interface StoredDoc {
+  /** Snapshot first (when present), then log entries in append order. */
+  updates: Uint8Array[];
+  /** Position of the last entry `updates` reflects (snapshot or log), 0 when nothing is stored. */
+  head: number;
+  /** Number of log entries after the snapshot. */
+  logCount: number;
+  /** Total bytes of those log entries. */
+  logBytes: number;
+}
+
+export interface AppendResult {
+  /** Position of the appended entry. */
+  position: number;
+  /** Log entries after the snapshot, including this one. */
+  logCount: number;
+  /** Their total bytes. */
+  logBytes: number;
+}

@@ -1,0 +1,66 @@
+import type { AppendResult, DocStore, StoredDoc } from './doc-store.js';
+import { StorageError } from '../errors.js';
+
+interface MemoryDoc {
+  snapshot: { data: Uint8Array; through: number } | null;
+  log: { position: number; data: Uint8Array }[];
+  logBytes: number;
+}
+
+/**
+ * A `DocStore` in process memory: for tests, ephemeral relays and browsers without
+ * IndexedDB. "Durable" here means "stored in this process": it does not survive a restart.
+ * Stores copies, so callers may reuse their buffers.
+ */
+export class MemoryDocStore implements DocStore {
+  private readonly docs = new Map<string, MemoryDoc>();
+  private nextPosition = 1;
+  private closed = false;
+
+  async load(name: string): Promise<StoredDoc> {
+    this.assertOpen();
+    const doc = this.docs.get(name);
+    if (!doc) return { updates: [], head: 0, logCount: 0, logBytes: 0 };
+    const updates = doc.snapshot ? [doc.snapshot.data.slice()] : [];
+    for (const entry of doc.log) updates.push(entry.data.slice());
+    const head = doc.log.at(-1)?.position ?? doc.snapshot?.through ?? 0;
+    return { updates, head, logCount: doc.log.length, logBytes: doc.logBytes };
+  }
+
+  async append(name: string, update: Uint8Array): Promise<AppendResult> {
+    this.assertOpen();
+    let doc = this.docs.get(name);
+    if (!doc) this.docs.set(name, (doc = { snapshot: null, log: [], logBytes: 0 }));
+    const position = this.nextPosition++;
+    doc.log.push({ position, data: update.slice() });
+    doc.logBytes += update.byteLength;
+    return { position, logCount: doc.log.length, logBytes: doc.logBytes };
+  }
+
+  async compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
+    this.assertOpen();
+    let doc = this.docs.get(name);
+    if (!doc) this.docs.set(name, (doc = { snapshot: null, log: [], logBytes: 0 }));
+    if (doc.snapshot && through <= doc.snapshot.through) return;
+    doc.snapshot = { data: snapshot.slice(), through };
+    doc.log = doc.log.filter((e) => e.position > through);
+    doc.logBytes = doc.log.reduce((n, e) => n + e.data.byteLength, 0);
+  }
+
+  async delete(name: string): Promise<void> {
+    this.assertOpen();
+    this.docs.delete(name);
+  }
+
+  async ping(): Promise<void> {
+    this.assertOpen();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new StorageError('memory store is closed');
+  }
+}

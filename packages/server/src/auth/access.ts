@@ -1,0 +1,94 @@
+import * as jose from 'jose';
+import { AuthError } from '@capsync/core';
+
+export type Permission = 'read' | 'write';
+
+/** What a connection or HTTP request may do with one document. */
+export interface AccessGrant {
+  permission: Permission;
+  /** Who, from the token's `sub`; undefined on an open relay. */
+  subject?: string;
+  /** When the credential stops being valid (ms since epoch); the relay closes the connection then. */
+  expiresAt?: number;
+}
+
+/**
+ * Decides access per document. `authorize` resolves to a grant or rejects with `AuthError`:
+ * 'unauthorized' for a missing, invalid or expired token, 'forbidden' for a valid token
+ * without any permission on the document.
+ */
+export interface AccessControl {
+  readonly mode: 'open' | 'jwt';
+  authorize(token: string | undefined, docName: string): Promise<AccessGrant>;
+}
+
+/** No auth configured: everyone may read and write every document. */
+export class OpenAccess implements AccessControl {
+  readonly mode = 'open' as const;
+  async authorize(): Promise<AccessGrant> {
+    return { permission: 'write' };
+  }
+}
+
+export interface JwtAccessOptions {
+  /** HMAC secret (HS256/384/512) the tokens are signed with. */
+  secret: string;
+  issuer?: string;
+  audience?: string;
+}
+
+/**
+ * JWT access: tokens carry a `docs` claim mapping document names to 'read' or 'write'.
+ * A key ending in '*' is a prefix pattern ("team-a/*", or "*" for all documents). The exact
+ * name wins over patterns; among patterns, the longest prefix wins.
+ *
+ *   { "sub": "alice", "exp": 1767225600, "docs": { "notes/*": "write", "handbook": "read" } }
+ */
+export class JwtAccess implements AccessControl {
+  readonly mode = 'jwt' as const;
+  private readonly key: Uint8Array;
+
+  constructor(private readonly options: JwtAccessOptions) {
+    if (!options.secret) throw new Error('JwtAccess needs a non-empty secret');
+    this.key = new TextEncoder().encode(options.secret);
+  }
+
+  async authorize(token: string | undefined, docName: string): Promise<AccessGrant> {
+    if (!token) throw new AuthError('unauthorized', 'a token is required');
+    let payload: jose.JWTPayload;
+    try {
+      ({ payload } = await jose.jwtVerify(token, this.key, {
+        algorithms: ['HS256', 'HS384', 'HS512'],
+        ...(this.options.issuer ? { issuer: this.options.issuer } : {}),
+        ...(this.options.audience ? { audience: this.options.audience } : {}),
+      }));
+    } catch (err) {
+      const why = err instanceof jose.errors.JWTExpired ? 'token expired' : `invalid token (${(err as { code?: string }).code ?? 'malformed'})`;
+      throw new AuthError('unauthorized', why, { cause: err });
+    }
+    const permission = permissionFor(payload['docs'], docName);
+    if (!permission) throw new AuthError('forbidden', `no access to document "${docName}"`);
+    return {
+      permission,
+      ...(payload.sub ? { subject: payload.sub } : {}),
+      ...(payload.exp ? { expiresAt: payload.exp * 1000 } : {}),
+    };
+  }
+}
+
+/** The permission the `docs` claim gives on `docName`, or undefined. */
+export function permissionFor(docs: unknown, docName: string): Permission | undefined {
+  if (typeof docs !== 'object' || docs === null) return undefined;
+  const entries = Object.entries(docs as Record<string, unknown>).filter(
+    (e): e is [string, Permission] => e[1] === 'read' || e[1] === 'write',
+  );
+  const exact = entries.find(([k]) => k === docName);
+  if (exact) return exact[1];
+  let best: [string, Permission] | undefined;
+  for (const [pattern, perm] of entries) {
+    if (!pattern.endsWith('*')) continue;
+    const prefix = pattern.slice(0, -1);
+    if (docName.startsWith(prefix) && (!best || prefix.length > best[0].length)) best = [prefix, perm];
+  }
+  return best?.[1];
+}

@@ -1,0 +1,34 @@
+import type { IncomingMessage } from 'node:http';
+
+/** Sub-protocol prefix carrying a token: offer `['capsync', 'capsync.jwt.' + token]`. */
+export const TOKEN_PROTOCOL_PREFIX = 'capsync.jwt.';
+export const CAPSYNC_PROTOCOL = 'capsync';
+
+/**
+ * Finds the credential of a request, in this order: `Authorization: Bearer`, a
+ * `capsync.jwt.<token>` WebSocket sub-protocol (browsers cannot set headers on WebSockets),
+ * the `token` query parameter.
+ */
+export function tokenFromRequest(req: IncomingMessage): string | undefined {
+  const auth = req.headers.authorization;
+  if (auth?.startsWith('Bearer ')) return auth.slice('Bearer '.length).trim();
+  const protocols = req.headers['sec-websocket-protocol'];
+  if (protocols) {
+    for (const p of protocols.split(',')) {
+      const trimmed = p.trim();
+      if (trimmed.startsWith(TOKEN_PROTOCOL_PREFIX)) return trimmed.slice(TOKEN_PROTOCOL_PREFIX.length);
+    }
+  }
+  const query = new URL(req.url ?? '/', 'http://relay').searchParams.get('token');
+  return query ?? undefined;
+}
+
+/**
+ * The sub-protocol to answer with: 'capsync' when offered, else the first one offered
+ * (a browser fails the handshake if the server picks none of the offered protocols).
+ */
+export function selectProtocol(offered: Set<string>): string | false {
+  if (offered.has(CAPSYNC_PROTOCOL)) return CAPSYNC_PROTOCOL;
+  const first = offered.values().next();
+  return first.done ? false : first.value;
+}

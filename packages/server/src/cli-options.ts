@@ -1,0 +1,126 @@
+import { parseArgs } from 'node:util';
+import { DEFAULTS, type RelayOptions } from './config.js';
+
+interface Flag {
+  flag: string;
+  env: string;
+  type: 'string' | 'boolean';
+  help: string;
+  apply(o: RelayOptions & { logLevel?: string }, v: string): void;
+}
+
+const int = (name: string, v: string): number => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0) throw new CliError(`${name} must be a non-negative integer, got "${v}"`);
+  return n;
+};
+
+/** Every setting: a --flag and a CAPSYNC_* variable (the flag wins). */
+export const FLAGS: Flag[] = [
+  { flag: 'port', env: 'CAPSYNC_PORT', type: 'string', help: `TCP port (0 = any free port). Default ${DEFAULTS.port}`, apply: (o, v) => (o.port = int('--port', v)) },
+  { flag: 'host', env: 'CAPSYNC_HOST', type: 'string', help: `Interface to listen on; 0.0.0.0 for all. Default ${DEFAULTS.host}`, apply: (o, v) => (o.host = v) },
+  { flag: 'data', env: 'CAPSYNC_DATA', type: 'string', help: `Directory of the SQLite database. Default ${DEFAULTS.dataDir}`, apply: (o, v) => (o.dataDir = v) },
+  {
+    flag: 'storage',
+    env: 'CAPSYNC_STORAGE',
+    type: 'string',
+    help: 'sqlite (durable, default) or memory (lost on exit)',
+    apply: (o, v) => {
+      if (v !== 'sqlite' && v !== 'memory') throw new CliError(`--storage must be sqlite or memory, got "${v}"`);
+      o.storage = v;
+    },
+  },
+  {
+    flag: 'sqlite-sync',
+    env: 'CAPSYNC_SQLITE_SYNC',
+    type: 'string',
+    help: 'full (fsync each commit, default) or normal (survives process crashes, not power loss)',
+    apply: (o, v) => {
+      if (v !== 'full' && v !== 'normal') throw new CliError(`--sqlite-sync must be full or normal, got "${v}"`);
+      o.sqliteSync = v;
+    },
+  },
+  { flag: 'auth-secret', env: 'CAPSYNC_AUTH_SECRET', type: 'string', help: 'HMAC secret of JWTs; without it the relay is open', apply: (o, v) => (o.authSecret = v) },
+  { flag: 'auth-issuer', env: 'CAPSYNC_AUTH_ISSUER', type: 'string', help: 'Required JWT iss claim', apply: (o, v) => (o.authIssuer = v) },
+  { flag: 'auth-audience', env: 'CAPSYNC_AUTH_AUDIENCE', type: 'string', help: 'Required JWT aud claim', apply: (o, v) => (o.authAudience = v) },
+  {
+    flag: 'max-message-bytes',
+    env: 'CAPSYNC_MAX_MESSAGE_BYTES',
+    type: 'string',
+    help: `Largest frame or HTTP body. Default ${DEFAULTS.maxMessageBytes} (16 MiB)`,
+    apply: (o, v) => (o.maxMessageBytes = int('--max-message-bytes', v)),
+  },
+  {
+    flag: 'send-buffer-limit',
+    env: 'CAPSYNC_SEND_BUFFER_LIMIT',
+    type: 'string',
+    help: `Unsent bytes per connection before it is closed as a slow consumer. Default ${DEFAULTS.sendBufferLimit}`,
+    apply: (o, v) => (o.sendBufferLimit = int('--send-buffer-limit', v)),
+  },
+  {
+    flag: 'idle-timeout-ms',
+    env: 'CAPSYNC_IDLE_TIMEOUT_MS',
+    type: 'string',
+    help: `Unload a document this long after its last client left. Default ${DEFAULTS.idleTimeoutMs}`,
+    apply: (o, v) => (o.idleTimeoutMs = int('--idle-timeout-ms', v)),
+  },
+  {
+    flag: 'compact-updates',
+    env: 'CAPSYNC_COMPACT_UPDATES',
+    type: 'string',
+    help: 'Merge a document log into a snapshot at this many updates. Default 500',
+    apply: (o, v) => (o.compaction = { ...o.compaction, maxUpdates: int('--compact-updates', v) }),
+  },
+  {
+    flag: 'compact-bytes',
+    env: 'CAPSYNC_COMPACT_BYTES',
+    type: 'string',
+    help: 'Merge a document log into a snapshot at this many bytes. Default 1048576',
+    apply: (o, v) => (o.compaction = { ...o.compaction, maxBytes: int('--compact-bytes', v) }),
+  },
+  { flag: 'log-level', env: 'CAPSYNC_LOG_LEVEL', type: 'string', help: 'fatal, error, warn, info (default), debug, trace or silent', apply: (o, v) => (o.logLevel = v) },
+];
+
+export class CliError extends Error {}
+
+export type CliResult = { help: true } | { help: false; options: RelayOptions & { logLevel: string } };
+
+/** Parses argv and env into relay options. Throws CliError on unknown or malformed input. */
+export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliResult {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        help: { type: 'boolean', short: 'h' },
+        ...Object.fromEntries(FLAGS.map((f) => [f.flag, { type: f.type }])),
+      },
+    }));
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+  if (values['help']) return { help: true };
+  const options: RelayOptions & { logLevel: string } = { logLevel: 'info' };
+  for (const f of FLAGS) {
+    const v = values[f.flag] ?? env[f.env];
+    if (typeof v === 'string' && v !== '') f.apply(options, v);
+  }
+  return { help: false, options };
+}
+
+export function helpText(): string {
+  const rows = FLAGS.map((f) => `  --${f.flag.padEnd(20)} ${f.env.padEnd(27)} ${f.help}`);
+  return [
+    'capsync-server: durable Yjs relay (y-websocket protocol) with SQLite, JWT auth and metrics',
+    '',
+    'Usage: capsync-server [options]',
+    '',
+    '  option                 environment variable        meaning',
+    ...rows,
+    '  -h, --help             print this help',
+    '',
+    'Documents are served at ws://HOST:PORT/<docName>; HTTP: /healthz /readyz /metrics /v1/docs/:name',
+  ].join('\n');
+}

@@ -1,0 +1,84 @@
+import path from 'node:path';
+import { DEFAULT_COMPACTION_POLICY, type CompactionPolicy, type DocStore } from '@capsync/core';
+import type { Logger } from './logger.js';
+
+/** Options of `createRelay`; the CLI maps flags and CAPSYNC_* variables onto these. */
+export interface RelayOptions {
+  /** TCP port; 0 picks a free one. Default 4000. */
+  port?: number;
+  /** Interface to listen on. Default '127.0.0.1'; use '0.0.0.0' to accept remote clients. */
+  host?: string;
+  /** 'sqlite' (default, durable, under `dataDir`), 'memory' (lost on exit), or your own DocStore. */
+  storage?: 'sqlite' | 'memory' | DocStore;
+  /** Directory of the SQLite database (capsync.db). Default './data'. */
+  dataDir?: string;
+  /** SQLite commit durability: 'full' fsyncs every commit (default), 'normal' survives process crashes only. */
+  sqliteSync?: 'full' | 'normal';
+  /** HMAC secret for JWT auth; without one the relay is open to everyone. */
+  authSecret?: string;
+  /** Required `iss` claim, if set. */
+  authIssuer?: string;
+  /** Required `aud` claim, if set. */
+  authAudience?: string;
+  /** Largest accepted frame or HTTP body in bytes. Default 16 MiB. */
+  maxMessageBytes?: number;
+  /** Bytes a connection may have unsent before it is closed as a slow consumer. Default 16 MiB. */
+  sendBufferLimit?: number;
+  /** Unload a document this long after its last connection left. Default 30 s. */
+  idleTimeoutMs?: number;
+  /** Merge the update log into a snapshot past these thresholds. Default 500 updates or 1 MiB. */
+  compaction?: Partial<CompactionPolicy>;
+  /** Structured logger; defaults to one at `logLevel`. */
+  logger?: Logger;
+  /** Log level of the default logger. Default 'silent' (the CLI uses 'info'). */
+  logLevel?: string;
+}
+
+export interface ResolvedRelayOptions {
+  port: number;
+  host: string;
+  storage: 'sqlite' | 'memory' | DocStore;
+  dataDir: string;
+  sqliteSync: 'full' | 'normal';
+  authSecret: string | undefined;
+  authIssuer: string | undefined;
+  authAudience: string | undefined;
+  maxMessageBytes: number;
+  sendBufferLimit: number;
+  idleTimeoutMs: number;
+  compaction: CompactionPolicy;
+}
+
+export const DEFAULTS = {
+  port: 4000,
+  host: '127.0.0.1',
+  dataDir: './data',
+  maxMessageBytes: 16 * 1024 * 1024,
+  sendBufferLimit: 16 * 1024 * 1024,
+  idleTimeoutMs: 30_000,
+} as const;
+
+export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
+  const positive = (name: string, v: number | undefined, d: number, allowZero = false): number => {
+    const value = v ?? d;
+    if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) throw new RangeError(`${name} must be a positive number, got ${v}`);
+    return value;
+  };
+  return {
+    port: positive('port', o.port, DEFAULTS.port, true),
+    host: o.host ?? DEFAULTS.host,
+    storage: o.storage ?? 'sqlite',
+    dataDir: path.resolve(o.dataDir ?? DEFAULTS.dataDir),
+    sqliteSync: o.sqliteSync ?? 'full',
+    authSecret: o.authSecret || undefined,
+    authIssuer: o.authIssuer || undefined,
+    authAudience: o.authAudience || undefined,
+    maxMessageBytes: positive('maxMessageBytes', o.maxMessageBytes, DEFAULTS.maxMessageBytes),
+    sendBufferLimit: positive('sendBufferLimit', o.sendBufferLimit, DEFAULTS.sendBufferLimit),
+    idleTimeoutMs: positive('idleTimeoutMs', o.idleTimeoutMs, DEFAULTS.idleTimeoutMs, true),
+    compaction: {
+      maxUpdates: positive('compaction.maxUpdates', o.compaction?.maxUpdates, DEFAULT_COMPACTION_POLICY.maxUpdates),
+      maxBytes: positive('compaction.maxBytes', o.compaction?.maxBytes, DEFAULT_COMPACTION_POLICY.maxBytes),
+    },
+  };
+}

@@ -1,0 +1,97 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { MemoryDocStore, type DocStore } from '@capsync/core';
+import { JwtAccess, OpenAccess, type AccessControl } from './auth/access.js';
+import { resolveOptions, type RelayOptions, type ResolvedRelayOptions } from './config.js';
+import { createHttpApp } from './http/app.js';
+import { attachWebSocketEndpoint } from './http/websocket-endpoint.js';
+import { createLogger } from './logger.js';
+import { RelayMetrics } from './metrics.js';
+import { Relay } from './relay/relay.js';
+import { SqliteDocStore } from './storage/sqlite-store.js';
+
+/** A running relay. */
+export interface RelayHandle {
+  /** WebSocket base URL, e.g. ws://127.0.0.1:4000 (documents at `${url}/${name}`). */
+  url: string;
+  /** HTTP base URL, e.g. http://127.0.0.1:4000. */
+  httpUrl: string;
+  port: number;
+  /** The relay core, for embedding and tests. */
+  relay: Relay;
+  /** Stops accepting, closes connections (1001), commits pending writes, closes storage. */
+  close(): Promise<void>;
+}
+
+/** Starts a relay: HTTP API + WebSocket endpoint on one port. `port: 0` picks a free port. */
+export async function createRelay(options: RelayOptions = {}): Promise<RelayHandle> {
+  const resolved = resolveOptions(options);
+  const logger = options.logger ?? createLogger(options.logLevel ?? 'silent');
+  const store = openStore(resolved);
+  const access: AccessControl = resolved.authSecret
+    ? new JwtAccess({
+        secret: resolved.authSecret,
+        ...(resolved.authIssuer ? { issuer: resolved.authIssuer } : {}),
+        ...(resolved.authAudience ? { audience: resolved.authAudience } : {}),
+      })
+    : new OpenAccess();
+  const metrics = new RelayMetrics();
+  const relay = new Relay({ store, access, metrics, logger, options: resolved });
+
+  const server = http.createServer(createHttpApp(relay));
+  const wss = attachWebSocketEndpoint(server, relay);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(resolved.port, resolved.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const port = (server.address() as AddressInfo).port;
+  const host = urlHost(resolved.host);
+  const storage = typeof resolved.storage === 'string' ? resolved.storage : 'custom';
+  logger.info(
+    { port, host: resolved.host, storage, ...(storage === 'sqlite' ? { database: sqlitePath(resolved) } : {}) },
+    'relay listening',
+  );
+  if (access.mode === 'open') logger.warn('no auth configured: the relay is OPEN, anyone who can reach it may read and write every document');
+
+  let closing: Promise<void> | null = null;
+  return {
+    url: `ws://${host}:${port}`,
+    httpUrl: `http://${host}:${port}`,
+    port,
+    relay,
+    close: () =>
+      (closing ??= (async () => {
+        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        await relay.close();
+        wss.close();
+        server.closeAllConnections();
+        await stopped;
+        logger.info('relay stopped');
+      })()),
+  };
+}
+
+function openStore(o: ResolvedRelayOptions): DocStore {
+  if (o.storage === 'memory') return new MemoryDocStore();
+  if (o.storage === 'sqlite') return new SqliteDocStore(sqlitePath(o), { synchronous: o.sqliteSync });
+  return o.storage;
+}
+
+function sqlitePath(o: ResolvedRelayOptions): string {
+  return path.join(o.dataDir, 'capsync.db');
+}
+
+function urlHost(host: string): string {
+  if (host === '0.0.0.0') return '127.0.0.1';
+  if (host === '::') return '[::1]';
+  return host.includes(':') ? `[${host}]` : host;
+}

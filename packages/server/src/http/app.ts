@@ -1,0 +1,115 @@
+import express, { type Request, type Response } from 'express';
+import * as Y from 'yjs';
+import { AuthError, CapsyncError, docToJSON, validateDocName, validateUpdate, type ErrorCode } from '@capsync/core';
+import type { AccessGrant } from '../auth/access.js';
+import { tokenFromRequest } from '../auth/token-from-request.js';
+import type { Relay } from '../relay/relay.js';
+import type { RelayDoc } from '../relay/relay-doc.js';
+import { sendError } from './http-errors.js';
+
+const httpSource = { kind: 'http' } as const;
+
+/**
+ * The relay's HTTP API: health, readiness, metrics, and a small document API
+ * (JSON view, state as a binary update, apply a binary update) under the same auth as
+ * WebSocket connections.
+ */
+export function createHttpApp(relay: Relay): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+
+  app.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  app.get('/readyz', async (_req, res) => {
+    if (relay.isClosing) {
+      res.status(503).json({ status: 'shutting-down' });
+      return;
+    }
+    try {
+      await relay.store.ping();
+      res.json({ status: 'ready' });
+    } catch (err) {
+      res.status(503).json({ status: 'storage-unavailable', message: (err as Error).message });
+    }
+  });
+
+  app.get('/metrics', async (_req, res) => {
+    res.set('Content-Type', relay.metrics.registry.contentType);
+    res.send(await relay.metrics.registry.metrics());
+  });
+
+  app.get('/v1/docs/:name', (req, res) =>
+    withDoc(relay, req, res, 'read', (doc) => {
+      res.json(docToJSON(doc.doc));
+    }),
+  );
+
+  app.get('/v1/docs/:name/update', (req, res) =>
+    withDoc(relay, req, res, 'read', (doc) => {
+      res.type('application/octet-stream').send(Buffer.from(Y.encodeStateAsUpdate(doc.doc)));
+    }),
+  );
+
+  app.post(
+    '/v1/docs/:name/update',
+    express.raw({ type: () => true, limit: relay.options.maxMessageBytes }),
+    (req, res) =>
+      withDoc(relay, req, res, 'write', async (doc) => {
+        const body: unknown = req.body;
+        if (!(body instanceof Uint8Array) || body.byteLength === 0) {
+          throw new CapsyncError('invalid-update', 'body must be a binary Yjs update');
+        }
+        validateUpdate(body);
+        const started = performance.now();
+        const { durable } = doc.applyRemote(body, httpSource);
+        relay.metrics.applySeconds.observe((performance.now() - started) / 1000);
+        await durable;
+        res.json({ durable: true, stateVector: Buffer.from(Y.encodeStateVector(doc.doc)).toString('base64') });
+      }),
+  );
+
+  // Body-parser errors (too large, aborted) and anything else thrown.
+  app.use((err: unknown, _req: Request, res: Response, _next: unknown) => {
+    const type = (err as { type?: string }).type;
+    if (type === 'entity.too.large') {
+      relay.metrics.refusals.inc({ reason: 'message-too-large' });
+      sendError(res, new CapsyncError('message-too-large', `body over ${relay.options.maxMessageBytes} bytes`));
+      return;
+    }
+    relay.logger.error({ err }, 'HTTP request failed');
+    sendError(res, err);
+  });
+
+  return app;
+}
+
+/** Authorizes, loads the document for the request's duration, and maps errors to JSON. */
+async function withDoc(
+  relay: Relay,
+  req: Request,
+  res: Response,
+  need: 'read' | 'write',
+  fn: (doc: RelayDoc, grant: AccessGrant) => void | Promise<void>,
+): Promise<void> {
+  let name: string;
+  try {
+    name = validateDocName(String(req.params['name']));
+    const grant = await relay.access.authorize(tokenFromRequest(req), name);
+    if (need === 'write' && grant.permission !== 'write') throw new AuthError('read-only', `read-only access to "${name}"`);
+    const doc = await relay.registry.acquire(name).catch((err: unknown) => {
+      throw new CapsyncError('storage-failure', 'document could not be loaded', { cause: err });
+    });
+    try {
+      await fn(doc, grant);
+    } finally {
+      relay.registry.release(name);
+    }
+  } catch (err) {
+    const code: ErrorCode = err instanceof CapsyncError ? err.code : 'internal';
+    relay.metrics.refusals.inc({ reason: code });
+    if (code === 'internal' || code === 'storage-failure') relay.logger.error({ err }, 'HTTP document request failed');
+    sendError(res, err);
+  }
+}

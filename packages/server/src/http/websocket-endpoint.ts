@@ -1,0 +1,78 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { CapsyncError, closeCodeFor, closeReasonFor, docNameFromPath } from '@capsync/core';
+import type { AccessGrant } from '../auth/access.js';
+import { selectProtocol, tokenFromRequest } from '../auth/token-from-request.js';
+import type { Relay } from '../relay/relay.js';
+
+/**
+ * Accepts WebSocket upgrades at `/<docName>` and hands authorized sockets to the relay.
+ * A refused upgrade (bad name, bad token) is still completed and then closed with a named
+ * code and reason, because browsers cannot read the HTTP status of a failed handshake.
+ */
+export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocketServer {
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: relay.options.maxMessageBytes,
+    perMessageDeflate: false,
+    handleProtocols: (offered) => selectProtocol(offered),
+  });
+
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    void authorizeAndAccept(req, socket, head);
+  });
+
+  async function authorizeAndAccept(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    if (relay.isClosing) {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
+      return;
+    }
+    let docName = '';
+    let failure: CapsyncError | null = null;
+    let grant: AccessGrant | undefined;
+    try {
+      docName = docNameFromPath(req.url ?? '/');
+      grant = await relay.access.authorize(tokenFromRequest(req), docName);
+    } catch (err) {
+      failure = err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error');
+      if (!(err instanceof CapsyncError)) relay.logger.error({ err }, 'authorizing a connection failed');
+    }
+    if (socket.destroyed) return;
+    wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
+      if (failure || !grant || relay.isClosing) {
+        const err = failure ?? new CapsyncError('shutting-down', 'relay is shutting down');
+        relay.metrics.refusals.inc({ reason: err.code });
+        relay.logger.info({ code: err.code, msg: err.message, url: redact(req.url) }, 'refusing connection');
+        ws.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
+        return;
+      }
+      const conn = relay.connect(ws, docName, grant);
+      ws.on('message', (data, isBinary) => conn.receive(toBytes(data), isBinary));
+      ws.on('close', () => relay.disconnected(conn));
+      ws.on('error', (err: Error & { code?: string }) => {
+        if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+          relay.metrics.refusals.inc({ reason: 'message-too-large' });
+          relay.logger.info({ doc: docName }, 'closing connection: frame over the size limit');
+        } else {
+          relay.metrics.refusals.inc({ reason: 'bad-message' });
+          relay.logger.info({ doc: docName, err: err.message }, 'WebSocket protocol error');
+        }
+      });
+    });
+  }
+
+  return wss;
+}
+
+function toBytes(data: Buffer | ArrayBuffer | Buffer[]): Uint8Array {
+  if (Array.isArray(data)) return Buffer.concat(data);
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return data;
+}
+
+/** The request URL without its token, for logs. */
+function redact(url: string | undefined): string {
+  return (url ?? '').replace(/token=[^&]*/g, 'token=REDACTED');
+}

@@ -1,0 +1,13 @@
+import { pino, type Logger } from 'pino';
+
+export type { Logger };
+
+/** Structured JSON logs on stdout (pipe through `pino-pretty` to read them by eye). */
+export function createLogger(level: string = 'info'): Logger {
+  return pino({ name: 'capsync-relay', level });
+}
+
+/** A logger that drops everything: the default for embedded relays (tests, benchmarks). */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

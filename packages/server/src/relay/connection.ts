@@ -1,0 +1,316 @@
+import * as Y from 'yjs';
+import {
+  CapsyncError,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  RELAY_CAPABILITIES,
+  closeCodeFor,
+  closeCodeName,
+  closeReasonFor,
+  decodeAwarenessUpdate,
+  decodeMessage,
+  encodeMessage,
+  isEmptyUpdate,
+  validateUpdate,
+  CloseCode,
+  type Message,
+} from '@capsync/core';
+import type { AccessGrant } from '../auth/access.js';
+import type { Logger } from '../logger.js';
+import type { RelayMetrics } from '../metrics.js';
+import type { DocRegistry } from './doc-registry.js';
+import type { DocPeer, RelayDoc } from './relay-doc.js';
+
+/**
+ * The part of a WebSocket the relay uses, so the relay core knows nothing of `ws` or http.
+ * `bufferedAmount` is the number of bytes queued but not yet sent.
+ */
+export interface RelaySocket {
+  send(data: Uint8Array): void;
+  readonly bufferedAmount: number;
+  close(code: number, reason: string): void;
+  /** Drops the connection at once, without a closing handshake. */
+  terminate(): void;
+}
+
+export interface ConnectionOptions {
+  /** Bytes a socket may have queued before the relay gives up on it (slow consumer). */
+  sendBufferLimit: number;
+  /** Bytes of input a connection may queue while its document loads. */
+  maxQueuedBytes: number;
+}
+
+interface ConnectionDeps {
+  registry: DocRegistry;
+  metrics: RelayMetrics;
+  logger: Logger;
+  options: ConnectionOptions;
+}
+
+/**
+ * One client connected to one document. Decodes and validates every frame, applies what it
+ * may, acknowledges durable updates (capsync clients only), forwards broadcasts with
+ * backpressure, and closes itself with a named code on bad input.
+ *
+ * Input received before the document finished loading (or while it recovers) is queued in
+ * order, so nothing is served from, or applied to, a half-loaded document.
+ */
+export class RelayConnection implements DocPeer {
+  readonly kind = 'connection' as const;
+  /** True once the client said hello: it gets acks and typed errors. */
+  private capsync = false;
+  private doc: RelayDoc | null = null;
+  private queue: Uint8Array[] = [];
+  private queuedBytes = 0;
+  private closed = false;
+  /** Count of document-carrying messages received (sync step 2 and update). */
+  private seq = 0;
+  private lastDurable: Promise<unknown> = Promise.resolve();
+  private ack: { seq: number; stateVector: Uint8Array | null; receivedAt: number } | null = null;
+  private ackScheduled = false;
+  private readonly awarenessIds = new Set<number>();
+  private deniedNotified = false;
+  private expiryTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly socket: RelaySocket,
+    readonly docName: string,
+    private readonly grant: AccessGrant,
+    private readonly deps: ConnectionDeps,
+  ) {
+    deps.metrics.connections.inc();
+    if (grant.expiresAt !== undefined) {
+      const ms = Math.min(Math.max(grant.expiresAt - Date.now(), 0), 2 ** 31 - 1);
+      this.expiryTimer = setTimeout(() => this.fail(new CapsyncError('unauthorized', 'token expired')), ms);
+      this.expiryTimer.unref();
+    }
+    void this.open();
+  }
+
+  private async open(): Promise<void> {
+    let doc: RelayDoc;
+    try {
+      doc = await this.deps.registry.acquire(this.docName);
+    } catch (err) {
+      this.deps.logger.error({ err, doc: this.docName }, 'loading document failed');
+      this.fail(new CapsyncError('storage-failure', 'document could not be loaded'));
+      return;
+    }
+    if (this.closed) {
+      this.deps.registry.release(this.docName);
+      return;
+    }
+    this.doc = doc;
+    doc.peers.add(this);
+    this.sendMessage({ type: 'sync-step-1', stateVector: Y.encodeStateVector(doc.doc) });
+    const awareness = doc.encodeAwareness();
+    if (awareness) this.sendMessage({ type: 'awareness', update: awareness });
+    this.resume();
+  }
+
+  /** Feeds one received WebSocket message. */
+  receive(data: Uint8Array, isBinary: boolean): void {
+    if (this.closed) return;
+    this.deps.metrics.bytesIn.inc(data.byteLength);
+    if (!isBinary) {
+      this.fail(new ProtocolError('text-frame', 'text frames are not supported; send binary frames'));
+      return;
+    }
+    if (!this.doc || this.doc.paused || this.queue.length > 0) {
+      this.queuedBytes += data.byteLength;
+      if (this.queuedBytes > this.deps.options.maxQueuedBytes) {
+        this.fail(new CapsyncError('slow-consumer', 'too much input while the document loads'));
+        return;
+      }
+      this.queue.push(data);
+      return;
+    }
+    this.handle(data);
+  }
+
+  /** Processes queued input once the document is ready (DocPeer). */
+  resume(): void {
+    while (this.queue.length > 0 && this.doc && !this.doc.paused && !this.closed) {
+      const frame = this.queue.shift()!;
+      this.queuedBytes -= frame.byteLength;
+      this.handle(frame);
+    }
+  }
+
+  private handle(frame: Uint8Array): void {
+    try {
+      const msg = decodeMessage(frame);
+      this.deps.metrics.messagesIn.inc({ type: msg.type });
+      this.dispatch(msg);
+    } catch (err) {
+      if (err instanceof CapsyncError) this.fail(err);
+      else {
+        this.deps.logger.error({ err, doc: this.docName }, 'unexpected error handling a message');
+        this.fail(new CapsyncError('internal', 'internal error'));
+      }
+    }
+  }
+
+  private dispatch(msg: Message): void {
+    const doc = this.doc!;
+    switch (msg.type) {
+      case 'sync-step-1': {
+        let reply: Uint8Array;
+        try {
+          reply = Y.encodeStateAsUpdate(doc.doc, msg.stateVector);
+        } catch (err) {
+          throw new ProtocolError('bad-message', 'state vector does not decode', { cause: err });
+        }
+        this.sendMessage({ type: 'sync-step-2', update: reply });
+        return;
+      }
+      case 'sync-step-2':
+      case 'update':
+        this.receiveUpdate(msg.update);
+        return;
+      case 'awareness': {
+        const entries = decodeAwarenessUpdate(msg.update);
+        const { set, removed } = doc.applyAwareness(msg.update, entries, this);
+        for (const id of set) this.awarenessIds.add(id);
+        for (const id of removed) this.awarenessIds.delete(id);
+        return;
+      }
+      case 'query-awareness': {
+        const update = doc.encodeAwareness();
+        if (update) this.sendMessage({ type: 'awareness', update });
+        return;
+      }
+      case 'hello':
+        this.capsync = true;
+        this.sendMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: [...RELAY_CAPABILITIES] });
+        return;
+      case 'auth-denied':
+      case 'ack':
+      case 'error':
+        throw new ProtocolError('unknown-message-type', `${msg.type} messages are sent by relays, not clients`);
+    }
+  }
+
+  private receiveUpdate(update: Uint8Array): void {
+    const seq = ++this.seq;
+    const receivedAt = performance.now();
+    if (isEmptyUpdate(update)) {
+      this.lastDurable.then(() => this.scheduleAck(seq, null, receivedAt), () => {});
+      return;
+    }
+    if (this.grant.permission !== 'write') {
+      this.refuseReadOnly(seq);
+      return;
+    }
+    validateUpdate(update);
+    const doc = this.doc!;
+    const { durable } = doc.applyRemote(update, this);
+    this.deps.metrics.applySeconds.observe((performance.now() - receivedAt) / 1000);
+    const stateVector = this.capsync ? Y.encodeStateVector(doc.doc) : null;
+    this.lastDurable = durable;
+    durable.then(
+      () => this.scheduleAck(seq, stateVector, receivedAt),
+      (err: unknown) => {
+        this.deps.logger.error({ err, doc: this.docName }, 'storing an update failed');
+        this.fail(new CapsyncError('storage-failure', 'update could not be stored; resend it'));
+      },
+    );
+  }
+
+  private refuseReadOnly(seq: number): void {
+    this.deps.metrics.refusals.inc({ reason: 'read-only' });
+    if (this.capsync) {
+      this.sendMessage({ type: 'error', code: 'read-only', message: `read-only access to "${this.docName}": update refused`, seq });
+    } else if (!this.deniedNotified) {
+      // Stock y-websocket clients understand y-protocols' permission-denied message.
+      this.deniedNotified = true;
+      this.sendMessage({ type: 'auth-denied', reason: 'read-only: updates are refused' });
+    }
+  }
+
+  /** Acks are coalesced: one ack per turn carries the highest durable seq. */
+  private scheduleAck(seq: number, stateVector: Uint8Array | null, receivedAt: number): void {
+    this.deps.metrics.ackSeconds.observe((performance.now() - receivedAt) / 1000);
+    if (!this.capsync || this.closed) return;
+    if (!this.ack || seq > this.ack.seq) this.ack = { seq, stateVector: stateVector ?? this.ack?.stateVector ?? null, receivedAt };
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    queueMicrotask(() => {
+      this.ackScheduled = false;
+      const ack = this.ack;
+      if (!ack || this.closed || !this.doc) return;
+      this.sendMessage({ type: 'ack', seq: ack.seq, stateVector: ack.stateVector ?? Y.encodeStateVector(this.doc.doc) });
+    });
+  }
+
+  // ---- sending ----
+
+  /** DocPeer: a broadcast update; drops this connection if it cannot keep up. */
+  sendUpdate(update: Uint8Array): void {
+    if (this.overBufferLimit()) return;
+    this.sendMessage({ type: 'update', update });
+  }
+
+  /** DocPeer: a broadcast awareness change. */
+  sendAwareness(update: Uint8Array): void {
+    if (this.overBufferLimit()) return;
+    this.sendMessage({ type: 'awareness', update });
+  }
+
+  private overBufferLimit(): boolean {
+    if (this.closed) return true;
+    if (this.socket.bufferedAmount <= this.deps.options.sendBufferLimit) return false;
+    this.fail(new CapsyncError('slow-consumer', `send buffer over ${this.deps.options.sendBufferLimit} bytes`));
+    return true;
+  }
+
+  private sendMessage(msg: Message): void {
+    if (this.closed) return;
+    const bytes = encodeMessage(msg);
+    this.deps.metrics.messagesOut.inc({ type: msg.type });
+    this.deps.metrics.bytesOut.inc(bytes.byteLength);
+    this.socket.send(bytes);
+  }
+
+  // ---- closing ----
+
+  /** Closes this connection because of `err`, with the matching close code. */
+  fail(err: CapsyncError): void {
+    if (this.closed) return;
+    this.deps.metrics.refusals.inc({ reason: err.code });
+    const level = err.code === 'internal' || err.code === 'storage-failure' ? 'error' : 'info';
+    this.deps.logger[level]({ doc: this.docName, code: err.code, msg: err.message }, 'closing connection');
+    this.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
+    if (err.code === 'slow-consumer') {
+      // Its buffer is full, so the close frame may never get through: do not wait for it.
+      setTimeout(() => this.socket.terminate(), 1000).unref();
+    }
+  }
+
+  /** Closes with a code and reason (the socket's close event then calls `onClosed`). */
+  close(code: number = CloseCode.Normal, reason = ''): void {
+    if (this.closed) return;
+    this.deps.metrics.closes.inc({ code: closeCodeName(code) });
+    this.cleanup();
+    this.socket.close(code, reason);
+  }
+
+  /** The socket closed (by either side). */
+  onClosed(): void {
+    this.cleanup();
+  }
+
+  private cleanup(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.deps.metrics.connections.dec();
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.queue = [];
+    const doc = this.doc;
+    if (doc) {
+      doc.peers.delete(this);
+      doc.removeAwareness(Array.from(this.awarenessIds));
+      this.deps.registry.release(this.docName);
+    }
+  }
+}

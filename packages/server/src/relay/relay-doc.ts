@@ -1,0 +1,254 @@
+import * as Y from 'yjs';
+import * as awarenessProtocol from 'y-protocols/awareness';
+import { ProtocolError, shouldCompact, type CompactionPolicy, type DocStore, type AwarenessEntry } from '@capsync/core';
+import type { Logger } from '../logger.js';
+import type { RelayMetrics } from '../metrics.js';
+import { BroadcastBatch } from './broadcast-batch.js';
+import { RELAY_ORIGIN, RemoteOrigin, type UpdateSource } from './origins.js';
+
+/** What a document needs from the relay around it. */
+export interface RelayDocDeps {
+  store: DocStore;
+  compaction: CompactionPolicy;
+  metrics: RelayMetrics;
+  logger: Logger;
+}
+
+/** A recipient of a document's broadcasts (a connection). */
+export interface DocPeer extends UpdateSource {
+  /** Sends a Yjs update to the peer (it may drop the peer if its buffer is full). */
+  sendUpdate(update: Uint8Array): void;
+  sendAwareness(update: Uint8Array): void;
+  /** Called when the document resumes after a pause (loading, recovery), to process queued input. */
+  resume(): void;
+}
+
+/** Result of applying one remote update. */
+export interface Applied {
+  /** Resolves once the update is committed to storage; rejects with StorageError. */
+  durable: Promise<void>;
+}
+
+/**
+ * One loaded document: the Y.Doc, its awareness, its connections, and the pipeline that
+ * makes every change durable (append to the store, compact past a threshold) and fans it
+ * out to the other connections.
+ *
+ * Invariants:
+ * - Remote updates are validated before they are applied, and stored as received.
+ * - Stores are appended in apply order, so "update N is durable" implies all before it are.
+ * - While `paused` (recovering from an update that failed to integrate) no input is
+ *   processed; connections queue it and are resumed afterwards.
+ */
+export class RelayDoc {
+  doc: Y.Doc;
+  readonly awareness: awarenessProtocol.Awareness;
+  readonly peers = new Set<DocPeer>();
+  paused = false;
+  private pendingPersists = 0;
+  private persistWaiters: (() => void)[] = [];
+  private compacting = false;
+  private readonly batch = new BroadcastBatch<DocPeer>();
+  private flushScheduled = false;
+
+  private constructor(
+    readonly name: string,
+    doc: Y.Doc,
+    private readonly deps: RelayDocDeps,
+  ) {
+    this.doc = doc;
+    this.attach(doc);
+    this.awareness = new awarenessProtocol.Awareness(doc);
+    this.awareness.setLocalState(null);
+    this.awareness.on('update', this.onAwarenessUpdate);
+  }
+
+  /**
+   * Loads a document completely from storage before anything may see it; merges the log into
+   * a snapshot when it is past the compaction threshold, so load time stays bounded.
+   */
+  static async load(name: string, deps: RelayDocDeps): Promise<RelayDoc> {
+    const doc = await loadDoc(name, deps);
+    return new RelayDoc(name, doc, deps);
+  }
+
+  /**
+   * Applies a validated remote update. Throws ProtocolError('invalid-update') if Yjs fails
+   * to integrate it; the document then recovers from storage in the background.
+   */
+  applyRemote(update: Uint8Array, source: UpdateSource & Partial<DocPeer>): Applied {
+    try {
+      Y.applyUpdate(this.doc, update, new RemoteOrigin(source, update));
+    } catch (err) {
+      void this.recover(err);
+      throw new ProtocolError('invalid-update', `update could not be applied: ${(err as Error).message}`, { cause: err });
+    }
+    this.queueBroadcast(update, (source as DocPeer).sendUpdate ? (source as DocPeer) : null);
+    return { durable: this.persist(update) };
+  }
+
+  /** Applies a validated awareness update; returns the client IDs it set and removed. */
+  applyAwareness(update: Uint8Array, entries: AwarenessEntry[], source: DocPeer): { set: number[]; removed: number[] } {
+    awarenessProtocol.applyAwarenessUpdate(this.awareness, update, source);
+    const set: number[] = [];
+    const removed: number[] = [];
+    for (const e of entries) (e.state === null ? removed : set).push(e.clientID);
+    return { set, removed };
+  }
+
+  /** Removes the awareness states a closed connection owned and tells everyone. */
+  removeAwareness(clientIDs: number[]): void {
+    if (clientIDs.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, clientIDs, RELAY_ORIGIN);
+  }
+
+  /** The whole awareness state, for a newcomer or a query-awareness. Null when empty. */
+  encodeAwareness(): Uint8Array | null {
+    const ids = Array.from(this.awareness.getStates().keys());
+    return ids.length > 0 ? awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids) : null;
+  }
+
+  /** Resolves when every update handed to storage so far has been committed (or failed). */
+  whenPersisted(): Promise<void> {
+    if (this.pendingPersists === 0) return Promise.resolve();
+    return new Promise((resolve) => this.persistWaiters.push(resolve));
+  }
+
+  /** Flushes queued broadcasts and releases the document's resources. */
+  destroy(): void {
+    this.flushBroadcast();
+    this.awareness.off('update', this.onAwarenessUpdate);
+    this.awareness.destroy();
+    this.detach(this.doc);
+    this.doc.destroy();
+  }
+
+  // ---- persistence ----
+
+  private persist(update: Uint8Array): Promise<void> {
+    const { store, metrics, compaction } = this.deps;
+    this.pendingPersists++;
+    const started = performance.now();
+    return store
+      .append(this.name, update)
+      .then((result) => {
+        metrics.persistSeconds.observe((performance.now() - started) / 1000);
+        if (shouldCompact(result, compaction)) this.compactSoon(result.position);
+      })
+      .finally(() => {
+        if (--this.pendingPersists === 0) {
+          const waiters = this.persistWaiters;
+          this.persistWaiters = [];
+          for (const w of waiters) w();
+        }
+      });
+  }
+
+  /**
+   * Merges the log up to `through` into a snapshot, off the hot path. The snapshot is the
+   * current state, which contains every update at or before `through` (they were applied
+   * before they were appended), and maybe later ones: harmless, Yjs updates are idempotent.
+   */
+  private compactSoon(through: number): void {
+    if (this.compacting) return;
+    this.compacting = true;
+    setImmediate(() => {
+      if (this.paused) {
+        this.compacting = false;
+        return;
+      }
+      const snapshot = Y.encodeStateAsUpdate(this.doc);
+      this.deps.store
+        .compact(this.name, snapshot, through)
+        .then(() => this.deps.metrics.compactions.inc())
+        .catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'compaction failed; the log is kept'))
+        .finally(() => (this.compacting = false));
+    });
+  }
+
+  /**
+   * An update decoded but failed half-way into the document, which may now hold part of it.
+   * Storage never received it: pause input, let earlier updates commit, reload the document
+   * from storage, and resume. Connections keep their place; none of them saw the bad update.
+   */
+  private async recover(cause: unknown): Promise<void> {
+    if (this.paused) return;
+    this.paused = true;
+    this.deps.logger.warn({ err: cause, doc: this.name }, 'update failed to integrate; reloading document from storage');
+    try {
+      this.flushBroadcast();
+      await this.whenPersisted();
+      const fresh = await loadDoc(this.name, this.deps);
+      this.detach(this.doc);
+      this.doc.destroy();
+      this.doc = fresh;
+      this.attach(fresh);
+    } catch (err) {
+      this.deps.logger.error({ err, doc: this.name }, 'recovery reload failed; keeping the in-memory document');
+    } finally {
+      this.paused = false;
+      for (const peer of this.peers) peer.resume();
+    }
+  }
+
+  // ---- fan-out ----
+
+  private attach(doc: Y.Doc): void {
+    doc.on('update', this.onLocalUpdate);
+  }
+
+  private detach(doc: Y.Doc): void {
+    doc.off('update', this.onLocalUpdate);
+  }
+
+  /**
+   * Changes made on the relay itself (not from the network) are stored and forwarded from
+   * the doc's update event. Remote updates take the raw path in `applyRemote` instead.
+   */
+  private readonly onLocalUpdate = (update: Uint8Array, origin: unknown): void => {
+    if (origin instanceof RemoteOrigin) return;
+    this.queueBroadcast(update, null);
+    this.persist(update).catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'persisting a relay-side change failed'));
+  };
+
+  private queueBroadcast(update: Uint8Array, source: DocPeer | null): void {
+    this.batch.add(update, source);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      setImmediate(() => this.flushBroadcast());
+    }
+  }
+
+  private flushBroadcast(): void {
+    this.flushScheduled = false;
+    if (this.batch.size === 0) return;
+    const updateFor = this.batch.take();
+    for (const peer of this.peers) {
+      const update = updateFor(peer);
+      if (update) peer.sendUpdate(update);
+    }
+  }
+
+  private readonly onAwarenessUpdate = (
+    { added, updated, removed }: { added: number[]; updated: number[]; removed: number[] },
+    origin: unknown,
+  ): void => {
+    const changed = added.concat(updated, removed);
+    if (changed.length === 0) return;
+    const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed);
+    for (const peer of this.peers) if (peer !== origin) peer.sendAwareness(update);
+  };
+}
+
+async function loadDoc(name: string, deps: RelayDocDeps): Promise<Y.Doc> {
+  const stored = await deps.store.load(name);
+  const doc = new Y.Doc();
+  doc.transact(() => {
+    for (const update of stored.updates) Y.applyUpdate(doc, update);
+  });
+  if (stored.logCount > 0 && (stored.logCount > 1 || stored.updates.length > 1)) {
+    // Merge on load: the next load reads one snapshot instead of replaying the log.
+    await deps.store.compact(name, Y.encodeStateAsUpdate(doc), stored.head);
+    deps.metrics.compactions.inc();
+  }
+  return doc;
+}

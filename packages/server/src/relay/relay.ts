@@ -1,0 +1,77 @@
+import { CloseCode, closeReasonFor, type DocStore } from '@capsync/core';
+import type { AccessControl, AccessGrant } from '../auth/access.js';
+import type { ResolvedRelayOptions } from '../config.js';
+import type { Logger } from '../logger.js';
+import type { RelayMetrics } from '../metrics.js';
+import { RelayConnection, type RelaySocket } from './connection.js';
+import { DocRegistry } from './doc-registry.js';
+
+export interface RelayDeps {
+  store: DocStore;
+  access: AccessControl;
+  metrics: RelayMetrics;
+  logger: Logger;
+  options: ResolvedRelayOptions;
+}
+
+/**
+ * The relay core: documents, connections, storage. Transport-agnostic: it is handed sockets
+ * (anything implementing RelaySocket) that the edge (`createRelay`) already authorized.
+ */
+export class Relay {
+  readonly registry: DocRegistry;
+  readonly store: DocStore;
+  readonly access: AccessControl;
+  readonly metrics: RelayMetrics;
+  readonly logger: Logger;
+  readonly options: ResolvedRelayOptions;
+  private readonly connections = new Set<RelayConnection>();
+  private closing = false;
+
+  constructor(deps: RelayDeps) {
+    this.store = deps.store;
+    this.access = deps.access;
+    this.metrics = deps.metrics;
+    this.logger = deps.logger;
+    this.options = deps.options;
+    this.registry = new DocRegistry(
+      { store: deps.store, compaction: deps.options.compaction, metrics: deps.metrics, logger: deps.logger },
+      deps.options.idleTimeoutMs,
+    );
+  }
+
+  get isClosing(): boolean {
+    return this.closing;
+  }
+
+  /** Serves one authorized socket for `docName`. Feed it frames with `receive`, and `onClosed` when it closes. */
+  connect(socket: RelaySocket, docName: string, grant: AccessGrant): RelayConnection {
+    const conn = new RelayConnection(socket, docName, grant, {
+      registry: this.registry,
+      metrics: this.metrics,
+      logger: this.logger,
+      options: { sendBufferLimit: this.options.sendBufferLimit, maxQueuedBytes: this.options.maxMessageBytes * 2 },
+    });
+    this.connections.add(conn);
+    return conn;
+  }
+
+  /** Forget a connection whose socket closed. */
+  disconnected(conn: RelayConnection): void {
+    conn.onClosed();
+    this.connections.delete(conn);
+  }
+
+  /**
+   * Graceful stop: closes every connection with GoingAway, waits until every accepted update
+   * is committed, then closes storage.
+   */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    for (const conn of this.connections) conn.close(CloseCode.GoingAway, closeReasonFor('shutting-down', 'relay is shutting down'));
+    this.connections.clear();
+    await this.registry.closeAll();
+    await this.store.close();
+  }
+}
