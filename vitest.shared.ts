@@ -1,3 +1,4 @@
+import { defaultClientConditions, defaultServerConditions } from 'vite';
 import { defineConfig } from 'vitest/config';
 
 /**
@@ -6,8 +7,8 @@ import { defineConfig } from 'vitest/config';
  */
 export function capsyncVitestConfig(overrides: { testTimeout?: number; include?: string[] } = {}) {
   return defineConfig({
-    resolve: { conditions: ['source', 'module', 'node', 'import', 'default'] },
-    ssr: { resolve: { conditions: ['source', 'module', 'node', 'import', 'default'], externalConditions: ['source'] } },
+    resolve: { conditions: ['source', ...defaultClientConditions] },
+    ssr: { resolve: { conditions: ['source', ...defaultServerConditions] } },
     test: {
       environment: 'node',
       include: overrides.include ?? ['test/**/*.test.ts'],

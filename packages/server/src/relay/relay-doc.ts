@@ -47,7 +47,11 @@ export class RelayDoc {
   paused = false;
   private pendingPersists = 0;
   private persistWaiters: (() => void)[] = [];
-  private compacting = false;
+  /** The running compaction, if any. */
+  private compaction: Promise<void> | null = null;
+  private compactAgain = false;
+  private compactThrough = 0;
+  private destroyed = false;
   private readonly batch = new BroadcastBatch<DocPeer>();
   private flushScheduled = false;
 
@@ -107,14 +111,18 @@ export class RelayDoc {
     return ids.length > 0 ? awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids) : null;
   }
 
-  /** Resolves when every update handed to storage so far has been committed (or failed). */
-  whenPersisted(): Promise<void> {
-    if (this.pendingPersists === 0) return Promise.resolve();
-    return new Promise((resolve) => this.persistWaiters.push(resolve));
+  /**
+   * Resolves when every update handed to storage so far has been committed (or failed),
+   * and a compaction in progress has finished.
+   */
+  async whenPersisted(): Promise<void> {
+    if (this.pendingPersists > 0) await new Promise<void>((resolve) => this.persistWaiters.push(resolve));
+    while (this.compaction) await this.compaction;
   }
 
   /** Flushes queued broadcasts and releases the document's resources. */
   destroy(): void {
+    this.destroyed = true;
     this.flushBroadcast();
     this.awareness.off('update', this.onAwarenessUpdate);
     this.awareness.destroy();
@@ -144,25 +152,32 @@ export class RelayDoc {
   }
 
   /**
-   * Merges the log up to `through` into a snapshot, off the hot path. The snapshot is the
-   * current state, which contains every update at or before `through` (they were applied
-   * before they were appended), and maybe later ones: harmless, Yjs updates are idempotent.
+   * Merges the log into a snapshot, off the hot path, up to the newest committed position.
+   * The snapshot is the current state, which contains every committed update (each was
+   * applied before it was appended), and maybe later ones: harmless, Yjs updates are
+   * idempotent. Crossings of the threshold during a compaction run it once more afterwards.
    */
   private compactSoon(through: number): void {
-    if (this.compacting) return;
-    this.compacting = true;
-    setImmediate(() => {
-      if (this.paused) {
-        this.compacting = false;
-        return;
-      }
-      const snapshot = Y.encodeStateAsUpdate(this.doc);
-      this.deps.store
-        .compact(this.name, snapshot, through)
-        .then(() => this.deps.metrics.compactions.inc())
-        .catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'compaction failed; the log is kept'))
-        .finally(() => (this.compacting = false));
-    });
+    this.compactThrough = Math.max(this.compactThrough, through);
+    if (this.compaction) {
+      this.compactAgain = true;
+      return;
+    }
+    this.compaction = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(async () => {
+        if (this.paused || this.destroyed) return;
+        const snapshot = Y.encodeStateAsUpdate(this.doc);
+        await this.deps.store.compact(this.name, snapshot, this.compactThrough);
+        this.deps.metrics.compactions.inc();
+      })
+      .catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'compaction failed; the log is kept'))
+      .finally(() => {
+        this.compaction = null;
+        if (this.compactAgain && !this.destroyed) {
+          this.compactAgain = false;
+          this.compactSoon(this.compactThrough);
+        }
+      });
   }
 
   /**

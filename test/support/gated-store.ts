@@ -1,0 +1,40 @@
+import type { AppendResult, DocStore, StoredDoc } from '@capsync/core';
+
+/**
+ * Wraps a real DocStore and holds every `load` until `open()` is called, to test what the
+ * relay does while a document is still loading. Everything else passes straight through.
+ */
+export class GatedLoadStore implements DocStore {
+  private release!: () => void;
+  private readonly gate = new Promise<void>((resolve) => (this.release = resolve));
+  private loadStartedResolve!: () => void;
+  /** Resolves when the relay first called `load`. */
+  readonly loadStarted = new Promise<void>((resolve) => (this.loadStartedResolve = resolve));
+
+  constructor(private readonly inner: DocStore) {}
+
+  open(): void {
+    this.release();
+  }
+
+  async load(name: string): Promise<StoredDoc> {
+    this.loadStartedResolve();
+    await this.gate;
+    return this.inner.load(name);
+  }
+  append(name: string, update: Uint8Array): Promise<AppendResult> {
+    return this.inner.append(name, update);
+  }
+  compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
+    return this.inner.compact(name, snapshot, through);
+  }
+  delete(name: string): Promise<void> {
+    return this.inner.delete(name);
+  }
+  ping(): Promise<void> {
+    return this.inner.ping();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
