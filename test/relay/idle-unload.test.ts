@@ -24,7 +24,7 @@ describe('idle documents are unloaded', () => {
         doc.getText('t').insert(0, `content of doc ${i}`);
         const res = await fetch(`${relay.httpUrl}/v1/docs/touch-${i}/update`, {
           method: 'POST',
-          body: Y.encodeStateAsUpdate(doc),
+          body: Buffer.from(Y.encodeStateAsUpdate(doc)),
         });
         expect(res.status).toBe(200);
       }

@@ -9,15 +9,19 @@ interface Flag {
   apply(o: RelayOptions & { logLevel?: string }, v: string): void;
 }
 
-const int = (name: string, v: string): number => {
+const int = (name: string, v: string, min = 0, max = Number.MAX_SAFE_INTEGER): number => {
   const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new CliError(`${name} must be a non-negative integer, got "${v}"`);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new CliError(`${name} must be an integer from ${min} to ${max}, got "${v}"`);
+  }
   return n;
 };
+const positive = (name: string, v: string): number => int(name, v, 1);
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /** Every setting: a --flag and a CAPSYNC_* variable (the flag wins). */
 export const FLAGS: Flag[] = [
-  { flag: 'port', env: 'CAPSYNC_PORT', type: 'string', help: `TCP port (0 = any free port). Default ${DEFAULTS.port}`, apply: (o, v) => (o.port = int('--port', v)) },
+  { flag: 'port', env: 'CAPSYNC_PORT', type: 'string', help: `TCP port (0 = any free port). Default ${DEFAULTS.port}`, apply: (o, v) => (o.port = int('--port', v, 0, 65535)) },
   { flag: 'host', env: 'CAPSYNC_HOST', type: 'string', help: `Interface to listen on; 0.0.0.0 for all. Default ${DEFAULTS.host}`, apply: (o, v) => (o.host = v) },
   { flag: 'data', env: 'CAPSYNC_DATA', type: 'string', help: `Directory of the SQLite database. Default ${DEFAULTS.dataDir}`, apply: (o, v) => (o.dataDir = v) },
   {
@@ -48,14 +52,14 @@ export const FLAGS: Flag[] = [
     env: 'CAPSYNC_MAX_MESSAGE_BYTES',
     type: 'string',
     help: `Largest frame or HTTP body. Default ${DEFAULTS.maxMessageBytes} (16 MiB)`,
-    apply: (o, v) => (o.maxMessageBytes = int('--max-message-bytes', v)),
+    apply: (o, v) => (o.maxMessageBytes = positive('--max-message-bytes', v)),
   },
   {
     flag: 'send-buffer-limit',
     env: 'CAPSYNC_SEND_BUFFER_LIMIT',
     type: 'string',
     help: `Unsent bytes per connection before it is closed as a slow consumer. Default ${DEFAULTS.sendBufferLimit}`,
-    apply: (o, v) => (o.sendBufferLimit = int('--send-buffer-limit', v)),
+    apply: (o, v) => (o.sendBufferLimit = positive('--send-buffer-limit', v)),
   },
   {
     flag: 'idle-timeout-ms',
@@ -69,16 +73,20 @@ export const FLAGS: Flag[] = [
     env: 'CAPSYNC_COMPACT_UPDATES',
     type: 'string',
     help: 'Merge a document log into a snapshot at this many updates. Default 500',
-    apply: (o, v) => (o.compaction = { ...o.compaction, maxUpdates: int('--compact-updates', v) }),
+    apply: (o, v) => (o.compaction = { ...o.compaction, maxUpdates: positive('--compact-updates', v) }),
   },
   {
     flag: 'compact-bytes',
     env: 'CAPSYNC_COMPACT_BYTES',
     type: 'string',
     help: 'Merge a document log into a snapshot at this many bytes. Default 1048576',
-    apply: (o, v) => (o.compaction = { ...o.compaction, maxBytes: int('--compact-bytes', v) }),
+    apply: (o, v) => (o.compaction = { ...o.compaction, maxBytes: positive('--compact-bytes', v) }),
   },
-  { flag: 'log-level', env: 'CAPSYNC_LOG_LEVEL', type: 'string', help: 'fatal, error, warn, info (default), debug, trace or silent', apply: (o, v) => (o.logLevel = v) },
+  { flag: 'log-level', env: 'CAPSYNC_LOG_LEVEL', type: 'string', help: 'fatal, error, warn, info (default), debug, trace or silent', apply: (o, v) => {
+      if (!LOG_LEVELS.includes(v)) throw new CliError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${v}"`);
+      o.logLevel = v;
+    },
+  },
 ];
 
 export class CliError extends Error {}

@@ -11,7 +11,8 @@ export const CAPSYNC_PROTOCOL = 'capsync';
  */
 export function tokenFromRequest(req: IncomingMessage): string | undefined {
   const auth = req.headers.authorization;
-  if (auth?.startsWith('Bearer ')) return auth.slice('Bearer '.length).trim();
+  const bearer = auth ? /^bearer\s+(\S+)\s*$/i.exec(auth) : null;
+  if (bearer) return bearer[1];
   const protocols = req.headers['sec-websocket-protocol'];
   if (protocols) {
     for (const p of protocols.split(',')) {

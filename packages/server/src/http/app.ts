@@ -72,10 +72,22 @@ export function createHttpApp(relay: Relay): express.Express {
 
   // Body-parser errors (too large, aborted) and anything else thrown.
   app.use((err: unknown, _req: Request, res: Response, _next: unknown) => {
-    const type = (err as { type?: string }).type;
+    const { type, status } = err as { type?: string; status?: number };
     if (type === 'entity.too.large') {
       relay.metrics.refusals.inc({ reason: 'message-too-large' });
       sendError(res, new CapsyncError('message-too-large', `body over ${relay.options.maxMessageBytes} bytes`));
+      return;
+    }
+    if (err instanceof URIError) {
+      // The router could not percent-decode the document name.
+      relay.metrics.refusals.inc({ reason: 'invalid-doc-name' });
+      sendError(res, new CapsyncError('invalid-doc-name', 'invalid document name: malformed percent-escape'));
+      return;
+    }
+    if (status !== undefined && status >= 400 && status < 500) {
+      // Other client errors from body parsing (aborted request, bad encoding).
+      relay.metrics.refusals.inc({ reason: 'bad-message' });
+      sendError(res, new CapsyncError('bad-message', (err as Error).message));
       return;
     }
     relay.logger.error({ err }, 'HTTP request failed');

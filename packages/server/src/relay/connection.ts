@@ -79,12 +79,19 @@ export class RelayConnection implements DocPeer {
     private readonly deps: ConnectionDeps,
   ) {
     deps.metrics.connections.inc();
-    if (grant.expiresAt !== undefined) {
-      const ms = Math.min(Math.max(grant.expiresAt - Date.now(), 0), 2 ** 31 - 1);
-      this.expiryTimer = setTimeout(() => this.fail(new CapsyncError('unauthorized', 'token expired')), ms);
-      this.expiryTimer.unref();
-    }
+    if (grant.expiresAt !== undefined) this.armExpiry(grant.expiresAt);
     void this.open();
+  }
+
+  /** Closes the connection when its credential expires (timers cap at ~24.8 days: re-arm). */
+  private armExpiry(expiresAt: number): void {
+    const remaining = expiresAt - Date.now();
+    if (remaining <= 0) {
+      this.fail(new CapsyncError('unauthorized', 'token expired'));
+      return;
+    }
+    this.expiryTimer = setTimeout(() => this.armExpiry(expiresAt), Math.min(remaining, 2 ** 31 - 1));
+    this.expiryTimer.unref();
   }
 
   private async open(): Promise<void> {

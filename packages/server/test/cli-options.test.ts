@@ -1,0 +1,180 @@
+import { describe, expect, it } from 'vitest';
+import { CliError, FLAGS, helpText, parseCli } from '../src/cli-options.js';
+import { resolveOptions } from '../src/config.js';
+
+/** The options of a successful, non-help parse. */
+function options(argv: string[], env: NodeJS.ProcessEnv = {}) {
+  const result = parseCli(argv, env);
+  if (result.help) throw new Error('expected options, got help');
+  return result.options;
+}
+
+describe('parseCli', () => {
+  it('returns only the log level when nothing is given, leaving the rest to the relay defaults', () => {
+    expect(options([])).toEqual({ logLevel: 'info' });
+  });
+
+  it('maps every flag onto relay options', () => {
+    const argv = [
+      '--port=0',
+      '--host',
+      '0.0.0.0',
+      '--data',
+      '/var/lib/capsync',
+      '--storage',
+      'memory',
+      '--sqlite-sync',
+      'normal',
+      '--auth-secret',
+      's3cret',
+      '--auth-issuer',
+      'https://auth.example',
+      '--auth-audience',
+      'capsync',
+      '--max-message-bytes',
+      '1024',
+      '--send-buffer-limit',
+      '2048',
+      '--idle-timeout-ms',
+      '0',
+      '--compact-updates',
+      '10',
+      '--compact-bytes',
+      '4096',
+      '--log-level',
+      'debug',
+    ];
+    expect(options(argv)).toEqual({
+      port: 0,
+      host: '0.0.0.0',
+      dataDir: '/var/lib/capsync',
+      storage: 'memory',
+      sqliteSync: 'normal',
+      authSecret: 's3cret',
+      authIssuer: 'https://auth.example',
+      authAudience: 'capsync',
+      maxMessageBytes: 1024,
+      sendBufferLimit: 2048,
+      idleTimeoutMs: 0,
+      compaction: { maxUpdates: 10, maxBytes: 4096 },
+      logLevel: 'debug',
+    });
+  });
+
+  it('reads CAPSYNC_* environment variables', () => {
+    const env = {
+      CAPSYNC_PORT: '8080',
+      CAPSYNC_HOST: '::',
+      CAPSYNC_DATA: './db',
+      CAPSYNC_STORAGE: 'sqlite',
+      CAPSYNC_SQLITE_SYNC: 'full',
+      CAPSYNC_AUTH_SECRET: 'env-secret',
+      CAPSYNC_AUTH_ISSUER: 'iss',
+      CAPSYNC_AUTH_AUDIENCE: 'aud',
+      CAPSYNC_MAX_MESSAGE_BYTES: '100',
+      CAPSYNC_SEND_BUFFER_LIMIT: '200',
+      CAPSYNC_IDLE_TIMEOUT_MS: '300',
+      CAPSYNC_COMPACT_UPDATES: '7',
+      CAPSYNC_COMPACT_BYTES: '700',
+      CAPSYNC_LOG_LEVEL: 'warn',
+    };
+    expect(options([], env)).toEqual({
+      port: 8080,
+      host: '::',
+      dataDir: './db',
+      storage: 'sqlite',
+      sqliteSync: 'full',
+      authSecret: 'env-secret',
+      authIssuer: 'iss',
+      authAudience: 'aud',
+      maxMessageBytes: 100,
+      sendBufferLimit: 200,
+      idleTimeoutMs: 300,
+      compaction: { maxUpdates: 7, maxBytes: 700 },
+      logLevel: 'warn',
+    });
+  });
+
+  it('lets a flag win over its environment variable, and keeps the other variables', () => {
+    const env = { CAPSYNC_PORT: '8080', CAPSYNC_AUTH_SECRET: 'from-env', CAPSYNC_HOST: 'env-host' };
+    expect(options(['--port', '9090', '--auth-secret', 'from-flag'], env)).toEqual({
+      port: 9090,
+      authSecret: 'from-flag',
+      host: 'env-host',
+      logLevel: 'info',
+    });
+  });
+
+  it('ignores empty environment variables and unrelated ones', () => {
+    expect(options([], { CAPSYNC_PORT: '', CAPSYNC_AUTH_SECRET: '', PORT: '1234', CAPSYNC_UNKNOWN: 'x' })).toEqual({ logLevel: 'info' });
+  });
+
+  it('combines the two compaction thresholds from flag and environment', () => {
+    expect(options(['--compact-bytes', '99'], { CAPSYNC_COMPACT_UPDATES: '5' }).compaction).toEqual({ maxUpdates: 5, maxBytes: 99 });
+  });
+
+  it('returns help for --help and -h, also next to other flags', () => {
+    expect(parseCli(['--help'], {})).toEqual({ help: true });
+    expect(parseCli(['-h'], {})).toEqual({ help: true });
+    expect(parseCli(['--port', '1', '--help'], {})).toEqual({ help: true });
+  });
+
+  it.each([
+    [['--port', 'abc']],
+    [['--port', '-1']],
+    [['--port', '1.5']],
+    [['--max-message-bytes', '1e3x']],
+    [['--idle-timeout-ms', 'soon']],
+    [['--compact-updates', '-5']],
+    [['--storage', 'postgres']],
+    [['--sqlite-sync', 'off']],
+  ])('throws CliError for the invalid value %j', (argv) => {
+    expect(() => parseCli(argv, {})).toThrow(CliError);
+  });
+
+  it('throws CliError for an invalid environment value, naming the setting', () => {
+    expect(() => parseCli([], { CAPSYNC_PORT: 'eighty' })).toThrow(CliError);
+    expect(() => parseCli([], { CAPSYNC_STORAGE: 'redis' })).toThrow(/storage/);
+  });
+
+  it('validates the flag, not the environment variable it overrides', () => {
+    expect(options(['--port', '5'], { CAPSYNC_PORT: 'garbage' }).port).toBe(5);
+  });
+
+  it.each([[['--verbose']], [['--port']], [['serve']], [['--help=yes']], [['-x']]])('throws CliError for unknown or malformed input %j', (argv) => {
+    expect(() => parseCli(argv, {})).toThrow(CliError);
+  });
+
+  // parseCli accepts these, then the relay fails at startup with a stack trace (exit 1)
+  // instead of a usage message (exit 2). See the report of this test file.
+  it.each([
+    [['--port', '70000']],
+    [['--max-message-bytes', '0']],
+    [['--send-buffer-limit', '0']],
+    [['--compact-updates', '0']],
+    [['--compact-bytes', '0']],
+    [['--log-level', 'loud']],
+  ])('throws CliError for %j, which the relay cannot start with', (argv) => {
+    expect(() => parseCli(argv, {})).toThrow(CliError);
+  });
+
+  it('produces options resolveOptions accepts', () => {
+    const parsed = options(['--port', '0', '--max-message-bytes', '1', '--compact-updates', '1', '--compact-bytes', '1']);
+    expect(() => resolveOptions(parsed)).not.toThrow();
+  });
+});
+
+describe('helpText and FLAGS', () => {
+  it('lists every flag with its environment variable', () => {
+    const help = helpText();
+    for (const f of FLAGS) {
+      expect(help).toContain(`--${f.flag}`);
+      expect(help).toContain(f.env);
+    }
+    expect(help).toContain('--help');
+  });
+
+  it('names each variable after its flag', () => {
+    for (const f of FLAGS) expect(f.env).toBe(`CAPSYNC_${f.flag.toUpperCase().replaceAll('-', '_')}`);
+  });
+});
