@@ -8,3 +8,4 @@ export * from './storage/compaction-policy.js';
 export * from './yjs/validate-update.js';
 export * from './yjs/awareness-update.js';
 export * from './yjs/doc-to-json.js';
+export * from './yjs/doc-state.js';

@@ -48,7 +48,7 @@ export function createHttpApp(relay: Relay): express.Express {
 
   app.get('/v1/docs/:name/update', (req, res) =>
     withDoc(relay, req, res, 'read', (doc) => {
-      res.type('application/octet-stream').send(Buffer.from(Y.encodeStateAsUpdate(doc.doc)));
+      res.type('application/octet-stream').send(Buffer.from(doc.encodeState()));
     }),
   );
 

@@ -1,7 +1,7 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { CapsyncError, closeCodeFor, closeReasonFor, docNameFromPath } from '@capsync/core';
+import { CapsyncError, CloseCode, closeCodeFor, closeReasonFor, docNameFromPath } from '@capsync/core';
 import type { AccessGrant } from '../auth/access.js';
 import { selectProtocol, tokenFromRequest } from '../auth/token-from-request.js';
 import type { Relay } from '../relay/relay.js';
@@ -48,6 +48,7 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
         ws.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
         return;
       }
+      giveTooBigAReason(ws, relay.options.maxMessageBytes);
       const conn = relay.connect(ws, docName, grant);
       ws.on('message', (data, isBinary) => conn.receive(toBytes(data), isBinary));
       ws.on('close', () => relay.disconnected(conn));
@@ -64,6 +65,19 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
   }
 
   return wss;
+}
+
+/**
+ * ws rejects an oversized frame while reading its header (before buffering it), but closes
+ * with a bare 1009 and no reason. Every capsync close names its error, so add it here.
+ */
+function giveTooBigAReason(ws: WebSocket, limit: number): void {
+  const close = ws.close.bind(ws);
+  ws.close = ((code?: number, reason?: string | Buffer) =>
+    close(
+      code,
+      code === CloseCode.MessageTooBig && !reason ? closeReasonFor('message-too-large', `frame over ${limit} bytes`) : reason,
+    )) as typeof ws.close;
 }
 
 function toBytes(data: Buffer | ArrayBuffer | Buffer[]): Uint8Array {

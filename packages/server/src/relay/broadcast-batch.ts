@@ -13,6 +13,11 @@ export class BroadcastBatch<Source> {
     return this.updates.length;
   }
 
+  /** Drops updates added after the batch had `size` entries (a transaction that failed). */
+  truncate(size: number): void {
+    this.updates.length = Math.min(this.updates.length, size);
+  }
+
   add(update: Uint8Array, source: Source | null): void {
     this.updates.push({ update, source });
   }

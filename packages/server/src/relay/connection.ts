@@ -164,7 +164,7 @@ export class RelayConnection implements DocPeer {
       case 'sync-step-1': {
         let reply: Uint8Array;
         try {
-          reply = Y.encodeStateAsUpdate(doc.doc, msg.stateVector);
+          reply = doc.encodeState(msg.stateVector);
         } catch (err) {
           throw new ProtocolError('bad-message', 'state vector does not decode', { cause: err });
         }
@@ -256,6 +256,11 @@ export class RelayConnection implements DocPeer {
   sendUpdate(update: Uint8Array): void {
     if (this.overBufferLimit()) return;
     this.sendMessage({ type: 'update', update });
+  }
+
+  /** DocPeer: asks the client for what it has that the document lacks. */
+  resync(): void {
+    if (this.doc) this.sendMessage({ type: 'sync-step-1', stateVector: Y.encodeStateVector(this.doc.doc) });
   }
 
   /** DocPeer: a broadcast awareness change. */

@@ -1,6 +1,16 @@
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { ProtocolError, shouldCompact, type CompactionPolicy, type DocStore, type AwarenessEntry } from '@capsync/core';
+import {
+  ProtocolError,
+  docFromUpdates,
+  encodeIntegratedState,
+  isEmptyUpdate,
+  shouldCompact,
+  verifiedSnapshot,
+  type AwarenessEntry,
+  type CompactionPolicy,
+  type DocStore,
+} from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import { BroadcastBatch } from './broadcast-batch.js';
@@ -21,6 +31,8 @@ export interface DocPeer extends UpdateSource {
   sendAwareness(update: Uint8Array): void;
   /** Called when the document resumes after a pause (loading, recovery), to process queued input. */
   resume(): void;
+  /** Asks the peer for whatever it has that the document lacks (sends sync step 1). */
+  resync(): void;
 }
 
 /** Result of applying one remote update. */
@@ -77,18 +89,31 @@ export class RelayDoc {
   }
 
   /**
-   * Applies a validated remote update. Throws ProtocolError('invalid-update') if Yjs fails
-   * to integrate it; the document then recovers from storage in the background.
+   * Applies a validated remote update and stores it as received (raw, so content Yjs holds
+   * back as pending is durable too). Peers get what the document integrated, through the
+   * doc's update event. Throws ProtocolError('invalid-update') if Yjs fails to integrate it;
+   * the document then recovers from storage in the background.
    */
   applyRemote(update: Uint8Array, source: UpdateSource & Partial<DocPeer>): Applied {
+    const batched = this.batch.size;
     try {
       Y.applyUpdate(this.doc, update, new RemoteOrigin(source, update));
     } catch (err) {
+      // Yjs may have emitted the failed transaction's update event before rethrowing.
+      this.batch.truncate(batched);
       void this.recover(err);
       throw new ProtocolError('invalid-update', `update could not be applied: ${(err as Error).message}`, { cause: err });
     }
-    this.queueBroadcast(update, (source as DocPeer).sendUpdate ? (source as DocPeer) : null);
     return { durable: this.persist(update) };
+  }
+
+  /**
+   * The document's integrated state as an update (for sync step 2 and HTTP), optionally only
+   * what a peer with `stateVector` lacks. Pending structs are never served: they may be
+   * forged, and peers get them through the update event once they integrate.
+   */
+  encodeState(stateVector?: Uint8Array): Uint8Array {
+    return encodeIntegratedState(this.doc, stateVector);
   }
 
   /** Applies a validated awareness update; returns the client IDs it set and removed. */
@@ -166,9 +191,7 @@ export class RelayDoc {
     this.compaction = new Promise<void>((resolve) => setImmediate(resolve))
       .then(async () => {
         if (this.paused || this.destroyed) return;
-        const snapshot = Y.encodeStateAsUpdate(this.doc);
-        await this.deps.store.compact(this.name, snapshot, this.compactThrough);
-        this.deps.metrics.compactions.inc();
+        await compactInto(this.name, this.doc, this.compactThrough, this.deps);
       })
       .catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'compaction failed; the log is kept'))
       .finally(() => {
@@ -183,7 +206,8 @@ export class RelayDoc {
   /**
    * An update decoded but failed half-way into the document, which may now hold part of it.
    * Storage never received it: pause input, let earlier updates commit, reload the document
-   * from storage, and resume. Connections keep their place; none of them saw the bad update.
+   * from storage, bring peers level with the reloaded document, and resume. Connections keep
+   * their place; none of them was sent the bad update.
    */
   private async recover(cause: unknown): Promise<void> {
     if (this.paused) return;
@@ -193,10 +217,17 @@ export class RelayDoc {
       this.flushBroadcast();
       await this.whenPersisted();
       const fresh = await loadDoc(this.name, this.deps);
+      // Replaying the log can integrate structs the live document held back (forged input
+      // makes integration order-dependent): send peers what they lack, ask for what we lack.
+      const catchUp = encodeIntegratedState(fresh, Y.encodeStateVector(this.doc));
       this.detach(this.doc);
       this.doc.destroy();
       this.doc = fresh;
       this.attach(fresh);
+      for (const peer of this.peers) {
+        if (!isEmptyUpdate(catchUp)) peer.sendUpdate(catchUp);
+        peer.resync();
+      }
     } catch (err) {
       this.deps.logger.error({ err, doc: this.name }, 'recovery reload failed; keeping the in-memory document');
     } finally {
@@ -216,11 +247,17 @@ export class RelayDoc {
   }
 
   /**
-   * Changes made on the relay itself (not from the network) are stored and forwarded from
-   * the doc's update event. Remote updates take the raw path in `applyRemote` instead.
+   * Every change that integrated into the document is forwarded from here: Yjs encodes it
+   * from integrated structs, so a forged or not-yet-integrable part of a remote update never
+   * reaches other peers. Remote updates were stored raw in `applyRemote`; changes made on the
+   * relay itself are stored here.
    */
   private readonly onLocalUpdate = (update: Uint8Array, origin: unknown): void => {
-    if (origin instanceof RemoteOrigin) return;
+    if (origin instanceof RemoteOrigin) {
+      const source = origin.source as Partial<DocPeer>;
+      this.queueBroadcast(update, source.sendUpdate ? (source as DocPeer) : null);
+      return;
+    }
     this.queueBroadcast(update, null);
     this.persist(update).catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'persisting a relay-side change failed'));
   };
@@ -256,14 +293,28 @@ export class RelayDoc {
 
 async function loadDoc(name: string, deps: RelayDocDeps): Promise<Y.Doc> {
   const stored = await deps.store.load(name);
-  const doc = new Y.Doc();
-  doc.transact(() => {
-    for (const update of stored.updates) Y.applyUpdate(doc, update);
-  });
-  if (stored.logCount > 0 && (stored.logCount > 1 || stored.updates.length > 1)) {
+  const { doc, skipped } = docFromUpdates(stored.updates);
+  if (skipped.length > 0) {
+    // Kept in storage (never delete data we cannot read); compaction will not drop them either
+    // unless a verified snapshot replaces them.
+    deps.logger.error({ doc: name, skipped: skipped.length }, 'stored updates that Yjs cannot apply were skipped');
+    deps.metrics.refusals.inc({ reason: 'invalid-update' }, skipped.length);
+  }
+  if (skipped.length === 0 && stored.logCount > 0 && (stored.logCount > 1 || stored.updates.length > 1)) {
     // Merge on load: the next load reads one snapshot instead of replaying the log.
-    await deps.store.compact(name, Y.encodeStateAsUpdate(doc), stored.head);
-    deps.metrics.compactions.inc();
+    await compactInto(name, doc, stored.head, deps);
   }
   return doc;
+}
+
+/** Replaces the stored log up to `through` with a verified snapshot of `doc`. */
+async function compactInto(name: string, doc: Y.Doc, through: number, deps: RelayDocDeps): Promise<void> {
+  const snapshot = verifiedSnapshot(doc);
+  if (!snapshot) {
+    deps.logger.error({ doc: name }, 'no snapshot of the document loads back; keeping the log');
+    return;
+  }
+  if (snapshot.droppedPending) deps.logger.warn({ doc: name }, 'pending structs that do not load back were left out of the snapshot');
+  await deps.store.compact(name, snapshot.update, through);
+  deps.metrics.compactions.inc();
 }
