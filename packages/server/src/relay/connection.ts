@@ -11,7 +11,7 @@ import {
   decodeMessage,
   encodeMessage,
   isEmptyUpdate,
-  validateUpdate,
+  validateUpdateFor,
   CloseCode,
   type Message,
 } from '@capsync/core';
@@ -209,8 +209,8 @@ export class RelayConnection implements DocPeer {
       this.refuseReadOnly(seq);
       return;
     }
-    validateUpdate(update);
     const doc = this.doc!;
+    validateUpdateFor(doc.doc, update);
     const { durable } = doc.applyRemote(update, this);
     this.deps.metrics.applySeconds.observe((performance.now() - receivedAt) / 1000);
     const stateVector = this.capsync ? Y.encodeStateVector(doc.doc) : null;
@@ -256,11 +256,6 @@ export class RelayConnection implements DocPeer {
   sendUpdate(update: Uint8Array): void {
     if (this.overBufferLimit()) return;
     this.sendMessage({ type: 'update', update });
-  }
-
-  /** DocPeer: asks the client for what it has that the document lacks. */
-  resync(): void {
-    if (this.doc) this.sendMessage({ type: 'sync-step-1', stateVector: Y.encodeStateVector(this.doc.doc) });
   }
 
   /** DocPeer: a broadcast awareness change. */

@@ -31,8 +31,6 @@ export interface DocPeer extends UpdateSource {
   sendAwareness(update: Uint8Array): void;
   /** Called when the document resumes after a pause (loading, recovery), to process queued input. */
   resume(): void;
-  /** Asks the peer for whatever it has that the document lacks (sends sync step 1). */
-  resync(): void;
 }
 
 /** Result of applying one remote update. */
@@ -218,7 +216,9 @@ export class RelayDoc {
       await this.whenPersisted();
       const fresh = await loadDoc(this.name, this.deps);
       // Replaying the log can integrate structs the live document held back (forged input
-      // makes integration order-dependent): send peers what they lack, ask for what we lack.
+      // makes integration order-dependent): send peers what they now lack. Peers are not asked
+      // to send back what the reload lost: content the relay cannot integrate would then close
+      // healthy connections; they offer it again on their next sync.
       const catchUp = encodeIntegratedState(fresh, Y.encodeStateVector(this.doc));
       this.detach(this.doc);
       this.doc.destroy();
@@ -226,7 +226,6 @@ export class RelayDoc {
       this.attach(fresh);
       for (const peer of this.peers) {
         if (!isEmptyUpdate(catchUp)) peer.sendUpdate(catchUp);
-        peer.resync();
       }
     } catch (err) {
       this.deps.logger.error({ err, doc: this.name }, 'recovery reload failed; keeping the in-memory document');
