@@ -48,23 +48,32 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
         ws.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
         return;
       }
-      giveTooBigAReason(ws, relay.options.maxMessageBytes);
-      const conn = relay.connect(ws, docName, grant);
-      ws.on('message', (data, isBinary) => conn.receive(toBytes(data), isBinary));
-      ws.on('close', () => relay.disconnected(conn));
-      ws.on('error', (err: Error & { code?: string }) => {
-        if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
-          relay.metrics.refusals.inc({ reason: 'message-too-large' });
-          relay.logger.info({ doc: docName }, 'closing connection: frame over the size limit');
-        } else {
-          relay.metrics.refusals.inc({ reason: 'bad-message' });
-          relay.logger.info({ doc: docName, err: err.message }, 'WebSocket protocol error');
-        }
-      });
+      serve(relay, ws, docName, grant);
     });
   }
 
   return wss;
+}
+
+/**
+ * Wires an accepted socket to the relay. A function of its own so the socket's listeners
+ * close over these few values only, not over the upgrade request (which would then stay
+ * in memory, headers and all, for the life of every connection).
+ */
+function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant): void {
+  giveTooBigAReason(ws, relay.options.maxMessageBytes);
+  const conn = relay.connect(ws, docName, grant);
+  ws.on('message', (data, isBinary) => conn.receive(toBytes(data as Buffer), isBinary));
+  ws.on('close', () => relay.disconnected(conn));
+  ws.on('error', (err: Error & { code?: string }) => {
+    if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+      relay.metrics.refusals.inc({ reason: 'message-too-large' });
+      relay.logger.info({ doc: docName }, 'closing connection: frame over the size limit');
+    } else {
+      relay.metrics.refusals.inc({ reason: 'bad-message' });
+      relay.logger.info({ doc: docName, err: err.message }, 'WebSocket protocol error');
+    }
+  });
 }
 
 /**

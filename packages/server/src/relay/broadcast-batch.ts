@@ -5,6 +5,10 @@ import * as Y from 'yjs';
  * one merged update of everything it did not send itself. Batching turns N updates x M
  * connections frames into at most M frames per turn, which keeps fan-out cheap under load;
  * a lone update is forwarded as is (no merge).
+ *
+ * Cost stays linear in the batch: each source's updates are merged once, and a recipient's
+ * update merges only the per-source results (at most one per connection), not every update
+ * again. Merging the raw updates per recipient grew quadratically and collapsed under bursts.
  */
 export class BroadcastBatch<Source> {
   private updates: { update: Uint8Array; source: Source | null }[] = [];
@@ -27,21 +31,32 @@ export class BroadcastBatch<Source> {
    * or null when the batch holds only its own updates.
    */
   take(): (recipient: Source) => Uint8Array | null {
-    const updates = this.updates;
+    const bySource = new Map<Source | null, Uint8Array[]>();
+    for (const { update, source } of this.updates) {
+      const list = bySource.get(source);
+      if (list) list.push(update);
+      else bySource.set(source, [update]);
+    }
     this.updates = [];
-    const sources = new Set(updates.map((u) => u.source));
-    const merge = (list: Uint8Array[]): Uint8Array | null =>
-      list.length === 0 ? null : list.length === 1 ? list[0]! : Y.mergeUpdates(list);
+    const perSource = new Map<Source | null, Uint8Array>();
+    for (const [source, list] of bySource) perSource.set(source, merge(list)!);
     let all: Uint8Array | null | undefined;
     const allBut = new Map<Source, Uint8Array | null>();
     return (recipient) => {
-      if (!sources.has(recipient)) return (all ??= merge(updates.map((u) => u.update)));
+      if (!perSource.has(recipient)) return (all ??= merge([...perSource.values()]));
       let mine = allBut.get(recipient);
       if (mine === undefined) {
-        mine = merge(updates.filter((u) => u.source !== recipient).map((u) => u.update));
+        const others: Uint8Array[] = [];
+        for (const [source, update] of perSource) if (source !== recipient) others.push(update);
+        mine = merge(others);
         allBut.set(recipient, mine);
       }
       return mine;
     };
   }
+}
+
+function merge(list: Uint8Array[]): Uint8Array | null {
+  if (list.length === 0) return null;
+  return list.length === 1 ? list[0]! : Y.mergeUpdates(list);
 }
