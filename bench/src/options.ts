@@ -42,7 +42,7 @@ export const USAGE = `usage: npm run bench [-- options]
 `;
 
 const STANDARD = {
-  levels: [500, 1000, 1500, 2000, 2500, 3000],
+  levels: [500, 1000, 1500, 2000, 2500, 3000, 4000, 5000, 6000],
   clients: 50,
   warmupMs: 1500,
   measureMs: 5000,
