@@ -46,6 +46,7 @@ const bytes = (...b: number[]) => Uint8Array.from(b);
 /** A real Yjs update (text and a nested map value), 66 bytes; every prefix of it fails to decode. */
 function realUpdate(): Uint8Array {
   const d = new Y.Doc();
+  d.clientID = 123_456_789; // fixed, so the update's length (and each truncation) is the same every run
   d.getText('t').insert(0, 'a real update with some text');
   d.getMap('m').set('k', { nested: [1, 2, 3] });
   return Y.encodeStateAsUpdate(d);
@@ -109,7 +110,7 @@ const frameCases: FrameCase[] = [
   { input: 'a garbage Yjs update', frame: syncUpdate(new TextEncoder().encode('this is not a yjs update')), close: 'InvalidUpdate', error: 'invalid-update' },
   { input: 'a Yjs update with an out-of-range varint', frame: syncUpdate(bytes(0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f)), close: 'InvalidUpdate', error: 'invalid-update' },
   { input: 'a truncated Yjs update', frame: syncUpdate(realUpdate().subarray(0, 40)), close: 'InvalidUpdate', error: 'invalid-update' },
-  { input: 'a Yjs update missing its last byte', frame: syncUpdate(realUpdate().subarray(0, 65)), close: 'InvalidUpdate', error: 'invalid-update' },
+  { input: 'a Yjs update missing its last byte', frame: syncUpdate(realUpdate().subarray(0, realUpdate().length - 1)), close: 'InvalidUpdate', error: 'invalid-update' },
   { input: 'a garbage Yjs update as sync step 2', frame: syncStep2(bytes(1, 1, 0xde, 0xad, 0xbe, 0xef)), close: 'InvalidUpdate', error: 'invalid-update' },
 
   { input: 'a garbage awareness update', frame: awareness(new TextEncoder().encode('not awareness')), close: 'InvalidUpdate', error: 'invalid-awareness' },

@@ -9,7 +9,7 @@ import { attachWebSocketEndpoint } from './http/websocket-endpoint.js';
 import { createLogger } from './logger.js';
 import { RelayMetrics } from './metrics.js';
 import { Relay } from './relay/relay.js';
-import { SqliteDocStore } from './storage/sqlite-store.js';
+import { SqliteWorkerStore } from './storage/sqlite-worker-store.js';
 
 /** A running relay. */
 export interface RelayHandle {
@@ -28,7 +28,7 @@ export interface RelayHandle {
 export async function createRelay(options: RelayOptions = {}): Promise<RelayHandle> {
   const resolved = resolveOptions(options);
   const logger = options.logger ?? createLogger(options.logLevel ?? 'silent');
-  const store = openStore(resolved);
+  const store = await openStore(resolved);
   const access: AccessControl = resolved.authSecret
     ? new JwtAccess({
         secret: resolved.authSecret,
@@ -80,9 +80,10 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   };
 }
 
-function openStore(o: ResolvedRelayOptions): DocStore {
+/** SQLite runs in a worker thread so commits and fsyncs never block the relay's event loop. */
+async function openStore(o: ResolvedRelayOptions): Promise<DocStore> {
   if (o.storage === 'memory') return new MemoryDocStore();
-  if (o.storage === 'sqlite') return new SqliteDocStore(sqlitePath(o), { synchronous: o.sqliteSync });
+  if (o.storage === 'sqlite') return SqliteWorkerStore.open(sqlitePath(o), { synchronous: o.sqliteSync });
   return o.storage;
 }
 

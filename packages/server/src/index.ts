@@ -6,6 +6,7 @@ export { RelayConnection, type RelaySocket } from './relay/connection.js';
 export { RelayDoc } from './relay/relay-doc.js';
 export { DocRegistry } from './relay/doc-registry.js';
 export { SqliteDocStore, type SqliteDocStoreOptions } from './storage/sqlite-store.js';
+export { SqliteWorkerStore } from './storage/sqlite-worker-store.js';
 export { JwtAccess, OpenAccess, permissionFor, type AccessControl, type AccessGrant, type Permission } from './auth/access.js';
 export { TOKEN_PROTOCOL_PREFIX, CAPSYNC_PROTOCOL } from './auth/token-from-request.js';
 export { RelayMetrics } from './metrics.js';

@@ -1,0 +1,14 @@
+/** Messages between `SqliteWorkerStore` and its worker thread (`sqlite-worker.ts`). */
+export type WorkerRequest = { id: number } & (
+  | { op: 'load'; name: string }
+  | { op: 'append'; name: string; update: Uint8Array }
+  | { op: 'compact'; name: string; snapshot: Uint8Array; through: number }
+  | { op: 'delete'; name: string }
+  | { op: 'ping' }
+  | { op: 'close' }
+);
+
+export type WorkerReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; message: string };
+
+/** First message of the worker: whether the database opened. */
+export type WorkerReady = { ready: true } | { ready: false; message: string };

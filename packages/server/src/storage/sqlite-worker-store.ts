@@ -1,0 +1,106 @@
+import { Worker } from 'node:worker_threads';
+import { StorageError, type AppendResult, type DocStore, type StoredDoc } from '@capsync/core';
+import type { SqliteDocStoreOptions } from './sqlite-store.js';
+import type { WorkerReady, WorkerReply, WorkerRequest } from './sqlite-worker-protocol.js';
+
+type Pending = { resolve(value: unknown): void; reject(err: unknown): void };
+type Op = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+
+/**
+ * The relay's default `DocStore`: a `SqliteDocStore` running in a worker thread. Same
+ * database, same guarantees (an append resolves once committed, group commit per turn), but
+ * the synchronous SQLite calls and their fsyncs run off the relay's event loop, so fan-out
+ * latency does not depend on the disk. Requests are handled in order, so appends to one
+ * document stay in call order.
+ */
+export class SqliteWorkerStore implements DocStore {
+  private nextId = 1;
+  private readonly pending = new Map<number, Pending>();
+  private failure: StorageError | null = null;
+  private closed = false;
+
+  private constructor(
+    readonly file: string,
+    private readonly worker: Worker,
+  ) {
+    worker.on('message', (msg: WorkerReply) => {
+      const p = this.pending.get(msg.id);
+      if (!p) return;
+      this.pending.delete(msg.id);
+      if (msg.ok) p.resolve(msg.value);
+      else p.reject(new StorageError(msg.message));
+    });
+    worker.on('error', (err) => this.fail(new StorageError(`SQLite worker failed: ${err.message}`, { cause: err })));
+    worker.on('exit', (code) => {
+      if (!this.closed) this.fail(new StorageError(`SQLite worker exited (code ${code})`));
+    });
+  }
+
+  /** Starts the worker and resolves once the database is open; rejects with StorageError. */
+  static async open(file: string, options: SqliteDocStoreOptions = {}): Promise<SqliteWorkerStore> {
+    const worker = startWorker({ file, options });
+    const ready = await new Promise<WorkerReady>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    }).catch((err: unknown) => ({ ready: false as const, message: (err as Error).message }));
+    if (!ready.ready) {
+      await worker.terminate();
+      throw new StorageError(ready.message);
+    }
+    return new SqliteWorkerStore(file, worker);
+  }
+
+  load(name: string): Promise<StoredDoc> {
+    return this.call({ op: 'load', name }) as Promise<StoredDoc>;
+  }
+  append(name: string, update: Uint8Array): Promise<AppendResult> {
+    return this.call({ op: 'append', name, update }) as Promise<AppendResult>;
+  }
+  async compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
+    await this.call({ op: 'compact', name, snapshot, through });
+  }
+  async delete(name: string): Promise<void> {
+    await this.call({ op: 'delete', name });
+  }
+  async ping(): Promise<void> {
+    await this.call({ op: 'ping' });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.call({ op: 'close' });
+    } finally {
+      this.closed = true;
+      await this.worker.terminate();
+    }
+  }
+
+  private call(op: Op): Promise<unknown> {
+    if (this.closed) return Promise.reject(new StorageError('SQLite store is closed'));
+    if (this.failure) return Promise.reject(this.failure);
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ id, ...op } as WorkerRequest);
+    });
+  }
+
+  private fail(err: StorageError): void {
+    this.failure ??= err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+}
+
+/**
+ * The worker: the built sqlite-worker.js next to this module, or, when running from
+ * TypeScript source (tests, development), a bootstrap that registers tsx's loader in the
+ * worker first and then imports sqlite-worker.ts.
+ */
+function startWorker(workerData: unknown): Worker {
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./sqlite-worker.js', import.meta.url), { workerData });
+  const entry = new URL('./sqlite-worker.ts', import.meta.url).href;
+  const bootstrap = `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
+  return new Worker(bootstrap, { eval: true, workerData, execArgv: ['--conditions=source'] });
+}

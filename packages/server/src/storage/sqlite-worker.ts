@@ -1,0 +1,49 @@
+/**
+ * Worker thread that owns the SQLite database for `SqliteWorkerStore`, so commits (and their
+ * fsyncs) never block the relay's event loop. It runs a `SqliteDocStore`, which group-commits
+ * the appends of each of this thread's event-loop turns.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { SqliteDocStore, type SqliteDocStoreOptions } from './sqlite-store.js';
+import type { WorkerReply, WorkerRequest } from './sqlite-worker-protocol.js';
+
+const { file, options } = workerData as { file: string; options: SqliteDocStoreOptions };
+const port = parentPort!;
+
+let store: SqliteDocStore;
+try {
+  store = new SqliteDocStore(file, options);
+  port.postMessage({ ready: true });
+} catch (err) {
+  port.postMessage({ ready: false, message: (err as Error).message });
+  process.exit(0);
+}
+
+port.on('message', (req: WorkerRequest) => {
+  const reply = (r: WorkerReply) => port.postMessage(r);
+  let result: Promise<unknown>;
+  switch (req.op) {
+    case 'load':
+      result = store.load(req.name);
+      break;
+    case 'append':
+      result = store.append(req.name, req.update);
+      break;
+    case 'compact':
+      result = store.compact(req.name, req.snapshot, req.through);
+      break;
+    case 'delete':
+      result = store.delete(req.name);
+      break;
+    case 'ping':
+      result = store.ping();
+      break;
+    case 'close':
+      result = store.close();
+      break;
+  }
+  result.then(
+    (value) => reply({ id: req.id, ok: true, value }),
+    (err: unknown) => reply({ id: req.id, ok: false, message: (err as Error).message }),
+  );
+});
