@@ -55,6 +55,9 @@ describe('an unmodified y-websocket (v3) provider syncs through the relay', () =
     const pa = provider(a);
     const pb = provider(b);
     await Promise.all([whenSynced(pa), whenSynced(pb)]);
+    // b may finish syncing before a's offline edit reached the relay: wait until b has it, so
+    // the insert at 0 lands before it (concurrent inserts at one spot order by client id).
+    await whenText(b, 'offline-a ');
     b.getText('t').insert(0, 'from-b ');
     const expected = 'from-b offline-a ';
     await Promise.all([whenText(a, expected), whenText(b, expected)]);

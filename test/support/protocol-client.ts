@@ -23,7 +23,7 @@ const REMOTE = Symbol('remote');
 /**
  * A minimal wire-level client for relay tests: speaks the protocol by hand over a real
  * WebSocket, keeps a Y.Doc, counts what it sends (seq) and records what it receives.
- * Events: 'message' (Message), 'close' (CloseInfo).
+ * Events: 'message' (Message), 'close' (CloseInfo), 'change' (after either).
  */
 export class ProtocolClient extends EventEmitter {
   readonly doc = new Y.Doc();
@@ -47,6 +47,7 @@ export class ProtocolClient extends EventEmitter {
     ws.on('close', (code, reason) => {
       this.closeInfo = { code, reason: reason.toString() };
       this.emit('close', this.closeInfo);
+      this.emit('change');
     });
     ws.on('error', () => {});
     this.doc.on('update', (update: Uint8Array, origin: unknown) => {
@@ -107,8 +108,9 @@ export class ProtocolClient extends EventEmitter {
     return waitForEvent(this, 'message', () => this.text === expected || undefined, `text "${expected.slice(0, 40)}"`, timeoutMs);
   }
 
+  /** Waits until `check` holds, re-checking after every message and on close. */
   waitFor<T>(check: () => T | undefined | false, what: string, timeoutMs = 10_000): Promise<T> {
-    return waitForEvent(this, 'message', check, what, timeoutMs);
+    return waitForEvent(this, 'change', check, what, timeoutMs);
   }
 
   waitClosed(timeoutMs = 10_000): Promise<CloseInfo> {
@@ -148,5 +150,6 @@ export class ProtocolClient extends EventEmitter {
         break;
     }
     this.emit('message', msg);
+    this.emit('change');
   }
 }

@@ -62,6 +62,13 @@ export const FLAGS: Flag[] = [
     apply: (o, v) => (o.sendBufferLimit = positive('--send-buffer-limit', v)),
   },
   {
+    flag: 'slow-consumer-grace-ms',
+    env: 'CAPSYNC_SLOW_CONSUMER_GRACE_MS',
+    type: 'string',
+    help: `How long a connection may stay over the send buffer limit. Default ${DEFAULTS.slowConsumerGraceMs}`,
+    apply: (o, v) => (o.slowConsumerGraceMs = int('--slow-consumer-grace-ms', v)),
+  },
+  {
     flag: 'idle-timeout-ms',
     env: 'CAPSYNC_IDLE_TIMEOUT_MS',
     type: 'string',

@@ -24,6 +24,8 @@ export interface RelayOptions {
   maxMessageBytes?: number;
   /** Bytes a connection may have unsent before it is closed as a slow consumer. Default 16 MiB. */
   sendBufferLimit?: number;
+  /** How long a connection may stay over `sendBufferLimit` before it is closed. Default 5 s. */
+  slowConsumerGraceMs?: number;
   /** Unload a document this long after its last connection left. Default 30 s. */
   idleTimeoutMs?: number;
   /** Merge the update log into a snapshot past these thresholds. Default 500 updates or 1 MiB. */
@@ -45,6 +47,7 @@ export interface ResolvedRelayOptions {
   authAudience: string | undefined;
   maxMessageBytes: number;
   sendBufferLimit: number;
+  slowConsumerGraceMs: number;
   idleTimeoutMs: number;
   compaction: CompactionPolicy;
 }
@@ -55,6 +58,7 @@ export const DEFAULTS = {
   dataDir: './data',
   maxMessageBytes: 16 * 1024 * 1024,
   sendBufferLimit: 16 * 1024 * 1024,
+  slowConsumerGraceMs: 5_000,
   idleTimeoutMs: 30_000,
 } as const;
 
@@ -75,6 +79,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     authAudience: o.authAudience || undefined,
     maxMessageBytes: positive('maxMessageBytes', o.maxMessageBytes, DEFAULTS.maxMessageBytes),
     sendBufferLimit: positive('sendBufferLimit', o.sendBufferLimit, DEFAULTS.sendBufferLimit),
+    slowConsumerGraceMs: positive('slowConsumerGraceMs', o.slowConsumerGraceMs, DEFAULTS.slowConsumerGraceMs, true),
     idleTimeoutMs: positive('idleTimeoutMs', o.idleTimeoutMs, DEFAULTS.idleTimeoutMs, true),
     compaction: {
       maxUpdates: positive('compaction.maxUpdates', o.compaction?.maxUpdates, DEFAULT_COMPACTION_POLICY.maxUpdates),

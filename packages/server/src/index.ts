@@ -1,7 +1,7 @@
 export { createRelay, type RelayHandle } from './create-relay.js';
 export type { RelayOptions } from './config.js';
 export { DEFAULTS } from './config.js';
-export { Relay } from './relay/relay.js';
+export { Relay, type RelayEvents } from './relay/relay.js';
 export { RelayConnection, type RelaySocket } from './relay/connection.js';
 export { RelayDoc } from './relay/relay-doc.js';
 export { DocRegistry } from './relay/doc-registry.js';

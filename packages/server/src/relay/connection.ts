@@ -34,13 +34,20 @@ export interface RelaySocket {
 }
 
 export interface ConnectionOptions {
-  /** Bytes a socket may have queued before the relay gives up on it (slow consumer). */
+  /**
+   * Bytes a socket may have queued for longer than `slowConsumerGraceMs` before the relay
+   * gives up on it (slow consumer). Four times this closes it at once, to bound memory.
+   */
   sendBufferLimit: number;
+  /** How long a socket may stay over `sendBufferLimit` (a burst) before it is closed. */
+  slowConsumerGraceMs: number;
   /** Bytes of input a connection may queue while its document loads. */
   maxQueuedBytes: number;
 }
 
 interface ConnectionDeps {
+  /** Told when the relay closes a connection (not when the client does). */
+  onRelayClose?(conn: RelayConnection, code: number, reason: string): void;
   registry: DocRegistry;
   metrics: RelayMetrics;
   logger: Logger;
@@ -71,6 +78,7 @@ export class RelayConnection implements DocPeer {
   private readonly awarenessIds = new Set<number>();
   private deniedNotified = false;
   private expiryTimer: NodeJS.Timeout | null = null;
+  private slowTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly socket: RelaySocket,
@@ -264,11 +272,29 @@ export class RelayConnection implements DocPeer {
     this.sendMessage({ type: 'awareness', update });
   }
 
+  /**
+   * Backpressure. A burst may push the send buffer over the limit for a moment; a consumer
+   * that stays over it for the grace period, or goes past four times the limit, is closed.
+   */
   private overBufferLimit(): boolean {
     if (this.closed) return true;
-    if (this.socket.bufferedAmount <= this.deps.options.sendBufferLimit) return false;
-    this.fail(new CapsyncError('slow-consumer', `send buffer over ${this.deps.options.sendBufferLimit} bytes`));
-    return true;
+    const { sendBufferLimit, slowConsumerGraceMs } = this.deps.options;
+    const buffered = this.socket.bufferedAmount;
+    if (buffered <= sendBufferLimit) return false;
+    if (buffered > 4 * sendBufferLimit) {
+      this.fail(new CapsyncError('slow-consumer', `send buffer over ${4 * sendBufferLimit} bytes`));
+      return true;
+    }
+    if (!this.slowTimer) {
+      this.slowTimer = setTimeout(() => {
+        this.slowTimer = null;
+        if (this.socket.bufferedAmount > sendBufferLimit) {
+          this.fail(new CapsyncError('slow-consumer', `send buffer over ${sendBufferLimit} bytes for ${slowConsumerGraceMs} ms`));
+        }
+      }, slowConsumerGraceMs);
+      this.slowTimer.unref();
+    }
+    return false;
   }
 
   private sendMessage(msg: Message): void {
@@ -300,6 +326,7 @@ export class RelayConnection implements DocPeer {
     this.deps.metrics.closes.inc({ code: closeCodeName(code) });
     this.cleanup();
     this.socket.close(code, reason);
+    this.deps.onRelayClose?.(this, code, reason);
   }
 
   /** The socket closed (by either side). */
@@ -312,6 +339,7 @@ export class RelayConnection implements DocPeer {
     this.closed = true;
     this.deps.metrics.connections.dec();
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    if (this.slowTimer) clearTimeout(this.slowTimer);
     this.queue = [];
     const doc = this.doc;
     if (doc) {

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { CloseCode, closeReasonFor, type DocStore } from '@capsync/core';
 import type { AccessControl, AccessGrant } from '../auth/access.js';
 import type { ResolvedRelayOptions } from '../config.js';
@@ -18,7 +19,12 @@ export interface RelayDeps {
  * The relay core: documents, connections, storage. Transport-agnostic: it is handed sockets
  * (anything implementing RelaySocket) that the edge (`createRelay`) already authorized.
  */
-export class Relay {
+export interface RelayEvents {
+  /** The relay closed a connection (bad input, slow consumer, expiry, shutdown). */
+  'connection-closed': [event: { docName: string; code: number; reason: string }];
+}
+
+export class Relay extends EventEmitter<RelayEvents> {
   readonly registry: DocRegistry;
   readonly store: DocStore;
   readonly access: AccessControl;
@@ -29,6 +35,7 @@ export class Relay {
   private closing = false;
 
   constructor(deps: RelayDeps) {
+    super();
     this.store = deps.store;
     this.access = deps.access;
     this.metrics = deps.metrics;
@@ -50,7 +57,12 @@ export class Relay {
       registry: this.registry,
       metrics: this.metrics,
       logger: this.logger,
-      options: { sendBufferLimit: this.options.sendBufferLimit, maxQueuedBytes: this.options.maxMessageBytes * 2 },
+      options: {
+        sendBufferLimit: this.options.sendBufferLimit,
+        slowConsumerGraceMs: this.options.slowConsumerGraceMs,
+        maxQueuedBytes: this.options.maxMessageBytes * 2,
+      },
+      onRelayClose: (c, code, reason) => this.emit('connection-closed', { docName: c.docName, code, reason }),
     });
     this.connections.add(conn);
     return conn;
