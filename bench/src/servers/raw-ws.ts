@@ -4,16 +4,10 @@
  * It greets each client with constant sync-step-1 bytes so the load clients can wait for
  * "registered" exactly as they do with the Yjs servers.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { EMPTY_SYNC_STEP_1 } from '../wire.js';
-import { serveControl } from '../control.js';
+import { serveWebSockets } from './serve-ws.js';
 
-const server = http.createServer((_req, res) => {
-  res.writeHead(200, { 'Content-Type': 'text/plain' });
-  res.end('okay');
-});
 const wss = new WebSocketServer({ noServer: true });
 const clients = new Set<WebSocket>();
 wss.on('connection', (ws) => {
@@ -26,15 +20,4 @@ wss.on('connection', (ws) => {
   ws.on('error', () => ws.terminate());
   ws.send(EMPTY_SYNC_STEP_1);
 });
-server.on('upgrade', (req, socket, head) => {
-  wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
-});
-await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-
-serveControl({
-  port: (server.address() as AddressInfo).port,
-  close: async () => {
-    for (const ws of clients) ws.terminate();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  },
-});
+await serveWebSockets(wss);
