@@ -1,3 +1,0 @@
-import { capsyncVitestConfig } from '../../vitest.shared.js';
-
-export default capsyncVitestConfig();
