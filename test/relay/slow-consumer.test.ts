@@ -7,10 +7,10 @@ import { waitForEvent } from '../support/wait.js';
 
 // Bursts may briefly push a healthy reader's send buffer over the limit; only a reader that
 // stays over it for the grace period (or passes 4x the limit) is closed.
-const LIMIT = 2 * 1024 * 1024;
-const GRACE_MS = 1000;
+const LIMIT = 4 * 1024 * 1024;
+const GRACE_MS = 2000;
 const CHUNK = 'x'.repeat(64 * 1024);
-const WRITES = 300; // ~19 MiB: more than loopback socket buffers absorb
+const WRITES = 400; // ~26 MiB: more than loopback socket buffers and the limit absorb
 
 describe('a slow consumer is bounded and never slows the others', () => {
   let relay: TestRelay;

@@ -10,4 +10,4 @@ export { SqliteWorkerStore } from './storage/sqlite-worker-store.js';
 export { JwtAccess, OpenAccess, permissionFor, type AccessControl, type AccessGrant, type Permission } from './auth/access.js';
 export { TOKEN_PROTOCOL_PREFIX, CAPSYNC_PROTOCOL } from './auth/token-from-request.js';
 export { RelayMetrics } from './metrics.js';
-export { createLogger, silentLogger, type Logger } from './logger.js';
+export { createLogger, type Logger } from './logger.js';

@@ -6,8 +6,3 @@ export type { Logger };
 export function createLogger(level: string = 'info'): Logger {
   return pino({ name: 'capsync-relay', level });
 }
-
-/** A logger that drops everything: the default for embedded relays (tests, benchmarks). */
-export function silentLogger(): Logger {
-  return pino({ level: 'silent' });
-}

@@ -280,7 +280,14 @@ export class RelayConnection implements DocPeer {
     if (this.closed) return true;
     const { sendBufferLimit, slowConsumerGraceMs } = this.deps.options;
     const buffered = this.socket.bufferedAmount;
-    if (buffered <= sendBufferLimit) return false;
+    if (buffered <= sendBufferLimit) {
+      // Drained since the burst began: the grace period starts over at the next burst.
+      if (this.slowTimer) {
+        clearTimeout(this.slowTimer);
+        this.slowTimer = null;
+      }
+      return false;
+    }
     if (buffered > 4 * sendBufferLimit) {
       this.fail(new CapsyncError('slow-consumer', `send buffer over ${4 * sendBufferLimit} bytes`));
       return true;

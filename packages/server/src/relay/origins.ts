@@ -9,15 +9,12 @@ export interface UpdateSource {
 }
 
 /**
- * Origin of an update received from the network. Its raw bytes are what gets stored and
- * forwarded: unlike the doc's 'update' event, they include structs Yjs holds back as pending
- * (missing dependencies), so nothing acknowledged is dropped.
+ * Origin of an update received from the network. The raw update is stored by `applyRemote`;
+ * the doc's update event, seeing this origin, forwards what integrated to every peer but
+ * `source`.
  */
 export class RemoteOrigin {
-  constructor(
-    readonly source: UpdateSource,
-    readonly update: Uint8Array,
-  ) {}
+  constructor(readonly source: UpdateSource) {}
 }
 
 /** Origin of awareness changes the relay makes itself (removing a closed connection's states). */

@@ -92,10 +92,10 @@ export class RelayDoc {
    * doc's update event. Throws ProtocolError('invalid-update') if Yjs fails to integrate it;
    * the document then recovers from storage in the background.
    */
-  applyRemote(update: Uint8Array, source: UpdateSource & Partial<DocPeer>): Applied {
+  applyRemote(update: Uint8Array, source: UpdateSource): Applied {
     const batched = this.batch.size;
     try {
-      Y.applyUpdate(this.doc, update, new RemoteOrigin(source, update));
+      Y.applyUpdate(this.doc, update, new RemoteOrigin(source));
     } catch (err) {
       // Yjs may have emitted the failed transaction's update event before rethrowing.
       this.batch.truncate(batched);
@@ -253,8 +253,7 @@ export class RelayDoc {
    */
   private readonly onLocalUpdate = (update: Uint8Array, origin: unknown): void => {
     if (origin instanceof RemoteOrigin) {
-      const source = origin.source as Partial<DocPeer>;
-      this.queueBroadcast(update, source.sendUpdate ? (source as DocPeer) : null);
+      this.queueBroadcast(update, isDocPeer(origin.source) ? origin.source : null);
       return;
     }
     this.queueBroadcast(update, null);
@@ -288,6 +287,11 @@ export class RelayDoc {
     const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed);
     for (const peer of this.peers) if (peer !== origin) peer.sendAwareness(update);
   };
+}
+
+/** Connections are peers of the document; HTTP requests are sources only. */
+function isDocPeer(source: UpdateSource): source is DocPeer {
+  return source.kind === 'connection';
 }
 
 async function loadDoc(name: string, deps: RelayDocDeps): Promise<Y.Doc> {
