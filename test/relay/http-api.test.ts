@@ -363,3 +363,26 @@ describe('relay HTTP API with auth', () => {
     expect(metric(await metricsText(), 'capsync_refusals_total{reason="forbidden"}')).toBe(2);
   });
 });
+
+describe('static files', () => {
+  it('serves a static directory at / next to the API and WebSocket endpoint', async () => {
+    const fs = await import('node:fs');
+    const path = await import('node:path');
+    const { tempDir } = await import('../support/relay-fixture.js');
+    const site = tempDir('capsync-static-');
+    fs.writeFileSync(path.join(site.dir, 'index.html'), '<h1>editor</h1>');
+    const relay = await startRelay({ staticDir: site.dir });
+    try {
+      const index = await fetch(`${relay.httpUrl}/`);
+      expect(index.status).toBe(200);
+      expect(await index.text()).toBe('<h1>editor</h1>');
+      expect((await fetch(`${relay.httpUrl}/healthz`)).status).toBe(200);
+      expect((await fetch(`${relay.httpUrl}/missing.js`)).status).toBe(404);
+      const client = await ProtocolClient.synced(relay.docUrl('index.html'));
+      await client.close();
+    } finally {
+      await relay.dispose();
+      site.remove();
+    }
+  });
+});

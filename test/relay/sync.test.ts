@@ -1,6 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
+import { MemoryDocStore } from '@capsync/core';
 import { SqliteDocStore } from '@capsync/server';
+import { GatedAppendStore } from '../support/gated-store.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import path from 'node:path';
@@ -79,6 +81,30 @@ describe('relay sync and durable acks', () => {
     await aware.waitForAck(aware.seq);
     expect(stock.received.some((m) => m.type === 'hello' || m.type === 'ack' || m.type === 'error')).toBe(false);
     expect(aware.received.some((m) => m.type === 'hello')).toBe(true);
+  });
+
+  it('answers a heartbeat ping with a pong carrying the same id', async () => {
+    const a = await connect('ping');
+    a.sendMessage({ type: 'ping', id: 4242 });
+    await a.waitFor(() => a.received.some((m) => m.type === 'pong' && m.id === 4242) || undefined, 'pong');
+  });
+
+  it('acks an empty update only after earlier writes to the document are committed', async () => {
+    await relay.dispose();
+    const store = new GatedAppendStore(new MemoryDocStore());
+    relay = await startRelay({ storage: store });
+    const a = await connect('barrier');
+    const b = await connect('barrier');
+    store.hold();
+    a.type('x');
+    await b.waitFor(() => b.text === 'x' || undefined, "a's edit at b");
+    // b has nothing new to send, but its ack must still mean "everything you saw is durable".
+    b.sendMessage({ type: 'update', update: new Uint8Array([0, 0]) });
+    b.sendMessage({ type: 'ping', id: 1 });
+    await b.waitFor(() => b.received.some((m) => m.type === 'pong') || undefined, 'pong');
+    expect(b.ackedSeq).toBeLessThan(b.seq);
+    store.release();
+    await b.waitForAck(b.seq);
   });
 
   it('answers query-awareness and relays awareness, clearing it when a client leaves', async () => {

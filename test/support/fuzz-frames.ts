@@ -176,6 +176,7 @@ function buildCorpus(rng: SeededRandom): Message[] {
   const corpus: Message[] = [
     { type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: ['ack', 'error'] },
     { type: 'query-awareness' },
+    { type: 'ping', id: 1 },
     { type: 'sync-step-1', stateVector: Y.encodeStateVector(new Y.Doc()) },
   ];
   for (let d = 0; d < 4; d++) {

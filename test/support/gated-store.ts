@@ -38,3 +38,44 @@ export class GatedLoadStore implements DocStore {
     return this.inner.close();
   }
 }
+
+/**
+ * Wraps a real DocStore and holds every `append` while the gate is shut, to test that the
+ * relay acknowledges nothing before it is committed.
+ */
+export class GatedAppendStore implements DocStore {
+  private held: (() => void)[] = [];
+  private shut = false;
+
+  constructor(private readonly inner: DocStore) {}
+
+  /** Holds appends from now on. */
+  hold(): void {
+    this.shut = true;
+  }
+  /** Lets held and future appends through. */
+  release(): void {
+    this.shut = false;
+    for (const go of this.held.splice(0)) go();
+  }
+
+  async append(name: string, update: Uint8Array): Promise<AppendResult> {
+    if (this.shut) await new Promise<void>((resolve) => this.held.push(resolve));
+    return this.inner.append(name, update);
+  }
+  load(name: string): Promise<StoredDoc> {
+    return this.inner.load(name);
+  }
+  compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
+    return this.inner.compact(name, snapshot, through);
+  }
+  delete(name: string): Promise<void> {
+    return this.inner.delete(name);
+  }
+  ping(): Promise<void> {
+    return this.inner.ping();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

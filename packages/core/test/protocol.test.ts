@@ -13,6 +13,8 @@ const samples: Message[] = [
   { type: 'query-awareness' },
   { type: 'auth-denied', reason: 'no' },
   { type: 'hello', protocolVersion: 1, capabilities: ['ack', 'error'] },
+  { type: 'ping', id: 7 },
+  { type: 'pong', id: 300 },
   { type: 'ack', seq: 42, stateVector: sv },
   { type: 'error', code: 'read-only', message: 'refused', seq: 7 },
 ];

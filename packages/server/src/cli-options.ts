@@ -44,6 +44,7 @@ export const FLAGS: Flag[] = [
       o.sqliteSync = v;
     },
   },
+  { flag: 'static-dir', env: 'CAPSYNC_STATIC_DIR', type: 'string', help: 'Serve the static files in this directory at / (a web app). Default none', apply: (o, v) => (o.staticDir = v) },
   { flag: 'auth-secret', env: 'CAPSYNC_AUTH_SECRET', type: 'string', help: 'HMAC secret of JWTs; without it the relay is open', apply: (o, v) => (o.authSecret = v) },
   { flag: 'auth-issuer', env: 'CAPSYNC_AUTH_ISSUER', type: 'string', help: 'Required JWT iss claim', apply: (o, v) => (o.authIssuer = v) },
   { flag: 'auth-audience', env: 'CAPSYNC_AUTH_AUDIENCE', type: 'string', help: 'Required JWT aud claim', apply: (o, v) => (o.authAudience = v) },

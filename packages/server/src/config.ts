@@ -30,6 +30,11 @@ export interface RelayOptions {
   idleTimeoutMs?: number;
   /** Merge the update log into a snapshot past these thresholds. Default 500 updates or 1 MiB. */
   compaction?: Partial<CompactionPolicy>;
+  /**
+   * A directory of static files (a web app) served at `/` over HTTP, for example the built
+   * editor example. WebSocket upgrades and the API routes take precedence. Default none.
+   */
+  staticDir?: string;
   /** Structured logger; defaults to one at `logLevel`. */
   logger?: Logger;
   /** Log level of the default logger. Default 'silent' (the CLI uses 'info'). */
@@ -50,6 +55,7 @@ export interface ResolvedRelayOptions {
   slowConsumerGraceMs: number;
   idleTimeoutMs: number;
   compaction: CompactionPolicy;
+  staticDir: string | undefined;
 }
 
 export const DEFAULTS = {
@@ -85,5 +91,6 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
       maxUpdates: positive('compaction.maxUpdates', o.compaction?.maxUpdates, DEFAULT_COMPACTION_POLICY.maxUpdates),
       maxBytes: positive('compaction.maxBytes', o.compaction?.maxBytes, DEFAULT_COMPACTION_POLICY.maxBytes),
     },
+    staticDir: o.staticDir ? path.resolve(o.staticDir) : undefined,
   };
 }

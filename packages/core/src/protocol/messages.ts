@@ -12,6 +12,8 @@
  *   [100 capsync][0 hello][varUint protocolVersion][varUint n][n x varString capability]
  *   [100 capsync][1 ack][varUint seq][varUint8Array stateVector]
  *   [100 capsync][2 error][varString code][varString message][varUint seq]
+ *   [100 capsync][3 ping][varUint id]
+ *   [100 capsync][4 pong][varUint id]
  *
  * Extension messages are only sent to a peer that first sent `hello`, so stock y-websocket
  * clients never see them.
@@ -24,7 +26,7 @@ import { ProtocolError, type ErrorCode } from '../errors.js';
 export const PROTOCOL_VERSION = 1;
 
 /** Capabilities a relay of this version offers in its hello. */
-export const RELAY_CAPABILITIES = ['ack', 'error'] as const;
+export const RELAY_CAPABILITIES = ['ack', 'error', 'ping'] as const;
 
 export const MessageType = {
   Sync: 0,
@@ -35,7 +37,7 @@ export const MessageType = {
 } as const;
 
 const SyncKind = { Step1: 0, Step2: 1, Update: 2 } as const;
-const CapsyncKind = { Hello: 0, Ack: 1, Error: 2 } as const;
+const CapsyncKind = { Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4 } as const;
 const AuthKind = { PermissionDenied: 0 } as const;
 
 export interface SyncStep1Message {
@@ -87,6 +89,19 @@ export interface ErrorMessage {
   seq: number;
 }
 
+/**
+ * Heartbeat. A client sends `ping` to prove the link is alive (browsers cannot send
+ * WebSocket pings); the relay answers `pong` with the same id at once.
+ */
+export interface PingMessage {
+  type: 'ping';
+  id: number;
+}
+export interface PongMessage {
+  type: 'pong';
+  id: number;
+}
+
 export type Message =
   | SyncStep1Message
   | SyncStep2Message
@@ -96,7 +111,9 @@ export type Message =
   | AuthDeniedMessage
   | HelloMessage
   | AckMessage
-  | ErrorMessage;
+  | ErrorMessage
+  | PingMessage
+  | PongMessage;
 
 export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
 
@@ -150,6 +167,12 @@ export function encodeMessage(msg: Message): Uint8Array {
       encoding.writeVarString(e, msg.code);
       encoding.writeVarString(e, msg.message);
       encoding.writeVarUint(e, msg.seq);
+      break;
+    case 'ping':
+    case 'pong':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, msg.type === 'ping' ? CapsyncKind.Ping : CapsyncKind.Pong);
+      encoding.writeVarUint(e, msg.id);
       break;
   }
   return encoding.toUint8Array(e);
@@ -220,6 +243,8 @@ function readMessage(d: decoding.Decoder): Message {
         const seq = decoding.readVarUint(d);
         return { type: 'error', code, message, seq };
       }
+      if (kind === CapsyncKind.Ping) return { type: 'ping', id: decoding.readVarUint(d) };
+      if (kind === CapsyncKind.Pong) return { type: 'pong', id: decoding.readVarUint(d) };
       throw new ProtocolError('unknown-message-type', `unknown capsync message kind ${kind}`);
     }
     default:

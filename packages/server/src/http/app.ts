@@ -70,6 +70,8 @@ export function createHttpApp(relay: Relay): express.Express {
       }),
   );
 
+  if (relay.options.staticDir) app.use(express.static(relay.options.staticDir, { index: 'index.html', fallthrough: true }));
+
   // Body-parser errors (too large, aborted) and anything else thrown.
   app.use((err: unknown, _req: Request, res: Response, _next: unknown) => {
     const { type, status } = err as { type?: string; status?: number };

@@ -199,9 +199,13 @@ export class RelayConnection implements DocPeer {
         this.capsync = true;
         this.sendMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: [...RELAY_CAPABILITIES] });
         return;
+      case 'ping':
+        this.sendMessage({ type: 'pong', id: msg.id });
+        return;
       case 'auth-denied':
       case 'ack':
       case 'error':
+      case 'pong':
         throw new ProtocolError('unknown-message-type', `${msg.type} messages are sent by relays, not clients`);
     }
   }
@@ -210,7 +214,13 @@ export class RelayConnection implements DocPeer {
     const seq = ++this.seq;
     const receivedAt = performance.now();
     if (isEmptyUpdate(update)) {
-      this.lastDurable.then(() => this.scheduleAck(seq, null, receivedAt), () => {});
+      // Nothing to store, but the ack still promises that everything the relay has applied so
+      // far (for example this client's updates sent on an earlier connection, or delivered by
+      // another tab) is committed: wait for every pending write of the document.
+      const stateVector = this.capsync && this.doc ? Y.encodeStateVector(this.doc.doc) : null;
+      const barrier = Promise.all([this.lastDurable, this.doc!.whenWritesSettled()]);
+      this.lastDurable = barrier;
+      barrier.then(() => this.scheduleAck(seq, stateVector, receivedAt), () => {});
       return;
     }
     if (this.grant.permission !== 'write') {

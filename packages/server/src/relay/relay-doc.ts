@@ -134,12 +134,17 @@ export class RelayDoc {
     return ids.length > 0 ? awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids) : null;
   }
 
+  /** Resolves when every update handed to storage so far has been committed (or failed). */
+  async whenWritesSettled(): Promise<void> {
+    if (this.pendingPersists > 0) await new Promise<void>((resolve) => this.persistWaiters.push(resolve));
+  }
+
   /**
    * Resolves when every update handed to storage so far has been committed (or failed),
    * and a compaction in progress has finished.
    */
   async whenPersisted(): Promise<void> {
-    if (this.pendingPersists > 0) await new Promise<void>((resolve) => this.persistWaiters.push(resolve));
+    await this.whenWritesSettled();
     while (this.compaction) await this.compaction;
   }
 
