@@ -1,14 +1,23 @@
 /**
- * @capsync/client — the browser-first client (offline-first IndexedDB replica, resilient
- * sync, durability status). This package is intentionally thin until the client issue lands;
- * for now it re-exports the protocol pieces a client needs.
+ * @capsync/client — the browser-first client: an offline-first replica in IndexedDB, resilient
+ * sync with a capsync relay, an honest status and pending count, and cross-tab sharing.
+ * Runs in Node too (memory storage, or IndexedDB through fake-indexeddb).
  */
+export { createClient, type CapsyncClient, type ClientOptions } from './client.js';
+export { DocHandle, type DocHandleEvents, type FlushOptions } from './doc-handle.js';
+export type { SyncStatus } from './status.js';
+export { MemoryStorage } from './storage/memory-storage.js';
+export { IndexedDbStorage, type IndexedDbStorageOptions } from './storage/indexeddb-storage.js';
+export type { StorageAdapter, ReplicaStore, ReplicaWrite, ReplicaSize, StoredUpdate, OutboxRecord } from './storage/storage-adapter.js';
+export type { WebSocketConstructor, WebSocketLike } from './sync/websocket-like.js';
+export type { TokenSource } from './sync/relay-link.js';
+export type { BackoffOptions } from './sync/backoff.js';
 export {
-  PROTOCOL_VERSION,
-  CloseCode,
-  UnavailableError,
   CapsyncError,
-  encodeMessage,
-  decodeMessage,
-  type Message,
+  UnavailableError,
+  AuthError,
+  LocalStorageError,
+  isCapsyncError,
+  CloseCode,
+  type ErrorCode,
 } from '@capsync/core';

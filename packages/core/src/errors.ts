@@ -19,6 +19,8 @@ export type ErrorCode =
   | 'slow-consumer'
   | 'storage-failure'
   | 'unavailable'
+  | 'local-storage-unavailable'
+  | 'quota-exceeded'
   | 'shutting-down'
   | 'internal';
 
@@ -52,6 +54,18 @@ export class StorageError extends CapsyncError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('storage-failure', message, options);
     this.name = 'StorageError';
+  }
+}
+
+/**
+ * The client's local replica storage (IndexedDB) cannot be used: missing, blocked (private
+ * mode), failing (`local-storage-unavailable`) or full (`quota-exceeded`). The document keeps
+ * working in memory; changes are not saved locally until it is reopened.
+ */
+export class LocalStorageError extends CapsyncError {
+  constructor(code: 'local-storage-unavailable' | 'quota-exceeded', message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.name = 'LocalStorageError';
   }
 }
 

@@ -1,0 +1,147 @@
+import { CapsyncError, validateDocName } from '@capsync/core';
+import { DocHandle, type DocHandleSettings } from './doc-handle.js';
+import { IndexedDbStorage } from './storage/indexeddb-storage.js';
+import { MemoryStorage } from './storage/memory-storage.js';
+import type { StorageAdapter } from './storage/storage-adapter.js';
+import type { BackoffOptions } from './sync/backoff.js';
+import type { TokenSource } from './sync/relay-link.js';
+import { globalWebSocket, type WebSocketConstructor } from './sync/websocket-like.js';
+
+export interface ClientOptions {
+  /** Relay URL, `ws://host:port` or `wss://…`; documents live at `<url>/<name>`. */
+  url: string;
+  /**
+   * Where replicas are kept. Default 'indexeddb' where IndexedDB exists, else 'memory'.
+   * If IndexedDB fails (private mode, quota), documents keep working in memory and an
+   * 'error' event says so.
+   */
+  storage?: 'indexeddb' | 'memory' | StorageAdapter;
+  /** A JWT, or a function called before every (re)connect to get a fresh one. */
+  token?: TokenSource;
+  /** WebSocket implementation; defaults to the global one. On Node < 22 pass `ws`'s. */
+  WebSocket?: WebSocketConstructor;
+  /** Share edits and presence with other tabs over BroadcastChannel. Default true in browsers, false elsewhere. */
+  crossTab?: boolean;
+  /** Connect to the relay when a document opens. Default true; false keeps it offline until `handle.connect()`. */
+  connect?: boolean;
+  /** Send a heartbeat after this long without news from the relay. Default 10 s. */
+  heartbeatIntervalMs?: number;
+  /** Declare the link dead (status 'offline') this long after an unanswered heartbeat or connect. Default 5 s. */
+  heartbeatTimeoutMs?: number;
+  /** Reconnect backoff bounds. Default base 500 ms, max 15 s (full jitter). */
+  reconnect?: Partial<BackoffOptions>;
+  /** Local writes in a burst are committed together this long after the first. Default 50 ms. */
+  localWriteDelayMs?: number;
+  /** Compact the local log at this many stored rows. Default 100. */
+  compactAfterRows?: number;
+  /** Send another tab's unacknowledged updates after this long. Default 3 s. */
+  takeoverMs?: number;
+  /** Yjs garbage collection of deleted content. Default true. */
+  gc?: boolean;
+}
+
+/** The client: opens documents and manages their local replicas. */
+export interface CapsyncClient {
+  /**
+   * Opens a document; resolves once the local replica is loaded (no network needed).
+   * Opening a name that is already open returns the same handle; each open needs a close.
+   */
+  open(name: string): Promise<DocHandle>;
+  /** Deletes the local replica of `name` (or of all documents), closing open handles of it first. Pending local updates are lost. */
+  clearLocalData(name?: string): Promise<void>;
+  /** Closes every open document. */
+  close(): Promise<void>;
+}
+
+export function createClient(options: ClientOptions): CapsyncClient {
+  if (!/^wss?:\/\//.test(options.url)) throw new CapsyncError('internal', `url must start with ws:// or wss://, got "${options.url}"`);
+  const WebSocket = options.WebSocket ?? globalWebSocket();
+  if (!WebSocket) {
+    throw new CapsyncError('internal', 'no WebSocket implementation: on Node < 22 pass createClient({ WebSocket }) from the ws package');
+  }
+  const storage = resolveStorage(options.storage);
+  const inBrowser = typeof (globalThis as { window?: unknown }).window !== 'undefined';
+  const sessionId = randomId();
+  const settings: Omit<DocHandleSettings, 'sessionId'> = {
+    storage,
+    link: {
+      url: options.url,
+      WebSocket,
+      token: options.token,
+      heartbeatIntervalMs: options.heartbeatIntervalMs ?? 10_000,
+      heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 5_000,
+      backoff: { baseMs: options.reconnect?.baseMs ?? 500, maxMs: options.reconnect?.maxMs ?? 15_000 },
+    },
+    crossTab: options.crossTab ?? inBrowser,
+    connect: options.connect ?? true,
+    localWriteDelayMs: options.localWriteDelayMs ?? 50,
+    compactAfterRows: options.compactAfterRows ?? 100,
+    takeoverMs: options.takeoverMs ?? 3_000,
+    gc: options.gc ?? true,
+  };
+
+  const open = new Map<string, { handle: Promise<DocHandle>; refs: number }>();
+  let handleCount = 0;
+  let closed = false;
+
+  async function openDoc(name: string): Promise<DocHandle> {
+    if (closed) throw new CapsyncError('internal', 'client is closed');
+    validateDocName(name);
+    const existing = open.get(name);
+    if (existing) {
+      existing.refs++;
+      return existing.handle;
+    }
+    const entry = {
+      refs: 1,
+      handle: DocHandle.open(name, { ...settings, sessionId: `${sessionId}.${handleCount++}` }).then((handle) => {
+        // The first close of the last reference really closes.
+        const close = handle.close.bind(handle);
+        handle.close = () => {
+          const current = open.get(name);
+          if (current && current === entry && --entry.refs > 0) return Promise.resolve();
+          if (current === entry) open.delete(name);
+          return close();
+        };
+        return handle;
+      }),
+    };
+    open.set(name, entry);
+    entry.handle.catch(() => open.delete(name));
+    return entry.handle;
+  }
+
+  async function closeName(name: string): Promise<void> {
+    const entry = open.get(name);
+    if (!entry) return;
+    open.delete(name);
+    const handle = await entry.handle.catch(() => null);
+    entry.refs = 0;
+    await handle?.close();
+  }
+
+  return {
+    open: openDoc,
+    async clearLocalData(name?: string) {
+      if (name !== undefined) await closeName(name);
+      else await Promise.all(Array.from(open.keys(), closeName));
+      await storage.clear(name);
+    },
+    async close() {
+      closed = true;
+      await Promise.all(Array.from(open.keys(), closeName));
+    },
+  };
+}
+
+function resolveStorage(storage: ClientOptions['storage']): StorageAdapter {
+  if (storage && typeof storage === 'object') return storage;
+  const hasIndexedDb = typeof (globalThis as { indexedDB?: unknown }).indexedDB !== 'undefined';
+  if (storage === 'memory' || (storage === undefined && !hasIndexedDb)) return new MemoryStorage();
+  return new IndexedDbStorage();
+}
+
+function randomId(): string {
+  const c = (globalThis as { crypto?: { randomUUID?: () => string } }).crypto;
+  return c?.randomUUID ? c.randomUUID().slice(0, 8) : Math.random().toString(36).slice(2, 10);
+}

@@ -1,0 +1,474 @@
+import { ObservableV2 } from 'lib0/observable';
+import * as Y from 'yjs';
+import * as awarenessProtocol from 'y-protocols/awareness';
+import { AuthError, CapsyncError, UnavailableError, type Message } from '@capsync/core';
+import { LocalReplica } from './replica/local-replica.js';
+import { applyStored } from './storage/compact-log.js';
+import type { ReplicaSize, StorageAdapter } from './storage/storage-adapter.js';
+import { syncStatus, type SyncStatus } from './status.js';
+import { openCrossTab, type CrossTabChannel, type CrossTabMessage } from './sync/cross-tab.js';
+import { CROSS_TAB_ORIGIN, RELAY_ORIGIN, STORAGE_ORIGIN } from './sync/origins.js';
+import { Outbox } from './sync/outbox.js';
+import { RelayLink, type RelayLinkOptions } from './sync/relay-link.js';
+
+export interface DocHandleEvents {
+  status: (status: SyncStatus) => void;
+  /** The number of local updates not yet durable on the relay changed. */
+  pending: (pending: number) => void;
+  /** Something the app should know; never thrown. Storage failures, refusals, relay errors. */
+  error: (err: CapsyncError) => void;
+}
+
+export interface FlushOptions {
+  /** 'local': saved in local storage; 'relay': durable on the relay. Default 'relay'. */
+  durability?: 'local' | 'relay';
+  /** Reject with UnavailableError after this long. Default 10 s. */
+  timeoutMs?: number;
+}
+
+export interface DocHandleSettings {
+  storage: StorageAdapter;
+  link: Omit<RelayLinkOptions, 'docName'>;
+  crossTab: boolean;
+  connect: boolean;
+  localWriteDelayMs: number;
+  compactAfterRows: number;
+  /** Another tab's update still not reported durable after this long is sent by this tab too. */
+  takeoverMs: number;
+  gc: boolean;
+  sessionId: string;
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+
+/**
+ * An open document: a Y.Doc replica loaded from local storage, kept in sync with the relay
+ * and with other tabs, with an honest status and pending count.
+ *
+ * Every local change is queued for local storage, sent to the relay if connected, and shared
+ * with other tabs at once. It stays pending until the relay acknowledges it as durable; the
+ * pending count is stored with it, so a reload shows the same count, and the next connection
+ * sends the relay everything it lacks.
+ */
+export class DocHandle extends ObservableV2<DocHandleEvents> {
+  readonly doc: Y.Doc;
+  readonly awareness: awarenessProtocol.Awareness;
+  private readonly outbox: Outbox;
+  private readonly link: RelayLink;
+  private replica!: LocalReplica;
+  private crossTab: CrossTabChannel | null = null;
+  private statusValue: SyncStatus = 'offline';
+  private closed = false;
+  private closing: Promise<void> | null = null;
+
+  // Per connection: document messages sent (the relay's ack positions), sync rounds.
+  private connection = 0;
+  private seq = 0;
+  private step1Sent = 0;
+  private step2Received = 0;
+  private caughtUp = false;
+  private readonly syncWaiters = new Set<{ connection: number; target: number; resolve(): void }>();
+
+  private localCount = 0;
+  /** Other tabs' updates not yet reported durable: entry id → update and arrival time. */
+  private readonly foreign = new Map<string, { update: Uint8Array; at: number }>();
+  private takeoverTimer: ReturnType<typeof setTimeout> | null = null;
+
+  private constructor(
+    readonly name: string,
+    private readonly settings: DocHandleSettings,
+  ) {
+    super();
+    this.doc = new Y.Doc({ gc: settings.gc });
+    this.awareness = new awarenessProtocol.Awareness(this.doc);
+    this.outbox = new Outbox(settings.sessionId, (pending) => {
+      this.emit('pending', [pending]);
+      this.updateStatus();
+    });
+    this.link = new RelayLink({ ...settings.link, docName: name });
+  }
+
+  /** Opens `name`: loads the local replica, then starts syncing. Never rejects for storage trouble. */
+  static async open(name: string, settings: DocHandleSettings): Promise<DocHandle> {
+    const handle = new DocHandle(name, settings);
+    await handle.load();
+    handle.attach();
+    return handle;
+  }
+
+  private async load(): Promise<void> {
+    const { replica, updates, outbox } = await LocalReplica.open(
+      this.settings.storage,
+      this.name,
+      { writeDelayMs: this.settings.localWriteDelayMs, compactAfterRows: this.settings.compactAfterRows },
+      {
+        // Deferred: the app subscribes after open() resolves, so it still sees a load-time failure.
+        onError: (err) => queueMicrotask(() => this.emit('error', [err])),
+        beforeCommit: (batch) => this.outbox.fillBatch(batch),
+        afterCommit: (batch) => this.outbox.committed(batch),
+      },
+    );
+    this.replica = replica;
+    this.doc.transact(() => {
+      for (const row of updates) {
+        try {
+          applyStored(this.doc, row);
+        } catch (err) {
+          const failure = new CapsyncError('invalid-update', `a stored update of "${this.name}" could not be loaded; it is kept`, { cause: err });
+          queueMicrotask(() => this.emit('error', [failure]));
+        }
+      }
+    }, STORAGE_ORIGIN);
+    this.outbox.load(outbox);
+    // Compaction on open keeps load time bounded; it never grows the stored replica.
+    if (updates.length > 1) void replica.compact();
+  }
+
+  private attach(): void {
+    this.doc.on('update', this.onDocUpdate);
+    this.awareness.on('update', this.onAwarenessUpdate);
+    this.link.on('state', () => this.updateStatus());
+    this.link.on('open', (connection) => this.onLinkOpen(connection));
+    this.link.on('message', (msg) => this.onRelayMessage(msg));
+    this.link.on('close', () => this.onLinkClose());
+    this.link.on('error', (err) => this.emit('error', [err]));
+    if (this.settings.crossTab) {
+      this.crossTab = openCrossTab(this.name, (msg) => this.onCrossTab(msg));
+      this.crossTab?.post({ type: 'sync-step-1', from: this.settings.sessionId, stateVector: Y.encodeStateVector(this.doc) });
+    }
+    if (this.settings.connect) this.link.start();
+    this.onPageHide = () => void this.replica.commit().catch(() => {});
+    (globalThis as { addEventListener?: (t: string, f: () => void) => void }).addEventListener?.('pagehide', this.onPageHide);
+  }
+
+  private onPageHide: (() => void) | null = null;
+
+  // ---- public API ----
+
+  get status(): SyncStatus {
+    return this.statusValue;
+  }
+
+  /** Local updates not yet durable on the relay. */
+  get pending(): number {
+    return this.outbox.pending;
+  }
+
+  /** False when local changes are not being saved (memory storage, or storage failed). */
+  get savingLocally(): boolean {
+    return this.replica.saving;
+  }
+
+  /**
+   * Resolves when every local update made so far is saved locally ('local') or durable on
+   * the relay ('relay'). Rejects with UnavailableError after `timeoutMs`, and with the
+   * LocalStorageError when 'local' was asked of a replica whose storage failed.
+   */
+  async flush(options: FlushOptions = {}): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.assertOpen();
+    if ((options.durability ?? 'relay') === 'local') {
+      await withTimeout(this.replica.commit(), timeoutMs, () => `local save of "${this.name}" did not finish within ${timeoutMs} ms`);
+      return;
+    }
+    const waiter = this.outbox.whenDurable();
+    await withTimeout(waiter.promise, timeoutMs, () => {
+      waiter.cancel();
+      return `${this.pending} update(s) of "${this.name}" not durable on the relay within ${timeoutMs} ms (status: ${this.status})`;
+    });
+  }
+
+  /**
+   * Resolves once this replica holds everything the relay had when this was called (a fresh
+   * sync round trip). Rejects with UnavailableError after `timeoutMs`.
+   */
+  async whenSynced(options: { timeoutMs?: number } = {}): Promise<void> {
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.assertOpen();
+    let waiter!: { connection: number; target: number; resolve(): void };
+    const promise = new Promise<void>((resolve) => {
+      waiter = { connection: -1, target: 0, resolve };
+      this.syncWaiters.add(waiter);
+    });
+    // On an open link ask now; otherwise the next connection's first round answers it.
+    if (this.link.state === 'open' && this.sendStep1()) {
+      waiter.connection = this.connection;
+      waiter.target = this.step1Sent;
+    }
+    await withTimeout(promise, timeoutMs, () => {
+      this.syncWaiters.delete(waiter);
+      return `"${this.name}" not synced with the relay within ${timeoutMs} ms (status: ${this.status})`;
+    });
+  }
+
+  /** Connects (again) after `disconnect()` or a refusal that stopped reconnecting. */
+  connect(): void {
+    this.assertOpen();
+    this.link.start();
+  }
+
+  /** Goes offline on purpose: edits keep working locally and sync on `connect()`. */
+  disconnect(): void {
+    this.assertOpen();
+    this.link.stop();
+  }
+
+  /** Size of the locally stored log (rows and bytes). */
+  localSize(): Promise<ReplicaSize> {
+    return this.replica.size();
+  }
+
+  /** Merges the locally stored log now (it also happens past a threshold and on open). */
+  async compactLocal(): Promise<void> {
+    await this.replica.commit().catch(() => {});
+    await this.replica.compact();
+  }
+
+  /**
+   * Clears this tab's presence, saves what is queued locally and disconnects. Local changes
+   * not yet durable on the relay stay in the stored outbox and go out on the next open.
+   * The Y.Doc stays readable; changes made to it after close are not saved or synced.
+   */
+  close(): Promise<void> {
+    if (!this.closing) this.closing = this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    this.closed = true;
+    // Tell the relay and other tabs we left while the link is still up.
+    this.awareness.setLocalState(null);
+    this.doc.off('update', this.onDocUpdate);
+    this.awareness.off('update', this.onAwarenessUpdate);
+    this.awareness.destroy();
+    if (this.onPageHide) (globalThis as { removeEventListener?: (t: string, f: () => void) => void }).removeEventListener?.('pagehide', this.onPageHide);
+    if (this.takeoverTimer) clearTimeout(this.takeoverTimer);
+    this.crossTab?.close();
+    await this.replica.close();
+    this.link.destroy();
+    for (const w of this.syncWaiters) this.syncWaiters.delete(w);
+    this.statusValue = 'offline';
+    super.destroy();
+  }
+
+  // ---- local changes ----
+
+  private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
+    if (origin === STORAGE_ORIGIN) return;
+    this.replica.append({ data: update, format: 'v1' });
+    if (origin === RELAY_ORIGIN || origin === CROSS_TAB_ORIGIN) return;
+    const id = `${this.settings.sessionId}:${this.localCount++}`;
+    const entry = this.outbox.add(id);
+    if (this.sendDoc({ type: 'update', update })) this.outbox.sent(entry, this.seq);
+    this.crossTab?.post({ type: 'update', from: this.settings.sessionId, update, entry: id });
+  };
+
+  private readonly onAwarenessUpdate = (
+    { added, updated, removed }: { added: number[]; updated: number[]; removed: number[] },
+    origin: unknown,
+  ): void => {
+    if (origin === RELAY_ORIGIN || origin === CROSS_TAB_ORIGIN) return;
+    // Only our own presence is ours to announce (others' states time out on their own).
+    const self = this.doc.clientID;
+    if (!added.includes(self) && !updated.includes(self) && !removed.includes(self)) return;
+    const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, [self]);
+    this.link.send({ type: 'awareness', update });
+    this.crossTab?.post({ type: 'awareness', from: this.settings.sessionId, update });
+  };
+
+  // ---- the relay ----
+
+  /** Sends a document-carrying message (counted: acks name these positions). */
+  private sendDoc(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>): boolean {
+    if (!this.link.send(msg)) return false;
+    this.seq++;
+    return true;
+  }
+
+  private sendStep1(): boolean {
+    if (!this.link.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(this.doc) })) return false;
+    this.step1Sent++;
+    return true;
+  }
+
+  private onLinkOpen(connection: number): void {
+    this.connection = connection;
+    this.seq = 0;
+    this.step1Sent = 0;
+    this.step2Received = 0;
+    this.caughtUp = false;
+    this.sendStep1();
+    // Waiters from before this connection are answered by its first sync round.
+    for (const w of this.syncWaiters) {
+      if (w.connection !== connection) {
+        w.connection = connection;
+        w.target = 1;
+      }
+    }
+    if (this.awareness.getLocalState() !== null) {
+      this.link.send({ type: 'awareness', update: awarenessProtocol.encodeAwarenessUpdate(this.awareness, [this.doc.clientID]) });
+    }
+    this.updateStatus();
+  }
+
+  private onLinkClose(): void {
+    this.outbox.resetSent();
+    this.caughtUp = false;
+    // Presence of others on the relay is unknown now; keep it until it times out.
+    this.updateStatus();
+  }
+
+  private onRelayMessage(msg: Message): void {
+    switch (msg.type) {
+      case 'sync-step-1': {
+        let update: Uint8Array;
+        try {
+          update = Y.encodeStateAsUpdate(this.doc, msg.stateVector);
+        } catch (err) {
+          this.emit('error', [new CapsyncError('bad-message', 'the relay sent a state vector that does not decode', { cause: err })]);
+          return;
+        }
+        // Everything the relay lacks goes out here, so it carries every pending update.
+        if (this.sendDoc({ type: 'sync-step-2', update })) this.outbox.sentAll(this.seq);
+        return;
+      }
+      case 'sync-step-2':
+        this.applyRemote(msg.update);
+        this.step2Received++;
+        if (!this.caughtUp) {
+          this.caughtUp = true;
+          this.link.healthy();
+        }
+        for (const w of this.syncWaiters) {
+          if (w.connection === this.connection && w.target <= this.step2Received) {
+            this.syncWaiters.delete(w);
+            w.resolve();
+          }
+        }
+        this.updateStatus();
+        return;
+      case 'update':
+        this.applyRemote(msg.update);
+        return;
+      case 'awareness':
+        try {
+          awarenessProtocol.applyAwarenessUpdate(this.awareness, msg.update, RELAY_ORIGIN);
+        } catch (err) {
+          this.emit('error', [new CapsyncError('invalid-awareness', 'the relay sent an awareness update that does not decode', { cause: err })]);
+        }
+        return;
+      case 'ack': {
+        const durable = this.outbox.ack(msg.seq);
+        if (durable.length > 0) this.crossTab?.post({ type: 'durable', from: this.settings.sessionId, entries: durable });
+        return;
+      }
+      case 'error':
+        this.emit('error', [new CapsyncError(msg.code, msg.message)]);
+        return;
+      case 'auth-denied':
+        this.emit('error', [new AuthError('forbidden', msg.reason)]);
+        return;
+      default:
+        // hello, pong: the link already used them as signs of life.
+        return;
+    }
+  }
+
+  private applyRemote(update: Uint8Array): void {
+    try {
+      Y.applyUpdate(this.doc, update, RELAY_ORIGIN);
+    } catch (err) {
+      this.emit('error', [new CapsyncError('invalid-update', 'an update from the relay could not be applied', { cause: err })]);
+    }
+  }
+
+  // ---- other tabs ----
+
+  private onCrossTab(msg: CrossTabMessage): void {
+    if (this.closed) return;
+    const self = this.settings.sessionId;
+    switch (msg.type) {
+      case 'update':
+        this.applyFromTab(msg.update);
+        this.foreign.set(msg.entry, { update: msg.update, at: Date.now() });
+        this.scheduleTakeover();
+        return;
+      case 'durable':
+        for (const id of msg.entries) this.foreign.delete(id);
+        return;
+      case 'awareness':
+        try {
+          awarenessProtocol.applyAwarenessUpdate(this.awareness, msg.update, CROSS_TAB_ORIGIN);
+        } catch {
+          // A tab of another version; ignore its presence.
+        }
+        return;
+      case 'sync-step-1': {
+        const update = Y.encodeStateAsUpdate(this.doc, msg.stateVector);
+        this.crossTab?.post({ type: 'sync-step-2', from: self, to: msg.from, update });
+        if (this.awareness.getLocalState() !== null) {
+          this.crossTab?.post({ type: 'awareness', from: self, update: awarenessProtocol.encodeAwarenessUpdate(this.awareness, [this.doc.clientID]) });
+        }
+        return;
+      }
+      case 'sync-step-2':
+        if (msg.to === self) this.applyFromTab(msg.update);
+        return;
+    }
+  }
+
+  private applyFromTab(update: Uint8Array): void {
+    try {
+      Y.applyUpdate(this.doc, update, CROSS_TAB_ORIGIN);
+    } catch (err) {
+      this.emit('error', [new CapsyncError('invalid-update', 'an update from another tab could not be applied', { cause: err })]);
+    }
+  }
+
+  /**
+   * Another tab normally sends its own updates and reports them durable. If it does not
+   * within `takeoverMs` (closed, crashed, cut off), this tab sends them: they must not wait
+   * for the next reconnect.
+   */
+  private scheduleTakeover(): void {
+    if (this.takeoverTimer || this.foreign.size === 0) return;
+    this.takeoverTimer = setTimeout(() => {
+      this.takeoverTimer = null;
+      const cutoff = Date.now() - this.settings.takeoverMs;
+      const stale: Uint8Array[] = [];
+      for (const [id, f] of this.foreign) {
+        if (f.at <= cutoff) {
+          stale.push(f.update);
+          this.foreign.delete(id);
+        }
+      }
+      if (stale.length > 0 && !this.sendDoc({ type: 'update', update: Y.mergeUpdates(stale) })) {
+        // Offline: the next connection's sync step 2 carries them anyway.
+      }
+      this.scheduleTakeover();
+    }, this.settings.takeoverMs);
+  }
+
+  // ---- status ----
+
+  private updateStatus(): void {
+    if (this.closed) return;
+    const next = syncStatus(this.link.state, this.caughtUp, this.outbox.pending);
+    if (next === this.statusValue) return;
+    this.statusValue = next;
+    this.emit('status', [next]);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new CapsyncError('internal', `document "${this.name}" is closed`);
+  }
+}
+
+/** Races `promise` against a deadline; the deadline rejects with UnavailableError. */
+function withTimeout<T>(promise: Promise<T>, ms: number, message: () => string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new UnavailableError(message())), ms);
+  });
+  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,182 @@
+import { LocalStorageError } from '@capsync/core';
+import { compactLog } from '../storage/compact-log.js';
+import type { OutboxRecord, ReplicaSize, ReplicaStore, ReplicaWrite, StorageAdapter, StoredUpdate } from '../storage/storage-adapter.js';
+import { asLocalStorageError } from '../storage/indexeddb-storage.js';
+
+export interface LocalReplicaOptions {
+  /** Queued writes commit this long after the first of them (one transaction per burst). */
+  writeDelayMs: number;
+  /** Compact the log once it holds this many rows (writes since the last compaction). */
+  compactAfterRows: number;
+}
+
+export interface LocalReplicaHooks {
+  /** Called once per failure that degrades the replica to memory. */
+  onError(err: LocalStorageError): void;
+  /** Called right before a batch is committed, to add outbox changes to it. */
+  beforeCommit?(batch: ReplicaWrite): void;
+  /** Called after a batch committed. */
+  afterCommit?(batch: ReplicaWrite): void;
+}
+
+/**
+ * The local, stored half of a document replica. Batches writes (one transaction per burst
+ * of edits, not per keystroke), compacts the log past a threshold and on open, and falls
+ * back to memory when storage fails: the document keeps working, the app gets one typed
+ * error event, and nothing is thrown into it.
+ */
+export class LocalReplica {
+  private queue: StoredUpdate[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  /** The commit in flight, if any; commits never overlap so they land in order. */
+  private inFlight: Promise<void> | null = null;
+  /** Resolved when everything queued so far is committed. */
+  private waiters: { resolve(): void; reject(err: unknown): void }[] = [];
+  private rows = 0;
+  private compaction: Promise<void> | null = null;
+  private closed = false;
+  /** Set when storage failed; the replica then lives in memory only. */
+  failure: LocalStorageError | null = null;
+
+  private constructor(
+    private store: ReplicaStore | null,
+    readonly persistent: boolean,
+    private readonly options: LocalReplicaOptions,
+    private readonly hooks: LocalReplicaHooks,
+  ) {}
+
+  /**
+   * Opens and loads the replica. Never rejects: a storage that cannot open yields an empty
+   * in-memory replica and an error event.
+   */
+  static async open(
+    adapter: StorageAdapter,
+    docName: string,
+    options: LocalReplicaOptions,
+    hooks: LocalReplicaHooks,
+  ): Promise<{ replica: LocalReplica; updates: StoredUpdate[]; outbox: OutboxRecord[] }> {
+    try {
+      const store = await adapter.open(docName);
+      const loaded = await store.load();
+      const replica = new LocalReplica(store, adapter.persistent, options, hooks);
+      replica.rows = loaded.updates.length;
+      return { replica, ...loaded };
+    } catch (err) {
+      const replica = new LocalReplica(null, false, options, hooks);
+      replica.fail(asLocalStorageError(err, `local replica of "${docName}" unavailable`));
+      return { replica, updates: [], outbox: [] };
+    }
+  }
+
+  /** True while writes reach storage (false for memory storage or after a failure). */
+  get saving(): boolean {
+    return this.store !== null && this.persistent;
+  }
+
+  /** Queues an update for the log; it commits with the next batch. */
+  append(update: StoredUpdate): void {
+    if (!this.store || this.closed) return;
+    this.queue.push(update);
+    this.schedule();
+  }
+
+  /** Schedules a commit (for outbox-only changes too). */
+  schedule(): void {
+    if (!this.store || this.closed || this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.commit().catch(() => {});
+    }, this.options.writeDelayMs);
+  }
+
+  /**
+   * Commits everything queued so far now. Resolves once it is committed; rejects with the
+   * storage failure if the replica fell back to memory.
+   */
+  commit(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    if (!this.store) return Promise.resolve();
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const done = new Promise<void>((resolve, reject) => this.waiters.push({ resolve, reject }));
+    void this.drain();
+    return done;
+  }
+
+  private async drain(): Promise<void> {
+    if (this.inFlight) return;
+    while (this.store && (this.waiters.length > 0 || this.queue.length > 0)) {
+      const waiters = this.waiters.splice(0);
+      const batch: ReplicaWrite = { updates: this.queue.splice(0), putOutbox: [], deleteOutbox: [] };
+      this.hooks.beforeCommit?.(batch);
+      if (batch.updates.length + batch.putOutbox.length + batch.deleteOutbox.length === 0) {
+        for (const w of waiters) w.resolve();
+        continue;
+      }
+      const store = this.store;
+      this.inFlight = store.write(batch);
+      try {
+        await this.inFlight;
+      } catch (err) {
+        this.inFlight = null;
+        const failure = this.fail(asLocalStorageError(err, 'saving locally failed'));
+        for (const w of waiters) w.reject(failure);
+        return;
+      }
+      this.inFlight = null;
+      this.rows += batch.updates.length;
+      this.hooks.afterCommit?.(batch);
+      for (const w of waiters) w.resolve();
+      if (this.rows >= this.options.compactAfterRows) void this.compact();
+    }
+  }
+
+  /** Merges the log into one snapshot (in the background; errors keep the log as it is). */
+  compact(): Promise<void> {
+    if (!this.store || this.closed) return Promise.resolve();
+    if (this.compaction) return this.compaction;
+    const store = this.store;
+    this.compaction = store
+      .compact(compactLog)
+      .then(({ after }) => {
+        this.rows = after.updates;
+      })
+      .catch(() => {
+        // A failed compaction leaves the log intact; the next threshold crossing retries.
+      })
+      .finally(() => {
+        this.compaction = null;
+      });
+    return this.compaction;
+  }
+
+  /** Size of the stored log (for diagnostics and benchmarks). */
+  async size(): Promise<ReplicaSize> {
+    return this.store ? this.store.size() : { updates: 0, bytes: 0 };
+  }
+
+  /** Commits what is queued, then closes the store. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    await this.commit().catch(() => {});
+    await this.compaction;
+    this.closed = true;
+    this.store?.close();
+    this.store = null;
+  }
+
+  private fail(err: LocalStorageError): LocalStorageError {
+    if (this.failure) return this.failure;
+    this.failure = err;
+    this.store?.close();
+    this.store = null;
+    this.queue = [];
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    for (const w of this.waiters.splice(0)) w.reject(err);
+    this.hooks.onError(err);
+    return err;
+  }
+}

@@ -1,0 +1,8 @@
+/**
+ * Transaction origins, so the update handler knows where a change came from and therefore
+ * where it must go: local edits go to storage, the relay and other tabs; relay updates go to
+ * storage only; other tabs' updates go to storage (in case that tab dies before saving) only.
+ */
+export const RELAY_ORIGIN = Symbol('capsync:relay');
+export const CROSS_TAB_ORIGIN = Symbol('capsync:cross-tab');
+export const STORAGE_ORIGIN = Symbol('capsync:storage');

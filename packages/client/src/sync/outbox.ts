@@ -1,0 +1,163 @@
+import type { OutboxRecord, ReplicaWrite } from '../storage/storage-adapter.js';
+
+/** One local update that the relay has not yet acknowledged as durable. */
+interface Entry {
+  group: Group;
+  /** Cross-tab name of a local update of this session (undefined for loaded records). */
+  id?: string;
+  /**
+   * Sequence number (on the current connection) of the first message that carried this
+   * update, or null when no message on this connection has. See the relay's AckMessage.
+   */
+  seq: number | null;
+}
+
+/** The local updates of one write batch; stored as one outbox record. */
+interface Group {
+  key: string;
+  entries: Set<Entry>;
+  /** The count last written to storage, or null if the record is not stored. */
+  storedCount: number | null;
+}
+
+/**
+ * Tracks local updates until the relay acknowledges them as durable, and keeps the stored
+ * outbox records in step, so `pending` is exact and survives a reload.
+ *
+ * Acks name positions in the stream of document messages sent on one connection, so an
+ * entry is durable once an ack covers the first message that carried it. Entries loaded
+ * from storage, or created while offline, are carried by the next connection's sync step 2
+ * (which holds everything the relay lacks).
+ */
+export class Outbox {
+  private readonly groups = new Map<string, Group>();
+  /** The group that collects local updates until the next commit. */
+  private open: Group | null = null;
+  private readonly removed = new Set<string>();
+  private size = 0;
+  private nextGroup = 0;
+  private readonly waiters = new Set<{ entries: Set<Entry>; resolve(): void }>();
+
+  constructor(
+    private readonly sessionId: string,
+    /** Called whenever `pending` changes. */
+    private readonly onChange: (pending: number) => void,
+  ) {}
+
+  /** Local updates not yet durable on the relay. */
+  get pending(): number {
+    return this.size;
+  }
+
+  /** Adopts records found in storage on open (earlier sessions, other tabs). */
+  load(records: OutboxRecord[]): void {
+    for (const r of records) {
+      if (this.groups.has(r.key) || r.count <= 0) continue;
+      const group: Group = { key: r.key, entries: new Set(), storedCount: r.count };
+      for (let i = 0; i < r.count; i++) group.entries.add({ group, seq: null });
+      this.groups.set(r.key, group);
+      this.size += r.count;
+    }
+    if (records.length > 0) this.onChange(this.size);
+  }
+
+  /** Records a new local update; returns a handle to mark it sent. */
+  add(id?: string): Entry {
+    if (!this.open) {
+      this.open = { key: `${this.sessionId}-${this.nextGroup++}`, entries: new Set(), storedCount: null };
+      this.groups.set(this.open.key, this.open);
+    }
+    const entry: Entry = { group: this.open, seq: null, id };
+    this.open.entries.add(entry);
+    this.size++;
+    this.onChange(this.size);
+    return entry;
+  }
+
+  /** The update behind `entry` went out in message `seq`. */
+  sent(entry: Entry, seq: number): void {
+    if (entry.seq === null) entry.seq = seq;
+  }
+
+  /** A sync step 2 (message `seq`) carried everything the document holds. */
+  sentAll(seq: number): void {
+    for (const group of this.groups.values()) {
+      for (const e of group.entries) if (e.seq === null) e.seq = seq;
+    }
+  }
+
+  /** The connection closed: its sequence numbers mean nothing to the next one. */
+  resetSent(): void {
+    for (const group of this.groups.values()) for (const e of group.entries) e.seq = null;
+  }
+
+  /**
+   * The relay made messages 1..seq of this connection durable. Returns the ids of the
+   * local updates that became durable.
+   */
+  ack(seq: number): string[] {
+    let changed = false;
+    const durable: string[] = [];
+    for (const group of this.groups.values()) {
+      for (const e of group.entries) {
+        if (e.seq !== null && e.seq <= seq) {
+          group.entries.delete(e);
+          if (e.id !== undefined) durable.push(e.id);
+          this.size--;
+          changed = true;
+          for (const w of this.waiters) {
+            if (w.entries.delete(e) && w.entries.size === 0) {
+              this.waiters.delete(w);
+              w.resolve();
+            }
+          }
+        }
+      }
+      if (group.entries.size === 0 && group !== this.open) {
+        this.groups.delete(group.key);
+        if (group.storedCount !== null) this.removed.add(group.key);
+      }
+    }
+    if (changed) this.onChange(this.size);
+    return durable;
+  }
+
+  /** Resolves once every update pending now is durable (or at once if none is). */
+  whenDurable(): { promise: Promise<void>; cancel(): void } {
+    const entries = new Set<Entry>();
+    for (const group of this.groups.values()) for (const e of group.entries) entries.add(e);
+    if (entries.size === 0) return { promise: Promise.resolve(), cancel: () => {} };
+    let waiter!: { entries: Set<Entry>; resolve(): void };
+    const promise = new Promise<void>((resolve) => {
+      waiter = { entries, resolve };
+      this.waiters.add(waiter);
+    });
+    return { promise, cancel: () => this.waiters.delete(waiter) };
+  }
+
+  /** Adds the outbox's changes since the last commit to `batch` (LocalReplica hook). */
+  fillBatch(batch: ReplicaWrite): void {
+    this.open = null;
+    for (const key of this.removed) batch.deleteOutbox.push(key);
+    this.removed.clear();
+    for (const group of this.groups.values()) {
+      if (group.entries.size === 0) {
+        this.groups.delete(group.key);
+        if (group.storedCount !== null) batch.deleteOutbox.push(group.key);
+      } else if (group.entries.size !== group.storedCount) {
+        batch.putOutbox.push({ key: group.key, count: group.entries.size });
+      }
+    }
+  }
+
+  /** A batch from `fillBatch` committed: those counts are now what storage holds. */
+  committed(batch: ReplicaWrite): void {
+    for (const r of batch.putOutbox) {
+      const group = this.groups.get(r.key);
+      if (group) group.storedCount = r.count;
+      else this.removed.add(r.key); // acknowledged while the write was in flight
+    }
+  }
+}
+
+export type OutboxEntry = Entry;
