@@ -11,7 +11,11 @@ const SCHEMA_VERSION = 1;
 const DEFAULT_PREFIX = 'capsync:';
 
 export interface IndexedDbStorageOptions {
-  /** The IndexedDB factory; defaults to `globalThis.indexedDB` (fake-indexeddb in Node). */
+  /**
+   * The IndexedDB factory; defaults to `globalThis.indexedDB`. In Node, import
+   * 'fake-indexeddb/auto' (idb needs the IDB* globals) and pass `new IDBFactory()` for an
+   * isolated "browser profile".
+   */
   factory?: IDBFactory;
   /** Database name prefix; one database per document is named prefix + document name. */
   prefix?: string;
@@ -34,6 +38,10 @@ export class IndexedDbStorage implements StorageAdapter {
   private factory(): IDBFactory {
     const factory = this.options.factory ?? (globalThis as { indexedDB?: IDBFactory }).indexedDB;
     if (!factory) throw new LocalStorageError('local-storage-unavailable', 'IndexedDB is not available in this environment');
+    // idb recognizes requests and transactions by the global IDB* classes.
+    if (typeof (globalThis as { IDBRequest?: unknown }).IDBRequest === 'undefined') {
+      throw new LocalStorageError('local-storage-unavailable', 'IndexedDB globals are missing (in Node, import "fake-indexeddb/auto" first)');
+    }
     return factory;
   }
 

@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { LocalStorageError } from '@capsync/core';
+import { LocalReplica } from '../src/replica/local-replica.js';
+import { MemoryStorage } from '../src/storage/memory-storage.js';
+import type { ReplicaStore, ReplicaWrite, StorageAdapter } from '../src/storage/storage-adapter.js';
+
+/** Memory storage that records every write and can be told to fail. */
+class RecordingStorage implements StorageAdapter {
+  readonly kind = 'recording';
+  readonly persistent = true;
+  readonly writes: ReplicaWrite[] = [];
+  failWith: Error | null = null;
+  failOpen = false;
+  private readonly inner = new MemoryStorage();
+
+  async open(docName: string): Promise<ReplicaStore> {
+    if (this.failOpen) throw Object.assign(new Error('blocked'), { name: 'InvalidStateError' });
+    const store = await this.inner.open(docName);
+    return {
+      load: () => store.load(),
+      write: async (batch) => {
+        if (this.failWith) throw this.failWith;
+        this.writes.push(batch);
+        return store.write(batch);
+      },
+      compact: (merge) => store.compact(merge),
+      size: () => store.size(),
+      close: () => store.close(),
+    };
+  }
+  clear(docName?: string) {
+    return this.inner.clear(docName);
+  }
+}
+
+const options = { writeDelayMs: 5, compactAfterRows: 1000 };
+const u = (n: number) => ({ data: new Uint8Array([n]), format: 'v1' as const });
+
+describe('LocalReplica', () => {
+  it('commits a burst of appends as one transaction', async () => {
+    const storage = new RecordingStorage();
+    const { replica } = await LocalReplica.open(storage, 'd', options, { onError: () => {} });
+    for (let i = 0; i < 50; i++) replica.append(u(i));
+    await replica.commit();
+    expect(storage.writes).toHaveLength(1);
+    expect(storage.writes[0]!.updates).toHaveLength(50);
+  });
+
+  it('commits on its own after the write delay', async () => {
+    const storage = new RecordingStorage();
+    let committed!: () => void;
+    const done = new Promise<void>((resolve) => (committed = resolve));
+    const { replica } = await LocalReplica.open(storage, 'd', options, { onError: () => {}, afterCommit: () => committed() });
+    replica.append(u(1));
+    await done;
+    expect(storage.writes).toHaveLength(1);
+  });
+
+  it('falls back to memory with one typed error when a write fails, and rejects later commits with it', async () => {
+    const storage = new RecordingStorage();
+    const errors: LocalStorageError[] = [];
+    const { replica } = await LocalReplica.open(storage, 'd', options, { onError: (e) => errors.push(e) });
+    storage.failWith = Object.assign(new Error('full'), { name: 'QuotaExceededError' });
+    replica.append(u(1));
+    await expect(replica.commit()).rejects.toMatchObject({ code: 'quota-exceeded' });
+    replica.append(u(2));
+    await expect(replica.commit()).rejects.toBeInstanceOf(LocalStorageError);
+    expect(errors.map((e) => e.code)).toEqual(['quota-exceeded']);
+    expect(replica.saving).toBe(false);
+  });
+
+  it('opens empty and in memory, with an error, when the storage cannot open', async () => {
+    const storage = new RecordingStorage();
+    storage.failOpen = true;
+    const errors: LocalStorageError[] = [];
+    const { replica, updates } = await LocalReplica.open(storage, 'd', options, { onError: (e) => errors.push(e) });
+    expect(updates).toEqual([]);
+    expect(errors[0]?.code).toBe('local-storage-unavailable');
+    replica.append(u(1));
+    expect(replica.saving).toBe(false);
+  });
+});

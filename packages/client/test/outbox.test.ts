@@ -1,0 +1,119 @@
+import { describe, expect, it } from 'vitest';
+import { Outbox } from '../src/sync/outbox.js';
+import type { ReplicaWrite } from '../src/storage/storage-adapter.js';
+
+const emptyBatch = (): ReplicaWrite => ({ updates: [], putOutbox: [], deleteOutbox: [] });
+
+describe('Outbox', () => {
+  it('counts local updates until an ack covers the message that carried them', () => {
+    const changes: number[] = [];
+    const outbox = new Outbox('s', (n) => changes.push(n));
+    const a = outbox.add('a');
+    const b = outbox.add('b');
+    outbox.sent(a, 1);
+    outbox.sent(b, 2);
+    expect(outbox.pending).toBe(2);
+    expect(outbox.ack(1)).toEqual(['a']);
+    expect(outbox.pending).toBe(1);
+    expect(outbox.ack(2)).toEqual(['b']);
+    expect(outbox.pending).toBe(0);
+    expect(changes).toEqual([1, 2, 1, 0]);
+  });
+
+  it('leaves unsent updates pending, and a sync step 2 carries all of them', () => {
+    const outbox = new Outbox('s', () => {});
+    outbox.add('a');
+    outbox.add('b');
+    expect(outbox.ack(10)).toEqual([]);
+    outbox.sentAll(3);
+    expect(outbox.ack(2)).toEqual([]);
+    expect(outbox.ack(3).sort()).toEqual(['a', 'b']);
+  });
+
+  it('forgets sequence numbers of a closed connection', () => {
+    const outbox = new Outbox('s', () => {});
+    const a = outbox.add('a');
+    outbox.sent(a, 5);
+    outbox.resetSent();
+    // The next connection counts from 1 again: its ack 5 is about other messages.
+    expect(outbox.ack(5)).toEqual([]);
+    expect(outbox.pending).toBe(1);
+  });
+
+  it('stores one record per write batch and deletes it once all its updates are durable', () => {
+    const outbox = new Outbox('s', () => {});
+    const a = outbox.add('a');
+    const b = outbox.add('b');
+    const first = emptyBatch();
+    outbox.fillBatch(first);
+    expect(first.putOutbox).toEqual([{ key: 's-0', count: 2 }]);
+    outbox.committed(first);
+    outbox.sent(a, 1);
+    outbox.sent(b, 2);
+    outbox.ack(1);
+    const second = emptyBatch();
+    outbox.fillBatch(second);
+    expect(second.putOutbox).toEqual([{ key: 's-0', count: 1 }]);
+    outbox.committed(second);
+    outbox.ack(2);
+    const third = emptyBatch();
+    outbox.fillBatch(third);
+    expect(third.deleteOutbox).toEqual(['s-0']);
+    expect(third.putOutbox).toEqual([]);
+  });
+
+  it('writes nothing for a batch acknowledged before it was committed', () => {
+    const outbox = new Outbox('s', () => {});
+    const a = outbox.add('a');
+    outbox.sent(a, 1);
+    outbox.ack(1);
+    const batch = emptyBatch();
+    outbox.fillBatch(batch);
+    expect(batch).toEqual(emptyBatch());
+  });
+
+  it('deletes a record whose updates were acknowledged while its write was in flight', () => {
+    const outbox = new Outbox('s', () => {});
+    const a = outbox.add('a');
+    const batch = emptyBatch();
+    outbox.fillBatch(batch);
+    outbox.sent(a, 1);
+    outbox.ack(1);
+    outbox.committed(batch);
+    const next = emptyBatch();
+    outbox.fillBatch(next);
+    expect(next.deleteOutbox).toEqual(['s-0']);
+  });
+
+  it('adopts stored records on load and counts them as pending until a sync step 2 is acked', () => {
+    const outbox = new Outbox('s2', () => {});
+    outbox.load([
+      { key: 'old-0', count: 3 },
+      { key: 'old-1', count: 2 },
+    ]);
+    expect(outbox.pending).toBe(5);
+    outbox.sentAll(1);
+    outbox.ack(1);
+    expect(outbox.pending).toBe(0);
+    const batch = emptyBatch();
+    outbox.fillBatch(batch);
+    expect(batch.deleteOutbox.sort()).toEqual(['old-0', 'old-1']);
+  });
+
+  it('resolves whenDurable only when every update pending at call time is durable', async () => {
+    const outbox = new Outbox('s', () => {});
+    const a = outbox.add('a');
+    const waiter = outbox.whenDurable();
+    let done = false;
+    void waiter.promise.then(() => (done = true));
+    const b = outbox.add('b');
+    outbox.sent(b, 1);
+    outbox.ack(1);
+    await Promise.resolve();
+    expect(done).toBe(false);
+    outbox.sent(a, 2);
+    outbox.ack(2);
+    await waiter.promise;
+    expect(done).toBe(true);
+  });
+});

@@ -1,0 +1,3 @@
+import { capsyncVitestConfig } from '../../vitest.shared.js';
+
+export default capsyncVitestConfig();
