@@ -34,6 +34,9 @@ export class Outbox {
   /** The group that collects local updates until the next commit. */
   private open: Group | null = null;
   private readonly removed = new Set<string>();
+  /** Entries carried by messages of the current connection, in message order (acks come in that order too). */
+  private sentQueue: Entry[] = [];
+  private sentHead = 0;
   private size = 0;
   private nextGroup = 0;
   private readonly waiters = new Set<{ entries: Set<Entry>; resolve(): void }>();
@@ -76,19 +79,23 @@ export class Outbox {
 
   /** The update behind `entry` went out in message `seq`. */
   sent(entry: Entry, seq: number): void {
-    if (entry.seq === null) entry.seq = seq;
+    if (entry.seq !== null) return;
+    entry.seq = seq;
+    this.sentQueue.push(entry);
   }
 
   /** A sync step 2 (message `seq`) carried everything the document holds. */
   sentAll(seq: number): void {
     for (const group of this.groups.values()) {
-      for (const e of group.entries) if (e.seq === null) e.seq = seq;
+      for (const e of group.entries) if (e.seq === null) this.sent(e, seq);
     }
   }
 
   /** The connection closed: its sequence numbers mean nothing to the next one. */
   resetSent(): void {
     for (const group of this.groups.values()) for (const e of group.entries) e.seq = null;
+    this.sentQueue = [];
+    this.sentHead = 0;
   }
 
   /**
@@ -96,21 +103,19 @@ export class Outbox {
    * local updates that became durable.
    */
   ack(seq: number): string[] {
-    let changed = false;
     const durable: string[] = [];
-    for (const group of this.groups.values()) {
-      for (const e of group.entries) {
-        if (e.seq !== null && e.seq <= seq) {
-          group.entries.delete(e);
-          if (e.id !== undefined) durable.push(e.id);
-          this.size--;
-          changed = true;
-          for (const w of this.waiters) {
-            if (w.entries.delete(e) && w.entries.size === 0) {
-              this.waiters.delete(w);
-              w.resolve();
-            }
-          }
+    const sizeBefore = this.size;
+    const queue = this.sentQueue;
+    while (this.sentHead < queue.length && queue[this.sentHead]!.seq! <= seq) {
+      const e = queue[this.sentHead++]!;
+      const group = e.group;
+      if (!group.entries.delete(e)) continue;
+      if (e.id !== undefined) durable.push(e.id);
+      this.size--;
+      for (const w of this.waiters) {
+        if (w.entries.delete(e) && w.entries.size === 0) {
+          this.waiters.delete(w);
+          w.resolve();
         }
       }
       if (group.entries.size === 0 && group !== this.open) {
@@ -118,7 +123,11 @@ export class Outbox {
         if (group.storedCount !== null) this.removed.add(group.key);
       }
     }
-    if (changed) this.onChange(this.size);
+    if (this.sentHead > 1024 && this.sentHead * 2 > queue.length) {
+      this.sentQueue = queue.slice(this.sentHead);
+      this.sentHead = 0;
+    }
+    if (this.size !== sizeBefore) this.onChange(this.size);
     return durable;
   }
 
