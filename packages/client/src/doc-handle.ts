@@ -267,10 +267,15 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     { added, updated, removed }: { added: number[]; updated: number[]; removed: number[] },
     origin: unknown,
   ): void => {
-    if (origin === RELAY_ORIGIN || origin === CROSS_TAB_ORIGIN) return;
-    // Only our own presence is ours to announce (others' states time out on their own).
     const self = this.doc.clientID;
-    if (!added.includes(self) && !updated.includes(self) && !removed.includes(self)) return;
+    if (origin === RELAY_ORIGIN || origin === CROSS_TAB_ORIGIN) {
+      // Someone removed our state (a relay drops states a leaving stock peer echoed for us).
+      // y-protocols keeps it locally and bumps its clock; announce it again so others keep it.
+      if (!removed.includes(self) || this.awareness.getLocalState() === null) return;
+    } else if (!added.includes(self) && !updated.includes(self) && !removed.includes(self)) {
+      // Only our own presence is ours to announce (others' states time out on their own).
+      return;
+    }
     const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, [self]);
     this.link.send({ type: 'awareness', update });
     this.crossTab?.post({ type: 'awareness', from: this.settings.sessionId, update });

@@ -233,7 +233,10 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
       this.setState('offline');
       return;
     }
-    socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
+    socket.onopen = socket.onmessage = socket.onclose = null;
+    // Not null: `ws` emits 'error' when a CONNECTING socket is closed, and an EventEmitter
+    // error without a listener would crash a Node process.
+    socket.onerror = () => {};
     try {
       socket.close(code, reason);
     } catch {
