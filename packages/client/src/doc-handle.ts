@@ -73,6 +73,8 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   /** Other tabs' updates not yet reported durable: entry id → update and arrival time. */
   private readonly foreign = new Map<string, { update: Uint8Array; at: number }>();
   private takeoverTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Other tabs' updates sent by this tab, by message seq, to report them durable on ack. */
+  private takenOver: { seq: number; entries: string[] }[] = [];
 
   private constructor(
     readonly name: string,
@@ -318,6 +320,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
 
   private onLinkClose(): void {
     this.outbox.resetSent();
+    this.takenOver = [];
     this.caughtUp = false;
     // Presence of others on the relay is unknown now; keep it until it times out.
     this.updateStatus();
@@ -364,6 +367,8 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         return;
       case 'ack': {
         const durable = this.outbox.ack(msg.seq);
+        // Other tabs' updates this tab sent for them (takeover) are durable too: tell them.
+        while (this.takenOver.length > 0 && this.takenOver[0]!.seq <= msg.seq) durable.push(...this.takenOver.shift()!.entries);
         if (durable.length > 0) this.crossTab?.post({ type: 'durable', from: this.settings.sessionId, entries: durable });
         return;
       }
@@ -400,6 +405,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         return;
       case 'durable':
         for (const id of msg.entries) this.foreign.delete(id);
+        this.outbox.markDurable(msg.entries);
         return;
       case 'awareness':
         try {
@@ -441,14 +447,17 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       this.takeoverTimer = null;
       const cutoff = Date.now() - this.settings.takeoverMs;
       const stale: Uint8Array[] = [];
+      const entries: string[] = [];
       for (const [id, f] of this.foreign) {
         if (f.at <= cutoff) {
           stale.push(f.update);
+          entries.push(id);
           this.foreign.delete(id);
         }
       }
-      if (stale.length > 0 && !this.sendDoc({ type: 'update', update: Y.mergeUpdates(stale) })) {
-        // Offline: the next connection's sync step 2 carries them anyway.
+      // Offline: nothing to do, the next connection's sync step 2 carries them anyway.
+      if (stale.length > 0 && this.sendDoc({ type: 'update', update: Y.mergeUpdates(stale) })) {
+        this.takenOver.push({ seq: this.seq, entries });
       }
       this.scheduleTakeover();
     }, this.settings.takeoverMs);

@@ -117,3 +117,25 @@ describe('Outbox', () => {
     expect(done).toBe(true);
   });
 });
+
+describe('Outbox.markDurable (another tab sent our updates)', () => {
+  it('drops the named entries, resolves waiters and deletes the stored record', () => {
+    const changes: number[] = [];
+    const outbox = new Outbox('s', (n) => changes.push(n));
+    outbox.add('s:0');
+    outbox.add('s:1');
+    const batch = emptyBatch();
+    outbox.fillBatch(batch);
+    outbox.committed(batch);
+    const waiter = outbox.whenDurable();
+    outbox.markDurable(['s:0', 'unknown']);
+    expect(outbox.pending).toBe(1);
+    outbox.markDurable(['s:1']);
+    expect(outbox.pending).toBe(0);
+    expect(changes).toEqual([1, 2, 1, 0]);
+    const next = emptyBatch();
+    outbox.fillBatch(next);
+    expect(next.deleteOutbox).toEqual(['s-0']);
+    return waiter.promise;
+  });
+});

@@ -37,6 +37,7 @@ export class Outbox {
   /** Entries carried by messages of the current connection, in message order (acks come in that order too). */
   private sentQueue: Entry[] = [];
   private sentHead = 0;
+  private readonly byId = new Map<string, Entry>();
   private size = 0;
   private nextGroup = 0;
   private readonly waiters = new Set<{ entries: Set<Entry>; resolve(): void }>();
@@ -72,6 +73,7 @@ export class Outbox {
     }
     const entry: Entry = { group: this.open, seq: null, id };
     this.open.entries.add(entry);
+    if (id !== undefined) this.byId.set(id, entry);
     this.size++;
     this.onChange(this.size);
     return entry;
@@ -108,20 +110,7 @@ export class Outbox {
     const queue = this.sentQueue;
     while (this.sentHead < queue.length && queue[this.sentHead]!.seq! <= seq) {
       const e = queue[this.sentHead++]!;
-      const group = e.group;
-      if (!group.entries.delete(e)) continue;
-      if (e.id !== undefined) durable.push(e.id);
-      this.size--;
-      for (const w of this.waiters) {
-        if (w.entries.delete(e) && w.entries.size === 0) {
-          this.waiters.delete(w);
-          w.resolve();
-        }
-      }
-      if (group.entries.size === 0 && group !== this.open) {
-        this.groups.delete(group.key);
-        if (group.storedCount !== null) this.removed.add(group.key);
-      }
+      if (this.remove(e) && e.id !== undefined) durable.push(e.id);
     }
     if (this.sentHead > 1024 && this.sentHead * 2 > queue.length) {
       this.sentQueue = queue.slice(this.sentHead);
@@ -129,6 +118,35 @@ export class Outbox {
     }
     if (this.size !== sizeBefore) this.onChange(this.size);
     return durable;
+  }
+
+  /** Another tab reports these local updates of ours durable (it sent them for us). */
+  markDurable(ids: string[]): void {
+    const sizeBefore = this.size;
+    for (const id of ids) {
+      const e = this.byId.get(id);
+      if (e) this.remove(e);
+    }
+    if (this.size !== sizeBefore) this.onChange(this.size);
+  }
+
+  /** Drops a durable entry; false if it was already gone. */
+  private remove(e: Entry): boolean {
+    const group = e.group;
+    if (!group.entries.delete(e)) return false;
+    if (e.id !== undefined) this.byId.delete(e.id);
+    this.size--;
+    for (const w of this.waiters) {
+      if (w.entries.delete(e) && w.entries.size === 0) {
+        this.waiters.delete(w);
+        w.resolve();
+      }
+    }
+    if (group.entries.size === 0 && group !== this.open) {
+      this.groups.delete(group.key);
+      if (group.storedCount !== null) this.removed.add(group.key);
+    }
+    return true;
   }
 
   /** Resolves once every update pending now is durable (or at once if none is). */
