@@ -102,3 +102,25 @@ describe('validateUpdateFor', () => {
     expect(codeOf(() => validateUpdateFor(baseDoc(), craft({ client: 7, clock: 2 ** 53 - 1, parent: { name: 't' } })))).toBe('invalid-update:forged');
   });
 });
+
+describe('edits inside a concurrently deleted nested type', () => {
+  it('are accepted once the deleted type was garbage-collected, and integrate like Yjs does', () => {
+    const relay = new Y.Doc();
+    const a = new Y.Doc();
+    const b = new Y.Doc();
+    a.getMap('m').set('x', new Y.Map<unknown>());
+    Y.applyUpdate(relay, Y.encodeStateAsUpdate(a));
+    Y.applyUpdate(b, Y.encodeStateAsUpdate(a));
+    // b edits inside x while a deletes x; the relay gets the deletion first and GCs x.
+    const edit: Uint8Array[] = [];
+    b.on('update', (u: Uint8Array) => edit.push(u));
+    (b.getMap('m').get('x') as Y.Map<unknown>).set('k', 1);
+    a.getMap('m').delete('x');
+    Y.applyUpdate(relay, Y.encodeStateAsUpdate(a, Y.encodeStateVector(relay)));
+    expect(() => validateUpdateFor(relay, edit[0]!)).not.toThrow();
+    Y.applyUpdate(relay, edit[0]!);
+    Y.applyUpdate(a, edit[0]!);
+    expect(relay.getMap('m').toJSON()).toEqual({});
+    expect(Y.encodeStateVector(relay)).toEqual(Y.encodeStateVector(a));
+  });
+});

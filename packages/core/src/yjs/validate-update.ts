@@ -22,7 +22,7 @@ export function validateUpdate(update: Uint8Array): ReturnType<typeof Y.decodeUp
  *
  * - a reference (origin, right origin, parent) to the struct's own client at or after its own
  *   clock: clients only build on what they already have;
- * - a parent that is known but is not a shared type;
+ * - a parent that is known but is not a shared type (nor a deleted, garbage-collected one);
  * - a struct the document already has, with a dependency the document does not have: the
  *   document integrated the real one, so it had all of its dependencies;
  * - an empty deletion range, or clocks past 2^53 (where ranges lose precision).
@@ -68,7 +68,10 @@ export function validateUpdateFor(doc: Y.Doc, update: Uint8Array): void {
     }
     if (parentId) {
       const parent = knownInDoc(parentId) ? Y.getItem(store, parentId) : findInUpdate(parentId);
-      if (parent instanceof Y.Item && !(parent.content instanceof Y.ContentType)) {
+      // A deleted type whose content was garbage-collected (ContentDeleted) is a legitimate
+      // parent: a peer edited inside it concurrently with the deletion, and Yjs integrates
+      // such an edit as a GC struct.
+      if (parent instanceof Y.Item && !(parent.content instanceof Y.ContentType) && !(parent.content instanceof Y.ContentDeleted)) {
         fail(`parent ${parentId.client}:${parentId.clock} of ${client}:${clock} is not a shared type`);
       }
     }
