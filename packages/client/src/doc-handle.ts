@@ -104,8 +104,9 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       this.name,
       { writeDelayMs: this.settings.localWriteDelayMs, compactAfterRows: this.settings.compactAfterRows },
       {
-        // Deferred: the app subscribes after open() resolves, so it still sees a load-time failure.
-        onError: (err) => queueMicrotask(() => this.emit('error', [err])),
+        // Deferred to a task: open() resolves, and the app subscribes, in microtasks that run
+        // after the failure, so a microtask (queued during load) would still be too early.
+        onError: (err) => setTimeout(() => this.emit('error', [err]), 0),
         beforeCommit: (batch) => this.outbox.fillBatch(batch),
         afterCommit: (batch) => this.outbox.committed(batch),
       },
@@ -117,7 +118,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
           applyStored(this.doc, row);
         } catch (err) {
           const failure = new CapsyncError('invalid-update', `a stored update of "${this.name}" could not be loaded; it is kept`, { cause: err });
-          queueMicrotask(() => this.emit('error', [failure]));
+          setTimeout(() => this.emit('error', [failure]), 0);
         }
       }
     }, STORAGE_ORIGIN);
@@ -367,6 +368,8 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         return;
       case 'ack': {
         const durable = this.outbox.ack(msg.seq);
+        // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
+        this.replica.schedule();
         // Other tabs' updates this tab sent for them (takeover) are durable too: tell them.
         while (this.takenOver.length > 0 && this.takenOver[0]!.seq <= msg.seq) durable.push(...this.takenOver.shift()!.entries);
         if (durable.length > 0) this.crossTab?.post({ type: 'durable', from: this.settings.sessionId, entries: durable });

@@ -1,4 +1,4 @@
-import { wrap, type DBSchema, type IDBPDatabase } from 'idb';
+import { wrap, type DBSchema, type IDBPDatabase, type IDBPTransaction } from 'idb';
 import { LocalStorageError } from '@capsync/core';
 import { logSize, type OutboxRecord, type ReplicaStore, type ReplicaWrite, type StorageAdapter, type StoredUpdate } from './storage-adapter.js';
 
@@ -101,16 +101,28 @@ class IndexedDbReplicaStore implements ReplicaStore {
   }
 
   async write(batch: ReplicaWrite): Promise<void> {
+    let tx: IDBPTransaction<ReplicaSchema, ('updates' | 'outbox')[], 'readwrite'> | undefined;
     try {
-      const tx = this.db.transaction(['updates', 'outbox'], 'readwrite');
+      tx = this.db.transaction(['updates', 'outbox'], 'readwrite');
       const updates = tx.objectStore('updates');
       const outbox = tx.objectStore('outbox');
-      // Requests are queued synchronously; only the commit is awaited.
-      for (const u of batch.updates) void updates.add(u);
-      for (const r of batch.putOutbox) void outbox.put(r);
-      for (const key of batch.deleteOutbox) void outbox.delete(key);
+      // Requests are queued synchronously; only the commit is awaited. A failed request
+      // aborts the transaction and tx.done reports why, so the requests' own rejections
+      // (AbortError) are expected: handle them, or they surface as unhandled rejections.
+      for (const u of batch.updates) updates.add(u).catch(ignore);
+      for (const r of batch.putOutbox) outbox.put(r).catch(ignore);
+      for (const key of batch.deleteOutbox) outbox.delete(key).catch(ignore);
       await tx.done;
     } catch (err) {
+      // All or nothing: if a request threw part way, the ones queued before it must not commit.
+      if (tx) {
+        tx.done.catch(ignore);
+        try {
+          tx.abort();
+        } catch {
+          // Already aborted (the error came from tx.done) or committed.
+        }
+      }
       throw asLocalStorageError(err, `saving to the local replica of "${this.docName}" failed`);
     }
   }
@@ -126,8 +138,8 @@ class IndexedDbReplicaStore implements ReplicaStore {
       const merged = keys.length > 0 ? merge(log) : null;
       let after = before;
       if (merged) {
-        void store.delete(IDBKeyRange.bound(keys[0]!, keys[keys.length - 1]!));
-        void store.add(merged);
+        store.delete(IDBKeyRange.bound(keys[0]!, keys[keys.length - 1]!)).catch(ignore);
+        store.add(merged).catch(ignore);
         after = logSize([merged]);
       }
       await tx.done;
@@ -146,6 +158,9 @@ class IndexedDbReplicaStore implements ReplicaStore {
     this.db.close();
   }
 }
+
+/** For request promises whose failure tx.done reports. */
+const ignore = (): void => {};
 
 /** Maps a DOMException (or anything) to a typed error; quota errors keep their own code. */
 export function asLocalStorageError(err: unknown, context: string): LocalStorageError {
