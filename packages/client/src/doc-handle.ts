@@ -8,7 +8,7 @@ import type { ReplicaSize, StorageAdapter } from './storage/storage-adapter.js';
 import { syncStatus, type SyncStatus } from './status.js';
 import { openCrossTab, type CrossTabChannel, type CrossTabMessage } from './sync/cross-tab.js';
 import { CROSS_TAB_ORIGIN, RELAY_ORIGIN, STORAGE_ORIGIN } from './sync/origins.js';
-import { Outbox } from './sync/outbox.js';
+import { Outbox, type OutboxEntry } from './sync/outbox.js';
 import { RelayLink, type RelayLinkOptions } from './sync/relay-link.js';
 
 export interface DocHandleEvents {
@@ -70,6 +70,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   private readonly syncWaiters = new Set<{ connection: number; target: number; resolve(): void }>();
 
   private localCount = 0;
+  private pendingAnnounced = false;
   /** Other tabs' updates not yet reported durable: entry id → update and arrival time. */
   private readonly foreign = new Map<string, { update: Uint8Array; at: number }>();
   private takeoverTimer: ReturnType<typeof setTimeout> | null = null;
@@ -83,9 +84,16 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     super();
     this.doc = new Y.Doc({ gc: settings.gc });
     this.awareness = new awarenessProtocol.Awareness(this.doc);
-    this.outbox = new Outbox(settings.sessionId, (pending) => {
-      this.emit('pending', [pending]);
-      this.updateStatus();
+    // 'pending' and 'status' are announced once per microtask, not once per keystroke.
+    this.outbox = new Outbox(settings.sessionId, () => {
+      if (this.pendingAnnounced) return;
+      this.pendingAnnounced = true;
+      queueMicrotask(() => {
+        this.pendingAnnounced = false;
+        if (this.closed) return;
+        this.emit('pending', [this.outbox.pending]);
+        this.updateStatus();
+      });
     });
     this.link = new RelayLink({ ...settings.link, docName: name });
   }
@@ -262,8 +270,23 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     if (origin === RELAY_ORIGIN || origin === CROSS_TAB_ORIGIN) return;
     const id = `${this.settings.sessionId}:${this.localCount++}`;
     const entry = this.outbox.add(id);
-    if (this.sendDoc({ type: 'update', update })) this.outbox.sent(entry, this.seq);
-    this.crossTab?.post({ type: 'update', from: this.settings.sessionId, update, entry: id });
+    // Local updates of one task go out together in the next microtask: a keystroke still
+    // leaves at once, but a burst (paste, scripted edits, undo of many) is one message, not
+    // thousands the relay must validate, store and acknowledge one by one.
+    if (this.outgoing.length === 0) queueMicrotask(this.sendOutgoing);
+    this.outgoing.push({ update, entry, id });
+  };
+
+  private outgoing: { update: Uint8Array; entry: OutboxEntry; id: string }[] = [];
+
+  private readonly sendOutgoing = (): void => {
+    const batch = this.outgoing;
+    this.outgoing = [];
+    if (batch.length === 0 || this.closed) return;
+    const update = batch.length === 1 ? batch[0]!.update : Y.mergeUpdates(batch.map((b) => b.update));
+    // Offline: nothing to send; the next connection's sync step 2 carries these.
+    if (this.sendDoc({ type: 'update', update })) for (const b of batch) this.outbox.sent(b.entry, this.seq);
+    this.crossTab?.post({ type: 'update', from: this.settings.sessionId, update, entries: batch.map((b) => b.id) });
   };
 
   private readonly onAwarenessUpdate = (
@@ -403,7 +426,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     switch (msg.type) {
       case 'update':
         this.applyFromTab(msg.update);
-        this.foreign.set(msg.entry, { update: msg.update, at: Date.now() });
+        for (const id of msg.entries) this.foreign.set(id, { update: msg.update, at: Date.now() });
         this.scheduleTakeover();
         return;
       case 'durable':
@@ -449,17 +472,17 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.takeoverTimer = setTimeout(() => {
       this.takeoverTimer = null;
       const cutoff = Date.now() - this.settings.takeoverMs;
-      const stale: Uint8Array[] = [];
+      const stale = new Set<Uint8Array>();
       const entries: string[] = [];
       for (const [id, f] of this.foreign) {
         if (f.at <= cutoff) {
-          stale.push(f.update);
+          stale.add(f.update);
           entries.push(id);
           this.foreign.delete(id);
         }
       }
       // Offline: nothing to do, the next connection's sync step 2 carries them anyway.
-      if (stale.length > 0 && this.sendDoc({ type: 'update', update: Y.mergeUpdates(stale) })) {
+      if (stale.size > 0 && this.sendDoc({ type: 'update', update: Y.mergeUpdates([...stale]) })) {
         this.takenOver.push({ seq: this.seq, entries });
       }
       this.scheduleTakeover();

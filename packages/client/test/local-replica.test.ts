@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import * as Y from 'yjs';
 import { LocalStorageError } from '@capsync/core';
 import { LocalReplica } from '../src/replica/local-replica.js';
 import { MemoryStorage } from '../src/storage/memory-storage.js';
@@ -40,10 +41,16 @@ describe('LocalReplica', () => {
   it('commits a burst of appends as one transaction', async () => {
     const storage = new RecordingStorage();
     const { replica } = await LocalReplica.open(storage, 'd', options, { onError: () => {} });
-    for (let i = 0; i < 50; i++) replica.append(u(i));
+    const doc = new Y.Doc();
+    doc.on('update', (update: Uint8Array) => replica.append({ data: update, format: 'v1' }));
+    for (let i = 0; i < 50; i++) doc.getText('t').insert(i, 'x');
     await replica.commit();
     expect(storage.writes).toHaveLength(1);
-    expect(storage.writes[0]!.updates).toHaveLength(50);
+    // ...merged into one row holding all 50 edits.
+    expect(storage.writes[0]!.updates).toHaveLength(1);
+    const copy = new Y.Doc();
+    Y.applyUpdate(copy, storage.writes[0]!.updates[0]!.data);
+    expect(copy.getText('t').toString()).toBe('x'.repeat(50));
   });
 
   it('commits on its own after the write delay', async () => {

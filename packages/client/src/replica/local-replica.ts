@@ -1,3 +1,4 @@
+import * as Y from 'yjs';
 import { LocalStorageError } from '@capsync/core';
 import { compactLog } from '../storage/compact-log.js';
 import type { OutboxRecord, ReplicaSize, ReplicaStore, ReplicaWrite, StorageAdapter, StoredUpdate } from '../storage/storage-adapter.js';
@@ -109,7 +110,7 @@ export class LocalReplica {
     if (this.inFlight) return;
     while (this.store && (this.waiters.length > 0 || this.queue.length > 0)) {
       const waiters = this.waiters.splice(0);
-      const batch: ReplicaWrite = { updates: this.queue.splice(0), putOutbox: [], deleteOutbox: [] };
+      const batch: ReplicaWrite = { updates: mergeRows(this.queue.splice(0)), putOutbox: [], deleteOutbox: [] };
       this.hooks.beforeCommit?.(batch);
       if (batch.updates.length + batch.putOutbox.length + batch.deleteOutbox.length === 0) {
         for (const w of waiters) w.resolve();
@@ -178,5 +179,19 @@ export class LocalReplica {
     for (const w of this.waiters.splice(0)) w.reject(err);
     this.hooks.onError(err);
     return err;
+  }
+}
+
+/**
+ * One row per commit: a burst of thousands of updates becomes one merged row (cheaper to
+ * store, load and compact than thousands). Yjs merges V1 updates without integrating them.
+ */
+function mergeRows(rows: StoredUpdate[]): StoredUpdate[] {
+  if (rows.length <= 1 || rows.some((r) => r.format !== 'v1')) return rows;
+  try {
+    return [{ data: Y.mergeUpdates(rows.map((r) => r.data)), format: 'v1' }];
+  } catch {
+    // An update Yjs cannot parse is stored as it is; loading reports and skips it.
+    return rows;
   }
 }

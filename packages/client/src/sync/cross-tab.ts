@@ -3,8 +3,8 @@
  * share edits at once (offline too), presence, and news of what the relay made durable.
  */
 export type CrossTabMessage =
-  /** A tab's local update; `entry` names it so the tab that sends it can report it durable. */
-  | { type: 'update'; from: string; update: Uint8Array; entry: string }
+  /** A tab's local updates (merged); `entries` name them so whoever sends them can report them durable. */
+  | { type: 'update'; from: string; update: Uint8Array; entries: string[] }
   /** Updates named here are durable on the relay (the sender got the ack). */
   | { type: 'durable'; from: string; entries: string[] }
   | { type: 'awareness'; from: string; update: Uint8Array }
