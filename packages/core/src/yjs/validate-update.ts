@@ -54,8 +54,22 @@ export function validateUpdateFor(doc: Y.Doc, update: Uint8Array): void {
     if (!list) inUpdate.set(s.id.client, (list = []));
     list.push(s);
   }
-  const findInUpdate = (id: Y.ID): Y.Item | Y.GC | Y.Skip | undefined =>
-    inUpdate.get(id.client)?.find((s) => s.id.clock <= id.clock && id.clock < s.id.clock + s.length);
+  for (const list of inUpdate.values()) list.sort((a, b) => a.id.clock - b.id.clock);
+  // Binary search: a burst merged into one update holds tens of thousands of structs.
+  const findInUpdate = (id: Y.ID): Y.Item | Y.GC | Y.Skip | undefined => {
+    const list = inUpdate.get(id.client);
+    if (!list) return undefined;
+    let lo = 0;
+    let hi = list.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const s = list[mid]!;
+      if (id.clock < s.id.clock) hi = mid - 1;
+      else if (id.clock >= s.id.clock + s.length) lo = mid + 1;
+      else return s;
+    }
+    return undefined;
+  };
   const knownInDoc = (id: Y.ID): boolean => id.clock < Y.getState(store, id.client);
 
   for (const s of structs) {
