@@ -15,6 +15,7 @@ import { startRelay, tempDir, type TestRelay } from '../support/relay-fixture.js
 import { killRelay, spawnRelay, type RelayProcess } from '../support/relay-process.js';
 import { TcpProxy, recordingWebSocket } from '../support/tcp-proxy.js';
 import { waitForEvent } from '../support/wait.js';
+import { until } from '../support/client-fixture.js';
 
 /**
  * Durability of the browser client: what is saved locally survives reloads and crashes,
@@ -59,26 +60,6 @@ function crash(handle: DocHandle, profile: FailingIdb): void {
   profile.crash();
 }
 
-/** Resolves once `check()` holds, re-checking on each `event` of the handle. */
-function until(handle: DocHandle, event: keyof DocHandleEvents, check: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  if (check()) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const onEvent = () => {
-      if (!check()) return;
-      done();
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what} (status ${handle.status}, pending ${handle.pending})`));
-    }, timeoutMs);
-    const done = () => {
-      clearTimeout(timer);
-      handle.off(event, onEvent);
-    };
-    handle.on(event, onEvent);
-  });
-}
 
 /** What a fresh client with no local state gets from the relay at `url`. */
 async function relayText(url: string, doc = DOC): Promise<string> {

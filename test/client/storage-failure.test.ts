@@ -13,6 +13,7 @@ import {
 import { FailingIdb, type QuotaMode } from '../support/failing-idb.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { recordingWebSocket } from '../support/tcp-proxy.js';
+import { until } from '../support/client-fixture.js';
 
 /**
  * When the browser's storage fails — full, refused, or missing — the document keeps working
@@ -55,25 +56,6 @@ async function openRecording(c: CapsyncClient): Promise<{ handle: DocHandle; err
   return { handle, errors };
 }
 
-function until(handle: DocHandle, event: keyof DocHandleEvents, check: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  if (check()) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const onEvent = () => {
-      if (!check()) return;
-      done();
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
-    }, timeoutMs);
-    const done = () => {
-      clearTimeout(timer);
-      handle.off(event, onEvent);
-    };
-    handle.on(event, onEvent);
-  });
-}
 
 /** Every microtask and I/O callback queued so far has run (for "no late error" checks). */
 const settle = () => new Promise((resolve) => setImmediate(resolve));

@@ -4,6 +4,7 @@ import { createClient, type CapsyncClient, type CapsyncError, type ClientOptions
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { TcpProxy, recordingWebSocket, type ProxyMode } from '../support/tcp-proxy.js';
 import { waitForEvent } from '../support/wait.js';
+import { until } from '../support/client-fixture.js';
 
 /**
  * The client's link to the relay: backoff, heartbeat, tokens, refusals, presence. A TCP
@@ -46,26 +47,6 @@ async function sign(docs: Record<string, 'read' | 'write'>, claims: jose.JWTPayl
   return new jose.SignJWT({ docs, ...claims }).setProtectedHeader({ alg: 'HS256' }).setSubject('tester').sign(new TextEncoder().encode(secret));
 }
 
-/** Resolves once `check()` holds, re-checking on each `event` of the handle. */
-function until(handle: DocHandle, event: keyof DocHandleEvents, check: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
-  if (check()) return Promise.resolve();
-  return new Promise((resolve, reject) => {
-    const onEvent = () => {
-      if (!check()) return;
-      done();
-      resolve();
-    };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what} (status ${handle.status}, pending ${handle.pending})`));
-    }, timeoutMs);
-    const done = () => {
-      clearTimeout(timer);
-      handle.off(event, onEvent);
-    };
-    handle.on(event, onEvent);
-  });
-}
 
 function errorsOf(handle: DocHandle): CapsyncError[] {
   const errors: CapsyncError[] = [];

@@ -23,6 +23,7 @@ import {
   type CapsyncClient,
   type ClientOptions,
   type DocHandle,
+  type DocHandleEvents,
   type ReplicaStore,
   type StorageAdapter,
   type SyncStatus,
@@ -161,4 +162,28 @@ export function whenStatus(handle: DocHandle, status: SyncStatus, timeoutMs = 10
 /** One turn of the event loop (I/O included), so network messages interleave with a test's steps. */
 export function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * Resolves once `check()` holds, re-checking on each `event` of the handle (no polling).
+ * Rejects after `timeoutMs` naming `what` and the handle's status and pending count.
+ */
+export function until(handle: DocHandle, event: keyof DocHandleEvents, check: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  if (check()) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const onEvent = () => {
+      if (!check()) return;
+      done();
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what} (status ${handle.status}, pending ${handle.pending})`));
+    }, timeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      handle.off(event, onEvent);
+    };
+    handle.on(event, onEvent);
+  });
 }
