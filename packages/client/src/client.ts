@@ -1,5 +1,6 @@
 import { CapsyncError, validateDocName } from '@capsync/core';
 import { DocHandle, type DocHandleSettings } from './doc-handle.js';
+import { LockClient } from './locks/lock-client.js';
 import { IndexedDbStorage } from './storage/indexeddb-storage.js';
 import { MemoryStorage } from './storage/memory-storage.js';
 import type { StorageAdapter } from './storage/storage-adapter.js';
@@ -38,6 +39,11 @@ export interface ClientOptions {
   takeoverMs?: number;
   /** Yjs garbage collection of deleted content. Default true. */
   gc?: boolean;
+  /**
+   * Deadline for a lock operation or fenced write to reach the relay and its lock authority
+   * before it rejects with UnavailableError (an acquire gets its `waitMs` on top). Default 2 s.
+   */
+  lockTimeoutMs?: number;
 }
 
 /** The client: opens documents and manages their local replicas. */
@@ -49,7 +55,12 @@ export interface CapsyncClient {
   open(name: string): Promise<DocHandle>;
   /** Deletes the local replica of `name` (or of all documents), closing open handles of it first. Pending local updates are lost. */
   clearLocalData(name?: string): Promise<void>;
-  /** Closes every open document. */
+  /**
+   * Locks with fencing tokens from the relay's lock authority (the CP side). The lock
+   * connection opens on first use.
+   */
+  readonly locks: LockClient;
+  /** Closes every open document and the lock connection. */
   close(): Promise<void>;
 }
 
@@ -78,7 +89,9 @@ export function createClient(options: ClientOptions): CapsyncClient {
     compactAfterRows: options.compactAfterRows ?? 100,
     takeoverMs: options.takeoverMs ?? 3_000,
     gc: options.gc ?? true,
+    cpTimeoutMs: options.lockTimeoutMs ?? 2_000,
   };
+  const locks = new LockClient({ link: settings.link, timeoutMs: options.lockTimeoutMs ?? 2_000 });
 
   const open = new Map<string, { handle: Promise<DocHandle>; refs: number }>();
   let handleCount = 0;
@@ -122,6 +135,7 @@ export function createClient(options: ClientOptions): CapsyncClient {
 
   return {
     open: openDoc,
+    locks,
     async clearLocalData(name?: string) {
       if (name !== undefined) await closeName(name);
       else await Promise.all(Array.from(open.keys(), closeName));
@@ -129,6 +143,7 @@ export function createClient(options: ClientOptions): CapsyncClient {
     },
     async close() {
       closed = true;
+      locks.close();
       await Promise.all(Array.from(open.keys(), closeName));
     },
   };

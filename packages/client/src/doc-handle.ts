@@ -9,6 +9,7 @@ import { syncStatus, type SyncStatus } from './status.js';
 import { openCrossTab, type CrossTabChannel, type CrossTabMessage } from './sync/cross-tab.js';
 import { CROSS_TAB_ORIGIN, RELAY_ORIGIN, STORAGE_ORIGIN } from './sync/origins.js';
 import { Outbox, type OutboxEntry } from './sync/outbox.js';
+import { FencedValues } from './locks/fenced-values.js';
 import { RelayLink, type RelayLinkOptions } from './sync/relay-link.js';
 
 export interface DocHandleEvents {
@@ -37,6 +38,8 @@ export interface DocHandleSettings {
   takeoverMs: number;
   gc: boolean;
   sessionId: string;
+  /** Default deadline of `cp.set`. */
+  cpTimeoutMs: number;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -53,6 +56,8 @@ const DEFAULT_TIMEOUT_MS = 10_000;
 export class DocHandle extends ObservableV2<DocHandleEvents> {
   readonly doc: Y.Doc;
   readonly awareness: awarenessProtocol.Awareness;
+  /** Fenced (CP) values: local reads, lease-fenced writes through the relay. */
+  readonly cp: FencedValues;
   private readonly outbox: Outbox;
   private readonly link: RelayLink;
   private replica!: LocalReplica;
@@ -96,6 +101,21 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       });
     });
     this.link = new RelayLink({ ...settings.link, docName: name });
+    this.cp = new FencedValues(
+      this.doc,
+      {
+        send: (msg) => this.link.send(msg),
+        onceOpen: (fn) => {
+          const handler = () => {
+            this.link.off('open', handler);
+            fn();
+          };
+          this.link.on('open', handler);
+          return () => this.link.off('open', handler);
+        },
+      },
+      settings.cpTimeoutMs,
+    );
   }
 
   /** Opens `name`: loads the local replica, then starts syncing. Never rejects for storage trouble. */
@@ -255,6 +275,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     if (this.onPageHide) (globalThis as { removeEventListener?: (t: string, f: () => void) => void }).removeEventListener?.('pagehide', this.onPageHide);
     if (this.takeoverTimer) clearTimeout(this.takeoverTimer);
     this.crossTab?.close();
+    this.cp.close();
     await this.replica.close();
     this.link.destroy();
     for (const w of this.syncWaiters) this.syncWaiters.delete(w);
@@ -343,6 +364,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   }
 
   private onLinkClose(): void {
+    this.cp.onLinkClose();
     this.outbox.resetSent();
     this.takenOver = [];
     this.caughtUp = false;
@@ -403,6 +425,9 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         return;
       case 'auth-denied':
         this.emit('error', [new AuthError('forbidden', msg.reason)]);
+        return;
+      case 'cp-reply':
+        this.cp.onReply(msg);
         return;
       default:
         // hello, pong: the link already used them as signs of life.

@@ -6,6 +6,9 @@
 export { createClient, type CapsyncClient, type ClientOptions } from './client.js';
 export { DocHandle, type DocHandleEvents, type FlushOptions } from './doc-handle.js';
 export type { SyncStatus } from './status.js';
+export { LockClient, type AcquireOptions } from './locks/lock-client.js';
+export { Lease } from './locks/lease.js';
+export { FencedValues } from './locks/fenced-values.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export { IndexedDbStorage, type IndexedDbStorageOptions } from './storage/indexeddb-storage.js';
 export type { StorageAdapter, ReplicaStore, ReplicaWrite, ReplicaSize, StoredUpdate, OutboxRecord } from './storage/storage-adapter.js';
@@ -17,6 +20,9 @@ export {
   UnavailableError,
   AuthError,
   LocalStorageError,
+  LockTimeoutError,
+  LeaseLostError,
+  StaleTokenError,
   isCapsyncError,
   CloseCode,
   type ErrorCode,

@@ -22,6 +22,11 @@ export type ErrorCode =
   | 'local-storage-unavailable'
   | 'quota-exceeded'
   | 'shutting-down'
+  | 'lock-timeout'
+  | 'lease-lost'
+  | 'stale-token'
+  | 'fenced-area'
+  | 'invalid-lock-request'
   | 'internal';
 
 export class CapsyncError extends Error {
@@ -77,7 +82,57 @@ export class UnavailableError extends CapsyncError {
   }
 }
 
+/** `acquire` waited `waitMs` and the lock was still held by someone else. Retry later. */
+export class LockTimeoutError extends CapsyncError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('lock-timeout', message, options);
+    this.name = 'LockTimeoutError';
+  }
+}
+
+/**
+ * The lease is no longer held: it expired (its deadline passed before a renewal was
+ * confirmed), was released, or the authority moved on. Stop acting on it.
+ */
+export class LeaseLostError extends CapsyncError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('lease-lost', message, options);
+    this.name = 'LeaseLostError';
+  }
+}
+
+/**
+ * A fenced write carried a token lower than the highest the resource has seen for that key:
+ * a newer holder has written since. The write was not applied.
+ */
+export class StaleTokenError extends CapsyncError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('stale-token', message, options);
+    this.name = 'StaleTokenError';
+  }
+}
+
 /** True when `err` is a capsync error, optionally with the given code. */
 export function isCapsyncError(err: unknown, code?: ErrorCode): err is CapsyncError {
   return err instanceof CapsyncError && (code === undefined || err.code === code);
+}
+
+/** The typed error for a code received on the wire (a lock or fenced-write refusal). */
+export function errorFromCode(code: ErrorCode, message: string): CapsyncError {
+  switch (code) {
+    case 'unavailable':
+      return new UnavailableError(message);
+    case 'lock-timeout':
+      return new LockTimeoutError(message);
+    case 'lease-lost':
+      return new LeaseLostError(message);
+    case 'stale-token':
+      return new StaleTokenError(message);
+    case 'unauthorized':
+    case 'forbidden':
+    case 'read-only':
+      return new AuthError(code, message);
+    default:
+      return new CapsyncError(code, message);
+  }
 }

@@ -1,5 +1,6 @@
 import path from 'node:path';
 import { DEFAULT_COMPACTION_POLICY, type CompactionPolicy, type DocStore } from '@capsync/core';
+import type { LockBackend } from './locks/lock-backend.js';
 import type { Logger } from './logger.js';
 
 /** Options of `createRelay`; the CLI maps flags and CAPSYNC_* variables onto these. */
@@ -35,6 +36,18 @@ export interface RelayOptions {
    * editor example. WebSocket upgrades and the API routes take precedence. Default none.
    */
   staticDir?: string;
+  /**
+   * etcd client URLs (http://host:2379, ...): use an etcd cluster as the lock authority
+   * instead of this relay's embedded one. Needed once several relays share locks.
+   */
+  etcd?: string[];
+  /** Your own lock authority (tests, custom deployments); overrides `etcd`. */
+  lockBackend?: LockBackend;
+  /**
+   * How long a lock operation may take to reach the lock authority before it is answered
+   * 'unavailable' (an acquire gets its `waitMs` on top). Default 2000 ms.
+   */
+  lockTimeoutMs?: number;
   /** Structured logger; defaults to one at `logLevel`. */
   logger?: Logger;
   /** Log level of the default logger. Default 'silent' (the CLI uses 'info'). */
@@ -56,6 +69,9 @@ export interface ResolvedRelayOptions {
   idleTimeoutMs: number;
   compaction: CompactionPolicy;
   staticDir: string | undefined;
+  etcd: string[];
+  lockBackend: LockBackend | undefined;
+  lockTimeoutMs: number;
 }
 
 export const DEFAULTS = {
@@ -66,6 +82,7 @@ export const DEFAULTS = {
   sendBufferLimit: 16 * 1024 * 1024,
   slowConsumerGraceMs: 5_000,
   idleTimeoutMs: 30_000,
+  lockTimeoutMs: 2_000,
 } as const;
 
 export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
@@ -92,5 +109,8 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
       maxBytes: positive('compaction.maxBytes', o.compaction?.maxBytes, DEFAULT_COMPACTION_POLICY.maxBytes),
     },
     staticDir: o.staticDir ? path.resolve(o.staticDir) : undefined,
+    etcd: o.etcd ?? [],
+    lockBackend: o.lockBackend,
+    lockTimeoutMs: positive('lockTimeoutMs', o.lockTimeoutMs, DEFAULTS.lockTimeoutMs),
   };
 }

@@ -8,6 +8,10 @@ import { createHttpApp } from './http/app.js';
 import { attachWebSocketEndpoint } from './http/websocket-endpoint.js';
 import { createLogger } from './logger.js';
 import { RelayMetrics } from './metrics.js';
+import { EmbeddedLockBackend } from './locks/embedded-backend.js';
+import type { LockBackend } from './locks/lock-backend.js';
+import { LockService } from './locks/lock-service.js';
+import { MemoryLockStore } from './locks/lock-store.js';
 import { Relay } from './relay/relay.js';
 import { SqliteWorkerStore } from './storage/sqlite-worker-store.js';
 
@@ -37,7 +41,15 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
       })
     : new OpenAccess();
   const metrics = new RelayMetrics();
-  const relay = new Relay({ store, access, metrics, logger, options: resolved });
+  let backend: LockBackend;
+  try {
+    backend = await openLockBackend(resolved, store);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const locks = new LockService(backend, metrics, logger, resolved.lockTimeoutMs);
+  const relay = new Relay({ store, access, metrics, logger, options: resolved, locks });
 
   const server = http.createServer(createHttpApp(relay));
   const wss = attachWebSocketEndpoint(server, relay);
@@ -50,6 +62,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
       });
     });
   } catch (err) {
+    await locks.close();
     await store.close();
     throw err;
   }
@@ -57,7 +70,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   const host = urlHost(resolved.host);
   const storage = typeof resolved.storage === 'string' ? resolved.storage : 'custom';
   logger.info(
-    { port, host: resolved.host, storage, ...(storage === 'sqlite' ? { database: sqlitePath(resolved) } : {}) },
+    { port, host: resolved.host, storage, locks: backend.kind, ...(storage === 'sqlite' ? { database: sqlitePath(resolved) } : {}) },
     'relay listening',
   );
   if (access.mode === 'open') logger.warn('no auth configured: the relay is OPEN, anyone who can reach it may read and write every document');
@@ -85,6 +98,19 @@ async function openStore(o: ResolvedRelayOptions): Promise<DocStore> {
   if (o.storage === 'memory') return new MemoryDocStore();
   if (o.storage === 'sqlite') return SqliteWorkerStore.open(sqlitePath(o), { synchronous: o.sqliteSync });
   return o.storage;
+}
+
+/**
+ * The lock authority: a given backend, etcd when endpoints are configured, else the embedded
+ * one, persisting in the relay's SQLite database (in memory for memory or custom storage).
+ */
+async function openLockBackend(o: ResolvedRelayOptions, store: DocStore): Promise<LockBackend> {
+  if (o.lockBackend) return o.lockBackend;
+  if (o.etcd.length > 0) {
+    const { EtcdLockBackend } = await import('./locks/etcd-backend.js');
+    return EtcdLockBackend.connect({ endpoints: o.etcd, opTimeoutMs: o.lockTimeoutMs });
+  }
+  return EmbeddedLockBackend.open(store instanceof SqliteWorkerStore ? store.locks : new MemoryLockStore());
 }
 
 function sqlitePath(o: ResolvedRelayOptions): string {

@@ -11,3 +11,9 @@ export { JwtAccess, OpenAccess, permissionFor, type AccessControl, type AccessGr
 export { TOKEN_PROTOCOL_PREFIX, CAPSYNC_PROTOCOL } from './auth/token-from-request.js';
 export { RelayMetrics } from './metrics.js';
 export { createLogger, type Logger } from './logger.js';
+export type { LockBackend, LockBackendEvents, LockGrant, AcquireRequest } from './locks/lock-backend.js';
+export { EmbeddedLockBackend } from './locks/embedded-backend.js';
+export { MemoryLockStore, type LockStore, type PersistedLease } from './locks/lock-store.js';
+export { LockService } from './locks/lock-service.js';
+export { LOCKS_PATH } from './locks/lock-connection.js';
+export { FencedResource, MemoryFenceStore, type FenceStore } from '@capsync/core';

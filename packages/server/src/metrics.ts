@@ -60,6 +60,40 @@ export class RelayMetrics {
   });
   readonly docUnloads = new client.Counter({ name: 'capsync_doc_unloads_total', help: 'Idle documents unloaded', registers: [this.registry] });
 
+  // ---- CP: locks and fencing ----
+  readonly lockGrants = new client.Counter({ name: 'capsync_lock_grants_total', help: 'Leases granted', registers: [this.registry] });
+  readonly lockRenewals = new client.Counter({ name: 'capsync_lock_renewals_total', help: 'Leases renewed', registers: [this.registry] });
+  readonly lockReleases = new client.Counter({ name: 'capsync_lock_releases_total', help: 'Leases released by their holder', registers: [this.registry] });
+  readonly lockExpiries = new client.Counter({
+    name: 'capsync_lock_expiries_total',
+    help: 'Leases that ran out without being released (holder crashed, paused or cut off)',
+    registers: [this.registry],
+  });
+  readonly lockRefusals = new client.Counter({
+    name: 'capsync_lock_refusals_total',
+    help: 'Lock requests refused, by reason (lock-timeout, lease-lost, stale-token, invalid-lock-request, unavailable, ...)',
+    labelNames: ['op', 'reason'] as const,
+    registers: [this.registry],
+  });
+  readonly lockUnavailable = new client.Counter({
+    name: 'capsync_lock_unavailable_total',
+    help: 'Lock and fencing requests answered "unavailable": the lock authority could not be reached in time (the CP side choosing C over A)',
+    registers: [this.registry],
+  });
+  readonly fencingRejections = new client.Counter({
+    name: 'capsync_fencing_rejections_total',
+    help: 'Fenced writes refused, by reason (stale-token, lease-lost, fenced-area for updates touching the fenced area by another route)',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  readonly lockSeconds = new client.Histogram({
+    name: 'capsync_lock_op_seconds',
+    help: 'Time to answer a lock request, by operation (acquire includes waiting for the lock)',
+    labelNames: ['op'] as const,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5],
+    registers: [this.registry],
+  });
+
   constructor(options: { collectDefault?: boolean } = {}) {
     if (options.collectDefault !== false) client.collectDefaultMetrics({ register: this.registry, prefix: 'capsync_' });
   }

@@ -48,7 +48,8 @@ export interface RelayLinkEvents {
 }
 
 /** Close codes after which retrying cannot help until something changes. */
-const FATAL_CLOSE_CODES = new Set<number>([CloseCode.Forbidden, CloseCode.InvalidDocName]);
+// FencedArea: the update that was refused would be resent on every reconnect, forever.
+const FATAL_CLOSE_CODES = new Set<number>([CloseCode.Forbidden, CloseCode.InvalidDocName, CloseCode.FencedArea]);
 
 /**
  * One resilient WebSocket to the relay for one document: connects, says hello, keeps the

@@ -22,6 +22,11 @@ export const CloseCode = {
   Forbidden: 4403,
   /** Empty, over-long or path-like document name. */
   InvalidDocName: 4404,
+  /**
+   * An update that touches the fenced (CP) area of a document: only the relay writes there,
+   * through fenced `cp.set` requests. Do not resend the same update.
+   */
+  FencedArea: 4409,
   /** A Yjs or awareness update that does not decode or cannot be applied. */
   InvalidUpdate: 4422,
   /** The connection did not drain its send buffer fast enough. */
@@ -46,6 +51,7 @@ const closeCodeByError: Partial<Record<ErrorCode, CloseCodeValue>> = {
   'text-frame': CloseCode.UnsupportedData,
   'message-too-large': CloseCode.MessageTooBig,
   'invalid-doc-name': CloseCode.InvalidDocName,
+  'fenced-area': CloseCode.FencedArea,
   unauthorized: CloseCode.Unauthorized,
   forbidden: CloseCode.Forbidden,
   'slow-consumer': CloseCode.SlowConsumer,

@@ -7,7 +7,8 @@ export const MAX_DOC_NAME_BYTES = 512;
  * Validates a document name and returns it unchanged. Names are opaque keys, but since
  * deployments map them to files, URLs and logs, the relay refuses anything path-like or
  * invisible: empty names, names over MAX_DOC_NAME_BYTES, control characters, backslashes,
- * a leading or trailing '/', empty segments ('a//b'), and '.' or '..' segments.
+ * a leading or trailing '/', empty segments ('a//b'), '.' or '..' segments, and names under
+ * '.capsync/' (reserved for the relay's own endpoints, such as '.capsync/locks').
  * Throws `ProtocolError('invalid-doc-name')`.
  */
 export function validateDocName(name: string): string {
@@ -20,6 +21,7 @@ export function validateDocName(name: string): string {
   if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) fail('contains control characters');
   if (name.includes('\\')) fail('contains a backslash');
   if (name.startsWith('/') || name.endsWith('/')) fail('starts or ends with /');
+  if (name === '.capsync' || name.startsWith('.capsync/')) fail('names under .capsync/ are reserved');
   for (const segment of name.split('/')) {
     if (segment === '') fail('contains an empty path segment');
     if (segment === '.' || segment === '..') fail('contains a . or .. segment');

@@ -14,6 +14,12 @@
  *   [100 capsync][2 error][varString code][varString message][varUint seq]
  *   [100 capsync][3 ping][varUint id]
  *   [100 capsync][4 pong][varUint id]
+ *   [100 capsync][5 lock-request][varUint id][varUint op][varString key][varUint token]
+ *                                [varUint ttlMs][varUint waitMs]
+ *   [100 capsync][6 lock-reply][varUint id][varString code][varString message][varUint token]
+ *                              [varUint ttlMs]
+ *   [100 capsync][7 cp-set][varUint id][varString key][varUint token][varString json]
+ *   [100 capsync][8 cp-reply][varUint id][varString code][varString message]
  *
  * Extension messages are only sent to a peer that first sent `hello`, so stock y-websocket
  * clients never see them.
@@ -26,7 +32,7 @@ import { ProtocolError, type ErrorCode } from '../errors.js';
 export const PROTOCOL_VERSION = 1;
 
 /** Capabilities a relay of this version offers in its hello. */
-export const RELAY_CAPABILITIES = ['ack', 'error', 'ping'] as const;
+export const RELAY_CAPABILITIES = ['ack', 'error', 'ping', 'cp'] as const;
 
 export const MessageType = {
   Sync: 0,
@@ -37,7 +43,9 @@ export const MessageType = {
 } as const;
 
 const SyncKind = { Step1: 0, Step2: 1, Update: 2 } as const;
-const CapsyncKind = { Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4 } as const;
+const CapsyncKind = { Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8 } as const;
+const LockOps = ['acquire', 'renew', 'release'] as const;
+export type LockOp = (typeof LockOps)[number];
 const AuthKind = { PermissionDenied: 0 } as const;
 
 export interface SyncStep1Message {
@@ -102,6 +110,55 @@ export interface PongMessage {
   id: number;
 }
 
+/**
+ * A lock operation, sent on a lock connection (`/.locks`). `id` pairs it with its reply.
+ * acquire: `key`, `ttlMs`, `waitMs` (token 0). renew: `key`, `token`, `ttlMs`.
+ * release: `key`, `token`. Requests are independent: replies may come out of order.
+ */
+export interface LockRequestMessage {
+  type: 'lock-request';
+  id: number;
+  op: LockOp;
+  key: string;
+  token: number;
+  ttlMs: number;
+  waitMs: number;
+}
+/**
+ * The answer to a lock request. `code` is '' on success, else an ErrorCode
+ * ('lock-timeout', 'lease-lost', 'stale-token', 'unavailable', 'invalid-lock-request', ...).
+ * On a successful acquire or renew, `token` is the lease's token and `ttlMs` the time the
+ * authority granted, counted from when it received the request.
+ */
+export interface LockReplyMessage {
+  type: 'lock-reply';
+  id: number;
+  code: ErrorCode | '';
+  message: string;
+  token: number;
+  ttlMs: number;
+}
+/**
+ * A fenced write into the document's CP area: set `key` to the JSON `value` under the lease
+ * with `token`. Sent on a document connection; the relay answers with `cp-reply` once the
+ * value is applied and durable, or refused.
+ */
+export interface CpSetMessage {
+  type: 'cp-set';
+  id: number;
+  key: string;
+  token: number;
+  /** JSON text of the value. */
+  json: string;
+}
+/** Answer to `cp-set`: `code` '' when applied and durable, else why it was refused. */
+export interface CpReplyMessage {
+  type: 'cp-reply';
+  id: number;
+  code: ErrorCode | '';
+  message: string;
+}
+
 export type Message =
   | SyncStep1Message
   | SyncStep2Message
@@ -113,7 +170,11 @@ export type Message =
   | AckMessage
   | ErrorMessage
   | PingMessage
-  | PongMessage;
+  | PongMessage
+  | LockRequestMessage
+  | LockReplyMessage
+  | CpSetMessage
+  | CpReplyMessage;
 
 export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
 
@@ -173,6 +234,40 @@ export function encodeMessage(msg: Message): Uint8Array {
       encoding.writeVarUint(e, MessageType.Capsync);
       encoding.writeVarUint(e, msg.type === 'ping' ? CapsyncKind.Ping : CapsyncKind.Pong);
       encoding.writeVarUint(e, msg.id);
+      break;
+    case 'lock-request':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.LockRequest);
+      encoding.writeVarUint(e, msg.id);
+      encoding.writeVarUint(e, LockOps.indexOf(msg.op));
+      encoding.writeVarString(e, msg.key);
+      encoding.writeVarUint(e, msg.token);
+      encoding.writeVarUint(e, msg.ttlMs);
+      encoding.writeVarUint(e, msg.waitMs);
+      break;
+    case 'lock-reply':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.LockReply);
+      encoding.writeVarUint(e, msg.id);
+      encoding.writeVarString(e, msg.code);
+      encoding.writeVarString(e, msg.message);
+      encoding.writeVarUint(e, msg.token);
+      encoding.writeVarUint(e, msg.ttlMs);
+      break;
+    case 'cp-set':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.CpSet);
+      encoding.writeVarUint(e, msg.id);
+      encoding.writeVarString(e, msg.key);
+      encoding.writeVarUint(e, msg.token);
+      encoding.writeVarString(e, msg.json);
+      break;
+    case 'cp-reply':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.CpReply);
+      encoding.writeVarUint(e, msg.id);
+      encoding.writeVarString(e, msg.code);
+      encoding.writeVarString(e, msg.message);
       break;
   }
   return encoding.toUint8Array(e);
@@ -245,6 +340,36 @@ function readMessage(d: decoding.Decoder): Message {
       }
       if (kind === CapsyncKind.Ping) return { type: 'ping', id: decoding.readVarUint(d) };
       if (kind === CapsyncKind.Pong) return { type: 'pong', id: decoding.readVarUint(d) };
+      if (kind === CapsyncKind.LockRequest) {
+        const id = decoding.readVarUint(d);
+        const opIndex = decoding.readVarUint(d);
+        const op = LockOps[opIndex];
+        if (op === undefined) throw new ProtocolError('bad-message', `unknown lock operation ${opIndex}`);
+        const key = decoding.readVarString(d);
+        const token = decoding.readVarUint(d);
+        const ttlMs = decoding.readVarUint(d);
+        const waitMs = decoding.readVarUint(d);
+        return { type: 'lock-request', id, op, key, token, ttlMs, waitMs };
+      }
+      if (kind === CapsyncKind.LockReply) {
+        const id = decoding.readVarUint(d);
+        const code = decoding.readVarString(d) as ErrorCode | '';
+        const message = decoding.readVarString(d);
+        const token = decoding.readVarUint(d);
+        const ttlMs = decoding.readVarUint(d);
+        return { type: 'lock-reply', id, code, message, token, ttlMs };
+      }
+      if (kind === CapsyncKind.CpSet) {
+        const id = decoding.readVarUint(d);
+        const key = decoding.readVarString(d);
+        const token = decoding.readVarUint(d);
+        return { type: 'cp-set', id, key, token, json: decoding.readVarString(d) };
+      }
+      if (kind === CapsyncKind.CpReply) {
+        const id = decoding.readVarUint(d);
+        const code = decoding.readVarString(d) as ErrorCode | '';
+        return { type: 'cp-reply', id, code, message: decoding.readVarString(d) };
+      }
       throw new ProtocolError('unknown-message-type', `unknown capsync message kind ${kind}`);
     }
     default:

@@ -27,10 +27,11 @@ export function validateUpdate(update: Uint8Array): ReturnType<typeof Y.decodeUp
  *   document integrated the real one, so it had all of its dependencies;
  * - an empty deletion range, or clocks past 2^53 (where ranges lose precision).
  *
- * Throws `ProtocolError('invalid-update')`.
+ * Throws `ProtocolError('invalid-update')`. Returns the decoded update for further checks.
  */
-export function validateUpdateFor(doc: Y.Doc, update: Uint8Array): void {
-  const { structs, ds } = validateUpdate(update);
+export function validateUpdateFor(doc: Y.Doc, update: Uint8Array): ReturnType<typeof Y.decodeUpdate> {
+  const decoded = validateUpdate(update);
+  const { structs, ds } = decoded;
   const store = doc.store;
   const fail = (why: string): never => {
     throw new ProtocolError('invalid-update', `forged or corrupt update: ${why}`);
@@ -95,6 +96,7 @@ export function validateUpdateFor(doc: Y.Doc, update: Uint8Array): void {
       }
     }
   }
+  return decoded;
 }
 
 /** True for the two-byte update that carries nothing (no structs, empty delete set). */

@@ -1,6 +1,6 @@
 import express, { type Request, type Response } from 'express';
 import * as Y from 'yjs';
-import { AuthError, CapsyncError, docToJSON, validateDocName, validateUpdateFor, type ErrorCode } from '@capsync/core';
+import { AuthError, CapsyncError, docToJSON, validateDocName, type ErrorCode } from '@capsync/core';
 import type { AccessGrant } from '../auth/access.js';
 import { tokenFromRequest } from '../auth/token-from-request.js';
 import type { Relay } from '../relay/relay.js';
@@ -61,7 +61,7 @@ export function createHttpApp(relay: Relay): express.Express {
         if (!(body instanceof Uint8Array) || body.byteLength === 0) {
           throw new CapsyncError('invalid-update', 'body must be a binary Yjs update');
         }
-        validateUpdateFor(doc.doc, body);
+        doc.validate(body);
         const started = performance.now();
         const { durable } = doc.applyRemote(body, httpSource);
         relay.metrics.applySeconds.observe((performance.now() - started) / 1000);

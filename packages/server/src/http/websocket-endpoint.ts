@@ -4,6 +4,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import { CapsyncError, CloseCode, closeCodeFor, closeReasonFor, docNameFromPath } from '@capsync/core';
 import type { AccessGrant } from '../auth/access.js';
 import { selectProtocol, tokenFromRequest } from '../auth/token-from-request.js';
+import { LOCKS_PATH } from '../locks/lock-connection.js';
 import type { Relay } from '../relay/relay.js';
 
 /**
@@ -33,7 +34,7 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
     let failure: CapsyncError | null = null;
     let grant: AccessGrant | undefined;
     try {
-      docName = docNameFromPath(req.url ?? '/');
+      docName = isLockPath(req.url) ? LOCKS_PATH : docNameFromPath(req.url ?? '/');
       grant = await relay.access.authorize(tokenFromRequest(req), docName);
     } catch (err) {
       failure = err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error');
@@ -48,7 +49,8 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
         ws.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
         return;
       }
-      serve(relay, ws, docName, grant);
+      if (docName === LOCKS_PATH) serveLocks(relay, ws, grant);
+      else serve(relay, ws, docName, grant);
     });
   }
 
@@ -74,6 +76,24 @@ function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant)
       relay.logger.info({ doc: docName, err: err.message }, 'WebSocket protocol error');
     }
   });
+}
+
+/** The lock endpoint; a connection without write access may not take locks. */
+function serveLocks(relay: Relay, ws: WebSocket, grant: AccessGrant): void {
+  giveTooBigAReason(ws, relay.options.maxMessageBytes);
+  const conn = relay.connectLocks(ws, grant);
+  ws.on('close', () => relay.disconnected(conn));
+  if (grant.permission !== 'write') {
+    conn.fail(new CapsyncError('forbidden', 'taking locks needs write access to ' + LOCKS_PATH));
+    return;
+  }
+  ws.on('message', (data, isBinary) => conn.receive(toBytes(data as Buffer), isBinary));
+  ws.on('error', () => relay.metrics.refusals.inc({ reason: 'bad-message' }));
+}
+
+function isLockPath(url: string | undefined): boolean {
+  const path = (url ?? '').split('?')[0] ?? '';
+  return path === '/' + LOCKS_PATH || path === '/' + encodeURIComponent(LOCKS_PATH);
 }
 
 /**

@@ -11,10 +11,14 @@ import {
   decodeMessage,
   encodeMessage,
   isEmptyUpdate,
-  validateUpdateFor,
+  readFenced,
   CloseCode,
+  type CpSetMessage,
+  type ErrorCode,
   type Message,
 } from '@capsync/core';
+import type { LockService } from '../locks/lock-service.js';
+import { validateRequest } from '../locks/lock-service.js';
 import type { AccessGrant } from '../auth/access.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
@@ -49,6 +53,7 @@ interface ConnectionDeps {
   /** Told when the relay closes a connection (not when the client does). */
   onRelayClose?(conn: RelayConnection, code: number, reason: string): void;
   registry: DocRegistry;
+  locks: LockService;
   metrics: RelayMetrics;
   logger: Logger;
   options: ConnectionOptions;
@@ -202,10 +207,17 @@ export class RelayConnection implements DocPeer {
       case 'ping':
         this.sendMessage({ type: 'pong', id: msg.id });
         return;
+      case 'cp-set':
+        void this.fencedSet(msg);
+        return;
+      case 'lock-request':
+        throw new ProtocolError('unknown-message-type', 'lock requests go to the lock endpoint, not a document connection');
       case 'auth-denied':
       case 'ack':
       case 'error':
       case 'pong':
+      case 'lock-reply':
+      case 'cp-reply':
         throw new ProtocolError('unknown-message-type', `${msg.type} messages are sent by relays, not clients`);
     }
   }
@@ -228,7 +240,12 @@ export class RelayConnection implements DocPeer {
       return;
     }
     const doc = this.doc!;
-    validateUpdateFor(doc.doc, update);
+    try {
+      doc.validate(update);
+    } catch (err) {
+      if (err instanceof CapsyncError && err.code === 'fenced-area') this.deps.metrics.fencingRejections.inc({ reason: 'fenced-area' });
+      throw err;
+    }
     const { durable } = doc.applyRemote(update, this);
     this.deps.metrics.applySeconds.observe((performance.now() - receivedAt) / 1000);
     const stateVector = this.capsync ? Y.encodeStateVector(doc.doc) : null;
@@ -240,6 +257,51 @@ export class RelayConnection implements DocPeer {
         this.fail(new CapsyncError('storage-failure', 'update could not be stored; resend it'));
       },
     );
+  }
+
+  /**
+   * A fenced write (`cp.set`): the lease must be current at the lock authority, and its token
+   * at least the entry's current token, checked synchronously right before the relay writes
+   * the value, so two holders' writes can never land out of token order. Answered once the
+   * value is durable, after the requester was sent the change itself.
+   */
+  private async fencedSet(msg: CpSetMessage): Promise<void> {
+    const reply = (code: ErrorCode | '', message = ''): void => this.sendMessage({ type: 'cp-reply', id: msg.id, code, message });
+    const refuse = (code: ErrorCode, message: string): void => {
+      if (code === 'stale-token' || code === 'lease-lost') this.deps.metrics.fencingRejections.inc({ reason: code });
+      reply(code, message);
+    };
+    if (this.grant.permission !== 'write') return refuse('read-only', `read-only access to "${this.docName}": fenced write refused`);
+    let value: unknown;
+    try {
+      validateRequest({ type: 'lock-request', id: msg.id, op: 'renew', key: msg.key, token: msg.token, ttlMs: 1000, waitMs: 0 });
+      value = JSON.parse(msg.json);
+    } catch (err) {
+      return refuse('invalid-lock-request', err instanceof CapsyncError ? err.message : 'value is not valid JSON');
+    }
+    try {
+      await this.deps.locks.checkFence(msg.key, msg.token);
+    } catch (err) {
+      // checkFence counted it.
+      const e = err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error');
+      return reply(e.code, e.message);
+    }
+    const doc = this.doc;
+    if (this.closed || !doc) return;
+    if (doc.paused) return refuse('unavailable', 'the document is recovering; retry the fenced write');
+    const current = readFenced(doc.doc, msg.key);
+    if (current && msg.token < current.token) {
+      return refuse('stale-token', `token ${msg.token} for "${msg.key}" is stale: ${current.token} has written since`);
+    }
+    const { durable } = doc.writeFenced(msg.key, value, msg.token);
+    try {
+      await durable;
+    } catch (err) {
+      this.deps.logger.error({ err, doc: this.docName }, 'storing a fenced write failed');
+      return refuse('storage-failure', 'the fenced write could not be stored');
+    }
+    doc.flushBroadcasts();
+    reply('');
   }
 
   private refuseReadOnly(seq: number): void {

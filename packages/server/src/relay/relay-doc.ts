@@ -2,6 +2,9 @@ import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
 import {
   ProtocolError,
+  assertOutsideFencedArea,
+  validateUpdateFor,
+  writeFenced,
   docFromUpdates,
   encodeIntegratedState,
   isEmptyUpdate,
@@ -64,6 +67,8 @@ export class RelayDoc {
   private destroyed = false;
   private readonly batch = new BroadcastBatch<DocPeer>();
   private flushScheduled = false;
+  /** The commit of the latest change made on the relay itself (see `onLocalUpdate`). */
+  private lastLocalPersist: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly name: string,
@@ -84,6 +89,32 @@ export class RelayDoc {
   static async load(name: string, deps: RelayDocDeps): Promise<RelayDoc> {
     const doc = await loadDoc(name, deps);
     return new RelayDoc(name, doc, deps);
+  }
+
+  /**
+   * Checks a remote update before `applyRemote`: it must decode, pass the forgery checks of
+   * `validateUpdateFor`, and stay out of the fenced area (only `writeFenced` writes there).
+   * Throws ProtocolError ('invalid-update' or 'fenced-area').
+   */
+  validate(update: Uint8Array): void {
+    assertOutsideFencedArea(this.doc, validateUpdateFor(this.doc, update));
+  }
+
+  /**
+   * Writes a fenced value into the document's CP area, as the relay. The caller checked the
+   * lease and that `token` is at least the entry's current token, synchronously before this
+   * call. Every replica gets the value through the normal update path. `durable` resolves
+   * once it is committed.
+   */
+  writeFenced(key: string, value: unknown, token: number): Applied {
+    this.lastLocalPersist = Promise.resolve();
+    writeFenced(this.doc, key, value, token, FENCED_ORIGIN);
+    return { durable: this.lastLocalPersist };
+  }
+
+  /** Sends queued broadcasts now (so a requester has a change before the reply about it). */
+  flushBroadcasts(): void {
+    this.flushBroadcast();
   }
 
   /**
@@ -262,7 +293,9 @@ export class RelayDoc {
       return;
     }
     this.queueBroadcast(update, null);
-    this.persist(update).catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'persisting a relay-side change failed'));
+    const persisted = this.persist(update);
+    persisted.catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'persisting a relay-side change failed'));
+    this.lastLocalPersist = persisted;
   };
 
   private queueBroadcast(update: Uint8Array, source: DocPeer | null): void {
@@ -293,6 +326,9 @@ export class RelayDoc {
     for (const peer of this.peers) if (peer !== origin) peer.sendAwareness(update);
   };
 }
+
+/** Origin of the relay's fenced writes. */
+const FENCED_ORIGIN = Symbol('capsync:fenced-write');
 
 /** Connections are peers of the document; HTTP requests are sources only. */
 function isDocPeer(source: UpdateSource): source is DocPeer {

@@ -4,6 +4,8 @@ import type { AccessControl, AccessGrant } from '../auth/access.js';
 import type { ResolvedRelayOptions } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
+import { LockConnection } from '../locks/lock-connection.js';
+import type { LockService } from '../locks/lock-service.js';
 import { RelayConnection, type RelaySocket } from './connection.js';
 import { DocRegistry } from './doc-registry.js';
 
@@ -13,6 +15,7 @@ export interface RelayDeps {
   metrics: RelayMetrics;
   logger: Logger;
   options: ResolvedRelayOptions;
+  locks: LockService;
 }
 
 /**
@@ -31,7 +34,9 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly metrics: RelayMetrics;
   readonly logger: Logger;
   readonly options: ResolvedRelayOptions;
-  private readonly connections = new Set<RelayConnection>();
+  /** The CP side: lock requests and fencing checks. */
+  readonly locks: LockService;
+  private readonly connections = new Set<RelayConnection | LockConnection>();
   private closing = false;
 
   constructor(deps: RelayDeps) {
@@ -41,6 +46,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.metrics = deps.metrics;
     this.logger = deps.logger;
     this.options = deps.options;
+    this.locks = deps.locks;
     this.registry = new DocRegistry(
       { store: deps.store, compaction: deps.options.compaction, metrics: deps.metrics, logger: deps.logger },
       deps.options.idleTimeoutMs,
@@ -55,6 +61,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   connect(socket: RelaySocket, docName: string, grant: AccessGrant): RelayConnection {
     const conn = new RelayConnection(socket, docName, grant, {
       registry: this.registry,
+      locks: this.locks,
       metrics: this.metrics,
       logger: this.logger,
       options: {
@@ -68,8 +75,19 @@ export class Relay extends EventEmitter<RelayEvents> {
     return conn;
   }
 
+  /** Serves one authorized lock connection (see LockConnection). */
+  connectLocks(socket: RelaySocket, grant: AccessGrant): LockConnection {
+    const conn = new LockConnection(socket, this.locks, {
+      metrics: this.metrics,
+      logger: this.logger,
+      ...(grant.subject ? { subject: grant.subject } : {}),
+    });
+    this.connections.add(conn);
+    return conn;
+  }
+
   /** Forget a connection whose socket closed. */
-  disconnected(conn: RelayConnection): void {
+  disconnected(conn: RelayConnection | LockConnection): void {
     conn.onClosed();
     this.connections.delete(conn);
   }
@@ -83,6 +101,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.closing = true;
     for (const conn of this.connections) conn.close(CloseCode.GoingAway, closeReasonFor('shutting-down', 'relay is shutting down'));
     this.connections.clear();
+    await this.locks.close();
     await this.registry.closeAll();
     await this.store.close();
   }

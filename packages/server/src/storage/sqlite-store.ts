@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { StorageError, type AppendResult, type DocStore, type StoredDoc } from '@capsync/core';
+import { SqliteLockTables } from './sqlite-lock-tables.js';
 
 export interface SqliteDocStoreOptions {
   /**
@@ -33,6 +34,8 @@ export class SqliteDocStore implements DocStore {
   private flushScheduled = false;
   private closed = false;
   private readonly stmts;
+  /** The embedded lock authority's tables, in the same database. */
+  readonly locks: SqliteLockTables;
 
   /** Opens (creating if needed) the database at `file`; `':memory:'` for a throwaway one. */
   constructor(readonly file: string, options: SqliteDocStoreOptions = {}) {
@@ -74,6 +77,7 @@ export class SqliteDocStore implements DocStore {
       deleteSnapshot: this.db.prepare<[string]>('DELETE FROM doc_snapshots WHERE doc = ?'),
       ping: this.db.prepare('SELECT 1'),
     };
+    this.locks = new SqliteLockTables(this.db);
   }
 
   async load(name: string): Promise<StoredDoc> {

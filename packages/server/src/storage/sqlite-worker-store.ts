@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { StorageError, type AppendResult, type DocStore, type StoredDoc } from '@capsync/core';
+import type { LockStore, PersistedLease } from '../locks/lock-store.js';
 import type { SqliteDocStoreOptions } from './sqlite-store.js';
 import type { WorkerReady, WorkerReply, WorkerRequest } from './sqlite-worker-protocol.js';
 
@@ -18,6 +19,17 @@ export class SqliteWorkerStore implements DocStore {
   private readonly pending = new Map<number, Pending>();
   private failure: StorageError | null = null;
   private closed = false;
+  /** The embedded lock authority's tables, in the same database and worker. */
+  readonly locks: LockStore = {
+    loadLocks: () => this.call({ op: 'lock-load' }) as Promise<{ leases: PersistedLease[]; lastTokens: [string, number][] }>,
+    grant: (key, owner, expiresAt) => this.call({ op: 'lock-grant', key, owner, expiresAt }) as Promise<number>,
+    renew: async (key, token, expiresAt) => {
+      await this.call({ op: 'lock-renew', key, token, expiresAt });
+    },
+    end: async (key, token) => {
+      await this.call({ op: 'lock-end', key, token });
+    },
+  };
 
   private constructor(
     readonly file: string,

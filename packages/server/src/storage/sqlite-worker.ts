@@ -38,6 +38,18 @@ port.on('message', (req: WorkerRequest) => {
     case 'ping':
       result = store.ping();
       break;
+    case 'lock-load':
+      result = store.locks.loadLocks();
+      break;
+    case 'lock-grant':
+      result = store.locks.grant(req.key, req.owner, req.expiresAt);
+      break;
+    case 'lock-renew':
+      result = store.locks.renew(req.key, req.token, req.expiresAt);
+      break;
+    case 'lock-end':
+      result = store.locks.end(req.key, req.token);
+      break;
     case 'close':
       result = store.close();
       break;

@@ -1,0 +1,72 @@
+import type { EventEmitter } from 'node:events';
+
+/** A lease the authority granted (or renewed). */
+export interface LockGrant {
+  key: string;
+  /**
+   * Fencing token: an integer that strictly increases per key and is never reused, not even
+   * across restarts of the relay or of the backend.
+   */
+  token: number;
+  /** Lease length the authority granted, counted from when it received the request. */
+  ttlMs: number;
+}
+
+export interface AcquireRequest {
+  key: string;
+  /** Wanted lease length. Backends may round it up (etcd leases are whole seconds). */
+  ttlMs: number;
+  /** How long to wait for a held lock to become free; 0 fails at once when it is held. */
+  waitMs: number;
+  /** Who asks (a connection id, for logs). */
+  owner: string;
+  /** Aborting it (the requester went away) withdraws a waiting request: it rejects and nothing is granted. */
+  signal?: AbortSignal;
+}
+
+export interface LockBackendEvents {
+  /** A lease ran out without being released (its holder did not renew in time). */
+  expired: [key: string, token: number];
+}
+
+/**
+ * The lock authority behind the relay's lock service. One per relay; every method may be
+ * called concurrently, for the same key or different keys.
+ *
+ * Contract (all backends; tests in test/locks check it):
+ * - `acquire` resolves only once the grant is committed (durable in the backend), with a
+ *   token greater than every token ever granted for that key. At most one unexpired lease
+ *   per key exists at any time, as the authority sees it.
+ * - While the lock is held it waits up to `waitMs` for it to be released or to expire, then
+ *   rejects with `LockTimeoutError`. Waiters are served first come, first served.
+ * - Every method rejects with `UnavailableError` when it cannot reach the authority (or a
+ *   majority of it) within `opTimeoutMs` of the backend; it then grants nothing it could not
+ *   prove. A rejected acquire may still have been granted in the backend; such a lease runs
+ *   out by itself.
+ * - `renew(key, token)` extends the lease by `ttlMs` from now, only if `token` is the key's
+ *   current unexpired lease; else `LeaseLostError`.
+ * - `release(key, token)` ends the lease if it is current (the next waiter gets it); releasing
+ *   a lease that is no longer current rejects with `LeaseLostError` and changes nothing.
+ * - `check(key, token)` resolves if `token` is the key's current unexpired lease; otherwise
+ *   rejects with `StaleTokenError` when a newer token exists, or `LeaseLostError`.
+ * - A lease that is not renewed ends `ttlMs` after the request that granted or renewed it
+ *   reached the authority (never later than that plus the backend's timer slack), and emits
+ *   `expired`.
+ * - `close` stops timers and connections; it does not release leases (they run out).
+ */
+export interface LockBackend extends EventEmitter<LockBackendEvents> {
+  readonly kind: 'embedded' | 'etcd';
+  acquire(request: AcquireRequest): Promise<LockGrant>;
+  renew(key: string, token: number, ttlMs: number): Promise<LockGrant>;
+  release(key: string, token: number): Promise<void>;
+  check(key: string, token: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Longest lease a client may ask for (1 hour) and shortest (10 ms). */
+export const MAX_TTL_MS = 3_600_000;
+export const MIN_TTL_MS = 10;
+/** Longest wait a client may ask for (10 minutes). */
+export const MAX_WAIT_MS = 600_000;
+/** Longest lock key, in UTF-8 bytes. */
+export const MAX_KEY_BYTES = 512;

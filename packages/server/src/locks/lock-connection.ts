@@ -1,0 +1,104 @@
+import {
+  CapsyncError,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  RELAY_CAPABILITIES,
+  closeCodeFor,
+  closeCodeName,
+  closeReasonFor,
+  decodeMessage,
+  encodeMessage,
+  CloseCode,
+  type Message,
+} from '@capsync/core';
+import type { Logger } from '../logger.js';
+import type { RelayMetrics } from '../metrics.js';
+import type { RelaySocket } from '../relay/connection.js';
+import type { LockService } from './lock-service.js';
+
+/** The WebSocket path of the lock endpoint (a name no document may have). */
+export const LOCKS_PATH = '.capsync/locks';
+
+let nextConnectionId = 1;
+
+/**
+ * One client's lock connection (`ws://relay/.capsync/locks`). Speaks hello, ping and
+ * lock-request; answers every request with one lock-reply (in completion order, not request
+ * order: a waiting acquire does not hold up a release). Leases are not tied to the
+ * connection: a client that reconnects may still renew or release them, and a client that
+ * vanished loses them when they run out. Bad input closes this connection only.
+ */
+export class LockConnection {
+  readonly id = `locks-${nextConnectionId++}`;
+  private closed = false;
+  private readonly gone = new AbortController();
+
+  constructor(
+    private readonly socket: RelaySocket,
+    private readonly service: LockService,
+    private readonly deps: { metrics: RelayMetrics; logger: Logger; subject?: string },
+  ) {
+    deps.metrics.connections.inc();
+  }
+
+  receive(data: Uint8Array, isBinary: boolean): void {
+    if (this.closed) return;
+    this.deps.metrics.bytesIn.inc(data.byteLength);
+    try {
+      if (!isBinary) throw new ProtocolError('text-frame', 'text frames are not supported; send binary frames');
+      const msg = decodeMessage(data);
+      this.deps.metrics.messagesIn.inc({ type: msg.type });
+      this.dispatch(msg);
+    } catch (err) {
+      this.fail(err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error'));
+    }
+  }
+
+  private dispatch(msg: Message): void {
+    switch (msg.type) {
+      case 'hello':
+        this.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: [...RELAY_CAPABILITIES, 'locks'] });
+        return;
+      case 'ping':
+        this.send({ type: 'pong', id: msg.id });
+        return;
+      case 'lock-request': {
+        const owner = this.deps.subject ? `${this.deps.subject}@${this.id}` : this.id;
+        void this.service.handle(msg, owner, this.gone.signal).then((reply) => this.send(reply));
+        return;
+      }
+      default:
+        throw new ProtocolError('unknown-message-type', `${msg.type} messages are not accepted on the lock endpoint`);
+    }
+  }
+
+  private send(msg: Message): void {
+    if (this.closed) return;
+    const bytes = encodeMessage(msg);
+    this.deps.metrics.messagesOut.inc({ type: msg.type });
+    this.deps.metrics.bytesOut.inc(bytes.byteLength);
+    this.socket.send(bytes);
+  }
+
+  fail(err: CapsyncError): void {
+    if (this.closed) return;
+    this.deps.metrics.refusals.inc({ reason: err.code });
+    this.deps.logger.info({ conn: this.id, code: err.code, msg: err.message }, 'closing lock connection');
+    this.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
+  }
+
+  close(code: number = CloseCode.Normal, reason = ''): void {
+    if (this.closed) return;
+    this.deps.metrics.closes.inc({ code: closeCodeName(code) });
+    this.onClosed();
+    this.socket.close(code, reason);
+  }
+
+  /** The socket closed: withdraw waiting acquires (a grant nobody hears of would block the key). */
+  onClosed(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.deps.metrics.connections.dec();
+    this.gone.abort();
+  }
+}

@@ -1,0 +1,137 @@
+import {
+  CapsyncError,
+  ProtocolError,
+  UnavailableError,
+  type ErrorCode,
+  type LockReplyMessage,
+  type LockRequestMessage,
+} from '@capsync/core';
+import type { Logger } from '../logger.js';
+import type { RelayMetrics } from '../metrics.js';
+import { MAX_KEY_BYTES, MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS, type LockBackend } from './lock-backend.js';
+
+/**
+ * The relay's lock service: validates lock requests, runs them against the backend under a
+ * deadline, and counts what happened. The deadline is what makes the CP answer fast: when
+ * the authority cannot answer within `opTimeoutMs` (plus the requested wait, for an
+ * acquire), the answer is `unavailable`, never a guess.
+ */
+export class LockService {
+  constructor(
+    readonly backend: LockBackend,
+    private readonly metrics: RelayMetrics,
+    private readonly logger: Logger,
+    readonly opTimeoutMs: number,
+  ) {
+    backend.on('expired', (key, token) => {
+      metrics.lockExpiries.inc();
+      logger.info({ key, token }, 'lease expired');
+    });
+  }
+
+  /** Answers one lock request; never rejects. `signal` aborts when the requester went away. */
+  async handle(req: LockRequestMessage, owner: string, signal: AbortSignal): Promise<LockReplyMessage> {
+    const started = performance.now();
+    const reply = (code: ErrorCode | '', message = '', token = 0, ttlMs = 0): LockReplyMessage => ({
+      type: 'lock-reply',
+      id: req.id,
+      code,
+      message,
+      token,
+      ttlMs,
+    });
+    try {
+      validateRequest(req);
+      const { backend } = this;
+      switch (req.op) {
+        case 'acquire': {
+          const abort = new AbortController();
+          const onAbort = () => abort.abort();
+          signal.addEventListener('abort', onAbort, { once: true });
+          try {
+            const grant = await this.deadline(
+              backend.acquire({ key: req.key, ttlMs: req.ttlMs, waitMs: req.waitMs, owner, signal: abort.signal }),
+              req.waitMs + this.opTimeoutMs,
+              `acquiring "${req.key}"`,
+              abort,
+            );
+            this.metrics.lockGrants.inc();
+            return reply('', '', grant.token, grant.ttlMs);
+          } finally {
+            signal.removeEventListener('abort', onAbort);
+          }
+        }
+        case 'renew': {
+          const grant = await this.deadline(backend.renew(req.key, req.token, req.ttlMs), this.opTimeoutMs, `renewing "${req.key}"`);
+          this.metrics.lockRenewals.inc();
+          return reply('', '', grant.token, grant.ttlMs);
+        }
+        case 'release':
+          await this.deadline(backend.release(req.key, req.token), this.opTimeoutMs, `releasing "${req.key}"`);
+          this.metrics.lockReleases.inc();
+          return reply('', '', req.token);
+      }
+    } catch (err) {
+      const e = err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error');
+      if (!(err instanceof CapsyncError)) this.logger.error({ err, key: req.key, op: req.op }, 'lock request failed');
+      this.metrics.lockRefusals.inc({ op: req.op, reason: e.code });
+      if (e.code === 'unavailable') this.metrics.lockUnavailable.inc();
+      return reply(e.code, e.message);
+    } finally {
+      this.metrics.lockSeconds.observe({ op: req.op }, (performance.now() - started) / 1000);
+    }
+  }
+
+  /**
+   * The fencing check before a write under `token`: resolves if it is the key's current
+   * lease; rejects with StaleTokenError, LeaseLostError or UnavailableError (counted).
+   */
+  async checkFence(key: string, token: number): Promise<void> {
+    try {
+      await this.deadline(this.backend.check(key, token), this.opTimeoutMs, `checking the lease on "${key}"`);
+    } catch (err) {
+      const code = err instanceof CapsyncError ? err.code : 'internal';
+      if (code === 'unavailable') this.metrics.lockUnavailable.inc();
+      else this.metrics.fencingRejections.inc({ reason: code });
+      throw err;
+    }
+  }
+
+  close(): Promise<void> {
+    return this.backend.close();
+  }
+
+  private deadline<T>(work: Promise<T>, ms: number, what: string, abort?: AbortController): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        abort?.abort();
+        reject(new UnavailableError(`lock authority did not answer within ${ms} ms (${what})`));
+      }, ms);
+      work.then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (err: unknown) => {
+          clearTimeout(timer);
+          reject(err);
+        },
+      );
+    });
+  }
+}
+
+/** Throws ProtocolError('invalid-lock-request') for keys and times outside the limits. */
+export function validateRequest(req: LockRequestMessage): void {
+  const fail = (why: string): never => {
+    throw new ProtocolError('invalid-lock-request', `invalid lock request: ${why}`);
+  };
+  if (req.key.length === 0) fail('empty key');
+  if (new TextEncoder().encode(req.key).length > MAX_KEY_BYTES) fail(`key longer than ${MAX_KEY_BYTES} bytes`);
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(req.key)) fail('key contains control characters');
+  if (req.op !== 'release' && (req.ttlMs < MIN_TTL_MS || req.ttlMs > MAX_TTL_MS)) fail(`ttlMs must be in [${MIN_TTL_MS}, ${MAX_TTL_MS}]`);
+  if (req.op === 'acquire' && req.waitMs > MAX_WAIT_MS) fail(`waitMs must be at most ${MAX_WAIT_MS}`);
+  if (req.op !== 'acquire' && !(req.token >= 1)) fail('token must be a positive integer');
+  if (!Number.isSafeInteger(req.token)) fail('token out of range');
+}
