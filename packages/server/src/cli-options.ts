@@ -90,6 +90,20 @@ export const FLAGS: Flag[] = [
     help: 'Merge a document log into a snapshot at this many bytes. Default 1048576',
     apply: (o, v) => (o.compaction = { ...o.compaction, maxBytes: positive('--compact-bytes', v) }),
   },
+  {
+    flag: 'etcd',
+    env: 'CAPSYNC_ETCD',
+    type: 'string',
+    help: 'Comma-separated etcd client URLs (http://host:2379,...): etcd is the lock authority. Default: this relay (embedded)',
+    apply: (o, v) => (o.etcd = etcdEndpoints(v)),
+  },
+  {
+    flag: 'lock-timeout-ms',
+    env: 'CAPSYNC_LOCK_TIMEOUT_MS',
+    type: 'string',
+    help: `Answer a lock request 'unavailable' when the lock authority takes longer. Default ${DEFAULTS.lockTimeoutMs}`,
+    apply: (o, v) => (o.lockTimeoutMs = int('--lock-timeout-ms', v, 1)),
+  },
   { flag: 'log-level', env: 'CAPSYNC_LOG_LEVEL', type: 'string', help: 'fatal, error, warn, info (default), debug, trace or silent', apply: (o, v) => {
       if (!LOG_LEVELS.includes(v)) throw new CliError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${v}"`);
       o.logLevel = v;
@@ -139,4 +153,14 @@ export function helpText(): string {
     '',
     'Documents are served at ws://HOST:PORT/<docName>; HTTP: /healthz /readyz /metrics /v1/docs/:name',
   ].join('\n');
+}
+
+/** Parses "http://a:2379,http://b:2379" into URLs; refuses anything that is not http(s). */
+function etcdEndpoints(v: string): string[] {
+  const urls = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (urls.length === 0) throw new CliError('--etcd needs at least one URL');
+  for (const u of urls) {
+    if (!/^https?:\/\/[^/]+/.test(u)) throw new CliError(`--etcd: "${u}" is not an http(s) URL`);
+  }
+  return urls;
 }

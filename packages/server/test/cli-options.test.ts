@@ -41,6 +41,10 @@ describe('parseCli', () => {
       '10',
       '--compact-bytes',
       '4096',
+      '--etcd',
+      'http://10.0.0.1:2379, http://10.0.0.2:2379',
+      '--lock-timeout-ms',
+      '750',
       '--log-level',
       'debug',
     ];
@@ -57,8 +61,16 @@ describe('parseCli', () => {
       sendBufferLimit: 2048,
       idleTimeoutMs: 0,
       compaction: { maxUpdates: 10, maxBytes: 4096 },
+      etcd: ['http://10.0.0.1:2379', 'http://10.0.0.2:2379'],
+      lockTimeoutMs: 750,
       logLevel: 'debug',
     });
+  });
+
+  it('refuses etcd endpoints that are not http(s) URLs, and a zero lock timeout', () => {
+    expect(() => options(['--etcd', 'etcd-1:2379'])).toThrow(CliError);
+    expect(() => options(['--etcd', ','])).toThrow(CliError);
+    expect(() => options(['--lock-timeout-ms', '0'])).toThrow(CliError);
   });
 
   it('reads CAPSYNC_* environment variables', () => {

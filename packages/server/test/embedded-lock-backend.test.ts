@@ -1,0 +1,121 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { isCapsyncError } from '@capsync/core';
+import { EmbeddedLockBackend } from '../src/locks/embedded-backend.js';
+import { MemoryLockStore, type LockStore } from '../src/locks/lock-store.js';
+import { SqliteDocStore } from '../src/storage/sqlite-store.js';
+
+const req = (key: string, ttlMs = 5_000, waitMs = 0, signal?: AbortSignal) => ({ key, ttlMs, waitMs, owner: 'test', ...(signal ? { signal } : {}) });
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+    return 'ok';
+  } catch (err) {
+    if (isCapsyncError(err)) return err.code;
+    throw err;
+  }
+}
+
+const backends: EmbeddedLockBackend[] = [];
+async function open(store: LockStore = new MemoryLockStore()): Promise<EmbeddedLockBackend> {
+  const b = await EmbeddedLockBackend.open(store);
+  backends.push(b);
+  return b;
+}
+afterEach(async () => {
+  await Promise.all(backends.splice(0).map((b) => b.close()));
+});
+
+describe('EmbeddedLockBackend', () => {
+  it('serves waiters first come, first served, with increasing tokens', async () => {
+    const b = await open();
+    const first = await b.acquire(req('k'));
+    const order: number[] = [];
+    const waiters = [1, 2, 3].map((n) => b.acquire(req('k', 5_000, 5_000)).then((g) => (order.push(n), g)));
+    await b.release('k', first.token);
+    const g1 = await waiters[0]!;
+    await b.release('k', g1.token);
+    const g2 = await waiters[1]!;
+    await b.release('k', g2.token);
+    const g3 = await waiters[2]!;
+    expect(order).toEqual([1, 2, 3]);
+    expect([first.token, g1.token, g2.token, g3.token]).toEqual([1, 2, 3, 4]);
+  });
+
+  it('times out waiters, withdraws aborted ones, and refuses releases and renewals of leases it does not hold', async () => {
+    const b = await open();
+    const held = await b.acquire(req('k'));
+    expect(await codeOf(b.acquire(req('k')))).toBe('lock-timeout');
+    expect(await codeOf(b.acquire(req('k', 5_000, 20)))).toBe('lock-timeout');
+    const abort = new AbortController();
+    const withdrawn = b.acquire(req('k', 5_000, 5_000, abort.signal));
+    abort.abort();
+    expect(await codeOf(withdrawn)).toBe('unavailable');
+    expect(await codeOf(b.release('k', held.token + 1))).toBe('lease-lost');
+    expect(await codeOf(b.renew('k', held.token + 1, 1_000))).toBe('lease-lost');
+    await b.release('k', held.token);
+    // The withdrawn waiter got nothing: the key is free.
+    const next = await b.acquire(req('k'));
+    expect(next.token).toBe(held.token + 1);
+    expect(await codeOf(b.check('k', held.token))).toBe('stale-token');
+    expect(await codeOf(b.check('k', next.token))).toBe('ok');
+  });
+
+  it('expires unrenewed leases (never early), emits expired, and hands the key to the next waiter', async () => {
+    const b = await open();
+    const expired: number[] = [];
+    b.on('expired', (_key, token) => expired.push(token));
+    const started = performance.now();
+    const g = await b.acquire(req('k', 50));
+    const next = await b.acquire(req('k', 5_000, 5_000));
+    expect(performance.now() - started).toBeGreaterThanOrEqual(50);
+    expect(expired).toEqual([g.token]);
+    expect(next.token).toBe(g.token + 1);
+    expect(await codeOf(b.renew('k', g.token, 1_000))).toBe('lease-lost');
+    // Renewal moves the deadline.
+    await b.renew('k', next.token, 60_000);
+    expect(await codeOf(b.check('k', next.token))).toBe('ok');
+  });
+
+  it('persists tokens and leases in SQLite: a restart keeps live leases and never reuses a token', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'capsync-locks-'));
+    try {
+      const file = path.join(dir, 'capsync.db');
+      let store = new SqliteDocStore(file);
+      let b = await open(store.locks);
+      const live = await b.acquire(req('live', 60_000));
+      const short = await b.acquire(req('short', 10));
+      const done = await b.acquire(req('done'));
+      await b.release('done', done.token);
+      await b.close();
+      await store.close();
+      await new Promise((resolve) => setTimeout(resolve, 20)); // let 'short' run out across the restart
+
+      store = new SqliteDocStore(file);
+      b = await open(store.locks);
+      expect(await codeOf(b.acquire(req('live')))).toBe('lock-timeout');
+      expect(await codeOf(b.check('live', live.token))).toBe('ok');
+      const s2 = await b.acquire(req('short'));
+      expect(s2.token).toBe(short.token + 1);
+      const d2 = await b.acquire(req('done'));
+      expect(d2.token).toBe(done.token + 1);
+      await b.release('live', live.token);
+      expect((await b.acquire(req('live'))).token).toBe(live.token + 1);
+      await b.close();
+      await store.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('answers unavailable, and grants nothing, when its store fails', async () => {
+    const store = new MemoryLockStore();
+    const b = await open(store);
+    store.grant = () => Promise.reject(new Error('disk gone'));
+    expect(await codeOf(b.acquire(req('k')))).toBe('unavailable');
+    expect(await codeOf(b.check('k', 1))).toBe('lease-lost');
+  });
+});
