@@ -70,6 +70,16 @@ export class RestartableRelay {
     await killRelay(p, signal);
   }
 
+  /** SIGSTOP: the process freezes (a long GC pause, a VM migration); its sockets stay open. */
+  pause(): void {
+    this.process?.child.kill('SIGSTOP');
+  }
+
+  /** SIGCONT after `pause`. */
+  resume(): void {
+    this.process?.child.kill('SIGCONT');
+  }
+
   /** The document's state on the relay, as a binary update (HTTP API). */
   async docUpdate(name: string): Promise<Uint8Array> {
     const res = await fetch(`${this.httpUrl}/v1/docs/${encodeURIComponent(name)}/update`);
