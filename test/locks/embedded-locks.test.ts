@@ -174,7 +174,7 @@ describe('leases', () => {
 });
 
 describe('fenced writes', () => {
-  it('applies a fenced value to every replica, refuses stale tokens, and keeps it across restarts', async () => {
+  it('applies a fenced value to every replica and refuses the old holder after a newer one wrote', async () => {
     const a = client(relay.url);
     const b = client(relay.url);
     const ha = await a.open('shop');
@@ -246,5 +246,27 @@ describe('fenced writes', () => {
     const hb = await b.open('shop-3');
     await hb.whenSynced({ timeoutMs: 5_000 });
     expect(hb.cp.get('stock/3')).toBe(5);
+  });
+});
+
+describe('metrics', () => {
+  it('counts grants, releases, expiries, refusals by reason and fencing rejections', async () => {
+    // (The relay restarted above: counters start over. Make sure one lease expires.)
+    const c = client(relay.url);
+    const short = await c.locks.acquire('metrics', { ttlMs: 50 });
+    const next = await c.locks.acquire('metrics', { ttlMs: 1_000, waitMs: 2_000 });
+    expect(next.token).toBeGreaterThan(short.token);
+    await next.release();
+    const text = await (await fetch(`${relay.httpUrl}/metrics`)).text();
+    const value = (pattern: RegExp): number => Number(pattern.exec(text)?.[1] ?? 0);
+    expect(value(/^capsync_lock_grants_total (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^capsync_lock_releases_total (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^capsync_lock_expiries_total (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^capsync_lock_refusals_total\{op="acquire",reason="lock-timeout"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^capsync_lock_refusals_total\{op="acquire",reason="invalid-lock-request"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^capsync_fencing_rejections_total\{reason="fenced-area"\} (\d+)/m)).toBe(1);
+    expect(value(/^capsync_fencing_rejections_total\{reason="stale-token"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^capsync_fencing_rejections_total\{reason="lease-lost"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(text).toMatch(/^capsync_lock_unavailable_total \d+/m);
   });
 });
