@@ -213,6 +213,13 @@ describe('fenced writes', () => {
     expect(await cpSet(lease.token)).toBe('stale-token'); // a newer lease exists
     expect(await cpSet(next.token, '8')).toBe('ok');
     await whenDoc(h.doc, () => h.cp.get('stock/2') === 8);
+    // Conditional writes: only at the revision the writer read.
+    const at = h.cp.entry('stock/2')!.rev;
+    expect(at).toBe(2);
+    expect(await codeOf(h.cp.set('stock/2', 6, next, { ifRev: at - 1 }))).toBe('conflict');
+    await h.cp.set('stock/2', 7, next, { ifRev: at });
+    expect(h.cp.entry('stock/2')).toMatchObject({ value: 7, rev: at + 1 });
+    expect(await codeOf(h.cp.set('new-key-is-not-leased', 1, next, { ifRev: 0 }))).toBe('invalid-lock-request');
     await next.release();
     raw.close();
   });

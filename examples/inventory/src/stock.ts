@@ -13,7 +13,10 @@
  *    trip started after the grant is guaranteed to bring it;
  * 3. decides on the fresh count and writes the new one with `cp.set`, fenced by the lease: the
  *    relay refuses it if the lease is no longer current, so a buyer that stalled past its
- *    lease cannot overwrite a newer count;
+ *    lease cannot overwrite a newer count. The write is conditional on the revision that was
+ *    read (`ifRev`): if a previous holder's write was delayed past its lease and lands after
+ *    our read, ours is refused (ConflictError) and steps 2-3 run again, instead of silently
+ *    undoing that sale;
  * 4. gives the lock back.
  *
  * All of it runs under one deadline (`waitMs + timeoutMs`): cut off from the relay, a change
@@ -114,18 +117,22 @@ export class Stock {
     // mid-purchase blocks the product for at most this long.
     const lease = await this.client.locks.acquire(key, { ttlMs: 2 * (waitMs + timeoutMs), waitMs, timeoutMs });
     try {
-      await this.handle.whenSynced({ timeoutMs: remaining() });
-      const { next, result } = decide(this.get(productId) ?? 0);
-      if (next === undefined) return result;
-      try {
-        await this.handle.cp.set(key, next, lease, { timeoutMs: remaining() });
-      } catch (err) {
-        if (isCapsyncError(err, 'unavailable')) {
-          throw new OutcomeUnknownError(`the stock change of "${productId}" was not confirmed: ${err.message}`, { cause: err });
+      for (;;) {
+        await this.handle.whenSynced({ timeoutMs: remaining() });
+        const entry = this.handle.cp.entry(key);
+        const { next, result } = decide(typeof entry?.value === 'number' ? entry.value : 0);
+        if (next === undefined) return result;
+        try {
+          await this.handle.cp.set(key, next, lease, { timeoutMs: remaining(), ifRev: entry?.rev ?? 0 });
+          return result;
+        } catch (err) {
+          if (isCapsyncError(err, 'conflict')) continue; // someone's late write landed: read again
+          if (isCapsyncError(err, 'unavailable')) {
+            throw new OutcomeUnknownError(`the stock change of "${productId}" was not confirmed: ${err.message}`, { cause: err });
+          }
+          throw err;
         }
-        throw err;
       }
-      return result;
     } finally {
       // Within what is left of the deadline; if the relay does not hear it, the lease runs out.
       await lease.release({ timeoutMs: Math.min(remaining(), 1_000) }).catch(() => {});

@@ -23,6 +23,7 @@ export {
   LockTimeoutError,
   LeaseLostError,
   StaleTokenError,
+  ConflictError,
   isCapsyncError,
   CloseCode,
   type ErrorCode,

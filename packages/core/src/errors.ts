@@ -26,6 +26,7 @@ export type ErrorCode =
   | 'lease-lost'
   | 'stale-token'
   | 'fenced-area'
+  | 'conflict'
   | 'invalid-lock-request'
   | 'internal';
 
@@ -112,6 +113,17 @@ export class StaleTokenError extends CapsyncError {
   }
 }
 
+/**
+ * A conditional fenced write (`ifRev`) found the entry changed since it was read: another
+ * write landed in between. Nothing was written; read again and retry.
+ */
+export class ConflictError extends CapsyncError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('conflict', message, options);
+    this.name = 'ConflictError';
+  }
+}
+
 /** True when `err` is a capsync error, optionally with the given code. */
 export function isCapsyncError(err: unknown, code?: ErrorCode): err is CapsyncError {
   return err instanceof CapsyncError && (code === undefined || err.code === code);
@@ -128,6 +140,8 @@ export function errorFromCode(code: ErrorCode, message: string): CapsyncError {
       return new LeaseLostError(message);
     case 'stale-token':
       return new StaleTokenError(message);
+    case 'conflict':
+      return new ConflictError(message);
     case 'unauthorized':
     case 'forbidden':
     case 'read-only':

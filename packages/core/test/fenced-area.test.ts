@@ -85,11 +85,11 @@ describe('fenced area', () => {
 
   it('writeFenced is readable on every replica and keeps the token', () => {
     const { relay, client } = setup();
-    expect(readFenced(client, 'stock/1')).toEqual({ value: 10, token: 3 });
+    expect(readFenced(client, 'stock/1')).toEqual({ value: 10, token: 3, rev: 1 });
     const before = Y.encodeStateVector(client);
     writeFenced(relay, 'stock/1', 9, 4);
     Y.applyUpdate(client, Y.encodeStateAsUpdate(relay, before));
-    expect(readFenced(client, 'stock/1')).toEqual({ value: 9, token: 4 });
+    expect(readFenced(client, 'stock/1')).toEqual({ value: 9, token: 4, rev: 2 });
     expect(readFenced(client, 'missing')).toBeUndefined();
   });
 

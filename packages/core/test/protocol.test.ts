@@ -17,6 +17,15 @@ const samples: Message[] = [
   { type: 'pong', id: 300 },
   { type: 'ack', seq: 42, stateVector: sv },
   { type: 'error', code: 'read-only', message: 'refused', seq: 7 },
+  { type: 'lock-request', id: 1, op: 'acquire', key: 'stock/1', token: 0, ttlMs: 5000, waitMs: 100 },
+  { type: 'lock-request', id: 2, op: 'renew', key: 'k', token: 2 ** 40, ttlMs: 10, waitMs: 0 },
+  { type: 'lock-request', id: 3, op: 'release', key: 'ключ', token: 9, ttlMs: 0, waitMs: 0 },
+  { type: 'lock-reply', id: 1, code: '', message: '', token: 17, ttlMs: 5000 },
+  { type: 'lock-reply', id: 2, code: 'lock-timeout', message: 'held', token: 0, ttlMs: 0 },
+  { type: 'cp-set', id: 5, key: 'stock/1', token: 3, json: '{"n":1}' },
+  { type: 'cp-set', id: 6, key: 'stock/1', token: 3, json: '2', ifRev: 0 },
+  { type: 'cp-set', id: 7, key: 'stock/1', token: 3, json: '2', ifRev: 41 },
+  { type: 'cp-reply', id: 5, code: 'stale-token', message: 'newer wrote' },
 ];
 
 function expectProtocolError(frame: Uint8Array, code: string): void {
@@ -33,6 +42,13 @@ function expectProtocolError(frame: Uint8Array, code: string): void {
 describe('wire protocol', () => {
   it.each(samples.map((m) => [m.type, m] as const))('round-trips %s', (_t, msg) => {
     expect(decodeMessage(encodeMessage(msg))).toEqual(msg);
+  });
+
+  it('refuses an unknown lock operation', () => {
+    const frame = encodeMessage({ type: 'lock-request', id: 1, op: 'acquire', key: 'k', token: 0, ttlMs: 1, waitMs: 0 });
+    frame[2] = 1; // id stays 1
+    frame[3] = 9; // op index 9 does not exist
+    expectProtocolError(frame, 'bad-message');
   });
 
   it('is byte-compatible with y-protocols sync messages', () => {

@@ -55,17 +55,22 @@ export class FencedValues {
    * Writes `value` (any JSON value) under `key`, fenced by `lease` (which must be the lease
    * on the same key). Resolves once the relay applied it and committed it; by then this
    * replica has it too. Rejects with LeaseLostError (lease gone or no longer current),
-   * StaleTokenError (a newer holder wrote since), UnavailableError (relay or lock authority
-   * unreachable within `timeoutMs`: the write may or may not have happened), AuthError.
+   * StaleTokenError (a newer holder wrote since), ConflictError (`ifRev` given and the entry
+   * is no longer at that revision), UnavailableError (relay or lock authority unreachable
+   * within `timeoutMs`: the write may or may not have happened), AuthError.
+   *
+   * For a read-modify-write (decrement a stock count), pass the `rev` of the entry you read
+   * as `ifRev`: a lease only bounds how long you are alone, and a previous holder's write
+   * that was delayed past its lease must not be silently overwritten by yours.
    */
-  async set(key: string, value: unknown, lease: Lease, options: { timeoutMs?: number } = {}): Promise<void> {
+  async set(key: string, value: unknown, lease: Lease, options: { timeoutMs?: number; ifRev?: number } = {}): Promise<void> {
     if (lease.key !== key) throw new CapsyncError('invalid-lock-request', `the lease is for "${lease.key}", not "${key}"`);
     if (!lease.valid) throw lease.lostBeforeRelease ?? new LeaseLostError(`lease on "${key}" is no longer held`);
     const json = JSON.stringify(value);
     if (json === undefined) throw new CapsyncError('invalid-lock-request', 'the value must be JSON-serializable');
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
     const { id, reply } = this.pending.start(timeoutMs, () => `cp.set "${key}"`);
-    const msg: Message = { type: 'cp-set', id, key, token: lease.token, json };
+    const msg: Message = { type: 'cp-set', id, key, token: lease.token, json, ...(options.ifRev !== undefined ? { ifRev: options.ifRev } : {}) };
     const trySend = (): boolean => {
       if (!this.link.send(msg)) return false;
       this.pending.markSent(id);

@@ -9,10 +9,12 @@ import { ProtocolError } from '../errors.js';
  */
 export const FENCED_MAP = 'capsync:cp';
 
-/** A fenced value and the token of the lease that wrote it. */
+/** A fenced value, the token of the lease that wrote it, and its revision. */
 export interface FencedEntry {
   value: unknown;
   token: number;
+  /** 1 for the first write of the key, +1 for every later one: the condition of `ifRev`. */
+  rev: number;
 }
 
 /** The fenced entry for `key`, if any (reads the local replica; never blocks). */
@@ -34,12 +36,20 @@ export function readAllFenced(doc: Y.Doc): Map<string, FencedEntry> {
  * Writes a fenced entry. Only the relay calls this, after checking the lease and that `token`
  * is at least the entry's current token.
  */
-export function writeFenced(doc: Y.Doc, key: string, value: unknown, token: number, origin?: unknown): void {
-  doc.transact(() => doc.getMap(FENCED_MAP).set(key, { value, token } satisfies FencedEntry), origin);
+export function writeFenced(doc: Y.Doc, key: string, value: unknown, token: number, origin?: unknown): FencedEntry {
+  const entry: FencedEntry = { value, token, rev: (readFenced(doc, key)?.rev ?? 0) + 1 };
+  doc.transact(() => doc.getMap(FENCED_MAP).set(key, entry), origin);
+  return entry;
 }
 
 function isFencedEntry(raw: unknown): raw is FencedEntry {
-  return typeof raw === 'object' && raw !== null && typeof (raw as FencedEntry).token === 'number' && 'value' in raw;
+  return (
+    typeof raw === 'object' &&
+    raw !== null &&
+    typeof (raw as FencedEntry).token === 'number' &&
+    typeof (raw as FencedEntry).rev === 'number' &&
+    'value' in raw
+  );
 }
 
 /**

@@ -19,6 +19,7 @@
  *   [100 capsync][6 lock-reply][varUint id][varString code][varString message][varUint token]
  *                              [varUint ttlMs]
  *   [100 capsync][7 cp-set][varUint id][varString key][varUint token][varString json]
+ *                          [varUint ifRev + 1, 0 = unconditional]
  *   [100 capsync][8 cp-reply][varUint id][varString code][varString message]
  *
  * Extension messages are only sent to a peer that first sent `hello`, so stock y-websocket
@@ -150,6 +151,11 @@ export interface CpSetMessage {
   token: number;
   /** JSON text of the value. */
   json: string;
+  /**
+   * Write only if the entry's `rev` is still this (0: only if the entry does not exist yet);
+   * undefined writes unconditionally. Refused with 'conflict' otherwise.
+   */
+  ifRev?: number | undefined;
 }
 /** Answer to `cp-set`: `code` '' when applied and durable, else why it was refused. */
 export interface CpReplyMessage {
@@ -261,6 +267,7 @@ export function encodeMessage(msg: Message): Uint8Array {
       encoding.writeVarString(e, msg.key);
       encoding.writeVarUint(e, msg.token);
       encoding.writeVarString(e, msg.json);
+      encoding.writeVarUint(e, msg.ifRev === undefined ? 0 : msg.ifRev + 1);
       break;
     case 'cp-reply':
       encoding.writeVarUint(e, MessageType.Capsync);
@@ -363,7 +370,9 @@ function readMessage(d: decoding.Decoder): Message {
         const id = decoding.readVarUint(d);
         const key = decoding.readVarString(d);
         const token = decoding.readVarUint(d);
-        return { type: 'cp-set', id, key, token, json: decoding.readVarString(d) };
+        const json = decoding.readVarString(d);
+        const ifRevPlusOne = decoding.readVarUint(d);
+        return { type: 'cp-set', id, key, token, json, ...(ifRevPlusOne > 0 ? { ifRev: ifRevPlusOne - 1 } : {}) };
       }
       if (kind === CapsyncKind.CpReply) {
         const id = decoding.readVarUint(d);

@@ -10,6 +10,7 @@ const statusByCode: Partial<Record<ErrorCode, number>> = {
   'read-only': 403,
   'fenced-area': 409,
   'stale-token': 409,
+  conflict: 409,
   'lease-lost': 409,
   'lock-timeout': 409,
   'invalid-lock-request': 400,

@@ -293,6 +293,10 @@ export class RelayConnection implements DocPeer {
     if (current && msg.token < current.token) {
       return refuse('stale-token', `token ${msg.token} for "${msg.key}" is stale: ${current.token} has written since`);
     }
+    if (msg.ifRev !== undefined && (current?.rev ?? 0) !== msg.ifRev) {
+      this.deps.metrics.fencingRejections.inc({ reason: 'conflict' });
+      return reply('conflict', `"${msg.key}" is at revision ${current?.rev ?? 0}, not ${msg.ifRev}: it changed since it was read`);
+    }
     const { durable } = doc.writeFenced(msg.key, value, msg.token);
     try {
       await durable;
