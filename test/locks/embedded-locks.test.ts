@@ -277,3 +277,26 @@ describe('metrics', () => {
     expect(text).toMatch(/^capsync_lock_unavailable_total \d+/m);
   });
 });
+
+describe('auth', () => {
+  it('the lock endpoint needs write access to .capsync/locks; a refusal is reported at once', async () => {
+    const { SignJWT } = await import('jose');
+    const secret = 'lock-test-secret';
+    const sign = (docs: Record<string, string>) =>
+      new SignJWT({ docs }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('1h').sign(new TextEncoder().encode(secret));
+    const authed = await RestartableRelay.start(['--auth-secret', secret]);
+    try {
+      const ok = client(authed.url, { token: await sign({ '*': 'write' }) });
+      const lease = await ok.locks.acquire('auth-key', { ttlMs: 1_000 });
+      await lease.release();
+      const readOnly = client(authed.url, { token: await sign({ '.capsync/locks': 'read', '*': 'write' }), lockTimeoutMs: 5_000 });
+      const started = performance.now();
+      expect(await codeOf(readOnly.locks.acquire('auth-key', { ttlMs: 1_000 }))).toBe('forbidden');
+      expect(performance.now() - started).toBeLessThan(2_000);
+      const none = client(authed.url, { lockTimeoutMs: 5_000 });
+      expect(await codeOf(none.locks.acquire('auth-key', { ttlMs: 1_000 }))).toBe('unauthorized');
+    } finally {
+      await authed.dispose();
+    }
+  });
+});

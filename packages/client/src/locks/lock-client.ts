@@ -1,4 +1,4 @@
-import { CapsyncError, LeaseLostError, errorFromCode, type LockOp, type LockReplyMessage, type Message } from '@capsync/core';
+import { CapsyncError, LeaseLostError, errorCodeFromReason, errorFromCode, type LockOp, type LockReplyMessage, type Message } from '@capsync/core';
 import { RelayLink, type RelayLinkOptions } from '../sync/relay-link.js';
 import { Lease, type LeaseOwner } from './lease.js';
 import { PendingRequests } from './pending-requests.js';
@@ -147,6 +147,17 @@ export class LockClient implements LeaseOwner {
     link.on('open', () => this.flushOutgoing());
     link.on('message', (msg) => this.onMessage(msg));
     link.on('close', ({ reason }) => this.onClose(reason));
+    link.on('error', (err) => {
+      // Refused (bad token, no lock permission): waiting out the deadline would only hide
+      // the reason. Fail what is queued now; the next request starts a fresh link.
+      if (err.code !== 'unauthorized' && err.code !== 'forbidden') return;
+      this.pending.failAll(err);
+      this.outgoing.clear();
+      this.abandoned.clear();
+      this.sentAtResolvers.clear();
+      if (this.link === link) this.link = null;
+      link.destroy();
+    });
     link.start();
     this.link = link;
     return link;
@@ -180,6 +191,9 @@ export class LockClient implements LeaseOwner {
   }
 
   private onClose(reason: string): void {
+    // An auth refusal: the 'error' event that follows fails them with the real reason.
+    const code = errorCodeFromReason(reason);
+    if (code === 'unauthorized' || code === 'forbidden') return;
     for (const id of this.pending.connectionLost(reason || 'closed')) {
       this.abandoned.delete(id);
       this.sentAtResolvers.delete(id);
