@@ -6,7 +6,7 @@ import { JwtAccess, OpenAccess, type AccessControl } from './auth/access.js';
 import { resolveOptions, type RelayOptions, type ResolvedRelayOptions } from './config.js';
 import { createHttpApp } from './http/app.js';
 import { attachWebSocketEndpoint } from './http/websocket-endpoint.js';
-import { createLogger } from './logger.js';
+import { createLogger, type Logger } from './logger.js';
 import { RelayMetrics } from './metrics.js';
 import { EmbeddedLockBackend } from './locks/embedded-backend.js';
 import type { LockBackend } from './locks/lock-backend.js';
@@ -43,7 +43,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   const metrics = new RelayMetrics();
   let backend: LockBackend;
   try {
-    backend = await openLockBackend(resolved, store);
+    backend = await openLockBackend(resolved, store, logger);
   } catch (err) {
     await store.close();
     throw err;
@@ -104,11 +104,12 @@ async function openStore(o: ResolvedRelayOptions): Promise<DocStore> {
  * The lock authority: a given backend, etcd when endpoints are configured, else the embedded
  * one, persisting in the relay's SQLite database (in memory for memory or custom storage).
  */
-async function openLockBackend(o: ResolvedRelayOptions, store: DocStore): Promise<LockBackend> {
+async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger: Logger): Promise<LockBackend> {
   if (o.lockBackend) return o.lockBackend;
   if (o.etcd.length > 0) {
+    // Loaded only when configured: etcd3 brings grpc, which the embedded default does not need.
     const { EtcdLockBackend } = await import('./locks/etcd-backend.js');
-    return EtcdLockBackend.connect({ endpoints: o.etcd, opTimeoutMs: o.lockTimeoutMs });
+    return EtcdLockBackend.connect({ endpoints: o.etcd, opTimeoutMs: o.lockTimeoutMs, logger });
   }
   return EmbeddedLockBackend.open(store instanceof SqliteWorkerStore ? store.locks : new MemoryLockStore());
 }

@@ -17,3 +17,4 @@ export { MemoryLockStore, type LockStore, type PersistedLease } from './locks/lo
 export { LockService } from './locks/lock-service.js';
 export { LOCKS_PATH } from './locks/lock-connection.js';
 export { FencedResource, MemoryFenceStore, type FenceStore } from '@capsync/core';
+export { EtcdLockBackend, etcdTtlSeconds, MIN_ETCD_TTL_S, type EtcdLockBackendOptions } from './locks/etcd-backend.js';
