@@ -50,6 +50,8 @@ export interface ChaosOptions {
   unfenced?: boolean;
   /** Chance that a worker stalls past its TTL between acquire and write. */
   stallChance: number;
+  /** Extra relay CLI flags (e.g. `--etcd <urls>` for the etcd backend). */
+  relayArgs?: string[];
   /** waitMs values an acquire picks from. Default [0, 0, 100, 300]. */
   waitChoices?: number[];
   log?: (line: string) => void;
@@ -79,7 +81,7 @@ class UnfencedRegister {
 export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
   const rnd = new SeededRandom(o.seed);
   const log = o.log ?? (() => {});
-  const relay = await RestartableRelay.start(['--lock-timeout-ms', String(o.lockTimeoutMs)]);
+  const relay = await RestartableRelay.start(['--lock-timeout-ms', String(o.lockTimeoutMs), ...(o.relayArgs ?? [])]);
   const port = Number(new URL(relay.httpUrl).port);
   const proxies: TcpProxy[] = [];
   const workers: LockWorker[] = [];
