@@ -8,12 +8,12 @@ import WebSocket from 'ws';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createClient,
-  isCapsyncError,
   type CapsyncClient,
   type WebSocketConstructor,
 } from '@capsync/client';
 import { CloseCode, FENCED_MAP, encodeMessage, decodeMessage, type Message } from '@capsync/core';
 import { RestartableRelay } from '../support/restartable-relay.js';
+import { codeOf } from '../support/error-code.js';
 import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
 
 const clients: CapsyncClient[] = [];
@@ -23,15 +23,6 @@ function client(url: string, options: Partial<Parameters<typeof createClient>[0]
   return c;
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    if (isCapsyncError(err)) return err.code;
-    throw err;
-  }
-}
 
 /** Resolves once `check` holds, re-checking on every update of `doc`. */
 function whenDoc(doc: Y.Doc, check: () => boolean, timeoutMs = 5_000): Promise<void> {

@@ -6,7 +6,8 @@
  */
 import WebSocket from 'ws';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createClient, isCapsyncError, type CapsyncClient, type WebSocketConstructor } from '@capsync/client';
+import { createClient, type CapsyncClient, type WebSocketConstructor } from '@capsync/client';
+import { codeOf } from '../support/error-code.js';
 import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
 import { describeEtcd, startEtcdCluster, type EtcdCluster } from '../support/etcd-cluster.js';
 import { assertLinearizable, lockModel } from '../support/linearizability/index.js';
@@ -17,15 +18,6 @@ import { TcpProxy } from '../support/tcp-proxy.js';
 
 const LOCK_TIMEOUT_MS = 500;
 
-async function codeOf(p: Promise<unknown>): Promise<string> {
-  try {
-    await p;
-    return 'ok';
-  } catch (err) {
-    if (isCapsyncError(err)) return err.code;
-    throw err;
-  }
-}
 
 describeEtcd('relays sharing etcd as their lock authority', (etcdPath) => {
   let cluster: EtcdCluster;
