@@ -101,7 +101,41 @@ describeEtcd('relays sharing etcd as their lock authority', (etcdPath) => {
       lockTimeoutMs: 600,
       nemesis: true,
       stallChance: 0.15,
-      relayArgs: ['--etcd', cluster.endpoints.join(',')],
+      // The relay reaches etcd through the proxies, so the nemesis can cut it off.
+      relayArgs: ['--etcd', proxies.map((p) => `http://127.0.0.1:${p.port}`).join(',')],
+      extraNemeses: [
+        {
+          name: 'relay cut off from etcd',
+          inject: async (rnd) => {
+            const mode = rnd.pick(['hold', 'reset'] as const);
+            for (const p of proxies) p.setMode(mode);
+            return async () => {
+              for (const p of proxies) p.setMode('pass');
+            };
+          },
+        },
+        {
+          name: 'etcd member SIGKILL (then restart)',
+          inject: async (rnd) => {
+            const member = cluster.members[rnd.int(0, cluster.members.length - 1)]!;
+            await member.kill('SIGKILL');
+            return async () => {
+              await member.restart();
+            };
+          },
+        },
+        {
+          name: 'etcd minority: two members frozen',
+          inject: async (rnd) => {
+            const spared = rnd.int(0, cluster.members.length - 1);
+            const frozen = cluster.members.filter((_, i) => i !== spared);
+            for (const m of frozen) m.pause();
+            return async () => {
+              for (const m of frozen) m.resume();
+            };
+          },
+        },
+      ],
       log: (line) => console.log(line),
     });
     console.log(`seed ${seed} nemesis: ${result.nemesisEvents.join('; ')}`);

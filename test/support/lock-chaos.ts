@@ -50,6 +50,11 @@ export interface ChaosOptions {
   unfenced?: boolean;
   /** Chance that a worker stalls past its TTL between acquire and write. */
   stallChance: number;
+  /**
+   * More faults for the nemesis to pick from (e.g. cutting the relay off from etcd, killing an
+   * etcd member): `inject` starts one and resolves with the function that heals it.
+   */
+  extraNemeses?: { name: string; inject(rnd: SeededRandom): Promise<() => Promise<void>> }[];
   /** Extra relay CLI flags (e.g. `--etcd <urls>` for the etcd backend). */
   relayArgs?: string[];
   /** waitMs values an acquire picks from. Default [0, 0, 100, 300]. */
@@ -154,7 +159,9 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
       while (running && o.nemesis) {
         await new Promise((resolve) => setTimeout(resolve, rnd.int(100, 400)));
         if (!running) break;
-        const kind = rnd.pick(['partition', 'partition', 'relay-kill', 'relay-pause', 'worker-pause', 'none'] as const);
+        const extra = o.extraNemeses ?? [];
+        const kinds = ['partition', 'partition', 'relay-kill', 'relay-pause', 'worker-pause', 'none', ...extra.map((_, i) => `extra-${i}`)];
+        const kind = rnd.pick(kinds);
         const w = rnd.int(0, o.workers - 1);
         const ms = rnd.int(Math.round(o.ttlMs * 0.5), Math.round(o.ttlMs * 2.5));
         const at = Math.round(performance.now());
@@ -173,6 +180,12 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
           relay.pause();
           await new Promise((resolve) => setTimeout(resolve, ms));
           relay.resume();
+        } else if (kind.startsWith('extra-')) {
+          const nemesis = extra[Number(kind.slice('extra-'.length))]!;
+          events.push(`${at} ${nemesis.name} for ${ms} ms`);
+          const heal = await nemesis.inject(rnd);
+          await new Promise((resolve) => setTimeout(resolve, ms));
+          await heal();
         } else if (kind === 'worker-pause') {
           events.push(`${at} worker ${w} SIGSTOP for ${ms} ms`);
           const from = performance.now();
