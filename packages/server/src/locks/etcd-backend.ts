@@ -1,25 +1,15 @@
+/**
+ * The etcd lock backend: the `LockBackend` state machine that turns acquire / renew /
+ * release / check into etcd keys, leases and watches, and keeps this relay's holders alive
+ * and its waiters queued. How each etcd call is bounded and retried when members fail is
+ * etcd-fault-handling.ts's job (`EtcdCalls`); this file decides what to ask etcd, and when.
+ */
 import { EventEmitter } from 'node:events';
 import { CapsyncError, LeaseLostError, LockTimeoutError, StaleTokenError, UnavailableError } from '@capsync/core';
-import {
-  ClientClosedError,
-  Etcd3,
-  EtcdLeaseInvalidError,
-  castGrpcError,
-  isRecoverableError,
-  type IKeyValue,
-  type IOptions,
-  type ITxnResponse,
-  type KVClient,
-  type Watcher,
-} from 'etcd3';
+import type { IKeyValue, ITxnResponse, Watcher } from 'etcd3';
 import type { Logger } from '../logger.js';
 import type { AcquireRequest, LockBackend, LockBackendEvents, LockGrant } from './lock-backend.js';
-
-/** grpc's per-call options (etcd3 does not re-export the type; it comes from @grpc/grpc-js). */
-type CallOptions = NonNullable<Parameters<KVClient['range']>[1]>;
-type FaultHandling = NonNullable<IOptions['faultHandling']>;
-type Policy = NonNullable<FaultHandling['global']>;
-type Backoff = NonNullable<FaultHandling['watchBackoff']>;
+import { EtcdCalls, shuttingDown } from './etcd-fault-handling.js';
 
 export interface EtcdLockBackendOptions {
   /** etcd client URLs (`http://host:2379`); give all members so a majority stays reachable. */
@@ -46,11 +36,6 @@ export const MIN_ETCD_TTL_S = 2;
 export function etcdTtlSeconds(ttlMs: number): number {
   return Math.max(Math.ceil(ttlMs / 1000), MIN_ETCD_TTL_S);
 }
-
-/** How long a member that failed is passed over while another one has not failed. */
-const HOST_COOLDOWN_MS = 1_000;
-/** Shortest share of the budget one attempt gets when there are several members to try. */
-const MIN_ATTEMPT_MS = 250;
 
 interface Holder {
   token: number;
@@ -98,21 +83,6 @@ type Attempt =
   | { granted: false; revision: number; holderToken: number };
 
 /**
- * A member was passed over because it failed recently and another one has not. Not one of
- * etcd3's recoverable errors: those make etcd3 tear down the member's connections.
- */
-class HostAvoidedError extends Error {}
-
-/** One attempt failed in a way worth another try: it ran out of its share of the budget, or a stream ended early. */
-class TransientError extends Error {}
-
-/** Errors worth another try (on another member, or the same one a little later). */
-function retryable(err: unknown): boolean {
-  if (err instanceof HostAvoidedError || err instanceof TransientError) return true;
-  return err instanceof Error && isRecoverableError(err);
-}
-
-/**
  * The lock authority on an etcd cluster: several relays share it, and a relay that dies
  * leaves nothing behind that outlives its etcd leases.
  *
@@ -146,10 +116,10 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
   readonly kind = 'etcd' as const;
   readonly prefix: string;
   readonly opTimeoutMs: number;
-  private readonly client: Etcd3;
+  /** The etcd3 client, behind calls bounded by a deadline (see EtcdCalls). */
+  private readonly etcd: EtcdCalls;
   private readonly keys = new Map<string, KeyState>();
   private readonly logger: Logger | undefined;
-  private readonly endpointCount: number;
   private closed = false;
 
   constructor(options: EtcdLockBackendOptions) {
@@ -164,28 +134,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     this.opTimeoutMs = options.opTimeoutMs ?? 2_000;
     if (!(this.opTimeoutMs > 0)) throw new CapsyncError('internal', 'etcd lock backend: opTimeoutMs must be positive');
     this.logger = options.logger;
-    this.endpointCount = endpoints.length;
-    this.client = new Etcd3({
-      hosts: endpoints,
-      // etcd3's defaults would stretch an operation past our deadline: its global policy
-      // retries three times, and its per-member circuit breaker shuts a member out for 5 s
-      // after three failures (with one endpoint: every call fails for 5 s after a partition
-      // heals). Retries are ours (`call`), inside the operation's deadline.
-      faultHandling: {
-        global: passThroughPolicy(),
-        host: hostPolicyFactory(this.endpointCount),
-        // A watch stream that broke reconnects within a second, not the default 30 s.
-        watchBackoff: cappedBackoff(50, 1_000),
-      },
-      grpcOptions: {
-        // Reconnect to a member soon after it comes back (grpc's default backoff reaches 120 s).
-        'grpc.initial_reconnect_backoff_ms': 100,
-        'grpc.max_reconnect_backoff_ms': 1_000,
-        // Our channels only: a channel torn down after a failure must not come back with a
-        // shared subchannel still sitting in its reconnect backoff.
-        'grpc.use_local_subchannel_pool': 1,
-      },
-    });
+    this.etcd = new EtcdCalls({ endpoints, opTimeoutMs: this.opTimeoutMs, logger: this.logger });
   }
 
   /** Creates the backend; etcd being unreachable now is logged, not fatal (calls answer unavailable). */
@@ -243,8 +192,8 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
       // just cut off still answers until it steps down); the linearizable read alongside it
       // makes the answer the majority's, and confirms the key is still this grant's.
       const [ttl, kv] = await Promise.all([
-        this.keepAlive(holder.leaseId, deadline, `renewing "${key}"`),
-        this.call(`renewing "${key}"`, deadline, (options) => this.client.kv.range({ key: this.lockKey(key) }, options)).then((r) => r.kvs[0]),
+        this.etcd.keepAlive(holder.leaseId, deadline, `renewing "${key}"`),
+        this.etcd.call(`renewing "${key}"`, deadline, (options) => this.etcd.client.kv.range({ key: this.lockKey(key) }, options)).then((r) => r.kvs[0]),
       ]);
       if (ttl <= 0 || !kv || Number(kv.create_revision) !== token) {
         // etcd no longer has the lease (it ran out there) or the key: the lease is over.
@@ -273,7 +222,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
         // The lease carries exactly this key (its grant created it), so revoking it deletes
         // the key if it is still this grant's, in one round, and a retry after an unanswered
         // attempt is harmless.
-        const revoked = await this.revoke(holder.leaseId, deadline, `releasing "${key}"`);
+        const revoked = await this.etcd.revoke(holder.leaseId, deadline, `releasing "${key}"`);
         if (!revoked) throw lost(key, token);
       } finally {
         this.pump(key, st);
@@ -283,8 +232,8 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     if (st && token <= st.lastLocal) throw lost(key, token);
     // Not a lease of this relay (another relay's, or this relay's before a restart): end it in
     // etcd if it is still current there.
-    const res = await this.call(`releasing "${key}"`, deadline, (options) =>
-      this.client.kv.txn(
+    const res = await this.etcd.call(`releasing "${key}"`, deadline, (options) =>
+      this.etcd.client.kv.txn(
         {
           compare: [{ key: this.lockKey(key), target: 'Create', result: 'Equal', create_revision: token }],
           success: [{ request_delete_range: { key: this.lockKey(key), prev_kv: true } }],
@@ -294,7 +243,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     );
     if (!res.succeeded) throw lost(key, token);
     const prevLease = res.responses[0]?.response_delete_range.prev_kvs[0]?.lease;
-    if (prevLease && prevLease !== '0') void this.revoke(prevLease, performance.now() + this.opTimeoutMs, 'revoking a released lease').catch(() => {});
+    if (prevLease && prevLease !== '0') void this.etcd.revoke(prevLease, performance.now() + this.opTimeoutMs, 'revoking a released lease').catch(() => {});
   }
 
   async check(key: string, token: number): Promise<void> {
@@ -302,8 +251,8 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     const deadline = performance.now() + this.opTimeoutMs;
     // One read-only transaction: both keys at one revision, linearizable (quorum) since
     // neither range is serializable.
-    const res = await this.call(`checking "${key}"`, deadline, (options) =>
-      this.client.kv.txn(
+    const res = await this.etcd.call(`checking "${key}"`, deadline, (options) =>
+      this.etcd.client.kv.txn(
         {
           success: [{ request_range: { key: this.lockKey(key) } }, { request_range: { key: this.lastKey(key) } }],
         },
@@ -343,7 +292,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
       this.unwatch(st);
     }
     this.keys.clear();
-    this.client.close();
+    this.etcd.close();
   }
 
   // ---- acquiring ----
@@ -389,7 +338,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
         if (outcome.granted) {
           if (!waiting || this.closed) {
             // Nobody will learn of this grant (withdrawn, or shutting down): end it now.
-            void this.revoke(outcome.leaseId, performance.now() + this.opTimeoutMs, `ending an unclaimed grant of "${key}"`).catch(() => {});
+            void this.etcd.revoke(outcome.leaseId, performance.now() + this.opTimeoutMs, `ending an unclaimed grant of "${key}"`).catch(() => {});
             if (!this.closed) this.pump(key, st);
             return;
           }
@@ -434,17 +383,17 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     const started = performance.now();
     const deadline = started + this.opTimeoutMs;
     const leaseTtlS = etcdTtlSeconds(ttlMs);
-    const granted = await this.call(`acquiring "${key}"`, deadline, (options) => this.client.leaseClient.leaseGrant({ TTL: leaseTtlS }, options));
+    const granted = await this.etcd.call(`acquiring "${key}"`, deadline, (options) => this.etcd.client.leaseClient.leaseGrant({ TTL: leaseTtlS }, options));
     const leaseId = granted.ID;
     if (request.signal?.aborted || this.closed) {
       // Withdrawn while the lease was being granted: do not take the key for nobody.
-      void this.revoke(leaseId, performance.now() + this.opTimeoutMs, `dropping an unused lease for "${key}"`).catch(() => {});
+      void this.etcd.revoke(leaseId, performance.now() + this.opTimeoutMs, `dropping an unused lease for "${key}"`).catch(() => {});
       throw withdrawn();
     }
     let res: ITxnResponse;
     try {
-      res = await this.call(`acquiring "${key}"`, deadline, (options) =>
-        this.client.kv.txn(
+      res = await this.etcd.call(`acquiring "${key}"`, deadline, (options) =>
+        this.etcd.client.kv.txn(
           {
             compare: [{ key: this.lockKey(key), target: 'Create', result: 'Equal', create_revision: 0 }],
             success: [
@@ -458,14 +407,14 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
       );
     } catch (err) {
       // The put may have committed unseen: revoking the lease deletes the key with it.
-      void this.revoke(leaseId, performance.now() + this.opTimeoutMs, `withdrawing an attempt on "${key}"`).catch(() => {});
+      void this.etcd.revoke(leaseId, performance.now() + this.opTimeoutMs, `withdrawing an attempt on "${key}"`).catch(() => {});
       throw err;
     }
     if (res.succeeded) return { granted: true, token: Number(res.header.revision), leaseId, leaseTtlS, started };
     const holder: IKeyValue | undefined = res.responses[0]?.response_range.kvs[0];
     // A retry after an attempt whose answer was lost finds the key on our own lease: ours.
     if (holder && holder.lease === leaseId) return { granted: true, token: Number(holder.create_revision), leaseId, leaseTtlS, started };
-    void this.revoke(leaseId, performance.now() + this.opTimeoutMs, `dropping an unused lease for "${key}"`).catch(() => {});
+    void this.etcd.revoke(leaseId, performance.now() + this.opTimeoutMs, `dropping an unused lease for "${key}"`).catch(() => {});
     return { granted: false, revision: Number(res.header.revision), holderToken: holder ? Number(holder.create_revision) : 0 };
   }
 
@@ -487,7 +436,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
 
   private watch(key: string, st: KeyState, fromRevision: number): void {
     if (st.watcher || this.closed) return;
-    const watcher = this.client.watch().key(this.lockKey(key)).only('delete').startRevision(String(fromRevision)).watcher();
+    const watcher = this.etcd.client.watch().key(this.lockKey(key)).only('delete').startRevision(String(fromRevision)).watcher();
     const onDelete = () => this.kick(key, st);
     const onError = (err: Error) => {
       // E.g. the revision was compacted: a fresh attempt sees the key anew and watches again.
@@ -555,7 +504,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     this.emit('expired', key, holder.token);
     // Revoking the lease deletes the key if it is still this grant's. If etcd cannot be
     // reached, the lease is no longer kept alive and ends there by itself.
-    void this.revoke(holder.leaseId, performance.now() + this.opTimeoutMs, `ending the expired lease on "${key}"`)
+    void this.etcd.revoke(holder.leaseId, performance.now() + this.opTimeoutMs, `ending the expired lease on "${key}"`)
       .catch((err: unknown) => this.logger?.warn({ err, key, token: holder.token }, 'could not end an expired lock lease in etcd'))
       .finally(() => this.pump(key, st));
   }
@@ -579,7 +528,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     holder.keepAliveTimer = setTimeout(() => {
       if (st.holder !== holder || this.closed) return;
       const leaseId = holder.leaseId;
-      this.keepAlive(leaseId, performance.now() + Math.min(this.opTimeoutMs, everyMs), `keeping "${key}" alive`).then(
+      this.etcd.keepAlive(leaseId, performance.now() + Math.min(this.opTimeoutMs, everyMs), `keeping "${key}" alive`).then(
         (ttl) => {
           if (st.holder !== holder || holder.leaseId !== leaseId) return;
           if (ttl <= 0) this.expire(key, st, holder, 'etcd lease gone');
@@ -601,12 +550,12 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
    */
   private async moveToLongerLease(key: string, st: KeyState, holder: Holder, ttlS: number, deadline: number): Promise<void> {
     const oldLease = holder.leaseId;
-    const granted = await this.call(`renewing "${key}"`, deadline, (options) => this.client.leaseClient.leaseGrant({ TTL: ttlS }, options));
+    const granted = await this.etcd.call(`renewing "${key}"`, deadline, (options) => this.etcd.client.leaseClient.leaseGrant({ TTL: ttlS }, options));
     const newLease = granted.ID;
     let res: ITxnResponse;
     try {
-      res = await this.call(`renewing "${key}"`, deadline, (options) =>
-        this.client.kv.txn(
+      res = await this.etcd.call(`renewing "${key}"`, deadline, (options) =>
+        this.etcd.client.kv.txn(
           {
             compare: [{ key: this.lockKey(key), target: 'Create', result: 'Equal', create_revision: holder.token }],
             success: [{ request_put: { key: this.lockKey(key), value: Buffer.from(holder.owner), lease: newLease } }],
@@ -619,21 +568,21 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
         this.endLocally(st, holder);
         this.pump(key, st);
       }
-      for (const lease of [oldLease, newLease]) void this.revoke(lease, performance.now() + this.opTimeoutMs, `ending "${key}"`).catch(() => {});
+      for (const lease of [oldLease, newLease]) void this.etcd.revoke(lease, performance.now() + this.opTimeoutMs, `ending "${key}"`).catch(() => {});
       throw err;
     }
     if (!res.succeeded || st.holder !== holder) {
-      void this.revoke(newLease, performance.now() + this.opTimeoutMs, `dropping an unused lease for "${key}"`).catch(() => {});
+      void this.etcd.revoke(newLease, performance.now() + this.opTimeoutMs, `dropping an unused lease for "${key}"`).catch(() => {});
       if (st.holder === holder) this.expire(key, st, holder, 'key gone from etcd');
       throw lost(key, holder.token);
     }
     holder.leaseId = newLease;
     holder.leaseTtlS = ttlS;
     this.armKeepAlive(key, st, holder);
-    void this.revoke(oldLease, performance.now() + this.opTimeoutMs, `dropping the previous lease of "${key}"`).catch(() => {});
+    void this.etcd.revoke(oldLease, performance.now() + this.opTimeoutMs, `dropping the previous lease of "${key}"`).catch(() => {});
   }
 
-  // ---- etcd calls ----
+  // ---- etcd keys, startup probe ----
 
   private lockKey(key: string): Buffer {
     return Buffer.from(this.prefix + key);
@@ -643,110 +592,13 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     return Buffer.from(`${this.prefix}\u0000last/${key}`);
   }
 
-  /** One keepalive: resolves with the TTL etcd reports (0 or less: the lease no longer exists). */
-  private keepAlive(leaseId: string, deadline: number, what: string): Promise<number> {
-    return this.call(what, deadline, async (options, signal) => {
-      const stream = await this.client.leaseClient.leaseKeepAlive(options);
-      return new Promise<number>((resolve, reject) => {
-        const onAbort = () => stream.cancel();
-        const settle = () => signal.removeEventListener('abort', onAbort);
-        stream.on('data', (res) => {
-          settle();
-          // Half-close: the stream ends cleanly (cancelling it would make etcd3 reset the channel).
-          stream.end();
-          resolve(Number(res.TTL));
-        });
-        stream.on('error', (err) => {
-          settle();
-          reject(castGrpcError(err));
-        });
-        stream.on('end', () => {
-          settle();
-          reject(new TransientError('etcd ended the keepalive stream without an answer'));
-        });
-        if (signal.aborted) {
-          // The attempt's time ran out while the stream was being opened.
-          onAbort();
-          return;
-        }
-        signal.addEventListener('abort', onAbort, { once: true });
-        stream.write({ ID: leaseId });
-      });
-    });
-  }
-
-  /** Revokes an etcd lease (deleting its key). False if etcd no longer had it. */
-  private revoke(leaseId: string, deadline: number, what: string): Promise<boolean> {
-    return this.call(what, deadline, async (options, _signal, attempt) => {
-      try {
-        await this.client.leaseClient.leaseRevoke({ ID: leaseId }, options);
-        return true;
-      } catch (err) {
-        // After an attempt whose answer was lost, "not found" is that attempt's success.
-        if (err instanceof EtcdLeaseInvalidError) return attempt > 0;
-        throw err;
-      }
-    });
-  }
-
-  /**
-   * Runs `fn` against etcd until it succeeds, retrying errors that may be a member's (other
-   * members are tried: etcd3 picks one at random and passes over ones that just failed), and
-   * gives up with UnavailableError at `deadline`. Each attempt gets a grpc deadline and a
-   * timer of its own; with several members, the first attempts get part of the budget only,
-   * so a member that hangs (frozen, or cut off with its connection up) leaves time to ask
-   * another. `fn` must be safe to repeat: an attempt that timed out may have been applied.
-   */
-  private async call<T>(
-    what: string,
-    deadline: number,
-    fn: (options: CallOptions, signal: AbortSignal, attempt: number) => Promise<T>,
-  ): Promise<T> {
-    let lastError: unknown;
-    for (let attempt = 0; ; attempt++) {
-      if (this.closed) throw shuttingDown();
-      const remaining = deadline - performance.now();
-      if (remaining <= 0) throw this.unavailable(what, lastError);
-      const budget = this.endpointCount > 1 ? Math.min(remaining, Math.max(remaining / 2, MIN_ATTEMPT_MS)) : remaining;
-      const abort = new AbortController();
-      let timer: NodeJS.Timeout | undefined;
-      try {
-        return await Promise.race([
-          fn({ deadline: Date.now() + budget }, abort.signal, attempt),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(() => {
-              abort.abort();
-              reject(new TransientError(`no answer within ${Math.round(budget)} ms`));
-            }, budget);
-          }),
-        ]);
-      } catch (err) {
-        lastError = err;
-        if (err instanceof CapsyncError) throw err;
-        if (this.closed || err instanceof ClientClosedError) throw shuttingDown();
-        if (!retryable(err)) throw this.unavailable(what, err);
-        this.logger?.debug({ err, what, attempt }, 'etcd call failed; trying again');
-        // Connection refused and the like fail at once: pause a little before the next try.
-        const pause = Math.min(25 * 2 ** attempt, 200, Math.max(0, deadline - performance.now()));
-        if (pause > 0) await new Promise((resolve) => setTimeout(resolve, pause));
-      } finally {
-        clearTimeout(timer);
-      }
-    }
-  }
-
-  private unavailable(what: string, cause: unknown): UnavailableError {
-    const why = cause instanceof Error ? `: ${cause.message}` : '';
-    return new UnavailableError(`etcd did not answer within ${this.opTimeoutMs} ms (${what})${why}`, { cause });
-  }
-
   /** Logs whether etcd answers a quorum read now (startup diagnostics only). */
   private async probe(): Promise<void> {
     try {
-      await this.call('probing etcd', performance.now() + this.opTimeoutMs, (options) =>
-        this.client.kv.range({ key: Buffer.from(this.prefix), count_only: true }, options),
+      await this.etcd.call('probing etcd', performance.now() + this.opTimeoutMs, (options) =>
+        this.etcd.client.kv.range({ key: Buffer.from(this.prefix), count_only: true }, options),
       );
-      this.logger?.info({ endpoints: this.endpointCount }, 'etcd lock authority reachable');
+      this.logger?.info({ endpoints: this.etcd.endpointCount }, 'etcd lock authority reachable');
     } catch (err) {
       if (!this.closed) this.logger?.warn({ err }, 'etcd lock authority unreachable for now; lock requests answer unavailable until it is back');
     }
@@ -757,64 +609,6 @@ function lost(key: string, token: number): LeaseLostError {
   return new LeaseLostError(`no current lease on "${key}" with token ${token}`);
 }
 
-function shuttingDown(): UnavailableError {
-  return new UnavailableError('lock authority is shutting down');
-}
-
 function withdrawn(): UnavailableError {
   return new UnavailableError('lock request withdrawn: the requester went away');
-}
-
-// ---- etcd3 fault handling ----
-//
-// etcd3 takes cockatiel policies; etcd3 only calls `execute`. These small ones avoid
-// depending on cockatiel directly (it is etcd3's dependency, not ours).
-
-const noEvent = () => ({ dispose() {} });
-const neverAborted = new AbortController().signal;
-
-function policy(execute: <T>(fn: () => PromiseLike<T> | T) => Promise<T>): Policy {
-  return {
-    _altReturn: undefined as never,
-    onSuccess: noEvent,
-    onFailure: noEvent,
-    execute: (fn) => execute(() => fn({ signal: neverAborted })),
-  };
-}
-
-/** The global policy: one try (retries are the backend's own, within its deadline). */
-function passThroughPolicy(): Policy {
-  return policy(async (fn) => fn());
-}
-
-/**
- * Per member: after a member fails (recoverable errors: unreachable, timed out, no leader),
- * pass it over for HOST_COOLDOWN_MS while another member has not failed, so a member that
- * hangs does not eat every retry. With every member failing, all are tried.
- */
-function hostPolicyFactory(hostCount: number): (host: string) => Policy {
-  const failedAt = new Map<string, number>();
-  const recentlyFailed = (host: string) => performance.now() - (failedAt.get(host) ?? -Infinity) < HOST_COOLDOWN_MS;
-  return (host) =>
-    policy(async (fn) => {
-      if (hostCount > 1 && recentlyFailed(host)) {
-        const others = [...failedAt.entries()].filter(([h]) => h !== host && recentlyFailed(h)).length;
-        // Some member has not failed recently (members never seen have not): try it instead.
-        if (others < hostCount - 1) throw new HostAvoidedError(`etcd member ${host} failed recently`);
-      }
-      try {
-        const result = await fn();
-        failedAt.delete(host);
-        return result;
-      } catch (err) {
-        if (err instanceof Error && isRecoverableError(err)) failedAt.set(host, performance.now());
-        throw err;
-      }
-    });
-}
-
-/** Exponential backoff from `initialMs`, doubling up to `maxMs` (watch stream reconnects). */
-function cappedBackoff(initialMs: number, maxMs: number): Backoff {
-  const at = (ms: number): Backoff => ({ duration: ms, next: () => at(Math.min(ms * 2, maxMs)) });
-  return { duration: initialMs, next: () => at(initialMs) };
 }
