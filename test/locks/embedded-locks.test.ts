@@ -244,6 +244,15 @@ describe('fenced writes', () => {
     const hb = await b.open('shop-3');
     await hb.whenSynced({ timeoutMs: 5_000 });
     expect(hb.cp.get('stock/3')).toBe(5);
+    // The HTTP API is another route in: refused too, with 409 and the same code.
+    const before = Y.encodeStateVector(rogue);
+    rogue.getMap(FENCED_MAP).delete('stock/3');
+    const res = await fetch(`${relay.httpUrl}/v1/docs/shop-3/update`, { method: 'POST', body: Y.encodeStateAsUpdate(rogue, before) });
+    expect(res.status).toBe(409);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('fenced-area');
+    const state = new Y.Doc();
+    Y.applyUpdate(state, await relay.docUpdate('shop-3'));
+    expect(state.getMap(FENCED_MAP).get('stock/3')).toMatchObject({ value: 5 });
   });
 });
 
