@@ -247,7 +247,7 @@ describe('fenced writes', () => {
     // The HTTP API is another route in: refused too, with 409 and the same code.
     const before = Y.encodeStateVector(rogue);
     rogue.getMap(FENCED_MAP).delete('stock/3');
-    const res = await fetch(`${relay.httpUrl}/v1/docs/shop-3/update`, { method: 'POST', body: Y.encodeStateAsUpdate(rogue, before) });
+    const res = await fetch(`${relay.httpUrl}/v1/docs/shop-3/update`, { method: 'POST', body: Buffer.from(Y.encodeStateAsUpdate(rogue, before)) });
     expect(res.status).toBe(409);
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('fenced-area');
     const state = new Y.Doc();

@@ -1,27 +1,28 @@
 /**
- * `npm run bench`: the relay benchmark, then the client benchmark, each through its own npm
- * script (bench:relay, bench:client), with the flags both understand passed to both. (npm
- * appends `-- flags` only to the end of a script line, so `a && b` would give them to b only.)
- * Flags of one benchmark only go to its own script: `npm run bench:relay -- --levels 500`.
+ * `npm run bench`: the relay benchmark, then the client benchmark, then the lock benchmark,
+ * each through its own npm script (bench:relay, bench:client, bench:locks), with the flags all
+ * of them understand passed to each. (npm appends `-- flags` only to the end of a script line,
+ * so `a && b` would give them to b only.) Flags of one benchmark only go to its own script:
+ * `npm run bench:relay -- --levels 500`.
  */
 import { spawnSync } from 'node:child_process';
 
 const SHARED = new Set(['--quick', '--write', '--no-write']);
-const SCRIPTS = ['bench:relay', 'bench:client'];
+const SCRIPTS = ['bench:relay', 'bench:client', 'bench:locks'];
 
 const args = process.argv.slice(2);
 if (args.includes('--help') || args.includes('-h')) {
   process.stdout.write(
     'usage: npm run bench [-- [--quick] [--write | --no-write]]\n\n' +
-      `Runs ${SCRIPTS.join(', then ')}. Their own flags: npm run bench:relay -- --help, npm run bench:client -- --help\n`,
+      `Runs ${SCRIPTS.join(', then ')}. Their own flags: ${SCRIPTS.map((s) => `npm run ${s} -- --help`).join(', ')}\n`,
   );
   process.exit(0);
 }
 const unknown = args.filter((a) => !SHARED.has(a));
 if (unknown.length > 0) {
   process.stderr.write(
-    `npm run bench passes only ${[...SHARED].join(', ')} to both benchmarks; got ${unknown.join(' ')}.\n` +
-      'Use npm run bench:relay -- … or npm run bench:client -- … for the flags of one benchmark.\n',
+    `npm run bench passes only ${[...SHARED].join(', ')} to every benchmark; got ${unknown.join(' ')}.\n` +
+      `Use ${SCRIPTS.map((s) => `npm run ${s} -- …`).join(', ')} for the flags of one benchmark.\n`,
   );
   process.exit(2);
 }

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import {
   CapsyncError,
   PROTOCOL_VERSION,
@@ -39,6 +40,8 @@ export class LockConnection {
     private readonly deps: { metrics: RelayMetrics; logger: Logger; subject?: string },
   ) {
     deps.metrics.connections.inc();
+    // Every waiting acquire listens on it; any number of them in flight is normal.
+    setMaxListeners(0, this.gone.signal);
   }
 
   receive(data: Uint8Array, isBinary: boolean): void {
