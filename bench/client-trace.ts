@@ -19,24 +19,15 @@ import { describeSourceVersion } from './src/source-version.js';
 import { measure } from './src/client-trace/measure.js';
 import { USAGE, parseOptions, type ClientTraceOptions } from './src/client-trace/options.js';
 import { renderReport } from './src/client-trace/report.js';
+import { parseOrExplain } from './src/cli-args.js';
 
 const REPO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RESULTS_FILE = path.join(REPO_DIR, 'docs/benchmarks.md');
 const SECTION_ID = 'client-trace';
 
 async function main(): Promise<void> {
-  let options: ClientTraceOptions | 'help';
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${USAGE}`);
-    process.exitCode = 2;
-    return;
-  }
-  if (options === 'help') {
-    process.stdout.write(USAGE);
-    return;
-  }
+  const options = parseOrExplain(parseOptions, USAGE);
+  if (!options) return;
   if (typeof (globalThis as { gc?: unknown }).gc !== 'function') log('note: run with --expose-gc (as `npm run bench:client` does) for a GC between measurements');
   const started = performance.now();
   const date = new Date();

@@ -25,24 +25,15 @@ import { killAllRelays } from './src/locks/relay-process.js';
 import { QUIET_CPU_PCT, QUIET_WAIT_MS, renderReport } from './src/locks/report.js';
 import { ETCD_SYSTEMS, type SystemId } from './src/locks/systems.js';
 import { drive, emptyMeasured, runPairs, workloadLabel, type Driven, type Measured, type WorkloadId } from './src/locks/workloads.js';
+import { parseOrExplain } from './src/cli-args.js';
 
 const REPO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RESULTS_FILE = path.join(REPO_DIR, 'docs/benchmarks.md');
 const SECTION_ID = 'lock-latency';
 
 async function main(): Promise<void> {
-  let options: LockBenchOptions | 'help';
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${USAGE}`);
-    process.exitCode = 2;
-    return;
-  }
-  if (options === 'help') {
-    process.stdout.write(USAGE);
-    return;
-  }
+  const options = parseOrExplain(parseOptions, USAGE);
+  if (!options) return;
   const o = options;
   const started = performance.now();
   const date = new Date();

@@ -19,24 +19,15 @@ import { replaceSection } from './src/results-doc.js';
 import { runFanOut, type MeasuredLevel } from './src/run-levels.js';
 import { killAllServers, withServer } from './src/server-process.js';
 import { SUSTAINED_DELIVERED_PCT, SUSTAINED_P99_MS } from './src/targets.js';
+import { parseOrExplain } from './src/cli-args.js';
 
 const REPO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const RESULTS_FILE = path.join(REPO_DIR, 'docs/benchmarks.md');
 const SECTION_ID = 'relay-load';
 
 async function main(): Promise<void> {
-  let options: ReturnType<typeof parseOptions>;
-  try {
-    options = parseOptions(process.argv.slice(2));
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n\n${USAGE}`);
-    process.exitCode = 2;
-    return;
-  }
-  if (options === 'help') {
-    process.stdout.write(USAGE);
-    return;
-  }
+  const options = parseOrExplain(parseOptions, USAGE);
+  if (!options) return;
   const started = performance.now();
   const date = new Date();
   const levels = options.fanOut ? await runFanOut(options, logLevel) : [];

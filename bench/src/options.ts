@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { SERVER_KINDS, type ServerKind } from './server-process.js';
 import { TARGETS } from './targets.js';
+import { list } from './cli-args.js';
 
 export interface BenchOptions {
   servers: ServerKind[];
@@ -96,13 +97,6 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   };
   if (options.clients < 2) throw new RangeError('--clients must be at least 2 (one sender, one receiver)');
   return options;
-}
-
-function list(v: string): string[] {
-  return v
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
 }
 
 function serverKind(v: string): ServerKind {

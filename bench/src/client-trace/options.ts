@@ -1,6 +1,7 @@
 /** Command-line options of `client-trace.ts`. */
 import { parseArgs } from 'node:util';
 import type { RelayStorage } from './relay.js';
+import { list } from '../cli-args.js';
 
 export const PARTS = ['node-memory', 'node-indexeddb', 'burst', 'concurrent', 'chromium'] as const;
 export type Part = (typeof PARTS)[number];
@@ -79,13 +80,6 @@ export function parseOptions(argv: string[]): ClientTraceOptions | 'help' {
     standard,
     quick,
   };
-}
-
-function list(v: string): string[] {
-  return v
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
 }
 
 function part(v: string): Part {

@@ -3,6 +3,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { SYSTEM_IDS, type SystemId } from './systems.js';
 import { WORKLOADS, type WorkloadId } from './workloads.js';
+import { list } from '../cli-args.js';
 
 export interface LockBenchOptions {
   systems: SystemId[];
@@ -90,13 +91,6 @@ export function parseOptions(argv: string[]): LockBenchOptions | 'help' {
   // A lease that ran out before its release would leave its key taken (and fail the next acquire).
   if (options.ttlMs < 1_000) throw new RangeError('--ttl-ms must be at least 1000');
   return options;
-}
-
-function list(v: string): string[] {
-  return v
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
 }
 
 function system(v: string): SystemId {
