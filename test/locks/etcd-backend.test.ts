@@ -9,7 +9,8 @@ import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import { isCapsyncError, type CapsyncError } from '@capsync/core';
 import { EtcdLockBackend, etcdTtlSeconds, type EtcdLockBackendOptions } from '@capsync/server';
-import { describeEtcd, startEtcdCluster, type EtcdCluster } from '../support/etcd-cluster.js';
+import { describeEtcd } from '../support/describe-etcd.js';
+import { startEtcdCluster, type EtcdCluster } from '../support/etcd-cluster.js';
 import { TcpProxy } from '../support/tcp-proxy.js';
 import { withTimeout } from '../support/wait.js';
 

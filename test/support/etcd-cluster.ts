@@ -11,13 +11,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { describe, it } from 'vitest';
-import { onCI } from './browser.js';
 import { tempDir } from './relay-fixture.js';
 
 const CANDIDATES = ['/usr/bin/etcd', '/usr/local/bin/etcd'];
-
-export const ETCD_MISSING = 'etcd tests skipped: etcd not found; install it with `apt-get install -y etcd-server` or set ETCD_PATH';
 
 /** Raft timing for loopback: a leader is elected (or replaced) within about a second. */
 export const HEARTBEAT_MS = 50;
@@ -42,29 +38,10 @@ export function findEtcd(env: NodeJS.ProcessEnv = process.env): string | null {
   return CANDIDATES.find(executable) ?? null;
 }
 
-function missingDetail(): string {
-  const configured = process.env['ETCD_PATH'];
+/** Where `findEtcd` looked, for a message when it found nothing. */
+export function etcdSearchDetail(env: NodeJS.ProcessEnv = process.env): string {
+  const configured = env['ETCD_PATH'];
   return configured ? ` (ETCD_PATH=${configured} is not an executable file)` : ` (looked in ${CANDIDATES.join(', ')})`;
-}
-
-/**
- * `describe` for tests that need etcd. Without it: on CI the suite fails with a test that says
- * why; elsewhere it is skipped and the run says so plainly, once per file.
- */
-export function describeEtcd(name: string, fn: (etcdPath: string) => void): void {
-  const etcdPath = findEtcd();
-  if (etcdPath) {
-    describe(name, () => fn(etcdPath));
-  } else if (onCI()) {
-    describe(name, () => {
-      it('needs etcd (CI is set, so a missing etcd fails the run)', () => {
-        throw new Error(`etcd not found${missingDetail()}; install it with \`apt-get install -y etcd-server\` or set ETCD_PATH`);
-      });
-    });
-  } else {
-    console.warn(`${ETCD_MISSING}${missingDetail()}`);
-    describe.skip(`${name} — ${ETCD_MISSING}`, () => fn(''));
-  }
 }
 
 export interface EtcdMember {
@@ -366,7 +343,7 @@ export async function startEtcdCluster(options: EtcdClusterOptions = {}): Promis
 async function startOnce(options: EtcdClusterOptions): Promise<EtcdCluster> {
   const size = options.size ?? 3;
   const etcdPath = options.etcdPath ?? findEtcd();
-  if (!etcdPath) throw new Error(`etcd not found${missingDetail()}`);
+  if (!etcdPath) throw new Error(`etcd not found${etcdSearchDetail()}`);
   const tmp = tempDir('capsync-etcd-');
   const watchdog = new Watchdog(tmp.dir);
   const ports = await freePorts(size * 2);
