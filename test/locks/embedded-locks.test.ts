@@ -98,6 +98,20 @@ describe('leases', () => {
     await Promise.all([l2.release(), other.release()]);
   });
 
+  it('a lease granted after a long wait is valid on arrival (its TTL runs from the grant)', async () => {
+    const a = client(relay.url);
+    const b = client(relay.url);
+    const held = await a.locks.acquire('waited', { ttlMs: 5_000 });
+    const waiting = b.locks.acquire('waited', { ttlMs: 300, waitMs: 3_000 });
+    // Hold the lock for longer than the waiter's TTL before releasing.
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await held.release();
+    const lease = await waiting;
+    expect(lease.valid).toBe(true);
+    expect(lease.expiresAt - Date.now()).toBeGreaterThan(200);
+    await lease.release();
+  });
+
   it('a lease that is not renewed is lost at its local deadline, before the relay gives it away', async () => {
     const a = client(relay.url);
     const b = client(relay.url);
@@ -295,6 +309,15 @@ describe('auth', () => {
       expect(performance.now() - started).toBeLessThan(2_000);
       const none = client(authed.url, { lockTimeoutMs: 5_000 });
       expect(await codeOf(none.locks.acquire('auth-key', { ttlMs: 1_000 }))).toBe('unauthorized');
+      // A lock connection ends when its token expires, like a document connection.
+      const expiring = new SignJWT({ docs: { '*': 'write' } })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setExpirationTime(Math.floor(Date.now() / 1000) + 1)
+        .sign(new TextEncoder().encode(secret));
+      const shortLived = client(authed.url, { token: await expiring, lockTimeoutMs: 5_000 });
+      await (await shortLived.locks.acquire('auth-key', { ttlMs: 1_000 })).release();
+      await new Promise((resolve) => setTimeout(resolve, 2_100)); // let the token expire
+      expect(await codeOf(shortLived.locks.acquire('auth-key', { ttlMs: 1_000 }))).toBe('unauthorized');
     } finally {
       await authed.dispose();
     }

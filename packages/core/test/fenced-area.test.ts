@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
+import { writeVarUint } from 'lib0/encoding';
 import { FENCED_MAP, assertOutsideFencedArea, readFenced, validateUpdateFor, writeFenced, isCapsyncError } from '@capsync/core';
 
 /** The relay's document with one fenced entry, and a client replica synced to it. */
@@ -81,6 +82,25 @@ describe('fenced area', () => {
     const onUnknown = edit(peer, (d) => d.getText('notes').insert(d.getText('notes').length, '!'));
     expect(Y.decodeUpdate(onUnknown).structs[0]!.id.client).toBe(peer.clientID);
     expect(verdict(relay, onUnknown)).toBe('ok');
+  });
+
+  it('refuses a deletion parked on a fenced writer\'s future clocks (it would wipe the next fenced write)', () => {
+    const { relay } = setup();
+    const state = Y.getState(relay.store, relay.clientID);
+    const update = (() => {
+      const e = new Y.UpdateEncoderV1();
+      // 0 struct groups, then the delete set: 1 client, its id, 1 range (clock, len).
+      for (const n of [0, 1, relay.clientID, 1, state, 100]) writeVarUint(e.restEncoder, n);
+      return e.toUint8Array();
+    })();
+    expect(verdict(relay, update)).toBe('fenced-area');
+    // Deleting others' future clocks stays allowed (ordinary out-of-order delivery).
+    const other = (() => {
+      const e = new Y.UpdateEncoderV1();
+      for (const n of [0, 1, 424242, 1, 0, 3]) writeVarUint(e.restEncoder, n);
+      return e.toUint8Array();
+    })();
+    expect(verdict(relay, other)).toBe('ok');
   });
 
   it('writeFenced is readable on every replica and keeps the token', () => {

@@ -111,6 +111,29 @@ describe('EmbeddedLockBackend', () => {
     }
   });
 
+  it('forgets idle keys (memory stays bounded) and still never reuses a token', async () => {
+    const b = await open();
+    for (let i = 0; i < 1_000; i++) {
+      const g = await b.acquire(req(`order-${i}`));
+      await b.release(g.key, g.token);
+    }
+    expect(b.activeKeys).toBe(0);
+    const again = await b.acquire(req('order-7'));
+    expect(again.token).toBe(2);
+    expect(b.activeKeys).toBe(1);
+  });
+
+  it('counts a waited grant from the request\'s receipt: the TTL plus the wait', async () => {
+    const b = await open();
+    const first = await b.acquire(req('k'));
+    const waiting = b.acquire(req('k', 100, 5_000));
+    const receivedAt = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, 150)); // the holder keeps it for a while
+    await b.release('k', first.token);
+    const g = await waiting;
+    expect(g.ttlMs).toBeGreaterThanOrEqual(100 + Math.floor(performance.now() - receivedAt) - 20);
+  });
+
   it('answers unavailable, and grants nothing, when its store fails', async () => {
     const store = new MemoryLockStore();
     const b = await open(store);

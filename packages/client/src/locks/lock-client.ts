@@ -1,4 +1,4 @@
-import { CapsyncError, LeaseLostError, errorCodeFromReason, errorFromCode, type LockOp, type LockReplyMessage, type Message } from '@capsync/core';
+import { CapsyncError, LeaseLostError, UnavailableError, errorCodeFromReason, errorFromCode, type LockOp, type LockReplyMessage, type Message } from '@capsync/core';
 import { RelayLink, type RelayLinkOptions } from '../sync/relay-link.js';
 import { Lease, type LeaseOwner } from './lease.js';
 import { PendingRequests } from './pending-requests.js';
@@ -65,8 +65,16 @@ export class LockClient implements LeaseOwner {
     const timeoutMs = (options.timeoutMs ?? this.settings.timeoutMs) + waitMs;
     const { reply, sentAt } = this.request('acquire', key, 0, ttlMs, waitMs, timeoutMs);
     const r = await reply;
-    const granted = Math.min(ttlMs, r.ttlMs || ttlMs);
-    const lease = new Lease(this, key, r.token, granted, (await sentAt) + granted - this.margin(granted));
+    // The relay counts the lease from when it received the request (the TTL plus any wait);
+    // counted from our send time, which is earlier, our deadline comes first.
+    const granted = r.ttlMs > 0 ? r.ttlMs : ttlMs;
+    const deadline = (await sentAt) + granted - this.margin(ttlMs);
+    if (deadline <= performance.now()) {
+      // The reply took longer than the lease: unusable. Give it back rather than block the key.
+      this.request('release', key, r.token, 0, 0, this.settings.timeoutMs).reply.catch(() => {});
+      throw new UnavailableError(`the lock on "${key}" was granted, but its answer came after the lease would have run out`);
+    }
+    const lease = new Lease(this, key, r.token, ttlMs, deadline);
     this.leases.add(lease);
     lease.signal.addEventListener('abort', () => this.leases.delete(lease), { once: true });
     return lease;

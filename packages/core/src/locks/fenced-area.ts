@@ -98,6 +98,15 @@ export function assertOutsideFencedArea(doc: Y.Doc, decoded: ReturnType<typeof Y
       }
     }
   }
+  // A deletion of a fenced writer's clocks the document does not have yet would wait in
+  // Yjs's pending delete set and wipe the next fenced write when it lands.
+  for (const [client, ranges] of decoded.ds.clients) {
+    if (client !== doc.clientID && !fencedAuthors().has(client)) continue;
+    const state = Y.getState(doc.store, client);
+    for (const r of ranges) {
+      if (r.clock + r.len > state) fail(`deletes ${client}:${r.clock}+${r.len}, a fenced writer's content the document does not have`);
+    }
+  }
   if (!fenced) return;
   for (const [client, ranges] of decoded.ds.clients) {
     const structs = doc.store.clients.get(client);

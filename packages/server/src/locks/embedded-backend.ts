@@ -53,8 +53,8 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
   /** Loads the persisted tokens and leases and resumes the leases that have not run out. */
   static async open(store: LockStore): Promise<EmbeddedLockBackend> {
     const backend = new EmbeddedLockBackend(store);
-    const { leases, lastTokens } = await store.loadLocks();
-    for (const [key, token] of lastTokens) backend.state(key).lastToken = token;
+    // Only keys with a lease are kept in memory; the store hands out the next token of the others.
+    const { leases } = await store.loadLocks();
     const now = Date.now();
     for (const lease of leases) {
       const st = backend.state(lease.key);
@@ -66,7 +66,13 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
     return backend;
   }
 
-  acquire(request: AcquireRequest): Promise<LockGrant> {
+  /** Keys held, being granted or waited for (idle keys are forgotten; the store keeps their tokens). */
+  get activeKeys(): number {
+    return this.keys.size;
+  }
+
+  acquire(received: AcquireRequest): Promise<LockGrant> {
+    const request = { ...received, receivedAt: received.receivedAt ?? performance.now() };
     if (this.closed) return Promise.reject(new UnavailableError('lock authority is shutting down'));
     const st = this.state(request.key);
     if (!st.holder && !st.granting && st.waiters.length === 0) return this.grant(st, request);
@@ -168,7 +174,7 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
       throw new UnavailableError('lock request withdrawn');
     }
     this.hold(key, st, token, owner, started + ttlMs);
-    return { key, token, ttlMs };
+    return { key, token, ttlMs: Math.floor(started + ttlMs - (request.receivedAt ?? started)) };
   }
 
   private hold(key: string, st: KeyState, token: number, owner: string, expiresAt: number): void {
@@ -200,7 +206,9 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
     if (st.holder || st.granting || this.closed) return;
     const next = st.waiters.shift();
     if (!next) {
-      if (st.lastToken === 0) this.keys.delete(key);
+      // Idle: forget the key (the store keeps its last token), or every key ever locked
+      // would stay in memory. Old tokens of an idle key are then answered lease-lost.
+      this.keys.delete(key);
       return;
     }
     clearTimeout(next.timer);

@@ -346,7 +346,9 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
           const { token, leaseId, leaseTtlS, started } = outcome;
           st.lastLocal = Math.max(st.lastLocal, token);
           this.hold(key, st, { token, owner: head.request.owner, leaseId, leaseTtlS, expiresAt: started + head.request.ttlMs, expiryTimer: undefined, keepAliveTimer: undefined });
-          head.resolve({ key, token, ttlMs: head.request.ttlMs });
+          // Counted from receipt (the LockGrant contract): a waited grant runs from `started`.
+          const from = head.request.receivedAt ?? started;
+          head.resolve({ key, token, ttlMs: Math.floor(started + head.request.ttlMs - from) });
           this.pump(key, st);
           return;
         }

@@ -8,7 +8,12 @@ export interface LockGrant {
    * across restarts of the relay or of the backend.
    */
   token: number;
-  /** Lease length the authority granted, counted from when it received the request. */
+  /**
+   * Lease length the authority granted, counted from when it received the request
+   * (`AcquireRequest.receivedAt`): a lease granted after a wait runs `ttlMs` from the grant, so
+   * this is the requested TTL plus the wait. The client counts it from when it sent the
+   * request, which is earlier, so its deadline always comes first.
+   */
   ttlMs: number;
 }
 
@@ -20,6 +25,8 @@ export interface AcquireRequest {
   waitMs: number;
   /** Who asks (a connection id, for logs). */
   owner: string;
+  /** When the authority received the request (performance.now()); default: when acquire was called. */
+  receivedAt?: number;
   /** Aborting it (the requester went away) withdraws a waiting request: it rejects and nothing is granted. */
   signal?: AbortSignal;
 }

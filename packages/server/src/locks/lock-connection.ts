@@ -33,15 +33,28 @@ export class LockConnection {
   readonly id = `locks-${nextConnectionId++}`;
   private closed = false;
   private readonly gone = new AbortController();
+  private expiryTimer: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly socket: RelaySocket,
     private readonly service: LockService,
-    private readonly deps: { metrics: RelayMetrics; logger: Logger; subject?: string },
+    private readonly deps: { metrics: RelayMetrics; logger: Logger; subject?: string; expiresAt?: number },
   ) {
     deps.metrics.connections.inc();
     // Every waiting acquire listens on it; any number of them in flight is normal.
     setMaxListeners(0, this.gone.signal);
+    if (deps.expiresAt !== undefined) this.armExpiry(deps.expiresAt);
+  }
+
+  /** Closes the connection when its credential expires (timers cap at ~24.8 days: re-arm). */
+  private armExpiry(expiresAt: number): void {
+    const remaining = expiresAt - Date.now();
+    if (remaining <= 0) {
+      this.fail(new CapsyncError('unauthorized', 'token expired'));
+      return;
+    }
+    this.expiryTimer = setTimeout(() => this.armExpiry(expiresAt), Math.min(remaining, 2 ** 31 - 1));
+    this.expiryTimer.unref();
   }
 
   receive(data: Uint8Array, isBinary: boolean): void {
@@ -101,6 +114,7 @@ export class LockConnection {
   onClosed(): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.expiryTimer) clearTimeout(this.expiryTimer);
     this.deps.metrics.connections.dec();
     this.gone.abort();
   }

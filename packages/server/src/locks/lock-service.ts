@@ -50,7 +50,7 @@ export class LockService {
           signal.addEventListener('abort', onAbort, { once: true });
           try {
             const grant = await this.deadline(
-              backend.acquire({ key: req.key, ttlMs: req.ttlMs, waitMs: req.waitMs, owner, signal: abort.signal }),
+              backend.acquire({ key: req.key, ttlMs: req.ttlMs, waitMs: req.waitMs, owner, signal: abort.signal, receivedAt: started }),
               req.waitMs + this.opTimeoutMs,
               `acquiring "${req.key}"`,
               abort,

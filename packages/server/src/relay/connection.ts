@@ -11,7 +11,6 @@ import {
   decodeMessage,
   encodeMessage,
   isEmptyUpdate,
-  readFenced,
   CloseCode,
   type CpSetMessage,
   type ErrorCode,
@@ -288,24 +287,11 @@ export class RelayConnection implements DocPeer {
     }
     const doc = this.doc;
     if (this.closed || !doc) return;
-    if (doc.paused) return refuse('unavailable', 'the document is recovering; retry the fenced write');
-    const current = readFenced(doc.doc, msg.key);
-    if (current && msg.token < current.token) {
-      return refuse('stale-token', `token ${msg.token} for "${msg.key}" is stale: ${current.token} has written since`);
-    }
-    if (msg.ifRev !== undefined && (current?.rev ?? 0) !== msg.ifRev) {
-      this.deps.metrics.fencingRejections.inc({ reason: 'conflict' });
-      return reply('conflict', `"${msg.key}" is at revision ${current?.rev ?? 0}, not ${msg.ifRev}: it changed since it was read`);
-    }
-    const { durable } = doc.writeFenced(msg.key, value, msg.token);
-    try {
-      await durable;
-    } catch (err) {
-      this.deps.logger.error({ err, doc: this.docName }, 'storing a fenced write failed');
-      return refuse('storage-failure', 'the fenced write could not be stored');
-    }
-    doc.flushBroadcasts();
-    reply('');
+    const outcome = await doc.writeFenced(msg.key, value, msg.token, msg.ifRev);
+    if (outcome.code === 'storage-failure') this.deps.logger.error({ doc: this.docName, key: msg.key }, 'storing a fenced write failed');
+    if (outcome.code === 'stale-token' || outcome.code === 'conflict') this.deps.metrics.fencingRejections.inc({ reason: outcome.code });
+    // The change itself went out (to this connection too) before this reply.
+    reply(outcome.code, outcome.message ?? '');
   }
 
   private refuseReadOnly(seq: number): void {

@@ -4,7 +4,9 @@ import {
   ProtocolError,
   assertOutsideFencedArea,
   validateUpdateFor,
-  writeFenced,
+  readFenced,
+  writeFenced as writeFencedEntry,
+  type ErrorCode,
   docFromUpdates,
   encodeIntegratedState,
   isEmptyUpdate,
@@ -34,6 +36,12 @@ export interface DocPeer extends UpdateSource {
   sendAwareness(update: Uint8Array): void;
   /** Called when the document resumes after a pause (loading, recovery), to process queued input. */
   resume(): void;
+}
+
+/** How a fenced write ended: code '' when applied and committed, else why it was refused. */
+export interface FencedOutcome {
+  code: ErrorCode | '';
+  message?: string;
 }
 
 /** Result of applying one remote update. */
@@ -69,6 +77,10 @@ export class RelayDoc {
   private flushScheduled = false;
   /** The commit of the latest change made on the relay itself (see `onLocalUpdate`). */
   private lastLocalPersist: Promise<void> = Promise.resolve();
+  /** Fenced writes run one at a time (see `writeFenced`). */
+  private fencedTail: Promise<unknown> = Promise.resolve();
+  /** A fenced write is being committed: nothing may be broadcast yet. */
+  private holdBroadcasts = false;
 
   private constructor(
     readonly name: string,
@@ -101,15 +113,52 @@ export class RelayDoc {
   }
 
   /**
-   * Writes a fenced value into the document's CP area, as the relay. The caller checked the
-   * lease and that `token` is at least the entry's current token, synchronously before this
-   * call. Every replica gets the value through the normal update path. `durable` resolves
-   * once it is committed.
+   * Writes a fenced value into the document's CP area, as the relay, if `token` is at least
+   * the entry's current token and (with `ifRev`) the entry is still at that revision: both
+   * checked right before the write, and fenced writes of a document run one at a time.
+   *
+   * Nobody sees the value before it is committed: input (sync requests included) and
+   * broadcasts are held from the write until its commit, so a relay that crashes in between
+   * comes back without a value that replicas already hold (they would send it back, and the
+   * relay would refuse its own struct as a write into the fenced area). If the commit fails,
+   * the document is reloaded from storage, which drops the write. The caller has checked the
+   * lease with the lock authority.
    */
-  writeFenced(key: string, value: unknown, token: number): Applied {
+  writeFenced(key: string, value: unknown, token: number, ifRev?: number): Promise<FencedOutcome> {
+    const run = this.fencedTail.then(() => this.writeFencedNow(key, value, token, ifRev));
+    this.fencedTail = run.catch(() => {});
+    return run;
+  }
+
+  private async writeFencedNow(key: string, value: unknown, token: number, ifRev: number | undefined): Promise<FencedOutcome> {
+    if (this.paused || this.destroyed) return { code: 'unavailable', message: 'the document is recovering; retry the fenced write' };
+    const current = readFenced(this.doc, key);
+    if (current && token < current.token) {
+      return { code: 'stale-token', message: `token ${token} for "${key}" is stale: ${current.token} has written since` };
+    }
+    if (ifRev !== undefined && (current?.rev ?? 0) !== ifRev) {
+      return { code: 'conflict', message: `"${key}" is at revision ${current?.rev ?? 0}, not ${ifRev}: it changed since it was read` };
+    }
+    this.paused = true;
+    this.holdBroadcasts = true;
+    const batched = this.batch.size;
     this.lastLocalPersist = Promise.resolve();
-    writeFenced(this.doc, key, value, token, FENCED_ORIGIN);
-    return { durable: this.lastLocalPersist };
+    writeFencedEntry(this.doc, key, value, token, FENCED_ORIGIN);
+    try {
+      await this.lastLocalPersist;
+    } catch (err) {
+      // Never published: drop it from the broadcast queue and from memory (reload).
+      this.batch.truncate(batched);
+      this.holdBroadcasts = false;
+      this.paused = false;
+      void this.recover(err);
+      return { code: 'storage-failure', message: 'the fenced write could not be stored' };
+    }
+    this.holdBroadcasts = false;
+    this.paused = false;
+    this.flushBroadcast();
+    for (const peer of this.peers) peer.resume();
+    return { code: '' };
   }
 
   /** Sends queued broadcasts now (so a requester has a change before the reply about it). */
@@ -308,6 +357,7 @@ export class RelayDoc {
 
   private flushBroadcast(): void {
     this.flushScheduled = false;
+    if (this.holdBroadcasts) return; // flushed when the fenced write committed
     if (this.batch.size === 0) return;
     const updateFor = this.batch.take();
     for (const peer of this.peers) {
