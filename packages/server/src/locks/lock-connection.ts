@@ -16,6 +16,7 @@ import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { RelaySocket } from '../relay/connection.js';
 import type { LockService } from './lock-service.js';
+import { onCredentialExpiry } from '../auth/credential-expiry.js';
 
 /** The WebSocket path of the lock endpoint (a name no document may have). */
 export const LOCKS_PATH = '.capsync/locks';
@@ -33,7 +34,7 @@ export class LockConnection {
   readonly id = `locks-${nextConnectionId++}`;
   private closed = false;
   private readonly gone = new AbortController();
-  private expiryTimer: NodeJS.Timeout | null = null;
+  private cancelExpiry: (() => void) | null = null;
 
   constructor(
     private readonly socket: RelaySocket,
@@ -43,19 +44,11 @@ export class LockConnection {
     deps.metrics.connections.inc();
     // Every waiting acquire listens on it; any number of them in flight is normal.
     setMaxListeners(0, this.gone.signal);
-    if (deps.expiresAt !== undefined) this.armExpiry(deps.expiresAt);
+    if (deps.expiresAt !== undefined) {
+      this.cancelExpiry = onCredentialExpiry(deps.expiresAt, () => this.fail(new CapsyncError('unauthorized', 'token expired')));
+    }
   }
 
-  /** Closes the connection when its credential expires (timers cap at ~24.8 days: re-arm). */
-  private armExpiry(expiresAt: number): void {
-    const remaining = expiresAt - Date.now();
-    if (remaining <= 0) {
-      this.fail(new CapsyncError('unauthorized', 'token expired'));
-      return;
-    }
-    this.expiryTimer = setTimeout(() => this.armExpiry(expiresAt), Math.min(remaining, 2 ** 31 - 1));
-    this.expiryTimer.unref();
-  }
 
   receive(data: Uint8Array, isBinary: boolean): void {
     if (this.closed) return;
@@ -114,7 +107,7 @@ export class LockConnection {
   onClosed(): void {
     if (this.closed) return;
     this.closed = true;
-    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.cancelExpiry?.();
     this.deps.metrics.connections.dec();
     this.gone.abort();
   }

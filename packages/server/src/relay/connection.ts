@@ -23,6 +23,7 @@ import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { DocRegistry } from './doc-registry.js';
 import type { DocPeer, RelayDoc } from './relay-doc.js';
+import { onCredentialExpiry } from '../auth/credential-expiry.js';
 
 /**
  * The part of a WebSocket the relay uses, so the relay core knows nothing of `ws` or http.
@@ -81,7 +82,7 @@ export class RelayConnection implements DocPeer {
   private ackScheduled = false;
   private readonly awarenessIds = new Set<number>();
   private deniedNotified = false;
-  private expiryTimer: NodeJS.Timeout | null = null;
+  private cancelExpiry: (() => void) | null = null;
   private slowTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -91,20 +92,12 @@ export class RelayConnection implements DocPeer {
     private readonly deps: ConnectionDeps,
   ) {
     deps.metrics.connections.inc();
-    if (grant.expiresAt !== undefined) this.armExpiry(grant.expiresAt);
+    if (grant.expiresAt !== undefined) {
+      this.cancelExpiry = onCredentialExpiry(grant.expiresAt, () => this.fail(new CapsyncError('unauthorized', 'token expired')));
+    }
     void this.open();
   }
 
-  /** Closes the connection when its credential expires (timers cap at ~24.8 days: re-arm). */
-  private armExpiry(expiresAt: number): void {
-    const remaining = expiresAt - Date.now();
-    if (remaining <= 0) {
-      this.fail(new CapsyncError('unauthorized', 'token expired'));
-      return;
-    }
-    this.expiryTimer = setTimeout(() => this.armExpiry(expiresAt), Math.min(remaining, 2 ** 31 - 1));
-    this.expiryTimer.unref();
-  }
 
   private async open(): Promise<void> {
     let doc: RelayDoc;
@@ -407,7 +400,7 @@ export class RelayConnection implements DocPeer {
     if (this.closed) return;
     this.closed = true;
     this.deps.metrics.connections.dec();
-    if (this.expiryTimer) clearTimeout(this.expiryTimer);
+    this.cancelExpiry?.();
     if (this.slowTimer) clearTimeout(this.slowTimer);
     this.queue = [];
     const doc = this.doc;
