@@ -194,6 +194,19 @@ describe('linearizability checker: hand-written lock histories', () => {
       legal(h, lockModel({ fence: 'relay' }));
       illegal([op('a', acquire(), { token: 1 }, 0, 1), op('a', write(1, 'x'), refused('stale-token'), 2, 3)], lockModel({ fence: 'relay' }));
     });
+
+    it("with fence 'relay', an indeterminate acquire may have been granted a token no one saw (found by a nemesis run)", () => {
+      const relay = lockModel({ fence: 'relay' });
+      const base = [op('a', acquire(), { token: 1 }, 0, 1), lapse('a', 1, 2)];
+      // b's acquire timed out, but the authority granted it token 2: a's write is stale.
+      legal([...base, op('b', acquire(), '?', 3), op('a', write(1, 'late'), refused('stale-token'), 5, 6)], relay);
+      // Without that indeterminate acquire, nothing newer exists: the refusal would be a lie.
+      illegal([...base, op('a', write(1, 'late'), refused('stale-token'), 5, 6)], relay);
+      // A hidden grant needs the lock free: not while a's lease may still be live.
+      illegal([op('a', acquire(), { token: 1 }, 0, 1), op('b', acquire(), '?', 2), op('a', write(1, 'x'), refused('stale-token'), 3, 4)], relay);
+      // A later known grant is above the hidden one: it does not make older tokens stale by itself.
+      legal([...base, op('b', acquire(), '?', 3), op('c', acquire(), { token: 3 }, 4, 5), op('c', write(3, 'ok'), OK, 6, 7)], relay);
+    });
   });
 
   describe('the register', () => {

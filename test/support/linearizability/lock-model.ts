@@ -50,7 +50,8 @@
  *   carries the highest token is legal, as it is for the real system;
  * - anything about a lease whose end is not recorded: every granted lease that is not
  *   released must get a `lost` op, or later grants look like double grants (false alarms);
- *   conversely an indeterminate acquire is assumed to lapse at once, so a hidden grant that
+ *   conversely an indeterminate acquire is assumed to lapse at once (with fence 'relay' it may
+ *   also have raised the bar for stale-token refusals: `LockState.hidden`), so a hidden grant that
  *   blocked others for a while is not distinguished from one that never happened (lenient;
  *   the token order still holds, since a hidden token can only raise the bar);
  * - lease durations: there is no clock in the model; `lost` only says "not before this";
@@ -96,6 +97,12 @@ export interface LockState {
   readonly highestWritten: number;
   /** The register's value as canonical JSON ('null' when never written). */
   readonly valueJson: string;
+  /**
+   * Fence 'relay' only: an indeterminate acquire may have been granted since the last known
+   * grant, with a token above `lastGranted` that no one learned. The relay's fence knows it
+   * (it refuses every lower token as stale), so such a refusal must not look like a lie.
+   */
+  readonly hidden: boolean;
 }
 
 export interface LockModelOptions {
@@ -107,14 +114,15 @@ export interface LockModelOptions {
   fence?: 'resource' | 'relay';
 }
 
-const INITIAL: LockState = { holder: null, lastGranted: 0, highestWritten: 0, valueJson: 'null' };
+const INITIAL: LockState = { holder: null, lastGranted: 0, highestWritten: 0, valueJson: 'null', hidden: false };
 
 /** The lock + fenced register model, partitioned by key. */
 export function lockModel(options: LockModelOptions = {}): Model<LockState, LockInput, LockOutput> {
   const fence = options.fence ?? 'resource';
   /** The token can never be the holder again: it is not now, and no later grant can reuse it. */
   const goneForGood = (s: LockState, token: number): boolean => s.holder !== token && s.lastGranted >= token;
-  const staleOk = (s: LockState, token: number): boolean => token < (fence === 'relay' ? s.lastGranted : s.highestWritten);
+  const staleOk = (s: LockState, token: number): boolean =>
+    fence === 'relay' ? token < s.lastGranted || (s.hidden && token <= s.lastGranted) : token < s.highestWritten;
   const applyWrite = (s: LockState, token: number, value: unknown): LockState | null =>
     s.lastGranted >= token && token >= s.highestWritten ? { ...s, highestWritten: token, valueJson: canonicalJson(value) } : null;
 
@@ -125,9 +133,14 @@ export function lockModel(options: LockModelOptions = {}): Model<LockState, Lock
       const refusal = output !== undefined && 'error' in output ? (output as Refused).error : null;
       switch (input.kind) {
         case 'acquire': {
-          if (output === undefined || refusal !== null) return [s];
+          if (output === undefined) {
+            // Fence 'relay': it may have been granted (a token above lastGranted that then
+            // lapsed, unseen), which the relay's fence counts; it needs the lock free.
+            return fence === 'relay' && s.holder === null && !s.hidden ? [s, { ...s, hidden: true }] : [s];
+          }
+          if (refusal !== null) return [s];
           const token = (output as Granted).token;
-          return s.holder === null && token > s.lastGranted ? [{ ...s, holder: token, lastGranted: token }] : [];
+          return s.holder === null && token > s.lastGranted ? [{ ...s, holder: token, lastGranted: token, hidden: false }] : [];
         }
         case 'renew': {
           if (output === undefined) return [s];
@@ -165,7 +178,8 @@ export function lockModel(options: LockModelOptions = {}): Model<LockState, Lock
       const refusal = output !== undefined && 'error' in output ? (output as Refused).error : null;
       switch (input.kind) {
         case 'acquire':
-          return output === undefined || refusal !== null;
+          // An indeterminate acquire matters to the relay's fence (see LockState.hidden).
+          return refusal !== null || (output === undefined && fence !== 'relay');
         case 'read':
           return output === undefined || refusal !== null;
         case 'renew':
@@ -186,7 +200,7 @@ export function lockModel(options: LockModelOptions = {}): Model<LockState, Lock
       }
     },
 
-    hash: (s) => `${s.holder ?? '-'}|${s.lastGranted}|${s.highestWritten}|${s.valueJson}`,
+    hash: (s) => `${s.holder ?? '-'}|${s.lastGranted}|${s.highestWritten}|${s.hidden ? 'h' : ''}|${s.valueJson}`,
 
     describeState: (s) =>
       `holder=${s.holder ?? 'none'} lastGranted=${s.lastGranted} highestWritten=${s.highestWritten} value=${s.valueJson}`,
