@@ -174,7 +174,8 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
       throw new UnavailableError('lock request withdrawn');
     }
     this.hold(key, st, token, owner, started + ttlMs);
-    return { key, token, ttlMs: Math.floor(started + ttlMs - (request.receivedAt ?? started)) };
+    // (ttl + whole ms waited, not floor(started + ttl − receivedAt): that float sum can lose a ms.)
+    return { key, token, ttlMs: ttlMs + Math.max(0, Math.floor(started - (request.receivedAt ?? started))) };
   }
 
   private hold(key: string, st: KeyState, token: number, owner: string, expiresAt: number): void {

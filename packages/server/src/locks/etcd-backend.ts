@@ -348,7 +348,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
           this.hold(key, st, { token, owner: head.request.owner, leaseId, leaseTtlS, expiresAt: started + head.request.ttlMs, expiryTimer: undefined, keepAliveTimer: undefined });
           // Counted from receipt (the LockGrant contract): a waited grant runs from `started`.
           const from = head.request.receivedAt ?? started;
-          head.resolve({ key, token, ttlMs: Math.floor(started + head.request.ttlMs - from) });
+          head.resolve({ key, token, ttlMs: head.request.ttlMs + Math.max(0, Math.floor(started - from)) });
           this.pump(key, st);
           return;
         }
