@@ -36,11 +36,33 @@ it('nobody sees a fenced value before it is committed', async () => {
   const lease = await a.locks.acquire('x', { ttlMs: 10_000 });
   await ha.cp.set('x', 1, lease);
 
+  const { metrics } = relay.relay;
+  const count = async (metric: typeof metrics.messagesOut, type: string): Promise<number> =>
+    (await metric.get()).values.find((v) => v.labels['type'] === type)?.value ?? 0;
+  const bytesIn = async (): Promise<number> => (await metrics.bytesIn.get()).values[0]?.value ?? 0;
+  const doc = await relay.relay.registry.peek('d')!;
+  /** Yields turns until `check` holds, or fails with `what` (no fixed sleeps). */
+  const until = async (check: () => boolean | Promise<boolean>, what: string): Promise<void> => {
+    const deadline = performance.now() + 2_000;
+    while (!(await check())) {
+      if (performance.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  };
+  const updatesOut = await count(metrics.messagesOut, 'update');
+  const step2Out = await count(metrics.messagesOut, 'sync-step-2');
+
   gated.hold();
   const pending = ha.cp.set('x', 2, lease);
-  // While the commit is held: B asks for the relay's state and gets nothing new yet.
+  await until(() => doc.paused, 'the fenced write is waiting for its commit (input held)');
+  // While the commit is held, B asks for the relay's state: once the relay has received the
+  // request, nothing about the write may have gone out, neither broadcast nor reply.
+  const before = await bytesIn();
   const syncing = hb.whenSynced({ timeoutMs: 5_000 });
-  await new Promise((resolve) => setTimeout(resolve, 100)); // the held window (the nemesis)
+  await until(async () => (await bytesIn()) > before, "the relay received B's sync request");
+  await new Promise((resolve) => setImmediate(resolve));
+  expect(await count(metrics.messagesOut, 'update')).toBe(updatesOut);
+  expect(await count(metrics.messagesOut, 'sync-step-2')).toBe(step2Out);
   expect(hb.cp.get('x')).toBe(1);
   gated.release();
   await pending;
