@@ -31,6 +31,9 @@ export class GatedLoadStore implements DocStore {
   delete(name: string): Promise<void> {
     return this.inner.delete(name);
   }
+  list(): Promise<string[]> {
+    return this.inner.list();
+  }
   ping(): Promise<void> {
     return this.inner.ping();
   }
@@ -71,6 +74,9 @@ export class GatedAppendStore implements DocStore {
   }
   delete(name: string): Promise<void> {
     return this.inner.delete(name);
+  }
+  list(): Promise<string[]> {
+    return this.inner.list();
   }
   ping(): Promise<void> {
     return this.inner.ping();

@@ -20,6 +20,9 @@ const samples: Message[] = [
   { type: 'lock-request', id: 1, op: 'acquire', key: 'stock/1', token: 0, ttlMs: 5000, waitMs: 100 },
   { type: 'lock-request', id: 2, op: 'renew', key: 'k', token: 2 ** 40, ttlMs: 10, waitMs: 0 },
   { type: 'lock-request', id: 3, op: 'release', key: 'ключ', token: 9, ttlMs: 0, waitMs: 0 },
+  { type: 'lock-request', id: 4, op: 'check', key: 'k', token: 3, ttlMs: 0, waitMs: 0 },
+  { type: 'quorum-ack', seq: 0 },
+  { type: 'quorum-ack', seq: 2 ** 40 },
   { type: 'lock-reply', id: 1, code: '', message: '', token: 17, ttlMs: 5000 },
   { type: 'lock-reply', id: 2, code: 'lock-timeout', message: 'held', token: 0, ttlMs: 0 },
   { type: 'cp-set', id: 5, key: 'stock/1', token: 3, json: '{"n":1}' },
@@ -67,7 +70,7 @@ describe('wire protocol', () => {
   it('refuses an empty frame', () => expectProtocolError(new Uint8Array(0), 'bad-message'));
   it('refuses unknown message types', () => expectProtocolError(new Uint8Array([7]), 'unknown-message-type'));
   it('refuses unknown sync kinds', () => expectProtocolError(new Uint8Array([0, 9, 0]), 'unknown-message-type'));
-  it('refuses unknown capsync kinds', () => expectProtocolError(new Uint8Array([100, 9]), 'unknown-message-type'));
+  it('refuses unknown capsync kinds', () => expectProtocolError(new Uint8Array([100, 99]), 'unknown-message-type'));
   it('refuses a truncated varint', () => expectProtocolError(new Uint8Array([0x80]), 'bad-message'));
   it('refuses a varint past 53 bits', () => expectProtocolError(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]), 'bad-message'));
   it('refuses a length that runs past the frame', () => expectProtocolError(new Uint8Array([0, 2, 50, 1, 2]), 'bad-message'));

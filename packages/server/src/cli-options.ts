@@ -5,6 +5,8 @@ interface Flag {
   flag: string;
   env: string;
   type: 'string' | 'boolean';
+  /** Repeatable (--peer a --peer b); the values reach `apply` joined with commas, like the variable. */
+  multiple?: boolean;
   help: string;
   apply(o: RelayOptions & { logLevel?: string }, v: string): void;
 }
@@ -104,6 +106,53 @@ export const FLAGS: Flag[] = [
     help: `Answer a lock request 'unavailable' when the lock authority takes longer. Default ${DEFAULTS.lockTimeoutMs}`,
     apply: (o, v) => (o.lockTimeoutMs = int('--lock-timeout-ms', v, 1)),
   },
+  {
+    flag: 'peer',
+    env: 'CAPSYNC_PEER',
+    type: 'string',
+    multiple: true,
+    help: 'Another relay of the mesh, ws://host:port (repeat the flag; the variable takes a comma list). Default none',
+    apply: (o, v) => (o.peers = relayUrls('--peer', v)),
+  },
+  {
+    flag: 'peer-mode',
+    env: 'CAPSYNC_PEER_MODE',
+    type: 'string',
+    help: 'on-demand (sync the documents clients have open, default) or replicate-all (a full backup replica)',
+    apply: (o, v) => {
+      if (v !== 'on-demand' && v !== 'replicate-all') throw new CliError(`--peer-mode must be on-demand or replicate-all, got "${v}"`);
+      o.peerMode = v;
+    },
+  },
+  { flag: 'relay-id', env: 'CAPSYNC_RELAY_ID', type: 'string', help: "This relay's name in the mesh (logs, metrics). Default: random per start", apply: (o, v) => (o.relayId = v) },
+  {
+    flag: 'peer-token',
+    env: 'CAPSYNC_PEER_TOKEN',
+    type: 'string',
+    help: 'Credential presented to peers. Default: minted from --auth-secret (peers share it), none on an open relay',
+    apply: (o, v) => (o.peerToken = v),
+  },
+  {
+    flag: 'mesh-size',
+    env: 'CAPSYNC_MESH_SIZE',
+    type: 'string',
+    help: 'Relays in the mesh, this one included, for quorum durability. Default: peers + 1',
+    apply: (o, v) => (o.meshSize = positive('--mesh-size', v)),
+  },
+  {
+    flag: 'replicate-interval-ms',
+    env: 'CAPSYNC_REPLICATE_INTERVAL_MS',
+    type: 'string',
+    help: `How often a replicate-all relay sweeps every document. Default ${DEFAULTS.replicateIntervalMs}`,
+    apply: (o, v) => (o.replicateIntervalMs = positive('--replicate-interval-ms', v)),
+  },
+  {
+    flag: 'lock-authority',
+    env: 'CAPSYNC_LOCK_AUTHORITY',
+    type: 'string',
+    help: 'A relay ws://host:port whose embedded lock backend is the authority: forward lock requests there',
+    apply: (o, v) => (o.lockAuthority = relayUrls('--lock-authority', v)[0]!),
+  },
   { flag: 'log-level', env: 'CAPSYNC_LOG_LEVEL', type: 'string', help: 'fatal, error, warn, info (default), debug, trace or silent', apply: (o, v) => {
       if (!LOG_LEVELS.includes(v)) throw new CliError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${v}"`);
       o.logLevel = v;
@@ -117,7 +166,7 @@ export type CliResult = { help: true } | { help: false; options: RelayOptions & 
 
 /** Parses argv and env into relay options. Throws CliError on unknown or malformed input. */
 export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliResult {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
   try {
     ({ values } = parseArgs({
       args: argv,
@@ -125,7 +174,7 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliResult {
       allowPositionals: false,
       options: {
         help: { type: 'boolean', short: 'h' },
-        ...Object.fromEntries(FLAGS.map((f) => [f.flag, { type: f.type }])),
+        ...Object.fromEntries(FLAGS.map((f) => [f.flag, { type: f.type, ...(f.multiple ? { multiple: true } : {}) }])),
       },
     }));
   } catch (err) {
@@ -134,7 +183,8 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliResult {
   if (values['help']) return { help: true };
   const options: RelayOptions & { logLevel: string } = { logLevel: 'info' };
   for (const f of FLAGS) {
-    const v = values[f.flag] ?? env[f.env];
+    const given = values[f.flag];
+    const v = Array.isArray(given) ? given.join(',') : (given ?? env[f.env]);
     if (typeof v === 'string' && v !== '') f.apply(options, v);
   }
   return { help: false, options };
@@ -153,6 +203,16 @@ export function helpText(): string {
     '',
     'Documents are served at ws://HOST:PORT/<docName>; HTTP: /healthz /readyz /metrics /v1/docs/:name',
   ].join('\n');
+}
+
+/** Parses "ws://a:4000,ws://b:4000" into relay URLs; refuses anything that is not ws(s). */
+function relayUrls(name: string, v: string): string[] {
+  const urls = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (urls.length === 0) throw new CliError(`${name} needs a URL`);
+  for (const u of urls) {
+    if (!/^wss?:\/\/[^/]+/.test(u)) throw new CliError(`${name}: "${u}" is not a ws(s) URL`);
+  }
+  return urls;
 }
 
 /** Parses "http://a:2379,http://b:2379" into URLs; refuses anything that is not http(s). */

@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { DEFAULT_COMPACTION_POLICY, type CompactionPolicy, type DocStore } from '@capsync/core';
 import type { LockBackend } from './locks/lock-backend.js';
@@ -48,6 +49,36 @@ export interface RelayOptions {
    * 'unavailable' (an acquire gets its `waitMs` on top). Default 2000 ms.
    */
   lockTimeoutMs?: number;
+  /**
+   * Other relays of the mesh (ws://host:port, ...): documents are synced with them over the
+   * same protocol, authenticated with the relay credential (`peerToken`). Default none.
+   */
+  peers?: string[];
+  /**
+   * 'on-demand' (default): sync the documents this relay has loaded (its clients have them
+   * open). 'replicate-all': also sweep every document the peers and this relay store, so this
+   * relay is a full backup replica.
+   */
+  peerMode?: 'on-demand' | 'replicate-all';
+  /** This relay's name in the mesh (logs, metrics, quorum). Default: a random id per start. */
+  relayId?: string;
+  /**
+   * The credential this relay presents to its peers. Default: with `authSecret`, a short-lived
+   * JWT minted from it (peers of one mesh share the secret); without, none (open relays).
+   */
+  peerToken?: string;
+  /**
+   * Relays in the mesh, this one included, for `quorum` durability (a majority of it).
+   * Default: the number of `peers` plus one.
+   */
+  meshSize?: number;
+  /** How often a replicate-all relay sweeps every document. Default 60 s. */
+  replicateIntervalMs?: number;
+  /**
+   * A relay (ws://host:port) whose embedded lock backend is the lock authority of the mesh:
+   * this relay forwards lock requests and fencing checks there. Ignored with `etcd` or `lockBackend`.
+   */
+  lockAuthority?: string;
   /** Structured logger; defaults to one at `logLevel`. */
   logger?: Logger;
   /** Log level of the default logger. Default 'silent' (the CLI uses 'info'). */
@@ -72,6 +103,13 @@ export interface ResolvedRelayOptions {
   etcd: string[];
   lockBackend: LockBackend | undefined;
   lockTimeoutMs: number;
+  peers: string[];
+  peerMode: 'on-demand' | 'replicate-all';
+  relayId: string;
+  peerToken: string | undefined;
+  meshSize: number;
+  replicateIntervalMs: number;
+  lockAuthority: string | undefined;
 }
 
 export const DEFAULTS = {
@@ -83,6 +121,7 @@ export const DEFAULTS = {
   slowConsumerGraceMs: 5_000,
   idleTimeoutMs: 30_000,
   lockTimeoutMs: 2_000,
+  replicateIntervalMs: 60_000,
 } as const;
 
 export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
@@ -112,5 +151,26 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     etcd: o.etcd ?? [],
     lockBackend: o.lockBackend,
     lockTimeoutMs: positive('lockTimeoutMs', o.lockTimeoutMs, DEFAULTS.lockTimeoutMs),
+    peers: (o.peers ?? []).map((u) => wsUrl('peers', u)),
+    peerMode: peerMode(o.peerMode),
+    relayId: o.relayId || randomRelayId(),
+    peerToken: o.peerToken || undefined,
+    meshSize: positive('meshSize', o.meshSize, (o.peers?.length ?? 0) + 1),
+    replicateIntervalMs: positive('replicateIntervalMs', o.replicateIntervalMs, DEFAULTS.replicateIntervalMs),
+    lockAuthority: o.lockAuthority ? wsUrl('lockAuthority', o.lockAuthority) : undefined,
   };
+}
+
+function wsUrl(name: string, url: string): string {
+  if (!/^wss?:\/\/[^/]+/.test(url)) throw new RangeError(`${name}: a relay URL must start with ws:// or wss://, got "${url}"`);
+  return url.replace(/\/+$/, '');
+}
+
+function peerMode(mode: string | undefined): 'on-demand' | 'replicate-all' {
+  if (mode === undefined || mode === 'on-demand' || mode === 'replicate-all') return mode ?? 'on-demand';
+  throw new RangeError(`peerMode must be on-demand or replicate-all, got "${mode}"`);
+}
+
+function randomRelayId(): string {
+  return `relay-${randomUUID().slice(0, 8)}`;
 }

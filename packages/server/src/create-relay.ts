@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { MemoryDocStore, type DocStore } from '@capsync/core';
 import { JwtAccess, OpenAccess, type AccessControl } from './auth/access.js';
+import { relayCredential } from './auth/relay-credential.js';
 import { resolveOptions, type RelayOptions, type ResolvedRelayOptions } from './config.js';
 import { createHttpApp } from './http/app.js';
 import { attachWebSocketEndpoint } from './http/websocket-endpoint.js';
@@ -49,7 +50,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     throw err;
   }
   const locks = new LockService(backend, metrics, logger, resolved.lockTimeoutMs);
-  const relay = new Relay({ store, access, metrics, logger, options: resolved, locks });
+  const relay = new Relay({ store, access, metrics, logger, options: resolved, locks, credential: relayCredential(resolved) });
 
   const server = http.createServer(createHttpApp(relay));
   const wss = attachWebSocketEndpoint(server, relay);
@@ -67,10 +68,11 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     throw err;
   }
   const port = (server.address() as AddressInfo).port;
+  relay.mesh.start();
   const host = urlHost(resolved.host);
   const storage = typeof resolved.storage === 'string' ? resolved.storage : 'custom';
   logger.info(
-    { port, host: resolved.host, storage, locks: backend.kind, ...(storage === 'sqlite' ? { database: sqlitePath(resolved) } : {}) },
+    { port, host: resolved.host, storage, locks: backend.kind, relayId: resolved.relayId, peers: resolved.peers, peerMode: resolved.peerMode, ...(storage === 'sqlite' ? { database: sqlitePath(resolved) } : {}) },
     'relay listening',
   );
   if (access.mode === 'open') logger.warn('no auth configured: the relay is OPEN, anyone who can reach it may read and write every document');

@@ -18,3 +18,8 @@ export { LockService } from './locks/lock-service.js';
 export { LOCKS_PATH } from './locks/lock-connection.js';
 export { FencedResource, MemoryFenceStore, type FenceStore } from '@capsync/core';
 export { EtcdLockBackend, etcdTtlSeconds, MIN_ETCD_TTL_S, type EtcdLockBackendOptions } from './locks/etcd-backend.js';
+export { PeerMesh } from './mesh/peer-mesh.js';
+export { PeerEndpoint } from './mesh/peer-endpoint.js';
+export { PeerLink } from './mesh/peer-link.js';
+export { MESH_PATH } from './mesh/mesh-connection.js';
+export { relayCredential, RELAY_CLAIM } from './auth/relay-credential.js';

@@ -94,6 +94,51 @@ export class RelayMetrics {
     registers: [this.registry],
   });
 
+  // ---- the mesh (peer relays) ----
+  readonly peerUp = new client.Gauge({
+    name: 'capsync_peer_up',
+    help: 'Whether the control link to a peer relay is up (1) or down (0): 0 is a partition or a dead peer',
+    labelNames: ['peer'] as const,
+    registers: [this.registry],
+  });
+  readonly peerLinkChanges = new client.Counter({
+    name: 'capsync_peer_link_changes_total',
+    help: 'Peer relay links going up or down (partition events and heals)',
+    labelNames: ['peer', 'state'] as const,
+    registers: [this.registry],
+  });
+  readonly peerDocLinks = new client.Gauge({
+    name: 'capsync_peer_doc_links',
+    help: 'Document links this relay opened to peer relays',
+    registers: [this.registry],
+  });
+  readonly peerBytesIn = new client.Counter({ name: 'capsync_peer_bytes_in_total', help: 'Bytes received on document links this relay opened to peers', registers: [this.registry] });
+  readonly peerBytesOut = new client.Counter({ name: 'capsync_peer_bytes_out_total', help: 'Bytes sent on document links this relay opened to peers', registers: [this.registry] });
+  readonly peerConvergeSeconds = new client.Histogram({
+    name: 'capsync_peer_converge_seconds',
+    help: 'From a document link (re)connecting until both relays hold what the other had (state-vector sync both ways, acknowledged)',
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+  readonly replicationLagUpdates = new client.Gauge({
+    name: 'capsync_replication_lag_updates',
+    help: 'Changes of loaded documents a peer relay has not acknowledged as durable yet, by peer relay id',
+    labelNames: ['peer'] as const,
+    registers: [this.registry],
+  });
+  readonly replicationLagBytes = new client.Gauge({
+    name: 'capsync_replication_lag_bytes',
+    help: 'Bytes of those changes, by peer relay id',
+    labelNames: ['peer'] as const,
+    registers: [this.registry],
+  });
+  readonly quorumWaits = new client.Counter({
+    name: 'capsync_quorum_acks_total',
+    help: 'Quorum barriers of clients, by outcome (acked: a majority holds it; abandoned: the client left first)',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
   constructor(options: { collectDefault?: boolean } = {}) {
     if (options.collectDefault !== false) client.collectDefaultMetrics({ register: this.registry, prefix: 'capsync_' });
   }

@@ -190,7 +190,7 @@ describe('OpenAccess', () => {
   it('grants write on every document without a token', async () => {
     const open = new OpenAccess();
     expect(open.mode).toBe('open');
-    expect(await open.authorize()).toEqual({ permission: 'write' });
+    expect(await open.authorize()).toEqual({ permission: 'write', relay: true });
   });
 });
 

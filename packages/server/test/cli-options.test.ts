@@ -73,6 +73,20 @@ describe('parseCli', () => {
     expect(() => options(['--lock-timeout-ms', '0'])).toThrow(CliError);
   });
 
+  it('takes --peer repeatedly (or CAPSYNC_PEER as a list) and the mesh settings', () => {
+    expect(options(['--peer', 'ws://a:4000', '--peer', 'wss://b.example/', '--peer-mode', 'replicate-all', '--relay-id', 'eu-1', '--lock-authority', 'ws://a:4000'])).toMatchObject({
+      peers: ['ws://a:4000', 'wss://b.example/'],
+      peerMode: 'replicate-all',
+      relayId: 'eu-1',
+      lockAuthority: 'ws://a:4000',
+    });
+    expect(options([], { CAPSYNC_PEER: 'ws://a:1, ws://b:2' })).toMatchObject({ peers: ['ws://a:1', 'ws://b:2'] });
+    expect(resolveOptions(options(['--peer', 'ws://a:1/', '--peer', 'ws://b:2'])!)).toMatchObject({ peers: ['ws://a:1', 'ws://b:2'], meshSize: 3, peerMode: 'on-demand' });
+    expect(() => options(['--peer', 'http://a:1'])).toThrow(CliError);
+    expect(() => options(['--peer-mode', 'all'])).toThrow(CliError);
+    expect(() => options(['--mesh-size', '0'])).toThrow(CliError);
+  });
+
   it('reads CAPSYNC_* environment variables', () => {
     const env = {
       CAPSYNC_PORT: '8080',

@@ -21,6 +21,7 @@
  *   [100 capsync][7 cp-set][varUint id][varString key][varUint token][varString json]
  *                          [varUint ifRev + 1, 0 = unconditional]
  *   [100 capsync][8 cp-reply][varUint id][varString code][varString message]
+ *   [100 capsync][9 quorum-ack][varUint seq]
  *
  * Extension messages are only sent to a peer that first sent `hello`, so stock y-websocket
  * clients never see them.
@@ -33,7 +34,22 @@ import { ProtocolError, type ErrorCode } from '../errors.js';
 export const PROTOCOL_VERSION = 1;
 
 /** Capabilities a relay of this version offers in its hello. */
-export const RELAY_CAPABILITIES = ['ack', 'error', 'ping', 'cp'] as const;
+export const RELAY_CAPABILITIES = ['ack', 'error', 'ping', 'cp', 'quorum'] as const;
+
+/**
+ * Hello capabilities of relay-to-relay links. A relay connecting to a peer announces
+ * `relay` and `relay-id:<its id>`, and the peer answers with its own id, so both sides know
+ * which relay is on the other end of a link (to avoid opening a second link for a document
+ * that already has one, and to count quorum acknowledgements per relay).
+ */
+export const RELAY_CAPABILITY = 'relay';
+export const RELAY_ID_PREFIX = 'relay-id:';
+
+/** The relay id a hello announces (`relay-id:<id>`), or undefined. */
+export function relayIdOf(hello: { capabilities: string[] }): string | undefined {
+  const cap = hello.capabilities.find((c) => c.startsWith(RELAY_ID_PREFIX));
+  return cap === undefined ? undefined : cap.slice(RELAY_ID_PREFIX.length) || undefined;
+}
 
 export const MessageType = {
   Sync: 0,
@@ -44,8 +60,8 @@ export const MessageType = {
 } as const;
 
 const SyncKind = { Step1: 0, Step2: 1, Update: 2 } as const;
-const CapsyncKind = { Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8 } as const;
-const LockOps = ['acquire', 'renew', 'release'] as const;
+const CapsyncKind = { Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8, QuorumAck: 9 } as const;
+const LockOps = ['acquire', 'renew', 'release', 'check'] as const;
 export type LockOp = (typeof LockOps)[number];
 const AuthKind = { PermissionDenied: 0 } as const;
 
@@ -114,7 +130,9 @@ export interface PongMessage {
 /**
  * A lock operation, sent on a lock connection (`/.locks`). `id` pairs it with its reply.
  * acquire: `key`, `ttlMs`, `waitMs` (token 0). renew: `key`, `token`, `ttlMs`.
- * release: `key`, `token`. Requests are independent: replies may come out of order.
+ * release: `key`, `token`. check: `key`, `token` (is it the key's current lease? used by relays
+ * that forward to a lock authority relay to fence writes). Requests are independent: replies
+ * may come out of order.
  */
 export interface LockRequestMessage {
   type: 'lock-request';
@@ -165,6 +183,17 @@ export interface CpReplyMessage {
   message: string;
 }
 
+/**
+ * Quorum acknowledgement, sent to clients that announced the `quorum` capability, for their
+ * barrier messages (empty updates): everything the relay had applied when it received
+ * message `seq` of this connection (see AckMessage) is durable on a majority of the relays
+ * in its mesh, this one included. A relay that cannot reach a majority never sends it.
+ */
+export interface QuorumAckMessage {
+  type: 'quorum-ack';
+  seq: number;
+}
+
 export type Message =
   | SyncStep1Message
   | SyncStep2Message
@@ -180,7 +209,8 @@ export type Message =
   | LockRequestMessage
   | LockReplyMessage
   | CpSetMessage
-  | CpReplyMessage;
+  | CpReplyMessage
+  | QuorumAckMessage;
 
 export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
 
@@ -275,6 +305,11 @@ export function encodeMessage(msg: Message): Uint8Array {
       encoding.writeVarUint(e, msg.id);
       encoding.writeVarString(e, msg.code);
       encoding.writeVarString(e, msg.message);
+      break;
+    case 'quorum-ack':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.QuorumAck);
+      encoding.writeVarUint(e, msg.seq);
       break;
   }
   return encoding.toUint8Array(e);
@@ -379,6 +414,7 @@ function readMessage(d: decoding.Decoder): Message {
         const code = decoding.readVarString(d) as ErrorCode | '';
         return { type: 'cp-reply', id, code, message: decoding.readVarString(d) };
       }
+      if (kind === CapsyncKind.QuorumAck) return { type: 'quorum-ack', seq: decoding.readVarUint(d) };
       throw new ProtocolError('unknown-message-type', `unknown capsync message kind ${kind}`);
     }
     default:

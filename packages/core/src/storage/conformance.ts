@@ -207,6 +207,21 @@ export const docStoreConformance: ConformanceCase[] = [
       }),
   },
   {
+    name: 'list names every stored document, not deleted ones',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const a = writer();
+        const b = writer();
+        equal((await s.list()).length, 0, 'documents in an empty store');
+        await s.append('a', a.edit('A'));
+        await s.compact('a', Y.encodeStateAsUpdate(a.doc), (await s.append('a', a.edit('A'))).position);
+        await s.append('b/ü', b.edit('B'));
+        await s.append('c', b.edit('C'));
+        await s.delete('c');
+        equal((await s.list()).sort().join(','), 'a,b/ü', 'listed documents');
+      }),
+  },
+  {
     name: 'ping resolves on a working store',
     run: (h) => withStore(h, (s) => s.ping()),
   },

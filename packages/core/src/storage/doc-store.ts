@@ -34,6 +34,12 @@ export interface DocStore {
   /** Removes the document's snapshot and log. Loading it afterwards yields an empty document. */
   delete(name: string): Promise<void>;
 
+  /**
+   * Names of every stored document (with a snapshot or log entries), in no particular order.
+   * A deleted document is not listed. Used by replicate-all relays to sweep every document.
+   */
+  list(): Promise<string[]>;
+
   /** Resolves when the backend can serve reads and writes; rejects with `StorageError` otherwise. */
   ping(): Promise<void>;
 

@@ -52,6 +52,11 @@ export class MemoryDocStore implements DocStore {
     this.docs.delete(name);
   }
 
+  async list(): Promise<string[]> {
+    this.assertOpen();
+    return Array.from(this.docs.keys());
+  }
+
   async ping(): Promise<void> {
     this.assertOpen();
   }

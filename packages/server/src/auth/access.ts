@@ -1,5 +1,6 @@
 import * as jose from 'jose';
 import { AuthError } from '@capsync/core';
+import { RELAY_CLAIM } from './relay-credential.js';
 
 export type Permission = 'read' | 'write';
 
@@ -10,6 +11,11 @@ export interface AccessGrant {
   subject?: string;
   /** When the credential stops being valid (ms since epoch); the relay closes the connection then. */
   expiresAt?: number;
+  /**
+   * The credential may act as a relay of the mesh (a peer): its connection is trusted with
+   * content of the fenced area, which relays write and replicate. True on an open relay.
+   */
+  relay?: boolean;
 }
 
 /**
@@ -26,7 +32,7 @@ export interface AccessControl {
 export class OpenAccess implements AccessControl {
   readonly mode = 'open' as const;
   async authorize(): Promise<AccessGrant> {
-    return { permission: 'write' };
+    return { permission: 'write', relay: true };
   }
 }
 
@@ -72,6 +78,7 @@ export class JwtAccess implements AccessControl {
       permission,
       ...(payload.sub ? { subject: payload.sub } : {}),
       ...(payload.exp ? { expiresAt: payload.exp * 1000 } : {}),
+      ...(payload[RELAY_CLAIM] === true ? { relay: true } : {}),
     };
   }
 }

@@ -3,6 +3,7 @@ import * as Y from 'yjs';
 import { AuthError, CapsyncError, docToJSON, validateDocName, type ErrorCode } from '@capsync/core';
 import type { AccessGrant } from '../auth/access.js';
 import { tokenFromRequest } from '../auth/token-from-request.js';
+import { MESH_PATH } from '../mesh/mesh-connection.js';
 import type { Relay } from '../relay/relay.js';
 import type { RelayDoc } from '../relay/relay-doc.js';
 import { sendError } from './http-errors.js';
@@ -19,7 +20,7 @@ export function createHttpApp(relay: Relay): express.Express {
   app.disable('x-powered-by');
 
   app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
+    res.json({ status: 'ok', relayId: relay.options.relayId });
   });
 
   app.get('/readyz', async (_req, res) => {
@@ -36,8 +37,23 @@ export function createHttpApp(relay: Relay): express.Express {
   });
 
   app.get('/metrics', async (_req, res) => {
+    relay.mesh.refreshLagMetrics();
     res.set('Content-Type', relay.metrics.registry.contentType);
     res.send(await relay.metrics.registry.metrics());
+  });
+
+  // Every stored document's name: for peer relays sweeping everything (replicate-all).
+  app.get('/v1/docs', async (req, res) => {
+    try {
+      const grant = await relay.access.authorize(tokenFromRequest(req), MESH_PATH);
+      if (!grant.relay) throw new AuthError('forbidden', 'listing documents needs a relay credential');
+      res.json({ docs: await relay.store.list() });
+    } catch (err) {
+      const code: ErrorCode = err instanceof CapsyncError ? err.code : 'internal';
+      relay.metrics.refusals.inc({ reason: code });
+      if (code === 'internal') relay.logger.error({ err }, 'listing documents failed');
+      sendError(res, err);
+    }
   });
 
   app.get('/v1/docs/:name', (req, res) =>

@@ -1,10 +1,12 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { CapsyncError, CloseCode, closeCodeFor, closeReasonFor, docNameFromPath } from '@capsync/core';
+import { AuthError, CapsyncError, CloseCode, closeCodeFor, closeReasonFor, docNameFromPath } from '@capsync/core';
 import type { AccessGrant } from '../auth/access.js';
 import { selectProtocol, tokenFromRequest } from '../auth/token-from-request.js';
 import { LOCKS_PATH } from '../locks/lock-connection.js';
+import { MESH_PATH } from '../mesh/mesh-connection.js';
+import { RELAY_QUERY } from '../mesh/peer-socket.js';
 import type { Relay } from '../relay/relay.js';
 
 /**
@@ -34,8 +36,9 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
     let failure: CapsyncError | null = null;
     let grant: AccessGrant | undefined;
     try {
-      docName = isLockPath(req.url) ? LOCKS_PATH : docNameFromPath(req.url ?? '/');
+      docName = isPath(req.url, LOCKS_PATH) ? LOCKS_PATH : isPath(req.url, MESH_PATH) ? MESH_PATH : docNameFromPath(req.url ?? '/');
       grant = await relay.access.authorize(tokenFromRequest(req), docName);
+      if (docName === MESH_PATH && !grant.relay) throw new AuthError('forbidden', 'the mesh endpoint needs a relay credential');
     } catch (err) {
       failure = err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error');
       if (!(err instanceof CapsyncError)) relay.logger.error({ err }, 'authorizing a connection failed');
@@ -50,7 +53,8 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
         return;
       }
       if (docName === LOCKS_PATH) serveLocks(relay, ws, grant);
-      else serve(relay, ws, docName, grant);
+      else if (docName === MESH_PATH) serveMesh(relay, ws);
+      else serve(relay, ws, docName, grant, peerIdOf(req.url));
     });
   }
 
@@ -62,9 +66,9 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
  * close over these few values only, not over the upgrade request (which would then stay
  * in memory, headers and all, for the life of every connection).
  */
-function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant): void {
+function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant, peerId: string | undefined): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
-  const conn = relay.connect(ws, docName, grant);
+  const conn = relay.connect(ws, docName, grant, peerId);
   ws.on('message', (data, isBinary) => conn.receive(toBytes(data as Buffer), isBinary));
   ws.on('close', () => relay.disconnected(conn));
   ws.on('error', (err: Error & { code?: string }) => {
@@ -91,9 +95,25 @@ function serveLocks(relay: Relay, ws: WebSocket, grant: AccessGrant): void {
   ws.on('error', () => relay.metrics.refusals.inc({ reason: 'bad-message' }));
 }
 
-function isLockPath(url: string | undefined): boolean {
+/** A peer relay's control link: liveness and ids (see MeshConnection). */
+function serveMesh(relay: Relay, ws: WebSocket): void {
+  giveTooBigAReason(ws, relay.options.maxMessageBytes);
+  const conn = relay.connectMesh(ws);
+  ws.on('close', () => relay.disconnected(conn));
+  ws.on('message', (data) => conn.receive(toBytes(data as Buffer)));
+  ws.on('error', () => relay.metrics.refusals.inc({ reason: 'bad-message' }));
+}
+
+function isPath(url: string | undefined, reserved: string): boolean {
   const path = (url ?? '').split('?')[0] ?? '';
-  return path === '/' + LOCKS_PATH || path === '/' + encodeURIComponent(LOCKS_PATH);
+  return path === '/' + reserved || path === '/' + encodeURIComponent(reserved);
+}
+
+/** The relay id a peer relay's document link names in its query (`?relay=<id>`). */
+function peerIdOf(url: string | undefined): string | undefined {
+  const q = (url ?? '').indexOf('?');
+  if (q < 0) return undefined;
+  return new URLSearchParams(url!.slice(q + 1)).get(RELAY_QUERY) || undefined;
 }
 
 /**

@@ -70,6 +70,10 @@ export class LockService {
           await this.deadline(backend.release(req.key, req.token), this.opTimeoutMs, `releasing "${req.key}"`);
           this.metrics.lockReleases.inc();
           return reply('', '', req.token);
+        case 'check':
+          // A relay that forwards to this authority fences a write (see ForwardingLockBackend).
+          await this.deadline(backend.check(req.key, req.token), this.opTimeoutMs, `checking the lease on "${req.key}"`);
+          return reply('', '', req.token);
       }
     } catch (err) {
       const e = err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error');
@@ -130,7 +134,7 @@ export function validateRequest(req: LockRequestMessage): void {
   if (new TextEncoder().encode(req.key).length > MAX_KEY_BYTES) fail(`key longer than ${MAX_KEY_BYTES} bytes`);
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(req.key)) fail('key contains control characters');
-  if (req.op !== 'release' && (req.ttlMs < MIN_TTL_MS || req.ttlMs > MAX_TTL_MS)) fail(`ttlMs must be in [${MIN_TTL_MS}, ${MAX_TTL_MS}]`);
+  if ((req.op === 'acquire' || req.op === 'renew') && (req.ttlMs < MIN_TTL_MS || req.ttlMs > MAX_TTL_MS)) fail(`ttlMs must be in [${MIN_TTL_MS}, ${MAX_TTL_MS}]`);
   if (req.op === 'acquire' && req.waitMs > MAX_WAIT_MS) fail(`waitMs must be at most ${MAX_WAIT_MS}`);
   if (req.op !== 'acquire' && !(req.token >= 1)) fail('token must be a positive integer');
   if (!Number.isSafeInteger(req.token)) fail('token out of range');

@@ -4,6 +4,8 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
   RELAY_CAPABILITIES,
+  RELAY_CAPABILITY,
+  RELAY_ID_PREFIX,
   closeCodeFor,
   closeCodeName,
   closeReasonFor,
@@ -24,6 +26,7 @@ import type { RelayMetrics } from '../metrics.js';
 import type { DocRegistry } from './doc-registry.js';
 import type { DocPeer, RelayDoc } from './relay-doc.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
+import { SentLog } from '../mesh/replication.js';
 
 /**
  * The part of a WebSocket the relay uses, so the relay core knows nothing of `ws` or http.
@@ -49,7 +52,16 @@ export interface ConnectionOptions {
   maxQueuedBytes: number;
 }
 
+/** What a connection from a peer relay tells the mesh (see PeerMesh). */
+export interface MeshHooks {
+  relayId: string;
+  inboundOpened(peerId: string, conn: RelayConnection): void;
+  inboundClosed(peerId: string, conn: RelayConnection): void;
+}
+
 interface ConnectionDeps {
+  /** The relay's mesh; peer relays' links are registered there. */
+  mesh?: MeshHooks;
   /** Told when the relay closes a connection (not when the client does). */
   onRelayClose?(conn: RelayConnection, code: number, reason: string): void;
   registry: DocRegistry;
@@ -84,14 +96,26 @@ export class RelayConnection implements DocPeer {
   private deniedNotified = false;
   private cancelExpiry: (() => void) | null = null;
   private slowTimer: NodeJS.Timeout | null = null;
+  /** The client asked for quorum acknowledgements of its barriers. */
+  private quorum = false;
+  private readonly quorumWaits = new Set<() => void>();
+  /**
+   * Set when this is a peer relay's document link (relay credential, relay named in the
+   * request): its updates are trusted with fenced content, it acknowledges what we send.
+   */
+  readonly peerRelayId: string | undefined;
+  private readonly sentToPeer = new SentLog();
 
   constructor(
     private readonly socket: RelaySocket,
     readonly docName: string,
     private readonly grant: AccessGrant,
     private readonly deps: ConnectionDeps,
+    peerId?: string,
   ) {
     deps.metrics.connections.inc();
+    this.peerRelayId = grant.relay && peerId ? peerId : undefined;
+    if (this.peerRelayId) deps.mesh?.inboundOpened(this.peerRelayId, this);
     if (grant.expiresAt !== undefined) {
       this.cancelExpiry = onCredentialExpiry(grant.expiresAt, () => this.fail(new CapsyncError('unauthorized', 'token expired')));
     }
@@ -114,6 +138,7 @@ export class RelayConnection implements DocPeer {
     }
     this.doc = doc;
     doc.peers.add(this);
+    if (this.peerRelayId) doc.replication.meet(this.peerRelayId);
     this.sendMessage({ type: 'sync-step-1', stateVector: Y.encodeStateVector(doc.doc) });
     const awareness = doc.encodeAwareness();
     if (awareness) this.sendMessage({ type: 'awareness', update: awareness });
@@ -173,7 +198,7 @@ export class RelayConnection implements DocPeer {
         } catch (err) {
           throw new ProtocolError('bad-message', 'state vector does not decode', { cause: err });
         }
-        this.sendMessage({ type: 'sync-step-2', update: reply });
+        this.sendDocMessage({ type: 'sync-step-2', update: reply });
         return;
       }
       case 'sync-step-2':
@@ -194,7 +219,12 @@ export class RelayConnection implements DocPeer {
       }
       case 'hello':
         this.capsync = true;
-        this.sendMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: [...RELAY_CAPABILITIES] });
+        this.quorum = msg.capabilities.includes('quorum');
+        this.sendMessage({
+          type: 'hello',
+          protocolVersion: PROTOCOL_VERSION,
+          capabilities: this.peerRelayId && this.deps.mesh ? [...RELAY_CAPABILITIES, RELAY_CAPABILITY, RELAY_ID_PREFIX + this.deps.mesh.relayId] : [...RELAY_CAPABILITIES],
+        });
         return;
       case 'ping':
         this.sendMessage({ type: 'pong', id: msg.id });
@@ -204,12 +234,17 @@ export class RelayConnection implements DocPeer {
         return;
       case 'lock-request':
         throw new ProtocolError('unknown-message-type', 'lock requests go to the lock endpoint, not a document connection');
-      case 'auth-denied':
       case 'ack':
+        if (!this.peerRelayId) throw new ProtocolError('unknown-message-type', 'ack messages are sent by relays, not clients');
+        // The peer relay committed what we sent it up to this message.
+        doc.replication.recordPeerDurable(this.peerRelayId, this.sentToPeer.acked(msg.seq));
+        return;
+      case 'auth-denied':
       case 'error':
       case 'pong':
       case 'lock-reply':
       case 'cp-reply':
+      case 'quorum-ack':
         throw new ProtocolError('unknown-message-type', `${msg.type} messages are sent by relays, not clients`);
     }
   }
@@ -225,6 +260,7 @@ export class RelayConnection implements DocPeer {
       const barrier = Promise.all([this.lastDurable, this.doc!.whenWritesSettled()]);
       this.lastDurable = barrier;
       barrier.then(() => this.scheduleAck(seq, stateVector, receivedAt), () => {});
+      if (this.quorum) this.awaitQuorum(seq);
       return;
     }
     if (this.grant.permission !== 'write') {
@@ -233,7 +269,7 @@ export class RelayConnection implements DocPeer {
     }
     const doc = this.doc!;
     try {
-      doc.validate(update);
+      doc.validate(update, { trusted: this.peerRelayId !== undefined });
     } catch (err) {
       if (err instanceof CapsyncError && err.code === 'fenced-area') this.deps.metrics.fencingRejections.inc({ reason: 'fenced-area' });
       throw err;
@@ -287,6 +323,24 @@ export class RelayConnection implements DocPeer {
     reply(outcome.code, outcome.message ?? '');
   }
 
+  /**
+   * A barrier (empty update) from a client that wants quorum durability: once everything the
+   * relay has applied by now is durable on a majority of the mesh, say so. In a minority
+   * partition that never happens; the client's flush times out with UnavailableError.
+   */
+  private awaitQuorum(seq: number): void {
+    const doc = this.doc!;
+    let answered = false;
+    const cancel = doc.replication.whenQuorum(doc.replication.applied, () => {
+      answered = true;
+      this.quorumWaits.delete(cancel);
+      this.deps.metrics.quorumWaits.inc({ outcome: 'acked' });
+      this.sendMessage({ type: 'quorum-ack', seq });
+    });
+    // whenQuorum may have answered synchronously; only a waiting one needs cancelling.
+    if (!answered) this.quorumWaits.add(cancel);
+  }
+
   private refuseReadOnly(seq: number): void {
     this.deps.metrics.refusals.inc({ reason: 'read-only' });
     if (this.capsync) {
@@ -318,7 +372,14 @@ export class RelayConnection implements DocPeer {
   /** DocPeer: a broadcast update; drops this connection if it cannot keep up. */
   sendUpdate(update: Uint8Array): void {
     if (this.overBufferLimit()) return;
-    this.sendMessage({ type: 'update', update });
+    this.sendDocMessage({ type: 'update', update });
+  }
+
+  /** A message carrying document content; to a peer relay it is numbered for its acks. */
+  private sendDocMessage(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>): void {
+    if (this.closed) return;
+    this.sendMessage(msg);
+    if (this.peerRelayId && this.doc) this.sentToPeer.record(this.doc.replication.applied);
   }
 
   /** DocPeer: a broadcast awareness change. */
@@ -403,6 +464,12 @@ export class RelayConnection implements DocPeer {
     this.cancelExpiry?.();
     if (this.slowTimer) clearTimeout(this.slowTimer);
     this.queue = [];
+    for (const cancel of this.quorumWaits) {
+      cancel();
+      this.deps.metrics.quorumWaits.inc({ outcome: 'abandoned' });
+    }
+    this.quorumWaits.clear();
+    if (this.peerRelayId) this.deps.mesh?.inboundClosed(this.peerRelayId, this);
     const doc = this.doc;
     if (doc) {
       doc.peers.delete(this);

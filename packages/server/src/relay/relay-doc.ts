@@ -18,6 +18,7 @@ import {
 } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
+import { DocReplication } from '../mesh/replication.js';
 import { BroadcastBatch } from './broadcast-batch.js';
 import { RELAY_ORIGIN, RemoteOrigin, type UpdateSource } from './origins.js';
 
@@ -27,6 +28,8 @@ export interface RelayDocDeps {
   compaction: CompactionPolicy;
   metrics: RelayMetrics;
   logger: Logger;
+  /** Relays that must hold a change for quorum durability (a majority of the mesh, this relay included). */
+  majority: number;
 }
 
 /** A recipient of a document's broadcasts (a connection). */
@@ -36,6 +39,8 @@ export interface DocPeer extends UpdateSource {
   sendAwareness(update: Uint8Array): void;
   /** Called when the document resumes after a pause (loading, recovery), to process queued input. */
   resume(): void;
+  /** The peer relay on the other end, when this is a relay-to-relay link (changes it sends are attributed to it). */
+  readonly peerRelayId?: string | undefined;
 }
 
 /** How a fenced write ended: code '' when applied and committed, else why it was refused. */
@@ -65,6 +70,8 @@ export class RelayDoc {
   doc: Y.Doc;
   readonly awareness: awarenessProtocol.Awareness;
   readonly peers = new Set<DocPeer>();
+  /** Which relays durably hold which changes (quorum durability, replication lag). */
+  readonly replication: DocReplication;
   paused = false;
   private pendingPersists = 0;
   private persistWaiters: (() => void)[] = [];
@@ -88,6 +95,7 @@ export class RelayDoc {
     private readonly deps: RelayDocDeps,
   ) {
     this.doc = doc;
+    this.replication = new DocReplication(deps.majority);
     this.attach(doc);
     this.awareness = new awarenessProtocol.Awareness(doc);
     this.awareness.setLocalState(null);
@@ -106,10 +114,13 @@ export class RelayDoc {
   /**
    * Checks a remote update before `applyRemote`: it must decode, pass the forgery checks of
    * `validateUpdateFor`, and stay out of the fenced area (only `writeFenced` writes there).
+   * `trusted`: the update comes from a peer relay (relay credential), which replicates fenced
+   * values the relays wrote; it is checked for integrity only.
    * Throws ProtocolError ('invalid-update' or 'fenced-area').
    */
-  validate(update: Uint8Array): void {
-    assertOutsideFencedArea(this.doc, validateUpdateFor(this.doc, update));
+  validate(update: Uint8Array, options: { trusted?: boolean } = {}): void {
+    const decoded = validateUpdateFor(this.doc, update);
+    if (!options.trusted) assertOutsideFencedArea(this.doc, decoded);
   }
 
   /**
@@ -244,10 +255,13 @@ export class RelayDoc {
     const { store, metrics, compaction } = this.deps;
     this.pendingPersists++;
     const started = performance.now();
+    // Everything integrated so far is in this append or an earlier one (appends commit in order).
+    const position = this.replication.applied;
     return store
       .append(this.name, update)
       .then((result) => {
         metrics.persistSeconds.observe((performance.now() - started) / 1000);
+        this.replication.recordLocalDurable(position);
         if (shouldCompact(result, compaction)) this.compactSoon(result.position);
       })
       .finally(() => {
@@ -337,6 +351,8 @@ export class RelayDoc {
    * relay itself are stored here.
    */
   private readonly onLocalUpdate = (update: Uint8Array, origin: unknown): void => {
+    const source = origin instanceof RemoteOrigin && isDocPeer(origin.source) ? origin.source : null;
+    this.replication.recordApplied(update.byteLength, source?.peerRelayId ?? null);
     if (origin instanceof RemoteOrigin) {
       this.queueBroadcast(update, isDocPeer(origin.source) ? origin.source : null);
       return;

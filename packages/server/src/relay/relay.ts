@@ -6,7 +6,9 @@ import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import { LockConnection } from '../locks/lock-connection.js';
 import type { LockService } from '../locks/lock-service.js';
-import { RelayConnection, type RelaySocket } from './connection.js';
+import { MeshConnection } from '../mesh/mesh-connection.js';
+import { PeerMesh } from '../mesh/peer-mesh.js';
+import { RelayConnection, type MeshHooks, type RelaySocket } from './connection.js';
 import { DocRegistry } from './doc-registry.js';
 
 export interface RelayDeps {
@@ -16,6 +18,8 @@ export interface RelayDeps {
   logger: Logger;
   options: ResolvedRelayOptions;
   locks: LockService;
+  /** The relay credential presented to peers (see relayCredential). */
+  credential: () => Promise<string | undefined>;
 }
 
 /**
@@ -36,7 +40,10 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly options: ResolvedRelayOptions;
   /** The CP side: lock requests and fencing checks. */
   readonly locks: LockService;
-  private readonly connections = new Set<RelayConnection | LockConnection>();
+  /** Peer relays and the document links to them. */
+  readonly mesh: PeerMesh;
+  private readonly meshHooks: MeshHooks;
+  private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection>();
   private closing = false;
 
   constructor(deps: RelayDeps) {
@@ -48,18 +55,37 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.options = deps.options;
     this.locks = deps.locks;
     this.registry = new DocRegistry(
-      { store: deps.store, compaction: deps.options.compaction, metrics: deps.metrics, logger: deps.logger },
+      { store: deps.store, compaction: deps.options.compaction, metrics: deps.metrics, logger: deps.logger, majority: Math.floor(deps.options.meshSize / 2) + 1 },
       deps.options.idleTimeoutMs,
     );
+    this.mesh = new PeerMesh({
+      relayId: deps.options.relayId,
+      peers: deps.options.peers,
+      credential: deps.credential,
+      registry: this.registry,
+      metrics: deps.metrics,
+      logger: deps.logger,
+      sendBufferLimit: deps.options.sendBufferLimit,
+    });
+    this.meshHooks = {
+      relayId: deps.options.relayId,
+      inboundOpened: (peerId, conn) => this.mesh.inboundOpened(peerId, conn),
+      inboundClosed: (peerId, conn) => this.mesh.inboundClosed(peerId, conn),
+    };
   }
 
   get isClosing(): boolean {
     return this.closing;
   }
 
-  /** Serves one authorized socket for `docName`. Feed it frames with `receive`, and `onClosed` when it closes. */
-  connect(socket: RelaySocket, docName: string, grant: AccessGrant): RelayConnection {
+  /**
+   * Serves one authorized socket for `docName`. Feed it frames with `receive`, and `onClosed`
+   * when it closes. `peerId`: the relay id a peer relay's link named in its request (honoured
+   * only with a relay credential).
+   */
+  connect(socket: RelaySocket, docName: string, grant: AccessGrant, peerId?: string): RelayConnection {
     const conn = new RelayConnection(socket, docName, grant, {
+      mesh: this.meshHooks,
       registry: this.registry,
       locks: this.locks,
       metrics: this.metrics,
@@ -70,7 +96,14 @@ export class Relay extends EventEmitter<RelayEvents> {
         maxQueuedBytes: this.options.maxMessageBytes * 2,
       },
       onRelayClose: (c, code, reason) => this.emit('connection-closed', { docName: c.docName, code, reason }),
-    });
+    }, peerId);
+    this.connections.add(conn);
+    return conn;
+  }
+
+  /** Serves a peer relay's control link (see MeshConnection). */
+  connectMesh(socket: RelaySocket): MeshConnection {
+    const conn = new MeshConnection(socket, this.options.relayId);
     this.connections.add(conn);
     return conn;
   }
@@ -88,7 +121,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   /** Forget a connection whose socket closed. */
-  disconnected(conn: RelayConnection | LockConnection): void {
+  disconnected(conn: RelayConnection | LockConnection | MeshConnection): void {
     conn.onClosed();
     this.connections.delete(conn);
   }
@@ -102,6 +135,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.closing = true;
     for (const conn of this.connections) conn.close(CloseCode.GoingAway, closeReasonFor('shutting-down', 'relay is shutting down'));
     this.connections.clear();
+    this.mesh.close();
     await this.locks.close();
     await this.registry.closeAll();
     await this.store.close();

@@ -76,8 +76,14 @@ export class SqliteDocStore implements DocStore {
       deleteLog: this.db.prepare<[string]>('DELETE FROM doc_updates WHERE doc = ?'),
       deleteSnapshot: this.db.prepare<[string]>('DELETE FROM doc_snapshots WHERE doc = ?'),
       ping: this.db.prepare('SELECT 1'),
+      list: this.db.prepare<[], { doc: string }>('SELECT doc FROM doc_snapshots UNION SELECT doc FROM doc_updates'),
     };
     this.locks = new SqliteLockTables(this.db);
+  }
+
+  async list(): Promise<string[]> {
+    this.assertOpen();
+    return this.run('list', () => this.stmts.list.all().map((r) => r.doc));
   }
 
   async load(name: string): Promise<StoredDoc> {

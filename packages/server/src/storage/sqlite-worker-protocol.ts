@@ -5,6 +5,7 @@ export type WorkerRequest = { id: number } & (
   | { op: 'compact'; name: string; snapshot: Uint8Array; through: number }
   | { op: 'delete'; name: string }
   | { op: 'ping' }
+  | { op: 'list' }
   | { op: 'lock-load' }
   | { op: 'lock-grant'; key: string; owner: string; expiresAt: number }
   | { op: 'lock-renew'; key: string; token: number; expiresAt: number }

@@ -62,6 +62,10 @@ export class SqliteWorkerStore implements DocStore {
     return new SqliteWorkerStore(file, worker);
   }
 
+  list(): Promise<string[]> {
+    return this.call({ op: 'list' }) as Promise<string[]>;
+  }
+
   load(name: string): Promise<StoredDoc> {
     return this.call({ op: 'load', name }) as Promise<StoredDoc>;
   }

@@ -38,6 +38,9 @@ port.on('message', (req: WorkerRequest) => {
     case 'ping':
       result = store.ping();
       break;
+    case 'list':
+      result = store.list();
+      break;
     case 'lock-load':
       result = store.locks.loadLocks();
       break;

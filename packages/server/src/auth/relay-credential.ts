@@ -1,0 +1,48 @@
+import * as jose from 'jose';
+
+/** JWT claim that makes a token a relay credential (a peer of the mesh). */
+export const RELAY_CLAIM = 'capsync_relay';
+
+/** How long a minted relay credential lives; a fresh one is minted well before it runs out. */
+const LIFETIME_S = 600;
+const REMINT_BEFORE_S = 120;
+
+export interface RelayCredentialOptions {
+  /** Explicit credential (`peerToken`); used as is. */
+  peerToken: string | undefined;
+  /** Shared HMAC secret of the mesh; a credential is minted from it when no peerToken is set. */
+  authSecret: string | undefined;
+  authIssuer: string | undefined;
+  authAudience: string | undefined;
+  relayId: string;
+}
+
+/**
+ * The credential this relay presents to its peers (and to a lock authority relay), as a
+ * function called before every connect: an explicit `peerToken`, else a short-lived JWT
+ * minted from the mesh's shared secret (write on every document, plus the relay claim that
+ * lets the peer trust fenced content it sends), else none (open relays).
+ */
+export function relayCredential(o: RelayCredentialOptions): () => Promise<string | undefined> {
+  if (o.peerToken) {
+    const token = o.peerToken;
+    return async () => token;
+  }
+  if (!o.authSecret) return async () => undefined;
+  const key = new TextEncoder().encode(o.authSecret);
+  let cached: { token: string; expiresAt: number } | null = null;
+  return async () => {
+    const now = Math.floor(Date.now() / 1000);
+    if (cached && cached.expiresAt - REMINT_BEFORE_S > now) return cached.token;
+    let jwt = new jose.SignJWT({ docs: { '*': 'write' }, [RELAY_CLAIM]: true })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(`relay:${o.relayId}`)
+      .setIssuedAt(now)
+      .setExpirationTime(now + LIFETIME_S);
+    if (o.authIssuer) jwt = jwt.setIssuer(o.authIssuer);
+    if (o.authAudience) jwt = jwt.setAudience(o.authAudience);
+    const token = await jwt.sign(key);
+    cached = { token, expiresAt: now + LIFETIME_S };
+    return token;
+  };
+}

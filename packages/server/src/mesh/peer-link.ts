@@ -1,0 +1,286 @@
+import type { WebSocket } from 'ws';
+import * as Y from 'yjs';
+import { CapsyncError, decodeAwarenessUpdate, decodeMessage, encodeMessage, isEmptyUpdate, type Message } from '@capsync/core';
+import type { Logger } from '../logger.js';
+import type { RelayMetrics } from '../metrics.js';
+import type { DocPeer, RelayDoc } from '../relay/relay-doc.js';
+import type { PeerEndpoint } from './peer-endpoint.js';
+import { SentLog } from './replication.js';
+import { openPeerSocket, relayHello } from './peer-socket.js';
+
+export interface PeerLinkDeps {
+  relayId: string;
+  metrics: RelayMetrics;
+  logger: Logger;
+  /** Bytes the link may have unsent before it is dropped (and resynced on reconnect). */
+  sendBufferLimit: number;
+  handshakeTimeoutMs: number;
+}
+
+/**
+ * This relay's link to one peer relay for one document: a WebSocket to the peer's document
+ * path, speaking the same protocol as a client (hello, sync step 1/2, updates, awareness,
+ * acks), authenticated with the relay credential.
+ *
+ * On every connect both sides send their state vector and answer with what the other lacks,
+ * so after a partition only the difference travels. Then it is a peer of the document like a
+ * client connection: it gets the document's broadcasts (never its own updates back) and
+ * applies what the peer sends. It acknowledges the peer's updates once they are committed
+ * here, and turns the peer's acknowledgements into replication positions (quorum, lag).
+ *
+ * The link connects while its endpoint is up and is dropped when the endpoint goes down; a
+ * message that cannot be sent meanwhile is not queued: the next sync step 2 carries it.
+ */
+export class PeerLink implements DocPeer {
+  readonly kind = 'connection' as const;
+  private socket: WebSocket | null = null;
+  private open = false;
+  private closed = false;
+  private queue: Uint8Array[] = [];
+  private sent = new SentLog();
+  private received = 0;
+  private lastDurable: Promise<unknown> = Promise.resolve();
+  private ackScheduled = false;
+  private ack: { seq: number; stateVector: Uint8Array } | null = null;
+  private readonly awarenessIds = new Set<number>();
+  /** Convergence of the current connection: our step 2's number, and what has happened. */
+  private round: { openedAt: number; ourStep2: number; step2Acked: boolean; step2Received: boolean; done: boolean } | null = null;
+  private readonly convergeWaiters = new Set<() => void>();
+
+  constructor(
+    readonly endpoint: PeerEndpoint,
+    private readonly doc: RelayDoc,
+    private readonly deps: PeerLinkDeps,
+  ) {
+    doc.peers.add(this);
+    if (endpoint.id) doc.replication.meet(endpoint.id);
+  }
+
+  /** The peer's relay id (changes it sends are attributed to it). */
+  get peerRelayId(): string | undefined {
+    return this.endpoint.id;
+  }
+
+  get docName(): string {
+    return this.doc.name;
+  }
+
+  /** True once, on the current connection, both sides hold what the other had when it opened. */
+  get converged(): boolean {
+    return this.round?.done ?? false;
+  }
+
+  /** Resolves when the current (or next) connection has converged; see `converged`. */
+  whenConverged(): Promise<void> {
+    if (this.converged) return Promise.resolve();
+    return new Promise((resolve) => this.convergeWaiters.add(resolve));
+  }
+
+  /** Connects if not connected (the endpoint is up). */
+  async connect(): Promise<void> {
+    if (this.closed || this.socket) return;
+    const token = await this.endpoint.credential().catch(() => undefined);
+    if (this.closed || this.socket || !this.endpoint.up) return;
+    const ws = openPeerSocket(this.endpoint.url, encodeURIComponent(this.doc.name), this.deps.relayId, token, this.deps.handshakeTimeoutMs);
+    this.socket = ws;
+    ws.on('open', () => {
+      if (this.socket !== ws) return;
+      this.open = true;
+      this.sent = new SentLog();
+      this.received = 0;
+      this.round = { openedAt: performance.now(), ourStep2: 0, step2Acked: false, step2Received: false, done: false };
+      if (this.endpoint.id) this.doc.replication.meet(this.endpoint.id);
+      this.send(relayHello(this.deps.relayId));
+      this.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(this.doc.doc) });
+      const awareness = this.doc.encodeAwareness();
+      if (awareness) this.send({ type: 'awareness', update: awareness });
+    });
+    ws.on('message', (data: Buffer) => {
+      if (this.socket !== ws) return;
+      this.deps.metrics.peerBytesIn.inc(data.byteLength);
+      this.receive(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    });
+    ws.on('close', (code: number, reason: Buffer) => {
+      if (this.socket !== ws) return;
+      if (code >= 4000) this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.url, code, reason: reason.toString() }, 'peer closed the document link');
+      this.disconnected();
+    });
+    ws.on('error', (err) => this.deps.logger.debug({ doc: this.doc.name, peer: this.endpoint.url, err: err.message }, 'document link error'));
+  }
+
+  /** Drops the connection (the endpoint went down); `connect` opens a new one. */
+  drop(): void {
+    const ws = this.socket;
+    if (!ws) return;
+    this.disconnected();
+    ws.terminate();
+  }
+
+  /** Ends the link for good (the document unloads, the relay stops, or a duplicate link). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.drop();
+    this.doc.peers.delete(this);
+    for (const w of this.convergeWaiters) w();
+    this.convergeWaiters.clear();
+  }
+
+  private disconnected(): void {
+    this.socket = null;
+    this.open = false;
+    this.queue = [];
+    this.ack = null;
+    this.round = null;
+    // Presence learned through this link is unknown now; the peer resends it on reconnect.
+    this.doc.removeAwareness(Array.from(this.awarenessIds));
+    this.awarenessIds.clear();
+  }
+
+  // ---- receiving ----
+
+  private receive(frame: Uint8Array): void {
+    if (this.doc.paused || this.queue.length > 0) {
+      this.queue.push(frame);
+      return;
+    }
+    this.handle(frame);
+  }
+
+  /** DocPeer: the document resumed after a pause; process what was queued. */
+  resume(): void {
+    while (this.queue.length > 0 && !this.doc.paused && this.open) this.handle(this.queue.shift()!);
+  }
+
+  private handle(frame: Uint8Array): void {
+    let msg: Message;
+    try {
+      msg = decodeMessage(frame);
+      this.dispatch(msg);
+    } catch (err) {
+      const e = err instanceof CapsyncError ? err : new CapsyncError('internal', (err as Error).message);
+      // A peer relay sent something this relay refuses: log loudly, resync from scratch.
+      this.deps.logger.error({ doc: this.doc.name, peer: this.endpoint.url, code: e.code, msg: e.message }, 'bad message from peer relay; reconnecting');
+      this.deps.metrics.refusals.inc({ reason: e.code });
+      this.drop();
+      if (this.endpoint.up) setImmediate(() => void this.connect());
+    }
+  }
+
+  private dispatch(msg: Message): void {
+    switch (msg.type) {
+      case 'sync-step-1': {
+        const update = this.doc.encodeState(msg.stateVector);
+        const seq = this.sendDoc({ type: 'sync-step-2', update });
+        if (this.round && this.round.ourStep2 === 0) this.round.ourStep2 = seq;
+        return;
+      }
+      case 'sync-step-2':
+      case 'update': {
+        const seq = ++this.received;
+        const update = msg.update;
+        if (!isEmptyUpdate(update)) {
+          this.doc.validate(update, { trusted: true });
+          const { durable } = this.doc.applyRemote(update, this);
+          this.lastDurable = durable;
+        }
+        const barrier = this.lastDurable;
+        void barrier.then(
+          () => this.scheduleAck(seq),
+          (err: unknown) => {
+            this.deps.logger.error({ err, doc: this.doc.name }, 'storing an update from a peer failed; resyncing');
+            this.drop();
+          },
+        );
+        if (msg.type === 'sync-step-2' && this.round && !this.round.step2Received) {
+          this.round.step2Received = true;
+          this.checkConverged();
+        }
+        return;
+      }
+      case 'awareness': {
+        const entries = decodeAwarenessUpdate(msg.update);
+        const { set, removed } = this.doc.applyAwareness(msg.update, entries, this);
+        for (const id of set) this.awarenessIds.add(id);
+        for (const id of removed) this.awarenessIds.delete(id);
+        return;
+      }
+      case 'ack': {
+        const id = this.endpoint.id;
+        const docSeq = this.sent.acked(msg.seq);
+        if (id && docSeq > 0) this.doc.replication.recordPeerDurable(id, docSeq);
+        if (this.round && this.round.ourStep2 > 0 && msg.seq >= this.round.ourStep2 && !this.round.step2Acked) {
+          this.round.step2Acked = true;
+          this.checkConverged();
+        }
+        return;
+      }
+      case 'error':
+        this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.url, code: msg.code, msg: msg.message }, 'peer relay refused a message');
+        return;
+      case 'ping':
+        this.send({ type: 'pong', id: msg.id });
+        return;
+      default:
+        // hello, pong, query-awareness answers: nothing to do.
+        return;
+    }
+  }
+
+  private checkConverged(): void {
+    const r = this.round;
+    if (!r || r.done || !r.step2Acked || !r.step2Received) return;
+    r.done = true;
+    this.deps.metrics.peerConvergeSeconds.observe((performance.now() - r.openedAt) / 1000);
+    for (const w of this.convergeWaiters) w();
+    this.convergeWaiters.clear();
+  }
+
+  /** Acks are coalesced: one per turn, for the highest committed message. */
+  private scheduleAck(seq: number): void {
+    if (!this.open) return;
+    if (!this.ack || seq > this.ack.seq) this.ack = { seq, stateVector: Y.encodeStateVector(this.doc.doc) };
+    if (this.ackScheduled) return;
+    this.ackScheduled = true;
+    queueMicrotask(() => {
+      this.ackScheduled = false;
+      const ack = this.ack;
+      this.ack = null;
+      if (ack && this.open) this.send({ type: 'ack', seq: ack.seq, stateVector: ack.stateVector });
+    });
+  }
+
+  // ---- sending ----
+
+  /** DocPeer: a broadcast update. */
+  sendUpdate(update: Uint8Array): void {
+    this.sendDoc({ type: 'update', update });
+  }
+
+  /** DocPeer: a broadcast awareness change. */
+  sendAwareness(update: Uint8Array): void {
+    this.send({ type: 'awareness', update });
+  }
+
+  /** Sends a document-carrying message and numbers it (acks refer to these numbers); 0 if not sent. */
+  private sendDoc(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>): number {
+    if (!this.send(msg)) return 0;
+    return this.sent.record(this.doc.replication.applied);
+  }
+
+  private send(msg: Message): boolean {
+    const ws = this.socket;
+    if (!ws || !this.open) return false;
+    if (ws.bufferedAmount > this.deps.sendBufferLimit) {
+      // The peer cannot keep up: drop and resync later rather than buffer without bound.
+      this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.url }, 'peer link over its send buffer; resyncing');
+      this.drop();
+      if (this.endpoint.up) setTimeout(() => void this.connect(), 1000).unref();
+      return false;
+    }
+    const bytes = encodeMessage(msg);
+    this.deps.metrics.peerBytesOut.inc(bytes.byteLength);
+    ws.send(bytes);
+    return true;
+  }
+}

@@ -1,0 +1,200 @@
+import type { Logger } from '../logger.js';
+import type { RelayMetrics } from '../metrics.js';
+import type { DocRegistry } from '../relay/doc-registry.js';
+import type { RelayDoc } from '../relay/relay-doc.js';
+import { PeerEndpoint } from './peer-endpoint.js';
+import { PeerLink } from './peer-link.js';
+
+export interface PeerMeshOptions {
+  relayId: string;
+  peers: string[];
+  credential: () => Promise<string | undefined>;
+  registry: DocRegistry;
+  metrics: RelayMetrics;
+  logger: Logger;
+  sendBufferLimit: number;
+  /** Control-link heartbeat; a peer silent this long (twice at most) counts as down. */
+  heartbeatMs?: number;
+  backoff?: { baseMs: number; maxMs: number };
+}
+
+/** Something connected to us for a document from a peer relay (its inbound document link). */
+export interface InboundPeerLink {
+  readonly docName: string;
+}
+
+/**
+ * The relay's place in the mesh: one PeerEndpoint per configured peer, and document links to
+ * them for the documents this relay has loaded (on demand).
+ *
+ * One link per document per pair of relays: a relay does not open a link to a peer that
+ * already has one open to it for that document; if both opened one at once, the link opened
+ * by the relay with the smaller id stays and the other side closes its own. When a peer's
+ * inbound link goes away while the document is still loaded here, this relay opens its own.
+ * Changes flood: a relay forwards what it receives from one peer to its other peers, so the
+ * mesh converges even where a pair of relays has no direct link.
+ */
+export class PeerMesh {
+  readonly endpoints: PeerEndpoint[];
+  /** Outgoing links by document, then endpoint. */
+  private readonly links = new Map<string, Map<PeerEndpoint, PeerLink>>();
+  /** Inbound links from peers by document, then peer relay id. */
+  private readonly inbound = new Map<string, Map<string, Set<InboundPeerLink>>>();
+  /** Loaded documents (this relay's), for links and lag metrics. */
+  private readonly docs = new Map<string, RelayDoc>();
+  private closed = false;
+
+  constructor(private readonly options: PeerMeshOptions) {
+    const heartbeatMs = options.heartbeatMs ?? 1000;
+    this.endpoints = options.peers.map(
+      (url) =>
+        new PeerEndpoint(url, {
+          relayId: options.relayId,
+          credential: options.credential,
+          logger: options.logger,
+          heartbeatMs,
+          backoff: options.backoff ?? { baseMs: 100, maxMs: 2000 },
+        }),
+    );
+  }
+
+  start(): void {
+    const { registry, metrics, logger } = this.options;
+    registry.on('loaded', this.onLoaded);
+    registry.on('unloaded', this.onUnloaded);
+    for (const ep of this.endpoints) {
+      metrics.peerUp.set({ peer: ep.url }, 0);
+      ep.on('up', () => {
+        metrics.peerUp.set({ peer: ep.url }, 1);
+        metrics.peerLinkChanges.inc({ peer: ep.url, state: 'up' });
+        logger.info({ peer: ep.url, peerId: ep.id }, 'peer relay up');
+        for (const name of this.docs.keys()) {
+          // A link created before we knew the peer's id may duplicate the peer's own link.
+          if (ep.id && this.hasInbound(name, ep.id)) this.removeLink(name, ep);
+          else this.ensureLink(name, ep);
+        }
+        for (const byEp of this.links.values()) void byEp.get(ep)?.connect();
+      });
+      ep.on('down', (reason) => {
+        metrics.peerUp.set({ peer: ep.url }, 0);
+        metrics.peerLinkChanges.inc({ peer: ep.url, state: 'down' });
+        logger.warn({ peer: ep.url, peerId: ep.id, reason }, 'peer relay down (partition or peer stopped)');
+        for (const byEp of this.links.values()) byEp.get(ep)?.drop();
+      });
+      ep.start();
+    }
+  }
+
+  /** Outgoing links of a document (tests, replicate-all). */
+  linksOf(name: string): PeerLink[] {
+    return Array.from(this.links.get(name)?.values() ?? []);
+  }
+
+  /** True if a peer has a link open to us for `name`. */
+  hasInbound(name: string, peerId: string): boolean {
+    return (this.inbound.get(name)?.get(peerId)?.size ?? 0) > 0;
+  }
+
+  /** A peer relay opened a document link to us. */
+  inboundOpened(peerId: string, link: InboundPeerLink): void {
+    const name = link.docName;
+    let byPeer = this.inbound.get(name);
+    if (!byPeer) this.inbound.set(name, (byPeer = new Map()));
+    let set = byPeer.get(peerId);
+    if (!set) byPeer.set(peerId, (set = new Set()));
+    set.add(link);
+    // Both sides opened a link at once: the smaller relay id's link stays.
+    const ep = this.endpointById(peerId);
+    const ours = ep ? this.links.get(name)?.get(ep) : undefined;
+    if (ours && peerId < this.options.relayId) this.removeLink(name, ep!);
+  }
+
+  /** A peer's document link to us closed: if the document is still loaded here, link it ourselves. */
+  inboundClosed(peerId: string, link: InboundPeerLink): void {
+    const name = link.docName;
+    const byPeer = this.inbound.get(name);
+    const set = byPeer?.get(peerId);
+    if (!set) return;
+    set.delete(link);
+    if (set.size === 0) byPeer!.delete(peerId);
+    if (byPeer!.size === 0) this.inbound.delete(name);
+    const ep = this.endpointById(peerId);
+    if (ep && this.docs.has(name)) this.ensureLink(name, ep);
+  }
+
+  /** Sets the replication-lag gauges from the loaded documents (called before a metrics scrape). */
+  refreshLagMetrics(): void {
+    const { metrics } = this.options;
+    const totals = new Map<string, { updates: number; bytes: number }>();
+    for (const ep of this.endpoints) if (ep.id) totals.set(ep.id, { updates: 0, bytes: 0 });
+    for (const doc of this.docs.values()) {
+      for (const [peer, t] of totals) {
+        const lag = doc.replication.lag(peer);
+        t.updates += lag.updates;
+        t.bytes += lag.bytes;
+      }
+    }
+    metrics.replicationLagUpdates.reset();
+    metrics.replicationLagBytes.reset();
+    for (const [peer, t] of totals) {
+      metrics.replicationLagUpdates.set({ peer }, t.updates);
+      metrics.replicationLagBytes.set({ peer }, t.bytes);
+    }
+  }
+
+  close(): void {
+    this.closed = true;
+    this.options.registry.off('loaded', this.onLoaded);
+    this.options.registry.off('unloaded', this.onUnloaded);
+    for (const ep of this.endpoints) ep.close();
+    for (const name of Array.from(this.links.keys())) for (const ep of this.endpoints) this.removeLink(name, ep);
+  }
+
+  private readonly onLoaded = (name: string): void => {
+    const pending = this.options.registry.peek(name);
+    if (!pending) return;
+    void pending.then(
+      (doc) => {
+        if (this.closed || this.options.registry.peek(name) !== pending) return;
+        this.docs.set(name, doc);
+        for (const ep of this.endpoints) this.ensureLink(name, ep);
+      },
+      () => {},
+    );
+  };
+
+  private readonly onUnloaded = (name: string): void => {
+    this.docs.delete(name);
+    for (const ep of this.endpoints) this.removeLink(name, ep);
+  };
+
+  /** Opens a link for `name` to `ep` unless one exists either way. */
+  private ensureLink(name: string, ep: PeerEndpoint): void {
+    if (this.closed) return;
+    const doc = this.docs.get(name);
+    if (!doc) return;
+    if (ep.id && this.hasInbound(name, ep.id)) return;
+    let byEp = this.links.get(name);
+    if (!byEp) this.links.set(name, (byEp = new Map()));
+    if (byEp.has(ep)) return;
+    const { relayId, metrics, logger, sendBufferLimit } = this.options;
+    const link = new PeerLink(ep, doc, { relayId, metrics, logger, sendBufferLimit, handshakeTimeoutMs: 5000 });
+    byEp.set(ep, link);
+    metrics.peerDocLinks.inc();
+    if (ep.up) void link.connect();
+  }
+
+  private removeLink(name: string, ep: PeerEndpoint): void {
+    const byEp = this.links.get(name);
+    const link = byEp?.get(ep);
+    if (!link) return;
+    byEp!.delete(ep);
+    if (byEp!.size === 0) this.links.delete(name);
+    link.close();
+    this.options.metrics.peerDocLinks.dec();
+  }
+
+  private endpointById(id: string): PeerEndpoint | undefined {
+    return this.endpoints.find((ep) => ep.id === id);
+  }
+}

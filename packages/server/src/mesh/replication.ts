@@ -1,0 +1,176 @@
+/**
+ * Who holds what, durably, for one loaded document: the bookkeeping behind quorum durability
+ * and the replication-lag metrics.
+ *
+ * Every change that integrates into the document gets the next position (`applied`). The
+ * relay's own store is durable through position `localDurable` (appends commit in order).
+ * A peer relay is durable through position `marks[peer]` once it acknowledged a message we
+ * sent it at that position: its ack means it committed that message and everything it had
+ * applied before, and the message (a broadcast batch, or a sync step 2) carried every change
+ * we had applied by then that the peer did not send us itself.
+ *
+ * Changes a peer sent us need no ack from it: it had them first. So a peer holds position `p`
+ * when its mark is at least `p`, or every change after its mark up to `p` came from it.
+ */
+export class DocReplication {
+  /** Position of the latest integrated change. */
+  private appliedSeq = 0;
+  /** Positions durable in this relay's own store. */
+  private localDurableSeq = 0;
+  /** Changes after the oldest peer mark, in order (what lag and quorum checks walk). */
+  private log: { seq: number; bytes: number; source: string | null }[] = [];
+  private readonly marks = new Map<string, number>();
+  private readonly waiters = new Set<{ seq: number; resolve(): void }>();
+
+  /**
+   * @param majority Relays that must hold a change for a quorum (this one included).
+   * @param knownPeers Ids of the mesh's other relays met so far; each one's lag is tracked.
+   * @param maxLog Bound on remembered changes; past it the oldest are forgotten, and a peer
+   *   whose mark is older counts as holding a position only once it acknowledged it.
+   */
+  constructor(
+    private readonly majority: number,
+    private readonly maxLog = 200_000,
+  ) {}
+
+  get applied(): number {
+    return this.appliedSeq;
+  }
+
+  /** A change integrated; `source` is the peer relay it came from, if any. Returns its position. */
+  recordApplied(bytes: number, source: string | null): number {
+    const seq = ++this.appliedSeq;
+    this.log.push({ seq, bytes, source });
+    if (this.log.length > this.maxLog) this.log.splice(0, this.log.length - this.maxLog);
+    return seq;
+  }
+
+  /** This relay's store committed every change through `seq`. */
+  recordLocalDurable(seq: number): void {
+    if (seq <= this.localDurableSeq) return;
+    this.localDurableSeq = seq;
+    this.settle();
+  }
+
+  /** `peer` acknowledged a message sent when the document was at position `seq`. */
+  recordPeerDurable(peer: string, seq: number): void {
+    if (seq <= (this.marks.get(peer) ?? 0)) {
+      if (!this.marks.has(peer)) this.marks.set(peer, 0);
+      return;
+    }
+    this.marks.set(peer, seq);
+    this.trim();
+    this.settle();
+  }
+
+  /** Starts tracking `peer` (its lag counts from the start of the document). */
+  meet(peer: string): void {
+    if (!this.marks.has(peer)) this.marks.set(peer, 0);
+  }
+
+  /** Changes and bytes `peer` does not hold durably yet (as far as this relay knows). */
+  lag(peer: string): { updates: number; bytes: number } {
+    const mark = this.marks.get(peer) ?? 0;
+    let updates = 0;
+    let bytes = 0;
+    for (let i = this.firstAfter(mark); i < this.log.length; i++) {
+      const e = this.log[i]!;
+      if (e.source === peer) continue;
+      updates++;
+      bytes += e.bytes;
+    }
+    return { updates, bytes };
+  }
+
+  /** True when `peer` durably holds every change through position `seq`. */
+  peerHolds(peer: string, seq: number): boolean {
+    const mark = this.marks.get(peer);
+    if (mark === undefined) return false;
+    if (mark >= seq) return true;
+    const first = this.firstAfter(mark);
+    // Forgotten changes after the mark: only an ack proves the peer has them.
+    if (first === 0 && (this.log[0]?.seq ?? seq + 1) > mark + 1) return false;
+    for (let i = first; i < this.log.length && this.log[i]!.seq <= seq; i++) {
+      if (this.log[i]!.source !== peer) return false;
+    }
+    return true;
+  }
+
+  /** Relays (this one included) that durably hold every change through `seq`. */
+  holders(seq: number): number {
+    let n = this.localDurableSeq >= seq ? 1 : 0;
+    for (const peer of this.marks.keys()) if (this.peerHolds(peer, seq)) n++;
+    return n;
+  }
+
+  /**
+   * Resolves once a majority of the mesh durably holds every change through `seq`.
+   * Returns a cancel function for a caller that stops waiting.
+   */
+  whenQuorum(seq: number, resolve: () => void): () => void {
+    if (this.holders(seq) >= this.majority) {
+      resolve();
+      return () => {};
+    }
+    const waiter = { seq, resolve };
+    this.waiters.add(waiter);
+    return () => this.waiters.delete(waiter);
+  }
+
+  private settle(): void {
+    for (const w of this.waiters) {
+      if (this.holders(w.seq) >= this.majority) {
+        this.waiters.delete(w);
+        w.resolve();
+      }
+    }
+  }
+
+  /** Forgets changes every tracked peer acknowledged (and this relay committed). */
+  private trim(): void {
+    let min = this.localDurableSeq;
+    for (const m of this.marks.values()) min = Math.min(min, m);
+    const keepFrom = this.firstAfter(min);
+    if (keepFrom > 1024 || keepFrom * 2 > this.log.length) this.log.splice(0, keepFrom);
+  }
+
+  /** Index of the first logged change after position `seq`. */
+  private firstAfter(seq: number): number {
+    let lo = 0;
+    let hi = this.log.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.log[mid]!.seq <= seq) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}
+
+/**
+ * The messages one channel (a link to a peer relay, either direction) sent that carry
+ * document content, with the document's position when each was sent, so the peer's ack
+ * (which counts those messages) can be turned into a position.
+ */
+export class SentLog {
+  private sent: { seq: number; docSeq: number }[] = [];
+  private head = 0;
+  private count = 0;
+
+  /** A document-carrying message went out while the document was at `docSeq`; returns its number. */
+  record(docSeq: number): number {
+    this.sent.push({ seq: ++this.count, docSeq });
+    return this.count;
+  }
+
+  /** The peer acknowledged messages 1..`seq`: the document position they cover, or 0. */
+  acked(seq: number): number {
+    let docSeq = 0;
+    while (this.head < this.sent.length && this.sent[this.head]!.seq <= seq) docSeq = this.sent[this.head++]!.docSeq;
+    if (this.head > 1024 && this.head * 2 > this.sent.length) {
+      this.sent = this.sent.slice(this.head);
+      this.head = 0;
+    }
+    return docSeq;
+  }
+}
