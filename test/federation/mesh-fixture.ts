@@ -25,20 +25,26 @@ export interface Mesh {
 }
 
 /**
- * Starts `n` relays where relay i peers with every relay j < i (each pair linked once in
- * config: the later relay names the earlier one), each link through a proxy.
+ * Starts `n` relays, each peering with every other (as a mesh is deployed: every relay lists
+ * all the others), each link through its own proxy: relay i reaches relay j through
+ * proxies[i][j]. Proxies are started first (pointing nowhere yet) so every relay can be
+ * given its peers' addresses at start.
  */
 export async function startMesh(n: number, options: Parameters<typeof startRelay>[0] = {}): Promise<Mesh> {
-  const relays: TestRelay[] = [];
   const proxies: (TcpProxy | undefined)[][] = Array.from({ length: n }, () => Array<TcpProxy | undefined>(n).fill(undefined));
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (i !== j) proxies[i]![j] = await TcpProxy.start(1, 'reset');
+  const relays: TestRelay[] = [];
   for (let i = 0; i < n; i++) {
-    const peers: string[] = [];
-    for (let j = 0; j < i; j++) {
-      const proxy = await TcpProxy.start(relays[j]!.port);
-      proxies[i]![j] = proxy;
-      peers.push(proxy.url);
-    }
+    const peers = proxies[i]!.filter((p): p is TcpProxy => p !== undefined).map((p) => p.url);
     relays.push(await startRelay({ ...options, relayId: `r${i}`, peers, meshSize: n }));
+  }
+  for (let i = 0; i < n; i++) {
+    for (let j = 0; j < n; j++) {
+      const p = proxies[i]![j];
+      if (!p) continue;
+      p.setTarget(relays[j]!.port);
+      p.setMode('pass');
+    }
   }
   return {
     relays,
@@ -48,4 +54,10 @@ export async function startMesh(n: number, options: Parameters<typeof startRelay
       await Promise.all(proxies.flat().map((p) => p?.close()));
     },
   };
+}
+
+/** Cuts (or, with `pass`, heals) both directions between relays i and j. */
+export function cut(mesh: Mesh, i: number, j: number, mode: 'reset' | 'hold' | 'pass' = 'reset'): void {
+  mesh.proxies[i]![j]?.setMode(mode);
+  mesh.proxies[j]![i]?.setMode(mode);
 }

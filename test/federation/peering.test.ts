@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { TestDevice } from '../support/client-fixture.js';
 import { waitForEvent } from '../support/wait.js';
-import { startMesh, whenEndpoint, whenMeshUp, type Mesh } from './mesh-fixture.js';
+import { cut, startMesh, whenEndpoint, whenMeshUp, type Mesh } from './mesh-fixture.js';
 import type { EventEmitter } from 'node:events';
 
 /** Resolves once `check` holds, re-checked on every update of `doc`. */
@@ -53,7 +53,7 @@ describe('relay mesh', () => {
     mesh = await startMesh(2);
     await whenMeshUp(mesh.relays);
     const [a, b] = mesh.relays as [NonNullable<Mesh['relays'][0]>, NonNullable<Mesh['relays'][0]>];
-    const link = mesh.proxies[1]![0]!;
+    const link = { setMode: (m: "reset" | "pass") => cut(mesh!, 0, 1, m) };
     const alice = await new TestDevice(a.url, 'memory', 'alice').open('doc');
     const bob = await new TestDevice(b.url, 'memory', 'bob').open('doc');
     // A large shared history first.
@@ -72,17 +72,25 @@ describe('relay mesh', () => {
     await bob.handle.flush({ timeoutMs: 5000 });
     expect(alice.handle.doc.getMap('m').get('b')).toBeUndefined();
 
-    const before = (await metric(b.httpUrl, 'capsync_peer_bytes_out_total')) + (await metric(b.httpUrl, 'capsync_peer_bytes_in_total'));
+    const peerBytes = async () => {
+      let sum = 0;
+      for (const r of [a, b]) sum += (await metric(r.httpUrl, 'capsync_peer_bytes_out_total')) + (await metric(r.httpUrl, 'capsync_peer_bytes_in_total'));
+      return sum;
+    };
+    const before = await peerBytes();
     link.setMode('pass');
     await whenDoc(alice.handle.doc, () => alice.handle.doc.getMap('m').get('b') === 2, 'b → a after heal');
     await whenDoc(bob.handle.doc, () => bob.handle.doc.getMap('m').get('a') === 1, 'a → b after heal');
-    const links = b.relay.mesh.linksOf('doc');
-    expect(links).toHaveLength(1);
-    await links[0]!.whenConverged();
-    const after = (await metric(b.httpUrl, 'capsync_peer_bytes_out_total')) + (await metric(b.httpUrl, 'capsync_peer_bytes_in_total'));
+    // Both relays may have reopened a link for the pair after the heal; the one opened by the
+    // smaller relay id stays once both have connected. Wait for every link to finish its round.
+    const links = [...a.relay.mesh.linksOf('doc'), ...b.relay.mesh.linksOf('doc')];
+    expect(links.length).toBeGreaterThanOrEqual(1);
+    await Promise.all(links.map((l) => l.whenConverged()));
+    const after = await peerBytes();
     // The heal exchanged state vectors and two small diffs, not the 200 kB history.
     expect(after - before).toBeLessThan(2_000);
-    expect(await metric(b.httpUrl, 'capsync_peer_link_changes_total')).toBeGreaterThanOrEqual(3);
+    // Partition events: each relay saw its peer go up, then down; at least one saw it come back.
+    expect((await metric(a.httpUrl, 'capsync_peer_link_changes_total')) + (await metric(b.httpUrl, 'capsync_peer_link_changes_total'))).toBeGreaterThanOrEqual(5);
     expect(Y.encodeStateVector(a.relay.registry.peek('doc') ? (await a.relay.registry.peek('doc')!).doc : new Y.Doc())).toEqual(
       Y.encodeStateVector((await b.relay.registry.peek('doc')!).doc),
     );

@@ -21,8 +21,12 @@ export interface DocHandleEvents {
 }
 
 export interface FlushOptions {
-  /** 'local': saved in local storage; 'relay': durable on the relay. Default 'relay'. */
-  durability?: 'local' | 'relay';
+  /**
+   * 'local': saved in local storage; 'relay': durable on the relay; 'quorum': durable on a
+   * majority of the relays in the relay's mesh (it survives the loss of a minority of them).
+   * Default 'relay'.
+   */
+  durability?: 'local' | 'relay' | 'quorum';
   /** Reject with UnavailableError after this long. Default 10 s. */
   timeoutMs?: number;
 }
@@ -43,6 +47,8 @@ export interface DocHandleSettings {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
+/** A Yjs update with nothing in it: the barrier of a quorum flush. */
+const EMPTY_UPDATE = new Uint8Array([0, 0]);
 
 /**
  * An open document: a Y.Doc replica loaded from local storage, kept in sync with the relay
@@ -72,6 +78,9 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   private step1Sent = 0;
   private step2Received = 0;
   private caughtUp = false;
+  /** This connection's sync step 2 went out: a barrier sent now covers every local update. */
+  private step2Sent = false;
+  private readonly quorumWaiters = new Set<{ connection: number; seq: number; resolve(): void }>();
   private readonly syncWaiters = new Set<{ connection: number; target: number; resolve(): void }>();
 
   private localCount = 0;
@@ -202,11 +211,48 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       await withTimeout(this.replica.commit(), timeoutMs, () => `local save of "${this.name}" did not finish within ${timeoutMs} ms`);
       return;
     }
+    if (options.durability === 'quorum') {
+      await this.flushQuorum(timeoutMs);
+      return;
+    }
     const waiter = this.outbox.whenDurable();
     await withTimeout(waiter.promise, timeoutMs, () => {
       waiter.cancel();
       return `${this.pending} update(s) of "${this.name}" not durable on the relay within ${timeoutMs} ms (status: ${this.status})`;
     });
+  }
+
+  /**
+   * Quorum durability with a barrier: an empty update sent after this connection's sync step 2
+   * (which carries every local update the relay lacked) and after every later local update.
+   * The relay answers `quorum-ack` once everything it had applied by then is durable on a
+   * majority of its mesh. A new connection (another relay, after failover) gets a new barrier.
+   */
+  private async flushQuorum(timeoutMs: number): Promise<void> {
+    // Local updates of this task are still queued for the next microtask: send them first.
+    this.sendOutgoing();
+    let waiter!: { connection: number; seq: number; resolve(): void };
+    const promise = new Promise<void>((resolve) => {
+      waiter = { connection: -1, seq: 0, resolve };
+      this.quorumWaiters.add(waiter);
+    });
+    this.sendQuorumBarrier();
+    await withTimeout(promise, timeoutMs, () => {
+      this.quorumWaiters.delete(waiter);
+      return `updates of "${this.name}" not durable on a majority of relays within ${timeoutMs} ms (status: ${this.status})`;
+    });
+  }
+
+  /** Sends one barrier for every quorum waiter not yet covered by one on this connection. */
+  private sendQuorumBarrier(): void {
+    if (!this.step2Sent) return;
+    const waiting = Array.from(this.quorumWaiters).filter((w) => w.connection !== this.connection);
+    if (waiting.length === 0) return;
+    if (!this.sendDoc({ type: 'update', update: EMPTY_UPDATE })) return;
+    for (const w of waiting) {
+      w.connection = this.connection;
+      w.seq = this.seq;
+    }
   }
 
   /**
@@ -279,6 +325,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     await this.replica.close();
     this.link.destroy();
     for (const w of this.syncWaiters) this.syncWaiters.delete(w);
+    this.quorumWaiters.clear();
     this.statusValue = 'offline';
     super.destroy();
   }
@@ -346,6 +393,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   private onLinkOpen(connection: number): void {
     this.connection = connection;
     this.seq = 0;
+    this.step2Sent = false;
     this.step1Sent = 0;
     this.step2Received = 0;
     this.caughtUp = false;
@@ -383,7 +431,11 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
           return;
         }
         // Everything the relay lacks goes out here, so it carries every pending update.
-        if (this.sendDoc({ type: 'sync-step-2', update })) this.outbox.sentAll(this.seq);
+        if (this.sendDoc({ type: 'sync-step-2', update })) {
+          this.outbox.sentAll(this.seq);
+          this.step2Sent = true;
+          this.sendQuorumBarrier();
+        }
         return;
       }
       case 'sync-step-2':
@@ -428,6 +480,14 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         return;
       case 'cp-reply':
         this.cp.onReply(msg);
+        return;
+      case 'quorum-ack':
+        for (const w of this.quorumWaiters) {
+          if (w.connection === this.connection && w.seq <= msg.seq) {
+            this.quorumWaiters.delete(w);
+            w.resolve();
+          }
+        }
         return;
       default:
         // hello, pong: the link already used them as signs of life.

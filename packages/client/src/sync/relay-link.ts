@@ -13,7 +13,7 @@ import { Backoff, type BackoffOptions } from './backoff.js';
 import type { WebSocketConstructor, WebSocketLike } from './websocket-like.js';
 
 /** Capabilities this client announces in its hello. */
-export const CLIENT_CAPABILITIES = ['ack', 'error', 'ping'];
+export const CLIENT_CAPABILITIES = ['ack', 'error', 'ping', 'quorum'];
 
 const TOKEN_PROTOCOL_PREFIX = 'capsync.jwt.';
 const CAPSYNC_PROTOCOL = 'capsync';
