@@ -68,7 +68,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     throw err;
   }
   const port = (server.address() as AddressInfo).port;
-  relay.mesh.start();
+  relay.startMesh();
   const host = urlHost(resolved.host);
   const storage = typeof resolved.storage === 'string' ? resolved.storage : 'custom';
   logger.info(

@@ -23,3 +23,4 @@ export { PeerEndpoint } from './mesh/peer-endpoint.js';
 export { PeerLink } from './mesh/peer-link.js';
 export { MESH_PATH } from './mesh/mesh-connection.js';
 export { relayCredential, RELAY_CLAIM } from './auth/relay-credential.js';
+export { ReplicateAll } from './mesh/replicate-all.js';

@@ -21,6 +21,8 @@ export interface PeerEndpointEvents {
   up: [];
   /** The control link is gone (closed, refused, or silent past the heartbeat). */
   down: [reason: string];
+  /** The peer refused the link with a capsync close code (a bad relay credential: 4401/4403). */
+  refused: [code: number, reason: string];
 }
 
 /**
@@ -113,6 +115,10 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
       if (this.socket !== ws) return;
       this.socket = null;
       this.clearHeartbeat();
+      if (code >= 4000) {
+        this.options.logger.warn({ peer: this.url, code, reason: reason.toString() }, 'peer refused the mesh link');
+        this.emit('refused', code, reason.toString());
+      }
       this.setUp(false, `closed ${code} ${reason.toString()}`.trim());
       this.retryLater();
     });

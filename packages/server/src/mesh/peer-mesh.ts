@@ -122,6 +122,19 @@ export class PeerMesh {
     if (ep && this.docs.has(name)) this.ensureLink(name, ep);
   }
 
+  /**
+   * Resolves once `doc` (loaded, held by the caller) has exchanged state vectors with `ep`
+   * both ways on a live link, or once the peer holds a link to us for it (then the peer
+   * syncs it). Used by replicate-all sweeps.
+   */
+  async syncWith(name: string, doc: RelayDoc, ep: PeerEndpoint): Promise<void> {
+    if (!this.docs.has(name)) this.docs.set(name, doc);
+    if (ep.id && this.hasInbound(name, ep.id)) return;
+    this.ensureLink(name, ep);
+    const link = this.links.get(name)?.get(ep);
+    if (link) await link.whenConverged();
+  }
+
   /** Sets the replication-lag gauges from the loaded documents (called before a metrics scrape). */
   refreshLagMetrics(): void {
     const { metrics } = this.options;

@@ -8,6 +8,7 @@ import { LockConnection } from '../locks/lock-connection.js';
 import type { LockService } from '../locks/lock-service.js';
 import { MeshConnection } from '../mesh/mesh-connection.js';
 import { PeerMesh } from '../mesh/peer-mesh.js';
+import { ReplicateAll } from '../mesh/replicate-all.js';
 import { RelayConnection, type MeshHooks, type RelaySocket } from './connection.js';
 import { DocRegistry } from './doc-registry.js';
 
@@ -42,6 +43,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly locks: LockService;
   /** Peer relays and the document links to them. */
   readonly mesh: PeerMesh;
+  /** The replicate-all sweeper, in that peer mode. */
+  readonly replicateAll: ReplicateAll | null;
   private readonly meshHooks: MeshHooks;
   private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection>();
   private closing = false;
@@ -67,11 +70,21 @@ export class Relay extends EventEmitter<RelayEvents> {
       logger: deps.logger,
       sendBufferLimit: deps.options.sendBufferLimit,
     });
+    this.replicateAll =
+      deps.options.peerMode === 'replicate-all'
+        ? new ReplicateAll({ mesh: this.mesh, registry: this.registry, store: deps.store, logger: deps.logger, intervalMs: deps.options.replicateIntervalMs })
+        : null;
     this.meshHooks = {
       relayId: deps.options.relayId,
       inboundOpened: (peerId, conn) => this.mesh.inboundOpened(peerId, conn),
       inboundClosed: (peerId, conn) => this.mesh.inboundClosed(peerId, conn),
     };
+  }
+
+  /** Connects to the peer relays (once the relay listens, so peers can connect back). */
+  startMesh(): void {
+    this.replicateAll?.start();
+    this.mesh.start();
   }
 
   get isClosing(): boolean {
@@ -135,6 +148,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.closing = true;
     for (const conn of this.connections) conn.close(CloseCode.GoingAway, closeReasonFor('shutting-down', 'relay is shutting down'));
     this.connections.clear();
+    this.replicateAll?.close();
     this.mesh.close();
     await this.locks.close();
     await this.registry.closeAll();
