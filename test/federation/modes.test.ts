@@ -27,7 +27,7 @@ function textUpdate(text: string, clientID: number): Uint8Array {
 async function post(r: TestRelay, name: string, update: Uint8Array, token?: string): Promise<void> {
   const res = await fetch(`${r.httpUrl}/v1/docs/${encodeURIComponent(name)}/update`, {
     method: 'POST',
-    body: update,
+    body: Buffer.from(update),
     headers: token ? { authorization: `Bearer ${token}` } : {},
   });
   expect(res.status).toBe(200);

@@ -95,7 +95,7 @@ const frameCases: FrameCase[] = [
   { input: 'a multi-byte unknown message type (2^40)', frame: frame(2 ** 40), close: 'BadMessage', error: 'unknown-message-type' },
   { input: 'an unknown sync message kind', frame: frame(0, 3, 0), close: 'BadMessage', error: 'unknown-message-type' },
   { input: 'an unknown auth message kind', frame: frame(2, 1, 'x'), close: 'BadMessage', error: 'unknown-message-type' },
-  { input: 'an unknown capsync message kind', frame: frame(100, 9), close: 'BadMessage', error: 'unknown-message-type' },
+  { input: 'an unknown capsync message kind', frame: frame(100, 127), close: 'BadMessage', error: 'unknown-message-type' },
 
   { input: 'a truncated message-type varint', frame: bytes(0x80), close: 'BadMessage', error: 'bad-message' },
   { input: 'a truncated sync-kind varint', frame: bytes(0, 0xff), close: 'BadMessage', error: 'bad-message' },

@@ -75,7 +75,7 @@ describe('relay HTTP API', () => {
   it('GET /healthz answers 200', async () => {
     const res = await fetch(`${relay.httpUrl}/healthz`);
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ status: 'ok' });
+    expect(await res.json()).toEqual({ status: 'ok', relayId: expect.stringMatching(/^relay-/) });
   });
 
   it('GET /readyz answers 200 while storage works', async () => {

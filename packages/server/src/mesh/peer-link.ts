@@ -65,7 +65,7 @@ export class PeerLink implements DocPeer {
     return this.doc.name;
   }
 
-  /** True once, on the current connection, both sides hold what the other had when it opened. */
+  /** True once, on the current connection, both sides durably hold what the other had when it opened. */
   get converged(): boolean {
     return this.round?.done ?? false;
   }
@@ -185,17 +185,21 @@ export class PeerLink implements DocPeer {
           this.lastDurable = durable;
         }
         const barrier = this.lastDurable;
+        const round = msg.type === 'sync-step-2' ? this.round : null;
         void barrier.then(
-          () => this.scheduleAck(seq),
+          () => {
+            this.scheduleAck(seq);
+            // Converged counts what is durable here, not just applied.
+            if (round && round === this.round && !round.step2Received) {
+              round.step2Received = true;
+              this.checkConverged();
+            }
+          },
           (err: unknown) => {
             this.deps.logger.error({ err, doc: this.doc.name }, 'storing an update from a peer failed; resyncing');
             this.drop();
           },
         );
-        if (msg.type === 'sync-step-2' && this.round && !this.round.step2Received) {
-          this.round.step2Received = true;
-          this.checkConverged();
-        }
         return;
       }
       case 'awareness': {

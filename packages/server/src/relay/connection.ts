@@ -27,6 +27,7 @@ import type { DocRegistry } from './doc-registry.js';
 import type { DocPeer, RelayDoc } from './relay-doc.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
 import { SentLog } from '../mesh/replication.js';
+import type { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
 
 /**
  * The part of a WebSocket the relay uses, so the relay core knows nothing of `ws` or http.
@@ -62,6 +63,8 @@ export interface MeshHooks {
 interface ConnectionDeps {
   /** The relay's mesh; peer relays' links are registered there. */
   mesh?: MeshHooks;
+  /** Set when another relay is the lock authority: fenced writes are forwarded there. */
+  fencedWrites?: FencedWriteForwarder | undefined;
   /** Told when the relay closes a connection (not when the client does). */
   onRelayClose?(conn: RelayConnection, code: number, reason: string): void;
   registry: DocRegistry;
@@ -307,6 +310,17 @@ export class RelayConnection implements DocPeer {
     } catch (err) {
       return refuse('invalid-lock-request', err instanceof CapsyncError ? err.message : 'value is not valid JSON');
     }
+    const forwarder = this.deps.fencedWrites;
+    if (forwarder) {
+      // A mesh with one lock authority relay: that relay writes (see FencedWriteForwarder).
+      const doc = this.doc;
+      if (this.closed || !doc) return;
+      const outcome = await forwarder.forward(doc, msg);
+      if (outcome.code === 'unavailable') this.deps.metrics.lockUnavailable.inc();
+      if (outcome.code === 'stale-token' || outcome.code === 'conflict' || outcome.code === 'lease-lost') this.deps.metrics.fencingRejections.inc({ reason: outcome.code });
+      reply(outcome.code, outcome.message ?? '');
+      return;
+    }
     try {
       await this.deps.locks.checkFence(msg.key, msg.token);
     } catch (err) {
@@ -330,15 +344,15 @@ export class RelayConnection implements DocPeer {
    */
   private awaitQuorum(seq: number): void {
     const doc = this.doc!;
-    let answered = false;
-    const cancel = doc.replication.whenQuorum(doc.replication.applied, () => {
-      answered = true;
-      this.quorumWaits.delete(cancel);
+    const waiting = { answered: false, cancel: (): void => {} };
+    waiting.cancel = doc.replication.whenQuorum(doc.replication.applied, () => {
+      // May run synchronously, inside whenQuorum: nothing to cancel then.
+      waiting.answered = true;
+      this.quorumWaits.delete(waiting.cancel);
       this.deps.metrics.quorumWaits.inc({ outcome: 'acked' });
       this.sendMessage({ type: 'quorum-ack', seq });
     });
-    // whenQuorum may have answered synchronously; only a waiting one needs cancelling.
-    if (!answered) this.quorumWaits.add(cancel);
+    if (!waiting.answered) this.quorumWaits.add(waiting.cancel);
   }
 
   private refuseReadOnly(seq: number): void {

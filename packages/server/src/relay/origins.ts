@@ -3,9 +3,12 @@
  * nothing echoes back to where it came from.
  */
 
-/** Something that sent us document updates: a WebSocket connection, or an HTTP request. */
+/**
+ * Something that sent us document updates: a WebSocket connection (a client's or a peer
+ * relay's), an HTTP request, or the lock authority relay answering a forwarded fenced write.
+ */
 export interface UpdateSource {
-  readonly kind: 'connection' | 'http';
+  readonly kind: 'connection' | 'http' | 'authority';
 }
 
 /**

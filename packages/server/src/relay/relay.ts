@@ -9,6 +9,7 @@ import type { LockService } from '../locks/lock-service.js';
 import { MeshConnection } from '../mesh/mesh-connection.js';
 import { PeerMesh } from '../mesh/peer-mesh.js';
 import { ReplicateAll } from '../mesh/replicate-all.js';
+import { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
 import { RelayConnection, type MeshHooks, type RelaySocket } from './connection.js';
 import { DocRegistry } from './doc-registry.js';
 
@@ -46,6 +47,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   /** The replicate-all sweeper, in that peer mode. */
   readonly replicateAll: ReplicateAll | null;
   private readonly meshHooks: MeshHooks;
+  private readonly fencedWrites: FencedWriteForwarder | undefined;
   private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection>();
   private closing = false;
 
@@ -74,6 +76,15 @@ export class Relay extends EventEmitter<RelayEvents> {
       deps.options.peerMode === 'replicate-all'
         ? new ReplicateAll({ mesh: this.mesh, registry: this.registry, store: deps.store, logger: deps.logger, intervalMs: deps.options.replicateIntervalMs })
         : null;
+    this.fencedWrites = deps.options.lockAuthority
+      ? new FencedWriteForwarder({
+          url: deps.options.lockAuthority,
+          relayId: deps.options.relayId,
+          credential: deps.credential,
+          timeoutMs: deps.options.lockTimeoutMs,
+          logger: deps.logger,
+        })
+      : undefined;
     this.meshHooks = {
       relayId: deps.options.relayId,
       inboundOpened: (peerId, conn) => this.mesh.inboundOpened(peerId, conn),
@@ -99,6 +110,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   connect(socket: RelaySocket, docName: string, grant: AccessGrant, peerId?: string): RelayConnection {
     const conn = new RelayConnection(socket, docName, grant, {
       mesh: this.meshHooks,
+      fencedWrites: this.fencedWrites,
       registry: this.registry,
       locks: this.locks,
       metrics: this.metrics,
