@@ -113,6 +113,12 @@ async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger:
     const { EtcdLockBackend } = await import('./locks/etcd-backend.js');
     return EtcdLockBackend.connect({ endpoints: o.etcd, opTimeoutMs: o.lockTimeoutMs, logger });
   }
+  if (o.lockAuthority) {
+    // Another relay's embedded backend is the mesh's one authority: forward every lock
+    // operation and fencing check there (connects in the background; never blocks startup).
+    const { ForwardingLockBackend } = await import('./locks/forwarding-backend.js');
+    return ForwardingLockBackend.connect({ url: o.lockAuthority, token: relayCredential(o), opTimeoutMs: o.lockTimeoutMs, logger, relayId: o.relayId });
+  }
   return EmbeddedLockBackend.open(store instanceof SqliteWorkerStore ? store.locks : new MemoryLockStore());
 }
 

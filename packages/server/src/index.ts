@@ -24,3 +24,5 @@ export { PeerLink } from './mesh/peer-link.js';
 export { MESH_PATH } from './mesh/mesh-connection.js';
 export { relayCredential, RELAY_CLAIM } from './auth/relay-credential.js';
 export { ReplicateAll } from './mesh/replicate-all.js';
+export { ForwardingLockBackend, type ForwardingLockBackendOptions } from './locks/forwarding-backend.js';
+export { FencedWriteForwarder } from './mesh/fenced-write-forwarder.js';

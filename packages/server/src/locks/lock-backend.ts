@@ -12,7 +12,9 @@ export interface LockGrant {
    * Lease length the authority granted, counted from when it received the request
    * (`AcquireRequest.receivedAt`): a lease granted after a wait runs `ttlMs` from the grant, so
    * this is the requested TTL plus the wait. The client counts it from when it sent the
-   * request, which is earlier, so its deadline always comes first.
+   * request, which is earlier, so its deadline always comes first. (A forwarded backend passes
+   * on the authority's: counted from when the authority received the forwarded request, which
+   * is later still.)
    */
   ttlMs: number;
 }
@@ -47,9 +49,9 @@ export interface LockBackendEvents {
  * - While the lock is held it waits up to `waitMs` for it to be released or to expire, then
  *   rejects with `LockTimeoutError`. Waiters are served first come, first served.
  * - Every method rejects with `UnavailableError` when it cannot reach the authority (or a
- *   majority of it) within `opTimeoutMs` of the backend; it then grants nothing it could not
- *   prove. A rejected acquire may still have been granted in the backend; such a lease runs
- *   out by itself.
+ *   majority of it, or the relay it forwards to) within `opTimeoutMs` of the backend; it then
+ *   grants nothing it could not prove. A rejected acquire may still have been granted in the
+ *   backend; such a lease runs out by itself.
  * - `renew(key, token)` extends the lease by `ttlMs` from now, only if `token` is the key's
  *   current unexpired lease; else `LeaseLostError`.
  * - `release(key, token)` ends the lease if it is current (the next waiter gets it); releasing
@@ -58,11 +60,11 @@ export interface LockBackendEvents {
  *   rejects with `StaleTokenError` when a newer token exists, or `LeaseLostError`.
  * - A lease that is not renewed ends `ttlMs` after the request that granted or renewed it
  *   reached the authority (never later than that plus the backend's timer slack), and emits
- *   `expired`.
+ *   `expired` (where the authority runs: a forwarding backend never emits it).
  * - `close` stops timers and connections; it does not release leases (they run out).
  */
 export interface LockBackend extends EventEmitter<LockBackendEvents> {
-  readonly kind: 'embedded' | 'etcd';
+  readonly kind: 'embedded' | 'etcd' | 'forwarded';
   acquire(request: AcquireRequest): Promise<LockGrant>;
   renew(key: string, token: number, ttlMs: number): Promise<LockGrant>;
   release(key: string, token: number): Promise<void>;

@@ -21,6 +21,14 @@ import { onCredentialExpiry } from '../auth/credential-expiry.js';
 /** The WebSocket path of the lock endpoint (a name no document may have). */
 export const LOCKS_PATH = '.capsync/locks';
 
+/**
+ * Hello capability naming the relay's lock backend (`lock-backend:embedded`, `...:etcd`,
+ * `...:forwarded`): a relay that forwards its locks refuses to forward to one that forwards
+ * too (a relay pointed at itself, or a chain), which would pass requests around until their
+ * deadlines.
+ */
+export const LOCK_BACKEND_CAPABILITY = 'lock-backend:';
+
 let nextConnectionId = 1;
 
 /**
@@ -66,7 +74,7 @@ export class LockConnection {
   private dispatch(msg: Message): void {
     switch (msg.type) {
       case 'hello':
-        this.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: [...RELAY_CAPABILITIES, 'locks'] });
+        this.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: [...RELAY_CAPABILITIES, 'locks', LOCK_BACKEND_CAPABILITY + this.service.backend.kind] });
         return;
       case 'ping':
         this.send({ type: 'pong', id: msg.id });
