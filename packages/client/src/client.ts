@@ -5,12 +5,20 @@ import { IndexedDbStorage } from './storage/indexeddb-storage.js';
 import { MemoryStorage } from './storage/memory-storage.js';
 import type { StorageAdapter } from './storage/storage-adapter.js';
 import type { BackoffOptions } from './sync/backoff.js';
-import type { TokenSource } from './sync/relay-link.js';
+import { relayUrlList, type TokenSource } from './sync/relay-link.js';
 import { globalWebSocket, type WebSocketConstructor } from './sync/websocket-like.js';
 
 export interface ClientOptions {
-  /** Relay URL, `ws://host:port` or `wss://…`; documents live at `<url>/<name>`. */
-  url: string;
+  /**
+   * Relay URL, `ws://host:port` or `wss://…`, or a list of them (relays of one mesh, or
+   * independent relays); documents live at `<url>/<name>`. With a list, each document (and
+   * the lock connection) starts on the first URL, stays on the relay that works, and moves
+   * to the next URL, round robin, when its relay is unreachable (connect error or timeout,
+   * heartbeat death, closed, shutting down); the next connection's sync resends everything
+   * that relay lacks. Backoff applies once every URL failed in a row. Throws a
+   * CapsyncError ('internal') for an empty list or a URL that is not ws:// or wss://.
+   */
+  url: string | readonly string[];
   /**
    * Where replicas are kept. Default 'indexeddb' where IndexedDB exists, else 'memory'.
    * If IndexedDB fails (private mode, quota), documents keep working in memory and an
@@ -65,7 +73,7 @@ export interface CapsyncClient {
 }
 
 export function createClient(options: ClientOptions): CapsyncClient {
-  if (!/^wss?:\/\//.test(options.url)) throw new CapsyncError('internal', `url must start with ws:// or wss://, got "${options.url}"`);
+  const urls = relayUrlList(options.url);
   const WebSocket = options.WebSocket ?? globalWebSocket();
   if (!WebSocket) {
     throw new CapsyncError('internal', 'no WebSocket implementation: on Node < 22 pass createClient({ WebSocket }) from the ws package');
@@ -76,7 +84,7 @@ export function createClient(options: ClientOptions): CapsyncClient {
   const settings: Omit<DocHandleSettings, 'sessionId'> = {
     storage,
     link: {
-      url: options.url,
+      urls,
       WebSocket,
       token: options.token,
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 10_000,

@@ -22,8 +22,11 @@ export type LinkState = 'offline' | 'connecting' | 'open';
 export type TokenSource = string | (() => string | Promise<string>);
 
 export interface RelayLinkOptions {
-  /** Relay base URL, ws:// or wss://; the document name is appended as the path. */
-  url: string;
+  /**
+   * Relay base URLs, ws:// or wss://, tried in this order and then round robin (see
+   * RelayLink); the document name is appended as the path. At least one.
+   */
+  urls: readonly string[];
   docName: string;
   WebSocket: WebSocketConstructor;
   token?: TokenSource;
@@ -38,8 +41,11 @@ export interface RelayLinkOptions {
 
 export interface RelayLinkEvents {
   state: (state: LinkState) => void;
-  /** A socket opened and our hello went out; `connection` numbers connections from 1. */
-  open: (connection: number) => void;
+  /**
+   * A socket opened and our hello went out; `connection` numbers connections from 1 (across
+   * relays), `url` is the relay base URL it went to (also `currentUrl`).
+   */
+  open: (connection: number, url: string) => void;
   message: (msg: Message) => void;
   /** The current socket is gone (closed, failed, or declared dead by the heartbeat). */
   close: (info: { code: number; reason: string }) => void;
@@ -47,19 +53,71 @@ export interface RelayLinkEvents {
   error: (err: CapsyncError) => void;
 }
 
+/** Validates relay base URLs (one or a list): a non-empty list of ws:// or wss:// URLs, or a CapsyncError. */
+export function relayUrlList(url: string | readonly string[]): string[] {
+  const urls = typeof url === 'string' ? [url] : Array.isArray(url) ? [...(url as readonly unknown[])] : null;
+  // 'internal' is what every other bad client option throws: core has no code for bad options.
+  if (!urls || urls.length === 0) throw new CapsyncError('internal', 'url must be a relay URL or a non-empty list of relay URLs');
+  for (const u of urls) {
+    if (typeof u !== 'string' || !/^wss?:\/\/[^/?#\s]/.test(u) || !parses(u)) {
+      throw new CapsyncError('internal', `every relay url must start with ws:// or wss:// and name a host, got ${JSON.stringify(u)}`);
+    }
+  }
+  return urls as string[];
+}
+
+/** `URL.canParse`, which older browsers lack. */
+function parses(url: string): boolean {
+  try {
+    new URL(url);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Why an attempt or connection ended, for choosing the next relay and delay:
+ * - 'unreachable': the relay could not be reached or stopped answering (connect error or
+ *   timeout, heartbeat death, a close without a refusal, GoingAway from a relay shutting down);
+ * - 'refused': the relay answered with a retryable refusal (an error close code);
+ * - 'local': this side failed before any relay was involved (the token function threw).
+ */
+type Failure = 'unreachable' | 'refused' | 'local';
+
 /** Close codes after which retrying cannot help until something changes. */
 // FencedArea: the update that was refused would be resent on every reconnect, forever.
 const FATAL_CLOSE_CODES = new Set<number>([CloseCode.Forbidden, CloseCode.InvalidDocName, CloseCode.FencedArea]);
 
 /**
- * One resilient WebSocket to the relay for one document: connects, says hello, keeps the
+ * One resilient WebSocket to a relay for one document: connects, says hello, keeps the
  * link honest with a heartbeat (so a half-open link is noticed within
  * heartbeatIntervalMs + heartbeatTimeoutMs), and reconnects with capped, jittered
  * exponential backoff — at once when the browser reports it is back online.
  *
- * Permission errors do not cause a reconnect storm: 'forbidden' and a bad document name stop
- * the link; 'unauthorized' retries only when the token is a function (it may mint a fresh
- * token), and then with backoff. `resume()` restarts a stopped link.
+ * Several relays (`urls`), failover contract:
+ * - The first attempt goes to `urls[0]`. The link sticks with the relay it is on: it never
+ *   moves while that relay works, and a deliberate `stop()`/`start()` or the browser going
+ *   offline and online again retry the same relay.
+ * - Every attempt or connection that fails for a reason other than a fatal refusal (connect
+ *   error, connect timeout, heartbeat death, a close before or after the relay proved
+ *   healthy, GoingAway from a relay shutting down, a retryable refusal) sends the next
+ *   attempt to the next URL, round robin. `currentUrl` names the relay in use, or the one the
+ *   next attempt goes to; 'open' carries it too.
+ * - Within one round, moving on after an unreachable relay waits only a jittered delay under
+ *   `backoff.baseMs` (spreading the clients of a dead relay a little) and does not grow the
+ *   backoff. Once every URL failed in a row — or a relay refused — the next attempt waits
+ *   the usual capped exponential backoff, so a cluster that is down sees no reconnect storm.
+ *   `healthy()` starts a new round and resets the backoff. With one URL every failure ends a
+ *   round: exactly the single-relay behaviour.
+ * - Nothing of a connection that is gone leaks into the next: once 'close' is emitted, no
+ *   message of that socket is ever emitted (late acks of an old relay cannot be mistaken for
+ *   acks of the new connection's messages), and each connection starts with its own 'open'.
+ *
+ * Permission errors do not cause a reconnect storm: 'forbidden', a bad document name and a
+ * write into a fenced area stop the link (on the relay in use: they would be refused
+ * everywhere); 'unauthorized' retries only when the token is a function (it may mint a
+ * fresh token), and then with backoff. `start()` restarts a stopped link.
  */
 export class RelayLink extends ObservableV2<RelayLinkEvents> {
   private socket: WebSocketLike | null = null;
@@ -75,9 +133,18 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
   /** The browser says it has no network: wait for 'online' instead of retrying. */
   private browserOffline = false;
   private attempt = 0;
+  private readonly urls: readonly string[];
+  /** Index in `urls` of the relay in use, or of the one the next attempt goes to. */
+  private urlIndex = 0;
+  /** Failed attempts in a row since the round began (start, online, or a healthy connection). */
+  private failuresInRound = 0;
+  private readonly random: () => number;
 
   constructor(private readonly options: RelayLinkOptions) {
     super();
+    this.urls = relayUrlList(options.urls);
+    // Looked up per call, not captured: tests stub Math.random after modules load.
+    this.random = options.random ?? (() => Math.random());
     this.backoff = new Backoff(options.backoff, options.random);
     const w = globalThis as { addEventListener?: (type: string, fn: () => void) => void; navigator?: { onLine?: boolean } };
     if (typeof w.addEventListener === 'function' && typeof (globalThis as { window?: unknown }).window !== 'undefined') {
@@ -91,11 +158,16 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
     return this.stateValue;
   }
 
-  /** Starts (or restarts after `stop` or a fatal refusal) connecting. */
+  /** Base URL of the relay the link is on (open or connecting), or that its next attempt goes to. */
+  get currentUrl(): string {
+    return this.urls[this.urlIndex]!;
+  }
+
+  /** Starts (or restarts after `stop` or a fatal refusal) connecting, to the current relay. */
   start(): void {
     if (this.stopped === 'closed') return;
     this.stopped = null;
-    this.backoff.reset();
+    this.newRound();
     this.connectNow();
   }
 
@@ -114,9 +186,12 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
     return true;
   }
 
-  /** The relay proved the connection works (it answered our sync): the next failure starts backoff afresh. */
+  /**
+   * The relay proved the connection works (it answered our sync): the next failure starts a
+   * new round of the relay list with the backoff afresh.
+   */
   healthy(): void {
-    this.backoff.reset();
+    this.newRound();
   }
 
   override destroy(): void {
@@ -148,18 +223,19 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
       token = typeof source === 'function' ? await source() : source;
     } catch (err) {
       this.emit('error', [new AuthError('unauthorized', `the token function failed: ${(err as Error)?.message ?? err}`, { cause: err })]);
-      if (attempt === this.attempt) this.retryLater();
+      if (attempt === this.attempt) this.retryLater('local');
       return;
     }
     // stop(), destroy() or another attempt happened while the token was being fetched.
     if (attempt !== this.attempt || this.stopped || this.socket || this.browserOffline) return;
-    const url = `${this.options.url.replace(/\/+$/, '')}/${encodeURIComponent(this.options.docName)}`;
+    const relay = this.currentUrl;
+    const url = `${relay.replace(/\/+$/, '')}/${encodeURIComponent(this.options.docName)}`;
     let socket: WebSocketLike;
     try {
       socket = new this.options.WebSocket(url, token ? [CAPSYNC_PROTOCOL, TOKEN_PROTOCOL_PREFIX + token] : [CAPSYNC_PROTOCOL]);
     } catch (err) {
-      this.emit('error', [new CapsyncError('unavailable', `cannot connect to ${this.options.url}: ${(err as Error).message}`, { cause: err })]);
-      this.retryLater();
+      this.emit('error', [new CapsyncError('unavailable', `cannot connect to ${relay}: ${(err as Error).message}`, { cause: err })]);
+      this.retryLater('unreachable');
       return;
     }
     socket.binaryType = 'arraybuffer';
@@ -171,7 +247,7 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
       this.setState('open');
       this.armHeartbeat();
       socket.send(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: CLIENT_CAPABILITIES }));
-      this.emit('open', [++this.connectionCount]);
+      this.emit('open', [++this.connectionCount, relay]);
     };
     socket.onmessage = (event) => {
       if (this.socket !== socket) return;
@@ -212,17 +288,37 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
         return;
       }
     }
-    this.retryLater();
+    this.retryLater(refusal ? 'refused' : 'unreachable');
   }
 
-  private retryLater(): void {
+  private retryLater(failure: Failure): void {
     if (this.stopped || this.retryTimer) return;
     this.setState('offline');
+    // Our own network is down, not the relay: keep the relay; 'online' retries it.
     if (this.browserOffline) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       this.connectNow();
-    }, this.backoff.next());
+    }, this.nextAttempt(failure));
+  }
+
+  /** Moves to the relay of the next attempt and returns how long to wait for it (class comment). */
+  private nextAttempt(failure: Failure): number {
+    // A failure on this side says nothing about the relay: same relay, usual backoff.
+    if (failure === 'local') return this.backoff.next();
+    this.urlIndex = (this.urlIndex + 1) % this.urls.length;
+    this.failuresInRound++;
+    if (failure === 'unreachable' && this.failuresInRound < this.urls.length) {
+      // Another relay may well be up: no need to wait out the backoff, only to spread out.
+      return Math.floor(this.random() * this.options.backoff.baseMs);
+    }
+    this.failuresInRound = 0;
+    return this.backoff.next();
+  }
+
+  private newRound(): void {
+    this.failuresInRound = 0;
+    this.backoff.reset();
   }
 
   /** Closes the current socket without waiting for the close handshake. */
@@ -279,7 +375,7 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
 
   private readonly onOnline = (): void => {
     this.browserOffline = false;
-    this.backoff.reset();
+    this.newRound();
     this.connectNow();
   };
 
@@ -306,6 +402,9 @@ function refusalFor(code: number, reason: string): CapsyncError | null {
       return new AuthError('forbidden', detail);
     case CloseCode.InvalidDocName:
       return new CapsyncError('invalid-doc-name', detail);
+    // Without this case the code never reached FATAL_CLOSE_CODES: the link retried forever.
+    case CloseCode.FencedArea:
+      return new CapsyncError('fenced-area', detail);
     case CloseCode.BadMessage:
     case CloseCode.InvalidUpdate:
     case CloseCode.MessageTooBig:
