@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: the relay benchmark, then the client benchmark, then the lock benchmark,
- * each through its own npm script (bench:relay, bench:client, bench:locks), with the flags all
+ * then the mesh convergence benchmark, each through its own npm script (bench:relay,
+ * bench:client, bench:locks, bench:converge), with the flags all
  * of them understand passed to each. (npm appends `-- flags` only to the end of a script line,
  * so `a && b` would give them to b only.) Flags of one benchmark only go to its own script:
  * `npm run bench:relay -- --levels 500`.
@@ -8,7 +9,7 @@
 import { spawnSync } from 'node:child_process';
 
 const SHARED = new Set(['--quick', '--write', '--no-write']);
-const SCRIPTS = ['bench:relay', 'bench:client', 'bench:locks'];
+const SCRIPTS = ['bench:relay', 'bench:client', 'bench:locks', 'bench:converge'];
 
 const args = process.argv.slice(2);
 if (args.includes('--help') || args.includes('-h')) {
