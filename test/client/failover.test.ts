@@ -127,6 +127,7 @@ describe('failover between relays', () => {
     w.type('a');
     w.type('a');
     await settledOn(handle, pA, 'synced on A, the first URL');
+    expect(handle.relayUrl).toBe(pA.url);
     expect(pB.accepted).toBe(0);
 
     // A becomes unreachable: its connection is reset, and so is every new one.
@@ -137,6 +138,7 @@ describe('failover between relays', () => {
     await onB;
     w.type('b-accepted');
     await settledOn(handle, pB, 'synced on B');
+    expect(handle.relayUrl).toBe(pB.url);
     w.stop();
     w.type('after');
     await until(handle, 'pending', () => handle.pending === 0, 'the last edit durable on B');

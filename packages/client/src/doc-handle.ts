@@ -189,6 +189,14 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     return this.statusValue;
   }
 
+  /**
+   * The relay base URL this handle is connected to, or the one its next attempt goes to (with
+   * a list of relays it changes on failover; the 'status' event follows every reconnect).
+   */
+  get relayUrl(): string {
+    return this.link.currentUrl;
+  }
+
   /** Local updates not yet durable on the relay. */
   get pending(): number {
     return this.outbox.pending;
