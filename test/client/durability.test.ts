@@ -13,7 +13,8 @@ import {
 import { FailingIdb, type TxRecord } from '../support/failing-idb.js';
 import { startRelay, tempDir, type TestRelay } from '../support/relay-fixture.js';
 import { killRelay, spawnRelay, type RelayProcess } from '../support/relay-process.js';
-import { TcpProxy, recordingWebSocket } from '../support/tcp-proxy.js';
+import { FaultProxy } from '../support/fault-proxy.js';
+import { recordingWebSocket } from '../support/recording-websocket.js';
 import { waitForEvent } from '../support/wait.js';
 import { until } from '../support/client-fixture.js';
 
@@ -100,8 +101,8 @@ async function relay(): Promise<TestRelay> {
   return r;
 }
 
-async function proxyTo(r: TestRelay, mode: 'pass' | 'reset' | 'hold' = 'pass'): Promise<TcpProxy> {
-  const p = await TcpProxy.start(r.port, mode);
+async function proxyTo(r: TestRelay, mode: 'pass' | 'reset' | 'hold' = 'pass'): Promise<FaultProxy> {
+  const p = await FaultProxy.start(r.port, { mode });
   cleanups.push(() => p.close());
   return p;
 }

@@ -3,14 +3,15 @@ import * as Y from 'yjs';
 import { createClient, type CapsyncClient, type ClientOptions, type DocHandle, type SyncStatus } from '@capsync/client';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
-import { TcpProxy, recordingWebSocket, type ProxiedConnection } from '../support/tcp-proxy.js';
+import { FaultProxy, type FaultConnection } from '../support/fault-proxy.js';
+import { recordingWebSocket } from '../support/recording-websocket.js';
 import { waitForEvent, withTimeout } from '../support/wait.js';
 import { nextTurn, until } from '../support/client-fixture.js';
 
 /**
  * A client given a list of relays fails over when its relay is unreachable, and nothing is
  * lost or counted twice. The relays are independent (no peering): the new relay gets
- * everything from the client's own sync step 2. A TcpProxy in front of each relay plays the
+ * everything from the client's own sync step 2. A FaultProxy in front of each relay plays the
  * network and shows which relay the client is connected to.
  */
 
@@ -38,8 +39,8 @@ async function restartable(): Promise<RestartableRelay> {
   return r;
 }
 
-async function proxy(targetPort: number): Promise<TcpProxy> {
-  const p = await TcpProxy.start(targetPort);
+async function proxy(targetPort: number): Promise<FaultProxy> {
+  const p = await FaultProxy.start(targetPort);
   cleanups.push(() => p.close());
   return p;
 }
@@ -60,7 +61,7 @@ function client(url: string | string[], options: Partial<ClientOptions> = {}): C
 }
 
 /** Connections through `p` to `path` (the document's or the lock endpoint's) that are still open. */
-function live(p: TcpProxy, path = DOC_PATH): ProxiedConnection[] {
+function live(p: FaultProxy, path = DOC_PATH): FaultConnection[] {
   return p.connections.filter((c) => !c.closed && c.head.includes(path));
 }
 
@@ -104,7 +105,7 @@ function writer(handle: DocHandle) {
 }
 
 /** Synced on the relay behind `p`, with nothing pending. */
-async function settledOn(handle: DocHandle, p: TcpProxy, what: string): Promise<void> {
+async function settledOn(handle: DocHandle, p: FaultProxy, what: string): Promise<void> {
   await until(handle, 'status', () => handle.status === 'synced' && handle.pending === 0 && live(p).length === 1, what, 15_000);
 }
 
@@ -175,14 +176,14 @@ describe('failover between relays', () => {
     // The next edit reaches A; A stores it and acks, but from then on nothing gets through:
     // its ack is held in the network, and the TCP connection stays up.
     let downAtHold = -1;
-    pA.once('data', () => {
+    pA.once('read', () => {
       pA.setMode('hold');
       downAtHold = connA!.chunksDown;
     });
     w.type('held');
     w.duringSwitch();
     // A's answer to it (the ack) comes after the hold began: it waits in the network.
-    await waitForEvent(pA, 'data', () => (downAtHold >= 0 && connA!.chunksDown > downAtHold) || undefined, 'A’s ack, held');
+    await waitForEvent(pA, 'read', () => (downAtHold >= 0 && connA!.chunksDown > downAtHold) || undefined, 'A’s ack, held');
     w.type('while-held');
     await settledOn(handle, pB, 'synced on B after the heartbeat gave up on A');
     w.stop();

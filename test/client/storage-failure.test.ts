@@ -12,7 +12,7 @@ import {
 } from '@capsync/client';
 import { FailingIdb, type QuotaMode } from '../support/failing-idb.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
-import { recordingWebSocket } from '../support/tcp-proxy.js';
+import { recordingWebSocket } from '../support/recording-websocket.js';
 import { until } from '../support/client-fixture.js';
 
 /**

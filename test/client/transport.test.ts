@@ -2,13 +2,14 @@ import * as jose from 'jose';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createClient, type CapsyncClient, type CapsyncError, type ClientOptions, type DocHandle, type DocHandleEvents } from '@capsync/client';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
-import { TcpProxy, recordingWebSocket, type ProxyMode } from '../support/tcp-proxy.js';
+import { FaultProxy, type FaultMode } from '../support/fault-proxy.js';
+import { recordingWebSocket } from '../support/recording-websocket.js';
 import { waitForEvent } from '../support/wait.js';
 import { until } from '../support/client-fixture.js';
 
 /**
  * The client's link to the relay: backoff, heartbeat, tokens, refusals, presence. A TCP
- * proxy between client and relay plays the network (see TcpProxy's modes) and counts every
+ * proxy between client and relay plays the network (see FaultProxy's modes) and counts every
  * connection attempt the way the relay's side sees it.
  */
 
@@ -37,8 +38,8 @@ async function relay(options: Parameters<typeof startRelay>[0] = {}): Promise<Te
   return r;
 }
 
-async function proxy(targetPort: number, mode: ProxyMode = 'pass'): Promise<TcpProxy> {
-  const p = await TcpProxy.start(targetPort, mode);
+async function proxy(targetPort: number, mode: FaultMode = 'pass'): Promise<FaultProxy> {
+  const p = await FaultProxy.start(targetPort, { mode });
   cleanups.push(() => p.close());
   return p;
 }
@@ -59,7 +60,7 @@ function errorsOf(handle: DocHandle): CapsyncError[] {
  * Used only to show that something (a reconnect) does NOT happen; `ms` is chosen so that the
  * unwanted behaviour would show many times over within it.
  */
-async function happensWithin(emitter: TcpProxy, check: () => boolean, ms: number): Promise<boolean> {
+async function happensWithin(emitter: FaultProxy, check: () => boolean, ms: number): Promise<boolean> {
   return waitForEvent(emitter, 'connection', () => check() || undefined, 'never', ms).then(
     () => true,
     () => false,
@@ -78,7 +79,7 @@ function tokenIn(head: string): string | undefined {
  */
 const SLACK_MS = 300;
 
-const gaps = (p: TcpProxy) => p.connections.slice(1).map((c, i) => c.acceptedAt - p.connections[i]!.acceptedAt);
+const gaps = (p: FaultProxy) => p.connections.slice(1).map((c, i) => c.acceptedAt - p.connections[i]!.acceptedAt);
 
 describe('reconnecting', () => {
   it('retries with exponential backoff, full jitter and a cap, and starts again from the base after a healthy connection', async () => {
@@ -141,7 +142,7 @@ describe('heartbeat', () => {
     // An idle, healthy link is kept: pings are answered (several intervals pass, one connection).
     const first = net.connections[0]!;
     const upBefore = first.chunksUp;
-    await waitForEvent(net, 'data', () => first.chunksUp >= upBefore + 3 || undefined, 'three heartbeats', 5_000);
+    await waitForEvent(net, 'read', () => first.chunksUp >= upBefore + 3 || undefined, 'three heartbeats', 5_000);
     expect(net.accepted).toBe(1);
     expect(handle.status).toBe('synced');
 

@@ -16,7 +16,8 @@ import {
 } from '../../examples/inventory/src/inventory.js';
 import { TEST_CLIENT_DEFAULTS, whenStatus } from '../support/client-fixture.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
-import { TcpProxy, recordingWebSocket } from '../support/tcp-proxy.js';
+import { FaultProxy } from '../support/fault-proxy.js';
+import { recordingWebSocket } from '../support/recording-websocket.js';
 import { withTimeout } from '../support/wait.js';
 
 const STORE = 'examples/inventory-store';
@@ -54,7 +55,7 @@ function laggingWebSocket(lagMs: number): WebSocketConstructor {
 
 interface Party {
   label: string;
-  proxy: TcpProxy;
+  proxy: FaultProxy;
   client: CapsyncClient;
   inventory: Inventory;
 }
@@ -66,7 +67,7 @@ let shopperB: Party;
 const parties = (): Party[] => [admin, shopperA, shopperB];
 
 async function party(label: string, docLinkLagMs = 0): Promise<Party> {
-  const proxy = await TcpProxy.start(Number(new URL(relay.url).port));
+  const proxy = await FaultProxy.start(Number(new URL(relay.url).port));
   const client = createClient({
     url: proxy.url,
     storage: 'memory',

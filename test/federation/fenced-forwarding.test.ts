@@ -7,7 +7,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { TestDevice } from '../support/client-fixture.js';
 import { codeOf } from '../support/error-code.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
-import { TcpProxy } from '../support/tcp-proxy.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import { waitForEvent } from '../support/wait.js';
 import { whenEndpoint } from './mesh-fixture.js';
 import type { EventEmitter } from 'node:events';
@@ -17,13 +17,13 @@ afterEach(async () => {
   for (const c of cleanup.splice(0).reverse()) await c();
 });
 
-async function setup(): Promise<{ a: TestRelay; b: TestRelay; meshAB: TcpProxy; meshBA: TcpProxy; locksBA: TcpProxy }> {
+async function setup(): Promise<{ a: TestRelay; b: TestRelay; meshAB: FaultProxy; meshBA: FaultProxy; locksBA: FaultProxy }> {
   const a = await startRelay({ relayId: 'a', lockTimeoutMs: 1000 });
   cleanup.push(() => a.dispose());
   // Separate proxies for replication and for the lock authority, to cut one and not the other.
-  const meshBA = await TcpProxy.start(a.port);
-  const locksBA = await TcpProxy.start(a.port);
-  const meshAB = await TcpProxy.start(1, 'reset');
+  const meshBA = await FaultProxy.start(a.port);
+  const locksBA = await FaultProxy.start(a.port);
+  const meshAB = await FaultProxy.start(1, { mode: 'reset' });
   cleanup.push(async () => {
     await Promise.all([meshBA.close(), locksBA.close(), meshAB.close()]);
   });

@@ -1,10 +1,10 @@
 /**
  * Relays peered into a mesh for federation tests: in-process relays on port 0 with real
- * SQLite, each one's peer links optionally through a TcpProxy so a test can partition them.
+ * SQLite, each one's peer links optionally through a FaultProxy so a test can partition them.
  */
 import type { PeerEndpoint } from '@capsync/server';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
-import { TcpProxy } from '../support/tcp-proxy.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import { waitForEvent } from '../support/wait.js';
 
 /** Resolves once `ep` is up (or down, with `up: false`). */
@@ -20,7 +20,7 @@ export async function whenMeshUp(relays: TestRelay[], timeoutMs = 10_000): Promi
 export interface Mesh {
   relays: TestRelay[];
   /** proxies[i][j]: relay i's link to relay j (undefined on the diagonal or when not proxied). */
-  proxies: (TcpProxy | undefined)[][];
+  proxies: (FaultProxy | undefined)[][];
   close(): Promise<void>;
 }
 
@@ -31,11 +31,11 @@ export interface Mesh {
  * given its peers' addresses at start.
  */
 export async function startMesh(n: number, options: Parameters<typeof startRelay>[0] = {}): Promise<Mesh> {
-  const proxies: (TcpProxy | undefined)[][] = Array.from({ length: n }, () => Array<TcpProxy | undefined>(n).fill(undefined));
-  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (i !== j) proxies[i]![j] = await TcpProxy.start(1, 'reset');
+  const proxies: (FaultProxy | undefined)[][] = Array.from({ length: n }, () => Array<FaultProxy | undefined>(n).fill(undefined));
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) if (i !== j) proxies[i]![j] = await FaultProxy.start(1, { mode: 'reset' });
   const relays: TestRelay[] = [];
   for (let i = 0; i < n; i++) {
-    const peers = proxies[i]!.filter((p): p is TcpProxy => p !== undefined).map((p) => p.url);
+    const peers = proxies[i]!.filter((p): p is FaultProxy => p !== undefined).map((p) => p.url);
     relays.push(await startRelay({ ...options, relayId: `r${i}`, peers, meshSize: n }));
   }
   for (let i = 0; i < n; i++) {

@@ -11,7 +11,7 @@ import { isCapsyncError, type CapsyncError } from '@capsync/core';
 import { EtcdLockBackend, etcdTtlSeconds, type EtcdLockBackendOptions } from '@capsync/server';
 import { describeEtcd } from '../support/describe-etcd.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd-cluster.js';
-import { TcpProxy } from '../support/tcp-proxy.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import { withTimeout } from '../support/wait.js';
 
 /** Timer and event-loop slack allowed on top of a deadline. */
@@ -22,7 +22,7 @@ const FAULT_OP_TIMEOUT_MS = 500;
 let cluster: EtcdCluster;
 let inspector: Etcd3;
 const backends: EtcdLockBackend[] = [];
-const proxies: TcpProxy[] = [];
+const proxies: FaultProxy[] = [];
 let keySeq = 0;
 
 /** A key no other test touches. */
@@ -34,13 +34,13 @@ function backend(options: Partial<EtcdLockBackendOptions> = {}): EtcdLockBackend
   return b;
 }
 
-async function proxied(member = 0): Promise<TcpProxy> {
-  const proxy = await TcpProxy.start(cluster.members[member]!.clientPort);
+async function proxied(member = 0): Promise<FaultProxy> {
+  const proxy = await FaultProxy.start(cluster.members[member]!.clientPort);
   proxies.push(proxy);
   return proxy;
 }
 
-const proxyUrl = (p: TcpProxy) => `http://127.0.0.1:${p.port}`;
+const proxyUrl = (p: FaultProxy) => `http://127.0.0.1:${p.port}`;
 
 /** The error code a promise rejects with ('ok' if it resolves), and how long it took. */
 async function outcome(p: Promise<unknown>): Promise<{ code: string; ms: number; err?: CapsyncError }> {

@@ -15,7 +15,7 @@ import { assertLinearizable, lockModel } from '../support/linearizability/index.
 import { runLockChaos } from '../support/lock-chaos.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
 import { testSeed } from '../support/seeded-random.js';
-import { TcpProxy } from '../support/tcp-proxy.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 
 const LOCK_TIMEOUT_MS = 500;
 
@@ -23,7 +23,7 @@ const LOCK_TIMEOUT_MS = 500;
 describeEtcd('relays sharing etcd as their lock authority', (etcdPath) => {
   let cluster: EtcdCluster;
   /** relay1 reaches etcd only through these proxies (one per member): holding them all cuts it off. */
-  let proxies: TcpProxy[];
+  let proxies: FaultProxy[];
   let relay1: RestartableRelay;
   let relay2: RestartableRelay;
   const clients: CapsyncClient[] = [];
@@ -35,7 +35,7 @@ describeEtcd('relays sharing etcd as their lock authority', (etcdPath) => {
 
   beforeAll(async () => {
     cluster = await startEtcdCluster({ size: 3, etcdPath });
-    proxies = await Promise.all(cluster.members.map((m) => TcpProxy.start(m.clientPort)));
+    proxies = await Promise.all(cluster.members.map((m) => FaultProxy.start(m.clientPort)));
     const args = (endpoints: string[]) => ['--etcd', endpoints.join(','), '--lock-timeout-ms', String(LOCK_TIMEOUT_MS)];
     relay1 = await RestartableRelay.start(args(proxies.map((p) => `http://127.0.0.1:${p.port}`)));
     relay2 = await RestartableRelay.start(args(cluster.endpoints));

@@ -22,7 +22,7 @@ import { runLockChaos } from '../support/lock-chaos.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
 import { testSeed } from '../support/seeded-random.js';
-import { TcpProxy } from '../support/tcp-proxy.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import { waitForEvent } from '../support/wait.js';
 
 /** F's deadline to reach A; clients allow more, so the relay's answer is what they see. */
@@ -130,14 +130,14 @@ afterAll(async () => {
 describe('two relays, one lock authority', () => {
   let authority: TestRelay;
   /** F reaches A only through it. */
-  let proxy: TcpProxy;
+  let proxy: FaultProxy;
   let forwarder: TestRelay;
   let acquires: ReturnType<typeof countAcquires>;
 
   beforeAll(async () => {
     authority = await startRelay({ lockTimeoutMs: LOCK_TIMEOUT_MS, relayId: 'A' });
     acquires = countAcquires(authority);
-    proxy = await TcpProxy.start(authority.port);
+    proxy = await FaultProxy.start(authority.port);
     forwarder = await startRelay({ lockAuthority: proxy.url, lockTimeoutMs: LOCK_TIMEOUT_MS, relayId: 'F' });
     await whenLinkUp(forwarder);
   });
@@ -367,7 +367,7 @@ describe('relay processes: --lock-authority', () => {
     const seed = testSeed('lock-nemesis-forwarded');
     // The chaos relay forwards to a second authority process through a proxy the nemesis can cut.
     const home = await RestartableRelay.start(['--lock-timeout-ms', '600']);
-    const cut = await TcpProxy.start(Number(new URL(home.httpUrl).port));
+    const cut = await FaultProxy.start(Number(new URL(home.httpUrl).port));
     try {
       const result = await runLockChaos({
         seed,

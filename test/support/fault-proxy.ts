@@ -1,7 +1,8 @@
 /**
  * A TCP fault proxy for chaos tests: 127.0.0.1, port 0, in front of a target port, switchable
- * at any time. Like tcp-proxy.ts (whose callers keep using it unchanged), plus latency and
- * one-way links. What a connection experiences is its mode and its delay:
+ * at any time; tests see every connection attempt a client made (`connections`) and the first
+ * bytes of each (`head`: a WebSocket upgrade request, path and token included). What a
+ * connection experiences is its mode and its delay:
  *
  * Modes (existing connections and new ones alike):
  * - 'pass': bytes flow both ways.
@@ -36,6 +37,9 @@ export interface FaultConnection {
   /** 1-based, in order of acceptance. */
   id: number;
   acceptedAt: number;
+  /** The first bytes the client sent (for a WebSocket: its HTTP upgrade request), latin1, at most 8 KiB. */
+  head: string;
+  /** True once both sides are gone. */
   closed: boolean;
   chunksUp: number;
   chunksDown: number;
@@ -66,6 +70,8 @@ interface Pair {
 export interface FaultProxyEvents {
   connection: [FaultConnection];
   closed: [FaultConnection];
+  /** The first bytes of a connection arrived (`head` is set). */
+  head: [FaultConnection];
   /** A chunk was read from one side (it is queued: delivered now, later, or held). */
   read: [FaultConnection, Direction];
   /** A chunk was delivered to the other side. */
@@ -185,7 +191,7 @@ export class FaultProxy extends EventEmitter<FaultProxyEvents> {
   }
 
   private accept(client: net.Socket): void {
-    const info: FaultConnection = { id: this.connections.length + 1, acceptedAt: performance.now(), closed: false, chunksUp: 0, chunksDown: 0, bytesUp: 0, bytesDown: 0 };
+    const info: FaultConnection = { id: this.connections.length + 1, acceptedAt: performance.now(), head: '', closed: false, chunksUp: 0, chunksDown: 0, bytesUp: 0, bytesDown: 0 };
     this.connections.push(info);
     client.on('error', () => {});
     if (this.closing || this.modeValue === 'reset') {
@@ -218,6 +224,10 @@ export class FaultProxy extends EventEmitter<FaultProxyEvents> {
     client.setNoDelay(true);
     upstream.setNoDelay(true);
     client.on('data', (chunk: Buffer) => {
+      if (!info.head) {
+        info.head = chunk.subarray(0, 8192).toString('latin1');
+        this.emit('head', info);
+      }
       info.chunksUp++;
       info.bytesUp += chunk.length;
       this.enqueue(pair, 'up', { kind: 'data', chunk, due: 0 });

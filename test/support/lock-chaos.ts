@@ -15,7 +15,7 @@ import { makeHistory, type LockInput, type LockOperation, type LockOutput, type 
 import { LockWorker, type WorkerReply } from './lock-worker.js';
 import { RestartableRelay } from './restartable-relay.js';
 import { SeededRandom } from './seeded-random.js';
-import { TcpProxy } from './tcp-proxy.js';
+import { FaultProxy } from './fault-proxy.js';
 
 export type ChaosInput =
   | { f: 'acquire'; key: string; ttlMs: number; waitMs: number }
@@ -88,7 +88,7 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
   const log = o.log ?? (() => {});
   const relay = await RestartableRelay.start(['--lock-timeout-ms', String(o.lockTimeoutMs), ...(o.relayArgs ?? [])]);
   const port = Number(new URL(relay.httpUrl).port);
-  const proxies: TcpProxy[] = [];
+  const proxies: FaultProxy[] = [];
   const workers: LockWorker[] = [];
   const ops: ChaosOp[] = [];
   const events: string[] = [];
@@ -99,7 +99,7 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
   let grants = 0;
   try {
     for (let i = 0; i < o.workers; i++) {
-      const proxy = await TcpProxy.start(port);
+      const proxy = await FaultProxy.start(port);
       proxies.push(proxy);
       workers.push(await LockWorker.start(`ws://127.0.0.1:${proxy.port}`, o.lockTimeoutMs));
     }

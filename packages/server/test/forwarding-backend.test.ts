@@ -13,7 +13,7 @@ import { createRelay, type RelayHandle } from '../src/create-relay.js';
 import { ForwardingLockBackend, type ForwardingLockBackendOptions } from '../src/locks/forwarding-backend.js';
 import type { AcquireRequest, LockBackend } from '../src/locks/lock-backend.js';
 import { createLogger } from '../src/logger.js';
-import { TcpProxy } from '../../../test/support/tcp-proxy.js';
+import { FaultProxy } from '../../../test/support/fault-proxy.js';
 import { waitForEvent } from '../../../test/support/wait.js';
 
 const logger = createLogger('silent');
@@ -58,8 +58,8 @@ async function forwarder(url: string, options: Partial<ForwardingLockBackendOpti
   return b;
 }
 
-async function proxy(port: number, mode: 'pass' | 'hold' | 'reset' = 'pass'): Promise<TcpProxy> {
-  const p = await TcpProxy.start(port, mode);
+async function proxy(port: number, mode: 'pass' | 'hold' | 'reset' = 'pass'): Promise<FaultProxy> {
+  const p = await FaultProxy.start(port, { mode });
   cleanups.push(() => p.close());
   return p;
 }
