@@ -92,6 +92,17 @@ describe('validateUpdateFor', () => {
     expect(codeOf(() => validateUpdateFor(baseDoc(), craft({ client: 1, clock: 0, origin: Y.createID(42, 7) })))).toBe('invalid-update:forged');
   });
 
+  it('refuses an empty struct, which would leave the document unable to encode a state that loads back', () => {
+    // Found by the relay fuzz (seed 1450851959): a zero-length GC struct, and a deletion range.
+    const update = new Uint8Array(Buffer.from('0101d0efa2d401000000016d037375620a7375622d38337f303435760000', 'hex'));
+    expect(Y.decodeUpdate(update).structs[0]!.length).toBe(0);
+    expect(codeOf(() => validateUpdateFor(baseDoc(), update))).toBe('invalid-update:forged');
+    // What it would do: applied anyway, the document's full state no longer loads back.
+    const doc = baseDoc();
+    Y.applyUpdate(doc, update);
+    expect(() => Y.applyUpdate(new Y.Doc(), Y.encodeStateAsUpdate(doc))).toThrow();
+  });
+
   it('refuses empty deletion ranges and clocks past 2^53', () => {
     expect(codeOf(() => validateUpdateFor(baseDoc(), craft({ client: 7, clock: 0, deletes: [{ client: 9, clock: 5, len: 0 }] })))).toBe(
       'invalid-update:forged',

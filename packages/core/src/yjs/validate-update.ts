@@ -25,7 +25,7 @@ export function validateUpdate(update: Uint8Array): ReturnType<typeof Y.decodeUp
  * - a parent that is known but is not a shared type (nor a deleted, garbage-collected one);
  * - a struct the document already has, with a dependency the document does not have: the
  *   document integrated the real one, so it had all of its dependencies;
- * - an empty deletion range, or clocks past 2^53 (where ranges lose precision).
+ * - an empty struct or deletion range, or clocks past 2^53 (where ranges lose precision).
  *
  * Throws `ProtocolError('invalid-update')`. Returns the decoded update for further checks.
  */
@@ -45,7 +45,10 @@ export function validateUpdateFor(doc: Y.Doc, update: Uint8Array): ReturnType<ty
     }
   }
   // Clocks past 2^53 lose precision: ranges collapse to nothing and Yjs throws mid-apply.
+  // An empty struct (Yjs never writes one) turns into an empty range in the document's pending
+  // delete set, and from then on every encoding of the document fails to load back.
   for (const s of structs) {
+    if (!(s.length > 0)) fail(`empty struct at ${s.id.client}:${s.id.clock}`);
     if (s.id.clock + s.length > Number.MAX_SAFE_INTEGER) fail(`struct ${s.id.client}:${s.id.clock} runs past clock 2^53`);
   }
   // Structs of this update by client, to resolve references within the update itself.
