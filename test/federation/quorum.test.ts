@@ -2,6 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { UnavailableError } from '@capsync/core';
 import { TestDevice } from '../support/client-fixture.js';
 import { codeOf } from '../support/error-code.js';
+import { waitForEvent } from '../support/wait.js';
+import type { EventEmitter } from 'node:events';
 import { cut, startMesh, whenEndpoint, whenMeshUp, type Mesh } from './mesh-fixture.js';
 
 let mesh: Mesh | null = null;
@@ -48,6 +50,22 @@ describe("flush({ durability: 'quorum' })", () => {
     await alone.handle.flush({ durability: 'quorum', timeoutMs: 10_000 });
     await alone.close();
     await other.close();
+  });
+
+  it("with two relays, a barrier after the other relay's change is answered: the peer is asked for a fresh ack", async () => {
+    // The change from B counts as durable on B only through B's ack of a later message from A;
+    // nothing else goes from A to B here, so A must ask (an empty update B acks once committed).
+    mesh = await startMesh(2);
+    await whenMeshUp(mesh.relays);
+    const [a, b] = mesh.relays;
+    const onA = await new TestDevice(a!.url, 'memory', 'on-a').open('q2');
+    const onB = await new TestDevice(b!.url, 'memory', 'on-b').open('q2');
+    onB.handle.doc.getMap('m').set('from-b', 1);
+    await onB.handle.flush({ durability: 'relay', timeoutMs: 5_000 });
+    await waitForEvent(onA.handle.doc as unknown as EventEmitter, 'update', () => onA.handle.doc.getMap('m').get('from-b') === 1 || undefined, "B's change on A");
+    await onA.handle.flush({ durability: 'quorum', timeoutMs: 5_000 });
+    await onA.close();
+    await onB.close();
   });
 
   it('covers updates made offline and sent by the next connection', async () => {

@@ -134,7 +134,7 @@ export class RelayMetrics {
   });
   readonly quorumWaits = new client.Counter({
     name: 'capsync_quorum_acks_total',
-    help: 'Quorum barriers of clients, by outcome (acked: a majority holds it; abandoned: the client left first)',
+    help: 'Quorum barriers of clients, by outcome (acked: a majority holds it; superseded: a newer barrier of the same connection took over; abandoned: the client left first)',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });

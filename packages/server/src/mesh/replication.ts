@@ -9,24 +9,30 @@
  * applied before, and the message (a broadcast batch, or a sync step 2) carried every change
  * we had applied by then that the peer did not send us itself.
  *
- * Changes a peer sent us need no ack from it: it had them first. So a peer holds position `p`
- * when its mark is at least `p`, or every change after its mark up to `p` came from it.
+ * A change a peer sent us does not count as durable on that peer until it acknowledges a later
+ * message: relays forward changes before their own store commits them, so "it had them first"
+ * says nothing about its disk. (Lag skips them: the peer has them, at least in memory.) A
+ * quorum waiter therefore asks the peers for a fresh ack (`RelayDoc.requestPeerAcks`).
  */
 export class DocReplication {
   /** Position of the latest integrated change. */
   private appliedSeq = 0;
   /** Positions durable in this relay's own store. */
   private localDurableSeq = 0;
-  /** Changes after the oldest peer mark, in order (what lag and quorum checks walk). */
+  /**
+   * Changes not yet durable everywhere, in order (what lag checks walk): `log[head..]`. A head
+   * index instead of `splice`, which would move the whole log on every change.
+   */
   private log: { seq: number; bytes: number; source: string | null }[] = [];
+  private head = 0;
   private readonly marks = new Map<string, number>();
   private readonly waiters = new Set<{ seq: number; resolve(): void }>();
 
   /**
    * @param majority Relays that must hold a change for a quorum (this one included).
    * @param knownPeers Ids of the mesh's other relays met so far; each one's lag is tracked.
-   * @param maxLog Bound on remembered changes; past it the oldest are forgotten, and a peer
-   *   whose mark is older counts as holding a position only once it acknowledged it.
+   * @param maxLog Bound on remembered changes; past it the oldest are forgotten (the lag of a
+   *   peer whose mark is older is then undercounted).
    */
   constructor(
     private readonly majority: number,
@@ -41,7 +47,7 @@ export class DocReplication {
   recordApplied(bytes: number, source: string | null): number {
     const seq = ++this.appliedSeq;
     this.log.push({ seq, bytes, source });
-    if (this.log.length > this.maxLog) this.log.splice(0, this.log.length - this.maxLog);
+    if (this.log.length - this.head > this.maxLog) this.dropBefore(this.log.length - this.maxLog);
     return seq;
   }
 
@@ -49,6 +55,7 @@ export class DocReplication {
   recordLocalDurable(seq: number): void {
     if (seq <= this.localDurableSeq) return;
     this.localDurableSeq = seq;
+    this.trim();
     this.settle();
   }
 
@@ -68,6 +75,22 @@ export class DocReplication {
     if (!this.marks.has(peer)) this.marks.set(peer, 0);
   }
 
+  /** Stops tracking `peer` (a relay id that left the mesh, e.g. an incarnation that restarted). */
+  forget(peer: string): void {
+    if (!this.marks.delete(peer)) return;
+    this.trim();
+  }
+
+  /** Changes remembered because some tracked relay (this one included) may not hold them yet. */
+  get retained(): number {
+    return this.log.length - this.head;
+  }
+
+  /** Peers tracked so far. */
+  get peers(): string[] {
+    return [...this.marks.keys()];
+  }
+
   /** Changes and bytes `peer` does not hold durably yet (as far as this relay knows). */
   lag(peer: string): { updates: number; bytes: number } {
     const mark = this.marks.get(peer) ?? 0;
@@ -82,18 +105,9 @@ export class DocReplication {
     return { updates, bytes };
   }
 
-  /** True when `peer` durably holds every change through position `seq`. */
+  /** True when `peer` acknowledged, as durable, every change through position `seq`. */
   peerHolds(peer: string, seq: number): boolean {
-    const mark = this.marks.get(peer);
-    if (mark === undefined) return false;
-    if (mark >= seq) return true;
-    const first = this.firstAfter(mark);
-    // Forgotten changes after the mark: only an ack proves the peer has them.
-    if (first === 0 && (this.log[0]?.seq ?? seq + 1) > mark + 1) return false;
-    for (let i = first; i < this.log.length && this.log[i]!.seq <= seq; i++) {
-      if (this.log[i]!.source !== peer) return false;
-    }
-    return true;
+    return (this.marks.get(peer) ?? 0) >= seq;
   }
 
   /** Relays (this one included) that durably hold every change through `seq`. */
@@ -130,13 +144,22 @@ export class DocReplication {
   private trim(): void {
     let min = this.localDurableSeq;
     for (const m of this.marks.values()) min = Math.min(min, m);
-    const keepFrom = this.firstAfter(min);
-    if (keepFrom > 1024 || keepFrom * 2 > this.log.length) this.log.splice(0, keepFrom);
+    this.dropBefore(this.firstAfter(min));
+  }
+
+  /** Forgets log entries before index `index`; compacts the array once half of it is dead. */
+  private dropBefore(index: number): void {
+    if (index <= this.head) return;
+    this.head = index;
+    if (this.head > 1024 && this.head * 2 > this.log.length) {
+      this.log = this.log.slice(this.head);
+      this.head = 0;
+    }
   }
 
   /** Index of the first logged change after position `seq`. */
   private firstAfter(seq: number): number {
-    let lo = 0;
+    let lo = this.head;
     let hi = this.log.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;

@@ -101,7 +101,8 @@ export class RelayConnection implements DocPeer {
   private slowTimer: NodeJS.Timeout | null = null;
   /** The client asked for quorum acknowledgements of its barriers. */
   private quorum = false;
-  private readonly quorumWaits = new Set<() => void>();
+  /** Cancels the unanswered quorum wait of this connection's latest barrier, if any. */
+  private quorumWait: (() => void) | null = null;
   /**
    * Set when this is a peer relay's document link (relay credential, relay named in the
    * request): its updates are trusted with fenced content, it acknowledges what we send.
@@ -340,19 +341,28 @@ export class RelayConnection implements DocPeer {
   /**
    * A barrier (empty update) from a client that wants quorum durability: once everything the
    * relay has applied by now is durable on a majority of the mesh, say so. In a minority
-   * partition that never happens; the client's flush times out with UnavailableError.
+   * partition that never happens; the client's flush times out with UnavailableError. One
+   * waiter per connection: a newer barrier replaces an unanswered one (its ack, carrying the
+   * newer seq, answers both), so a client flushing through a long partition costs nothing more.
    */
   private awaitQuorum(seq: number): void {
     const doc = this.doc!;
-    const waiting = { answered: false, cancel: (): void => {} };
-    waiting.cancel = doc.replication.whenQuorum(doc.replication.applied, () => {
+    if (this.quorumWait) {
+      this.quorumWait();
+      this.quorumWait = null;
+      this.deps.metrics.quorumWaits.inc({ outcome: 'superseded' });
+    }
+    let answered = false;
+    const cancel = doc.replication.whenQuorum(doc.replication.applied, () => {
       // May run synchronously, inside whenQuorum: nothing to cancel then.
-      waiting.answered = true;
-      this.quorumWaits.delete(waiting.cancel);
+      answered = true;
+      this.quorumWait = null;
       this.deps.metrics.quorumWaits.inc({ outcome: 'acked' });
       this.sendMessage({ type: 'quorum-ack', seq });
     });
-    if (!waiting.answered) this.quorumWaits.add(waiting.cancel);
+    if (answered) return;
+    this.quorumWait = cancel;
+    doc.requestPeerAcks();
   }
 
   private refuseReadOnly(seq: number): void {
@@ -478,11 +488,11 @@ export class RelayConnection implements DocPeer {
     this.cancelExpiry?.();
     if (this.slowTimer) clearTimeout(this.slowTimer);
     this.queue = [];
-    for (const cancel of this.quorumWaits) {
-      cancel();
+    if (this.quorumWait) {
+      this.quorumWait();
+      this.quorumWait = null;
       this.deps.metrics.quorumWaits.inc({ outcome: 'abandoned' });
     }
-    this.quorumWaits.clear();
     if (this.peerRelayId) this.deps.mesh?.inboundClosed(this.peerRelayId, this);
     const doc = this.doc;
     if (doc) {

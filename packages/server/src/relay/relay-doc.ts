@@ -178,6 +178,20 @@ export class RelayDoc {
   }
 
   /**
+   * Asks every peer relay linked for this document for a fresh acknowledgement: an empty
+   * update, which a peer acks once its store committed everything it applied. Quorum waiters
+   * need it because a change a peer sent us counts as durable there only through an ack of a
+   * later message, and nothing else may be on its way to that peer. Skipped while broadcasts
+   * are queued or held: an ack of the empty update would then claim changes not yet sent, and
+   * the broadcasts bring acks themselves.
+   */
+  requestPeerAcks(): void {
+    this.flushBroadcast();
+    if (this.holdBroadcasts || this.batch.size > 0) return;
+    for (const peer of this.peers) if (peer.peerRelayId !== undefined) peer.sendUpdate(EMPTY_UPDATE);
+  }
+
+  /**
    * Applies a validated remote update and stores it as received (raw, so content Yjs holds
    * back as pending is durable too). Peers get what the document integrated, through the
    * doc's update event. Throws ProtocolError('invalid-update') if Yjs fails to integrate it;
@@ -392,6 +406,9 @@ export class RelayDoc {
     for (const peer of this.peers) if (peer !== origin) peer.sendAwareness(update);
   };
 }
+
+/** A Yjs update with nothing in it (what `requestPeerAcks` sends). */
+const EMPTY_UPDATE = new Uint8Array([0, 0]);
 
 /** Origin of the relay's fenced writes. */
 const FENCED_ORIGIN = Symbol('capsync:fenced-write');
