@@ -1,12 +1,15 @@
 import type { WebSocket } from 'ws';
 import * as Y from 'yjs';
-import { CapsyncError, decodeAwarenessUpdate, decodeMessage, encodeMessage, isEmptyUpdate, type Message } from '@capsync/core';
+import { CapsyncError, CloseCode, decodeAwarenessUpdate, decodeMessage, encodeMessage, isEmptyUpdate, type Message } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { DocPeer, RelayDoc } from '../relay/relay-doc.js';
 import type { PeerEndpoint } from './peer-endpoint.js';
 import { SentLog } from './replication.js';
-import { openPeerSocket, relayHello } from './peer-socket.js';
+import { PeerBackoff, openPeerSocket, relayHello } from './peer-socket.js';
+
+/** Least delay before reopening a link dropped because one side could not keep up. */
+const SLOW_RECONNECT_MS = 1000;
 
 export interface PeerLinkDeps {
   relayId: string;
@@ -15,6 +18,8 @@ export interface PeerLinkDeps {
   /** Bytes the link may have unsent before it is dropped (and resynced on reconnect). */
   sendBufferLimit: number;
   handshakeTimeoutMs: number;
+  /** Reconnect delays after the peer (or the network) closed the link; default 100 ms doubling to 2 s, jittered. */
+  backoff?: { baseMs: number; maxMs: number };
 }
 
 /**
@@ -29,7 +34,11 @@ export interface PeerLinkDeps {
  * here, and turns the peer's acknowledgements into replication positions (quorum, lag).
  *
  * The link connects while its endpoint is up and is dropped when the endpoint goes down; a
- * message that cannot be sent meanwhile is not queued: the next sync step 2 carries it.
+ * message that cannot be sent meanwhile is not queued: the next sync step 2 carries it. A
+ * connection that ends while the endpoint stays up (the peer closed it: its credential
+ * expired, a slow consumer, a storage failure, the peer reloaded the document) is reopened
+ * with capped, jittered exponential backoff and a fresh credential, until the link is closed
+ * or the endpoint goes down (the mesh reconnects every link when it comes back up).
  */
 export class PeerLink implements DocPeer {
   readonly kind = 'connection' as const;
@@ -46,14 +55,28 @@ export class PeerLink implements DocPeer {
   /** Convergence of the current connection: our step 2's number, and what has happened. */
   private round: { openedAt: number; ourStep2: number; step2Acked: boolean; step2Received: boolean; done: boolean } | null = null;
   private readonly convergeWaiters = new Set<() => void>();
+  private retryTimer: NodeJS.Timeout | null = null;
+  private readonly backoff: PeerBackoff;
 
   constructor(
     readonly endpoint: PeerEndpoint,
     private readonly doc: RelayDoc,
     private readonly deps: PeerLinkDeps,
   ) {
+    const backoff = deps.backoff ?? { baseMs: 100, maxMs: 2000 };
+    this.backoff = new PeerBackoff(backoff.baseMs, backoff.maxMs);
     doc.peers.add(this);
     if (endpoint.id) doc.replication.meet(endpoint.id);
+  }
+
+  /** True while the link has an open connection to the peer. */
+  get connected(): boolean {
+    return this.open;
+  }
+
+  /** True once the link was closed for good (`close`). */
+  get isClosed(): boolean {
+    return this.closed;
   }
 
   /** The peer's relay id (changes it sends are attributed to it). */
@@ -76,10 +99,19 @@ export class PeerLink implements DocPeer {
     return new Promise((resolve) => this.convergeWaiters.add(resolve));
   }
 
-  /** Connects if not connected (the endpoint is up). */
+  /** Connects if not connected (the endpoint is up), now rather than at a scheduled retry. */
   async connect(): Promise<void> {
     if (this.closed || this.socket) return;
-    const token = await this.endpoint.credential().catch(() => undefined);
+    this.cancelRetry();
+    let token: string | undefined;
+    try {
+      // A fresh credential for every connect: a minted one is short-lived.
+      token = await this.endpoint.credential();
+    } catch (err) {
+      this.deps.logger.error({ err, doc: this.doc.name, peer: this.endpoint.url }, 'minting the relay credential failed');
+      this.scheduleReconnect();
+      return;
+    }
     if (this.closed || this.socket || !this.endpoint.up) return;
     const ws = openPeerSocket(this.endpoint.url, encodeURIComponent(this.doc.name), this.deps.relayId, token, this.deps.handshakeTimeoutMs);
     this.socket = ws;
@@ -104,16 +136,26 @@ export class PeerLink implements DocPeer {
       if (this.socket !== ws) return;
       if (code >= 4000) this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.url, code, reason: reason.toString() }, 'peer closed the document link');
       this.disconnected();
+      // The peer (or the network) ended it while the link is still wanted: open it again
+      // (not at once after the peer found us too slow: give it time to catch up).
+      this.scheduleReconnect(code === CloseCode.SlowConsumer ? SLOW_RECONNECT_MS : 0);
     });
     ws.on('error', (err) => this.deps.logger.debug({ doc: this.doc.name, peer: this.endpoint.url, err: err.message }, 'document link error'));
   }
 
-  /** Drops the connection (the endpoint went down); `connect` opens a new one. */
+  /** Drops the connection and any scheduled reconnect (the endpoint went down); `connect` opens a new one. */
   drop(): void {
+    this.cancelRetry();
     const ws = this.socket;
     if (!ws) return;
     this.disconnected();
     ws.terminate();
+  }
+
+  /** Drops the connection and opens a new one after a backoff delay, at least `minDelayMs` (a resync). */
+  private reconnect(minDelayMs = 0): void {
+    this.drop();
+    this.scheduleReconnect(minDelayMs);
   }
 
   /** Ends the link for good (the document unloads, the relay stops, or a duplicate link). */
@@ -126,10 +168,32 @@ export class PeerLink implements DocPeer {
     this.convergeWaiters.clear();
   }
 
+  /**
+   * Reconnects after a backoff delay, unless the link is closed, connected, already waiting to
+   * reconnect, or its endpoint is down (then the endpoint's next 'up' reconnects it).
+   */
+  private scheduleReconnect(minDelayMs = 0): void {
+    if (this.closed || this.socket || this.retryTimer || !this.endpoint.up) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.connect();
+    }, Math.max(minDelayMs, this.backoff.next()));
+    this.retryTimer.unref();
+  }
+
+  private cancelRetry(): void {
+    if (!this.retryTimer) return;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+  }
+
   private disconnected(): void {
     this.socket = null;
     this.open = false;
     this.queue = [];
+    // Acks on the next connection count its own messages (an empty one still waits for every
+    // pending write of the document), not a failure of this one.
+    this.lastDurable = Promise.resolve();
     this.ack = null;
     this.round = null;
     // Presence learned through this link is unknown now; the peer resends it on reconnect.
@@ -162,8 +226,7 @@ export class PeerLink implements DocPeer {
       // A peer relay sent something this relay refuses: log loudly, resync from scratch.
       this.deps.logger.error({ doc: this.doc.name, peer: this.endpoint.url, code: e.code, msg: e.message }, 'bad message from peer relay; reconnecting');
       this.deps.metrics.refusals.inc({ reason: e.code });
-      this.drop();
-      if (this.endpoint.up) setImmediate(() => void this.connect());
+      this.reconnect();
     }
   }
 
@@ -179,10 +242,17 @@ export class PeerLink implements DocPeer {
       case 'update': {
         const seq = ++this.received;
         const update = msg.update;
+        const ws = this.socket;
         if (!isEmptyUpdate(update)) {
           this.doc.validate(update, { trusted: true });
           const { durable } = this.doc.applyRemote(update, this);
           this.lastDurable = durable;
+        } else {
+          // Nothing to store, but the ack promises that everything this relay has applied so
+          // far is committed (the peer counts us durable through what it had sent), including
+          // changes that came from other relays or clients: wait for every pending write of
+          // the document, as a client connection does.
+          this.lastDurable = Promise.all([this.lastDurable, this.doc.whenWritesSettled()]);
         }
         const barrier = this.lastDurable;
         const round = msg.type === 'sync-step-2' ? this.round : null;
@@ -197,7 +267,7 @@ export class PeerLink implements DocPeer {
           },
           (err: unknown) => {
             this.deps.logger.error({ err, doc: this.doc.name }, 'storing an update from a peer failed; resyncing');
-            this.drop();
+            if (this.socket === ws) this.reconnect();
           },
         );
         return;
@@ -235,6 +305,8 @@ export class PeerLink implements DocPeer {
     const r = this.round;
     if (!r || r.done || !r.step2Acked || !r.step2Received) return;
     r.done = true;
+    // A connection that got this far is healthy: the next reconnect starts from a short delay.
+    this.backoff.reset();
     this.deps.metrics.peerConvergeSeconds.observe((performance.now() - r.openedAt) / 1000);
     for (const w of this.convergeWaiters) w();
     this.convergeWaiters.clear();
@@ -278,8 +350,7 @@ export class PeerLink implements DocPeer {
     if (ws.bufferedAmount > this.deps.sendBufferLimit) {
       // The peer cannot keep up: drop and resync later rather than buffer without bound.
       this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.url }, 'peer link over its send buffer; resyncing');
-      this.drop();
-      if (this.endpoint.up) setTimeout(() => void this.connect(), 1000).unref();
+      this.reconnect(SLOW_RECONNECT_MS);
       return false;
     }
     const bytes = encodeMessage(msg);

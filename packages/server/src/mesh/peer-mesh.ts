@@ -30,7 +30,10 @@ export interface InboundPeerLink {
  * One link per document per pair of relays: a relay does not open a link to a peer that
  * already has one open to it for that document; if both opened one at once, the link opened
  * by the relay with the smaller id stays and the other side closes its own. When a peer's
- * inbound link goes away while the document is still loaded here, this relay opens its own.
+ * inbound link goes away while this relay still needs the document for itself (a client, an
+ * HTTP request or a replicate-all sweep holds it, not just peers' links), this relay opens
+ * its own; a document held only for peers is left to unload, or relays that unload it in turn
+ * would reload each other's copy forever.
  * Changes flood: a relay forwards what it receives from one peer to its other peers, so the
  * mesh converges even where a pair of relays has no direct link.
  */
@@ -43,9 +46,11 @@ export class PeerMesh {
   /** Loaded documents (this relay's), for links and lag metrics. */
   private readonly docs = new Map<string, RelayDoc>();
   private closed = false;
+  private readonly backoff: { baseMs: number; maxMs: number };
 
   constructor(private readonly options: PeerMeshOptions) {
     const heartbeatMs = options.heartbeatMs ?? 1000;
+    this.backoff = options.backoff ?? { baseMs: 100, maxMs: 2000 };
     this.endpoints = options.peers.map(
       (url) =>
         new PeerEndpoint(url, {
@@ -53,7 +58,7 @@ export class PeerMesh {
           credential: options.credential,
           logger: options.logger,
           heartbeatMs,
-          backoff: options.backoff ?? { baseMs: 100, maxMs: 2000 },
+          backoff: this.backoff,
         }),
     );
   }
@@ -64,7 +69,14 @@ export class PeerMesh {
     registry.on('unloaded', this.onUnloaded);
     for (const ep of this.endpoints) {
       metrics.peerUp.set({ peer: ep.url }, 0);
+      let knownAs: string | undefined;
       ep.on('up', () => {
+        if (knownAs !== undefined && knownAs !== ep.id) {
+          // A new incarnation (relay ids default to one per start): the old id will never ack
+          // again, and its mark would keep every later change in the replication logs.
+          for (const doc of this.docs.values()) doc.replication.forget(knownAs);
+        }
+        knownAs = ep.id;
         metrics.peerUp.set({ peer: ep.url }, 1);
         metrics.peerLinkChanges.inc({ peer: ep.url, state: 'up' });
         logger.info({ peer: ep.url, peerId: ep.id }, 'peer relay up');
@@ -109,7 +121,10 @@ export class PeerMesh {
     if (ours && peerId < this.options.relayId) this.removeLink(name, ep!);
   }
 
-  /** A peer's document link to us closed: if the document is still loaded here, link it ourselves. */
+  /**
+   * A peer's document link to us closed: if this relay still needs the document for itself,
+   * link it ourselves. Decided once the closing connection gave back its hold on the document.
+   */
   inboundClosed(peerId: string, link: InboundPeerLink): void {
     const name = link.docName;
     const byPeer = this.inbound.get(name);
@@ -119,7 +134,23 @@ export class PeerMesh {
     if (set.size === 0) byPeer!.delete(peerId);
     if (byPeer!.size === 0) this.inbound.delete(name);
     const ep = this.endpointById(peerId);
-    if (ep && this.docs.has(name)) this.ensureLink(name, ep);
+    if (!ep || !this.docs.has(name)) return;
+    // The connection releases the document right after telling us (same turn).
+    queueMicrotask(() => {
+      if (this.closed || !this.docs.has(name) || !this.heldLocally(name)) return;
+      this.ensureLink(name, ep);
+    });
+  }
+
+  /**
+   * True if something other than peer relays' links holds `name` in the registry: a client
+   * connection, an HTTP request, a replicate-all sweep. (This relay's own outgoing links hold
+   * nothing; each inbound peer link holds the document once.)
+   */
+  private heldLocally(name: string): boolean {
+    let peerHolds = 0;
+    for (const set of this.inbound.get(name)?.values() ?? []) peerHolds += set.size;
+    return this.options.registry.holders(name) > peerHolds;
   }
 
   /**
@@ -189,9 +220,14 @@ export class PeerMesh {
     if (ep.id && this.hasInbound(name, ep.id)) return;
     let byEp = this.links.get(name);
     if (!byEp) this.links.set(name, (byEp = new Map()));
-    if (byEp.has(ep)) return;
+    const existing = byEp.get(ep);
+    if (existing) {
+      // A link whose connection ended is reopened now (a scheduled retry is brought forward).
+      if (ep.up && !existing.connected) void existing.connect();
+      return;
+    }
     const { relayId, metrics, logger, sendBufferLimit } = this.options;
-    const link = new PeerLink(ep, doc, { relayId, metrics, logger, sendBufferLimit, handshakeTimeoutMs: 5000 });
+    const link = new PeerLink(ep, doc, { relayId, metrics, logger, sendBufferLimit, handshakeTimeoutMs: 5000, backoff: this.backoff });
     byEp.set(ep, link);
     metrics.peerDocLinks.inc();
     if (ep.up) void link.connect();
@@ -211,3 +247,4 @@ export class PeerMesh {
     return this.endpoints.find((ep) => ep.id === id);
   }
 }
+

@@ -35,6 +35,11 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
   }
 
   /** The loaded document, if it is loaded; never starts a load. */
+  /** How many holders (acquires not yet released) the document has; 0 when it is not loaded. */
+  holders(name: string): number {
+    return this.entries.get(name)?.refs ?? 0;
+  }
+
   peek(name: string): Promise<RelayDoc> | undefined {
     return this.entries.get(name)?.doc;
   }
