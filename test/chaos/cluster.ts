@@ -44,6 +44,9 @@ export const TOPOLOGY: Topology = {
   ],
 };
 
+/** The relays' shared relay credential (open relays trust only it as a peer). */
+const CHAOS_MESH_TOKEN = 'chaos-mesh-token';
+
 const SEVERITY: Record<CutMode, number> = { 'one-way-up': 1, 'one-way-down': 1, hold: 2, drop: 3, reset: 4 };
 
 export class ChaosCluster {
@@ -92,7 +95,7 @@ export class ChaosCluster {
       this.options.peering === false ? [] : RELAY_NAMES.flatMap((_, o) => (o === r ? [] : ['--peer', this.proxies.get(peerLink(r, o))!.url]));
     // Started one after the other: each start compiles the server with tsx, which is CPU-bound.
     for (let r = 0; r < n; r++) {
-      const relay = await RestartableRelay.start(['--relay-id', RELAY_NAMES[r]!, ...peerArgs(r), '--peer-mode', this.peerMode, ...(this.options.relayArgs ?? [])]);
+      const relay = await RestartableRelay.start(['--relay-id', RELAY_NAMES[r]!, '--peer-token', CHAOS_MESH_TOKEN, ...peerArgs(r), '--peer-mode', this.peerMode, ...(this.options.relayArgs ?? [])]);
       this.relays.push(relay);
     }
     for (let a = 0; a < n; a++) {

@@ -9,7 +9,7 @@ import { codeOf } from '../support/error-code.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { FaultProxy } from '../support/fault-proxy.js';
 import { waitForEvent } from '../support/wait.js';
-import { whenEndpoint } from './mesh-fixture.js';
+import { MESH_TOKEN, whenEndpoint } from './mesh-fixture.js';
 import type { EventEmitter } from 'node:events';
 
 const cleanup: (() => Promise<void>)[] = [];
@@ -18,7 +18,7 @@ afterEach(async () => {
 });
 
 async function setup(): Promise<{ a: TestRelay; b: TestRelay; meshAB: FaultProxy; meshBA: FaultProxy; locksBA: FaultProxy }> {
-  const a = await startRelay({ relayId: 'a', lockTimeoutMs: 1000 });
+  const a = await startRelay({ relayId: 'a', lockTimeoutMs: 1000, peerToken: MESH_TOKEN });
   cleanup.push(() => a.dispose());
   // Separate proxies for replication and for the lock authority, to cut one and not the other.
   const meshBA = await FaultProxy.start(a.port);
@@ -27,7 +27,7 @@ async function setup(): Promise<{ a: TestRelay; b: TestRelay; meshAB: FaultProxy
   cleanup.push(async () => {
     await Promise.all([meshBA.close(), locksBA.close(), meshAB.close()]);
   });
-  const b = await startRelay({ relayId: 'b', peers: [meshBA.url], lockAuthority: locksBA.url, lockTimeoutMs: 1000 });
+  const b = await startRelay({ relayId: 'b', peers: [meshBA.url], lockAuthority: locksBA.url, lockTimeoutMs: 1000, peerToken: MESH_TOKEN });
   cleanup.push(() => b.dispose());
   meshAB.setTarget(b.port);
   meshAB.setMode('pass');

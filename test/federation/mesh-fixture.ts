@@ -24,6 +24,9 @@ export interface Mesh {
   close(): Promise<void>;
 }
 
+/** The relay credential the test meshes share (open relays trust only it as a peer). */
+export const MESH_TOKEN = 'test-mesh-token';
+
 /**
  * Starts `n` relays, each peering with every other (as a mesh is deployed: every relay lists
  * all the others), each link through its own proxy: relay i reaches relay j through
@@ -36,7 +39,7 @@ export async function startMesh(n: number, options: Parameters<typeof startRelay
   const relays: TestRelay[] = [];
   for (let i = 0; i < n; i++) {
     const peers = proxies[i]!.filter((p): p is FaultProxy => p !== undefined).map((p) => p.url);
-    relays.push(await startRelay({ ...options, relayId: `r${i}`, peers, meshSize: n }));
+    relays.push(await startRelay({ peerToken: MESH_TOKEN, ...options, relayId: `r${i}`, peers, meshSize: n }));
   }
   for (let i = 0; i < n; i++) {
     for (let j = 0; j < n; j++) {

@@ -5,7 +5,7 @@ import { CloseCode } from '@capsync/core';
 import type { PeerEndpoint } from '@capsync/server';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { withTimeout } from '../support/wait.js';
-import { whenEndpoint } from './mesh-fixture.js';
+import { MESH_TOKEN, whenEndpoint } from './mesh-fixture.js';
 
 const started: TestRelay[] = [];
 async function relay(options: Parameters<typeof startRelay>[0]): Promise<TestRelay> {
@@ -46,10 +46,10 @@ function textOf(update: Uint8Array): string {
 
 describe('peer modes and credentials', () => {
   it('replicate-all: a backup relay syncs every stored document both ways, not just open ones', async () => {
-    const primary = await relay({ relayId: 'primary' });
+    const primary = await relay({ relayId: 'primary', peerToken: MESH_TOKEN });
     await post(primary, 'a', textUpdate('alpha', 1));
     await post(primary, 'b/c', textUpdate('beta', 2));
-    const backup = await relay({ relayId: 'backup', peers: [primary.url], peerMode: 'replicate-all' });
+    const backup = await relay({ relayId: 'backup', peers: [primary.url], peerMode: 'replicate-all', peerToken: MESH_TOKEN });
     await post(backup, 'only-on-backup', textUpdate('gamma', 3));
     const ep = backup.relay.mesh.endpoints[0]!;
     await whenEndpoint(ep);

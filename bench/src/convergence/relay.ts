@@ -18,6 +18,8 @@ import { readProcessCpuMicros } from '../locks/cpu.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const benchDir = path.resolve(here, '../..');
 const CLI = path.resolve(benchDir, '../packages/server/src/cli.ts');
+/** The relays' shared relay credential (open relays trust only it as a peer). */
+const BENCH_MESH_TOKEN = 'bench-mesh-token';
 const GUARD = pathToFileURL(path.resolve(here, '../locks/relay-guard.ts')).href;
 const START_TIMEOUT_MS = 30_000;
 const STOP_TIMEOUT_MS = 10_000;
@@ -105,6 +107,8 @@ export class BenchRelay {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'capsync-bench-converge-'));
     const args = ['--host', '127.0.0.1', '--port', String(spec.port), '--data', dataDir, '--relay-id', spec.relayId, '--log-level', 'error'];
     if (spec.storage !== 'sqlite') args.push('--storage', spec.storage);
+    // Open relays trust only a shared peer token as a peer's credential.
+    args.push('--peer-token', BENCH_MESH_TOKEN);
     for (const peer of spec.peers) args.push('--peer', peer);
     args.push(...spec.extraArgs);
     const child = fork(CLI, args, {

@@ -64,7 +64,8 @@ export interface RelayOptions {
   relayId?: string;
   /**
    * The credential this relay presents to its peers. Default: with `authSecret`, a short-lived
-   * JWT minted from it (peers of one mesh share the secret); without, none (open relays).
+   * JWT minted from it (peers of one mesh share the secret). Open relays (no `authSecret`)
+   * must share one: it is what they present and the only credential they trust as a peer.
    */
   peerToken?: string;
   /**
@@ -130,7 +131,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     if (!Number.isFinite(value) || value < 0 || (!allowZero && value === 0)) throw new RangeError(`${name} must be a positive number, got ${v}`);
     return value;
   };
-  return {
+  const resolved: ResolvedRelayOptions = {
     port: positive('port', o.port, DEFAULTS.port, true),
     host: o.host ?? DEFAULTS.host,
     storage: o.storage ?? 'sqlite',
@@ -159,6 +160,11 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     replicateIntervalMs: positive('replicateIntervalMs', o.replicateIntervalMs, DEFAULTS.replicateIntervalMs),
     lockAuthority: o.lockAuthority ? wsUrl('lockAuthority', o.lockAuthority) : undefined,
   };
+  if (resolved.peers.length > 0 && !resolved.authSecret && !resolved.peerToken) {
+    // Open relays trust no peer without it, so the mesh would refuse every link.
+    throw new RangeError('peers: relays of a mesh authenticate each other; set authSecret (shared by the mesh) or peerToken (the same on every relay)');
+  }
+  return resolved;
 }
 
 function wsUrl(name: string, url: string): string {

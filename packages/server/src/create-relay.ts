@@ -40,7 +40,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
         ...(resolved.authIssuer ? { issuer: resolved.authIssuer } : {}),
         ...(resolved.authAudience ? { audience: resolved.authAudience } : {}),
       })
-    : new OpenAccess();
+    : new OpenAccess({ peerToken: resolved.peerToken });
   const metrics = new RelayMetrics();
   let backend: LockBackend;
   try {

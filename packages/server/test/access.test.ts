@@ -187,10 +187,19 @@ describe('JwtAccess', () => {
 });
 
 describe('OpenAccess', () => {
-  it('grants write on every document without a token', async () => {
+  it('grants write on every document without a token, but relay trust to nobody', async () => {
     const open = new OpenAccess();
     expect(open.mode).toBe('open');
-    expect(await open.authorize()).toEqual({ permission: 'write', relay: true });
+    expect(await open.authorize()).toEqual({ permission: 'write' });
+    expect(await open.authorize('anything')).toEqual({ permission: 'write' });
+  });
+
+  it('grants relay trust only to the configured peer token', async () => {
+    const open = new OpenAccess({ peerToken: 'mesh-secret' });
+    expect(await open.authorize('mesh-secret')).toEqual({ permission: 'write', relay: true });
+    expect(await open.authorize('mesh-secreT')).toEqual({ permission: 'write' });
+    expect(await open.authorize('mesh')).toEqual({ permission: 'write' });
+    expect(await open.authorize()).toEqual({ permission: 'write' });
   });
 });
 

@@ -81,7 +81,13 @@ describe('parseCli', () => {
       lockAuthority: 'ws://a:4000',
     });
     expect(options([], { CAPSYNC_PEER: 'ws://a:1, ws://b:2' })).toMatchObject({ peers: ['ws://a:1', 'ws://b:2'] });
-    expect(resolveOptions(options(['--peer', 'ws://a:1/', '--peer', 'ws://b:2'])!)).toMatchObject({ peers: ['ws://a:1', 'ws://b:2'], meshSize: 3, peerMode: 'on-demand' });
+    expect(resolveOptions(options(['--peer', 'ws://a:1/', '--peer', 'ws://b:2', '--peer-token', 'mesh-token'])!)).toMatchObject({
+      peers: ['ws://a:1', 'ws://b:2'],
+      meshSize: 3,
+      peerMode: 'on-demand',
+    });
+    // Peers without a relay credential: every link would be refused.
+    expect(() => resolveOptions(options(['--peer', 'ws://a:1'])!)).toThrow(/authSecret .* or peerToken/);
     expect(() => options(['--peer', 'http://a:1'])).toThrow(CliError);
     expect(() => options(['--peer-mode', 'all'])).toThrow(CliError);
     expect(() => options(['--mesh-size', '0'])).toThrow(CliError);

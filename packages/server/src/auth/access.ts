@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import * as jose from 'jose';
 import { AuthError } from '@capsync/core';
 import { RELAY_CLAIM } from './relay-credential.js';
@@ -13,7 +14,8 @@ export interface AccessGrant {
   expiresAt?: number;
   /**
    * The credential may act as a relay of the mesh (a peer): its connection is trusted with
-   * content of the fenced area, which relays write and replicate. True on an open relay.
+   * content of the fenced area, which relays write and replicate. On an open relay only the
+   * configured `peerToken` is.
    */
   relay?: boolean;
 }
@@ -28,11 +30,27 @@ export interface AccessControl {
   authorize(token: string | undefined, docName: string): Promise<AccessGrant>;
 }
 
-/** No auth configured: everyone may read and write every document. */
+/**
+ * No auth configured: everyone may read and write every document. The fenced area stays
+ * closed to them all the same: relay trust (peering, fenced content) needs the mesh's shared
+ * `peerToken`, without which an open relay has no peers.
+ */
 export class OpenAccess implements AccessControl {
   readonly mode = 'open' as const;
-  async authorize(): Promise<AccessGrant> {
-    return { permission: 'write', relay: true };
+  private readonly peerToken: Buffer | null;
+
+  constructor(options: { peerToken?: string | undefined } = {}) {
+    this.peerToken = options.peerToken ? Buffer.from(options.peerToken) : null;
+  }
+
+  async authorize(token?: string): Promise<AccessGrant> {
+    return this.isPeerToken(token) ? { permission: 'write', relay: true } : { permission: 'write' };
+  }
+
+  private isPeerToken(token: string | undefined): boolean {
+    if (!this.peerToken || token === undefined) return false;
+    const given = Buffer.from(token);
+    return given.length === this.peerToken.length && timingSafeEqual(given, this.peerToken);
   }
 }
 

@@ -2,6 +2,8 @@ import * as jose from 'jose';
 
 /** JWT claim that makes a token a relay credential (a peer of the mesh). */
 export const RELAY_CLAIM = 'capsync_relay';
+/** A minted relay credential's `sub`: this prefix and the relay's id. */
+export const RELAY_SUBJECT_PREFIX = 'relay:';
 
 /** How long a minted relay credential lives; a fresh one is minted well before it runs out. */
 const LIFETIME_S = 600;
@@ -36,7 +38,7 @@ export function relayCredential(o: RelayCredentialOptions): () => Promise<string
     if (cached && cached.expiresAt - REMINT_BEFORE_S > now) return cached.token;
     let jwt = new jose.SignJWT({ docs: { '*': 'write' }, [RELAY_CLAIM]: true })
       .setProtectedHeader({ alg: 'HS256' })
-      .setSubject(`relay:${o.relayId}`)
+      .setSubject(RELAY_SUBJECT_PREFIX + o.relayId)
       .setIssuedAt(now)
       .setExpirationTime(now + LIFETIME_S);
     if (o.authIssuer) jwt = jwt.setIssuer(o.authIssuer);

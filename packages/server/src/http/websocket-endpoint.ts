@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { AuthError, CapsyncError, CloseCode, closeCodeFor, closeReasonFor, docNameFromPath } from '@capsync/core';
 import type { AccessGrant } from '../auth/access.js';
+import { RELAY_SUBJECT_PREFIX } from '../auth/relay-credential.js';
 import { selectProtocol, tokenFromRequest } from '../auth/token-from-request.js';
 import { LOCKS_PATH } from '../locks/lock-connection.js';
 import { MESH_PATH } from '../mesh/mesh-connection.js';
@@ -39,6 +40,7 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
       docName = isPath(req.url, LOCKS_PATH) ? LOCKS_PATH : isPath(req.url, MESH_PATH) ? MESH_PATH : docNameFromPath(req.url ?? '/');
       grant = await relay.access.authorize(tokenFromRequest(req), docName);
       if (docName === MESH_PATH && !grant.relay) throw new AuthError('forbidden', 'the mesh endpoint needs a relay credential');
+      assertPeerIdentity(grant, peerIdOf(req.url));
     } catch (err) {
       failure = err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error');
       if (!(err instanceof CapsyncError)) relay.logger.error({ err }, 'authorizing a connection failed');
@@ -110,6 +112,17 @@ function isPath(url: string | undefined, reserved: string): boolean {
 }
 
 /** The relay id a peer relay's document link names in its query (`?relay=<id>`). */
+/**
+ * A minted relay credential names its relay (`sub` = "relay:<id>"): a connection presenting
+ * it may only speak as that relay, so one relay's credential cannot pose as another peer.
+ */
+function assertPeerIdentity(grant: AccessGrant, peerId: string | undefined): void {
+  const named = grant.subject?.startsWith(RELAY_SUBJECT_PREFIX) ? grant.subject.slice(RELAY_SUBJECT_PREFIX.length) : undefined;
+  if (grant.relay && named !== undefined && peerId !== undefined && peerId !== named) {
+    throw new AuthError('forbidden', `this relay credential belongs to relay "${named}", not "${peerId}"`);
+  }
+}
+
 function peerIdOf(url: string | undefined): string | undefined {
   const q = (url ?? '').indexOf('?');
   if (q < 0) return undefined;
