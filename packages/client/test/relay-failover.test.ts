@@ -277,7 +277,6 @@ describe('RelayLink with a list of relays', () => {
     const cases: [number, string, string, Partial<RelayLinkOptions>][] = [
       [CloseCode.Forbidden, 'forbidden: no access to team/doc', 'forbidden', {}],
       [CloseCode.InvalidDocName, 'invalid-doc-name: bad name', 'invalid-doc-name', {}],
-      [CloseCode.FencedArea, 'fenced-area: write into the fenced area', 'fenced-area', {}],
       [CloseCode.Unauthorized, 'unauthorized: bad token', 'unauthorized', { token: 'static-token' }],
     ];
     for (const [code, reason, errorCode, options] of cases) {
@@ -318,6 +317,21 @@ describe('RelayLink with a list of relays', () => {
     }
     expect(h.errors.map((e) => e.code)).toEqual(['unauthorized', 'unauthorized', 'unauthorized']);
     expect(h.sockets.map((s) => s.protocols)).toEqual([0, 1, 2, 3].map((i) => ['capsync', `capsync.jwt.token-${i}`]));
+  });
+
+  it('a fenced-area refusal (a relay that lacks a fenced value the client holds) is retried on the next relay with backoff', async () => {
+    const h = harness([A, B]);
+    h.link.start();
+    await vi.advanceTimersByTimeAsync(0);
+    for (const [delay, relay] of [
+      [50, B],
+      [100, A],
+    ] as const) {
+      h.last().accept();
+      h.last().fail(CloseCode.FencedArea, 'fenced-area: update touches the fenced area');
+      await h.expectNextAttempt(delay, relay);
+    }
+    expect(h.errors.map((e) => e.code)).toEqual(['fenced-area', 'fenced-area']);
   });
 
   it('a failing token function is not the relay’s fault: the retry goes to the same relay', async () => {

@@ -85,9 +85,14 @@ function parses(url: string): boolean {
  */
 type Failure = 'unreachable' | 'refused' | 'local';
 
-/** Close codes after which retrying cannot help until something changes. */
-// FencedArea: the update that was refused would be resent on every reconnect, forever.
-const FATAL_CLOSE_CODES = new Set<number>([CloseCode.Forbidden, CloseCode.InvalidDocName, CloseCode.FencedArea]);
+/**
+ * Close codes after which retrying cannot help until something changes. Not FencedArea: with
+ * several relays, this client may hold a fenced value (written through another relay) that
+ * this relay has not received from its peers yet; its sync step 2 then carries that value and
+ * is refused. Once the relay caught up, or on another relay, the same step 2 is accepted; so
+ * it is a refusal retried with backoff, never a reason to stop syncing the user's edits.
+ */
+const FATAL_CLOSE_CODES = new Set<number>([CloseCode.Forbidden, CloseCode.InvalidDocName]);
 
 /**
  * One resilient WebSocket to a relay for one document: connects, says hello, keeps the
