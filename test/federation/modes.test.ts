@@ -1,7 +1,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import * as jose from 'jose';
 import * as Y from 'yjs';
-import { CloseCode } from '@capsync/core';
+import { CloseCode, FENCED_MAP, decodeMessage, encodeMessage } from '@capsync/core';
+import WebSocket from 'ws';
 import type { PeerEndpoint } from '@capsync/server';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { withTimeout } from '../support/wait.js';
@@ -82,4 +83,52 @@ describe('peer modes and credentials', () => {
     const ok = await fetch(`${a.httpUrl}/v1/docs`, { headers: { authorization: `Bearer ${relayToken}` } });
     expect(ok.status).toBe(200);
   });
+
+  it('an open relay trusts only its peer token as a peer: ?relay=… alone neither opens the mesh nor writes the fenced area', async () => {
+    const a = await relay({ relayId: 'a', peerToken: MESH_TOKEN });
+    // The mesh endpoint and the document list need the token.
+    expect((await fetch(`${a.httpUrl}/v1/docs`)).status).toBe(403);
+    expect((await fetch(`${a.httpUrl}/v1/docs`, { headers: { authorization: `Bearer ${MESH_TOKEN}` } })).status).toBe(200);
+    const mesh = await rawClose(`${a.url}/.capsync/mesh?relay=rogue`, null);
+    expect(mesh.code).toBe(CloseCode.Forbidden);
+    // Posing as a relay on a document: the fenced area stays closed.
+    const rogue = await rawClose(`${a.url}/doc?relay=rogue`, (doc) => doc.getMap(FENCED_MAP).set('stock', { value: 1e6, token: 999, rev: 1 }));
+    expect(rogue.code).toBe(CloseCode.FencedArea);
+    const state = new Y.Doc();
+    Y.applyUpdate(state, await (await fetch(`${a.httpUrl}/v1/docs/doc/update`)).arrayBuffer().then((b) => new Uint8Array(b)));
+    expect(state.getMap(FENCED_MAP).size).toBe(0);
+  });
+
+  it('a minted relay credential may only speak as the relay it names', async () => {
+    const secret = 'mesh-secret-0123456789';
+    const a = await relay({ relayId: 'a', authSecret: secret });
+    const key = new TextEncoder().encode(secret);
+    const asB = await new jose.SignJWT({ docs: { '*': 'write' }, capsync_relay: true }).setProtectedHeader({ alg: 'HS256' }).setSubject('relay:b').setExpirationTime('1h').sign(key);
+    const posing = await rawClose(`${a.url}/doc?relay=c`, null, asB);
+    expect(posing.code).toBe(CloseCode.Forbidden);
+  });
 });
+
+/**
+ * Opens a raw WebSocket (an optional bearer token as the capsync subprotocol), answers the
+ * relay's sync step 2 with the edit `write` makes, and resolves with how the relay closed it.
+ * Without `write`, resolves on the close alone (for refusals at the upgrade).
+ */
+async function rawClose(url: string, write: ((doc: Y.Doc) => void) | null, token?: string): Promise<{ code: number; reason: string }> {
+  const ws = new WebSocket(url, token ? ['capsync', `capsync.jwt.${token}`] : ['capsync']);
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  ws.on('error', () => {});
+  if (write) {
+    const doc = new Y.Doc();
+    ws.on('open', () => ws.send(encodeMessage({ type: 'sync-step-1', stateVector: Y.encodeStateVector(doc) })));
+    ws.on('message', (data: Buffer) => {
+      const msg = decodeMessage(new Uint8Array(data));
+      if (msg.type !== 'sync-step-2') return;
+      Y.applyUpdate(doc, msg.update);
+      const before = Y.encodeStateVector(doc);
+      write(doc);
+      ws.send(encodeMessage({ type: 'update', update: Y.encodeStateAsUpdate(doc, before) }));
+    });
+  }
+  return withTimeout(closed, 10_000, `the relay to close ${url}`);
+}
