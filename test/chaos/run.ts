@@ -497,20 +497,38 @@ export async function runChaos(cluster: ChaosCluster, options: RunOptions): Prom
       );
       throw new Error(`${err.message}; ${cmp.details.join('; ') || 'no content difference'}`);
     });
-    // Relays: they do not push their state to an observer, so ask over HTTP until they agree (bounded).
-    let last: string[] = [];
-    for (let attempt = 0; ; attempt++) {
+    // Relays: an observer client on each, straight to the relay (no proxy), which the relay
+    // keeps up to date like any client; wait on their updates until every replica is equal.
+    const observers = await Promise.all(
+      cluster.relays.map(async (_, r) => {
+        const name = `relay ${topology.relays[r]}`;
+        const session = await new TestDevice(`ws://127.0.0.1:${cluster.portOf(r)}`, 'memory', `observer of ${name}`).open(doc);
+        return { name, session };
+      }),
+    );
+    const onUpdate = () => watcher.emit('change');
+    for (const o of observers) o.session.handle.doc.on('update', onUpdate);
+    const relayViews = () => observers.map((o) => ({ name: o.name, update: Y.encodeStateAsUpdate(o.session.handle.doc) }));
+    try {
+      await waitForEvent(
+        watcher,
+        'change',
+        () => compareReplicas([...clientStates(group), ...relayViews()], schema).divergent.length === 0,
+        `${what}: the relays to hold what the clients hold`,
+        Math.max(1, deadline - performance.now()),
+      ).catch((err: Error) => {
+        throw new Error(`${err.message}; ${compareReplicas([...clientStates(group), ...relayViews()], schema).details.join('; ')}`);
+      });
+      // What the relays serve (HTTP, their loaded replica) must agree too: one look, nothing is changing now.
       const relayStates = await Promise.all(
-        cluster.relays.map(async (_, r) => ({ name: `relay ${topology.relays[r]}`, update: await cluster.relayState(r, doc) })),
+        cluster.relays.map(async (_, r) => ({ name: `relay ${topology.relays[r]} (HTTP)`, update: await cluster.relayState(r, doc) })),
       );
-      const all = [...clientStates(group), ...relayStates];
-      const cmp = compareReplicas(all, schema);
-      if (cmp.divergent.length === 0) return performance.now() - from;
-      last = cmp.details;
-      if (performance.now() > deadline) {
-        throw new Error(`${what}: replicas not equal ${boundMs} ms after the heal: ${last.join('; ')}`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, Math.min(50 * 2 ** attempt, 500)));
+      const cmp = compareReplicas([...clientStates(group), ...relayStates], schema);
+      if (cmp.divergent.length > 0) throw new Error(`${what}: a relay serves a different state than it sent its observer: ${cmp.details.join('; ')}`);
+      return performance.now() - from;
+    } finally {
+      for (const o of observers) o.session.handle.doc.off('update', onUpdate);
+      await Promise.all(observers.map((o) => o.session.close()));
     }
   };
 
