@@ -28,6 +28,13 @@ export type ErrorCode =
   | 'fenced-area'
   | 'conflict'
   | 'invalid-lock-request'
+  | 'not-owner'
+  | 'limit-exceeded'
+  | 'missing-dependencies'
+  | 'connection-timeout'
+  | 'too-many-connections'
+  | 'origin-not-allowed'
+  | 'too-deep'
   | 'internal';
 
 export class CapsyncError extends Error {
@@ -124,6 +131,32 @@ export class ConflictError extends CapsyncError {
   }
 }
 
+/**
+ * Something another identity owns (a lease, a Yjs client id) was used by someone else: renewing,
+ * releasing or fencing with another identity's lease, or writing under another identity's
+ * client id. Nothing was changed. The message never names the owner or its token.
+ */
+export class NotOwnerError extends CapsyncError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('not-owner', message, options);
+    this.name = 'NotOwnerError';
+  }
+}
+
+/**
+ * A configured bound was reached (leases per identity, new client ids per update, awareness
+ * states, ...). `limit` names it as the relay's flag does (`max-leases-per-identity`), which is
+ * also the `limit` label of `capsync_limit_refusals_total`.
+ */
+export class LimitExceededError extends CapsyncError {
+  readonly limit: string;
+  constructor(limit: string, message: string, options?: { cause?: unknown }) {
+    super('limit-exceeded', message, options);
+    this.name = 'LimitExceededError';
+    this.limit = limit;
+  }
+}
+
 /** True when `err` is a capsync error, optionally with the given code. */
 export function isCapsyncError(err: unknown, code?: ErrorCode): err is CapsyncError {
   return err instanceof CapsyncError && (code === undefined || err.code === code);
@@ -142,6 +175,8 @@ export function errorFromCode(code: ErrorCode, message: string): CapsyncError {
       return new StaleTokenError(message);
     case 'conflict':
       return new ConflictError(message);
+    case 'not-owner':
+      return new NotOwnerError(message);
     case 'unauthorized':
     case 'forbidden':
     case 'read-only':

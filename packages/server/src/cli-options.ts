@@ -153,6 +153,106 @@ export const FLAGS: Flag[] = [
     help: 'A relay ws://host:port whose embedded lock backend is the authority: forward lock requests there',
     apply: (o, v) => (o.lockAuthority = relayUrls('--lock-authority', v)[0]!),
   },
+  {
+    flag: 'max-leases-per-identity',
+    env: 'CAPSYNC_MAX_LEASES_PER_IDENTITY',
+    type: 'string',
+    help: `Leases one identity may hold at once. Default ${DEFAULTS.maxLeasesPerIdentity}`,
+    apply: (o, v) => (o.maxLeasesPerIdentity = positive('--max-leases-per-identity', v)),
+  },
+  {
+    flag: 'connection-timeout-ms',
+    env: 'CAPSYNC_CONNECTION_TIMEOUT_MS',
+    type: 'string',
+    help: `Close a connection silent this long (pings every half of it; 0 = never). Default ${DEFAULTS.connectionTimeoutMs}`,
+    apply: (o, v) => (o.connectionTimeoutMs = int('--connection-timeout-ms', v)),
+  },
+  {
+    flag: 'max-awareness-state-bytes',
+    env: 'CAPSYNC_MAX_AWARENESS_STATE_BYTES',
+    type: 'string',
+    help: `Largest awareness state of one client id (JSON bytes). Default ${DEFAULTS.maxAwarenessStateBytes}`,
+    apply: (o, v) => (o.maxAwarenessStateBytes = positive('--max-awareness-state-bytes', v)),
+  },
+  {
+    flag: 'max-awareness-states-per-connection',
+    env: 'CAPSYNC_MAX_AWARENESS_STATES_PER_CONNECTION',
+    type: 'string',
+    help: `Awareness client ids one connection may set. Default ${DEFAULTS.maxAwarenessStatesPerConnection}`,
+    apply: (o, v) => (o.maxAwarenessStatesPerConnection = positive('--max-awareness-states-per-connection', v)),
+  },
+  {
+    flag: 'max-awareness-states-per-doc',
+    env: 'CAPSYNC_MAX_AWARENESS_STATES_PER_DOC',
+    type: 'string',
+    help: `Awareness states one document holds. Default ${DEFAULTS.maxAwarenessStatesPerDoc}`,
+    apply: (o, v) => (o.maxAwarenessStatesPerDoc = positive('--max-awareness-states-per-doc', v)),
+  },
+  {
+    flag: 'max-new-clients-per-update',
+    env: 'CAPSYNC_MAX_NEW_CLIENTS_PER_UPDATE',
+    type: 'string',
+    help: `Yjs client ids one update may introduce. Default ${DEFAULTS.maxNewClientsPerUpdate}`,
+    apply: (o, v) => (o.maxNewClientsPerUpdate = positive('--max-new-clients-per-update', v)),
+  },
+  {
+    flag: 'max-clients-per-doc',
+    env: 'CAPSYNC_MAX_CLIENTS_PER_DOC',
+    type: 'string',
+    help: `Yjs client ids one document may hold. Default ${DEFAULTS.maxClientsPerDoc}`,
+    apply: (o, v) => (o.maxClientsPerDoc = positive('--max-clients-per-doc', v)),
+  },
+  {
+    flag: 'pending-timeout-ms',
+    env: 'CAPSYNC_PENDING_TIMEOUT_MS',
+    type: 'string',
+    help: `How long an update may wait for missing dependencies before it is refused. Default ${DEFAULTS.pendingTimeoutMs}`,
+    apply: (o, v) => (o.pendingTimeoutMs = positive('--pending-timeout-ms', v)),
+  },
+  {
+    flag: 'allowed-origins',
+    env: 'CAPSYNC_ALLOWED_ORIGINS',
+    type: 'string',
+    multiple: true,
+    help: "Origins allowed for browser WebSockets and HTTP writes ('*' = any; repeat or comma list). Default: open relay its own and loopback origins, with auth any",
+    apply: (o, v) => (o.allowedOrigins = v.split(',').map((s) => s.trim()).filter(Boolean)),
+  },
+  {
+    flag: 'max-token-lifetime-ms',
+    env: 'CAPSYNC_MAX_TOKEN_LIFETIME_MS',
+    type: 'string',
+    help: `Longest token lifetime accepted (exp is required). Default ${DEFAULTS.maxTokenLifetimeMs} (24 h)`,
+    apply: (o, v) => (o.maxTokenLifetimeMs = positive('--max-token-lifetime-ms', v)),
+  },
+  {
+    flag: 'max-json-depth',
+    env: 'CAPSYNC_MAX_JSON_DEPTH',
+    type: 'string',
+    help: `Deepest nesting GET /v1/docs/:name renders (422 past it). Default ${DEFAULTS.maxJsonDepth}`,
+    apply: (o, v) => (o.maxJsonDepth = positive('--max-json-depth', v)),
+  },
+  { flag: 'metrics-token', env: 'CAPSYNC_METRICS_TOKEN', type: 'string', help: 'Bearer token GET /metrics requires. Default none', apply: (o, v) => (o.metricsToken = v) },
+  {
+    flag: 'metrics-port',
+    env: 'CAPSYNC_METRICS_PORT',
+    type: 'string',
+    help: 'Serve /metrics on this port of 127.0.0.1 only, not the main port (0 = any free port). Default none',
+    apply: (o, v) => (o.metricsPort = int('--metrics-port', v, 0, 65535)),
+  },
+  {
+    flag: 'max-connections',
+    env: 'CAPSYNC_MAX_CONNECTIONS',
+    type: 'string',
+    help: `Open connections in total (0 = no cap). Default ${DEFAULTS.maxConnections}`,
+    apply: (o, v) => (o.maxConnections = int('--max-connections', v)),
+  },
+  {
+    flag: 'max-connections-per-address',
+    env: 'CAPSYNC_MAX_CONNECTIONS_PER_ADDRESS',
+    type: 'string',
+    help: `Open connections from one client address (0 = no cap). Default ${DEFAULTS.maxConnectionsPerAddress}`,
+    apply: (o, v) => (o.maxConnectionsPerAddress = int('--max-connections-per-address', v)),
+  },
   { flag: 'log-level', env: 'CAPSYNC_LOG_LEVEL', type: 'string', help: 'fatal, error, warn, info (default), debug, trace or silent', apply: (o, v) => {
       if (!LOG_LEVELS.includes(v)) throw new CliError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${v}"`);
       o.logLevel = v;
@@ -191,15 +291,15 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliResult {
 }
 
 export function helpText(): string {
-  const rows = FLAGS.map((f) => `  --${f.flag.padEnd(20)} ${f.env.padEnd(27)} ${f.help}`);
+  const rows = FLAGS.map((f) => `  --${f.flag.padEnd(36)} ${f.env.padEnd(44)} ${f.help}`);
   return [
     'capsync-server: durable Yjs relay (y-websocket protocol) with SQLite, JWT auth and metrics',
     '',
     'Usage: capsync-server [options]',
     '',
-    '  option                 environment variable        meaning',
+    `  ${'option'.padEnd(38)} ${'environment variable'.padEnd(44)} meaning`,
     ...rows,
-    '  -h, --help             print this help',
+    `  ${'-h, --help'.padEnd(38)} print this help`,
     '',
     'Documents are served at ws://HOST:PORT/<docName>; HTTP: /healthz /readyz /metrics /v1/docs/:name',
   ].join('\n');

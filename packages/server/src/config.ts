@@ -80,6 +80,44 @@ export interface RelayOptions {
    * this relay forwards lock requests and fencing checks there. Ignored with `etcd` or `lockBackend`.
    */
   lockAuthority?: string;
+  // ---- bounds on what a client may cost the relay (see README "Limits") ----
+  /** Leases one identity may hold at once (the token's `sub`; the client on an open relay). Default 100. */
+  maxLeasesPerIdentity?: number;
+  /**
+   * Close a connection that sent nothing, not even a pong to the relay's WebSocket pings (sent
+   * every half of this), for this long. Default 60 s; 0 disables it.
+   */
+  connectionTimeoutMs?: number;
+  /** Largest awareness state one client id may set, in bytes of its JSON. Default 16 KiB. */
+  maxAwarenessStateBytes?: number;
+  /** Awareness client ids one connection may set. Default 16. */
+  maxAwarenessStatesPerConnection?: number;
+  /** Awareness states one document holds, over all its connections. Default 1000. */
+  maxAwarenessStatesPerDoc?: number;
+  /** Yjs client ids one update may introduce to a document (peer relays are exempt). Default 10,000. */
+  maxNewClientsPerUpdate?: number;
+  /** Yjs client ids one document may hold (past it, updates introducing more are refused). Default 100,000. */
+  maxClientsPerDoc?: number;
+  /** How long an update may wait for missing dependencies before it is refused. Default 30 s. */
+  pendingTimeoutMs?: number;
+  /**
+   * Origins allowed for browser WebSocket upgrades and state-changing HTTP requests (CORS is
+   * answered for them); '*' allows any. Default: on an open relay its own origin and loopback
+   * origins only; with auth, any origin.
+   */
+  allowedOrigins?: string[];
+  /** Longest token lifetime accepted (`exp` minus `iat`, or minus now); `exp` is required. Default 24 h. */
+  maxTokenLifetimeMs?: number;
+  /** Deepest nesting of shared types `GET /v1/docs/:name` renders as JSON (422 past it). Default 1000. */
+  maxJsonDepth?: number;
+  /** Bearer token required by `GET /metrics`. Default none (open, unless `metricsPort` moves it). */
+  metricsToken?: string;
+  /** Serve `/metrics` on this separate port of 127.0.0.1 instead of the main port. Default none. */
+  metricsPort?: number;
+  /** Open connections in total (WebSocket; HTTP requests get 503 past it). Default 10,000; 0 = no cap. */
+  maxConnections?: number;
+  /** Open connections from one client address. Default 1000; 0 = no cap. */
+  maxConnectionsPerAddress?: number;
   /** Structured logger; defaults to one at `logLevel`. */
   logger?: Logger;
   /** Log level of the default logger. Default 'silent' (the CLI uses 'info'). */
@@ -111,6 +149,22 @@ export interface ResolvedRelayOptions {
   meshSize: number;
   replicateIntervalMs: number;
   lockAuthority: string | undefined;
+  maxLeasesPerIdentity: number;
+  connectionTimeoutMs: number;
+  maxAwarenessStateBytes: number;
+  maxAwarenessStatesPerConnection: number;
+  maxAwarenessStatesPerDoc: number;
+  maxNewClientsPerUpdate: number;
+  maxClientsPerDoc: number;
+  pendingTimeoutMs: number;
+  /** Undefined: the default policy for the relay's mode (see RelayOptions.allowedOrigins). */
+  allowedOrigins: string[] | undefined;
+  maxTokenLifetimeMs: number;
+  maxJsonDepth: number;
+  metricsToken: string | undefined;
+  metricsPort: number | undefined;
+  maxConnections: number;
+  maxConnectionsPerAddress: number;
 }
 
 export const DEFAULTS = {
@@ -123,6 +177,18 @@ export const DEFAULTS = {
   idleTimeoutMs: 30_000,
   lockTimeoutMs: 2_000,
   replicateIntervalMs: 60_000,
+  maxLeasesPerIdentity: 100,
+  connectionTimeoutMs: 60_000,
+  maxAwarenessStateBytes: 16 * 1024,
+  maxAwarenessStatesPerConnection: 16,
+  maxAwarenessStatesPerDoc: 1000,
+  maxNewClientsPerUpdate: 10_000,
+  maxClientsPerDoc: 100_000,
+  pendingTimeoutMs: 30_000,
+  maxTokenLifetimeMs: 24 * 3600_000,
+  maxJsonDepth: 1000,
+  maxConnections: 10_000,
+  maxConnectionsPerAddress: 1000,
 } as const;
 
 export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
@@ -159,6 +225,21 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     meshSize: positive('meshSize', o.meshSize, (o.peers?.length ?? 0) + 1),
     replicateIntervalMs: positive('replicateIntervalMs', o.replicateIntervalMs, DEFAULTS.replicateIntervalMs),
     lockAuthority: o.lockAuthority ? wsUrl('lockAuthority', o.lockAuthority) : undefined,
+    maxLeasesPerIdentity: positive('maxLeasesPerIdentity', o.maxLeasesPerIdentity, DEFAULTS.maxLeasesPerIdentity),
+    connectionTimeoutMs: positive('connectionTimeoutMs', o.connectionTimeoutMs, DEFAULTS.connectionTimeoutMs, true),
+    maxAwarenessStateBytes: positive('maxAwarenessStateBytes', o.maxAwarenessStateBytes, DEFAULTS.maxAwarenessStateBytes),
+    maxAwarenessStatesPerConnection: positive('maxAwarenessStatesPerConnection', o.maxAwarenessStatesPerConnection, DEFAULTS.maxAwarenessStatesPerConnection),
+    maxAwarenessStatesPerDoc: positive('maxAwarenessStatesPerDoc', o.maxAwarenessStatesPerDoc, DEFAULTS.maxAwarenessStatesPerDoc),
+    maxNewClientsPerUpdate: positive('maxNewClientsPerUpdate', o.maxNewClientsPerUpdate, DEFAULTS.maxNewClientsPerUpdate),
+    maxClientsPerDoc: positive('maxClientsPerDoc', o.maxClientsPerDoc, DEFAULTS.maxClientsPerDoc),
+    pendingTimeoutMs: positive('pendingTimeoutMs', o.pendingTimeoutMs, DEFAULTS.pendingTimeoutMs),
+    allowedOrigins: o.allowedOrigins && o.allowedOrigins.length > 0 ? o.allowedOrigins.map(origin) : undefined,
+    maxTokenLifetimeMs: positive('maxTokenLifetimeMs', o.maxTokenLifetimeMs, DEFAULTS.maxTokenLifetimeMs),
+    maxJsonDepth: positive('maxJsonDepth', o.maxJsonDepth, DEFAULTS.maxJsonDepth),
+    metricsToken: o.metricsToken || undefined,
+    metricsPort: o.metricsPort === undefined ? undefined : positive('metricsPort', o.metricsPort, 0, true),
+    maxConnections: positive('maxConnections', o.maxConnections, DEFAULTS.maxConnections, true),
+    maxConnectionsPerAddress: positive('maxConnectionsPerAddress', o.maxConnectionsPerAddress, DEFAULTS.maxConnectionsPerAddress, true),
   };
   if (resolved.peers.length > 0 && !resolved.authSecret && !resolved.peerToken) {
     // Open relays trust no peer without it, so the mesh would refuse every link.
@@ -170,6 +251,21 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
 function wsUrl(name: string, url: string): string {
   if (!/^wss?:\/\/[^/]+/.test(url)) throw new RangeError(`${name}: a relay URL must start with ws:// or wss://, got "${url}"`);
   return url.replace(/\/+$/, '');
+}
+
+/** An allowed origin: '*', or scheme://host[:port] as browsers send it (no path). */
+function origin(value: string): string {
+  if (value === '*') return value;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new RangeError(`allowedOrigins: "${value}" is not an origin (scheme://host[:port]) or '*'`);
+  }
+  if (url.origin === 'null' || url.pathname !== '/' || url.search || url.hash) {
+    throw new RangeError(`allowedOrigins: "${value}" is not an origin (scheme://host[:port]) or '*'`);
+  }
+  return url.origin;
 }
 
 function peerMode(mode: string | undefined): 'on-demand' | 'replicate-all' {

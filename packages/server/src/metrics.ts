@@ -47,6 +47,13 @@ export class RelayMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  /** Every configured bound, by its flag name (`max-leases-per-identity`, ...): what it refused. */
+  readonly limitRefusals = new client.Counter({
+    name: 'capsync_limit_refusals_total',
+    help: 'Input refused or connections closed because a configured limit was reached, by limit (its flag name)',
+    labelNames: ['limit'] as const,
+    registers: [this.registry],
+  });
   readonly closes = new client.Counter({
     name: 'capsync_connection_closes_total',
     help: 'Connections closed by the relay, by close code name',

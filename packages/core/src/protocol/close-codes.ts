@@ -14,12 +14,16 @@ export const CloseCode = {
   /** A frame over the relay's size limit (enforced while receiving, before buffering it all). */
   MessageTooBig: 1009,
   InternalError: 1011,
+  /** Too many connections (in total, or from this client address): retry later, with backoff. */
+  TryAgainLater: 1013,
   /** Malformed frame: unknown message type, truncated varint, trailing bytes. */
   BadMessage: 4400,
   /** Missing, invalid or expired token. Do not retry with the same token. */
   Unauthorized: 4401,
   /** Valid token without access to this document. Do not retry. */
   Forbidden: 4403,
+  /** The connection sent nothing, not even a pong to the relay's pings, for the configured time. */
+  ConnectionTimeout: 4408,
   /** Empty, over-long or path-like document name. */
   InvalidDocName: 4404,
   /**
@@ -27,6 +31,11 @@ export const CloseCode = {
    * through fenced `cp.set` requests. Do not resend the same update.
    */
   FencedArea: 4409,
+  /**
+   * A configured bound was reached (new client ids per update or document, awareness states,
+   * ...); the reason names the limit. Do not resend the same input.
+   */
+  LimitExceeded: 4413,
   /** A Yjs or awareness update that does not decode or cannot be applied. */
   InvalidUpdate: 4422,
   /** The connection did not drain its send buffer fast enough. */
@@ -57,6 +66,12 @@ const closeCodeByError: Partial<Record<ErrorCode, CloseCodeValue>> = {
   'slow-consumer': CloseCode.SlowConsumer,
   'storage-failure': CloseCode.StorageUnavailable,
   'shutting-down': CloseCode.GoingAway,
+  'not-owner': CloseCode.Forbidden,
+  'origin-not-allowed': CloseCode.Forbidden,
+  'limit-exceeded': CloseCode.LimitExceeded,
+  'missing-dependencies': CloseCode.InvalidUpdate,
+  'connection-timeout': CloseCode.ConnectionTimeout,
+  'too-many-connections': CloseCode.TryAgainLater,
 };
 
 /** The close code for an error that ends a connection. */

@@ -18,6 +18,12 @@ const statusByCode: Partial<Record<ErrorCode, number>> = {
   'storage-failure': 503,
   unavailable: 503,
   'shutting-down': 503,
+  'not-owner': 403,
+  'origin-not-allowed': 403,
+  'limit-exceeded': 429,
+  'missing-dependencies': 422,
+  'too-deep': 422,
+  'too-many-connections': 503,
 };
 
 /** Sends `{ error: { code, message } }` with the HTTP status matching the error code. */
