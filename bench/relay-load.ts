@@ -17,7 +17,8 @@ import { USAGE, parseOptions, type BenchOptions } from './src/options.js';
 import { renderReport } from './src/report.js';
 import { replaceSection } from './src/results-doc.js';
 import { runFanOut, type MeasuredLevel } from './src/run-levels.js';
-import { killAllServers, withServer } from './src/server-process.js';
+import { checkoutBaseline } from './src/baseline-checkout.js';
+import { killAllServers, useBaseline, withServer } from './src/server-process.js';
 import { SUSTAINED_DELIVERED_PCT, SUSTAINED_P99_MS } from './src/targets.js';
 import { parseOrExplain } from './src/cli-args.js';
 
@@ -30,6 +31,11 @@ async function main(): Promise<void> {
   if (!options) return;
   const started = performance.now();
   const date = new Date();
+  if (options.baseline) {
+    const baseline = checkoutBaseline(REPO_DIR, options.baseline);
+    useBaseline(baseline.root, `capsync at ${baseline.ref} = ${baseline.commit} (sqlite, fsync per commit)`);
+    log(`baseline: ${baseline.ref} (${baseline.commit}) checked out in ${baseline.root}`);
+  }
   const levels = options.fanOut ? await runFanOut(options, logLevel) : [];
   const memory = options.idleConnections > 0 ? await runIdleMemory(options) : [];
 

@@ -23,6 +23,8 @@ export interface BenchOptions {
   write: boolean;
   /** True when the run is the standard one (`npm run bench` without flags). */
   standard: boolean;
+  /** Git ref whose relay runs as `capsync-baseline` in the same run. */
+  baseline?: string;
   /** Extra Node arguments of the server processes (`--profile` adds --cpu-prof). */
   serverNodeArgs: string[];
 }
@@ -38,6 +40,7 @@ export const USAGE = `usage: npm run bench [-- options]
   --connections 2000   idle connections for the memory measurement (0 skips it)
   --servers a,b        subset of: ${SERVER_KINDS.join(', ')}
   --no-fanout          memory measurement only
+  --baseline REF       also run capsync-baseline: the relay at git REF (e.g. HEAD~3), same run, for a ratio
   --profile DIR        run the servers with --cpu-prof, profiles written to DIR (one per server process)
   --write / --no-write replace the section in docs/benchmarks.md (default: only for a standard run)
 `;
@@ -69,6 +72,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       write: { type: 'boolean' },
       'no-write': { type: 'boolean' },
       profile: { type: 'string' },
+      baseline: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -76,12 +80,14 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (values.help) return 'help';
 
   const quick = values.quick ?? false;
-  const tuned = ['levels', 'duration', 'warmup', 'clients', 'repeats', 'connections', 'servers', 'no-fanout', 'profile'].some(
+  const tuned = ['levels', 'duration', 'warmup', 'clients', 'repeats', 'connections', 'servers', 'no-fanout', 'profile', 'baseline'].some(
     (k) => values[k as keyof typeof values] !== undefined,
   );
   const standard = !quick && !tuned;
   const options: BenchOptions = {
-    servers: values.servers ? list(values.servers).map(serverKind) : [...SERVER_KINDS],
+    servers: values.servers
+      ? list(values.servers).map(serverKind)
+      : SERVER_KINDS.filter((k) => k !== 'capsync-baseline' || values.baseline !== undefined),
     levels: values.levels ? list(values.levels).map((v) => positive('--levels', v)) : quick ? [500, 1500, 3000] : STANDARD.levels,
     clients: values.clients ? positive('--clients', values.clients) : STANDARD.clients,
     warmupMs: values.warmup ? seconds('--warmup', values.warmup) : quick ? 500 : STANDARD.warmupMs,
@@ -93,8 +99,10 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
     fanOut: !values['no-fanout'],
     write: values['no-write'] ? false : (values.write ?? standard),
     standard,
+    ...(values.baseline ? { baseline: values.baseline } : {}),
     serverNodeArgs: values.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(values.profile)}`] : [],
   };
+  if (options.servers.includes('capsync-baseline') && !options.baseline) throw new RangeError('capsync-baseline needs --baseline <git-ref>');
   if (options.clients < 2) throw new RangeError('--clients must be at least 2 (one sender, one receiver)');
   return options;
 }

@@ -118,6 +118,7 @@ function summary(r: Report): string {
       }
     }
   }
+  if (servers.includes('capsync-baseline')) rows.push(...baselineRows(r));
   for (const m of r.memory.filter((x) => CAPSYNC.includes(x.server))) {
     const kib = m.rssPerConnection / 1024;
     rows.push([
@@ -133,6 +134,45 @@ function summary(r: Report): string {
       : `\n\nCaution: ${disturbed.length} level(s) still ran while other processes used more than ${INTERFERENCE_CPU_PCT} % of a core ` +
         `(${disturbed.map((l) => `${l.server} ${l.offered}/s: ${l.otherCpuPct.toFixed(0)} %`).join(', ')}); their numbers are pessimistic.`;
   return table(['Target', 'Measured', 'Met'], rows) + note;
+}
+
+/**
+ * capsync now against capsync at the --baseline commit, measured in the same run: server CPU per
+ * delivered update (geometric mean of the per-level ratios over levels both sustained), p99 at
+ * the comparison level, sustained load and idle memory. Ratios are now / baseline: below 1 is
+ * better now. The machine is shared and noisy: read a few percent either way as noise.
+ */
+function baselineRows(r: Report): string[][] {
+  const now = 'capsync-sqlite';
+  const base = 'capsync-baseline';
+  const rows: string[][] = [];
+  const find = (server: ServerKind, offered: number): MeasuredLevel | undefined => r.levels.find((l) => l.server === server && l.offered === offered);
+  const sustainedOk = (l: MeasuredLevel | undefined): l is MeasuredLevel =>
+    l !== undefined && l.p99Ms <= SUSTAINED_P99_MS && l.deliveredPct >= SUSTAINED_DELIVERED_PCT && Number.isFinite(l.serverCpuPct) && l.deliveredPerSec > 0;
+  const cpuRatios: string[] = [];
+  let logSum = 0;
+  let n = 0;
+  for (const offered of r.options.levels) {
+    const a = find(now, offered);
+    const b = find(base, offered);
+    if (!sustainedOk(a) || !sustainedOk(b)) continue;
+    const ratioAt = a.serverCpuPct / a.deliveredPerSec / (b.serverCpuPct / b.deliveredPerSec);
+    cpuRatios.push(`${offered}/s: ${ratioAt.toFixed(2)}`);
+    logSum += Math.log(ratioAt);
+    n++;
+  }
+  if (n > 0) rows.push([`${now}/${base}: server CPU per delivered update (geometric mean)`, `${Math.exp(logSum / n).toFixed(2)} (${cpuRatios.join(', ')})`, '']);
+  const at = TARGETS.p99CompareAt;
+  const a = find(now, at);
+  const b = find(base, at);
+  if (a && b) rows.push([`${now}/${base}: p99 at ${at}/s`, `${ms(a.p99Ms)} / ${ms(b.p99Ms)} = ${(a.p99Ms / b.p99Ms).toFixed(2)}`, '']);
+  const sa = sustainedLoad(r.levels, now);
+  const sb = sustainedLoad(r.levels, base);
+  if (sa !== null && sb !== null) rows.push([`${now}/${base}: highest sustained load`, `${sa} / ${sb} = ${(sa / sb).toFixed(2)}${sa === sb && sa === Math.max(...r.options.levels) ? ' (both at the top level)' : ''}`, '']);
+  const ma = r.memory.find((m) => m.server === now);
+  const mb = r.memory.find((m) => m.server === base);
+  if (ma && mb) rows.push([`${now}/${base}: RSS per idle connection`, `${(ma.rssPerConnection / 1024).toFixed(1)} / ${(mb.rssPerConnection / 1024).toFixed(1)} KB = ${(ma.rssPerConnection / mb.rssPerConnection).toFixed(2)}`, '']);
+  return rows;
 }
 
 /**

@@ -9,6 +9,7 @@
  *   (a bounded number of times per run) and the cleaner attempt is kept.
  * - The level the targets compare p99 at is run `repeats` times; the run with the median p99
  *   is reported, with all the p99s.
+ * - Servers take turns at each level, so slow drifts in the machine's load affect them alike.
  */
 import { runFanOutLevel, type LevelResult } from './fan-out.js';
 import type { BenchOptions } from './options.js';
@@ -61,8 +62,10 @@ export async function runFanOut(o: BenchOptions, report: (level: MeasuredLevel) 
   };
 
   const levels: MeasuredLevel[] = [];
-  for (const kind of o.servers) {
-    for (const rate of o.levels) {
+  // Servers alternate within each level (not one server's levels after another's), so a
+  // stretch of noise on the shared machine hits them alike and their ratios stay fair.
+  for (const rate of o.levels) {
+    for (const kind of o.servers) {
       const runs = rate === TARGETS.p99CompareAt ? o.repeats : 1;
       const attempts: { result: LevelResult; retried: number }[] = [];
       for (let i = 0; i < runs; i++) attempts.push(await runClean(kind, rate));

@@ -10,12 +10,13 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ControlReply, ControlRequest } from './control.js';
 
-export const SERVER_KINDS = ['capsync-sqlite', 'capsync-memory', 'reference', 'raw-ws'] as const;
+export const SERVER_KINDS = ['capsync-sqlite', 'capsync-baseline', 'capsync-memory', 'reference', 'raw-ws'] as const;
 export type ServerKind = (typeof SERVER_KINDS)[number];
 
 /** How each server kind is described in the results. */
 export const SERVER_LABELS: Record<ServerKind, string> = {
   'capsync-sqlite': 'capsync (sqlite, fsync per commit)',
+  'capsync-baseline': 'capsync at the --baseline commit (sqlite, fsync per commit)',
   'capsync-memory': 'capsync (memory)',
   reference: '@y/websocket-server 0.1.1',
   'raw-ws': 'raw ws broadcast',
@@ -32,6 +33,15 @@ const REQUEST_TIMEOUT_MS = 10_000;
  */
 const STOP_TIMEOUT_MS = 5_000;
 const PROFILED_STOP_TIMEOUT_MS = 120_000;
+
+/** Root of the checkout `capsync-baseline` runs from (see baseline-checkout.ts). */
+let baselineRoot: string | null = null;
+
+/** Where the `capsync-baseline` server kind runs from: a checkout of another commit. */
+export function useBaseline(root: string, label: string): void {
+  baselineRoot = root;
+  SERVER_LABELS['capsync-baseline'] = label;
+}
 
 const running = new Set<ChildProcess>();
 let exitHookInstalled = false;
@@ -85,10 +95,13 @@ export class ServerProcess {
    */
   static async start(kind: ServerKind, nodeArgs: string[] = []): Promise<ServerProcess> {
     installExitHook();
-    const tempDir = kind === 'capsync-sqlite' ? fs.mkdtempSync(path.join(os.tmpdir(), 'capsync-bench-')) : null;
+    const tempDir = kind === 'capsync-sqlite' || kind === 'capsync-baseline' ? fs.mkdtempSync(path.join(os.tmpdir(), 'capsync-bench-')) : null;
     const [entry, ...args] = entrypoint(kind, tempDir);
-    const child = fork(path.join(here, 'servers', entry!), args, {
-      cwd: benchDir,
+    if (kind === 'capsync-baseline' && !baselineRoot) throw new Error('capsync-baseline needs --baseline <git-ref>');
+    // The baseline runs the same entry point from its own checkout, with its own packages.
+    const fromDir = kind === 'capsync-baseline' ? path.join(baselineRoot!, 'bench') : benchDir;
+    const child = fork(path.join(fromDir, 'src', 'servers', entry!), args, {
+      cwd: fromDir,
       execArgv: ['--conditions=source', '--import', 'tsx', '--expose-gc', ...nodeArgs],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
@@ -184,6 +197,7 @@ export class ServerProcess {
 function entrypoint(kind: ServerKind, tempDir: string | null): string[] {
   switch (kind) {
     case 'capsync-sqlite':
+    case 'capsync-baseline':
       return ['capsync.ts', 'sqlite', tempDir!];
     case 'capsync-memory':
       return ['capsync.ts', 'memory'];
