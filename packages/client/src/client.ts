@@ -90,6 +90,9 @@ export function createClient(options: ClientOptions): CapsyncClient {
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 10_000,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 5_000,
       backoff: { baseMs: options.reconnect?.baseMs ?? 500, maxMs: options.reconnect?.maxMs ?? 15_000 },
+      // One per client, on its lock and document links: its leases (and fenced writes under
+      // them) are this client's on a relay without a token `sub` (see README, Locks).
+      ownerKey: randomOwnerKey(),
     },
     crossTab: options.crossTab ?? inBrowser,
     connect: options.connect ?? true,
@@ -162,6 +165,18 @@ function resolveStorage(storage: ClientOptions['storage']): StorageAdapter {
   const hasIndexedDb = typeof (globalThis as { indexedDB?: unknown }).indexedDB !== 'undefined';
   if (storage === 'memory' || (storage === undefined && !hasIndexedDb)) return new MemoryStorage();
   return new IndexedDbStorage();
+}
+
+/**
+ * A fresh lock owner key: 128 random bits, base64url (22 characters). A secret: whoever knows
+ * it may renew and release this client's leases on a relay without auth.
+ */
+function randomOwnerKey(): string {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
 }
 
 function randomId(): string {

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { CapsyncError, LeaseLostError, LockTimeoutError, StaleTokenError, UnavailableError } from '@capsync/core';
 import type { IKeyValue, ITxnResponse, Watcher } from 'etcd3';
 import type { Logger } from '../logger.js';
-import type { AcquireRequest, LockBackend, LockBackendEvents, LockGrant } from './lock-backend.js';
+import { notOwner, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
 import { EtcdCalls, shuttingDown } from './etcd-fault-handling.js';
 
 export interface EtcdLockBackendOptions {
@@ -80,7 +80,7 @@ interface KeyState {
 
 type Attempt =
   | { granted: true; token: number; leaseId: string; leaseTtlS: number; started: number }
-  | { granted: false; revision: number; holderToken: number };
+  | { granted: false; revision: number };
 
 /**
  * The lock authority on an etcd cluster: several relays share it, and a relay that dies
@@ -151,7 +151,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     if (request.signal?.aborted) return Promise.reject(withdrawn());
     const st = this.state(request.key);
     if (request.waitMs <= 0 && (st.holder || st.waiters.length > 0)) {
-      return Promise.reject(this.busy(request.key, st.holder?.token, 0));
+      return Promise.reject(this.busy(request.key, 0));
     }
     return new Promise<LockGrant>((resolve, reject) => {
       const waiter: Waiter = {
@@ -174,7 +174,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     });
   }
 
-  async renew(key: string, token: number, ttlMs: number): Promise<LockGrant> {
+  async renew(key: string, token: number, ttlMs: number, owner: string): Promise<LockGrant> {
     if (this.closed) throw shuttingDown();
     const started = performance.now();
     const deadline = started + this.opTimeoutMs;
@@ -182,6 +182,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     const holder = st?.holder;
     // Only the relay that holds a lease keeps it alive, so only it can extend it.
     if (!st || !holder || holder.token !== token || started >= holder.expiresAt) throw lost(key, token);
+    if (holder.owner !== owner) throw notOwner(key);
     const wantTtlS = etcdTtlSeconds(ttlMs);
     if (wantTtlS > holder.leaseTtlS) {
       // The etcd lease must outlast the new deadline even if no keepalive gets through: move
@@ -208,13 +209,14 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     return { key, token, ttlMs };
   }
 
-  async release(key: string, token: number): Promise<void> {
+  async release(key: string, token: number, owner: string): Promise<void> {
     if (this.closed) throw shuttingDown();
     const deadline = performance.now() + this.opTimeoutMs;
     const st = this.keys.get(key);
     const holder = st?.holder;
     if (st && holder && holder.token === token) {
       if (performance.now() >= holder.expiresAt) throw lost(key, token);
+      if (holder.owner !== owner) throw notOwner(key);
       // Ended here whatever etcd answers: if the revoke does not get through, the etcd lease
       // is no longer kept alive and runs out by itself.
       this.endLocally(st, holder);
@@ -231,22 +233,30 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     }
     if (st && token <= st.lastLocal) throw lost(key, token);
     // Not a lease of this relay (another relay's, or this relay's before a restart): end it in
-    // etcd if it is still current there.
+    // etcd if it is still current there and its owner's (the key's value is the owner).
     const res = await this.etcd.call(`releasing "${key}"`, deadline, (options) =>
       this.etcd.client.kv.txn(
         {
-          compare: [{ key: this.lockKey(key), target: 'Create', result: 'Equal', create_revision: token }],
+          compare: [
+            { key: this.lockKey(key), target: 'Create', result: 'Equal', create_revision: token },
+            { key: this.lockKey(key), target: 'Value', result: 'Equal', value: Buffer.from(owner) },
+          ],
           success: [{ request_delete_range: { key: this.lockKey(key), prev_kv: true } }],
+          failure: [{ request_range: { key: this.lockKey(key) } }],
         },
         options,
       ),
     );
-    if (!res.succeeded) throw lost(key, token);
+    if (!res.succeeded) {
+      const kv = res.responses[0]?.response_range.kvs[0];
+      if (kv && Number(kv.create_revision) === token) throw notOwner(key);
+      throw lost(key, token);
+    }
     const prevLease = res.responses[0]?.response_delete_range.prev_kvs[0]?.lease;
     if (prevLease && prevLease !== '0') void this.etcd.revoke(prevLease, performance.now() + this.opTimeoutMs, 'revoking a released lease').catch(() => {});
   }
 
-  async check(key: string, token: number): Promise<void> {
+  async check(key: string, token: number, owner: string): Promise<void> {
     if (this.closed) throw shuttingDown();
     const deadline = performance.now() + this.opTimeoutMs;
     // One read-only transaction: both keys at one revision, linearizable (quorum) since
@@ -263,6 +273,8 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     const last = res.responses[1]?.response_range.kvs[0];
     const current = lock ? Number(lock.create_revision) : 0;
     if (current === token) {
+      // The key's value is the identity that acquired it, whichever relay granted it.
+      if (lock!.value.toString() !== owner) throw notOwner(key);
       const st = this.keys.get(key);
       // A lease of this relay is live until its local deadline: etcd may keep the key a little
       // longer (until the revoke lands, or its TTL if etcd is out of reach then).
@@ -275,7 +287,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
       return;
     }
     const newest = Math.max(current, last ? Number(last.mod_revision) : 0);
-    if (newest > token) throw new StaleTokenError(`token ${token} for "${key}" is stale: ${newest} was granted since`);
+    if (newest > token) throw new StaleTokenError(`token ${token} for "${key}" is stale: a newer lease was granted since`);
     throw lost(key, token);
   }
 
@@ -324,7 +336,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     if (st.holder) {
       if (head.timedOut) {
         this.dropWaiter(st, head);
-        head.reject(this.busy(key, st.holder.token, head.request.waitMs));
+        head.reject(this.busy(key, head.request.waitMs));
         this.pump(key, st);
       }
       return;
@@ -354,7 +366,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
         }
         if (waiting && head.timedOut) {
           this.dropWaiter(st, head);
-          head.reject(this.busy(key, outcome.holderToken, head.request.waitMs));
+          head.reject(this.busy(key, head.request.waitMs));
           this.pump(key, st);
           return;
         }
@@ -417,7 +429,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     // A retry after an attempt whose answer was lost finds the key on our own lease: ours.
     if (holder && holder.lease === leaseId) return { granted: true, token: Number(holder.create_revision), leaseId, leaseTtlS, started };
     void this.etcd.revoke(leaseId, performance.now() + this.opTimeoutMs, `dropping an unused lease for "${key}"`).catch(() => {});
-    return { granted: false, revision: Number(res.header.revision), holderToken: holder ? Number(holder.create_revision) : 0 };
+    return { granted: false, revision: Number(res.header.revision) };
   }
 
   /** `waitMs` passed: the head waiter gets one last attempt (it may be in flight), others give up. */
@@ -428,7 +440,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
       return;
     }
     this.dropWaiter(st, waiter);
-    waiter.reject(this.busy(key, st.holder?.token, waiter.request.waitMs));
+    waiter.reject(this.busy(key, waiter.request.waitMs));
   }
 
   private kick(key: string, st: KeyState): void {
@@ -470,9 +482,9 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     waiter.request.signal?.removeEventListener('abort', waiter.onAbort);
   }
 
-  private busy(key: string, token: number | undefined, waitedMs: number): LockTimeoutError {
-    const by = token ? ` (held with token ${token})` : '';
-    return new LockTimeoutError(`lock "${key}" is held${by}; waited ${waitedMs} ms`);
+  private busy(key: string, waitedMs: number): LockTimeoutError {
+    // Never the holder's token: it is not the asker's to know.
+    return new LockTimeoutError(`lock "${key}" is held; waited ${waitedMs} ms`);
   }
 
   // ---- holding ----
