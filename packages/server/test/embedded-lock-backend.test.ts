@@ -111,6 +111,50 @@ describe('EmbeddedLockBackend', () => {
     }
   });
 
+  it('a lease is its owner\'s: another owner\'s renew, release and check are refused not-owner and change nothing, also after a restart; no message names the token', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'capsync-locks-'));
+    try {
+      const file = path.join(dir, 'capsync.db');
+      let store = new SqliteDocStore(file);
+      let b = await open(store.locks);
+      const alice = await b.acquire({ key: 'stock', ttlMs: 60_000, waitMs: 0, owner: 'sub:alice' });
+      const refusals: Error[] = [];
+      const refused = async (p: Promise<unknown>) => {
+        const err = await p.then(() => null, (e: Error) => e);
+        if (err) refusals.push(err);
+        return err && isCapsyncError(err) ? err.code : 'ok';
+      };
+      const tryAll = async (backend: EmbeddedLockBackend) => {
+        expect(await refused(backend.renew('stock', alice.token, 3_600_000, 'sub:bob'))).toBe('not-owner');
+        expect(await refused(backend.release('stock', alice.token, 'sub:bob'))).toBe('not-owner');
+        expect(await refused(backend.check('stock', alice.token, 'sub:bob'))).toBe('not-owner');
+        expect(await refused(backend.acquire({ key: 'stock', ttlMs: 1_000, waitMs: 0, owner: 'sub:bob' }))).toBe('lock-timeout');
+        // Nothing changed: still alice's, at its deadline.
+        expect(await refused(backend.check('stock', alice.token, 'sub:alice'))).toBe('ok');
+      };
+      await tryAll(b);
+      await b.close();
+      await store.close();
+
+      // The owner is persisted with the lease.
+      store = new SqliteDocStore(file);
+      b = await open(store.locks);
+      await tryAll(b);
+      await b.renew('stock', alice.token, 60_000, 'sub:alice');
+      await b.release('stock', alice.token, 'sub:alice');
+      const bob = await b.acquire({ key: 'stock', ttlMs: 60_000, waitMs: 0, owner: 'sub:bob' });
+      // A stale token's refusal does not name the newer one.
+      for (const err of refusals) expect(err.message).not.toMatch(new RegExp(`\\b${alice.token}\\b`));
+      const stale = await b.check('stock', alice.token, 'sub:alice').then(() => null, (e: Error) => e);
+      expect(stale).toMatchObject({ code: 'stale-token' });
+      expect(stale!.message).not.toMatch(new RegExp(`\\b${bob.token}\\b`));
+      await b.close();
+      await store.close();
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('forgets idle keys (memory stays bounded) and still never reuses a token', async () => {
     const b = await open();
     for (let i = 0; i < 1_000; i++) {

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import * as jose from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LeaseLostError, LockTimeoutError, StaleTokenError, UnavailableError, isCapsyncError } from '@capsync/core';
-import { relayCredential } from '../src/auth/relay-credential.js';
+import { RELAY_CLAIM, relayCredential } from '../src/auth/relay-credential.js';
 import { createRelay, type RelayHandle } from '../src/create-relay.js';
 import { ForwardingLockBackend, type ForwardingLockBackendOptions } from '../src/locks/forwarding-backend.js';
 import type { AcquireRequest, LockBackend } from '../src/locks/lock-backend.js';
@@ -280,10 +280,11 @@ describe('ForwardingLockBackend', () => {
     const { calls, acquires } = spy(direct);
     const key = new TextEncoder().encode(secret);
     let minted = 0;
-    // Credentials that live 3 to 4 s (exp is in whole seconds): rotated after about three quarters.
+    // Relay credentials (the authority acts for the identities they name) that live 3 to 4 s
+    // (exp is in whole seconds): rotated after about three quarters.
     const token = async () => {
       minted++;
-      return new jose.SignJWT({ docs: { '*': 'write' } })
+      return new jose.SignJWT({ docs: { '*': 'write' }, [RELAY_CLAIM]: true })
         .setProtectedHeader({ alg: 'HS256' })
         .setExpirationTime(Math.floor(Date.now() / 1000) + 4)
         .sign(key);
