@@ -101,13 +101,13 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
     const started = performance.now();
     const st = this.keys.get(key);
     const holder = st?.holder;
-    if (!st || !holder || holder.token !== token || started >= holder.expiresAt) throw lost(key, token);
+    if (!st || !holder || holder.token !== token || started >= holder.expiresAt) throw lost(key);
     if (holder.owner !== owner) throw notOwner(key);
     await this.store.renew(key, token, Date.now() + ttlMs).catch((err: unknown) => {
       throw new UnavailableError(`lock store failed: ${(err as Error).message}`, { cause: err });
     });
     // The lease may have run out while the renewal was being committed.
-    if (st.holder !== holder || performance.now() >= holder.expiresAt) throw lost(key, token);
+    if (st.holder !== holder || performance.now() >= holder.expiresAt) throw lost(key);
     holder.expiresAt = started + ttlMs;
     this.armExpiry(key, st, holder);
     return { key, token, ttlMs };
@@ -116,7 +116,7 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
   async release(key: string, token: number, owner: string): Promise<void> {
     const st = this.keys.get(key);
     const holder = st?.holder;
-    if (!st || !holder || holder.token !== token || performance.now() >= holder.expiresAt) throw lost(key, token);
+    if (!st || !holder || holder.token !== token || performance.now() >= holder.expiresAt) throw lost(key);
     if (holder.owner !== owner) throw notOwner(key);
     clearTimeout(holder.timer);
     st.holder = null;
@@ -236,11 +236,12 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
 
   /** Why a fenced write with `token` may not proceed: a newer token exists, or the lease is gone. */
   private notHeld(key: string, token: number, st: KeyState | undefined): CapsyncError {
-    if (st && token < st.lastToken) return new StaleTokenError(`token ${token} for "${key}" is stale: a newer lease was granted since`);
-    return lost(key, token);
+    if (st && token < st.lastToken) return new StaleTokenError(`the token given for "${key}" is stale: a newer lease was granted since`);
+    return lost(key);
   }
 }
 
-function lost(key: string, token: number): LeaseLostError {
-  return new LeaseLostError(`no current lease on "${key}" with token ${token}`);
+function lost(key: string): LeaseLostError {
+  // The token is not repeated: a refusal tells nothing about any token (the asker's included).
+  return new LeaseLostError(`no current lease on "${key}" under the token given`);
 }

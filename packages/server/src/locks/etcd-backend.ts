@@ -181,7 +181,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     const st = this.keys.get(key);
     const holder = st?.holder;
     // Only the relay that holds a lease keeps it alive, so only it can extend it.
-    if (!st || !holder || holder.token !== token || started >= holder.expiresAt) throw lost(key, token);
+    if (!st || !holder || holder.token !== token || started >= holder.expiresAt) throw lost(key);
     if (holder.owner !== owner) throw notOwner(key);
     const wantTtlS = etcdTtlSeconds(ttlMs);
     if (wantTtlS > holder.leaseTtlS) {
@@ -199,11 +199,11 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
       if (ttl <= 0 || !kv || Number(kv.create_revision) !== token) {
         // etcd no longer has the lease (it ran out there) or the key: the lease is over.
         if (st.holder === holder) this.expire(key, st, holder, 'gone from etcd');
-        throw lost(key, token);
+        throw lost(key);
       }
     }
     // The lease may have run out (or been released) while etcd was answering.
-    if (st.holder !== holder || performance.now() >= holder.expiresAt) throw lost(key, token);
+    if (st.holder !== holder || performance.now() >= holder.expiresAt) throw lost(key);
     holder.expiresAt = started + ttlMs;
     this.armExpiry(key, st, holder);
     return { key, token, ttlMs };
@@ -215,7 +215,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     const st = this.keys.get(key);
     const holder = st?.holder;
     if (st && holder && holder.token === token) {
-      if (performance.now() >= holder.expiresAt) throw lost(key, token);
+      if (performance.now() >= holder.expiresAt) throw lost(key);
       if (holder.owner !== owner) throw notOwner(key);
       // Ended here whatever etcd answers: if the revoke does not get through, the etcd lease
       // is no longer kept alive and runs out by itself.
@@ -225,13 +225,13 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
         // the key if it is still this grant's, in one round, and a retry after an unanswered
         // attempt is harmless.
         const revoked = await this.etcd.revoke(holder.leaseId, deadline, `releasing "${key}"`);
-        if (!revoked) throw lost(key, token);
+        if (!revoked) throw lost(key);
       } finally {
         this.pump(key, st);
       }
       return;
     }
-    if (st && token <= st.lastLocal) throw lost(key, token);
+    if (st && token <= st.lastLocal) throw lost(key);
     // Not a lease of this relay (another relay's, or this relay's before a restart): end it in
     // etcd if it is still current there and its owner's (the key's value is the owner).
     const res = await this.etcd.call(`releasing "${key}"`, deadline, (options) =>
@@ -250,7 +250,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     if (!res.succeeded) {
       const kv = res.responses[0]?.response_range.kvs[0];
       if (kv && Number(kv.create_revision) === token) throw notOwner(key);
-      throw lost(key, token);
+      throw lost(key);
     }
     const prevLease = res.responses[0]?.response_delete_range.prev_kvs[0]?.lease;
     if (prevLease && prevLease !== '0') void this.etcd.revoke(prevLease, performance.now() + this.opTimeoutMs, 'revoking a released lease').catch(() => {});
@@ -280,15 +280,15 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
       // longer (until the revoke lands, or its TTL if etcd is out of reach then).
       if (st?.holder?.token === token) {
         if (performance.now() < st.holder.expiresAt) return;
-        throw lost(key, token);
+        throw lost(key);
       }
-      if (st && token <= st.lastLocal) throw lost(key, token);
+      if (st && token <= st.lastLocal) throw lost(key);
       // Another relay's lease (or this relay's before a restart) lives as long as etcd has its key.
       return;
     }
     const newest = Math.max(current, last ? Number(last.mod_revision) : 0);
-    if (newest > token) throw new StaleTokenError(`token ${token} for "${key}" is stale: a newer lease was granted since`);
-    throw lost(key, token);
+    if (newest > token) throw new StaleTokenError(`the token given for "${key}" is stale: a newer lease was granted since`);
+    throw lost(key);
   }
 
   async close(): Promise<void> {
@@ -588,7 +588,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     if (!res.succeeded || st.holder !== holder) {
       void this.etcd.revoke(newLease, performance.now() + this.opTimeoutMs, `dropping an unused lease for "${key}"`).catch(() => {});
       if (st.holder === holder) this.expire(key, st, holder, 'key gone from etcd');
-      throw lost(key, holder.token);
+      throw lost(key);
     }
     holder.leaseId = newLease;
     holder.leaseTtlS = ttlS;
@@ -619,8 +619,9 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
   }
 }
 
-function lost(key: string, token: number): LeaseLostError {
-  return new LeaseLostError(`no current lease on "${key}" with token ${token}`);
+function lost(key: string): LeaseLostError {
+  // The token is not repeated: a refusal tells nothing about any token (the asker's included).
+  return new LeaseLostError(`no current lease on "${key}" under the token given`);
 }
 
 function withdrawn(): UnavailableError {
