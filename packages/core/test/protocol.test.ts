@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as encoding from 'lib0/encoding';
 import * as Y from 'yjs';
 import * as syncProtocol from 'y-protocols/sync';
-import { ProtocolError, decodeMessage, encodeMessage, type Message } from '@capsync/core';
+import { LimitExceededError, NotOwnerError, ProtocolError, decodeMessage, encodeMessage, errorFromCode, type Message } from '@capsync/core';
 
 const sv = new Uint8Array([1, 2, 3]);
 const samples: Message[] = [
@@ -58,6 +58,13 @@ describe('wire protocol', () => {
     expect(decodeMessage(without)).not.toHaveProperty('owner');
     const cp = encodeMessage({ type: 'cp-set', id: 1, key: 'k', token: 2, json: '1' });
     expect(decodeMessage(cp)).not.toHaveProperty('owner');
+  });
+
+  it('types the lock refusals not-owner and limit-exceeded (with the limit the message names)', () => {
+    expect(errorFromCode('not-owner', 'the lease on "k" belongs to another identity')).toBeInstanceOf(NotOwnerError);
+    const limit = errorFromCode('limit-exceeded', 'max-leases-per-identity (20) reached: release one first');
+    expect(limit).toBeInstanceOf(LimitExceededError);
+    expect((limit as LimitExceededError).limit).toBe('max-leases-per-identity');
   });
 
   it('refuses an unknown lock operation', () => {
