@@ -104,6 +104,10 @@ type Attempt =
  *   relay's deadline.
  * - `check` of a lease granted by another relay trusts etcd: it is current while etcd has its
  *   key (its relay deletes it at its deadline, or etcd at the end of the TTL).
+ * - The lock key's value is the identity that acquired the lease (`AcquireRequest.owner`):
+ *   every relay compares it on release and check (a transaction comparing the value, or the
+ *   value read with the key), and the holding relay on renew, so a lease is its owner's on
+ *   every relay of the mesh.
  * - Waiters: this relay serves its own waiters for a key first come, first served (only the
  *   head of the queue tries to take the key, and it watches the key for its deletion).
  *   Between relays there is no queue: whichever relay's transaction lands first wins.
