@@ -11,7 +11,8 @@ import {
   type CapsyncClient,
   type WebSocketConstructor,
 } from '@capsync/client';
-import { CloseCode, FENCED_MAP, encodeMessage, decodeMessage, type Message } from '@capsync/core';
+import { randomBytes } from 'node:crypto';
+import { CloseCode, FENCED_MAP, OWNER_KEY_PREFIX, encodeMessage, decodeMessage, type Message } from '@capsync/core';
 import { RestartableRelay } from '../support/restartable-relay.js';
 import { codeOf } from '../support/error-code.js';
 import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
@@ -43,7 +44,7 @@ function whenDoc(doc: Y.Doc, check: () => boolean, timeoutMs = 5_000): Promise<v
 }
 
 /** A bare protocol connection, for sending what the client library never would. */
-async function rawConnection(url: string) {
+async function rawConnection(url: string, ownerKey?: string) {
   const ws = new WebSocket(url);
   const inbox: Message[] = [];
   const waiters: { match: (m: Message) => boolean; resolve: (m: Message) => void }[] = [];
@@ -57,7 +58,7 @@ async function rawConnection(url: string) {
     ws.once('open', resolve);
     ws.once('error', reject);
   });
-  ws.send(encodeMessage({ type: 'hello', protocolVersion: 1, capabilities: ['ack', 'error'] }));
+  ws.send(encodeMessage({ type: 'hello', protocolVersion: 1, capabilities: ownerKey ? ['ack', 'error', OWNER_KEY_PREFIX + ownerKey] : ['ack', 'error'] }));
   return {
     send: (msg: Message) => ws.send(encodeMessage(msg)),
     next: (match: (m: Message) => boolean) =>
@@ -198,18 +199,22 @@ describe('fenced writes', () => {
   });
 
   it('the relay itself refuses writes without a current lease (whatever the client claims)', async () => {
-    const a = client(relay.url);
+    // The raw connection is the same client (its owner key): only the lease decides here.
+    const ownerKey = randomBytes(16).toString('base64url');
+    const a = client(relay.url, { ownerKey });
     const lease = await a.locks.acquire('stock/2', { ttlMs: 10_000 });
     const h = await a.open('shop-2');
     await h.cp.set('stock/2', 7, lease);
-    const raw = await rawConnection(`${relay.url}/shop-2`);
-    const cpSet = async (token: number, json = '1') => {
+    const raw = await rawConnection(`${relay.url}/shop-2`, ownerKey);
+    const stranger = await rawConnection(`${relay.url}/shop-2`);
+    const cpSet = async (token: number, json = '1', via = raw) => {
       const id = Math.floor(Math.random() * 1e9);
-      raw.send({ type: 'cp-set', id, key: 'stock/2', token, json });
-      const reply = await raw.next((m) => m.type === 'cp-reply' && m.id === id);
+      via.send({ type: 'cp-set', id, key: 'stock/2', token, json });
+      const reply = await via.next((m) => m.type === 'cp-reply' && m.id === id);
       return reply.type === 'cp-reply' ? reply.code || 'ok' : 'none';
     };
     expect(await cpSet(lease.token + 1)).toBe('lease-lost'); // a token nobody was granted
+    expect(await cpSet(lease.token, '1', stranger)).toBe('not-owner'); // the current token, another identity
     expect(await cpSet(0)).toBe('invalid-lock-request');
     expect(await cpSet(lease.token, 'not json')).toBe('invalid-lock-request');
     await lease.release();
@@ -227,6 +232,7 @@ describe('fenced writes', () => {
     expect(await codeOf(h.cp.set('new-key-is-not-leased', 1, next, { ifRev: 0 }))).toBe('invalid-lock-request');
     await next.release();
     raw.close();
+    stranger.close();
   });
 
   it('closes a connection whose update touches the fenced area (4409), keeps the data and other clients', async () => {

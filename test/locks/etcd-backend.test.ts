@@ -15,6 +15,8 @@ import { FaultProxy } from '../support/fault-proxy.js';
 import { withTimeout } from '../support/wait.js';
 
 /** Timer and event-loop slack allowed on top of a deadline. */
+/** The identity every lease of these tests is acquired for (ownership has a test of its own). */
+const OWNER = 'sub:etcd-test';
 const SLACK_MS = 150;
 /** Short budget for the fault tests, so they run fast. */
 const FAULT_OP_TIMEOUT_MS = 500;
@@ -99,53 +101,53 @@ describeEtcd('etcd lock backend', (etcdPath) => {
     const a = backend();
     const b = backend();
     const t0 = performance.now();
-    const g1 = await a.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: 'a1' });
+    const g1 = await a.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: OWNER });
     const acquireMs = performance.now() - t0;
     expect(g1).toEqual({ key, token: expect.any(Number), ttlMs: 5_000 });
     expect(Number((await etcdKey(key))!.create_revision)).toBe(g1.token);
     // Held: by this relay (answered locally) and by another relay (answered by etcd).
-    expect(await codeOf(a.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: 'a2' }))).toBe('lock-timeout');
-    expect(await codeOf(b.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: 'b1' }))).toBe('lock-timeout');
-    await a.check(key, g1.token);
-    await b.check(key, g1.token);
-    expect(await codeOf(a.check(key, g1.token + 1))).toBe('lease-lost');
-    expect(await codeOf(a.release(key, g1.token + 1))).toBe('lease-lost');
+    expect(await codeOf(a.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: OWNER }))).toBe('lock-timeout');
+    expect(await codeOf(b.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: OWNER }))).toBe('lock-timeout');
+    await a.check(key, g1.token, OWNER);
+    await b.check(key, g1.token, OWNER);
+    expect(await codeOf(a.check(key, g1.token + 1, OWNER))).toBe('lease-lost');
+    expect(await codeOf(a.release(key, g1.token + 1, OWNER))).toBe('lease-lost');
 
     const t1 = performance.now();
-    await a.release(key, g1.token);
+    await a.release(key, g1.token, OWNER);
     const releaseMs = performance.now() - t1;
     console.log(`[etcd] acquire ${acquireMs.toFixed(1)} ms, release ${releaseMs.toFixed(1)} ms`);
     expect(await etcdKey(key)).toBeUndefined();
     // Released, nothing newer: lost, not stale. Releasing twice changes nothing.
-    expect(await codeOf(a.check(key, g1.token))).toBe('lease-lost');
-    expect(await codeOf(a.release(key, g1.token))).toBe('lease-lost');
-    expect(await codeOf(a.renew(key, g1.token, 5_000))).toBe('lease-lost');
+    expect(await codeOf(a.check(key, g1.token, OWNER))).toBe('lease-lost');
+    expect(await codeOf(a.release(key, g1.token, OWNER))).toBe('lease-lost');
+    expect(await codeOf(a.renew(key, g1.token, 5_000, OWNER))).toBe('lease-lost');
 
-    const g2 = await b.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: 'b2' });
+    const g2 = await b.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: OWNER });
     expect(g2.token).toBeGreaterThan(g1.token);
-    expect(await codeOf(a.check(key, g1.token))).toBe('stale-token');
-    expect(await codeOf(a.release(key, g1.token))).toBe('lease-lost');
-    await b.release(key, g2.token);
+    expect(await codeOf(a.check(key, g1.token, OWNER))).toBe('stale-token');
+    expect(await codeOf(a.release(key, g1.token, OWNER))).toBe('lease-lost');
+    await b.release(key, g2.token, OWNER);
     // The lock key is gone, but a token older than the last grant is still stale.
-    expect(await codeOf(b.check(key, g1.token))).toBe('stale-token');
-    expect(await codeOf(b.check(key, g2.token))).toBe('lease-lost');
+    expect(await codeOf(b.check(key, g1.token, OWNER))).toBe('stale-token');
+    expect(await codeOf(b.check(key, g2.token, OWNER))).toBe('lease-lost');
 
     // A restarted relay (a new instance) continues the sequence.
     await a.close();
     const restarted = backend();
-    const g3 = await restarted.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: 'r1' });
+    const g3 = await restarted.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: OWNER });
     expect(g3.token).toBeGreaterThan(g2.token);
-    await restarted.release(key, g3.token);
+    await restarted.release(key, g3.token, OWNER);
 
     // Tokens strictly increase over many grants, whichever relay grants them.
     let last = g3.token;
     const loopStarted = performance.now();
     for (let i = 0; i < 20; i++) {
       const by = i % 2 === 0 ? b : restarted;
-      const g = await by.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: `loop${i}` });
+      const g = await by.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: OWNER });
       expect(g.token).toBeGreaterThan(last);
       last = g.token;
-      await by.release(key, g.token);
+      await by.release(key, g.token, OWNER);
     }
     console.log(`[etcd] acquire+release, warm: ${((performance.now() - loopStarted) / 20).toFixed(1)} ms per pair`);
   });
@@ -154,38 +156,38 @@ describeEtcd('etcd lock backend', (etcdPath) => {
     const key = freshKey('wait');
     const a = backend();
     const b = backend();
-    const g1 = await a.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: 'holder' });
+    const g1 = await a.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: OWNER });
     const order: string[] = [];
-    const w1 = a.acquire({ key, ttlMs: 5_000, waitMs: 5_000, owner: 'w1' }).then((g) => (order.push('w1'), g));
-    const w2 = a.acquire({ key, ttlMs: 5_000, waitMs: 5_000, owner: 'w2' }).then((g) => (order.push('w2'), g));
+    const w1 = a.acquire({ key, ttlMs: 5_000, waitMs: 5_000, owner: OWNER }).then((g) => (order.push('w1'), g));
+    const w2 = a.acquire({ key, ttlMs: 5_000, waitMs: 5_000, owner: OWNER }).then((g) => (order.push('w2'), g));
     const released = performance.now();
-    await a.release(key, g1.token);
+    await a.release(key, g1.token, OWNER);
     const g2 = await w1;
     console.log(`[etcd] local waiter granted ${(performance.now() - released).toFixed(1)} ms after the release`);
     expect(g2.token).toBeGreaterThan(g1.token);
     expect(order).toEqual(['w1']);
-    await a.release(key, g2.token);
+    await a.release(key, g2.token, OWNER);
     const g3 = await w2;
     expect(order).toEqual(['w1', 'w2']);
     expect(g3.token).toBeGreaterThan(g2.token);
 
     // A waiter on another relay learns of the release through its watch.
-    const remote = b.acquire({ key, ttlMs: 5_000, waitMs: 5_000, owner: 'remote' });
+    const remote = b.acquire({ key, ttlMs: 5_000, waitMs: 5_000, owner: OWNER });
     const remoteReleased = performance.now();
-    await a.release(key, g3.token);
+    await a.release(key, g3.token, OWNER);
     const g4 = await remote;
     console.log(`[etcd] waiter on another relay granted ${(performance.now() - remoteReleased).toFixed(1)} ms after the release`);
     expect(g4.token).toBeGreaterThan(g3.token);
-    await b.release(key, g4.token);
+    await b.release(key, g4.token, OWNER);
   });
 
   it('a waiter gets LockTimeoutError once waitMs has passed; an aborted waiter is withdrawn and granted nothing', async () => {
     const key = freshKey('timeout');
     const a = backend();
     const b = backend();
-    const g = await a.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: 'holder' });
+    const g = await a.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: OWNER });
     for (const [who, by] of [['same relay', a], ['other relay', b]] as const) {
-      const r = await outcome(by.acquire({ key, ttlMs: 5_000, waitMs: 300, owner: who }));
+      const r = await outcome(by.acquire({ key, ttlMs: 5_000, waitMs: 300, owner: OWNER }));
       expect(r.code, who).toBe('lock-timeout');
       expect(r.ms, who).toBeGreaterThanOrEqual(299);
       // The other relay asks etcd once more at the end of the wait (a grant or proof it is
@@ -194,10 +196,10 @@ describeEtcd('etcd lock backend', (etcdPath) => {
       console.log(`[etcd] lock-timeout (${who}) after ${r.ms.toFixed(0)} ms for waitMs 300`);
     }
     const abort = new AbortController();
-    const withdrawn = b.acquire({ key, ttlMs: 5_000, waitMs: 5_000, owner: 'aborted', signal: abort.signal });
+    const withdrawn = b.acquire({ key, ttlMs: 5_000, waitMs: 5_000, owner: OWNER, signal: abort.signal });
     abort.abort();
     expect(await codeOf(withdrawn)).toBe('unavailable');
-    await a.release(key, g.token);
+    await a.release(key, g.token, OWNER);
     // Nobody took the key for the withdrawn waiter.
     expect(await etcdKey(key)).toBeUndefined();
   });
@@ -205,11 +207,11 @@ describeEtcd('etcd lock backend', (etcdPath) => {
   it('renew extends the local deadline; a renewal longer than the etcd lease moves the key to a longer lease, same token', async () => {
     const key = freshKey('renew');
     const a = backend();
-    const g = await a.acquire({ key, ttlMs: 1_500, waitMs: 0, owner: 'a' });
+    const g = await a.acquire({ key, ttlMs: 1_500, waitMs: 0, owner: OWNER });
     const leaseId = (await etcdKey(key))!.lease;
     expect(Number((await inspector.leaseClient.leaseTimeToLive({ ID: leaseId })).grantedTTL)).toBe(etcdTtlSeconds(1_500));
 
-    const renewed = await a.renew(key, g.token, 4_500);
+    const renewed = await a.renew(key, g.token, 4_500, OWNER);
     expect(renewed).toEqual({ key, token: g.token, ttlMs: 4_500 });
     const kv = (await etcdKey(key))!;
     expect(Number(kv.create_revision)).toBe(g.token);
@@ -219,21 +221,21 @@ describeEtcd('etcd lock backend', (etcdPath) => {
     await eventually(async () => {
       if (Number((await inspector.leaseClient.leaseTimeToLive({ ID: leaseId })).TTL) !== -1) throw new Error('old lease still there');
     }, 'revoking the previous etcd lease');
-    await a.check(key, g.token);
+    await a.check(key, g.token, OWNER);
 
     // Wrong tokens and other keys are not renewable.
-    expect(await codeOf(a.renew(key, g.token + 1, 1_000))).toBe('lease-lost');
-    expect(await codeOf(a.renew(freshKey('never-held'), g.token, 1_000))).toBe('lease-lost');
+    expect(await codeOf(a.renew(key, g.token + 1, 1_000, OWNER))).toBe('lease-lost');
+    expect(await codeOf(a.renew(freshKey('never-held'), g.token, 1_000, OWNER))).toBe('lease-lost');
     // A renewal with a shorter ttl: a keepalive; the local deadline is now + 300 ms.
     const started = performance.now();
-    await a.renew(key, g.token, 300);
+    await a.renew(key, g.token, 300, OWNER);
     const [key2, token2] = await new Promise<[string, number]>((resolve) => a.once('expired', (k, t) => resolve([k, t])));
     const after = performance.now() - started;
     expect([key2, token2]).toEqual([key, g.token]);
     expect(after).toBeGreaterThanOrEqual(299);
     expect(after).toBeLessThan(300 + SLACK_MS);
-    expect(await codeOf(a.renew(key, g.token, 1_000))).toBe('lease-lost');
-    expect(await codeOf(a.check(key, g.token))).toBe('lease-lost');
+    expect(await codeOf(a.renew(key, g.token, 1_000, OWNER))).toBe('lease-lost');
+    expect(await codeOf(a.check(key, g.token, OWNER))).toBe('lease-lost');
   });
 
   it('an unrenewed lease expires at its local deadline (not the etcd TTL): expired is emitted, another relay gets a larger token', async () => {
@@ -241,9 +243,9 @@ describeEtcd('etcd lock backend', (etcdPath) => {
     const a = backend();
     const b = backend();
     const started = performance.now();
-    const g = await a.acquire({ key, ttlMs: 400, waitMs: 0, owner: 'a' });
+    const g = await a.acquire({ key, ttlMs: 400, waitMs: 0, owner: OWNER });
     const expiredAt = new Promise<number>((resolve) => a.once('expired', () => resolve(performance.now())));
-    const next = await b.acquire({ key, ttlMs: 5_000, waitMs: 5_000, owner: 'b' });
+    const next = await b.acquire({ key, ttlMs: 5_000, waitMs: 5_000, owner: OWNER });
     const grantedAt = performance.now();
     const at = await expiredAt;
     expect(at - started).toBeGreaterThanOrEqual(399);
@@ -252,9 +254,9 @@ describeEtcd('etcd lock backend', (etcdPath) => {
     // Well before etcd's own TTL (2 s) would have freed the key.
     expect(grantedAt - started).toBeLessThan(1_000);
     expect(next.token).toBeGreaterThan(g.token);
-    expect(await codeOf(a.check(key, g.token))).toBe('stale-token');
-    expect(await codeOf(a.release(key, g.token))).toBe('lease-lost');
-    await b.release(key, next.token);
+    expect(await codeOf(a.check(key, g.token, OWNER))).toBe('stale-token');
+    expect(await codeOf(a.release(key, g.token, OWNER))).toBe('lease-lost');
+    await b.release(key, next.token, OWNER);
   });
 
   it('the lease of a relay that went away without releasing runs out in etcd within its TTL; keepalives hold it until then', async () => {
@@ -262,7 +264,7 @@ describeEtcd('etcd lock backend', (etcdPath) => {
     const gone = backend();
     const b = backend();
     // 3.5 s locally, 4 s in etcd: a keepalive (every 4/3 s) must refresh the etcd lease.
-    const g = await gone.acquire({ key, ttlMs: 3_500, waitMs: 0, owner: 'gone' });
+    const g = await gone.acquire({ key, ttlMs: 3_500, waitMs: 0, owner: OWNER });
     const leaseId = (await etcdKey(key))!.lease;
     const ttlOf = async () => Number((await inspector.leaseClient.leaseTimeToLive({ ID: leaseId })).TTL);
     // etcd reports whole seconds left: seeing the TTL go up again means a keepalive landed.
@@ -276,12 +278,12 @@ describeEtcd('etcd lock backend', (etcdPath) => {
     // The relay stops (as if killed): no release, no more keepalives.
     await gone.close();
     const closedAt = performance.now();
-    const next = await b.acquire({ key, ttlMs: 5_000, waitMs: 10_000, owner: 'b' });
+    const next = await b.acquire({ key, ttlMs: 5_000, waitMs: 10_000, owner: OWNER });
     const freedAfter = performance.now() - closedAt;
     console.log(`[etcd] key of a stopped relay freed ${freedAfter.toFixed(0)} ms after it stopped (etcd TTL 4 s)`);
     expect(freedAfter).toBeLessThan(4_000 + 1_500);
     expect(next.token).toBeGreaterThan(g.token);
-    await b.release(key, next.token);
+    await b.release(key, next.token, OWNER);
   });
 
   for (const mode of ['hold', 'reset'] as const) {
@@ -291,20 +293,20 @@ describeEtcd('etcd lock backend', (etcdPath) => {
       const b = backend();
       const held = freshKey(`part-${mode}-held`);
       const free = freshKey(`part-${mode}-free`);
-      const g = await a.acquire({ key: held, ttlMs: 1_000, waitMs: 0, owner: 'a' });
+      const g = await a.acquire({ key: held, ttlMs: 1_000, waitMs: 0, owner: OWNER });
       const expired = new Promise<number>((resolve) => a.once('expired', () => resolve(performance.now())));
       const cutAt = performance.now();
       proxy.setMode(mode);
 
       const results = {
-        acquire: await outcome(a.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: 'a' })),
-        renew: await outcome(a.renew(held, g.token, 1_000)),
-        check: await outcome(a.check(held, g.token)),
-        'acquire (waiting)': await outcome(a.acquire({ key: free, ttlMs: 5_000, waitMs: 200, owner: 'a' })),
+        acquire: await outcome(a.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: OWNER })),
+        renew: await outcome(a.renew(held, g.token, 1_000, OWNER)),
+        check: await outcome(a.check(held, g.token, OWNER)),
+        'acquire (waiting)': await outcome(a.acquire({ key: free, ttlMs: 5_000, waitMs: 200, owner: OWNER })),
       };
       const concurrent = await Promise.all([
-        outcome(a.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: 'a' })),
-        outcome(a.check(held, g.token)),
+        outcome(a.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: OWNER })),
+        outcome(a.check(held, g.token, OWNER)),
       ]);
       for (const [op, r] of Object.entries(results)) {
         expect(r.code, op).toBe('unavailable');
@@ -321,24 +323,24 @@ describeEtcd('etcd lock backend', (etcdPath) => {
       );
       // The local deadline holds without etcd: the lease ends on time.
       expect((await expired) - cutAt).toBeLessThan(1_000 + SLACK_MS);
-      const release = await outcome(a.release(held, g.token));
+      const release = await outcome(a.release(held, g.token, OWNER));
       expect(release.code).toBe('lease-lost');
 
       // Nothing was granted: the other relay (which reaches etcd) finds the key free.
       expect(await etcdKey(free)).toBeUndefined();
-      const other = await b.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: 'b' });
-      await b.release(free, other.token);
+      const other = await b.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: OWNER });
+      await b.release(free, other.token, OWNER);
 
       // Healed: the same relay works again.
       proxy.setMode('pass');
       const healedAt = performance.now();
       // Ended here, so not current, whatever etcd still has until the revoke or its TTL.
-      expect(await eventually(() => codeOf(a.check(held, g.token)).then((c) => (c === 'unavailable' ? Promise.reject(new Error(c)) : c)), 'checking after healing')).toBe('lease-lost');
-      const again = await eventually(() => a.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: 'a' }), 'acquiring after the partition healed');
+      expect(await eventually(() => codeOf(a.check(held, g.token, OWNER)).then((c) => (c === 'unavailable' ? Promise.reject(new Error(c)) : c)), 'checking after healing')).toBe('lease-lost');
+      const again = await eventually(() => a.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: OWNER }), 'acquiring after the partition healed');
       console.log(`[etcd] ${mode}: first grant ${(performance.now() - healedAt).toFixed(0)} ms after healing`);
       expect(again.token).toBeGreaterThan(other.token);
-      await a.check(free, again.token);
-      await a.release(free, again.token);
+      await a.check(free, again.token, OWNER);
+      await a.release(free, again.token, OWNER);
       // The partitioned holder's lease ran out in etcd too (the relay's revoke or the etcd TTL).
       await eventually(async () => {
         if (await etcdKey(held)) throw new Error('still there');
@@ -351,15 +353,15 @@ describeEtcd('etcd lock backend', (etcdPath) => {
     const a = backend({ endpoints: [proxyUrl(proxy)], opTimeoutMs: FAULT_OP_TIMEOUT_MS });
     const b = backend();
     const key = freshKey('release-cut');
-    const g = await a.acquire({ key, ttlMs: 2_000, waitMs: 0, owner: 'a' });
+    const g = await a.acquire({ key, ttlMs: 2_000, waitMs: 0, owner: OWNER });
     proxy.setMode('hold');
-    const r = await outcome(a.release(key, g.token));
+    const r = await outcome(a.release(key, g.token, OWNER));
     expect(r.code).toBe('unavailable');
     expect(r.ms).toBeLessThan(FAULT_OP_TIMEOUT_MS + SLACK_MS);
     // No longer kept alive: etcd frees the key within its TTL (2 s).
-    const next = await b.acquire({ key, ttlMs: 1_000, waitMs: 5_000, owner: 'b' });
+    const next = await b.acquire({ key, ttlMs: 1_000, waitMs: 5_000, owner: OWNER });
     expect(next.token).toBeGreaterThan(g.token);
-    await b.release(key, next.token);
+    await b.release(key, next.token, OWNER);
   });
 
   it('a relay that reaches only a minority (two members frozen) answers unavailable within the deadline and grants nothing; it recovers', async () => {
@@ -367,14 +369,14 @@ describeEtcd('etcd lock backend', (etcdPath) => {
     const a = backend({ endpoints: [m1.clientUrl], opTimeoutMs: FAULT_OP_TIMEOUT_MS });
     const held = freshKey('minority-held');
     const free = freshKey('minority-free');
-    const g = await a.acquire({ key: held, ttlMs: 5_000, waitMs: 0, owner: 'a' });
+    const g = await a.acquire({ key: held, ttlMs: 5_000, waitMs: 0, owner: OWNER });
     m2.pause();
     m3.pause();
     try {
       const ops = {
-        acquire: () => a.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: 'a' }),
-        renew: () => a.renew(held, g.token, 5_000),
-        check: () => a.check(held, g.token),
+        acquire: () => a.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: OWNER }),
+        renew: () => a.renew(held, g.token, 5_000, OWNER),
+        check: () => a.check(held, g.token, OWNER),
       };
       // Twice: right after the freeze (m1 may still be leader) and once m1 noticed it is alone.
       for (const round of [1, 2]) {
@@ -384,7 +386,7 @@ describeEtcd('etcd lock backend', (etcdPath) => {
           expect(r.ms, `${op} (round ${round})`).toBeLessThan(FAULT_OP_TIMEOUT_MS + SLACK_MS);
         }
       }
-      const release = await outcome(a.release(held, g.token));
+      const release = await outcome(a.release(held, g.token, OWNER));
       expect(release.code).toBe('unavailable');
       expect(release.ms).toBeLessThan(FAULT_OP_TIMEOUT_MS + SLACK_MS);
     } finally {
@@ -394,18 +396,18 @@ describeEtcd('etcd lock backend', (etcdPath) => {
     await withTimeout(cluster.waitHealthy(), 15_000, 'the cluster to heal');
     // Nothing was granted while m1 was alone.
     expect(await etcdKey(free)).toBeUndefined();
-    const again = await eventually(() => a.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: 'a' }), 'acquiring after the members resumed');
-    await a.release(free, again.token);
+    const again = await eventually(() => a.acquire({ key: free, ttlMs: 5_000, waitMs: 0, owner: OWNER }), 'acquiring after the members resumed');
+    await a.release(free, again.token, OWNER);
   });
 
   it('keeps working with the majority when a member dies, the leader included', async () => {
     const a = backend({ opTimeoutMs: 2_000 });
     const key = freshKey('member-down');
     const roundTrip = async () => {
-      const g = await a.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: 'a' });
-      await a.check(key, g.token);
-      await a.renew(key, g.token, 5_000);
-      await a.release(key, g.token);
+      const g = await a.acquire({ key, ttlMs: 5_000, waitMs: 0, owner: OWNER });
+      await a.check(key, g.token, OWNER);
+      await a.renew(key, g.token, 5_000, OWNER);
+      await a.release(key, g.token, OWNER);
       return g.token;
     };
     let last = await roundTrip();

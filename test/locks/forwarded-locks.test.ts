@@ -8,12 +8,13 @@
  * credential, and a relay with the wrong secret is refused. Then with real processes: the CLI
  * flag, and A killed and restarted under F; and the seeded nemesis run through F.
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type CapsyncClient, type ClientOptions, type Lease, type WebSocketConstructor } from '@capsync/client';
-import { decodeMessage, encodeMessage, isCapsyncError, type Message } from '@capsync/core';
+import { OWNER_KEY_PREFIX, decodeMessage, encodeMessage, isCapsyncError, type Message } from '@capsync/core';
 import type { AcquireRequest } from '@capsync/server';
 import { TEST_CLIENT_DEFAULTS, nextTurn } from '../support/client-fixture.js';
 import { codeOf } from '../support/error-code.js';
@@ -27,6 +28,8 @@ import { waitForEvent } from '../support/wait.js';
 
 /** F's deadline to reach A; clients allow more, so the relay's answer is what they see. */
 const LOCK_TIMEOUT_MS = 500;
+/** The open relays' shared peer token: the authority acts for the identities a forwarder names only with it. */
+const PEER_TOKEN = 'forwarded-locks-peer-token';
 /** How much later than its deadline an unavailable answer may come (timers, a loaded machine). */
 const MARGIN_MS = 300;
 
@@ -99,7 +102,7 @@ function countAcquires(relay: TestRelay): { calls: EventEmitter; count: () => nu
 }
 
 /** A bare document connection, to send fenced writes the client library would refuse to send. */
-async function rawDoc(url: string) {
+async function rawDoc(url: string, ownerKey?: string) {
   const ws = new WebSocket(url);
   const waiters = new Map<number, (m: Message) => void>();
   ws.on('message', (data: Buffer) => {
@@ -110,7 +113,7 @@ async function rawDoc(url: string) {
     ws.once('open', resolve);
     ws.once('error', reject);
   });
-  ws.send(encodeMessage({ type: 'hello', protocolVersion: 1, capabilities: ['ack', 'error', 'cp'] }));
+  ws.send(encodeMessage({ type: 'hello', protocolVersion: 1, capabilities: ['ack', 'error', 'cp', ...(ownerKey ? [OWNER_KEY_PREFIX + ownerKey] : [])] }));
   let nextId = 1;
   return {
     cpSet: (key: string, token: number, value: unknown): Promise<string> => {
@@ -135,10 +138,10 @@ describe('two relays, one lock authority', () => {
   let acquires: ReturnType<typeof countAcquires>;
 
   beforeAll(async () => {
-    authority = await startRelay({ lockTimeoutMs: LOCK_TIMEOUT_MS, relayId: 'A' });
+    authority = await startRelay({ lockTimeoutMs: LOCK_TIMEOUT_MS, relayId: 'A', peerToken: PEER_TOKEN });
     acquires = countAcquires(authority);
     proxy = await FaultProxy.start(authority.port);
-    forwarder = await startRelay({ lockAuthority: proxy.url, lockTimeoutMs: LOCK_TIMEOUT_MS, relayId: 'F' });
+    forwarder = await startRelay({ lockAuthority: proxy.url, lockTimeoutMs: LOCK_TIMEOUT_MS, relayId: 'F', peerToken: PEER_TOKEN });
     await whenLinkUp(forwarder);
   });
   afterAll(async () => {
@@ -204,13 +207,17 @@ describe('two relays, one lock authority', () => {
   });
 
   it('cp.set on the forwarding relay is fenced by the authority: a stale or unknown token is refused', async () => {
-    const f = client(forwarder.url);
-    const a = client(authority.url);
+    // The raw connection is client `a` (its owner key), on the other relay.
+    const ownerKey = randomBytes(16).toString('base64url');
+    const f = client(forwarder.url, { ownerKey });
+    const a = client(authority.url, { ownerKey });
     const h = await f.open('forwarded-shop');
     const l1 = await f.locks.acquire('stock/1', { ttlMs: 10_000 });
     await h.cp.set('stock/1', 10, l1);
     expect(h.cp.get('stock/1')).toBe(10);
-    const raw = await rawDoc(`${forwarder.url}/forwarded-shop`);
+    const raw = await rawDoc(`${forwarder.url}/forwarded-shop`, ownerKey);
+    const stranger = await rawDoc(`${forwarder.url}/forwarded-shop`);
+    expect(await stranger.cpSet('stock/1', l1.token, 99)).toBe('not-owner'); // the current token, another identity
     expect(await raw.cpSet('stock/1', l1.token + 1, 99)).toBe('lease-lost'); // a token nobody holds
     await l1.release();
     expect(await raw.cpSet('stock/1', l1.token, 99)).toBe('lease-lost'); // released
@@ -223,6 +230,7 @@ describe('two relays, one lock authority', () => {
     expect(h.cp.entry('stock/1')).toMatchObject({ value: 9, token: l2.token });
     await l2.release();
     raw.close();
+    stranger.close();
   });
 
   for (const mode of ['reset', 'hold'] as const) {
@@ -316,8 +324,8 @@ describe('relay processes: --lock-authority', () => {
   let authority: RestartableRelay;
   let forwarder: RestartableRelay;
   beforeAll(async () => {
-    authority = await RestartableRelay.start(['--lock-timeout-ms', String(LOCK_TIMEOUT_MS)]);
-    forwarder = await RestartableRelay.start(['--lock-authority', authority.url, '--lock-timeout-ms', String(LOCK_TIMEOUT_MS), '--relay-id', 'F']);
+    authority = await RestartableRelay.start(['--lock-timeout-ms', String(LOCK_TIMEOUT_MS), '--peer-token', PEER_TOKEN]);
+    forwarder = await RestartableRelay.start(['--lock-authority', authority.url, '--lock-timeout-ms', String(LOCK_TIMEOUT_MS), '--relay-id', 'F', '--peer-token', PEER_TOKEN]);
   }, 60_000);
   afterAll(async () => {
     await Promise.all(clients.splice(0).map((c) => c.close()));
@@ -366,7 +374,7 @@ describe('relay processes: --lock-authority', () => {
   it('nemesis run through the forwarding relay stays linearizable (1 seed)', async () => {
     const seed = testSeed('lock-nemesis-forwarded');
     // The chaos relay forwards to a second authority process through a proxy the nemesis can cut.
-    const home = await RestartableRelay.start(['--lock-timeout-ms', '600']);
+    const home = await RestartableRelay.start(['--lock-timeout-ms', '600', '--peer-token', PEER_TOKEN]);
     const cut = await FaultProxy.start(Number(new URL(home.httpUrl).port));
     try {
       const result = await runLockChaos({
@@ -378,7 +386,7 @@ describe('relay processes: --lock-authority', () => {
         lockTimeoutMs: 600,
         nemesis: true,
         stallChance: 0.15,
-        relayArgs: ['--lock-authority', cut.url],
+        relayArgs: ['--lock-authority', cut.url, '--peer-token', PEER_TOKEN],
         extraNemeses: [
           {
             name: 'forwarding relay cut off from the authority',

@@ -11,10 +11,14 @@
  */
 import WebSocket from 'ws';
 import { CapsyncError, UnavailableError, createClient, isCapsyncError, type DocHandle, type Lease, type WebSocketConstructor } from '@capsync/client';
-import { decodeMessage, encodeMessage, errorFromCode } from '@capsync/core';
+import { randomBytes } from 'node:crypto';
+import { OWNER_KEY_PREFIX, decodeMessage, encodeMessage, errorFromCode } from '@capsync/core';
 
 const [url, lockTimeout] = process.argv.slice(2);
+/** This worker's lock owner key: its raw connection (cp-set-raw) writes under the client's leases. */
+const ownerKey = randomBytes(16).toString('base64url');
 const client = createClient({
+  ownerKey,
   url: url!,
   storage: 'memory',
   WebSocket: WebSocket as unknown as WebSocketConstructor,
@@ -102,7 +106,7 @@ function rawSocket(name: string): Promise<WebSocket> {
       const ws = new WebSocket(`${url}/${encodeURIComponent(name)}`);
       ws.binaryType = 'nodebuffer';
       ws.on('open', () => {
-        ws.send(encodeMessage({ type: 'hello', protocolVersion: 1, capabilities: ['ack', 'error'] }));
+        ws.send(encodeMessage({ type: 'hello', protocolVersion: 1, capabilities: ['ack', 'error', OWNER_KEY_PREFIX + ownerKey] }));
         resolve(ws);
       });
       ws.on('message', (data: Buffer) => {

@@ -1,4 +1,4 @@
-import { CapsyncError, validateDocName } from '@capsync/core';
+import { CapsyncError, OWNER_KEY_MAX_LENGTH, OWNER_KEY_MIN_LENGTH, validateDocName } from '@capsync/core';
 import { DocHandle, type DocHandleSettings } from './doc-handle.js';
 import { LockClient } from './locks/lock-client.js';
 import { IndexedDbStorage } from './storage/indexeddb-storage.js';
@@ -52,6 +52,14 @@ export interface ClientOptions {
    * before it rejects with UnavailableError (an acquire gets its `waitMs` on top). Default 2 s.
    */
   lockTimeoutMs?: number;
+  /**
+   * The secret that makes this client's leases its own on a relay without a token `sub` (an
+   * open relay): announced on its lock and document connections, so only this client may
+   * renew, release or write under its leases. At least 22 base64url characters (128 bits).
+   * Default: a fresh random key per createClient(). Pass your own to share leases between
+   * clients you control (tabs, a reloaded page); keep it as secret as a token.
+   */
+  ownerKey?: string;
 }
 
 /** The client: opens documents and manages their local replicas. */
@@ -90,6 +98,9 @@ export function createClient(options: ClientOptions): CapsyncClient {
       heartbeatIntervalMs: options.heartbeatIntervalMs ?? 10_000,
       heartbeatTimeoutMs: options.heartbeatTimeoutMs ?? 5_000,
       backoff: { baseMs: options.reconnect?.baseMs ?? 500, maxMs: options.reconnect?.maxMs ?? 15_000 },
+      // One per client, on its lock and document links: its leases (and fenced writes under
+      // them) are this client's on a relay without a token `sub` (see README, Locks).
+      ownerKey: checkedOwnerKey(options.ownerKey) ?? randomOwnerKey(),
     },
     crossTab: options.crossTab ?? inBrowser,
     connect: options.connect ?? true,
@@ -162,6 +173,26 @@ function resolveStorage(storage: ClientOptions['storage']): StorageAdapter {
   const hasIndexedDb = typeof (globalThis as { indexedDB?: unknown }).indexedDB !== 'undefined';
   if (storage === 'memory' || (storage === undefined && !hasIndexedDb)) return new MemoryStorage();
   return new IndexedDbStorage();
+}
+
+/**
+ * A fresh lock owner key: 128 random bits, base64url (22 characters). A secret: whoever knows
+ * it may renew and release this client's leases on a relay without auth.
+ */
+function randomOwnerKey(): string {
+  const bytes = new Uint8Array(16);
+  globalThis.crypto.getRandomValues(bytes);
+  let bin = '';
+  for (const b of bytes) bin += String.fromCharCode(b);
+  return btoa(bin).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+function checkedOwnerKey(key: string | undefined): string | undefined {
+  if (key === undefined) return undefined;
+  if (typeof key !== 'string' || key.length < OWNER_KEY_MIN_LENGTH || key.length > OWNER_KEY_MAX_LENGTH || !/^[A-Za-z0-9_-]+$/.test(key)) {
+    throw new CapsyncError('internal', `ownerKey must be ${OWNER_KEY_MIN_LENGTH} to ${OWNER_KEY_MAX_LENGTH} base64url characters`);
+  }
+  return key;
 }
 
 function randomId(): string {

@@ -177,6 +177,9 @@ export function errorFromCode(code: ErrorCode, message: string): CapsyncError {
       return new ConflictError(message);
     case 'not-owner':
       return new NotOwnerError(message);
+    case 'limit-exceeded':
+      // The wire carries no limit name: relays start the message with it ("max-leases-per-identity ...").
+      return new LimitExceededError(/^max-[a-z-]+/.exec(message)?.[0] ?? '', message);
     case 'unauthorized':
     case 'forbidden':
     case 'read-only':

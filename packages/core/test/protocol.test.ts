@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as encoding from 'lib0/encoding';
 import * as Y from 'yjs';
 import * as syncProtocol from 'y-protocols/sync';
-import { ProtocolError, decodeMessage, encodeMessage, type Message } from '@capsync/core';
+import { LimitExceededError, NotOwnerError, ProtocolError, decodeMessage, encodeMessage, errorFromCode, type Message } from '@capsync/core';
 
 const sv = new Uint8Array([1, 2, 3]);
 const samples: Message[] = [
@@ -21,6 +21,7 @@ const samples: Message[] = [
   { type: 'lock-request', id: 2, op: 'renew', key: 'k', token: 2 ** 40, ttlMs: 10, waitMs: 0 },
   { type: 'lock-request', id: 3, op: 'release', key: 'ключ', token: 9, ttlMs: 0, waitMs: 0 },
   { type: 'lock-request', id: 4, op: 'check', key: 'k', token: 3, ttlMs: 0, waitMs: 0 },
+  { type: 'lock-request', id: 5, op: 'renew', key: 'k', token: 3, ttlMs: 10, waitMs: 0, owner: 'sub:alice' },
   { type: 'quorum-ack', seq: 0 },
   { type: 'quorum-ack', seq: 2 ** 40 },
   { type: 'lock-reply', id: 1, code: '', message: '', token: 17, ttlMs: 5000 },
@@ -28,6 +29,8 @@ const samples: Message[] = [
   { type: 'cp-set', id: 5, key: 'stock/1', token: 3, json: '{"n":1}' },
   { type: 'cp-set', id: 6, key: 'stock/1', token: 3, json: '2', ifRev: 0 },
   { type: 'cp-set', id: 7, key: 'stock/1', token: 3, json: '2', ifRev: 41 },
+  { type: 'cp-set', id: 8, key: 'stock/1', token: 3, json: '2', owner: 'key:abc' },
+  { type: 'cp-set', id: 9, key: 'stock/1', token: 3, json: '2', ifRev: 4, owner: 'conn:x' },
   { type: 'cp-reply', id: 5, code: 'stale-token', message: 'newer wrote' },
 ];
 
@@ -45,6 +48,23 @@ function expectProtocolError(frame: Uint8Array, code: string): void {
 describe('wire protocol', () => {
   it.each(samples.map((m) => [m.type, m] as const))('round-trips %s', (_t, msg) => {
     expect(decodeMessage(encodeMessage(msg))).toEqual(msg);
+  });
+
+  it('decodes lock-request and cp-set frames of peers that do not know the trailing owner field', () => {
+    const without = encodeMessage({ type: 'lock-request', id: 1, op: 'release', key: 'k', token: 2, ttlMs: 0, waitMs: 0 });
+    const withOwner = encodeMessage({ type: 'lock-request', id: 1, op: 'release', key: 'k', token: 2, ttlMs: 0, waitMs: 0, owner: 'sub:a' });
+    // The owner is appended: an old frame is the new one without its tail.
+    expect(withOwner.subarray(0, without.length)).toEqual(without);
+    expect(decodeMessage(without)).not.toHaveProperty('owner');
+    const cp = encodeMessage({ type: 'cp-set', id: 1, key: 'k', token: 2, json: '1' });
+    expect(decodeMessage(cp)).not.toHaveProperty('owner');
+  });
+
+  it('types the lock refusals not-owner and limit-exceeded (with the limit the message names)', () => {
+    expect(errorFromCode('not-owner', 'the lease on "k" belongs to another identity')).toBeInstanceOf(NotOwnerError);
+    const limit = errorFromCode('limit-exceeded', 'max-leases-per-identity (20) reached: release one first');
+    expect(limit).toBeInstanceOf(LimitExceededError);
+    expect((limit as LimitExceededError).limit).toBe('max-leases-per-identity');
   });
 
   it('refuses an unknown lock operation', () => {

@@ -150,7 +150,7 @@ export const FLAGS: Flag[] = [
     flag: 'lock-authority',
     env: 'CAPSYNC_LOCK_AUTHORITY',
     type: 'string',
-    help: 'A relay ws://host:port whose embedded lock backend is the authority: forward lock requests there',
+    help: 'A relay ws://host:port whose embedded lock backend is the authority: forward lock requests there (needs --auth-secret or --peer-token, shared with it)',
     apply: (o, v) => (o.lockAuthority = relayUrls('--lock-authority', v)[0]!),
   },
   {

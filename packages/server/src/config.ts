@@ -77,7 +77,9 @@ export interface RelayOptions {
   replicateIntervalMs?: number;
   /**
    * A relay (ws://host:port) whose embedded lock backend is the lock authority of the mesh:
-   * this relay forwards lock requests and fencing checks there. Ignored with `etcd` or `lockBackend`.
+   * this relay forwards lock requests and fencing checks there, naming the identity of each
+   * client. Needs `authSecret` or `peerToken` (shared with the authority): the authority
+   * trusts the named identities only from a relay credential. Ignored with `etcd` or `lockBackend`.
    */
   lockAuthority?: string;
   // ---- bounds on what a client may cost the relay (see README "Limits") ----
@@ -244,6 +246,11 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
   if (resolved.peers.length > 0 && !resolved.authSecret && !resolved.peerToken) {
     // Open relays trust no peer without it, so the mesh would refuse every link.
     throw new RangeError('peers: relays of a mesh authenticate each other; set authSecret (shared by the mesh) or peerToken (the same on every relay)');
+  }
+  if (resolved.lockAuthority && !resolved.lockBackend && resolved.etcd.length === 0 && !resolved.authSecret && !resolved.peerToken) {
+    // The authority acts for the identity a forwarding relay names only on a link with a relay
+    // credential; without one, every forwarded lease would belong to the link itself.
+    throw new RangeError('lockAuthority: the lock authority trusts the lease owners a relay forwards only with a relay credential; set authSecret (shared with the authority) or peerToken (the same on both relays)');
   }
   return resolved;
 }

@@ -49,7 +49,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     await store.close();
     throw err;
   }
-  const locks = new LockService(backend, metrics, logger, resolved.lockTimeoutMs);
+  const locks = new LockService(backend, metrics, logger, resolved.lockTimeoutMs, resolved.maxLeasesPerIdentity);
   const relay = new Relay({ store, access, metrics, logger, options: resolved, locks, credential: relayCredential(resolved) });
 
   const server = http.createServer(createHttpApp(relay));

@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import * as jose from 'jose';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LeaseLostError, LockTimeoutError, StaleTokenError, UnavailableError, isCapsyncError } from '@capsync/core';
-import { relayCredential } from '../src/auth/relay-credential.js';
+import { RELAY_CLAIM, relayCredential } from '../src/auth/relay-credential.js';
 import { createRelay, type RelayHandle } from '../src/create-relay.js';
 import { ForwardingLockBackend, type ForwardingLockBackendOptions } from '../src/locks/forwarding-backend.js';
 import type { AcquireRequest, LockBackend } from '../src/locks/lock-backend.js';
@@ -17,6 +17,11 @@ import { FaultProxy } from '../../../test/support/fault-proxy.js';
 import { waitForEvent } from '../../../test/support/wait.js';
 
 const logger = createLogger('silent');
+/**
+ * The mesh's shared token: the authority honours the identity a forwarder names in its
+ * requests only on a link with a relay credential.
+ */
+const PEER_TOKEN = 'forwarding-test-peer-token';
 const req = (key: string, ttlMs = 5_000, waitMs = 0, signal?: AbortSignal): AcquireRequest => ({ key, ttlMs, waitMs, owner: 'test', ...(signal ? { signal } : {}) });
 
 async function codeOf(p: Promise<unknown>): Promise<string> {
@@ -47,13 +52,13 @@ afterEach(async () => {
 });
 
 async function authority(options: Parameters<typeof createRelay>[0] = {}): Promise<RelayHandle> {
-  const relay = await createRelay({ port: 0, storage: 'memory', lockTimeoutMs: 2_000, ...options });
+  const relay = await createRelay({ port: 0, storage: 'memory', lockTimeoutMs: 2_000, peerToken: PEER_TOKEN, ...options });
   cleanups.push(() => relay.close());
   return relay;
 }
 
 async function forwarder(url: string, options: Partial<ForwardingLockBackendOptions> = {}): Promise<ForwardingLockBackend> {
-  const b = await ForwardingLockBackend.connect({ url, token: async () => undefined, opTimeoutMs: 1_000, logger, relayId: 'test-relay', ...options });
+  const b = await ForwardingLockBackend.connect({ url, token: async () => PEER_TOKEN, opTimeoutMs: 1_000, logger, relayId: 'test-relay', ...options });
   cleanups.push(() => b.close());
   return b;
 }
@@ -81,8 +86,8 @@ function spy(backend: LockBackend): { calls: EventEmitter; acquires: AcquireRequ
     calls.emit('acquire');
     return p;
   };
-  backend.release = (key, token) => {
-    const p = release(key, token);
+  backend.release = (key, token, owner) => {
+    const p = release(key, token, owner);
     releases.push(token);
     calls.emit('release');
     return p;
@@ -100,24 +105,24 @@ describe('ForwardingLockBackend', () => {
     expect(g1.token).toBeGreaterThan(0);
     expect(g1.ttlMs).toBeGreaterThanOrEqual(5_000);
     // The authority holds it: its own clients are refused, and it knows the token.
-    await direct.check('k', g1.token);
+    await direct.check('k', g1.token, 'test');
     expect(await codeOf(direct.acquire(req('k')))).toBe('lock-timeout');
     await expect(f.acquire(req('k'))).rejects.toBeInstanceOf(LockTimeoutError);
-    const renewed = await f.renew('k', g1.token, 3_000);
+    const renewed = await f.renew('k', g1.token, 3_000, 'test');
     expect(renewed).toMatchObject({ key: 'k', token: g1.token, ttlMs: 3_000 });
-    await f.check('k', g1.token);
-    await expect(f.check('k', g1.token + 1)).rejects.toBeInstanceOf(LeaseLostError);
-    await f.release('k', g1.token);
-    await expect(f.release('k', g1.token)).rejects.toBeInstanceOf(LeaseLostError);
-    await expect(f.renew('k', g1.token, 1_000)).rejects.toBeInstanceOf(LeaseLostError);
+    await f.check('k', g1.token, 'test');
+    await expect(f.check('k', g1.token + 1, 'test')).rejects.toBeInstanceOf(LeaseLostError);
+    await f.release('k', g1.token, 'test');
+    await expect(f.release('k', g1.token, 'test')).rejects.toBeInstanceOf(LeaseLostError);
+    await expect(f.renew('k', g1.token, 1_000, 'test')).rejects.toBeInstanceOf(LeaseLostError);
     // Tokens come from the authority's one sequence, whoever asks.
     const g2 = await direct.acquire(req('k'));
     expect(g2.token).toBeGreaterThan(g1.token);
-    await expect(f.check('k', g1.token)).rejects.toBeInstanceOf(StaleTokenError);
-    await direct.release('k', g2.token);
+    await expect(f.check('k', g1.token, 'test')).rejects.toBeInstanceOf(StaleTokenError);
+    await direct.release('k', g2.token, 'test');
     const g3 = await f.acquire(req('k'));
     expect(g3.token).toBeGreaterThan(g2.token);
-    await f.release('k', g3.token);
+    await f.release('k', g3.token, 'test');
   });
 
   it('shares the authority queue: waiters from two forwarders and the authority are served in arrival order', async () => {
@@ -134,7 +139,7 @@ describe('ForwardingLockBackend', () => {
       b.acquire(req('fifo', 5_000, 10_000)).then(async (g) => {
         order.push(name);
         tokens.push(g.token);
-        await b.release('fifo', g.token);
+        await b.release('fifo', g.token, 'test');
       });
     const w: Promise<void>[] = [];
     w.push(waiter('f1', f1));
@@ -145,7 +150,7 @@ describe('ForwardingLockBackend', () => {
     await queued(4);
     w.push(waiter('f1-again', f1));
     await queued(5);
-    await direct.release('fifo', held.token);
+    await direct.release('fifo', held.token, 'test');
     await Promise.all(w);
     expect(order).toEqual(['f1', 'direct', 'f2', 'f1-again']);
     for (let i = 1; i < tokens.length; i++) expect(tokens[i]).toBeGreaterThan(tokens[i - 1]!);
@@ -158,7 +163,7 @@ describe('ForwardingLockBackend', () => {
     const f = await forwarder(p.url, { opTimeoutMs: 600 });
     expect(performance.now() - started).toBeLessThan(100);
     expect(f.connected).toBe(false);
-    for (const op of [() => f.acquire(req('down')), () => f.renew('down', 1, 1_000), () => f.check('down', 1), () => f.release('down', 1)]) {
+    for (const op of [() => f.acquire(req('down')), () => f.renew('down', 1, 1_000, 'test'), () => f.check('down', 1, 'test'), () => f.release('down', 1, 'test')]) {
       const r = await timed(op());
       expect(r.code).toBe('unavailable');
       expect((r.err as Error).message).toMatch(/unreachable/);
@@ -170,7 +175,7 @@ describe('ForwardingLockBackend', () => {
     p.setMode('pass');
     const g = await pending;
     expect(g.token).toBeGreaterThan(0);
-    await f.release('down', g.token);
+    await f.release('down', g.token, 'test');
   });
 
   it('notices a half-open link with ping frames, answers unavailable meanwhile, and recovers after the heal', async () => {
@@ -184,7 +189,7 @@ describe('ForwardingLockBackend', () => {
     p.setMode('hold');
     const heldAt = performance.now();
     const down = waitForEvent(f.link, 'down', () => downAt > 0, 'the silent link to be dropped', 5_000);
-    for (const op of [() => f.renew('half-open', lease.token, 10_000), () => f.check('half-open', lease.token), () => f.acquire(req('other'))]) {
+    for (const op of [() => f.renew('half-open', lease.token, 10_000, 'test'), () => f.check('half-open', lease.token, 'test'), () => f.acquire(req('other'))]) {
       const r = await timed(op());
       expect(r.code).toBe('unavailable');
       expect(r.ms).toBeLessThan(400 + 250);
@@ -195,8 +200,8 @@ describe('ForwardingLockBackend', () => {
     p.setMode('pass');
     await whenUp(f);
     // The lease lives at the authority, not in the link: still current, renewable, releasable.
-    await f.renew('half-open', lease.token, 10_000);
-    await f.release('half-open', lease.token);
+    await f.renew('half-open', lease.token, 10_000, 'test');
+    await f.release('half-open', lease.token, 'test');
   });
 
   it('releases a grant whose requester gave up (aborted, or past its deadline) so it does not block the key', async () => {
@@ -213,12 +218,12 @@ describe('ForwardingLockBackend', () => {
     expect(await codeOf(abandoned)).toBe('unavailable');
     const next = direct.acquire(req('late', 30_000, 20_000));
     const releasedAt = performance.now();
-    await direct.release('late', held.token);
+    await direct.release('late', held.token, 'test');
     // The abandoned waiter was first in line: it was granted, and given back at once.
     const g = await next;
     expect(performance.now() - releasedAt).toBeLessThan(1_000);
     expect(releases).toContain(g.token - 1);
-    await direct.release('late', g.token);
+    await direct.release('late', g.token, 'test');
 
     // Past its deadline: the authority answers only after a heal (a held link delivers late).
     const p = await proxy(a.port);
@@ -231,7 +236,7 @@ describe('ForwardingLockBackend', () => {
     await waitForEvent(calls, 'release', () => releases.length > before, 'the late grant to be released at the authority');
     const again = await direct.acquire(req('late2', 30_000));
     expect(again.token).toBe(releases.at(-1)! + 1);
-    await direct.release('late2', again.token);
+    await direct.release('late2', again.token, 'test');
   });
 
   it('presents the relay credential; a relay with the wrong secret is refused: unavailable, at once', async () => {
@@ -240,14 +245,14 @@ describe('ForwardingLockBackend', () => {
     const cred = (s: string, relayId: string) => relayCredential({ peerToken: undefined, authSecret: s, authIssuer: undefined, authAudience: undefined, relayId });
     const ok = await forwarder(a.url, { token: cred(secret, 'good') });
     const g = await ok.acquire(req('auth'));
-    await ok.release('auth', g.token);
+    await ok.release('auth', g.token, 'test');
 
     const bad = await forwarder(a.url, { token: cred('another-secret-that-is-long-enough', 'bad') });
     const first = await timed(bad.acquire(req('auth')));
     expect(first.code).toBe('unavailable');
     expect((first.err as Error).message).toMatch(/refused this relay's credential/);
     expect(first.ms).toBeLessThan(1_000);
-    const second = await timed(bad.check('auth', 1));
+    const second = await timed(bad.check('auth', 1, 'test'));
     expect(second.code).toBe('unavailable');
     expect(second.ms).toBeLessThan(50);
 
@@ -265,7 +270,7 @@ describe('ForwardingLockBackend', () => {
     expect((r.err as Error).message).toMatch(/forwards its own lock requests/);
     // The middle relay itself forwards fine.
     const g = await middle.relay.locks.backend.acquire(req('loop'));
-    await a.relay.locks.backend.check('loop', g.token);
+    await a.relay.locks.backend.check('loop', g.token, 'test');
   });
 
   it('rotates the link before its credential expires, without failing a request in flight', async () => {
@@ -275,10 +280,11 @@ describe('ForwardingLockBackend', () => {
     const { calls, acquires } = spy(direct);
     const key = new TextEncoder().encode(secret);
     let minted = 0;
-    // Credentials that live 3 to 4 s (exp is in whole seconds): rotated after about three quarters.
+    // Relay credentials (the authority acts for the identities they name) that live 3 to 4 s
+    // (exp is in whole seconds): rotated after about three quarters.
     const token = async () => {
       minted++;
-      return new jose.SignJWT({ docs: { '*': 'write' } })
+      return new jose.SignJWT({ docs: { '*': 'write' }, [RELAY_CLAIM]: true })
         .setProtectedHeader({ alg: 'HS256' })
         .setExpirationTime(Math.floor(Date.now() / 1000) + 4)
         .sign(key);
@@ -295,11 +301,11 @@ describe('ForwardingLockBackend', () => {
     await waitForEvent(f.link, 'rotated', () => rotations > 0, 'the link to rotate', 6_000);
     expect(minted).toBeGreaterThanOrEqual(2);
     // The old link drains: the waiting acquire, sent on it, is still answered.
-    await direct.release('rotate', held.token);
+    await direct.release('rotate', held.token, 'test');
     const g = await waiting;
-    await f.release('rotate', g.token);
+    await f.release('rotate', g.token, 'test');
     const again = await f.acquire(req('rotate'));
-    await f.release('rotate', again.token);
+    await f.release('rotate', again.token, 'test');
     expect(downs).toBe(0);
     expect(f.connected).toBe(true);
   }, 15_000);
@@ -313,6 +319,6 @@ describe('ForwardingLockBackend', () => {
     const r = await timed(pending);
     expect(r.code).toBe('unavailable');
     expect(r.ms).toBeLessThan(100);
-    await expect(f.check('closing', 1)).rejects.toBeInstanceOf(UnavailableError);
+    await expect(f.check('closing', 1, 'test')).rejects.toBeInstanceOf(UnavailableError);
   });
 });

@@ -55,6 +55,8 @@ export class FencedValues {
    * Writes `value` (any JSON value) under `key`, fenced by `lease` (which must be the lease
    * on the same key). Resolves once the relay applied it and committed it; by then this
    * replica has it too. Rejects with LeaseLostError (lease gone or no longer current),
+   * NotOwnerError (the lease was acquired by another identity: another user, or on a relay
+   * without auth another client's owner key),
    * StaleTokenError (a newer holder wrote since), ConflictError (`ifRev` given and the entry
    * is no longer at that revision), UnavailableError (relay or lock authority unreachable
    * within `timeoutMs`: the write may or may not have happened), AuthError.

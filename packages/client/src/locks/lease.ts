@@ -56,7 +56,8 @@ export class Lease {
 
   /**
    * Extends the lease by its TTL, counted from when the renewal is sent. Rejects with
-   * LeaseLostError (and aborts `signal`) if the relay says the lease is gone, or with
+   * LeaseLostError (and aborts `signal`) if the relay says the lease is gone or is not this
+   * client's (`not-owner`: e.g. a raw lock connection's lease after a reconnect), or with
    * UnavailableError if it cannot be reached in time (the deadline stays where it was).
    */
   async renew(options: { timeoutMs?: number } = {}): Promise<void> {
@@ -73,7 +74,7 @@ export class Lease {
         this.arm();
       }
     } catch (err) {
-      if (err instanceof CapsyncError && (err.code === 'lease-lost' || err.code === 'stale-token')) {
+      if (err instanceof CapsyncError && (err.code === 'lease-lost' || err.code === 'stale-token' || err.code === 'not-owner')) {
         this.lose(new LeaseLostError(`lease on "${this.key}" (token ${this.token}) is gone: ${err.message}`, { cause: err }));
       }
       throw err;

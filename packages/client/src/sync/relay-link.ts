@@ -3,6 +3,7 @@ import {
   AuthError,
   CapsyncError,
   CloseCode,
+  OWNER_KEY_PREFIX,
   PROTOCOL_VERSION,
   decodeMessage,
   encodeMessage,
@@ -35,6 +36,11 @@ export interface RelayLinkOptions {
   /** The link counts as dead when nothing arrives this long after a ping (or a connect). */
   heartbeatTimeoutMs: number;
   backoff: BackoffOptions;
+  /**
+   * The client's lock owner key, announced in the hello as `owner:<key>` (see
+   * OWNER_KEY_PREFIX): on a relay without a token `sub`, the client's leases belong to it.
+   */
+  ownerKey?: string;
   /** Injectable for tests. */
   random?: () => number;
 }
@@ -251,7 +257,8 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
       if (this.socket !== socket) return;
       this.setState('open');
       this.armHeartbeat();
-      socket.send(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: CLIENT_CAPABILITIES }));
+      const capabilities = this.options.ownerKey ? [...CLIENT_CAPABILITIES, OWNER_KEY_PREFIX + this.options.ownerKey] : CLIENT_CAPABILITIES;
+      socket.send(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities }));
       this.emit('open', [++this.connectionCount, relay]);
     };
     socket.onmessage = (event) => {

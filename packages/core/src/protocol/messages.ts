@@ -15,16 +15,17 @@
  *   [100 capsync][3 ping][varUint id]
  *   [100 capsync][4 pong][varUint id]
  *   [100 capsync][5 lock-request][varUint id][varUint op][varString key][varUint token]
- *                                [varUint ttlMs][varUint waitMs]
+ *                                [varUint ttlMs][varUint waitMs]([varString owner])
  *   [100 capsync][6 lock-reply][varUint id][varString code][varString message][varUint token]
  *                              [varUint ttlMs]
  *   [100 capsync][7 cp-set][varUint id][varString key][varUint token][varString json]
- *                          [varUint ifRev + 1, 0 = unconditional]
+ *                          [varUint ifRev + 1, 0 = unconditional]([varString owner])
  *   [100 capsync][8 cp-reply][varUint id][varString code][varString message]
  *   [100 capsync][9 quorum-ack][varUint seq]
  *
  * Extension messages are only sent to a peer that first sent `hello`, so stock y-websocket
- * clients never see them.
+ * clients never see them. A field in parentheses is optional and last: it is written only
+ * when set, so encodings without it (older peers) still decode.
  */
 import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
@@ -50,6 +51,18 @@ export function relayIdOf(hello: { capabilities: string[] }): string | undefined
   const cap = hello.capabilities.find((c) => c.startsWith(RELAY_ID_PREFIX));
   return cap === undefined ? undefined : cap.slice(RELAY_ID_PREFIX.length) || undefined;
 }
+
+/**
+ * Hello capability carrying a client's lock owner key (`owner:<key>`): a random secret of at
+ * least 128 bits (22+ base64url characters) a capsync client makes once per `createClient()`
+ * and announces on its lock and document connections. On a relay without a token subject
+ * (an open relay) the relay derives the client's lock identity from it, so the client's
+ * leases are its own across its connections and reconnects. Relays never log or echo it.
+ */
+export const OWNER_KEY_PREFIX = 'owner:';
+/** Shortest and longest owner key a relay accepts (base64url characters). */
+export const OWNER_KEY_MIN_LENGTH = 22;
+export const OWNER_KEY_MAX_LENGTH = 128;
 
 export const MessageType = {
   Sync: 0,
@@ -142,6 +155,13 @@ export interface LockRequestMessage {
   token: number;
   ttlMs: number;
   waitMs: number;
+  /**
+   * The identity the request is made for, set only by a relay that forwards its clients'
+   * requests to the lock authority (`--lock-authority`). The authority honours it only on a
+   * connection with a relay credential; from anyone else it is ignored (the connection's own
+   * identity is used).
+   */
+  owner?: string | undefined;
 }
 /**
  * The answer to a lock request. `code` is '' on success, else an ErrorCode
@@ -174,6 +194,8 @@ export interface CpSetMessage {
    * undefined writes unconditionally. Refused with 'conflict' otherwise.
    */
   ifRev?: number | undefined;
+  /** The identity the write is made for: as `LockRequestMessage.owner` (forwarding relays only). */
+  owner?: string | undefined;
 }
 /** Answer to `cp-set`: `code` '' when applied and durable, else why it was refused. */
 export interface CpReplyMessage {
@@ -280,6 +302,7 @@ export function encodeMessage(msg: Message): Uint8Array {
       encoding.writeVarUint(e, msg.token);
       encoding.writeVarUint(e, msg.ttlMs);
       encoding.writeVarUint(e, msg.waitMs);
+      if (msg.owner !== undefined) encoding.writeVarString(e, msg.owner);
       break;
     case 'lock-reply':
       encoding.writeVarUint(e, MessageType.Capsync);
@@ -298,6 +321,7 @@ export function encodeMessage(msg: Message): Uint8Array {
       encoding.writeVarUint(e, msg.token);
       encoding.writeVarString(e, msg.json);
       encoding.writeVarUint(e, msg.ifRev === undefined ? 0 : msg.ifRev + 1);
+      if (msg.owner !== undefined) encoding.writeVarString(e, msg.owner);
       break;
     case 'cp-reply':
       encoding.writeVarUint(e, MessageType.Capsync);
@@ -391,7 +415,8 @@ function readMessage(d: decoding.Decoder): Message {
         const token = decoding.readVarUint(d);
         const ttlMs = decoding.readVarUint(d);
         const waitMs = decoding.readVarUint(d);
-        return { type: 'lock-request', id, op, key, token, ttlMs, waitMs };
+        if (!decoding.hasContent(d)) return { type: 'lock-request', id, op, key, token, ttlMs, waitMs };
+        return { type: 'lock-request', id, op, key, token, ttlMs, waitMs, owner: decoding.readVarString(d) };
       }
       if (kind === CapsyncKind.LockReply) {
         const id = decoding.readVarUint(d);
@@ -407,7 +432,8 @@ function readMessage(d: decoding.Decoder): Message {
         const token = decoding.readVarUint(d);
         const json = decoding.readVarString(d);
         const ifRevPlusOne = decoding.readVarUint(d);
-        return { type: 'cp-set', id, key, token, json, ...(ifRevPlusOne > 0 ? { ifRev: ifRevPlusOne - 1 } : {}) };
+        const owner = decoding.hasContent(d) ? { owner: decoding.readVarString(d) } : {};
+        return { type: 'cp-set', id, key, token, json, ...(ifRevPlusOne > 0 ? { ifRev: ifRevPlusOne - 1 } : {}), ...owner };
       }
       if (kind === CapsyncKind.CpReply) {
         const id = decoding.readVarUint(d);

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { CapsyncError, LeaseLostError, LockTimeoutError, StaleTokenError, UnavailableError } from '@capsync/core';
-import type { AcquireRequest, LockBackend, LockBackendEvents, LockGrant } from './lock-backend.js';
+import { notOwner, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
 import type { LockStore } from './lock-store.js';
 
 interface Holder {
@@ -76,7 +76,7 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
     if (this.closed) return Promise.reject(new UnavailableError('lock authority is shutting down'));
     const st = this.state(request.key);
     if (!st.holder && !st.granting && st.waiters.length === 0) return this.grant(st, request);
-    if (request.waitMs <= 0) return Promise.reject(this.busy(request.key, st));
+    if (request.waitMs <= 0) return Promise.reject(this.busy(request.key));
     if (request.signal?.aborted) return Promise.reject(new CapsyncError('unavailable', 'request withdrawn'));
     return new Promise<LockGrant>((resolve, reject) => {
       const waiter: Waiter = {
@@ -85,7 +85,7 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
         reject,
         timer: setTimeout(() => {
           this.dropWaiter(st, waiter);
-          reject(this.busy(request.key, st, request.waitMs));
+          reject(this.busy(request.key, request.waitMs));
         }, request.waitMs),
         onAbort: () => {
           this.dropWaiter(st, waiter);
@@ -97,25 +97,27 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
     });
   }
 
-  async renew(key: string, token: number, ttlMs: number): Promise<LockGrant> {
+  async renew(key: string, token: number, ttlMs: number, owner: string): Promise<LockGrant> {
     const started = performance.now();
     const st = this.keys.get(key);
     const holder = st?.holder;
-    if (!st || !holder || holder.token !== token || started >= holder.expiresAt) throw lost(key, token);
+    if (!st || !holder || holder.token !== token || started >= holder.expiresAt) throw lost(key);
+    if (holder.owner !== owner) throw notOwner(key);
     await this.store.renew(key, token, Date.now() + ttlMs).catch((err: unknown) => {
       throw new UnavailableError(`lock store failed: ${(err as Error).message}`, { cause: err });
     });
     // The lease may have run out while the renewal was being committed.
-    if (st.holder !== holder || performance.now() >= holder.expiresAt) throw lost(key, token);
+    if (st.holder !== holder || performance.now() >= holder.expiresAt) throw lost(key);
     holder.expiresAt = started + ttlMs;
     this.armExpiry(key, st, holder);
     return { key, token, ttlMs };
   }
 
-  async release(key: string, token: number): Promise<void> {
+  async release(key: string, token: number, owner: string): Promise<void> {
     const st = this.keys.get(key);
     const holder = st?.holder;
-    if (!st || !holder || holder.token !== token || performance.now() >= holder.expiresAt) throw lost(key, token);
+    if (!st || !holder || holder.token !== token || performance.now() >= holder.expiresAt) throw lost(key);
+    if (holder.owner !== owner) throw notOwner(key);
     clearTimeout(holder.timer);
     st.holder = null;
     // The next holder's grant overwrites the lease row anyway; a lost delete only leaves a
@@ -127,10 +129,13 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
     });
   }
 
-  async check(key: string, token: number): Promise<void> {
+  async check(key: string, token: number, owner: string): Promise<void> {
     const st = this.keys.get(key);
     const holder = st?.holder;
-    if (st && holder && holder.token === token && performance.now() < holder.expiresAt) return;
+    if (st && holder && holder.token === token && performance.now() < holder.expiresAt) {
+      if (holder.owner !== owner) throw notOwner(key);
+      return;
+    }
     throw this.notHeld(key, token, st);
   }
 
@@ -224,18 +229,19 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
     waiter.request.signal?.removeEventListener('abort', waiter.onAbort);
   }
 
-  private busy(key: string, st: KeyState, waitedMs = 0): LockTimeoutError {
-    const by = st.holder ? ` (held with token ${st.holder.token})` : '';
-    return new LockTimeoutError(`lock "${key}" is held${by}; waited ${waitedMs} ms`);
+  private busy(key: string, waitedMs = 0): LockTimeoutError {
+    // Never the holder's token: it is not the asker's to know.
+    return new LockTimeoutError(`lock "${key}" is held; waited ${waitedMs} ms`);
   }
 
   /** Why a fenced write with `token` may not proceed: a newer token exists, or the lease is gone. */
   private notHeld(key: string, token: number, st: KeyState | undefined): CapsyncError {
-    if (st && token < st.lastToken) return new StaleTokenError(`token ${token} for "${key}" is stale: ${st.lastToken} was granted since`);
-    return lost(key, token);
+    if (st && token < st.lastToken) return new StaleTokenError(`the token given for "${key}" is stale: a newer lease was granted since`);
+    return lost(key);
   }
 }
 
-function lost(key: string, token: number): LeaseLostError {
-  return new LeaseLostError(`no current lease on "${key}" with token ${token}`);
+function lost(key: string): LeaseLostError {
+  // The token is not repeated: a refusal tells nothing about any token (the asker's included).
+  return new LeaseLostError(`no current lease on "${key}" under the token given`);
 }

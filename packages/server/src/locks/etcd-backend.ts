@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events';
 import { CapsyncError, LeaseLostError, LockTimeoutError, StaleTokenError, UnavailableError } from '@capsync/core';
 import type { IKeyValue, ITxnResponse, Watcher } from 'etcd3';
 import type { Logger } from '../logger.js';
-import type { AcquireRequest, LockBackend, LockBackendEvents, LockGrant } from './lock-backend.js';
+import { notOwner, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
 import { EtcdCalls, shuttingDown } from './etcd-fault-handling.js';
 
 export interface EtcdLockBackendOptions {
@@ -80,7 +80,7 @@ interface KeyState {
 
 type Attempt =
   | { granted: true; token: number; leaseId: string; leaseTtlS: number; started: number }
-  | { granted: false; revision: number; holderToken: number };
+  | { granted: false; revision: number };
 
 /**
  * The lock authority on an etcd cluster: several relays share it, and a relay that dies
@@ -104,6 +104,10 @@ type Attempt =
  *   relay's deadline.
  * - `check` of a lease granted by another relay trusts etcd: it is current while etcd has its
  *   key (its relay deletes it at its deadline, or etcd at the end of the TTL).
+ * - The lock key's value is the identity that acquired the lease (`AcquireRequest.owner`):
+ *   every relay compares it on release and check (a transaction comparing the value, or the
+ *   value read with the key), and the holding relay on renew, so a lease is its owner's on
+ *   every relay of the mesh.
  * - Waiters: this relay serves its own waiters for a key first come, first served (only the
  *   head of the queue tries to take the key, and it watches the key for its deletion).
  *   Between relays there is no queue: whichever relay's transaction lands first wins.
@@ -151,7 +155,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     if (request.signal?.aborted) return Promise.reject(withdrawn());
     const st = this.state(request.key);
     if (request.waitMs <= 0 && (st.holder || st.waiters.length > 0)) {
-      return Promise.reject(this.busy(request.key, st.holder?.token, 0));
+      return Promise.reject(this.busy(request.key, 0));
     }
     return new Promise<LockGrant>((resolve, reject) => {
       const waiter: Waiter = {
@@ -174,14 +178,15 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     });
   }
 
-  async renew(key: string, token: number, ttlMs: number): Promise<LockGrant> {
+  async renew(key: string, token: number, ttlMs: number, owner: string): Promise<LockGrant> {
     if (this.closed) throw shuttingDown();
     const started = performance.now();
     const deadline = started + this.opTimeoutMs;
     const st = this.keys.get(key);
     const holder = st?.holder;
     // Only the relay that holds a lease keeps it alive, so only it can extend it.
-    if (!st || !holder || holder.token !== token || started >= holder.expiresAt) throw lost(key, token);
+    if (!st || !holder || holder.token !== token || started >= holder.expiresAt) throw lost(key);
+    if (holder.owner !== owner) throw notOwner(key);
     const wantTtlS = etcdTtlSeconds(ttlMs);
     if (wantTtlS > holder.leaseTtlS) {
       // The etcd lease must outlast the new deadline even if no keepalive gets through: move
@@ -198,23 +203,24 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
       if (ttl <= 0 || !kv || Number(kv.create_revision) !== token) {
         // etcd no longer has the lease (it ran out there) or the key: the lease is over.
         if (st.holder === holder) this.expire(key, st, holder, 'gone from etcd');
-        throw lost(key, token);
+        throw lost(key);
       }
     }
     // The lease may have run out (or been released) while etcd was answering.
-    if (st.holder !== holder || performance.now() >= holder.expiresAt) throw lost(key, token);
+    if (st.holder !== holder || performance.now() >= holder.expiresAt) throw lost(key);
     holder.expiresAt = started + ttlMs;
     this.armExpiry(key, st, holder);
     return { key, token, ttlMs };
   }
 
-  async release(key: string, token: number): Promise<void> {
+  async release(key: string, token: number, owner: string): Promise<void> {
     if (this.closed) throw shuttingDown();
     const deadline = performance.now() + this.opTimeoutMs;
     const st = this.keys.get(key);
     const holder = st?.holder;
     if (st && holder && holder.token === token) {
-      if (performance.now() >= holder.expiresAt) throw lost(key, token);
+      if (performance.now() >= holder.expiresAt) throw lost(key);
+      if (holder.owner !== owner) throw notOwner(key);
       // Ended here whatever etcd answers: if the revoke does not get through, the etcd lease
       // is no longer kept alive and runs out by itself.
       this.endLocally(st, holder);
@@ -223,30 +229,38 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
         // the key if it is still this grant's, in one round, and a retry after an unanswered
         // attempt is harmless.
         const revoked = await this.etcd.revoke(holder.leaseId, deadline, `releasing "${key}"`);
-        if (!revoked) throw lost(key, token);
+        if (!revoked) throw lost(key);
       } finally {
         this.pump(key, st);
       }
       return;
     }
-    if (st && token <= st.lastLocal) throw lost(key, token);
+    if (st && token <= st.lastLocal) throw lost(key);
     // Not a lease of this relay (another relay's, or this relay's before a restart): end it in
-    // etcd if it is still current there.
+    // etcd if it is still current there and its owner's (the key's value is the owner).
     const res = await this.etcd.call(`releasing "${key}"`, deadline, (options) =>
       this.etcd.client.kv.txn(
         {
-          compare: [{ key: this.lockKey(key), target: 'Create', result: 'Equal', create_revision: token }],
+          compare: [
+            { key: this.lockKey(key), target: 'Create', result: 'Equal', create_revision: token },
+            { key: this.lockKey(key), target: 'Value', result: 'Equal', value: Buffer.from(owner) },
+          ],
           success: [{ request_delete_range: { key: this.lockKey(key), prev_kv: true } }],
+          failure: [{ request_range: { key: this.lockKey(key) } }],
         },
         options,
       ),
     );
-    if (!res.succeeded) throw lost(key, token);
+    if (!res.succeeded) {
+      const kv = res.responses[0]?.response_range.kvs[0];
+      if (kv && Number(kv.create_revision) === token) throw notOwner(key);
+      throw lost(key);
+    }
     const prevLease = res.responses[0]?.response_delete_range.prev_kvs[0]?.lease;
     if (prevLease && prevLease !== '0') void this.etcd.revoke(prevLease, performance.now() + this.opTimeoutMs, 'revoking a released lease').catch(() => {});
   }
 
-  async check(key: string, token: number): Promise<void> {
+  async check(key: string, token: number, owner: string): Promise<void> {
     if (this.closed) throw shuttingDown();
     const deadline = performance.now() + this.opTimeoutMs;
     // One read-only transaction: both keys at one revision, linearizable (quorum) since
@@ -263,20 +277,22 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     const last = res.responses[1]?.response_range.kvs[0];
     const current = lock ? Number(lock.create_revision) : 0;
     if (current === token) {
+      // The key's value is the identity that acquired it, whichever relay granted it.
+      if (lock!.value.toString() !== owner) throw notOwner(key);
       const st = this.keys.get(key);
       // A lease of this relay is live until its local deadline: etcd may keep the key a little
       // longer (until the revoke lands, or its TTL if etcd is out of reach then).
       if (st?.holder?.token === token) {
         if (performance.now() < st.holder.expiresAt) return;
-        throw lost(key, token);
+        throw lost(key);
       }
-      if (st && token <= st.lastLocal) throw lost(key, token);
+      if (st && token <= st.lastLocal) throw lost(key);
       // Another relay's lease (or this relay's before a restart) lives as long as etcd has its key.
       return;
     }
     const newest = Math.max(current, last ? Number(last.mod_revision) : 0);
-    if (newest > token) throw new StaleTokenError(`token ${token} for "${key}" is stale: ${newest} was granted since`);
-    throw lost(key, token);
+    if (newest > token) throw new StaleTokenError(`the token given for "${key}" is stale: a newer lease was granted since`);
+    throw lost(key);
   }
 
   async close(): Promise<void> {
@@ -324,7 +340,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     if (st.holder) {
       if (head.timedOut) {
         this.dropWaiter(st, head);
-        head.reject(this.busy(key, st.holder.token, head.request.waitMs));
+        head.reject(this.busy(key, head.request.waitMs));
         this.pump(key, st);
       }
       return;
@@ -354,7 +370,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
         }
         if (waiting && head.timedOut) {
           this.dropWaiter(st, head);
-          head.reject(this.busy(key, outcome.holderToken, head.request.waitMs));
+          head.reject(this.busy(key, head.request.waitMs));
           this.pump(key, st);
           return;
         }
@@ -417,7 +433,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     // A retry after an attempt whose answer was lost finds the key on our own lease: ours.
     if (holder && holder.lease === leaseId) return { granted: true, token: Number(holder.create_revision), leaseId, leaseTtlS, started };
     void this.etcd.revoke(leaseId, performance.now() + this.opTimeoutMs, `dropping an unused lease for "${key}"`).catch(() => {});
-    return { granted: false, revision: Number(res.header.revision), holderToken: holder ? Number(holder.create_revision) : 0 };
+    return { granted: false, revision: Number(res.header.revision) };
   }
 
   /** `waitMs` passed: the head waiter gets one last attempt (it may be in flight), others give up. */
@@ -428,7 +444,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
       return;
     }
     this.dropWaiter(st, waiter);
-    waiter.reject(this.busy(key, st.holder?.token, waiter.request.waitMs));
+    waiter.reject(this.busy(key, waiter.request.waitMs));
   }
 
   private kick(key: string, st: KeyState): void {
@@ -470,9 +486,9 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     waiter.request.signal?.removeEventListener('abort', waiter.onAbort);
   }
 
-  private busy(key: string, token: number | undefined, waitedMs: number): LockTimeoutError {
-    const by = token ? ` (held with token ${token})` : '';
-    return new LockTimeoutError(`lock "${key}" is held${by}; waited ${waitedMs} ms`);
+  private busy(key: string, waitedMs: number): LockTimeoutError {
+    // Never the holder's token: it is not the asker's to know.
+    return new LockTimeoutError(`lock "${key}" is held; waited ${waitedMs} ms`);
   }
 
   // ---- holding ----
@@ -576,7 +592,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
     if (!res.succeeded || st.holder !== holder) {
       void this.etcd.revoke(newLease, performance.now() + this.opTimeoutMs, `dropping an unused lease for "${key}"`).catch(() => {});
       if (st.holder === holder) this.expire(key, st, holder, 'key gone from etcd');
-      throw lost(key, holder.token);
+      throw lost(key);
     }
     holder.leaseId = newLease;
     holder.leaseTtlS = ttlS;
@@ -607,8 +623,9 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
   }
 }
 
-function lost(key: string, token: number): LeaseLostError {
-  return new LeaseLostError(`no current lease on "${key}" with token ${token}`);
+function lost(key: string): LeaseLostError {
+  // The token is not repeated: a refusal tells nothing about any token (the asker's included).
+  return new LeaseLostError(`no current lease on "${key}" under the token given`);
 }
 
 function withdrawn(): UnavailableError {

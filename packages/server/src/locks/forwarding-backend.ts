@@ -94,6 +94,9 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
  * (`--lock-authority ws://host:port`). It holds no lease state of its own: every acquire,
  * renew, release and fencing `check` is one `lock-request` to the authority over one
  * WebSocket, authenticated with the relay credential, and its answer is the authority's.
+ * Each request names the identity it is made for (`owner`), which the authority honours
+ * because the link carries a relay credential: leases belong to the same identities as if the
+ * clients were connected to the authority itself.
  *
  * How the LockBackend contract holds when forwarded:
  * - Grants, tokens, FIFO order, renewals, releases, checks and expiry are the authority's:
@@ -144,7 +147,7 @@ export class ForwardingLockBackend extends EventEmitter<LockBackendEvents> imple
   /** Requests waiting for a link, in call order. */
   private readonly queue: Pending[] = [];
   /** Acquires whose caller gave up after they were sent: a grant that still comes is released. */
-  private readonly late = new Map<number, { key: string; link: Link }>();
+  private readonly late = new Map<number, { key: string; owner: string; link: Link }>();
   private current: Link | null = null;
   /** A link being opened (the first, a reconnect, or a rotation's successor). */
   private opening: Link | null = null;
@@ -191,23 +194,23 @@ export class ForwardingLockBackend extends EventEmitter<LockBackendEvents> imple
   // ---- LockBackend ----
 
   async acquire(request: AcquireRequest): Promise<LockGrant> {
-    const { key, ttlMs, waitMs } = request;
-    const reply = await this.request({ op: 'acquire', key, token: 0, ttlMs, waitMs }, waitMs + this.opTimeoutMs, request.signal);
+    const { key, ttlMs, waitMs, owner } = request;
+    const reply = await this.request({ op: 'acquire', key, token: 0, ttlMs, waitMs, owner }, waitMs + this.opTimeoutMs, request.signal);
     // The authority's TTL, unchanged (see the class comment); at least the one asked for.
     return { key, token: reply.token, ttlMs: reply.ttlMs > 0 ? reply.ttlMs : ttlMs };
   }
 
-  async renew(key: string, token: number, ttlMs: number): Promise<LockGrant> {
-    const reply = await this.request({ op: 'renew', key, token, ttlMs, waitMs: 0 }, this.opTimeoutMs);
+  async renew(key: string, token: number, ttlMs: number, owner: string): Promise<LockGrant> {
+    const reply = await this.request({ op: 'renew', key, token, ttlMs, waitMs: 0, owner }, this.opTimeoutMs);
     return { key, token: reply.token || token, ttlMs: reply.ttlMs || ttlMs };
   }
 
-  async release(key: string, token: number): Promise<void> {
-    await this.request({ op: 'release', key, token, ttlMs: 0, waitMs: 0 }, this.opTimeoutMs);
+  async release(key: string, token: number, owner: string): Promise<void> {
+    await this.request({ op: 'release', key, token, ttlMs: 0, waitMs: 0, owner }, this.opTimeoutMs);
   }
 
-  async check(key: string, token: number): Promise<void> {
-    await this.request({ op: 'check', key, token, ttlMs: 0, waitMs: 0 }, this.opTimeoutMs);
+  async check(key: string, token: number, owner: string): Promise<void> {
+    await this.request({ op: 'check', key, token, ttlMs: 0, waitMs: 0, owner }, this.opTimeoutMs);
   }
 
   async close(): Promise<void> {
@@ -278,7 +281,7 @@ export class ForwardingLockBackend extends EventEmitter<LockBackendEvents> imple
   /** The caller gives up (deadline, abort): a sent acquire may still be granted, so remember it. */
   private giveUp(p: Pending, err: UnavailableError): void {
     if (!this.pending.has(p.msg.id)) return;
-    if (p.link && p.msg.op === 'acquire' && !p.link.closed) this.late.set(p.msg.id, { key: p.msg.key, link: p.link });
+    if (p.link && p.msg.op === 'acquire' && !p.link.closed) this.late.set(p.msg.id, { key: p.msg.key, owner: p.msg.owner ?? '', link: p.link });
     this.settle(p, err);
   }
 
@@ -307,7 +310,7 @@ export class ForwardingLockBackend extends EventEmitter<LockBackendEvents> imple
     if (reply.code === '') {
       // Granted after its requester gave up: nobody will use it. Give it back at once.
       this.log.info({ key: late.key, token: reply.token }, 'releasing a lock granted after its requester gave up');
-      this.release(late.key, reply.token).catch((err: unknown) =>
+      this.release(late.key, reply.token, late.owner).catch((err: unknown) =>
         this.log.info({ key: late.key, token: reply.token, err: (err as Error).message }, 'releasing a late grant failed; it runs out by itself'),
       );
     }

@@ -1,4 +1,5 @@
 import type { EventEmitter } from 'node:events';
+import { NotOwnerError } from '@capsync/core';
 
 /** A lease the authority granted (or renewed). */
 export interface LockGrant {
@@ -25,7 +26,11 @@ export interface AcquireRequest {
   ttlMs: number;
   /** How long to wait for a held lock to become free; 0 fails at once when it is held. */
   waitMs: number;
-  /** Who asks (a connection id, for logs). */
+  /**
+   * The identity the lease is for (see ConnectionIdentity): only it may renew, release or
+   * check the lease, or write under its token. Stored with the lease (and in etcd), so it
+   * survives a restart of the relay.
+   */
   owner: string;
   /** When the authority received the request (performance.now()); default: when acquire was called. */
   receivedAt?: number;
@@ -52,12 +57,16 @@ export interface LockBackendEvents {
  *   majority of it, or the relay it forwards to) within `opTimeoutMs` of the backend; it then
  *   grants nothing it could not prove. A rejected acquire may still have been granted in the
  *   backend; such a lease runs out by itself.
- * - `renew(key, token)` extends the lease by `ttlMs` from now, only if `token` is the key's
- *   current unexpired lease; else `LeaseLostError`.
- * - `release(key, token)` ends the lease if it is current (the next waiter gets it); releasing
- *   a lease that is no longer current rejects with `LeaseLostError` and changes nothing.
- * - `check(key, token)` resolves if `token` is the key's current unexpired lease; otherwise
- *   rejects with `StaleTokenError` when a newer token exists, or `LeaseLostError`.
+ * - `renew(key, token, ttlMs, owner)` extends the lease by `ttlMs` from now, only if `token`
+ *   is the key's current unexpired lease; else `LeaseLostError`.
+ * - `release(key, token, owner)` ends the lease if it is current (the next waiter gets it);
+ *   releasing a lease that is no longer current rejects with `LeaseLostError` and changes
+ *   nothing.
+ * - `check(key, token, owner)` resolves if `token` is the key's current unexpired lease;
+ *   otherwise rejects with `StaleTokenError` when a newer token exists, or `LeaseLostError`.
+ * - Ownership: renew, release and check of a current unexpired lease acquired by another
+ *   `owner` reject with `NotOwnerError` and change nothing. No error message of any method
+ *   names another holder's token (nor its owner): knowing a token gives nothing.
  * - A lease that is not renewed ends `ttlMs` after the request that granted or renewed it
  *   reached the authority (never later than that plus the backend's timer slack), and emits
  *   `expired` (where the authority runs: a forwarding backend never emits it).
@@ -66,9 +75,9 @@ export interface LockBackendEvents {
 export interface LockBackend extends EventEmitter<LockBackendEvents> {
   readonly kind: 'embedded' | 'etcd' | 'forwarded';
   acquire(request: AcquireRequest): Promise<LockGrant>;
-  renew(key: string, token: number, ttlMs: number): Promise<LockGrant>;
-  release(key: string, token: number): Promise<void>;
-  check(key: string, token: number): Promise<void>;
+  renew(key: string, token: number, ttlMs: number, owner: string): Promise<LockGrant>;
+  release(key: string, token: number, owner: string): Promise<void>;
+  check(key: string, token: number, owner: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -79,3 +88,8 @@ export const MIN_TTL_MS = 10;
 export const MAX_WAIT_MS = 600_000;
 /** Longest lock key, in UTF-8 bytes. */
 export const MAX_KEY_BYTES = 512;
+
+/** The refusal of another identity's live lease: it tells nothing about the lease (token, owner). */
+export function notOwner(key: string): NotOwnerError {
+  return new NotOwnerError(`the lease on "${key}" belongs to another identity`);
+}

@@ -17,6 +17,7 @@ import type { RelayMetrics } from '../metrics.js';
 import type { RelaySocket } from '../relay/connection.js';
 import type { LockService } from './lock-service.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
+import { ConnectionIdentity } from './lock-identity.js';
 
 /** The WebSocket path of the lock endpoint (a name no document may have). */
 export const LOCKS_PATH = '.capsync/locks';
@@ -34,21 +35,26 @@ let nextConnectionId = 1;
 /**
  * One client's lock connection (`ws://relay/.capsync/locks`). Speaks hello, ping and
  * lock-request; answers every request with one lock-reply (in completion order, not request
- * order: a waiting acquire does not hold up a release). Leases are not tied to the
- * connection: a client that reconnects may still renew or release them, and a client that
- * vanished loses them when they run out. Bad input closes this connection only.
+ * order: a waiting acquire does not hold up a release). Leases belong to the connection's
+ * identity (see ConnectionIdentity), not to the connection: the same identity reconnecting
+ * (same token `sub`, or same owner key) may still renew or release them, anyone else is
+ * refused `not-owner`, and a client that vanished loses them when they run out. A relay
+ * credential may act for the identity a forwarding relay names in the request. Bad input
+ * closes this connection only.
  */
 export class LockConnection {
   readonly id = `locks-${nextConnectionId++}`;
   private closed = false;
   private readonly gone = new AbortController();
   private cancelExpiry: (() => void) | null = null;
+  private readonly identity: ConnectionIdentity;
 
   constructor(
     private readonly socket: RelaySocket,
     private readonly service: LockService,
-    private readonly deps: { metrics: RelayMetrics; logger: Logger; subject?: string; expiresAt?: number },
+    private readonly deps: { metrics: RelayMetrics; logger: Logger; subject?: string; relay?: boolean; expiresAt?: number },
   ) {
+    this.identity = new ConnectionIdentity({ subject: deps.subject, relay: deps.relay });
     deps.metrics.connections.inc();
     // Every waiting acquire listens on it; any number of them in flight is normal.
     setMaxListeners(0, this.gone.signal);
@@ -74,14 +80,14 @@ export class LockConnection {
   private dispatch(msg: Message): void {
     switch (msg.type) {
       case 'hello':
+        this.identity.hello(msg.capabilities);
         this.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: [...RELAY_CAPABILITIES, 'locks', LOCK_BACKEND_CAPABILITY + this.service.backend.kind] });
         return;
       case 'ping':
         this.send({ type: 'pong', id: msg.id });
         return;
       case 'lock-request': {
-        const owner = this.deps.subject ? `${this.deps.subject}@${this.id}` : this.id;
-        void this.service.handle(msg, owner, this.gone.signal).then((reply) => this.send(reply));
+        void this.service.handle(msg, this.identity.actingFor(msg.owner), this.gone.signal).then((reply) => this.send(reply));
         return;
       }
       default:

@@ -9,27 +9,41 @@ import {
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import { MAX_KEY_BYTES, MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS, type LockBackend } from './lock-backend.js';
+import { LeaseQuota, MAX_LEASES_LIMIT } from './lease-quota.js';
 
 /**
  * The relay's lock service: validates lock requests, runs them against the backend under a
  * deadline, and counts what happened. The deadline is what makes the CP answer fast: when
  * the authority cannot answer within `opTimeoutMs` (plus the requested wait, for an
  * acquire), the answer is `unavailable`, never a guess.
+ *
+ * Every request is made for an identity (see ConnectionIdentity): leases belong to the
+ * identity that acquired them (the backends refuse anyone else with NotOwnerError), and one
+ * identity may hold at most `maxLeasesPerIdentity` leases through this relay at once (a
+ * further acquire is refused with LimitExceededError `max-leases-per-identity`).
  */
 export class LockService {
+  private readonly quota: LeaseQuota;
+
   constructor(
     readonly backend: LockBackend,
     private readonly metrics: RelayMetrics,
     private readonly logger: Logger,
     readonly opTimeoutMs: number,
+    maxLeasesPerIdentity = Number.MAX_SAFE_INTEGER,
   ) {
+    this.quota = new LeaseQuota(maxLeasesPerIdentity);
     backend.on('expired', (key, token) => {
       metrics.lockExpiries.inc();
+      this.quota.expired(key, token);
       logger.info({ key, token }, 'lease expired');
     });
   }
 
-  /** Answers one lock request; never rejects. `signal` aborts when the requester went away. */
+  /**
+   * Answers one lock request made for `owner` (an identity); never rejects. `signal` aborts
+   * when the requester went away.
+   */
   async handle(req: LockRequestMessage, owner: string, signal: AbortSignal): Promise<LockReplyMessage> {
     const started = performance.now();
     const reply = (code: ErrorCode | '', message = '', token = 0, ttlMs = 0): LockReplyMessage => ({
@@ -45,6 +59,7 @@ export class LockService {
       const { backend } = this;
       switch (req.op) {
         case 'acquire': {
+          this.quota.admit(owner);
           const abort = new AbortController();
           const onAbort = () => abort.abort();
           signal.addEventListener('abort', onAbort, { once: true });
@@ -55,29 +70,42 @@ export class LockService {
               `acquiring "${req.key}"`,
               abort,
             );
+            this.quota.granted(owner, req.key, grant.token, grant.ttlMs);
             this.metrics.lockGrants.inc();
             return reply('', '', grant.token, grant.ttlMs);
+          } catch (err) {
+            this.quota.withdrawn(owner);
+            throw err;
           } finally {
             signal.removeEventListener('abort', onAbort);
           }
         }
         case 'renew': {
-          const grant = await this.deadline(backend.renew(req.key, req.token, req.ttlMs), this.opTimeoutMs, `renewing "${req.key}"`);
+          const grant = await this.deadline(backend.renew(req.key, req.token, req.ttlMs, owner), this.opTimeoutMs, `renewing "${req.key}"`).catch((err: unknown) => {
+            if (err instanceof CapsyncError && err.code === 'lease-lost') this.quota.ended(owner, req.key, req.token);
+            throw err;
+          });
+          this.quota.renewed(owner, req.key, grant.token, grant.ttlMs);
           this.metrics.lockRenewals.inc();
           return reply('', '', grant.token, grant.ttlMs);
         }
         case 'release':
-          await this.deadline(backend.release(req.key, req.token), this.opTimeoutMs, `releasing "${req.key}"`);
+          await this.deadline(backend.release(req.key, req.token, owner), this.opTimeoutMs, `releasing "${req.key}"`).catch((err: unknown) => {
+            if (err instanceof CapsyncError && err.code === 'lease-lost') this.quota.ended(owner, req.key, req.token);
+            throw err;
+          });
+          this.quota.ended(owner, req.key, req.token);
           this.metrics.lockReleases.inc();
           return reply('', '', req.token);
         case 'check':
           // A relay that forwards to this authority fences a write (see ForwardingLockBackend).
-          await this.deadline(backend.check(req.key, req.token), this.opTimeoutMs, `checking the lease on "${req.key}"`);
+          await this.deadline(backend.check(req.key, req.token, owner), this.opTimeoutMs, `checking the lease on "${req.key}"`);
           return reply('', '', req.token);
       }
     } catch (err) {
       const e = err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error');
       if (!(err instanceof CapsyncError)) this.logger.error({ err, key: req.key, op: req.op }, 'lock request failed');
+      if (e.code === 'limit-exceeded') this.metrics.limitRefusals.inc({ limit: MAX_LEASES_LIMIT });
       this.metrics.lockRefusals.inc({ op: req.op, reason: e.code });
       if (e.code === 'unavailable') this.metrics.lockUnavailable.inc();
       return reply(e.code, e.message);
@@ -87,12 +115,13 @@ export class LockService {
   }
 
   /**
-   * The fencing check before a write under `token`: resolves if it is the key's current
-   * lease; rejects with StaleTokenError, LeaseLostError or UnavailableError (counted).
+   * The fencing check before a write under `token` for `owner` (an identity): resolves if it
+   * is the key's current lease and `owner`'s; rejects with NotOwnerError, StaleTokenError,
+   * LeaseLostError or UnavailableError (counted).
    */
-  async checkFence(key: string, token: number): Promise<void> {
+  async checkFence(key: string, token: number, owner: string): Promise<void> {
     try {
-      await this.deadline(this.backend.check(key, token), this.opTimeoutMs, `checking the lease on "${key}"`);
+      await this.deadline(this.backend.check(key, token, owner), this.opTimeoutMs, `checking the lease on "${key}"`);
     } catch (err) {
       const code = err instanceof CapsyncError ? err.code : 'internal';
       if (code === 'unavailable') this.metrics.lockUnavailable.inc();
@@ -102,6 +131,7 @@ export class LockService {
   }
 
   close(): Promise<void> {
+    this.quota.close();
     return this.backend.close();
   }
 

@@ -14,12 +14,11 @@ import {
   encodeMessage,
   isEmptyUpdate,
   CloseCode,
-  type CpSetMessage,
-  type ErrorCode,
   type Message,
 } from '@capsync/core';
 import type { LockService } from '../locks/lock-service.js';
-import { validateRequest } from '../locks/lock-service.js';
+import { ConnectionIdentity } from '../locks/lock-identity.js';
+import { fencedSet } from './fenced-set.js';
 import type { AccessGrant } from '../auth/access.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
@@ -109,6 +108,8 @@ export class RelayConnection implements DocPeer {
    */
   readonly peerRelayId: string | undefined;
   private readonly sentToPeer = new SentLog();
+  /** Whose leases this connection's fenced writes use. */
+  private readonly identity: ConnectionIdentity;
 
   constructor(
     private readonly socket: RelaySocket,
@@ -118,6 +119,7 @@ export class RelayConnection implements DocPeer {
     peerId?: string,
   ) {
     deps.metrics.connections.inc();
+    this.identity = new ConnectionIdentity(grant);
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
     if (this.peerRelayId) deps.mesh?.inboundOpened(this.peerRelayId, this);
     if (grant.expiresAt !== undefined) {
@@ -222,6 +224,7 @@ export class RelayConnection implements DocPeer {
         return;
       }
       case 'hello':
+        this.identity.hello(msg.capabilities);
         this.capsync = true;
         this.quorum = msg.capabilities.includes('quorum');
         this.sendMessage({
@@ -233,9 +236,17 @@ export class RelayConnection implements DocPeer {
       case 'ping':
         this.sendMessage({ type: 'pong', id: msg.id });
         return;
-      case 'cp-set':
-        void this.fencedSet(msg);
+      case 'cp-set': {
+        const owner = this.identity.actingFor(msg.owner);
+        void fencedSet(msg, {
+          docName: this.docName,
+          permission: this.grant.permission,
+          owner,
+          current: () => (this.closed ? null : this.doc),
+          reply: (code, message) => this.sendMessage({ type: 'cp-reply', id: msg.id, code, message }),
+        }, this.deps);
         return;
+      }
       case 'lock-request':
         throw new ProtocolError('unknown-message-type', 'lock requests go to the lock endpoint, not a document connection');
       case 'ack':
@@ -289,53 +300,6 @@ export class RelayConnection implements DocPeer {
         this.fail(new CapsyncError('storage-failure', 'update could not be stored; resend it'));
       },
     );
-  }
-
-  /**
-   * A fenced write (`cp.set`): the lease must be current at the lock authority, and its token
-   * at least the entry's current token, checked synchronously right before the relay writes
-   * the value, so two holders' writes can never land out of token order. Answered once the
-   * value is durable, after the requester was sent the change itself.
-   */
-  private async fencedSet(msg: CpSetMessage): Promise<void> {
-    const reply = (code: ErrorCode | '', message = ''): void => this.sendMessage({ type: 'cp-reply', id: msg.id, code, message });
-    const refuse = (code: ErrorCode, message: string): void => {
-      if (code === 'stale-token' || code === 'lease-lost') this.deps.metrics.fencingRejections.inc({ reason: code });
-      reply(code, message);
-    };
-    if (this.grant.permission !== 'write') return refuse('read-only', `read-only access to "${this.docName}": fenced write refused`);
-    let value: unknown;
-    try {
-      validateRequest({ type: 'lock-request', id: msg.id, op: 'renew', key: msg.key, token: msg.token, ttlMs: 1000, waitMs: 0 });
-      value = JSON.parse(msg.json);
-    } catch (err) {
-      return refuse('invalid-lock-request', err instanceof CapsyncError ? err.message : 'value is not valid JSON');
-    }
-    const forwarder = this.deps.fencedWrites;
-    if (forwarder) {
-      // A mesh with one lock authority relay: that relay writes (see FencedWriteForwarder).
-      const doc = this.doc;
-      if (this.closed || !doc) return;
-      const outcome = await forwarder.forward(doc, msg);
-      if (outcome.code === 'unavailable') this.deps.metrics.lockUnavailable.inc();
-      if (outcome.code === 'stale-token' || outcome.code === 'conflict' || outcome.code === 'lease-lost') this.deps.metrics.fencingRejections.inc({ reason: outcome.code });
-      reply(outcome.code, outcome.message ?? '');
-      return;
-    }
-    try {
-      await this.deps.locks.checkFence(msg.key, msg.token);
-    } catch (err) {
-      // checkFence counted it.
-      const e = err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error');
-      return reply(e.code, e.message);
-    }
-    const doc = this.doc;
-    if (this.closed || !doc) return;
-    const outcome = await doc.writeFenced(msg.key, value, msg.token, msg.ifRev);
-    if (outcome.code === 'storage-failure') this.deps.logger.error({ doc: this.docName, key: msg.key }, 'storing a fenced write failed');
-    if (outcome.code === 'stale-token' || outcome.code === 'conflict') this.deps.metrics.fencingRejections.inc({ reason: outcome.code });
-    // The change itself went out (to this connection too) before this reply.
-    reply(outcome.code, outcome.message ?? '');
   }
 
   /**

@@ -145,7 +145,7 @@ export class RelayDoc {
     if (this.paused || this.destroyed) return { code: 'unavailable', message: 'the document is recovering; retry the fenced write' };
     const current = readFenced(this.doc, key);
     if (current && token < current.token) {
-      return { code: 'stale-token', message: `token ${token} for "${key}" is stale: ${current.token} has written since` };
+      return { code: 'stale-token', message: `the token given for "${key}" is stale: a newer lease has written since` };
     }
     if (ifRev !== undefined && (current?.rev ?? 0) !== ifRev) {
       return { code: 'conflict', message: `"${key}" is at revision ${current?.rev ?? 0}, not ${ifRev}: it changed since it was read` };

@@ -139,6 +139,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       metrics: this.metrics,
       logger: this.logger,
       ...(grant.subject ? { subject: grant.subject } : {}),
+      ...(grant.relay ? { relay: true } : {}),
       ...(grant.expiresAt !== undefined ? { expiresAt: grant.expiresAt } : {}),
     });
     this.connections.add(conn);
