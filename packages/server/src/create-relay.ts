@@ -4,6 +4,7 @@ import path from 'node:path';
 import { MemoryDocStore, type DocStore } from '@capsync/core';
 import { JwtAccess, OpenAccess, type AccessControl } from './auth/access.js';
 import { relayCredential } from './auth/relay-credential.js';
+import { redactUrl } from './auth/url-token.js';
 import { resolveOptions, type RelayOptions, type ResolvedRelayOptions } from './config.js';
 import { createHttpApp } from './http/app.js';
 import { attachWebSocketEndpoint } from './http/websocket-endpoint.js';
@@ -39,6 +40,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
         secret: resolved.authSecret,
         ...(resolved.authIssuer ? { issuer: resolved.authIssuer } : {}),
         ...(resolved.authAudience ? { audience: resolved.authAudience } : {}),
+        maxTokenLifetimeMs: resolved.maxTokenLifetimeMs,
       })
     : new OpenAccess({ peerToken: resolved.peerToken });
   const metrics = new RelayMetrics();
@@ -72,7 +74,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   const host = urlHost(resolved.host);
   const storage = typeof resolved.storage === 'string' ? resolved.storage : 'custom';
   logger.info(
-    { port, host: resolved.host, storage, locks: backend.kind, relayId: resolved.relayId, peers: resolved.peers, peerMode: resolved.peerMode, ...(storage === 'sqlite' ? { database: sqlitePath(resolved) } : {}) },
+    { port, host: resolved.host, storage, locks: backend.kind, relayId: resolved.relayId, peers: resolved.peers.map(redactUrl), peerMode: resolved.peerMode, ...(storage === 'sqlite' ? { database: sqlitePath(resolved) } : {}) },
     'relay listening',
   );
   if (access.mode === 'open') logger.warn('no auth configured: the relay is OPEN, anyone who can reach it may read and write every document');

@@ -5,6 +5,7 @@ import { AuthError, CapsyncError, CloseCode, closeCodeFor, closeReasonFor, docNa
 import type { AccessGrant } from '../auth/access.js';
 import { RELAY_SUBJECT_PREFIX } from '../auth/relay-credential.js';
 import { selectProtocol, tokenFromRequest } from '../auth/token-from-request.js';
+import { redactUrl } from '../auth/url-token.js';
 import { LOCKS_PATH } from '../locks/lock-connection.js';
 import { MESH_PATH } from '../mesh/mesh-connection.js';
 import { RELAY_QUERY } from '../mesh/peer-socket.js';
@@ -50,7 +51,7 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
       if (failure || !grant || relay.isClosing) {
         const err = failure ?? new CapsyncError('shutting-down', 'relay is shutting down');
         relay.metrics.refusals.inc({ reason: err.code });
-        relay.logger.info({ code: err.code, msg: err.message, url: redact(req.url) }, 'refusing connection');
+        relay.logger.info({ code: err.code, msg: err.message, url: redactUrl(req.url) }, 'refusing connection');
         ws.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
         return;
       }
@@ -146,9 +147,4 @@ function toBytes(data: Buffer | ArrayBuffer | Buffer[]): Uint8Array {
   if (Array.isArray(data)) return Buffer.concat(data);
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   return data;
-}
-
-/** The request URL without its token, for logs. */
-function redact(url: string | undefined): string {
-  return (url ?? '').replace(/token=[^&]*/g, 'token=REDACTED');
 }
