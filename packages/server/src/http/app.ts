@@ -58,7 +58,8 @@ export function createHttpApp(relay: Relay): express.Express {
 
   app.get('/v1/docs/:name', (req, res) =>
     withDoc(relay, req, res, 'read', (doc) => {
-      res.json(docToJSON(doc.doc));
+      // Depth-capped: a writer decides how deep a document nests (422 too-deep past the cap).
+      res.json(docToJSON(doc.doc, { maxDepth: relay.options.maxJsonDepth }));
     }),
   );
 
