@@ -10,13 +10,20 @@ import { LOCKS_PATH } from '../locks/lock-connection.js';
 import { MESH_PATH } from '../mesh/mesh-connection.js';
 import { RELAY_QUERY } from '../mesh/peer-socket.js';
 import type { Relay } from '../relay/relay.js';
+import type { ConnectionLimits } from './connection-limits.js';
+import type { OriginPolicy } from './origin-policy.js';
 
 /**
  * Accepts WebSocket upgrades at `/<docName>` and hands authorized sockets to the relay.
  * A refused upgrade (bad name, bad token) is still completed and then closed with a named
- * code and reason, because browsers cannot read the HTTP status of a failed handshake.
+ * code and reason, because browsers cannot read the HTTP status of a failed handshake. So is
+ * one over a connection cap (1013) or from a browser origin the policy refuses (4403).
  */
-export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocketServer {
+export function attachWebSocketEndpoint(
+  server: Server,
+  relay: Relay,
+  edge: { origins: OriginPolicy; limits: ConnectionLimits },
+): WebSocketServer {
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: relay.options.maxMessageBytes,
@@ -38,6 +45,10 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
     let failure: CapsyncError | null = null;
     let grant: AccessGrant | undefined;
     try {
+      const overCap = edge.limits.refusal(req.socket);
+      if (overCap) throw overCap;
+      const origin = req.headers.origin;
+      if (!edge.origins.allows(origin, req.headers.host)) throw edge.origins.refusal(origin!);
       docName = isPath(req.url, LOCKS_PATH) ? LOCKS_PATH : isPath(req.url, MESH_PATH) ? MESH_PATH : docNameFromPath(req.url ?? '/');
       grant = await relay.access.authorize(tokenFromRequest(req), docName);
       if (docName === MESH_PATH && !grant.relay) throw new AuthError('forbidden', 'the mesh endpoint needs a relay credential');
