@@ -250,7 +250,15 @@ describe('issue 11 attack 5: the HTTP/WS edge', () => {
   });
 
   it('issue-11 attack 5: a browser WebSocket from a foreign origin is closed 4403 origin-not-allowed; --allowed-origins and auth relays follow their policy', async () => {
-    await using open = await startAttackedRelay();
+    // Started together: relay start-up dominates this file's run time.
+    const started = await Promise.all([
+      startAttackedRelay(),
+      startAttackedRelay(['--auth-secret', SECRET]),
+      startAttackedRelay(['--auth-secret', SECRET, '--allowed-origins', 'https://app.example']),
+    ]);
+    await using open = started[0];
+    await using authed = started[1];
+    await using listed = started[2];
     const bystander = await startBystander(open.url);
     const refused = await closeOf(`${open.url}/doc`, { origin: 'https://evil.example' });
     expect(refused.code).toBe(4403);
@@ -261,11 +269,9 @@ describe('issue 11 attack 5: the HTTP/WS edge', () => {
     expect(worst(await bystander.stop())).toBeLessThan(2_000);
 
     // With auth, any origin by default (a foreign page cannot obtain a token) ...
-    await using authed = await startAttackedRelay(['--auth-secret', SECRET]);
     const t = await token({ '*': 'write' });
     await closeSocket(await served(`${authed.url}/doc?token=${t}`, { origin: 'https://app.example' }));
     // ... unless configured: then exactly the listed origins, for WebSockets and HTTP writes.
-    await using listed = await startAttackedRelay(['--auth-secret', SECRET, '--allowed-origins', 'https://app.example']);
     await closeSocket(await served(`${listed.url}/doc?token=${t}`, { origin: 'https://app.example' }));
     expect((await closeOf(`${listed.url}/doc?token=${t}`, { origin: 'http://localhost:3000' })).code).toBe(4403);
     const post = await request(`${listed.httpUrl}/v1/docs/doc/update`, {
@@ -364,7 +370,9 @@ describe('issue 11 attack 5: the HTTP/WS edge', () => {
   });
 
   it('issue-11 attack 5: /metrics needs --metrics-token when set, and moves to a loopback-only --metrics-port', async () => {
-    await using withToken = await startAttackedRelay(['--metrics-token', 'scrape-secret']);
+    const started = await Promise.all([startAttackedRelay(['--metrics-token', 'scrape-secret']), startAttackedRelay(['--metrics-port', '0'])]);
+    await using withToken = started[0];
+    await using withPort = started[1];
     const none = await request(`${withToken.httpUrl}/metrics`);
     expect(none.status).toBe(401);
     expect(none.body).not.toContain('capsync_');
@@ -373,7 +381,6 @@ describe('issue 11 attack 5: the HTTP/WS edge', () => {
     expect(ok.status).toBe(200);
     expect(ok.body).toContain('capsync_refusals_total');
 
-    await using withPort = await startAttackedRelay(['--metrics-port', '0']);
     const ready = withPort.logs.find((l) => l['msg'] === 'ready')!;
     const metricsUrl = String(ready['metricsUrl']);
     expect(metricsUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/metrics$/);
