@@ -79,7 +79,8 @@ export class RelayCliProcess {
       process.on('exit', killAllRelayProcesses);
     }
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), o.dataDirPrefix));
-    const args = ['--host', '127.0.0.1', '--port', String(o.port), '--data', dataDir, '--log-level', 'error', ...o.flags];
+    // Every bench client connects from loopback: no per-address cap (it would refuse past 1000).
+    const args = ['--host', '127.0.0.1', '--port', String(o.port), '--data', dataDir, '--log-level', 'error', '--max-connections-per-address', '0', ...o.flags];
     const child = fork(CLI, args, {
       cwd: benchDir,
       execArgv: ['--conditions=source', '--import', 'tsx', '--import', GUARD, ...(o.nodeArgs ?? [])],

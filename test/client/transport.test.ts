@@ -45,7 +45,8 @@ async function proxy(targetPort: number, mode: FaultMode = 'pass'): Promise<Faul
 }
 
 async function sign(docs: Record<string, 'read' | 'write'>, claims: jose.JWTPayload = {}, secret = SECRET): Promise<string> {
-  return new jose.SignJWT({ docs, ...claims }).setProtectedHeader({ alg: 'HS256' }).setSubject('tester').sign(new TextEncoder().encode(secret));
+  // Tokens must expire (the relay refuses them otherwise): in ten minutes unless `claims` say.
+  return new jose.SignJWT({ exp: Math.floor(Date.now() / 1000) + 600, docs, ...claims }).setProtectedHeader({ alg: 'HS256' }).setSubject('tester').sign(new TextEncoder().encode(secret));
 }
 
 

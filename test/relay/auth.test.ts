@@ -13,7 +13,8 @@ const nowSeconds = () => Math.floor(Date.now() / 1000);
 type Docs = Record<string, 'read' | 'write'>;
 
 async function sign(docs: Docs | undefined, claims: jose.JWTPayload = {}, secret = SECRET): Promise<string> {
-  return new jose.SignJWT({ ...claims, ...(docs ? { docs } : {}) })
+  // Tokens must expire (the relay refuses them otherwise): in ten minutes unless `claims` say.
+  return new jose.SignJWT({ exp: nowSeconds() + 600, ...claims, ...(docs ? { docs } : {}) })
     .setProtectedHeader({ alg: 'HS256' })
     .setSubject('tester')
     .sign(new TextEncoder().encode(secret));

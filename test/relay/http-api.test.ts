@@ -9,7 +9,8 @@ import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 const SECRET = 'http-api-test-secret-0123456789';
 
 async function sign(docs: Record<string, 'read' | 'write'>, claims: jose.JWTPayload = {}): Promise<string> {
-  return new jose.SignJWT({ ...claims, docs }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET));
+  // Tokens must expire (the relay refuses them otherwise): in ten minutes unless `claims` say.
+  return new jose.SignJWT({ exp: Math.floor(Date.now() / 1000) + 600, ...claims, docs }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET));
 }
 
 /** A Yjs update that inserts `text` into text "t" of a fresh document. */

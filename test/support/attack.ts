@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { ProtocolClient } from './protocol-client.js';
+import { ProtocolClient, type ProtocolClientOptions } from './protocol-client.js';
 import { killRelay, spawnRelay, type RelayProcess } from './relay-process.js';
 
 /**
@@ -50,8 +50,14 @@ export async function rssOf(pid: number): Promise<number> {
  * returns the round trips it measured (ms). A relay stalled by the attack shows as a long
  * round trip, or as a ping never answered within `timeoutMs` (which throws).
  */
-export async function startBystander(url: string, docName = 'bystander', timeoutMs = 10_000): Promise<{ stop(): Promise<number[]>; client: ProtocolClient }> {
-  const client = await ProtocolClient.synced(`${url}/${docName}`);
+export async function startBystander(
+  url: string,
+  docName = 'bystander',
+  timeoutMs = 10_000,
+  /** Connection options, e.g. `{ headers: { authorization: 'Bearer ...' } }` on a relay with auth. */
+  options: ProtocolClientOptions = {},
+): Promise<{ stop(): Promise<number[]>; client: ProtocolClient }> {
+  const client = await ProtocolClient.synced(`${url}/${docName}`, options);
   const rtts: number[] = [];
   let running = true;
   let id = 0;

@@ -15,5 +15,7 @@ const relay = await createRelay({
   storage,
   ...(dataDir ? { dataDir } : {}),
   logLevel: 'silent',
+  // The bench opens thousands of idle connections from loopback, past the per-address default.
+  maxConnectionsPerAddress: 0,
 });
 serveControl({ port: relay.port, close: () => relay.close() });

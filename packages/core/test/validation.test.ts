@@ -105,4 +105,51 @@ describe('docToJSON', () => {
     Y.applyUpdate(relay, Y.encodeStateAsUpdate(src));
     expect(docToJSON(relay)).toEqual({ text: 'hi', map: { k: 1 }, list: [1, 'two'], xml: '<p></p>' });
   });
+
+  it('renders nested types and JSON values as Yjs does, keys in order', () => {
+    const src = new Y.Doc();
+    const map = src.getMap('map');
+    const inner = new Y.Map<unknown>();
+    map.set('b', 1);
+    map.set('a', inner);
+    inner.set('list', Y.Array.from([1, { x: [2, { y: 3 }] }, new Uint8Array([1])]));
+    inner.set('text', new Y.Text('t'));
+    const relay = new Y.Doc();
+    Y.applyUpdate(relay, Y.encodeStateAsUpdate(src));
+    const json = docToJSON(relay);
+    expect(json).toEqual({ map: src.getMap('map').toJSON() });
+    expect(Object.keys(json['map'] as object)).toEqual(Object.keys(src.getMap('map').toJSON()));
+  });
+
+  it('throws too-deep instead of overflowing the stack on a 20,000-deep map (attack 5 of issue 11)', () => {
+    const src = new Y.Doc();
+    src.transact(() => {
+      let m = src.getMap('root');
+      for (let i = 0; i < 20_000; i++) {
+        const child = new Y.Map<unknown>();
+        m.set('k', child);
+        m = child;
+      }
+    });
+    const relay = new Y.Doc();
+    Y.applyUpdate(relay, Y.encodeStateAsUpdate(src));
+    expect(() => docToJSON(relay)).toThrow(expect.objectContaining({ code: 'too-deep' }));
+    expect(() => docToJSON(relay, { maxDepth: 30_000 })).not.toThrow();
+    const shallow = new Y.Doc();
+    shallow.getMap('m').set('a', { b: { c: 1 } });
+    expect(docToJSON(shallow, { maxDepth: 3 })).toEqual({ m: { a: { b: { c: 1 } } } });
+    expect(() => docToJSON(shallow, { maxDepth: 2 })).toThrow(expect.objectContaining({ code: 'too-deep' }));
+  });
+
+  it('caps XML element depth too', () => {
+    const src = new Y.Doc();
+    let el: Y.XmlFragment = src.getXmlFragment('xml');
+    for (let i = 0; i < 5; i++) {
+      const child = new Y.XmlElement('p');
+      el.insert(0, [child]);
+      el = child;
+    }
+    expect(docToJSON(src, { maxDepth: 6 })['xml']).toBe('<p><p><p><p><p></p></p></p></p></p>');
+    expect(() => docToJSON(src, { maxDepth: 5 })).toThrow(expect.objectContaining({ code: 'too-deep' }));
+  });
 });

@@ -22,7 +22,7 @@ async function main(): Promise<void> {
   }
   const logger = createLogger(parsed.options.logLevel);
   const relay = await createRelay({ ...parsed.options, logger });
-  logger.info({ url: relay.url, httpUrl: relay.httpUrl }, 'ready');
+  logger.info({ url: relay.url, httpUrl: relay.httpUrl, ...(relay.metricsUrl ? { metricsUrl: relay.metricsUrl } : {}) }, 'ready');
 
   let stopping = false;
   const stop = (signal: string) => {

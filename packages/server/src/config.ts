@@ -116,9 +116,12 @@ export interface RelayOptions {
   metricsToken?: string;
   /** Serve `/metrics` on this separate port of 127.0.0.1 instead of the main port. Default none. */
   metricsPort?: number;
-  /** Open connections in total (WebSocket; HTTP requests get 503 past it). Default 10,000; 0 = no cap. */
+  /**
+   * Open TCP connections in total: WebSocket (clients, lock clients, peer relays) and HTTP. Past it
+   * a WebSocket is closed 1013 and an HTTP request answered 503. Default 10,000; 0 = no cap.
+   */
   maxConnections?: number;
-  /** Open connections from one client address. Default 1000; 0 = no cap. */
+  /** Open connections from one client address (the socket's; behind a proxy, the proxy's). Default 1000; 0 = no cap. */
   maxConnectionsPerAddress?: number;
   /** Structured logger; defaults to one at `logLevel`. */
   logger?: Logger;

@@ -4,8 +4,12 @@ import path from 'node:path';
 import { MemoryDocStore, type DocStore } from '@capsync/core';
 import { JwtAccess, OpenAccess, type AccessControl } from './auth/access.js';
 import { relayCredential } from './auth/relay-credential.js';
+import { redactUrl } from './auth/url-token.js';
 import { resolveOptions, type RelayOptions, type ResolvedRelayOptions } from './config.js';
 import { createHttpApp } from './http/app.js';
+import { ConnectionLimits } from './http/connection-limits.js';
+import { startMetricsServer, type MetricsServer } from './http/metrics-endpoint.js';
+import { OriginPolicy } from './http/origin-policy.js';
 import { attachWebSocketEndpoint } from './http/websocket-endpoint.js';
 import { createLogger, type Logger } from './logger.js';
 import { RelayMetrics } from './metrics.js';
@@ -22,6 +26,8 @@ export interface RelayHandle {
   url: string;
   /** HTTP base URL, e.g. http://127.0.0.1:4000. */
   httpUrl: string;
+  /** With `metricsPort`: where metrics are served instead (http://127.0.0.1:<port>/metrics). */
+  metricsUrl?: string;
   port: number;
   /** The relay core, for embedding and tests. */
   relay: Relay;
@@ -39,6 +45,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
         secret: resolved.authSecret,
         ...(resolved.authIssuer ? { issuer: resolved.authIssuer } : {}),
         ...(resolved.authAudience ? { audience: resolved.authAudience } : {}),
+        maxTokenLifetimeMs: resolved.maxTokenLifetimeMs,
       })
     : new OpenAccess({ peerToken: resolved.peerToken });
   const metrics = new RelayMetrics();
@@ -52,8 +59,12 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   const locks = new LockService(backend, metrics, logger, resolved.lockTimeoutMs, resolved.maxLeasesPerIdentity);
   const relay = new Relay({ store, access, metrics, logger, options: resolved, locks, credential: relayCredential(resolved) });
 
-  const server = http.createServer(createHttpApp(relay));
-  const wss = attachWebSocketEndpoint(server, relay);
+  const origins = new OriginPolicy(resolved.allowedOrigins, access.mode !== 'open');
+  const limits = new ConnectionLimits(resolved.maxConnections, resolved.maxConnectionsPerAddress, metrics);
+  const server = http.createServer(limits.guard(createHttpApp(relay, origins)));
+  server.on('connection', (socket) => limits.admit(socket));
+  const wss = attachWebSocketEndpoint(server, relay, { origins, limits });
+  let metricsServer: MetricsServer | undefined;
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -62,7 +73,9 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
         resolve();
       });
     });
+    if (resolved.metricsPort !== undefined) metricsServer = await startMetricsServer(relay, resolved.metricsPort);
   } catch (err) {
+    server.close();
     await locks.close();
     await store.close();
     throw err;
@@ -72,7 +85,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   const host = urlHost(resolved.host);
   const storage = typeof resolved.storage === 'string' ? resolved.storage : 'custom';
   logger.info(
-    { port, host: resolved.host, storage, locks: backend.kind, relayId: resolved.relayId, peers: resolved.peers, peerMode: resolved.peerMode, ...(storage === 'sqlite' ? { database: sqlitePath(resolved) } : {}) },
+    { port, host: resolved.host, storage, locks: backend.kind, relayId: resolved.relayId, peers: resolved.peers.map(redactUrl), peerMode: resolved.peerMode, ...(storage === 'sqlite' ? { database: sqlitePath(resolved) } : {}) },
     'relay listening',
   );
   if (access.mode === 'open') logger.warn('no auth configured: the relay is OPEN, anyone who can reach it may read and write every document');
@@ -81,6 +94,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   return {
     url: `ws://${host}:${port}`,
     httpUrl: `http://${host}:${port}`,
+    ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
     port,
     relay,
     close: () =>
@@ -89,7 +103,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
         await relay.close();
         wss.close();
         server.closeAllConnections();
-        await stopped;
+        await Promise.all([stopped, metricsServer?.close()]);
         logger.info('relay stopped');
       })()),
   };

@@ -14,7 +14,10 @@ async function sign(
   opts: { alg?: 'HS256' | 'HS384' | 'HS512'; secret?: string } = {},
 ): Promise<string> {
   const signingKey = opts.secret ? new TextEncoder().encode(opts.secret) : key;
-  return new jose.SignJWT(claims).setProtectedHeader({ alg: opts.alg ?? 'HS256' }).sign(signingKey);
+  // Tokens must expire: one in ten minutes unless the test says otherwise (`exp: undefined` for none).
+  const withExp: jose.JWTPayload = 'exp' in claims ? claims : { ...claims, exp: nowSeconds() + 600 };
+  if (withExp.exp === undefined) delete withExp.exp;
+  return new jose.SignJWT(withExp).setProtectedHeader({ alg: opts.alg ?? 'HS256' }).sign(signingKey);
 }
 
 /** The AuthError `promise` rejects with (fails the test if it resolves or rejects otherwise). */
@@ -104,9 +107,38 @@ describe('JwtAccess', () => {
     expect(await access.authorize(token, 'handbook')).toEqual({ permission: 'read', subject: 'alice', expiresAt: exp * 1000 });
   });
 
-  it('accepts tokens without sub and exp', async () => {
-    const token = await sign({ docs: { doc: 'read' } });
-    expect(await access.authorize(token, 'doc')).toEqual({ permission: 'read' });
+  it('accepts tokens without sub', async () => {
+    const exp = nowSeconds() + 60;
+    const token = await sign({ exp, docs: { doc: 'read' } });
+    expect(await access.authorize(token, 'doc')).toEqual({ permission: 'read', expiresAt: exp * 1000 });
+  });
+
+  it('is unauthorized for a token without exp (it would never expire), saying so', async () => {
+    const token = await sign({ sub: 'alice', exp: undefined, docs: { doc: 'write' } });
+    const err = await authErrorOf(access.authorize(token, 'doc'));
+    expect(err.code).toBe('unauthorized');
+    expect(err.message).toMatch(/no expiry/);
+  });
+
+  it('is unauthorized for a token living longer than maxTokenLifetimeMs, from iat or from now', async () => {
+    const capped = new JwtAccess({ secret: SECRET, maxTokenLifetimeMs: 3600_000 });
+    const now = nowSeconds();
+    expect((await capped.authorize(await sign({ iat: now, exp: now + 3600, docs: { doc: 'write' } }), 'doc')).permission).toBe('write');
+    expect((await capped.authorize(await sign({ exp: now + 3500, docs: { doc: 'write' } }), 'doc')).permission).toBe('write');
+    for (const claims of [
+      { iat: now, exp: now + 3601 },
+      { exp: now + 7200 },
+      // Issued in the past, lifetime counted from iat: 2 h even though only 50 min remain.
+      { iat: now - 4200, exp: now + 3000 },
+      // A future iat does not shorten the lifetime counted from now.
+      { iat: now + 86_400 * 365, exp: now + 86_400 * 365 + 60 },
+    ]) {
+      const err = await authErrorOf(capped.authorize(await sign({ ...claims, docs: { doc: 'write' } }), 'doc'));
+      expect(err.code, JSON.stringify(claims)).toBe('unauthorized');
+      expect(err.message).toMatch(/longer than the relay accepts/);
+    }
+    // The default cap is 24 h.
+    expect((await authErrorOf(access.authorize(await sign({ exp: now + 25 * 3600, docs: { doc: 'write' } }), 'doc'))).code).toBe('unauthorized');
   });
 
   it.each(['HS256', 'HS384', 'HS512'] as const)('accepts %s tokens', async (alg) => {
@@ -216,6 +248,13 @@ describe('tokenFromRequest', () => {
 
   it('reads the token query parameter', () => {
     expect(tokenFromRequest(request('/doc?x=1&token=abc.def.ghi'))).toBe('abc.def.ghi');
+  });
+
+  it('reads the token query parameter under any case or percent-encoding of its name (as log redaction does)', () => {
+    expect(tokenFromRequest(request('/doc?TOKEN=abc'))).toBe('abc');
+    expect(tokenFromRequest(request('/doc?%74oken=abc'))).toBe('abc');
+    expect(tokenFromRequest(request('/doc?x=1&%54oKeN=abc&token=other'))).toBe('abc');
+    expect(tokenFromRequest(request('/doc?tokens=abc'))).toBeUndefined();
   });
 
   it('prefers the header, then the sub-protocol, then the query', () => {

@@ -242,7 +242,7 @@ describe('ForwardingLockBackend', () => {
   it('presents the relay credential; a relay with the wrong secret is refused: unavailable, at once', async () => {
     const secret = 'mesh-secret-that-is-long-enough';
     const a = await authority({ authSecret: secret });
-    const cred = (s: string, relayId: string) => relayCredential({ peerToken: undefined, authSecret: s, authIssuer: undefined, authAudience: undefined, relayId });
+    const cred = (s: string, relayId: string) => relayCredential({ peerToken: undefined, authSecret: s, authIssuer: undefined, authAudience: undefined, relayId, maxTokenLifetimeMs: 24 * 3600_000 });
     const ok = await forwarder(a.url, { token: cred(secret, 'good') });
     const g = await ok.acquire(req('auth'));
     await ok.release('auth', g.token, 'test');

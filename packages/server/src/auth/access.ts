@@ -59,6 +59,11 @@ export interface JwtAccessOptions {
   secret: string;
   issuer?: string;
   audience?: string;
+  /**
+   * Longest lifetime a token may have, in ms: `exp` minus `iat` (or minus now, when that is
+   * later or there is no `iat`). Tokens without `exp` are refused. Default 24 h.
+   */
+  maxTokenLifetimeMs?: number;
 }
 
 /**
@@ -90,14 +95,35 @@ export class JwtAccess implements AccessControl {
       const why = err instanceof jose.errors.JWTExpired ? 'token expired' : `invalid token (${(err as { code?: string }).code ?? 'malformed'})`;
       throw new AuthError('unauthorized', why, { cause: err });
     }
+    assertBoundedLifetime(payload, this.options.maxTokenLifetimeMs ?? DEFAULT_MAX_TOKEN_LIFETIME_MS);
     const permission = permissionFor(payload['docs'], docName);
     if (!permission) throw new AuthError('forbidden', `no access to document "${docName}"`);
     return {
       permission,
       ...(payload.sub ? { subject: payload.sub } : {}),
-      ...(payload.exp ? { expiresAt: payload.exp * 1000 } : {}),
+      expiresAt: payload.exp! * 1000,
       ...(payload[RELAY_CLAIM] === true ? { relay: true } : {}),
     };
+  }
+}
+
+const DEFAULT_MAX_TOKEN_LIFETIME_MS = 24 * 3600_000;
+
+/**
+ * A token must expire, and not too late: a leaked token without `exp` would grant access
+ * forever. The lifetime counts from `iat`, but never from a future `iat` (a token issued "next
+ * year" for an hour would otherwise pass while being valid until then): from min(iat, now).
+ */
+function assertBoundedLifetime(payload: jose.JWTPayload, maxLifetimeMs: number): void {
+  if (typeof payload.exp !== 'number') throw new AuthError('unauthorized', 'invalid token: it has no expiry (exp claim required)');
+  const nowMs = Date.now();
+  const fromMs = typeof payload.iat === 'number' ? Math.min(payload.iat * 1000, nowMs) : nowMs;
+  const lifetimeMs = payload.exp * 1000 - fromMs;
+  if (lifetimeMs > maxLifetimeMs) {
+    throw new AuthError(
+      'unauthorized',
+      `invalid token: it is valid for ${Math.round(lifetimeMs / 1000)} s, longer than the relay accepts (${Math.round(maxLifetimeMs / 1000)} s, --max-token-lifetime-ms)`,
+    );
   }
 }
 

@@ -5,9 +5,11 @@ export const RELAY_CLAIM = 'capsync_relay';
 /** A minted relay credential's `sub`: this prefix and the relay's id. */
 export const RELAY_SUBJECT_PREFIX = 'relay:';
 
-/** How long a minted relay credential lives; a fresh one is minted well before it runs out. */
+/**
+ * How long a minted relay credential lives (shorter if the mesh's --max-token-lifetime-ms is:
+ * peers refuse longer ones); a fresh one is minted well before it runs out.
+ */
 const LIFETIME_S = 600;
-const REMINT_BEFORE_S = 120;
 
 export interface RelayCredentialOptions {
   /** Explicit credential (`peerToken`); used as is. */
@@ -17,6 +19,8 @@ export interface RelayCredentialOptions {
   authIssuer: string | undefined;
   authAudience: string | undefined;
   relayId: string;
+  /** Longest token lifetime the mesh's relays accept (ms). */
+  maxTokenLifetimeMs: number;
 }
 
 /**
@@ -32,19 +36,21 @@ export function relayCredential(o: RelayCredentialOptions): () => Promise<string
   }
   if (!o.authSecret) return async () => undefined;
   const key = new TextEncoder().encode(o.authSecret);
+  const lifetimeS = Math.max(1, Math.min(LIFETIME_S, Math.floor(o.maxTokenLifetimeMs / 1000)));
+  const remintBeforeS = Math.floor(lifetimeS / 5);
   let cached: { token: string; expiresAt: number } | null = null;
   return async () => {
     const now = Math.floor(Date.now() / 1000);
-    if (cached && cached.expiresAt - REMINT_BEFORE_S > now) return cached.token;
+    if (cached && cached.expiresAt - remintBeforeS > now) return cached.token;
     let jwt = new jose.SignJWT({ docs: { '*': 'write' }, [RELAY_CLAIM]: true })
       .setProtectedHeader({ alg: 'HS256' })
       .setSubject(RELAY_SUBJECT_PREFIX + o.relayId)
       .setIssuedAt(now)
-      .setExpirationTime(now + LIFETIME_S);
+      .setExpirationTime(now + lifetimeS);
     if (o.authIssuer) jwt = jwt.setIssuer(o.authIssuer);
     if (o.authAudience) jwt = jwt.setAudience(o.authAudience);
     const token = await jwt.sign(key);
-    cached = { token, expiresAt: now + LIFETIME_S };
+    cached = { token, expiresAt: now + lifetimeS };
     return token;
   };
 }

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { tokenFromQuery } from './url-token.js';
 
 /** Sub-protocol prefix carrying a token: offer `['capsync', 'capsync.jwt.' + token]`. */
 export const TOKEN_PROTOCOL_PREFIX = 'capsync.jwt.';
@@ -7,7 +8,8 @@ export const CAPSYNC_PROTOCOL = 'capsync';
 /**
  * Finds the credential of a request, in this order: `Authorization: Bearer`, a
  * `capsync.jwt.<token>` WebSocket sub-protocol (browsers cannot set headers on WebSockets),
- * the `token` query parameter.
+ * the `token` query parameter (any case or percent-encoding of its name: `tokenFromQuery`, the
+ * same reading the log redaction uses).
  */
 export function tokenFromRequest(req: IncomingMessage): string | undefined {
   const auth = req.headers.authorization;
@@ -20,8 +22,7 @@ export function tokenFromRequest(req: IncomingMessage): string | undefined {
       if (trimmed.startsWith(TOKEN_PROTOCOL_PREFIX)) return trimmed.slice(TOKEN_PROTOCOL_PREFIX.length);
     }
   }
-  const query = new URL(req.url ?? '/', 'http://relay').searchParams.get('token');
-  return query ?? undefined;
+  return tokenFromQuery(req.url ?? '/');
 }
 
 /**

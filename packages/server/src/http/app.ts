@@ -1,4 +1,4 @@
-import express, { type Request, type Response } from 'express';
+import express, { type NextFunction, type Request, type Response } from 'express';
 import * as Y from 'yjs';
 import { AuthError, CapsyncError, docToJSON, validateDocName, type ErrorCode } from '@capsync/core';
 import type { AccessGrant } from '../auth/access.js';
@@ -7,17 +7,20 @@ import { MESH_PATH } from '../mesh/mesh-connection.js';
 import type { Relay } from '../relay/relay.js';
 import type { RelayDoc } from '../relay/relay-doc.js';
 import { sendError } from './http-errors.js';
+import { metricsHandler } from './metrics-endpoint.js';
+import { originMiddleware, type OriginPolicy } from './origin-policy.js';
 
 const httpSource = { kind: 'http' } as const;
 
 /**
  * The relay's HTTP API: health, readiness, metrics, and a small document API
  * (JSON view, state as a binary update, apply a binary update) under the same auth as
- * WebSocket connections.
+ * WebSocket connections. Browsers' requests pass `origins` first (403 or CORS headers).
  */
-export function createHttpApp(relay: Relay): express.Express {
+export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Express {
   const app = express();
   app.disable('x-powered-by');
+  app.use(originMiddleware(origins, relay.metrics));
 
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok', relayId: relay.options.relayId });
@@ -36,11 +39,8 @@ export function createHttpApp(relay: Relay): express.Express {
     }
   });
 
-  app.get('/metrics', async (_req, res) => {
-    relay.mesh.refreshLagMetrics();
-    res.set('Content-Type', relay.metrics.registry.contentType);
-    res.send(await relay.metrics.registry.metrics());
-  });
+  // With --metrics-port, metrics are served there only (loopback), not on the public port.
+  if (relay.options.metricsPort === undefined) app.get('/metrics', metricsHandler(relay));
 
   // Every stored document's name: for peer relays sweeping everything (replicate-all).
   app.get('/v1/docs', async (req, res) => {
@@ -58,7 +58,8 @@ export function createHttpApp(relay: Relay): express.Express {
 
   app.get('/v1/docs/:name', (req, res) =>
     withDoc(relay, req, res, 'read', (doc) => {
-      res.json(docToJSON(doc.doc));
+      // Depth-capped: a writer decides how deep a document nests (422 too-deep past the cap).
+      res.json(docToJSON(doc.doc, { maxDepth: relay.options.maxJsonDepth }));
     }),
   );
 
@@ -70,6 +71,7 @@ export function createHttpApp(relay: Relay): express.Express {
 
   app.post(
     '/v1/docs/:name/update',
+    admitBody(relay, 'write'),
     express.raw({ type: () => true, limit: relay.options.maxMessageBytes }),
     (req, res) =>
       withDoc(relay, req, res, 'write', async (doc) => {
@@ -115,7 +117,42 @@ export function createHttpApp(relay: Relay): express.Express {
   return app;
 }
 
-/** Authorizes, loads the document for the request's duration, and maps errors to JSON. */
+/** The request's document name and grant, or throws (invalid name, unauthorized, forbidden, read-only). */
+async function authorizeDoc(relay: Relay, req: Request, need: 'read' | 'write'): Promise<{ name: string; grant: AccessGrant }> {
+  const name = validateDocName(String(req.params['name']));
+  const grant = await relay.access.authorize(tokenFromRequest(req), name);
+  if (need === 'write' && grant.permission !== 'write') throw new AuthError('read-only', `read-only access to "${name}"`);
+  return { name, grant };
+}
+
+const ADMITTED = 'capsyncAdmitted';
+
+/**
+ * Runs before a body parser: the declared size and the request's authorization are checked
+ * before a byte of the body is read, so nobody without access can make the relay buffer a body
+ * (a body without Content-Length is still cut at the limit by the parser). A refusal closes the
+ * connection instead of draining what the client is still sending.
+ */
+function admitBody(relay: Relay, need: 'read' | 'write') {
+  return async (req: Request, res: Response, next: NextFunction): Promise<void> => {
+    try {
+      const declared = Number(req.headers['content-length']);
+      if (declared > relay.options.maxMessageBytes) {
+        throw new CapsyncError('message-too-large', `body of ${declared} bytes, over the limit of ${relay.options.maxMessageBytes}`);
+      }
+      res.locals[ADMITTED] = await authorizeDoc(relay, req, need);
+      next();
+    } catch (err) {
+      const code: ErrorCode = err instanceof CapsyncError ? err.code : 'internal';
+      relay.metrics.refusals.inc({ reason: code });
+      if (code === 'internal') relay.logger.error({ err }, 'admitting an HTTP request failed');
+      res.set('Connection', 'close');
+      sendError(res, err);
+    }
+  };
+}
+
+/** Authorizes (unless `admitBody` did), loads the document for the request's duration, and maps errors to JSON. */
 async function withDoc(
   relay: Relay,
   req: Request,
@@ -123,11 +160,9 @@ async function withDoc(
   need: 'read' | 'write',
   fn: (doc: RelayDoc, grant: AccessGrant) => void | Promise<void>,
 ): Promise<void> {
-  let name: string;
   try {
-    name = validateDocName(String(req.params['name']));
-    const grant = await relay.access.authorize(tokenFromRequest(req), name);
-    if (need === 'write' && grant.permission !== 'write') throw new AuthError('read-only', `read-only access to "${name}"`);
+    const admitted = res.locals[ADMITTED] as { name: string; grant: AccessGrant } | undefined;
+    const { name, grant } = admitted ?? (await authorizeDoc(relay, req, need));
     const doc = await relay.registry.acquire(name).catch((err: unknown) => {
       throw new CapsyncError('storage-failure', 'document could not be loaded', { cause: err });
     });

@@ -5,17 +5,25 @@ import { AuthError, CapsyncError, CloseCode, closeCodeFor, closeReasonFor, docNa
 import type { AccessGrant } from '../auth/access.js';
 import { RELAY_SUBJECT_PREFIX } from '../auth/relay-credential.js';
 import { selectProtocol, tokenFromRequest } from '../auth/token-from-request.js';
+import { redactUrl } from '../auth/url-token.js';
 import { LOCKS_PATH } from '../locks/lock-connection.js';
 import { MESH_PATH } from '../mesh/mesh-connection.js';
 import { RELAY_QUERY } from '../mesh/peer-socket.js';
 import type { Relay } from '../relay/relay.js';
+import type { ConnectionLimits } from './connection-limits.js';
+import type { OriginPolicy } from './origin-policy.js';
 
 /**
  * Accepts WebSocket upgrades at `/<docName>` and hands authorized sockets to the relay.
  * A refused upgrade (bad name, bad token) is still completed and then closed with a named
- * code and reason, because browsers cannot read the HTTP status of a failed handshake.
+ * code and reason, because browsers cannot read the HTTP status of a failed handshake. So is
+ * one over a connection cap (1013) or from a browser origin the policy refuses (4403).
  */
-export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocketServer {
+export function attachWebSocketEndpoint(
+  server: Server,
+  relay: Relay,
+  edge: { origins: OriginPolicy; limits: ConnectionLimits },
+): WebSocketServer {
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: relay.options.maxMessageBytes,
@@ -37,6 +45,10 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
     let failure: CapsyncError | null = null;
     let grant: AccessGrant | undefined;
     try {
+      const overCap = edge.limits.refusal(req.socket);
+      if (overCap) throw overCap;
+      const origin = req.headers.origin;
+      if (!edge.origins.allows(origin, req.headers.host)) throw edge.origins.refusal(origin!);
       docName = isPath(req.url, LOCKS_PATH) ? LOCKS_PATH : isPath(req.url, MESH_PATH) ? MESH_PATH : docNameFromPath(req.url ?? '/');
       grant = await relay.access.authorize(tokenFromRequest(req), docName);
       if (docName === MESH_PATH && !grant.relay) throw new AuthError('forbidden', 'the mesh endpoint needs a relay credential');
@@ -50,7 +62,7 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
       if (failure || !grant || relay.isClosing) {
         const err = failure ?? new CapsyncError('shutting-down', 'relay is shutting down');
         relay.metrics.refusals.inc({ reason: err.code });
-        relay.logger.info({ code: err.code, msg: err.message, url: redact(req.url) }, 'refusing connection');
+        relay.logger.info({ code: err.code, msg: err.message, url: redactUrl(req.url) }, 'refusing connection');
         ws.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
         return;
       }
@@ -146,9 +158,4 @@ function toBytes(data: Buffer | ArrayBuffer | Buffer[]): Uint8Array {
   if (Array.isArray(data)) return Buffer.concat(data);
   if (data instanceof ArrayBuffer) return new Uint8Array(data);
   return data;
-}
-
-/** The request URL without its token, for logs. */
-function redact(url: string | undefined): string {
-  return (url ?? '').replace(/token=[^&]*/g, 'token=REDACTED');
 }

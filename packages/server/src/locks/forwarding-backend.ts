@@ -20,6 +20,7 @@ import {
 import type { Logger } from '../logger.js';
 import type { AcquireRequest, LockBackend, LockBackendEvents, LockGrant } from './lock-backend.js';
 import { LOCKS_PATH, LOCK_BACKEND_CAPABILITY } from './lock-connection.js';
+import { redactUrl } from '../auth/url-token.js';
 
 export interface ForwardingLockBackendOptions {
   /** Base URL of the authority relay (`ws://host:port`); its lock endpoint is `${url}/.capsync/locks`. */
@@ -173,7 +174,7 @@ export class ForwardingLockBackend extends EventEmitter<LockBackendEvents> imple
     this.heartbeatMs = o.heartbeatMs ?? clamp(o.opTimeoutMs / 2, 50, 10_000);
     this.backoffBaseMs = o.reconnect?.baseMs ?? 50;
     this.backoffMaxMs = o.reconnect?.maxMs ?? clamp(o.opTimeoutMs / 2, 100, 5_000);
-    this.log = o.logger.child({ lockAuthority: this.url });
+    this.log = o.logger.child({ lockAuthority: redactUrl(this.url) });
   }
 
   /**

@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { WebSocket } from 'ws';
 import { decodeMessage, encodeMessage, relayIdOf } from '@capsync/core';
+import { redactUrl } from '../auth/url-token.js';
 import type { Logger } from '../logger.js';
 import { MESH_PATH } from './mesh-connection.js';
 import { PeerBackoff, openPeerSocket, relayHello } from './peer-socket.js';
@@ -42,6 +43,8 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
   private pingTimer: NodeJS.Timeout | null = null;
   private awaitingPong = false;
   private readonly backoff: PeerBackoff;
+  /** `url` as logs show it (a token or password in it redacted). */
+  readonly logUrl: string;
 
   constructor(
     readonly url: string,
@@ -49,6 +52,7 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
   ) {
     super();
     this.backoff = new PeerBackoff(options.backoff.baseMs, options.backoff.maxMs);
+    this.logUrl = redactUrl(url);
   }
 
   get up(): boolean {
@@ -76,7 +80,7 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
     try {
       token = await this.options.credential();
     } catch (err) {
-      this.options.logger.error({ err, peer: this.url }, 'minting the relay credential failed');
+      this.options.logger.error({ err, peer: this.logUrl }, 'minting the relay credential failed');
       this.retryLater();
       return;
     }
@@ -99,7 +103,7 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
         return;
       }
       if (!id) return;
-      if (this.id !== undefined && this.id !== id) this.options.logger.warn({ peer: this.url, was: this.id, now: id }, 'peer relay changed its id');
+      if (this.id !== undefined && this.id !== id) this.options.logger.warn({ peer: this.logUrl, was: this.id, now: id }, 'peer relay changed its id');
       this.id = id;
       this.backoff.reset();
       this.setUp(true, '');
@@ -108,7 +112,7 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
       this.awaitingPong = false;
     });
     ws.on('unexpected-response', (_req, res) => {
-      this.options.logger.warn({ peer: this.url, status: res.statusCode }, 'peer refused the mesh link');
+      this.options.logger.warn({ peer: this.logUrl, status: res.statusCode }, 'peer refused the mesh link');
       ws.terminate();
     });
     ws.on('close', (code: number, reason: Buffer) => {
@@ -116,14 +120,14 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
       this.socket = null;
       this.clearHeartbeat();
       if (code >= 4000) {
-        this.options.logger.warn({ peer: this.url, code, reason: reason.toString() }, 'peer refused the mesh link');
+        this.options.logger.warn({ peer: this.logUrl, code, reason: reason.toString() }, 'peer refused the mesh link');
         this.emit('refused', code, reason.toString());
       }
       this.setUp(false, `closed ${code} ${reason.toString()}`.trim());
       this.retryLater();
     });
     ws.on('error', (err) => {
-      this.options.logger.debug({ peer: this.url, err: err.message }, 'mesh link error');
+      this.options.logger.debug({ peer: this.logUrl, err: err.message }, 'mesh link error');
     });
   }
 
@@ -132,7 +136,7 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
     this.pingTimer = setInterval(() => {
       if (this.awaitingPong) {
         // Silent for a whole interval: a partition (or a frozen peer). Drop it and retry.
-        this.options.logger.info({ peer: this.url }, 'peer did not answer the heartbeat');
+        this.options.logger.info({ peer: this.logUrl }, 'peer did not answer the heartbeat');
         ws.terminate();
         return;
       }

@@ -108,7 +108,7 @@ export class PeerLink implements DocPeer {
       // A fresh credential for every connect: a minted one is short-lived.
       token = await this.endpoint.credential();
     } catch (err) {
-      this.deps.logger.error({ err, doc: this.doc.name, peer: this.endpoint.url }, 'minting the relay credential failed');
+      this.deps.logger.error({ err, doc: this.doc.name, peer: this.endpoint.logUrl }, 'minting the relay credential failed');
       this.scheduleReconnect();
       return;
     }
@@ -134,13 +134,13 @@ export class PeerLink implements DocPeer {
     });
     ws.on('close', (code: number, reason: Buffer) => {
       if (this.socket !== ws) return;
-      if (code >= 4000) this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.url, code, reason: reason.toString() }, 'peer closed the document link');
+      if (code >= 4000) this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.logUrl, code, reason: reason.toString() }, 'peer closed the document link');
       this.disconnected();
       // The peer (or the network) ended it while the link is still wanted: open it again
       // (not at once after the peer found us too slow: give it time to catch up).
       this.scheduleReconnect(code === CloseCode.SlowConsumer ? SLOW_RECONNECT_MS : 0);
     });
-    ws.on('error', (err) => this.deps.logger.debug({ doc: this.doc.name, peer: this.endpoint.url, err: err.message }, 'document link error'));
+    ws.on('error', (err) => this.deps.logger.debug({ doc: this.doc.name, peer: this.endpoint.logUrl, err: err.message }, 'document link error'));
   }
 
   /** Drops the connection and any scheduled reconnect (the endpoint went down); `connect` opens a new one. */
@@ -224,7 +224,7 @@ export class PeerLink implements DocPeer {
     } catch (err) {
       const e = err instanceof CapsyncError ? err : new CapsyncError('internal', (err as Error).message);
       // A peer relay sent something this relay refuses: log loudly, resync from scratch.
-      this.deps.logger.error({ doc: this.doc.name, peer: this.endpoint.url, code: e.code, msg: e.message }, 'bad message from peer relay; reconnecting');
+      this.deps.logger.error({ doc: this.doc.name, peer: this.endpoint.logUrl, code: e.code, msg: e.message }, 'bad message from peer relay; reconnecting');
       this.deps.metrics.refusals.inc({ reason: e.code });
       this.reconnect();
     }
@@ -290,7 +290,7 @@ export class PeerLink implements DocPeer {
         return;
       }
       case 'error':
-        this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.url, code: msg.code, msg: msg.message }, 'peer relay refused a message');
+        this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.logUrl, code: msg.code, msg: msg.message }, 'peer relay refused a message');
         return;
       case 'ping':
         this.send({ type: 'pong', id: msg.id });
@@ -349,7 +349,7 @@ export class PeerLink implements DocPeer {
     if (!ws || !this.open) return false;
     if (ws.bufferedAmount > this.deps.sendBufferLimit) {
       // The peer cannot keep up: drop and resync later rather than buffer without bound.
-      this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.url }, 'peer link over its send buffer; resyncing');
+      this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.logUrl }, 'peer link over its send buffer; resyncing');
       this.reconnect(SLOW_RECONNECT_MS);
       return false;
     }

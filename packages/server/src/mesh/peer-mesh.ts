@@ -68,7 +68,7 @@ export class PeerMesh {
     registry.on('loaded', this.onLoaded);
     registry.on('unloaded', this.onUnloaded);
     for (const ep of this.endpoints) {
-      metrics.peerUp.set({ peer: ep.url }, 0);
+      metrics.peerUp.set({ peer: ep.logUrl }, 0);
       let knownAs: string | undefined;
       ep.on('up', () => {
         if (knownAs !== undefined && knownAs !== ep.id) {
@@ -77,9 +77,9 @@ export class PeerMesh {
           for (const doc of this.docs.values()) doc.replication.forget(knownAs);
         }
         knownAs = ep.id;
-        metrics.peerUp.set({ peer: ep.url }, 1);
-        metrics.peerLinkChanges.inc({ peer: ep.url, state: 'up' });
-        logger.info({ peer: ep.url, peerId: ep.id }, 'peer relay up');
+        metrics.peerUp.set({ peer: ep.logUrl }, 1);
+        metrics.peerLinkChanges.inc({ peer: ep.logUrl, state: 'up' });
+        logger.info({ peer: ep.logUrl, peerId: ep.id }, 'peer relay up');
         for (const name of this.docs.keys()) {
           // A link created before we knew the peer's id may duplicate the peer's own link.
           if (ep.id && this.hasInbound(name, ep.id)) this.removeLink(name, ep);
@@ -88,9 +88,9 @@ export class PeerMesh {
         for (const byEp of this.links.values()) void byEp.get(ep)?.connect();
       });
       ep.on('down', (reason) => {
-        metrics.peerUp.set({ peer: ep.url }, 0);
-        metrics.peerLinkChanges.inc({ peer: ep.url, state: 'down' });
-        logger.warn({ peer: ep.url, peerId: ep.id, reason }, 'peer relay down (partition or peer stopped)');
+        metrics.peerUp.set({ peer: ep.logUrl }, 0);
+        metrics.peerLinkChanges.inc({ peer: ep.logUrl, state: 'down' });
+        logger.warn({ peer: ep.logUrl, peerId: ep.id, reason }, 'peer relay down (partition or peer stopped)');
         for (const byEp of this.links.values()) byEp.get(ep)?.drop();
       });
       ep.start();

@@ -64,7 +64,7 @@ export class ReplicateAll {
       const [ours, theirs] = await Promise.all([store.list(), this.listPeer(ep)]);
       names = Array.from(new Set([...ours, ...theirs])).sort();
     } catch (err) {
-      logger.warn({ peer: ep.url, err: (err as Error).message }, 'replicate-all: listing documents failed; retrying at the next sweep');
+      logger.warn({ peer: ep.logUrl, err: (err as Error).message }, 'replicate-all: listing documents failed; retrying at the next sweep');
       return;
     }
     let synced = 0;
@@ -78,7 +78,7 @@ export class ReplicateAll {
       }
     };
     await Promise.all(Array.from({ length: this.options.concurrency ?? 4 }, worker));
-    logger.info({ peer: ep.url, docs: names.length, synced, failed, ms: Math.round(performance.now() - started) }, 'replicate-all sweep done');
+    logger.info({ peer: ep.logUrl, docs: names.length, synced, failed, ms: Math.round(performance.now() - started) }, 'replicate-all sweep done');
   }
 
   private async syncOne(name: string, ep: PeerEndpoint): Promise<boolean> {
