@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws';
 import * as Y from 'yjs';
-import { CapsyncError, CloseCode, decodeAwarenessUpdate, decodeMessage, encodeMessage, isEmptyUpdate, type Message } from '@capsync/core';
+import { CapsyncError, CloseCode, decodeAwarenessUpdate, decodeMessage, encodeMessage, encodeStateVectorOf, isEmptyUpdate, type Message } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { DocPeer, RelayDoc } from '../relay/relay-doc.js';
@@ -50,7 +50,7 @@ export class PeerLink implements DocPeer {
   private received = 0;
   private lastDurable: Promise<unknown> = Promise.resolve();
   private ackScheduled = false;
-  private ack: { seq: number; stateVector: Uint8Array } | null = null;
+  private ack: { seq: number; clients: Set<number> } | null = null;
   private readonly awarenessIds = new Set<number>();
   /** Convergence of the current connection: our step 2's number, and what has happened. */
   private round: { openedAt: number; ourStep2: number; step2Acked: boolean; step2Received: boolean; done: boolean } | null = null;
@@ -243,10 +243,13 @@ export class PeerLink implements DocPeer {
         const seq = ++this.received;
         const update = msg.update;
         const ws = this.socket;
+        let clients: number[] = [];
         if (!isEmptyUpdate(update)) {
-          this.doc.validate(update, { trusted: true });
-          const { durable } = this.doc.applyRemote(update, this);
-          this.lastDurable = durable;
+          const admission = this.doc.validate(update, { trusted: true });
+          clients = admission.clients;
+          const { durable } = this.doc.applyRemote(update, this, admission);
+          // An update waiting for dependencies may commit after later ones: ack in order.
+          this.lastDurable = this.lastDurable.then(() => durable);
         } else {
           // Nothing to store, but the ack promises that everything this relay has applied so
           // far is committed (the peer counts us durable through what it had sent), including
@@ -258,7 +261,7 @@ export class PeerLink implements DocPeer {
         const round = msg.type === 'sync-step-2' ? this.round : null;
         void barrier.then(
           () => {
-            this.scheduleAck(seq);
+            this.scheduleAck(seq, clients);
             // Converged counts what is durable here, not just applied.
             if (round && round === this.round && !round.step2Received) {
               round.step2Received = true;
@@ -312,17 +315,23 @@ export class PeerLink implements DocPeer {
     this.convergeWaiters.clear();
   }
 
-  /** Acks are coalesced: one per turn, for the highest committed message. */
-  private scheduleAck(seq: number): void {
+  /**
+   * Acks are coalesced: one per turn, for the highest committed message, with the state vector
+   * entries of the client ids the acknowledged updates wrote (what changed: bounded by the
+   * updates, not by the document).
+   */
+  private scheduleAck(seq: number, clients: number[]): void {
     if (!this.open) return;
-    if (!this.ack || seq > this.ack.seq) this.ack = { seq, stateVector: Y.encodeStateVector(this.doc.doc) };
+    this.ack ??= { seq, clients: new Set() };
+    if (seq > this.ack.seq) this.ack.seq = seq;
+    for (const c of clients) this.ack.clients.add(c);
     if (this.ackScheduled) return;
     this.ackScheduled = true;
     queueMicrotask(() => {
       this.ackScheduled = false;
       const ack = this.ack;
       this.ack = null;
-      if (ack && this.open) this.send({ type: 'ack', seq: ack.seq, stateVector: ack.stateVector });
+      if (ack && this.open) this.send({ type: 'ack', seq: ack.seq, stateVector: encodeStateVectorOf(this.doc.doc, ack.clients) });
     });
   }
 

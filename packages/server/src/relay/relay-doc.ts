@@ -1,6 +1,8 @@
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
 import {
+  CapsyncError,
+  LimitExceededError,
   ProtocolError,
   assertOutsideFencedArea,
   validateUpdateFor,
@@ -21,6 +23,9 @@ import type { RelayMetrics } from '../metrics.js';
 import { DocReplication } from '../mesh/replication.js';
 import { BroadcastBatch } from './broadcast-batch.js';
 import { RELAY_ORIGIN, RemoteOrigin, type UpdateSource } from './origins.js';
+import { ClientOwners } from './client-owners.js';
+import { PendingUpdates } from './pending-updates.js';
+import { admitUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
 
 /** What a document needs from the relay around it. */
 export interface RelayDocDeps {
@@ -30,6 +35,9 @@ export interface RelayDocDeps {
   logger: Logger;
   /** Relays that must hold a change for quorum durability (a majority of the mesh, this relay included). */
   majority: number;
+  limits: UpdateLimits;
+  /** Client ids are owned by identities (a relay with auth); an open relay has no identities. */
+  ownership: boolean;
 }
 
 /** A recipient of a document's broadcasts (a connection). */
@@ -51,7 +59,11 @@ export interface FencedOutcome {
 
 /** Result of applying one remote update. */
 export interface Applied {
-  /** Resolves once the update is committed to storage; rejects with StorageError. */
+  /**
+   * Resolves once the update is integrated and committed to storage. Rejects with StorageError,
+   * or with CapsyncError 'missing-dependencies' / 'limit-exceeded' when the update's missing
+   * dependencies did not arrive in time or too much content waits for them (see PendingUpdates).
+   */
   durable: Promise<void>;
 }
 
@@ -61,7 +73,14 @@ export interface Applied {
  * out to the other connections.
  *
  * Invariants:
- * - Remote updates are validated before they are applied, and stored as received.
+ * - Remote updates are validated and admitted (client id caps and ownership, `admitUpdate`)
+ *   before they are applied.
+ * - What is stored is what integrated: the document's update event of each apply, never the
+ *   raw update. Content Yjs holds back as pending (missing dependencies) stays in memory only,
+ *   bounded in bytes and time (`PendingUpdates`): it is stored, and its sender acknowledged,
+ *   when a later update completes it (a legit out-of-order delivery, e.g. one user's two tabs);
+ *   if its dependencies do not arrive within `--pending-timeout-ms` the sender is refused with
+ *   'missing-dependencies' and the content is dropped, never stored.
  * - Stores are appended in apply order, so "update N is durable" implies all before it are.
  * - While `paused` (recovering from an update that failed to integrate) no input is
  *   processed; connections queue it and are resumed afterwards.
@@ -88,13 +107,24 @@ export class RelayDoc {
   private fencedTail: Promise<unknown> = Promise.resolve();
   /** A fenced write is being committed: nothing may be broadcast yet. */
   private holdBroadcasts = false;
+  /** What the running `applyRemote` integrated (its update events), to store. */
+  private applying: Uint8Array[] | null = null;
+  private readonly pending: PendingUpdates;
 
   private constructor(
     readonly name: string,
     doc: Y.Doc,
+    private readonly owners: ClientOwners,
     private readonly deps: RelayDocDeps,
   ) {
     this.doc = doc;
+    this.pending = new PendingUpdates(() => this.doc, {
+      timeoutMs: deps.limits.pendingTimeoutMs,
+      maxBytes: deps.limits.maxPendingBytesPerDoc,
+      onRefused: (err) => {
+        if (err instanceof LimitExceededError) deps.metrics.limitRefusals.inc({ limit: err.limit });
+      },
+    });
     this.replication = new DocReplication(deps.majority);
     this.attach(doc);
     this.awareness = new awarenessProtocol.Awareness(doc);
@@ -107,20 +137,31 @@ export class RelayDoc {
    * a snapshot when it is past the compaction threshold, so load time stays bounded.
    */
   static async load(name: string, deps: RelayDocDeps): Promise<RelayDoc> {
-    const doc = await loadDoc(name, deps);
-    return new RelayDoc(name, doc, deps);
+    const [doc, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger)]);
+    return new RelayDoc(name, doc, owners, deps);
   }
 
   /**
    * Checks a remote update before `applyRemote`: it must decode, pass the forgery checks of
-   * `validateUpdateFor`, and stay out of the fenced area (only `writeFenced` writes there).
-   * `trusted`: the update comes from a peer relay (relay credential), which replicates fenced
-   * values the relays wrote; it is checked for integrity only.
-   * Throws ProtocolError ('invalid-update' or 'fenced-area').
+   * `validateUpdateFor`, stay out of the fenced area (only `writeFenced` writes there), stay
+   * within the client id caps and write only under client ids `subject` owns or nobody owns
+   * (on a relay with auth; see `admitUpdate`). `trusted`: the update comes from a peer relay
+   * (relay credential) or the lock authority, which replicate everyone's content including
+   * fenced values; it is checked for integrity only. Changes nothing; pass the result to
+   * `applyRemote`. Throws ProtocolError ('invalid-update' or 'fenced-area'),
+   * LimitExceededError or NotOwnerError.
    */
-  validate(update: Uint8Array, options: { trusted?: boolean } = {}): void {
+  validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined } = {}): Admission {
     const decoded = validateUpdateFor(this.doc, update);
-    if (!options.trusted) assertOutsideFencedArea(this.doc, decoded);
+    const trusted = options.trusted ?? false;
+    if (!trusted) assertOutsideFencedArea(this.doc, decoded);
+    const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null };
+    try {
+      return admitUpdate(this.doc, decoded, writer, this.deps.limits, this.owners);
+    } catch (err) {
+      if (err instanceof LimitExceededError) this.deps.metrics.limitRefusals.inc({ limit: err.limit });
+      throw err;
+    }
   }
 
   /**
@@ -192,22 +233,35 @@ export class RelayDoc {
   }
 
   /**
-   * Applies a validated remote update and stores it as received (raw, so content Yjs holds
-   * back as pending is durable too). Peers get what the document integrated, through the
-   * doc's update event. Throws ProtocolError('invalid-update') if Yjs fails to integrate it;
-   * the document then recovers from storage in the background.
+   * Applies a remote update `validate` admitted, records the client ids it claimed, and stores
+   * what integrated (the doc's update event, which peers get too); content left pending waits
+   * in `PendingUpdates` (see the invariants above). Throws ProtocolError('invalid-update') if
+   * Yjs fails to integrate it; the document then recovers from storage in the background.
    */
-  applyRemote(update: Uint8Array, source: UpdateSource): Applied {
+  applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Applied {
     const batched = this.batch.size;
+    this.applying = [];
     try {
       Y.applyUpdate(this.doc, update, new RemoteOrigin(source));
     } catch (err) {
       // Yjs may have emitted the failed transaction's update event before rethrowing.
+      this.applying = null;
       this.batch.truncate(batched);
       void this.recover(err);
       throw new ProtocolError('invalid-update', `update could not be applied: ${(err as Error).message}`, { cause: err });
     }
-    return { durable: this.persist(update) };
+    const changes = this.applying!;
+    this.applying = null;
+    // Claims first: the store commits them no later than the append below.
+    const claimed = admission.claims ? this.owners.claim(admission.claims.owner, admission.claims.clientIds) : null;
+    // Nothing new integrated (a duplicate, or all of it pending): what it carries was handed
+    // to storage by earlier appends, if at all.
+    const appended = changes.length === 0 ? this.whenWritesSettled() : this.persist(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes));
+    const committed = claimed ? Promise.all([claimed, appended]).then(() => {}) : appended;
+    // Registered before `settle`, which drops pending content nobody waits for.
+    const own = integrated(this.doc, admission.needs) ? committed : this.pending.wait(admission.needs);
+    this.pending.settle(committed);
+    return { durable: own };
   }
 
   /**
@@ -256,6 +310,7 @@ export class RelayDoc {
   /** Flushes queued broadcasts and releases the document's resources. */
   destroy(): void {
     this.destroyed = true;
+    this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was unloaded before the update could integrate'));
     this.flushBroadcast();
     this.awareness.off('update', this.onAwarenessUpdate);
     this.awareness.destroy();
@@ -337,6 +392,8 @@ export class RelayDoc {
       this.doc.destroy();
       this.doc = fresh;
       this.attach(fresh);
+      // Pending content lived in the old document only.
+      this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was reloaded before the update could integrate; send it again'));
       for (const peer of this.peers) {
         if (!isEmptyUpdate(catchUp)) peer.sendUpdate(catchUp);
       }
@@ -361,13 +418,14 @@ export class RelayDoc {
   /**
    * Every change that integrated into the document is forwarded from here: Yjs encodes it
    * from integrated structs, so a forged or not-yet-integrable part of a remote update never
-   * reaches other peers. Remote updates were stored raw in `applyRemote`; changes made on the
-   * relay itself are stored here.
+   * reaches other peers nor storage. Remote changes are stored by `applyRemote` (after the
+   * apply succeeded); changes made on the relay itself are stored here.
    */
   private readonly onLocalUpdate = (update: Uint8Array, origin: unknown): void => {
     const source = origin instanceof RemoteOrigin && isDocPeer(origin.source) ? origin.source : null;
     this.replication.recordApplied(update.byteLength, source?.peerRelayId ?? null);
     if (origin instanceof RemoteOrigin) {
+      this.applying?.push(update); // stored by applyRemote once the apply succeeded
       this.queueBroadcast(update, isDocPeer(origin.source) ? origin.source : null);
       return;
     }
