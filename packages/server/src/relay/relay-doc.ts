@@ -25,7 +25,7 @@ import { BroadcastBatch } from './broadcast-batch.js';
 import { RELAY_ORIGIN, RemoteOrigin, type UpdateSource } from './origins.js';
 import { ClientOwners } from './client-owners.js';
 import { PendingUpdates } from './pending-updates.js';
-import { admitUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
+import { admitUpdate, integrated, precheckClientCount, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
 
 /** What a document needs from the relay around it. */
 export interface RelayDocDeps {
@@ -152,11 +152,12 @@ export class RelayDoc {
    * LimitExceededError or NotOwnerError.
    */
   validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined } = {}): Admission {
-    const decoded = validateUpdateFor(this.doc, update);
     const trusted = options.trusted ?? false;
-    if (!trusted) assertOutsideFencedArea(this.doc, decoded);
     const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null };
     try {
+      precheckClientCount(this.doc, update, writer, this.deps.limits);
+      const decoded = validateUpdateFor(this.doc, update);
+      if (!trusted) assertOutsideFencedArea(this.doc, decoded);
       return admitUpdate(this.doc, decoded, writer, this.deps.limits, this.owners);
     } catch (err) {
       if (err instanceof LimitExceededError) this.deps.metrics.limitRefusals.inc({ limit: err.limit });

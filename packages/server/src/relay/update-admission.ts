@@ -1,4 +1,5 @@
 import * as Y from 'yjs';
+import * as decoding from 'lib0/decoding';
 import { LimitExceededError, NotOwnerError } from '@capsync/core';
 import type { ClientOwners } from './client-owners.js';
 
@@ -43,6 +44,26 @@ export interface Admission {
   needs: Map<number, number>;
   /** Client ids nobody owns yet that the update writes, claimed for `owner`. */
   claims: { owner: string; clientIds: number[] } | null;
+}
+
+/**
+ * Refuses, before the update is decoded (which costs about 40 µs per struct), an update that
+ * lists more client ids than the document's known ones plus the per-update cap: at least that
+ * many of them must be new. The first number of a Yjs (v1) update is its client count. A
+ * malformed update is left to the full decode to refuse. Throws LimitExceededError.
+ */
+export function precheckClientCount(doc: Y.Doc, update: Uint8Array, writer: UpdateWriter, limits: UpdateLimits): void {
+  if (writer.trusted) return;
+  let listed: number;
+  try {
+    listed = decoding.readVarUint(decoding.createDecoder(update));
+  } catch {
+    return;
+  }
+  const atLeastNew = listed - doc.store.clients.size;
+  if (atLeastNew > limits.maxNewClientsPerUpdate) {
+    throw new LimitExceededError('max-new-clients-per-update', `update introduces at least ${atLeastNew} client ids, over the limit of ${limits.maxNewClientsPerUpdate}`);
+  }
 }
 
 /**
