@@ -262,6 +262,9 @@ export class RelayDoc {
     // Registered before `settle`, which drops pending content nobody waits for.
     const own = integrated(this.doc, admission.needs) ? committed : this.pending.wait(admission.needs);
     this.pending.settle(committed);
+    // Callers chain acks behind earlier updates, so a refusal may find no handler of its own
+    // (its sender was already closed): it must not count as an unhandled rejection.
+    own.catch(() => {});
     return { durable: own };
   }
 
