@@ -46,6 +46,7 @@ describe('adversarial: dangling dependencies (issue 11, attack 5)', () => {
     const rssBefore = await relay.rss();
     const bystander = await startBystander(relay.url);
     const attacker = await ProtocolClient.synced(`${relay.url}/dangling`);
+    await attacker.waitForAck(attacker.seq); // its initial sync step 2
     const ackedBefore = attacker.ackedSeq;
     // Every update builds on a first one that is never sent.
     const source = new Y.Doc();
@@ -60,7 +61,7 @@ describe('adversarial: dangling dependencies (issue 11, attack 5)', () => {
       `attack 5 (dangling): ${dangling.length} updates of ${dangling[0]!.byteLength} bytes -> close ${closed.code} "${closed.reason}"; relay RSS +${(rssGrowth / 1e6).toFixed(1)} MB; bystander worst round trip ${worst(rtts).toFixed(0)} ms`,
     );
     if (heavy) {
-      // 5 MB cannot even wait: past --max-pending-bytes-per-doc (4 MiB) they are refused at once.
+      // 5 MB cannot even wait: past --max-pending-bytes-per-doc (1 MiB) they are refused at once.
       expect([CloseCode.InvalidUpdate, CloseCode.LimitExceeded]).toContain(closed.code);
     } else {
       expect(closed.code).toBe(CloseCode.InvalidUpdate);
@@ -75,6 +76,30 @@ describe('adversarial: dangling dependencies (issue 11, attack 5)', () => {
     expect(reader.text).toBe('');
     await reader.close();
     // Nothing of it was stored.
+    await killRelay(relay);
+    expect(await stored(relay.dataDir, 'dangling')).toEqual({ bytes: 0, text: '' });
+  });
+
+  it('issue-11 attack 5: dangling updates past --max-pending-bytes-per-doc are refused at once (4413), never stored', async () => {
+    await using relay = await startAttackedRelay(['--pending-timeout-ms', '60000', '--max-pending-bytes-per-doc', '20000']);
+    const attacker = await ProtocolClient.synced(`${relay.url}/dangling`);
+    await attacker.waitForAck(attacker.seq); // its initial sync step 2
+    const ackedBefore = attacker.ackedSeq;
+    const source = new Y.Doc();
+    updatesOf(source, () => source.getText('t').insert(0, 'never sent'));
+    for (let i = 0; i < UPDATES; i++) {
+      for (const update of updatesOf(source, () => source.getText('t').insert(0, 'y'.repeat(500)))) attacker.sendMessage({ type: 'update', update });
+    }
+    // Well before the 60 s timeout: the byte cap, not the clock, refuses them.
+    const closed = await attacker.waitClosed(15_000);
+    expect(closed.code).toBe(CloseCode.LimitExceeded);
+    expect(closed.reason).toMatch(/^limit-exceeded: .*20000 bytes/);
+    expect(attacker.ackedSeq).toBe(ackedBefore);
+    const metrics = await (await fetch(`${relay.httpUrl}/metrics`)).text();
+    expect(metrics).toMatch(/capsync_limit_refusals_total\{limit="max-pending-bytes-per-doc"\} [1-9]/);
+    const reader = await ProtocolClient.synced(`${relay.url}/dangling`);
+    expect(reader.text).toBe('');
+    await reader.close();
     await killRelay(relay);
     expect(await stored(relay.dataDir, 'dangling')).toEqual({ bytes: 0, text: '' });
   });

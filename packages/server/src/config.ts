@@ -100,7 +100,7 @@ export interface RelayOptions {
   maxClientsPerDoc?: number;
   /** How long an update may wait for missing dependencies before it is refused. Default 30 s. */
   pendingTimeoutMs?: number;
-  /** Bytes of updates waiting for missing dependencies one document may hold in memory. Default 4 MiB. */
+  /** Bytes of updates waiting for missing dependencies one document may hold in memory. Default 1 MiB. */
   maxPendingBytesPerDoc?: number;
   /**
    * Origins allowed for browser WebSocket upgrades and state-changing HTTP requests (CORS is
@@ -188,7 +188,7 @@ export const DEFAULTS = {
   maxNewClientsPerUpdate: 10_000,
   maxClientsPerDoc: 100_000,
   pendingTimeoutMs: 30_000,
-  maxPendingBytesPerDoc: 4 * 1024 * 1024,
+  maxPendingBytesPerDoc: 1024 * 1024,
   maxTokenLifetimeMs: 24 * 3600_000,
   maxJsonDepth: 1000,
   maxConnections: 10_000,
