@@ -12,7 +12,6 @@ import {
   decodeAwarenessUpdate,
   decodeMessage,
   encodeMessage,
-  encodeStateVectorOf,
   isEmptyUpdate,
   CloseCode,
   type CpSetMessage,
@@ -27,6 +26,7 @@ import type { RelayMetrics } from '../metrics.js';
 import type { DocRegistry } from './doc-registry.js';
 import type { DocPeer, RelayDoc } from './relay-doc.js';
 import type { Admission } from './update-admission.js';
+import { DurableAcks } from './durable-acks.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
 import { SentLog } from '../mesh/replication.js';
 import type { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
@@ -95,9 +95,10 @@ export class RelayConnection implements DocPeer {
   /** Count of document-carrying messages received (sync step 2 and update). */
   private seq = 0;
   private lastDurable: Promise<unknown> = Promise.resolve();
-  /** The ack to send: the highest durable seq, and the client ids the acknowledged updates wrote. */
-  private ack: { seq: number; clients: Set<number> } | null = null;
-  private ackScheduled = false;
+  private readonly acks = new DurableAcks(
+    (seq, stateVector) => this.sendMessage({ type: 'ack', seq, stateVector }),
+    () => (this.closed ? null : (this.doc?.doc ?? null)),
+  );
   private readonly awarenessIds = new Set<number>();
   private deniedNotified = false;
   private cancelExpiry: (() => void) | null = null;
@@ -381,26 +382,10 @@ export class RelayConnection implements DocPeer {
     }
   }
 
-  /**
-   * Acks are coalesced: one ack per turn carries the highest durable seq, and the state vector
-   * entries of the client ids the updates it acknowledges wrote: what changed, so its cost is
-   * bounded by the updates, never by the document's client count.
-   */
+  /** Acks go to capsync clients only, coalesced per turn (DurableAcks). */
   private scheduleAck(seq: number, clients: number[], receivedAt: number): void {
     this.deps.metrics.ackSeconds.observe((performance.now() - receivedAt) / 1000);
-    if (!this.capsync || this.closed) return;
-    this.ack ??= { seq, clients: new Set() };
-    if (seq > this.ack.seq) this.ack.seq = seq;
-    for (const c of clients) this.ack.clients.add(c);
-    if (this.ackScheduled) return;
-    this.ackScheduled = true;
-    queueMicrotask(() => {
-      this.ackScheduled = false;
-      const ack = this.ack;
-      this.ack = null;
-      if (!ack || this.closed || !this.doc) return;
-      this.sendMessage({ type: 'ack', seq: ack.seq, stateVector: encodeStateVectorOf(this.doc.doc, ack.clients) });
-    });
+    if (this.capsync && !this.closed) this.acks.committed(seq, clients);
   }
 
   // ---- sending ----

@@ -1,6 +1,7 @@
 import type * as Y from 'yjs';
 import { CapsyncError, LimitExceededError, dropPending, hasPending, pendingBytes } from '@capsync/core';
-import { integrated } from './update-admission.js';
+import type { RelayMetrics } from '../metrics.js';
+import { integrated, type UpdateLimits } from './update-admission.js';
 
 interface Waiter {
   needs: Map<number, number>;
@@ -14,7 +15,8 @@ interface Waiter {
  * arrived), waiting to integrate. Such content is kept in memory only (Yjs's pending
  * structs) and acknowledged only once it integrated and was committed with the update that
  * completed it; meanwhile the sender's acks wait. A dependency that does not arrive within
- * `timeoutMs` fails the wait with `missing-dependencies`; pending content over `maxBytes`
+ * `--pending-timeout-ms` fails the wait with `missing-dependencies`; pending content over
+ * `--max-pending-bytes-per-doc`
  * fails every wait with `limit-exceeded` ('max-pending-bytes-per-doc'). Content nobody waits
  * for any more is dropped from the document, so it never lingers.
  *
@@ -26,7 +28,8 @@ export class PendingUpdates {
 
   constructor(
     private readonly doc: () => Y.Doc,
-    private readonly options: { timeoutMs: number; maxBytes: number; onRefused(err: CapsyncError): void },
+    private readonly limits: Pick<UpdateLimits, 'pendingTimeoutMs' | 'maxPendingBytesPerDoc'>,
+    private readonly metrics: Pick<RelayMetrics, 'limitRefusals'>,
   ) {}
 
   get size(): number {
@@ -52,9 +55,10 @@ export class PendingUpdates {
    * rejects with CapsyncError when it is given up.
    */
   wait(needs: Map<number, number>): Promise<void> {
-    if (pendingBytes(this.doc()) > this.options.maxBytes) {
-      const err = new LimitExceededError('max-pending-bytes-per-doc', `over ${this.options.maxBytes} bytes of this document wait for missing dependencies`);
-      this.options.onRefused(err);
+    const maxBytes = this.limits.maxPendingBytesPerDoc;
+    if (pendingBytes(this.doc()) > maxBytes) {
+      const err = new LimitExceededError('max-pending-bytes-per-doc', `over ${maxBytes} bytes of this document wait for missing dependencies`);
+      this.metrics.limitRefusals.inc({ limit: err.limit });
       this.failAll(err);
       dropPending(this.doc());
       return Promise.reject(err);
@@ -65,11 +69,10 @@ export class PendingUpdates {
         resolve,
         reject,
         timer: setTimeout(() => {
-          const err = new CapsyncError('missing-dependencies', `the update's dependencies did not arrive within ${this.options.timeoutMs} ms; it was not stored`);
-          this.options.onRefused(err);
+          const err = new CapsyncError('missing-dependencies', `the update's dependencies did not arrive within ${this.limits.pendingTimeoutMs} ms; it was not stored`);
           this.remove(w);
           w.reject(err);
-        }, this.options.timeoutMs),
+        }, this.limits.pendingTimeoutMs),
       };
       w.timer.unref();
       this.waiters.add(w);

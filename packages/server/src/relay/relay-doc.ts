@@ -2,18 +2,13 @@ import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
 import {
   CapsyncError,
-  LimitExceededError,
   ProtocolError,
-  assertOutsideFencedArea,
-  validateUpdateFor,
   readFenced,
   writeFenced as writeFencedEntry,
   type ErrorCode,
-  docFromUpdates,
   encodeIntegratedState,
   isEmptyUpdate,
   shouldCompact,
-  verifiedSnapshot,
   type AwarenessEntry,
   type CompactionPolicy,
   type DocStore,
@@ -24,8 +19,9 @@ import { DocReplication } from '../mesh/replication.js';
 import { BroadcastBatch } from './broadcast-batch.js';
 import { RELAY_ORIGIN, RemoteOrigin, type UpdateSource } from './origins.js';
 import { ClientOwners } from './client-owners.js';
+import { compactInto, loadDoc } from './doc-load.js';
 import { PendingUpdates } from './pending-updates.js';
-import { admitUpdate, integrated, precheckClientCount, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
+import { checkRemoteUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
 
 /** What a document needs from the relay around it. */
 export interface RelayDocDeps {
@@ -118,13 +114,7 @@ export class RelayDoc {
     private readonly deps: RelayDocDeps,
   ) {
     this.doc = doc;
-    this.pending = new PendingUpdates(() => this.doc, {
-      timeoutMs: deps.limits.pendingTimeoutMs,
-      maxBytes: deps.limits.maxPendingBytesPerDoc,
-      onRefused: (err) => {
-        if (err instanceof LimitExceededError) deps.metrics.limitRefusals.inc({ limit: err.limit });
-      },
-    });
+    this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics);
     this.replication = new DocReplication(deps.majority);
     this.attach(doc);
     this.awareness = new awarenessProtocol.Awareness(doc);
@@ -154,15 +144,7 @@ export class RelayDoc {
   validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined } = {}): Admission {
     const trusted = options.trusted ?? false;
     const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null };
-    try {
-      precheckClientCount(this.doc, update, writer, this.deps.limits);
-      const decoded = validateUpdateFor(this.doc, update);
-      if (!trusted) assertOutsideFencedArea(this.doc, decoded);
-      return admitUpdate(this.doc, decoded, writer, this.deps.limits, this.owners);
-    } catch (err) {
-      if (err instanceof LimitExceededError) this.deps.metrics.limitRefusals.inc({ limit: err.limit });
-      throw err;
-    }
+    return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.owners });
   }
 
   /**
@@ -478,32 +460,4 @@ const FENCED_ORIGIN = Symbol('capsync:fenced-write');
 /** Connections are peers of the document; HTTP requests are sources only. */
 function isDocPeer(source: UpdateSource): source is DocPeer {
   return source.kind === 'connection';
-}
-
-async function loadDoc(name: string, deps: RelayDocDeps): Promise<Y.Doc> {
-  const stored = await deps.store.load(name);
-  const { doc, skipped } = docFromUpdates(stored.updates);
-  if (skipped.length > 0) {
-    // Kept in storage (never delete data we cannot read); compaction will not drop them either
-    // unless a verified snapshot replaces them.
-    deps.logger.error({ doc: name, skipped: skipped.length }, 'stored updates that Yjs cannot apply were skipped');
-    deps.metrics.refusals.inc({ reason: 'invalid-update' }, skipped.length);
-  }
-  if (skipped.length === 0 && stored.logCount > 0 && (stored.logCount > 1 || stored.updates.length > 1)) {
-    // Merge on load: the next load reads one snapshot instead of replaying the log.
-    await compactInto(name, doc, stored.head, deps);
-  }
-  return doc;
-}
-
-/** Replaces the stored log up to `through` with a verified snapshot of `doc`. */
-async function compactInto(name: string, doc: Y.Doc, through: number, deps: RelayDocDeps): Promise<void> {
-  const snapshot = verifiedSnapshot(doc);
-  if (!snapshot) {
-    deps.logger.error({ doc: name }, 'no snapshot of the document loads back; keeping the log');
-    return;
-  }
-  if (snapshot.droppedPending) deps.logger.warn({ doc: name }, 'pending structs that do not load back were left out of the snapshot');
-  await deps.store.compact(name, snapshot.update, through);
-  deps.metrics.compactions.inc();
 }

@@ -1,6 +1,7 @@
 import * as Y from 'yjs';
 import * as decoding from 'lib0/decoding';
-import { LimitExceededError, NotOwnerError } from '@capsync/core';
+import { LimitExceededError, NotOwnerError, assertOutsideFencedArea, validateUpdateFor } from '@capsync/core';
+import type { RelayMetrics } from '../metrics.js';
 import type { ClientOwners } from './client-owners.js';
 
 /** The per-update bounds of a relay (see the `--max-new-clients-per-update` family of flags). */
@@ -126,6 +127,28 @@ export function admitUpdate(
     }
   }
   return { clients, needs, claims };
+}
+
+/**
+ * Every check of a remote update before it is applied (RelayDoc.validate): the cheap client
+ * count precheck, the full decode with the forgery checks of `validateUpdateFor`, the fenced
+ * area (untrusted writers only), then `admitUpdate`. Counts limit refusals by limit.
+ */
+export function checkRemoteUpdate(
+  doc: Y.Doc,
+  update: Uint8Array,
+  writer: UpdateWriter,
+  ctx: { limits: UpdateLimits; owners: ClientOwners; metrics: Pick<RelayMetrics, 'limitRefusals'> },
+): Admission {
+  try {
+    precheckClientCount(doc, update, writer, ctx.limits);
+    const decoded = validateUpdateFor(doc, update);
+    if (!writer.trusted) assertOutsideFencedArea(doc, decoded);
+    return admitUpdate(doc, decoded, writer, ctx.limits, ctx.owners);
+  } catch (err) {
+    if (err instanceof LimitExceededError) ctx.metrics.limitRefusals.inc({ limit: err.limit });
+    throw err;
+  }
 }
 
 /** True when `doc` has integrated everything an update needed (see `Admission.needs`). */
