@@ -46,7 +46,7 @@ describe('adversarial: dangling dependencies (issue 11, attack 5)', () => {
     const rssBefore = await relay.rss();
     const bystander = await startBystander(relay.url);
     const attacker = await ProtocolClient.synced(`${relay.url}/dangling`);
-    await attacker.waitForAck(attacker.seq); // its initial sync step 2
+    await attacker.waitForAck(attacker.seq, 30_000); // its initial sync step 2
     const ackedBefore = attacker.ackedSeq;
     // Every update builds on a first one that is never sent.
     const source = new Y.Doc();
@@ -83,7 +83,7 @@ describe('adversarial: dangling dependencies (issue 11, attack 5)', () => {
   it('issue-11 attack 5: dangling updates past --max-pending-bytes-per-doc are refused at once (4413), never stored', async () => {
     await using relay = await startAttackedRelay(['--pending-timeout-ms', '60000', '--max-pending-bytes-per-doc', '20000']);
     const attacker = await ProtocolClient.synced(`${relay.url}/dangling`);
-    await attacker.waitForAck(attacker.seq); // its initial sync step 2
+    await attacker.waitForAck(attacker.seq, 30_000); // its initial sync step 2
     const ackedBefore = attacker.ackedSeq;
     const source = new Y.Doc();
     updatesOf(source, () => source.getText('t').insert(0, 'never sent'));

@@ -7,6 +7,7 @@ import {
   writeFenced as writeFencedEntry,
   type ErrorCode,
   encodeIntegratedState,
+  hasPending,
   isEmptyUpdate,
   shouldCompact,
   type AwarenessEntry,
@@ -71,8 +72,9 @@ export interface Applied {
  * Invariants:
  * - Remote updates are validated and admitted (client id caps and ownership, `admitUpdate`)
  *   before they are applied.
- * - What is stored is what integrated: the document's update event of each apply, never the
- *   raw update. Content Yjs holds back as pending (missing dependencies) stays in memory only,
+ * - What is stored is what integrated: an update that integrates completely, into a document
+ *   holding no pending content, is stored as received; otherwise the document's update event
+ *   of the apply. Content Yjs holds back as pending (missing dependencies) stays in memory only,
  *   bounded in bytes and time (`PendingUpdates`): it is stored, and its sender acknowledged,
  *   when a later update completes it (a legit out-of-order delivery, e.g. one user's two tabs);
  *   if its dependencies do not arrive within `--pending-timeout-ms` the sender is refused with
@@ -106,6 +108,8 @@ export class RelayDoc {
   /** What the running `applyRemote` integrated (its update events), to store. */
   private applying: Uint8Array[] | null = null;
   private readonly pending: PendingUpdates;
+  /** The latest append handed to storage (appends commit in call order). */
+  private lastAppend: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly name: string,
@@ -223,6 +227,7 @@ export class RelayDoc {
    */
   applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Applied {
     const batched = this.batch.size;
+    const hadPending = hasPending(this.doc);
     this.applying = [];
     try {
       Y.applyUpdate(this.doc, update, new RemoteOrigin(source));
@@ -237,12 +242,22 @@ export class RelayDoc {
     this.applying = null;
     // Claims first: the store commits them no later than the append below.
     const claimed = admission.claims ? this.owners.claim(admission.claims.owner, admission.claims.clientIds) : null;
-    // Nothing new integrated (a duplicate, or all of it pending): what it carries was handed
-    // to storage by earlier appends, if at all.
-    const appended = changes.length === 0 ? this.whenWritesSettled() : this.persist(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes));
+    const complete = integrated(this.doc, admission.needs);
+    let appended: Promise<void>;
+    if (complete && !hadPending) {
+      // The common case: all of it integrated, and nothing else could have: stored as received
+      // (a duplicate too: its content may be in memory only, from an append that failed).
+      appended = this.persist(update);
+    } else if (changes.length > 0) {
+      // Part of it waits, or it completed content that waited: store what integrated.
+      appended = this.persist(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes));
+    } else {
+      // Nothing integrated: what it carries was stored already, or waits.
+      appended = this.lastAppend;
+    }
     const committed = claimed ? Promise.all([claimed, appended]).then(() => {}) : appended;
     // Registered before `settle`, which drops pending content nobody waits for.
-    const own = integrated(this.doc, admission.needs) ? committed : this.pending.wait(admission.needs);
+    const own = complete ? committed : this.pending.wait(admission.needs);
     this.pending.settle(committed);
     // Callers chain acks behind earlier updates, so a refusal may find no handler of its own
     // (its sender was already closed): it must not count as an unhandled rejection.
@@ -312,7 +327,7 @@ export class RelayDoc {
     const started = performance.now();
     // Everything integrated so far is in this append or an earlier one (appends commit in order).
     const position = this.replication.applied;
-    return store
+    return (this.lastAppend = store
       .append(this.name, update)
       .then((result) => {
         metrics.persistSeconds.observe((performance.now() - started) / 1000);
@@ -325,7 +340,7 @@ export class RelayDoc {
           this.persistWaiters = [];
           for (const w of waiters) w();
         }
-      });
+      }));
   }
 
   /**
