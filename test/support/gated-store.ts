@@ -1,4 +1,4 @@
-import type { AppendResult, DocStore, StoredDoc } from '@capsync/core';
+import type { AppendResult, ClientClaimConflict, DocStore, StoredDoc } from '@capsync/core';
 
 /**
  * Wraps a real DocStore and holds every `load` until `open()` is called, to test what the
@@ -27,6 +27,12 @@ export class GatedLoadStore implements DocStore {
   }
   compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
     return this.inner.compact(name, snapshot, through);
+  }
+  claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
+    return this.inner.claimClients(name, owner, clientIds);
+  }
+  loadClientOwners(name: string): Promise<[number, string][]> {
+    return this.inner.loadClientOwners(name);
   }
   delete(name: string): Promise<void> {
     return this.inner.delete(name);
@@ -71,6 +77,12 @@ export class GatedAppendStore implements DocStore {
   }
   compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
     return this.inner.compact(name, snapshot, through);
+  }
+  claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
+    return this.inner.claimClients(name, owner, clientIds);
+  }
+  loadClientOwners(name: string): Promise<[number, string][]> {
+    return this.inner.loadClientOwners(name);
   }
   delete(name: string): Promise<void> {
     return this.inner.delete(name);

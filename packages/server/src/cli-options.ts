@@ -210,6 +210,13 @@ export const FLAGS: Flag[] = [
     apply: (o, v) => (o.pendingTimeoutMs = positive('--pending-timeout-ms', v)),
   },
   {
+    flag: 'max-pending-bytes-per-doc',
+    env: 'CAPSYNC_MAX_PENDING_BYTES_PER_DOC',
+    type: 'string',
+    help: `Bytes of updates waiting for missing dependencies one document may hold. Default ${DEFAULTS.maxPendingBytesPerDoc}`,
+    apply: (o, v) => (o.maxPendingBytesPerDoc = positive('--max-pending-bytes-per-doc', v)),
+  },
+  {
     flag: 'allowed-origins',
     env: 'CAPSYNC_ALLOWED_ORIGINS',
     type: 'string',

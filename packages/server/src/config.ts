@@ -102,6 +102,8 @@ export interface RelayOptions {
   maxClientsPerDoc?: number;
   /** How long an update may wait for missing dependencies before it is refused. Default 30 s. */
   pendingTimeoutMs?: number;
+  /** Bytes of updates waiting for missing dependencies one document may hold in memory. Default 1 MiB. */
+  maxPendingBytesPerDoc?: number;
   /**
    * Origins allowed for browser WebSocket upgrades and state-changing HTTP requests (CORS is
    * answered for them); '*' allows any. Default: on an open relay its own origin and loopback
@@ -162,6 +164,7 @@ export interface ResolvedRelayOptions {
   maxNewClientsPerUpdate: number;
   maxClientsPerDoc: number;
   pendingTimeoutMs: number;
+  maxPendingBytesPerDoc: number;
   /** Undefined: the default policy for the relay's mode (see RelayOptions.allowedOrigins). */
   allowedOrigins: string[] | undefined;
   maxTokenLifetimeMs: number;
@@ -190,6 +193,7 @@ export const DEFAULTS = {
   maxNewClientsPerUpdate: 10_000,
   maxClientsPerDoc: 100_000,
   pendingTimeoutMs: 30_000,
+  maxPendingBytesPerDoc: 1024 * 1024,
   maxTokenLifetimeMs: 24 * 3600_000,
   maxJsonDepth: 1000,
   maxConnections: 10_000,
@@ -238,6 +242,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxNewClientsPerUpdate: positive('maxNewClientsPerUpdate', o.maxNewClientsPerUpdate, DEFAULTS.maxNewClientsPerUpdate),
     maxClientsPerDoc: positive('maxClientsPerDoc', o.maxClientsPerDoc, DEFAULTS.maxClientsPerDoc),
     pendingTimeoutMs: positive('pendingTimeoutMs', o.pendingTimeoutMs, DEFAULTS.pendingTimeoutMs),
+    maxPendingBytesPerDoc: positive('maxPendingBytesPerDoc', o.maxPendingBytesPerDoc, DEFAULTS.maxPendingBytesPerDoc),
     allowedOrigins: o.allowedOrigins && o.allowedOrigins.length > 0 ? o.allowedOrigins.map(origin) : undefined,
     maxTokenLifetimeMs: positive('maxTokenLifetimeMs', o.maxTokenLifetimeMs, DEFAULTS.maxTokenLifetimeMs),
     maxJsonDepth: positive('maxJsonDepth', o.maxJsonDepth, DEFAULTS.maxJsonDepth),

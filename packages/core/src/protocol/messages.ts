@@ -111,7 +111,10 @@ export interface HelloMessage {
 /**
  * Durable acknowledgement. `seq` counts the document-carrying messages (sync step 2 and
  * update) this connection has sent, in order: the first `seq` of them are committed to the
- * relay's storage. `stateVector` is the relay's state vector right after that commit.
+ * relay's storage. `stateVector` holds what changed, encoded like a state vector: the
+ * relay's entries, right after that commit, for the client ids the acknowledged messages
+ * wrote structs under (empty for a barrier). It is not the whole state vector, whose
+ * encoding grows with the document's client count.
  */
 export interface AckMessage {
   type: 'ack';

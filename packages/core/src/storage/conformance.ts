@@ -226,6 +226,45 @@ export const docStoreConformance: ConformanceCase[] = [
     run: (h) => withStore(h, (s) => s.ping()),
   },
   {
+    name: 'the first claim of a client id wins; others get it back as a conflict',
+    run: (h) =>
+      withStore(h, async (s) => {
+        equal((await s.loadClientOwners('doc')).length, 0, 'owners of an unknown document');
+        equal((await s.claimClients('doc', 'alice', [1, 2])).length, 0, 'conflicts of a first claim');
+        equal((await s.claimClients('doc', 'alice', [2, 3])).length, 0, 'conflicts of a re-claim by the owner');
+        const conflicts = await s.claimClients('doc', 'bob', [3, 4]);
+        equal(conflicts.length, 1, 'conflicts of a claim of an owned id');
+        equal(conflicts[0]!.clientId, 3, 'conflicting client id');
+        equal(conflicts[0]!.owner, 'alice', 'owner of the conflicting id');
+        const owners = new Map(await s.loadClientOwners('doc'));
+        equal(owners.size, 4, 'owned ids');
+        equal(owners.get(1), 'alice', 'owner of 1');
+        equal(owners.get(3), 'alice', 'owner of 3 after a refused claim');
+        equal(owners.get(4), 'bob', 'owner of 4');
+        equal((await s.loadClientOwners('other')).length, 0, 'owners of another document');
+        await s.claimClients('other', 'bob', [1]);
+        equal(new Map(await s.loadClientOwners('other')).get(1), 'bob', 'the same id in another document');
+        await s.delete('doc');
+        equal((await s.loadClientOwners('doc')).length, 0, 'owners after delete');
+      }),
+  },
+  {
+    name: 'client id claims survive reopening, also when made right before an append',
+    run: async (h) => {
+      if (!h.reopen) return;
+      await withStore(h, async (s) => {
+        const w = writer();
+        // Not awaited in between: the claim must be committed no later than the append.
+        const claimed = s.claimClients('doc', 'alice', [w.doc.clientID]);
+        await s.append('doc', w.edit('a'));
+        await claimed;
+        const s2 = await h.reopen!(s);
+        equal(new Map(await s2.loadClientOwners('doc')).get(w.doc.clientID), 'alice', 'owner after reopen');
+        return s2;
+      });
+    },
+  },
+  {
     name: 'appends and compactions survive reopening',
     run: async (h) => {
       if (!h.reopen) return;

@@ -31,7 +31,28 @@ export interface DocStore {
    */
   compact(name: string, snapshot: Uint8Array, through: number): Promise<void>;
 
-  /** Removes the document's snapshot and log. Loading it afterwards yields an empty document. */
+  /**
+   * Records that `owner` (an identity: a token's `sub`) owns the Yjs client ids `clientIds` of
+   * document `name`, where nobody owns them yet: the first claim of a client id wins and is
+   * never replaced. Returns the ids of `clientIds` another owner already holds, with that
+   * owner (empty when every claim took or was already `owner`'s).
+   *
+   * Durable like `append`: committed before the promise resolves, and ordered with appends, so
+   * claims made before an append are committed no later than that append (the relay relies on
+   * this: an acknowledged update's claims survive a crash).
+   */
+  claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]>;
+
+  /**
+   * Every client id of `name` with its owner, as recorded by `claimClients`, in no particular
+   * order. Empty for an unknown document.
+   */
+  loadClientOwners(name: string): Promise<[clientId: number, owner: string][]>;
+
+  /**
+   * Removes the document's snapshot, log and client id owners. Loading it afterwards yields an
+   * empty document.
+   */
   delete(name: string): Promise<void>;
 
   /**
@@ -56,6 +77,12 @@ export interface StoredDoc {
   logCount: number;
   /** Total bytes of those log entries. */
   logBytes: number;
+}
+
+/** A client id that `claimClients` could not claim: `owner` holds it. */
+export interface ClientClaimConflict {
+  clientId: number;
+  owner: string;
 }
 
 export interface AppendResult {

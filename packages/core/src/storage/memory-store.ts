@@ -1,4 +1,4 @@
-import type { AppendResult, DocStore, StoredDoc } from './doc-store.js';
+import type { AppendResult, ClientClaimConflict, DocStore, StoredDoc } from './doc-store.js';
 import { StorageError } from '../errors.js';
 
 interface MemoryDoc {
@@ -14,6 +14,8 @@ interface MemoryDoc {
  */
 export class MemoryDocStore implements DocStore {
   private readonly docs = new Map<string, MemoryDoc>();
+  /** Client id owners per document (kept apart from `docs`: a document may own ids before its first append). */
+  private readonly owners = new Map<string, Map<number, string>>();
   private nextPosition = 1;
   private closed = false;
 
@@ -47,9 +49,28 @@ export class MemoryDocStore implements DocStore {
     doc.logBytes = doc.log.reduce((n, e) => n + e.data.byteLength, 0);
   }
 
+  async claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
+    this.assertOpen();
+    let owners = this.owners.get(name);
+    if (!owners) this.owners.set(name, (owners = new Map()));
+    const conflicts: ClientClaimConflict[] = [];
+    for (const clientId of clientIds) {
+      const current = owners.get(clientId);
+      if (current === undefined) owners.set(clientId, owner);
+      else if (current !== owner) conflicts.push({ clientId, owner: current });
+    }
+    return conflicts;
+  }
+
+  async loadClientOwners(name: string): Promise<[number, string][]> {
+    this.assertOpen();
+    return Array.from(this.owners.get(name) ?? []);
+  }
+
   async delete(name: string): Promise<void> {
     this.assertOpen();
     this.docs.delete(name);
+    this.owners.delete(name);
   }
 
   async list(): Promise<string[]> {

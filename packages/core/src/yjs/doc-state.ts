@@ -1,4 +1,5 @@
 import * as Y from 'yjs';
+import * as encoding from 'lib0/encoding';
 
 /**
  * Encodes a document's integrated content only, leaving out structs and deletions Yjs holds
@@ -23,6 +24,34 @@ export function encodeIntegratedState(doc: Y.Doc, targetStateVector?: Uint8Array
     store.pendingStructs = pendingStructs;
     store.pendingDs = pendingDs;
   }
+}
+
+/**
+ * The entries of `doc`'s state vector for `clients` only, encoded like `Y.encodeStateVector`
+ * (a client the document does not have is encoded with clock 0). Costs what `clients` holds,
+ * not what the document holds: for acks of updates that wrote those clients.
+ */
+export function encodeStateVectorOf(doc: Y.Doc, clients: Iterable<number>): Uint8Array {
+  const entries: [number, number][] = [];
+  for (const client of clients) entries.push([client, Y.getState(doc.store, client)]);
+  const encoder = encoding.createEncoder();
+  encoding.writeVarUint(encoder, entries.length);
+  for (const [client, clock] of entries) {
+    encoding.writeVarUint(encoder, client);
+    encoding.writeVarUint(encoder, clock);
+  }
+  return encoding.toUint8Array(encoder);
+}
+
+/** Bytes of the content Yjs holds back for missing dependencies (0 when none). */
+export function pendingBytes(doc: Y.Doc): number {
+  return (doc.store.pendingStructs?.update.byteLength ?? 0) + (doc.store.pendingDs?.byteLength ?? 0);
+}
+
+/** Drops the content Yjs holds back for missing dependencies (see `hasPending`). */
+export function dropPending(doc: Y.Doc): void {
+  doc.store.pendingStructs = null;
+  doc.store.pendingDs = null;
 }
 
 /** True when Yjs holds structs or deletions of `doc` back for missing dependencies. */

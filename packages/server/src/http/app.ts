@@ -1,6 +1,6 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import * as Y from 'yjs';
-import { AuthError, CapsyncError, docToJSON, validateDocName, type ErrorCode } from '@capsync/core';
+import { AuthError, CapsyncError, docToJSON, encodeStateVectorOf, validateDocName, type ErrorCode } from '@capsync/core';
 import type { AccessGrant } from '../auth/access.js';
 import { tokenFromRequest } from '../auth/token-from-request.js';
 import { MESH_PATH } from '../mesh/mesh-connection.js';
@@ -74,17 +74,19 @@ export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Expr
     admitBody(relay, 'write'),
     express.raw({ type: () => true, limit: relay.options.maxMessageBytes }),
     (req, res) =>
-      withDoc(relay, req, res, 'write', async (doc) => {
+      withDoc(relay, req, res, 'write', async (doc, grant) => {
         const body: unknown = req.body;
         if (!(body instanceof Uint8Array) || body.byteLength === 0) {
           throw new CapsyncError('invalid-update', 'body must be a binary Yjs update');
         }
-        doc.validate(body);
+        // Same admission as a WebSocket update: client id caps, ownership by the token's `sub`.
+        const admission = doc.validate(body, { subject: grant.subject });
         const started = performance.now();
-        const { durable } = doc.applyRemote(body, httpSource);
+        const { durable } = doc.applyRemote(body, httpSource, admission);
         relay.metrics.applySeconds.observe((performance.now() - started) / 1000);
         await durable;
-        res.json({ durable: true, stateVector: Buffer.from(Y.encodeStateVector(doc.doc)).toString('base64') });
+        // What changed (the entries of the client ids it wrote), as in a WebSocket ack: bounded by the update.
+        res.json({ durable: true, stateVector: Buffer.from(encodeStateVectorOf(doc.doc, admission.clients)).toString('base64') });
       }),
   );
 

@@ -82,8 +82,8 @@ export class FencedWriteForwarder {
         }
         if (m.type === 'update' || m.type === 'sync-step-2') {
           try {
-            doc.validate(m.update, { trusted: true });
-            applied = doc.applyRemote(m.update, AUTHORITY_SOURCE).durable;
+            const admission = doc.validate(m.update, { trusted: true });
+            applied = doc.applyRemote(m.update, AUTHORITY_SOURCE, admission).durable;
           } catch (err) {
             logger.error({ err, doc: doc.name }, 'a fenced write from the lock authority relay could not be applied');
             finish({ code: 'unavailable', message: 'the fenced write could not be applied on this relay' });

@@ -1,6 +1,7 @@
 import type { WebSocket } from 'ws';
 import * as Y from 'yjs';
 import { CapsyncError, CloseCode, decodeAwarenessUpdate, decodeMessage, encodeMessage, isEmptyUpdate, type Message } from '@capsync/core';
+import { DurableAcks } from '../relay/durable-acks.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { DocPeer, RelayDoc } from '../relay/relay-doc.js';
@@ -49,8 +50,7 @@ export class PeerLink implements DocPeer {
   private sent = new SentLog();
   private received = 0;
   private lastDurable: Promise<unknown> = Promise.resolve();
-  private ackScheduled = false;
-  private ack: { seq: number; stateVector: Uint8Array } | null = null;
+  private acks = this.newAcks();
   private readonly awarenessIds = new Set<number>();
   /** Convergence of the current connection: our step 2's number, and what has happened. */
   private round: { openedAt: number; ourStep2: number; step2Acked: boolean; step2Received: boolean; done: boolean } | null = null;
@@ -194,7 +194,7 @@ export class PeerLink implements DocPeer {
     // Acks on the next connection count its own messages (an empty one still waits for every
     // pending write of the document), not a failure of this one.
     this.lastDurable = Promise.resolve();
-    this.ack = null;
+    this.acks = this.newAcks();
     this.round = null;
     // Presence learned through this link is unknown now; the peer resends it on reconnect.
     this.doc.removeAwareness(Array.from(this.awarenessIds));
@@ -243,10 +243,13 @@ export class PeerLink implements DocPeer {
         const seq = ++this.received;
         const update = msg.update;
         const ws = this.socket;
+        let clients: number[] = [];
         if (!isEmptyUpdate(update)) {
-          this.doc.validate(update, { trusted: true });
-          const { durable } = this.doc.applyRemote(update, this);
-          this.lastDurable = durable;
+          const admission = this.doc.validate(update, { trusted: true });
+          clients = admission.clients;
+          const { durable } = this.doc.applyRemote(update, this, admission);
+          // An update waiting for dependencies may commit after later ones: ack in order.
+          this.lastDurable = this.lastDurable.then(() => durable);
         } else {
           // Nothing to store, but the ack promises that everything this relay has applied so
           // far is committed (the peer counts us durable through what it had sent), including
@@ -258,7 +261,7 @@ export class PeerLink implements DocPeer {
         const round = msg.type === 'sync-step-2' ? this.round : null;
         void barrier.then(
           () => {
-            this.scheduleAck(seq);
+            this.scheduleAck(seq, clients);
             // Converged counts what is durable here, not just applied.
             if (round && round === this.round && !round.step2Received) {
               round.step2Received = true;
@@ -312,18 +315,18 @@ export class PeerLink implements DocPeer {
     this.convergeWaiters.clear();
   }
 
-  /** Acks are coalesced: one per turn, for the highest committed message. */
-  private scheduleAck(seq: number): void {
-    if (!this.open) return;
-    if (!this.ack || seq > this.ack.seq) this.ack = { seq, stateVector: Y.encodeStateVector(this.doc.doc) };
-    if (this.ackScheduled) return;
-    this.ackScheduled = true;
-    queueMicrotask(() => {
-      this.ackScheduled = false;
-      const ack = this.ack;
-      this.ack = null;
-      if (ack && this.open) this.send({ type: 'ack', seq: ack.seq, stateVector: ack.stateVector });
-    });
+  /** Acks are coalesced per turn (DurableAcks), for this connection only. */
+  private scheduleAck(seq: number, clients: number[]): void {
+    if (this.open) this.acks.committed(seq, clients);
+  }
+
+  /** The acks of the current connection: an ack due when it drops is not sent on the next one. */
+  private newAcks(): DurableAcks {
+    const acks: DurableAcks = new DurableAcks(
+      (seq, stateVector) => this.send({ type: 'ack', seq, stateVector }),
+      () => (this.open && this.acks === acks ? this.doc.doc : null),
+    );
+    return acks;
   }
 
   // ---- sending ----

@@ -24,6 +24,8 @@ import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { DocRegistry } from './doc-registry.js';
 import type { DocPeer, RelayDoc } from './relay-doc.js';
+import type { Admission } from './update-admission.js';
+import { DurableAcks } from './durable-acks.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
 import { SentLog } from '../mesh/replication.js';
 import type { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
@@ -92,8 +94,10 @@ export class RelayConnection implements DocPeer {
   /** Count of document-carrying messages received (sync step 2 and update). */
   private seq = 0;
   private lastDurable: Promise<unknown> = Promise.resolve();
-  private ack: { seq: number; stateVector: Uint8Array | null; receivedAt: number } | null = null;
-  private ackScheduled = false;
+  private readonly acks = new DurableAcks(
+    (seq, stateVector) => this.sendMessage({ type: 'ack', seq, stateVector }),
+    () => (this.closed ? null : (this.doc?.doc ?? null)),
+  );
   private readonly awarenessIds = new Set<number>();
   private deniedNotified = false;
   private cancelExpiry: (() => void) | null = null;
@@ -271,10 +275,9 @@ export class RelayConnection implements DocPeer {
       // Nothing to store, but the ack still promises that everything the relay has applied so
       // far (for example this client's updates sent on an earlier connection, or delivered by
       // another tab) is committed: wait for every pending write of the document.
-      const stateVector = this.capsync && this.doc ? Y.encodeStateVector(this.doc.doc) : null;
       const barrier = Promise.all([this.lastDurable, this.doc!.whenWritesSettled()]);
       this.lastDurable = barrier;
-      barrier.then(() => this.scheduleAck(seq, stateVector, receivedAt), () => {});
+      barrier.then(() => this.scheduleAck(seq, [], receivedAt), () => {});
       if (this.quorum) this.awaitQuorum(seq);
       return;
     }
@@ -283,19 +286,22 @@ export class RelayConnection implements DocPeer {
       return;
     }
     const doc = this.doc!;
+    let admission: Admission;
     try {
-      doc.validate(update, { trusted: this.peerRelayId !== undefined });
+      admission = doc.validate(update, { trusted: this.peerRelayId !== undefined, subject: this.grant.subject });
     } catch (err) {
       if (err instanceof CapsyncError && err.code === 'fenced-area') this.deps.metrics.fencingRejections.inc({ reason: 'fenced-area' });
       throw err;
     }
-    const { durable } = doc.applyRemote(update, this);
+    const { durable } = doc.applyRemote(update, this, admission);
     this.deps.metrics.applySeconds.observe((performance.now() - receivedAt) / 1000);
-    const stateVector = this.capsync ? Y.encodeStateVector(doc.doc) : null;
-    this.lastDurable = durable;
-    durable.then(
-      () => this.scheduleAck(seq, stateVector, receivedAt),
+    // An update waiting for dependencies may commit after later ones: ack in order.
+    const inOrder = this.lastDurable.then(() => durable);
+    this.lastDurable = inOrder;
+    inOrder.then(
+      () => this.scheduleAck(seq, admission.clients, receivedAt),
       (err: unknown) => {
+        if (err instanceof CapsyncError && err.code !== 'storage-failure') return this.fail(err);
         this.deps.logger.error({ err, doc: this.docName }, 'storing an update failed');
         this.fail(new CapsyncError('storage-failure', 'update could not be stored; resend it'));
       },
@@ -340,19 +346,10 @@ export class RelayConnection implements DocPeer {
     }
   }
 
-  /** Acks are coalesced: one ack per turn carries the highest durable seq. */
-  private scheduleAck(seq: number, stateVector: Uint8Array | null, receivedAt: number): void {
+  /** Acks go to capsync clients only, coalesced per turn (DurableAcks). */
+  private scheduleAck(seq: number, clients: number[], receivedAt: number): void {
     this.deps.metrics.ackSeconds.observe((performance.now() - receivedAt) / 1000);
-    if (!this.capsync || this.closed) return;
-    if (!this.ack || seq > this.ack.seq) this.ack = { seq, stateVector: stateVector ?? this.ack?.stateVector ?? null, receivedAt };
-    if (this.ackScheduled) return;
-    this.ackScheduled = true;
-    queueMicrotask(() => {
-      this.ackScheduled = false;
-      const ack = this.ack;
-      if (!ack || this.closed || !this.doc) return;
-      this.sendMessage({ type: 'ack', seq: ack.seq, stateVector: ack.stateVector ?? Y.encodeStateVector(this.doc.doc) });
-    });
+    if (this.capsync && !this.closed) this.acks.committed(seq, clients);
   }
 
   // ---- sending ----

@@ -1,17 +1,15 @@
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
 import {
+  CapsyncError,
   ProtocolError,
-  assertOutsideFencedArea,
-  validateUpdateFor,
   readFenced,
   writeFenced as writeFencedEntry,
   type ErrorCode,
-  docFromUpdates,
   encodeIntegratedState,
+  hasPending,
   isEmptyUpdate,
   shouldCompact,
-  verifiedSnapshot,
   type AwarenessEntry,
   type CompactionPolicy,
   type DocStore,
@@ -21,6 +19,10 @@ import type { RelayMetrics } from '../metrics.js';
 import { DocReplication } from '../mesh/replication.js';
 import { BroadcastBatch } from './broadcast-batch.js';
 import { RELAY_ORIGIN, RemoteOrigin, type UpdateSource } from './origins.js';
+import { ClientOwners } from './client-owners.js';
+import { compactInto, loadDoc } from './doc-load.js';
+import { PendingUpdates } from './pending-updates.js';
+import { checkRemoteUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
 
 /** What a document needs from the relay around it. */
 export interface RelayDocDeps {
@@ -30,6 +32,9 @@ export interface RelayDocDeps {
   logger: Logger;
   /** Relays that must hold a change for quorum durability (a majority of the mesh, this relay included). */
   majority: number;
+  limits: UpdateLimits;
+  /** Client ids are owned by identities (a relay with auth); an open relay has no identities. */
+  ownership: boolean;
 }
 
 /** A recipient of a document's broadcasts (a connection). */
@@ -51,7 +56,11 @@ export interface FencedOutcome {
 
 /** Result of applying one remote update. */
 export interface Applied {
-  /** Resolves once the update is committed to storage; rejects with StorageError. */
+  /**
+   * Resolves once the update is integrated and committed to storage. Rejects with StorageError,
+   * or with CapsyncError 'missing-dependencies' / 'limit-exceeded' when the update's missing
+   * dependencies did not arrive in time or too much content waits for them (see PendingUpdates).
+   */
   durable: Promise<void>;
 }
 
@@ -61,7 +70,15 @@ export interface Applied {
  * out to the other connections.
  *
  * Invariants:
- * - Remote updates are validated before they are applied, and stored as received.
+ * - Remote updates are validated and admitted (client id caps and ownership, `admitUpdate`)
+ *   before they are applied.
+ * - What is stored is what integrated: an update that integrates completely, into a document
+ *   holding no pending content, is stored as received; otherwise the document's update event
+ *   of the apply. Content Yjs holds back as pending (missing dependencies) stays in memory only,
+ *   bounded in bytes and time (`PendingUpdates`): it is stored, and its sender acknowledged,
+ *   when a later update completes it (a legit out-of-order delivery, e.g. one user's two tabs);
+ *   if its dependencies do not arrive within `--pending-timeout-ms` the sender is refused with
+ *   'missing-dependencies' and the content is dropped, never stored.
  * - Stores are appended in apply order, so "update N is durable" implies all before it are.
  * - While `paused` (recovering from an update that failed to integrate) no input is
  *   processed; connections queue it and are resumed afterwards.
@@ -88,13 +105,20 @@ export class RelayDoc {
   private fencedTail: Promise<unknown> = Promise.resolve();
   /** A fenced write is being committed: nothing may be broadcast yet. */
   private holdBroadcasts = false;
+  /** What the running `applyRemote` integrated (its update events), to store. */
+  private applying: Uint8Array[] | null = null;
+  private readonly pending: PendingUpdates;
+  /** The latest append handed to storage (appends commit in call order). */
+  private lastAppend: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly name: string,
     doc: Y.Doc,
+    private readonly owners: ClientOwners,
     private readonly deps: RelayDocDeps,
   ) {
     this.doc = doc;
+    this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics);
     this.replication = new DocReplication(deps.majority);
     this.attach(doc);
     this.awareness = new awarenessProtocol.Awareness(doc);
@@ -107,20 +131,24 @@ export class RelayDoc {
    * a snapshot when it is past the compaction threshold, so load time stays bounded.
    */
   static async load(name: string, deps: RelayDocDeps): Promise<RelayDoc> {
-    const doc = await loadDoc(name, deps);
-    return new RelayDoc(name, doc, deps);
+    const [doc, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger)]);
+    return new RelayDoc(name, doc, owners, deps);
   }
 
   /**
    * Checks a remote update before `applyRemote`: it must decode, pass the forgery checks of
-   * `validateUpdateFor`, and stay out of the fenced area (only `writeFenced` writes there).
-   * `trusted`: the update comes from a peer relay (relay credential), which replicates fenced
-   * values the relays wrote; it is checked for integrity only.
-   * Throws ProtocolError ('invalid-update' or 'fenced-area').
+   * `validateUpdateFor`, stay out of the fenced area (only `writeFenced` writes there), stay
+   * within the client id caps and write only under client ids `subject` owns or nobody owns
+   * (on a relay with auth; see `admitUpdate`). `trusted`: the update comes from a peer relay
+   * (relay credential) or the lock authority, which replicate everyone's content including
+   * fenced values; it is checked for integrity only. Changes nothing; pass the result to
+   * `applyRemote`. Throws ProtocolError ('invalid-update' or 'fenced-area'),
+   * LimitExceededError or NotOwnerError.
    */
-  validate(update: Uint8Array, options: { trusted?: boolean } = {}): void {
-    const decoded = validateUpdateFor(this.doc, update);
-    if (!options.trusted) assertOutsideFencedArea(this.doc, decoded);
+  validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined } = {}): Admission {
+    const trusted = options.trusted ?? false;
+    const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null };
+    return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.owners });
   }
 
   /**
@@ -192,22 +220,49 @@ export class RelayDoc {
   }
 
   /**
-   * Applies a validated remote update and stores it as received (raw, so content Yjs holds
-   * back as pending is durable too). Peers get what the document integrated, through the
-   * doc's update event. Throws ProtocolError('invalid-update') if Yjs fails to integrate it;
-   * the document then recovers from storage in the background.
+   * Applies a remote update `validate` admitted, records the client ids it claimed, and stores
+   * what integrated (the doc's update event, which peers get too); content left pending waits
+   * in `PendingUpdates` (see the invariants above). Throws ProtocolError('invalid-update') if
+   * Yjs fails to integrate it; the document then recovers from storage in the background.
    */
-  applyRemote(update: Uint8Array, source: UpdateSource): Applied {
+  applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Applied {
     const batched = this.batch.size;
+    const hadPending = hasPending(this.doc);
+    this.applying = [];
     try {
       Y.applyUpdate(this.doc, update, new RemoteOrigin(source));
     } catch (err) {
       // Yjs may have emitted the failed transaction's update event before rethrowing.
+      this.applying = null;
       this.batch.truncate(batched);
       void this.recover(err);
       throw new ProtocolError('invalid-update', `update could not be applied: ${(err as Error).message}`, { cause: err });
     }
-    return { durable: this.persist(update) };
+    const changes = this.applying!;
+    this.applying = null;
+    // Claims first: the store commits them no later than the append below.
+    const claimed = admission.claims ? this.owners.claim(admission.claims.owner, admission.claims.clientIds) : null;
+    const complete = integrated(this.doc, admission.needs);
+    let appended: Promise<void>;
+    if (complete && !hadPending) {
+      // The common case: all of it integrated, and nothing else could have: stored as received
+      // (a duplicate too: its content may be in memory only, from an append that failed).
+      appended = this.persist(update);
+    } else if (changes.length > 0) {
+      // Part of it waits, or it completed content that waited: store what integrated.
+      appended = this.persist(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes));
+    } else {
+      // Nothing integrated: what it carries was stored already, or waits.
+      appended = this.lastAppend;
+    }
+    const committed = claimed ? Promise.all([claimed, appended]).then(() => {}) : appended;
+    // Registered before `settle`, which drops pending content nobody waits for.
+    const own = complete ? committed : this.pending.wait(admission.needs);
+    this.pending.settle(committed);
+    // Callers chain acks behind earlier updates, so a refusal may find no handler of its own
+    // (its sender was already closed): it must not count as an unhandled rejection.
+    own.catch(() => {});
+    return { durable: own };
   }
 
   /**
@@ -256,6 +311,7 @@ export class RelayDoc {
   /** Flushes queued broadcasts and releases the document's resources. */
   destroy(): void {
     this.destroyed = true;
+    this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was unloaded before the update could integrate'));
     this.flushBroadcast();
     this.awareness.off('update', this.onAwarenessUpdate);
     this.awareness.destroy();
@@ -271,7 +327,7 @@ export class RelayDoc {
     const started = performance.now();
     // Everything integrated so far is in this append or an earlier one (appends commit in order).
     const position = this.replication.applied;
-    return store
+    return (this.lastAppend = store
       .append(this.name, update)
       .then((result) => {
         metrics.persistSeconds.observe((performance.now() - started) / 1000);
@@ -284,7 +340,7 @@ export class RelayDoc {
           this.persistWaiters = [];
           for (const w of waiters) w();
         }
-      });
+      }));
   }
 
   /**
@@ -337,6 +393,8 @@ export class RelayDoc {
       this.doc.destroy();
       this.doc = fresh;
       this.attach(fresh);
+      // Pending content lived in the old document only.
+      this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was reloaded before the update could integrate; send it again'));
       for (const peer of this.peers) {
         if (!isEmptyUpdate(catchUp)) peer.sendUpdate(catchUp);
       }
@@ -361,13 +419,14 @@ export class RelayDoc {
   /**
    * Every change that integrated into the document is forwarded from here: Yjs encodes it
    * from integrated structs, so a forged or not-yet-integrable part of a remote update never
-   * reaches other peers. Remote updates were stored raw in `applyRemote`; changes made on the
-   * relay itself are stored here.
+   * reaches other peers nor storage. Remote changes are stored by `applyRemote` (after the
+   * apply succeeded); changes made on the relay itself are stored here.
    */
   private readonly onLocalUpdate = (update: Uint8Array, origin: unknown): void => {
     const source = origin instanceof RemoteOrigin && isDocPeer(origin.source) ? origin.source : null;
     this.replication.recordApplied(update.byteLength, source?.peerRelayId ?? null);
     if (origin instanceof RemoteOrigin) {
+      this.applying?.push(update); // stored by applyRemote once the apply succeeded
       this.queueBroadcast(update, isDocPeer(origin.source) ? origin.source : null);
       return;
     }
@@ -416,32 +475,4 @@ const FENCED_ORIGIN = Symbol('capsync:fenced-write');
 /** Connections are peers of the document; HTTP requests are sources only. */
 function isDocPeer(source: UpdateSource): source is DocPeer {
   return source.kind === 'connection';
-}
-
-async function loadDoc(name: string, deps: RelayDocDeps): Promise<Y.Doc> {
-  const stored = await deps.store.load(name);
-  const { doc, skipped } = docFromUpdates(stored.updates);
-  if (skipped.length > 0) {
-    // Kept in storage (never delete data we cannot read); compaction will not drop them either
-    // unless a verified snapshot replaces them.
-    deps.logger.error({ doc: name, skipped: skipped.length }, 'stored updates that Yjs cannot apply were skipped');
-    deps.metrics.refusals.inc({ reason: 'invalid-update' }, skipped.length);
-  }
-  if (skipped.length === 0 && stored.logCount > 0 && (stored.logCount > 1 || stored.updates.length > 1)) {
-    // Merge on load: the next load reads one snapshot instead of replaying the log.
-    await compactInto(name, doc, stored.head, deps);
-  }
-  return doc;
-}
-
-/** Replaces the stored log up to `through` with a verified snapshot of `doc`. */
-async function compactInto(name: string, doc: Y.Doc, through: number, deps: RelayDocDeps): Promise<void> {
-  const snapshot = verifiedSnapshot(doc);
-  if (!snapshot) {
-    deps.logger.error({ doc: name }, 'no snapshot of the document loads back; keeping the log');
-    return;
-  }
-  if (snapshot.droppedPending) deps.logger.warn({ doc: name }, 'pending structs that do not load back were left out of the snapshot');
-  await deps.store.compact(name, snapshot.update, through);
-  deps.metrics.compactions.inc();
 }

@@ -60,7 +60,15 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.options = deps.options;
     this.locks = deps.locks;
     this.registry = new DocRegistry(
-      { store: deps.store, compaction: deps.options.compaction, metrics: deps.metrics, logger: deps.logger, majority: Math.floor(deps.options.meshSize / 2) + 1 },
+      {
+        store: deps.store,
+        compaction: deps.options.compaction,
+        metrics: deps.metrics,
+        logger: deps.logger,
+        majority: Math.floor(deps.options.meshSize / 2) + 1,
+        limits: deps.options,
+        ownership: deps.access.mode === 'jwt',
+      },
       deps.options.idleTimeoutMs,
     );
     this.mesh = new PeerMesh({

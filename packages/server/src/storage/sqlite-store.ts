@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { StorageError, type AppendResult, type DocStore, type StoredDoc } from '@capsync/core';
+import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import { SqliteLockTables } from './sqlite-lock-tables.js';
 
 export interface SqliteDocStoreOptions {
@@ -57,6 +57,12 @@ export class SqliteDocStore implements DocStore {
           through INTEGER NOT NULL,
           data BLOB NOT NULL
         );
+        CREATE TABLE IF NOT EXISTS doc_client_owners (
+          doc TEXT NOT NULL,
+          client INTEGER NOT NULL,
+          owner TEXT NOT NULL,
+          PRIMARY KEY (doc, client)
+        ) WITHOUT ROWID;
       `);
     } catch (err) {
       throw new StorageError(`cannot open SQLite database ${file}: ${(err as Error).message}`, { cause: err });
@@ -75,6 +81,10 @@ export class SqliteDocStore implements DocStore {
       trimLog: this.db.prepare<[string, number]>('DELETE FROM doc_updates WHERE doc = ? AND id <= ?'),
       deleteLog: this.db.prepare<[string]>('DELETE FROM doc_updates WHERE doc = ?'),
       deleteSnapshot: this.db.prepare<[string]>('DELETE FROM doc_snapshots WHERE doc = ?'),
+      claimClient: this.db.prepare<[string, number, string]>('INSERT OR IGNORE INTO doc_client_owners (doc, client, owner) VALUES (?, ?, ?)'),
+      clientOwner: this.db.prepare<[string, number], { owner: string }>('SELECT owner FROM doc_client_owners WHERE doc = ? AND client = ?'),
+      clientOwners: this.db.prepare<[string], { client: number; owner: string }>('SELECT client, owner FROM doc_client_owners WHERE doc = ?'),
+      deleteClientOwners: this.db.prepare<[string]>('DELETE FROM doc_client_owners WHERE doc = ?'),
       ping: this.db.prepare('SELECT 1'),
       list: this.db.prepare<[], { doc: string }>('SELECT doc FROM doc_snapshots UNION SELECT doc FROM doc_updates'),
     };
@@ -160,10 +170,35 @@ export class SqliteDocStore implements DocStore {
     );
   }
 
+  /**
+   * Committed at once, in its own transaction: before any append queued after it (group commit
+   * runs on a later turn). Claims are rare (a new client id), so the extra commit is too.
+   */
+  async claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
+    this.assertOpen();
+    return this.run('claimClients', () =>
+      this.db.transaction((): ClientClaimConflict[] => {
+        const conflicts: ClientClaimConflict[] = [];
+        for (const clientId of clientIds) {
+          if (this.stmts.claimClient.run(name, clientId, owner).changes > 0) continue;
+          const current = this.stmts.clientOwner.get(name, clientId)!.owner;
+          if (current !== owner) conflicts.push({ clientId, owner: current });
+        }
+        return conflicts;
+      })(),
+    );
+  }
+
+  async loadClientOwners(name: string): Promise<[number, string][]> {
+    this.assertOpen();
+    return this.run('loadClientOwners', () => this.stmts.clientOwners.all(name).map((r): [number, string] => [r.client, r.owner]));
+  }
+
   async delete(name: string): Promise<void> {
     this.assertOpen();
     this.run('delete', () =>
       this.db.transaction(() => {
+        this.stmts.deleteClientOwners.run(name);
         this.stmts.deleteLog.run(name);
         this.stmts.deleteSnapshot.run(name);
       })(),

@@ -4,6 +4,8 @@ export type WorkerRequest = { id: number } & (
   | { op: 'append'; name: string; update: Uint8Array }
   | { op: 'compact'; name: string; snapshot: Uint8Array; through: number }
   | { op: 'delete'; name: string }
+  | { op: 'claim-clients'; name: string; owner: string; clientIds: number[] }
+  | { op: 'load-client-owners'; name: string }
   | { op: 'ping' }
   | { op: 'list' }
   | { op: 'lock-load' }

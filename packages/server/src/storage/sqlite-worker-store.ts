@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads';
-import { StorageError, type AppendResult, type DocStore, type StoredDoc } from '@capsync/core';
+import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import type { LockStore, PersistedLease } from '../locks/lock-store.js';
 import type { SqliteDocStoreOptions } from './sqlite-store.js';
 import type { WorkerReady, WorkerReply, WorkerRequest } from './sqlite-worker-protocol.js';
@@ -74,6 +74,12 @@ export class SqliteWorkerStore implements DocStore {
   }
   async compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
     await this.call({ op: 'compact', name, snapshot, through });
+  }
+  claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
+    return this.call({ op: 'claim-clients', name, owner, clientIds }) as Promise<ClientClaimConflict[]>;
+  }
+  loadClientOwners(name: string): Promise<[number, string][]> {
+    return this.call({ op: 'load-client-owners', name }) as Promise<[number, string][]>;
   }
   async delete(name: string): Promise<void> {
     await this.call({ op: 'delete', name });

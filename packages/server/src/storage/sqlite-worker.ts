@@ -35,6 +35,12 @@ port.on('message', (req: WorkerRequest) => {
     case 'delete':
       result = store.delete(req.name);
       break;
+    case 'claim-clients':
+      result = store.claimClients(req.name, req.owner, req.clientIds);
+      break;
+    case 'load-client-owners':
+      result = store.loadClientOwners(req.name);
+      break;
     case 'ping':
       result = store.ping();
       break;

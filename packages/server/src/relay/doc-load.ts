@@ -1,0 +1,40 @@
+import type * as Y from 'yjs';
+import { docFromUpdates, verifiedSnapshot } from '@capsync/core';
+import type { RelayDocDeps } from './relay-doc.js';
+
+/**
+ * Loading a document from storage and merging its log into a snapshot (RelayDoc's storage
+ * side, apart from the live pipeline).
+ */
+
+/**
+ * Builds a document from storage, skipping (and reporting) stored updates Yjs cannot apply;
+ * merges the log into one snapshot on load, so the next load reads one snapshot.
+ */
+export async function loadDoc(name: string, deps: RelayDocDeps): Promise<Y.Doc> {
+  const stored = await deps.store.load(name);
+  const { doc, skipped } = docFromUpdates(stored.updates);
+  if (skipped.length > 0) {
+    // Kept in storage (never delete data we cannot read); compaction will not drop them either
+    // unless a verified snapshot replaces them.
+    deps.logger.error({ doc: name, skipped: skipped.length }, 'stored updates that Yjs cannot apply were skipped');
+    deps.metrics.refusals.inc({ reason: 'invalid-update' }, skipped.length);
+  }
+  if (skipped.length === 0 && stored.logCount > 0 && (stored.logCount > 1 || stored.updates.length > 1)) {
+    // Merge on load: the next load reads one snapshot instead of replaying the log.
+    await compactInto(name, doc, stored.head, deps);
+  }
+  return doc;
+}
+
+/** Replaces the stored log up to `through` with a verified snapshot of `doc`. */
+export async function compactInto(name: string, doc: Y.Doc, through: number, deps: RelayDocDeps): Promise<void> {
+  const snapshot = verifiedSnapshot(doc);
+  if (!snapshot) {
+    deps.logger.error({ doc: name }, 'no snapshot of the document loads back; keeping the log');
+    return;
+  }
+  if (snapshot.droppedPending) deps.logger.warn({ doc: name }, 'pending structs that do not load back were left out of the snapshot');
+  await deps.store.compact(name, snapshot.update, through);
+  deps.metrics.compactions.inc();
+}

@@ -1,0 +1,158 @@
+import * as Y from 'yjs';
+import * as decoding from 'lib0/decoding';
+import { LimitExceededError, NotOwnerError, assertOutsideFencedArea, validateUpdateFor } from '@capsync/core';
+import type { RelayMetrics } from '../metrics.js';
+import type { ClientOwners } from './client-owners.js';
+
+/** The per-update bounds of a relay (see the `--max-new-clients-per-update` family of flags). */
+export interface UpdateLimits {
+  /** Yjs client ids one update may introduce to a document (peer relays exempt). */
+  maxNewClientsPerUpdate: number;
+  /** Yjs client ids one document may hold (peer relays exempt). */
+  maxClientsPerDoc: number;
+  /** How long an update may wait for missing dependencies before it is refused. */
+  pendingTimeoutMs: number;
+  /** Bytes of content waiting for missing dependencies one document may hold. */
+  maxPendingBytesPerDoc: number;
+}
+
+/** Who sends an update, as far as the admission checks care. */
+export interface UpdateWriter {
+  /**
+   * A peer relay (relay credential) or the lock authority relay: it replicates everyone's
+   * history, admitted under the limits and ownership of the relay that received it first, so
+   * it is exempt from the client id caps and from ownership. Refusing it would leave the mesh
+   * diverged for good.
+   */
+  trusted: boolean;
+  /**
+   * The identity writing (a token's `sub`), on a relay that enforces client id ownership (one
+   * with auth). `null`: no ownership (an open relay has no identities). `undefined`: a token
+   * without `sub`, which may write under no owned client id and claims none.
+   */
+  identity: string | null | undefined;
+}
+
+/** What the relay learned about an update it admitted (see `admitUpdate`). */
+export interface Admission {
+  /** Client ids the update carries structs of: the entries its ack's state vector holds. */
+  clients: number[];
+  /**
+   * Per client id, the clock the document's state must reach for the update to be integrated
+   * (the end of its structs and of its deletions). Checked after the apply, without scanning
+   * the document: when a clock is not reached, Yjs holds the update back as pending.
+   */
+  needs: Map<number, number>;
+  /** Client ids nobody owns yet that the update writes, claimed for `owner`. */
+  claims: { owner: string; clientIds: number[] } | null;
+}
+
+/**
+ * Refuses, before the update is decoded (which costs about 40 µs per struct), an update that
+ * lists more client ids than the document's known ones plus the per-update cap: at least that
+ * many of them must be new. The first number of a Yjs (v1) update is its client count. A
+ * malformed update is left to the full decode to refuse. Throws LimitExceededError.
+ */
+export function precheckClientCount(doc: Y.Doc, update: Uint8Array, writer: UpdateWriter, limits: UpdateLimits): void {
+  if (writer.trusted) return;
+  let listed: number;
+  try {
+    listed = decoding.readVarUint(decoding.createDecoder(update));
+  } catch {
+    return;
+  }
+  const atLeastNew = listed - doc.store.clients.size;
+  if (atLeastNew > limits.maxNewClientsPerUpdate) {
+    throw new LimitExceededError('max-new-clients-per-update', `update introduces at least ${atLeastNew} client ids, over the limit of ${limits.maxNewClientsPerUpdate}`);
+  }
+}
+
+/**
+ * The relay's checks of one decoded, forgery-checked update that depend on who sends it:
+ * how many client ids it introduces, to the update and to the document, and whether the
+ * writer owns the client ids it inserts content under. Costs what the update holds (a map
+ * lookup per struct), never what the document holds. Changes nothing; the caller records
+ * `claims` (see `ClientOwners.claim`) once it applies the update.
+ *
+ * Ownership is about inserted content only: structs the document already has (a client
+ * re-sending what it got from the relay) are not checked, and a deletion may delete anyone's
+ * items (that is collaboration).
+ *
+ * Throws `LimitExceededError` ('max-new-clients-per-update', 'max-clients-per-doc') or
+ * `NotOwnerError`.
+ */
+export function admitUpdate(
+  doc: Y.Doc,
+  decoded: ReturnType<typeof Y.decodeUpdate>,
+  writer: UpdateWriter,
+  limits: UpdateLimits,
+  owners: ClientOwners,
+): Admission {
+  const store = doc.store;
+  const needs = new Map<number, number>();
+  for (const s of decoded.structs) {
+    if (s instanceof Y.Skip) continue;
+    const end = s.id.clock + s.length;
+    if (end > (needs.get(s.id.client) ?? 0)) needs.set(s.id.client, end);
+  }
+  const clients = Array.from(needs.keys());
+  if (!writer.trusted) {
+    let fresh = 0;
+    for (const client of clients) if (!store.clients.has(client)) fresh++;
+    if (fresh > limits.maxNewClientsPerUpdate) {
+      throw new LimitExceededError('max-new-clients-per-update', `update introduces ${fresh} client ids, over the limit of ${limits.maxNewClientsPerUpdate}`);
+    }
+    if (fresh > 0 && store.clients.size + fresh > limits.maxClientsPerDoc) {
+      throw new LimitExceededError('max-clients-per-doc', `document would hold ${store.clients.size + fresh} client ids, over the limit of ${limits.maxClientsPerDoc}`);
+    }
+  }
+  let claims: Admission['claims'] = null;
+  if (!writer.trusted && writer.identity !== null) {
+    const unowned: number[] = [];
+    for (const [client, end] of needs) {
+      if (end <= Y.getState(store, client)) continue; // nothing new under this id
+      const owner = owners.get(client);
+      if (owner === undefined) unowned.push(client);
+      else if (owner !== writer.identity) {
+        // The owner's name is nobody else's business: say only that it is not the writer.
+        throw new NotOwnerError(`client id ${client} belongs to another identity; write under your own client id`);
+      }
+    }
+    if (unowned.length > 0 && writer.identity !== undefined) claims = { owner: writer.identity, clientIds: unowned };
+  }
+  for (const [client, ranges] of decoded.ds.clients) {
+    for (const r of ranges) {
+      const end = r.clock + r.len;
+      if (end > (needs.get(client) ?? 0)) needs.set(client, end);
+    }
+  }
+  return { clients, needs, claims };
+}
+
+/**
+ * Every check of a remote update before it is applied (RelayDoc.validate): the cheap client
+ * count precheck, the full decode with the forgery checks of `validateUpdateFor`, the fenced
+ * area (untrusted writers only), then `admitUpdate`. Counts limit refusals by limit.
+ */
+export function checkRemoteUpdate(
+  doc: Y.Doc,
+  update: Uint8Array,
+  writer: UpdateWriter,
+  ctx: { limits: UpdateLimits; owners: ClientOwners; metrics: Pick<RelayMetrics, 'limitRefusals'> },
+): Admission {
+  try {
+    precheckClientCount(doc, update, writer, ctx.limits);
+    const decoded = validateUpdateFor(doc, update);
+    if (!writer.trusted) assertOutsideFencedArea(doc, decoded);
+    return admitUpdate(doc, decoded, writer, ctx.limits, ctx.owners);
+  } catch (err) {
+    if (err instanceof LimitExceededError) ctx.metrics.limitRefusals.inc({ limit: err.limit });
+    throw err;
+  }
+}
+
+/** True when `doc` has integrated everything an update needed (see `Admission.needs`). */
+export function integrated(doc: Y.Doc, needs: Map<number, number>): boolean {
+  for (const [client, clock] of needs) if (Y.getState(doc.store, client) < clock) return false;
+  return true;
+}

@@ -1,0 +1,143 @@
+import * as jose from 'jose';
+import { describe, expect, it } from 'vitest';
+import * as Y from 'yjs';
+import { CloseCode } from '@capsync/core';
+import { startAttackedRelay, startBystander, worst } from '../support/attack.js';
+import { ProtocolClient } from '../support/protocol-client.js';
+import { killRelay, spawnRelay } from '../support/relay-process.js';
+import { startMesh, whenMeshUp } from '../federation/mesh-fixture.js';
+
+/**
+ * issue 11, attack 6: client ids were trusted. A writer could send structs under another
+ * writer's client id and next clock range while that writer was offline; both were acknowledged
+ * and the two replicas stayed divergent forever with equal state vectors.
+ */
+
+const SECRET = 'adversarial-client-ids-secret-0123456789';
+
+function token(sub: string): Promise<string> {
+  return new jose.SignJWT({ docs: { '*': 'write' } })
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject(sub)
+    .setIssuedAt()
+    .setExpirationTime('1h')
+    .sign(new TextEncoder().encode(SECRET));
+}
+
+/** A connection as `sub` whose edits are made on `replica` (a user's local replica, kept across connections). */
+async function connectAs(url: string, sub: string): Promise<ProtocolClient> {
+  return ProtocolClient.synced(url, { headers: { authorization: `Bearer ${await token(sub)}` } });
+}
+
+/** The update `doc` emits for `edit`. */
+function updateOf(doc: Y.Doc, edit: () => void): Uint8Array {
+  let update: Uint8Array | null = null;
+  const capture = (u: Uint8Array) => (update = u);
+  doc.on('update', capture);
+  edit();
+  doc.off('update', capture);
+  return update!;
+}
+
+describe('adversarial: client id forgery (issue 11, attack 6)', () => {
+  it("issue-11 attack 6: bob writing under offline alice's client id and next clock range is refused 4403 not-owner; alice's own edits are acked and replicas converge, across tabs and a restart", async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const url = `${relay.url}/shared`;
+    // Alice's replica (her IndexedDB): it outlives her connections, and keeps her client id.
+    const alice = new Y.Doc();
+    const aliceId = alice.clientID;
+    const tab1 = await connectAs(url, 'alice');
+    tab1.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(0, 'hello')) });
+    await tab1.waitForAck(tab1.seq);
+    await tab1.close();
+
+    // Alice is offline. Bob forges an edit under her client id, at her next clock.
+    // A bystander of another document (its token in the query: it has no headers option).
+    const bystander = await startBystander(relay.url, `bystander?token=${await token('carol')}`);
+    const bob = await connectAs(url, 'bob');
+    expect(bob.text).toBe('hello');
+    const forger = new Y.Doc();
+    Y.applyUpdate(forger, Y.encodeStateAsUpdate(bob.doc));
+    // After the apply: Yjs picks a fresh client id when a remote update carries its own.
+    forger.clientID = aliceId;
+    const forged = updateOf(forger, () => forger.getText('t').insert(5, ' -999'));
+    bob.sendMessage({ type: 'update', update: forged });
+    const closed = await bob.waitClosed();
+    expect(closed.code).toBe(CloseCode.Forbidden);
+    expect(closed.reason).toMatch(/^not-owner: /);
+    // The refusal names no one: bob learns nothing about who owns the id.
+    expect(closed.reason).not.toContain('alice');
+    expect(bob.ackedSeq).toBeLessThan(bob.seq);
+
+    // Alice comes back in a second tab (same sub, new connection) and writes the same clocks.
+    const tab2 = await connectAs(url, 'alice');
+    expect(tab2.text).toBe('hello');
+    tab2.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(5, ' world')) });
+    await tab2.waitForAck(tab2.seq);
+    const rtts = await bystander.stop();
+    console.log(`attack 6: bystander worst round trip ${worst(rtts).toFixed(0)} ms`);
+    expect(worst(rtts)).toBeLessThan(1000);
+    // Bob (reconnected as a reader) converges with alice: same content, same state vector.
+    const bobAgain = await connectAs(url, 'bob');
+    expect(bobAgain.text).toBe('hello world');
+    expect(Y.encodeStateVector(bobAgain.doc)).toEqual(Y.encodeStateVector(alice));
+    await Promise.all([tab2.close(), bobAgain.close()]);
+
+    // Ownership survives a restart (SIGKILL, same data directory).
+    await killRelay(relay);
+    const restarted = await spawnRelay(['--data', relay.dataDir, '--auth-secret', SECRET]);
+    try {
+      const url2 = `${restarted.url}/shared`;
+      const bob2 = await connectAs(url2, 'bob');
+      const forger2 = new Y.Doc();
+      Y.applyUpdate(forger2, Y.encodeStateAsUpdate(bob2.doc));
+      forger2.clientID = aliceId;
+      bob2.sendMessage({ type: 'update', update: updateOf(forger2, () => forger2.getText('t').insert(0, 'X')) });
+      expect((await bob2.waitClosed()).code).toBe(CloseCode.Forbidden);
+      const tab3 = await connectAs(url2, 'alice');
+      tab3.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(11, '!')) });
+      await tab3.waitForAck(tab3.seq);
+      // Bob still writes under his own client ids.
+      const bob3 = await connectAs(url2, 'bob');
+      bob3.type(' (bob)');
+      await bob3.waitForAck(bob3.seq);
+      const reader = await connectAs(url2, 'carol');
+      expect(reader.text).toBe('hello world! (bob)');
+      await Promise.all([tab3.close(), bob3.close(), reader.close()]);
+    } finally {
+      await killRelay(restarted);
+    }
+  });
+
+  it('issue-11 attack 6: on a relay with auth, peer relays still replicate every identity\'s edits (they are trusted with client ids)', async () => {
+    const mesh = await startMesh(2, { authSecret: SECRET, peerToken: undefined });
+    try {
+      await whenMeshUp(mesh.relays);
+      const aliceOn0 = await connectAs(mesh.relays[0]!.docUrl('meshed'), 'alice');
+      aliceOn0.type('alice@0');
+      await aliceOn0.waitForAck(aliceOn0.seq);
+      const bobOn1 = await connectAs(mesh.relays[1]!.docUrl('meshed'), 'bob');
+      await bobOn1.waitForText('alice@0');
+      bobOn1.type(' bob@1');
+      await bobOn1.waitForAck(bobOn1.seq);
+      await aliceOn0.waitForText('alice@0 bob@1');
+      await Promise.all([aliceOn0.close(), bobOn1.close()]);
+    } finally {
+      await mesh.close();
+    }
+  });
+
+  it('issue-11 attack 6: an open relay has no identities, so no client id ownership (documented)', async () => {
+    await using relay = await startAttackedRelay();
+    const a = await ProtocolClient.synced(`${relay.url}/open`);
+    a.type('a');
+    await a.waitForAck(a.seq);
+    const b = await ProtocolClient.synced(`${relay.url}/open`);
+    const other = new Y.Doc();
+    Y.applyUpdate(other, Y.encodeStateAsUpdate(b.doc));
+    other.clientID = a.doc.clientID;
+    b.sendMessage({ type: 'update', update: updateOf(other, () => other.getText('t').insert(1, 'b')) });
+    await b.waitForAck(b.seq);
+    await Promise.all([a.close(), b.close()]);
+  });
+});
