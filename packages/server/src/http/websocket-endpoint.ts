@@ -9,6 +9,7 @@ import { LOCKS_PATH } from '../locks/lock-connection.js';
 import { MESH_PATH } from '../mesh/mesh-connection.js';
 import { RELAY_QUERY } from '../mesh/peer-socket.js';
 import type { Relay } from '../relay/relay.js';
+import { watchLiveness } from './connection-liveness.js';
 
 /**
  * Accepts WebSocket upgrades at `/<docName>` and hands authorized sockets to the relay.
@@ -71,6 +72,7 @@ export function attachWebSocketEndpoint(server: Server, relay: Relay): WebSocket
 function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant, peerId: string | undefined): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
   const conn = relay.connect(ws, docName, grant, peerId);
+  watchLiveness(ws, conn, relay.options.connectionTimeoutMs);
   ws.on('message', (data, isBinary) => conn.receive(toBytes(data as Buffer), isBinary));
   ws.on('close', () => relay.disconnected(conn));
   ws.on('error', (err: Error & { code?: string }) => {
@@ -88,6 +90,7 @@ function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant,
 function serveLocks(relay: Relay, ws: WebSocket, grant: AccessGrant): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
   const conn = relay.connectLocks(ws, grant);
+  watchLiveness(ws, conn, relay.options.connectionTimeoutMs);
   ws.on('close', () => relay.disconnected(conn));
   if (grant.permission !== 'write') {
     conn.fail(new CapsyncError('forbidden', 'taking locks needs write access to ' + LOCKS_PATH));
@@ -101,6 +104,7 @@ function serveLocks(relay: Relay, ws: WebSocket, grant: AccessGrant): void {
 function serveMesh(relay: Relay, ws: WebSocket): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
   const conn = relay.connectMesh(ws);
+  watchLiveness(ws, conn, relay.options.connectionTimeoutMs);
   ws.on('close', () => relay.disconnected(conn));
   ws.on('message', (data) => conn.receive(toBytes(data as Buffer)));
   ws.on('error', () => relay.metrics.refusals.inc({ reason: 'bad-message' }));

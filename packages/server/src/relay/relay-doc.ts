@@ -1,5 +1,4 @@
 import * as Y from 'yjs';
-import * as awarenessProtocol from 'y-protocols/awareness';
 import {
   ProtocolError,
   assertOutsideFencedArea,
@@ -12,7 +11,6 @@ import {
   isEmptyUpdate,
   shouldCompact,
   verifiedSnapshot,
-  type AwarenessEntry,
   type CompactionPolicy,
   type DocStore,
 } from '@capsync/core';
@@ -20,7 +18,8 @@ import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import { DocReplication } from '../mesh/replication.js';
 import { BroadcastBatch } from './broadcast-batch.js';
-import { RELAY_ORIGIN, RemoteOrigin, type UpdateSource } from './origins.js';
+import { DocAwareness, type AwarenessLimits } from './doc-awareness.js';
+import { RemoteOrigin, type UpdateSource } from './origins.js';
 
 /** What a document needs from the relay around it. */
 export interface RelayDocDeps {
@@ -30,6 +29,8 @@ export interface RelayDocDeps {
   logger: Logger;
   /** Relays that must hold a change for quorum durability (a majority of the mesh, this relay included). */
   majority: number;
+  /** Bounds on the document's awareness. */
+  awareness: AwarenessLimits;
 }
 
 /** A recipient of a document's broadcasts (a connection). */
@@ -68,7 +69,8 @@ export interface Applied {
  */
 export class RelayDoc {
   doc: Y.Doc;
-  readonly awareness: awarenessProtocol.Awareness;
+  /** Presence: bounded, each state owned by the connection that set it (see DocAwareness). */
+  readonly awareness: DocAwareness;
   readonly peers = new Set<DocPeer>();
   /** Which relays durably hold which changes (quorum durability, replication lag). */
   readonly replication: DocReplication;
@@ -97,9 +99,7 @@ export class RelayDoc {
     this.doc = doc;
     this.replication = new DocReplication(deps.majority);
     this.attach(doc);
-    this.awareness = new awarenessProtocol.Awareness(doc);
-    this.awareness.setLocalState(null);
-    this.awareness.on('update', this.onAwarenessUpdate);
+    this.awareness = new DocAwareness(doc, this.peers, deps.awareness, deps.metrics);
   }
 
   /**
@@ -219,26 +219,6 @@ export class RelayDoc {
     return encodeIntegratedState(this.doc, stateVector);
   }
 
-  /** Applies a validated awareness update; returns the client IDs it set and removed. */
-  applyAwareness(update: Uint8Array, entries: AwarenessEntry[], source: DocPeer): { set: number[]; removed: number[] } {
-    awarenessProtocol.applyAwarenessUpdate(this.awareness, update, source);
-    const set: number[] = [];
-    const removed: number[] = [];
-    for (const e of entries) (e.state === null ? removed : set).push(e.clientID);
-    return { set, removed };
-  }
-
-  /** Removes the awareness states a closed connection owned and tells everyone. */
-  removeAwareness(clientIDs: number[]): void {
-    if (clientIDs.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, clientIDs, RELAY_ORIGIN);
-  }
-
-  /** The whole awareness state, for a newcomer or a query-awareness. Null when empty. */
-  encodeAwareness(): Uint8Array | null {
-    const ids = Array.from(this.awareness.getStates().keys());
-    return ids.length > 0 ? awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids) : null;
-  }
-
   /** Resolves when every update handed to storage so far has been committed (or failed). */
   async whenWritesSettled(): Promise<void> {
     if (this.pendingPersists > 0) await new Promise<void>((resolve) => this.persistWaiters.push(resolve));
@@ -257,7 +237,6 @@ export class RelayDoc {
   destroy(): void {
     this.destroyed = true;
     this.flushBroadcast();
-    this.awareness.off('update', this.onAwarenessUpdate);
     this.awareness.destroy();
     this.detach(this.doc);
     this.doc.destroy();
@@ -395,16 +374,6 @@ export class RelayDoc {
       if (update) peer.sendUpdate(update);
     }
   }
-
-  private readonly onAwarenessUpdate = (
-    { added, updated, removed }: { added: number[]; updated: number[]; removed: number[] },
-    origin: unknown,
-  ): void => {
-    const changed = added.concat(updated, removed);
-    if (changed.length === 0) return;
-    const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed);
-    for (const peer of this.peers) if (peer !== origin) peer.sendAwareness(update);
-  };
 }
 
 /** A Yjs update with nothing in it (what `requestPeerAcks` sends). */

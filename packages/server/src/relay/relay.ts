@@ -60,7 +60,18 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.options = deps.options;
     this.locks = deps.locks;
     this.registry = new DocRegistry(
-      { store: deps.store, compaction: deps.options.compaction, metrics: deps.metrics, logger: deps.logger, majority: Math.floor(deps.options.meshSize / 2) + 1 },
+      {
+        store: deps.store,
+        compaction: deps.options.compaction,
+        metrics: deps.metrics,
+        logger: deps.logger,
+        majority: Math.floor(deps.options.meshSize / 2) + 1,
+        awareness: {
+          maxStateBytes: deps.options.maxAwarenessStateBytes,
+          maxStatesPerConnection: deps.options.maxAwarenessStatesPerConnection,
+          maxStatesPerDoc: deps.options.maxAwarenessStatesPerDoc,
+        },
+      },
       deps.options.idleTimeoutMs,
     );
     this.mesh = new PeerMesh({
@@ -126,9 +137,14 @@ export class Relay extends EventEmitter<RelayEvents> {
     return conn;
   }
 
+  /** The send-buffer bounds of every connection (see SendBuffer). */
+  private get outboundOptions(): { sendBufferLimit: number; slowConsumerGraceMs: number } {
+    return { sendBufferLimit: this.options.sendBufferLimit, slowConsumerGraceMs: this.options.slowConsumerGraceMs };
+  }
+
   /** Serves a peer relay's control link (see MeshConnection). */
   connectMesh(socket: RelaySocket): MeshConnection {
-    const conn = new MeshConnection(socket, this.options.relayId);
+    const conn = new MeshConnection(socket, this.options.relayId, this.outboundOptions);
     this.connections.add(conn);
     return conn;
   }
@@ -138,6 +154,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const conn = new LockConnection(socket, this.locks, {
       metrics: this.metrics,
       logger: this.logger,
+      outbound: this.outboundOptions,
       ...(grant.subject ? { subject: grant.subject } : {}),
       ...(grant.expiresAt !== undefined ? { expiresAt: grant.expiresAt } : {}),
     });
