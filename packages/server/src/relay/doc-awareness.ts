@@ -82,13 +82,13 @@ export class DocAwareness {
       if (e.stateBytes > this.limits.maxStateBytes) {
         this.refused('max-awareness-state-bytes');
         if (peer) continue;
-        throw new LimitExceededError('max-awareness-state-bytes', `awareness state of ${e.stateBytes} bytes (max ${this.limits.maxStateBytes})`);
+        throw new LimitExceededError('max-awareness-state-bytes', `--max-awareness-state-bytes: an awareness state of ${e.stateBytes} bytes (max ${this.limits.maxStateBytes})`);
       }
       if (owner === undefined) {
         // A new id for this source (re-introducing an id it owns is not new).
         if (!peer && (mine?.size ?? 0) + newIds + 1 > this.limits.maxStatesPerConnection) {
           this.refused('max-awareness-states-per-connection');
-          throw new LimitExceededError('max-awareness-states-per-connection', `more than ${this.limits.maxStatesPerConnection} awareness client ids on one connection`);
+          throw new LimitExceededError('max-awareness-states-per-connection', `--max-awareness-states-per-connection: more than ${this.limits.maxStatesPerConnection} awareness client ids on one connection`);
         }
         if (!this.awareness.getStates().has(e.clientID)) {
           if (total >= this.limits.maxStatesPerDoc) {
