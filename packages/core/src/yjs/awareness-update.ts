@@ -10,7 +10,7 @@ export interface AwarenessEntry {
   stateBytes: number;
 }
 
-const utf8 = new TextDecoder('utf-8');
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Most entries one awareness update may carry: one per client, so generous. */
 const MAX_ENTRIES = 10_000;

@@ -16,7 +16,8 @@ export class CoalescedReply<T> {
    * @param canAnswer false while the connection may not answer yet (its document is paused);
    *   call `retry` when that changes.
    * @param answer sends the answer and returns true, passing `written` as the send's
-   *   written-out callback; returns false when it sent nothing.
+   *   written-out callback; returns false when it sent nothing. Must not throw: it may run
+   *   from that callback, outside any message handler (fail the connection instead).
    */
   constructor(
     private readonly canAnswer: () => boolean,

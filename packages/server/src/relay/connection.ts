@@ -115,9 +115,17 @@ export class RelayConnection implements DocPeer {
     deps.metrics.connections.inc();
     this.outbound = new SendBuffer(socket, deps.options, (err) => this.fail(err));
     const canAnswer = (): boolean => this.doc !== null && !this.doc.paused && !this.closed;
-    this.step2Replies = new CoalescedReply(canAnswer, (stateVector, written) =>
-      this.sendDocMessage({ type: 'sync-step-2', update: this.doc!.encodeState(stateVector) }, written),
-    );
+    this.step2Replies = new CoalescedReply(canAnswer, (stateVector, written) => {
+      let update: Uint8Array;
+      try {
+        update = this.doc!.encodeState(stateVector);
+      } catch (err) {
+        // Possibly answered later, from a write callback: fail here rather than throw.
+        this.fail(new ProtocolError('bad-message', 'state vector does not decode', { cause: err }));
+        return false;
+      }
+      return this.sendDocMessage({ type: 'sync-step-2', update }, written);
+    });
     this.awarenessReplies = new CoalescedReply(canAnswer, (_, written) => {
       const update = this.doc!.awareness.encode();
       return update !== null && this.sendMessage({ type: 'awareness', update }, written);
