@@ -1,5 +1,6 @@
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
+import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
 import { LimitExceededError, decodeAwarenessUpdate, type AwarenessEntry } from '@capsync/core';
 import type { RelayMetrics } from '../metrics.js';
@@ -67,6 +68,7 @@ export class DocAwareness {
    * the source overflows its own bounds; nothing of the update is applied then.
    */
   apply(update: Uint8Array, source: AwarenessSource, { relay: peer }: { relay: boolean }): void {
+    if (!peer) this.refuseOversizedBatch(update);
     const entries = decodeAwarenessUpdate(update);
     const mine = this.owned.get(source);
     let newIds = 0;
@@ -128,6 +130,27 @@ export class DocAwareness {
   destroy(): void {
     this.awareness.off('update', this.onUpdate);
     this.awareness.destroy();
+  }
+
+  /**
+   * A connection owns at most `maxStatesPerConnection` ids, so an update of its own can carry
+   * at most that many states plus as many removals; one with more entries sets ids it may not
+   * (clients send only their own id). Refused from its entry count, before decoding (and
+   * JSON-parsing) thousands of states.
+   */
+  private refuseOversizedBatch(update: Uint8Array): void {
+    const d = decoding.createDecoder(update);
+    let count: number;
+    try {
+      count = decoding.readVarUint(d);
+    } catch {
+      return; // decodeAwarenessUpdate names what is wrong with it
+    }
+    const max = 2 * this.limits.maxStatesPerConnection;
+    // An entry takes at least 3 bytes: a count the bytes cannot hold is malformed, not a batch.
+    if (count <= max || count * 3 > update.byteLength - d.pos) return;
+    this.refused('max-awareness-states-per-connection');
+    throw new LimitExceededError('max-awareness-states-per-connection', `--max-awareness-states-per-connection: an awareness update of ${count} client ids (one connection sets at most ${this.limits.maxStatesPerConnection})`);
   }
 
   private claim(id: number, source: AwarenessSource): void {
