@@ -179,7 +179,7 @@ describe('peer document links', () => {
     const presence = new awarenessProtocol.Awareness(new Y.Doc());
     presence.setLocalState({ user: 'probe' });
     inbound.sendAwareness(awarenessProtocol.encodeAwarenessUpdate(presence, [presence.clientID]));
-    await waitForEvent(bDoc.awareness as unknown as EventEmitter, 'change', () => bDoc.awareness.getStates().has(presence.clientID) || undefined, 'probe presence on r1');
+    await waitForEvent(bDoc.awareness.awareness as unknown as EventEmitter, 'change', () => bDoc.awareness.awareness.getStates().has(presence.clientID) || undefined, 'probe presence on r1');
     // Anything r1 sends r0 from now on travels behind an ack it sent for the empty update.
     bob.handle.doc.getText('t').insert(0, 'later ');
     await whenDoc(aDoc.doc, () => aDoc.doc.getText('t').toString().startsWith('later '), '"later" on r0');

@@ -158,7 +158,8 @@ describe('relay refuses bad input', () => {
   let docsLoadedBefore: number;
 
   beforeEach(async () => {
-    relay = await startRelay({ authSecret: SECRET, maxMessageBytes: MAX_MESSAGE_BYTES });
+    // Awareness states up to the frame limit: the frame-size tests below pad awareness updates.
+    relay = await startRelay({ authSecret: SECRET, maxMessageBytes: MAX_MESSAGE_BYTES, maxAwarenessStateBytes: MAX_MESSAGE_BYTES });
     goodToken = await sign();
     alice = await connect(urlFor(DOC));
     bob = await connect(urlFor(DOC));

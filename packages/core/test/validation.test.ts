@@ -75,7 +75,7 @@ describe('awareness updates', () => {
     const a = new awarenessProtocol.Awareness(doc);
     a.setLocalState({ user: 'ann' });
     const entries = decodeAwarenessUpdate(awarenessProtocol.encodeAwarenessUpdate(a, [doc.clientID]));
-    expect(entries).toEqual([{ clientID: doc.clientID, clock: 1, state: { user: 'ann' } }]);
+    expect(entries).toEqual([{ clientID: doc.clientID, clock: 1, state: { user: 'ann' }, stateBytes: '{"user":"ann"}'.length }]);
     a.destroy();
   });
   it('refuses invalid JSON and trailing bytes', () => {

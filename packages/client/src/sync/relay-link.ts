@@ -422,6 +422,7 @@ function refusalFor(code: number, reason: string): CapsyncError | null {
     case CloseCode.MessageTooBig:
     case CloseCode.UnsupportedData:
     case CloseCode.SlowConsumer:
+    case CloseCode.LimitExceeded:
     case CloseCode.StorageUnavailable:
     case CloseCode.InternalError:
       return new CapsyncError(errorCode ?? 'internal', detail);

@@ -6,7 +6,11 @@ export interface AwarenessEntry {
   clientID: number;
   clock: number;
   state: unknown;
+  /** Bytes of the state's JSON as received (what `--max-awareness-state-bytes` bounds). */
+  stateBytes: number;
 }
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Most entries one awareness update may carry: one per client, so generous. */
 const MAX_ENTRIES = 10_000;
@@ -25,8 +29,9 @@ export function decodeAwarenessUpdate(update: Uint8Array): AwarenessEntry[] {
     for (let i = 0; i < n; i++) {
       const clientID = decoding.readVarUint(d);
       const clock = decoding.readVarUint(d);
-      const state: unknown = JSON.parse(decoding.readVarString(d));
-      entries.push({ clientID, clock, state });
+      const json = decoding.readVarUint8Array(d);
+      const state: unknown = JSON.parse(utf8.decode(json));
+      entries.push({ clientID, clock, state, stateBytes: json.byteLength });
     }
     if (decoding.hasContent(d)) throw new Error('trailing bytes');
     return entries;

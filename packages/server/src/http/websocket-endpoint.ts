@@ -12,6 +12,7 @@ import { RELAY_QUERY } from '../mesh/peer-socket.js';
 import type { Relay } from '../relay/relay.js';
 import type { ConnectionLimits } from './connection-limits.js';
 import type { OriginPolicy } from './origin-policy.js';
+import { watchLiveness } from './connection-liveness.js';
 
 /**
  * Accepts WebSocket upgrades at `/<docName>` and hands authorized sockets to the relay.
@@ -83,6 +84,7 @@ export function attachWebSocketEndpoint(
 function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant, peerId: string | undefined): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
   const conn = relay.connect(ws, docName, grant, peerId);
+  watchLiveness(ws, conn, relay.options.connectionTimeoutMs);
   ws.on('message', (data, isBinary) => conn.receive(toBytes(data as Buffer), isBinary));
   ws.on('close', () => relay.disconnected(conn));
   ws.on('error', (err: Error & { code?: string }) => {
@@ -100,6 +102,7 @@ function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant,
 function serveLocks(relay: Relay, ws: WebSocket, grant: AccessGrant): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
   const conn = relay.connectLocks(ws, grant);
+  watchLiveness(ws, conn, relay.options.connectionTimeoutMs);
   ws.on('close', () => relay.disconnected(conn));
   if (grant.permission !== 'write') {
     conn.fail(new CapsyncError('forbidden', 'taking locks needs write access to ' + LOCKS_PATH));
@@ -113,6 +116,7 @@ function serveLocks(relay: Relay, ws: WebSocket, grant: AccessGrant): void {
 function serveMesh(relay: Relay, ws: WebSocket): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
   const conn = relay.connectMesh(ws);
+  watchLiveness(ws, conn, relay.options.connectionTimeoutMs);
   ws.on('close', () => relay.disconnected(conn));
   ws.on('message', (data) => conn.receive(toBytes(data as Buffer)));
   ws.on('error', () => relay.metrics.refusals.inc({ reason: 'bad-message' }));

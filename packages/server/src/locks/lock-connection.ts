@@ -15,6 +15,7 @@ import {
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { RelaySocket } from '../relay/connection.js';
+import { SendBuffer, type SendBufferOptions } from '../relay/send-buffer.js';
 import type { LockService } from './lock-service.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
 import { ConnectionIdentity } from './lock-identity.js';
@@ -48,14 +49,21 @@ export class LockConnection {
   private readonly gone = new AbortController();
   private cancelExpiry: (() => void) | null = null;
   private readonly identity: ConnectionIdentity;
+  /** Every reply goes through it: a client that does not read is closed as a slow consumer. */
+  readonly outbound: SendBuffer;
 
   constructor(
     private readonly socket: RelaySocket,
     private readonly service: LockService,
-    private readonly deps: { metrics: RelayMetrics; logger: Logger; subject?: string; relay?: boolean; expiresAt?: number },
+    private readonly deps: { metrics: RelayMetrics; logger: Logger; subject?: string; relay?: boolean; expiresAt?: number; outbound: SendBufferOptions },
   ) {
     this.identity = new ConnectionIdentity({ subject: deps.subject, relay: deps.relay });
     deps.metrics.connections.inc();
+    this.outbound = new SendBuffer(socket, deps.outbound, (err) => {
+      this.fail(err);
+      // Its buffer is full, so the close frame may never get through: do not wait for it.
+      setTimeout(() => socket.terminate(), 1000).unref();
+    });
     // Every waiting acquire listens on it; any number of them in flight is normal.
     setMaxListeners(0, this.gone.signal);
     if (deps.expiresAt !== undefined) {
@@ -100,7 +108,7 @@ export class LockConnection {
     const bytes = encodeMessage(msg);
     this.deps.metrics.messagesOut.inc({ type: msg.type });
     this.deps.metrics.bytesOut.inc(bytes.byteLength);
-    this.socket.send(bytes);
+    this.outbound.send(bytes);
   }
 
   fail(err: CapsyncError): void {
@@ -121,6 +129,7 @@ export class LockConnection {
   onClosed(): void {
     if (this.closed) return;
     this.closed = true;
+    this.outbound.stop();
     this.cancelExpiry?.();
     this.deps.metrics.connections.dec();
     this.gone.abort();

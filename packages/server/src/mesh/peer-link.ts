@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws';
 import * as Y from 'yjs';
-import { CapsyncError, CloseCode, decodeAwarenessUpdate, decodeMessage, encodeMessage, isEmptyUpdate, type Message } from '@capsync/core';
+import { CapsyncError, CloseCode, decodeMessage, encodeMessage, isEmptyUpdate, type Message } from '@capsync/core';
 import { DurableAcks } from '../relay/durable-acks.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
@@ -51,7 +51,6 @@ export class PeerLink implements DocPeer {
   private received = 0;
   private lastDurable: Promise<unknown> = Promise.resolve();
   private acks = this.newAcks();
-  private readonly awarenessIds = new Set<number>();
   /** Convergence of the current connection: our step 2's number, and what has happened. */
   private round: { openedAt: number; ourStep2: number; step2Acked: boolean; step2Received: boolean; done: boolean } | null = null;
   private readonly convergeWaiters = new Set<() => void>();
@@ -124,7 +123,7 @@ export class PeerLink implements DocPeer {
       if (this.endpoint.id) this.doc.replication.meet(this.endpoint.id);
       this.send(relayHello(this.deps.relayId));
       this.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(this.doc.doc) });
-      const awareness = this.doc.encodeAwareness();
+      const awareness = this.doc.awareness.encode();
       if (awareness) this.send({ type: 'awareness', update: awareness });
     });
     ws.on('message', (data: Buffer) => {
@@ -197,8 +196,7 @@ export class PeerLink implements DocPeer {
     this.acks = this.newAcks();
     this.round = null;
     // Presence learned through this link is unknown now; the peer resends it on reconnect.
-    this.doc.removeAwareness(Array.from(this.awarenessIds));
-    this.awarenessIds.clear();
+    this.doc.awareness.removeAll(this);
   }
 
   // ---- receiving ----
@@ -276,10 +274,8 @@ export class PeerLink implements DocPeer {
         return;
       }
       case 'awareness': {
-        const entries = decodeAwarenessUpdate(msg.update);
-        const { set, removed } = this.doc.applyAwareness(msg.update, entries, this);
-        for (const id of set) this.awarenessIds.add(id);
-        for (const id of removed) this.awarenessIds.delete(id);
+        // A peer relay's link relays the presence of its clients (see DocAwareness).
+        this.doc.awareness.apply(msg.update, this, { relay: true });
         return;
       }
       case 'ack': {

@@ -9,7 +9,6 @@ import {
   closeCodeFor,
   closeCodeName,
   closeReasonFor,
-  decodeAwarenessUpdate,
   decodeMessage,
   encodeMessage,
   isEmptyUpdate,
@@ -29,27 +28,20 @@ import { DurableAcks } from './durable-acks.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
 import { SentLog } from '../mesh/replication.js';
 import type { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
+import { SendBuffer, type OutboundSocket, type SendBufferOptions } from './send-buffer.js';
+import { CoalescedReply } from './coalesced-reply.js';
 
 /**
  * The part of a WebSocket the relay uses, so the relay core knows nothing of `ws` or http.
- * `bufferedAmount` is the number of bytes queued but not yet sent.
+ * `bufferedAmount` is the number of bytes queued but not yet sent (see OutboundSocket).
  */
-export interface RelaySocket {
-  send(data: Uint8Array): void;
-  readonly bufferedAmount: number;
+export interface RelaySocket extends OutboundSocket {
   close(code: number, reason: string): void;
   /** Drops the connection at once, without a closing handshake. */
   terminate(): void;
 }
 
-export interface ConnectionOptions {
-  /**
-   * Bytes a socket may have queued for longer than `slowConsumerGraceMs` before the relay
-   * gives up on it (slow consumer). Four times this closes it at once, to bound memory.
-   */
-  sendBufferLimit: number;
-  /** How long a socket may stay over `sendBufferLimit` (a burst) before it is closed. */
-  slowConsumerGraceMs: number;
+export interface ConnectionOptions extends SendBufferOptions {
   /** Bytes of input a connection may queue while its document loads. */
   maxQueuedBytes: number;
 }
@@ -95,13 +87,16 @@ export class RelayConnection implements DocPeer {
   private seq = 0;
   private lastDurable: Promise<unknown> = Promise.resolve();
   private readonly acks = new DurableAcks(
-    (seq, stateVector) => this.sendMessage({ type: 'ack', seq, stateVector }),
+    (seq, stateVector) => void this.sendMessage({ type: 'ack', seq, stateVector }),
     () => (this.closed ? null : (this.doc?.doc ?? null)),
   );
-  private readonly awarenessIds = new Set<number>();
   private deniedNotified = false;
   private cancelExpiry: (() => void) | null = null;
-  private slowTimer: NodeJS.Timeout | null = null;
+  /** Every message sent goes through it (slow consumers are closed, whatever they asked for). */
+  readonly outbound: SendBuffer;
+  /** Sync step 1 and query-awareness each cost a full-state encoding: coalesced (see CoalescedReply). */
+  private readonly step2Replies: CoalescedReply<Uint8Array>;
+  private readonly awarenessReplies: CoalescedReply<null>;
   /** The client asked for quorum acknowledgements of its barriers. */
   private quorum = false;
   /** Cancels the unanswered quorum wait of this connection's latest barrier, if any. */
@@ -124,6 +119,23 @@ export class RelayConnection implements DocPeer {
   ) {
     deps.metrics.connections.inc();
     this.identity = new ConnectionIdentity(grant);
+    this.outbound = new SendBuffer(socket, deps.options, (err) => this.fail(err));
+    const canAnswer = (): boolean => this.doc !== null && !this.doc.paused && !this.closed;
+    this.step2Replies = new CoalescedReply(canAnswer, (stateVector, written) => {
+      let update: Uint8Array;
+      try {
+        update = this.doc!.encodeState(stateVector);
+      } catch (err) {
+        // Possibly answered later, from a write callback: fail here rather than throw.
+        this.fail(new ProtocolError('bad-message', 'state vector does not decode', { cause: err }));
+        return false;
+      }
+      return this.sendDocMessage({ type: 'sync-step-2', update }, written);
+    });
+    this.awarenessReplies = new CoalescedReply(canAnswer, (_, written) => {
+      const update = this.doc!.awareness.encode();
+      return update !== null && this.sendMessage({ type: 'awareness', update }, written);
+    });
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
     if (this.peerRelayId) deps.mesh?.inboundOpened(this.peerRelayId, this);
     if (grant.expiresAt !== undefined) {
@@ -150,7 +162,7 @@ export class RelayConnection implements DocPeer {
     doc.peers.add(this);
     if (this.peerRelayId) doc.replication.meet(this.peerRelayId);
     this.sendMessage({ type: 'sync-step-1', stateVector: Y.encodeStateVector(doc.doc) });
-    const awareness = doc.encodeAwareness();
+    const awareness = doc.awareness.encode();
     if (awareness) this.sendMessage({ type: 'awareness', update: awareness });
     this.resume();
   }
@@ -182,6 +194,8 @@ export class RelayConnection implements DocPeer {
       this.queuedBytes -= frame.byteLength;
       this.handle(frame);
     }
+    this.step2Replies.retry();
+    this.awarenessReplies.retry();
   }
 
   private handle(frame: Uint8Array): void {
@@ -202,31 +216,25 @@ export class RelayConnection implements DocPeer {
     const doc = this.doc!;
     switch (msg.type) {
       case 'sync-step-1': {
-        let reply: Uint8Array;
         try {
-          reply = doc.encodeState(msg.stateVector);
+          // Checked now, as the answer may be computed later (coalesced).
+          Y.decodeStateVector(msg.stateVector);
         } catch (err) {
           throw new ProtocolError('bad-message', 'state vector does not decode', { cause: err });
         }
-        this.sendDocMessage({ type: 'sync-step-2', update: reply });
+        this.step2Replies.request(msg.stateVector);
         return;
       }
       case 'sync-step-2':
       case 'update':
         this.receiveUpdate(msg.update);
         return;
-      case 'awareness': {
-        const entries = decodeAwarenessUpdate(msg.update);
-        const { set, removed } = doc.applyAwareness(msg.update, entries, this);
-        for (const id of set) this.awarenessIds.add(id);
-        for (const id of removed) this.awarenessIds.delete(id);
+      case 'awareness':
+        doc.awareness.apply(msg.update, this, { relay: this.peerRelayId !== undefined });
         return;
-      }
-      case 'query-awareness': {
-        const update = doc.encodeAwareness();
-        if (update) this.sendMessage({ type: 'awareness', update });
+      case 'query-awareness':
+        this.awarenessReplies.request(null);
         return;
-      }
       case 'hello':
         this.identity.hello(msg.capabilities);
         this.capsync = true;
@@ -356,61 +364,32 @@ export class RelayConnection implements DocPeer {
 
   /** DocPeer: a broadcast update; drops this connection if it cannot keep up. */
   sendUpdate(update: Uint8Array): void {
-    if (this.overBufferLimit()) return;
     this.sendDocMessage({ type: 'update', update });
   }
 
   /** A message carrying document content; to a peer relay it is numbered for its acks. */
-  private sendDocMessage(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>): void {
-    if (this.closed) return;
-    this.sendMessage(msg);
+  private sendDocMessage(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>, onWritten?: () => void): boolean {
+    if (!this.sendMessage(msg, onWritten)) return false;
     if (this.peerRelayId && this.doc) this.sentToPeer.record(this.doc.replication.applied);
+    return true;
   }
 
   /** DocPeer: a broadcast awareness change. */
   sendAwareness(update: Uint8Array): void {
-    if (this.overBufferLimit()) return;
     this.sendMessage({ type: 'awareness', update });
   }
 
   /**
-   * Backpressure. A burst may push the send buffer over the limit for a moment; a consumer
-   * that stays over it for the grace period, or goes past four times the limit, is closed.
+   * Sends through the send-buffer accounting (backpressure for every message, see SendBuffer).
+   * True when sent (then `onWritten` runs once it was written out), false when closed.
    */
-  private overBufferLimit(): boolean {
-    if (this.closed) return true;
-    const { sendBufferLimit, slowConsumerGraceMs } = this.deps.options;
-    const buffered = this.socket.bufferedAmount;
-    if (buffered <= sendBufferLimit) {
-      // Drained since the burst began: the grace period starts over at the next burst.
-      if (this.slowTimer) {
-        clearTimeout(this.slowTimer);
-        this.slowTimer = null;
-      }
-      return false;
-    }
-    if (buffered > 4 * sendBufferLimit) {
-      this.fail(new CapsyncError('slow-consumer', `send buffer over ${4 * sendBufferLimit} bytes`));
-      return true;
-    }
-    if (!this.slowTimer) {
-      this.slowTimer = setTimeout(() => {
-        this.slowTimer = null;
-        if (this.socket.bufferedAmount > sendBufferLimit) {
-          this.fail(new CapsyncError('slow-consumer', `send buffer over ${sendBufferLimit} bytes for ${slowConsumerGraceMs} ms`));
-        }
-      }, slowConsumerGraceMs);
-      this.slowTimer.unref();
-    }
-    return false;
-  }
-
-  private sendMessage(msg: Message): void {
-    if (this.closed) return;
+  private sendMessage(msg: Message, onWritten?: () => void): boolean {
+    if (this.closed || this.outbound.isStopped) return false;
     const bytes = encodeMessage(msg);
     this.deps.metrics.messagesOut.inc({ type: msg.type });
     this.deps.metrics.bytesOut.inc(bytes.byteLength);
-    this.socket.send(bytes);
+    this.outbound.send(bytes, onWritten);
+    return true;
   }
 
   // ---- closing ----
@@ -447,7 +426,7 @@ export class RelayConnection implements DocPeer {
     this.closed = true;
     this.deps.metrics.connections.dec();
     this.cancelExpiry?.();
-    if (this.slowTimer) clearTimeout(this.slowTimer);
+    this.outbound.stop();
     this.queue = [];
     if (this.quorumWait) {
       this.quorumWait();
@@ -458,7 +437,7 @@ export class RelayConnection implements DocPeer {
     const doc = this.doc;
     if (doc) {
       doc.peers.delete(this);
-      doc.removeAwareness(Array.from(this.awarenessIds));
+      doc.awareness.removeAll(this);
       this.deps.registry.release(this.docName);
     }
   }

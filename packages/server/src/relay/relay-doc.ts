@@ -1,5 +1,4 @@
 import * as Y from 'yjs';
-import * as awarenessProtocol from 'y-protocols/awareness';
 import {
   CapsyncError,
   ProtocolError,
@@ -10,7 +9,6 @@ import {
   hasPending,
   isEmptyUpdate,
   shouldCompact,
-  type AwarenessEntry,
   type CompactionPolicy,
   type DocStore,
 } from '@capsync/core';
@@ -18,10 +16,11 @@ import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import { DocReplication } from '../mesh/replication.js';
 import { BroadcastBatch } from './broadcast-batch.js';
-import { RELAY_ORIGIN, RemoteOrigin, type UpdateSource } from './origins.js';
 import { ClientOwners } from './client-owners.js';
 import { compactInto, loadDoc } from './doc-load.js';
+import { DocAwareness, type AwarenessLimits } from './doc-awareness.js';
 import { PendingUpdates } from './pending-updates.js';
+import { RemoteOrigin, type UpdateSource } from './origins.js';
 import { checkRemoteUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
 
 /** What a document needs from the relay around it. */
@@ -35,6 +34,8 @@ export interface RelayDocDeps {
   limits: UpdateLimits;
   /** Client ids are owned by identities (a relay with auth); an open relay has no identities. */
   ownership: boolean;
+  /** Bounds on the document's awareness. */
+  awareness: AwarenessLimits;
 }
 
 /** A recipient of a document's broadcasts (a connection). */
@@ -85,7 +86,8 @@ export interface Applied {
  */
 export class RelayDoc {
   doc: Y.Doc;
-  readonly awareness: awarenessProtocol.Awareness;
+  /** Presence: bounded, each state owned by the connection that set it (see DocAwareness). */
+  readonly awareness: DocAwareness;
   readonly peers = new Set<DocPeer>();
   /** Which relays durably hold which changes (quorum durability, replication lag). */
   readonly replication: DocReplication;
@@ -121,9 +123,7 @@ export class RelayDoc {
     this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics);
     this.replication = new DocReplication(deps.majority);
     this.attach(doc);
-    this.awareness = new awarenessProtocol.Awareness(doc);
-    this.awareness.setLocalState(null);
-    this.awareness.on('update', this.onAwarenessUpdate);
+    this.awareness = new DocAwareness(doc, this.peers, deps.awareness, deps.metrics);
   }
 
   /**
@@ -274,26 +274,6 @@ export class RelayDoc {
     return encodeIntegratedState(this.doc, stateVector);
   }
 
-  /** Applies a validated awareness update; returns the client IDs it set and removed. */
-  applyAwareness(update: Uint8Array, entries: AwarenessEntry[], source: DocPeer): { set: number[]; removed: number[] } {
-    awarenessProtocol.applyAwarenessUpdate(this.awareness, update, source);
-    const set: number[] = [];
-    const removed: number[] = [];
-    for (const e of entries) (e.state === null ? removed : set).push(e.clientID);
-    return { set, removed };
-  }
-
-  /** Removes the awareness states a closed connection owned and tells everyone. */
-  removeAwareness(clientIDs: number[]): void {
-    if (clientIDs.length > 0) awarenessProtocol.removeAwarenessStates(this.awareness, clientIDs, RELAY_ORIGIN);
-  }
-
-  /** The whole awareness state, for a newcomer or a query-awareness. Null when empty. */
-  encodeAwareness(): Uint8Array | null {
-    const ids = Array.from(this.awareness.getStates().keys());
-    return ids.length > 0 ? awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids) : null;
-  }
-
   /** Resolves when every update handed to storage so far has been committed (or failed). */
   async whenWritesSettled(): Promise<void> {
     if (this.pendingPersists > 0) await new Promise<void>((resolve) => this.persistWaiters.push(resolve));
@@ -313,7 +293,6 @@ export class RelayDoc {
     this.destroyed = true;
     this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was unloaded before the update could integrate'));
     this.flushBroadcast();
-    this.awareness.off('update', this.onAwarenessUpdate);
     this.awareness.destroy();
     this.detach(this.doc);
     this.doc.destroy();
@@ -454,16 +433,6 @@ export class RelayDoc {
       if (update) peer.sendUpdate(update);
     }
   }
-
-  private readonly onAwarenessUpdate = (
-    { added, updated, removed }: { added: number[]; updated: number[]; removed: number[] },
-    origin: unknown,
-  ): void => {
-    const changed = added.concat(updated, removed);
-    if (changed.length === 0) return;
-    const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed);
-    for (const peer of this.peers) if (peer !== origin) peer.sendAwareness(update);
-  };
 }
 
 /** A Yjs update with nothing in it (what `requestPeerAcks` sends). */

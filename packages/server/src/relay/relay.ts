@@ -68,6 +68,11 @@ export class Relay extends EventEmitter<RelayEvents> {
         majority: Math.floor(deps.options.meshSize / 2) + 1,
         limits: deps.options,
         ownership: deps.access.mode === 'jwt',
+        awareness: {
+          maxStateBytes: deps.options.maxAwarenessStateBytes,
+          maxStatesPerConnection: deps.options.maxAwarenessStatesPerConnection,
+          maxStatesPerDoc: deps.options.maxAwarenessStatesPerDoc,
+        },
       },
       deps.options.idleTimeoutMs,
     );
@@ -134,9 +139,14 @@ export class Relay extends EventEmitter<RelayEvents> {
     return conn;
   }
 
+  /** The send-buffer bounds of every connection (see SendBuffer). */
+  private get outboundOptions(): { sendBufferLimit: number; slowConsumerGraceMs: number } {
+    return { sendBufferLimit: this.options.sendBufferLimit, slowConsumerGraceMs: this.options.slowConsumerGraceMs };
+  }
+
   /** Serves a peer relay's control link (see MeshConnection). */
   connectMesh(socket: RelaySocket): MeshConnection {
-    const conn = new MeshConnection(socket, this.options.relayId);
+    const conn = new MeshConnection(socket, this.options.relayId, this.outboundOptions);
     this.connections.add(conn);
     return conn;
   }
@@ -146,6 +156,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const conn = new LockConnection(socket, this.locks, {
       metrics: this.metrics,
       logger: this.logger,
+      outbound: this.outboundOptions,
       ...(grant.subject ? { subject: grant.subject } : {}),
       ...(grant.relay ? { relay: true } : {}),
       ...(grant.expiresAt !== undefined ? { expiresAt: grant.expiresAt } : {}),

@@ -1,0 +1,197 @@
+import * as Y from 'yjs';
+import * as awarenessProtocol from 'y-protocols/awareness';
+import * as decoding from 'lib0/decoding';
+import * as encoding from 'lib0/encoding';
+import { LimitExceededError, decodeAwarenessUpdate, type AwarenessEntry } from '@capsync/core';
+import type { RelayMetrics } from '../metrics.js';
+import { RELAY_ORIGIN } from './origins.js';
+
+/** The bounds on a document's awareness (flags `--max-awareness-*`). */
+export interface AwarenessLimits {
+  /** Largest state of one client id, in bytes of its JSON. */
+  maxStateBytes: number;
+  /** Client ids one connection may set. Not applied to peer relays (see `apply`). */
+  maxStatesPerConnection: number;
+  /** States the document holds over all its connections. */
+  maxStatesPerDoc: number;
+}
+
+/** Who sets awareness states and receives changes: a connection, or a peer relay's link. */
+export interface AwarenessSource {
+  sendAwareness(update: Uint8Array): void;
+}
+
+/**
+ * A document's awareness (presence), bounded and owned.
+ *
+ * Ownership: the first source to set a client id owns it until it removes it, it times out
+ * (y-protocols drops states not renewed for 30 s) or the source goes away. Other sources'
+ * states and removals for an owned id are ignored, so nobody can impersonate or hide another
+ * client's presence.
+ *
+ * Bounds, and what happens past them:
+ * - a state over `maxStateBytes`, or a connection setting more than `maxStatesPerConnection`
+ *   ids: the connection overflows its own bounds and is closed (LimitExceededError, 4413);
+ * - a document at `maxStatesPerDoc`: new ids are not applied nor broadcast, the connection is
+ *   kept (a full document is not the newcomer's fault).
+ * Peer relays relay the presence of many clients, each of which their own relay bounded: they
+ * are exempt from the per-connection bound (the per-document bound still holds), and an
+ * oversized state from them is dropped rather than closing the link between relays.
+ * Every refusal counts in `capsync_limit_refusals_total{limit}`.
+ *
+ * So a newcomer or a query-awareness gets at most `maxStatesPerDoc` states of at most
+ * `maxStateBytes` each.
+ */
+export class DocAwareness {
+  readonly awareness: awarenessProtocol.Awareness;
+  private readonly owners = new Map<number, AwarenessSource>();
+  private readonly owned = new Map<AwarenessSource, Set<number>>();
+  /** Sources that receive broadcasts of changes. */
+  private readonly listeners: Iterable<AwarenessSource>;
+
+  constructor(
+    doc: Y.Doc,
+    listeners: Iterable<AwarenessSource>,
+    private readonly limits: AwarenessLimits,
+    private readonly metrics: RelayMetrics,
+  ) {
+    this.listeners = listeners;
+    this.awareness = new awarenessProtocol.Awareness(doc);
+    this.awareness.setLocalState(null);
+    this.awareness.on('update', this.onUpdate);
+  }
+
+  /**
+   * Applies an awareness update from `source`, keeping what it may set (see the class).
+   * `relay`: the source is a link to a peer relay (relay credential), relaying many clients.
+   * Throws ProtocolError('invalid-awareness') if it does not decode, LimitExceededError if
+   * the source overflows its own bounds; nothing of the update is applied then.
+   */
+  apply(update: Uint8Array, source: AwarenessSource, { relay: peer }: { relay: boolean }): void {
+    if (!peer) this.refuseOversizedBatch(update);
+    const entries = decodeAwarenessUpdate(update);
+    const mine = this.owned.get(source);
+    let newIds = 0;
+    let total = this.awareness.getStates().size;
+    const accepted: AwarenessEntry[] = [];
+    for (const e of entries) {
+      const owner = this.owners.get(e.clientID);
+      if (owner !== undefined && owner !== source) continue; // someone else's: ignored
+      if (e.state === null) {
+        if (owner === source) accepted.push(e);
+        continue;
+      }
+      if (e.stateBytes > this.limits.maxStateBytes) {
+        this.refused('max-awareness-state-bytes');
+        if (peer) continue;
+        throw new LimitExceededError('max-awareness-state-bytes', `--max-awareness-state-bytes: an awareness state of ${e.stateBytes} bytes (max ${this.limits.maxStateBytes})`);
+      }
+      if (owner === undefined) {
+        // A new id for this source (re-introducing an id it owns is not new).
+        if (!peer && (mine?.size ?? 0) + newIds + 1 > this.limits.maxStatesPerConnection) {
+          this.refused('max-awareness-states-per-connection');
+          throw new LimitExceededError('max-awareness-states-per-connection', `--max-awareness-states-per-connection: more than ${this.limits.maxStatesPerConnection} awareness client ids on one connection`);
+        }
+        if (!this.awareness.getStates().has(e.clientID)) {
+          if (total >= this.limits.maxStatesPerDoc) {
+            this.refused('max-awareness-states-per-doc');
+            continue;
+          }
+          total++;
+        }
+        newIds++;
+      }
+      accepted.push(e);
+    }
+    if (accepted.length === 0) return;
+    const toApply = accepted.length === entries.length ? update : encodeEntries(accepted);
+    // Claim the ids before applying, so the update event below sees them owned.
+    for (const e of accepted) if (e.state !== null) this.claim(e.clientID, source);
+    awarenessProtocol.applyAwarenessUpdate(this.awareness, toApply, source);
+    // An entry y-protocols ignored (an old clock) may have left a claim with no state behind.
+    for (const e of accepted) if (e.state !== null && !this.awareness.getStates().has(e.clientID)) this.release(e.clientID);
+  }
+
+  /** Removes every state `source` owns (it went away) and tells the others. */
+  removeAll(source: AwarenessSource): void {
+    const ids = this.owned.get(source);
+    if (!ids || ids.size === 0) return;
+    awarenessProtocol.removeAwarenessStates(this.awareness, Array.from(ids), RELAY_ORIGIN);
+    // Ids without a state (never applied) are not reported by the update event.
+    for (const id of Array.from(ids)) this.release(id);
+  }
+
+  /** Every state, for a newcomer or a query-awareness (at most `maxStatesPerDoc`). Null when empty. */
+  encode(): Uint8Array | null {
+    const ids = Array.from(this.awareness.getStates().keys());
+    return ids.length > 0 ? awarenessProtocol.encodeAwarenessUpdate(this.awareness, ids) : null;
+  }
+
+  destroy(): void {
+    this.awareness.off('update', this.onUpdate);
+    this.awareness.destroy();
+  }
+
+  /**
+   * A connection owns at most `maxStatesPerConnection` ids, so an update of its own can carry
+   * at most that many states plus as many removals; one with more entries sets ids it may not
+   * (clients send only their own id). Refused from its entry count, before decoding (and
+   * JSON-parsing) thousands of states.
+   */
+  private refuseOversizedBatch(update: Uint8Array): void {
+    const d = decoding.createDecoder(update);
+    let count: number;
+    try {
+      count = decoding.readVarUint(d);
+    } catch {
+      return; // decodeAwarenessUpdate names what is wrong with it
+    }
+    const max = 2 * this.limits.maxStatesPerConnection;
+    // An entry takes at least 3 bytes: a count the bytes cannot hold is malformed, not a batch.
+    if (count <= max || count * 3 > update.byteLength - d.pos) return;
+    this.refused('max-awareness-states-per-connection');
+    throw new LimitExceededError('max-awareness-states-per-connection', `--max-awareness-states-per-connection: an awareness update of ${count} client ids (one connection sets at most ${this.limits.maxStatesPerConnection})`);
+  }
+
+  private claim(id: number, source: AwarenessSource): void {
+    if (this.owners.get(id) === source) return;
+    this.owners.set(id, source);
+    let ids = this.owned.get(source);
+    if (!ids) this.owned.set(source, (ids = new Set()));
+    ids.add(id);
+  }
+
+  private release(id: number): void {
+    const owner = this.owners.get(id);
+    if (owner === undefined) return;
+    this.owners.delete(id);
+    const ids = this.owned.get(owner);
+    ids?.delete(id);
+    if (ids && ids.size === 0) this.owned.delete(owner);
+  }
+
+  private refused(limit: string): void {
+    this.metrics.limitRefusals.inc({ limit });
+  }
+
+  private readonly onUpdate = ({ added, updated, removed }: { added: number[]; updated: number[]; removed: number[] }, origin: unknown): void => {
+    // Removed by its owner, by the relay, or timed out: the id is free again.
+    for (const id of removed) this.release(id);
+    const changed = added.concat(updated, removed);
+    if (changed.length === 0) return;
+    const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed);
+    for (const peer of this.listeners) if (peer !== origin) peer.sendAwareness(update);
+  };
+}
+
+/** Encodes entries as a y-protocols awareness update. */
+function encodeEntries(entries: AwarenessEntry[]): Uint8Array {
+  const e = encoding.createEncoder();
+  encoding.writeVarUint(e, entries.length);
+  for (const entry of entries) {
+    encoding.writeVarUint(e, entry.clientID);
+    encoding.writeVarUint(e, entry.clock);
+    encoding.writeVarString(e, JSON.stringify(entry.state));
+  }
+  return encoding.toUint8Array(e);
+}

@@ -1,0 +1,107 @@
+import { CapsyncError } from '@capsync/core';
+
+/**
+ * The part of a WebSocket the relay sends through. `bufferedAmount` is the number of bytes
+ * queued but not yet handed to the operating system. `send`'s callback, when the socket
+ * supports it (ws does), runs once those bytes were written out (or the socket failed).
+ */
+export interface OutboundSocket {
+  send(data: Uint8Array, cb?: (err?: Error) => void): void;
+  readonly bufferedAmount: number;
+}
+
+export interface SendBufferOptions {
+  /**
+   * Bytes a socket may have queued for longer than `slowConsumerGraceMs` before the relay
+   * gives up on it (slow consumer). Four times this closes it at once, to bound memory.
+   */
+  sendBufferLimit: number;
+  /** How long a socket may stay over `sendBufferLimit` (a burst) before it is closed. */
+  slowConsumerGraceMs: number;
+}
+
+/**
+ * The one send-buffer accounting of every connection the relay serves (documents, locks, the
+ * mesh control link): every outgoing message goes through `send`, whatever it answers, so a
+ * peer that does not read cannot make the relay buffer without bound.
+ *
+ * A burst may push the buffer over the limit for a moment; a consumer that stays over it for
+ * the grace period, or goes past four times the limit, is reported to `onSlow` (which closes
+ * the connection with 4429 slow-consumer). So the memory one connection holds in unsent bytes
+ * is bounded by four times the limit plus the largest single message.
+ */
+export class SendBuffer {
+  private slowTimer: NodeJS.Timeout | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly socket: OutboundSocket,
+    private readonly options: SendBufferOptions,
+    private readonly onSlow: (err: CapsyncError) => void,
+  ) {}
+
+  /** True once the consumer was given up on or the connection closed: nothing more is sent. */
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
+  /**
+   * Sends `bytes` (unless stopped) and accounts for them. `onWritten` runs once the socket
+   * wrote them out (or failed to); never if nothing was sent. Returns false when nothing was
+   * sent or the consumer was given up on.
+   */
+  send(bytes: Uint8Array, onWritten?: () => void): boolean {
+    if (this.stopped) return false;
+    if (onWritten) this.socket.send(bytes, () => onWritten());
+    else this.socket.send(bytes);
+    return this.check();
+  }
+
+  /**
+   * Checks the buffer now (also for bytes queued outside `send`, such as WebSocket pongs).
+   * Returns false once the consumer was given up on, true while it may still be sent to.
+   */
+  check(): boolean {
+    if (this.stopped) return false;
+    const { sendBufferLimit, slowConsumerGraceMs } = this.options;
+    const buffered = this.socket.bufferedAmount;
+    if (buffered <= sendBufferLimit) {
+      // Drained since the burst began: the grace period starts over at the next burst.
+      this.clearTimer();
+      return true;
+    }
+    if (buffered > 4 * sendBufferLimit) {
+      this.giveUp(new CapsyncError('slow-consumer', `send buffer over ${4 * sendBufferLimit} bytes`));
+      return false;
+    }
+    if (!this.slowTimer) {
+      this.slowTimer = setTimeout(() => {
+        this.slowTimer = null;
+        if (this.socket.bufferedAmount > sendBufferLimit) {
+          this.giveUp(new CapsyncError('slow-consumer', `send buffer over ${sendBufferLimit} bytes for ${slowConsumerGraceMs} ms`));
+        }
+      }, slowConsumerGraceMs);
+      this.slowTimer.unref();
+    }
+    return true;
+  }
+
+  /** The connection closed: no more sends or timers. */
+  stop(): void {
+    this.stopped = true;
+    this.clearTimer();
+  }
+
+  private giveUp(err: CapsyncError): void {
+    if (this.stopped) return;
+    this.stop();
+    this.onSlow(err);
+  }
+
+  private clearTimer(): void {
+    if (this.slowTimer) {
+      clearTimeout(this.slowTimer);
+      this.slowTimer = null;
+    }
+  }
+}
