@@ -8,7 +8,6 @@
  * document (over it: not applied, connection kept). Each test runs against a real relay
  * process with auth; the attacker has a read-only token.
  */
-import * as jose from 'jose';
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
@@ -16,18 +15,15 @@ import { CloseCode } from '@capsync/core';
 import { heavy, startAttackedRelay, startBystander, worst } from '../support/attack.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { metricValue } from '../support/relay-observe.js';
+import { mintToken } from '../support/tokens.js';
 
 const SECRET = 'adversarial-awareness-secret-0123456789';
 const MiB = 1024 * 1024;
 const DOC = 'room';
 const BYSTANDER_MAX_MS = 1_000;
 
-async function token(sub: string, permission: 'read' | 'write'): Promise<string> {
-  return new jose.SignJWT({ docs: { [DOC]: permission, bystander: 'write' } })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject(sub)
-    .setExpirationTime('1h')
-    .sign(new TextEncoder().encode(SECRET));
+function token(sub: string, permission: 'read' | 'write'): Promise<string> {
+  return mintToken(SECRET, { sub, docs: { [DOC]: permission, bystander: 'write' } });
 }
 
 /** A y-protocols awareness update setting `states` (clientID -> state) at `clock`. */

@@ -1,10 +1,10 @@
-import * as jose from 'jose';
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { CloseCode } from '@capsync/core';
 import { startAttackedRelay, startBystander, worst } from '../support/attack.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { killRelay, spawnRelay } from '../support/relay-process.js';
+import { mintToken } from '../support/tokens.js';
 import { startMesh, whenMeshUp } from '../federation/mesh-fixture.js';
 
 /**
@@ -16,12 +16,7 @@ import { startMesh, whenMeshUp } from '../federation/mesh-fixture.js';
 const SECRET = 'adversarial-client-ids-secret-0123456789';
 
 function token(sub: string): Promise<string> {
-  return new jose.SignJWT({ docs: { '*': 'write' } })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject(sub)
-    .setIssuedAt()
-    .setExpirationTime('1h')
-    .sign(new TextEncoder().encode(SECRET));
+  return mintToken(SECRET, { sub, lifetimeS: 3600 });
 }
 
 /** A connection as `sub` whose edits are made on `replica` (a user's local replica, kept across connections). */

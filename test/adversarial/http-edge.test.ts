@@ -11,6 +11,7 @@ import * as Y from 'yjs';
 import { decodeMessage, encodeMessage } from '@capsync/core';
 import { heavy, startAttackedRelay, startBystander, worst, type AttackedRelay } from '../support/attack.js';
 import { ProtocolClient } from '../support/protocol-client.js';
+import { signToken } from '../support/tokens.js';
 import { waitForEvent } from '../support/wait.js';
 
 const SECRET = 'adversarial-edge-secret-0123456789';
@@ -18,7 +19,7 @@ const MB = 1024 * 1024;
 const nowSeconds = () => Math.floor(Date.now() / 1000);
 
 function sign(claims: jose.JWTPayload): Promise<string> {
-  return new jose.SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET));
+  return signToken(SECRET, claims);
 }
 
 /** A token for `docs` that expires in ten minutes. */

@@ -11,7 +11,6 @@
  * processes (port 0, SQLite), through `--lock-authority` forwarding and etcd too.
  */
 import { randomBytes } from 'node:crypto';
-import * as jose from 'jose';
 import WebSocket from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type CapsyncClient, type ClientOptions, type Lease, type WebSocketConstructor } from '@capsync/client';
@@ -30,18 +29,14 @@ import { codeOf } from '../support/error-code.js';
 import { describeEtcd } from '../support/describe-etcd.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd-cluster.js';
 import { ProtocolClient } from '../support/protocol-client.js';
+import { mintToken } from '../support/tokens.js';
 
 const SECRET = 'lease-takeover-secret-that-is-long-enough';
 const HOUR_MS = 3_600_000;
 
 /** A token for `sub`, with `exp` (one hour) and write access to everything (locks included). */
 function mint(sub: string): Promise<string> {
-  return new jose.SignJWT({ docs: { '*': 'write' } })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject(sub)
-    .setIssuedAt()
-    .setExpirationTime('1h')
-    .sign(new TextEncoder().encode(SECRET));
+  return mintToken(SECRET, { sub, lifetimeS: 3600 });
 }
 
 const ownerKey = () => randomBytes(16).toString('base64url');

@@ -6,6 +6,7 @@ import { FaultProxy, type FaultMode } from '../support/fault-proxy.js';
 import { recordingWebSocket } from '../support/recording-websocket.js';
 import { waitForEvent } from '../support/wait.js';
 import { until } from '../support/client-fixture.js';
+import { signToken } from '../support/tokens.js';
 
 /**
  * The client's link to the relay: backoff, heartbeat, tokens, refusals, presence. A TCP
@@ -46,7 +47,7 @@ async function proxy(targetPort: number, mode: FaultMode = 'pass'): Promise<Faul
 
 async function sign(docs: Record<string, 'read' | 'write'>, claims: jose.JWTPayload = {}, secret = SECRET): Promise<string> {
   // Tokens must expire (the relay refuses them otherwise): in ten minutes unless `claims` say.
-  return new jose.SignJWT({ exp: Math.floor(Date.now() / 1000) + 600, docs, ...claims }).setProtectedHeader({ alg: 'HS256' }).setSubject('tester').sign(new TextEncoder().encode(secret));
+  return signToken(secret, { sub: 'tester', exp: Math.floor(Date.now() / 1000) + 600, docs, ...claims });
 }
 
 

@@ -6,6 +6,7 @@ import { CloseCode } from '@capsync/core';
 import type { RelaySocket } from '@capsync/server';
 import { ProtocolClient, type ProtocolClientOptions } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
+import { signToken } from '../support/tokens.js';
 
 const SECRET = 'integration-test-secret-0123456789';
 const nowSeconds = () => Math.floor(Date.now() / 1000);
@@ -14,10 +15,7 @@ type Docs = Record<string, 'read' | 'write'>;
 
 async function sign(docs: Docs | undefined, claims: jose.JWTPayload = {}, secret = SECRET): Promise<string> {
   // Tokens must expire (the relay refuses them otherwise): in ten minutes unless `claims` say.
-  return new jose.SignJWT({ exp: nowSeconds() + 600, ...claims, ...(docs ? { docs } : {}) })
-    .setProtectedHeader({ alg: 'HS256' })
-    .setSubject('tester')
-    .sign(new TextEncoder().encode(secret));
+  return signToken(secret, { sub: 'tester', exp: nowSeconds() + 600, ...claims, ...(docs ? { docs } : {}) });
 }
 
 /** The text of "t" in the relay's stored data for `doc`, read from its store. */

@@ -5,12 +5,13 @@ import * as Y from 'yjs';
 import { MAX_DOC_NAME_BYTES } from '@capsync/core';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
+import { signToken } from '../support/tokens.js';
 
 const SECRET = 'http-api-test-secret-0123456789';
 
 async function sign(docs: Record<string, 'read' | 'write'>, claims: jose.JWTPayload = {}): Promise<string> {
   // Tokens must expire (the relay refuses them otherwise): in ten minutes unless `claims` say.
-  return new jose.SignJWT({ exp: Math.floor(Date.now() / 1000) + 600, ...claims, docs }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET));
+  return signToken(SECRET, { exp: Math.floor(Date.now() / 1000) + 600, ...claims, docs });
 }
 
 /** A Yjs update that inserts `text` into text "t" of a fresh document. */
