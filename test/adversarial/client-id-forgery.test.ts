@@ -122,6 +122,30 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     }
   });
 
+  it("issue-11 attack 6 (review): content held back as pending claims no client id, so mallory cannot squat on alice's id before alice writes", async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const url = `${relay.url}/squat`;
+    const alice = await connectAs(url, 'alice');
+    const mallory = await connectAs(url, 'mallory');
+    // Mallory learned alice's client id (from her presence): one struct under it at a far clock,
+    // which never integrates (clocks 0.. are missing), so it is never stored nor broadcast.
+    const forger = new Y.Doc();
+    forger.clientID = alice.doc.clientID;
+    const whole = updateOf(forger, () => forger.getText('t').insert(0, 'x'.repeat(1000)));
+    const farClock = new Y.Doc();
+    farClock.clientID = alice.doc.clientID;
+    updateOf(farClock, () => farClock.getText('t').insert(0, 'x'.repeat(999)));
+    mallory.sendMessage({ type: 'update', update: Y.diffUpdate(whole, Y.encodeStateVector(farClock)) });
+    mallory.sendMessage({ type: 'ping', id: 1 });
+    await mallory.waitFor(() => mallory.received.some((m) => m.type === 'pong'), 'pong');
+    // Alice's first edit under her own id is hers: acknowledged, not refused as another's.
+    const seq = alice.type('hi');
+    await alice.waitForAck(seq);
+    expect(alice.closeInfo).toBeNull();
+    await alice.close();
+    await mallory.close();
+  }, 30_000);
+
   it('issue-11 attack 6: an open relay has no identities, so no client id ownership (documented)', async () => {
     await using relay = await startAttackedRelay();
     const a = await ProtocolClient.synced(`${relay.url}/open`);

@@ -73,9 +73,10 @@ export interface Applied {
  * Invariants:
  * - Remote updates are validated and admitted (client id caps and ownership, `admitUpdate`)
  *   before they are applied.
- * - What is stored is what integrated: an update that integrates completely, into a document
- *   holding no pending content, is stored as received; otherwise the document's update event
- *   of the apply. Content Yjs holds back as pending (missing dependencies) stays in memory only,
+ * - What is stored is what integrated: an update that integrates completely is stored as
+ *   received (with the pending content it completed, if any); otherwise the document's update
+ *   event of the apply. An append that fails makes the document reload from storage, so memory
+ *   never holds acknowledged-looking content that storage lacks. Content Yjs holds back as pending (missing dependencies) stays in memory only,
  *   bounded in bytes and time (`PendingUpdates`): it is stored, and its sender acknowledged,
  *   when a later update completes it (a legit out-of-order delivery, e.g. one user's two tabs);
  *   if its dependencies do not arrive within `--pending-timeout-ms` the sender is refused with
@@ -228,6 +229,7 @@ export class RelayDoc {
   applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Applied {
     const batched = this.batch.size;
     const hadPending = hasPending(this.doc);
+    const statesBefore = admission.claims?.clientIds.map((id) => Y.getState(this.doc.store, id)) ?? [];
     this.applying = [];
     try {
       Y.applyUpdate(this.doc, update, new RemoteOrigin(source));
@@ -240,14 +242,18 @@ export class RelayDoc {
     }
     const changes = this.applying!;
     this.applying = null;
-    // Claims first: the store commits them no later than the append below.
-    const claimed = admission.claims ? this.owners.claim(admission.claims.owner, admission.claims.clientIds) : null;
+    // Claims first: the store commits them no later than the append below. Only client ids
+    // under which content integrated are claimed: a struct held back as pending (say, at a far
+    // clock of someone else's client id) must not let its sender squat on that id.
+    const claimIds = admission.claims?.clientIds.filter((id, i) => Y.getState(this.doc.store, id) > statesBefore[i]!) ?? [];
+    const claimed = claimIds.length > 0 ? this.owners.claim(admission.claims!.owner, claimIds) : null;
     const complete = integrated(this.doc, admission.needs);
     let appended: Promise<void>;
-    if (complete && !hadPending) {
-      // The common case: all of it integrated, and nothing else could have: stored as received
-      // (a duplicate too: its content may be in memory only, from an append that failed).
-      appended = this.persist(update);
+    if (complete) {
+      // All of it integrated: stored as received, a duplicate too (its content may be in memory
+      // only, from an append that failed: an ack must never rest on that). Pending content it
+      // completed is stored with it.
+      appended = this.persist(!hadPending || changes.length === 0 ? update : Y.mergeUpdates([update, ...changes]));
     } else if (changes.length > 0) {
       // Part of it waits, or it completed content that waited: store what integrated.
       appended = this.persist(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes));
@@ -308,11 +314,20 @@ export class RelayDoc {
     const position = this.replication.applied;
     return (this.lastAppend = store
       .append(this.name, update)
-      .then((result) => {
-        metrics.persistSeconds.observe((performance.now() - started) / 1000);
-        this.replication.recordLocalDurable(position);
-        if (shouldCompact(result, compaction)) this.compactSoon(result.position);
-      })
+      .then(
+        (result) => {
+          metrics.persistSeconds.observe((performance.now() - started) / 1000);
+          this.replication.recordLocalDurable(position);
+          if (shouldCompact(result, compaction)) this.compactSoon(result.position);
+        },
+        (err: unknown) => {
+          // The document now holds content storage does not: reload it from storage, so that
+          // nothing later (a resend of the same content, an update built on it) is acknowledged
+          // on the strength of memory alone.
+          void this.recover(err);
+          throw err;
+        },
+      )
       .finally(() => {
         if (--this.pendingPersists === 0) {
           const waiters = this.persistWaiters;
@@ -350,15 +365,17 @@ export class RelayDoc {
   }
 
   /**
-   * An update decoded but failed half-way into the document, which may now hold part of it.
-   * Storage never received it: pause input, let earlier updates commit, reload the document
-   * from storage, bring peers level with the reloaded document, and resume. Connections keep
-   * their place; none of them was sent the bad update.
+   * An update decoded but failed half-way into the document, which may now hold part of it,
+   * or an append failed, so the document holds content storage does not. Pause input, let
+   * earlier updates commit, reload the document from storage, bring peers level with the
+   * reloaded document, and resume. Connections keep their place; none of them was sent the bad
+   * update (content whose append failed may have gone out: its sender resends it, and other
+   * replicas offer it again on their next sync).
    */
   private async recover(cause: unknown): Promise<void> {
     if (this.paused) return;
     this.paused = true;
-    this.deps.logger.warn({ err: cause, doc: this.name }, 'update failed to integrate; reloading document from storage');
+    this.deps.logger.warn({ err: cause, doc: this.name }, 'an update failed to integrate or to be stored; reloading document from storage');
     try {
       this.flushBroadcast();
       await this.whenPersisted();

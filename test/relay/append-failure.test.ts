@@ -1,0 +1,81 @@
+/**
+ * Regression (issue 11 review): an update whose append failed stayed in the relay's memory; when
+ * its sender resent it while the document held pending content (anyone can leave some), the
+ * relay took the resend for a duplicate, acknowledged it and stored nothing. After a crash the
+ * acknowledged update, and every update built on it, were gone. Now a failed append reloads the
+ * document from storage, and an update that integrates completely is always stored as received.
+ */
+import { describe, expect, it } from 'vitest';
+import * as Y from 'yjs';
+import * as encoding from 'lib0/encoding';
+import { CloseCode, MemoryDocStore, type AppendResult } from '@capsync/core';
+import { startRelay } from '../support/relay-fixture.js';
+import { ProtocolClient } from '../support/protocol-client.js';
+
+/** A memory store whose next append fails once when armed (a transient disk error). */
+class FlakyStore extends MemoryDocStore {
+  failNext = false;
+  override async append(name: string, update: Uint8Array): Promise<AppendResult> {
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('EIO (injected)');
+    }
+    return super.append(name, update);
+  }
+}
+
+/** An update of `client` at clock 1 whose clock 0 never arrives: Yjs holds it back as pending. */
+function danglingUpdate(client: number): Uint8Array {
+  const d = new Y.Doc();
+  d.clientID = client;
+  d.getText('t').insert(0, 'zz');
+  const firstStruct = encoding.createEncoder();
+  encoding.writeVarUint(firstStruct, 1);
+  encoding.writeVarUint(firstStruct, client);
+  encoding.writeVarUint(firstStruct, 1);
+  return Y.diffUpdate(Y.encodeStateAsUpdate(d), encoding.toUint8Array(firstStruct));
+}
+
+/** Resolves once the relay processed everything `client` sent before (one connection is in order). */
+async function roundTrip(client: ProtocolClient, id: number): Promise<void> {
+  client.sendMessage({ type: 'ping', id });
+  await client.waitFor(() => client.received.some((m) => m.type === 'pong' && m.id === id), `pong ${id}`);
+}
+
+describe('append failures', () => {
+  it('an update resent after its append failed is stored before it is acknowledged, even while the document holds pending content', async () => {
+    const store = new FlakyStore();
+    const relay = await startRelay({ storage: store });
+    try {
+      const url = relay.docUrl('d');
+      const alice = new Y.Doc();
+      alice.getText('t').insert(0, 'hello');
+      const update = Y.encodeStateAsUpdate(alice);
+
+      const first = await ProtocolClient.synced(url);
+      store.failNext = true;
+      first.sendMessage({ type: 'update', update });
+      expect((await first.waitClosed()).code).toBe(CloseCode.StorageUnavailable);
+
+      const bob = await ProtocolClient.synced(url);
+      bob.type('!');
+      await bob.waitForAck(bob.seq);
+      const other = await ProtocolClient.synced(url);
+      other.sendMessage({ type: 'update', update: danglingUpdate(424242) });
+      await roundTrip(other, 1);
+
+      const again = await ProtocolClient.synced(url);
+      again.sendMessage({ type: 'update', update });
+      await again.waitForAck(again.seq);
+
+      // What a relay restarted after a crash would load.
+      const stored = await store.load('d');
+      const reloaded = new Y.Doc();
+      for (const u of stored.updates) Y.applyUpdate(reloaded, u);
+      expect(reloaded.getText('t').toString()).toContain('hello');
+      await Promise.all([again.close(), other.close(), bob.close()]);
+    } finally {
+      await relay.close();
+    }
+  });
+});
