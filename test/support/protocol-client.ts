@@ -9,6 +9,8 @@ export interface ProtocolClientOptions {
   hello?: boolean;
   protocols?: string[];
   headers?: Record<string, string>;
+  /** Local address to connect from (e.g. 127.0.0.2: another client address for per-address caps). */
+  localAddress?: string;
   /** Reply to the relay's sync step 1 with our state. Default true. */
   answerSync?: boolean;
 }
@@ -57,7 +59,10 @@ export class ProtocolClient extends EventEmitter {
 
   /** Connects to `${url}/${doc}` (url already containing the doc path is fine too). */
   static async connect(url: string, options: ProtocolClientOptions = {}): Promise<ProtocolClient> {
-    const ws = new WebSocket(url, options.protocols ?? [], { headers: options.headers ?? {} });
+    const ws = new WebSocket(url, options.protocols ?? [], {
+      headers: options.headers ?? {},
+      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+    });
     const client = new ProtocolClient(ws, options);
     await new Promise<void>((resolve, reject) => {
       ws.once('open', () => resolve());

@@ -250,7 +250,7 @@ export const FLAGS: Flag[] = [
     flag: 'max-connections',
     env: 'CAPSYNC_MAX_CONNECTIONS',
     type: 'string',
-    help: `Open connections in total: WebSocket (clients, locks, peers) and HTTP (0 = no cap). Default ${DEFAULTS.maxConnections}`,
+    help: `Open connections in total: WebSocket (clients, locks; not peer relays) and HTTP (0 = no cap). Default ${DEFAULTS.maxConnections}`,
     apply: (o, v) => (o.maxConnections = int('--max-connections', v)),
   },
   {

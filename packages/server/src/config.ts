@@ -106,8 +106,9 @@ export interface RelayOptions {
   maxPendingBytesPerDoc?: number;
   /**
    * Origins allowed for browser WebSocket upgrades and state-changing HTTP requests (CORS is
-   * answered for them); '*' allows any. Default: on an open relay its own origin and loopback
-   * origins only; with auth, any origin.
+   * answered for them); '*' allows any. Default: on an open relay its own origin (addressed by
+   * IP literal, localhost or `host`: not trusted under other DNS names, see OriginPolicy) and
+   * loopback origins only; with auth, any origin.
    */
   allowedOrigins?: string[];
   /** Longest token lifetime accepted (`exp` minus `iat`, or minus now); `exp` is required. Default 24 h. */
@@ -119,8 +120,9 @@ export interface RelayOptions {
   /** Serve `/metrics` on this separate port of 127.0.0.1 instead of the main port. Default none. */
   metricsPort?: number;
   /**
-   * Open TCP connections in total: WebSocket (clients, lock clients, peer relays) and HTTP. Past it
-   * a WebSocket is closed 1013 and an HTTP request answered 503. Default 10,000; 0 = no cap.
+   * Open TCP connections in total: WebSocket (clients, lock clients; peer relays are exempt once
+   * authorized) and HTTP. Past it a WebSocket is closed 1013 and an HTTP request answered 503.
+   * Default 10,000; 0 = no cap.
    */
   maxConnections?: number;
   /** Open connections from one client address (the socket's; behind a proxy, the proxy's). Default 1000; 0 = no cap. */

@@ -59,7 +59,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   const locks = new LockService(backend, metrics, logger, resolved.lockTimeoutMs, resolved.maxLeasesPerIdentity);
   const relay = new Relay({ store, access, metrics, logger, options: resolved, locks, credential: relayCredential(resolved) });
 
-  const origins = new OriginPolicy(resolved.allowedOrigins, access.mode !== 'open');
+  const origins = new OriginPolicy(resolved.allowedOrigins, access.mode !== 'open', resolved.host);
   const limits = new ConnectionLimits(resolved.maxConnections, resolved.maxConnectionsPerAddress, metrics);
   const server = http.createServer(limits.guard(createHttpApp(relay, origins)));
   server.on('connection', (socket) => limits.admit(socket));

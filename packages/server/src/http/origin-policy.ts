@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { CapsyncError } from '@capsync/core';
 import type { RelayMetrics } from '../metrics.js';
@@ -16,15 +17,25 @@ const SAFE_METHODS = new Set(['GET', 'HEAD']);
  * relays, curl) is not a page acting on someone's behalf and passes. Policy:
  * - `allowed` set: exactly those origins ('*' = any).
  * - otherwise, with auth: any origin. A page elsewhere cannot obtain a token, so it cannot act.
- * - otherwise (open relay): only the relay's own origin (the request's Host) and loopback
- *   origins, because on an open relay any web page a user visits could otherwise write to
- *   every document (a cross-origin `text/plain` POST needs no preflight).
+ * - otherwise (open relay): only the relay's own origin and loopback origins, because on an
+ *   open relay any web page a user visits could otherwise write to every document (a
+ *   cross-origin `text/plain` POST needs no preflight). "Own origin" is an origin equal to the
+ *   request's Host whose host is an IP literal, `localhost` or the name the relay is bound to
+ *   (`--host`): a DNS-rebinding page (its own name re-pointed at the relay) sends Host and
+ *   Origin both naming its site, and rebinding needs a DNS name. A relay serving pages under
+ *   another name must list that origin in --allowed-origins.
  */
 export class OriginPolicy {
+  private readonly boundHost: string | undefined;
+
   constructor(
     private readonly allowed: readonly string[] | undefined,
     private readonly authRequired: boolean,
-  ) {}
+    /** The relay's bound host (`--host`), trusted as its own name in Host. */
+    boundHost?: string,
+  ) {
+    this.boundHost = boundHost?.toLowerCase();
+  }
 
   /** Whether a browser request from `origin` (its Origin header) to `host` (its Host header) may proceed. */
   allows(origin: string | undefined, host: string | undefined): boolean {
@@ -39,7 +50,13 @@ export class OriginPolicy {
     }
     if (url.protocol !== 'http:' && url.protocol !== 'https:') return false;
     if (LOOPBACK_HOSTS.has(url.hostname)) return true;
-    return host !== undefined && url.host === host.toLowerCase();
+    return host !== undefined && url.host === host.toLowerCase() && this.isOwnName(url.hostname);
+  }
+
+  /** Whether `hostname` (URL spelling) can name this relay without trusting DNS. */
+  private isOwnName(hostname: string): boolean {
+    const bare = hostname.startsWith('[') ? hostname.slice(1, -1) : hostname;
+    return isIP(bare) !== 0 || bare === 'localhost' || bare === this.boundHost;
   }
 
   /** The error refusing `origin`. */

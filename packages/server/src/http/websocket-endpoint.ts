@@ -18,7 +18,8 @@ import { watchLiveness } from './connection-liveness.js';
  * Accepts WebSocket upgrades at `/<docName>` and hands authorized sockets to the relay.
  * A refused upgrade (bad name, bad token) is still completed and then closed with a named
  * code and reason, because browsers cannot read the HTTP status of a failed handshake. So is
- * one over a connection cap (1013) or from a browser origin the policy refuses (4403).
+ * one over a connection cap (1013; peer relays are exempt) or from a browser origin the policy
+ * refuses (4403).
  */
 export function attachWebSocketEndpoint(
   server: Server,
@@ -46,14 +47,17 @@ export function attachWebSocketEndpoint(
     let failure: CapsyncError | null = null;
     let grant: AccessGrant | undefined;
     try {
-      const overCap = edge.limits.refusal(req.socket);
-      if (overCap) throw overCap;
       const origin = req.headers.origin;
       if (!edge.origins.allows(origin, req.headers.host)) throw edge.origins.refusal(origin!);
       docName = isPath(req.url, LOCKS_PATH) ? LOCKS_PATH : isPath(req.url, MESH_PATH) ? MESH_PATH : docNameFromPath(req.url ?? '/');
       grant = await relay.access.authorize(tokenFromRequest(req), docName);
       if (docName === MESH_PATH && !grant.relay) throw new AuthError('forbidden', 'the mesh endpoint needs a relay credential');
       assertPeerIdentity(grant, peerIdOf(req.url));
+      // The caps are checked after authorization: a peer relay opens one link per shared
+      // document, so its links do not count (else documents past the cap stop replicating).
+      if (grant.relay) edge.limits.exempt(req.socket);
+      const overCap = edge.limits.refuse(req.socket);
+      if (overCap) throw overCap;
     } catch (err) {
       failure = err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error');
       if (!(err instanceof CapsyncError)) relay.logger.error({ err }, 'authorizing a connection failed');
