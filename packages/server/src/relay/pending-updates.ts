@@ -1,39 +1,80 @@
 import type * as Y from 'yjs';
 import { CapsyncError, LimitExceededError, dropPending, hasPending, pendingBytes } from '@capsync/core';
 import type { RelayMetrics } from '../metrics.js';
+import type { UpdateSource } from './origins.js';
 import { integrated, type UpdateLimits } from './update-admission.js';
 
 interface Waiter {
   needs: Map<number, number>;
+  /** Who sent the update (counted against `--max-pending-updates-per-connection`), if known. */
+  source: UpdateSource | undefined;
   resolve(committed: Promise<void>): void;
   reject(err: CapsyncError): void;
   timer: NodeJS.Timeout;
 }
+
+/** The limits PendingUpdates enforces. */
+export type PendingLimits = Pick<
+  UpdateLimits,
+  'pendingTimeoutMs' | 'maxPendingBytesPerDoc' | 'maxPendingUpdatesPerConnection' | 'maxPendingUpdatesPerDoc'
+>;
 
 /**
  * Updates of one document that Yjs holds back as pending (their dependencies have not
  * arrived), waiting to integrate. Such content is kept in memory only (Yjs's pending
  * structs) and acknowledged only once it integrated and was committed with the update that
  * completed it; meanwhile the sender's acks wait. A dependency that does not arrive within
- * `--pending-timeout-ms` fails the wait with `missing-dependencies`; pending content over
- * `--max-pending-bytes-per-doc`
- * fails every wait with `limit-exceeded` ('max-pending-bytes-per-doc'). Content nobody waits
- * for any more is dropped from the document, so it never lingers.
+ * `--pending-timeout-ms` fails the wait with `missing-dependencies`. Content nobody waits for
+ * any more is dropped from the document, so it never lingers.
+ *
+ * Cost. Yjs keeps all pending content of a document as one merged update: every update that
+ * leaves content pending is merged into it, every update that may complete some of it
+ * re-applies all of it, and pending deletions are re-read in every transaction. So an apply
+ * costs what the update holds plus what is pending. That second term is what the caps bound,
+ * and they are checked BEFORE the update is handed to Yjs (`admit`, from the admission
+ * checks), so a refused update costs its decode only:
+ * - `--max-pending-bytes-per-doc` (default 64 KiB) caps the pending term: any apply costs at
+ *   most the update's own size plus a merge of 64 KiB (well under a millisecond), however
+ *   many updates wait.
+ * - `--max-pending-updates-per-connection` / `--max-pending-updates-per-doc` (16 / 64) cap
+ *   how many of those merges one connection, and all of them together, can cause before
+ *   their waits end (dependencies arrive or `--pending-timeout-ms` passes), and how many
+ *   waiters each apply checks (`settle`).
+ * Over a cap only the newcomer is refused (`limit-exceeded`, with the cap's flag name):
+ * honest senders already waiting keep waiting.
  *
  * A sender whose wait failed never got an ack, so nothing acknowledged is lost: a real client
  * keeps the update in its outbox and offers it again (with its dependencies) on reconnect.
  */
 export class PendingUpdates {
   private readonly waiters = new Set<Waiter>();
+  private readonly perSource = new Map<UpdateSource, number>();
+  /**
+   * Who sent each admitted update, keyed by its `Admission.needs` (which `wait` receives), so
+   * a wait counts against its sender's cap. Weak: an update that never waits leaves nothing.
+   */
+  private readonly senders = new WeakMap<Map<number, number>, UpdateSource>();
 
   constructor(
     private readonly doc: () => Y.Doc,
-    private readonly limits: Pick<UpdateLimits, 'pendingTimeoutMs' | 'maxPendingBytesPerDoc'>,
+    private readonly limits: PendingLimits,
     private readonly metrics: Pick<RelayMetrics, 'limitRefusals'>,
   ) {}
 
   get size(): number {
     return this.waiters.size;
+  }
+
+  /**
+   * Before an update is applied: records who sends it and, when it will wait for missing
+   * dependencies (`waits`, from `wouldWait`), refuses it if waiting would pass a cap. Costs
+   * O(1). Throws LimitExceededError (the caller counts the refusal).
+   */
+  admit(needs: Map<number, number>, source: UpdateSource | undefined, bytes: number, waits: boolean): void {
+    if (source !== undefined) this.senders.set(needs, source);
+    if (!waits) return;
+    const over = this.overCap(source, bytes);
+    if (over) throw over;
   }
 
   /**
@@ -52,20 +93,24 @@ export class PendingUpdates {
 
   /**
    * An update that left content pending: resolves once it integrated and was committed;
-   * rejects with CapsyncError when it is given up.
+   * rejects with CapsyncError when it is given up. Only this update is refused when a cap is
+   * passed (`admit` predicts waiting from the update's references; this catches what the
+   * prediction missed, after the fact): the others keep waiting.
    */
   wait(needs: Map<number, number>): Promise<void> {
-    const maxBytes = this.limits.maxPendingBytesPerDoc;
-    if (pendingBytes(this.doc()) > maxBytes) {
-      const err = new LimitExceededError('max-pending-bytes-per-doc', `over ${maxBytes} bytes of this document wait for missing dependencies`);
-      this.metrics.limitRefusals.inc({ limit: err.limit });
-      this.failAll(err);
-      dropPending(this.doc());
-      return Promise.reject(err);
+    const source = this.senders.get(needs);
+    // Its content is pending already (Yjs merged it): only the bytes over the cap matter now.
+    const over = this.overCap(source, 0);
+    if (over) {
+      this.metrics.limitRefusals.inc({ limit: over.limit });
+      // With nobody else waiting, the refused content goes at once; otherwise with the last wait.
+      if (this.waiters.size === 0) dropPending(this.doc());
+      return Promise.reject(over);
     }
     return new Promise<void>((resolve, reject) => {
       const w: Waiter = {
         needs,
+        source,
         resolve,
         reject,
         timer: setTimeout(() => {
@@ -76,6 +121,7 @@ export class PendingUpdates {
       };
       w.timer.unref();
       this.waiters.add(w);
+      if (source !== undefined) this.perSource.set(source, (this.perSource.get(source) ?? 0) + 1);
     });
   }
 
@@ -87,9 +133,30 @@ export class PendingUpdates {
     }
   }
 
+  /** The cap one more wait, bringing `bytes` more pending content, would pass, if any. */
+  private overCap(source: UpdateSource | undefined, bytes: number): LimitExceededError | null {
+    const { maxPendingUpdatesPerDoc, maxPendingUpdatesPerConnection, maxPendingBytesPerDoc } = this.limits;
+    if (source !== undefined && (this.perSource.get(source) ?? 0) >= maxPendingUpdatesPerConnection) {
+      return new LimitExceededError('max-pending-updates-per-connection', `${maxPendingUpdatesPerConnection} updates of this connection already wait for missing dependencies; send their dependencies first`);
+    }
+    if (this.waiters.size >= maxPendingUpdatesPerDoc) {
+      return new LimitExceededError('max-pending-updates-per-doc', `${maxPendingUpdatesPerDoc} updates of this document already wait for missing dependencies`);
+    }
+    const pending = pendingBytes(this.doc());
+    if (pending + bytes > maxPendingBytesPerDoc) {
+      return new LimitExceededError('max-pending-bytes-per-doc', `over ${maxPendingBytesPerDoc} bytes of this document would wait for missing dependencies`);
+    }
+    return null;
+  }
+
   private remove(w: Waiter): void {
     clearTimeout(w.timer);
-    this.waiters.delete(w);
+    if (!this.waiters.delete(w)) return;
+    if (w.source !== undefined) {
+      const n = (this.perSource.get(w.source) ?? 1) - 1;
+      if (n > 0) this.perSource.set(w.source, n);
+      else this.perSource.delete(w.source);
+    }
     // Whatever is still pending now belongs to senders that were refused: drop it.
     if (this.waiters.size === 0 && hasPending(this.doc())) dropPending(this.doc());
   }
