@@ -195,6 +195,20 @@ async function sendAndPing(client: ProtocolClient, update: Uint8Array, id: numbe
 
 const TINY = heavy ? 3000 : 1000;
 
+/** An update of deletions only: one range (clock 5, length 1) of each of `clients` client ids nobody wrote under. */
+function pendingDeletions(clients: number): Uint8Array {
+  const e = encoding.createEncoder();
+  encoding.writeVarUint(e, 0); // no structs
+  encoding.writeVarUint(e, clients);
+  for (let c = 0; c < clients; c++) {
+    encoding.writeVarUint(e, 200 + c); // 2 bytes each: a dense encoding
+    encoding.writeVarUint(e, 1);
+    encoding.writeVarUint(e, 5);
+    encoding.writeVarUint(e, 1);
+  }
+  return encoding.toUint8Array(e);
+}
+
 describe('adversarial: pending content re-merged on every arrival (review finding 4)', () => {
   it(`review finding 4: ~0.9 MiB pending then ${TINY} tiny pending updates are refused before Yjs merges them; an honest client and a bystander are served`, async () => {
     await using relay = await startAttackedRelay();
@@ -290,5 +304,28 @@ describe('adversarial: pending content re-merged on every arrival (review findin
     await Promise.all([reader.close(), tab1.close(), tab2.close()]);
     await killRelay(relay);
     expect((await stored(relay.dataDir, 'victim-doc')).text).toBe('one two');
+  });
+
+  it('review finding 4: one update (under 64 KiB) leaving 12,000 deletion ranges pending (re-read by Yjs in every apply) is refused; 300 honest updates after it are acked fast', async () => {
+    await using relay = await startAttackedRelay();
+    const url = `${relay.url}/victim-doc`;
+    const attacker = await ProtocolClient.synced(url, { hello: false });
+    const honest = await ProtocolClient.synced(url);
+    const deletions = pendingDeletions(12_000); // ~60 KB, ~10 ms per later apply before the fix
+    expect(deletions.byteLength, 'refused for its ranges, not its bytes').toBeLessThan(65_536);
+    attacker.sendMessage({ type: 'update', update: deletions });
+    const closed = await attacker.waitClosed(15_000);
+    expect(closed.code).toBe(CloseCode.LimitExceeded);
+    expect(closed.reason).toMatch(/^limit-exceeded: over 65536 bytes/);
+    const started = performance.now();
+    for (let i = 0; i < 300; i++) honest.type('h');
+    await honest.waitForAck(honest.seq, 30_000);
+    const ms = performance.now() - started;
+    console.log(`finding 4 (pending deletions): ${deletions.byteLength} bytes refused (${closed.code}); 300 honest updates acked in ${ms.toFixed(0)} ms`);
+    // Before the fix: ~3 s (10 ms each).
+    expect(ms).toBeLessThan(1500);
+    const reader = await ProtocolClient.synced(url);
+    expect(reader.text).toBe('h'.repeat(300));
+    await Promise.all([reader.close(), honest.close()]);
   });
 });

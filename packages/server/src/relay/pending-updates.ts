@@ -1,8 +1,18 @@
-import type * as Y from 'yjs';
+import * as Y from 'yjs';
 import { CapsyncError, LimitExceededError, dropPending, hasPending, pendingBytes } from '@capsync/core';
 import type { RelayMetrics } from '../metrics.js';
 import type { UpdateSource } from './origins.js';
-import { integrated, type UpdateLimits } from './update-admission.js';
+import { integrated, type UpdateLimits, type WaitPrediction } from './update-admission.js';
+
+/**
+ * Bytes one pending deletion range counts for against `--max-pending-bytes-per-doc`. Yjs
+ * re-reads the document's pending deletions in EVERY apply (not only in those that may
+ * complete them), about 0.8 µs per range on the 2-core CI machine: 64 KiB of them (13,000
+ * ranges of 5 bytes) made every update, honest ones too, cost 10 ms. Weighted like this, the
+ * default cap allows 256 pending ranges, ~0.2 ms per apply, and still plenty for a legit
+ * out-of-order deletion (one range per deleted run of another tab's text).
+ */
+export const PENDING_DELETION_RANGE_BYTES = 256;
 
 interface Waiter {
   needs: Map<number, number>;
@@ -34,8 +44,10 @@ export type PendingLimits = Pick<
  * and they are checked BEFORE the update is handed to Yjs (`admit`, from the admission
  * checks), so a refused update costs its decode only:
  * - `--max-pending-bytes-per-doc` (default 64 KiB) caps the pending term: any apply costs at
- *   most the update's own size plus a merge of 64 KiB (well under a millisecond), however
- *   many updates wait.
+ *   most the update's own size plus a merge or re-integration of 64 KiB of pending content
+ *   (measured: ~0.5 ms merge, up to ~4 ms when every honest keystroke completes some of 64 KiB
+ *   of small pending structs), however many updates wait. Pending deletion ranges, re-read in
+ *   every apply, count `PENDING_DELETION_RANGE_BYTES` each.
  * - `--max-pending-updates-per-connection` / `--max-pending-updates-per-doc` (16 / 64) cap
  *   how many of those merges one connection, and all of them together, can cause before
  *   their waits end (dependencies arrive or `--pending-timeout-ms` passes), and how many
@@ -54,6 +66,9 @@ export class PendingUpdates {
    * a wait counts against its sender's cap. Weak: an update that never waits leaves nothing.
    */
   private readonly senders = new WeakMap<Map<number, number>, UpdateSource>();
+  /** The document's pending deletions last counted, and their range count (see `pendingCost`). */
+  private countedDs: Uint8Array | null = null;
+  private countedRanges = 0;
 
   constructor(
     private readonly doc: () => Y.Doc,
@@ -67,13 +82,14 @@ export class PendingUpdates {
 
   /**
    * Before an update is applied: records who sends it and, when it will wait for missing
-   * dependencies (`waits`, from `wouldWait`), refuses it if waiting would pass a cap. Costs
-   * O(1). Throws LimitExceededError (the caller counts the refusal).
+   * dependencies (`prediction`, from `wouldWait`), refuses it if waiting would pass a cap.
+   * Costs O(1) for an update that will not wait. Throws LimitExceededError (the caller counts
+   * the refusal).
    */
-  admit(needs: Map<number, number>, source: UpdateSource | undefined, bytes: number, waits: boolean): void {
+  admit(needs: Map<number, number>, source: UpdateSource | undefined, bytes: number, prediction: WaitPrediction): void {
     if (source !== undefined) this.senders.set(needs, source);
-    if (!waits) return;
-    const over = this.overCap(source, bytes);
+    if (!prediction.waits) return;
+    const over = this.overCap(source, bytes + prediction.deletionRanges * PENDING_DELETION_RANGE_BYTES);
     if (over) throw over;
   }
 
@@ -142,11 +158,32 @@ export class PendingUpdates {
     if (this.waiters.size >= maxPendingUpdatesPerDoc) {
       return new LimitExceededError('max-pending-updates-per-doc', `${maxPendingUpdatesPerDoc} updates of this document already wait for missing dependencies`);
     }
-    const pending = pendingBytes(this.doc());
-    if (pending + bytes > maxPendingBytesPerDoc) {
+    if (this.pendingCost() + bytes > maxPendingBytesPerDoc) {
       return new LimitExceededError('max-pending-bytes-per-doc', `over ${maxPendingBytesPerDoc} bytes of this document would wait for missing dependencies`);
     }
     return null;
+  }
+
+  /**
+   * The pending content's bytes, its deletion ranges weighted (`PENDING_DELETION_RANGE_BYTES`).
+   * Counting the ranges decodes the pending deletions, which the cap keeps small, and only
+   * when they changed since the last count.
+   */
+  private pendingCost(): number {
+    const doc = this.doc();
+    const ds = doc.store.pendingDs;
+    if (ds !== this.countedDs) {
+      this.countedDs = ds;
+      this.countedRanges = 0;
+      if (ds !== null) {
+        try {
+          for (const ranges of Y.decodeUpdateV2(ds).ds.clients.values()) this.countedRanges += ranges.length;
+        } catch {
+          this.countedRanges = Math.ceil(ds.byteLength / 2); // unreadable: assume the densest encoding
+        }
+      }
+    }
+    return pendingBytes(doc) + this.countedRanges * PENDING_DELETION_RANGE_BYTES;
   }
 
   private remove(w: Waiter): void {

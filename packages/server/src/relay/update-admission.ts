@@ -167,36 +167,47 @@ export function checkRemoteUpdate(
   }
 }
 
+/** What part of an update Yjs would hold back as pending (see `wouldWait`). */
+export interface WaitPrediction {
+  /** Some of it would wait for missing dependencies. */
+  waits: boolean;
+  /** Its deletion ranges that would wait (each is re-read on every later apply). */
+  deletionRanges: number;
+}
+
 /**
- * True when Yjs would hold (part of) the decoded update back as pending: a struct starts past
+ * What Yjs would hold (part of) the decoded update back as pending for: a struct starts past
  * what the document and the update's earlier structs reach for its client id, it refers (left
  * or right origin, parent item) to another client id's clock that neither reaches, or a
  * deletion ends past it. Mirrors Yjs's own dependency check (`Item.getMissing`, which skips
  * references within one client id, and `readAndApplyDeleteSet`). Costs a map lookup per
- * struct and reference, never what the document holds. `PendingUpdates.wait` catches a case
- * this misses after the fact.
+ * struct, reference and deletion range, never what the document holds. `PendingUpdates.wait`
+ * catches a case this misses after the fact.
  */
-export function wouldWait(doc: Y.Doc, decoded: ReturnType<typeof Y.decodeUpdate>): boolean {
+export function wouldWait(doc: Y.Doc, decoded: ReturnType<typeof Y.decodeUpdate>): WaitPrediction {
   const store = doc.store;
   // Per client id, the clock the document plus the update's contiguous structs reach.
   const reach = new Map<number, number>();
   const reached = (client: number): number => reach.get(client) ?? Y.getState(store, client);
+  let waits = false;
   for (const s of decoded.structs) {
     if (s instanceof Y.Skip) continue;
     const start = reached(s.id.client);
-    if (s.id.clock > start) return true; // a gap: the clocks before it are missing
-    reach.set(s.id.client, Math.max(start, s.id.clock + s.length));
+    if (s.id.clock > start) waits = true; // a gap: the clocks before it are missing
+    else reach.set(s.id.client, Math.max(start, s.id.clock + s.length));
   }
   const missing = (ref: unknown, own: number): boolean =>
     isId(ref) && ref.client !== own && ref.clock >= reached(ref.client);
   for (const s of decoded.structs) {
+    if (waits) break;
     if (!(s instanceof Y.Item)) continue;
-    if (missing(s.origin, s.id.client) || missing(s.rightOrigin, s.id.client) || missing(s.parent, s.id.client)) return true;
+    if (missing(s.origin, s.id.client) || missing(s.rightOrigin, s.id.client) || missing(s.parent, s.id.client)) waits = true;
   }
+  let deletionRanges = 0;
   for (const [client, ranges] of decoded.ds.clients) {
-    for (const r of ranges) if (r.clock + r.len > reached(client)) return true;
+    for (const r of ranges) if (r.clock + r.len > reached(client)) deletionRanges++;
   }
-  return false;
+  return { waits: waits || deletionRanges > 0, deletionRanges };
 }
 
 /** A Yjs ID (a decoded item's parent is an ID, a root type or null). */
