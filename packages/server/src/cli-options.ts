@@ -217,6 +217,20 @@ export const FLAGS: Flag[] = [
     apply: (o, v) => (o.maxPendingBytesPerDoc = positive('--max-pending-bytes-per-doc', v)),
   },
   {
+    flag: 'max-pending-updates-per-connection',
+    env: 'CAPSYNC_MAX_PENDING_UPDATES_PER_CONNECTION',
+    type: 'string',
+    help: `Updates of one connection that may wait for missing dependencies at a time. Default ${DEFAULTS.maxPendingUpdatesPerConnection}`,
+    apply: (o, v) => (o.maxPendingUpdatesPerConnection = positive('--max-pending-updates-per-connection', v)),
+  },
+  {
+    flag: 'max-pending-updates-per-doc',
+    env: 'CAPSYNC_MAX_PENDING_UPDATES_PER_DOC',
+    type: 'string',
+    help: `Updates of one document that may wait for missing dependencies at a time. Default ${DEFAULTS.maxPendingUpdatesPerDoc}`,
+    apply: (o, v) => (o.maxPendingUpdatesPerDoc = positive('--max-pending-updates-per-doc', v)),
+  },
+  {
     flag: 'allowed-origins',
     env: 'CAPSYNC_ALLOWED_ORIGINS',
     type: 'string',

@@ -102,8 +102,15 @@ export interface RelayOptions {
   maxClientsPerDoc?: number;
   /** How long an update may wait for missing dependencies before it is refused. Default 30 s. */
   pendingTimeoutMs?: number;
-  /** Bytes of updates waiting for missing dependencies one document may hold in memory. Default 1 MiB. */
+  /**
+   * Bytes of updates waiting for missing dependencies one document may hold in memory. Default
+   * 64 KiB: Yjs re-merges all of it on many applies, so it is a per-update CPU cost.
+   */
   maxPendingBytesPerDoc?: number;
+  /** Updates of one connection that may wait for missing dependencies at a time. Default 16. */
+  maxPendingUpdatesPerConnection?: number;
+  /** Updates of one document that may wait for missing dependencies at a time. Default 64. */
+  maxPendingUpdatesPerDoc?: number;
   /**
    * Origins allowed for browser WebSocket upgrades and state-changing HTTP requests (CORS is
    * answered for them); '*' allows any. Default: on an open relay its own origin (addressed by
@@ -167,6 +174,8 @@ export interface ResolvedRelayOptions {
   maxClientsPerDoc: number;
   pendingTimeoutMs: number;
   maxPendingBytesPerDoc: number;
+  maxPendingUpdatesPerConnection: number;
+  maxPendingUpdatesPerDoc: number;
   /** Undefined: the default policy for the relay's mode (see RelayOptions.allowedOrigins). */
   allowedOrigins: string[] | undefined;
   maxTokenLifetimeMs: number;
@@ -195,7 +204,9 @@ export const DEFAULTS = {
   maxNewClientsPerUpdate: 10_000,
   maxClientsPerDoc: 100_000,
   pendingTimeoutMs: 30_000,
-  maxPendingBytesPerDoc: 1024 * 1024,
+  maxPendingBytesPerDoc: 64 * 1024,
+  maxPendingUpdatesPerConnection: 16,
+  maxPendingUpdatesPerDoc: 64,
   maxTokenLifetimeMs: 24 * 3600_000,
   maxJsonDepth: 1000,
   maxConnections: 10_000,
@@ -245,6 +256,8 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxClientsPerDoc: positive('maxClientsPerDoc', o.maxClientsPerDoc, DEFAULTS.maxClientsPerDoc),
     pendingTimeoutMs: positive('pendingTimeoutMs', o.pendingTimeoutMs, DEFAULTS.pendingTimeoutMs),
     maxPendingBytesPerDoc: positive('maxPendingBytesPerDoc', o.maxPendingBytesPerDoc, DEFAULTS.maxPendingBytesPerDoc),
+    maxPendingUpdatesPerConnection: positive('maxPendingUpdatesPerConnection', o.maxPendingUpdatesPerConnection, DEFAULTS.maxPendingUpdatesPerConnection),
+    maxPendingUpdatesPerDoc: positive('maxPendingUpdatesPerDoc', o.maxPendingUpdatesPerDoc, DEFAULTS.maxPendingUpdatesPerDoc),
     allowedOrigins: o.allowedOrigins && o.allowedOrigins.length > 0 ? o.allowedOrigins.map(origin) : undefined,
     maxTokenLifetimeMs: positive('maxTokenLifetimeMs', o.maxTokenLifetimeMs, DEFAULTS.maxTokenLifetimeMs),
     maxJsonDepth: positive('maxJsonDepth', o.maxJsonDepth, DEFAULTS.maxJsonDepth),

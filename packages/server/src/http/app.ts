@@ -80,7 +80,7 @@ export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Expr
           throw new CapsyncError('invalid-update', 'body must be a binary Yjs update');
         }
         // Same admission as a WebSocket update: client id caps, ownership by the token's `sub`.
-        const admission = doc.validate(body, { subject: grant.subject });
+        const admission = doc.validate(body, { subject: grant.subject, source: httpSource });
         const started = performance.now();
         const { durable } = doc.applyRemote(body, httpSource, admission);
         relay.metrics.applySeconds.observe((performance.now() - started) / 1000);

@@ -82,7 +82,7 @@ export class FencedWriteForwarder {
         }
         if (m.type === 'update' || m.type === 'sync-step-2') {
           try {
-            const admission = doc.validate(m.update, { trusted: true });
+            const admission = doc.validate(m.update, { trusted: true, source: AUTHORITY_SOURCE });
             applied = doc.applyRemote(m.update, AUTHORITY_SOURCE, admission).durable;
           } catch (err) {
             logger.error({ err, doc: doc.name }, 'a fenced write from the lock authority relay could not be applied');

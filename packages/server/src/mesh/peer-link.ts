@@ -243,7 +243,7 @@ export class PeerLink implements DocPeer {
         const ws = this.socket;
         let clients: number[] = [];
         if (!isEmptyUpdate(update)) {
-          const admission = this.doc.validate(update, { trusted: true });
+          const admission = this.doc.validate(update, { trusted: true, source: this });
           clients = admission.clients;
           const { durable } = this.doc.applyRemote(update, this, admission);
           // An update waiting for dependencies may commit after later ones: ack in order.

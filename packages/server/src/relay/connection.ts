@@ -296,7 +296,7 @@ export class RelayConnection implements DocPeer {
     const doc = this.doc!;
     let admission: Admission;
     try {
-      admission = doc.validate(update, { trusted: this.peerRelayId !== undefined, subject: this.grant.subject });
+      admission = doc.validate(update, { trusted: this.peerRelayId !== undefined, subject: this.grant.subject, source: this });
     } catch (err) {
       if (err instanceof CapsyncError && err.code === 'fenced-area') this.deps.metrics.fencingRejections.inc({ reason: 'fenced-area' });
       throw err;

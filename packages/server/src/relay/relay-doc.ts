@@ -142,14 +142,16 @@ export class RelayDoc {
    * within the client id caps and write only under client ids `subject` owns or nobody owns
    * (on a relay with auth; see `admitUpdate`). `trusted`: the update comes from a peer relay
    * (relay credential) or the lock authority, which replicate everyone's content including
-   * fenced values; it is checked for integrity only. Changes nothing; pass the result to
-   * `applyRemote`. Throws ProtocolError ('invalid-update' or 'fenced-area'),
-   * LimitExceededError or NotOwnerError.
+   * fenced values; it is checked for integrity only. An update that would wait for missing
+   * dependencies must also fit the pending caps (`PendingUpdates.admit`; `source`, the sender
+   * passed to `applyRemote` next, is counted against the per-connection one). Changes nothing
+   * but recording `source`; pass the result to `applyRemote`. Throws ProtocolError
+   * ('invalid-update' or 'fenced-area'), LimitExceededError or NotOwnerError.
    */
-  validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined } = {}): Admission {
+  validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined; source?: UpdateSource } = {}): Admission {
     const trusted = options.trusted ?? false;
     const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null };
-    return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.owners });
+    return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.owners, pending: this.pending, source: options.source });
   }
 
   /**

@@ -3,6 +3,8 @@ import * as decoding from 'lib0/decoding';
 import { LimitExceededError, NotOwnerError, assertOutsideFencedArea, validateUpdateFor } from '@capsync/core';
 import type { RelayMetrics } from '../metrics.js';
 import type { ClientOwners } from './client-owners.js';
+import type { UpdateSource } from './origins.js';
+import type { PendingUpdates } from './pending-updates.js';
 
 /** The per-update bounds of a relay (see the `--max-new-clients-per-update` family of flags). */
 export interface UpdateLimits {
@@ -14,6 +16,10 @@ export interface UpdateLimits {
   pendingTimeoutMs: number;
   /** Bytes of content waiting for missing dependencies one document may hold. */
   maxPendingBytesPerDoc: number;
+  /** Updates of one connection that may wait for missing dependencies at a time. */
+  maxPendingUpdatesPerConnection: number;
+  /** Updates of one document that may wait for missing dependencies at a time. */
+  maxPendingUpdatesPerDoc: number;
 }
 
 /** Who sends an update, as far as the admission checks care. */
@@ -132,23 +138,81 @@ export function admitUpdate(
 /**
  * Every check of a remote update before it is applied (RelayDoc.validate): the cheap client
  * count precheck, the full decode with the forgery checks of `validateUpdateFor`, the fenced
- * area (untrusted writers only), then `admitUpdate`. Counts limit refusals by limit.
+ * area (untrusted writers only), `admitUpdate`, then the caps on content waiting for missing
+ * dependencies (`PendingUpdates.admit`, with `source` the sender), all before Yjs sees the
+ * update. Counts limit refusals by limit.
  */
 export function checkRemoteUpdate(
   doc: Y.Doc,
   update: Uint8Array,
   writer: UpdateWriter,
-  ctx: { limits: UpdateLimits; owners: ClientOwners; metrics: Pick<RelayMetrics, 'limitRefusals'> },
+  ctx: {
+    limits: UpdateLimits;
+    owners: ClientOwners;
+    metrics: Pick<RelayMetrics, 'limitRefusals'>;
+    pending?: PendingUpdates | undefined;
+    source?: UpdateSource | undefined;
+  },
 ): Admission {
   try {
     precheckClientCount(doc, update, writer, ctx.limits);
     const decoded = validateUpdateFor(doc, update);
     if (!writer.trusted) assertOutsideFencedArea(doc, decoded);
-    return admitUpdate(doc, decoded, writer, ctx.limits, ctx.owners);
+    const admission = admitUpdate(doc, decoded, writer, ctx.limits, ctx.owners);
+    ctx.pending?.admit(admission.needs, ctx.source, update.byteLength, wouldWait(doc, decoded));
+    return admission;
   } catch (err) {
     if (err instanceof LimitExceededError) ctx.metrics.limitRefusals.inc({ limit: err.limit });
     throw err;
   }
+}
+
+/** What part of an update Yjs would hold back as pending (see `wouldWait`). */
+export interface WaitPrediction {
+  /** Some of it would wait for missing dependencies. */
+  waits: boolean;
+  /** Its deletion ranges that would wait (each is re-read on every later apply). */
+  deletionRanges: number;
+}
+
+/**
+ * What Yjs would hold (part of) the decoded update back as pending for: a struct starts past
+ * what the document and the update's earlier structs reach for its client id, it refers (left
+ * or right origin, parent item) to another client id's clock that neither reaches, or a
+ * deletion ends past it. Mirrors Yjs's own dependency check (`Item.getMissing`, which skips
+ * references within one client id, and `readAndApplyDeleteSet`). Costs a map lookup per
+ * struct, reference and deletion range, never what the document holds. `PendingUpdates.wait`
+ * catches a case this misses after the fact.
+ */
+export function wouldWait(doc: Y.Doc, decoded: ReturnType<typeof Y.decodeUpdate>): WaitPrediction {
+  const store = doc.store;
+  // Per client id, the clock the document plus the update's contiguous structs reach.
+  const reach = new Map<number, number>();
+  const reached = (client: number): number => reach.get(client) ?? Y.getState(store, client);
+  let waits = false;
+  for (const s of decoded.structs) {
+    if (s instanceof Y.Skip) continue;
+    const start = reached(s.id.client);
+    if (s.id.clock > start) waits = true; // a gap: the clocks before it are missing
+    else reach.set(s.id.client, Math.max(start, s.id.clock + s.length));
+  }
+  const missing = (ref: unknown, own: number): boolean =>
+    isId(ref) && ref.client !== own && ref.clock >= reached(ref.client);
+  for (const s of decoded.structs) {
+    if (waits) break;
+    if (!(s instanceof Y.Item)) continue;
+    if (missing(s.origin, s.id.client) || missing(s.rightOrigin, s.id.client) || missing(s.parent, s.id.client)) waits = true;
+  }
+  let deletionRanges = 0;
+  for (const [client, ranges] of decoded.ds.clients) {
+    for (const r of ranges) if (r.clock + r.len > reached(client)) deletionRanges++;
+  }
+  return { waits: waits || deletionRanges > 0, deletionRanges };
+}
+
+/** A Yjs ID (a decoded item's parent is an ID, a root type or null). */
+function isId(x: unknown): x is Y.ID {
+  return x instanceof Y.ID;
 }
 
 /** True when `doc` has integrated everything an update needed (see `Admission.needs`). */
