@@ -15,12 +15,11 @@ import { OWNER_KEY_MAX_LENGTH, OWNER_KEY_MIN_LENGTH, OWNER_KEY_PREFIX, ProtocolE
  *   identities of different relays never collide when forwarded to a lock authority).
  */
 export class ConnectionIdentity {
-  private readonly own: string;
+  /** Made when first needed (most document connections never take part in a lease). */
+  private own: string | undefined;
   private keyed: string | undefined;
 
-  constructor(private readonly grant: { subject?: string | undefined; relay?: boolean | undefined }) {
-    this.own = grant.subject ? `sub:${grant.subject}` : `conn:${randomUUID()}`;
-  }
+  constructor(private readonly grant: { subject?: string | undefined; relay?: boolean | undefined }) {}
 
   /**
    * Takes the owner key from a hello, if it carries one. Throws ProtocolError('bad-message')
@@ -37,7 +36,8 @@ export class ConnectionIdentity {
 
   /** This connection's identity: its subject, else its owner key's, else its own. */
   get identity(): string {
-    return this.grant.subject ? this.own : (this.keyed ?? this.own);
+    if (this.grant.subject) return (this.own ??= `sub:${this.grant.subject}`);
+    return this.keyed ?? (this.own ??= `conn:${randomUUID()}`);
   }
 
   /**

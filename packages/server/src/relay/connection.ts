@@ -96,7 +96,8 @@ export class RelayConnection implements DocPeer {
   readonly outbound: SendBuffer;
   /** Sync step 1 and query-awareness each cost a full-state encoding: coalesced (see CoalescedReply). */
   private readonly step2Replies: CoalescedReply<Uint8Array>;
-  private readonly awarenessReplies: CoalescedReply<null>;
+  /** Made on the first query-awareness: most connections never send one (memory per idle connection). */
+  private awarenessReplies: CoalescedReply<null> | null = null;
   /** The client asked for quorum acknowledgements of its barriers. */
   private quorum = false;
   /** Cancels the unanswered quorum wait of this connection's latest barrier, if any. */
@@ -120,8 +121,7 @@ export class RelayConnection implements DocPeer {
     deps.metrics.connections.inc();
     this.identity = new ConnectionIdentity(grant);
     this.outbound = new SendBuffer(socket, deps.options, (err) => this.fail(err));
-    const canAnswer = (): boolean => this.doc !== null && !this.doc.paused && !this.closed;
-    this.step2Replies = new CoalescedReply(canAnswer, (stateVector, written) => {
+    this.step2Replies = new CoalescedReply(this.canAnswer, (stateVector, written) => {
       let update: Uint8Array;
       try {
         update = this.doc!.encodeState(stateVector);
@@ -131,10 +131,6 @@ export class RelayConnection implements DocPeer {
         return false;
       }
       return this.sendDocMessage({ type: 'sync-step-2', update }, written);
-    });
-    this.awarenessReplies = new CoalescedReply(canAnswer, (_, written) => {
-      const update = this.doc!.awareness.encode();
-      return update !== null && this.sendMessage({ type: 'awareness', update }, written);
     });
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
     if (this.peerRelayId) deps.mesh?.inboundOpened(this.peerRelayId, this);
@@ -187,6 +183,8 @@ export class RelayConnection implements DocPeer {
     this.handle(data);
   }
 
+  private readonly canAnswer = (): boolean => this.doc !== null && !this.doc.paused && !this.closed;
+
   /** Processes queued input once the document is ready (DocPeer). */
   resume(): void {
     while (this.queue.length > 0 && this.doc && !this.doc.paused && !this.closed) {
@@ -195,7 +193,7 @@ export class RelayConnection implements DocPeer {
       this.handle(frame);
     }
     this.step2Replies.retry();
-    this.awarenessReplies.retry();
+    this.awarenessReplies?.retry();
   }
 
   private handle(frame: Uint8Array): void {
@@ -233,7 +231,10 @@ export class RelayConnection implements DocPeer {
         doc.awareness.apply(msg.update, this, { relay: this.peerRelayId !== undefined });
         return;
       case 'query-awareness':
-        this.awarenessReplies.request(null);
+        (this.awarenessReplies ??= new CoalescedReply(this.canAnswer, (_, written) => {
+          const update = this.doc!.awareness.encode();
+          return update !== null && this.sendMessage({ type: 'awareness', update }, written);
+        })).request(null);
         return;
       case 'hello':
         this.identity.hello(msg.capabilities);
