@@ -316,13 +316,17 @@ describe('auth', () => {
       const none = client(authed.url, { lockTimeoutMs: 5_000 });
       expect(await codeOf(none.locks.acquire('auth-key', { ttlMs: 1_000 }))).toBe('unauthorized');
       // A lock connection ends when its token expires, like a document connection.
+      // exp is in whole seconds: rounding up leaves the token at least one second to live (with
+      // floor + 1 it could expire before the first acquire finished).
+      const expSeconds = Math.ceil(Date.now() / 1000) + 1;
       const expiring = new SignJWT({ docs: { '*': 'write' } })
         .setProtectedHeader({ alg: 'HS256' })
-        .setExpirationTime(Math.floor(Date.now() / 1000) + 1)
+        .setExpirationTime(expSeconds)
         .sign(new TextEncoder().encode(secret));
       const shortLived = client(authed.url, { token: await expiring, lockTimeoutMs: 5_000 });
       await (await shortLived.locks.acquire('auth-key', { ttlMs: 1_000 })).release();
-      await new Promise((resolve) => setTimeout(resolve, 2_100)); // let the token expire
+      // Let the token expire: the relay's clock passing exp is the event waited for.
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, expSeconds * 1000 - Date.now()) + 100));
       expect(await codeOf(shortLived.locks.acquire('auth-key', { ttlMs: 1_000 }))).toBe('unauthorized');
     } finally {
       await authed.dispose();
