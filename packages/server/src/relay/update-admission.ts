@@ -1,26 +1,21 @@
 import * as Y from 'yjs';
 import * as decoding from 'lib0/decoding';
 import { LimitExceededError, NotOwnerError, assertOutsideFencedArea, validateUpdateFor } from '@capsync/core';
+import type { ResolvedRelayOptions } from '../config.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { ClientOwners } from './client-owners.js';
 import type { UpdateSource } from './origins.js';
 import type { PendingUpdates } from './pending-updates.js';
 
-/** The per-update bounds of a relay (see the `--max-new-clients-per-update` family of flags). */
-export interface UpdateLimits {
-  /** Yjs client ids one update may introduce to a document (peer relays exempt). */
-  maxNewClientsPerUpdate: number;
-  /** Yjs client ids one document may hold (peer relays exempt). */
-  maxClientsPerDoc: number;
-  /** How long an update may wait for missing dependencies before it is refused. */
-  pendingTimeoutMs: number;
-  /** Bytes of content waiting for missing dependencies one document may hold. */
-  maxPendingBytesPerDoc: number;
-  /** Updates of one connection that may wait for missing dependencies at a time. */
-  maxPendingUpdatesPerConnection: number;
-  /** Updates of one document that may wait for missing dependencies at a time. */
-  maxPendingUpdatesPerDoc: number;
-}
+/**
+ * The per-update bounds of a relay: the `--max-new-clients-per-update` and `--max-pending-*`
+ * family of flags, as resolved (their meaning is documented on RelayOptions). Peer relays are
+ * exempt from the client id caps (see UpdateWriter.trusted).
+ */
+export type UpdateLimits = Pick<
+  ResolvedRelayOptions,
+  'maxNewClientsPerUpdate' | 'maxClientsPerDoc' | 'pendingTimeoutMs' | 'maxPendingBytesPerDoc' | 'maxPendingUpdatesPerConnection' | 'maxPendingUpdatesPerDoc'
+>;
 
 /** Who sends an update, as far as the admission checks care. */
 export interface UpdateWriter {
