@@ -188,9 +188,9 @@ describe('issue 11 attack 5: the HTTP/WS edge', () => {
       `attack 5 big POSTs: ${count} x 15 MB unauthenticated in ${attackMs.toFixed(0)} ms; relay RSS ${(before / MB).toFixed(0)} -> peak ${(peak / MB).toFixed(0)} MB (+${growthMb.toFixed(1)} MB); bystander worst round trip ${worst(rtts).toFixed(1)} ms; outcomes ${JSON.stringify(outcomes)}`,
     );
 
-    // Refused (401) or cut off; never accepted.
-    expect(outcomes.every((o) => o === 401 || o === 'reset')).toBe(true);
-    expect(outcomes.filter((o) => o === 401).length).toBeGreaterThan(0);
+    // Refused with a 401 each client can read: the relay drops the body as it arrives, then answers
+    // (answering first and closing made the kernel reset the socket, losing the 401 under load).
+    expect(outcomes).toEqual(outcomes.map(() => 401));
     // Buffering the bodies (the old behaviour) grows the relay by ~15 MB per request.
     expect(growthMb).toBeLessThan(60);
     expect(worst(rtts)).toBeLessThan(2_000);

@@ -132,8 +132,8 @@ const ADMITTED = 'capsyncAdmitted';
 /**
  * Runs before a body parser: the declared size and the request's authorization are checked
  * before a byte of the body is read, so nobody without access can make the relay buffer a body
- * (a body without Content-Length is still cut at the limit by the parser). A refusal closes the
- * connection instead of draining what the client is still sending.
+ * (a body without Content-Length is still cut at the limit by the parser). A refused body is
+ * dropped as it arrives, within bounds, so that the client can read the refusal.
  */
 function admitBody(relay: Relay, need: 'read' | 'write') {
   return async (req: Request, res: Response, next: NextFunction): Promise<void> => {
@@ -148,10 +148,41 @@ function admitBody(relay: Relay, need: 'read' | 'write') {
       const code: ErrorCode = err instanceof CapsyncError ? err.code : 'internal';
       relay.metrics.refusals.inc({ reason: code });
       if (code === 'internal') relay.logger.error({ err }, 'admitting an HTTP request failed');
-      res.set('Connection', 'close');
-      sendError(res, err);
+      refuseAfterBody(req, res, err, relay.options.maxMessageBytes);
     }
   };
+}
+
+/** How long a refused request's body may take to arrive before the refusal is sent anyway. */
+const REFUSED_BODY_WAIT_MS = 2_000;
+
+/**
+ * Answers `err` once the refused request's body has arrived — read and dropped, never buffered —
+ * or at once when it is over `maxBytes` or slower than `REFUSED_BODY_WAIT_MS`; then the
+ * connection is closed. Answering and closing while the client is still sending makes the kernel
+ * answer its further data with a reset, which can discard the refusal before the client reads it
+ * (seen under load: refused uploads ended as network errors instead of a 401). Past the bounds
+ * that can still happen: the relay does not read a refused body forever.
+ */
+function refuseAfterBody(req: Request, res: Response, err: unknown, maxBytes: number): void {
+  let dropped = 0;
+  let answered = false;
+  const answer = (): void => {
+    if (answered) return;
+    answered = true;
+    clearTimeout(timer);
+    res.set('Connection', 'close');
+    sendError(res, err);
+  };
+  const timer = setTimeout(answer, REFUSED_BODY_WAIT_MS);
+  // Complete already, or declared past the bound: nothing worth waiting for.
+  if (req.complete || Number(req.headers['content-length']) > maxBytes) return answer();
+  req.on('data', (chunk: Buffer) => {
+    dropped += chunk.length;
+    if (dropped > maxBytes) answer();
+  });
+  req.once('end', answer);
+  req.once('close', () => clearTimeout(timer));
 }
 
 /** Authorizes (unless `admitBody` did), loads the document for the request's duration, and maps errors to JSON. */
