@@ -85,6 +85,11 @@ export class ProtocolClient extends EventEmitter {
     return this.doc.getText('t').toString();
   }
 
+  /** The length of text "t", without rendering it (cheap enough to check after every message). */
+  get textLength(): number {
+    return this.doc.getText('t').length;
+  }
+
   /** Inserts at the end of text "t"; the update goes out at once. Returns its seq. */
   type(text: string): number {
     const t = this.doc.getText('t');
