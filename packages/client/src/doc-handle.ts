@@ -1,13 +1,15 @@
 import { ObservableV2 } from 'lib0/observable';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { AuthError, CapsyncError, UnavailableError, type Message } from '@capsync/core';
+import { AuthError, CapsyncError, LimitExceededError, UnavailableError, type Message } from '@capsync/core';
 import { LocalReplica } from './replica/local-replica.js';
 import { applyStored } from './storage/compact-log.js';
 import type { ReplicaSize, StorageAdapter } from './storage/storage-adapter.js';
 import { syncStatus, type SyncStatus } from './status.js';
 import { openCrossTab, type CrossTabChannel, type CrossTabMessage } from './sync/cross-tab.js';
-import { CROSS_TAB_ORIGIN, RELAY_ORIGIN, STORAGE_ORIGIN } from './sync/origins.js';
+import { CROSS_TAB_ORIGIN, RELAY_ORIGIN, REKEY_ORIGIN, STORAGE_ORIGIN } from './sync/origins.js';
+import { ClientRekey, type RekeyInfo } from './sync/client-rekey.js';
+import { awarenessLimitOf, isNotOwnerClose } from './sync/refusals.js';
 import { Outbox, type OutboxEntry } from './sync/outbox.js';
 import { FencedValues } from './locks/fenced-values.js';
 import { RelayLink, type RelayLinkOptions } from './sync/relay-link.js';
@@ -18,6 +20,14 @@ export interface DocHandleEvents {
   pending: (pending: number) => void;
   /** Something the app should know; never thrown. Storage failures, refusals, relay errors. */
   error: (err: CapsyncError) => void;
+  /**
+   * The relay refused a client id this replica holds content under (another identity owns it
+   * there): that content was re-made under a fresh client id (`to`), which new edits use too
+   * when `from` was this document's own. It is pending until the relay acknowledges it. When
+   * re-keying does not help, an 'error' with a NotOwnerError follows instead and the handle
+   * stops connecting (see ClientRekey).
+   */
+  rekey: (info: RekeyInfo) => void;
 }
 
 export interface FlushOptions {
@@ -66,6 +76,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   readonly cp: FencedValues;
   private readonly outbox: Outbox;
   private readonly link: RelayLink;
+  private readonly rekey: ClientRekey;
   private replica!: LocalReplica;
   private crossTab: CrossTabChannel | null = null;
   private statusValue: SyncStatus = 'offline';
@@ -109,7 +120,12 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         this.updateStatus();
       });
     });
-    this.link = new RelayLink({ ...settings.link, docName: name });
+    this.rekey = new ClientRekey(this.doc, this.awareness, REKEY_ORIGIN);
+    this.link = new RelayLink({
+      ...settings.link,
+      docName: name,
+      ownerHandles: (code, reason) => isNotOwnerClose(code, reason) || awarenessLimitOf(code, reason) !== undefined,
+    });
     this.cp = new FencedValues(
       this.doc,
       {
@@ -170,7 +186,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.link.on('state', () => this.updateStatus());
     this.link.on('open', (connection) => this.onLinkOpen(connection));
     this.link.on('message', (msg) => this.onRelayMessage(msg));
-    this.link.on('close', () => this.onLinkClose());
+    this.link.on('close', ({ code, reason }) => this.onLinkClose(code, reason));
     this.link.on('error', (err) => this.emit('error', [err]));
     if (this.settings.crossTab) {
       this.crossTab = openCrossTab(this.name, (msg) => this.onCrossTab(msg));
@@ -369,7 +385,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     { added, updated, removed }: { added: number[]; updated: number[]; removed: number[] },
     origin: unknown,
   ): void => {
-    const self = this.doc.clientID;
+    const self = this.awareness.clientID;
     if (origin === RELAY_ORIGIN || origin === CROSS_TAB_ORIGIN) {
       // Someone removed our state (a relay drops states a leaving stock peer echoed for us).
       // y-protocols keeps it locally and bumps its clock; announce it again so others keep it.
@@ -387,7 +403,8 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
 
   /** Sends a document-carrying message (counted: acks name these positions). */
   private sendDoc(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>): boolean {
-    if (!this.link.send(msg)) return false;
+    // Without the client ids the relay refused (see ClientRekey); the very same bytes otherwise.
+    if (!this.link.send({ type: msg.type, update: this.rekey.outgoing(msg.update) })) return false;
     this.seq++;
     return true;
   }
@@ -414,23 +431,48 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       }
     }
     if (this.awareness.getLocalState() !== null) {
-      this.link.send({ type: 'awareness', update: awarenessProtocol.encodeAwarenessUpdate(this.awareness, [this.doc.clientID]) });
+      this.link.send({ type: 'awareness', update: awarenessProtocol.encodeAwarenessUpdate(this.awareness, [this.awareness.clientID]) });
     }
     this.updateStatus();
   }
 
-  private onLinkClose(): void {
+  private onLinkClose(code: number, reason: string): void {
     this.cp.onLinkClose();
     this.outbox.resetSent();
     this.takenOver = [];
     this.caughtUp = false;
+    if (isNotOwnerClose(code, reason)) this.onNotOwner(reason);
+    const limit = awarenessLimitOf(code, reason);
+    if (limit !== undefined) this.onPresenceRefused(limit, reason);
     // Presence of others on the relay is unknown now; keep it until it times out.
     this.updateStatus();
+  }
+
+  /** A 4403 not-owner: re-key and let the link reconnect, or stop with the typed error. */
+  private onNotOwner(reason: string): void {
+    const outcome = this.rekey.onRefused(reason);
+    if (outcome instanceof CapsyncError) {
+      this.link.stop();
+      this.emit('error', [outcome]);
+    } else {
+      this.emit('rekey', [outcome]);
+    }
+  }
+
+  /**
+   * The relay closed the link over this tab's presence (a state over its size limit): sending
+   * it again would be refused again, reconnect after reconnect. Drop it; documents sync on, and
+   * a new (smaller) state the app sets goes out as usual.
+   */
+  private onPresenceRefused(limit: string, reason: string): void {
+    if (this.awareness.getLocalState() !== null) this.awareness.setLocalState(null);
+    this.emit('error', [new LimitExceededError(limit, `the relay refused this tab's presence, which was dropped: ${reason}`)]);
   }
 
   private onRelayMessage(msg: Message): void {
     switch (msg.type) {
       case 'sync-step-1': {
+        this.rekey.relayHolds(msg.stateVector);
         let update: Uint8Array;
         try {
           update = Y.encodeStateAsUpdate(this.doc, msg.stateVector);
@@ -472,6 +514,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         }
         return;
       case 'ack': {
+        this.rekey.acked();
         const durable = this.outbox.ack(msg.seq);
         // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
         this.replica.schedule();
@@ -537,7 +580,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         const update = Y.encodeStateAsUpdate(this.doc, msg.stateVector);
         this.crossTab?.post({ type: 'sync-step-2', from: self, to: msg.from, update });
         if (this.awareness.getLocalState() !== null) {
-          this.crossTab?.post({ type: 'awareness', from: self, update: awarenessProtocol.encodeAwarenessUpdate(this.awareness, [this.doc.clientID]) });
+          this.crossTab?.post({ type: 'awareness', from: self, update: awarenessProtocol.encodeAwarenessUpdate(this.awareness, [this.awareness.clientID]) });
         }
         return;
       }

@@ -41,6 +41,12 @@ export interface RelayLinkOptions {
    * OWNER_KEY_PREFIX): on a relay without a token `sub`, the client's leases belong to it.
    */
   ownerKey?: string;
+  /**
+   * Refusals (close code and reason) the link's owner recovers from itself: the link neither
+   * reports them as errors nor stops on them; it reconnects with backoff unless the owner
+   * stopped it from its 'close' listener. Default: none.
+   */
+  ownerHandles?: (code: number, reason: string) => boolean;
   /** Injectable for tests. */
   random?: () => number;
 }
@@ -292,6 +298,10 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
     this.setState('offline');
     this.emit('close', [{ code, reason }]);
     const refusal = refusalFor(code, reason);
+    if (refusal && this.options.ownerHandles?.(code, reason)) {
+      this.retryLater('refused');
+      return;
+    }
     if (refusal) {
       this.emit('error', [refusal]);
       const retryable = refusal.code === 'unauthorized' && typeof this.options.token === 'function';
