@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
-import { createClient, type CapsyncClient, type CapsyncError, type DocHandle, type RekeyInfo } from '@capsync/client';
+import { createClient, MemoryStorage, type CapsyncClient, type CapsyncError, type DocHandle, type RekeyInfo } from '@capsync/client';
 import { startAttackedRelay } from '../support/attack.js';
 import { TEST_CLIENT_DEFAULTS, until, whenStatus } from '../support/client-fixture.js';
 import { ProtocolClient } from '../support/protocol-client.js';
@@ -22,10 +22,10 @@ afterEach(async () => {
   await Promise.all(protocolClients.splice(0).map((c) => c.close().catch(() => {})));
 });
 
-async function open(url: string, sub: string): Promise<DocHandle> {
+async function open(url: string, sub: string, storage: 'memory' | MemoryStorage = 'memory'): Promise<DocHandle> {
   const client = createClient({
     url,
-    storage: 'memory',
+    storage,
     WebSocket: WebSocket as never,
     ...TEST_CLIENT_DEFAULTS,
     token: () => mintToken(SECRET, { sub }),
@@ -78,7 +78,8 @@ function authorsOf(doc: Y.Doc): Set<number> {
 describe('client id ownership: the client re-keys', () => {
   it("mallory writes under alice's client id first: alice's offline text is re-made under a fresh id and reaches bob", async () => {
     await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
-    const alice = await open(relay.url, 'alice');
+    const device = new MemoryStorage();
+    const alice = await open(relay.url, 'alice', device);
     await whenStatus(alice, 'synced');
     const seen = eventsOf(alice);
     const squatted = alice.doc.clientID;
@@ -111,6 +112,43 @@ describe('client id ownership: the client re-keys', () => {
     await alice.flush({ timeoutMs: 10_000 });
     await textAt(bob, 'hello alice!');
     expect(alice.status).toBe('synced');
+
+    // Reloaded, the replica still holds the refused id's (deleted) structs: refused once more,
+    // re-keyed again (tombstones only), and nothing changes for anyone.
+    await clients[0]!.close();
+    const reloaded = await open(relay.url, 'alice', device);
+    const again = eventsOf(reloaded);
+    await until(reloaded, 'status', () => again.rekeys.length === 1 && reloaded.status === 'synced', 'the reloaded replica synced', 10_000);
+    expect(again.rekeys[0]!.from).toBe(squatted);
+    expect(again.errors).toEqual([]);
+    expect(reloaded.doc.getText('t').toString()).toBe('hello alice!');
+    await bob.whenSynced({ timeoutMs: 10_000 });
+    expect(bob.doc.getText('t').toString()).toBe('hello alice!');
+  }, 30_000);
+
+  it("a replica restored from another user's storage: his unsynced edits are re-made under the new user's id", async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const device = new MemoryStorage();
+    const bob = await open(relay.url, 'bob', device);
+    const t = bob.doc.getText('t');
+    t.insert(0, 'synced');
+    await bob.flush({ timeoutMs: 10_000 });
+    bob.disconnect();
+    t.insert(6, ' and offline');
+    await bob.flush({ durability: 'local' });
+    await clients.shift()!.close();
+
+    // Alice signs in on bob's device: the replica holds bob's unsynced edits under bob's id.
+    const alice = await open(relay.url, 'alice', device);
+    const seen = eventsOf(alice);
+    expect(alice.pending).toBeGreaterThan(0);
+    await until(alice, 'status', () => alice.pending === 0 && alice.status === 'synced', 'alice durable after the re-key', 10_000);
+    expect(seen.rekeys).toHaveLength(1);
+    expect(seen.rekeys[0]!.from).not.toBe(alice.doc.clientID); // not her own id: she keeps it
+    expect(seen.errors).toEqual([]);
+    const carol = await open(relay.url, 'carol');
+    await textAt(carol, 'synced and offline');
+    expect(authorsOf(carol.doc)).toEqual(new Set([seen.rekeys[0]!.to]));
   }, 30_000);
 
   it('re-keying is bounded: the fresh id squatted too is a not-owner error and the handle stops connecting', async () => {
