@@ -31,10 +31,15 @@ const MAX_REKEYS_WITHOUT_ACK = 8;
  *    like any other (stored, queued as pending, shared with other tabs, sent to the relay);
  * 2. continues under the fresh id (`doc.clientID`, and the awareness id) if the refused id was
  *    its own;
- * 3. never sends structs under the refused id again (`outgoing` strips them), and sends its
- *    deletions of them only below what the relay holds of that id, where they delete the other
- *    identity's items that stood where ours were (past it they would wait for structs the relay
- *    never gets).
+ * 3. never sends structs under the refused id again (`outgoing` strips them), nor references
+ *    to them (new edits next to the deleted originals get the nearest other neighbours as
+ *    origins, which is the same visible position), and sends its deletions of them only below
+ *    what the relay holds of that id, where they delete the other identity's items that stood
+ *    where ours were (past it they would wait for structs the relay never gets).
+ *
+ * Known limit: such an edit keeps its original origins in this replica and the replaced ones
+ * elsewhere; both read the same text, but a later concurrent insert at exactly that spot may be
+ * ordered differently here than elsewhere.
  *
  * Bounded: a refused id that is one this replica already re-keyed or created, or more than
  * MAX_REKEYS_WITHOUT_ACK re-keys without an ack, is a NotOwnerError the caller reports and
@@ -45,6 +50,8 @@ const MAX_REKEYS_WITHOUT_ACK = 8;
 export class ClientRekey {
   /** Refused client id → clock below which the relay holds structs of it (from its sync step 1). */
   private readonly refused = new Map<number, number>();
+  /** Refused client id → the fresh one its content was re-made under. */
+  private readonly copies = new Map<number, number>();
   private readonly created = new Set<number>();
   private withoutAck = 0;
   /** The relay's latest state vector (its sync step 1), decoded only once something was refused. */
@@ -67,9 +74,12 @@ export class ClientRekey {
     this.withoutAck = 0;
   }
 
-  /** `update` as the relay may get it: without the refused client ids' structs (same bytes when none is refused). */
+  /**
+   * `update` as the relay may get it: without the refused client ids' structs and references to
+   * them (see `withoutClients`); the very same bytes when nothing was refused.
+   */
   outgoing(update: Uint8Array): Uint8Array {
-    return this.refused.size === 0 ? update : withoutClients(update, this.refused);
+    return this.refused.size === 0 ? update : withoutClients(this.doc, update, { held: this.refused, copies: this.copies });
   }
 
   /**
@@ -93,6 +103,7 @@ export class ClientRekey {
     if (this.doc.clientID === from) this.doc.clientID = to;
     this.moveAwareness(from, to);
     this.refused.set(from, 0);
+    this.copies.set(from, to);
     this.created.add(to);
     this.withoutAck++;
     this.updateRelayClocks();

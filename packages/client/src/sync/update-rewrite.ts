@@ -45,24 +45,58 @@ export function deletionUpdate(client: number, clock: number, len: number): Uint
   return encodeV1([], new Map([[client, [{ clock, len }]]]));
 }
 
+/** Client ids the relay refused, as `withoutClients` needs them. */
+export interface Refused {
+  /** Refused client id → the clock below which the relay holds structs of it. */
+  held: ReadonlyMap<number, number>;
+  /** Refused client id → the client id its structs were re-made under (see `remakeUnder`). */
+  copies: ReadonlyMap<number, number>;
+}
+
 /**
- * `update` without the structs of the client ids in `refused`, and with their deletion ranges
- * cut to the clocks below `refused.get(id)` (what the relay holds of that id: deleting there
- * is collaboration, deleting past it would wait for structs the relay never gets). Returns
- * `update` itself when it holds nothing of those client ids (an empty update when nothing else
- * is left, so a sync step 2 still goes out and is acknowledged).
+ * `update` (local content of `doc`) as the relay may get it:
+ * - without the structs of refused client ids;
+ * - with their deletion ranges cut to the clocks below what the relay holds of them (deleting
+ *   there is collaboration; deleting past it would wait for structs the relay never gets);
+ * - with references to refused structs replaced, since the relay has none of ours (it may hold
+ *   another identity's structs at those ids): a left origin by the nearest item to its left in
+ *   `doc` that is not refused, a right origin by the nearest one to its right (the refused
+ *   items in between are deleted copies, invisible: the visible position is the same), a parent
+ *   by the copy of that parent. Yjs picks deleted neighbours as origins (text inserts skip
+ *   rightward over deleted items), so new edits next to the deleted originals do refer to them.
+ * Returns `update` itself when none of this applies.
  */
-export function withoutClients(update: Uint8Array, refused: ReadonlyMap<number, number>): Uint8Array {
+export function withoutClients(doc: Y.Doc, update: Uint8Array, refused: Refused): Uint8Array {
   const { structs, ds } = Y.decodeUpdate(update);
+  const isRefused = (id: Y.ID | null): id is Y.ID => id !== null && refused.held.has(id.client);
   let changed = false;
   const kept: Struct[] = [];
   for (const s of structs) {
-    if (refused.has(s.id.client)) changed = true;
-    else kept.push(s);
+    if (refused.held.has(s.id.client)) {
+      changed = true;
+      continue;
+    }
+    kept.push(s);
+    if (!(s instanceof Y.Item)) continue;
+    const parentId = s.parent instanceof Y.ID ? s.parent : null;
+    if (!isRefused(s.origin) && !isRefused(s.rightOrigin) && !isRefused(parentId)) continue;
+    changed = true;
+    if (isRefused(s.origin)) s.origin = neighbourOutside(doc, s.origin, 'left', refused.held);
+    if (isRefused(s.rightOrigin)) s.rightOrigin = neighbourOutside(doc, s.rightOrigin, 'right', refused.held);
+    if (isRefused(parentId)) s.parent = Y.createID(refused.copies.get(parentId.client) ?? parentId.client, parentId.clock);
+    if (s.origin === null && s.rightOrigin === null && s.parent === null) {
+      // Without origins an item names its parent (and key): take them from the local item.
+      const local = Y.getItem(doc.store, s.id) as Y.Item;
+      const type = local.parent as Y.AbstractType<unknown>;
+      const item = type._item;
+      if (item === null) s.parent = Y.findRootTypeKey(type) as unknown as Y.ID;
+      else s.parent = isRefused(item.id) ? Y.createID(refused.copies.get(item.id.client) ?? item.id.client, item.id.clock) : item.id;
+      s.parentSub = local.parentSub;
+    }
   }
   const deletions = new Map<number, { clock: number; len: number }[]>();
   for (const [client, ranges] of ds.clients) {
-    const below = refused.get(client);
+    const below = refused.held.get(client);
     if (below === undefined) {
       deletions.set(client, ranges);
       continue;
@@ -76,6 +110,18 @@ export function withoutClients(update: Uint8Array, refused: ReadonlyMap<number, 
     if (cut.length > 0) deletions.set(client, cut);
   }
   return changed ? encodeV1(kept, deletions) : update;
+}
+
+/**
+ * The id to refer to instead of the refused struct `id`: the nearest item of `doc` on that side
+ * that is not refused (its last clock on the left, its first on the right), or null.
+ */
+function neighbourOutside(doc: Y.Doc, id: Y.ID, side: 'left' | 'right', refused: ReadonlyMap<number, number>): Y.ID | null {
+  const start = Y.getItem(doc.store, id);
+  let item: Y.Item | null = start instanceof Y.Item ? start : null;
+  while (item !== null && refused.has(item.id.client)) item = side === 'left' ? item.left : item.right;
+  if (item === null) return null;
+  return side === 'left' ? Y.createID(item.id.client, item.id.clock + item.length - 1) : item.id;
 }
 
 /** Writes structs (grouped by client id in their order) and deletions as a v1 update. */
