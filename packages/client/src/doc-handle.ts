@@ -1,14 +1,19 @@
 import { ObservableV2 } from 'lib0/observable';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { AuthError, CapsyncError, UnavailableError, type Message } from '@capsync/core';
+import { AuthError, CapsyncError, type Message } from '@capsync/core';
+import { withTimeout } from './deadline.js';
 import { LocalReplica } from './replica/local-replica.js';
 import { applyStored } from './storage/compact-log.js';
 import type { ReplicaSize, StorageAdapter } from './storage/storage-adapter.js';
 import { syncStatus, type SyncStatus } from './status.js';
-import { openCrossTab, type CrossTabChannel, type CrossTabMessage } from './sync/cross-tab.js';
-import { CROSS_TAB_ORIGIN, RELAY_ORIGIN, STORAGE_ORIGIN } from './sync/origins.js';
-import { Outbox, type OutboxEntry } from './sync/outbox.js';
+import { CROSS_TAB_ORIGIN, RELAY_ORIGIN, REKEY_ORIGIN, STORAGE_ORIGIN } from './sync/origins.js';
+import { ClientRekey, type RekeyInfo } from './sync/client-rekey.js';
+import { DocPresence } from './sync/doc-presence.js';
+import { DocSession } from './sync/doc-session.js';
+import { awarenessLimitOf, isNotOwnerClose } from './sync/refusals.js';
+import { Outbox } from './sync/outbox.js';
+import { TabShare } from './sync/tab-share.js';
 import { FencedValues } from './locks/fenced-values.js';
 import { RelayLink, type RelayLinkOptions } from './sync/relay-link.js';
 
@@ -18,6 +23,14 @@ export interface DocHandleEvents {
   pending: (pending: number) => void;
   /** Something the app should know; never thrown. Storage failures, refusals, relay errors. */
   error: (err: CapsyncError) => void;
+  /**
+   * The relay refused a client id this replica holds content under (another identity owns it
+   * there): that content was re-made under a fresh client id (`to`), which new edits use too
+   * when `from` was this document's own. It is pending until the relay acknowledges it. When
+   * re-keying does not help, an 'error' with a NotOwnerError follows instead and the handle
+   * stops connecting (see ClientRekey).
+   */
+  rekey: (info: RekeyInfo) => void;
 }
 
 export interface FlushOptions {
@@ -47,8 +60,6 @@ export interface DocHandleSettings {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
-/** A Yjs update with nothing in it: the barrier of a quorum flush. */
-const EMPTY_UPDATE = new Uint8Array([0, 0]);
 
 /**
  * An open document: a Y.Doc replica loaded from local storage, kept in sync with the relay
@@ -58,6 +69,11 @@ const EMPTY_UPDATE = new Uint8Array([0, 0]);
  * with other tabs at once. It stays pending until the relay acknowledges it as durable; the
  * pending count is stored with it, so a reload shows the same count, and the next connection
  * sends the relay everything it lacks.
+ *
+ * The handle wires its parts together: the local replica (persistence, LocalReplica), the
+ * outbox (pending count), the relay link and its document session (sync, acks: DocSession),
+ * re-keying (ClientRekey), presence (DocPresence) and other tabs (TabShare); it owns the
+ * status and the public API.
  */
 export class DocHandle extends ObservableV2<DocHandleEvents> {
   readonly doc: Y.Doc;
@@ -66,30 +82,16 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   readonly cp: FencedValues;
   private readonly outbox: Outbox;
   private readonly link: RelayLink;
+  private readonly rekey: ClientRekey;
+  private readonly session: DocSession;
   private replica!: LocalReplica;
-  private crossTab: CrossTabChannel | null = null;
+  private presence: DocPresence | null = null;
+  private tabs: TabShare | null = null;
   private statusValue: SyncStatus = 'offline';
   private closed = false;
   private closing: Promise<void> | null = null;
-
-  // Per connection: document messages sent (the relay's ack positions), sync rounds.
-  private connection = 0;
-  private seq = 0;
-  private step1Sent = 0;
-  private step2Received = 0;
-  private caughtUp = false;
-  /** This connection's sync step 2 went out: a barrier sent now covers every local update. */
-  private step2Sent = false;
-  private readonly quorumWaiters = new Set<{ connection: number; seq: number; resolve(): void }>();
-  private readonly syncWaiters = new Set<{ connection: number; target: number; resolve(): void }>();
-
   private localCount = 0;
   private pendingAnnounced = false;
-  /** Other tabs' updates not yet reported durable: entry id → update and arrival time. */
-  private readonly foreign = new Map<string, { update: Uint8Array; at: number }>();
-  private takeoverTimer: ReturnType<typeof setTimeout> | null = null;
-  /** Other tabs' updates sent by this tab, by message seq, to report them durable on ack. */
-  private takenOver: { seq: number; entries: string[] }[] = [];
 
   private constructor(
     readonly name: string,
@@ -109,7 +111,23 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         this.updateStatus();
       });
     });
-    this.link = new RelayLink({ ...settings.link, docName: name });
+    this.rekey = new ClientRekey(this.doc, this.awareness, REKEY_ORIGIN);
+    this.link = new RelayLink({
+      ...settings.link,
+      docName: name,
+      ownerHandles: (code, reason) => isNotOwnerClose(code, reason) || awarenessLimitOf(code, reason) !== undefined,
+    });
+    this.session = new DocSession(name, this.doc, this.link, this.outbox, this.rekey, {
+      acked: (seq, durable) => {
+        // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
+        this.replica.schedule();
+        this.tabs?.acked(seq, durable);
+      },
+      batched: (update, ids) => this.tabs?.shareUpdate(update, ids),
+      error: (err) => this.emit('error', [err]),
+      changed: () => this.updateStatus(),
+      status: () => this.status,
+    });
     this.cp = new FencedValues(
       this.doc,
       {
@@ -166,15 +184,29 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
 
   private attach(): void {
     this.doc.on('update', this.onDocUpdate);
-    this.awareness.on('update', this.onAwarenessUpdate);
+    this.presence = new DocPresence(this.awareness, {
+      relay: (update) => this.link.send({ type: 'awareness', update }),
+      tabs: (update) => this.tabs?.sharePresence(update),
+      error: (err) => this.emit('error', [err]),
+    });
     this.link.on('state', () => this.updateStatus());
     this.link.on('open', (connection) => this.onLinkOpen(connection));
     this.link.on('message', (msg) => this.onRelayMessage(msg));
-    this.link.on('close', () => this.onLinkClose());
+    this.link.on('close', ({ code, reason }) => this.onLinkClose(code, reason));
     this.link.on('error', (err) => this.emit('error', [err]));
     if (this.settings.crossTab) {
-      this.crossTab = openCrossTab(this.name, (msg) => this.onCrossTab(msg));
-      this.crossTab?.post({ type: 'sync-step-1', from: this.settings.sessionId, stateVector: Y.encodeStateVector(this.doc) });
+      this.tabs = new TabShare({
+        name: this.name,
+        doc: this.doc,
+        awareness: this.awareness,
+        outbox: this.outbox,
+        sessionId: this.settings.sessionId,
+        takeoverMs: this.settings.takeoverMs,
+        sendUpdate: (update) => this.session.sendUpdate(update),
+        ownPresence: () => this.presence?.own() ?? null,
+        error: (err) => this.emit('error', [err]),
+      });
+      this.tabs.open();
     }
     if (this.settings.connect) this.link.start();
     this.onPageHide = () => void this.replica.commit().catch(() => {});
@@ -220,7 +252,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       return;
     }
     if (options.durability === 'quorum') {
-      await this.flushQuorum(timeoutMs);
+      await this.session.flushQuorum(timeoutMs);
       return;
     }
     const waiter = this.outbox.whenDurable();
@@ -231,59 +263,13 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   }
 
   /**
-   * Quorum durability with a barrier: an empty update sent after this connection's sync step 2
-   * (which carries every local update the relay lacked) and after every later local update.
-   * The relay answers `quorum-ack` once everything it had applied by then is durable on a
-   * majority of its mesh. A new connection (another relay, after failover) gets a new barrier.
-   */
-  private async flushQuorum(timeoutMs: number): Promise<void> {
-    // Local updates of this task are still queued for the next microtask: send them first.
-    this.sendOutgoing();
-    let waiter!: { connection: number; seq: number; resolve(): void };
-    const promise = new Promise<void>((resolve) => {
-      waiter = { connection: -1, seq: 0, resolve };
-      this.quorumWaiters.add(waiter);
-    });
-    this.sendQuorumBarrier();
-    await withTimeout(promise, timeoutMs, () => {
-      this.quorumWaiters.delete(waiter);
-      return `updates of "${this.name}" not durable on a majority of relays within ${timeoutMs} ms (status: ${this.status})`;
-    });
-  }
-
-  /** Sends one barrier for every quorum waiter not yet covered by one on this connection. */
-  private sendQuorumBarrier(): void {
-    if (!this.step2Sent) return;
-    const waiting = Array.from(this.quorumWaiters).filter((w) => w.connection !== this.connection);
-    if (waiting.length === 0) return;
-    if (!this.sendDoc({ type: 'update', update: EMPTY_UPDATE })) return;
-    for (const w of waiting) {
-      w.connection = this.connection;
-      w.seq = this.seq;
-    }
-  }
-
-  /**
    * Resolves once this replica holds everything the relay had when this was called (a fresh
    * sync round trip). Rejects with UnavailableError after `timeoutMs`.
    */
   async whenSynced(options: { timeoutMs?: number } = {}): Promise<void> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.assertOpen();
-    let waiter!: { connection: number; target: number; resolve(): void };
-    const promise = new Promise<void>((resolve) => {
-      waiter = { connection: -1, target: 0, resolve };
-      this.syncWaiters.add(waiter);
-    });
-    // On an open link ask now; otherwise the next connection's first round answers it.
-    if (this.link.state === 'open' && this.sendStep1()) {
-      waiter.connection = this.connection;
-      waiter.target = this.step1Sent;
-    }
-    await withTimeout(promise, timeoutMs, () => {
-      this.syncWaiters.delete(waiter);
-      return `"${this.name}" not synced with the relay within ${timeoutMs} ms (status: ${this.status})`;
-    });
+    await this.session.whenSynced(timeoutMs);
   }
 
   /** Connects (again) after `disconnect()` or a refusal that stopped reconnecting. */
@@ -322,18 +308,14 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   private async shutdown(): Promise<void> {
     this.closed = true;
     // Tell the relay and other tabs we left while the link is still up.
-    this.awareness.setLocalState(null);
+    this.presence?.close();
     this.doc.off('update', this.onDocUpdate);
-    this.awareness.off('update', this.onAwarenessUpdate);
-    this.awareness.destroy();
     if (this.onPageHide) (globalThis as { removeEventListener?: (t: string, f: () => void) => void }).removeEventListener?.('pagehide', this.onPageHide);
-    if (this.takeoverTimer) clearTimeout(this.takeoverTimer);
-    this.crossTab?.close();
+    this.tabs?.close();
     this.cp.close();
+    this.session.close();
     await this.replica.close();
     this.link.destroy();
-    for (const w of this.syncWaiters) this.syncWaiters.delete(w);
-    this.quorumWaiters.clear();
     this.statusValue = 'offline';
     super.destroy();
   }
@@ -345,141 +327,45 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.replica.append({ data: update, format: 'v1' });
     if (origin === RELAY_ORIGIN || origin === CROSS_TAB_ORIGIN) return;
     const id = `${this.settings.sessionId}:${this.localCount++}`;
-    const entry = this.outbox.add(id);
-    // Local updates of one task go out together in the next microtask: a keystroke still
-    // leaves at once, but a burst (paste, scripted edits, undo of many) is one message, not
-    // thousands the relay must validate, store and acknowledge one by one.
-    if (this.outgoing.length === 0) queueMicrotask(this.sendOutgoing);
-    this.outgoing.push({ update, entry, id });
-  };
-
-  private outgoing: { update: Uint8Array; entry: OutboxEntry; id: string }[] = [];
-
-  private readonly sendOutgoing = (): void => {
-    const batch = this.outgoing;
-    this.outgoing = [];
-    if (batch.length === 0 || this.closed) return;
-    const update = batch.length === 1 ? batch[0]!.update : Y.mergeUpdates(batch.map((b) => b.update));
-    // Offline: nothing to send; the next connection's sync step 2 carries these.
-    if (this.sendDoc({ type: 'update', update })) for (const b of batch) this.outbox.sent(b.entry, this.seq);
-    this.crossTab?.post({ type: 'update', from: this.settings.sessionId, update, entries: batch.map((b) => b.id) });
-  };
-
-  private readonly onAwarenessUpdate = (
-    { added, updated, removed }: { added: number[]; updated: number[]; removed: number[] },
-    origin: unknown,
-  ): void => {
-    const self = this.doc.clientID;
-    if (origin === RELAY_ORIGIN || origin === CROSS_TAB_ORIGIN) {
-      // Someone removed our state (a relay drops states a leaving stock peer echoed for us).
-      // y-protocols keeps it locally and bumps its clock; announce it again so others keep it.
-      if (!removed.includes(self) || this.awareness.getLocalState() === null) return;
-    } else if (!added.includes(self) && !updated.includes(self) && !removed.includes(self)) {
-      // Only our own presence is ours to announce (others' states time out on their own).
-      return;
-    }
-    const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, [self]);
-    this.link.send({ type: 'awareness', update });
-    this.crossTab?.post({ type: 'awareness', from: this.settings.sessionId, update });
+    this.session.queueLocal(update, this.outbox.add(id), id);
   };
 
   // ---- the relay ----
 
-  /** Sends a document-carrying message (counted: acks name these positions). */
-  private sendDoc(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>): boolean {
-    if (!this.link.send(msg)) return false;
-    this.seq++;
-    return true;
-  }
-
-  private sendStep1(): boolean {
-    if (!this.link.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(this.doc) })) return false;
-    this.step1Sent++;
-    return true;
-  }
-
   private onLinkOpen(connection: number): void {
-    this.connection = connection;
-    this.seq = 0;
-    this.step2Sent = false;
-    this.step1Sent = 0;
-    this.step2Received = 0;
-    this.caughtUp = false;
-    this.sendStep1();
-    // Waiters from before this connection are answered by its first sync round.
-    for (const w of this.syncWaiters) {
-      if (w.connection !== connection) {
-        w.connection = connection;
-        w.target = 1;
-      }
-    }
-    if (this.awareness.getLocalState() !== null) {
-      this.link.send({ type: 'awareness', update: awarenessProtocol.encodeAwarenessUpdate(this.awareness, [this.doc.clientID]) });
-    }
+    this.session.onOpen(connection);
+    this.presence?.announce();
     this.updateStatus();
   }
 
-  private onLinkClose(): void {
+  private onLinkClose(code: number, reason: string): void {
     this.cp.onLinkClose();
-    this.outbox.resetSent();
-    this.takenOver = [];
-    this.caughtUp = false;
+    this.session.onClose();
+    this.tabs?.onLinkClose();
+    if (isNotOwnerClose(code, reason)) this.onNotOwner(reason);
+    const limit = awarenessLimitOf(code, reason);
+    if (limit !== undefined) this.presence?.refused(limit, reason);
     // Presence of others on the relay is unknown now; keep it until it times out.
     this.updateStatus();
   }
 
+  /** A 4403 not-owner: re-key and let the link reconnect, or stop with the typed error. */
+  private onNotOwner(reason: string): void {
+    const outcome = this.rekey.onRefused(reason);
+    if (outcome instanceof CapsyncError) {
+      this.link.stop();
+      this.emit('error', [outcome]);
+    } else {
+      this.emit('rekey', [outcome]);
+    }
+  }
+
   private onRelayMessage(msg: Message): void {
+    if (this.session.onMessage(msg)) return;
     switch (msg.type) {
-      case 'sync-step-1': {
-        let update: Uint8Array;
-        try {
-          update = Y.encodeStateAsUpdate(this.doc, msg.stateVector);
-        } catch (err) {
-          this.emit('error', [new CapsyncError('bad-message', 'the relay sent a state vector that does not decode', { cause: err })]);
-          return;
-        }
-        // Everything the relay lacks goes out here, so it carries every pending update.
-        if (this.sendDoc({ type: 'sync-step-2', update })) {
-          this.outbox.sentAll(this.seq);
-          this.step2Sent = true;
-          this.sendQuorumBarrier();
-        }
-        return;
-      }
-      case 'sync-step-2':
-        this.applyRemote(msg.update);
-        this.step2Received++;
-        if (!this.caughtUp) {
-          this.caughtUp = true;
-          this.link.healthy();
-        }
-        for (const w of this.syncWaiters) {
-          if (w.connection === this.connection && w.target <= this.step2Received) {
-            this.syncWaiters.delete(w);
-            w.resolve();
-          }
-        }
-        this.updateStatus();
-        return;
-      case 'update':
-        this.applyRemote(msg.update);
-        return;
       case 'awareness':
-        try {
-          awarenessProtocol.applyAwarenessUpdate(this.awareness, msg.update, RELAY_ORIGIN);
-        } catch (err) {
-          this.emit('error', [new CapsyncError('invalid-awareness', 'the relay sent an awareness update that does not decode', { cause: err })]);
-        }
+        this.presence?.fromRelay(msg.update);
         return;
-      case 'ack': {
-        const durable = this.outbox.ack(msg.seq);
-        // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
-        this.replica.schedule();
-        // Other tabs' updates this tab sent for them (takeover) are durable too: tell them.
-        while (this.takenOver.length > 0 && this.takenOver[0]!.seq <= msg.seq) durable.push(...this.takenOver.shift()!.entries);
-        if (durable.length > 0) this.crossTab?.post({ type: 'durable', from: this.settings.sessionId, entries: durable });
-        return;
-      }
       case 'error':
         this.emit('error', [new CapsyncError(msg.code, msg.message)]);
         return;
@@ -489,104 +375,17 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       case 'cp-reply':
         this.cp.onReply(msg);
         return;
-      case 'quorum-ack':
-        for (const w of this.quorumWaiters) {
-          if (w.connection === this.connection && w.seq <= msg.seq) {
-            this.quorumWaiters.delete(w);
-            w.resolve();
-          }
-        }
-        return;
       default:
         // hello, pong: the link already used them as signs of life.
         return;
     }
   }
 
-  private applyRemote(update: Uint8Array): void {
-    try {
-      Y.applyUpdate(this.doc, update, RELAY_ORIGIN);
-    } catch (err) {
-      this.emit('error', [new CapsyncError('invalid-update', 'an update from the relay could not be applied', { cause: err })]);
-    }
-  }
-
-  // ---- other tabs ----
-
-  private onCrossTab(msg: CrossTabMessage): void {
-    if (this.closed) return;
-    const self = this.settings.sessionId;
-    switch (msg.type) {
-      case 'update':
-        this.applyFromTab(msg.update);
-        for (const id of msg.entries) this.foreign.set(id, { update: msg.update, at: Date.now() });
-        this.scheduleTakeover();
-        return;
-      case 'durable':
-        for (const id of msg.entries) this.foreign.delete(id);
-        this.outbox.markDurable(msg.entries);
-        return;
-      case 'awareness':
-        try {
-          awarenessProtocol.applyAwarenessUpdate(this.awareness, msg.update, CROSS_TAB_ORIGIN);
-        } catch {
-          // A tab of another version; ignore its presence.
-        }
-        return;
-      case 'sync-step-1': {
-        const update = Y.encodeStateAsUpdate(this.doc, msg.stateVector);
-        this.crossTab?.post({ type: 'sync-step-2', from: self, to: msg.from, update });
-        if (this.awareness.getLocalState() !== null) {
-          this.crossTab?.post({ type: 'awareness', from: self, update: awarenessProtocol.encodeAwarenessUpdate(this.awareness, [this.doc.clientID]) });
-        }
-        return;
-      }
-      case 'sync-step-2':
-        if (msg.to === self) this.applyFromTab(msg.update);
-        return;
-    }
-  }
-
-  private applyFromTab(update: Uint8Array): void {
-    try {
-      Y.applyUpdate(this.doc, update, CROSS_TAB_ORIGIN);
-    } catch (err) {
-      this.emit('error', [new CapsyncError('invalid-update', 'an update from another tab could not be applied', { cause: err })]);
-    }
-  }
-
-  /**
-   * Another tab normally sends its own updates and reports them durable. If it does not
-   * within `takeoverMs` (closed, crashed, cut off), this tab sends them: they must not wait
-   * for the next reconnect.
-   */
-  private scheduleTakeover(): void {
-    if (this.takeoverTimer || this.foreign.size === 0) return;
-    this.takeoverTimer = setTimeout(() => {
-      this.takeoverTimer = null;
-      const cutoff = Date.now() - this.settings.takeoverMs;
-      const stale = new Set<Uint8Array>();
-      const entries: string[] = [];
-      for (const [id, f] of this.foreign) {
-        if (f.at <= cutoff) {
-          stale.add(f.update);
-          entries.push(id);
-          this.foreign.delete(id);
-        }
-      }
-      // Offline: nothing to do, the next connection's sync step 2 carries them anyway.
-      if (stale.size > 0 && this.sendDoc({ type: 'update', update: Y.mergeUpdates([...stale]) })) {
-        this.takenOver.push({ seq: this.seq, entries });
-      }
-      this.scheduleTakeover();
-    }, this.settings.takeoverMs);
-  }
-
   // ---- status ----
 
   private updateStatus(): void {
     if (this.closed) return;
-    const next = syncStatus(this.link.state, this.caughtUp, this.outbox.pending);
+    const next = syncStatus(this.link.state, this.session.caughtUp, this.outbox.pending);
     if (next === this.statusValue) return;
     this.statusValue = next;
     this.emit('status', [next]);
@@ -595,13 +394,4 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   private assertOpen(): void {
     if (this.closed) throw new CapsyncError('internal', `document "${this.name}" is closed`);
   }
-}
-
-/** Races `promise` against a deadline; the deadline rejects with UnavailableError. */
-function withTimeout<T>(promise: Promise<T>, ms: number, message: () => string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new UnavailableError(message())), ms);
-  });
-  return Promise.race([promise, deadline]).finally(() => clearTimeout(timer));
 }

@@ -1,16 +1,8 @@
 import { ObservableV2 } from 'lib0/observable';
-import {
-  AuthError,
-  CapsyncError,
-  CloseCode,
-  OWNER_KEY_PREFIX,
-  PROTOCOL_VERSION,
-  decodeMessage,
-  encodeMessage,
-  errorCodeFromReason,
-  type Message,
-} from '@capsync/core';
+import { AuthError, CapsyncError, CloseCode, OWNER_KEY_PREFIX, PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '@capsync/core';
 import { Backoff, type BackoffOptions } from './backoff.js';
+import { FATAL_CLOSE_CODES, refusalFor } from './refusals.js';
+import { relayUrlList } from './relay-urls.js';
 import type { WebSocketConstructor, WebSocketLike } from './websocket-like.js';
 
 /** Capabilities this client announces in its hello. */
@@ -41,9 +33,17 @@ export interface RelayLinkOptions {
    * OWNER_KEY_PREFIX): on a relay without a token `sub`, the client's leases belong to it.
    */
   ownerKey?: string;
+  /**
+   * Refusals (close code and reason) the link's owner recovers from itself: the link neither
+   * reports them as errors nor stops on them; it reconnects with backoff unless the owner
+   * stopped it from its 'close' listener. Default: none.
+   */
+  ownerHandles?: (code: number, reason: string) => boolean;
   /** Injectable for tests. */
   random?: () => number;
 }
+
+export { relayUrlList };
 
 export interface RelayLinkEvents {
   state: (state: LinkState) => void;
@@ -59,29 +59,6 @@ export interface RelayLinkEvents {
   error: (err: CapsyncError) => void;
 }
 
-/** Validates relay base URLs (one or a list): a non-empty list of ws:// or wss:// URLs, or a CapsyncError. */
-export function relayUrlList(url: string | readonly string[]): string[] {
-  const urls = typeof url === 'string' ? [url] : Array.isArray(url) ? [...(url as readonly unknown[])] : null;
-  // 'internal' is what every other bad client option throws: core has no code for bad options.
-  if (!urls || urls.length === 0) throw new CapsyncError('internal', 'url must be a relay URL or a non-empty list of relay URLs');
-  for (const u of urls) {
-    if (typeof u !== 'string' || !/^wss?:\/\/[^/?#\s]/.test(u) || !parses(u)) {
-      throw new CapsyncError('internal', `every relay url must start with ws:// or wss:// and name a host, got ${JSON.stringify(u)}`);
-    }
-  }
-  return urls as string[];
-}
-
-/** `URL.canParse`, which older browsers lack. */
-function parses(url: string): boolean {
-  try {
-    new URL(url);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /**
  * Why an attempt or connection ended, for choosing the next relay and delay:
  * - 'unreachable': the relay could not be reached or stopped answering (connect error or
@@ -90,15 +67,6 @@ function parses(url: string): boolean {
  * - 'local': this side failed before any relay was involved (the token function threw).
  */
 type Failure = 'unreachable' | 'refused' | 'local';
-
-/**
- * Close codes after which retrying cannot help until something changes. Not FencedArea: with
- * several relays, this client may hold a fenced value (written through another relay) that
- * this relay has not received from its peers yet; its sync step 2 then carries that value and
- * is refused. Once the relay caught up, or on another relay, the same step 2 is accepted; so
- * it is a refusal retried with backoff, never a reason to stop syncing the user's edits.
- */
-const FATAL_CLOSE_CODES = new Set<number>([CloseCode.Forbidden, CloseCode.InvalidDocName]);
 
 /**
  * One resilient WebSocket to a relay for one document: connects, says hello, keeps the
@@ -292,6 +260,10 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
     this.setState('offline');
     this.emit('close', [{ code, reason }]);
     const refusal = refusalFor(code, reason);
+    if (refusal && this.options.ownerHandles?.(code, reason)) {
+      this.retryLater('refused');
+      return;
+    }
     if (refusal) {
       this.emit('error', [refusal]);
       const retryable = refusal.code === 'unauthorized' && typeof this.options.token === 'function';
@@ -400,33 +372,5 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
     if (state === this.stateValue) return;
     this.stateValue = state;
     this.emit('state', [state]);
-  }
-}
-
-/** The typed error a relay's close code stands for, when it is a refusal the app must see. */
-function refusalFor(code: number, reason: string): CapsyncError | null {
-  const errorCode = errorCodeFromReason(reason);
-  const detail = reason || `closed with code ${code}`;
-  switch (code) {
-    case CloseCode.Unauthorized:
-      return new AuthError('unauthorized', detail);
-    case CloseCode.Forbidden:
-      return new AuthError('forbidden', detail);
-    case CloseCode.InvalidDocName:
-      return new CapsyncError('invalid-doc-name', detail);
-    // Without this case the code never reached FATAL_CLOSE_CODES: the link retried forever.
-    case CloseCode.FencedArea:
-      return new CapsyncError('fenced-area', detail);
-    case CloseCode.BadMessage:
-    case CloseCode.InvalidUpdate:
-    case CloseCode.MessageTooBig:
-    case CloseCode.UnsupportedData:
-    case CloseCode.SlowConsumer:
-    case CloseCode.LimitExceeded:
-    case CloseCode.StorageUnavailable:
-    case CloseCode.InternalError:
-      return new CapsyncError(errorCode ?? 'internal', detail);
-    default:
-      return null;
   }
 }
