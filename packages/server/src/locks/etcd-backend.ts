@@ -8,8 +8,8 @@ import { EventEmitter } from 'node:events';
 import { CapsyncError, LeaseLostError, LockTimeoutError, StaleTokenError, UnavailableError } from '@capsync/core';
 import type { IKeyValue, ITxnResponse, Watcher } from 'etcd3';
 import type { Logger } from '../logger.js';
-import { notOwner, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
-import { EtcdCalls, shuttingDown } from './etcd-fault-handling.js';
+import { notOwner, shuttingDown, withdrawn, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
+import { EtcdCalls } from './etcd-fault-handling.js';
 
 export interface EtcdLockBackendOptions {
   /** etcd client URLs (`http://host:2379`); give all members so a majority stays reachable. */
@@ -626,8 +626,4 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
 function lost(key: string): LeaseLostError {
   // The token is not repeated: a refusal tells nothing about any token (the asker's included).
   return new LeaseLostError(`no current lease on "${key}" under the token given`);
-}
-
-function withdrawn(): UnavailableError {
-  return new UnavailableError('lock request withdrawn: the requester went away');
 }
