@@ -26,6 +26,13 @@ const PER_ADDRESS = heavy ? 1000 : 50;
 const CONNECTIONS = heavy ? 20 : 10;
 const ACQUIRES_PER_CONNECTION = heavy ? 150 : 30;
 
+/**
+ * Lock deadline of the attacked relays: every admitted acquire is a SQLite commit, and the
+ * heavy variant's thousand of them can take longer than the default 2 s on a loaded machine
+ * (those would answer unavailable, and their grants be withdrawn), which is not what is tested.
+ */
+const LOCK_TIMEOUT = ['--lock-timeout-ms', '30000'];
+
 const ownerKey = () => randomBytes(16).toString('base64url');
 
 /**
@@ -95,7 +102,7 @@ async function attackAndCheck(relay: AttackedRelay, token?: string): Promise<{ c
 
 describe('issue-11 review: the lease cap bypassed with connections or fresh owner keys', () => {
   it(`issue-11 attack 1 (review): ${CONNECTIONS} connections with fresh owner keys on an open relay get --max-leases-per-address (${PER_ADDRESS}) leases together, not ${CONNECTIONS} x --max-leases-per-identity; a release frees a slot; others stay served`, async () => {
-    await using relay = await startAttackedRelay(['--max-leases-per-identity', String(PER_IDENTITY), '--max-leases-per-address', String(PER_ADDRESS)]);
+    await using relay = await startAttackedRelay([...LOCK_TIMEOUT, '--max-leases-per-identity', String(PER_IDENTITY), '--max-leases-per-address', String(PER_ADDRESS)]);
     const { conns, grants } = await attackAndCheck(relay);
 
     // A new identity from this address is refused by the address cap, even for a short lease.
@@ -112,7 +119,7 @@ describe('issue-11 review: the lease cap bypassed with connections or fresh owne
   }, 60_000);
 
   it(`issue-11 attack 1 (review): on a relay with auth, ${CONNECTIONS} connections of one token without sub are capped per address too; a user with a sub from the same address keeps her own quota`, async () => {
-    await using relay = await startAttackedRelay(['--auth-secret', SECRET, '--max-leases-per-identity', String(PER_IDENTITY), '--max-leases-per-address', String(PER_ADDRESS)]);
+    await using relay = await startAttackedRelay([...LOCK_TIMEOUT, '--auth-secret', SECRET, '--max-leases-per-identity', String(PER_IDENTITY), '--max-leases-per-address', String(PER_ADDRESS)]);
     const subless = await mintToken(SECRET, { lifetimeS: 3600 });
     const { conns } = await attackAndCheck(relay, subless);
     // Alice's leases count against alice (her sub), not against the address the attacker filled.

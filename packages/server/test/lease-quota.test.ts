@@ -99,4 +99,13 @@ describe('LeaseQuota', () => {
     q.granted({ identity: 'sub:x' }, 'k', 3, 60_000);
     q.admit({ identity: 'key:b', address: '10.0.0.1' });
   });
+
+  it('a renewal to a shorter lease frees the slot at the new deadline', async () => {
+    const q = quota(1);
+    q.admit({ identity: 'sub:a' });
+    q.granted({ identity: 'sub:a' }, 'k', 1, 60_000);
+    q.renewed('sub:a', 'k', 1, 20);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    q.admit({ identity: 'sub:a' });
+  });
 });

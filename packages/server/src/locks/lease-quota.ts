@@ -30,6 +30,12 @@ interface Counted {
 /** The leases counted against each name (an identity, or an address) and the acquires in flight. */
 class Tally {
   readonly leases = new Map<string, Map<string, Counted>>();
+  /**
+   * No lease of the name runs out before this (a lower bound: renewals and leases forgotten
+   * through another tally only make the truth later), so an admission looks for expired
+   * leases only when one may be: O(1) per request while a name sits at its cap.
+   */
+  readonly soonest = new Map<string, number>();
   private readonly inFlight = new Map<string, number>();
 
   constructor(
@@ -57,13 +63,21 @@ class Tally {
     let leases = this.leases.get(name);
     if (!leases) this.leases.set(name, (leases = new Map()));
     leases.set(lease.key, lease);
+    this.expiring(name, lease.expiresAt);
+  }
+
+  /** A lease of `name` now runs out at `at` (added, or renewed). */
+  expiring(name: string, at: number): void {
+    this.soonest.set(name, Math.min(this.soonest.get(name) ?? Infinity, at));
   }
 
   remove(name: string, lease: Counted): void {
     const leases = this.leases.get(name);
     if (leases?.get(lease.key) !== lease) return;
     leases.delete(lease.key);
-    if (leases.size === 0) this.leases.delete(name);
+    if (leases.size > 0) return;
+    this.leases.delete(name);
+    this.soonest.delete(name);
   }
 }
 
@@ -140,7 +154,10 @@ export class LeaseQuota {
 
   renewed(identity: string, key: string, token: number, ttlMs: number): void {
     const lease = this.lease(identity, key, token);
-    if (lease) lease.expiresAt = performance.now() + ttlMs;
+    if (!lease) return;
+    lease.expiresAt = performance.now() + ttlMs;
+    this.identities.expiring(lease.identity, lease.expiresAt);
+    if (lease.address !== undefined) this.addresses.expiring(lease.address, lease.expiresAt);
   }
 
   /** The lease is over (released, refused a renewal, expired). Unknown leases are ignored. */
@@ -169,8 +186,16 @@ export class LeaseQuota {
     const leases = tally.leases.get(name);
     if (!leases) return 0;
     const now = performance.now();
-    for (const lease of Array.from(leases.values())) if (lease.expiresAt <= now) this.forget(lease);
-    return tally.leases.get(name)?.size ?? 0;
+    if ((tally.soonest.get(name) ?? Infinity) > now) return leases.size;
+    let soonest = Infinity;
+    for (const lease of Array.from(leases.values())) {
+      if (lease.expiresAt <= now) this.forget(lease);
+      else soonest = Math.min(soonest, lease.expiresAt);
+    }
+    const left = tally.leases.get(name);
+    if (!left) return 0;
+    tally.soonest.set(name, soonest);
+    return left.size;
   }
 
   private forget(lease: Counted): void {
