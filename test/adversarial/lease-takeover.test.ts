@@ -14,15 +14,7 @@ import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createClient, type CapsyncClient, type ClientOptions, type Lease, type WebSocketConstructor } from '@capsync/client';
-import {
-  OWNER_KEY_PREFIX,
-  PROTOCOL_VERSION,
-  decodeMessage,
-  encodeMessage,
-  type LockOp,
-  type LockReplyMessage,
-  type Message,
-} from '@capsync/core';
+import { OWNER_KEY_PREFIX, PROTOCOL_VERSION, encodeMessage } from '@capsync/core';
 import { heavy, startAttackedRelay, startBystander, worst, type AttackedRelay } from '../support/attack.js';
 import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
 import { codeOf } from '../support/error-code.js';
@@ -30,6 +22,7 @@ import { describeEtcd } from '../support/describe-etcd.js';
 import { startEtcdCluster, type EtcdCluster } from '../support/etcd-cluster.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { mintToken } from '../support/tokens.js';
+import { RawLocks, hello, protocols } from '../support/raw-locks.js';
 
 const SECRET = 'lease-takeover-secret-that-is-long-enough';
 const HOUR_MS = 3_600_000;
@@ -50,57 +43,6 @@ function client(url: string, options: Partial<ClientOptions> = {}): CapsyncClien
 afterEach(async () => {
   await Promise.all(clients.splice(0).map((c) => c.close()));
 });
-
-const protocols = (token?: string) => (token ? ['capsync', `capsync.jwt.${token}`] : ['capsync']);
-const hello = (key?: string): Message => ({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: ['ack', 'error', 'cp', ...(key ? [OWNER_KEY_PREFIX + key] : [])] });
-
-/** A lock connection spoken by hand: what an attacker sends, frame by frame. */
-class RawLocks {
-  private nextId = 1;
-  private readonly waiting = new Map<number, { resolve(r: LockReplyMessage): void; reject(err: Error): void }>();
-  /** Every refusal message received (checked for leaked tokens). */
-  readonly messages: string[] = [];
-
-  private constructor(private readonly ws: WebSocket) {
-    ws.on('message', (data: Buffer) => {
-      const msg = decodeMessage(new Uint8Array(data));
-      if (msg.type !== 'lock-reply') return;
-      if (msg.message) this.messages.push(msg.message);
-      this.waiting.get(msg.id)?.resolve(msg);
-      this.waiting.delete(msg.id);
-    });
-    ws.on('close', (code: number) => {
-      for (const w of this.waiting.values()) w.reject(new Error(`lock connection closed (${code})`));
-      this.waiting.clear();
-    });
-  }
-
-  static async open(url: string, options: { token?: string; ownerKey?: string } = {}): Promise<RawLocks> {
-    const ws = new WebSocket(`${url}/.capsync/locks`, protocols(options.token));
-    await new Promise((resolve, reject) => {
-      ws.once('open', resolve);
-      ws.once('error', reject);
-    });
-    ws.send(encodeMessage(hello(options.ownerKey)));
-    return new RawLocks(ws);
-  }
-
-  request(op: LockOp, key: string, token = 0, ttlMs = 0, waitMs = 0): Promise<LockReplyMessage> {
-    const id = this.nextId++;
-    const reply = new Promise<LockReplyMessage>((resolve, reject) => this.waiting.set(id, { resolve, reject }));
-    this.ws.send(encodeMessage({ type: 'lock-request', id, op, key, token, ttlMs, waitMs }));
-    return reply;
-  }
-
-  /** The reply's code, 'ok' for success. */
-  async code(op: LockOp, key: string, token = 0, ttlMs = 0, waitMs = 0): Promise<string> {
-    return (await this.request(op, key, token, ttlMs, waitMs)).code || 'ok';
-  }
-
-  close(): void {
-    this.ws.close();
-  }
-}
 
 /** A fenced write spoken by hand on a fresh document connection; resolves with the code and message. */
 async function rawCpSet(url: string, doc: string, key: string, token: number, value: unknown, options: { token?: string; ownerKey?: string } = {}): Promise<{ code: string; message: string }> {

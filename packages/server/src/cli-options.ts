@@ -161,6 +161,13 @@ export const FLAGS: Flag[] = [
     apply: (o, v) => (o.maxLeasesPerIdentity = positive('--max-leases-per-identity', v)),
   },
   {
+    flag: 'max-leases-per-address',
+    env: 'CAPSYNC_MAX_LEASES_PER_ADDRESS',
+    type: 'string',
+    help: `Leases the clients without a token sub may hold at once from one client address, together (0 = no cap). Default ${DEFAULTS.maxLeasesPerAddress}`,
+    apply: (o, v) => (o.maxLeasesPerAddress = int('--max-leases-per-address', v)),
+  },
+  {
     flag: 'connection-timeout-ms',
     env: 'CAPSYNC_CONNECTION_TIMEOUT_MS',
     type: 'string',

@@ -86,6 +86,14 @@ export interface RelayOptions {
   /** Leases one identity may hold at once (the token's `sub`; the client on an open relay). Default 100. */
   maxLeasesPerIdentity?: number;
   /**
+   * Leases held at once by the identities without a token `sub` (owner keys, connections: on an
+   * open relay, or with a token without `sub`) acquiring from one client address, together: a
+   * client cannot multiply `maxLeasesPerIdentity` by opening connections or making fresh owner
+   * keys. Peer relays' forwarded requests do not count. Default 1000 (ten identities' worth,
+   * for clients behind one NAT); 0 = no cap (behind a proxy every client has its address).
+   */
+  maxLeasesPerAddress?: number;
+  /**
    * Close a connection that sent nothing, not even a pong to the relay's WebSocket pings (sent
    * every half of this), for this long. Default 60 s; 0 disables it.
    */
@@ -166,6 +174,8 @@ export interface ResolvedRelayOptions {
   replicateIntervalMs: number;
   lockAuthority: string | undefined;
   maxLeasesPerIdentity: number;
+  /** 0 = no cap. */
+  maxLeasesPerAddress: number;
   connectionTimeoutMs: number;
   maxAwarenessStateBytes: number;
   maxAwarenessStatesPerConnection: number;
@@ -197,6 +207,7 @@ export const DEFAULTS = {
   lockTimeoutMs: 2_000,
   replicateIntervalMs: 60_000,
   maxLeasesPerIdentity: 100,
+  maxLeasesPerAddress: 1000,
   connectionTimeoutMs: 60_000,
   maxAwarenessStateBytes: 16 * 1024,
   maxAwarenessStatesPerConnection: 16,
@@ -248,6 +259,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     replicateIntervalMs: positive('replicateIntervalMs', o.replicateIntervalMs, DEFAULTS.replicateIntervalMs),
     lockAuthority: o.lockAuthority ? wsUrl('lockAuthority', o.lockAuthority) : undefined,
     maxLeasesPerIdentity: positive('maxLeasesPerIdentity', o.maxLeasesPerIdentity, DEFAULTS.maxLeasesPerIdentity),
+    maxLeasesPerAddress: positive('maxLeasesPerAddress', o.maxLeasesPerAddress, DEFAULTS.maxLeasesPerAddress, true),
     connectionTimeoutMs: positive('connectionTimeoutMs', o.connectionTimeoutMs, DEFAULTS.connectionTimeoutMs, true),
     maxAwarenessStateBytes: positive('maxAwarenessStateBytes', o.maxAwarenessStateBytes, DEFAULTS.maxAwarenessStateBytes),
     maxAwarenessStatesPerConnection: positive('maxAwarenessStatesPerConnection', o.maxAwarenessStatesPerConnection, DEFAULTS.maxAwarenessStatesPerConnection),

@@ -56,7 +56,10 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     await store.close();
     throw err;
   }
-  const locks = new LockService(backend, metrics, logger, resolved.lockTimeoutMs, resolved.maxLeasesPerIdentity);
+  const locks = new LockService(backend, metrics, logger, resolved.lockTimeoutMs, {
+    maxLeasesPerIdentity: resolved.maxLeasesPerIdentity,
+    maxLeasesPerAddress: resolved.maxLeasesPerAddress || Number.MAX_SAFE_INTEGER,
+  });
   const relay = new Relay({ store, access, metrics, logger, options: resolved, locks, credential: relayCredential(resolved) });
 
   const origins = new OriginPolicy(resolved.allowedOrigins, access.mode !== 'open', resolved.host);

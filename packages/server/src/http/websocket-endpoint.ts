@@ -71,7 +71,7 @@ export function attachWebSocketEndpoint(
         ws.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
         return;
       }
-      if (docName === LOCKS_PATH) serveLocks(relay, ws, grant);
+      if (docName === LOCKS_PATH) serveLocks(relay, ws, grant, req.socket.remoteAddress);
       else if (docName === MESH_PATH) serveMesh(relay, ws);
       else serve(relay, ws, docName, grant, peerIdOf(req.url));
     });
@@ -102,10 +102,13 @@ function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant,
   });
 }
 
-/** The lock endpoint; a connection without write access may not take locks. */
-function serveLocks(relay: Relay, ws: WebSocket, grant: AccessGrant): void {
+/**
+ * The lock endpoint; a connection without write access may not take locks. `address`: the
+ * client's (the TCP peer's, as the connection caps count it), for `--max-leases-per-address`.
+ */
+function serveLocks(relay: Relay, ws: WebSocket, grant: AccessGrant, address: string | undefined): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
-  const conn = relay.connectLocks(ws, grant);
+  const conn = relay.connectLocks(ws, grant, address);
   watchLiveness(ws, conn, relay.options.connectionTimeoutMs);
   ws.on('close', () => relay.disconnected(conn));
   if (grant.permission !== 'write') {

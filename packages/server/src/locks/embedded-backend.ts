@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { CapsyncError, LeaseLostError, LockTimeoutError, StaleTokenError, UnavailableError } from '@capsync/core';
-import { notOwner, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
+import { notOwner, shuttingDown, withdrawn, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
 import type { LockStore } from './lock-store.js';
 
 interface Holder {
@@ -73,11 +73,11 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
 
   acquire(received: AcquireRequest): Promise<LockGrant> {
     const request = { ...received, receivedAt: received.receivedAt ?? performance.now() };
-    if (this.closed) return Promise.reject(new UnavailableError('lock authority is shutting down'));
+    if (this.closed) return Promise.reject(shuttingDown());
     const st = this.state(request.key);
     if (!st.holder && !st.granting && st.waiters.length === 0) return this.grant(st, request);
     if (request.waitMs <= 0) return Promise.reject(this.busy(request.key));
-    if (request.signal?.aborted) return Promise.reject(new CapsyncError('unavailable', 'request withdrawn'));
+    if (request.signal?.aborted) return Promise.reject(withdrawn());
     return new Promise<LockGrant>((resolve, reject) => {
       const waiter: Waiter = {
         request,
@@ -89,7 +89,7 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
         }, request.waitMs),
         onAbort: () => {
           this.dropWaiter(st, waiter);
-          reject(new UnavailableError('lock request withdrawn: the requester went away'));
+          reject(withdrawn());
         },
       };
       request.signal?.addEventListener('abort', waiter.onAbort, { once: true });
@@ -145,7 +145,7 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
       if (st.holder) clearTimeout(st.holder.timer);
       for (const w of st.waiters.splice(0)) {
         clearTimeout(w.timer);
-        w.reject(new UnavailableError('lock authority is shutting down'));
+        w.reject(shuttingDown());
       }
     }
   }
@@ -176,7 +176,7 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
       // Nobody will learn of this grant: end it now rather than let it block the key.
       void this.store.end(key, token).catch(() => {});
       this.serveNext(key, st);
-      throw new UnavailableError('lock request withdrawn');
+      throw withdrawn();
     }
     this.hold(key, st, token, owner, started + ttlMs);
     // (ttl + whole ms waited, not floor(started + ttl − receivedAt): that float sum can lose a ms.)

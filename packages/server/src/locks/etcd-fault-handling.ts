@@ -11,6 +11,7 @@
 import { CapsyncError, UnavailableError } from '@capsync/core';
 import { ClientClosedError, Etcd3, EtcdLeaseInvalidError, castGrpcError, isRecoverableError, type IOptions, type KVClient } from 'etcd3';
 import type { Logger } from '../logger.js';
+import { shuttingDown } from './lock-backend.js';
 
 /** grpc's per-call options (etcd3 does not re-export the type; it comes from @grpc/grpc-js). */
 export type CallOptions = NonNullable<Parameters<KVClient['range']>[1]>;
@@ -23,10 +24,6 @@ const HOST_COOLDOWN_MS = 1_000;
 /** Shortest share of the budget one attempt gets when there are several members to try. */
 const MIN_ATTEMPT_MS = 250;
 
-/** What calls reject with once the client is closed (and what the backend answers after `close`). */
-export function shuttingDown(): UnavailableError {
-  return new UnavailableError('lock authority is shutting down');
-}
 
 // ---- retry classification ----
 

@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import { NotOwnerError } from '@capsync/core';
+import { NotOwnerError, UnavailableError } from '@capsync/core';
 
 /** A lease the authority granted (or renewed). */
 export interface LockGrant {
@@ -92,4 +92,17 @@ export const MAX_KEY_BYTES = 512;
 /** The refusal of another identity's live lease: it tells nothing about the lease (token, owner). */
 export function notOwner(key: string): NotOwnerError {
   return new NotOwnerError(`the lease on "${key}" belongs to another identity`);
+}
+
+/**
+ * The refusal of a request withdrawn because its requester went away (`AcquireRequest.signal`
+ * aborted): nothing was granted for it.
+ */
+export function withdrawn(): UnavailableError {
+  return new UnavailableError('lock request withdrawn: the requester went away');
+}
+
+/** What a backend answers once it is closed (the relay is shutting down). */
+export function shuttingDown(): UnavailableError {
+  return new UnavailableError('lock authority is shutting down');
 }

@@ -55,9 +55,18 @@ export class LockConnection {
   constructor(
     private readonly socket: RelaySocket,
     private readonly service: LockService,
-    private readonly deps: { metrics: RelayMetrics; logger: Logger; subject?: string; relay?: boolean; expiresAt?: number; outbound: SendBufferOptions },
+    private readonly deps: {
+      metrics: RelayMetrics;
+      logger: Logger;
+      subject?: string;
+      relay?: boolean;
+      /** The client's address (the TCP peer's): leases of identities without a `sub` count against it. */
+      address?: string;
+      expiresAt?: number;
+      outbound: SendBufferOptions;
+    },
   ) {
-    this.identity = new ConnectionIdentity({ subject: deps.subject, relay: deps.relay });
+    this.identity = new ConnectionIdentity({ subject: deps.subject, relay: deps.relay, address: deps.address });
     deps.metrics.connections.inc();
     this.outbound = new SendBuffer(socket, deps.outbound, (err) => {
       this.fail(err);
@@ -95,7 +104,7 @@ export class LockConnection {
         this.send({ type: 'pong', id: msg.id });
         return;
       case 'lock-request': {
-        void this.service.handle(msg, this.identity.actingFor(msg.owner), this.gone.signal).then((reply) => this.send(reply));
+        void this.service.handle(msg, this.identity.leaseHolder(msg.owner), this.gone.signal).then((reply) => this.send(reply));
         return;
       }
       default:

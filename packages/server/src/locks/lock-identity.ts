@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { OWNER_KEY_MAX_LENGTH, OWNER_KEY_MIN_LENGTH, OWNER_KEY_PREFIX, ProtocolError } from '@capsync/core';
+import type { LeaseHolder } from './lease-quota.js';
 
 /**
  * Who a lease belongs to. Every lock operation and fenced write is made for one identity,
@@ -19,7 +20,8 @@ export class ConnectionIdentity {
   private own: string | undefined;
   private keyed: string | undefined;
 
-  constructor(private readonly grant: { subject?: string | undefined; relay?: boolean | undefined }) {}
+  /** `address`: the client's address (the TCP peer's), which keyed and connection identities' leases count against. */
+  constructor(private readonly grant: { subject?: string | undefined; relay?: boolean | undefined; address?: string | undefined }) {}
 
   /**
    * Takes the owner key from a hello, if it carries one. Throws ProtocolError('bad-message')
@@ -47,6 +49,17 @@ export class ConnectionIdentity {
    */
   actingFor(forwarded: string | undefined): string {
     return this.grant.relay && forwarded ? forwarded : this.identity;
+  }
+
+  /**
+   * What a lock request counts against (see LeaseHolder): the identity it acts for, and the
+   * client's address unless that identity is a token's `sub`. A peer relay's requests carry
+   * no address: its own is not its clients', and the relay that forwards them counted theirs.
+   */
+  leaseHolder(forwarded: string | undefined): LeaseHolder {
+    const identity = this.actingFor(forwarded);
+    if (this.grant.relay || this.grant.subject || this.grant.address === undefined) return { identity };
+    return { identity, address: this.grant.address };
   }
 }
 

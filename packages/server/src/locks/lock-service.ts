@@ -1,5 +1,6 @@
 import {
   CapsyncError,
+  LimitExceededError,
   ProtocolError,
   UnavailableError,
   type ErrorCode,
@@ -9,7 +10,7 @@ import {
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import { MAX_KEY_BYTES, MAX_TTL_MS, MAX_WAIT_MS, MIN_TTL_MS, type LockBackend } from './lock-backend.js';
-import { LeaseQuota, MAX_LEASES_LIMIT } from './lease-quota.js';
+import { LeaseQuota, MAX_LEASES_LIMIT, type LeaseHolder } from './lease-quota.js';
 
 /**
  * The relay's lock service: validates lock requests, runs them against the backend under a
@@ -20,7 +21,9 @@ import { LeaseQuota, MAX_LEASES_LIMIT } from './lease-quota.js';
  * Every request is made for an identity (see ConnectionIdentity): leases belong to the
  * identity that acquired them (the backends refuse anyone else with NotOwnerError), and one
  * identity may hold at most `maxLeasesPerIdentity` leases through this relay at once (a
- * further acquire is refused with LimitExceededError `max-leases-per-identity`).
+ * further acquire is refused with LimitExceededError `max-leases-per-identity`), and the
+ * identities without a token `sub` acquiring from one client address at most
+ * `maxLeasesPerAddress` together (`max-leases-per-address`; see LeaseHolder).
  */
 export class LockService {
   private readonly quota: LeaseQuota;
@@ -30,9 +33,9 @@ export class LockService {
     private readonly metrics: RelayMetrics,
     private readonly logger: Logger,
     readonly opTimeoutMs: number,
-    maxLeasesPerIdentity = Number.MAX_SAFE_INTEGER,
+    limits: { maxLeasesPerIdentity?: number; maxLeasesPerAddress?: number } = {},
   ) {
-    this.quota = new LeaseQuota(maxLeasesPerIdentity);
+    this.quota = new LeaseQuota(limits.maxLeasesPerIdentity ?? Number.MAX_SAFE_INTEGER, limits.maxLeasesPerAddress ?? Number.MAX_SAFE_INTEGER);
     backend.on('expired', (key, token) => {
       metrics.lockExpiries.inc();
       this.quota.expired(key, token);
@@ -41,10 +44,11 @@ export class LockService {
   }
 
   /**
-   * Answers one lock request made for `owner` (an identity); never rejects. `signal` aborts
-   * when the requester went away.
+   * Answers one lock request made for `holder` (an identity, and the client address its
+   * leases count against, if any); never rejects. `signal` aborts when the requester went away.
    */
-  async handle(req: LockRequestMessage, owner: string, signal: AbortSignal): Promise<LockReplyMessage> {
+  async handle(req: LockRequestMessage, holder: LeaseHolder, signal: AbortSignal): Promise<LockReplyMessage> {
+    const owner = holder.identity;
     const started = performance.now();
     const reply = (code: ErrorCode | '', message = '', token = 0, ttlMs = 0): LockReplyMessage => ({
       type: 'lock-reply',
@@ -59,7 +63,7 @@ export class LockService {
       const { backend } = this;
       switch (req.op) {
         case 'acquire': {
-          this.quota.admit(owner);
+          this.quota.admit(holder);
           const abort = new AbortController();
           const onAbort = () => abort.abort();
           signal.addEventListener('abort', onAbort, { once: true });
@@ -70,11 +74,11 @@ export class LockService {
               `acquiring "${req.key}"`,
               abort,
             );
-            this.quota.granted(owner, req.key, grant.token, grant.ttlMs);
+            this.quota.granted(holder, req.key, grant.token, grant.ttlMs);
             this.metrics.lockGrants.inc();
             return reply('', '', grant.token, grant.ttlMs);
           } catch (err) {
-            this.quota.withdrawn(owner);
+            this.quota.withdrawn(holder);
             throw err;
           } finally {
             signal.removeEventListener('abort', onAbort);
@@ -105,7 +109,7 @@ export class LockService {
     } catch (err) {
       const e = err instanceof CapsyncError ? err : new CapsyncError('internal', 'internal error');
       if (!(err instanceof CapsyncError)) this.logger.error({ err, key: req.key, op: req.op }, 'lock request failed');
-      if (e.code === 'limit-exceeded') this.metrics.limitRefusals.inc({ limit: MAX_LEASES_LIMIT });
+      if (e.code === 'limit-exceeded') this.metrics.limitRefusals.inc({ limit: (e instanceof LimitExceededError && e.limit) || MAX_LEASES_LIMIT });
       this.metrics.lockRefusals.inc({ op: req.op, reason: e.code });
       if (e.code === 'unavailable') this.metrics.lockUnavailable.inc();
       return reply(e.code, e.message);

@@ -151,12 +151,16 @@ export class Relay extends EventEmitter<RelayEvents> {
     return conn;
   }
 
-  /** Serves one authorized lock connection (see LockConnection). */
-  connectLocks(socket: RelaySocket, grant: AccessGrant): LockConnection {
+  /**
+   * Serves one authorized lock connection (see LockConnection). `address`: the client's, which
+   * leases of identities without a token `sub` count against (`--max-leases-per-address`).
+   */
+  connectLocks(socket: RelaySocket, grant: AccessGrant, address?: string): LockConnection {
     const conn = new LockConnection(socket, this.locks, {
       metrics: this.metrics,
       logger: this.logger,
       outbound: this.outboundOptions,
+      ...(address !== undefined ? { address } : {}),
       ...(grant.subject ? { subject: grant.subject } : {}),
       ...(grant.relay ? { relay: true } : {}),
       ...(grant.expiresAt !== undefined ? { expiresAt: grant.expiresAt } : {}),
