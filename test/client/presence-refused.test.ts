@@ -39,7 +39,10 @@ describe('presence refused by the relay', () => {
     alice.awareness.setLocalState({ user: 'alice', avatar: 'x'.repeat(4096) });
     await until(alice, 'error', () => errors.length > 0, 'the refusal');
     expect(errors.map((e) => [e.code, (e as CapsyncError & { limit?: string }).limit])).toEqual([['limit-exceeded', 'max-awareness-state-bytes']]);
-    expect(alice.awareness.getLocalState()).toBeNull();
+    // Emptied, not null: a cursor plugin's setLocalStateField must keep working.
+    expect(alice.awareness.getLocalState()).toEqual({});
+    alice.awareness.setLocalStateField('cursor', 3);
+    expect(alice.awareness.getLocalState()).toEqual({ cursor: 3 });
 
     // The document syncs on the next connection, without the refused state.
     alice.doc.getText('t').insert(0, 'still syncing');

@@ -7,11 +7,10 @@ import { LocalReplica } from './replica/local-replica.js';
 import { applyStored } from './storage/compact-log.js';
 import type { ReplicaSize, StorageAdapter } from './storage/storage-adapter.js';
 import { syncStatus, type SyncStatus } from './status.js';
-import { CROSS_TAB_ORIGIN, RELAY_ORIGIN, REKEY_ORIGIN, STORAGE_ORIGIN } from './sync/origins.js';
-import { ClientRekey, type RekeyInfo } from './sync/client-rekey.js';
+import { CROSS_TAB_ORIGIN, RELAY_ORIGIN, STORAGE_ORIGIN } from './sync/origins.js';
 import { DocPresence } from './sync/doc-presence.js';
 import { DocSession } from './sync/doc-session.js';
-import { awarenessLimitOf, isNotOwnerClose } from './sync/refusals.js';
+import { awarenessLimitOf } from './sync/refusals.js';
 import { Outbox } from './sync/outbox.js';
 import { TabShare } from './sync/tab-share.js';
 import { FencedValues } from './locks/fenced-values.js';
@@ -23,14 +22,6 @@ export interface DocHandleEvents {
   pending: (pending: number) => void;
   /** Something the app should know; never thrown. Storage failures, refusals, relay errors. */
   error: (err: CapsyncError) => void;
-  /**
-   * The relay refused a client id this replica holds content under (another identity owns it
-   * there): that content was re-made under a fresh client id (`to`), which new edits use too
-   * when `from` was this document's own. It is pending until the relay acknowledges it. When
-   * re-keying does not help, an 'error' with a NotOwnerError follows instead and the handle
-   * stops connecting (see ClientRekey).
-   */
-  rekey: (info: RekeyInfo) => void;
 }
 
 export interface FlushOptions {
@@ -72,7 +63,7 @@ const DEFAULT_TIMEOUT_MS = 10_000;
  *
  * The handle wires its parts together: the local replica (persistence, LocalReplica), the
  * outbox (pending count), the relay link and its document session (sync, acks: DocSession),
- * re-keying (ClientRekey), presence (DocPresence) and other tabs (TabShare); it owns the
+ * presence (DocPresence) and other tabs (TabShare); it owns the
  * status and the public API.
  */
 export class DocHandle extends ObservableV2<DocHandleEvents> {
@@ -82,7 +73,6 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   readonly cp: FencedValues;
   private readonly outbox: Outbox;
   private readonly link: RelayLink;
-  private readonly rekey: ClientRekey;
   private readonly session: DocSession;
   private replica!: LocalReplica;
   private presence: DocPresence | null = null;
@@ -111,13 +101,12 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         this.updateStatus();
       });
     });
-    this.rekey = new ClientRekey(this.doc, this.awareness, REKEY_ORIGIN);
     this.link = new RelayLink({
       ...settings.link,
       docName: name,
-      ownerHandles: (code, reason) => isNotOwnerClose(code, reason) || awarenessLimitOf(code, reason) !== undefined,
+      ownerHandles: (code, reason) => awarenessLimitOf(code, reason) !== undefined,
     });
-    this.session = new DocSession(name, this.doc, this.link, this.outbox, this.rekey, {
+    this.session = new DocSession(name, this.doc, this.link, this.outbox, {
       acked: (seq, durable) => {
         // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
         this.replica.schedule();
@@ -342,22 +331,10 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.cp.onLinkClose();
     this.session.onClose();
     this.tabs?.onLinkClose();
-    if (isNotOwnerClose(code, reason)) this.onNotOwner(reason);
     const limit = awarenessLimitOf(code, reason);
     if (limit !== undefined) this.presence?.refused(limit, reason);
     // Presence of others on the relay is unknown now; keep it until it times out.
     this.updateStatus();
-  }
-
-  /** A 4403 not-owner: re-key and let the link reconnect, or stop with the typed error. */
-  private onNotOwner(reason: string): void {
-    const outcome = this.rekey.onRefused(reason);
-    if (outcome instanceof CapsyncError) {
-      this.link.stop();
-      this.emit('error', [outcome]);
-    } else {
-      this.emit('rekey', [outcome]);
-    }
   }
 
   private onRelayMessage(msg: Message): void {

@@ -6,7 +6,6 @@
 export { createClient, type CapsyncClient, type ClientOptions } from './client.js';
 export { DocHandle, type DocHandleEvents, type FlushOptions } from './doc-handle.js';
 export type { SyncStatus } from './status.js';
-export type { RekeyInfo } from './sync/client-rekey.js';
 export { LockClient, type AcquireOptions } from './locks/lock-client.js';
 export { Lease } from './locks/lease.js';
 export { FencedValues } from './locks/fenced-values.js';

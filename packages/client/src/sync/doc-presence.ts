@@ -47,11 +47,12 @@ export class DocPresence {
 
   /**
    * The relay closed the link over this tab's presence (over `limit`): sending it again would be
-   * refused again, reconnect after reconnect. Drop it; documents sync on, and a new (smaller)
-   * state the app sets goes out as usual.
+   * refused again, reconnect after reconnect. Replace it with an empty state; documents sync
+   * on, and what the app sets next goes out as usual. Empty, not null: cursor plugins update
+   * their field with setLocalStateField, which does nothing on a null state.
    */
   refused(limit: string, reason: string): void {
-    if (this.awareness.getLocalState() !== null) this.awareness.setLocalState(null);
+    if (this.awareness.getLocalState() !== null) this.awareness.setLocalState({});
     this.out.error(new LimitExceededError(limit, `the relay refused this tab's presence, which was dropped: ${reason}`));
   }
 

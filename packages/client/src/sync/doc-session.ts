@@ -1,7 +1,6 @@
 import * as Y from 'yjs';
 import { CapsyncError, type Message } from '@capsync/core';
 import { withTimeout } from '../deadline.js';
-import type { ClientRekey } from './client-rekey.js';
 import { RELAY_ORIGIN } from './origins.js';
 import type { Outbox, OutboxEntry } from './outbox.js';
 import type { RelayLink } from './relay-link.js';
@@ -26,7 +25,6 @@ export interface DocSessionHooks {
  * The document side of one relay link: the sync protocol and durable acks. Per connection it
  * numbers the document-carrying messages it sends (the relay's ack positions), runs the sync
  * rounds (sync step 1/2, `whenSynced`), quorum barriers, and sends local updates in batches.
- * Everything sent goes through the re-keying filter (ClientRekey.outgoing).
  *
  * Nothing of a connection carries over to the next: `onOpen` starts the counters afresh and
  * `onClose` marks every pending local update unsent (the next sync step 2 carries it).
@@ -49,7 +47,6 @@ export class DocSession {
     private readonly doc: Y.Doc,
     private readonly link: RelayLink,
     private readonly outbox: Outbox,
-    private readonly rekey: ClientRekey,
     private readonly hooks: DocSessionHooks,
   ) {}
 
@@ -139,8 +136,7 @@ export class DocSession {
 
   /** Sends a document-carrying message (counted: acks name these positions). */
   private sendDoc(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>): boolean {
-    // Without the client ids the relay refused (see ClientRekey); the very same bytes otherwise.
-    if (!this.link.send({ type: msg.type, update: this.rekey.outgoing(msg.update) })) return false;
+    if (!this.link.send(msg)) return false;
     this.seq++;
     return true;
   }
@@ -179,7 +175,6 @@ export class DocSession {
   onMessage(msg: Message): boolean {
     switch (msg.type) {
       case 'sync-step-1': {
-        this.rekey.relayHolds(msg.stateVector);
         let update: Uint8Array;
         try {
           update = Y.encodeStateAsUpdate(this.doc, msg.stateVector);
@@ -214,7 +209,6 @@ export class DocSession {
         this.applyRemote(msg.update);
         return true;
       case 'ack':
-        this.rekey.acked();
         this.hooks.acked(msg.seq, this.outbox.ack(msg.seq));
         return true;
       case 'quorum-ack':

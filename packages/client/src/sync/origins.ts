@@ -6,5 +6,3 @@
 export const RELAY_ORIGIN = Symbol('capsync:relay');
 export const CROSS_TAB_ORIGIN = Symbol('capsync:cross-tab');
 export const STORAGE_ORIGIN = Symbol('capsync:storage');
-/** A re-key (ClientRekey): a local edit, sent and stored like one. */
-export const REKEY_ORIGIN = Symbol('capsync:rekey');

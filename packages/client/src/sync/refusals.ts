@@ -1,9 +1,9 @@
-import { AuthError, CapsyncError, CloseCode, errorCodeFromReason } from '@capsync/core';
+import { AuthError, CapsyncError, CloseCode, NotOwnerError, errorCodeFromReason } from '@capsync/core';
 
 /**
  * What a relay's close code and reason (made by its `closeReasonFor`: "<error code>: <message>")
  * mean to a client: the typed error of a refusal, whether retrying can help, and the refusals a
- * document handle recovers from itself.
+ * document handle deals with itself (presence over an awareness limit).
  */
 
 /**
@@ -23,6 +23,8 @@ export function refusalFor(code: number, reason: string): CapsyncError | null {
     case CloseCode.Unauthorized:
       return new AuthError('unauthorized', detail);
     case CloseCode.Forbidden:
+      // Content under a client id another identity owns on the relay (see the README).
+      if (errorCode === 'not-owner') return new NotOwnerError(detail);
       return new AuthError('forbidden', detail);
     case CloseCode.InvalidDocName:
       return new CapsyncError('invalid-doc-name', detail);
@@ -43,11 +45,6 @@ export function refusalFor(code: number, reason: string): CapsyncError | null {
   }
 }
 
-
-/** A 4403 `not-owner`: content under a client id another identity owns (see ClientRekey). */
-export function isNotOwnerClose(code: number, reason: string): boolean {
-  return code === CloseCode.Forbidden && errorCodeFromReason(reason) === 'not-owner';
-}
 
 /**
  * The awareness limit a 4413 `limit-exceeded` close names (`max-awareness-state-bytes`,

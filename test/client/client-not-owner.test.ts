@@ -1,0 +1,78 @@
+/**
+ * The client under the relay's client id ownership (issue 11): a 4403 `not-owner` refusal stops
+ * the document handle with a NotOwnerError (no reconnect loop) and keeps its edits, pending.
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { createClient, MemoryStorage, NotOwnerError, type CapsyncClient, type CapsyncError, type DocHandle } from '@capsync/client';
+import { startAttackedRelay } from '../support/attack.js';
+import { TEST_CLIENT_DEFAULTS, until, whenStatus } from '../support/client-fixture.js';
+import { ProtocolClient } from '../support/protocol-client.js';
+import { mintToken } from '../support/tokens.js';
+
+const SECRET = 'client-not-owner-secret-0123456789abcdef';
+const DOC = 'owned';
+
+const clients: CapsyncClient[] = [];
+const protocolClients: ProtocolClient[] = [];
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close().catch(() => {})));
+  await Promise.all(protocolClients.splice(0).map((c) => c.close().catch(() => {})));
+});
+
+async function open(url: string, sub: string, storage: 'memory' | MemoryStorage = 'memory'): Promise<DocHandle> {
+  const client = createClient({
+    url,
+    storage,
+    WebSocket: WebSocket as never,
+    ...TEST_CLIENT_DEFAULTS,
+    token: () => mintToken(SECRET, { sub }),
+  });
+  clients.push(client);
+  return client.open(DOC);
+}
+
+/** Mallory, on her own connection, inserts `text` at the start of "t" under `clientId`. */
+async function writeUnder(url: string, clientId: number, text: string): Promise<void> {
+  const mallory = await ProtocolClient.synced(`${url}/${DOC}`, { headers: { authorization: `Bearer ${await mintToken(SECRET, { sub: 'mallory' })}` } });
+  protocolClients.push(mallory);
+  mallory.doc.clientID = clientId;
+  mallory.doc.getText('t').insert(0, text);
+  await mallory.waitForAck(mallory.seq);
+}
+
+describe('client id ownership: the client stops on not-owner', () => {
+  it("mallory writes under alice's client id first: alice gets one NotOwnerError, stops reconnecting, and keeps her text pending", async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const alice = await open(relay.url, 'alice', new MemoryStorage());
+    await whenStatus(alice, 'synced');
+    const errors: CapsyncError[] = [];
+    alice.on('error', (e) => errors.push(e));
+    let opens = 0;
+    alice.on('status', (s) => {
+      if (s === 'syncing') opens++;
+    });
+    const squatted = alice.doc.clientID;
+    // Alice types offline; meanwhile mallory (who saw alice's id in her presence) writes under it.
+    alice.disconnect();
+    alice.doc.getText('t').insert(0, 'hello from alice');
+    await writeUnder(relay.url, squatted, 'x');
+
+    alice.connect();
+    await until(alice, 'error', () => errors.length > 0, 'the refusal');
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toBeInstanceOf(NotOwnerError);
+    expect(errors[0]!.code).toBe('not-owner');
+    await whenStatus(alice, 'offline');
+    // Stopped: the rejection is not retried (a retry would be refused the same way).
+    await expect(alice.whenSynced({ timeoutMs: 2_000 })).rejects.toMatchObject({ code: 'unavailable' });
+    expect(opens).toBeLessThanOrEqual(1);
+    // Nothing typed is dropped: the text is local and still pending.
+    expect(alice.doc.getText('t').toString()).toContain('hello from alice');
+    expect(alice.pending).toBeGreaterThan(0);
+    // The relay holds mallory's text only.
+    const bob = await open(relay.url, 'bob');
+    await bob.whenSynced({ timeoutMs: 10_000 });
+    expect(bob.doc.getText('t').toString()).toBe('x');
+  });
+});
