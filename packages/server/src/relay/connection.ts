@@ -131,7 +131,7 @@ export class RelayConnection implements DocPeer {
         return false;
       }
       return this.sendDocMessage({ type: 'sync-step-2', update }, written);
-    });
+    }, this.outbound);
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
     if (this.peerRelayId) deps.mesh?.inboundOpened(this.peerRelayId, this);
     if (grant.expiresAt !== undefined) {
@@ -234,7 +234,7 @@ export class RelayConnection implements DocPeer {
         (this.awarenessReplies ??= new CoalescedReply(this.canAnswer, (_, written) => {
           const update = this.doc!.awareness.encode();
           return update !== null && this.sendMessage({ type: 'awareness', update }, written);
-        })).request(null);
+        }, this.outbound)).request(null);
         return;
       case 'hello':
         this.identity.hello(msg.capabilities);

@@ -1,4 +1,5 @@
 import { CapsyncError } from '@capsync/core';
+import type { UnsentAccount, UnsentBudget, UnsentHolder } from './unsent-budget.js';
 
 /**
  * The part of a WebSocket the relay sends through. `bufferedAmount` is the number of bytes
@@ -8,6 +9,8 @@ import { CapsyncError } from '@capsync/core';
 export interface OutboundSocket {
   send(data: Uint8Array, cb?: (err?: Error) => void): void;
   readonly bufferedAmount: number;
+  /** Drops the connection at once, without a closing handshake. */
+  terminate?(): void;
 }
 
 export interface SendBufferOptions {
@@ -18,6 +21,10 @@ export interface SendBufferOptions {
   sendBufferLimit: number;
   /** How long a socket may stay over `sendBufferLimit` (a burst) before it is closed. */
   slowConsumerGraceMs: number;
+  /** The relay-wide budget this connection's unsent bytes count against (see UnsentBudget). */
+  budget?: UnsentBudget | undefined;
+  /** The client's address, for its share of the budget; undefined for peer relays. */
+  address?: string | undefined;
 }
 
 /**
@@ -29,16 +36,24 @@ export interface SendBufferOptions {
  * the grace period, or goes past four times the limit, is reported to `onSlow` (which closes
  * the connection with 4429 slow-consumer). So the memory one connection holds in unsent bytes
  * is bounded by four times the limit plus the largest single message.
+ *
+ * With a `budget`, the unsent bytes also count against the relay-wide budget (UnsentBudget),
+ * which closes the largest consumers that stopped reading when many connections together hold
+ * too much. The count is reported after every send and every completed write (the socket's
+ * send callback), so the budget sees a buffer empty as soon as it does: O(1) per message.
  */
-export class SendBuffer {
+export class SendBuffer implements UnsentHolder {
   private slowTimer: NodeJS.Timeout | null = null;
   private stopped = false;
+  private readonly account: UnsentAccount | null;
 
   constructor(
     private readonly socket: OutboundSocket,
     private readonly options: SendBufferOptions,
     private readonly onSlow: (err: CapsyncError) => void,
-  ) {}
+  ) {
+    this.account = options.budget?.open(options.address, this) ?? null;
+  }
 
   /** True once the consumer was given up on or the connection closed: nothing more is sent. */
   get isStopped(): boolean {
@@ -52,7 +67,10 @@ export class SendBuffer {
    */
   send(bytes: Uint8Array, onWritten?: () => void): boolean {
     if (this.stopped) return false;
-    if (onWritten) this.socket.send(bytes, () => onWritten());
+    if (this.account) {
+      // One shared callback per connection (Node batches consecutive ones): reports the drain.
+      this.socket.send(bytes, onWritten ? () => (this.written(), onWritten()) : this.written);
+    } else if (onWritten) this.socket.send(bytes, () => onWritten());
     else this.socket.send(bytes);
     return this.check();
   }
@@ -65,6 +83,7 @@ export class SendBuffer {
     if (this.stopped) return false;
     const { sendBufferLimit, slowConsumerGraceMs } = this.options;
     const buffered = this.socket.bufferedAmount;
+    if (this.account && !this.options.budget!.update(this.account, buffered)) return false;
     if (buffered <= sendBufferLimit) {
       // Drained since the burst began: the grace period starts over at the next burst.
       this.clearTimer();
@@ -90,7 +109,32 @@ export class SendBuffer {
   stop(): void {
     this.stopped = true;
     this.clearTimer();
+    if (this.account) this.options.budget!.close(this.account);
   }
+
+  /**
+   * Whether a full-state answer may be sent now (see UnsentBudget.hasRoom); if not, `wake` runs
+   * once it may. Always true without a budget.
+   */
+  hasRoom(wake: () => void): boolean {
+    return this.account === null || this.options.budget!.hasRoom(this.account, wake);
+  }
+
+  /**
+   * UnsentHolder: the relay-wide budget gives up on this consumer. It is closed as a slow
+   * consumer and dropped at once: its unsent bytes leave the budget now, so they must leave
+   * memory now too (a close frame queued behind them would not reach a client that stopped
+   * reading anyway).
+   */
+  evict(err: CapsyncError): void {
+    this.giveUp(err);
+    this.socket.terminate?.();
+  }
+
+  /** A write completed: the buffer shrank (or emptied), tell the budget. */
+  private readonly written = (): void => {
+    if (!this.stopped && this.account) this.options.budget!.update(this.account, this.socket.bufferedAmount);
+  };
 
   private giveUp(err: CapsyncError): void {
     if (this.stopped) return;
