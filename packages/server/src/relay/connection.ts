@@ -228,7 +228,7 @@ export class RelayConnection implements DocPeer {
         this.receiveUpdate(msg.update);
         return;
       case 'awareness':
-        doc.awareness.apply(msg.update, this, { relay: this.peerRelayId !== undefined });
+        doc.awareness.apply(msg.update, this, { relay: this.peerRelayId !== undefined, identity: this.identity.lasting });
         return;
       case 'query-awareness':
         (this.awarenessReplies ??= new CoalescedReply(this.canAnswer, (_, written) => {
