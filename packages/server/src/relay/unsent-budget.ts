@@ -17,6 +17,8 @@ type Limit = 'max-unsent-bytes' | 'max-unsent-bytes-per-address';
 export interface UnsentHolder {
   /** Closes the holder as a slow consumer (its unsent bytes are dropped with it). */
   evict(err: CapsyncError): void;
+  /** Reports its unsent bytes as they are now (`update`), for a holder that reports them lazily. */
+  refresh?(): void;
 }
 
 /**
@@ -48,10 +50,11 @@ export class UnsentAccount {
  * Peer relays' links are counted in the total only: they carry many clients' traffic.
  *
  * Accounting is O(1) per report (`update`: a few additions and, only when a buffer goes from
- * empty to non-empty or back, one Set operation); holders report after every send and every
- * completed write, so the counts follow the real buffers. Only when a bound is exceeded is a
- * pass scheduled (on a timer, at most one pending), which looks at the holders that have unsent
- * bytes, not at every connection.
+ * empty to non-empty or back, one Set operation). Connections report when they send, so a
+ * buffer that empties afterwards is still counted until its next send: the counts may be high,
+ * never low. Only when a bound is exceeded is a pass scheduled (on a timer, at most one
+ * pending): it first asks the holders with unsent bytes for their real count (`refresh`), then
+ * acts; it looks at those holders only, not at every connection.
  *
  * Who is closed: a healthy reader's buffer empties between messages; a consumer that does not
  * read keeps bytes unsent. When the total (or an address's share) is exceeded, holders whose
@@ -140,6 +143,8 @@ export class UnsentBudget {
     let waiting = this.waiting.get(account.address);
     if (!waiting) this.waiting.set(account.address, (waiting = new Map()));
     waiting.set(account, wake);
+    // The count may be high (buffers that emptied since their last send): a pass refreshes it.
+    this.schedule(0);
     return false;
   }
 
@@ -183,6 +188,8 @@ export class UnsentBudget {
   /** Closes the largest holders past their grace period until every bound holds (see the class). */
   private pass(): void {
     const { maxTotal, maxPerAddress, graceMs } = this.options;
+    // Real counts first (an account that emptied leaves the set; its address may wake).
+    for (const a of Array.from(this.backlogged)) a.holder.refresh?.();
     const overTotal = (): boolean => maxTotal > 0 && this.total > maxTotal;
     const overShare = (a: UnsentAccount): boolean =>
       maxPerAddress > 0 && a.address !== undefined && (this.byAddress.get(a.address) ?? 0) > maxPerAddress;
