@@ -13,6 +13,9 @@ export interface UnsentBudgetOptions {
 
 type Limit = 'max-unsent-bytes' | 'max-unsent-bytes-per-address';
 
+/** Least time between two refreshes of every backlogged holder's count outside a pass. */
+const REFRESH_INTERVAL_MS = 50;
+
 /** What holds unsent bytes: a connection's send buffer or an HTTP response. */
 export interface UnsentHolder {
   /** Closes the holder as a slow consumer (its unsent bytes are dropped with it). */
@@ -72,6 +75,9 @@ export class UnsentBudget {
   /** Accounts with unsent bytes: the only candidates of a pass. */
   private readonly backlogged = new Set<UnsentAccount>();
   private timer: NodeJS.Timeout | null = null;
+  /** When the backlogged holders last reported their real counts (see `refreshAll`). */
+  private refreshedAt = -Infinity;
+  private refreshing = false;
   /** Holders waiting for their address to be back within its share (see `hasRoom`), by address. */
   private readonly waiting = new Map<string, Map<UnsentAccount, () => void>>();
 
@@ -114,7 +120,7 @@ export class UnsentBudget {
     }
     if (delta < 0) return true;
     const { maxTotal, maxPerAddress } = this.options;
-    if (maxPerAddress > 0 && fromAddress > 2 * maxPerAddress) {
+    if (maxPerAddress > 0 && fromAddress > 2 * maxPerAddress && this.refreshAll() && this.unsent(account.address) > 2 * maxPerAddress) {
       this.evict(account, 'max-unsent-bytes-per-address', `more than ${2 * maxPerAddress} unsent bytes to this client address`);
       return false;
     }
@@ -154,12 +160,14 @@ export class UnsentBudget {
    */
   refusal(address: string | undefined): CapsyncError | undefined {
     const { maxTotal, maxPerAddress } = this.options;
-    const limit: Limit | undefined =
+    const over = (): Limit | undefined =>
       maxPerAddress > 0 && address !== undefined && (this.byAddress.get(address) ?? 0) >= maxPerAddress
         ? 'max-unsent-bytes-per-address'
         : maxTotal > 0 && this.total >= maxTotal
           ? 'max-unsent-bytes'
           : undefined;
+    // Counts may be high (see the class): refuse on real ones.
+    const limit = over() && this.refreshAll() ? over() : undefined;
     if (!limit) return undefined;
     this.metrics.limitRefusals.inc({ limit });
     return new CapsyncError('limit-exceeded', `--${limit}: too many unsent bytes ${limit === 'max-unsent-bytes' ? 'on the relay' : 'to this client address'}; read the responses you asked for, or retry later`);
@@ -186,10 +194,28 @@ export class UnsentBudget {
   }
 
   /** Closes the largest holders past their grace period until every bound holds (see the class). */
+  /**
+   * Asks the holders with unsent bytes for their real counts (an account that emptied leaves
+   * the set; its address may wake). O(those holders): done by a pass, and before an at-once
+   * eviction or a refusal, at most once per REFRESH_INTERVAL_MS (so a client cannot make the
+   * relay do it per request); between two, counts are at most that stale. Returns true.
+   */
+  private refreshAll(force = false): true {
+    const now = performance.now();
+    if (this.refreshing || (!force && now - this.refreshedAt < REFRESH_INTERVAL_MS)) return true;
+    this.refreshing = true;
+    this.refreshedAt = now;
+    try {
+      for (const a of Array.from(this.backlogged)) a.holder.refresh?.();
+    } finally {
+      this.refreshing = false;
+    }
+    return true;
+  }
+
   private pass(): void {
     const { maxTotal, maxPerAddress, graceMs } = this.options;
-    // Real counts first (an account that emptied leaves the set; its address may wake).
-    for (const a of Array.from(this.backlogged)) a.holder.refresh?.();
+    this.refreshAll(true);
     const overTotal = (): boolean => maxTotal > 0 && this.total > maxTotal;
     const overShare = (a: UnsentAccount): boolean =>
       maxPerAddress > 0 && a.address !== undefined && (this.byAddress.get(a.address) ?? 0) > maxPerAddress;
