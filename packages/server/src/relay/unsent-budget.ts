@@ -67,7 +67,12 @@ export class UnsentAccount {
  * bounds a burst: a holder whose report puts its address past twice its share is closed at
  * once (one client address asking for more than that within a grace period is not a burst).
  * The total has no such at-once rule: a large update fanned out to many healthy readers may
- * legitimately exceed it for a moment.
+ * legitimately exceed it for a moment. Both act on refreshed counts, as do the refusals below.
+ *
+ * Before it is exceeded: while an address is over its share, its connections' full-state
+ * answers (sync step 2, awareness answers) wait (`hasRoom`) and its document GETs are refused
+ * (`refusal`), so that what one address holds is bounded before it is allocated, not only
+ * evicted after.
  */
 export class UnsentBudget {
   private total = 0;
