@@ -72,6 +72,20 @@ export const FLAGS: Flag[] = [
     apply: (o, v) => (o.slowConsumerGraceMs = int('--slow-consumer-grace-ms', v)),
   },
   {
+    flag: 'max-unsent-bytes',
+    env: 'CAPSYNC_MAX_UNSENT_BYTES',
+    type: 'string',
+    help: `Unsent bytes of the whole relay (all connections and document HTTP responses); past it the largest non-readers are closed (0 = no cap). Default ${DEFAULTS.maxUnsentBytes}`,
+    apply: (o, v) => (o.maxUnsentBytes = int('--max-unsent-bytes', v)),
+  },
+  {
+    flag: 'max-unsent-bytes-per-address',
+    env: 'CAPSYNC_MAX_UNSENT_BYTES_PER_ADDRESS',
+    type: 'string',
+    help: `Unsent bytes to one client address; past it its non-readers are closed and its document GETs refused 429 (0 = no cap). Default ${DEFAULTS.maxUnsentBytesPerAddress}`,
+    apply: (o, v) => (o.maxUnsentBytesPerAddress = int('--max-unsent-bytes-per-address', v)),
+  },
+  {
     flag: 'idle-timeout-ms',
     env: 'CAPSYNC_IDLE_TIMEOUT_MS',
     type: 'string',

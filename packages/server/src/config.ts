@@ -28,6 +28,18 @@ export interface RelayOptions {
   sendBufferLimit?: number;
   /** How long a connection may stay over `sendBufferLimit` before it is closed. Default 5 s. */
   slowConsumerGraceMs?: number;
+  /**
+   * Unsent bytes of the whole relay: every connection's send buffer and every document HTTP
+   * response not yet written out. Past it, the connections and responses holding the most
+   * that have not read for `slowConsumerGraceMs` are closed as slow consumers. Default 1 GiB; 0 = no cap.
+   */
+  maxUnsentBytes?: number;
+  /**
+   * Unsent bytes to one client address (same accounting; peer relays are not counted here).
+   * Past it, that address's non-readers are closed as above, and its document GETs answered
+   * 429; past twice it, the connection that goes over is closed at once. Default 256 MiB; 0 = no cap.
+   */
+  maxUnsentBytesPerAddress?: number;
   /** Unload a document this long after its last connection left. Default 30 s. */
   idleTimeoutMs?: number;
   /** Merge the update log into a snapshot past these thresholds. Default 500 updates or 1 MiB. */
@@ -160,6 +172,8 @@ export interface ResolvedRelayOptions {
   maxMessageBytes: number;
   sendBufferLimit: number;
   slowConsumerGraceMs: number;
+  maxUnsentBytes: number;
+  maxUnsentBytesPerAddress: number;
   idleTimeoutMs: number;
   compaction: CompactionPolicy;
   staticDir: string | undefined;
@@ -203,6 +217,8 @@ export const DEFAULTS = {
   maxMessageBytes: 16 * 1024 * 1024,
   sendBufferLimit: 16 * 1024 * 1024,
   slowConsumerGraceMs: 5_000,
+  maxUnsentBytes: 1024 * 1024 * 1024,
+  maxUnsentBytesPerAddress: 256 * 1024 * 1024,
   idleTimeoutMs: 30_000,
   lockTimeoutMs: 2_000,
   replicateIntervalMs: 60_000,
@@ -242,6 +258,8 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxMessageBytes: positive('maxMessageBytes', o.maxMessageBytes, DEFAULTS.maxMessageBytes),
     sendBufferLimit: positive('sendBufferLimit', o.sendBufferLimit, DEFAULTS.sendBufferLimit),
     slowConsumerGraceMs: positive('slowConsumerGraceMs', o.slowConsumerGraceMs, DEFAULTS.slowConsumerGraceMs, true),
+    maxUnsentBytes: positive('maxUnsentBytes', o.maxUnsentBytes, DEFAULTS.maxUnsentBytes, true),
+    maxUnsentBytesPerAddress: positive('maxUnsentBytesPerAddress', o.maxUnsentBytesPerAddress, DEFAULTS.maxUnsentBytesPerAddress, true),
     idleTimeoutMs: positive('idleTimeoutMs', o.idleTimeoutMs, DEFAULTS.idleTimeoutMs, true),
     compaction: {
       maxUpdates: positive('compaction.maxUpdates', o.compaction?.maxUpdates, DEFAULT_COMPACTION_POLICY.maxUpdates),

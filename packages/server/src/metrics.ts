@@ -54,6 +54,14 @@ export class RelayMetrics {
     labelNames: ['limit'] as const,
     registers: [this.registry],
   });
+  /** Where `unsentBytes` reads its value on each scrape (set by the relay's UnsentBudget): no work per message. */
+  unsentSource: () => number = () => 0;
+  readonly unsentBytes: client.Gauge = new client.Gauge({
+    name: 'capsync_unsent_bytes',
+    help: 'Bytes queued to connections and document HTTP responses but not yet written out (bounded by --max-unsent-bytes)',
+    registers: [this.registry],
+    collect: (): void => this.unsentBytes.set(this.unsentSource()),
+  });
   readonly closes = new client.Counter({
     name: 'capsync_connection_closes_total',
     help: 'Connections closed by the relay, by close code name',

@@ -6,6 +6,7 @@ import { tokenFromRequest } from '../auth/token-from-request.js';
 import { MESH_PATH } from '../mesh/mesh-connection.js';
 import type { Relay } from '../relay/relay.js';
 import type { RelayDoc } from '../relay/relay-doc.js';
+import { refuseHeavyResponse, sendUnderBudget } from './heavy-response.js';
 import { sendError } from './http-errors.js';
 import { metricsHandler } from './metrics-endpoint.js';
 import { originMiddleware, type OriginPolicy } from './origin-policy.js';
@@ -58,14 +59,18 @@ export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Expr
 
   app.get('/v1/docs/:name', (req, res) =>
     withDoc(relay, req, res, 'read', (doc) => {
+      refuseHeavyResponse(relay.unsent, req);
       // Depth-capped: a writer decides how deep a document nests (422 too-deep past the cap).
-      res.json(docToJSON(doc.doc, { maxDepth: relay.options.maxJsonDepth }));
+      const json = docToJSON(doc.doc, { maxDepth: relay.options.maxJsonDepth });
+      sendUnderBudget(relay.unsent, req, res, () => res.json(json));
     }),
   );
 
   app.get('/v1/docs/:name/update', (req, res) =>
     withDoc(relay, req, res, 'read', (doc) => {
-      res.type('application/octet-stream').send(Buffer.from(doc.encodeState()));
+      refuseHeavyResponse(relay.unsent, req);
+      const state = Buffer.from(doc.encodeState());
+      sendUnderBudget(relay.unsent, req, res, () => res.type('application/octet-stream').send(state));
     }),
   );
 

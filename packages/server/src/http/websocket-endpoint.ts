@@ -71,9 +71,11 @@ export function attachWebSocketEndpoint(
         ws.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
         return;
       }
-      if (docName === LOCKS_PATH) serveLocks(relay, ws, grant, req.socket.remoteAddress);
+      // A peer relay's links are not one client's share of the unsent-bytes budget.
+      const address = grant.relay ? undefined : (req.socket.remoteAddress ?? '');
+      if (docName === LOCKS_PATH) serveLocks(relay, ws, grant, address);
       else if (docName === MESH_PATH) serveMesh(relay, ws);
-      else serve(relay, ws, docName, grant, peerIdOf(req.url));
+      else serve(relay, ws, docName, grant, peerIdOf(req.url), address);
     });
   }
 
@@ -85,9 +87,9 @@ export function attachWebSocketEndpoint(
  * close over these few values only, not over the upgrade request (which would then stay
  * in memory, headers and all, for the life of every connection).
  */
-function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant, peerId: string | undefined): void {
+function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant, peerId: string | undefined, address: string | undefined): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
-  const conn = relay.connect(ws, docName, grant, peerId);
+  const conn = relay.connect(ws, docName, grant, peerId, address);
   watchLiveness(ws, conn, relay.options.connectionTimeoutMs);
   ws.on('message', (data, isBinary) => conn.receive(toBytes(data as Buffer), isBinary));
   ws.on('close', () => relay.disconnected(conn));

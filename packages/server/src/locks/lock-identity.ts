@@ -43,6 +43,14 @@ export class ConnectionIdentity {
   }
 
   /**
+   * The identity if it outlives the connection (a token `sub` or an owner key), else undefined:
+   * what a reconnecting client can prove it was before (awareness reservations).
+   */
+  get lasting(): string | undefined {
+    return this.grant.subject ? this.identity : this.keyed;
+  }
+
+  /**
    * The identity a request acts for: the one a forwarding relay names (`owner` of a
    * lock-request or cp-set), honoured only on a connection with a relay credential; for
    * anyone else that field is ignored and the connection's own identity is used.

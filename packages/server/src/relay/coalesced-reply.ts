@@ -18,10 +18,14 @@ export class CoalescedReply<T> {
    * @param answer sends the answer and returns true, passing `written` as the send's
    *   written-out callback; returns false when it sent nothing. Must not throw: it may run
    *   from that callback, outside any message handler (fail the connection instead).
+   * @param room the connection's send buffer: while its address is over its share of the
+   *   relay's unsent-bytes budget, the answer waits (the buffer wakes this up, see
+   *   UnsentBudget.hasRoom) instead of being encoded.
    */
   constructor(
     private readonly canAnswer: () => boolean,
     private readonly answer: (request: T, written: () => void) => boolean,
+    private readonly room?: { hasRoom(wake: () => void): boolean },
   ) {}
 
   /** A new request; replaces one still waiting. */
@@ -33,6 +37,8 @@ export class CoalescedReply<T> {
   /** Answers the waiting request if the previous answer left and the connection may answer. */
   retry(): void {
     if (!this.pending || this.inFlight || !this.canAnswer()) return;
+    // `written` retries: nothing is in flight while waiting for room.
+    if (this.room && !this.room.hasRoom(this.written)) return;
     const { request } = this.pending;
     this.pending = null;
     this.inFlight = true;

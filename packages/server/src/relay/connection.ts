@@ -131,7 +131,7 @@ export class RelayConnection implements DocPeer {
         return false;
       }
       return this.sendDocMessage({ type: 'sync-step-2', update }, written);
-    });
+    }, this.outbound);
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
     if (this.peerRelayId) deps.mesh?.inboundOpened(this.peerRelayId, this);
     if (grant.expiresAt !== undefined) {
@@ -228,13 +228,13 @@ export class RelayConnection implements DocPeer {
         this.receiveUpdate(msg.update);
         return;
       case 'awareness':
-        doc.awareness.apply(msg.update, this, { relay: this.peerRelayId !== undefined });
+        doc.awareness.apply(msg.update, this, { relay: this.peerRelayId !== undefined, identity: this.identity.lasting });
         return;
       case 'query-awareness':
         (this.awarenessReplies ??= new CoalescedReply(this.canAnswer, (_, written) => {
           const update = this.doc!.awareness.encode();
           return update !== null && this.sendMessage({ type: 'awareness', update }, written);
-        })).request(null);
+        }, this.outbound)).request(null);
         return;
       case 'hello':
         this.identity.hello(msg.capabilities);

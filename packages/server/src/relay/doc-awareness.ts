@@ -5,6 +5,7 @@ import * as encoding from 'lib0/encoding';
 import { LimitExceededError, decodeAwarenessUpdate, type AwarenessEntry } from '@capsync/core';
 import type { RelayMetrics } from '../metrics.js';
 import { RELAY_ORIGIN } from './origins.js';
+import { AwarenessReservations } from './awareness-reservations.js';
 
 /** The bounds on a document's awareness (flags `--max-awareness-*`). */
 export interface AwarenessLimits {
@@ -27,7 +28,9 @@ export interface AwarenessSource {
  * Ownership: the first source to set a client id owns it until it removes it, it times out
  * (y-protocols drops states not renewed for 30 s) or the source goes away. Other sources'
  * states and removals for an owned id are ignored, so nobody can impersonate or hide another
- * client's presence.
+ * client's presence. A freed id stays reserved for its owner's identity for 30 s (see
+ * AwarenessReservations, at most `maxStatesPerDoc` of them), so that a user who reconnects gets
+ * her id back and nobody can take it in between.
  *
  * Bounds, and what happens past them:
  * - a state over `maxStateBytes`, or a connection setting more than `maxStatesPerConnection`
@@ -46,6 +49,9 @@ export class DocAwareness {
   readonly awareness: awarenessProtocol.Awareness;
   private readonly owners = new Map<number, AwarenessSource>();
   private readonly owned = new Map<AwarenessSource, Set<number>>();
+  /** The lasting identity of each source that owns ids and has one (see `apply`). */
+  private readonly identities = new Map<AwarenessSource, string>();
+  private readonly reservations: AwarenessReservations;
   /** Sources that receive broadcasts of changes. */
   private readonly listeners: Iterable<AwarenessSource>;
 
@@ -56,6 +62,7 @@ export class DocAwareness {
     private readonly metrics: RelayMetrics,
   ) {
     this.listeners = listeners;
+    this.reservations = new AwarenessReservations(limits.maxStatesPerDoc);
     this.awareness = new awarenessProtocol.Awareness(doc);
     this.awareness.setLocalState(null);
     this.awareness.on('update', this.onUpdate);
@@ -64,11 +71,15 @@ export class DocAwareness {
   /**
    * Applies an awareness update from `source`, keeping what it may set (see the class).
    * `relay`: the source is a link to a peer relay (relay credential), relaying many clients.
+   * `identity`: the source's lasting identity (token `sub` or owner key; undefined for none and
+   * for peer relays): the ids it frees are reserved for it, and it may take back its own.
    * Throws ProtocolError('invalid-awareness') if it does not decode, LimitExceededError if
    * the source overflows its own bounds; nothing of the update is applied then.
    */
-  apply(update: Uint8Array, source: AwarenessSource, { relay: peer }: { relay: boolean }): void {
+  apply(update: Uint8Array, source: AwarenessSource, { relay: peer, identity }: { relay: boolean; identity?: string | undefined }): void {
     if (!peer) this.refuseOversizedBatch(update);
+    // A peer relay's link relays many clients: it reserves nothing for itself.
+    else identity = undefined;
     const entries = decodeAwarenessUpdate(update);
     const mine = this.owned.get(source);
     let newIds = 0;
@@ -77,6 +88,11 @@ export class DocAwareness {
     for (const e of entries) {
       const owner = this.owners.get(e.clientID);
       if (owner !== undefined && owner !== source) continue; // someone else's: ignored
+      if (owner === undefined && !peer) {
+        // Peer relays are trusted with their clients' presence (their relay owns it there).
+        const reservedFor = this.reservations.holder(e.clientID);
+        if (reservedFor !== undefined && reservedFor !== identity) continue; // held for its last owner: ignored
+      }
       if (e.state === null) {
         if (owner === source) accepted.push(e);
         continue;
@@ -106,10 +122,11 @@ export class DocAwareness {
     if (accepted.length === 0) return;
     const toApply = accepted.length === entries.length ? update : encodeEntries(accepted);
     // Claim the ids before applying, so the update event below sees them owned.
-    for (const e of accepted) if (e.state !== null) this.claim(e.clientID, source);
+    for (const e of accepted) if (e.state !== null) this.claim(e.clientID, source, identity);
     awarenessProtocol.applyAwarenessUpdate(this.awareness, toApply, source);
-    // An entry y-protocols ignored (an old clock) may have left a claim with no state behind.
-    for (const e of accepted) if (e.state !== null && !this.awareness.getStates().has(e.clientID)) this.release(e.clientID);
+    // An entry y-protocols ignored (an old clock) may have left a claim with no state behind:
+    // it never held the id, so it reserves nothing.
+    for (const e of accepted) if (e.state !== null && !this.awareness.getStates().has(e.clientID)) this.release(e.clientID, false);
   }
 
   /** Removes every state `source` owns (it went away) and tells the others. */
@@ -118,7 +135,7 @@ export class DocAwareness {
     if (!ids || ids.size === 0) return;
     awarenessProtocol.removeAwarenessStates(this.awareness, Array.from(ids), RELAY_ORIGIN);
     // Ids without a state (never applied) are not reported by the update event.
-    for (const id of Array.from(ids)) this.release(id);
+    for (const id of Array.from(ids)) this.release(id, false);
   }
 
   /** Every state, for a newcomer or a query-awareness (at most `maxStatesPerDoc`). Null when empty. */
@@ -153,21 +170,34 @@ export class DocAwareness {
     throw new LimitExceededError('max-awareness-states-per-connection', `--max-awareness-states-per-connection: an awareness update of ${count} client ids (one connection sets at most ${this.limits.maxStatesPerConnection})`);
   }
 
-  private claim(id: number, source: AwarenessSource): void {
+  private claim(id: number, source: AwarenessSource, identity: string | undefined): void {
     if (this.owners.get(id) === source) return;
+    if (this.reservations.holder(id) !== undefined) {
+      // Its owner's identity takes it back (`apply` let only that one through). The relay's
+      // removal bumped the id's clock past the client's: forget it, so her state is applied.
+      this.reservations.release(id);
+      if (!this.awareness.getStates().has(id)) this.awareness.meta.delete(id);
+    }
     this.owners.set(id, source);
     let ids = this.owned.get(source);
     if (!ids) this.owned.set(source, (ids = new Set()));
     ids.add(id);
+    if (identity !== undefined) this.identities.set(source, identity);
   }
 
-  private release(id: number): void {
+  /** `id` is free again; `reserve`: hold it for its owner's identity (it did hold the id). */
+  private release(id: number, reserve = true): void {
     const owner = this.owners.get(id);
     if (owner === undefined) return;
     this.owners.delete(id);
+    const identity = this.identities.get(owner);
+    if (reserve && identity !== undefined) this.reservations.reserve(id, identity);
     const ids = this.owned.get(owner);
     ids?.delete(id);
-    if (ids && ids.size === 0) this.owned.delete(owner);
+    if (ids && ids.size === 0) {
+      this.owned.delete(owner);
+      this.identities.delete(owner);
+    }
   }
 
   private refused(limit: string): void {

@@ -11,7 +11,9 @@ import { PeerMesh } from '../mesh/peer-mesh.js';
 import { ReplicateAll } from '../mesh/replicate-all.js';
 import { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
 import { RelayConnection, type MeshHooks, type RelaySocket } from './connection.js';
+import type { SendBufferOptions } from './send-buffer.js';
 import { DocRegistry } from './doc-registry.js';
+import { UnsentBudget } from './unsent-budget.js';
 
 export interface RelayDeps {
   store: DocStore;
@@ -46,6 +48,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly mesh: PeerMesh;
   /** The replicate-all sweeper, in that peer mode. */
   readonly replicateAll: ReplicateAll | null;
+  /** Unsent bytes of every connection and heavy HTTP response (`--max-unsent-bytes*`). */
+  readonly unsent: UnsentBudget;
   private readonly meshHooks: MeshHooks;
   private readonly fencedWrites: FencedWriteForwarder | undefined;
   private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection>();
@@ -59,6 +63,10 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.logger = deps.logger;
     this.options = deps.options;
     this.locks = deps.locks;
+    this.unsent = new UnsentBudget(
+      { maxTotal: deps.options.maxUnsentBytes, maxPerAddress: deps.options.maxUnsentBytesPerAddress, graceMs: deps.options.slowConsumerGraceMs },
+      deps.metrics,
+    );
     this.registry = new DocRegistry(
       {
         store: deps.store,
@@ -118,9 +126,10 @@ export class Relay extends EventEmitter<RelayEvents> {
   /**
    * Serves one authorized socket for `docName`. Feed it frames with `receive`, and `onClosed`
    * when it closes. `peerId`: the relay id a peer relay's link named in its request (honoured
-   * only with a relay credential).
+   * only with a relay credential). `address`: the client's, for its share of the unsent-bytes
+   * budget (leave it out for peer relays).
    */
-  connect(socket: RelaySocket, docName: string, grant: AccessGrant, peerId?: string): RelayConnection {
+  connect(socket: RelaySocket, docName: string, grant: AccessGrant, peerId?: string, address?: string): RelayConnection {
     const conn = new RelayConnection(socket, docName, grant, {
       mesh: this.meshHooks,
       fencedWrites: this.fencedWrites,
@@ -132,6 +141,8 @@ export class Relay extends EventEmitter<RelayEvents> {
         sendBufferLimit: this.options.sendBufferLimit,
         slowConsumerGraceMs: this.options.slowConsumerGraceMs,
         maxQueuedBytes: this.options.maxMessageBytes * 2,
+        budget: this.unsent,
+        address,
       },
       onRelayClose: (c, code, reason) => this.emit('connection-closed', { docName: c.docName, code, reason }),
     }, peerId);
@@ -139,14 +150,14 @@ export class Relay extends EventEmitter<RelayEvents> {
     return conn;
   }
 
-  /** The send-buffer bounds of every connection (see SendBuffer). */
-  private get outboundOptions(): { sendBufferLimit: number; slowConsumerGraceMs: number } {
-    return { sendBufferLimit: this.options.sendBufferLimit, slowConsumerGraceMs: this.options.slowConsumerGraceMs };
+  /** The send-buffer bounds of a connection from `address` (see SendBuffer). */
+  private outboundOptions(address: string | undefined): SendBufferOptions {
+    return { sendBufferLimit: this.options.sendBufferLimit, slowConsumerGraceMs: this.options.slowConsumerGraceMs, budget: this.unsent, address };
   }
 
   /** Serves a peer relay's control link (see MeshConnection). */
   connectMesh(socket: RelaySocket): MeshConnection {
-    const conn = new MeshConnection(socket, this.options.relayId, this.outboundOptions);
+    const conn = new MeshConnection(socket, this.options.relayId, this.outboundOptions(undefined));
     this.connections.add(conn);
     return conn;
   }
@@ -159,7 +170,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const conn = new LockConnection(socket, this.locks, {
       metrics: this.metrics,
       logger: this.logger,
-      outbound: this.outboundOptions,
+      outbound: this.outboundOptions(address),
       ...(address !== undefined ? { address } : {}),
       ...(grant.subject ? { subject: grant.subject } : {}),
       ...(grant.relay ? { relay: true } : {}),
@@ -182,6 +193,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   async close(): Promise<void> {
     if (this.closing) return;
     this.closing = true;
+    this.unsent.stop();
     for (const conn of this.connections) conn.close(CloseCode.GoingAway, closeReasonFor('shutting-down', 'relay is shutting down'));
     this.connections.clear();
     this.replicateAll?.close();

@@ -1,0 +1,78 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import type { CapsyncError } from '@capsync/core';
+import { RelayMetrics } from '../src/metrics.js';
+import { UnsentBudget, type UnsentAccount } from '../src/relay/unsent-budget.js';
+
+const GRACE = 1_000;
+
+/** A holder that records its eviction and, like a connection, leaves the budget when evicted. */
+function holder(budget: UnsentBudget, address: string | undefined) {
+  const h = {
+    evicted: null as CapsyncError | null,
+    account: null as unknown as UnsentAccount,
+    evict(err: CapsyncError) {
+      h.evicted = err;
+      budget.close(h.account);
+    },
+  };
+  h.account = budget.open(address, h);
+  return h;
+}
+
+describe('UnsentBudget', () => {
+  let metrics: RelayMetrics;
+  beforeEach(() => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'performance'] });
+    metrics = new RelayMetrics({ collectDefault: false });
+  });
+  afterEach(() => vi.useRealTimers());
+
+  it('closes the holders that kept the most unsent bytes past the grace period, until the total holds; never one that empties', async () => {
+    const budget = new UnsentBudget({ maxTotal: 100, maxPerAddress: 0, graceMs: GRACE }, metrics);
+    const reader = holder(budget, 'a');
+    const small = holder(budget, 'b');
+    const big = holder(budget, 'c');
+    budget.update(small.account, 40);
+    budget.update(big.account, 60);
+    budget.update(reader.account, 50); // total 150 > 100
+    vi.advanceTimersByTime(GRACE / 2);
+    budget.update(reader.account, 0); // the reader read it all
+    budget.update(reader.account, 30); // and got more: a new backlog, its grace starts over
+    vi.advanceTimersByTime(GRACE / 2);
+    // The pass ran when big and small were due: big (60) goes; 70 <= 100 holds, small stays.
+    expect(big.evicted?.code).toBe('slow-consumer');
+    expect(big.evicted?.message).toMatch(/--max-unsent-bytes:/);
+    expect(small.evicted).toBeNull();
+    expect(reader.evicted).toBeNull();
+    expect(budget.unsent()).toBe(70);
+    expect((await metrics.limitRefusals.get()).values.find((v) => v.labels.limit === 'max-unsent-bytes')?.value).toBe(1);
+  });
+
+  it('holds each address to its share, evicts at once past twice it, and refuses or delays new full-state answers while over it', () => {
+    const budget = new UnsentBudget({ maxTotal: 0, maxPerAddress: 100, graceMs: GRACE }, metrics);
+    const other = holder(budget, 'honest');
+    budget.update(other.account, 90);
+    const hogs = [holder(budget, 'x'), holder(budget, 'x'), holder(budget, 'x')];
+    budget.update(hogs[0]!.account, 70);
+    budget.update(hogs[1]!.account, 60); // x: 130 > 100
+    expect(budget.refusal('x')?.code).toBe('limit-exceeded');
+    expect(budget.refusal('honest')).toBeUndefined();
+    let woken = 0;
+    expect(budget.hasRoom(hogs[2]!.account, () => woken++)).toBe(false);
+    expect(budget.hasRoom(other.account, () => {})).toBe(true);
+    vi.advanceTimersByTime(GRACE);
+    // The largest of x goes; x is back within its share, so the waiting answer may go out.
+    expect(hogs[0]!.evicted?.message).toMatch(/--max-unsent-bytes-per-address:/);
+    expect(hogs[1]!.evicted).toBeNull();
+    expect(woken).toBe(1);
+    expect(other.evicted).toBeNull();
+    // A burst past twice the share: the one that goes over is closed at once.
+    expect(budget.update(hogs[2]!.account, 150)).toBe(false);
+    expect(hogs[2]!.evicted).not.toBeNull();
+    expect(budget.unsent('x')).toBe(60);
+    // Peer relays (no address) count in the total only.
+    const peer = holder(budget, undefined);
+    expect(budget.update(peer.account, 10_000)).toBe(true);
+    expect(budget.unsent()).toBe(90 + 60 + 10_000);
+  });
+});
