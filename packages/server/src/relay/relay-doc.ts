@@ -9,6 +9,7 @@ import {
   hasPending,
   isEmptyUpdate,
   shouldCompact,
+  type ClientClaims,
   type CompactionPolicy,
   type DocStore,
 } from '@capsync/core';
@@ -20,6 +21,7 @@ import { ClientOwners } from './client-owners.js';
 import { compactInto, loadDoc } from './doc-load.js';
 import { DocAwareness, type AwarenessLimits } from './doc-awareness.js';
 import { PendingUpdates } from './pending-updates.js';
+import { PeerClaims, type ClaimsPeer } from './peer-claims.js';
 import { RemoteOrigin, type UpdateSource } from './origins.js';
 import { checkRemoteUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
 
@@ -39,7 +41,7 @@ export interface RelayDocDeps {
 }
 
 /** A recipient of a document's broadcasts (a connection). */
-export interface DocPeer extends UpdateSource {
+export interface DocPeer extends UpdateSource, ClaimsPeer {
   /** Sends a Yjs update to the peer (it may drop the peer if its buffer is full). */
   sendUpdate(update: Uint8Array): void;
   sendAwareness(update: Uint8Array): void;
@@ -111,6 +113,8 @@ export class RelayDoc {
   /** What the running `applyRemote` integrated (its update events), to store. */
   private applying: Uint8Array[] | null = null;
   private readonly pending: PendingUpdates;
+  /** Client id claims exchanged with peer relays (ownership across the mesh). */
+  private readonly peerClaims: PeerClaims;
   /** The latest append handed to storage (appends commit in call order). */
   private lastAppend: Promise<void> = Promise.resolve();
 
@@ -122,6 +126,7 @@ export class RelayDoc {
   ) {
     this.doc = doc;
     this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics);
+    this.peerClaims = new PeerClaims(name, owners, deps.metrics, deps.logger);
     this.replication = new DocReplication(deps.majority);
     this.attach(doc);
     this.awareness = new DocAwareness(doc, this.peers, deps.awareness, deps.metrics);
@@ -248,7 +253,14 @@ export class RelayDoc {
     // under which content integrated are claimed: a struct held back as pending (say, at a far
     // clock of someone else's client id) must not let its sender squat on that id.
     const claimIds = admission.claims?.clientIds.filter((id, i) => Y.getState(this.doc.store, id) > statesBefore[i]!) ?? [];
-    const claimed = claimIds.length > 0 ? this.owners.claim(admission.claims!.owner, claimIds) : null;
+    let claimed: Promise<void> | null = null;
+    if (claimIds.length > 0) {
+      claimed = this.owners.claim(admission.claims!.owner, claimIds);
+      this.peerClaims.announce(admission.claims!.owner, claimIds); // sent before the broadcast
+    }
+    // Content a peer relay sent after claims waits for their commit too.
+    const learned = this.peerClaims.durable;
+    if (learned) claimed = claimed ? Promise.all([claimed, learned]).then(() => {}) : learned;
     const complete = integrated(this.doc, admission.needs);
     let appended: Promise<void>;
     if (complete) {
@@ -271,6 +283,20 @@ export class RelayDoc {
     // (its sender was already closed): it must not count as an unhandled rejection.
     own.catch(() => {});
     return { durable: own };
+  }
+
+  /**
+   * Claims a peer relay sent on its link (`from`), before the content written under those ids:
+   * recorded before that content is applied, committed before it is acknowledged, passed on to
+   * the other peer relays (see PeerClaims).
+   */
+  learnClaims(claims: ClientClaims[], from: DocPeer): void {
+    if (this.peerClaims.learn(claims, from).length > 0) this.scheduleFlush();
+  }
+
+  /** Claims to send to a peer relay before a sync step 2 (see PeerClaims.forSync). */
+  claimsForSync(): ClientClaims[] {
+    return this.peerClaims.forSync();
   }
 
   /**
@@ -436,15 +462,19 @@ export class RelayDoc {
 
   private queueBroadcast(update: Uint8Array, source: DocPeer | null): void {
     this.batch.add(update, source);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flushBroadcast());
-    }
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flushBroadcast());
   }
 
   private flushBroadcast(): void {
     this.flushScheduled = false;
     if (this.holdBroadcasts) return; // flushed when the fenced write committed
+    this.peerClaims.flush(this.peers); // claims before the content written under them
     if (this.batch.size === 0) return;
     const updateFor = this.batch.take();
     for (const peer of this.peers) {
