@@ -232,7 +232,7 @@ export class PeerLink implements DocPeer {
     switch (msg.type) {
       case 'sync-step-1': {
         const update = this.doc.encodeState(msg.stateVector);
-        // Who owns what it carries goes first (see PeerClaims).
+        // Who owns what it carries goes first (see DocOwnership).
         const claims = this.doc.claimsForSync();
         if (claims.length > 0) this.send({ type: 'client-owners', claims });
         const seq = this.sendDoc({ type: 'sync-step-2', update });

@@ -24,6 +24,8 @@ export interface Learned {
  */
 export class ClientOwners {
   private readonly perOwner = new Map<string, number>();
+  /** Client ids each connection introduced, where there is no identity to count them against. */
+  private readonly introduced = new WeakMap<object, number>();
   /** Ids a peer relay said someone else owns, already counted as conflicts (counted once each). */
   private readonly conflicted = new Set<number>();
 
@@ -48,6 +50,16 @@ export class ClientOwners {
   /** How many client ids of the document `owner` owns. */
   countOf(owner: string): number {
     return this.perOwner.get(owner) ?? 0;
+  }
+
+  /** How many client ids `source` (a connection without identity) introduced to the document. */
+  introducedBy(source: object): number {
+    return this.introduced.get(source) ?? 0;
+  }
+
+  /** Counts `n` client ids `source` introduced (see `introducedBy`). */
+  recordIntroduced(source: object, n: number): void {
+    if (n > 0) this.introduced.set(source, this.introducedBy(source) + n);
   }
 
   /**

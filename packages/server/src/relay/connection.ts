@@ -133,7 +133,7 @@ export class RelayConnection implements DocPeer {
         this.fail(new ProtocolError('bad-message', 'state vector does not decode', { cause: err }));
         return false;
       }
-      // To a peer relay, who owns what it carries goes first (see PeerClaims).
+      // To a peer relay, who owns what it carries goes first (see DocOwnership).
       const claims = this.peerRelayId ? this.doc!.claimsForSync() : [];
       if (claims.length > 0) this.sendMessage({ type: 'client-owners', claims });
       return this.sendDocMessage({ type: 'sync-step-2', update }, written);
@@ -363,7 +363,7 @@ export class RelayConnection implements DocPeer {
     this.sendMessage({ type: 'awareness', update });
   }
 
-  /** DocPeer: claims on client ids, to a peer relay (PeerClaims sends them to no one else). */
+  /** DocPeer: claims on client ids, to a peer relay (DocOwnership sends them to no one else). */
   sendClaims(claims: ClientClaims[]): void {
     if (this.peerRelayId) this.sendMessage({ type: 'client-owners', claims });
   }

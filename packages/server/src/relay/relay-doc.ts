@@ -21,7 +21,7 @@ import { ClientOwners } from './client-owners.js';
 import { compactInto, loadDoc } from './doc-load.js';
 import { DocAwareness, type AwarenessLimits } from './doc-awareness.js';
 import { PendingUpdates } from './pending-updates.js';
-import { PeerClaims, type ClaimsPeer } from './peer-claims.js';
+import { DocOwnership, type ClaimsPeer } from './doc-ownership.js';
 import { RemoteOrigin, type UpdateSource } from './origins.js';
 import { checkRemoteUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
 
@@ -113,20 +113,21 @@ export class RelayDoc {
   /** What the running `applyRemote` integrated (its update events), to store. */
   private applying: Uint8Array[] | null = null;
   private readonly pending: PendingUpdates;
-  /** Client id claims exchanged with peer relays (ownership across the mesh). */
-  private readonly peerClaims: PeerClaims;
+  /** Client id claims: made as content integrates, exchanged with peer relays. */
+  private readonly ownership: DocOwnership;
   /** The latest append handed to storage (appends commit in call order). */
   private lastAppend: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly name: string,
     doc: Y.Doc,
-    private readonly owners: ClientOwners,
+    owners: ClientOwners,
     private readonly deps: RelayDocDeps,
   ) {
     this.doc = doc;
-    this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics);
-    this.peerClaims = new PeerClaims(name, owners, deps.metrics, deps.logger);
+    const ownership = new DocOwnership(name, owners, deps.metrics, deps.logger);
+    this.ownership = ownership;
+    this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics, (sent) => ownership.claimLate(sent));
     this.replication = new DocReplication(deps.majority);
     this.attach(doc);
     this.awareness = new DocAwareness(doc, this.peers, deps.awareness, deps.metrics);
@@ -156,7 +157,7 @@ export class RelayDoc {
   validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined; source?: UpdateSource } = {}): Admission {
     const trusted = options.trusted ?? false;
     const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null };
-    return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.owners, pending: this.pending, source: options.source });
+    return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.ownership.owners, pending: this.pending, source: options.source });
   }
 
   /**
@@ -234,9 +235,11 @@ export class RelayDoc {
    * Yjs fails to integrate it; the document then recovers from storage in the background.
    */
   applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Applied {
+    // Another identity's content waiting under the ids this claims must never integrate there.
+    this.repend(this.ownership.evictFor(admission, this.pending));
     const batched = this.batch.size;
     const hadPending = hasPending(this.doc);
-    const statesBefore = admission.claims?.clientIds.map((id) => Y.getState(this.doc.store, id)) ?? [];
+    const statesBefore = this.ownership.statesBefore(this.doc, admission);
     this.applying = [];
     try {
       Y.applyUpdate(this.doc, update, new RemoteOrigin(source));
@@ -249,18 +252,8 @@ export class RelayDoc {
     }
     const changes = this.applying!;
     this.applying = null;
-    // Claims first: the store commits them no later than the append below. Only client ids
-    // under which content integrated are claimed: a struct held back as pending (say, at a far
-    // clock of someone else's client id) must not let its sender squat on that id.
-    const claimIds = admission.claims?.clientIds.filter((id, i) => Y.getState(this.doc.store, id) > statesBefore[i]!) ?? [];
-    let claimed: Promise<void> | null = null;
-    if (claimIds.length > 0) {
-      claimed = this.owners.claim(admission.claims!.owner, claimIds);
-      this.peerClaims.announce(admission.claims!.owner, claimIds); // sent before the broadcast
-    }
-    // Content a peer relay sent after claims waits for their commit too.
-    const learned = this.peerClaims.durable;
-    if (learned) claimed = claimed ? Promise.all([claimed, learned]).then(() => {}) : learned;
+    // Claims first: the store commits them no later than the append below (see DocOwnership).
+    const claimed = this.ownership.claimApplied(this.doc, admission, source, statesBefore);
     const complete = integrated(this.doc, admission.needs);
     let appended: Promise<void>;
     if (complete) {
@@ -288,15 +281,31 @@ export class RelayDoc {
   /**
    * Claims a peer relay sent on its link (`from`), before the content written under those ids:
    * recorded before that content is applied, committed before it is acknowledged, passed on to
-   * the other peer relays (see PeerClaims).
+   * the other peer relays (see DocOwnership).
    */
   learnClaims(claims: ClientClaims[], from: DocPeer): void {
-    if (this.peerClaims.learn(claims, from).length > 0) this.scheduleFlush();
+    const evicted = this.ownership.learn(claims, from, this.pending);
+    if (evicted === null) return;
+    this.repend(evicted);
+    this.scheduleFlush();
   }
 
-  /** Claims to send to a peer relay before a sync step 2 (see PeerClaims.forSync). */
+  /** Applies again the updates still waiting after an eviction (their content waits again). */
+  private repend(updates: Uint8Array[]): void {
+    for (const u of updates) {
+      try {
+        // Not a RemoteOrigin: should any of it integrate now, it is stored as a relay-side change.
+        Y.applyUpdate(this.doc, u, REPEND_ORIGIN);
+      } catch (err) {
+        void this.recover(err);
+        return;
+      }
+    }
+  }
+
+  /** Claims to send to a peer relay before a sync step 2 (see DocOwnership.forSync). */
   claimsForSync(): ClientClaims[] {
-    return this.peerClaims.forSync();
+    return this.ownership.forSync();
   }
 
   /**
@@ -474,7 +483,7 @@ export class RelayDoc {
   private flushBroadcast(): void {
     this.flushScheduled = false;
     if (this.holdBroadcasts) return; // flushed when the fenced write committed
-    this.peerClaims.flush(this.peers); // claims before the content written under them
+    this.ownership.flush(this.peers); // claims before the content written under them
     if (this.batch.size === 0) return;
     const updateFor = this.batch.take();
     for (const peer of this.peers) {
@@ -486,6 +495,9 @@ export class RelayDoc {
 
 /** A Yjs update with nothing in it (what `requestPeerAcks` sends). */
 const EMPTY_UPDATE = new Uint8Array([0, 0]);
+
+/** Origin of pending content applied again after an eviction (see `repend`). */
+const REPEND_ORIGIN = Symbol('capsync:repend');
 
 /** Origin of the relay's fenced writes. */
 const FENCED_ORIGIN = Symbol('capsync:fenced-write');
