@@ -233,8 +233,7 @@ export class PeerLink implements DocPeer {
       case 'sync-step-1': {
         const update = this.doc.encodeState(msg.stateVector);
         // Who owns what it carries goes first (see DocOwnership).
-        const claims = this.doc.claimsForSync();
-        if (claims.length > 0) this.send({ type: 'client-owners', claims });
+        for (const claims of this.doc.claimsForSync()) this.send({ type: 'client-owners', claims });
         const seq = this.sendDoc({ type: 'sync-step-2', update });
         if (this.round && this.round.ourStep2 === 0) this.round.ourStep2 = seq;
         return;

@@ -134,8 +134,7 @@ export class RelayConnection implements DocPeer {
         return false;
       }
       // To a peer relay, who owns what it carries goes first (see DocOwnership).
-      const claims = this.peerRelayId ? this.doc!.claimsForSync() : [];
-      if (claims.length > 0) this.sendMessage({ type: 'client-owners', claims });
+      for (const claims of this.peerRelayId ? this.doc!.claimsForSync() : []) this.sendMessage({ type: 'client-owners', claims });
       return this.sendDocMessage({ type: 'sync-step-2', update }, written);
     });
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;

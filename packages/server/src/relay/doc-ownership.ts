@@ -7,6 +7,9 @@ import type { UpdateSource } from './origins.js';
 import type { PendingUpdates, Sent } from './pending-updates.js';
 import type { Admission } from './update-admission.js';
 
+/** Client ids per `client-owners` message of a sync (at most ~50 bytes each with its owner). */
+const CLAIMS_PER_MESSAGE = 10_000;
+
 /** A recipient of claims: a document peer that is a peer relay's link. */
 export interface ClaimsPeer {
   readonly peerRelayId?: string | undefined;
@@ -142,8 +145,27 @@ export class DocOwnership {
     }
   }
 
-  /** The claims to send before a sync step 2 to a peer relay (see ClientOwners.all). */
-  forSync(): ClientClaims[] {
-    return this.owners.all();
+  /**
+   * The claims to send before a sync step 2 to a peer relay (see ClientOwners.all), in
+   * messages of at most `CLAIMS_PER_MESSAGE` client ids, so none nears the message size cap.
+   */
+  forSync(): ClientClaims[][] {
+    const messages: ClientClaims[][] = [];
+    let current: ClientClaims[] = [];
+    let ids = 0;
+    for (const { owner, clientIds } of this.owners.all()) {
+      for (let i = 0; i < clientIds.length; i += CLAIMS_PER_MESSAGE) {
+        const part = clientIds.slice(i, i + CLAIMS_PER_MESSAGE);
+        if (ids + part.length > CLAIMS_PER_MESSAGE) {
+          messages.push(current);
+          current = [];
+          ids = 0;
+        }
+        current.push({ owner, clientIds: part });
+        ids += part.length;
+      }
+    }
+    if (current.length > 0) messages.push(current);
+    return messages;
   }
 }

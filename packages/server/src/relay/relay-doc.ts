@@ -304,7 +304,7 @@ export class RelayDoc {
   }
 
   /** Claims to send to a peer relay before a sync step 2 (see DocOwnership.forSync). */
-  claimsForSync(): ClientClaims[] {
+  claimsForSync(): ClientClaims[][] {
     return this.ownership.forSync();
   }
 
