@@ -18,7 +18,7 @@ import type { RelayMetrics } from '../metrics.js';
 import { DocReplication } from '../mesh/replication.js';
 import { BroadcastBatch } from './broadcast-batch.js';
 import { ClientOwners } from './client-owners.js';
-import { compactInto, loadDoc } from './doc-load.js';
+import { BackgroundCompaction, loadDoc } from './doc-load.js';
 import { DocAwareness, type AwarenessLimits } from './doc-awareness.js';
 import { PendingUpdates } from './pending-updates.js';
 import { DocOwnership, type ClaimsPeer } from './doc-ownership.js';
@@ -97,10 +97,8 @@ export class RelayDoc {
   paused = false;
   private pendingPersists = 0;
   private persistWaiters: (() => void)[] = [];
-  /** The running compaction, if any. */
-  private compaction: Promise<void> | null = null;
-  private compactAgain = false;
-  private compactThrough = 0;
+  /** Merges the log into a snapshot in the background (see BackgroundCompaction). */
+  private readonly compaction: BackgroundCompaction;
   private destroyed = false;
   private readonly batch = new BroadcastBatch<DocPeer>();
   private flushScheduled = false;
@@ -125,6 +123,7 @@ export class RelayDoc {
     private readonly deps: RelayDocDeps,
   ) {
     this.doc = doc;
+    this.compaction = new BackgroundCompaction(name, deps, () => (this.paused || this.destroyed ? null : this.doc), () => this.destroyed);
     const ownership = new DocOwnership(name, owners, deps.metrics, deps.logger);
     this.ownership = ownership;
     this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics, (sent) => ownership.claimLate(sent));
@@ -328,7 +327,7 @@ export class RelayDoc {
    */
   async whenPersisted(): Promise<void> {
     await this.whenWritesSettled();
-    while (this.compaction) await this.compaction;
+    await this.compaction.idle();
   }
 
   /** Flushes queued broadcasts and releases the document's resources. */
@@ -355,7 +354,7 @@ export class RelayDoc {
         (result) => {
           metrics.persistSeconds.observe((performance.now() - started) / 1000);
           this.replication.recordLocalDurable(position);
-          if (shouldCompact(result, compaction)) this.compactSoon(result.position);
+          if (shouldCompact(result, compaction)) this.compaction.soon(result.position);
         },
         (err: unknown) => {
           // The document now holds content storage does not: reload it from storage, so that
@@ -372,33 +371,6 @@ export class RelayDoc {
           for (const w of waiters) w();
         }
       }));
-  }
-
-  /**
-   * Merges the log into a snapshot, off the hot path, up to the newest committed position.
-   * The snapshot is the current state, which contains every committed update (each was
-   * applied before it was appended), and maybe later ones: harmless, Yjs updates are
-   * idempotent. Crossings of the threshold during a compaction run it once more afterwards.
-   */
-  private compactSoon(through: number): void {
-    this.compactThrough = Math.max(this.compactThrough, through);
-    if (this.compaction) {
-      this.compactAgain = true;
-      return;
-    }
-    this.compaction = new Promise<void>((resolve) => setImmediate(resolve))
-      .then(async () => {
-        if (this.paused || this.destroyed) return;
-        await compactInto(this.name, this.doc, this.compactThrough, this.deps);
-      })
-      .catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'compaction failed; the log is kept'))
-      .finally(() => {
-        this.compaction = null;
-        if (this.compactAgain && !this.destroyed) {
-          this.compactAgain = false;
-          this.compactSoon(this.compactThrough);
-        }
-      });
   }
 
   /**
