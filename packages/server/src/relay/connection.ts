@@ -102,8 +102,8 @@ export class RelayConnection implements DocPeer {
   private awarenessReplies: CoalescedReply<null> | null = null;
   /** The client asked for quorum acknowledgements of its barriers. */
   private quorum = false;
-  /** The quorum wait of this connection's latest barrier (see QuorumBarrier). */
-  private readonly quorumBarrier: QuorumBarrier;
+  /** The quorum wait of this connection's latest barrier (see QuorumBarrier); made on first use. */
+  private quorumBarrier: QuorumBarrier | null = null;
   /**
    * Set when this is a peer relay's document link (relay credential, relay named in the
    * request): its updates are trusted with fenced content, it acknowledges what we send.
@@ -123,7 +123,6 @@ export class RelayConnection implements DocPeer {
     deps.metrics.connections.inc();
     this.identity = new ConnectionIdentity(grant);
     this.outbound = new SendBuffer(socket, deps.options, (err) => this.fail(err));
-    this.quorumBarrier = new QuorumBarrier(deps.metrics);
     this.step2Replies = new CoalescedReply(this.canAnswer, (stateVector, written) => {
       let update: Uint8Array;
       try {
@@ -296,7 +295,7 @@ export class RelayConnection implements DocPeer {
       const barrier = Promise.all([this.lastDurable, this.doc!.whenWritesSettled()]);
       this.lastDurable = barrier;
       barrier.then(() => this.scheduleAck(seq, [], receivedAt), () => {});
-      if (this.quorum) this.quorumBarrier.await(this.doc!, () => this.sendMessage({ type: 'quorum-ack', seq }));
+      if (this.quorum) (this.quorumBarrier ??= new QuorumBarrier(this.deps.metrics)).await(this.doc!, () => this.sendMessage({ type: 'quorum-ack', seq }));
       return;
     }
     if (this.grant.permission !== 'write') {
@@ -416,7 +415,7 @@ export class RelayConnection implements DocPeer {
     this.cancelExpiry?.();
     this.outbound.stop();
     this.queue = [];
-    this.quorumBarrier.cancel('abandoned');
+    this.quorumBarrier?.cancel('abandoned');
     if (this.peerRelayId) this.deps.mesh?.inboundClosed(this.peerRelayId, this);
     const doc = this.doc;
     if (doc) {
