@@ -58,7 +58,7 @@ describe('adversarial: cost per update (issue 11, attack 3)', () => {
   });
 
   it(`issue-11 attack 3: after an update with ${CLIENTS} client ids (limits raised), ${SMALL_UPDATES} one-key updates are acked with bounded bytes and others stay served`, async () => {
-    await using relay = await startAttackedRelay(['--max-new-clients-per-update', String(2 * CLIENTS), '--max-clients-per-doc', String(2 * CLIENTS)]);
+    await using relay = await startAttackedRelay(['--max-new-clients-per-update', String(2 * CLIENTS), '--max-clients-per-doc', String(2 * CLIENTS), '--max-clients-per-identity', String(2 * CLIENTS)]);
     const attacker = await ProtocolClient.synced(`${relay.url}/many-clients`);
     attacker.sendMessage({ type: 'update', update: updateWithManyClients(CLIENTS, 1000) });
     await attacker.waitForAck(attacker.seq, heavy ? 600_000 : 60_000);

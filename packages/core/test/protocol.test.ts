@@ -32,6 +32,8 @@ const samples: Message[] = [
   { type: 'cp-set', id: 8, key: 'stock/1', token: 3, json: '2', owner: 'key:abc' },
   { type: 'cp-set', id: 9, key: 'stock/1', token: 3, json: '2', ifRev: 4, owner: 'conn:x' },
   { type: 'cp-reply', id: 5, code: 'stale-token', message: 'newer wrote' },
+  { type: 'client-owners', claims: [] },
+  { type: 'client-owners', claims: [{ owner: 'alice', clientIds: [1, 2 ** 32 - 1] }, { owner: 'bob', clientIds: [] }] },
 ];
 
 function expectProtocolError(frame: Uint8Array, code: string): void {
@@ -95,5 +97,9 @@ describe('wire protocol', () => {
   it('refuses a varint past 53 bits', () => expectProtocolError(new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]), 'bad-message'));
   it('refuses a length that runs past the frame', () => expectProtocolError(new Uint8Array([0, 2, 50, 1, 2]), 'bad-message'));
   it('refuses trailing bytes', () => expectProtocolError(new Uint8Array([3, 0]), 'bad-message'));
+  it('refuses client-owners with counts past the frame', () => {
+    expectProtocolError(new Uint8Array([100, 10, 0xff, 0x7f]), 'bad-message');
+    expectProtocolError(new Uint8Array([100, 10, 1, 1, 97, 0xff, 0x7f, 1]), 'bad-message');
+  });
   it('refuses a hello with absurd capability counts', () => expectProtocolError(new Uint8Array([100, 0, 1, 0xff, 0x7f]), 'bad-message'));
 });

@@ -224,6 +224,13 @@ export const FLAGS: Flag[] = [
     apply: (o, v) => (o.maxClientsPerDoc = positive('--max-clients-per-doc', v)),
   },
   {
+    flag: 'max-clients-per-identity',
+    env: 'CAPSYNC_MAX_CLIENTS_PER_IDENTITY',
+    type: 'string',
+    help: `Yjs client ids of one document one identity may own (open relay: one connection may introduce). Default ${DEFAULTS.maxClientsPerIdentity}`,
+    apply: (o, v) => (o.maxClientsPerIdentity = positive('--max-clients-per-identity', v)),
+  },
+  {
     flag: 'pending-timeout-ms',
     env: 'CAPSYNC_PENDING_TIMEOUT_MS',
     type: 'string',

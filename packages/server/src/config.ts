@@ -120,6 +120,13 @@ export interface RelayOptions {
   maxNewClientsPerUpdate?: number;
   /** Yjs client ids one document may hold (past it, updates introducing more are refused). Default 100,000. */
   maxClientsPerDoc?: number;
+  /**
+   * Yjs client ids of one document one identity may own (token `sub`; on an open relay, one
+   * connection may introduce), so one user cannot fill `maxClientsPerDoc` and lock everyone
+   * else out. Counted from the durable claims. Default 1,000: a Yjs client id is one session
+   * (tab, page load) that wrote, so ~3 writing sessions a day on one document for a year.
+   */
+  maxClientsPerIdentity?: number;
   /** How long an update may wait for missing dependencies before it is refused. Default 30 s. */
   pendingTimeoutMs?: number;
   /**
@@ -196,6 +203,7 @@ export interface ResolvedRelayOptions {
   maxAwarenessStatesPerDoc: number;
   maxNewClientsPerUpdate: number;
   maxClientsPerDoc: number;
+  maxClientsPerIdentity: number;
   pendingTimeoutMs: number;
   maxPendingBytesPerDoc: number;
   maxPendingUpdatesPerConnection: number;
@@ -230,6 +238,7 @@ export const DEFAULTS = {
   maxAwarenessStatesPerDoc: 1000,
   maxNewClientsPerUpdate: 10_000,
   maxClientsPerDoc: 100_000,
+  maxClientsPerIdentity: 1000,
   pendingTimeoutMs: 30_000,
   maxPendingBytesPerDoc: 64 * 1024,
   maxPendingUpdatesPerConnection: 16,
@@ -284,6 +293,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxAwarenessStatesPerDoc: positive('maxAwarenessStatesPerDoc', o.maxAwarenessStatesPerDoc, DEFAULTS.maxAwarenessStatesPerDoc),
     maxNewClientsPerUpdate: positive('maxNewClientsPerUpdate', o.maxNewClientsPerUpdate, DEFAULTS.maxNewClientsPerUpdate),
     maxClientsPerDoc: positive('maxClientsPerDoc', o.maxClientsPerDoc, DEFAULTS.maxClientsPerDoc),
+    maxClientsPerIdentity: positive('maxClientsPerIdentity', o.maxClientsPerIdentity, DEFAULTS.maxClientsPerIdentity),
     pendingTimeoutMs: positive('pendingTimeoutMs', o.pendingTimeoutMs, DEFAULTS.pendingTimeoutMs),
     maxPendingBytesPerDoc: positive('maxPendingBytesPerDoc', o.maxPendingBytesPerDoc, DEFAULTS.maxPendingBytesPerDoc),
     maxPendingUpdatesPerConnection: positive('maxPendingUpdatesPerConnection', o.maxPendingUpdatesPerConnection, DEFAULTS.maxPendingUpdatesPerConnection),

@@ -95,6 +95,11 @@ export class RelayMetrics {
     help: 'Lock and fencing requests answered "unavailable": the lock authority could not be reached in time (the CP side choosing C over A)',
     registers: [this.registry],
   });
+  readonly clientOwnerConflicts = new client.Counter({
+    name: 'capsync_client_owner_conflicts_total',
+    help: 'Yjs client ids a peer relay said another identity owns than the one that owns them here (claimed on both sides of a partition)',
+    registers: [this.registry],
+  });
   readonly fencingRejections = new client.Counter({
     name: 'capsync_fencing_rejections_total',
     help: 'Fenced writes refused, by reason (stale-token, lease-lost, fenced-area for updates touching the fenced area by another route)',

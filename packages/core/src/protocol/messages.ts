@@ -22,6 +22,7 @@
  *                          [varUint ifRev + 1, 0 = unconditional]([varString owner])
  *   [100 capsync][8 cp-reply][varUint id][varString code][varString message]
  *   [100 capsync][9 quorum-ack][varUint seq]
+ *   [100 capsync][10 client-owners][varUint n][n x ([varString owner][varUint m][m x varUint clientId])]
  *
  * Extension messages are only sent to a peer that first sent `hello`, so stock y-websocket
  * clients never see them. A field in parentheses is optional and last: it is written only
@@ -73,7 +74,7 @@ export const MessageType = {
 } as const;
 
 const SyncKind = { Step1: 0, Step2: 1, Update: 2 } as const;
-const CapsyncKind = { Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8, QuorumAck: 9 } as const;
+const CapsyncKind = { Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8, QuorumAck: 9, ClientOwners: 10 } as const;
 const LockOps = ['acquire', 'renew', 'release', 'check'] as const;
 export type LockOp = (typeof LockOps)[number];
 const AuthKind = { PermissionDenied: 0 } as const;
@@ -219,6 +220,22 @@ export interface QuorumAckMessage {
   seq: number;
 }
 
+/**
+ * Relay-to-relay only: who owns which Yjs client ids of the link's document (see the relay's
+ * ClientOwners). A relay sends it on its peer links before the content written under those
+ * ids (with the broadcast that carries it, and before a sync step 2), so a peer that holds a
+ * user's structs also knows they are hers. Honoured only on links with a relay credential.
+ */
+export interface ClientOwnersMessage {
+  type: 'client-owners';
+  claims: ClientClaims[];
+}
+/** Client ids of one document owned by one identity. */
+export interface ClientClaims {
+  owner: string;
+  clientIds: number[];
+}
+
 export type Message =
   | SyncStep1Message
   | SyncStep2Message
@@ -235,7 +252,8 @@ export type Message =
   | LockReplyMessage
   | CpSetMessage
   | CpReplyMessage
-  | QuorumAckMessage;
+  | QuorumAckMessage
+  | ClientOwnersMessage;
 
 export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
 
@@ -337,6 +355,16 @@ export function encodeMessage(msg: Message): Uint8Array {
       encoding.writeVarUint(e, MessageType.Capsync);
       encoding.writeVarUint(e, CapsyncKind.QuorumAck);
       encoding.writeVarUint(e, msg.seq);
+      break;
+    case 'client-owners':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.ClientOwners);
+      encoding.writeVarUint(e, msg.claims.length);
+      for (const c of msg.claims) {
+        encoding.writeVarString(e, c.owner);
+        encoding.writeVarUint(e, c.clientIds.length);
+        for (const id of c.clientIds) encoding.writeVarUint(e, id);
+      }
       break;
   }
   return encoding.toUint8Array(e);
@@ -444,11 +472,31 @@ function readMessage(d: decoding.Decoder): Message {
         return { type: 'cp-reply', id, code, message: decoding.readVarString(d) };
       }
       if (kind === CapsyncKind.QuorumAck) return { type: 'quorum-ack', seq: decoding.readVarUint(d) };
+      if (kind === CapsyncKind.ClientOwners) {
+        // Every owner and id takes at least one byte: a count past the frame's end is a lie.
+        const claims: ClientClaims[] = [];
+        const n = readCount(d);
+        for (let i = 0; i < n; i++) {
+          const owner = decoding.readVarString(d);
+          const m = readCount(d);
+          const clientIds: number[] = new Array(m);
+          for (let j = 0; j < m; j++) clientIds[j] = decoding.readVarUint(d);
+          claims.push({ owner, clientIds });
+        }
+        return { type: 'client-owners', claims };
+      }
       throw new ProtocolError('unknown-message-type', `unknown capsync message kind ${kind}`);
     }
     default:
       throw new ProtocolError('unknown-message-type', `unknown message type ${type}`);
   }
+}
+
+/** A count of items of at least one byte each, checked against what is left of the frame. */
+function readCount(d: decoding.Decoder): number {
+  const n = decoding.readVarUint(d);
+  if (n > d.arr.length - d.pos) throw new ProtocolError('bad-message', `count ${n} runs past the end of the frame`);
+  return n;
 }
 
 /** readVarUint8Array with an explicit bounds check (lib0 would throw a RangeError, or worse). */

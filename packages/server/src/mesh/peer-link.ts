@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws';
 import * as Y from 'yjs';
-import { CapsyncError, CloseCode, decodeMessage, encodeMessage, isEmptyUpdate, type Message } from '@capsync/core';
+import { CapsyncError, CloseCode, decodeMessage, encodeMessage, isEmptyUpdate, type ClientClaims, type Message } from '@capsync/core';
 import { DurableAcks } from '../relay/durable-acks.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
@@ -232,6 +232,8 @@ export class PeerLink implements DocPeer {
     switch (msg.type) {
       case 'sync-step-1': {
         const update = this.doc.encodeState(msg.stateVector);
+        // Who owns what it carries goes first (see DocOwnership).
+        for (const claims of this.doc.claimsForSync()) this.send({ type: 'client-owners', claims });
         const seq = this.sendDoc({ type: 'sync-step-2', update });
         if (this.round && this.round.ourStep2 === 0) this.round.ourStep2 = seq;
         return;
@@ -273,6 +275,10 @@ export class PeerLink implements DocPeer {
         );
         return;
       }
+      case 'client-owners':
+        // Recorded before the content that follows; its ack waits for their commit.
+        this.doc.learnClaims(msg.claims, this);
+        return;
       case 'awareness': {
         // A peer relay's link relays the presence of its clients (see DocAwareness).
         this.doc.awareness.apply(msg.update, this, { relay: true });
@@ -335,6 +341,11 @@ export class PeerLink implements DocPeer {
   /** DocPeer: a broadcast awareness change. */
   sendAwareness(update: Uint8Array): void {
     this.send({ type: 'awareness', update });
+  }
+
+  /** DocPeer: claims on client ids, ahead of the content written under them. */
+  sendClaims(claims: ClientClaims[]): void {
+    this.send({ type: 'client-owners', claims });
   }
 
   /** Sends a document-carrying message and numbers it (acks refer to these numbers); 0 if not sent. */

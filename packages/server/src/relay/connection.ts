@@ -13,6 +13,7 @@ import {
   encodeMessage,
   isEmptyUpdate,
   CloseCode,
+  type ClientClaims,
   type Message,
 } from '@capsync/core';
 import type { LockService } from '../locks/lock-service.js';
@@ -30,6 +31,7 @@ import { SentLog } from '../mesh/replication.js';
 import type { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
 import { SendBuffer, type OutboundSocket, type SendBufferOptions } from './send-buffer.js';
 import { CoalescedReply } from './coalesced-reply.js';
+import { QuorumBarrier } from './quorum-barrier.js';
 
 /**
  * The part of a WebSocket the relay uses, so the relay core knows nothing of `ws` or http.
@@ -100,8 +102,8 @@ export class RelayConnection implements DocPeer {
   private awarenessReplies: CoalescedReply<null> | null = null;
   /** The client asked for quorum acknowledgements of its barriers. */
   private quorum = false;
-  /** Cancels the unanswered quorum wait of this connection's latest barrier, if any. */
-  private quorumWait: (() => void) | null = null;
+  /** The quorum wait of this connection's latest barrier (see QuorumBarrier); made on first use. */
+  private quorumBarrier: QuorumBarrier | null = null;
   /**
    * Set when this is a peer relay's document link (relay credential, relay named in the
    * request): its updates are trusted with fenced content, it acknowledges what we send.
@@ -130,6 +132,8 @@ export class RelayConnection implements DocPeer {
         this.fail(new ProtocolError('bad-message', 'state vector does not decode', { cause: err }));
         return false;
       }
+      // To a peer relay, who owns what it carries goes first (see DocOwnership).
+      for (const claims of this.peerRelayId ? this.doc!.claimsForSync() : []) this.sendMessage({ type: 'client-owners', claims });
       return this.sendDocMessage({ type: 'sync-step-2', update }, written);
     }, this.outbound);
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
@@ -262,6 +266,10 @@ export class RelayConnection implements DocPeer {
       }
       case 'lock-request':
         throw new ProtocolError('unknown-message-type', 'lock requests go to the lock endpoint, not a document connection');
+      case 'client-owners':
+        if (!this.peerRelayId) throw new ProtocolError('unknown-message-type', 'client-owners messages are sent by relays, not clients');
+        doc.learnClaims(msg.claims, this); // before the content that follows it
+        return;
       case 'ack':
         if (!this.peerRelayId) throw new ProtocolError('unknown-message-type', 'ack messages are sent by relays, not clients');
         // The peer relay committed what we sent it up to this message.
@@ -287,7 +295,7 @@ export class RelayConnection implements DocPeer {
       const barrier = Promise.all([this.lastDurable, this.doc!.whenWritesSettled()]);
       this.lastDurable = barrier;
       barrier.then(() => this.scheduleAck(seq, [], receivedAt), () => {});
-      if (this.quorum) this.awaitQuorum(seq);
+      if (this.quorum) (this.quorumBarrier ??= new QuorumBarrier(this.deps.metrics)).await(this.doc!, () => this.sendMessage({ type: 'quorum-ack', seq }));
       return;
     }
     if (this.grant.permission !== 'write') {
@@ -315,33 +323,6 @@ export class RelayConnection implements DocPeer {
         this.fail(new CapsyncError('storage-failure', 'update could not be stored; resend it'));
       },
     );
-  }
-
-  /**
-   * A barrier (empty update) from a client that wants quorum durability: once everything the
-   * relay has applied by now is durable on a majority of the mesh, say so. In a minority
-   * partition that never happens; the client's flush times out with UnavailableError. One
-   * waiter per connection: a newer barrier replaces an unanswered one (its ack, carrying the
-   * newer seq, answers both), so a client flushing through a long partition costs nothing more.
-   */
-  private awaitQuorum(seq: number): void {
-    const doc = this.doc!;
-    if (this.quorumWait) {
-      this.quorumWait();
-      this.quorumWait = null;
-      this.deps.metrics.quorumWaits.inc({ outcome: 'superseded' });
-    }
-    let answered = false;
-    const cancel = doc.replication.whenQuorum(doc.replication.applied, () => {
-      // May run synchronously, inside whenQuorum: nothing to cancel then.
-      answered = true;
-      this.quorumWait = null;
-      this.deps.metrics.quorumWaits.inc({ outcome: 'acked' });
-      this.sendMessage({ type: 'quorum-ack', seq });
-    });
-    if (answered) return;
-    this.quorumWait = cancel;
-    doc.requestPeerAcks();
   }
 
   private refuseReadOnly(seq: number): void {
@@ -378,6 +359,11 @@ export class RelayConnection implements DocPeer {
   /** DocPeer: a broadcast awareness change. */
   sendAwareness(update: Uint8Array): void {
     this.sendMessage({ type: 'awareness', update });
+  }
+
+  /** DocPeer: claims on client ids, to a peer relay (DocOwnership sends them to no one else). */
+  sendClaims(claims: ClientClaims[]): void {
+    if (this.peerRelayId) this.sendMessage({ type: 'client-owners', claims });
   }
 
   /**
@@ -429,11 +415,7 @@ export class RelayConnection implements DocPeer {
     this.cancelExpiry?.();
     this.outbound.stop();
     this.queue = [];
-    if (this.quorumWait) {
-      this.quorumWait();
-      this.quorumWait = null;
-      this.deps.metrics.quorumWaits.inc({ outcome: 'abandoned' });
-    }
+    this.quorumBarrier?.cancel('abandoned');
     if (this.peerRelayId) this.deps.mesh?.inboundClosed(this.peerRelayId, this);
     const doc = this.doc;
     if (doc) {

@@ -38,3 +38,51 @@ export async function compactInto(name: string, doc: Y.Doc, through: number, dep
   await deps.store.compact(name, snapshot.update, through);
   deps.metrics.compactions.inc();
 }
+
+/**
+ * Merges a loaded document's log into a snapshot, off the hot path, up to the newest committed
+ * position. The snapshot is the current state, which contains every committed update (each was
+ * applied before it was appended), and maybe later ones: harmless, Yjs updates are idempotent.
+ * Crossings of the threshold during a compaction run it once more afterwards.
+ */
+export class BackgroundCompaction {
+  private running: Promise<void> | null = null;
+  private again = false;
+  private through = 0;
+
+  constructor(
+    private readonly name: string,
+    private readonly deps: RelayDocDeps,
+    /** The document to snapshot; null while it must not be (paused, or destroyed). */
+    private readonly current: () => Y.Doc | null,
+    /** True once the document is destroyed: nothing is scheduled any more. */
+    private readonly gone: () => boolean,
+  ) {}
+
+  /** Compacts through `through` soon (once more after the running compaction, if any). */
+  soon(through: number): void {
+    this.through = Math.max(this.through, through);
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    this.running = new Promise<void>((resolve) => setImmediate(resolve))
+      .then(async () => {
+        const doc = this.current();
+        if (doc) await compactInto(this.name, doc, this.through, this.deps);
+      })
+      .catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'compaction failed; the log is kept'))
+      .finally(() => {
+        this.running = null;
+        if (this.again && !this.gone()) {
+          this.again = false;
+          this.soon(this.through);
+        }
+      });
+  }
+
+  /** Resolves once no compaction is running. */
+  async idle(): Promise<void> {
+    while (this.running) await this.running;
+  }
+}

@@ -1,8 +1,8 @@
 import * as Y from 'yjs';
-import { CapsyncError, LimitExceededError, dropPending, hasPending, pendingBytes } from '@capsync/core';
+import { CapsyncError, LimitExceededError, NotOwnerError, dropPending, hasPending, pendingBytes } from '@capsync/core';
 import type { RelayMetrics } from '../metrics.js';
 import type { UpdateSource } from './origins.js';
-import { integrated, type UpdateLimits, type WaitPrediction } from './update-admission.js';
+import { integrated, type UpdateLimits, type UpdateWriter, type WaitPrediction } from './update-admission.js';
 
 /**
  * Bytes one pending deletion range counts for against `--max-pending-bytes-per-doc`. Yjs
@@ -14,10 +14,25 @@ import { integrated, type UpdateLimits, type WaitPrediction } from './update-adm
  */
 export const PENDING_DELETION_RANGE_BYTES = 256;
 
-interface Waiter {
-  needs: Map<number, number>;
-  /** Who sent the update (counted against `--max-pending-updates-per-connection`), if known. */
+/** An admitted update, as `PendingUpdates` remembers it should it wait. */
+export interface Sent {
+  /** Who sent it (counted against `--max-pending-updates-per-connection`), if known. */
   source: UpdateSource | undefined;
+  /** The update as received (re-applied when other pending content is evicted). */
+  update: Uint8Array;
+  writer: UpdateWriter;
+  /** Client ids nobody owned that it inserts content under (see Admission.unowned). */
+  unowned: number[];
+}
+
+/**
+ * What becomes of a wait whose content integrated (see `PendingUpdates.settle`): null when
+ * nothing is to be claimed, a commit of the claims it made, or why it must be refused.
+ */
+export type LateClaim = (sent: Sent) => Promise<void> | CapsyncError | null;
+
+interface Waiter extends Sent {
+  needs: Map<number, number>;
   resolve(committed: Promise<void>): void;
   reject(err: CapsyncError): void;
   timer: NodeJS.Timeout;
@@ -63,10 +78,13 @@ export class PendingUpdates {
   private readonly waiters = new Set<Waiter>();
   private readonly perSource = new Map<UpdateSource, number>();
   /**
-   * Who sent each admitted update, keyed by its `Admission.needs` (which `wait` receives), so
-   * a wait counts against its sender's cap. Weak: an update that never waits leaves nothing.
+   * Who sent each admitted update and what, keyed by its `Admission.needs` (which `wait`
+   * receives), so a wait counts against its sender's cap. Weak: an update that never waits
+   * leaves nothing.
    */
-  private readonly senders = new WeakMap<Map<number, number>, UpdateSource>();
+  private readonly senders = new WeakMap<Map<number, number>, Sent>();
+  /** Waiters by the unowned client ids their content is under (see `evict`). */
+  private readonly byUnowned = new Map<number, Set<Waiter>>();
   /** The document's pending deletions last counted, and their range count (see `pendingCost`). */
   private countedDs: Uint8Array | null = null;
   private countedRanges = 0;
@@ -75,6 +93,8 @@ export class PendingUpdates {
     private readonly doc: () => Y.Doc,
     private readonly limits: PendingLimits,
     private readonly metrics: Pick<RelayMetrics, 'limitRefusals'>,
+    /** Checks and claims the unowned ids of content that integrated after it waited. */
+    private readonly lateClaim: LateClaim = () => null,
   ) {}
 
   get size(): number {
@@ -87,10 +107,10 @@ export class PendingUpdates {
    * Costs O(1) for an update that will not wait. Throws LimitExceededError (the caller counts
    * the refusal).
    */
-  admit(needs: Map<number, number>, source: UpdateSource | undefined, bytes: number, prediction: WaitPrediction): void {
-    if (source !== undefined) this.senders.set(needs, source);
+  admit(needs: Map<number, number>, sent: Sent, prediction: WaitPrediction): void {
+    this.senders.set(needs, sent);
     if (!prediction.waits) return;
-    const over = this.overCap(source, bytes + prediction.deletionRanges * PENDING_DELETION_RANGE_BYTES);
+    const over = this.overCap(sent.source, sent.update.byteLength + prediction.deletionRanges * PENDING_DELETION_RANGE_BYTES);
     if (over) throw over;
   }
 
@@ -104,8 +124,34 @@ export class PendingUpdates {
     for (const w of this.waiters) {
       if (!integrated(doc, w.needs)) continue;
       this.remove(w);
-      w.resolve(committed);
+      // Its ids are checked against the claims as they are now, and claimed for its sender.
+      const late = w.unowned.length > 0 ? this.lateClaim(w) : null;
+      if (late instanceof CapsyncError) w.reject(late);
+      else w.resolve(late ? Promise.all([committed, late]).then(() => {}) : committed);
     }
+  }
+
+  /**
+   * `owner` is claiming `clientIds`: content of another identity waiting under any of them
+   * (sent while nobody owned them) must never integrate under the owner's ids. Its waits are
+   * refused (`not-owner`) and the document's pending content is rebuilt without it: dropped,
+   * and the updates of the other waits returned, for the caller to apply again (they wait
+   * again, as before). Call before applying the update that makes the claims. Costs a lookup
+   * per claimed id; a rebuild re-applies at most the pending caps' worth of updates.
+   */
+  evict(owner: string, clientIds: number[]): Uint8Array[] {
+    if (this.byUnowned.size === 0) return [];
+    const evicted = new Set<Waiter>();
+    for (const id of clientIds) {
+      for (const w of this.byUnowned.get(id) ?? []) if (w.writer.identity !== owner) evicted.add(w);
+    }
+    if (evicted.size === 0) return [];
+    for (const w of evicted) {
+      this.remove(w);
+      w.reject(new NotOwnerError('another identity wrote under a client id your pending update uses; write under your own client id'));
+    }
+    dropPending(this.doc());
+    return Array.from(this.waiters, (w) => w.update);
   }
 
   /**
@@ -115,7 +161,8 @@ export class PendingUpdates {
    * prediction missed, after the fact): the others keep waiting.
    */
   wait(needs: Map<number, number>): Promise<void> {
-    const source = this.senders.get(needs);
+    const sent = this.senders.get(needs) ?? { source: undefined, update: new Uint8Array(0), writer: { trusted: true, identity: null }, unowned: [] };
+    const source = sent.source;
     // Its content is pending already (Yjs merged it): only the bytes over the cap matter now.
     const over = this.overCap(source, 0);
     if (over) {
@@ -126,8 +173,8 @@ export class PendingUpdates {
     }
     return new Promise<void>((resolve, reject) => {
       const w: Waiter = {
+        ...sent,
         needs,
-        source,
         resolve,
         reject,
         timer: setTimeout(() => {
@@ -139,6 +186,11 @@ export class PendingUpdates {
       w.timer.unref();
       this.waiters.add(w);
       if (source !== undefined) this.perSource.set(source, (this.perSource.get(source) ?? 0) + 1);
+      for (const id of w.unowned) {
+        const set = this.byUnowned.get(id);
+        if (set) set.add(w);
+        else this.byUnowned.set(id, new Set([w]));
+      }
     });
   }
 
@@ -190,6 +242,10 @@ export class PendingUpdates {
   private remove(w: Waiter): void {
     clearTimeout(w.timer);
     if (!this.waiters.delete(w)) return;
+    for (const id of w.unowned) {
+      const set = this.byUnowned.get(id);
+      if (set?.delete(w) && set.size === 0) this.byUnowned.delete(id);
+    }
     if (w.source !== undefined) {
       const n = (this.perSource.get(w.source) ?? 1) - 1;
       if (n > 0) this.perSource.set(w.source, n);

@@ -9,6 +9,7 @@ import {
   hasPending,
   isEmptyUpdate,
   shouldCompact,
+  type ClientClaims,
   type CompactionPolicy,
   type DocStore,
 } from '@capsync/core';
@@ -17,9 +18,10 @@ import type { RelayMetrics } from '../metrics.js';
 import { DocReplication } from '../mesh/replication.js';
 import { BroadcastBatch } from './broadcast-batch.js';
 import { ClientOwners } from './client-owners.js';
-import { compactInto, loadDoc } from './doc-load.js';
+import { BackgroundCompaction, loadDoc } from './doc-load.js';
 import { DocAwareness, type AwarenessLimits } from './doc-awareness.js';
 import { PendingUpdates } from './pending-updates.js';
+import { DocOwnership, type ClaimsPeer } from './doc-ownership.js';
 import { RemoteOrigin, type UpdateSource } from './origins.js';
 import { checkRemoteUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
 
@@ -39,7 +41,7 @@ export interface RelayDocDeps {
 }
 
 /** A recipient of a document's broadcasts (a connection). */
-export interface DocPeer extends UpdateSource {
+export interface DocPeer extends UpdateSource, ClaimsPeer {
   /** Sends a Yjs update to the peer (it may drop the peer if its buffer is full). */
   sendUpdate(update: Uint8Array): void;
   sendAwareness(update: Uint8Array): void;
@@ -95,10 +97,8 @@ export class RelayDoc {
   paused = false;
   private pendingPersists = 0;
   private persistWaiters: (() => void)[] = [];
-  /** The running compaction, if any. */
-  private compaction: Promise<void> | null = null;
-  private compactAgain = false;
-  private compactThrough = 0;
+  /** Merges the log into a snapshot in the background (see BackgroundCompaction). */
+  private readonly compaction: BackgroundCompaction;
   private destroyed = false;
   private readonly batch = new BroadcastBatch<DocPeer>();
   private flushScheduled = false;
@@ -111,17 +111,22 @@ export class RelayDoc {
   /** What the running `applyRemote` integrated (its update events), to store. */
   private applying: Uint8Array[] | null = null;
   private readonly pending: PendingUpdates;
+  /** Client id claims: made as content integrates, exchanged with peer relays. */
+  private readonly ownership: DocOwnership;
   /** The latest append handed to storage (appends commit in call order). */
   private lastAppend: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly name: string,
     doc: Y.Doc,
-    private readonly owners: ClientOwners,
+    owners: ClientOwners,
     private readonly deps: RelayDocDeps,
   ) {
     this.doc = doc;
-    this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics);
+    this.compaction = new BackgroundCompaction(name, deps, () => (this.paused || this.destroyed ? null : this.doc), () => this.destroyed);
+    const ownership = new DocOwnership(name, owners, deps.metrics, deps.logger);
+    this.ownership = ownership;
+    this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics, (sent) => ownership.claimLate(sent));
     this.replication = new DocReplication(deps.majority);
     this.attach(doc);
     this.awareness = new DocAwareness(doc, this.peers, deps.awareness, deps.metrics);
@@ -151,7 +156,7 @@ export class RelayDoc {
   validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined; source?: UpdateSource } = {}): Admission {
     const trusted = options.trusted ?? false;
     const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null };
-    return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.owners, pending: this.pending, source: options.source });
+    return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.ownership.owners, pending: this.pending, source: options.source });
   }
 
   /**
@@ -229,9 +234,11 @@ export class RelayDoc {
    * Yjs fails to integrate it; the document then recovers from storage in the background.
    */
   applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Applied {
+    // Another identity's content waiting under the ids this claims must never integrate there.
+    this.repend(this.ownership.evictFor(admission, this.pending));
     const batched = this.batch.size;
     const hadPending = hasPending(this.doc);
-    const statesBefore = admission.claims?.clientIds.map((id) => Y.getState(this.doc.store, id)) ?? [];
+    const statesBefore = this.ownership.statesBefore(this.doc, admission);
     this.applying = [];
     try {
       Y.applyUpdate(this.doc, update, new RemoteOrigin(source));
@@ -244,11 +251,8 @@ export class RelayDoc {
     }
     const changes = this.applying!;
     this.applying = null;
-    // Claims first: the store commits them no later than the append below. Only client ids
-    // under which content integrated are claimed: a struct held back as pending (say, at a far
-    // clock of someone else's client id) must not let its sender squat on that id.
-    const claimIds = admission.claims?.clientIds.filter((id, i) => Y.getState(this.doc.store, id) > statesBefore[i]!) ?? [];
-    const claimed = claimIds.length > 0 ? this.owners.claim(admission.claims!.owner, claimIds) : null;
+    // Claims first: the store commits them no later than the append below (see DocOwnership).
+    const claimed = this.ownership.claimApplied(this.doc, admission, source, statesBefore);
     const complete = integrated(this.doc, admission.needs);
     let appended: Promise<void>;
     if (complete) {
@@ -274,6 +278,36 @@ export class RelayDoc {
   }
 
   /**
+   * Claims a peer relay sent on its link (`from`), before the content written under those ids:
+   * recorded before that content is applied, committed before it is acknowledged, passed on to
+   * the other peer relays (see DocOwnership).
+   */
+  learnClaims(claims: ClientClaims[], from: DocPeer): void {
+    const evicted = this.ownership.learn(claims, from, this.pending);
+    if (evicted === null) return;
+    this.repend(evicted);
+    this.scheduleFlush();
+  }
+
+  /** Applies again the updates still waiting after an eviction (their content waits again). */
+  private repend(updates: Uint8Array[]): void {
+    for (const u of updates) {
+      try {
+        // Not a RemoteOrigin: should any of it integrate now, it is stored as a relay-side change.
+        Y.applyUpdate(this.doc, u, REPEND_ORIGIN);
+      } catch (err) {
+        void this.recover(err);
+        return;
+      }
+    }
+  }
+
+  /** Claims to send to a peer relay before a sync step 2 (see DocOwnership.forSync). */
+  claimsForSync(): ClientClaims[][] {
+    return this.ownership.forSync();
+  }
+
+  /**
    * The document's integrated state as an update (for sync step 2 and HTTP), optionally only
    * what a peer with `stateVector` lacks. Pending structs are never served: they may be
    * forged, and peers get them through the update event once they integrate.
@@ -293,7 +327,7 @@ export class RelayDoc {
    */
   async whenPersisted(): Promise<void> {
     await this.whenWritesSettled();
-    while (this.compaction) await this.compaction;
+    await this.compaction.idle();
   }
 
   /** Flushes queued broadcasts and releases the document's resources. */
@@ -320,7 +354,7 @@ export class RelayDoc {
         (result) => {
           metrics.persistSeconds.observe((performance.now() - started) / 1000);
           this.replication.recordLocalDurable(position);
-          if (shouldCompact(result, compaction)) this.compactSoon(result.position);
+          if (shouldCompact(result, compaction)) this.compaction.soon(result.position);
         },
         (err: unknown) => {
           // The document now holds content storage does not: reload it from storage, so that
@@ -337,33 +371,6 @@ export class RelayDoc {
           for (const w of waiters) w();
         }
       }));
-  }
-
-  /**
-   * Merges the log into a snapshot, off the hot path, up to the newest committed position.
-   * The snapshot is the current state, which contains every committed update (each was
-   * applied before it was appended), and maybe later ones: harmless, Yjs updates are
-   * idempotent. Crossings of the threshold during a compaction run it once more afterwards.
-   */
-  private compactSoon(through: number): void {
-    this.compactThrough = Math.max(this.compactThrough, through);
-    if (this.compaction) {
-      this.compactAgain = true;
-      return;
-    }
-    this.compaction = new Promise<void>((resolve) => setImmediate(resolve))
-      .then(async () => {
-        if (this.paused || this.destroyed) return;
-        await compactInto(this.name, this.doc, this.compactThrough, this.deps);
-      })
-      .catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'compaction failed; the log is kept'))
-      .finally(() => {
-        this.compaction = null;
-        if (this.compactAgain && !this.destroyed) {
-          this.compactAgain = false;
-          this.compactSoon(this.compactThrough);
-        }
-      });
   }
 
   /**
@@ -436,15 +443,19 @@ export class RelayDoc {
 
   private queueBroadcast(update: Uint8Array, source: DocPeer | null): void {
     this.batch.add(update, source);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      setImmediate(() => this.flushBroadcast());
-    }
+    this.scheduleFlush();
+  }
+
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    setImmediate(() => this.flushBroadcast());
   }
 
   private flushBroadcast(): void {
     this.flushScheduled = false;
     if (this.holdBroadcasts) return; // flushed when the fenced write committed
+    this.ownership.flush(this.peers); // claims before the content written under them
     if (this.batch.size === 0) return;
     const updateFor = this.batch.take();
     for (const peer of this.peers) {
@@ -456,6 +467,9 @@ export class RelayDoc {
 
 /** A Yjs update with nothing in it (what `requestPeerAcks` sends). */
 const EMPTY_UPDATE = new Uint8Array([0, 0]);
+
+/** Origin of pending content applied again after an eviction (see `repend`). */
+const REPEND_ORIGIN = Symbol('capsync:repend');
 
 /** Origin of the relay's fenced writes. */
 const FENCED_ORIGIN = Symbol('capsync:fenced-write');

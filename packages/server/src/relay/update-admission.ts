@@ -14,7 +14,7 @@ import type { PendingUpdates } from './pending-updates.js';
  */
 export type UpdateLimits = Pick<
   ResolvedRelayOptions,
-  'maxNewClientsPerUpdate' | 'maxClientsPerDoc' | 'pendingTimeoutMs' | 'maxPendingBytesPerDoc' | 'maxPendingUpdatesPerConnection' | 'maxPendingUpdatesPerDoc'
+  'maxNewClientsPerUpdate' | 'maxClientsPerDoc' | 'maxClientsPerIdentity' | 'pendingTimeoutMs' | 'maxPendingBytesPerDoc' | 'maxPendingUpdatesPerConnection' | 'maxPendingUpdatesPerDoc'
 >;
 
 /** Who sends an update, as far as the admission checks care. */
@@ -46,6 +46,14 @@ export interface Admission {
   needs: Map<number, number>;
   /** Client ids nobody owns yet that the update writes, claimed for `owner`. */
   claims: { owner: string; clientIds: number[] } | null;
+  /** Client ids the document did not hold that the update writes (counted per connection where there is no identity). */
+  fresh: number;
+  /**
+   * Client ids nobody owned that the update inserts content under, claimed or not (a writer
+   * without `sub` claims none): if the content waits for dependencies, whoever claims one of
+   * them first evicts it (see PendingUpdates.evict). Empty where ownership does not apply.
+   */
+  unowned: number[];
 }
 
 /**
@@ -79,8 +87,12 @@ export function precheckClientCount(doc: Y.Doc, update: Uint8Array, writer: Upda
  * re-sending what it got from the relay) are not checked, and a deletion may delete anyone's
  * items (that is collaboration).
  *
- * Throws `LimitExceededError` ('max-new-clients-per-update', 'max-clients-per-doc') or
- * `NotOwnerError`.
+ * Each identity may own at most `--max-clients-per-identity` client ids of the document
+ * (counted from the claims); a writer without identity (open relay, token without `sub`) may
+ * introduce that many per connection (`source`).
+ *
+ * Throws `LimitExceededError` ('max-new-clients-per-update', 'max-clients-per-doc',
+ * 'max-clients-per-identity') or `NotOwnerError`.
  */
 export function admitUpdate(
   doc: Y.Doc,
@@ -88,6 +100,7 @@ export function admitUpdate(
   writer: UpdateWriter,
   limits: UpdateLimits,
   owners: ClientOwners,
+  source?: UpdateSource,
 ): Admission {
   const store = doc.store;
   const needs = new Map<number, number>();
@@ -97,8 +110,8 @@ export function admitUpdate(
     if (end > (needs.get(s.id.client) ?? 0)) needs.set(s.id.client, end);
   }
   const clients = Array.from(needs.keys());
+  let fresh = 0;
   if (!writer.trusted) {
-    let fresh = 0;
     for (const client of clients) if (!store.clients.has(client)) fresh++;
     if (fresh > limits.maxNewClientsPerUpdate) {
       throw new LimitExceededError('max-new-clients-per-update', `update introduces ${fresh} client ids, over the limit of ${limits.maxNewClientsPerUpdate}`);
@@ -106,10 +119,15 @@ export function admitUpdate(
     if (fresh > 0 && store.clients.size + fresh > limits.maxClientsPerDoc) {
       throw new LimitExceededError('max-clients-per-doc', `document would hold ${store.clients.size + fresh} client ids, over the limit of ${limits.maxClientsPerDoc}`);
     }
+    // Without an identity (open relay, token without `sub`), the connection is who introduces
+    // ids; anyone can open another, so this only slows a client down (see the README).
+    if (fresh > 0 && typeof writer.identity !== 'string' && source !== undefined && owners.introducedBy(source) + fresh > limits.maxClientsPerIdentity) {
+      throw new LimitExceededError('max-clients-per-identity', `this connection would have introduced ${owners.introducedBy(source) + fresh} client ids to this document, over the limit of ${limits.maxClientsPerIdentity}`);
+    }
   }
   let claims: Admission['claims'] = null;
+  const unowned: number[] = [];
   if (!writer.trusted && writer.identity !== null) {
-    const unowned: number[] = [];
     for (const [client, end] of needs) {
       if (end <= Y.getState(store, client)) continue; // nothing new under this id
       const owner = owners.get(client);
@@ -119,7 +137,15 @@ export function admitUpdate(
         throw new NotOwnerError(`client id ${client} belongs to another identity; write under your own client id`);
       }
     }
-    if (unowned.length > 0 && writer.identity !== undefined) claims = { owner: writer.identity, clientIds: unowned };
+    if (unowned.length > 0 && writer.identity !== undefined) {
+      // Counted from the claims (durable, so restarts do not reset it); everyone else can still
+      // write once this identity is out of budget.
+      const owned = owners.countOf(writer.identity);
+      if (owned + unowned.length > limits.maxClientsPerIdentity) {
+        throw new LimitExceededError('max-clients-per-identity', `you would own ${owned + unowned.length} client ids of this document, over the limit of ${limits.maxClientsPerIdentity}`);
+      }
+      claims = { owner: writer.identity, clientIds: unowned };
+    }
   }
   for (const [client, ranges] of decoded.ds.clients) {
     for (const r of ranges) {
@@ -127,7 +153,7 @@ export function admitUpdate(
       if (end > (needs.get(client) ?? 0)) needs.set(client, end);
     }
   }
-  return { clients, needs, claims };
+  return { clients, needs, claims, fresh, unowned };
 }
 
 /**
@@ -153,8 +179,8 @@ export function checkRemoteUpdate(
     precheckClientCount(doc, update, writer, ctx.limits);
     const decoded = validateUpdateFor(doc, update);
     if (!writer.trusted) assertOutsideFencedArea(doc, decoded);
-    const admission = admitUpdate(doc, decoded, writer, ctx.limits, ctx.owners);
-    ctx.pending?.admit(admission.needs, ctx.source, update.byteLength, wouldWait(doc, decoded));
+    const admission = admitUpdate(doc, decoded, writer, ctx.limits, ctx.owners, ctx.source);
+    ctx.pending?.admit(admission.needs, { source: ctx.source, update, writer, unowned: admission.unowned }, wouldWait(doc, decoded));
     return admission;
   } catch (err) {
     if (err instanceof LimitExceededError) ctx.metrics.limitRefusals.inc({ limit: err.limit });
