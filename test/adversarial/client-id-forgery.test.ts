@@ -159,4 +159,36 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     await b.waitForAck(b.seq);
     await Promise.all([a.close(), b.close()]);
   });
+
+  it("issue-11 attack 6: content under a squatted client id that the forgery checks also refuse is answered 4403 not-owner, not a retried 'corrupt update'", async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const url = `${relay.url}/squatted`;
+    // Alice's offline edit: a nested text in a map (X:0 the type, X:1.. its text).
+    const alice = new Y.Doc();
+    const x = alice.clientID;
+    const nested = new Y.Text();
+    const offline = updateOf(alice, () => {
+      alice.getMap('m').set('cell', nested);
+      nested.insert(0, 'revenue');
+    });
+    // Mallory (who saw X in alice's presence) writes one character under X first.
+    const mallory = await connectAs(url, 'mallory');
+    const squatter = new Y.Doc();
+    squatter.clientID = x;
+    mallory.sendMessage({ type: 'update', update: updateOf(squatter, () => squatter.getText('t').insert(0, 'x')) });
+    await mallory.waitForAck(mallory.seq);
+
+    // Alice's X:1.. now name mallory's X:0 as their parent, which is no shared type: the forgery
+    // checks fail it; the answer must still say whose id it is.
+    const aliceConn = await connectAs(url, 'alice');
+    aliceConn.sendMessage({ type: 'update', update: offline });
+    const closed = await aliceConn.waitClosed();
+    expect(closed.code).toBe(CloseCode.Forbidden);
+    expect(closed.reason).toMatch(/^not-owner: /);
+    // Nothing of alice's content was applied; mallory's is intact.
+    const reader = await connectAs(url, 'reader');
+    expect(reader.text).toBe('x');
+    expect(reader.doc.getMap('m').size).toBe(0);
+    await Promise.all([mallory.close(), reader.close()]);
+  });
 });

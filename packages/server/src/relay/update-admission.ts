@@ -177,7 +177,13 @@ export function checkRemoteUpdate(
 ): Admission {
   try {
     precheckClientCount(doc, update, writer, ctx.limits);
-    const decoded = validateUpdateFor(doc, update);
+    let decoded: ReturnType<typeof Y.decodeUpdate>;
+    try {
+      decoded = validateUpdateFor(doc, update);
+    } catch (err) {
+      assertNoForeignClients(update, writer, ctx.owners);
+      throw err;
+    }
     if (!writer.trusted) assertOutsideFencedArea(doc, decoded);
     const admission = admitUpdate(doc, decoded, writer, ctx.limits, ctx.owners, ctx.source);
     ctx.pending?.admit(admission.needs, { source: ctx.source, update, writer, unowned: admission.unowned }, wouldWait(doc, decoded));
@@ -185,6 +191,29 @@ export function checkRemoteUpdate(
   } catch (err) {
     if (err instanceof LimitExceededError) ctx.metrics.limitRefusals.inc({ limit: err.limit });
     throw err;
+  }
+}
+
+/**
+ * On an update the forgery checks refused: throws NotOwnerError instead when it writes under a
+ * client id another identity owns. Content under a squatted id is expected to fail them (it
+ * refers to the owner's items, which stand where this writer's were), and the writer's client
+ * must learn that the id is not its own, not retry a "corrupt" update forever. Only runs on the
+ * refusal path; an update that does not decode keeps its original error.
+ */
+function assertNoForeignClients(update: Uint8Array, writer: UpdateWriter, owners: ClientOwners): void {
+  if (writer.trusted || typeof writer.identity !== 'string') return;
+  let structs: ReturnType<typeof Y.decodeUpdate>['structs'];
+  try {
+    structs = Y.decodeUpdate(update).structs;
+  } catch {
+    return;
+  }
+  for (const s of structs) {
+    const owner = owners.get(s.id.client);
+    if (owner !== undefined && owner !== writer.identity) {
+      throw new NotOwnerError(`client id ${s.id.client} belongs to another identity; write under your own client id`);
+    }
   }
 }
 
