@@ -1,0 +1,252 @@
+/**
+ * The wire protocol: the standard y-websocket messages plus capsync's extension messages,
+ * as a tagged union (the codec is in messages.ts).
+ *
+ * Frame layout (all binary, lib0 varint encoding):
+ *   [0 sync][0 step1][varUint8Array stateVector]
+ *   [0 sync][1 step2][varUint8Array update]
+ *   [0 sync][2 update][varUint8Array update]
+ *   [1 awareness][varUint8Array awarenessUpdate]
+ *   [2 auth][0 permission-denied][varString reason]
+ *   [3 query-awareness]
+ *   [100 capsync][0 hello][varUint protocolVersion][varUint n][n x varString capability]
+ *   [100 capsync][1 ack][varUint seq][varUint8Array stateVector]
+ *   [100 capsync][2 error][varString code][varString message][varUint seq]
+ *   [100 capsync][3 ping][varUint id]
+ *   [100 capsync][4 pong][varUint id]
+ *   [100 capsync][5 lock-request][varUint id][varUint op][varString key][varUint token]
+ *                                [varUint ttlMs][varUint waitMs]([varString owner])
+ *   [100 capsync][6 lock-reply][varUint id][varString code][varString message][varUint token]
+ *                              [varUint ttlMs]
+ *   [100 capsync][7 cp-set][varUint id][varString key][varUint token][varString json]
+ *                          [varUint ifRev + 1, 0 = unconditional]([varString owner])
+ *   [100 capsync][8 cp-reply][varUint id][varString code][varString message]
+ *   [100 capsync][9 quorum-ack][varUint seq]
+ *   [100 capsync][10 client-owners][varUint n][n x ([varString owner][varUint m][m x varUint clientId])]
+ *
+ * Extension messages are only sent to a peer that first sent `hello`, so stock y-websocket
+ * clients never see them. A field in parentheses is optional and last: it is written only
+ * when set, so encodings without it (older peers) still decode.
+ */
+import type { ErrorCode } from '../errors.js';
+
+/** Bumped on any incompatible change to the capsync extension messages. */
+export const PROTOCOL_VERSION = 1;
+
+/** Capabilities a relay of this version offers in its hello. */
+export const RELAY_CAPABILITIES = ['ack', 'error', 'ping', 'cp', 'quorum'] as const;
+
+/**
+ * Hello capabilities of relay-to-relay links. A relay connecting to a peer announces
+ * `relay` and `relay-id:<its id>`, and the peer answers with its own id, so both sides know
+ * which relay is on the other end of a link (to avoid opening a second link for a document
+ * that already has one, and to count quorum acknowledgements per relay).
+ */
+export const RELAY_CAPABILITY = 'relay';
+export const RELAY_ID_PREFIX = 'relay-id:';
+
+/** The relay id a hello announces (`relay-id:<id>`), or undefined. */
+export function relayIdOf(hello: { capabilities: string[] }): string | undefined {
+  const cap = hello.capabilities.find((c) => c.startsWith(RELAY_ID_PREFIX));
+  return cap === undefined ? undefined : cap.slice(RELAY_ID_PREFIX.length) || undefined;
+}
+
+/**
+ * Hello capability carrying a client's lock owner key (`owner:<key>`): a random secret of at
+ * least 128 bits (22+ base64url characters) a capsync client makes once per `createClient()`
+ * and announces on its lock and document connections. On a relay without a token subject
+ * (an open relay) the relay derives the client's lock identity from it, so the client's
+ * leases are its own across its connections and reconnects. Relays never log or echo it.
+ */
+export const OWNER_KEY_PREFIX = 'owner:';
+/** Shortest and longest owner key a relay accepts (base64url characters). */
+export const OWNER_KEY_MIN_LENGTH = 22;
+export const OWNER_KEY_MAX_LENGTH = 128;
+
+export const MessageType = {
+  Sync: 0,
+  Awareness: 1,
+  Auth: 2,
+  QueryAwareness: 3,
+  Capsync: 100,
+} as const;
+
+export type LockOp = 'acquire' | 'renew' | 'release' | 'check';
+
+export interface SyncStep1Message {
+  type: 'sync-step-1';
+  stateVector: Uint8Array;
+}
+export interface SyncStep2Message {
+  type: 'sync-step-2';
+  update: Uint8Array;
+}
+export interface UpdateMessage {
+  type: 'update';
+  update: Uint8Array;
+}
+export interface AwarenessMessage {
+  type: 'awareness';
+  update: Uint8Array;
+}
+export interface QueryAwarenessMessage {
+  type: 'query-awareness';
+}
+/** y-protocols' auth message; the relay sends it to stock clients it refuses. */
+export interface AuthDeniedMessage {
+  type: 'auth-denied';
+  reason: string;
+}
+/** First message of a capsync-aware peer: which protocol version and features it speaks. */
+export interface HelloMessage {
+  type: 'hello';
+  protocolVersion: number;
+  capabilities: string[];
+}
+/**
+ * Durable acknowledgement. `seq` counts the document-carrying messages (sync step 2 and
+ * update) this connection has sent, in order: the first `seq` of them are committed to the
+ * relay's storage. `stateVector` holds what changed, encoded like a state vector: the
+ * relay's entries, right after that commit, for the client ids the acknowledged messages
+ * wrote structs under (empty for a barrier). It is not the whole state vector, whose
+ * encoding grows with the document's client count.
+ */
+export interface AckMessage {
+  type: 'ack';
+  seq: number;
+  stateVector: Uint8Array;
+}
+/** A typed error that does not end the connection (for example a refused read-only update). */
+export interface ErrorMessage {
+  type: 'error';
+  code: ErrorCode;
+  message: string;
+  /** The refused message's sequence number (see AckMessage), or 0 when not about one. */
+  seq: number;
+}
+
+/**
+ * Heartbeat. A client sends `ping` to prove the link is alive (browsers cannot send
+ * WebSocket pings); the relay answers `pong` with the same id at once.
+ */
+export interface PingMessage {
+  type: 'ping';
+  id: number;
+}
+export interface PongMessage {
+  type: 'pong';
+  id: number;
+}
+
+/**
+ * A lock operation, sent on a lock connection (`/.locks`). `id` pairs it with its reply.
+ * acquire: `key`, `ttlMs`, `waitMs` (token 0). renew: `key`, `token`, `ttlMs`.
+ * release: `key`, `token`. check: `key`, `token` (is it the key's current lease? used by relays
+ * that forward to a lock authority relay to fence writes). Requests are independent: replies
+ * may come out of order.
+ */
+export interface LockRequestMessage {
+  type: 'lock-request';
+  id: number;
+  op: LockOp;
+  key: string;
+  token: number;
+  ttlMs: number;
+  waitMs: number;
+  /**
+   * The identity the request is made for, set only by a relay that forwards its clients'
+   * requests to the lock authority (`--lock-authority`). The authority honours it only on a
+   * connection with a relay credential; from anyone else it is ignored (the connection's own
+   * identity is used).
+   */
+  owner?: string | undefined;
+}
+/**
+ * The answer to a lock request. `code` is '' on success, else an ErrorCode
+ * ('lock-timeout', 'lease-lost', 'stale-token', 'unavailable', 'invalid-lock-request', ...).
+ * On a successful acquire or renew, `token` is the lease's token and `ttlMs` the time the
+ * authority granted, counted from when it received the request.
+ */
+export interface LockReplyMessage {
+  type: 'lock-reply';
+  id: number;
+  code: ErrorCode | '';
+  message: string;
+  token: number;
+  ttlMs: number;
+}
+/**
+ * A fenced write into the document's CP area: set `key` to the JSON `value` under the lease
+ * with `token`. Sent on a document connection; the relay answers with `cp-reply` once the
+ * value is applied and durable, or refused.
+ */
+export interface CpSetMessage {
+  type: 'cp-set';
+  id: number;
+  key: string;
+  token: number;
+  /** JSON text of the value. */
+  json: string;
+  /**
+   * Write only if the entry's `rev` is still this (0: only if the entry does not exist yet);
+   * undefined writes unconditionally. Refused with 'conflict' otherwise.
+   */
+  ifRev?: number | undefined;
+  /** The identity the write is made for: as `LockRequestMessage.owner` (forwarding relays only). */
+  owner?: string | undefined;
+}
+/** Answer to `cp-set`: `code` '' when applied and durable, else why it was refused. */
+export interface CpReplyMessage {
+  type: 'cp-reply';
+  id: number;
+  code: ErrorCode | '';
+  message: string;
+}
+
+/**
+ * Quorum acknowledgement, sent to clients that announced the `quorum` capability, for their
+ * barrier messages (empty updates): everything the relay had applied when it received
+ * message `seq` of this connection (see AckMessage) is durable on a majority of the relays
+ * in its mesh, this one included. A relay that cannot reach a majority never sends it.
+ */
+export interface QuorumAckMessage {
+  type: 'quorum-ack';
+  seq: number;
+}
+
+/**
+ * Relay-to-relay only: who owns which Yjs client ids of the link's document (see the relay's
+ * ClientOwners). A relay sends it on its peer links before the content written under those
+ * ids (with the broadcast that carries it, and before a sync step 2), so a peer that holds a
+ * user's structs also knows they are hers. Honoured only on links with a relay credential.
+ */
+export interface ClientOwnersMessage {
+  type: 'client-owners';
+  claims: ClientClaims[];
+}
+/** Client ids of one document owned by one identity. */
+export interface ClientClaims {
+  owner: string;
+  clientIds: number[];
+}
+
+export type Message =
+  | SyncStep1Message
+  | SyncStep2Message
+  | UpdateMessage
+  | AwarenessMessage
+  | QueryAwarenessMessage
+  | AuthDeniedMessage
+  | HelloMessage
+  | AckMessage
+  | ErrorMessage
+  | PingMessage
+  | PongMessage
+  | LockRequestMessage
+  | LockReplyMessage
+  | CpSetMessage
+  | CpReplyMessage
+  | QuorumAckMessage
+  | ClientOwnersMessage;
+
+export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;
