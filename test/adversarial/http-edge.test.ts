@@ -191,8 +191,9 @@ describe('issue 11 attack 5: the HTTP/WS edge', () => {
     // Refused with a 401 each client can read: the relay drops the body as it arrives, then answers
     // (answering first and closing made the kernel reset the socket, losing the 401 under load).
     expect(outcomes).toEqual(outcomes.map(() => 401));
-    // Buffering the bodies (the old behaviour) grows the relay by ~15 MB per request.
-    expect(growthMb).toBeLessThan(60);
+    // Buffering the bodies (the old behaviour) grows the relay by ~15 MB per request; reading and
+    // dropping them leaves only garbage read buffers behind (+2 to +64 MB seen, by GC timing).
+    expect(growthMb).toBeLessThan((count * 15) / 2);
     expect(worst(rtts)).toBeLessThan(2_000);
     // An authorized writer is still served, the stored document is intact, the victim empty.
     const json = await request(`${relay.httpUrl}/v1/docs/kept`, auth);
