@@ -191,4 +191,41 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     expect(reader.doc.getMap('m').size).toBe(0);
     await Promise.all([mallory.close(), reader.close()]);
   });
+
+  it("issue-11 attack 6 (review): mallory wrote at least as many structs under alice's id as alice typed offline; alice's edit is refused 4403, not acked and dropped, while resends and full-state POSTs of stored content stay fine", async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const url = `${relay.url}/covered`;
+    const alice = new Y.Doc();
+    const x = alice.clientID;
+    const offline = updateOf(alice, () => alice.getText('t').insert(0, 'hello'));
+    // Mallory's ten characters cover the clocks of alice's five.
+    const mallory = await connectAs(url, 'mallory');
+    const squatter = new Y.Doc();
+    squatter.clientID = x;
+    const squatted = updateOf(squatter, () => squatter.getText('t').insert(0, '0123456789'));
+    mallory.sendMessage({ type: 'update', update: squatted });
+    await mallory.waitForAck(mallory.seq);
+
+    // Before: the relay held X up to clock 10, skipped alice's X:0-4 as known, and acked it.
+    const aliceConn = await connectAs(url, 'alice');
+    aliceConn.sendMessage({ type: 'update', update: offline });
+    const closed = await aliceConn.waitClosed();
+    expect(closed.code).toBe(CloseCode.Forbidden);
+    expect(closed.reason).toMatch(/^not-owner: /);
+
+    // The same bytes as stored are fine from anyone: mallory's own resend, and bob posting the
+    // whole stored state back (read it, edit, post everything: a common backend pattern).
+    mallory.sendMessage({ type: 'update', update: squatted });
+    await mallory.waitForAck(mallory.seq);
+    const auth = { authorization: `Bearer ${await token('bob')}` };
+    const state = new Uint8Array(await (await fetch(`${relay.httpUrl}/v1/docs/covered/update`, { headers: auth })).arrayBuffer());
+    const bobDoc = new Y.Doc();
+    Y.applyUpdate(bobDoc, state);
+    bobDoc.getText('t').insert(10, '!');
+    const posted = await fetch(`${relay.httpUrl}/v1/docs/covered/update`, { method: 'POST', headers: auth, body: Buffer.from(Y.encodeStateAsUpdate(bobDoc)) });
+    expect(posted.status).toBe(200);
+    const reader = await connectAs(url, 'reader');
+    expect(reader.text).toBe('0123456789!');
+    await Promise.all([mallory.close(), reader.close()]);
+  });
 });

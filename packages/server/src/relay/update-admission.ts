@@ -4,6 +4,7 @@ import { LimitExceededError, NotOwnerError, assertOutsideFencedArea, validateUpd
 import type { ResolvedRelayOptions } from '../config.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { ClientOwners } from './client-owners.js';
+import { matchesStored } from './known-structs.js';
 import type { UpdateSource } from './origins.js';
 import type { PendingUpdates } from './pending-updates.js';
 
@@ -128,13 +129,25 @@ export function admitUpdate(
   let claims: Admission['claims'] = null;
   const unowned: number[] = [];
   if (!writer.trusted && writer.identity !== null) {
+    const othersKnown = new Set<number>();
     for (const [client, end] of needs) {
-      if (end <= Y.getState(store, client)) continue; // nothing new under this id
       const owner = owners.get(client);
+      if (end <= Y.getState(store, client)) {
+        // Nothing new under this id: fine if it is what is stored (see matchesStored).
+        if (owner !== undefined && owner !== writer.identity) othersKnown.add(client);
+        continue;
+      }
       if (owner === undefined) unowned.push(client);
       else if (owner !== writer.identity) {
         // The owner's name is nobody else's business: say only that it is not the writer.
         throw new NotOwnerError(`client id ${client} belongs to another identity; write under your own client id`);
+      }
+    }
+    if (othersKnown.size > 0) {
+      for (const s of decoded.structs) {
+        if (othersKnown.has(s.id.client) && !matchesStored(store, s)) {
+          throw new NotOwnerError(`client id ${s.id.client} belongs to another identity, whose content at ${s.id.client}:${s.id.clock} differs; write under your own client id`);
+        }
       }
     }
     if (unowned.length > 0 && writer.identity !== undefined) {
