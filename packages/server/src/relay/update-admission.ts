@@ -133,8 +133,10 @@ export function admitUpdate(
     for (const [client, end] of needs) {
       const owner = owners.get(client);
       if (end <= Y.getState(store, client)) {
-        // Nothing new under this id: fine if it is what is stored (see matchesStored).
-        if (owner !== undefined && owner !== writer.identity) othersKnown.add(client);
+        // Nothing new under this id: fine if it is what is stored (see matchesStored). Also
+        // for ids nobody owns (content of peers, of tokens without sub): a different struct
+        // at a known id and clock would be acked and lost all the same.
+        if (owner !== writer.identity) othersKnown.add(client);
         continue;
       }
       if (owner === undefined) unowned.push(client);
@@ -146,7 +148,7 @@ export function admitUpdate(
     if (othersKnown.size > 0) {
       for (const s of decoded.structs) {
         if (othersKnown.has(s.id.client) && !matchesStored(store, s)) {
-          throw new NotOwnerError(`client id ${s.id.client} belongs to another identity, whose content at ${s.id.client}:${s.id.clock} differs; write under your own client id`);
+          throw new NotOwnerError(`the relay holds other content at ${s.id.client}:${s.id.clock} under a client id that is not yours; write under your own client id`);
         }
       }
     }
