@@ -147,7 +147,7 @@ export function admitUpdate(
     }
     if (othersKnown.size > 0) {
       for (const s of decoded.structs) {
-        if (othersKnown.has(s.id.client) && !matchesStored(store, s)) {
+        if (othersKnown.has(s.id.client) && !matchesStored(store, s, decoded.ds)) {
           throw new NotOwnerError(`the relay holds other content at ${s.id.client}:${s.id.clock} under a client id that is not yours; write under your own client id`);
         }
       }
