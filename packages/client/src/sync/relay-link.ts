@@ -267,7 +267,10 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
     if (refusal) {
       this.emit('error', [refusal]);
       const retryable = refusal.code === 'unauthorized' && typeof this.options.token === 'function';
-      if (FATAL_CLOSE_CODES.has(code) || (refusal.code === 'unauthorized' && !retryable)) {
+      // not-owner shares 4403 with forbidden but can heal: in a mesh, a relay that has not yet
+      // received another user's content this client carries refuses it until its peers deliver
+      // it (then this client's sync step 2 no longer carries it); so it is retried with backoff.
+      if ((FATAL_CLOSE_CODES.has(code) && refusal.code !== 'not-owner') || (refusal.code === 'unauthorized' && !retryable)) {
         this.stopped = 'fatal';
         return;
       }
