@@ -6,7 +6,7 @@ describe('awareness reservations', () => {
 
   it('holds a freed id for its identity until the awareness timeout', () => {
     vi.useFakeTimers({ toFake: ['performance'] });
-    const r = new AwarenessReservations(10);
+    const r = new AwarenessReservations(10, 10);
     r.reserve(7, 'sub:alice');
     expect(r.holder(7)).toBe('sub:alice');
     vi.advanceTimersByTime(RESERVATION_MS - 1);
@@ -17,7 +17,7 @@ describe('awareness reservations', () => {
   });
 
   it('is bounded per document: past the cap the oldest reservation goes first', () => {
-    const r = new AwarenessReservations(4);
+    const r = new AwarenessReservations(4, 4);
     for (let id = 1; id <= 10; id++) r.reserve(id, `sub:u${id}`);
     expect(r.size).toBe(4);
     expect([1, 2, 3, 4, 5, 6].map((id) => r.holder(id))).toEqual([undefined, undefined, undefined, undefined, undefined, undefined]);
@@ -29,5 +29,14 @@ describe('awareness reservations', () => {
     expect(r.holder(7)).toBe('sub:u7');
     r.release(7);
     expect(r.holder(7)).toBeUndefined();
+  });
+
+  it("is bounded per identity: one identity's churn drops its own oldest, never others'", () => {
+    const r = new AwarenessReservations(1000, 3);
+    r.reserve(1, 'sub:alice');
+    for (let id = 100; id < 1100; id++) r.reserve(id, 'sub:mallory');
+    expect(r.holder(1)).toBe('sub:alice');
+    expect(r.size).toBe(4);
+    expect([1097, 1098, 1099].map((id) => r.holder(id))).toEqual(['sub:mallory', 'sub:mallory', 'sub:mallory']);
   });
 });

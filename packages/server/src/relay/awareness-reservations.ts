@@ -17,8 +17,10 @@ import { outdatedTimeout } from 'y-protocols/awareness';
  * reserving it for nobody would hide that client's own presence for 30 s after every blip. On an
  * open relay anyone may edit the document itself, so presence spoofing adds little there.
  *
- * Bounded: at most `max` reservations per document (the oldest is dropped first); expired ones
- * are dropped when looked up or when room is needed. No timers.
+ * Bounded: at most `max` reservations per document (the oldest is dropped first) and at most
+ * `maxPerIdentity` per identity (its own oldest is dropped first), so that one identity cannot
+ * push everyone else's reservations out; expired ones are dropped when looked up or when room
+ * is needed. No timers.
  */
 export const RESERVATION_MS = outdatedTimeout;
 
@@ -26,12 +28,24 @@ export class AwarenessReservations {
   /** Insertion order is expiry order (every reservation lasts the same time). */
   private readonly held = new Map<number, { identity: string; until: number }>();
 
-  constructor(private readonly max: number) {}
+  constructor(
+    private readonly max: number,
+    private readonly maxPerIdentity: number,
+  ) {}
 
   /** Holds `id` for `identity` (renewing an existing reservation). */
   reserve(id: number, identity: string): void {
     this.held.delete(id);
     const now = performance.now();
+    let ofIdentity = 0;
+    for (const r of this.held.values()) if (r.identity === identity && r.until > now) ofIdentity++;
+    if (ofIdentity >= this.maxPerIdentity) {
+      for (const [oldest, r] of this.held) {
+        if (r.identity !== identity) continue;
+        this.held.delete(oldest);
+        if (--ofIdentity < this.maxPerIdentity) break;
+      }
+    }
     for (const [oldest, r] of this.held) {
       if (this.held.size < this.max && r.until > now) break;
       this.held.delete(oldest);

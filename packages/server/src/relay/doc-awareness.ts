@@ -62,7 +62,7 @@ export class DocAwareness {
     private readonly metrics: RelayMetrics,
   ) {
     this.listeners = listeners;
-    this.reservations = new AwarenessReservations(limits.maxStatesPerDoc);
+    this.reservations = new AwarenessReservations(limits.maxStatesPerDoc, limits.maxStatesPerConnection);
     this.awareness = new awarenessProtocol.Awareness(doc);
     this.awareness.setLocalState(null);
     this.awareness.on('update', this.onUpdate);
@@ -88,8 +88,10 @@ export class DocAwareness {
     for (const e of entries) {
       const owner = this.owners.get(e.clientID);
       if (owner !== undefined && owner !== source) continue; // someone else's: ignored
-      if (owner === undefined && !peer) {
-        // Peer relays are trusted with their clients' presence (their relay owns it there).
+      if (owner === undefined) {
+        // Peer relays too: a reservation would be bypassed by setting the id through another
+        // relay of the mesh. The owner coming back through another relay is then not shown
+        // here until the reservation ends (at most 30 s): a hijack is worse than that.
         const reservedFor = this.reservations.holder(e.clientID);
         if (reservedFor !== undefined && reservedFor !== identity) continue; // held for its last owner: ignored
       }
@@ -205,8 +207,11 @@ export class DocAwareness {
   }
 
   private readonly onUpdate = ({ added, updated, removed }: { added: number[]; updated: number[]; removed: number[] }, origin: unknown): void => {
-    // Removed by its owner, by the relay, or timed out: the id is free again.
-    for (const id of removed) this.release(id);
+    // Removed by its owner, by the relay, or timed out: the id is free again. Reserved for its
+    // identity only when its connection went away (the relay removed it) or it timed out: a
+    // client removing its own state has left, and reserving on that would let one connection
+    // churn ids to fill the document's reservations.
+    for (const id of removed) this.release(id, origin === RELAY_ORIGIN || origin === 'timeout');
     const changed = added.concat(updated, removed);
     if (changed.length === 0) return;
     const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed);
