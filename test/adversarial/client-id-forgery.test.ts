@@ -228,4 +228,42 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     expect(reader.text).toBe('0123456789!');
     await Promise.all([mallory.close(), reader.close()]);
   });
+
+  it("issue-11 attack 6 (review 2): a client carrying another user's edits the relay lacks (failover, relay crash) does not get them claimed: they are accepted unclaimed and their author keeps writing under her id", async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const url = `${relay.url}/carried`;
+    // Alice's edit reached bob (through another relay, or a broadcast before a crash) but not this relay.
+    const alice = new Y.Doc();
+    const first = updateOf(alice, () => alice.getText('t').insert(0, 'hello'));
+    const bobDoc = new Y.Doc();
+    Y.applyUpdate(bobDoc, first);
+    const bobOwn = updateOf(bobDoc, () => bobDoc.getText('t').insert(5, '!'));
+    // Bob's capsync client declares the id it writes under; his update carries alice's content too.
+    const bob = await ProtocolClient.synced(url, {
+      headers: { authorization: `Bearer ${await token('bob')}` },
+      capabilities: [`writes:${bobDoc.clientID}`],
+    });
+    bob.sendMessage({ type: 'update', update: Y.mergeUpdates([first, bobOwn]) });
+    await bob.waitForAck(bob.seq);
+
+    // Alice's resend is what the relay holds; her next edit under her id is hers (before: 4403, bob owned it).
+    const aliceConn = await ProtocolClient.synced(url, {
+      headers: { authorization: `Bearer ${await token('alice')}` },
+      capabilities: [`writes:${alice.clientID}`],
+    });
+    aliceConn.sendMessage({ type: 'update', update: first });
+    aliceConn.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(0, '> ')) });
+    await aliceConn.waitForAck(aliceConn.seq);
+    expect(aliceConn.closeInfo).toBeNull();
+    // And bob cannot write under alice's id now that she claimed it.
+    const forger = new Y.Doc();
+    Y.applyUpdate(forger, Y.encodeStateAsUpdate(aliceConn.doc));
+    forger.clientID = alice.clientID;
+    bob.sendMessage({ type: 'update', update: updateOf(forger, () => forger.getText('t').insert(0, 'x')) });
+    const closed = await bob.waitClosed();
+    expect(closed.code).toBe(CloseCode.Forbidden);
+    const reader = await connectAs(url, 'reader');
+    expect(reader.text).toBe('> hello!');
+    await Promise.all([aliceConn.close(), reader.close()]);
+  });
 });

@@ -13,6 +13,8 @@ export interface ProtocolClientOptions {
   localAddress?: string;
   /** Reply to the relay's sync step 1 with our state. Default true. */
   answerSync?: boolean;
+  /** More hello capabilities (e.g. `writes:<client id>`, as the capsync client declares). */
+  capabilities?: string[];
 }
 
 export interface CloseInfo {
@@ -69,7 +71,7 @@ export class ProtocolClient extends EventEmitter {
       ws.once('error', reject);
       ws.once('close', (code, reason) => reject(new Error(`closed before open: ${code} ${reason.toString()}`)));
     });
-    if (options.hello ?? true) client.sendMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: ['ack', 'error'] });
+    if (options.hello ?? true) client.sendMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: ['ack', 'error', ...(options.capabilities ?? [])] });
     client.sendMessage({ type: 'sync-step-1', stateVector: Y.encodeStateVector(client.doc) });
     return client;
   }

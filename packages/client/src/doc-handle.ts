@@ -1,7 +1,7 @@
 import { ObservableV2 } from 'lib0/observable';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { AuthError, CapsyncError, type Message } from '@capsync/core';
+import { AuthError, CapsyncError, WRITES_PREFIX, type Message } from '@capsync/core';
 import { withTimeout } from './deadline.js';
 import { LocalReplica } from './replica/local-replica.js';
 import { applyStored } from './storage/compact-log.js';
@@ -105,6 +105,9 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       ...settings.link,
       docName: name,
       ownerHandles: (code, reason) => awarenessLimitOf(code, reason) !== undefined,
+      // The id this replica writes under: the relay claims only it for this user, not other
+      // users' edits this replica may carry to a relay that lacks them.
+      helloCapabilities: () => [WRITES_PREFIX + this.doc.clientID],
     });
     this.session = new DocSession(name, this.doc, this.link, this.outbox, {
       acked: (seq, durable) => {

@@ -39,6 +39,8 @@ export interface RelayLinkOptions {
    * stopped it from its 'close' listener. Default: none.
    */
   ownerHandles?: (code: number, reason: string) => boolean;
+  /** More hello capabilities, asked for on every connect (a document's `writes:<client id>`). */
+  helloCapabilities?: () => string[];
   /** Injectable for tests. */
   random?: () => number;
 }
@@ -225,7 +227,7 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
       if (this.socket !== socket) return;
       this.setState('open');
       this.armHeartbeat();
-      const capabilities = this.options.ownerKey ? [...CLIENT_CAPABILITIES, OWNER_KEY_PREFIX + this.options.ownerKey] : CLIENT_CAPABILITIES;
+      const capabilities = [...CLIENT_CAPABILITIES, ...(this.options.ownerKey ? [OWNER_KEY_PREFIX + this.options.ownerKey] : []), ...(this.options.helloCapabilities?.() ?? [])];
       socket.send(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities }));
       this.emit('open', [++this.connectionCount, relay]);
     };

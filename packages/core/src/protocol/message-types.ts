@@ -63,6 +63,30 @@ export const OWNER_KEY_PREFIX = 'owner:';
 export const OWNER_KEY_MIN_LENGTH = 22;
 export const OWNER_KEY_MAX_LENGTH = 128;
 
+/**
+ * A capsync client's hello capability naming the Yjs client id it writes under on this
+ * connection (`writes:<id>`). A relay with auth claims for the writer's identity only the
+ * client ids it declared: content under other ids it carries (another user's edits that this
+ * relay has not received yet, e.g. after a failover or a relay crash) is accepted unclaimed,
+ * so it is not attributed to the wrong user. Clients that declare nothing (stock y-websocket)
+ * claim every new id they write under. At most MAX_DECLARED_WRITERS are read.
+ */
+export const WRITES_PREFIX = 'writes:';
+export const MAX_DECLARED_WRITERS = 16;
+
+/** The client ids a hello declares (see WRITES_PREFIX), or undefined when it declares none. */
+export function declaredWritersOf(hello: { capabilities: string[] }): Set<number> | undefined {
+  let ids: Set<number> | undefined;
+  for (const c of hello.capabilities) {
+    if (!c.startsWith(WRITES_PREFIX)) continue;
+    const id = Number(c.slice(WRITES_PREFIX.length));
+    if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) continue;
+    (ids ??= new Set()).add(id);
+    if (ids.size >= MAX_DECLARED_WRITERS) break;
+  }
+  return ids;
+}
+
 export const MessageType = {
   Sync: 0,
   Awareness: 1,

@@ -4,6 +4,7 @@ import {
   PROTOCOL_VERSION,
   ProtocolError,
   RELAY_CAPABILITIES,
+  declaredWritersOf,
   RELAY_CAPABILITY,
   RELAY_ID_PREFIX,
   closeCodeFor,
@@ -112,6 +113,8 @@ export class RelayConnection implements DocPeer {
   private readonly sentToPeer = new SentLog();
   /** Whose leases this connection's fenced writes use. */
   private readonly identity: ConnectionIdentity;
+  /** The client ids its hello declared it writes under (claimed for it; see WRITES_PREFIX). */
+  private declaredWriters: Set<number> | undefined;
 
   constructor(
     private readonly socket: RelaySocket,
@@ -242,6 +245,7 @@ export class RelayConnection implements DocPeer {
         return;
       case 'hello':
         this.identity.hello(msg.capabilities);
+        this.declaredWriters = declaredWritersOf(msg);
         this.capsync = true;
         this.quorum = msg.capabilities.includes('quorum');
         this.sendMessage({
@@ -305,7 +309,7 @@ export class RelayConnection implements DocPeer {
     const doc = this.doc!;
     let admission: Admission;
     try {
-      admission = doc.validate(update, { trusted: this.peerRelayId !== undefined, subject: this.grant.subject, source: this });
+      admission = doc.validate(update, { trusted: this.peerRelayId !== undefined, subject: this.grant.subject, source: this, declared: this.declaredWriters });
     } catch (err) {
       if (err instanceof CapsyncError && err.code === 'fenced-area') this.deps.metrics.fencingRejections.inc({ reason: 'fenced-area' });
       throw err;

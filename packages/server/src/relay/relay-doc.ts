@@ -153,9 +153,9 @@ export class RelayDoc {
    * but recording `source`; pass the result to `applyRemote`. Throws ProtocolError
    * ('invalid-update' or 'fenced-area'), LimitExceededError or NotOwnerError.
    */
-  validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined; source?: UpdateSource } = {}): Admission {
+  validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined; source?: UpdateSource; declared?: ReadonlySet<number> | undefined } = {}): Admission {
     const trusted = options.trusted ?? false;
-    const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null };
+    const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null, declared: options.declared };
     return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.ownership.owners, pending: this.pending, source: options.source });
   }
 

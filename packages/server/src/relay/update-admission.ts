@@ -33,6 +33,11 @@ export interface UpdateWriter {
    * without `sub`, which may write under no owned client id and claims none.
    */
   identity: string | null | undefined;
+  /**
+   * The client ids the writer declared it writes under (WRITES_PREFIX), or undefined when it
+   * declared none: then every new id it writes under is claimed for it.
+   */
+  declared?: ReadonlySet<number> | undefined;
 }
 
 /** What the relay learned about an update it admitted (see `admitUpdate`). */
@@ -139,7 +144,10 @@ export function admitUpdate(
         if (owner !== writer.identity) othersKnown.add(client);
         continue;
       }
-      if (owner === undefined) unowned.push(client);
+      // Content under an id the writer did not declare is someone else's it carries: unclaimed.
+      if (owner === undefined) {
+        if (writer.declared === undefined || writer.declared.has(client)) unowned.push(client);
+      }
       else if (owner !== writer.identity) {
         // The owner's name is nobody else's business: say only that it is not the writer.
         throw new NotOwnerError(`client id ${client} belongs to another identity; write under your own client id`);
