@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { CloseCode } from '@capsync/core';
 import { startAttackedRelay, startBystander, worst } from '../support/attack.js';
+import { connectAs, updateOf } from '../support/client-ids.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { killRelay, spawnRelay } from '../support/relay-process.js';
 import { mintToken } from '../support/tokens.js';
@@ -19,21 +20,6 @@ function token(sub: string): Promise<string> {
   return mintToken(SECRET, { sub, lifetimeS: 3600 });
 }
 
-/** A connection as `sub` whose edits are made on `replica` (a user's local replica, kept across connections). */
-async function connectAs(url: string, sub: string): Promise<ProtocolClient> {
-  return ProtocolClient.synced(url, { headers: { authorization: `Bearer ${await token(sub)}` } });
-}
-
-/** The update `doc` emits for `edit`. */
-function updateOf(doc: Y.Doc, edit: () => void): Uint8Array {
-  let update: Uint8Array | null = null;
-  const capture = (u: Uint8Array) => (update = u);
-  doc.on('update', capture);
-  edit();
-  doc.off('update', capture);
-  return update!;
-}
-
 describe('adversarial: client id forgery (issue 11, attack 6)', () => {
   it("issue-11 attack 6: bob writing under offline alice's client id and next clock range is refused 4403 not-owner; alice's own edits are acked and replicas converge, across tabs and a restart", async () => {
     await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
@@ -41,7 +27,7 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     // Alice's replica (her IndexedDB): it outlives her connections, and keeps her client id.
     const alice = new Y.Doc();
     const aliceId = alice.clientID;
-    const tab1 = await connectAs(url, 'alice');
+    const tab1 = await connectAs(url, SECRET, 'alice');
     tab1.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(0, 'hello')) });
     await tab1.waitForAck(tab1.seq);
     await tab1.close();
@@ -49,7 +35,7 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     // Alice is offline. Bob forges an edit under her client id, at her next clock.
     // A bystander of another document (its token in the query: it has no headers option).
     const bystander = await startBystander(relay.url, `bystander?token=${await token('carol')}`);
-    const bob = await connectAs(url, 'bob');
+    const bob = await connectAs(url, SECRET, 'bob');
     expect(bob.text).toBe('hello');
     const forger = new Y.Doc();
     Y.applyUpdate(forger, Y.encodeStateAsUpdate(bob.doc));
@@ -65,7 +51,7 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     expect(bob.ackedSeq).toBeLessThan(bob.seq);
 
     // Alice comes back in a second tab (same sub, new connection) and writes the same clocks.
-    const tab2 = await connectAs(url, 'alice');
+    const tab2 = await connectAs(url, SECRET, 'alice');
     expect(tab2.text).toBe('hello');
     tab2.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(5, ' world')) });
     await tab2.waitForAck(tab2.seq);
@@ -73,7 +59,7 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     console.log(`attack 6: bystander worst round trip ${worst(rtts).toFixed(0)} ms`);
     expect(worst(rtts)).toBeLessThan(1000);
     // Bob (reconnected as a reader) converges with alice: same content, same state vector.
-    const bobAgain = await connectAs(url, 'bob');
+    const bobAgain = await connectAs(url, SECRET, 'bob');
     expect(bobAgain.text).toBe('hello world');
     expect(Y.encodeStateVector(bobAgain.doc)).toEqual(Y.encodeStateVector(alice));
     await Promise.all([tab2.close(), bobAgain.close()]);
@@ -83,20 +69,20 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     const restarted = await spawnRelay(['--data', relay.dataDir, '--auth-secret', SECRET]);
     try {
       const url2 = `${restarted.url}/shared`;
-      const bob2 = await connectAs(url2, 'bob');
+      const bob2 = await connectAs(url2, SECRET, 'bob');
       const forger2 = new Y.Doc();
       Y.applyUpdate(forger2, Y.encodeStateAsUpdate(bob2.doc));
       forger2.clientID = aliceId;
       bob2.sendMessage({ type: 'update', update: updateOf(forger2, () => forger2.getText('t').insert(0, 'X')) });
       expect((await bob2.waitClosed()).code).toBe(CloseCode.Forbidden);
-      const tab3 = await connectAs(url2, 'alice');
+      const tab3 = await connectAs(url2, SECRET, 'alice');
       tab3.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(11, '!')) });
       await tab3.waitForAck(tab3.seq);
       // Bob still writes under his own client ids.
-      const bob3 = await connectAs(url2, 'bob');
+      const bob3 = await connectAs(url2, SECRET, 'bob');
       bob3.type(' (bob)');
       await bob3.waitForAck(bob3.seq);
-      const reader = await connectAs(url2, 'carol');
+      const reader = await connectAs(url2, SECRET, 'carol');
       expect(reader.text).toBe('hello world! (bob)');
       await Promise.all([tab3.close(), bob3.close(), reader.close()]);
     } finally {
@@ -108,10 +94,10 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     const mesh = await startMesh(2, { authSecret: SECRET, peerToken: undefined });
     try {
       await whenMeshUp(mesh.relays);
-      const aliceOn0 = await connectAs(mesh.relays[0]!.docUrl('meshed'), 'alice');
+      const aliceOn0 = await connectAs(mesh.relays[0]!.docUrl('meshed'), SECRET, 'alice');
       aliceOn0.type('alice@0');
       await aliceOn0.waitForAck(aliceOn0.seq);
-      const bobOn1 = await connectAs(mesh.relays[1]!.docUrl('meshed'), 'bob');
+      const bobOn1 = await connectAs(mesh.relays[1]!.docUrl('meshed'), SECRET, 'bob');
       await bobOn1.waitForText('alice@0');
       bobOn1.type(' bob@1');
       await bobOn1.waitForAck(bobOn1.seq);
@@ -125,8 +111,8 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
   it("issue-11 attack 6 (review): content held back as pending claims no client id, so mallory cannot squat on alice's id before alice writes", async () => {
     await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
     const url = `${relay.url}/squat`;
-    const alice = await connectAs(url, 'alice');
-    const mallory = await connectAs(url, 'mallory');
+    const alice = await connectAs(url, SECRET, 'alice');
+    const mallory = await connectAs(url, SECRET, 'mallory');
     // Mallory learned alice's client id (from her presence): one struct under it at a far clock,
     // which never integrates (clocks 0.. are missing), so it is never stored nor broadcast.
     const forger = new Y.Doc();
@@ -172,7 +158,7 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
       nested.insert(0, 'revenue');
     });
     // Mallory (who saw X in alice's presence) writes one character under X first.
-    const mallory = await connectAs(url, 'mallory');
+    const mallory = await connectAs(url, SECRET, 'mallory');
     const squatter = new Y.Doc();
     squatter.clientID = x;
     mallory.sendMessage({ type: 'update', update: updateOf(squatter, () => squatter.getText('t').insert(0, 'x')) });
@@ -180,13 +166,13 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
 
     // Alice's X:1.. now name mallory's X:0 as their parent, which is no shared type: the forgery
     // checks fail it; the answer must still say whose id it is.
-    const aliceConn = await connectAs(url, 'alice');
+    const aliceConn = await connectAs(url, SECRET, 'alice');
     aliceConn.sendMessage({ type: 'update', update: offline });
     const closed = await aliceConn.waitClosed();
     expect(closed.code).toBe(CloseCode.Forbidden);
     expect(closed.reason).toMatch(/^not-owner: /);
     // Nothing of alice's content was applied; mallory's is intact.
-    const reader = await connectAs(url, 'reader');
+    const reader = await connectAs(url, SECRET, 'reader');
     expect(reader.text).toBe('x');
     expect(reader.doc.getMap('m').size).toBe(0);
     await Promise.all([mallory.close(), reader.close()]);
@@ -199,7 +185,7 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     const x = alice.clientID;
     const offline = updateOf(alice, () => alice.getText('t').insert(0, 'hello'));
     // Mallory's ten characters cover the clocks of alice's five.
-    const mallory = await connectAs(url, 'mallory');
+    const mallory = await connectAs(url, SECRET, 'mallory');
     const squatter = new Y.Doc();
     squatter.clientID = x;
     const squatted = updateOf(squatter, () => squatter.getText('t').insert(0, '0123456789'));
@@ -207,7 +193,7 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     await mallory.waitForAck(mallory.seq);
 
     // Before: the relay held X up to clock 10, skipped alice's X:0-4 as known, and acked it.
-    const aliceConn = await connectAs(url, 'alice');
+    const aliceConn = await connectAs(url, SECRET, 'alice');
     aliceConn.sendMessage({ type: 'update', update: offline });
     const closed = await aliceConn.waitClosed();
     expect(closed.code).toBe(CloseCode.Forbidden);
@@ -224,7 +210,7 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     bobDoc.getText('t').insert(10, '!');
     const posted = await fetch(`${relay.httpUrl}/v1/docs/covered/update`, { method: 'POST', headers: auth, body: Buffer.from(Y.encodeStateAsUpdate(bobDoc)) });
     expect(posted.status).toBe(200);
-    const reader = await connectAs(url, 'reader');
+    const reader = await connectAs(url, SECRET, 'reader');
     expect(reader.text).toBe('0123456789!');
     await Promise.all([mallory.close(), reader.close()]);
   });
@@ -239,18 +225,12 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     Y.applyUpdate(bobDoc, first);
     const bobOwn = updateOf(bobDoc, () => bobDoc.getText('t').insert(5, '!'));
     // Bob's capsync client declares the id it writes under; his update carries alice's content too.
-    const bob = await ProtocolClient.synced(url, {
-      headers: { authorization: `Bearer ${await token('bob')}` },
-      capabilities: [`writes:${bobDoc.clientID}`],
-    });
+    const bob = await connectAs(url, SECRET, 'bob', { capabilities: [`writes:${bobDoc.clientID}`] });
     bob.sendMessage({ type: 'update', update: Y.mergeUpdates([first, bobOwn]) });
     await bob.waitForAck(bob.seq);
 
     // Alice's resend is what the relay holds; her next edit under her id is hers (before: 4403, bob owned it).
-    const aliceConn = await ProtocolClient.synced(url, {
-      headers: { authorization: `Bearer ${await token('alice')}` },
-      capabilities: [`writes:${alice.clientID}`],
-    });
+    const aliceConn = await connectAs(url, SECRET, 'alice', { capabilities: [`writes:${alice.clientID}`] });
     aliceConn.sendMessage({ type: 'update', update: first });
     aliceConn.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(0, '> ')) });
     await aliceConn.waitForAck(aliceConn.seq);
@@ -262,7 +242,7 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     bob.sendMessage({ type: 'update', update: updateOf(forger, () => forger.getText('t').insert(0, 'x')) });
     const closed = await bob.waitClosed();
     expect(closed.code).toBe(CloseCode.Forbidden);
-    const reader = await connectAs(url, 'reader');
+    const reader = await connectAs(url, SECRET, 'reader');
     expect(reader.text).toBe('> hello!');
     await Promise.all([aliceConn.close(), reader.close()]);
   });

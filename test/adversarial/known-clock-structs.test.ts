@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { CloseCode } from '@capsync/core';
 import { startAttackedRelay } from '../support/attack.js';
+import { connectAs, updateOf } from '../support/client-ids.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { mintToken } from '../support/tokens.js';
 
@@ -9,17 +10,6 @@ import { mintToken } from '../support/tokens.js';
 // `cd test && npx vitest run adversarial/rev2-known-structs.test.ts`.
 const SECRET = 'adversarial-client-ids-secret-0123456789';
 const token = (sub: string) => mintToken(SECRET, { sub, lifetimeS: 3600 });
-async function connectAs(url: string, sub: string): Promise<ProtocolClient> {
-  return ProtocolClient.synced(url, { headers: { authorization: `Bearer ${await token(sub)}` } });
-}
-function updateOf(doc: Y.Doc, edit: () => void): Uint8Array {
-  let update: Uint8Array | null = null;
-  const capture = (u: Uint8Array) => (update = u);
-  doc.on('update', capture);
-  edit();
-  doc.off('update', capture);
-  return update!;
-}
 /** Alice's edit is either refused (4403) or acked; returns which. */
 async function outcome(c: ProtocolClient, update: Uint8Array): Promise<string> {
   c.sendMessage({ type: 'update', update });
@@ -39,15 +29,15 @@ describe('adversarial: known-clock structs under another identity\'s client id',
     const url = `${relay.url}/del`;
     const alice = new Y.Doc();
     const offline = updateOf(alice, () => alice.getText('t').insert(0, 'hello'));
-    const mallory = await connectAs(url, 'mallory');
+    const mallory = await connectAs(url, SECRET, 'mallory');
     const squatter = new Y.Doc();
     squatter.clientID = alice.clientID;
     mallory.sendMessage({ type: 'update', update: updateOf(squatter, () => squatter.getText('t').insert(0, '0123456789')) });
     mallory.sendMessage({ type: 'update', update: updateOf(squatter, () => squatter.getText('t').delete(0, 10)) });
     await mallory.waitForAck(mallory.seq);
-    const a = await connectAs(url, 'alice');
+    const a = await connectAs(url, SECRET, 'alice');
     const result = await outcome(a, offline);
-    const reader = await connectAs(url, 'reader');
+    const reader = await connectAs(url, SECRET, 'reader');
     console.log('A1 alice:', result, '| reader text:', JSON.stringify(reader.text), '| alice text:', alice.getText('t').toString());
     // Expected: refused 4403 (or stored). Measured: acked, reader sees ''.
     expect(result === 'acked' ? reader.text : 'refused').not.toBe('');
@@ -59,14 +49,14 @@ describe('adversarial: known-clock structs under another identity\'s client id',
     const url = `${relay.url}/map`;
     const alice = new Y.Doc();
     const offline = updateOf(alice, () => alice.getMap('m').set('k2', true));
-    const mallory = await connectAs(url, 'mallory');
+    const mallory = await connectAs(url, SECRET, 'mallory');
     const squatter = new Y.Doc();
     squatter.clientID = alice.clientID;
     mallory.sendMessage({ type: 'update', update: updateOf(squatter, () => squatter.getMap('m').set('k1', true)) });
     await mallory.waitForAck(mallory.seq);
-    const a = await connectAs(url, 'alice');
+    const a = await connectAs(url, SECRET, 'alice');
     const result = await outcome(a, offline);
-    const reader = await connectAs(url, 'reader');
+    const reader = await connectAs(url, SECRET, 'reader');
     const keys = Array.from(reader.doc.getMap('m').keys());
     console.log('A2 alice:', result, '| reader keys:', keys);
     expect(result === 'acked' ? keys.includes('k2') : true).toBe(true);
@@ -78,14 +68,14 @@ describe('adversarial: known-clock structs under another identity\'s client id',
     const url = `${relay.url}/types`;
     const alice = new Y.Doc();
     const offline = updateOf(alice, () => alice.getArray('a').insert(0, [new Uint8Array([1, 2, 3])]));
-    const mallory = await connectAs(url, 'mallory');
+    const mallory = await connectAs(url, SECRET, 'mallory');
     const squatter = new Y.Doc();
     squatter.clientID = alice.clientID;
     mallory.sendMessage({ type: 'update', update: updateOf(squatter, () => squatter.getArray('a').insert(0, [new Uint8Array([6, 6, 6])])) });
     await mallory.waitForAck(mallory.seq);
-    const a = await connectAs(url, 'alice');
+    const a = await connectAs(url, SECRET, 'alice');
     const result = await outcome(a, offline);
-    const reader = await connectAs(url, 'reader');
+    const reader = await connectAs(url, SECRET, 'reader');
     const stored = Array.from(reader.doc.getArray<Uint8Array>('a').get(0));
     console.log('A3 alice:', result, '| reader a[0]:', stored);
     expect(result === 'acked' ? stored : [1, 2, 3]).toEqual([1, 2, 3]);
@@ -96,7 +86,7 @@ describe('adversarial: known-clock structs under another identity\'s client id',
     await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
     const url = `${relay.url}/post`;
     const alice = new Y.Doc();
-    const a = await connectAs(url, 'alice');
+    const a = await connectAs(url, SECRET, 'alice');
     a.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(0, 'hello world')) });
     await a.waitForAck(a.seq);
     const auth = { authorization: `Bearer ${await token('bob')}` };

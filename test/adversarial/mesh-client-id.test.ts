@@ -3,6 +3,7 @@ import * as Y from 'yjs';
 import { CloseCode } from '@capsync/core';
 import { startBystander, worst } from '../support/attack.js';
 import { startAttackedMesh } from '../support/attack-mesh.js';
+import { connectAs, replicaAs, updateOf } from '../support/client-ids.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { mintToken } from '../support/tokens.js';
 
@@ -14,28 +15,6 @@ import { mintToken } from '../support/tokens.js';
  */
 
 const SECRET = 'adversarial-mesh-client-ids-secret-0123456789';
-
-async function connectAs(url: string, sub: string): Promise<ProtocolClient> {
-  return ProtocolClient.synced(url, { headers: { authorization: `Bearer ${await mintToken(SECRET, { sub, lifetimeS: 3600 })}` } });
-}
-
-/** The update `doc` emits for `edit`. */
-function updateOf(doc: Y.Doc, edit: () => void): Uint8Array {
-  let update: Uint8Array | null = null;
-  const capture = (u: Uint8Array) => (update = u);
-  doc.on('update', capture);
-  edit();
-  doc.off('update', capture);
-  return update!;
-}
-
-/** A replica of `from`'s document that writes under `clientId`. */
-function replicaAs(from: ProtocolClient, clientId: number): Y.Doc {
-  const d = new Y.Doc();
-  Y.applyUpdate(d, Y.encodeStateAsUpdate(from.doc));
-  d.clientID = clientId; // after the apply: Yjs picks a fresh id when an update carries its own
-  return d;
-}
 
 /** The value of an unlabelled counter on a relay's /metrics. */
 async function counter(httpUrl: string, name: string): Promise<number> {
@@ -53,14 +32,14 @@ describe('adversarial: client id ownership across the mesh (issue 11 review)', (
       const url1 = `${r1.url}/m`;
       // Alice writes on relay 0 (her replica keeps her client id across connections).
       const alice = new Y.Doc();
-      const a0 = await connectAs(url0, 'alice');
+      const a0 = await connectAs(url0, SECRET, 'alice');
       a0.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(0, 'hello')) });
       await a0.waitForAck(a0.seq);
       await a0.close();
 
       // Bob, on relay 1, forges under alice's id at her next clock.
       const bystander = await startBystander(r1.url, `bystander?token=${await mintToken(SECRET, { sub: 'carol', lifetimeS: 3600 })}`);
-      const bob = await connectAs(url1, 'bob');
+      const bob = await connectAs(url1, SECRET, 'bob');
       await bob.waitForText('hello');
       const forger = replicaAs(bob, alice.clientID);
       bob.sendMessage({ type: 'update', update: updateOf(forger, () => forger.getText('t').insert(5, ' -999')) });
@@ -72,18 +51,18 @@ describe('adversarial: client id ownership across the mesh (issue 11 review)', (
       expect(bob.received.some((m) => m.type === 'ack' && m.seq === bob.seq)).toBe(false);
 
       // Alice comes back (on relay 0) and writes the same clocks: acked, on both relays.
-      const a1 = await connectAs(url0, 'alice');
+      const a1 = await connectAs(url0, SECRET, 'alice');
       a1.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(5, ' world')) });
       await a1.waitForAck(a1.seq);
       await a1.close();
       // Bob writing under his own id is fine, through either relay.
-      const bob2 = await connectAs(url1, 'bob');
+      const bob2 = await connectAs(url1, SECRET, 'bob');
       await bob2.waitForText('hello world');
       bob2.type('!');
       await bob2.waitForAck(bob2.seq);
       await bob2.close();
       for (const url of [url0, url1]) {
-        const check = await connectAs(url, 'carol');
+        const check = await connectAs(url, SECRET, 'carol');
         await check.waitForText('hello world!');
         const sv = Y.decodeStateVector(Y.encodeStateVector(check.doc));
         expect(sv.get(alice.clientID)).toBe(Y.getState(alice.store, alice.clientID));
@@ -95,23 +74,23 @@ describe('adversarial: client id ownership across the mesh (issue 11 review)', (
   it('issue-11 review (mesh client ids): the same client id claimed by two identities on the two sides of a partition is detected (counted, logged), content of both kept, both relays keep serving', async () => {
     await using mesh = await startAttackedMesh(2, ['--auth-secret', SECRET, '--peer-mode', 'replicate-all']);
     const [r0, r1] = mesh.relays as [(typeof mesh.relays)[0], (typeof mesh.relays)[0]];
-    const seed = await connectAs(`${r0.url}/p`, 'carol');
+    const seed = await connectAs(`${r0.url}/p`, SECRET, 'carol');
     seed.type('shared ');
     await seed.waitForAck(seed.seq);
     await seed.close();
-    const seen = await connectAs(`${r1.url}/p`, 'carol');
+    const seen = await connectAs(`${r1.url}/p`, SECRET, 'carol');
     await seen.waitForText('shared ');
     await seen.close();
 
     mesh.cut(0, 1, 'reset');
     // The same id X: alice claims it on relay 0, bob on relay 1 (different items: x0 in map a, x1 in map b).
     const X = 1_234_567;
-    const a = await connectAs(`${r0.url}/p`, 'alice');
+    const a = await connectAs(`${r0.url}/p`, SECRET, 'alice');
     const ad = replicaAs(a, X);
     a.sendMessage({ type: 'update', update: updateOf(ad, () => ad.getMap('a').set('k', 'alice')) });
     await a.waitForAck(a.seq);
     await a.close();
-    const b = await connectAs(`${r1.url}/p`, 'bob');
+    const b = await connectAs(`${r1.url}/p`, SECRET, 'bob');
     const bd = replicaAs(b, X + 1);
     bd.clientID = X;
     b.sendMessage({ type: 'update', update: updateOf(bd, () => bd.getMap('b').set('k', 'bob')) });
@@ -122,14 +101,14 @@ describe('adversarial: client id ownership across the mesh (issue 11 review)', (
     // Both relays keep serving: a write through each is acked and reaches the other. The claims
     // ride ahead of content on the healed links, so once these arrived, so had the claims.
     for (const [i, relay] of [r0, r1].entries()) {
-      const c = await connectAs(`${relay.url}/p`, 'carol');
+      const c = await connectAs(`${relay.url}/p`, SECRET, 'carol');
       c.type(`c${i}`);
       await c.waitForAck(c.seq);
       await c.close();
     }
     const after: ProtocolClient[] = [];
     for (const relay of [r0, r1]) {
-      const c = await connectAs(`${relay.url}/p`, 'carol');
+      const c = await connectAs(`${relay.url}/p`, SECRET, 'carol');
       await c.waitFor(() => c.text.includes('c0') && c.text.includes('c1'), 'both writes', 20_000);
       after.push(c);
     }
@@ -143,11 +122,11 @@ describe('adversarial: client id ownership across the mesh (issue 11 review)', (
     expect(after[1]!.doc.getMap('b').get('k')).toBe('bob');
     await Promise.all(after.map((c) => c.close()));
     // First claim wins on each relay.
-    const bobAgain = await connectAs(`${r0.url}/p`, 'bob');
+    const bobAgain = await connectAs(`${r0.url}/p`, SECRET, 'bob');
     const forged = replicaAs(bobAgain, X);
     bobAgain.sendMessage({ type: 'update', update: updateOf(forged, () => forged.getMap('b').set('k2', 'bob')) });
     expect((await bobAgain.waitClosed()).code).toBe(CloseCode.Forbidden);
-    const aliceAgain = await connectAs(`${r1.url}/p`, 'alice');
+    const aliceAgain = await connectAs(`${r1.url}/p`, SECRET, 'alice');
     const hers = replicaAs(aliceAgain, X);
     aliceAgain.sendMessage({ type: 'update', update: updateOf(hers, () => hers.getMap('a').set('k2', 'alice')) });
     expect((await aliceAgain.waitClosed()).code).toBe(CloseCode.Forbidden);

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { CloseCode } from '@capsync/core';
 import { startAttackedRelay, startBystander, worst } from '../support/attack.js';
+import { connectAs, replicaAs, updateOf } from '../support/client-ids.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { mintToken } from '../support/tokens.js';
 
@@ -14,33 +15,11 @@ import { mintToken } from '../support/tokens.js';
 
 const SECRET = 'adversarial-pending-client-ids-secret-0123456789';
 
-async function connectAs(url: string, sub: string): Promise<ProtocolClient> {
-  return ProtocolClient.synced(url, { headers: { authorization: `Bearer ${await mintToken(SECRET, { sub, lifetimeS: 3600 })}` } });
-}
-
-/** The update `doc` emits for `edit`. */
-function updateOf(doc: Y.Doc, edit: () => void): Uint8Array {
-  let update: Uint8Array | null = null;
-  const capture = (u: Uint8Array) => (update = u);
-  doc.on('update', capture);
-  edit();
-  doc.off('update', capture);
-  return update!;
-}
-
-/** A replica of `from`'s document that writes under `clientId`. */
-function replicaAs(from: ProtocolClient, clientId: number): Y.Doc {
-  const d = new Y.Doc();
-  Y.applyUpdate(d, Y.encodeStateAsUpdate(from.doc));
-  d.clientID = clientId;
-  return d;
-}
-
 describe("adversarial: pending content under another user's client id (issue 11 review)", () => {
   it("issue-11 review (pending client ids): bob's structs waiting under a client id alice then claims are refused 4403 not-owner and never integrate; alice is acked; her own out-of-order tabs still integrate", async () => {
     await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
     const url = `${relay.url}/pending`;
-    const seed = await connectAs(url, 'carol');
+    const seed = await connectAs(url, SECRET, 'carol');
     seed.type('seed:');
     await seed.waitForAck(seed.seq);
     await seed.close();
@@ -48,7 +27,7 @@ describe("adversarial: pending content under another user's client id (issue 11 
     // Bob learned X, the client id of alice's next session (awareness shows it). He builds X's
     // first five clocks locally and sends only what follows: it waits for X:0..4.
     const X = 987_654_321;
-    const bob = await connectAs(url, 'bob');
+    const bob = await connectAs(url, SECRET, 'bob');
     const forger = replicaAs(bob, X);
     forger.getText('t').insert(5, 'AAAAA'); // X:0..4, never sent
     const forged = updateOf(forger, () => forger.getText('t').insert(10, ' -999')); // X:5..9
@@ -57,7 +36,7 @@ describe("adversarial: pending content under another user's client id (issue 11 
     const bystander = await startBystander(relay.url, `bystander?token=${await mintToken(SECRET, { sub: 'dave', lifetimeS: 3600 })}`);
 
     // Alice's session X writes its first five clocks: exactly what bob's structs wait for.
-    const alice = await connectAs(url, 'alice');
+    const alice = await connectAs(url, SECRET, 'alice');
     const hers = replicaAs(alice, X);
     alice.sendMessage({ type: 'update', update: updateOf(hers, () => hers.getText('t').insert(5, 'hello')) });
     await alice.waitForAck(alice.seq);
@@ -72,25 +51,25 @@ describe("adversarial: pending content under another user's client id (issue 11 
     alice.sendMessage({ type: 'update', update: updateOf(hers, () => hers.getText('t').insert(10, '!')) });
     await alice.waitForAck(alice.seq);
     await alice.close();
-    const check = await connectAs(url, 'carol');
+    const check = await connectAs(url, SECRET, 'carol');
     expect(check.text).toBe('seed:hello!');
     await check.close();
 
     // Her own tabs out of order (same identity): the second tab's content waits for the first
     // tab's, then both are acked.
     const Y1 = 123_456_789;
-    const tab2 = await connectAs(url, 'alice');
+    const tab2 = await connectAs(url, SECRET, 'alice');
     const t2 = replicaAs(tab2, Y1);
     t2.getText('t').insert(0, 'A'); // Y1:0, sent by tab 1 below
     const first = Y.encodeStateAsUpdate(t2);
     const second = updateOf(t2, () => t2.getText('t').insert(1, 'B')); // Y1:1, waits for Y1:0
     tab2.sendMessage({ type: 'update', update: second });
-    const tab1 = await connectAs(url, 'alice');
+    const tab1 = await connectAs(url, SECRET, 'alice');
     tab1.sendMessage({ type: 'update', update: first });
     await tab1.waitForAck(tab1.seq);
     await tab2.waitForAck(tab2.seq);
     await Promise.all([tab1.close(), tab2.close()]);
-    const final = await connectAs(url, 'carol');
+    const final = await connectAs(url, SECRET, 'carol');
     expect(final.text).toBe('ABseed:hello!');
     await final.close();
   }, 60_000);
