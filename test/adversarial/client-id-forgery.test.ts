@@ -246,4 +246,26 @@ describe('adversarial: client id forgery (issue 11, attack 6)', () => {
     expect(reader.text).toBe('> hello!');
     await Promise.all([aliceConn.close(), reader.close()]);
   });
+
+  it("issue-11 attack 6 (review 2): mallory writing under a newcomer's client id, seen in her presence before her first edit, is refused 4403: the id was held for her since her hello declared it", async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const url = `${relay.url}/newcomer`;
+    // Alice joins (her capsync client declares its id in the hello) and shows her presence; she has not typed yet.
+    const alice = new Y.Doc();
+    const aliceConn = await connectAs(url, SECRET, 'alice', { capabilities: [`writes:${alice.clientID}`] });
+    // Mallory, who saw that id in alice's presence, writes under it first.
+    const mallory = await connectAs(url, SECRET, 'mallory');
+    const squatter = new Y.Doc();
+    squatter.clientID = alice.clientID;
+    mallory.sendMessage({ type: 'update', update: updateOf(squatter, () => squatter.getText('t').insert(0, 'x')) });
+    const closed = await mallory.waitClosed();
+    expect(closed.code).toBe(CloseCode.Forbidden);
+    expect(closed.reason).toMatch(/^not-owner: /);
+    // Alice's first edit is hers.
+    aliceConn.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(0, 'hi')) });
+    await aliceConn.waitForAck(aliceConn.seq);
+    const reader = await connectAs(url, SECRET, 'reader');
+    expect(reader.text).toBe('hi');
+    await Promise.all([aliceConn.close(), reader.close()]);
+  });
 });

@@ -2,12 +2,13 @@
  * The client under the relay's client id ownership (issue 11): a 4403 `not-owner` refusal is a
  * typed NotOwnerError, retried with backoff (not a tight loop); the edits stay pending.
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, onTestFinished } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, MemoryStorage, NotOwnerError, type CapsyncClient, type CapsyncError, type DocHandle } from '@capsync/client';
 import { startAttackedRelay } from '../support/attack.js';
 import { TEST_CLIENT_DEFAULTS, until, whenStatus } from '../support/client-fixture.js';
 import { ProtocolClient } from '../support/protocol-client.js';
+import { RestartableRelay } from '../support/restartable-relay.js';
 import { mintToken } from '../support/tokens.js';
 
 const SECRET = 'client-not-owner-secret-0123456789abcdef';
@@ -43,7 +44,8 @@ async function writeUnder(url: string, clientId: number, text: string): Promise<
 
 describe('client id ownership: the client stops on not-owner', () => {
   it("mallory writes under alice's client id first: alice gets a NotOwnerError per refused attempt, retries with backoff, and keeps her text pending", async () => {
-    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const relay = await RestartableRelay.start(['--auth-secret', SECRET]);
+    onTestFinished(() => relay.dispose());
     const alice = await open(relay.url, 'alice', new MemoryStorage());
     await whenStatus(alice, 'synced');
     const errors: CapsyncError[] = [];
@@ -53,9 +55,12 @@ describe('client id ownership: the client stops on not-owner', () => {
       if (s === 'syncing') opens++;
     });
     const squatted = alice.doc.clientID;
-    // Alice types offline; meanwhile mallory (who saw alice's id in her presence) writes under it.
+    // Alice types offline; the relay restarts (it held alice's declared id in memory only), and
+    // mallory, who saw alice's id in her presence, writes under it.
     alice.disconnect();
     alice.doc.getText('t').insert(0, 'hello from alice');
+    await relay.stop();
+    await relay.start();
     await writeUnder(relay.url, squatted, 'x');
 
     alice.connect();
@@ -74,5 +79,24 @@ describe('client id ownership: the client stops on not-owner', () => {
     const bob = await open(relay.url, 'bob');
     await bob.whenSynced({ timeoutMs: 10_000 });
     expect(bob.doc.getText('t').toString()).toBe('x');
+  });
+
+  it("while the relay holds alice's declared client id, mallory's write under it is refused and alice's offline text syncs", async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const alice = await open(relay.url, 'alice', new MemoryStorage());
+    await whenStatus(alice, 'synced');
+    const squatted = alice.doc.clientID;
+    alice.disconnect();
+    alice.doc.getText('t').insert(0, 'hello from alice');
+    const mallory = await ProtocolClient.synced(`${relay.url}/${DOC}`, { headers: { authorization: `Bearer ${await mintToken(SECRET, { sub: 'mallory' })}` } });
+    protocolClients.push(mallory);
+    mallory.doc.clientID = squatted;
+    mallory.doc.getText('t').insert(0, 'x');
+    expect((await mallory.waitClosed()).reason).toMatch(/^not-owner: /);
+    alice.connect();
+    await alice.flush({ timeoutMs: 10_000 });
+    const bob = await open(relay.url, 'bob');
+    await bob.whenSynced({ timeoutMs: 10_000 });
+    expect(bob.doc.getText('t').toString()).toBe('hello from alice');
   });
 });

@@ -28,6 +28,11 @@ export class ClientOwners {
   private readonly introduced = new WeakMap<object, number>();
   /** Ids a peer relay said someone else owns, already counted as conflicts (counted once each). */
   private readonly conflicted = new Set<number>();
+  /**
+   * Ids a connected client declared it writes under (`writes:` in its hello) before writing:
+   * held for its identity in memory (see `announce`). Oldest first, for the bound.
+   */
+  private readonly announced = new Map<number, string>();
 
   private constructor(
     private readonly name: string,
@@ -45,6 +50,30 @@ export class ClientOwners {
   /** The owner of `clientId`, or undefined when nobody owns it. */
   get(clientId: number): string | undefined {
     return this.owners.get(clientId);
+  }
+
+  /**
+   * Holds `clientIds`, which a client of `owner` declared in its hello, for `owner` until it
+   * writes under them (then `claim` makes it durable) or the document is unloaded. Why: a Yjs
+   * client id is public from the moment its presence is shown, before its first edit; without
+   * this, anyone could write one struct under a newcomer's id first and own it, and every edit
+   * of the newcomer would be refused. The hello comes before the client's presence, so nobody
+   * can learn the id earlier. First announcement wins; ids someone owns are left alone. Not
+   * durable and not counted in `countOf` (a session that never writes costs nothing); not
+   * passed to peer relays (a squat through another relay of a mesh stays possible). Bounded by
+   * `max` (the oldest goes first).
+   */
+  announce(owner: string, clientIds: Iterable<number>, max: number): void {
+    for (const id of clientIds) {
+      if (this.owners.has(id) || this.announced.has(id)) continue;
+      this.announced.set(id, owner);
+      if (this.announced.size > max) this.announced.delete(this.announced.keys().next().value!);
+    }
+  }
+
+  /** The identity that announced `clientId` (see `announce`), if nobody owns it yet. */
+  announcedBy(clientId: number): string | undefined {
+    return this.announced.get(clientId);
   }
 
   /** How many client ids of the document `owner` owns. */
@@ -119,6 +148,7 @@ export class ClientOwners {
 
   private set(id: number, owner: string): void {
     if (this.owners.has(id)) return;
+    this.announced.delete(id);
     this.owners.set(id, owner);
     this.perOwner.set(owner, (this.perOwner.get(owner) ?? 0) + 1);
   }

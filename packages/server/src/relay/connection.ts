@@ -246,6 +246,7 @@ export class RelayConnection implements DocPeer {
       case 'hello':
         this.identity.hello(msg.capabilities);
         this.declaredWriters = declaredWritersOf(msg);
+        if (this.declaredWriters && this.grant.subject && !this.peerRelayId) this.doc!.announceWriters(this.grant.subject, this.declaredWriters);
         this.capsync = true;
         this.quorum = msg.capabilities.includes('quorum');
         this.sendMessage({

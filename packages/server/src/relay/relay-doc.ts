@@ -25,6 +25,9 @@ import { DocOwnership, type ClaimsPeer } from './doc-ownership.js';
 import { RemoteOrigin, type UpdateSource } from './origins.js';
 import { checkRemoteUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
 
+/** Announced client ids held per document (a few per connected client; oldest dropped past it). */
+const MAX_ANNOUNCED_CLIENTS = 10_000;
+
 /** What a document needs from the relay around it. */
 export interface RelayDocDeps {
   store: DocStore;
@@ -157,6 +160,14 @@ export class RelayDoc {
     const trusted = options.trusted ?? false;
     const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null, declared: options.declared };
     return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.ownership.owners, pending: this.pending, source: options.source });
+  }
+
+  /**
+   * A client of `subject` declared in its hello the client ids it writes under: they are held
+   * for `subject` until it writes (see ClientOwners.announce). Only on relays with ownership.
+   */
+  announceWriters(subject: string, clientIds: ReadonlySet<number>): void {
+    if (this.deps.ownership) this.ownership.owners.announce(subject, clientIds, MAX_ANNOUNCED_CLIENTS);
   }
 
   /**

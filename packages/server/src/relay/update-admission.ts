@@ -144,6 +144,11 @@ export function admitUpdate(
         if (owner !== writer.identity) othersKnown.add(client);
         continue;
       }
+      // Held for a connected client that declared it (ClientOwners.announce): not a writer's to take.
+      const announcedBy = owner === undefined ? owners.announcedBy(client) : undefined;
+      if (announcedBy !== undefined && announcedBy !== writer.identity) {
+        throw new NotOwnerError(`client id ${client} is in use by another identity; write under your own client id`);
+      }
       // Content under an id the writer did not declare is someone else's it carries: unclaimed.
       if (owner === undefined) {
         if (writer.declared === undefined || writer.declared.has(client)) unowned.push(client);
