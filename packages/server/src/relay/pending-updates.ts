@@ -77,12 +77,6 @@ export type PendingLimits = Pick<
 export class PendingUpdates {
   private readonly waiters = new Set<Waiter>();
   private readonly perSource = new Map<UpdateSource, number>();
-  /**
-   * Who sent each admitted update and what, keyed by its `Admission.needs` (which `wait`
-   * receives), so a wait counts against its sender's cap. Weak: an update that never waits
-   * leaves nothing.
-   */
-  private readonly senders = new WeakMap<Map<number, number>, Sent>();
   /** Waiters by the unowned client ids their content is under (see `evict`). */
   private readonly byUnowned = new Map<number, Set<Waiter>>();
   /** The document's pending deletions last counted, and their range count (see `pendingCost`). */
@@ -107,8 +101,7 @@ export class PendingUpdates {
    * Costs O(1) for an update that will not wait. Throws LimitExceededError (the caller counts
    * the refusal).
    */
-  admit(needs: Map<number, number>, sent: Sent, prediction: WaitPrediction): void {
-    this.senders.set(needs, sent);
+  admit(sent: Sent, prediction: WaitPrediction): void {
     if (!prediction.waits) return;
     const over = this.overCap(sent.source, sent.update.byteLength + prediction.deletionRanges * PENDING_DELETION_RANGE_BYTES);
     if (over) throw over;
@@ -160,8 +153,7 @@ export class PendingUpdates {
    * passed (`admit` predicts waiting from the update's references; this catches what the
    * prediction missed, after the fact): the others keep waiting.
    */
-  wait(needs: Map<number, number>): Promise<void> {
-    const sent = this.senders.get(needs) ?? { source: undefined, update: new Uint8Array(0), writer: { trusted: true, identity: null }, unowned: [] };
+  wait(needs: Map<number, number>, sent: Sent = { source: undefined, update: new Uint8Array(0), writer: { trusted: true, identity: null }, unowned: [] }): Promise<void> {
     const source = sent.source;
     // Its content is pending already (Yjs merged it): only the bytes over the cap matter now.
     const over = this.overCap(source, 0);

@@ -286,7 +286,7 @@ export class RelayDoc {
     }
     const committed = claimed ? Promise.all([claimed, appended]).then(() => {}) : appended;
     // Registered before `settle`, which drops pending content nobody waits for.
-    const own = complete ? committed : this.pending.wait(admission.needs);
+    const own = complete ? committed : this.pending.wait(admission.needs, admission.sent);
     this.pending.settle(committed);
     // Callers chain acks behind earlier updates, so a refusal may find no handler of its own
     // (its sender was already closed): it must not count as an unhandled rejection.

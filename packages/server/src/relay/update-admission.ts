@@ -6,7 +6,7 @@ import type { RelayMetrics } from '../metrics.js';
 import type { ClientOwners } from './client-owners.js';
 import { matchesStored } from './known-structs.js';
 import type { UpdateSource } from './origins.js';
-import type { PendingUpdates } from './pending-updates.js';
+import type { PendingUpdates, Sent } from './pending-updates.js';
 
 /**
  * The per-update bounds of a relay: the `--max-new-clients-per-update` and `--max-pending-*`
@@ -60,6 +60,8 @@ export interface Admission {
    * them first evicts it (see PendingUpdates.evict). Empty where ownership does not apply.
    */
   unowned: number[];
+  /** Who sent it and what, for PendingUpdates.wait should part of it wait (set by checkRemoteUpdate). */
+  sent?: Sent;
 }
 
 /**
@@ -214,7 +216,8 @@ export function checkRemoteUpdate(
     }
     if (!writer.trusted) assertOutsideFencedArea(doc, decoded);
     const admission = admitUpdate(doc, decoded, writer, ctx.limits, ctx.owners, ctx.source);
-    ctx.pending?.admit(admission.needs, { source: ctx.source, update, writer, unowned: admission.unowned }, wouldWait(doc, decoded));
+    admission.sent = { source: ctx.source, update, writer, unowned: admission.unowned };
+    ctx.pending?.admit(admission.sent, wouldWait(doc, decoded));
     return admission;
   } catch (err) {
     if (err instanceof LimitExceededError) ctx.metrics.limitRefusals.inc({ limit: err.limit });
