@@ -2,19 +2,11 @@ import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
 import { startAttackedMesh } from '../support/attack-mesh.js';
-import { ProtocolClient, type ProtocolClientOptions } from '../support/protocol-client.js';
+import { awarenessStatesSeen, ProtocolClient, type ProtocolClientOptions } from '../support/protocol-client.js';
 import { mintToken } from '../support/tokens.js';
 
-// rev2: copy to test/adversarial/ and run `cd test && npx vitest run adversarial/rev2-awareness-mesh.test.ts`.
 const SECRET = 'adversarial-awareness-hijack-secret-0123';
 const as = async (sub: string): Promise<ProtocolClientOptions> => ({ headers: { authorization: `Bearer ${await mintToken(SECRET, { sub })}` } });
-
-function statesIn(c: ProtocolClient): Map<number, Record<string, unknown>> {
-  const aw = new awarenessProtocol.Awareness(new Y.Doc());
-  aw.setLocalState(null);
-  for (const m of c.received) if (m.type === 'awareness') awarenessProtocol.applyAwarenessUpdate(aw, m.update, 'relay');
-  return aw.getStates() as Map<number, Record<string, unknown>>;
-}
 
 describe('adversarial: awareness reservations across a mesh (issue 11, second review)', () => {
   it("issue-11 review 2 (awareness hijack): mallory cannot take alice's reserved presence id through another relay of the mesh; alice's reconnect gets it back", async () => {
@@ -28,10 +20,10 @@ describe('adversarial: awareness reservations across a mesh (issue 11, second re
     aw.setLocalState({ user: 'alice', cursor: 1 });
     const a1 = await ProtocolClient.synced(`${r0.url}/presence`, await as('alice'));
     a1.sendMessage({ type: 'awareness', update: awarenessProtocol.encodeAwarenessUpdate(aw, [id]) });
-    await watcher.waitFor(() => statesIn(watcher).has(id) || undefined, 'alice visible');
-    await mallory.waitFor(() => statesIn(mallory).has(id) || undefined, 'alice visible on relay 1');
+    await watcher.waitFor(() => awarenessStatesSeen(watcher).has(id) || undefined, 'alice visible');
+    await mallory.waitFor(() => awarenessStatesSeen(mallory).has(id) || undefined, 'alice visible on relay 1');
     a1.ws.terminate(); // a blip: relay 0 reserves the id for alice
-    await mallory.waitFor(() => !statesIn(mallory).has(id) || undefined, 'alice removed on relay 1');
+    await mallory.waitFor(() => !awarenessStatesSeen(mallory).has(id) || undefined, 'alice removed on relay 1');
 
     const fake = new Y.Doc();
     fake.clientID = id;
@@ -39,16 +31,16 @@ describe('adversarial: awareness reservations across a mesh (issue 11, second re
     for (let i = 0; i < 50; i++) faw.setLocalState({ user: 'alice', cursor: 999, note: 'mallory speaking', i });
     mallory.sendMessage({ type: 'awareness', update: awarenessProtocol.encodeAwarenessUpdate(faw, [id]) });
     const hijacked = await watcher
-      .waitFor(() => statesIn(watcher).get(id)?.['note'] === 'mallory speaking' || undefined, 'mallory as alice on relay 0', 5_000)
+      .waitFor(() => awarenessStatesSeen(watcher).get(id)?.['note'] === 'mallory speaking' || undefined, 'mallory as alice on relay 0', 5_000)
       .then(() => true, () => false);
 
     const a2 = await ProtocolClient.synced(`${r0.url}/presence`, await as('alice'));
     aw.setLocalState({ user: 'alice', cursor: 2 });
     a2.sendMessage({ type: 'awareness', update: awarenessProtocol.encodeAwarenessUpdate(aw, [id]) });
     const back = await watcher
-      .waitFor(() => statesIn(watcher).get(id)?.['cursor'] === 2 || undefined, "alice's presence after her reconnect", 5_000)
+      .waitFor(() => awarenessStatesSeen(watcher).get(id)?.['cursor'] === 2 || undefined, "alice's presence after her reconnect", 5_000)
       .then(() => true, () => false);
-    console.log(`mesh presence hijack: watcher on relay 0 saw mallory as alice: ${hijacked}; alice's own presence back after reconnect: ${back}; shown now:`, statesIn(watcher).get(id));
+    console.log(`mesh presence hijack: watcher on relay 0 saw mallory as alice: ${hijacked}; alice's own presence back after reconnect: ${back}; shown now:`, awarenessStatesSeen(watcher).get(id));
     expect(hijacked).toBe(false);
     expect(back).toBe(true);
     await Promise.all([watcher.close(), mallory.close(), a2.close()]);

@@ -15,18 +15,10 @@ import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
 import { OWNER_KEY_PREFIX, PROTOCOL_VERSION } from '@capsync/core';
 import { startAttackedRelay, startBystander, worst } from '../support/attack.js';
-import { ProtocolClient, type ProtocolClientOptions } from '../support/protocol-client.js';
+import { awarenessStatesSeen, ProtocolClient, type ProtocolClientOptions } from '../support/protocol-client.js';
 import { mintToken } from '../support/tokens.js';
 
 const SECRET = 'adversarial-awareness-hijack-secret-0123';
-
-/** The presence states `c` has been told of, applied in order (what its UI would show). */
-function statesIn(c: ProtocolClient): Map<number, Record<string, unknown>> {
-  const aw = new awarenessProtocol.Awareness(new Y.Doc());
-  aw.setLocalState(null);
-  for (const m of c.received) if (m.type === 'awareness') awarenessProtocol.applyAwarenessUpdate(aw, m.update, 'relay');
-  return aw.getStates() as Map<number, Record<string, unknown>>;
-}
 
 /** Whether `c` was ever sent a state of `id` carrying `note`. */
 function everSaw(c: ProtocolClient, id: number, note: string): boolean {
@@ -61,9 +53,9 @@ async function hijackAttempt(url: string, alice: () => Promise<ProtocolClient>, 
   aw.setLocalState({ user: 'alice', cursor: 1 });
   const a1 = await alice();
   a1.sendMessage({ type: 'awareness', update: awarenessProtocol.encodeAwarenessUpdate(aw, [id]) });
-  await watcher.waitFor(() => statesIn(watcher).has(id) || undefined, 'alice visible');
+  await watcher.waitFor(() => awarenessStatesSeen(watcher).has(id) || undefined, 'alice visible');
   a1.ws.terminate(); // a network blip
-  await watcher.waitFor(() => !statesIn(watcher).has(id) || undefined, 'alice removed');
+  await watcher.waitFor(() => !awarenessStatesSeen(watcher).has(id) || undefined, 'alice removed');
 
   const fake = new Y.Doc();
   fake.clientID = id;
@@ -75,7 +67,7 @@ async function hijackAttempt(url: string, alice: () => Promise<ProtocolClient>, 
   const a2 = await alice();
   aw.setLocalState({ user: 'alice', cursor: 2 });
   a2.sendMessage({ type: 'awareness', update: awarenessProtocol.encodeAwarenessUpdate(aw, [id]) });
-  await watcher.waitFor(() => statesIn(watcher).get(id)?.['cursor'] === 2 || undefined, "alice's presence after her reconnect", 10_000);
+  await watcher.waitFor(() => awarenessStatesSeen(watcher).get(id)?.['cursor'] === 2 || undefined, "alice's presence after her reconnect", 10_000);
 
   // Owned by alice again: mallory's states and removals stay ignored.
   for (let i = 0; i < 5; i++) faw.setLocalState({ user: 'alice', cursor: 999, note: 'mallory speaking', i: 100 + i });
@@ -85,7 +77,7 @@ async function hijackAttempt(url: string, alice: () => Promise<ProtocolClient>, 
   await settled(mallory, 2);
   await settled(watcher, 3);
   expect(everSaw(watcher, id, 'mallory speaking')).toBe(false);
-  expect(statesIn(watcher).get(id)).toMatchObject({ user: 'alice', cursor: 2 });
+  expect(awarenessStatesSeen(watcher).get(id)).toMatchObject({ user: 'alice', cursor: 2 });
   expect(mallory.closeInfo).toBeNull();
   await a2.close();
   aw.destroy();

@@ -2,19 +2,11 @@ import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
 import { startAttackedRelay } from '../support/attack.js';
-import { ProtocolClient, type ProtocolClientOptions } from '../support/protocol-client.js';
+import { awarenessStatesSeen, ProtocolClient, type ProtocolClientOptions } from '../support/protocol-client.js';
 import { mintToken } from '../support/tokens.js';
 
-// rev2: copy to test/adversarial/ and run `cd test && npx vitest run adversarial/rev2-awareness-churn.test.ts`.
 const SECRET = 'adversarial-awareness-hijack-secret-0123';
 const as = async (sub: string): Promise<ProtocolClientOptions> => ({ headers: { authorization: `Bearer ${await mintToken(SECRET, { sub })}` } });
-
-function statesIn(c: ProtocolClient): Map<number, Record<string, unknown>> {
-  const aw = new awarenessProtocol.Awareness(new Y.Doc());
-  aw.setLocalState(null);
-  for (const m of c.received) if (m.type === 'awareness') awarenessProtocol.applyAwarenessUpdate(aw, m.update, 'relay');
-  return aw.getStates() as Map<number, Record<string, unknown>>;
-}
 
 describe('adversarial: awareness reservations cannot be flushed (issue 11, second review)', () => {
   it("issue-11 review 2 (awareness hijack): mallory setting and removing 1,008 presence ids (16 at a time) does not push alice's reservation out; alice's id stays hers during the blip", async () => {
@@ -28,9 +20,9 @@ describe('adversarial: awareness reservations cannot be flushed (issue 11, secon
     aw.setLocalState({ user: 'alice', cursor: 1 });
     const a1 = await ProtocolClient.synced(url, await as('alice'));
     a1.sendMessage({ type: 'awareness', update: awarenessProtocol.encodeAwarenessUpdate(aw, [id]) });
-    await watcher.waitFor(() => statesIn(watcher).has(id) || undefined, 'alice visible');
+    await watcher.waitFor(() => awarenessStatesSeen(watcher).has(id) || undefined, 'alice visible');
     a1.ws.terminate();
-    await watcher.waitFor(() => !statesIn(watcher).has(id) || undefined, 'alice removed');
+    await watcher.waitFor(() => !awarenessStatesSeen(watcher).has(id) || undefined, 'alice removed');
 
     const started = performance.now();
     for (let round = 0; round < 63; round++) {
@@ -54,7 +46,7 @@ describe('adversarial: awareness reservations cannot be flushed (issue 11, secon
     for (let i = 0; i < 50; i++) faw.setLocalState({ user: 'alice', note: 'mallory speaking', i });
     mallory.sendMessage({ type: 'awareness', update: awarenessProtocol.encodeAwarenessUpdate(faw, [id]) });
     const hijacked = await watcher
-      .waitFor(() => statesIn(watcher).get(id)?.['note'] === 'mallory speaking' || undefined, 'mallory as alice', 5_000)
+      .waitFor(() => awarenessStatesSeen(watcher).get(id)?.['note'] === 'mallory speaking' || undefined, 'mallory as alice', 5_000)
       .then(() => true, () => false);
     console.log(`churn: ${Math.round(performance.now() - started)} ms of churn; mallory shown as alice: ${hijacked}; mallory closed: ${JSON.stringify(mallory.closeInfo)}`);
     expect(hijacked).toBe(false);

@@ -1,3 +1,4 @@
+import * as awarenessProtocol from 'y-protocols/awareness';
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
@@ -164,4 +165,12 @@ export class ProtocolClient extends EventEmitter {
     this.emit('message', msg);
     this.emit('change');
   }
+}
+
+/** The awareness states `client` has received so far (every awareness message applied in order). */
+export function awarenessStatesSeen(client: ProtocolClient): Map<number, Record<string, unknown>> {
+  const awareness = new awarenessProtocol.Awareness(new Y.Doc());
+  awareness.setLocalState(null);
+  for (const m of client.received) if (m.type === 'awareness') awarenessProtocol.applyAwarenessUpdate(awareness, m.update, 'relay');
+  return awareness.getStates() as Map<number, Record<string, unknown>>;
 }
