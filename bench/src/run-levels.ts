@@ -9,7 +9,8 @@
  *   (a bounded number of times per run) and the cleaner attempt is kept.
  * - The level the targets compare p99 at is run `repeats` times; the run with the median p99
  *   is reported, with all the p99s.
- * - Servers take turns at each level, so slow drifts in the machine's load affect them alike.
+ * - Servers take turns at each level, in an order that flips every round, so slow drifts in
+ *   the machine's load and whatever favours the first or second run affect them alike.
  */
 import { runFanOutLevel, type LevelResult } from './fan-out.js';
 import type { BenchOptions } from './options.js';
@@ -63,18 +64,25 @@ export async function runFanOut(o: BenchOptions, report: (level: MeasuredLevel) 
 
   const levels: MeasuredLevel[] = [];
   // Servers alternate within each level (not one server's levels after another's), so a
-  // stretch of noise on the shared machine hits them alike and their ratios stay fair.
-  for (const rate of o.levels) {
+  // stretch of noise on the shared machine hits them alike and their ratios stay fair. The
+  // order flips every round (A B, B A, A B, ...; and from one level to the next): whoever ran
+  // first was measured slower, even a server against itself (an A/A run of the same commit
+  // gave p99 1.27x and CPU 1.10x with a fixed order), so a fixed order biases every ratio.
+  for (const [levelIndex, rate] of o.levels.entries()) {
+    const runs = rate === TARGETS.p99CompareAt ? o.repeats : 1;
+    const attempts = new Map<ServerKind, { result: LevelResult; retried: number }[]>(o.servers.map((k) => [k, []]));
+    for (let i = 0; i < runs; i++) {
+      const order = (levelIndex + i) % 2 === 0 ? o.servers : [...o.servers].reverse();
+      for (const kind of order) attempts.get(kind)!.push(await runClean(kind, rate));
+    }
     for (const kind of o.servers) {
-      const runs = rate === TARGETS.p99CompareAt ? o.repeats : 1;
-      const attempts: { result: LevelResult; retried: number }[] = [];
-      for (let i = 0; i < runs; i++) attempts.push(await runClean(kind, rate));
-      const byP99 = [...attempts].sort((a, b) => p99Key(a.result) - p99Key(b.result));
+      const mine = attempts.get(kind)!;
+      const byP99 = [...mine].sort((a, b) => p99Key(a.result) - p99Key(b.result));
       const median = byP99[Math.floor((byP99.length - 1) / 2)]!;
       const level: MeasuredLevel = {
         ...median.result,
-        p99Runs: attempts.map((a) => a.result.p99Ms),
-        retried: attempts.reduce((n, a) => n + a.retried, 0),
+        p99Runs: mine.map((a) => a.result.p99Ms),
+        retried: mine.reduce((n, a) => n + a.retried, 0),
       };
       levels.push(level);
       report(level);
