@@ -210,6 +210,13 @@ export const FLAGS: Flag[] = [
     apply: (o, v) => (o.maxAwarenessStatesPerDoc = positive('--max-awareness-states-per-doc', v)),
   },
   {
+    flag: 'max-awareness-reservations-per-address',
+    env: 'CAPSYNC_MAX_AWARENESS_RESERVATIONS_PER_ADDRESS',
+    type: 'string',
+    help: `Awareness id reservations one client address may hold per document for identities without a token sub. Default ${DEFAULTS.maxAwarenessReservationsPerAddress}`,
+    apply: (o, v) => (o.maxAwarenessReservationsPerAddress = positive('--max-awareness-reservations-per-address', v)),
+  },
+  {
     flag: 'max-new-clients-per-update',
     env: 'CAPSYNC_MAX_NEW_CLIENTS_PER_UPDATE',
     type: 'string',

@@ -116,6 +116,12 @@ export interface RelayOptions {
   maxAwarenessStatesPerConnection?: number;
   /** Awareness states one document holds, over all its connections. Default 1000. */
   maxAwarenessStatesPerDoc?: number;
+  /**
+   * Awareness id reservations (see AwarenessReservations) one client address may hold per
+   * document for identities that are not a token's `sub` (owner keys cost nothing to make up).
+   * Default 64.
+   */
+  maxAwarenessReservationsPerAddress?: number;
   /** Yjs client ids one update may introduce to a document (peer relays are exempt). Default 10,000. */
   maxNewClientsPerUpdate?: number;
   /** Yjs client ids one document may hold (past it, updates introducing more are refused). Default 100,000. */
@@ -201,6 +207,7 @@ export interface ResolvedRelayOptions {
   maxAwarenessStateBytes: number;
   maxAwarenessStatesPerConnection: number;
   maxAwarenessStatesPerDoc: number;
+  maxAwarenessReservationsPerAddress: number;
   maxNewClientsPerUpdate: number;
   maxClientsPerDoc: number;
   maxClientsPerIdentity: number;
@@ -236,6 +243,7 @@ export const DEFAULTS = {
   maxAwarenessStateBytes: 16 * 1024,
   maxAwarenessStatesPerConnection: 16,
   maxAwarenessStatesPerDoc: 1000,
+  maxAwarenessReservationsPerAddress: 64,
   maxNewClientsPerUpdate: 10_000,
   maxClientsPerDoc: 100_000,
   maxClientsPerIdentity: 1000,
@@ -291,6 +299,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxAwarenessStateBytes: positive('maxAwarenessStateBytes', o.maxAwarenessStateBytes, DEFAULTS.maxAwarenessStateBytes),
     maxAwarenessStatesPerConnection: positive('maxAwarenessStatesPerConnection', o.maxAwarenessStatesPerConnection, DEFAULTS.maxAwarenessStatesPerConnection),
     maxAwarenessStatesPerDoc: positive('maxAwarenessStatesPerDoc', o.maxAwarenessStatesPerDoc, DEFAULTS.maxAwarenessStatesPerDoc),
+    maxAwarenessReservationsPerAddress: positive('maxAwarenessReservationsPerAddress', o.maxAwarenessReservationsPerAddress, DEFAULTS.maxAwarenessReservationsPerAddress),
     maxNewClientsPerUpdate: positive('maxNewClientsPerUpdate', o.maxNewClientsPerUpdate, DEFAULTS.maxNewClientsPerUpdate),
     maxClientsPerDoc: positive('maxClientsPerDoc', o.maxClientsPerDoc, DEFAULTS.maxClientsPerDoc),
     maxClientsPerIdentity: positive('maxClientsPerIdentity', o.maxClientsPerIdentity, DEFAULTS.maxClientsPerIdentity),

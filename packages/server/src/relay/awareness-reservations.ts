@@ -17,40 +17,82 @@ import { outdatedTimeout } from 'y-protocols/awareness';
  * reserving it for nobody would hide that client's own presence for 30 s after every blip. On an
  * open relay anyone may edit the document itself, so presence spoofing adds little there.
  *
- * Bounded: at most `max` reservations per document (the oldest is dropped first) and at most
- * `maxPerIdentity` per identity (its own oldest is dropped first), so that one identity cannot
- * push everyone else's reservations out; expired ones are dropped when looked up or when room
- * is needed. No timers.
+ * Bounded, so that nobody can push everyone else's reservations out:
+ * - at most `perIdentity` per identity: its own oldest is dropped first (one user's churn
+ *   replaces her own reservations);
+ * - at most `perAddress` per client address for identities other than a token's `sub`:
+ *   owner keys cost nothing to make up, so one client could otherwise reserve under a
+ *   thousand fresh keys. Past it the NEW reservation is not made (`onRefused`), never an older
+ *   one dropped, so alice's reservation survives a neighbour's churn from her own address
+ *   (loopback, an office NAT). Token subjects are not counted per address (many users of an
+ *   office share one);
+ * - at most `perDoc` per document: the oldest is dropped first (only reachable from many
+ *   addresses or subjects).
+ * Expired ones are dropped when looked up or when room is needed. No timers.
  */
 export const RESERVATION_MS = outdatedTimeout;
 
+/** Who a freed id is reserved for. */
+export interface ReservationHolder {
+  /** Lasting identity: `sub:<subject>` or `key:<owner key hash>` (see ConnectionIdentity). */
+  identity: string;
+  /** The client's address, if known; counted only for identities that are not a `sub:`. */
+  address?: string | undefined;
+}
+
+export interface ReservationLimits {
+  perDoc: number;
+  perIdentity: number;
+  perAddress: number;
+}
+
+interface Reservation {
+  identity: string;
+  /** The address it counts against (undefined: not counted per address). */
+  address: string | undefined;
+  until: number;
+}
+
 export class AwarenessReservations {
   /** Insertion order is expiry order (every reservation lasts the same time). */
-  private readonly held = new Map<number, { identity: string; until: number }>();
+  private readonly held = new Map<number, Reservation>();
 
   constructor(
-    private readonly max: number,
-    private readonly maxPerIdentity: number,
+    private readonly limits: ReservationLimits,
+    private readonly onRefused: () => void = () => {},
   ) {}
 
-  /** Holds `id` for `identity` (renewing an existing reservation). */
-  reserve(id: number, identity: string): void {
+  /** Holds `id` for `holder.identity` (renewing an existing reservation), within the bounds. */
+  reserve(id: number, holder: ReservationHolder): void {
+    const { identity } = holder;
+    const address = identity.startsWith('sub:') ? undefined : holder.address;
     this.held.delete(id);
     const now = performance.now();
     let ofIdentity = 0;
-    for (const r of this.held.values()) if (r.identity === identity && r.until > now) ofIdentity++;
-    if (ofIdentity >= this.maxPerIdentity) {
+    let ofAddress = 0;
+    for (const r of this.held.values()) {
+      if (r.until <= now) continue;
+      if (r.identity === identity) ofIdentity++;
+      else if (address !== undefined && r.address === address) ofAddress++;
+    }
+    // The identity's own reservations make room for it first, so they never count as the
+    // address's others: only other identities of that address can fill its share.
+    if (address !== undefined && ofAddress + Math.min(ofIdentity, this.limits.perIdentity - 1) >= this.limits.perAddress) {
+      this.onRefused();
+      return;
+    }
+    if (ofIdentity >= this.limits.perIdentity) {
       for (const [oldest, r] of this.held) {
         if (r.identity !== identity) continue;
         this.held.delete(oldest);
-        if (--ofIdentity < this.maxPerIdentity) break;
+        if (--ofIdentity < this.limits.perIdentity) break;
       }
     }
     for (const [oldest, r] of this.held) {
-      if (this.held.size < this.max && r.until > now) break;
+      if (this.held.size < this.limits.perDoc && r.until > now) break;
       this.held.delete(oldest);
     }
-    this.held.set(id, { identity, until: now + RESERVATION_MS });
+    this.held.set(id, { identity, address, until: now + RESERVATION_MS });
   }
 
   /** The identity `id` is reserved for, or undefined (never reserved, or expired). */

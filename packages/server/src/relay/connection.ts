@@ -239,7 +239,7 @@ export class RelayConnection implements DocPeer {
         this.receiveUpdate(msg.update);
         return;
       case 'awareness':
-        doc.awareness.apply(msg.update, this, { relay: this.peerRelayId !== undefined, identity: this.identity.lasting });
+        doc.awareness.apply(msg.update, this, { relay: this.peerRelayId !== undefined, identity: this.identity.lasting, address: this.deps.options.address });
         return;
       case 'query-awareness':
         (this.awarenessReplies ??= new CoalescedReply(this.canAnswer, (_, written) => {

@@ -5,7 +5,7 @@ import * as encoding from 'lib0/encoding';
 import { LimitExceededError, decodeAwarenessUpdate, type AwarenessEntry } from '@capsync/core';
 import type { RelayMetrics } from '../metrics.js';
 import { RELAY_ORIGIN } from './origins.js';
-import { AwarenessReservations } from './awareness-reservations.js';
+import { AwarenessReservations, type ReservationHolder } from './awareness-reservations.js';
 
 /** The bounds on a document's awareness (flags `--max-awareness-*`). */
 export interface AwarenessLimits {
@@ -15,6 +15,8 @@ export interface AwarenessLimits {
   maxStatesPerConnection: number;
   /** States the document holds over all its connections. */
   maxStatesPerDoc: number;
+  /** Reservations one client address may hold for identities without a token `sub` (see AwarenessReservations). */
+  maxReservationsPerAddress: number;
 }
 
 /** Who sets awareness states and receives changes: a connection, or a peer relay's link. */
@@ -49,8 +51,8 @@ export class DocAwareness {
   readonly awareness: awarenessProtocol.Awareness;
   private readonly owners = new Map<number, AwarenessSource>();
   private readonly owned = new Map<AwarenessSource, Set<number>>();
-  /** The lasting identity of each source that owns ids and has one (see `apply`). */
-  private readonly identities = new Map<AwarenessSource, string>();
+  /** The lasting identity (and client address) of each source that owns ids and has one (see `apply`). */
+  private readonly identities = new Map<AwarenessSource, ReservationHolder>();
   private readonly reservations: AwarenessReservations;
   /** Sources that receive broadcasts of changes. */
   private readonly listeners: Iterable<AwarenessSource>;
@@ -62,7 +64,10 @@ export class DocAwareness {
     private readonly metrics: RelayMetrics,
   ) {
     this.listeners = listeners;
-    this.reservations = new AwarenessReservations(limits.maxStatesPerDoc, limits.maxStatesPerConnection);
+    this.reservations = new AwarenessReservations(
+      { perDoc: limits.maxStatesPerDoc, perIdentity: limits.maxStatesPerConnection, perAddress: limits.maxReservationsPerAddress },
+      () => this.refused('max-awareness-reservations-per-address'),
+    );
     this.awareness = new awarenessProtocol.Awareness(doc);
     this.awareness.setLocalState(null);
     this.awareness.on('update', this.onUpdate);
@@ -73,10 +78,16 @@ export class DocAwareness {
    * `relay`: the source is a link to a peer relay (relay credential), relaying many clients.
    * `identity`: the source's lasting identity (token `sub` or owner key; undefined for none and
    * for peer relays): the ids it frees are reserved for it, and it may take back its own.
+   * `address`: the client's address, which reservations of identities other than a token's
+   * `sub` count against (see AwarenessReservations).
    * Throws ProtocolError('invalid-awareness') if it does not decode, LimitExceededError if
    * the source overflows its own bounds; nothing of the update is applied then.
    */
-  apply(update: Uint8Array, source: AwarenessSource, { relay: peer, identity }: { relay: boolean; identity?: string | undefined }): void {
+  apply(
+    update: Uint8Array,
+    source: AwarenessSource,
+    { relay: peer, identity, address }: { relay: boolean; identity?: string | undefined; address?: string | undefined },
+  ): void {
     if (!peer) this.refuseOversizedBatch(update);
     // A peer relay's link relays many clients: it reserves nothing for itself.
     else identity = undefined;
@@ -124,7 +135,8 @@ export class DocAwareness {
     if (accepted.length === 0) return;
     const toApply = accepted.length === entries.length ? update : encodeEntries(accepted);
     // Claim the ids before applying, so the update event below sees them owned.
-    for (const e of accepted) if (e.state !== null) this.claim(e.clientID, source, identity);
+    const holder = identity === undefined ? undefined : { identity, address };
+    for (const e of accepted) if (e.state !== null) this.claim(e.clientID, source, holder);
     awarenessProtocol.applyAwarenessUpdate(this.awareness, toApply, source);
     // An entry y-protocols ignored (an old clock) may have left a claim with no state behind:
     // it never held the id, so it reserves nothing.
@@ -172,7 +184,7 @@ export class DocAwareness {
     throw new LimitExceededError('max-awareness-states-per-connection', `--max-awareness-states-per-connection: an awareness update of ${count} client ids (one connection sets at most ${this.limits.maxStatesPerConnection})`);
   }
 
-  private claim(id: number, source: AwarenessSource, identity: string | undefined): void {
+  private claim(id: number, source: AwarenessSource, holder: ReservationHolder | undefined): void {
     if (this.owners.get(id) === source) return;
     if (this.reservations.holder(id) !== undefined) {
       // Its owner's identity takes it back (`apply` let only that one through). The relay's
@@ -184,7 +196,7 @@ export class DocAwareness {
     let ids = this.owned.get(source);
     if (!ids) this.owned.set(source, (ids = new Set()));
     ids.add(id);
-    if (identity !== undefined) this.identities.set(source, identity);
+    if (holder !== undefined) this.identities.set(source, holder);
   }
 
   /** `id` is free again; `reserve`: hold it for its owner's identity (it did hold the id). */
@@ -192,8 +204,8 @@ export class DocAwareness {
     const owner = this.owners.get(id);
     if (owner === undefined) return;
     this.owners.delete(id);
-    const identity = this.identities.get(owner);
-    if (reserve && identity !== undefined) this.reservations.reserve(id, identity);
+    const holder = this.identities.get(owner);
+    if (reserve && holder !== undefined) this.reservations.reserve(id, holder);
     const ids = this.owned.get(owner);
     ids?.delete(id);
     if (ids && ids.size === 0) {

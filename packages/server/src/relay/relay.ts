@@ -80,6 +80,7 @@ export class Relay extends EventEmitter<RelayEvents> {
           maxStateBytes: deps.options.maxAwarenessStateBytes,
           maxStatesPerConnection: deps.options.maxAwarenessStatesPerConnection,
           maxStatesPerDoc: deps.options.maxAwarenessStatesPerDoc,
+          maxReservationsPerAddress: deps.options.maxAwarenessReservationsPerAddress,
         },
       },
       deps.options.idleTimeoutMs,
