@@ -4,7 +4,7 @@ import { LockClient } from './locks/lock-client.js';
 import { IndexedDbStorage } from './storage/indexeddb-storage.js';
 import { MemoryStorage } from './storage/memory-storage.js';
 import type { StorageAdapter } from './storage/storage-adapter.js';
-import type { BackoffOptions } from './sync/backoff.js';
+import type { BackoffOptions } from '@capsync/core';
 import { relayUrlList, type TokenSource } from './sync/relay-link.js';
 import { globalWebSocket, type WebSocketConstructor } from './sync/websocket-like.js';
 

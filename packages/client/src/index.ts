@@ -14,7 +14,7 @@ export { IndexedDbStorage, type IndexedDbStorageOptions } from './storage/indexe
 export type { StorageAdapter, ReplicaStore, ReplicaWrite, ReplicaSize, StoredUpdate, OutboxRecord } from './storage/storage-adapter.js';
 export type { WebSocketConstructor, WebSocketLike } from './sync/websocket-like.js';
 export type { TokenSource } from './sync/relay-link.js';
-export type { BackoffOptions } from './sync/backoff.js';
+export type { BackoffOptions } from '@capsync/core';
 export {
   CapsyncError,
   UnavailableError,

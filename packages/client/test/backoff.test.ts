@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Backoff } from '../src/sync/backoff.js';
+import { Backoff } from '@capsync/core';
 
 describe('Backoff (full jitter)', () => {
   it('draws each delay uniformly below an exponential bound capped at maxMs', () => {

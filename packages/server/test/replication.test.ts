@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { DocReplication, SentLog } from '../src/mesh/replication.js';
+import { SentLog } from '@capsync/core';
+import { DocReplication } from '../src/mesh/replication.js';
 
 describe('DocReplication', () => {
   it('counts a peer as a holder only through its acks, not for changes it sent us', () => {

@@ -1,6 +1,5 @@
 import { ObservableV2 } from 'lib0/observable';
-import { AuthError, CapsyncError, CloseCode, OWNER_KEY_PREFIX, PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '@capsync/core';
-import { Backoff, type BackoffOptions } from './backoff.js';
+import { AuthError, Backoff, CapsyncError, CloseCode, type BackoffOptions, OWNER_KEY_PREFIX, PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '@capsync/core';
 import { FATAL_CLOSE_CODES, refusalFor } from './refusals.js';
 import { relayUrlList } from './relay-urls.js';
 import type { WebSocketConstructor, WebSocketLike } from './websocket-like.js';

@@ -6,9 +6,8 @@
  * ForwardingLockBackend (forwarding-backend.ts) puts the two together.
  */
 import { EventEmitter } from 'node:events';
-import { CloseCode, UnavailableError, decodeMessage, encodeMessage, isCapsyncError, type LockReplyMessage, type Message } from '@capsync/core';
+import { Backoff, CloseCode, UnavailableError, decodeMessage, encodeMessage, isCapsyncError, type LockReplyMessage, type Message } from '@capsync/core';
 import type { Logger } from '../logger.js';
-import { PeerBackoff } from '../mesh/peer-socket.js';
 import { LOCKS_PATH } from './lock-connection.js';
 import { authorityHello, expiryOf, openAuthoritySocket, refusalOf, toBytes, type Link } from './authority-socket.js';
 
@@ -68,7 +67,7 @@ export class AuthorityLink {
   readonly events = new EventEmitter<ForwardingLinkEvents>();
   private readonly endpoint: string;
   private readonly log: Logger;
-  private readonly backoff: PeerBackoff;
+  private readonly backoff: Backoff;
   private current: Link | null = null;
   /** A link being opened (the first, a reconnect, or a rotation's successor). */
   private opening: Link | null = null;
@@ -89,7 +88,7 @@ export class AuthorityLink {
   ) {
     this.endpoint = `${o.url}/${LOCKS_PATH}`;
     this.log = o.logger;
-    this.backoff = new PeerBackoff(o.reconnect.baseMs, o.reconnect.maxMs);
+    this.backoff = new Backoff(o.reconnect);
   }
 
   /** The link requests may be sent on now, if any. */

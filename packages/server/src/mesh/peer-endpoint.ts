@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
 import type { WebSocket } from 'ws';
-import { decodeMessage, encodeMessage, relayIdOf } from '@capsync/core';
+import { Backoff, decodeMessage, encodeMessage, relayIdOf } from '@capsync/core';
 import { redactUrl } from '../auth/url-token.js';
 import type { Logger } from '../logger.js';
 import { MESH_PATH } from './mesh-connection.js';
-import { PeerBackoff, openPeerSocket, relayHello } from './peer-socket.js';
+import { openPeerSocket, relayHello } from './peer-socket.js';
 
 export interface PeerEndpointOptions {
   /** This relay's id. */
@@ -42,7 +42,7 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
   private retryTimer: NodeJS.Timeout | null = null;
   private pingTimer: NodeJS.Timeout | null = null;
   private awaitingPong = false;
-  private readonly backoff: PeerBackoff;
+  private readonly backoff: Backoff;
   /** `url` as logs show it (a token or password in it redacted). */
   readonly logUrl: string;
 
@@ -51,7 +51,7 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
     private readonly options: PeerEndpointOptions,
   ) {
     super();
-    this.backoff = new PeerBackoff(options.backoff.baseMs, options.backoff.maxMs);
+    this.backoff = new Backoff(options.backoff);
     this.logUrl = redactUrl(url);
   }
 

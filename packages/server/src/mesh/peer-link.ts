@@ -1,13 +1,11 @@
 import type { WebSocket } from 'ws';
 import * as Y from 'yjs';
-import { CapsyncError, CloseCode, decodeMessage, encodeMessage, isEmptyUpdate, type ClientClaims, type Message } from '@capsync/core';
-import { DurableAcks } from '../relay/durable-acks.js';
+import { Backoff, CapsyncError, CloseCode, DurableAcks, SentLog, decodeMessage, encodeMessage, isEmptyUpdate, type ClientClaims, type Message } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { DocPeer, RelayDoc } from '../relay/relay-doc.js';
 import type { PeerEndpoint } from './peer-endpoint.js';
-import { SentLog } from './replication.js';
-import { PeerBackoff, openPeerSocket, relayHello } from './peer-socket.js';
+import { openPeerSocket, relayHello } from './peer-socket.js';
 
 /** Least delay before reopening a link dropped because one side could not keep up. */
 const SLOW_RECONNECT_MS = 1000;
@@ -55,7 +53,7 @@ export class PeerLink implements DocPeer {
   private round: { openedAt: number; ourStep2: number; step2Acked: boolean; step2Received: boolean; done: boolean } | null = null;
   private readonly convergeWaiters = new Set<() => void>();
   private retryTimer: NodeJS.Timeout | null = null;
-  private readonly backoff: PeerBackoff;
+  private readonly backoff: Backoff;
 
   constructor(
     readonly endpoint: PeerEndpoint,
@@ -63,7 +61,7 @@ export class PeerLink implements DocPeer {
     private readonly deps: PeerLinkDeps,
   ) {
     const backoff = deps.backoff ?? { baseMs: 100, maxMs: 2000 };
-    this.backoff = new PeerBackoff(backoff.baseMs, backoff.maxMs);
+    this.backoff = new Backoff(backoff);
     doc.peers.add(this);
     if (endpoint.id) doc.replication.meet(endpoint.id);
   }

@@ -31,34 +31,3 @@ export function openPeerSocket(baseUrl: string, path: string, relayId: string, t
 export function httpUrlOf(wsUrl: string): string {
   return wsUrl.replace(/^ws/, 'http');
 }
-
-/** Doublings after which the bound stops growing (it reached `maxMs` long before, for any sane base). */
-const MAX_DOUBLINGS = 16;
-
-/**
- * Capped, fully jittered exponential backoff for reconnecting to a peer relay (document and
- * control links, and the link to the lock authority): a uniformly random delay below a bound
- * that doubles from `baseMs` at each attempt, up to `maxMs`.
- */
-export class PeerBackoff {
-  private attempt = 0;
-  constructor(
-    private readonly baseMs: number,
-    private readonly maxMs: number,
-  ) {}
-  next(): number {
-    const cap = Math.min(this.maxMs, this.baseMs * 2 ** Math.min(this.attempt++, MAX_DOUBLINGS));
-    return Math.random() * cap;
-  }
-  reset(): void {
-    this.attempt = 0;
-  }
-  /** Attempts since the last reset. */
-  get attempts(): number {
-    return this.attempt;
-  }
-  /** Retrying soon cannot help (the peer refuses us): from now on, at the capped bound. */
-  saturate(): void {
-    this.attempt = Math.max(this.attempt, MAX_DOUBLINGS);
-  }
-}

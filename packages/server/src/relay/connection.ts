@@ -1,6 +1,9 @@
 import * as Y from 'yjs';
 import {
   CapsyncError,
+  CoalescedReply,
+  DurableAcks,
+  SentLog,
   PROTOCOL_VERSION,
   ProtocolError,
   RELAY_CAPABILITIES,
@@ -26,12 +29,9 @@ import type { RelayMetrics } from '../metrics.js';
 import type { DocRegistry } from './doc-registry.js';
 import type { DocPeer, RelayDoc } from './relay-doc.js';
 import type { Admission } from './update-admission.js';
-import { DurableAcks } from './durable-acks.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
-import { SentLog } from '../mesh/replication.js';
 import type { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
 import { SendBuffer, type OutboundSocket, type SendBufferOptions } from './send-buffer.js';
-import { CoalescedReply } from './coalesced-reply.js';
 import { QuorumBarrier } from './quorum-barrier.js';
 
 /**

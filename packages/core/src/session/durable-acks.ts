@@ -1,5 +1,5 @@
 import type * as Y from 'yjs';
-import { encodeStateVectorOf } from '@capsync/core';
+import { encodeStateVectorOf } from '../yjs/doc-state.js';
 
 /**
  * The durable acks of one link (a client's connection, or a link to a peer relay), coalesced:
