@@ -16,6 +16,8 @@ export interface ProtocolClientOptions {
   answerSync?: boolean;
   /** More hello capabilities (e.g. `writes:<client id>`, as the capsync client declares). */
   capabilities?: string[];
+  /** The protocol version the hello claims. Default PROTOCOL_VERSION. */
+  protocolVersion?: number;
 }
 
 export interface CloseInfo {
@@ -72,7 +74,7 @@ export class ProtocolClient extends EventEmitter {
       ws.once('error', reject);
       ws.once('close', (code, reason) => reject(new Error(`closed before open: ${code} ${reason.toString()}`)));
     });
-    if (options.hello ?? true) client.sendMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: ['ack', 'error', ...(options.capabilities ?? [])] });
+    if (options.hello ?? true) client.sendMessage({ type: 'hello', protocolVersion: options.protocolVersion ?? PROTOCOL_VERSION, capabilities: ['ack', 'error', ...(options.capabilities ?? [])] });
     client.sendMessage({ type: 'sync-step-1', stateVector: Y.encodeStateVector(client.doc) });
     return client;
   }

@@ -278,6 +278,7 @@ describe('RelayLink with a list of relays', () => {
       [CloseCode.Forbidden, 'forbidden: no access to team/doc', 'forbidden', {}],
       [CloseCode.InvalidDocName, 'invalid-doc-name: bad name', 'invalid-doc-name', {}],
       [CloseCode.Unauthorized, 'unauthorized: bad token', 'unauthorized', { token: 'static-token' }],
+      [CloseCode.ProtocolVersion, 'protocol-version: protocol version 0 is not supported', 'protocol-version', {}],
     ];
     for (const [code, reason, errorCode, options] of cases) {
       const h = harness([A, B, C], options);
@@ -299,6 +300,23 @@ describe('RelayLink with a list of relays', () => {
       expect(h.last().relay).toBe(B);
       h.link.destroy();
     }
+  });
+
+  it('a relay whose hello speaks an incompatible protocol version stops the link: a typed error, 4426 sent, no retry', async () => {
+    const h = harness([A, B]);
+    h.link.start();
+    const onA = h.last();
+    onA.accept();
+    onA.receive({ type: 'hello', protocolVersion: 99, capabilities: ['ack'] });
+    expect(h.errors.map((e) => e.code)).toEqual(['protocol-version']);
+    expect(h.errors[0]!.name).toBe('ProtocolVersionError');
+    expect(onA.closedByClient?.code).toBe(CloseCode.ProtocolVersion);
+    expect(h.messages.filter((m) => m.type === 'hello')).toEqual([]);
+    expect(h.link.state).toBe('offline');
+    expect(vi.getTimerCount()).toBe(0);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(h.sockets).toHaveLength(1);
+    h.link.destroy();
   });
 
   it('retryable refusals (unauthorized with a token function) move on, but always with backoff', async () => {

@@ -35,6 +35,7 @@ export type ErrorCode =
   | 'too-many-connections'
   | 'origin-not-allowed'
   | 'too-deep'
+  | 'protocol-version'
   | 'internal';
 
 export class CapsyncError extends Error {
@@ -154,6 +155,17 @@ export class LimitExceededError extends CapsyncError {
     super('limit-exceeded', message, options);
     this.name = 'LimitExceededError';
     this.limit = limit;
+  }
+}
+
+/**
+ * The other side speaks a protocol version this one does not (see `checkProtocolVersion`).
+ * Retrying cannot help until one side is upgraded.
+ */
+export class ProtocolVersionError extends CapsyncError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('protocol-version', message, options);
+    this.name = 'ProtocolVersionError';
   }
 }
 

@@ -18,3 +18,4 @@ export * from './session/backoff.js';
 export * from './session/sent-log.js';
 export * from './session/durable-acks.js';
 export * from './session/coalesced-reply.js';
+export * from './session/hello.js';

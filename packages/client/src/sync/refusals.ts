@@ -1,4 +1,4 @@
-import { AuthError, CapsyncError, CloseCode, NotOwnerError, errorCodeFromReason } from '@capsync/core';
+import { AuthError, CapsyncError, CloseCode, NotOwnerError, ProtocolVersionError, errorCodeFromReason } from '@capsync/core';
 
 /**
  * What a relay's close code and reason (made by its `closeReasonFor`: "<error code>: <message>")
@@ -13,7 +13,7 @@ import { AuthError, CapsyncError, CloseCode, NotOwnerError, errorCodeFromReason 
  * is refused. Once the relay caught up, or on another relay, the same step 2 is accepted; so
  * it is a refusal retried with backoff, never a reason to stop syncing the user's edits.
  */
-export const FATAL_CLOSE_CODES = new Set<number>([CloseCode.Forbidden, CloseCode.InvalidDocName]);
+export const FATAL_CLOSE_CODES = new Set<number>([CloseCode.Forbidden, CloseCode.InvalidDocName, CloseCode.ProtocolVersion]);
 
 /** The typed error a relay's close code stands for, when it is a refusal the app must see. */
 export function refusalFor(code: number, reason: string): CapsyncError | null {
@@ -28,6 +28,8 @@ export function refusalFor(code: number, reason: string): CapsyncError | null {
       return new AuthError('forbidden', detail);
     case CloseCode.InvalidDocName:
       return new CapsyncError('invalid-doc-name', detail);
+    case CloseCode.ProtocolVersion:
+      return new ProtocolVersionError(detail);
     // Without this case the code never reached FATAL_CLOSE_CODES: the link retried forever.
     case CloseCode.FencedArea:
       return new CapsyncError('fenced-area', detail);

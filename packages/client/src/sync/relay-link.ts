@@ -1,11 +1,9 @@
 import { ObservableV2 } from 'lib0/observable';
-import { AuthError, Backoff, CapsyncError, CloseCode, type BackoffOptions, OWNER_KEY_PREFIX, PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '@capsync/core';
+import { AuthError, Backoff, CapsyncError, CloseCode, checkProtocolVersion, closeReasonFor, helloFor, type BackoffOptions, OWNER_KEY_PREFIX, PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '@capsync/core';
 import { FATAL_CLOSE_CODES, refusalFor } from './refusals.js';
 import { relayUrlList } from './relay-urls.js';
 import type { WebSocketConstructor, WebSocketLike } from './websocket-like.js';
 
-/** Capabilities this client announces in its hello. */
-export const CLIENT_CAPABILITIES = ['ack', 'error', 'ping', 'quorum'];
 
 const TOKEN_PROTOCOL_PREFIX = 'capsync.jwt.';
 const CAPSYNC_PROTOCOL = 'capsync';
@@ -94,10 +92,11 @@ type Failure = 'unreachable' | 'refused' | 'local';
  *   message of that socket is ever emitted (late acks of an old relay cannot be mistaken for
  *   acks of the new connection's messages), and each connection starts with its own 'open'.
  *
- * Permission errors do not cause a reconnect storm: 'forbidden', a bad document name and a
- * write into a fenced area stop the link (on the relay in use: they would be refused
+ * Permission errors do not cause a reconnect storm: 'forbidden', a bad document name and an
+ * incompatible protocol version (either side's hello) stop the link (they would be refused
  * everywhere); 'unauthorized' retries only when the token is a function (it may mint a
- * fresh token), and then with backoff. `start()` restarts a stopped link.
+ * fresh token), and then with backoff; everything else (not-owner, a fenced-area refusal,
+ * limits) is retried with backoff (see refusals.ts). `start()` restarts a stopped link.
  */
 export class RelayLink extends ObservableV2<RelayLinkEvents> {
   private socket: WebSocketLike | null = null;
@@ -226,8 +225,8 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
       if (this.socket !== socket) return;
       this.setState('open');
       this.armHeartbeat();
-      const capabilities = [...CLIENT_CAPABILITIES, ...(this.options.ownerKey ? [OWNER_KEY_PREFIX + this.options.ownerKey] : []), ...(this.options.helloCapabilities?.() ?? [])];
-      socket.send(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities }));
+      const extras = [...(this.options.ownerKey ? [OWNER_KEY_PREFIX + this.options.ownerKey] : []), ...(this.options.helloCapabilities?.() ?? [])];
+      socket.send(encodeMessage(helloFor('client', extras)));
       this.emit('open', [++this.connectionCount, relay]);
     };
     socket.onmessage = (event) => {
@@ -242,6 +241,16 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
         this.emit('error', [err as CapsyncError]);
         this.dropSocket(CloseCode.BadMessage, 'bad-message: undecodable frame from relay');
         return;
+      }
+      if (msg.type === 'hello') {
+        try {
+          checkProtocolVersion(msg.protocolVersion);
+        } catch (err) {
+          // Nothing this client says would be understood: a fatal refusal (see refusals.ts),
+          // reported and not retried until the app or the relay is upgraded.
+          this.dropSocket(CloseCode.ProtocolVersion, closeReasonFor('protocol-version', (err as Error).message));
+          return;
+        }
       }
       this.emit('message', [msg]);
     };

@@ -38,6 +38,11 @@ export const CloseCode = {
   LimitExceeded: 4413,
   /** A Yjs or awareness update that does not decode or cannot be applied. */
   InvalidUpdate: 4422,
+  /**
+   * The hello's protocol version is outside what this side supports (HTTP 426 Upgrade
+   * Required). Do not retry until one side is upgraded.
+   */
+  ProtocolVersion: 4426,
   /** The connection did not drain its send buffer fast enough. */
   SlowConsumer: 4429,
   /** The document could not be loaded from or saved to storage. */
@@ -72,6 +77,7 @@ const closeCodeByError: Partial<Record<ErrorCode, CloseCodeValue>> = {
   'missing-dependencies': CloseCode.InvalidUpdate,
   'connection-timeout': CloseCode.ConnectionTimeout,
   'too-many-connections': CloseCode.TryAgainLater,
+  'protocol-version': CloseCode.ProtocolVersion,
 };
 
 /** The close code for an error that ends a connection. */

@@ -33,9 +33,6 @@ import type { ErrorCode } from '../errors.js';
 /** Bumped on any incompatible change to the capsync extension messages. */
 export const PROTOCOL_VERSION = 1;
 
-/** Capabilities a relay of this version offers in its hello. */
-export const RELAY_CAPABILITIES = ['ack', 'error', 'ping', 'cp', 'quorum'] as const;
-
 /**
  * Hello capabilities of relay-to-relay links. A relay connecting to a peer announces
  * `relay` and `relay-id:<its id>`, and the peer answers with its own id, so both sides know
@@ -163,7 +160,7 @@ export interface PongMessage {
 }
 
 /**
- * A lock operation, sent on a lock connection (`/.locks`). `id` pairs it with its reply.
+ * A lock operation, sent on a lock connection (`/.capsync/locks`). `id` pairs it with its reply.
  * acquire: `key`, `ttlMs`, `waitMs` (token 0). renew: `key`, `token`, `ttlMs`.
  * release: `key`, `token`. check: `key`, `token` (is it the key's current lease? used by relays
  * that forward to a lock authority relay to fence writes). Requests are independent: replies

@@ -199,11 +199,11 @@ export class AuthorityLink {
       return;
     }
     if (msg.type === 'lock-reply') this.handler.reply(link, msg);
-    else if (msg.type === 'hello' && !link.ready) this.onHello(link, msg.capabilities);
+    else if (msg.type === 'hello' && !link.ready) this.onHello(link, msg);
   }
 
-  private onHello(link: Link, capabilities: string[]): void {
-    const refusal = refusalOf(capabilities, this.o.url);
+  private onHello(link: Link, hello: { protocolVersion: number; capabilities: string[] }): void {
+    const refusal = refusalOf(hello, this.o.url);
     if (refusal) return this.refuse(link, refusal);
     for (const t of link.timers.splice(0)) clearTimeout(t);
     link.ready = true;

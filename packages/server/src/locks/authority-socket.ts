@@ -5,7 +5,7 @@
  */
 import * as jose from 'jose';
 import WebSocket from 'ws';
-import { PROTOCOL_VERSION, RELAY_CAPABILITY, RELAY_ID_PREFIX, type HelloMessage } from '@capsync/core';
+import { checkProtocolVersion, helloFor, relayIdCapability, type HelloMessage } from '@capsync/core';
 import { LOCK_BACKEND_CAPABILITY } from './lock-connection.js';
 
 /** One WebSocket to the authority. */
@@ -41,7 +41,7 @@ export function openAuthoritySocket(endpoint: string, token: string | undefined,
 
 /** The hello a forwarding relay sends: a relay (its credential says so too), named. */
 export function authorityHello(relayId: string): HelloMessage {
-  return { type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: [RELAY_CAPABILITY, RELAY_ID_PREFIX + relayId] };
+  return helloFor('authority-client', [relayIdCapability(relayId)]);
 }
 
 /**
@@ -49,7 +49,13 @@ export function authorityHello(relayId: string): HelloMessage {
  * authority, or undefined if it can: it must serve locks, and not forward them itself (a
  * relay pointed at itself, or a chain, would pass requests around until their deadlines).
  */
-export function refusalOf(capabilities: readonly string[], url: string): string | undefined {
+export function refusalOf(hello: { protocolVersion: number; capabilities: readonly string[] }, url: string): string | undefined {
+  const { capabilities } = hello;
+  try {
+    checkProtocolVersion(hello.protocolVersion);
+  } catch (err) {
+    return `${url} ${(err as Error).message}`;
+  }
   if (!capabilities.includes('locks')) return `${url} does not serve locks (its hello has no "locks" capability)`;
   if (capabilities.includes(`${LOCK_BACKEND_CAPABILITY}forwarded`)) {
     return `${url} is not a lock authority: it forwards its own lock requests (set --lock-authority only on the other relays)`;

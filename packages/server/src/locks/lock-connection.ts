@@ -1,9 +1,9 @@
 import { setMaxListeners } from 'node:events';
 import {
   CapsyncError,
-  PROTOCOL_VERSION,
+  checkProtocolVersion,
+  helloFor,
   ProtocolError,
-  RELAY_CAPABILITIES,
   closeCodeFor,
   closeCodeName,
   closeReasonFor,
@@ -97,8 +97,9 @@ export class LockConnection {
   private dispatch(msg: Message): void {
     switch (msg.type) {
       case 'hello':
+        checkProtocolVersion(msg.protocolVersion);
         this.identity.hello(msg.capabilities);
-        this.send({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: [...RELAY_CAPABILITIES, 'locks', LOCK_BACKEND_CAPABILITY + this.service.backend.kind] });
+        this.send(helloFor('relay-locks', [LOCK_BACKEND_CAPABILITY + this.service.backend.kind]));
         return;
       case 'ping':
         this.send({ type: 'pong', id: msg.id });

@@ -1,6 +1,7 @@
 import { WebSocket } from 'ws';
 import {
-  PROTOCOL_VERSION,
+  checkProtocolVersion,
+  helloFor,
   decodeMessage,
   encodeMessage,
   type CpSetMessage,
@@ -69,7 +70,7 @@ export class FencedWriteForwarder {
         Math.max(0, deadline - performance.now()),
       );
       ws.on('open', () => {
-        ws.send(encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: ['ack', 'error', 'cp'] }));
+        ws.send(encodeMessage(helloFor('fenced-writer')));
         ws.send(encodeMessage({ ...msg, id: 1 }));
       });
       ws.on('message', (data: Buffer) => {
@@ -78,6 +79,14 @@ export class FencedWriteForwarder {
           m = decodeMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
         } catch (err) {
           finish({ code: 'unavailable', message: `bad answer from the lock authority relay: ${(err as Error).message}` });
+          return;
+        }
+        if (m.type === 'hello') {
+          try {
+            checkProtocolVersion(m.protocolVersion);
+          } catch (err) {
+            finish({ code: 'unavailable', message: `the lock authority relay: ${(err as Error).message}` });
+          }
           return;
         }
         if (m.type === 'update' || m.type === 'sync-step-2') {

@@ -1,4 +1,4 @@
-import { CapsyncError, CloseCode, RELAY_CAPABILITY, closeCodeFor, closeReasonFor, decodeMessage, encodeMessage, type Message } from '@capsync/core';
+import { CapsyncError, CloseCode, RELAY_CAPABILITY, checkProtocolVersion, closeCodeFor, closeReasonFor, decodeMessage, encodeMessage, type Message } from '@capsync/core';
 import type { RelaySocket } from '../relay/connection.js';
 import { SendBuffer, type SendBufferOptions } from '../relay/send-buffer.js';
 import { relayHello } from './peer-socket.js';
@@ -32,6 +32,7 @@ export class MeshConnection {
     try {
       const msg = decodeMessage(data);
       if (msg.type === 'hello' && msg.capabilities.includes(RELAY_CAPABILITY)) {
+        checkProtocolVersion(msg.protocolVersion);
         this.send(relayHello(this.relayId));
         return;
       }

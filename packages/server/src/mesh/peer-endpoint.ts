@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { WebSocket } from 'ws';
-import { Backoff, decodeMessage, encodeMessage, relayIdOf } from '@capsync/core';
+import { Backoff, checkProtocolVersion, decodeMessage, encodeMessage, isCapsyncError, relayIdOf } from '@capsync/core';
 import { redactUrl } from '../auth/url-token.js';
 import type { Logger } from '../logger.js';
 import { MESH_PATH } from './mesh-connection.js';
@@ -97,8 +97,14 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
       try {
         const msg = decodeMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
         if (msg.type !== 'hello') return;
+        checkProtocolVersion(msg.protocolVersion);
         id = relayIdOf(msg);
-      } catch {
+      } catch (err) {
+        if (isCapsyncError(err, 'protocol-version')) {
+          // Retrying soon cannot help: one of the two relays must be upgraded first.
+          this.options.logger.error({ peer: this.logUrl, err: err.message }, 'peer relay speaks an incompatible protocol version');
+          this.backoff.saturate();
+        }
         ws.terminate();
         return;
       }

@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws';
 import * as Y from 'yjs';
-import { Backoff, CapsyncError, CloseCode, DurableAcks, SentLog, decodeMessage, encodeMessage, isEmptyUpdate, type ClientClaims, type Message } from '@capsync/core';
+import { Backoff, CapsyncError, CloseCode, DurableAcks, SentLog, checkProtocolVersion, decodeMessage, encodeMessage, isEmptyUpdate, type ClientClaims, type Message } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { DocPeer, RelayDoc } from '../relay/relay-doc.js';
@@ -298,8 +298,13 @@ export class PeerLink implements DocPeer {
       case 'ping':
         this.send({ type: 'pong', id: msg.id });
         return;
+      case 'hello':
+        // An incompatible peer throws here (ProtocolVersionError): logged, and the link resyncs
+        // after a backoff like after any bad input from a peer.
+        checkProtocolVersion(msg.protocolVersion);
+        return;
       default:
-        // hello, pong, query-awareness answers: nothing to do.
+        // pong, query-awareness answers: nothing to do.
         return;
     }
   }

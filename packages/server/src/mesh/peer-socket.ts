@@ -1,5 +1,5 @@
 import { WebSocket } from 'ws';
-import { PROTOCOL_VERSION, RELAY_CAPABILITY, RELAY_ID_PREFIX, type HelloMessage } from '@capsync/core';
+import { helloFor, relayIdCapability, type HelloMessage } from '@capsync/core';
 import { CAPSYNC_PROTOCOL, TOKEN_PROTOCOL_PREFIX } from '../auth/token-from-request.js';
 
 /** Query parameter naming the connecting relay, so the peer knows who is on a link before its hello. */
@@ -7,11 +7,7 @@ export const RELAY_QUERY = 'relay';
 
 /** The hello a relay sends on (and answers on) a relay-to-relay link. */
 export function relayHello(relayId: string): HelloMessage {
-  return {
-    type: 'hello',
-    protocolVersion: PROTOCOL_VERSION,
-    capabilities: ['ack', 'error', 'ping', RELAY_CAPABILITY, RELAY_ID_PREFIX + relayId],
-  };
+  return helloFor('peer', [relayIdCapability(relayId)]);
 }
 
 /**

@@ -30,7 +30,6 @@ export class DocReplication {
 
   /**
    * @param majority Relays that must hold a change for a quorum (this one included).
-   * @param knownPeers Ids of the mesh's other relays met so far; each one's lag is tracked.
    * @param maxLog Bound on remembered changes; past it the oldest are forgotten (the lag of a
    *   peer whose mark is older is then undercounted).
    */

@@ -4,12 +4,11 @@ import {
   CoalescedReply,
   DurableAcks,
   SentLog,
-  PROTOCOL_VERSION,
   ProtocolError,
-  RELAY_CAPABILITIES,
+  checkProtocolVersion,
   declaredWritersOf,
-  RELAY_CAPABILITY,
-  RELAY_ID_PREFIX,
+  helloFor,
+  relayIdCapability,
   closeCodeFor,
   closeCodeName,
   closeReasonFor,
@@ -248,16 +247,13 @@ export class RelayConnection implements DocPeer {
         }, this.outbound)).request(null);
         return;
       case 'hello':
+        checkProtocolVersion(msg.protocolVersion);
         this.identity.hello(msg.capabilities);
         this.declaredWriters = declaredWritersOf(msg);
         if (this.declaredWriters && this.grant.subject && !this.peerRelayId) this.doc!.announceWriters(this.grant.subject, this.declaredWriters);
         this.capsync = true;
         this.quorum = msg.capabilities.includes('quorum');
-        this.sendMessage({
-          type: 'hello',
-          protocolVersion: PROTOCOL_VERSION,
-          capabilities: this.peerRelayId && this.deps.mesh ? [...RELAY_CAPABILITIES, RELAY_CAPABILITY, RELAY_ID_PREFIX + this.deps.mesh.relayId] : [...RELAY_CAPABILITIES],
-        });
+        this.sendMessage(this.peerRelayId && this.deps.mesh ? helloFor('relay-to-peer', [relayIdCapability(this.deps.mesh.relayId)]) : helloFor('relay'));
         return;
       case 'ping':
         this.sendMessage({ type: 'pong', id: msg.id });

@@ -1,0 +1,67 @@
+import { ProtocolVersionError } from '../errors.js';
+import { PROTOCOL_VERSION, RELAY_CAPABILITY, RELAY_ID_PREFIX, type HelloMessage } from '../protocol/message-types.js';
+
+/**
+ * The oldest protocol version this code still speaks. A hello outside
+ * [MIN_PROTOCOL_VERSION, PROTOCOL_VERSION] is refused with `ProtocolVersionError` (close code
+ * 4426): the extension messages would be misread. Raise it only when dropping support for an
+ * older version; bump PROTOCOL_VERSION on any incompatible change to the extension messages.
+ */
+export const MIN_PROTOCOL_VERSION = 1;
+
+/** Throws ProtocolVersionError when `version` (from the other side's hello) is not spoken here. */
+export function checkProtocolVersion(version: number): void {
+  if (Number.isInteger(version) && version >= MIN_PROTOCOL_VERSION && version <= PROTOCOL_VERSION) return;
+  throw new ProtocolVersionError(
+    `protocol version ${version} is not supported (this side speaks ${MIN_PROTOCOL_VERSION}..${PROTOCOL_VERSION}); upgrade the older side`,
+  );
+}
+
+/** Who says hello, which fixes the capabilities it offers (see `helloFor`). */
+export type HelloRole =
+  /** A relay answering a client's hello on a document connection. */
+  | 'relay'
+  /** A relay answering on a lock connection (adds `locks`). */
+  | 'relay-locks'
+  /** A capsync client on a document or lock connection. */
+  | 'client'
+  /** A relay on a relay-to-relay link, either side (adds `relay`; `relay-id:` via extras). */
+  | 'peer'
+  /** A relay answering a peer's hello on a document connection it accepted. */
+  | 'relay-to-peer'
+  /** A relay forwarding one fenced write to the lock authority: served as a client, never syncs. */
+  | 'fenced-writer'
+  /** A relay's link to the lock authority's lock endpoint. */
+  | 'authority-client';
+
+/**
+ * The one capability list: what each role offers. Defined once, so the relay, the client
+ * and the links between relays cannot drift apart.
+ * - ack: durable acks; error: typed errors instead of closes where possible; ping: app-level
+ *   heartbeat; cp: fenced writes; quorum: quorum barriers; locks: the lock protocol;
+ *   relay: the sender is a relay (honoured only with a relay credential).
+ */
+const ROLE_CAPABILITIES: Record<HelloRole, readonly string[]> = {
+  relay: ['ack', 'error', 'ping', 'cp', 'quorum'],
+  'relay-locks': ['ack', 'error', 'ping', 'cp', 'quorum', 'locks'],
+  client: ['ack', 'error', 'ping', 'quorum'],
+  peer: ['ack', 'error', 'ping', RELAY_CAPABILITY],
+  'relay-to-peer': ['ack', 'error', 'ping', 'cp', 'quorum', RELAY_CAPABILITY],
+  'fenced-writer': ['ack', 'error', 'cp'],
+  'authority-client': [RELAY_CAPABILITY],
+};
+
+/** The hello `role` sends, with `extras` (an owner key, a relay id, declared writers...) appended. */
+export function helloFor(role: HelloRole, extras: readonly string[] = []): HelloMessage {
+  return { type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: [...ROLE_CAPABILITIES[role], ...extras] };
+}
+
+/** The capabilities `role` offers (without extras). */
+export function capabilitiesOf(role: HelloRole): readonly string[] {
+  return ROLE_CAPABILITIES[role];
+}
+
+/** The `relay-id:` capability of a relay's hello. */
+export function relayIdCapability(relayId: string): string {
+  return RELAY_ID_PREFIX + relayId;
+}
