@@ -169,9 +169,8 @@ export class RelayDoc {
   }
 
   /**
-   * A writing client of `subject` declared in its hello the client ids it writes under: they
-   * are held for `subject` until it writes (see ClientOwners.announce), at most its
-   * `--max-clients-per-identity` at once. Only on relays with ownership.
+   * A writing client of `subject` declared in its hello the client ids it writes under: held for
+   * it until it writes, its --max-clients-per-identity at most (ClientOwners.announce).
    */
   announceWriters(subject: string, clientIds: ReadonlySet<number>): void {
     if (this.deps.ownership) this.ownership.owners.announce(subject, clientIds, this.deps.limits.maxClientsPerIdentity, MAX_ANNOUNCED_CLIENTS);
