@@ -25,8 +25,11 @@ const MAX_MESSAGE_BYTES = 16 * 1024;
 const SEEDED_DOC = 'seeded';
 const FUZZ_DOC = 'fuzz';
 
-/** Sent after every fuzz frame: the relay's hello reply shows that the frame before it was handled. */
-const PROBE = encodeMessage({ type: 'hello', protocolVersion: PROTOCOL_VERSION, capabilities: ['ack', 'error'] });
+/**
+ * Sent after every fuzz frame: the relay's pong shows that the frame before it was handled. (Not
+ * a hello: a connection says hello once, a second one closes it 4400.)
+ */
+const PROBE = encodeMessage({ type: 'ping', id: 0 });
 
 const NAMED_CLOSE_CODES = new Set<number>(Object.values(CloseCode));
 
@@ -46,8 +49,8 @@ interface Outcome {
  */
 class FuzzSocket {
   private readonly events = new EventEmitter();
-  private hellos = 0;
-  private expectedHellos = 0;
+  private pongs = 0;
+  private expectedPongs = 0;
   closed: { code: number; reason: string } | null = null;
   closedByUs = false;
   readonly undecodable: string[] = [];
@@ -56,7 +59,7 @@ class FuzzSocket {
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: Buffer) => {
       try {
-        if (decodeMessage(new Uint8Array(data)).type === 'hello') this.hellos++;
+        if (decodeMessage(new Uint8Array(data)).type === 'pong') this.pongs++;
       } catch (err) {
         this.undecodable.push(`${(err as Error).message}: ${data.toString('hex').slice(0, 200)}`);
       }
@@ -81,10 +84,10 @@ class FuzzSocket {
   /** Sends `frame`; resolves once the relay handled it (false) or closed the connection (true). */
   async exchange(frame: Uint8Array, what: () => string): Promise<boolean> {
     if (this.closed) return true;
-    this.expectedHellos += 1 + (isHello(frame) ? 1 : 0);
+    this.expectedPongs += 1 + (isPing(frame) ? 1 : 0);
     this.ws.send(frame);
     this.ws.send(PROBE);
-    await waitForEvent(this.events, 'change', () => this.closed !== null || this.hellos >= this.expectedHellos, `relay to handle or refuse ${what()}`);
+    await waitForEvent(this.events, 'change', () => this.closed !== null || this.pongs >= this.expectedPongs, `relay to handle or refuse ${what()}`);
     return this.closed !== null;
   }
 
@@ -97,9 +100,9 @@ class FuzzSocket {
   }
 }
 
-function isHello(frame: Uint8Array): boolean {
+function isPing(frame: Uint8Array): boolean {
   try {
-    return decodeMessage(frame).type === 'hello';
+    return decodeMessage(frame).type === 'ping';
   } catch {
     return false;
   }

@@ -22,8 +22,8 @@ describe('client id ownership of a document (ClientOwners, DocOwnership)', () =>
     ownership.learn([{ owner: 'bob', clientIds: [2, 3, 4] }], peer, { evict: () => [] } as never);
     expect(owners.get(2)).toBe('alice');
     expect(owners.get(3)).toBe('bob');
-    expect(owners.countOf('alice')).toBe(2);
-    expect(owners.countOf('bob')).toBe(2);
+    expect(owners.budgetOf('alice')).toBe(2);
+    expect(owners.budgetOf('bob')).toBe(2);
     ownership.learn([{ owner: 'bob', clientIds: [2] }], peer, { evict: () => [] } as never);
     expect((await metrics.clientOwnerConflicts.get()).values[0]!.value).toBe(1);
     await Promise.resolve();
@@ -49,5 +49,43 @@ describe('client id ownership of a document (ClientOwners, DocOwnership)', () =>
     expect(from.got).toEqual([]);
     expect(client.got).toEqual([]);
     expect(other.got).toEqual([[{ owner: 'carol', clientIds: [99_999] }]]);
+  });
+
+  it('carried ids count against the carrier until their author claims them, survive a reload, and are never owned or sent to peers', async () => {
+    const { store, owners } = await setup();
+    await owners.carry('mallory', [10, 11, 12]);
+    await owners.carry('eve', [12]); // carried already: counted once, for the first carrier
+    expect(owners.budgetOf('mallory')).toBe(3);
+    expect(owners.budgetOf('eve')).toBe(0);
+    expect(owners.get(10)).toBeUndefined();
+    await owners.claim('bob', [11]); // the author claims it: bob's budget now, not mallory's
+    expect(owners.budgetOf('mallory')).toBe(2);
+    expect(owners.get(11)).toBe('bob');
+    expect(owners.all()).toEqual([{ owner: 'bob', clientIds: [11] }]);
+    const reloaded = await ClientOwners.load('doc', store, logger);
+    expect(reloaded.budgetOf('mallory')).toBe(2);
+    expect(reloaded.budgetOf('bob')).toBe(1);
+    expect(reloaded.get(10)).toBeUndefined();
+    expect(reloaded.get(11)).toBe('bob');
+    // A peer cannot plant carried records (negative ids) through its claims.
+    reloaded.learn([{ owner: 'bob', clientIds: [-1 - 10] }]);
+    expect(reloaded.budgetOf('bob')).toBe(1);
+  });
+
+  it("declared ids are held per identity (its own oldest go past its cap, never another's) and not past the document cap", async () => {
+    const { owners } = await setup();
+    owners.announce('alice', [1], 3, 10);
+    owners.announce('mallory', [2, 3, 4, 5, 6], 3, 10);
+    expect(owners.announcedBy(1)).toBe('alice');
+    expect([2, 3, 4, 5, 6].map((id) => owners.announcedBy(id))).toEqual([undefined, undefined, 'mallory', 'mallory', 'mallory']);
+    for (let k = 0; k < 5; k++) owners.announce(`sock${k}`, [100 + 2 * k, 101 + 2 * k], 3, 10);
+    // 1 + 3 + 6 = 10 held: the document cap; later ids are not held, and none is pushed out.
+    expect(owners.announcedBy(1)).toBe('alice');
+    expect(owners.announcedBy(108)).toBeUndefined();
+    owners.announce('alice', [1], 3, 10); // announced again by its holder: still held
+    await owners.claim('alice', [1]);
+    expect(owners.announcedBy(1)).toBeUndefined(); // owned now, no longer merely held
+    owners.announce('carol', [200], 3, 10);
+    expect(owners.announcedBy(200)).toBe('carol'); // the claim freed a place
   });
 });

@@ -244,6 +244,10 @@ export const docStoreConformance: ConformanceCase[] = [
         equal((await s.loadClientOwners('other')).length, 0, 'owners of another document');
         await s.claimClients('other', 'bob', [1]);
         equal(new Map(await s.loadClientOwners('other')).get(1), 'bob', 'the same id in another document');
+        await s.claimClients('other', 'carol', [-2, -4294967297]);
+        const negative = new Map(await s.loadClientOwners('other'));
+        equal(negative.get(-2), 'carol', 'a negative id (a carried record) round-trips');
+        equal(negative.get(-4294967297), 'carol', 'a negative id past 32 bits round-trips');
         await s.delete('doc');
         equal((await s.loadClientOwners('doc')).length, 0, 'owners after delete');
       }),

@@ -35,7 +35,9 @@ export interface DocStore {
    * Records that `owner` (an identity: a token's `sub`) owns the Yjs client ids `clientIds` of
    * document `name`, where nobody owns them yet: the first claim of a client id wins and is
    * never replaced. Returns the ids of `clientIds` another owner already holds, with that
-   * owner (empty when every claim took or was already `owner`'s).
+   * owner (empty when every claim took or was already `owner`'s). Any safe integer is a valid
+   * id: the relay also records negative ones (the ids its writers carried, see the relay's
+   * ClientOwners), which must round-trip like the others.
    *
    * Durable like `append`: committed before the promise resolves, and ordered with appends, so
    * claims made before an append are committed no later than that append (the relay relies on

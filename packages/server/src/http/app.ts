@@ -8,10 +8,9 @@ import type { Relay } from '../relay/relay.js';
 import type { RelayDoc } from '../relay/relay-doc.js';
 import { refuseHeavyResponse, sendUnderBudget } from './heavy-response.js';
 import { sendError } from './http-errors.js';
+import { HttpSources } from './http-sources.js';
 import { metricsHandler } from './metrics-endpoint.js';
 import { originMiddleware, type OriginPolicy } from './origin-policy.js';
-
-const httpSource = { kind: 'http' } as const;
 
 /**
  * The relay's HTTP API: health, readiness, metrics, and a small document API
@@ -21,6 +20,7 @@ const httpSource = { kind: 'http' } as const;
 export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Express {
   const app = express();
   app.disable('x-powered-by');
+  const sources = new HttpSources();
   app.use(originMiddleware(origins, relay.metrics));
 
   app.get('/healthz', (_req, res) => {
@@ -84,10 +84,12 @@ export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Expr
         if (!(body instanceof Uint8Array) || body.byteLength === 0) {
           throw new CapsyncError('invalid-update', 'body must be a binary Yjs update');
         }
-        // Same admission as a WebSocket update: client id caps, ownership by the token's `sub`.
-        const admission = doc.validate(body, { subject: grant.subject, source: httpSource });
+        // Same admission as a WebSocket update: client id caps, ownership by the token's `sub`;
+        // without one, budgets per client address (HttpSources).
+        const source = sources.of(req.socket.remoteAddress);
+        const admission = doc.validate(body, { subject: grant.subject, source });
         const started = performance.now();
-        const { durable } = doc.applyRemote(body, httpSource, admission);
+        const { durable } = doc.applyRemote(body, source, admission);
         relay.metrics.applySeconds.observe((performance.now() - started) / 1000);
         await durable;
         // What changed (the entries of the client ids it wrote), as in a WebSocket ack: bounded by the update.

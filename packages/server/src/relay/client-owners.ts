@@ -17,34 +17,49 @@ export interface Learned {
  * Loaded with the document and kept in memory for the synchronous admission check
  * (`admitUpdate`); every claim is also persisted through `DocStore.claimClients`, so
  * ownership survives unloading and restarts. Bounded by the document's client id cap
- * (`--max-clients-per-doc`). Also counts the ids each identity owns, for
- * `--max-clients-per-identity`.
+ * (`--max-clients-per-doc`). Also counts, per identity, the ids it owns and the ids it
+ * carried (`carry`), for `--max-clients-per-identity`.
+ *
+ * Carried ids: ids new to the document that an identity introduced without declaring them
+ * (someone else's edits its client carries, see WRITES_PREFIX). They are not its own (the
+ * author may still claim them) but count against its budget, or anyone could fill
+ * `--max-clients-per-doc` by declaring one id and carrying the rest. They are recorded with
+ * the claims, durably, as a claim of the id's complement `-1 - id` (`CARRIED`), which no Yjs
+ * client id can be: so the budget survives restarts and unloading as the claims do, and the
+ * author's later claim of the id itself never conflicts with the record.
  *
  * Owners are identities (strings), which is what history attribution rests on.
  */
 export class ClientOwners {
+  /** Per identity, the ids it owns plus those it carried that nobody owns (its budget spent). */
   private readonly perOwner = new Map<string, number>();
+  /** Ids new to the document an identity introduced without declaring them, nobody owns yet (see `carry`). */
+  private readonly carried = new Map<number, string>();
   /** Client ids each connection introduced, where there is no identity to count them against. */
   private readonly introduced = new WeakMap<object, number>();
   /** Ids a peer relay said someone else owns, already counted as conflicts (counted once each). */
   private readonly conflicted = new Set<number>();
   /**
    * Ids a connected client declared it writes under (`writes:` in its hello) before writing:
-   * held for its identity in memory (see `announce`). Oldest first, for the bound.
+   * held for its identity in memory (see `announce`), and each identity's, oldest first.
    */
   private readonly announced = new Map<number, string>();
+  private readonly announcedOf = new Map<string, Set<number>>();
+
+  private readonly owners = new Map<number, string>();
 
   private constructor(
     private readonly name: string,
-    private readonly owners: Map<number, string>,
+    records: [number, string][],
     private readonly store: DocStore,
     private readonly logger: Logger,
   ) {
-    for (const owner of owners.values()) this.perOwner.set(owner, (this.perOwner.get(owner) ?? 0) + 1);
+    for (const [id, owner] of records) if (id >= 0) this.set(id, owner);
+    for (const [id, carrier] of records) if (id < 0) this.setCarried(CARRIED(id), carrier);
   }
 
   static async load(name: string, store: DocStore, logger: Logger): Promise<ClientOwners> {
-    return new ClientOwners(name, new Map(await store.loadClientOwners(name)), store, logger);
+    return new ClientOwners(name, await store.loadClientOwners(name), store, logger);
   }
 
   /** The owner of `clientId`, or undefined when nobody owns it. */
@@ -53,21 +68,26 @@ export class ClientOwners {
   }
 
   /**
-   * Holds `clientIds`, which a client of `owner` declared in its hello, for `owner` until it
-   * writes under them (then `claim` makes it durable) or the document is unloaded. Why: a Yjs
-   * client id is public from the moment its presence is shown, before its first edit; without
-   * this, anyone could write one struct under a newcomer's id first and own it, and every edit
-   * of the newcomer would be refused. The hello comes before the client's presence, so nobody
-   * can learn the id earlier. First announcement wins; ids someone owns are left alone. Not
-   * durable and not counted in `countOf` (a session that never writes costs nothing); not
-   * passed to peer relays (a squat through another relay of a mesh stays possible). Bounded by
-   * `max` (the oldest goes first).
+   * Holds `clientIds`, which a writing client of `owner` declared in its (one) hello, for
+   * `owner` until it writes under them (then `claim` makes it durable) or the document is
+   * unloaded. Why: a Yjs client id is public from the moment its presence is shown, before its
+   * first edit; without this, anyone could write one struct under a newcomer's id first and own
+   * it, and every edit of the newcomer would be refused. The hello comes before the client's
+   * presence, so nobody can learn the id earlier. First announcement wins; ids someone owns are
+   * left alone. Not durable and not counted in `budgetOf` (a session that never writes costs
+   * nothing); not passed to peer relays (a squat through another relay of a mesh stays
+   * possible). Bounded per identity by `maxPerOwner` (past it the identity's own oldest goes,
+   * never another's: nobody can push out someone else's held id) and per document by
+   * `maxTotal` (past it new ids are not held, again so that none is pushed out).
    */
-  announce(owner: string, clientIds: Iterable<number>, max: number): void {
+  announce(owner: string, clientIds: Iterable<number>, maxPerOwner: number, maxTotal: number): void {
+    let mine = this.announcedOf.get(owner);
     for (const id of clientIds) {
-      if (this.owners.has(id) || this.announced.has(id)) continue;
+      if (this.owners.has(id) || this.announced.has(id) || this.announced.size >= maxTotal) continue;
+      if (!mine) this.announcedOf.set(owner, (mine = new Set()));
       this.announced.set(id, owner);
-      if (this.announced.size > max) this.announced.delete(this.announced.keys().next().value!);
+      mine.add(id);
+      if (mine.size > maxPerOwner) this.unannounce(mine.values().next().value!);
     }
   }
 
@@ -76,9 +96,24 @@ export class ClientOwners {
     return this.announced.get(clientId);
   }
 
-  /** How many client ids of the document `owner` owns. */
-  countOf(owner: string): number {
+  /**
+   * How many client ids of the document count against `owner`'s `--max-clients-per-identity`:
+   * those it owns and those it carried (see `carry`) that nobody owns.
+   */
+  budgetOf(owner: string): number {
     return this.perOwner.get(owner) ?? 0;
+  }
+
+  /**
+   * Records that `carrier` introduced `clientIds` (new to the document, integrated) without
+   * declaring them: they count against its budget until someone claims them (see the class
+   * doc). Ids owned or carried already are skipped. In memory at once, then persisted like a
+   * claim (resolves once committed; rejects with StorageError).
+   */
+  carry(carrier: string, clientIds: number[]): Promise<void> {
+    const fresh = clientIds.filter((id) => !this.owners.has(id) && !this.carried.has(id));
+    for (const id of fresh) this.setCarried(id, carrier);
+    return fresh.length > 0 ? this.persist(carrier, fresh.map(CARRIED)) : Promise.resolve();
   }
 
   /** How many client ids `source` (a connection without identity) introduced to the document. */
@@ -114,6 +149,7 @@ export class ClientOwners {
     for (const { owner, clientIds } of claims) {
       const ids: number[] = [];
       for (const id of clientIds) {
+        if (id < 0) continue; // carried records are this relay's own (see CARRIED), never a peer's
         const current = this.owners.get(id);
         if (current === undefined) {
           this.set(id, owner);
@@ -148,9 +184,30 @@ export class ClientOwners {
 
   private set(id: number, owner: string): void {
     if (this.owners.has(id)) return;
-    this.announced.delete(id);
+    this.unannounce(id);
+    const carrier = this.carried.get(id);
+    if (carrier !== undefined) {
+      // Its author claimed it: it counts against the author's budget, not the carrier's.
+      this.carried.delete(id);
+      this.perOwner.set(carrier, this.perOwner.get(carrier)! - 1);
+    }
     this.owners.set(id, owner);
     this.perOwner.set(owner, (this.perOwner.get(owner) ?? 0) + 1);
+  }
+
+  private setCarried(id: number, carrier: string): void {
+    if (this.owners.has(id) || this.carried.has(id)) return;
+    this.carried.set(id, carrier);
+    this.perOwner.set(carrier, (this.perOwner.get(carrier) ?? 0) + 1);
+  }
+
+  private unannounce(id: number): void {
+    const owner = this.announced.get(id);
+    if (owner === undefined) return;
+    this.announced.delete(id);
+    const mine = this.announcedOf.get(owner)!;
+    mine.delete(id);
+    if (mine.size === 0) this.announcedOf.delete(owner);
   }
 
   private persist(owner: string, clientIds: number[]): Promise<void> {
@@ -160,4 +217,12 @@ export class ClientOwners {
       if (conflicts.length > 0) this.logger.warn({ doc: this.name, conflicts: conflicts.length }, 'client ids were claimed by another identity in storage meanwhile');
     });
   }
+}
+
+/**
+ * The stored form of a carried client id (see ClientOwners): its complement, a negative
+ * number no Yjs client id can be. Its own inverse.
+ */
+function CARRIED(id: number): number {
+  return -1 - id;
 }

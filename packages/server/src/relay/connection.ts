@@ -247,10 +247,13 @@ export class RelayConnection implements DocPeer {
         }, this.outbound)).request(null);
         return;
       case 'hello':
+        // One per connection: what it declares (owner key, client ids) must not change mid-connection.
+        if (this.capsync) throw new ProtocolError('bad-message', 'a second hello on one connection');
         checkProtocolVersion(msg.protocolVersion);
         this.identity.hello(msg.capabilities);
         this.declaredWriters = declaredWritersOf(msg);
-        if (this.declaredWriters && this.grant.subject && !this.peerRelayId) this.doc!.announceWriters(this.grant.subject, this.declaredWriters);
+        // Only writers hold ids: a read-only user must not reserve (or push out) anyone's.
+        if (this.declaredWriters && this.grant.subject && this.grant.permission === 'write' && !this.peerRelayId) this.doc!.announceWriters(this.grant.subject, this.declaredWriters);
         this.capsync = true;
         this.quorum = msg.capabilities.includes('quorum');
         this.sendMessage(this.peerRelayId && this.deps.mesh ? helloFor('relay-to-peer', [relayIdCapability(this.deps.mesh.relayId)]) : helloFor('relay'));

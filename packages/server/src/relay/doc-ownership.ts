@@ -59,49 +59,64 @@ export class DocOwnership {
     return admission.claims ? pending.evict(admission.claims.owner, admission.claims.clientIds) : [];
   }
 
-  /** Each claimed id's state before the apply (see `claimApplied`). */
+  /** Each claimed, then each carried, id's state before the apply (see `claimApplied`). */
   statesBefore(doc: Y.Doc, admission: Admission): number[] {
-    return admission.claims?.clientIds.map((id) => Y.getState(doc.store, id)) ?? [];
+    if (!admission.claims && !admission.carried) return [];
+    return [...(admission.claims?.clientIds ?? []), ...(admission.carried?.clientIds ?? [])].map((id) => Y.getState(doc.store, id));
   }
 
   /**
    * After `admission`'s update (from `source`) was applied: claims the ids under which its
    * content integrated (a struct held back as pending, say at a far clock of someone else's
-   * id, must not let its sender squat on that id), tells peers before the broadcast, counts
-   * the ids a writer without identity introduced. Resolves once the claims, and those learned
-   * from peers before, are committed: the update's ack waits for it. Null when there are none.
+   * id, must not let its sender squat on that id), records the carried ones that integrated
+   * (ClientOwners.carry), tells peers of the claims before the broadcast, counts the ids a
+   * writer without identity introduced. Resolves once the claims and carried records, and
+   * claims learned from peers before, are committed: the update's ack waits for it. Null when
+   * there are none.
    */
   claimApplied(doc: Y.Doc, admission: Admission, source: UpdateSource, statesBefore: number[]): Promise<void> | null {
-    if (admission.fresh > 0 && !admission.claims) this.owners.recordIntroduced(source, admission.fresh);
-    const claimIds = admission.claims?.clientIds.filter((id, i) => Y.getState(doc.store, id) > statesBefore[i]!) ?? [];
-    let claimed: Promise<void> | null = null;
+    if (admission.fresh > 0 && typeof admission.sent?.writer.identity !== 'string') this.owners.recordIntroduced(source, admission.fresh);
+    const advanced = (ids: number[] | undefined, offset: number): number[] => ids?.filter((id, i) => Y.getState(doc.store, id) > statesBefore[offset + i]!) ?? [];
+    const claimIds = advanced(admission.claims?.clientIds, 0);
+    const carriedIds = advanced(admission.carried?.clientIds, admission.claims?.clientIds.length ?? 0);
+    const commits: Promise<void>[] = [];
     if (claimIds.length > 0) {
-      claimed = this.owners.claim(admission.claims!.owner, claimIds);
+      commits.push(this.owners.claim(admission.claims!.owner, claimIds));
       this.announce(admission.claims!.owner, claimIds);
     }
+    if (carriedIds.length > 0) commits.push(this.owners.carry(admission.carried!.owner, carriedIds));
     // Content a peer relay sent after claims waits for their commit too.
-    const learned = this.learning;
-    if (learned) claimed = claimed ? Promise.all([claimed, learned]).then(() => {}) : learned;
-    return claimed;
+    if (this.learning) commits.push(this.learning);
+    if (commits.length === 0) return null;
+    return commits.length === 1 ? commits[0]! : Promise.all(commits).then(() => {});
   }
 
   /**
    * Content that waited for dependencies integrated: its sender must own the ids it wrote under
-   * as the claims are now (PendingUpdates.evict keeps this from failing), and claims those
-   * nobody owns. For PendingUpdates' `lateClaim`.
+   * as the claims are now (PendingUpdates.evict keeps this from failing), claims those nobody
+   * owns that it declared, and records as carried those new to the document it did not
+   * declare. For PendingUpdates' `lateClaim`.
    */
   claimLate(sent: Sent): Promise<void> | CapsyncError | null {
     const identity = sent.writer.identity;
     if (sent.writer.trusted || identity === null) return null;
+    const declared = sent.writer.declared;
     const mine: number[] = [];
+    const carried: number[] = [];
     for (const id of sent.unowned) {
       const owner = this.owners.get(id);
-      if (owner === undefined) mine.push(id);
-      else if (owner !== identity) return new NotOwnerError(`client id ${id} belongs to another identity; write under your own client id`);
+      if (owner !== undefined && owner !== identity) return new NotOwnerError(`client id ${id} belongs to another identity; write under your own client id`);
+      if (owner !== undefined) continue;
+      if (declared === undefined || declared.has(id)) mine.push(id);
+      else if (sent.carried.includes(id)) carried.push(id);
     }
-    if (identity === undefined || mine.length === 0) return null;
-    this.announce(identity, mine);
-    return this.owners.claim(identity, mine);
+    if (identity === undefined || (mine.length === 0 && carried.length === 0)) return null;
+    const commits: Promise<void>[] = [this.owners.carry(identity, carried)];
+    if (mine.length > 0) {
+      this.announce(identity, mine);
+      commits.push(this.owners.claim(identity, mine));
+    }
+    return Promise.all(commits).then(() => {});
   }
 
   /** A claim this relay committed (or is committing): peers are told before its content. */

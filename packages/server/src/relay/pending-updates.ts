@@ -21,8 +21,10 @@ export interface Sent {
   /** The update as received (re-applied when other pending content is evicted). */
   update: Uint8Array;
   writer: UpdateWriter;
-  /** Client ids nobody owned that it inserts content under (see Admission.unowned). */
+  /** Client ids nobody owned that it inserts content under, declared or not (see Admission.unowned). */
   unowned: number[];
+  /** Those of them new to the document that its writer did not declare (see Admission.carried). */
+  carried: number[];
 }
 
 /**
@@ -153,7 +155,7 @@ export class PendingUpdates {
    * passed (`admit` predicts waiting from the update's references; this catches what the
    * prediction missed, after the fact): the others keep waiting.
    */
-  wait(needs: Map<number, number>, sent: Sent = { source: undefined, update: new Uint8Array(0), writer: { trusted: true, identity: null }, unowned: [] }): Promise<void> {
+  wait(needs: Map<number, number>, sent: Sent = { source: undefined, update: new Uint8Array(0), writer: { trusted: true, identity: null }, unowned: [], carried: [] }): Promise<void> {
     const source = sent.source;
     // Its content is pending already (Yjs merged it): only the bytes over the cap matter now.
     const over = this.overCap(source, 0);

@@ -25,7 +25,7 @@ import { DocOwnership, type ClaimsPeer } from './doc-ownership.js';
 import { RemoteOrigin, type UpdateSource } from './origins.js';
 import { checkRemoteUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
 
-/** Announced client ids held per document (a few per connected client; oldest dropped past it). */
+/** Announced client ids held per document (a few per connected client; past it new ones are not held). */
 const MAX_ANNOUNCED_CLIENTS = 10_000;
 
 /** What a document needs from the relay around it. */
@@ -169,11 +169,11 @@ export class RelayDoc {
   }
 
   /**
-   * A client of `subject` declared in its hello the client ids it writes under: they are held
-   * for `subject` until it writes (see ClientOwners.announce). Only on relays with ownership.
+   * A writing client of `subject` declared in its hello the client ids it writes under: held for
+   * it until it writes, its --max-clients-per-identity at most (ClientOwners.announce).
    */
   announceWriters(subject: string, clientIds: ReadonlySet<number>): void {
-    if (this.deps.ownership) this.ownership.owners.announce(subject, clientIds, MAX_ANNOUNCED_CLIENTS);
+    if (this.deps.ownership) this.ownership.owners.announce(subject, clientIds, this.deps.limits.maxClientsPerIdentity, MAX_ANNOUNCED_CLIENTS);
   }
 
   /**

@@ -50,14 +50,22 @@ export interface Admission {
    * the document: when a clock is not reached, Yjs holds the update back as pending.
    */
   needs: Map<number, number>;
-  /** Client ids nobody owns yet that the update writes, claimed for `owner`. */
+  /** Client ids nobody owns yet that the update writes and its writer declared (or it declared none), claimed for `owner`. */
   claims: { owner: string; clientIds: number[] } | null;
+  /**
+   * Client ids new to the document that the update writes and its writer (`owner`) did not
+   * declare: someone else's edits it carries. Not claimed, but counted against its budget
+   * once integrated (ClientOwners.carry).
+   */
+  carried: { owner: string; clientIds: number[] } | null;
   /** Client ids the document did not hold that the update writes (counted per connection where there is no identity). */
   fresh: number;
   /**
-   * Client ids nobody owned that the update inserts content under, claimed or not (a writer
-   * without `sub` claims none): if the content waits for dependencies, whoever claims one of
-   * them first evicts it (see PendingUpdates.evict). Empty where ownership does not apply.
+   * Every client id nobody owned that the update inserts content under, declared or not,
+   * claimed or not (a writer without `sub` claims none): if the content waits for
+   * dependencies, whoever claims one of them first evicts it (see PendingUpdates.evict), and
+   * it is checked again when it integrates (DocOwnership.claimLate). Empty where ownership
+   * does not apply.
    */
   unowned: number[];
   /** Who sent it and what, for PendingUpdates.wait should part of it wait (set by checkRemoteUpdate). */
@@ -95,9 +103,11 @@ export function precheckClientCount(doc: Y.Doc, update: Uint8Array, writer: Upda
  * re-sending what it got from the relay) are not checked, and a deletion may delete anyone's
  * items (that is collaboration).
  *
- * Each identity may own at most `--max-clients-per-identity` client ids of the document
- * (counted from the claims); a writer without identity (open relay, token without `sub`) may
- * introduce that many per connection (`source`).
+ * Each identity may own at most `--max-clients-per-identity` client ids of the document,
+ * the ids new to the document it carried without declaring them included (counted from the
+ * claims and carried records, durable: ClientOwners.budgetOf); a writer without identity
+ * (open relay, token without `sub`) may introduce that many per connection (`source`; for
+ * HTTP, per client address, see HttpSources).
  *
  * Throws `LimitExceededError` ('max-new-clients-per-update', 'max-clients-per-doc',
  * 'max-clients-per-identity') or `NotOwnerError`.
@@ -130,10 +140,11 @@ export function admitUpdate(
     // Without an identity (open relay, token without `sub`), the connection is who introduces
     // ids; anyone can open another, so this only slows a client down (see the README).
     if (fresh > 0 && typeof writer.identity !== 'string' && source !== undefined && owners.introducedBy(source) + fresh > limits.maxClientsPerIdentity) {
-      throw new LimitExceededError('max-clients-per-identity', `this connection would have introduced ${owners.introducedBy(source) + fresh} client ids to this document, over the limit of ${limits.maxClientsPerIdentity}`);
+      throw new LimitExceededError('max-clients-per-identity', `this connection (over HTTP: this client address) would have introduced ${owners.introducedBy(source) + fresh} client ids to this document, over the limit of ${limits.maxClientsPerIdentity}`);
     }
   }
   let claims: Admission['claims'] = null;
+  let carried: Admission['carried'] = null;
   const unowned: number[] = [];
   if (!writer.trusted && writer.identity !== null) {
     const othersKnown = new Set<number>();
@@ -151,10 +162,7 @@ export function admitUpdate(
       if (announcedBy !== undefined && announcedBy !== writer.identity) {
         throw new NotOwnerError(`client id ${client} is in use by another identity; write under your own client id`);
       }
-      // Content under an id the writer did not declare is someone else's it carries: unclaimed.
-      if (owner === undefined) {
-        if (writer.declared === undefined || writer.declared.has(client)) unowned.push(client);
-      }
+      if (owner === undefined) unowned.push(client);
       else if (owner !== writer.identity) {
         // The owner's name is nobody else's business: say only that it is not the writer.
         throw new NotOwnerError(`client id ${client} belongs to another identity; write under your own client id`);
@@ -168,13 +176,20 @@ export function admitUpdate(
       }
     }
     if (unowned.length > 0 && writer.identity !== undefined) {
-      // Counted from the claims (durable, so restarts do not reset it); everyone else can still
-      // write once this identity is out of budget.
-      const owned = owners.countOf(writer.identity);
-      if (owned + unowned.length > limits.maxClientsPerIdentity) {
-        throw new LimitExceededError('max-clients-per-identity', `you would own ${owned + unowned.length} client ids of this document, over the limit of ${limits.maxClientsPerIdentity}`);
+      // Content under an id the writer did not declare is someone else's it carries: not
+      // claimed (its author may), but an id new to the document still counts against the
+      // writer's budget, or declaring one id would let it fill --max-clients-per-doc alone.
+      const declared = writer.declared;
+      const mine = declared === undefined ? unowned : unowned.filter((id) => declared.has(id));
+      const carries = declared === undefined ? [] : unowned.filter((id) => !declared.has(id) && !store.clients.has(id));
+      // Counted from the claims and carried records (durable, so restarts do not reset it);
+      // everyone else can still write once this identity is out of budget.
+      const spent = owners.budgetOf(writer.identity) + mine.length + carries.length;
+      if (spent > limits.maxClientsPerIdentity) {
+        throw new LimitExceededError('max-clients-per-identity', `you would own or have introduced ${spent} client ids of this document, over the limit of ${limits.maxClientsPerIdentity}`);
       }
-      claims = { owner: writer.identity, clientIds: unowned };
+      if (mine.length > 0) claims = { owner: writer.identity, clientIds: mine };
+      if (carries.length > 0) carried = { owner: writer.identity, clientIds: carries };
     }
   }
   for (const [client, ranges] of decoded.ds.clients) {
@@ -183,7 +198,7 @@ export function admitUpdate(
       if (end > (needs.get(client) ?? 0)) needs.set(client, end);
     }
   }
-  return { clients, needs, claims, fresh, unowned };
+  return { clients, needs, claims, carried, fresh, unowned };
 }
 
 /**
@@ -216,7 +231,7 @@ export function checkRemoteUpdate(
     }
     if (!writer.trusted) assertOutsideFencedArea(doc, decoded);
     const admission = admitUpdate(doc, decoded, writer, ctx.limits, ctx.owners, ctx.source);
-    admission.sent = { source: ctx.source, update, writer, unowned: admission.unowned };
+    admission.sent = { source: ctx.source, update, writer, unowned: admission.unowned, carried: admission.carried?.clientIds ?? [] };
     ctx.pending?.admit(admission.sent, wouldWait(doc, decoded));
     return admission;
   } catch (err) {
