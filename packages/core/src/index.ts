@@ -19,3 +19,5 @@ export * from './session/sent-log.js';
 export * from './session/durable-acks.js';
 export * from './session/coalesced-reply.js';
 export * from './session/hello.js';
+export * from './session/ack-order.js';
+export * from './session/input-queue.js';

@@ -1,6 +1,6 @@
 import type { WebSocket } from 'ws';
 import * as Y from 'yjs';
-import { Backoff, CapsyncError, CloseCode, DurableAcks, SentLog, checkProtocolVersion, decodeMessage, encodeMessage, isEmptyUpdate, type ClientClaims, type Message } from '@capsync/core';
+import { AckOrder, Backoff, CapsyncError, CloseCode, DurableAcks, InputQueue, SentLog, checkProtocolVersion, decodeMessage, encodeMessage, isEmptyUpdate, type ClientClaims, type Message } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { DocPeer, RelayDoc } from '../relay/relay-doc.js';
@@ -16,6 +16,8 @@ export interface PeerLinkDeps {
   logger: Logger;
   /** Bytes the link may have unsent before it is dropped (and resynced on reconnect). */
   sendBufferLimit: number;
+  /** Bytes of input the link may queue while its document is paused; past it the link resyncs. */
+  maxQueuedBytes: number;
   handshakeTimeoutMs: number;
   /** Reconnect delays after the peer (or the network) closed the link; default 100 ms doubling to 2 s, jittered. */
   backoff?: { baseMs: number; maxMs: number };
@@ -44,10 +46,10 @@ export class PeerLink implements DocPeer {
   private socket: WebSocket | null = null;
   private open = false;
   private closed = false;
-  private queue: Uint8Array[] = [];
+  private readonly queue: InputQueue;
   private sent = new SentLog();
   private received = 0;
-  private lastDurable: Promise<unknown> = Promise.resolve();
+  private ackOrder = new AckOrder();
   private acks = this.newAcks();
   /** Convergence of the current connection: our step 2's number, and what has happened. */
   private round: { openedAt: number; ourStep2: number; step2Acked: boolean; step2Received: boolean; done: boolean } | null = null;
@@ -60,6 +62,7 @@ export class PeerLink implements DocPeer {
     private readonly doc: RelayDoc,
     private readonly deps: PeerLinkDeps,
   ) {
+    this.queue = new InputQueue(deps.maxQueuedBytes);
     const backoff = deps.backoff ?? { baseMs: 100, maxMs: 2000 };
     this.backoff = new Backoff(backoff);
     doc.peers.add(this);
@@ -187,10 +190,10 @@ export class PeerLink implements DocPeer {
   private disconnected(): void {
     this.socket = null;
     this.open = false;
-    this.queue = [];
+    this.queue.clear();
     // Acks on the next connection count its own messages (an empty one still waits for every
     // pending write of the document), not a failure of this one.
-    this.lastDurable = Promise.resolve();
+    this.ackOrder = new AckOrder();
     this.acks = this.newAcks();
     this.round = null;
     // Presence learned through this link is unknown now; the peer resends it on reconnect.
@@ -201,7 +204,12 @@ export class PeerLink implements DocPeer {
 
   private receive(frame: Uint8Array): void {
     if (this.doc.paused || this.queue.length > 0) {
-      this.queue.push(frame);
+      if (this.queue.push(frame)) return;
+      // The document stayed paused past what a link may hold: drop it and resync later
+      // (state vectors make the resync cheap; nothing is acknowledged that was not stored).
+      this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.logUrl }, 'too much input from a peer relay while the document is paused; reconnecting');
+      this.deps.metrics.refusals.inc({ reason: 'slow-consumer' });
+      this.reconnect();
       return;
     }
     this.handle(frame);
@@ -242,20 +250,18 @@ export class PeerLink implements DocPeer {
         const update = msg.update;
         const ws = this.socket;
         let clients: number[] = [];
+        let barrier: Promise<void>;
         if (!isEmptyUpdate(update)) {
           const admission = this.doc.validate(update, { trusted: true, source: this });
           clients = admission.clients;
           const { durable } = this.doc.applyRemote(update, this, admission);
-          // An update waiting for dependencies may commit after later ones: ack in order.
-          this.lastDurable = this.lastDurable.then(() => durable);
+          barrier = this.ackOrder.update(durable);
         } else {
           // Nothing to store, but the ack promises that everything this relay has applied so
           // far is committed (the peer counts us durable through what it had sent), including
-          // changes that came from other relays or clients: wait for every pending write of
-          // the document, as a client connection does.
-          this.lastDurable = Promise.all([this.lastDurable, this.doc.whenWritesSettled()]);
+          // changes that came from other relays or clients (see AckOrder.barrier).
+          barrier = this.ackOrder.barrier(this.doc.whenWritesSettled());
         }
-        const barrier = this.lastDurable;
         const round = msg.type === 'sync-step-2' ? this.round : null;
         void barrier.then(
           () => {

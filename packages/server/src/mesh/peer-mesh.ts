@@ -13,6 +13,8 @@ export interface PeerMeshOptions {
   metrics: RelayMetrics;
   logger: Logger;
   sendBufferLimit: number;
+  /** Bytes of input a document link may queue while its document is paused (see InputQueue). */
+  maxQueuedBytes: number;
   /** Control-link heartbeat; a peer silent this long (twice at most) counts as down. */
   heartbeatMs?: number;
   backoff?: { baseMs: number; maxMs: number };
@@ -226,8 +228,8 @@ export class PeerMesh {
       if (ep.up && !existing.connected) void existing.connect();
       return;
     }
-    const { relayId, metrics, logger, sendBufferLimit } = this.options;
-    const link = new PeerLink(ep, doc, { relayId, metrics, logger, sendBufferLimit, handshakeTimeoutMs: 5000, backoff: this.backoff });
+    const { relayId, metrics, logger, sendBufferLimit, maxQueuedBytes } = this.options;
+    const link = new PeerLink(ep, doc, { relayId, metrics, logger, sendBufferLimit, maxQueuedBytes, handshakeTimeoutMs: 5000, backoff: this.backoff });
     byEp.set(ep, link);
     metrics.peerDocLinks.inc();
     if (ep.up) void link.connect();

@@ -1,7 +1,9 @@
 import * as Y from 'yjs';
 import {
+  AckOrder,
   CapsyncError,
   CoalescedReply,
+  InputQueue,
   DurableAcks,
   SentLog,
   ProtocolError,
@@ -86,12 +88,11 @@ export class RelayConnection implements DocPeer {
   /** True once the client said hello: it gets acks and typed errors. */
   private capsync = false;
   private doc: RelayDoc | null = null;
-  private queue: Uint8Array[] = [];
-  private queuedBytes = 0;
+  private readonly queue: InputQueue;
   private closed = false;
   /** Count of document-carrying messages received (sync step 2 and update). */
   private seq = 0;
-  private lastDurable: Promise<unknown> = Promise.resolve();
+  private readonly ackOrder = new AckOrder();
   private readonly acks = new DurableAcks(
     (seq, stateVector) => void this.sendMessage({ type: 'ack', seq, stateVector }),
     () => (this.closed ? null : (this.doc?.doc ?? null)),
@@ -128,6 +129,7 @@ export class RelayConnection implements DocPeer {
   ) {
     deps.metrics.connections.inc();
     this.identity = new ConnectionIdentity(grant);
+    this.queue = new InputQueue(deps.options.maxQueuedBytes);
     this.outbound = new SendBuffer(socket, deps.options, (err) => this.fail(err));
     this.step2Replies = new CoalescedReply(this.canAnswer, (stateVector, written) => {
       let update: Uint8Array;
@@ -182,12 +184,7 @@ export class RelayConnection implements DocPeer {
       return;
     }
     if (!this.doc || this.doc.paused || this.queue.length > 0) {
-      this.queuedBytes += data.byteLength;
-      if (this.queuedBytes > this.deps.options.maxQueuedBytes) {
-        this.fail(new CapsyncError('slow-consumer', 'too much input while the document loads'));
-        return;
-      }
-      this.queue.push(data);
+      if (!this.queue.push(data)) this.fail(new CapsyncError('slow-consumer', 'too much input while the document loads'));
       return;
     }
     this.handle(data);
@@ -197,11 +194,7 @@ export class RelayConnection implements DocPeer {
 
   /** Processes queued input once the document is ready (DocPeer). */
   resume(): void {
-    while (this.queue.length > 0 && this.doc && !this.doc.paused && !this.closed) {
-      const frame = this.queue.shift()!;
-      this.queuedBytes -= frame.byteLength;
-      this.handle(frame);
-    }
+    while (this.queue.length > 0 && this.doc && !this.doc.paused && !this.closed) this.handle(this.queue.shift()!);
     this.step2Replies.retry();
     this.awarenessReplies?.retry();
   }
@@ -300,9 +293,7 @@ export class RelayConnection implements DocPeer {
       // Nothing to store, but the ack still promises that everything the relay has applied so
       // far (for example this client's updates sent on an earlier connection, or delivered by
       // another tab) is committed: wait for every pending write of the document.
-      const barrier = Promise.all([this.lastDurable, this.doc!.whenWritesSettled()]);
-      this.lastDurable = barrier;
-      barrier.then(() => this.scheduleAck(seq, [], receivedAt), () => {});
+      this.ackOrder.barrier(this.doc!.whenWritesSettled()).then(() => this.scheduleAck(seq, [], receivedAt), () => {});
       if (this.quorum) (this.quorumBarrier ??= new QuorumBarrier(this.deps.metrics)).await(this.doc!, () => this.sendMessage({ type: 'quorum-ack', seq }));
       return;
     }
@@ -321,9 +312,7 @@ export class RelayConnection implements DocPeer {
     const { durable } = doc.applyRemote(update, this, admission);
     this.deps.metrics.applySeconds.observe((performance.now() - receivedAt) / 1000);
     // An update waiting for dependencies may commit after later ones: ack in order.
-    const inOrder = this.lastDurable.then(() => durable);
-    this.lastDurable = inOrder;
-    inOrder.then(
+    this.ackOrder.update(durable).then(
       () => this.scheduleAck(seq, admission.clients, receivedAt),
       (err: unknown) => {
         if (err instanceof CapsyncError && err.code !== 'storage-failure') return this.fail(err);
@@ -422,7 +411,7 @@ export class RelayConnection implements DocPeer {
     this.deps.metrics.connections.dec();
     this.cancelExpiry?.();
     this.outbound.stop();
-    this.queue = [];
+    this.queue.clear();
     this.quorumBarrier?.cancel('abandoned');
     if (this.peerRelayId) this.deps.mesh?.inboundClosed(this.peerRelayId, this);
     const doc = this.doc;

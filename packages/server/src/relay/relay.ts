@@ -93,6 +93,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       metrics: deps.metrics,
       logger: deps.logger,
       sendBufferLimit: deps.options.sendBufferLimit,
+      maxQueuedBytes: deps.options.maxMessageBytes * 2,
     });
     this.replicateAll =
       deps.options.peerMode === 'replicate-all'
