@@ -2,6 +2,8 @@ import 'fake-indexeddb/auto';
 import { IDBFactory } from 'fake-indexeddb';
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
+import { storageAdapterConformance } from '@capsync/client/conformance';
+import { runConformance } from '../../../test/support/conformance.js';
 import { compactLog } from '../src/storage/compact-log.js';
 import { IndexedDbStorage } from '../src/storage/indexeddb-storage.js';
 import { MemoryStorage } from '../src/storage/memory-storage.js';
@@ -22,62 +24,28 @@ function textOf(log: StoredUpdate[]): string {
   return doc.getText('t').toString();
 }
 
-const adapters: [string, () => StorageAdapter][] = [
-  ['memory', () => new MemoryStorage()],
-  ['indexeddb (fake-indexeddb)', () => new IndexedDbStorage({ factory: new IDBFactory() })],
-];
-
-describe.each(adapters)('StorageAdapter contract: %s', (_name, make) => {
-  it('stores updates and outbox records atomically and loads them back after reopening', async () => {
-    const storage = make();
-    const store = await storage.open('doc');
-    const rows = typing('abc');
-    await store.write({ updates: rows, putOutbox: [{ key: 'k1', count: 3 }], deleteOutbox: [] });
-    store.close();
-    const again = await storage.open('doc');
-    const loaded = await again.load();
-    expect(textOf(loaded.updates)).toBe('abc');
-    expect(loaded.outbox).toEqual([{ key: 'k1', count: 3 }]);
-    await again.write({ updates: [], putOutbox: [{ key: 'k1', count: 1 }], deleteOutbox: [] });
-    expect((await again.load()).outbox).toEqual([{ key: 'k1', count: 1 }]);
-    await again.write({ updates: [], putOutbox: [], deleteOutbox: ['k1'] });
-    expect((await again.load()).outbox).toEqual([]);
-    again.close();
+/**
+ * Every StorageAdapter runs the conformance suite (@capsync/client/conformance). IndexedDB runs
+ * here on fake-indexeddb, each case on a fresh IDBFactory (a fresh browser profile), and in real
+ * Chromium in test/browser/storage-conformance.test.ts.
+ */
+describe('MemoryStorage conformance', () => {
+  runConformance(storageAdapterConformance, {
+    create: async () => new MemoryStorage(),
+    absent: { reload: 'MemoryStorage keeps nothing across a reload (persistent: false)' },
   });
+});
 
-  it('keeps documents apart and clears one or all of them', async () => {
-    const storage = make();
-    const a = await storage.open('a');
-    const b = await storage.open('b');
-    await a.write({ updates: typing('A'), putOutbox: [], deleteOutbox: [] });
-    await b.write({ updates: typing('B'), putOutbox: [], deleteOutbox: [] });
-    a.close();
-    b.close();
-    await storage.clear('a');
-    expect((await (await storage.open('a')).load()).updates).toEqual([]);
-    expect(textOf((await (await storage.open('b')).load()).updates)).toBe('B');
-    await storage.clear();
-    expect((await (await storage.open('b')).load()).updates).toEqual([]);
-  });
-
-  it('compacts the log into one smaller snapshot with the same content, and keeps later rows', async () => {
-    const storage = make();
-    const store = await storage.open('doc');
-    const rows = typing('hello world');
-    await store.write({ updates: rows, putOutbox: [], deleteOutbox: [] });
-    const { before, after } = await store.compact(compactLog);
-    expect(before.updates).toBe(rows.length);
-    expect(after.updates).toBe(1);
-    expect(after.bytes).toBeLessThan(before.bytes);
-    const more = new Y.Doc();
-    Y.applyUpdate(more, Y.mergeUpdates(rows.map((r) => r.data)));
-    const later: Uint8Array[] = [];
-    more.on('update', (u: Uint8Array) => later.push(u));
-    more.getText('t').insert(11, '!');
-    await store.write({ updates: later.map((data) => ({ data, format: 'v1' as const })), putOutbox: [], deleteOutbox: [] });
-    expect(textOf((await store.load()).updates)).toBe('hello world!');
-    expect(await store.size()).toEqual({ updates: 2, bytes: expect.any(Number) });
-    store.close();
+describe('IndexedDbStorage (fake-indexeddb) conformance', () => {
+  const profiles = new Map<StorageAdapter, IDBFactory>();
+  const inProfile = (factory: IDBFactory) => {
+    const adapter = new IndexedDbStorage({ factory });
+    profiles.set(adapter, factory);
+    return adapter;
+  };
+  runConformance(storageAdapterConformance, {
+    create: async () => inProfile(new IDBFactory()),
+    reload: async (a) => inProfile(profiles.get(a)!),
   });
 });
 

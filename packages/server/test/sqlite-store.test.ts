@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, it, expect } from 'vitest';
 import { docStoreConformance } from '@capsync/core/conformance';
+import { runConformance } from '../../../test/support/conformance.js';
 import { SqliteDocStore } from '../src/storage/sqlite-store.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'capsync-sqlite-'));
@@ -10,17 +11,13 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 let n = 0;
 
 describe('SqliteDocStore conformance', () => {
-  for (const c of docStoreConformance) {
-    it(c.name, () =>
-      c.run({
-        create: async () => new SqliteDocStore(path.join(root, `db-${n++}`, 'capsync.db')),
-        reopen: async (store) => {
-          await store.close();
-          return new SqliteDocStore((store as SqliteDocStore).file);
-        },
-      }),
-    );
-  }
+  runConformance(docStoreConformance, {
+    create: async () => new SqliteDocStore(path.join(root, `db-${n++}`, 'capsync.db')),
+    reopen: async (store) => {
+      await store.close();
+      return new SqliteDocStore((store as SqliteDocStore).file);
+    },
+  });
 });
 
 describe('SqliteDocStore specifics', () => {

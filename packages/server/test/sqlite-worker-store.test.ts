@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { docStoreConformance } from '@capsync/core/conformance';
+import { runConformance } from '../../../test/support/conformance.js';
 import { SqliteWorkerStore } from '../src/storage/sqlite-worker-store.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'capsync-sqlite-worker-'));
@@ -10,17 +11,13 @@ afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 let n = 0;
 
 describe('SqliteWorkerStore conformance', () => {
-  for (const c of docStoreConformance) {
-    it(c.name, () =>
-      c.run({
-        create: () => SqliteWorkerStore.open(path.join(root, `db-${n++}`, 'capsync.db')),
-        reopen: async (store) => {
-          await store.close();
-          return SqliteWorkerStore.open((store as SqliteWorkerStore).file);
-        },
-      }),
-    );
-  }
+  runConformance(docStoreConformance, {
+    create: () => SqliteWorkerStore.open(path.join(root, `db-${n++}`, 'capsync.db')),
+    reopen: async (store) => {
+      await store.close();
+      return SqliteWorkerStore.open((store as SqliteWorkerStore).file);
+    },
+  });
 });
 
 describe('SqliteWorkerStore specifics', () => {

@@ -45,6 +45,10 @@ export interface ReplicaSize {
  *   rows written concurrently (another tab) are either merged or kept, never lost. When
  *   `merge` returns null the log is left alone.
  * - Several stores (tabs) may be open on one document at once.
+ *
+ * `storageAdapterConformance` (`@capsync/client/conformance`, storage-conformance.ts) checks
+ * this contract, including that two tabs writing and compacting at once never lose a row.
+ * MemoryStorage and IndexedDbStorage run it; run it against your own adapter.
  */
 export interface ReplicaStore {
   load(): Promise<{ updates: StoredUpdate[]; outbox: OutboxRecord[] }>;

@@ -4,6 +4,11 @@ import { StaleTokenError } from '../errors.js';
  * Where a `FencedResource` keeps the highest token it has accepted per key. Keep it in the
  * same place as the resource (the same database, the same file system) so the token and the
  * write it guards are stored together. The default keeps it in memory.
+ *
+ * Contract: `get` returns the last token `set` for the key (undefined if none), per key, and a
+ * durable store still returns it after a restart; so that a `FencedResource` over it refuses a
+ * write with an older token. Checked by `fenceStoreConformance` (`@capsync/core/conformance`,
+ * locks/fence-store-conformance.ts): run it against your own store.
  */
 export interface FenceStore {
   get(key: string): number | undefined | Promise<number | undefined>;

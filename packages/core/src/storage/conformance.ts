@@ -1,39 +1,32 @@
 /**
- * The `DocStore` conformance suite. Every store implementation runs all of these cases:
+ * The `DocStore` conformance suite: the contract of `DocStore` (doc-store.ts), case by case.
+ * Every store implementation runs all of these cases (see conformance-case.ts for the runner
+ * pattern); a store that cannot be reopened (memory) reports the durability cases skipped:
  *
- *   import { docStoreConformance } from '@capsync/core/conformance'
- *   for (const c of docStoreConformance) it(c.name, () => c.run(harness))
+ *   import { docStoreConformance, conformanceSkipReason } from '@capsync/core/conformance'
  *
- * Cases are plain async functions that throw on failure, so the suite works with any test
- * runner and keeps core free of test-framework dependencies.
+ * Hard promises checked here: appends are durable across reopening (with their client id
+ * claims), positions never repeat, and a compaction never loses an update appended while it
+ * runs (whatever the interleaving of the calls).
  */
 import * as Y from 'yjs';
+import { conformanceChecks, required, type ConformanceCase, type HarnessBase } from '../conformance/conformance-case.js';
 import type { DocStore } from './doc-store.js';
 
-export interface ConformanceHarness {
+export interface DocStoreHarness extends HarnessBase {
   /** A fresh, empty store. */
   create(): Promise<DocStore>;
   /**
    * Closes `store` and opens the same underlying storage again. Omit for stores that do not
-   * outlive their process (memory); the durability cases then do not run.
+   * outlive their process (memory), and say why in `absent.reopen`: the durability cases are
+   * then reported skipped.
    */
   reopen?(store: DocStore): Promise<DocStore>;
 }
 
-export interface ConformanceCase {
-  name: string;
-  run(harness: ConformanceHarness): Promise<void>;
-}
+export type DocStoreCase = ConformanceCase<DocStoreHarness>;
 
-function fail(message: string): never {
-  throw new Error(`DocStore conformance: ${message}`);
-}
-function equal<T>(actual: T, expected: T, what: string): void {
-  if (actual !== expected) fail(`${what}: expected ${String(expected)}, got ${String(actual)}`);
-}
-function bytesEqual(a: Uint8Array, b: Uint8Array, what: string): void {
-  if (a.byteLength !== b.byteLength || a.some((v, i) => v !== b[i])) fail(`${what}: bytes differ`);
-}
+const { fail, equal, bytesEqual } = conformanceChecks('DocStore');
 
 /** Applies stored updates to a fresh doc and returns its text "t". */
 function textOf(updates: Uint8Array[]): string {
@@ -58,7 +51,7 @@ function writer(): { doc: Y.Doc; edit(text: string): Uint8Array } {
   };
 }
 
-async function withStore(h: ConformanceHarness, fn: (s: DocStore) => Promise<DocStore | void>): Promise<void> {
+async function withStore(h: DocStoreHarness, fn: (s: DocStore) => Promise<DocStore | void>): Promise<void> {
   let store = await h.create();
   try {
     store = (await fn(store)) ?? store;
@@ -67,7 +60,7 @@ async function withStore(h: ConformanceHarness, fn: (s: DocStore) => Promise<Doc
   }
 }
 
-export const docStoreConformance: ConformanceCase[] = [
+export const docStoreConformance: DocStoreCase[] = [
   {
     name: 'an unknown document loads empty',
     run: (h) =>
@@ -253,16 +246,51 @@ export const docStoreConformance: ConformanceCase[] = [
       }),
   },
   {
+    name: 'a compaction never loses an update appended while it runs, wherever it falls among the appends',
+    run: (h) =>
+      withStore(h, async (s) => {
+        // For each split k (the compaction covers the first k of n updates) and each place `at`
+        // of the compact call among the remaining appends, called in one turn or a task apart.
+        const n = 6;
+        for (const spread of [false, true]) {
+          for (let k = 1; k < n; k++) {
+            for (let at = 0; at <= n - k; at++) {
+              const name = `race-${spread ? 'spread' : 'turn'}-${k}-${at}`;
+              const w = writer();
+              const updates = Array.from({ length: n }, (_, i) => w.edit(String(i)));
+              let through = 0;
+              for (const u of updates.slice(0, k)) through = (await s.append(name, u)).position;
+              const covered = new Y.Doc();
+              for (const u of updates.slice(0, k)) Y.applyUpdate(covered, u);
+              const snapshot = Y.encodeStateAsUpdate(covered);
+              const calls: Promise<unknown>[] = [];
+              const rest = updates.slice(k);
+              for (let i = 0; i <= rest.length; i++) {
+                if (i === at) calls.push(s.compact(name, snapshot, through));
+                if (i < rest.length) calls.push(s.append(name, rest[i]!));
+                if (spread) await new Promise((resolve) => setTimeout(resolve, 0));
+              }
+              await Promise.all(calls);
+              const doc = await s.load(name);
+              equal(textOf(doc.updates), '012345', `text of ${name}`);
+              equal(doc.logCount, n - k, `log entries after the compaction of ${name}`);
+            }
+          }
+        }
+      }),
+  },
+  {
     name: 'client id claims survive reopening, also when made right before an append',
+    needs: ['reopen'],
     run: async (h) => {
-      if (!h.reopen) return;
+      const reopen = required(h, 'reopen').bind(h);
       await withStore(h, async (s) => {
         const w = writer();
         // Not awaited in between: the claim must be committed no later than the append.
         const claimed = s.claimClients('doc', 'alice', [w.doc.clientID]);
         await s.append('doc', w.edit('a'));
         await claimed;
-        const s2 = await h.reopen!(s);
+        const s2 = await reopen(s);
         equal(new Map(await s2.loadClientOwners('doc')).get(w.doc.clientID), 'alice', 'owner after reopen');
         return s2;
       });
@@ -270,15 +298,16 @@ export const docStoreConformance: ConformanceCase[] = [
   },
   {
     name: 'appends and compactions survive reopening',
+    needs: ['reopen'],
     run: async (h) => {
-      if (!h.reopen) return;
+      const reopen = required(h, 'reopen').bind(h);
       await withStore(h, async (s) => {
         const w = writer();
         await s.append('doc', w.edit('a'));
         const r = await s.append('doc', w.edit('b'));
         await s.compact('doc', Y.encodeStateAsUpdate(w.doc), r.position);
         const last = await s.append('doc', w.edit('c'));
-        const s2 = await h.reopen!(s);
+        const s2 = await reopen(s);
         const doc = await s2.load('doc');
         equal(textOf(doc.updates), 'abc', 'text after reopen');
         const next = await s2.append('doc', w.edit('d'));

@@ -1,6 +1,9 @@
 /**
  * Storage boundary for documents. One implementation per backend (memory, SQLite, ...);
- * every implementation must pass the exported conformance suite (`@capsync/core/conformance`).
+ * every implementation runs the exported conformance suite, which checks this contract case by
+ * case (`docStoreConformance` from `@capsync/core/conformance`, storage/conformance.ts; run by
+ * MemoryDocStore, SqliteDocStore and SqliteWorkerStore). Its hard promises: an append that
+ * resolved survives reopening, and a compaction never loses an update appended while it runs.
  *
  * Model: per document, an optional snapshot plus an append-only log of Yjs (v1) updates.
  * Every log entry gets a position; positions strictly increase within a document and are

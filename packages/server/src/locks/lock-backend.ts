@@ -47,7 +47,10 @@ export interface LockBackendEvents {
  * The lock authority behind the relay's lock service. One per relay; every method may be
  * called concurrently, for the same key or different keys.
  *
- * Contract (all backends; tests in test/locks check it):
+ * Contract (all backends). `lockBackendConformance` (`@capsync/server/conformance`,
+ * lock-backend-conformance.ts) checks it case by case, and every backend (embedded, forwarded,
+ * etcd) runs it in packages/server/test/lock-backend-conformance.test.ts; test/locks checks it
+ * further under faults and for linearizability:
  * - `acquire` resolves only once the grant is committed (durable in the backend), with a
  *   token greater than every token ever granted for that key. At most one unexpired lease
  *   per key exists at any time, as the authority sees it.

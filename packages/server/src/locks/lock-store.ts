@@ -11,7 +11,9 @@ export interface PersistedLease {
  * Durable state of the embedded lock authority: the last token handed out per key and the
  * live leases. Every method resolves only once its change is committed (fsynced with the
  * relay's default SQLite settings), so a grant is never answered before it would survive a
- * crash, and a restart never reuses or lowers a token.
+ * crash, and a restart never reuses or lowers a token. `lockStoreConformance`
+ * (`@capsync/server/conformance`, lock-store-conformance.ts) checks this contract; MemoryLockStore,
+ * SqliteLockTables and SqliteWorkerStore's `locks` run it.
  */
 export interface LockStore {
   /** Everything needed to resume after a restart. */

@@ -1,0 +1,7 @@
+/**
+ * `@capsync/core/conformance`: the conformance suites of core's interfaces (DocStore,
+ * FenceStore) and the case shape and checks every capsync suite shares.
+ */
+export * from './conformance-case.js';
+export * from '../storage/conformance.js';
+export * from '../locks/fence-store-conformance.js';
