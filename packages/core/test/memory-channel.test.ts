@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { channelPair, type ChannelHandler } from '../src/index.js';
-import { channelConformance } from '../src/session/channel-conformance.js';
+import { channelConformance } from '../src/conformance/index.js';
 
 describe('in-memory channel pair: Channel conformance', () => {
   for (const c of channelConformance) {

@@ -1,7 +1,7 @@
 import { describe, it } from 'vitest';
 import { WebSocket, WebSocketServer } from 'ws';
 import { WebSocketChannel, type Channel } from '@capsync/core';
-import { channelConformance } from '../../core/src/session/channel-conformance.js';
+import { channelConformance } from '@capsync/core/conformance';
 
 /** A real ws server on port 0 and a client socket to it, both wrapped as channels. */
 async function socketPair(): Promise<[Channel, Channel]> {

@@ -2,23 +2,20 @@
  * The `Channel` conformance suite: every Channel implementation runs all of these cases
  * (see channel.ts for the contract they check).
  *
- *   import { channelConformance } from '@capsync/core'
- *   for (const c of channelConformance) it(c.name, () => c.run(harness))
+ *   import { channelConformance } from '@capsync/core/conformance'
  *
- * Cases are plain async functions that throw on failure (no test framework in core).
+ * Cases are plain async functions that throw on failure (see conformance-case.ts).
  */
+import type { ConformanceCase, HarnessBase } from '../conformance/conformance-case.js';
 import type { CapsyncError } from '../errors.js';
 import { ABNORMAL_CLOSURE, type Channel, type ChannelHandler } from './channel.js';
 
-export interface ChannelHarness {
+export interface ChannelHarness extends HarnessBase {
   /** Two connected, open channels (for sockets: the client's end and the server's). */
   pair(): Promise<[Channel, Channel]>;
 }
 
-export interface ChannelConformanceCase {
-  name: string;
-  run(harness: ChannelHarness): Promise<void>;
-}
+export type ChannelConformanceCase = ConformanceCase<ChannelHarness>;
 
 const TIMEOUT_MS = 5_000;
 
