@@ -124,20 +124,14 @@ export function createClient(options: ClientOptions): CapsyncClient {
       existing.refs++;
       return existing.handle;
     }
-    const entry = {
-      refs: 1,
-      handle: DocHandle.open(name, { ...settings, sessionId: `${sessionId}.${handleCount++}` }).then((handle) => {
-        // The first close of the last reference really closes.
-        const close = handle.close.bind(handle);
-        handle.close = () => {
-          const current = open.get(name);
-          if (current && current === entry && --entry.refs > 0) return Promise.resolve();
-          if (current === entry) open.delete(name);
-          return close();
-        };
-        return handle;
-      }),
+    // The close of the last reference really closes (closeName forgets the entry first).
+    const release = (): boolean => {
+      const current = open.get(name);
+      if (current === entry && --entry.refs > 0) return false;
+      if (current === entry) open.delete(name);
+      return true;
     };
+    const entry = { refs: 1, handle: DocHandle.open(name, { ...settings, sessionId: `${sessionId}.${handleCount++}`, release }) };
     open.set(name, entry);
     entry.handle.catch(() => open.delete(name));
     return entry.handle;

@@ -7,7 +7,7 @@ import { LocalReplica } from './replica/local-replica.js';
 import { applyStored } from './storage/compact-log.js';
 import type { ReplicaSize, StorageAdapter } from './storage/storage-adapter.js';
 import { syncStatus, type SyncStatus } from './status.js';
-import { CROSS_TAB_ORIGIN, RELAY_ORIGIN, STORAGE_ORIGIN } from './sync/origins.js';
+import { CROSS_TAB_ORIGIN, FROM_RELAY, STORAGE_ORIGIN } from './sync/origins.js';
 import { DocPresence } from './sync/doc-presence.js';
 import { DocSession } from './sync/doc-session.js';
 import { awarenessLimitOf } from './sync/refusals.js';
@@ -48,6 +48,11 @@ export interface DocHandleSettings {
   sessionId: string;
   /** Default deadline of `cp.set`. */
   cpTimeoutMs: number;
+  /**
+   * The owner's reference count (the client shares one handle per document name): called by
+   * `close()`, returns false while other references remain, and the handle then stays open.
+   */
+  release?: () => boolean;
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -293,6 +298,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
    * The Y.Doc stays readable; changes made to it after close are not saved or synced.
    */
   close(): Promise<void> {
+    if (!this.closing && this.settings.release && !this.settings.release()) return Promise.resolve();
     if (!this.closing) this.closing = this.shutdown();
     return this.closing;
   }
@@ -317,7 +323,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   private readonly onDocUpdate = (update: Uint8Array, origin: unknown): void => {
     if (origin === STORAGE_ORIGIN) return;
     this.replica.append({ data: update, format: 'v1' });
-    if (origin === RELAY_ORIGIN || origin === CROSS_TAB_ORIGIN) return;
+    if (origin === FROM_RELAY || origin === CROSS_TAB_ORIGIN) return;
     const id = `${this.settings.sessionId}:${this.localCount++}`;
     this.session.queueLocal(update, this.outbox.add(id), id);
   };

@@ -1,6 +1,6 @@
 import * as awarenessProtocol from 'y-protocols/awareness';
 import { CapsyncError, LimitExceededError } from '@capsync/core';
-import { CROSS_TAB_ORIGIN, RELAY_ORIGIN } from './origins.js';
+import { CROSS_TAB_ORIGIN, FROM_RELAY } from './origins.js';
 
 /** Where this tab's presence goes. */
 export interface PresenceOutlets {
@@ -39,7 +39,7 @@ export class DocPresence {
   /** Presence the relay sent. */
   fromRelay(update: Uint8Array): void {
     try {
-      awarenessProtocol.applyAwarenessUpdate(this.awareness, update, RELAY_ORIGIN);
+      awarenessProtocol.applyAwarenessUpdate(this.awareness, update, FROM_RELAY);
     } catch (err) {
       this.out.error(new CapsyncError('invalid-awareness', 'the relay sent an awareness update that does not decode', { cause: err }));
     }
@@ -68,7 +68,7 @@ export class DocPresence {
     origin: unknown,
   ): void => {
     const self = this.awareness.clientID;
-    if (origin === RELAY_ORIGIN || origin === CROSS_TAB_ORIGIN) {
+    if (origin === FROM_RELAY || origin === CROSS_TAB_ORIGIN) {
       // Someone removed our state (a relay drops states a leaving stock peer echoed for us).
       // y-protocols keeps it locally and bumps its clock; announce it again so others keep it.
       if (!removed.includes(self) || this.awareness.getLocalState() === null) return;

@@ -1,7 +1,7 @@
 import * as Y from 'yjs';
 import { CapsyncError, type Message } from '@capsync/core';
 import { withTimeout } from '../deadline.js';
-import { RELAY_ORIGIN } from './origins.js';
+import { FROM_RELAY } from './origins.js';
 import type { Outbox, OutboxEntry } from './outbox.js';
 import type { RelayLink } from './relay-link.js';
 
@@ -226,7 +226,7 @@ export class DocSession {
 
   private applyRemote(update: Uint8Array): void {
     try {
-      Y.applyUpdate(this.doc, update, RELAY_ORIGIN);
+      Y.applyUpdate(this.doc, update, FROM_RELAY);
     } catch (err) {
       this.hooks.error(new CapsyncError('invalid-update', 'an update from the relay could not be applied', { cause: err }));
     }

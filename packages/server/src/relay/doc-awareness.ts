@@ -4,7 +4,7 @@ import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
 import { LimitExceededError, decodeAwarenessUpdate, type AwarenessEntry } from '@capsync/core';
 import type { RelayMetrics } from '../metrics.js';
-import { RELAY_ORIGIN } from './origins.js';
+import { RELAY_AWARENESS_ORIGIN } from './origins.js';
 import { AwarenessReservations, type ReservationHolder } from './awareness-reservations.js';
 
 /** The bounds on a document's awareness (flags `--max-awareness-*`). */
@@ -147,7 +147,7 @@ export class DocAwareness {
   removeAll(source: AwarenessSource): void {
     const ids = this.owned.get(source);
     if (!ids || ids.size === 0) return;
-    awarenessProtocol.removeAwarenessStates(this.awareness, Array.from(ids), RELAY_ORIGIN);
+    awarenessProtocol.removeAwarenessStates(this.awareness, Array.from(ids), RELAY_AWARENESS_ORIGIN);
     // Ids without a state (never applied) are not reported by the update event.
     for (const id of Array.from(ids)) this.release(id, false);
   }
@@ -223,7 +223,7 @@ export class DocAwareness {
     // identity only when its connection went away (the relay removed it) or it timed out: a
     // client removing its own state has left, and reserving on that would let one connection
     // churn ids to fill the document's reservations.
-    for (const id of removed) this.release(id, origin === RELAY_ORIGIN || origin === 'timeout');
+    for (const id of removed) this.release(id, origin === RELAY_AWARENESS_ORIGIN || origin === 'timeout');
     const changed = added.concat(updated, removed);
     if (changed.length === 0) return;
     const update = awarenessProtocol.encodeAwarenessUpdate(this.awareness, changed);

@@ -21,4 +21,4 @@ export class RemoteOrigin {
 }
 
 /** Origin of awareness changes the relay makes itself (removing a closed connection's states). */
-export const RELAY_ORIGIN = { kind: 'relay' } as const;
+export const RELAY_AWARENESS_ORIGIN = { kind: 'relay' } as const;
