@@ -195,7 +195,6 @@ describe('differingKnownStruct (third review: overhang, several stored items, va
       t.insert(0, 'bold', { bold: true });
       t.insertEmbed(4, { image: 'x.png', size: 3 });
       owner.getArray('a').push([new Uint8Array([9]), new Y.Map(), new Y.XmlElement('p'), new Y.Doc({ guid: 'sub-1' })]);
-      owner.getXmlFragment('x').push([new Y.XmlHook('hook-1')]);
     }));
     const stored = new Y.Doc();
     Y.applyUpdate(stored, original);
@@ -220,6 +219,16 @@ describe('differingKnownStruct (third review: overhang, several stored items, va
       d.getText('t').insertEmbed(4, { image: 'x.png', size: 3 });
       d.getArray('a').push([new Uint8Array([9]), new Y.Map(), new Y.XmlElement('p'), new Y.Doc({ guid: 'sub-2' })]);
     })).toBe(false);
+  });
+
+  it('compares the name of an XML hook', () => {
+    const owner = new Y.Doc();
+    const original = updateOf(owner, () => owner.getArray('a').push([new Y.XmlHook('hook-1')]));
+    const stored = new Y.Doc();
+    Y.applyUpdate(stored, original);
+    expect(passes(stored, original)).toBe(true);
+    const squatter = writerAs(owner.clientID);
+    expect(passes(stored, updateOf(squatter, () => squatter.getArray('a').push([new Y.XmlHook('hook-2')])))).toBe(false);
   });
 
   it('content collected under a deleted type (GC) matches only a struct the update deletes too', () => {
