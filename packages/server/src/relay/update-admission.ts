@@ -91,9 +91,10 @@ export function precheckClientCount(doc: Y.Doc, update: Uint8Array, writer: Upda
  * lookup per struct), never what the document holds. Changes nothing; the caller records
  * `claims` (see `ClientOwners.claim`) once it applies the update.
  *
- * Ownership is about inserted content only: structs the document already has (a client
- * re-sending what it got from the relay) are not checked, and a deletion may delete anyone's
- * items (that is collaboration).
+ * Ownership is about inserted content only: structs at clocks the document already has (a
+ * client re-sending what it got from the relay) need no ownership, only to be what the document
+ * holds there (`differingKnownStruct`), and a deletion may delete anyone's items (that is
+ * collaboration).
  *
  * Each identity may own at most `--max-clients-per-identity` client ids of the document
  * (counted from the claims); a writer without identity (open relay, token without `sub`) may
