@@ -221,6 +221,23 @@ describe('differingKnownStruct (third review: overhang, several stored items, va
     })).toBe(false);
   });
 
+  it('compares legacy JSON content (ContentJSON, undefined included) by value', () => {
+    /** An update of `doc` inserting one ContentJSON item (what Yjs before v13 wrote for arrays). */
+    const jsonUpdate = (doc: Y.Doc, values: unknown[]): Uint8Array => updateOf(doc, () => Y.transact(doc, (tr) => {
+      const item = new Y.Item(Y.createID(doc.clientID, 0), null, null, null, null, doc.getArray('a'), null, new Y.ContentJSON(values));
+      item.integrate(tr, 0);
+    }));
+    const owner = new Y.Doc();
+    const original = jsonUpdate(owner, [1, undefined, { k: ['v', null] }]);
+    const stored = new Y.Doc();
+    Y.applyUpdate(stored, original);
+    expect((stored.store.clients.get(owner.clientID)![0] as Y.Item).content).toBeInstanceOf(Y.ContentJSON);
+    expect(passes(stored, original)).toBe(true);
+    expect(passes(stored, Y.encodeStateAsUpdate(stored))).toBe(true);
+    expect(passes(stored, jsonUpdate(writerAs(owner.clientID), [1, null, { k: ['v', null] }]))).toBe(false);
+    expect(passes(stored, jsonUpdate(writerAs(owner.clientID), [1, undefined, { k: ['w', null] }]))).toBe(false);
+  });
+
   it('compares the name of an XML hook', () => {
     const owner = new Y.Doc();
     const original = updateOf(owner, () => owner.getArray('a').push([new Y.XmlHook('hook-1')]));
