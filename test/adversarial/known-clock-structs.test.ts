@@ -82,6 +82,30 @@ describe('adversarial: known-clock structs under another identity\'s client id',
     await Promise.all([mallory.close(), reader.close()]);
   });
 
+  it('issue-11 attack 6 (third review): mallory squats alice\'s id inside a type of his and deletes the type (GC); alice\'s offline text is refused 4403, not acked and dropped', async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const url = `${relay.url}/gc`;
+    const alice = new Y.Doc();
+    const offline = updateOf(alice, () => alice.getText('t').insert(0, 'hello'));
+    const mallory = await connectAs(url, SECRET, 'mallory');
+    const own = new Y.Doc();
+    const box = updateOf(own, () => own.getMap('m').set('box', new Y.Array<string>()));
+    const squatter = new Y.Doc();
+    Y.applyUpdate(squatter, box);
+    squatter.clientID = alice.clientID;
+    mallory.sendMessage({ type: 'update', update: box });
+    mallory.sendMessage({ type: 'update', update: updateOf(squatter, () => squatter.getMap('m').get('box') instanceof Y.Array && (squatter.getMap('m').get('box') as Y.Array<string>).push('0123456789'.split(''))) });
+    mallory.sendMessage({ type: 'update', update: updateOf(own, () => own.getMap('m').delete('box')) });
+    await mallory.waitForAck(mallory.seq);
+    const a = await connectAs(url, SECRET, 'alice');
+    const result = await outcome(a, offline);
+    const reader = await connectAs(url, SECRET, 'reader');
+    console.log('GC alice:', result, '| reader text:', JSON.stringify(reader.text));
+    // Before: acked (the relay's collected structs compared as "nothing left to compare"), reader sees ''.
+    expect(result === 'acked' ? reader.text : result).toMatch(result === 'acked' ? /hello/ : /^closed 4403 not-owner/);
+    await Promise.all([mallory.close(), reader.close()]);
+  });
+
   it('issue-11 attack 6: a full-state POST that deletes another user\'s word is accepted (deleted content compares by place)', async () => {
     await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
     const url = `${relay.url}/post`;

@@ -4,7 +4,7 @@ import { LimitExceededError, NotOwnerError, assertOutsideFencedArea, validateUpd
 import type { ResolvedRelayOptions } from '../config.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { ClientOwners } from './client-owners.js';
-import { matchesStored } from './known-structs.js';
+import { differingKnownStruct } from './known-structs.js';
 import type { UpdateSource } from './origins.js';
 import type { PendingUpdates, Sent } from './pending-updates.js';
 
@@ -99,9 +99,10 @@ export function precheckClientCount(doc: Y.Doc, update: Uint8Array, writer: Upda
  * lookup per struct), never what the document holds. Changes nothing; the caller records
  * `claims` (see `ClientOwners.claim`) once it applies the update.
  *
- * Ownership is about inserted content only: structs the document already has (a client
- * re-sending what it got from the relay) are not checked, and a deletion may delete anyone's
- * items (that is collaboration).
+ * Ownership is about inserted content only: structs at clocks the document already has (a
+ * client re-sending what it got from the relay) need no ownership, only to be what the document
+ * holds there (`differingKnownStruct`), and a deletion may delete anyone's items (that is
+ * collaboration).
  *
  * Each identity may own at most `--max-clients-per-identity` client ids of the document,
  * the ids new to the document it carried without declaring them included (counted from the
@@ -150,15 +151,13 @@ export function admitUpdate(
     const othersKnown = new Set<number>();
     for (const [client, end] of needs) {
       const owner = owners.get(client);
-      if (end <= Y.getState(store, client)) {
-        // Nothing new under this id: fine if it is what is stored (see matchesStored). Also
-        // for ids nobody owns (content of peers, of tokens without sub): a different struct
-        // at a known id and clock would be acked and lost all the same.
-        if (owner !== writer.identity) othersKnown.add(client);
-        continue;
-      }
+      // Its structs at clocks the relay holds must be what it holds (see differingKnownStruct),
+      // also under ids nobody owns (content of peers, of tokens without sub): a different
+      // struct at a known id and clock would be acked and lost all the same.
+      if (owner !== writer.identity) othersKnown.add(client);
+      if (end <= Y.getState(store, client)) continue; // nothing new under this id
       // Held for a connected client that declared it (ClientOwners.announce): not a writer's to take.
-      const announcedBy = owner === undefined ? owners.announcedBy(client) : undefined;
+      const announcedBy: string | undefined = owner === undefined ? owners.announcedBy(client) : undefined;
       if (announcedBy !== undefined && announcedBy !== writer.identity) {
         throw new NotOwnerError(`client id ${client} is in use by another identity; write under your own client id`);
       }
@@ -168,12 +167,9 @@ export function admitUpdate(
         throw new NotOwnerError(`client id ${client} belongs to another identity; write under your own client id`);
       }
     }
-    if (othersKnown.size > 0) {
-      for (const s of decoded.structs) {
-        if (othersKnown.has(s.id.client) && !matchesStored(store, s, decoded.ds)) {
-          throw new NotOwnerError(`the relay holds other content at ${s.id.client}:${s.id.clock} under a client id that is not yours; write under your own client id`);
-        }
-      }
+    const differing = othersKnown.size > 0 ? differingKnownStruct(store, decoded, othersKnown) : null;
+    if (differing !== null) {
+      throw new NotOwnerError(`the relay holds other content at ${differing.client}:${differing.clock} under a client id that is not yours; write under your own client id`);
     }
     if (unowned.length > 0 && writer.identity !== undefined) {
       // Content under an id the writer did not declare is someone else's it carries: not
