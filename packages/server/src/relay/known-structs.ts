@@ -137,7 +137,7 @@ function isSurrogate(unit: number): boolean {
  * equalityDeep: that one recurses (a deeply nested value Yjs stores would overflow the stack
  * and refuse an honest resend), finds NaN unequal to itself and counts all of `b`'s keys. This
  * walk is iterative and stops at the first difference, so it costs at most what `a` (the
- * sender's value) holds.
+ * sender's value) holds, plus counting each stored object's keys once (`ownKeyCount`).
  */
 function sameValue(a: unknown, b: unknown): boolean {
   const pairs: unknown[] = [a, b];
@@ -160,10 +160,27 @@ function sameValue(a: unknown, b: unknown): boolean {
         pairs.push(p[key], q[key]);
         keys++;
       }
-      for (const key in q) if (Object.hasOwn(q, key) && --keys < 0) return false;
+      if (keys !== ownKeyCount(q)) return false;
     }
   }
   return true;
+}
+
+/**
+ * Own key counts of stored objects, computed once per object: counting means enumerating every
+ * key (so does a `for...in`, which collects them all before its first iteration), and a one-key
+ * value sent against a stored object of 500,000 keys must not cost 500,000 steps per update.
+ * Stored values are never mutated (Yjs replaces them), so a count stays true; weak, so it goes
+ * with the value.
+ */
+const keyCounts = new WeakMap<object, number>();
+function ownKeyCount(o: Record<string, unknown>): number {
+  let n = keyCounts.get(o);
+  if (n === undefined) {
+    n = Object.keys(o).length;
+    keyCounts.set(o, n);
+  }
+  return n;
 }
 
 /** Whether the delete set deletes every clock of `client` in [from, to) (its ranges are sorted, as Yjs writes them). */

@@ -153,8 +153,10 @@ export function admitUpdate(
       const owner = owners.get(client);
       // Its structs at clocks the relay holds must be what it holds (see differingKnownStruct),
       // also under ids nobody owns (content of peers, of tokens without sub): a different
-      // struct at a known id and clock would be acked and lost all the same.
-      if (owner !== writer.identity) othersKnown.add(client);
+      // struct at a known id and clock would be acked and lost all the same. A writer without
+      // an identity (token without sub) owns nothing, so every id is compared for it (its own
+      // stale resend of content deleted since is refused: read and write again).
+      if (owner !== writer.identity || writer.identity === undefined) othersKnown.add(client);
       if (end <= Y.getState(store, client)) continue; // nothing new under this id
       // Held for a connected client that declared it (ClientOwners.announce): not a writer's to take.
       const announcedBy: string | undefined = owner === undefined ? owners.announcedBy(client) : undefined;
