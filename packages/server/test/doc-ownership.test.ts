@@ -121,4 +121,25 @@ describe('client id ownership of a document (ClientOwners, DocOwnership)', () =>
     owners.release(second);
     expect(owners.announcedBy(1)).toBe('alice');
   });
+
+  it("an id two connections of its identity declared (a tab uploading another tab's edits) stays held until the last leaves", async () => {
+    const { owners } = await setup();
+    const tabA = {};
+    const tabB = {};
+    owners.announce('alice', [1, 2], tabA);
+    owners.announce('alice', [2, 1], tabB);
+    owners.release(tabA);
+    // Still held by tab B's live connection: alice's own churn of released holds cannot drop it.
+    for (let k = 0; k < 20; k++) {
+      const c = {};
+      owners.announce('alice', [100 + k], c);
+      owners.release(c);
+    }
+    expect(owners.announcedBy(1)).toBe('alice');
+    expect(owners.announcedBy(2)).toBe('alice');
+    await owners.claim('alice', [2]);
+    owners.release(tabB); // 2 is owned now; 1 goes to alice's released holds
+    expect(owners.get(2)).toBe('alice');
+    expect(owners.announcedBy(1)).toBe('alice');
+  });
 });

@@ -49,9 +49,9 @@ export class ClientOwners {
   private readonly conflicted = new Set<number>();
   /**
    * Ids a connected client declared it writes under (`writes:` in its hello) before writing:
-   * held for its identity while that connection is on the document (see `announce`).
+   * held for its identity while a connection that declared it is on the document (see `announce`).
    */
-  private readonly announced = new Map<number, { owner: string; holder: object }>();
+  private readonly announced = new Map<number, { owner: string; holders: Set<object> }>();
   /** The ids each connection holds (what its hello declared and it has not written yet). */
   private readonly heldBy = new Map<object, Set<number>>();
   /**
@@ -89,8 +89,9 @@ export class ClientOwners {
    * Why: a Yjs client id is public from the moment its presence is shown, before its first
    * edit; without this, anyone could write one struct under a newcomer's id first and own it,
    * and every edit of the newcomer would be refused. The hello comes before the client's
-   * presence, so nobody can learn the id earlier. First announcement wins (an identity's new
-   * connection takes over its own holds: a reconnect); ids someone owns are left alone.
+   * presence, so nobody can learn the id earlier. First announcement wins (another connection of
+   * the same identity, a reconnect or a tab uploading another tab's edits, holds it too, and it
+   * is held until the last of them leaves); ids someone owns are left alone.
    *
    * Not durable and not counted in `budgetOf` (a session that never writes costs nothing); not
    * passed to peer relays (a squat through another relay of a mesh stays possible). Bounded by
@@ -105,20 +106,26 @@ export class ClientOwners {
     for (const id of clientIds) {
       if (held.size >= MAX_DECLARED_WRITERS) break;
       if (this.owners.has(id)) continue;
-      const by = this.announcedBy(id);
-      if (by !== undefined && by !== owner) continue;
-      this.unannounce(id);
-      this.announced.set(id, { owner, holder });
+      const hold = this.announced.get(id);
+      if (hold !== undefined) {
+        if (hold.owner !== owner) continue;
+        hold.holders.add(holder);
+      } else {
+        const reservedFor = this.released.holder(id);
+        if (reservedFor !== undefined && reservedFor !== owner) continue;
+        this.released.release(id);
+        this.announced.set(id, { owner, holders: new Set([holder]) });
+      }
       held.add(id);
     }
     if (held.size > 0) this.heldBy.set(holder, held);
   }
 
   /**
-   * `holder` left the document: the ids it still holds stay its identity's for
-   * RESERVATION_MS (a reconnect declares them again and takes them back), at most
-   * MAX_DECLARED_WRITERS per identity (its own oldest go first) and MAX_RELEASED_HOLDS per
-   * document, then are free. Costs what the connection held.
+   * `holder` left the document: the ids it held that no other connection holds stay their
+   * identity's for RESERVATION_MS (a reconnect declares them again and takes them back), at
+   * most MAX_DECLARED_WRITERS per identity (its own oldest go first) and MAX_RELEASED_HOLDS
+   * per document, then are free. Costs what the connection held.
    */
   release(holder: object): void {
     const held = this.heldBy.get(holder);
@@ -126,6 +133,8 @@ export class ClientOwners {
     this.heldBy.delete(holder);
     for (const id of held) {
       const hold = this.announced.get(id)!;
+      hold.holders.delete(holder);
+      if (hold.holders.size > 0) continue;
       this.announced.delete(id);
       this.released.reserve(id, { identity: hold.owner });
     }
@@ -246,9 +255,11 @@ export class ClientOwners {
     const hold = this.announced.get(id);
     if (hold === undefined) return;
     this.announced.delete(id);
-    const held = this.heldBy.get(hold.holder)!;
-    held.delete(id);
-    if (held.size === 0) this.heldBy.delete(hold.holder);
+    for (const holder of hold.holders) {
+      const held = this.heldBy.get(holder)!;
+      held.delete(id);
+      if (held.size === 0) this.heldBy.delete(holder);
+    }
   }
 
   private persist(owner: string, clientIds: number[]): Promise<void> {
