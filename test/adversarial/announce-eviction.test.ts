@@ -12,8 +12,9 @@ import { ProtocolClient } from '../support/protocol-client.js';
  * there was no per-identity bound, one connection could send any number of hellos (16 ids
  * each), and the map dropped its oldest first. So a read-only user pushed a newcomer's held id
  * out with 640 hellos, then declared it himself: her first edit was refused 4403 not-owner.
- * Now: only writers declare, a second hello closes the connection 4400, and each identity
- * holds at most --max-clients-per-identity ids (its own oldest go, never another's).
+ * Now: only writers declare, a second hello closes the connection 4400, and each connection
+ * holds at most 16 ids, let go (after a grace period for its identity) when it leaves; nothing
+ * ever pushes out another's (fourth review: announce-pool-fill.test.ts).
  */
 
 const SECRET = 'adversarial-announce-eviction-secret-0123456789';
@@ -35,7 +36,7 @@ async function firstEdit(alice: ProtocolClient, V: number, at: number): Promise<
 }
 
 describe('adversarial: evicting a newcomer’s declared client id', () => {
-  it("issue-11 rev3 attack 2 (announce eviction): a read-only user's hellos neither hold nor push out ids (a second hello closes 4400); a writer's hellos on many connections push out only its own; the newcomer's first edit is acknowledged", async () => {
+  it("issue-11 rev3 attack 2 (announce eviction): a read-only user's hellos neither hold nor push out ids (a second hello closes 4400); a writer's hellos on many connections push out nothing of another's; the newcomer's first edit is acknowledged", async () => {
     await using relay = await startAttackedRelay(['--auth-secret', SECRET, '--max-clients-per-identity', String(PER_IDENTITY)]);
     const url = `${relay.url}/announce-eviction`;
     const seed = await connectAs(url, SECRET, 'carol');
@@ -61,7 +62,7 @@ describe('adversarial: evicting a newcomer’s declared client id', () => {
     expect(closed.code).toBe(4400);
 
     // A writer (mallory with write access) declares 16 ids on each of 20 connections, then V:
-    // past its own 32 only its own oldest go; V stays alice's.
+    // each connection holds its own; V stays alice's.
     const writerConns: ProtocolClient[] = [];
     for (let c = 0; c < 20; c++) {
       writerConns.push(await connectAs(url, SECRET, 'mallory', { capabilities: Array.from({ length: 16 }, () => `writes:${next++}`) }));

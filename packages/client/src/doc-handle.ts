@@ -1,13 +1,14 @@
 import { ObservableV2 } from 'lib0/observable';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { AuthError, CapsyncError, WRITES_PREFIX, type Message } from '@capsync/core';
+import { AuthError, CapsyncError, MAX_DECLARED_WRITERS, type Message } from '@capsync/core';
 import { withTimeout } from './deadline.js';
 import { LocalReplica } from './replica/local-replica.js';
 import { applyStored } from './storage/compact-log.js';
 import type { ReplicaSize, StorageAdapter } from './storage/storage-adapter.js';
 import { syncStatus, type SyncStatus } from './status.js';
 import { CROSS_TAB_ORIGIN, FROM_RELAY, STORAGE_ORIGIN } from './sync/origins.js';
+import { declaredWriters } from './sync/declared-writers.js';
 import { DocPresence } from './sync/doc-presence.js';
 import { DocSession } from './sync/doc-session.js';
 import { awarenessLimitOf } from './sync/refusals.js';
@@ -110,9 +111,11 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       ...settings.link,
       docName: name,
       ownerHandles: (code, reason) => awarenessLimitOf(code, reason) !== undefined,
-      // The id this replica writes under: the relay claims only it for this user, not other
-      // users' edits this replica may carry to a relay that lacks them.
-      helloCapabilities: () => [WRITES_PREFIX + this.doc.clientID],
+      // The ids this connection uploads this user's edits under (this session's, and those of
+      // pending edits of earlier sessions and other tabs): the relay claims only these for this
+      // user, not other users' edits this replica may carry to a relay that lacks them.
+      helloCapabilities: () =>
+        declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
     });
     this.session = new DocSession(name, this.doc, this.link, this.outbox, {
       acked: (seq, durable) => {
@@ -325,7 +328,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.replica.append({ data: update, format: 'v1' });
     if (origin === FROM_RELAY || origin === CROSS_TAB_ORIGIN) return;
     const id = `${this.settings.sessionId}:${this.localCount++}`;
-    this.session.queueLocal(update, this.outbox.add(id), id);
+    this.session.queueLocal(update, this.outbox.add(id, this.doc.clientID), id);
   };
 
   // ---- the relay ----

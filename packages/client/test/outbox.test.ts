@@ -1,4 +1,6 @@
 import { describe, expect, it } from 'vitest';
+import { MAX_DECLARED_WRITERS } from '@capsync/core';
+import { declaredWriters } from '../src/sync/declared-writers.js';
 import { Outbox } from '../src/sync/outbox.js';
 import type { ReplicaWrite } from '../src/storage/storage-adapter.js';
 
@@ -137,5 +139,32 @@ describe('Outbox.markDurable (another tab sent our updates)', () => {
     outbox.fillBatch(next);
     expect(next.deleteOutbox).toEqual(['s-0']);
     return waiter.promise;
+  });
+
+  it("stores the client ids each batch was written under; a later session declares those still pending, latest first, own id first, 16 at most", () => {
+    const earlier = new Outbox('s', () => {});
+    const a = earlier.add('a', 111);
+    earlier.add('b', 222); // the Y.Doc changed its id mid-batch
+    const first = emptyBatch();
+    earlier.fillBatch(first);
+    expect(first.putOutbox).toEqual([{ key: 's-0', count: 2, writers: [111, 222] }]);
+    earlier.committed(first);
+    earlier.add('c', 333);
+    const second = emptyBatch();
+    earlier.fillBatch(second);
+    earlier.committed(second);
+    earlier.sent(a, 1);
+    earlier.ack(1);
+    const third = emptyBatch();
+    earlier.fillBatch(third);
+    expect(third.putOutbox).toEqual([{ key: 's-0', count: 1, writers: [111, 222] }]); // a count change keeps the ids
+
+    // The next page load (or another tab) finds the records, and an acknowledged batch's ids are not declared.
+    const later = new Outbox('t', () => {});
+    later.load([...third.putOutbox, ...second.putOutbox, { key: 'old', count: 1 }, { key: 'done', count: 1, writers: [444] }, { key: 'bad', count: 1, writers: [-1, 1.5, 'x' as never] }]);
+    expect(later.writers(16).sort()).toEqual([111, 222, 333, 444]);
+    expect(declaredWriters(999, later.writers(MAX_DECLARED_WRITERS), [555])[0]).toBe('writes:999');
+    const many = Array.from({ length: 40 }, (_, i) => i + 1);
+    expect(declaredWriters(999, many, [555])).toEqual(['writes:999', ...many.slice(0, 15).map((i) => `writes:${i}`)]);
   });
 });

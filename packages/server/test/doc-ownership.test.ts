@@ -72,20 +72,74 @@ describe('client id ownership of a document (ClientOwners, DocOwnership)', () =>
     expect(reloaded.budgetOf('bob')).toBe(1);
   });
 
-  it("declared ids are held per identity (its own oldest go past its cap, never another's) and not past the document cap", async () => {
+  it("declared ids are held per connection (first wins, a connection's own 16 at most, one declaration each), with no document pool to fill", async () => {
     const { owners } = await setup();
-    owners.announce('alice', [1], 3, 10);
-    owners.announce('mallory', [2, 3, 4, 5, 6], 3, 10);
-    expect(owners.announcedBy(1)).toBe('alice');
-    expect([2, 3, 4, 5, 6].map((id) => owners.announcedBy(id))).toEqual([undefined, undefined, 'mallory', 'mallory', 'mallory']);
-    for (let k = 0; k < 5; k++) owners.announce(`sock${k}`, [100 + 2 * k, 101 + 2 * k], 3, 10);
-    // 1 + 3 + 6 = 10 held: the document cap; later ids are not held, and none is pushed out.
-    expect(owners.announcedBy(1)).toBe('alice');
-    expect(owners.announcedBy(108)).toBeUndefined();
-    owners.announce('alice', [1], 3, 10); // announced again by its holder: still held
+    const alice = {};
+    const mallory = {};
+    owners.announce('alice', [1], alice);
+    owners.announce('mallory', [1, ...Array.from({ length: 20 }, (_, i) => 2 + i)], mallory);
+    expect(owners.announcedBy(1)).toBe('alice'); // first wins
+    expect(owners.announcedBy(17)).toBe('mallory'); // ids 2..17: sixteen
+    expect(owners.announcedBy(18)).toBeUndefined();
+    owners.announce('mallory', [30], mallory); // one declaration per connection
+    expect(owners.announcedBy(30)).toBeUndefined();
+    // 20,000 connections' worth of declarations: a newcomer's id is still held.
+    for (let k = 0; k < 1250; k++) owners.announce(`m${k % 10}`, Array.from({ length: 16 }, (_, i) => 1000 + 16 * k + i), {});
+    owners.announce('carol', [200], {});
+    expect(owners.announcedBy(200)).toBe('carol');
     await owners.claim('alice', [1]);
     expect(owners.announcedBy(1)).toBeUndefined(); // owned now, no longer merely held
-    owners.announce('carol', [200], 3, 10);
-    expect(owners.announcedBy(200)).toBe('carol'); // the claim freed a place
+  });
+
+  it("a connection leaving keeps its ids its identity's for a grace period (16 per identity, its own oldest first); a reconnect takes them back", async () => {
+    const { owners } = await setup();
+    const first = {};
+    owners.announce('alice', [1, 2], first);
+    owners.release(first);
+    expect(owners.announcedBy(1)).toBe('alice');
+    // The same identity's new connection takes them back; then its leaving lets them go again.
+    const second = {};
+    owners.announce('alice', [1], second);
+    owners.announce('bob', [2], {}); // still alice's (released, in its grace period)
+    expect(owners.announcedBy(2)).toBe('alice');
+    // Alice's own churn: 20 connections of 1 id each leave; only her 16 latest stay held.
+    for (let k = 0; k < 20; k++) {
+      const c = {};
+      owners.announce('alice', [100 + k], c);
+      owners.release(c);
+    }
+    expect(owners.announcedBy(1)).toBe('alice'); // held by a live connection: not in the grace pool
+    expect(owners.announcedBy(100)).toBeUndefined();
+    expect(owners.announcedBy(119)).toBe('alice');
+    // Mallory's churn never pushes out alice's released holds.
+    for (let k = 0; k < 20; k++) {
+      const c = {};
+      owners.announce('mallory', Array.from({ length: 16 }, (_, i) => 10_000 + 16 * k + i), c);
+      owners.release(c);
+    }
+    expect(owners.announcedBy(119)).toBe('alice');
+    owners.release(second);
+    expect(owners.announcedBy(1)).toBe('alice');
+  });
+
+  it("an id two connections of its identity declared (a tab uploading another tab's edits) stays held until the last leaves", async () => {
+    const { owners } = await setup();
+    const tabA = {};
+    const tabB = {};
+    owners.announce('alice', [1, 2], tabA);
+    owners.announce('alice', [2, 1], tabB);
+    owners.release(tabA);
+    // Still held by tab B's live connection: alice's own churn of released holds cannot drop it.
+    for (let k = 0; k < 20; k++) {
+      const c = {};
+      owners.announce('alice', [100 + k], c);
+      owners.release(c);
+    }
+    expect(owners.announcedBy(1)).toBe('alice');
+    expect(owners.announcedBy(2)).toBe('alice');
+    await owners.claim('alice', [2]);
+    owners.release(tabB); // 2 is owned now; 1 goes to alice's released holds
+    expect(owners.get(2)).toBe('alice');
+    expect(owners.announcedBy(1)).toBe('alice');
   });
 });

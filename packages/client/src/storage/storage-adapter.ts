@@ -19,6 +19,13 @@ export interface OutboxRecord {
   key: string;
   /** How many local updates of the batch are still pending. */
   count: number;
+  /**
+   * The Yjs client ids the batch's updates were written under (one per page load or tab; a
+   * Y.Doc changes its id only if it sees it in a remote update). Whoever uploads the batch
+   * declares them to the relay, so they are claimed for this user (see Outbox.writers).
+   * Absent in records of older versions and when unknown.
+   */
+  writers?: number[];
 }
 
 /** One atomic write: all of it commits, or none of it. */

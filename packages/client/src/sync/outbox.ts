@@ -18,6 +18,8 @@ interface Group {
   entries: Set<Entry>;
   /** The count last written to storage, or null if the record is not stored. */
   storedCount: number | null;
+  /** The Yjs client ids its updates were written under (see OutboxRecord.writers). */
+  writers: Set<number>;
 }
 
 /**
@@ -57,7 +59,7 @@ export class Outbox {
   load(records: OutboxRecord[]): void {
     for (const r of records) {
       if (this.groups.has(r.key) || r.count <= 0) continue;
-      const group: Group = { key: r.key, entries: new Set(), storedCount: r.count };
+      const group: Group = { key: r.key, entries: new Set(), storedCount: r.count, writers: new Set(Array.isArray(r.writers) ? r.writers.filter(isClientId) : []) };
       for (let i = 0; i < r.count; i++) group.entries.add({ group, seq: null });
       this.groups.set(r.key, group);
       this.size += r.count;
@@ -65,12 +67,16 @@ export class Outbox {
     if (records.length > 0) this.onChange(this.size);
   }
 
-  /** Records a new local update; returns a handle to mark it sent. */
-  add(id?: string): Entry {
+  /**
+   * Records a new local update, written under Yjs client id `writer` (see `writers`); returns
+   * a handle to mark it sent.
+   */
+  add(id?: string, writer?: number): Entry {
     if (!this.open) {
-      this.open = { key: `${this.sessionId}-${this.nextGroup++}`, entries: new Set(), storedCount: null };
+      this.open = { key: `${this.sessionId}-${this.nextGroup++}`, entries: new Set(), storedCount: null, writers: new Set() };
       this.groups.set(this.open.key, this.open);
     }
+    if (writer !== undefined) this.open.writers.add(writer);
     const entry: Entry = { group: this.open, seq: null, id };
     this.open.entries.add(entry);
     if (id !== undefined) this.byId.set(id, entry);
@@ -149,6 +155,25 @@ export class Outbox {
     return true;
   }
 
+  /**
+   * The Yjs client ids pending updates were written under (this session's, earlier page
+   * loads' and other tabs' found in storage), latest batches first, at most `max`: a relay
+   * with auth claims for this user only the ids its hello declares, and an id whose edits were
+   * uploaded undeclared would be anyone's to take. Costs what the outbox's batches hold.
+   */
+  writers(max: number): number[] {
+    const ids = new Set<number>();
+    const groups = Array.from(this.groups.values());
+    for (let i = groups.length - 1; i >= 0 && ids.size < max; i--) {
+      if (groups[i]!.entries.size === 0) continue;
+      for (const id of groups[i]!.writers) {
+        ids.add(id);
+        if (ids.size >= max) break;
+      }
+    }
+    return [...ids];
+  }
+
   /** Resolves once every update pending now is durable (or at once if none is). */
   whenDurable(): { promise: Promise<void>; cancel(): void } {
     const entries = new Set<Entry>();
@@ -172,7 +197,7 @@ export class Outbox {
         this.groups.delete(group.key);
         if (group.storedCount !== null) batch.deleteOutbox.push(group.key);
       } else if (group.entries.size !== group.storedCount) {
-        batch.putOutbox.push({ key: group.key, count: group.entries.size });
+        batch.putOutbox.push({ key: group.key, count: group.entries.size, ...(group.writers.size > 0 ? { writers: [...group.writers] } : {}) });
       }
     }
   }
@@ -188,3 +213,8 @@ export class Outbox {
 }
 
 export type OutboxEntry = Entry;
+
+/** A Yjs client id (stored records come from storage other versions may have written). */
+function isClientId(id: unknown): id is number {
+  return Number.isInteger(id) && (id as number) >= 0 && (id as number) <= 0xffffffff;
+}

@@ -61,6 +61,27 @@ export class TabShare {
     if (durable.length > 0) this.channel?.post({ type: 'durable', from: this.ctx.sessionId, entries: durable });
   }
 
+  /**
+   * The Yjs client ids of the other tabs' updates this tab may send (not reported durable
+   * yet), at most `max`, for its hello (see declaredWriters). Decodes each such update's state
+   * vector: once per connection, never per edit.
+   */
+  writers(max: number): number[] {
+    const ids = new Set<number>();
+    const seen = new Set<Uint8Array>();
+    for (const { update } of this.foreign.values()) {
+      if (ids.size >= max) break;
+      if (seen.has(update)) continue;
+      seen.add(update);
+      try {
+        for (const id of Y.decodeStateVector(Y.encodeStateVectorFromUpdate(update)).keys()) if (ids.size < max) ids.add(id);
+      } catch {
+        // Applying it failed too (reported then): nothing of it is sent.
+      }
+    }
+    return [...ids];
+  }
+
   /** The relay link closed: its acks will never come; the next sync step 2 carries what was taken over. */
   onLinkClose(): void {
     this.takenOver = [];

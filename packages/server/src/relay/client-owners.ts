@@ -1,5 +1,13 @@
-import type { ClientClaims, DocStore } from '@capsync/core';
+import { MAX_DECLARED_WRITERS, type ClientClaims, type DocStore } from '@capsync/core';
 import type { Logger } from '../logger.js';
+import { AwarenessReservations } from './awareness-reservations.js';
+
+/**
+ * Declared ids whose connection left, held for their identity a while (see `release`), per
+ * document: past it the oldest go first (pushing out someone else's takes this many
+ * identities leaving within the grace period).
+ */
+const MAX_RELEASED_HOLDS = 1000;
 
 /** What `ClientOwners.learn` made of the claims a peer relay sent. */
 export interface Learned {
@@ -41,10 +49,17 @@ export class ClientOwners {
   private readonly conflicted = new Set<number>();
   /**
    * Ids a connected client declared it writes under (`writes:` in its hello) before writing:
-   * held for its identity in memory (see `announce`), and each identity's, oldest first.
+   * held for its identity while a connection that declared it is on the document (see `announce`).
    */
-  private readonly announced = new Map<number, string>();
-  private readonly announcedOf = new Map<string, Set<number>>();
+  private readonly announced = new Map<number, { owner: string; holders: Set<object> }>();
+  /** The ids each connection holds (what its hello declared and it has not written yet). */
+  private readonly heldBy = new Map<object, Set<number>>();
+  /**
+   * Held ids whose connection left: still their identity's for a grace period (`release`).
+   * The same bounded, expiring per-identity id reservation as freed presence ids, so a user's
+   * reconnect after a blip finds her unwritten id still hers.
+   */
+  private readonly released = new AwarenessReservations({ perDoc: MAX_RELEASED_HOLDS, perIdentity: MAX_DECLARED_WRITERS, perAddress: Infinity });
 
   private readonly owners = new Map<number, string>();
 
@@ -68,32 +83,66 @@ export class ClientOwners {
   }
 
   /**
-   * Holds `clientIds`, which a writing client of `owner` declared in its (one) hello, for
-   * `owner` until it writes under them (then `claim` makes it durable) or the document is
-   * unloaded. Why: a Yjs client id is public from the moment its presence is shown, before its
-   * first edit; without this, anyone could write one struct under a newcomer's id first and own
-   * it, and every edit of the newcomer would be refused. The hello comes before the client's
-   * presence, so nobody can learn the id earlier. First announcement wins; ids someone owns are
-   * left alone. Not durable and not counted in `budgetOf` (a session that never writes costs
-   * nothing); not passed to peer relays (a squat through another relay of a mesh stays
-   * possible). Bounded per identity by `maxPerOwner` (past it the identity's own oldest goes,
-   * never another's: nobody can push out someone else's held id) and per document by
-   * `maxTotal` (past it new ids are not held, again so that none is pushed out).
+   * Holds `clientIds`, which a writing client of `owner` declared in the (one) hello of its
+   * connection `holder`, for `owner` until it writes under them (then `claim` makes it durable)
+   * or `holder` leaves the document (then `release` keeps them its identity's a while longer).
+   * Why: a Yjs client id is public from the moment its presence is shown, before its first
+   * edit; without this, anyone could write one struct under a newcomer's id first and own it,
+   * and every edit of the newcomer would be refused. The hello comes before the client's
+   * presence, so nobody can learn the id earlier. First announcement wins (another connection of
+   * the same identity, a reconnect or a tab uploading another tab's edits, holds it too, and it
+   * is held until the last of them leaves); ids someone owns are left alone.
+   *
+   * Not durable and not counted in `budgetOf` (a session that never writes costs nothing); not
+   * passed to peer relays (a squat through another relay of a mesh stays possible). Bounded by
+   * the connections themselves: at most MAX_DECLARED_WRITERS per connection (what a hello
+   * declares), one declaration per connection, and gone when the connection leaves. There is
+   * no per-document pool to fill: a pool that, once full, held nothing more let ten accounts'
+   * short connections make every newcomer's id takeable again.
    */
-  announce(owner: string, clientIds: Iterable<number>, maxPerOwner: number, maxTotal: number): void {
-    let mine = this.announcedOf.get(owner);
+  announce(owner: string, clientIds: Iterable<number>, holder: object): void {
+    if (this.heldBy.has(holder)) return;
+    const held = new Set<number>();
     for (const id of clientIds) {
-      if (this.owners.has(id) || this.announced.has(id) || this.announced.size >= maxTotal) continue;
-      if (!mine) this.announcedOf.set(owner, (mine = new Set()));
-      this.announced.set(id, owner);
-      mine.add(id);
-      if (mine.size > maxPerOwner) this.unannounce(mine.values().next().value!);
+      if (held.size >= MAX_DECLARED_WRITERS) break;
+      if (this.owners.has(id)) continue;
+      const hold = this.announced.get(id);
+      if (hold !== undefined) {
+        if (hold.owner !== owner) continue;
+        hold.holders.add(holder);
+      } else {
+        const reservedFor = this.released.holder(id);
+        if (reservedFor !== undefined && reservedFor !== owner) continue;
+        this.released.release(id);
+        this.announced.set(id, { owner, holders: new Set([holder]) });
+      }
+      held.add(id);
+    }
+    if (held.size > 0) this.heldBy.set(holder, held);
+  }
+
+  /**
+   * `holder` left the document: the ids it held that no other connection holds stay their
+   * identity's for RESERVATION_MS (a reconnect declares them again and takes them back), at
+   * most MAX_DECLARED_WRITERS per identity (its own oldest go first) and MAX_RELEASED_HOLDS
+   * per document, then are free. Costs what the connection held.
+   */
+  release(holder: object): void {
+    const held = this.heldBy.get(holder);
+    if (held === undefined) return;
+    this.heldBy.delete(holder);
+    for (const id of held) {
+      const hold = this.announced.get(id)!;
+      hold.holders.delete(holder);
+      if (hold.holders.size > 0) continue;
+      this.announced.delete(id);
+      this.released.reserve(id, { identity: hold.owner });
     }
   }
 
-  /** The identity that announced `clientId` (see `announce`), if nobody owns it yet. */
+  /** The identity that announced `clientId` (see `announce`, `release`), if nobody owns it yet. */
   announcedBy(clientId: number): string | undefined {
-    return this.announced.get(clientId);
+    return this.announced.get(clientId)?.owner ?? this.released.holder(clientId);
   }
 
   /**
@@ -202,12 +251,15 @@ export class ClientOwners {
   }
 
   private unannounce(id: number): void {
-    const owner = this.announced.get(id);
-    if (owner === undefined) return;
+    this.released.release(id);
+    const hold = this.announced.get(id);
+    if (hold === undefined) return;
     this.announced.delete(id);
-    const mine = this.announcedOf.get(owner)!;
-    mine.delete(id);
-    if (mine.size === 0) this.announcedOf.delete(owner);
+    for (const holder of hold.holders) {
+      const held = this.heldBy.get(holder)!;
+      held.delete(id);
+      if (held.size === 0) this.heldBy.delete(holder);
+    }
   }
 
   private persist(owner: string, clientIds: number[]): Promise<void> {

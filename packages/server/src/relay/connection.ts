@@ -246,7 +246,7 @@ export class RelayConnection implements DocPeer {
         this.identity.hello(msg.capabilities);
         this.declaredWriters = declaredWritersOf(msg);
         // Only writers hold ids: a read-only user must not reserve (or push out) anyone's.
-        if (this.declaredWriters && this.grant.subject && this.grant.permission === 'write' && !this.peerRelayId) this.doc!.announceWriters(this.grant.subject, this.declaredWriters);
+        if (this.declaredWriters && this.grant.subject && this.grant.permission === 'write' && !this.peerRelayId) this.doc!.announceWriters(this.grant.subject, this.declaredWriters, this);
         this.capsync = true;
         this.quorum = msg.capabilities.includes('quorum');
         this.sendMessage(this.peerRelayId && this.deps.mesh ? helloFor('relay-to-peer', [relayIdCapability(this.deps.mesh.relayId)]) : helloFor('relay'));

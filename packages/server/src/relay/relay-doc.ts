@@ -21,12 +21,10 @@ import { ClientOwners } from './client-owners.js';
 import { BackgroundCompaction, loadDoc } from './doc-load.js';
 import { DocAwareness, type AwarenessLimits } from './doc-awareness.js';
 import { PendingUpdates } from './pending-updates.js';
+import { PeerSet } from './peer-set.js';
 import { DocOwnership, type ClaimsPeer } from './doc-ownership.js';
 import { RemoteOrigin, type UpdateSource } from './origins.js';
 import { checkRemoteUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
-
-/** Announced client ids held per document (a few per connected client; past it new ones are not held). */
-const MAX_ANNOUNCED_CLIENTS = 10_000;
 
 /** What a document needs from the relay around it. */
 export interface RelayDocDeps {
@@ -100,7 +98,8 @@ export class RelayDoc {
   doc: Y.Doc;
   /** Presence: bounded, each state owned by the connection that set it (see DocAwareness). */
   readonly awareness: DocAwareness;
-  readonly peers = new Set<DocPeer>();
+  /** Its connections; one leaving lets go of the client ids it declared (ClientOwners.release). */
+  readonly peers: Set<DocPeer> = new PeerSet<DocPeer>((peer) => this.ownership.owners.release(peer));
   /** Which relays durably hold which changes (quorum durability, replication lag). */
   readonly replication: DocReplication;
   paused = false;
@@ -169,11 +168,12 @@ export class RelayDoc {
   }
 
   /**
-   * A writing client of `subject` declared in its hello the client ids it writes under: held for
-   * it until it writes, its --max-clients-per-identity at most (ClientOwners.announce).
+   * A writing client of `subject` declared in the hello of its connection `holder` (one of
+   * `peers`) the client ids it writes under: held for `subject` until it writes under them or a
+   * while after `holder` leaves (ClientOwners.announce).
    */
-  announceWriters(subject: string, clientIds: ReadonlySet<number>): void {
-    if (this.deps.ownership) this.ownership.owners.announce(subject, clientIds, this.deps.limits.maxClientsPerIdentity, MAX_ANNOUNCED_CLIENTS);
+  announceWriters(subject: string, clientIds: ReadonlySet<number>, holder: DocPeer): void {
+    if (this.deps.ownership && this.peers.has(holder)) this.ownership.owners.announce(subject, clientIds, holder);
   }
 
   /**
