@@ -21,3 +21,6 @@ export * from './session/coalesced-reply.js';
 export * from './session/hello.js';
 export * from './session/ack-order.js';
 export * from './session/input-queue.js';
+export * from './session/held-events.js';
+export * from './session/session-types.js';
+export * from './session/doc-session.js';

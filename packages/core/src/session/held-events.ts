@@ -31,7 +31,9 @@ export class HeldEvents {
 
   message(bytes: Uint8Array): void {
     if (this.closedWith) return;
-    this.push({ kind: 'message', bytes });
+    // Straight through once attached: no event object per message.
+    if (this.handler) this.handler.message(bytes);
+    else this.held.push({ kind: 'message', bytes });
   }
 
   error(err: CapsyncError): void {

@@ -1,0 +1,287 @@
+import * as Y from 'yjs';
+import { CapsyncError, ProtocolError } from '../errors.js';
+import { closeCodeFor, closeReasonFor } from '../protocol/close-codes.js';
+import type { Message } from '../protocol/message-types.js';
+import { decodeMessage, encodeMessage } from '../protocol/messages.js';
+import { isEmptyUpdate } from '../yjs/validate-update.js';
+import { AckOrder } from './ack-order.js';
+import type { Channel, ChannelHandler } from './channel.js';
+import { CoalescedReply } from './coalesced-reply.js';
+import { DurableAcks } from './durable-acks.js';
+import { checkProtocolVersion } from './hello.js';
+import { InputQueue } from './input-queue.js';
+import { SentLog } from './sent-log.js';
+import type { SessionHooks, SessionOptions, SessionReplica } from './session-types.js';
+
+/** How long a slow consumer's close handshake may take before the link is dropped. */
+const SLOW_CLOSE_MS = 1000;
+const NO_CLIENTS: number[] = [];
+
+/**
+ * One document over one Channel, on the side that accepts the link (the relay serving a
+ * client, or a peer relay that dialled in). It owns what every such link does the same way:
+ *
+ * - Hello: the other side speaks first; its protocol version is checked (4426 when it is not
+ *   spoken here), a second hello closes the session (4400), and the host's hello is the
+ *   answer. A side that never says hello (a stock y-websocket client) gets no extension
+ *   message from the session: no ack, no hello.
+ * - Sync: once the replica is open the session sends sync step 1 and the awareness state.
+ *   A step 1 received is answered with a step 2, coalesced (CoalescedReply): one full-state
+ *   encoding in flight at a time, and none while the channel has no room in its budget.
+ *   So is query-awareness.
+ * - Numbering and acks: received document messages (step 2, update) are numbered from 1;
+ *   each is acknowledged once it and every earlier one are durable (AckOrder, DurableAcks),
+ *   to a side that said hello. An empty update is a barrier: acknowledged once every earlier
+ *   message and every pending write of the replica are durable. With `numberSent`, the
+ *   document messages we send are numbered too and the other side's acks map to positions.
+ * - Input arriving while the replica is missing (loading) or paused is queued in order, up to
+ *   `maxQueuedBytes` (then the session fails with slow-consumer), and handled on `resume`.
+ * - Failure: a CapsyncError from decoding or a hook closes the channel with the error's
+ *   close code and reason; a slow consumer is dropped 1 s later if its close does not finish.
+ *
+ * Role-specific reactions (validation, permission, fenced writes, metrics) are the host's
+ * (SessionHooks). One session per channel: nothing (numbers, acks, queue) outlives it.
+ */
+export class DocSession {
+  private replica: SessionReplica | null = null;
+  private readonly queue: InputQueue;
+  private closed = false;
+  /** The other side said hello: it gets acks and the host's extension messages. */
+  private helloed = false;
+  /** Count of document messages received (sync step 2 and update). */
+  private seq = 0;
+  private readonly ackOrder = new AckOrder();
+  private readonly acks: DurableAcks;
+  private readonly sent: SentLog | null;
+  private readonly step2Replies: CoalescedReply<Uint8Array>;
+  /** Made on the first query-awareness: most links never send one (memory per idle link). */
+  private awarenessReplies: CoalescedReply<null> | null = null;
+
+  constructor(
+    private readonly channel: Channel,
+    private readonly hooks: SessionHooks,
+    private readonly options: SessionOptions,
+  ) {
+    this.queue = new InputQueue(options.maxQueuedBytes);
+    this.sent = options.numberSent ? new SentLog() : null;
+    this.acks = new DurableAcks(
+      (seq, stateVector) => void this.send({ type: 'ack', seq, stateVector }),
+      () => (this.closed ? null : (this.replica?.doc ?? null)),
+    );
+    this.step2Replies = new CoalescedReply(this.canAnswer, (stateVector, written) => this.answerStep1(stateVector, written), options.room);
+    const handler: ChannelHandler = {
+      message: (frame) => this.receive(frame),
+      // A transport violation (text frame, size limit) or a consumer given up on.
+      error: (err) => this.fail(err),
+      close: () => this.channelClosed(),
+    };
+    channel.attach(handler);
+  }
+
+  /** True once the other side said hello (a capsync client or relay, not a stock y-websocket client). */
+  get extended(): boolean {
+    return this.helloed;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** The replica is ready: sends sync step 1 and our awareness, then handles queued input. */
+  open(replica: SessionReplica): void {
+    if (this.closed) return;
+    this.replica = replica;
+    this.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(replica.doc) });
+    const awareness = replica.awareness.encode();
+    if (awareness) this.send({ type: 'awareness', update: awareness });
+    this.resume();
+  }
+
+  /** The replica may take input again: handles what was queued, then coalesced answers. */
+  resume(): void {
+    while (this.queue.length > 0 && this.replica && !this.replica.paused && !this.closed) this.handle(this.queue.shift()!);
+    this.step2Replies.retry();
+    this.awarenessReplies?.retry();
+  }
+
+  // ---- receiving ----
+
+  private receive(frame: Uint8Array): void {
+    if (this.closed) return;
+    if (!this.replica || this.replica.paused || this.queue.length > 0) {
+      if (!this.queue.push(frame)) this.fail(new CapsyncError('slow-consumer', 'too much input while the document loads'));
+      return;
+    }
+    this.handle(frame);
+  }
+
+  /** The channel closed (the other side, or the transport). */
+  private channelClosed(): void {
+    if (this.closed) return;
+    this.shutdown();
+    this.hooks.ended(null);
+  }
+
+  private readonly canAnswer = (): boolean => this.replica !== null && !this.replica.paused && !this.closed;
+
+  private handle(frame: Uint8Array): void {
+    try {
+      const msg = decodeMessage(frame);
+      this.hooks.messageIn(msg.type);
+      this.dispatch(msg);
+    } catch (err) {
+      if (err instanceof CapsyncError) this.fail(err);
+      else {
+        this.hooks.unexpected(err, 'message');
+        this.fail(new CapsyncError('internal', 'internal error'));
+      }
+    }
+  }
+
+  private dispatch(msg: Message): void {
+    switch (msg.type) {
+      case 'sync-step-1':
+        try {
+          // Checked now, as the answer may be computed later (coalesced).
+          Y.decodeStateVector(msg.stateVector);
+        } catch (err) {
+          throw new ProtocolError('bad-message', 'state vector does not decode', { cause: err });
+        }
+        this.step2Replies.request(msg.stateVector);
+        return;
+      case 'sync-step-2':
+      case 'update':
+        this.receiveUpdate(msg.update);
+        return;
+      case 'awareness':
+        this.hooks.awareness(msg.update);
+        return;
+      case 'query-awareness':
+        (this.awarenessReplies ??= new CoalescedReply(this.canAnswer, (_, written) => {
+          const update = this.replica!.awareness.encode();
+          return update !== null && this.send({ type: 'awareness', update }, written);
+        }, this.options.room)).request(null);
+        return;
+      case 'hello': {
+        // One per link: what it declares (owner key, client ids) must not change mid-link.
+        if (this.helloed) throw new ProtocolError('bad-message', 'a second hello on one connection');
+        checkProtocolVersion(msg.protocolVersion);
+        const answer = this.hooks.hello(msg);
+        this.helloed = true;
+        this.send(answer);
+        return;
+      }
+      case 'ping':
+        this.send({ type: 'pong', id: msg.id });
+        return;
+      case 'ack':
+        if (!this.sent) break;
+        // The other side committed what we sent it up to this message.
+        this.hooks.acked(this.sent.acked(msg.seq));
+        return;
+      default:
+        break;
+    }
+    this.hooks.extension(msg);
+  }
+
+  private receiveUpdate(update: Uint8Array): void {
+    const seq = ++this.seq;
+    const receivedAt = performance.now();
+    if (isEmptyUpdate(update)) {
+      // Nothing to store, but the ack still promises that everything applied so far (for
+      // example this side's updates sent on an earlier link, or delivered by another tab) is
+      // committed: wait for every pending write of the replica.
+      this.ackOrder.barrier(this.replica!.whenWritesSettled()).then(() => this.committed(seq, NO_CLIENTS, receivedAt), () => {});
+      this.hooks.barrier(seq);
+      return;
+    }
+    const applied = this.hooks.applyUpdate(update, seq);
+    if (!applied) return;
+    // An update waiting for dependencies may commit after later ones: ack in order.
+    this.ackOrder.update(applied.durable).then(
+      () => this.committed(seq, applied.clients, receivedAt),
+      (err: unknown) => {
+        if (err instanceof CapsyncError && err.code !== 'storage-failure') return this.fail(err);
+        this.hooks.unexpected(err, 'commit');
+        this.fail(new CapsyncError('storage-failure', 'update could not be stored; resend it'));
+      },
+    );
+  }
+
+  /** Acks go to a side that said hello only, coalesced per turn (DurableAcks). */
+  private committed(seq: number, clients: number[], receivedAt: number): void {
+    this.hooks.durable(receivedAt);
+    if (this.helloed && !this.closed) this.acks.committed(seq, clients);
+  }
+
+  private answerStep1(stateVector: Uint8Array, written: () => void): boolean {
+    let update: Uint8Array;
+    try {
+      update = this.replica!.encodeState(stateVector);
+    } catch (err) {
+      // Possibly answered later, from a write callback: fail here rather than throw.
+      this.fail(new ProtocolError('bad-message', 'state vector does not decode', { cause: err }));
+      return false;
+    }
+    this.hooks.beforeStep2();
+    return this.sendDoc({ type: 'sync-step-2', update }, written);
+  }
+
+  // ---- sending ----
+
+  /** A broadcast update (the fan-out path: one encoding, one send, nothing allocated besides). */
+  sendUpdate(update: Uint8Array): boolean {
+    return this.sendDoc({ type: 'update', update });
+  }
+
+  sendAwareness(update: Uint8Array): boolean {
+    return this.send({ type: 'awareness', update });
+  }
+
+  /** A message carrying document content; numbered when `numberSent` (the other side's acks count them). */
+  private sendDoc(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>, onWritten?: () => void): boolean {
+    if (!this.send(msg, onWritten)) return false;
+    if (this.sent) this.sent.record(this.hooks.position());
+    return true;
+  }
+
+  /**
+   * Sends one message through the channel (and its accounting). True when sent (then
+   * `onWritten` runs once it was written out), false when the session is closed.
+   */
+  send(msg: Message, onWritten?: () => void): boolean {
+    if (this.closed) return false;
+    const bytes = encodeMessage(msg);
+    this.hooks.messageOut(msg.type, bytes.byteLength);
+    this.channel.send(bytes, onWritten);
+    return true;
+  }
+
+  // ---- closing ----
+
+  /** Closes the session because of `err`, with the matching close code. */
+  fail(err: CapsyncError): void {
+    if (this.closed) return;
+    this.hooks.failing(err);
+    this.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
+    if (err.code === 'slow-consumer') {
+      // Its buffer is full, so the close frame may never get through: do not wait for it.
+      const timer = setTimeout(() => this.channel.terminate(), SLOW_CLOSE_MS) as { unref?: () => void };
+      timer.unref?.();
+    }
+  }
+
+  /** Closes with `code` and `reason` (the host hears `ended` with them). */
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.shutdown();
+    this.channel.close(code, reason);
+    this.hooks.ended({ code, reason });
+  }
+
+  private shutdown(): void {
+    this.closed = true;
+    this.queue.clear();
+  }
+}

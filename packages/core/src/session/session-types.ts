@@ -1,0 +1,94 @@
+import type * as Y from 'yjs';
+import type { CapsyncError } from '../errors.js';
+import type { HelloMessage, Message } from '../protocol/message-types.js';
+
+/**
+ * What a DocSession needs of the replica it syncs (on the relay: RelayDoc, which fits this
+ * shape as it is, so no adapter object sits between a session and its document).
+ */
+export interface SessionReplica {
+  /** The document: state vectors and ack entries are read from it (it may be replaced on a reload). */
+  readonly doc: Y.Doc;
+  /** True while input must wait (loading, recovering, a fenced commit); the host calls `DocSession.resume` afterwards. */
+  readonly paused: boolean;
+  /** What a replica at `stateVector` lacks. May throw when the state vector does not decode. */
+  encodeState(stateVector: Uint8Array): Uint8Array;
+  /** Resolves once every write applied so far (from any link) is committed: what a barrier waits for. */
+  whenWritesSettled(): Promise<void>;
+  /** The replica's awareness; `encode` gives its full state, null when empty. */
+  readonly awareness: { encode(): Uint8Array | null };
+}
+
+/** The outcome of one received document update the host applied (see SessionHooks.applyUpdate). */
+export interface AppliedUpdate {
+  /** Resolves once it is committed; a rejection closes the session (see DocSession). */
+  durable: Promise<void>;
+  /** The client ids it wrote under: their state vector entries go in its ack. */
+  clients: number[];
+}
+
+/**
+ * What the host of a session does for it: the role-specific reactions. The session calls
+ * them from its message handler, so a hook may throw a CapsyncError to close the session
+ * with that error's code (where noted); any other throw closes it with `internal`.
+ * Hooks are methods of one host object (no closures per session or per message).
+ */
+export interface SessionHooks {
+  /**
+   * The other side's hello, its protocol version already checked (one per session: a second
+   * one closes it). Returns our hello, sent as the answer. May throw.
+   */
+  hello(msg: HelloMessage): HelloMessage;
+  /**
+   * A received non-empty document message (sync step 2 or update), number `seq`: validate,
+   * then apply. Returns how it commits, or null when it was refused without closing (the
+   * host told the other side; nothing is acknowledged). May throw to close.
+   */
+  applyUpdate(update: Uint8Array, seq: number): AppliedUpdate | null;
+  /** A received empty update (a barrier), number `seq`: its ack is the session's; this is for more (quorum). */
+  barrier(seq: number): void;
+  /** A received awareness update. May throw. */
+  awareness(update: Uint8Array): void;
+  /**
+   * Any message the session does not handle itself (cp-set, client-owners, messages the role
+   * does not accept...). Throws a ProtocolError for the ones its role refuses.
+   */
+  extension(msg: Message): void;
+  /** The other side acknowledged our numbered messages up to document position `position` (see numberSent). */
+  acked(position: number): void;
+  /** The document position a numbered message sent now stands for (see numberSent). */
+  position(): number;
+  /** Sent before every sync step 2 answer (a relay sends its client id claims to a peer first). */
+  beforeStep2(): void;
+  /** A received message was decoded (metrics). */
+  messageIn(type: Message['type']): void;
+  /** A message was handed to the channel (metrics). */
+  messageOut(type: Message['type'], bytes: number): void;
+  /** Message `seq` received at `receivedAt` (performance.now()) became durable, in order (metrics). */
+  durable(receivedAt: number): void;
+  /** The session is closing because of `err` (before it closes: metrics, logs). */
+  failing(err: CapsyncError): void;
+  /** An unexpected (non-CapsyncError) failure: a bug or a storage error; logged by the host. */
+  unexpected(err: unknown, what: 'message' | 'commit'): void;
+  /**
+   * The session ended, once: `byUs` holds the code and reason when we closed it (`close`/`fail`),
+   * null when the channel closed (the other side, or the transport).
+   */
+  ended(byUs: { code: number; reason: string } | null): void;
+}
+
+/** How a session behaves; fixed for its life. */
+export interface SessionOptions {
+  /** Bytes of input held while the replica is missing or paused; past it the session fails (slow-consumer). */
+  maxQueuedBytes: number;
+  /**
+   * Number the document messages we send and take `ack`s for them (a link to a peer relay,
+   * which acknowledges what it stores). Otherwise an `ack` goes to `extension`.
+   */
+  numberSent: boolean;
+  /**
+   * The channel's share of a send budget: full-state answers (step 2, awareness) wait while
+   * it has no room (see CoalescedReply). Absent: always room.
+   */
+  room?: { hasRoom(wake: () => void): boolean } | undefined;
+}

@@ -1,0 +1,305 @@
+import { describe, expect, it } from 'vitest';
+import * as Y from 'yjs';
+import {
+  CapsyncError,
+  CloseCode,
+  DocSession,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  channelPair,
+  decodeMessage,
+  encodeMessage,
+  helloFor,
+  type AppliedUpdate,
+  type Channel,
+  type HelloMessage,
+  type Message,
+  type SessionHooks,
+  type SessionReplica,
+} from '../src/index.js';
+
+/** A promise resolved from outside. */
+function deferred(): { promise: Promise<void>; resolve(): void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((res) => (resolve = res));
+  return { promise, resolve };
+}
+
+/** A replica over a Y.Doc whose pause and "everything settled" the test controls. */
+class TestReplica implements SessionReplica {
+  readonly doc = new Y.Doc();
+  paused = false;
+  settled: Promise<void> = Promise.resolve();
+  readonly awareness = { encode: (): Uint8Array | null => null };
+  encodeState(stateVector: Uint8Array): Uint8Array {
+    return Y.encodeStateAsUpdate(this.doc, stateVector);
+  }
+  whenWritesSettled(): Promise<void> {
+    return this.settled;
+  }
+}
+
+/** A host that applies every update, each made durable when the test says (`commits`). */
+class TestHost implements SessionHooks {
+  readonly commits: { resolve(): void }[] = [];
+  readonly barriers: number[] = [];
+  readonly extensions: Message[] = [];
+  readonly ackedPositions: number[] = [];
+  readonly endings: ({ code: number; reason: string } | null)[] = [];
+  /** Commit at once instead of waiting for the test. */
+  autoCommit = true;
+  nextPosition = (): number => 0;
+
+  constructor(readonly replica: TestReplica) {}
+
+  hello(): HelloMessage {
+    return helloFor('relay');
+  }
+  applyUpdate(update: Uint8Array): AppliedUpdate {
+    Y.applyUpdate(this.replica.doc, update);
+    const d = deferred();
+    if (this.autoCommit) d.resolve();
+    else this.commits.push(d);
+    return { durable: d.promise, clients: [] };
+  }
+  barrier(seq: number): void {
+    this.barriers.push(seq);
+  }
+  awareness(): void {}
+  extension(msg: Message): void {
+    this.extensions.push(msg);
+    if (msg.type === 'ack') throw new ProtocolError('unknown-message-type', 'ack messages are sent by relays, not clients');
+  }
+  acked(position: number): void {
+    this.ackedPositions.push(position);
+  }
+  position(): number {
+    return this.nextPosition();
+  }
+  ended(byUs: { code: number; reason: string } | null): void {
+    this.endings.push(byUs);
+  }
+  beforeStep2(): void {}
+  messageIn(): void {}
+  messageOut(): void {}
+  durable(): void {}
+  failing(): void {}
+  unexpected(): void {}
+}
+
+/** The other end of the link: decodes what the session sends, and waits for messages or the close. */
+class Remote {
+  readonly got: Message[] = [];
+  closed: { code: number; reason: string } | null = null;
+  private waiters: (() => void)[] = [];
+
+  constructor(readonly channel: Channel) {
+    channel.attach({
+      message: (bytes) => {
+        this.got.push(decodeMessage(bytes));
+        this.wake();
+      },
+      close: (code, reason) => {
+        this.closed = { code, reason };
+        this.wake();
+      },
+      error: () => {},
+    });
+  }
+
+  send(msg: Message): void {
+    this.channel.send(encodeMessage(msg));
+  }
+
+  of<T extends Message['type']>(type: T): Extract<Message, { type: T }>[] {
+    return this.got.filter((m): m is Extract<Message, { type: T }> => m.type === type);
+  }
+
+  /** Resolves once `done()` holds (checked after every message), or fails after 2 s. */
+  until(done: () => boolean): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('timed out; got ' + JSON.stringify(this.got.map((m) => m.type)))), 2000);
+      const check = (): void => {
+        if (done()) {
+          clearTimeout(timer);
+          resolve();
+        } else this.waiters.push(check);
+      };
+      check();
+    });
+  }
+
+  private wake(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+}
+
+function setup(options: { maxQueuedBytes?: number; numberSent?: boolean; open?: boolean } = {}) {
+  const [a, b] = channelPair();
+  const replica = new TestReplica();
+  const host = new TestHost(replica);
+  const session = new DocSession(a, host, { maxQueuedBytes: options.maxQueuedBytes ?? 1 << 20, numberSent: options.numberSent ?? false });
+  const remote = new Remote(b);
+  if (options.open !== false) session.open(replica);
+  return { session, replica, host, remote };
+}
+
+function updateOf(text: string, clientID = 7): Uint8Array {
+  const doc = new Y.Doc();
+  doc.clientID = clientID;
+  doc.getText('t').insert(0, text);
+  return Y.encodeStateAsUpdate(doc);
+}
+
+const EMPTY_UPDATE = Y.encodeStateAsUpdate(new Y.Doc());
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+describe('DocSession', () => {
+  it('opens with sync step 1 and answers a step 1 with what the other side lacks', async () => {
+    const { replica, remote } = setup();
+    replica.doc.getText('t').insert(0, 'hello');
+    await remote.until(() => remote.of('sync-step-1').length === 1);
+    remote.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(new Y.Doc()) });
+    await remote.until(() => remote.of('sync-step-2').length === 1);
+    const mirror = new Y.Doc();
+    Y.applyUpdate(mirror, remote.of('sync-step-2')[0]!.update);
+    expect(mirror.getText('t').toString()).toBe('hello');
+  });
+
+  it('coalesces step 1 requests while an answer is unwritten: three requests, two answers', async () => {
+    const { remote } = setup();
+    for (let i = 0; i < 3; i++) remote.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(new Y.Doc()) });
+    await remote.until(() => remote.of('sync-step-2').length === 2);
+    remote.send({ type: 'ping', id: 1 });
+    await remote.until(() => remote.of('pong').length === 1);
+    expect(remote.of('sync-step-2')).toHaveLength(2);
+  });
+
+  it('answers a hello with the host hello; a second hello closes 4400', async () => {
+    const { remote, host } = setup();
+    remote.send(helloFor('client'));
+    await remote.until(() => remote.of('hello').length === 1);
+    expect(remote.of('hello')[0]!.protocolVersion).toBe(PROTOCOL_VERSION);
+    remote.send(helloFor('client'));
+    await remote.until(() => remote.closed !== null);
+    expect(remote.closed!.code).toBe(CloseCode.BadMessage);
+    expect(host.endings).toEqual([{ code: CloseCode.BadMessage, reason: expect.stringContaining('second hello') }]);
+  });
+
+  it('closes 4426 on a hello of a protocol version it does not speak', async () => {
+    const { remote } = setup();
+    remote.send({ type: 'hello', protocolVersion: 99, capabilities: ['ack'] });
+    await remote.until(() => remote.closed !== null);
+    expect(remote.closed!.code).toBe(4426);
+    expect(remote.of('hello')).toHaveLength(0);
+  });
+
+  it('acknowledges in message order even when a later update commits first', async () => {
+    const { remote, host } = setup();
+    host.autoCommit = false;
+    remote.send(helloFor('client'));
+    remote.send({ type: 'update', update: updateOf('a', 1) });
+    remote.send({ type: 'update', update: updateOf('b', 2) });
+    await new Promise<void>((r) => {
+      const check = (): void => (host.commits.length === 2 ? r() : void setImmediate(check));
+      check();
+    });
+    host.commits[1]!.resolve();
+    await tick();
+    await tick();
+    expect(remote.of('ack')).toHaveLength(0);
+    host.commits[0]!.resolve();
+    await remote.until(() => remote.of('ack').length > 0);
+    expect(remote.of('ack').map((a) => a.seq).at(-1)).toBe(2);
+  });
+
+  it('acknowledges a barrier (empty update) only once earlier messages and every pending write are durable', async () => {
+    const { remote, host, replica } = setup();
+    remote.send(helloFor('client'));
+    const settled = deferred();
+    replica.settled = settled.promise;
+    remote.send({ type: 'update', update: updateOf('a') });
+    remote.send({ type: 'update', update: EMPTY_UPDATE });
+    await remote.until(() => remote.of('ack').length === 1);
+    expect(remote.of('ack')[0]!.seq).toBe(1);
+    expect(host.barriers).toEqual([2]);
+    await tick();
+    await tick();
+    expect(remote.of('ack')).toHaveLength(1);
+    settled.resolve();
+    await remote.until(() => remote.of('ack').length === 2);
+    expect(remote.of('ack')[1]!.seq).toBe(2);
+  });
+
+  it('queues input while the replica is missing or paused, and handles it in order on resume', async () => {
+    const { session, remote, replica } = setup({ open: false });
+    remote.send({ type: 'update', update: updateOf('one', 1) });
+    remote.send({ type: 'ping', id: 1 });
+    await tick();
+    await tick();
+    replica.paused = true;
+    session.open(replica);
+    await tick();
+    expect(remote.of('pong')).toHaveLength(0);
+    expect(replica.doc.getText('t').toString()).toBe('');
+    replica.paused = false;
+    session.resume();
+    expect(replica.doc.getText('t').toString()).toBe('one');
+    await remote.until(() => remote.of('pong').length === 1);
+  });
+
+  it('fails with slow-consumer (4429) once paused input passes maxQueuedBytes', async () => {
+    const { session, remote, replica, host } = setup({ open: false, maxQueuedBytes: 1000 });
+    replica.paused = true;
+    session.open(replica);
+    const big = updateOf('x'.repeat(400));
+    remote.send({ type: 'update', update: big });
+    remote.send({ type: 'update', update: big });
+    await tick();
+    await tick();
+    expect(session.isClosed).toBe(false);
+    remote.send({ type: 'update', update: big });
+    await remote.until(() => remote.closed !== null);
+    expect(remote.closed!.code).toBe(CloseCode.SlowConsumer);
+    expect(host.endings[0]!.code).toBe(CloseCode.SlowConsumer);
+    expect(replica.doc.getText('t').toString()).toBe('');
+  });
+
+  it('a stock client (no hello) gets no extension message: no ack, no hello', async () => {
+    const { remote, replica } = setup();
+    remote.send({ type: 'update', update: updateOf('a') });
+    remote.send({ type: 'update', update: EMPTY_UPDATE });
+    remote.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(new Y.Doc()) });
+    await remote.until(() => remote.of('sync-step-2').length === 1);
+    await tick();
+    await tick();
+    expect(replica.doc.getText('t').toString()).toBe('a');
+    expect(remote.got.map((m) => m.type).filter((t) => !['sync-step-1', 'sync-step-2'].includes(t))).toEqual([]);
+  });
+
+  it('without numberSent an ack goes to the host (which refuses it); with it, acks map to document positions', async () => {
+    const plain = setup();
+    plain.remote.send({ type: 'ack', seq: 1, stateVector: new Uint8Array([0]) });
+    await plain.remote.until(() => plain.remote.closed !== null);
+    expect(plain.remote.closed!.code).toBe(CloseCode.BadMessage);
+
+    const peer = setup({ numberSent: true });
+    let position = 10;
+    peer.host.nextPosition = () => position++;
+    peer.session.sendUpdate(updateOf('a'));
+    peer.session.sendUpdate(updateOf('b'));
+    peer.remote.send({ type: 'ack', seq: 2, stateVector: new Uint8Array([0]) });
+    peer.remote.send({ type: 'ping', id: 1 });
+    await peer.remote.until(() => peer.remote.of('pong').length === 1);
+    expect(peer.host.ackedPositions).toEqual([11]);
+  });
+
+  it('a CapsyncError thrown by a hook closes with its code; sends after the close are dropped', async () => {
+    const { remote, session, host } = setup();
+    session.fail(new CapsyncError('forbidden', 'no'));
+    await remote.until(() => remote.closed !== null);
+    expect(remote.closed!.code).toBe(CloseCode.Forbidden);
+    expect(session.sendUpdate(updateOf('late'))).toBe(false);
+    expect(host.endings).toHaveLength(1);
+  });
+});

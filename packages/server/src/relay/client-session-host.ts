@@ -1,0 +1,203 @@
+import {
+  CapsyncError,
+  DocSession,
+  ProtocolError,
+  declaredWritersOf,
+  helloFor,
+  relayIdCapability,
+  type AppliedUpdate,
+  type Channel,
+  type HelloMessage,
+  type Message,
+  type SessionHooks,
+  type SessionOptions,
+} from '@capsync/core';
+import type { AccessGrant } from '../auth/access.js';
+import type { LockService } from '../locks/lock-service.js';
+import { ConnectionIdentity } from '../locks/lock-identity.js';
+import type { Logger } from '../logger.js';
+import type { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
+import type { RelayMetrics } from '../metrics.js';
+import { fencedSet } from './fenced-set.js';
+import { QuorumBarrier } from './quorum-barrier.js';
+import type { DocPeer, RelayDoc } from './relay-doc.js';
+import type { Admission } from './update-admission.js';
+
+/** What the host needs of the connection it serves (RelayConnection). */
+export interface HostedConnection extends DocPeer {
+  readonly docName: string;
+  /** The connection's document once loaded (the session handles no message before). */
+  readonly document: RelayDoc | null;
+  /** The session ended (see SessionHooks.ended): release the document, count the close. */
+  ended(byUs: { code: number; reason: string } | null): void;
+}
+
+export interface ClientSessionHostDeps {
+  /** This relay's id and mesh, when it has one (a peer relay's link gets it in our hello). */
+  mesh?: { relayId: string } | undefined;
+  /** Set when another relay is the lock authority: fenced writes are forwarded there. */
+  fencedWrites?: FencedWriteForwarder | undefined;
+  locks: LockService;
+  metrics: RelayMetrics;
+  logger: Logger;
+  /** The client's address, for its share of awareness bounds; undefined for peer relays. */
+  address?: string | undefined;
+}
+
+/**
+ * The relay's side of one client's DocSession: what a client link does beyond the session.
+ * - Permission: a read-only client's update is refused, with a typed `error` to a capsync
+ *   client and one `auth-denied` to a stock y-websocket client (which understands only that).
+ * - Validation, then apply, through RelayDoc (client id ownership by `subject`, declared
+ *   writers, caps, fenced areas), and the metrics of both.
+ * - Fenced writes (`cp-set`), quorum barriers (`quorum-ack`), the hello's identity (owner key,
+ *   declared client ids) and quorum flag.
+ *
+ * A peer relay that dialled in (`peerRelayId`) still rides this host until issue 12 step 5
+ * gives it a host of its own: its updates are validated for integrity only (`trusted`), its
+ * claims and acks are taken, and it is sent our claims before a sync step 2.
+ */
+export class ClientSessionHost implements SessionHooks {
+  readonly session: DocSession;
+  /** Whose leases this connection's fenced writes use. */
+  private readonly identity: ConnectionIdentity;
+  /** The client ids its hello declared it writes under (claimed for it; see WRITES_PREFIX). */
+  private declaredWriters: Set<number> | undefined;
+  /** The client asked for quorum acknowledgements of its barriers. */
+  private quorum = false;
+  /** The quorum wait of this connection's latest barrier (see QuorumBarrier); made on first use. */
+  private quorumBarrier: QuorumBarrier | null = null;
+  private deniedNotified = false;
+
+  constructor(
+    private readonly conn: HostedConnection,
+    channel: Channel,
+    private readonly grant: AccessGrant,
+    private readonly deps: ClientSessionHostDeps,
+    options: Omit<SessionOptions, 'numberSent'>,
+  ) {
+    this.identity = new ConnectionIdentity(grant);
+    this.session = new DocSession(channel, this, { ...options, numberSent: conn.peerRelayId !== undefined });
+  }
+
+  /** The document: every hook runs after the session opened on it. */
+  private get doc(): RelayDoc {
+    return this.conn.document!;
+  }
+
+  hello(msg: HelloMessage): HelloMessage {
+    const peer = this.conn.peerRelayId;
+    this.identity.hello(msg.capabilities);
+    this.declaredWriters = declaredWritersOf(msg);
+    // Only writers hold ids: a read-only user must not reserve (or push out) anyone's.
+    if (this.declaredWriters && this.grant.subject && this.grant.permission === 'write' && !peer) this.doc.announceWriters(this.grant.subject, this.declaredWriters, this.conn);
+    this.quorum = msg.capabilities.includes('quorum');
+    return peer && this.deps.mesh ? helloFor('relay-to-peer', [relayIdCapability(this.deps.mesh.relayId)]) : helloFor('relay');
+  }
+
+  applyUpdate(update: Uint8Array, seq: number): AppliedUpdate | null {
+    const receivedAt = performance.now();
+    if (this.grant.permission !== 'write') {
+      this.refuseReadOnly(seq);
+      return null;
+    }
+    const doc = this.doc;
+    let admission: Admission;
+    try {
+      admission = doc.validate(update, { trusted: this.conn.peerRelayId !== undefined, subject: this.grant.subject, source: this.conn, declared: this.declaredWriters });
+    } catch (err) {
+      if (err instanceof CapsyncError && err.code === 'fenced-area') this.deps.metrics.fencingRejections.inc({ reason: 'fenced-area' });
+      throw err;
+    }
+    const { durable } = doc.applyRemote(update, this.conn, admission);
+    this.deps.metrics.applySeconds.observe((performance.now() - receivedAt) / 1000);
+    return { durable, clients: admission.clients };
+  }
+
+  private refuseReadOnly(seq: number): void {
+    this.deps.metrics.refusals.inc({ reason: 'read-only' });
+    if (this.session.extended) {
+      this.session.send({ type: 'error', code: 'read-only', message: `read-only access to "${this.conn.docName}": update refused`, seq });
+    } else if (!this.deniedNotified) {
+      // Stock y-websocket clients understand y-protocols' permission-denied message.
+      this.deniedNotified = true;
+      this.session.send({ type: 'auth-denied', reason: 'read-only: updates are refused' });
+    }
+  }
+
+  barrier(seq: number): void {
+    if (this.quorum) (this.quorumBarrier ??= new QuorumBarrier(this.deps.metrics)).await(this.doc, () => this.session.send({ type: 'quorum-ack', seq }));
+  }
+
+  awareness(update: Uint8Array): void {
+    this.doc.awareness.apply(update, this.conn, { relay: this.conn.peerRelayId !== undefined, identity: this.identity.lasting, address: this.deps.address });
+  }
+
+  extension(msg: Message): void {
+    switch (msg.type) {
+      case 'cp-set': {
+        const owner = this.identity.actingFor(msg.owner);
+        void fencedSet(msg, {
+          docName: this.conn.docName,
+          permission: this.grant.permission,
+          owner,
+          current: () => (this.session.isClosed ? null : this.conn.document),
+          reply: (code, message) => this.session.send({ type: 'cp-reply', id: msg.id, code, message }),
+        }, this.deps);
+        return;
+      }
+      case 'lock-request':
+        throw new ProtocolError('unknown-message-type', 'lock requests go to the lock endpoint, not a document connection');
+      case 'client-owners':
+        if (!this.conn.peerRelayId) throw new ProtocolError('unknown-message-type', 'client-owners messages are sent by relays, not clients');
+        this.doc.learnClaims(msg.claims, this.conn); // before the content that follows it
+        return;
+      default:
+        // ack (a client's: only links that number what we send take acks), auth-denied,
+        // error, pong, lock-reply, cp-reply, quorum-ack.
+        throw new ProtocolError('unknown-message-type', `${msg.type} messages are sent by relays, not clients`);
+    }
+  }
+
+  /** A peer relay committed what we sent it up to `position`. */
+  acked(position: number): void {
+    if (this.conn.peerRelayId) this.doc.replication.recordPeerDurable(this.conn.peerRelayId, position);
+  }
+
+  position(): number {
+    return this.doc.replication.applied;
+  }
+
+  beforeStep2(): void {
+    // To a peer relay, who owns what it carries goes first (see DocOwnership).
+    if (this.conn.peerRelayId) for (const claims of this.doc.claimsForSync()) this.session.send({ type: 'client-owners', claims });
+  }
+
+  messageIn(type: Message['type']): void {
+    this.deps.metrics.messagesIn.inc({ type });
+  }
+
+  messageOut(type: Message['type'], bytes: number): void {
+    this.deps.metrics.messagesOut.inc({ type });
+    this.deps.metrics.bytesOut.inc(bytes);
+  }
+
+  durable(receivedAt: number): void {
+    this.deps.metrics.ackSeconds.observe((performance.now() - receivedAt) / 1000);
+  }
+
+  failing(err: CapsyncError): void {
+    this.deps.metrics.refusals.inc({ reason: err.code });
+    const level = err.code === 'internal' || err.code === 'storage-failure' ? 'error' : 'info';
+    this.deps.logger[level]({ doc: this.conn.docName, code: err.code, msg: err.message }, 'closing connection');
+  }
+
+  unexpected(err: unknown, what: 'message' | 'commit'): void {
+    this.deps.logger.error({ err, doc: this.conn.docName }, what === 'message' ? 'unexpected error handling a message' : 'storing an update failed');
+  }
+
+  ended(byUs: { code: number; reason: string } | null): void {
+    this.quorumBarrier?.cancel('abandoned');
+    this.conn.ended(byUs);
+  }
+}
