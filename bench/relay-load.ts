@@ -18,7 +18,7 @@ import { renderReport } from './src/report.js';
 import { replaceSection } from './src/results-doc.js';
 import { runFanOut, type MeasuredLevel } from './src/run-levels.js';
 import { checkoutBaseline } from './src/baseline-checkout.js';
-import { killAllServers, useBaseline, withServer } from './src/server-process.js';
+import { killAllServers, useBaseline, useCandidate, withServer } from './src/server-process.js';
 import { SUSTAINED_DELIVERED_PCT, SUSTAINED_P99_MS } from './src/targets.js';
 import { parseOrExplain } from './src/cli-args.js';
 
@@ -35,6 +35,11 @@ async function main(): Promise<void> {
     const baseline = checkoutBaseline(REPO_DIR, options.baseline);
     useBaseline(baseline.root, `capsync at ${baseline.ref} = ${baseline.commit} (sqlite, fsync per commit)`);
     log(`baseline: ${baseline.ref} (${baseline.commit}) checked out in ${baseline.root}`);
+    // The relay measured against it runs from a checkout of HEAD too: same setup, only the
+    // commit differs (uncommitted changes are not measured: commit them first).
+    const candidate = checkoutBaseline(REPO_DIR, 'HEAD');
+    useCandidate(candidate.root, `capsync at HEAD = ${candidate.commit} (sqlite, fsync per commit)`);
+    log(`candidate: HEAD (${candidate.commit}) checked out in ${candidate.root}`);
   }
   const levels = options.fanOut ? await runFanOut(options, logLevel) : [];
   const memory = options.idleConnections > 0 ? await runIdleMemory(options) : [];

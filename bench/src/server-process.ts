@@ -37,10 +37,24 @@ const PROFILED_STOP_TIMEOUT_MS = 120_000;
 /** Root of the checkout `capsync-baseline` runs from (see baseline-checkout.ts). */
 let baselineRoot: string | null = null;
 
+/** Root of the checkout `capsync-sqlite` runs from when compared with a baseline (see relay-load.ts). */
+let candidateRoot: string | null = null;
+
 /** Where the `capsync-baseline` server kind runs from: a checkout of another commit. */
 export function useBaseline(root: string, label: string): void {
   baselineRoot = root;
   SERVER_LABELS['capsync-baseline'] = label;
+}
+
+/**
+ * Where `capsync-sqlite` runs from: a checkout like the baseline's, so the two differ only in
+ * their commit. Run from this working tree instead, the same commit measured 1.26x the CPU
+ * and 1.20x the p99 of itself run from a checkout (A/A run, 2026-12-06): the ratio measured
+ * the two setups, not the two commits.
+ */
+export function useCandidate(root: string, label: string): void {
+  candidateRoot = root;
+  SERVER_LABELS['capsync-sqlite'] = label;
 }
 
 const running = new Set<ChildProcess>();
@@ -99,7 +113,8 @@ export class ServerProcess {
     const [entry, ...args] = entrypoint(kind, tempDir);
     if (kind === 'capsync-baseline' && !baselineRoot) throw new Error('capsync-baseline needs --baseline <git-ref>');
     // The baseline runs the same entry point from its own checkout, with its own packages.
-    const fromDir = kind === 'capsync-baseline' ? path.join(baselineRoot!, 'bench') : benchDir;
+    const fromDir =
+      kind === 'capsync-baseline' ? path.join(baselineRoot!, 'bench') : kind === 'capsync-sqlite' && candidateRoot ? path.join(candidateRoot, 'bench') : benchDir;
     const child = fork(path.join(fromDir, 'src', 'servers', entry!), args, {
       cwd: fromDir,
       execArgv: ['--conditions=source', '--import', 'tsx', '--expose-gc', ...nodeArgs],

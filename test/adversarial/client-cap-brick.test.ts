@@ -6,6 +6,7 @@ import { ProtocolClient } from '../support/protocol-client.js';
 import { killRelay, spawnRelay } from '../support/relay-process.js';
 import { metricValue } from '../support/relay-observe.js';
 import { mintToken } from '../support/tokens.js';
+import { manyClients } from '../support/client-ids.js';
 
 /**
  * issue 11, hostile review: `--max-clients-per-doc` was a per-document write lock-out anyone
@@ -21,17 +22,6 @@ async function bearer(sub: string): Promise<{ headers: Record<string, string> }>
   return { headers: { authorization: `Bearer ${await mintToken(SECRET, { sub, lifetimeS: 3600 })}` } };
 }
 
-/** One update writing one map entry under each of `n` fresh client ids starting at `base`. */
-function manyClients(base: number, n: number): Uint8Array {
-  const parts: Uint8Array[] = [];
-  for (let i = 0; i < n; i++) {
-    const d = new Y.Doc();
-    d.clientID = base + i;
-    d.getMap('junk').set(`k${base + i}`, 0);
-    parts.push(Y.encodeStateAsUpdate(d));
-  }
-  return Y.mergeUpdates(parts);
-}
 
 /** Sends `update` and resolves with 'acked' or the close it caused. */
 async function outcome(client: ProtocolClient, update: Uint8Array): Promise<string> {

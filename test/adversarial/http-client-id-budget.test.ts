@@ -2,6 +2,7 @@ import { request } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { startAttackedRelay } from '../support/attack.js';
+import { manyClients } from '../support/client-ids.js';
 
 /**
  * Third review of issue 11, finding 7: every HTTP request was the same UpdateSource (one module
@@ -14,16 +15,6 @@ import { startAttackedRelay } from '../support/attack.js';
 
 const BUDGET = 50;
 
-function manyClients(base: number, n: number): Uint8Array {
-  const parts: Uint8Array[] = [];
-  for (let i = 0; i < n; i++) {
-    const d = new Y.Doc();
-    d.clientID = base + i;
-    d.getMap('junk').set(`k${base + i}`, 0);
-    parts.push(Y.encodeStateAsUpdate(d));
-  }
-  return Y.mergeUpdates(parts);
-}
 
 /** POSTs `body` to `url` from the loopback address `localAddress` (another client, to the relay). */
 function postFrom(localAddress: string, url: string, body: Uint8Array): Promise<{ status: number; text: string }> {

@@ -2,7 +2,7 @@ import { rm } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { startAttackedRelay } from '../support/attack.js';
-import { connectAs } from '../support/client-ids.js';
+import { connectAs, manyClients } from '../support/client-ids.js';
 import { killRelay, spawnRelay } from '../support/relay-process.js';
 
 /**
@@ -19,17 +19,6 @@ const SECRET = 'adversarial-undeclared-client-budget-secret-0123456789';
 const PER_IDENTITY = 5;
 const PER_DOC = 60;
 
-/** One update writing one map entry under each of `n` fresh client ids starting at `base`. */
-function manyClients(base: number, n: number): Uint8Array {
-  const parts: Uint8Array[] = [];
-  for (let i = 0; i < n; i++) {
-    const d = new Y.Doc();
-    d.clientID = base + i;
-    d.getMap('junk').set(`k${base + i}`, 0);
-    parts.push(Y.encodeStateAsUpdate(d));
-  }
-  return Y.mergeUpdates(parts);
-}
 
 async function outcome(client: Awaited<ReturnType<typeof connectAs>>, update: Uint8Array): Promise<string> {
   client.sendMessage({ type: 'update', update });

@@ -26,3 +26,15 @@ export function replicaAs(from: ProtocolClient, clientId: number): Y.Doc {
   d.clientID = clientId; // after the apply: Yjs picks a fresh id when an update carries its own
   return d;
 }
+
+/** One update writing one map entry under each of `n` fresh client ids starting at `base`. */
+export function manyClients(base: number, n: number): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (let i = 0; i < n; i++) {
+    const d = new Y.Doc();
+    d.clientID = base + i;
+    d.getMap('junk').set(`k${base + i}`, 0);
+    parts.push(Y.encodeStateAsUpdate(d));
+  }
+  return Y.mergeUpdates(parts);
+}
