@@ -1,24 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { WebSocket, WebSocketServer } from 'ws';
 import { WebSocketChannel, type CapsyncError, type Channel } from '@capsync/core';
 import { channelConformance } from '@capsync/core/conformance';
 import { AccountedChannel, type RelaySocket } from '../src/relay/accounted-channel.js';
+import { wsSocketPair } from './support/ws-pair.js';
 
 const OPTIONS = { sendBufferLimit: 1 << 20, slowConsumerGraceMs: 1000 };
 
 /** A served ws socket as the relay wires it (AccountedChannel fed by the socket's events), and a client channel. */
 async function servedPair(): Promise<[Channel, Channel]> {
-  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
-  await new Promise<void>((resolve) => wss.once('listening', resolve));
-  const port = (wss.address() as { port: number }).port;
-  const accepted = new Promise<WebSocket>((resolve) => wss.once('connection', resolve));
-  const client = new WebSocket(`ws://127.0.0.1:${port}`);
-  await new Promise<void>((resolve, reject) => {
-    client.once('open', () => resolve());
-    client.once('error', reject);
-  });
-  const ws = await accepted;
-  wss.close();
+  const { client, served: ws } = await wsSocketPair();
   // The conformance stream sends 50 MB at once: a limit above it (the accounting is tested below).
   const served = new AccountedChannel(ws, { sendBufferLimit: 1 << 30, slowConsumerGraceMs: 1000 });
   ws.on('message', (data: Buffer, isBinary: boolean) => served.received(data, isBinary));
