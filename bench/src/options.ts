@@ -40,7 +40,8 @@ export const USAGE = `usage: npm run bench [-- options]
   --connections 2000   idle connections for the memory measurement (0 skips it)
   --servers a,b        subset of: ${SERVER_KINDS.join(', ')}
   --no-fanout          memory measurement only
-  --baseline REF       also run capsync-baseline: the relay at git REF (e.g. HEAD~3), same run, for a ratio
+  --baseline REF       also run capsync-baseline: the relay at git REF (e.g. HEAD~3), same run, for a ratio;
+                       capsync-sqlite then runs from a checkout of HEAD (commit what you measure)
   --profile DIR        run the servers with --cpu-prof, profiles written to DIR (one per server process)
   --write / --no-write replace the section in docs/benchmarks.md (default: only for a standard run)
 `;
