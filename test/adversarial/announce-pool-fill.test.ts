@@ -23,10 +23,7 @@ async function firstEdit(alice: ProtocolClient, V: number, at: number): Promise<
   const hers = replicaAs(alice, V);
   alice.sendMessage({ type: 'update', update: updateOf(hers, () => hers.getText('t').insert(at, 'hello')) });
   const seq = alice.seq;
-  return Promise.race([
-    alice.waitForAck(seq, 10_000).then(() => 'acked'),
-    alice.waitClosed(10_000).then((c) => `closed ${c.code} ${c.reason}`),
-  ]);
+  return alice.ackedOrClosed(seq);
 }
 
 describe('adversarial (rev4): filling the held-id pool', () => {

@@ -37,10 +37,7 @@ async function tabOf(url: string, device: MemoryStorage, options: Partial<Client
 
 function outcome(c: ProtocolClient): Promise<string> {
   const seq = c.seq;
-  return Promise.race([
-    c.waitForAck(seq, 10_000).then(() => 'acked'),
-    c.waitClosed(10_000).then((x) => `closed ${x.code} ${x.reason}`),
-  ]);
+  return c.ackedOrClosed(seq);
 }
 
 describe('adversarial (rev4): squatting a session id another tab of its user carried', () => {

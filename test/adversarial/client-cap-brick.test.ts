@@ -27,10 +27,7 @@ async function bearer(sub: string): Promise<{ headers: Record<string, string> }>
 async function outcome(client: ProtocolClient, update: Uint8Array): Promise<string> {
   client.sendMessage({ type: 'update', update });
   const seq = client.seq;
-  return Promise.race([
-    client.waitForAck(seq, 60_000).then(() => 'acked'),
-    client.waitClosed(60_000).then((c) => `closed ${c.code} ${c.reason}`),
-  ]);
+  return client.ackedOrClosed(seq, 60_000);
 }
 
 /** An honest new session (fresh client id) types and must be acknowledged. */

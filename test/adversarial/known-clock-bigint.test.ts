@@ -39,10 +39,7 @@ describe('adversarial: known-clock comparison of bigint values', () => {
     const bobUpdate = Y.encodeStateAsUpdate(bobDoc);
     bobDoc.getMap('m').set('note2', 'again');
     b.sendMessage({ type: 'update', update: Y.mergeUpdates([bobUpdate, Y.encodeStateAsUpdate(bobDoc)]) });
-    const ws = await Promise.race([
-      b.waitForAck(b.seq).then(() => 'acked'),
-      b.waitClosed().then((e) => `closed ${e.code} ${e.reason}`),
-    ]);
+    const ws = await b.ackedOrClosed(b.seq);
     console.log(`bob's WebSocket update carrying alice's bigint struct: ${ws}`);
     expect(posted.status).toBe(200);
     expect(ws).toBe('acked');

@@ -40,10 +40,7 @@ describe('adversarial: a struct under a squatted id that starts at known clocks 
       hers.clientID = V;
       alice.sendMessage({ type: 'update', update: updateOf(hers, () => hers.getText('t').insert(0, 'abcdef')) });
       const seq = alice.seq;
-      const result = await Promise.race([
-        alice.waitForAck(seq, 10_000).then(() => 'acked'),
-        alice.waitClosed(10_000).then((c) => `closed ${c.code} ${c.reason}`),
-      ]);
+      const result = await alice.ackedOrClosed(seq);
       const check = await connectAs(url, SECRET, 'carol');
       const stored = check.doc.getText('t').toString();
       console.log(`alice's "abcdef" under V: ${result}; the relay holds "${stored}"`);

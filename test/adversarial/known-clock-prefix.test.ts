@@ -54,10 +54,7 @@ describe('adversarial: a struct under a squatted id spanning several stored item
       const edit = updateOf(hers, () => hers.getText('t').insert(0, 'abc'));
       alice.sendMessage({ type: 'update', update: edit });
       const seq = alice.seq;
-      const result = await Promise.race([
-        alice.waitForAck(seq, 10_000).then(() => 'acked'),
-        alice.waitClosed(10_000).then((c) => `closed ${c.code} ${c.reason}`),
-      ]);
+      const result = await alice.ackedOrClosed(seq);
       const check = await connectAs(url, SECRET, 'carol');
       console.log(`alice's "abc" under V: ${result}; the relay holds "${check.doc.getText('t').toString()}"; alice's replica holds "${hers.getText('t').toString()}"`);
       // Either refused as not hers, or stored: never acknowledged and dropped.

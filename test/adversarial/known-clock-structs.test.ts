@@ -13,10 +13,7 @@ const token = (sub: string) => mintToken(SECRET, { sub, lifetimeS: 3600 });
 /** Alice's edit is either refused (4403) or acked; returns which. */
 async function outcome(c: ProtocolClient, update: Uint8Array): Promise<string> {
   c.sendMessage({ type: 'update', update });
-  return Promise.race([
-    c.waitForAck(c.seq).then(() => 'acked'),
-    c.waitClosed().then((e) => `closed ${e.code} ${e.reason}`),
-  ]);
+  return c.ackedOrClosed(c.seq);
 }
 
 /**

@@ -20,10 +20,7 @@ const SECRET = 'adversarial-rev4-nosub-known-clock-0123456789';
 
 function outcome(c: ProtocolClient): Promise<string> {
   const seq = c.seq;
-  return Promise.race([
-    c.waitForAck(seq, 10_000).then(() => 'acked'),
-    c.waitClosed(10_000).then((x) => `closed ${x.code} ${x.reason}`),
-  ]);
+  return c.ackedOrClosed(seq);
 }
 
 describe('adversarial (issue 11, fourth review): known clocks of a writer without sub', () => {

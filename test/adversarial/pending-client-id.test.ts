@@ -109,10 +109,7 @@ describe("adversarial: pending content under another user's client id (issue 11 
       const hers = replicaAs(alice, X);
       alice.sendMessage({ type: 'update', update: updateOf(hers, () => hers.getText('t').insert(5, 'hello')) });
       await alice.waitForAck(alice.seq);
-      const bobResult = await Promise.race([
-        bob.waitForAck(forgedSeq, 5_000).then(() => 'acked'),
-        bob.waitClosed(5_000).then((c) => `closed ${c.code} ${c.reason}`),
-      ]);
+      const bobResult = await bob.ackedOrClosed(forgedSeq, 5_000);
       const check = await connectAs(url, SECRET, 'carol');
       console.log(`bob's waiting update under alice's id X: ${bobResult}; the document reads "${check.text}"`);
       expect(check.text).toBe('seed:hello');

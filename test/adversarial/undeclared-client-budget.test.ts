@@ -23,10 +23,7 @@ const PER_DOC = 60;
 async function outcome(client: Awaited<ReturnType<typeof connectAs>>, update: Uint8Array): Promise<string> {
   client.sendMessage({ type: 'update', update });
   const seq = client.seq;
-  return Promise.race([
-    client.waitForAck(seq, 20_000).then(() => 'acked'),
-    client.waitClosed(20_000).then((c) => `closed ${c.code} ${c.reason}`),
-  ]);
+  return client.ackedOrClosed(seq, 20_000);
 }
 
 /** Alice's first edit in a fresh session (fresh id, declared like the capsync client does). */

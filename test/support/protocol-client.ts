@@ -128,6 +128,17 @@ export class ProtocolClient extends EventEmitter {
     return waitForEvent(this, 'change', check, what, timeoutMs);
   }
 
+  /**
+   * How message `seq` ended: 'acked', or `closed <code> <reason>` when the relay closed the
+   * connection first (what the ownership tests compare against).
+   */
+  ackedOrClosed(seq = this.seq, timeoutMs = 10_000): Promise<string> {
+    return Promise.race([
+      this.waitForAck(seq, timeoutMs).then(() => 'acked'),
+      this.waitClosed(timeoutMs).then((c) => `closed ${c.code} ${c.reason}`),
+    ]);
+  }
+
   waitClosed(timeoutMs = 10_000): Promise<CloseInfo> {
     if (this.closeInfo) return Promise.resolve(this.closeInfo);
     return waitForEvent(this, 'close', () => this.closeInfo ?? undefined, 'close', timeoutMs);

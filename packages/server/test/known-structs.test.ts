@@ -1,16 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { differingKnownStruct, matchesStored } from '../src/relay/known-structs.js';
+import { updateOf } from '../../../test/support/client-ids.js';
 
-/** The update `doc` emits for `edit`. */
-function updateOf(doc: Y.Doc, edit: () => void): Uint8Array {
-  let update: Uint8Array | null = null;
-  const capture = (u: Uint8Array) => (update = u);
-  doc.on('update', capture);
-  edit();
-  doc.off('update', capture);
-  return update!;
-}
 
 /** Whether every struct of `update` matches what `stored` holds at its clocks. */
 function allMatch(stored: Y.Doc, update: Uint8Array): boolean {
