@@ -35,11 +35,11 @@ async function main(): Promise<void> {
     const baseline = checkoutBaseline(REPO_DIR, options.baseline);
     useBaseline(baseline.root, `capsync at ${baseline.ref} = ${baseline.commit} (sqlite, fsync per commit)`);
     log(`baseline: ${baseline.ref} (${baseline.commit}) checked out in ${baseline.root}`);
-    // The relay measured against it runs from a checkout of HEAD too: same setup, only the
-    // commit differs (uncommitted changes are not measured: commit them first).
-    const candidate = checkoutBaseline(REPO_DIR, 'HEAD');
-    useCandidate(candidate.root, `capsync at HEAD = ${candidate.commit} (sqlite, fsync per commit)`);
-    log(`candidate: HEAD (${candidate.commit}) checked out in ${candidate.root}`);
+    // The relay measured against it runs from a checkout too (HEAD unless --candidate): same
+    // setup, only the commit differs (uncommitted changes are not measured: commit them first).
+    const candidate = checkoutBaseline(REPO_DIR, options.candidate);
+    useCandidate(candidate.root, `capsync at ${options.candidate} = ${candidate.commit} (sqlite, fsync per commit)`);
+    log(`candidate: ${options.candidate} (${candidate.commit}) checked out in ${candidate.root}`);
   }
   const levels = options.fanOut ? await runFanOut(options, logLevel) : [];
   const memory = options.idleConnections > 0 ? await runIdleMemory(options) : [];

@@ -25,6 +25,8 @@ export interface BenchOptions {
   standard: boolean;
   /** Git ref whose relay runs as `capsync-baseline` in the same run. */
   baseline?: string;
+  /** Git ref whose relay runs as `capsync-sqlite` when compared with a baseline (default HEAD). */
+  candidate: string;
   /** Extra Node arguments of the server processes (`--profile` adds --cpu-prof). */
   serverNodeArgs: string[];
 }
@@ -42,6 +44,7 @@ export const USAGE = `usage: npm run bench [-- options]
   --no-fanout          memory measurement only
   --baseline REF       also run capsync-baseline: the relay at git REF (e.g. HEAD~3), same run, for a ratio;
                        capsync-sqlite then runs from a checkout of HEAD (commit what you measure)
+  --candidate REF      with --baseline: run capsync-sqlite from a checkout of REF instead of HEAD (to bisect)
   --profile DIR        run the servers with --cpu-prof, profiles written to DIR (one per server process)
   --write / --no-write replace the section in docs/benchmarks.md (default: only for a standard run)
 `;
@@ -74,6 +77,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
       'no-write': { type: 'boolean' },
       profile: { type: 'string' },
       baseline: { type: 'string' },
+      candidate: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     strict: true,
@@ -81,7 +85,7 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   if (values.help) return 'help';
 
   const quick = values.quick ?? false;
-  const tuned = ['levels', 'duration', 'warmup', 'clients', 'repeats', 'connections', 'servers', 'no-fanout', 'profile', 'baseline'].some(
+  const tuned = ['levels', 'duration', 'warmup', 'clients', 'repeats', 'connections', 'servers', 'no-fanout', 'profile', 'baseline', 'candidate'].some(
     (k) => values[k as keyof typeof values] !== undefined,
   );
   const standard = !quick && !tuned;
@@ -101,9 +105,11 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
     write: values['no-write'] ? false : (values.write ?? standard),
     standard,
     ...(values.baseline ? { baseline: values.baseline } : {}),
+    candidate: values.candidate ?? 'HEAD',
     serverNodeArgs: values.profile ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(values.profile)}`] : [],
   };
   if (options.servers.includes('capsync-baseline') && !options.baseline) throw new RangeError('capsync-baseline needs --baseline <git-ref>');
+  if (values.candidate !== undefined && !options.baseline) throw new RangeError('--candidate needs --baseline <git-ref>');
   if (options.clients < 2) throw new RangeError('--clients must be at least 2 (one sender, one receiver)');
   return options;
 }
