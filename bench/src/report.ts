@@ -166,6 +166,11 @@ function baselineRows(r: Report): string[][] {
   const a = find(now, at);
   const b = find(base, at);
   if (a && b) rows.push([`${now}/${base}: p99 at ${at}/s`, `${ms(a.p99Ms)} / ${ms(b.p99Ms)} = ${(a.p99Ms / b.p99Ms).toFixed(2)}`, '']);
+  if (a && b && a.p99Runs.length > 1) {
+    // One run's p99 varies ~2x on this machine, and the median-p99 run's CPU is one sample:
+    // the ratios of the runs made in the same round, as a median and a range, say more.
+    rows.push([`${now}/${base}: per-round ratios at ${at}/s, median (range)`, `CPU per delivered update ${pairedRatios(a.cpuPerDeliveredRuns, b.cpuPerDeliveredRuns)}; p99 ${pairedRatios(a.p99Runs, b.p99Runs)}`, '']);
+  }
   const sa = sustainedLoad(r.levels, now);
   const sb = sustainedLoad(r.levels, base);
   if (sa !== null && sb !== null) rows.push([`${now}/${base}: highest sustained load`, `${sa} / ${sb} = ${(sa / sb).toFixed(2)}${sa === sb && sa === Math.max(...r.options.levels) ? ' (both at the top level)' : ''}`, '']);
@@ -173,6 +178,15 @@ function baselineRows(r: Report): string[][] {
   const mb = r.memory.find((m) => m.server === base);
   if (ma && mb) rows.push([`${now}/${base}: RSS per idle connection`, `${(ma.rssPerConnection / 1024).toFixed(1)} / ${(mb.rssPerConnection / 1024).toFixed(1)} KB = ${(ma.rssPerConnection / mb.rssPerConnection).toFixed(2)}`, '']);
   return rows;
+}
+
+/** "median (min-max, n rounds)" of mine[i] / theirs[i] over the rounds both measured. */
+function pairedRatios(mine: readonly number[], theirs: readonly number[]): string {
+  const ratios = mine.flatMap((m, i) => (Number.isFinite(m / theirs[i]!) ? [m / theirs[i]!] : [])).sort((x, y) => x - y);
+  if (ratios.length === 0) return 'n/a';
+  const mid = ratios.length / 2;
+  const median = ratios.length % 2 === 1 ? ratios[Math.floor(mid)]! : (ratios[mid - 1]! + ratios[mid]!) / 2;
+  return `${median.toFixed(2)} (${ratios[0]!.toFixed(2)}-${ratios.at(-1)!.toFixed(2)}, ${ratios.length} rounds)`;
 }
 
 /**

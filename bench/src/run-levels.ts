@@ -27,6 +27,12 @@ const QUIET_WAIT_BUDGET_MS = 90_000;
 export interface MeasuredLevel extends LevelResult {
   /** p99 of every run at this level (several at the comparison level). */
   p99Runs: number[];
+  /**
+   * Server CPU (percent of a core) per delivered update per second, of every run at this level
+   * in run order: with several servers, run i of each was measured in the same round, so
+   * their ratios pair up (see report.ts).
+   */
+  cpuPerDeliveredRuns: number[];
   /** Attempts discarded because of other load on the machine. */
   retried: number;
 }
@@ -82,6 +88,7 @@ export async function runFanOut(o: BenchOptions, report: (level: MeasuredLevel) 
       const level: MeasuredLevel = {
         ...median.result,
         p99Runs: mine.map((a) => a.result.p99Ms),
+        cpuPerDeliveredRuns: mine.map((a) => a.result.serverCpuPct / a.result.deliveredPerSec),
         retried: mine.reduce((n, a) => n + a.retried, 0),
       };
       levels.push(level);
