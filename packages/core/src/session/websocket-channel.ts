@@ -73,7 +73,13 @@ export class WebSocketChannel implements Channel {
   close(code: number, reason: string): void {
     if (this.closing) return;
     this.closing = true;
-    this.ws.close(code, reason);
+    try {
+      this.ws.close(code, reason);
+    } catch {
+      // Browsers send only 1000 and 3000-4999 (a 1001 GoingAway throws InvalidAccessError);
+      // `ws` refuses reserved codes. The reason still says why, under 1000.
+      this.ws.close(1000, reason);
+    }
   }
 
   terminate(): void {
