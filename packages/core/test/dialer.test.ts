@@ -191,6 +191,18 @@ describe('Dialer: one link', () => {
     expect(onA.closed?.code).toBe(CloseCode.BadMessage);
     expect(h.links.map((l) => l.connection)).toEqual([1, 2]);
   });
+  it("a 'close' listener may restart the dialer: its attempt stands, with no second one scheduled", async () => {
+    const h = harness();
+    h.dialer.start();
+    h.last().accept();
+    h.dialer.once('close', () => h.dialer.start());
+    h.last().control.sever();
+    await deliver();
+    expect(h.attempts).toHaveLength(2);
+    expect(h.dialer.state).toBe('connecting');
+    await vi.advanceTimersByTimeAsync(HANDSHAKE_MS - 1);
+    expect(h.attempts).toHaveLength(2);
+  });
 });
 
 describe('Dialer: failover and backoff', () => {
