@@ -14,20 +14,21 @@ import type { WebSocketConstructor, WebSocketLike } from '../src/sync/websocket-
 class FakeSocket implements WebSocketLike {
   binaryType = 'blob';
   readyState = 0;
+  readonly bufferedAmount = 0;
   readonly sent: Message[] = [];
   readonly createdAt = Date.now();
   /** Set when the client closed it (code, reason). */
   closedByClient: { code?: number; reason?: string } | null = null;
-  onopen: ((event: unknown) => void) | null = null;
-  onmessage: ((event: { data: unknown }) => void) | null = null;
-  onclose: ((event: { code: number; reason: string }) => void) | null = null;
-  onerror: ((event: unknown) => void) | null = null;
+  private readonly listeners = new Map<string, ((event: never) => void)[]>();
 
   constructor(
     readonly url: string,
     readonly protocols?: string | string[],
   ) {}
 
+  addEventListener(type: string, listener: (event: never) => void): void {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), listener]);
+  }
   send(data: Uint8Array): void {
     this.sent.push(decodeMessage(data));
   }
@@ -39,18 +40,21 @@ class FakeSocket implements WebSocketLike {
   // ---- the relay's side ----
   accept(): void {
     this.readyState = 1;
-    this.onopen?.({});
+    this.dispatch('open', {});
   }
   fail(code = 1006, reason = ''): void {
     this.readyState = 3;
-    this.onclose?.({ code, reason });
+    this.dispatch('close', { code, reason });
   }
   receive(msg: Message): void {
-    this.onmessage?.({ data: encodeMessage(msg) });
+    this.dispatch('message', { data: encodeMessage(msg) });
   }
   /** The relay's path part: `/<doc>` of `ws://host/<doc>`. */
   get relay(): string {
     return this.url.slice(0, this.url.lastIndexOf('/'));
+  }
+  private dispatch(type: string, event: unknown): void {
+    for (const listener of this.listeners.get(type) ?? []) listener(event as never);
   }
 }
 

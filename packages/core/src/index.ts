@@ -24,3 +24,5 @@ export * from './session/input-queue.js';
 export * from './session/held-events.js';
 export * from './session/session-types.js';
 export * from './session/doc-session.js';
+export * from './session/refusals.js';
+export * from './session/dialer.js';

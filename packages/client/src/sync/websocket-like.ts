@@ -1,17 +1,11 @@
+import type { WebSocketLike } from '@capsync/core';
+
 /**
- * The part of the WebSocket API the client uses: the browser's WebSocket and the `ws`
- * package both fit, so Node < 22 can pass `ws` as `createClient({ WebSocket })`.
+ * The part of the WebSocket API the client uses (core's WebSocketLike, which its
+ * WebSocketChannel runs on): the browser's WebSocket and the `ws` package both fit, so
+ * Node < 22 can pass `ws` as `createClient({ WebSocket })`.
  */
-export interface WebSocketLike {
-  binaryType: string;
-  readonly readyState: number;
-  send(data: Uint8Array): void;
-  close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
-}
+export type { WebSocketLike };
 
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
 

@@ -14,6 +14,15 @@ const CapsyncKind = { Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest:
 const LockOps: readonly LockOp[] = ['acquire', 'renew', 'release', 'check'];
 const AuthKind = { PermissionDenied: 0 } as const;
 
+/**
+ * True when `frame` is a capsync `hello` or `pong`, read from its first two bytes without
+ * decoding it (both kinds, and the capsync type 100, are one-byte varints). For a link that
+ * only needs to spot these among every frame it passes on (the Dialer); decode to trust it.
+ */
+export function isCapsyncFrame(frame: Uint8Array, type: 'hello' | 'pong'): boolean {
+  return frame[0] === MessageType.Capsync && frame[1] === (type === 'hello' ? CapsyncKind.Hello : CapsyncKind.Pong);
+}
+
 /** Encodes one message into one binary frame. */
 export function encodeMessage(msg: Message): Uint8Array {
   const e = encoding.createEncoder();

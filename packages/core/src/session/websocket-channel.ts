@@ -15,6 +15,7 @@ export interface WebSocketLike {
   addEventListener(type: 'message', listener: (e: { data: unknown }) => void): void;
   addEventListener(type: 'close', listener: (e: { code: number; reason: string }) => void): void;
   addEventListener(type: 'error', listener: (e: unknown) => void): void;
+  addEventListener(type: 'open', listener: (e: unknown) => void): void;
   /** `ws` only: drop without a closing handshake. */
   terminate?(): void;
 }
@@ -64,10 +65,21 @@ export class WebSocketChannel implements Channel {
     return this.ws.bufferedAmount;
   }
 
+  /** False once a send would be dropped (closing, closed, or not yet open). */
+  get writable(): boolean {
+    return !this.closing && this.ws.readyState === OPEN;
+  }
+
   close(code: number, reason: string): void {
     if (this.closing) return;
     this.closing = true;
-    this.ws.close(code, reason);
+    try {
+      this.ws.close(code, reason);
+    } catch {
+      // Browsers send only 1000 and 3000-4999 (a 1001 GoingAway throws InvalidAccessError);
+      // `ws` refuses reserved codes. The reason still says why, under 1000.
+      this.ws.close(1000, reason);
+    }
   }
 
   terminate(): void {
@@ -81,4 +93,16 @@ export class WebSocketChannel implements Channel {
   attach(handler: ChannelHandler): void {
     this.events.attach(handler);
   }
+}
+
+/**
+ * A Dialer's `connect` over a WebSocket that is still connecting: the channel at once, and
+ * `opened` on the socket's 'open' event. A socket that fails to connect reports its close
+ * (1006 in browsers) on the channel. The channel listens for 'error' from the start: `ws`
+ * emits one when a connecting socket is closed, and would throw it with no listener.
+ */
+export function dialWebSocket(ws: WebSocketLike, opened: () => void, options?: { writeCallbacks: boolean }): WebSocketChannel {
+  const channel = new WebSocketChannel(ws, options);
+  ws.addEventListener('open', () => opened());
+  return channel;
 }
