@@ -152,6 +152,7 @@ export class MuxSessions implements SessionTransport {
 
   private opening(msg: SessionOpenMessage): void {
     if (msg.sid === CONTROL_SID || this.ours(msg.sid)) throw new ProtocolError('bad-message', `session ${msg.sid} is not for the ${this.dialled ? 'accepting' : 'dialling'} side to open (odd sids: the side that dialled)`);
+    if (msg.sid > MAX_SID) throw new ProtocolError('bad-message', `session id ${msg.sid} is over ${MAX_SID}`);
     if (msg.sid <= this.highestTheirs) throw new ProtocolError('bad-message', `session ${msg.sid} was opened before (sids increase and are never reused)`);
     this.highestTheirs = msg.sid;
     this.deciding = msg.sid;
