@@ -53,6 +53,24 @@ describe('multiplexed endpoint: documents over one socket', () => {
     await Promise.all(plain.map((p) => p.close()));
   });
 
+  it('500 documents over one socket, edited, converge at a second socket; closing 499 leaves the last one working', async () => {
+    await using relay = await startAttackedRelay();
+    const N = 500;
+    const [one, two] = await Promise.all([MuxClient.connect(relay.url), MuxClient.connect(relay.url)]);
+    const mine = await Promise.all(range(N).map((i) => one.synced(`many-${i}`)));
+    const theirs = await Promise.all(range(N).map((i) => two.synced(`many-${i}`)));
+    mine.forEach((s, i) => s.type(`#${i}`));
+    await Promise.all(theirs.map((s, i) => s.waitForText(`#${i}`, 30_000)));
+    expect(await metricValue(relay.httpUrl, 'capsync_sockets', { endpoint: 'mux' })).toBe(2);
+    expect(await metricValue(relay.httpUrl, 'capsync_connections')).toBe(2 * N);
+    await Promise.all(mine.slice(0, N - 1).map((s) => s.close()));
+    await waitForMetricTo(relay.httpUrl, 'capsync_connections', {}, (v) => v === N + 1, `= ${N + 1}`);
+    const last = mine[N - 1]!;
+    await typed(last, ' still here');
+    await theirs[N - 1]!.waitForText(`#${N - 1} still here`);
+    await Promise.all([one.close(), two.close()]);
+  }, 60_000);
+
   it('durable acks are per session: what a session had acknowledged survives a relay crash', async () => {
     const relay = await RestartableRelay.start();
     try {

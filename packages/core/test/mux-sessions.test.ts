@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import {
   CapsyncError,
+  CloseCode,
   MuxSessions,
+  closeCodeFor,
   SessionChannel,
   channelPair,
   encodeMessage,
@@ -177,7 +179,7 @@ describe('MuxSessions', () => {
     expect(dialler.sessions.size).toBe(0);
   });
 
-  /** Frames the acceptor must refuse by breaking the socket (the owner closes it 4400). */
+  /** Frames the acceptor must refuse by breaking the socket (the owner closes it 4400: bad-message or unknown-message-type). */
   const breaking: [string, Uint8Array][] = [
     ['a frame for a sid never opened', encodeMuxFrame(7, encodeMessage({ type: 'ping', id: 1 }))],
     ['a frame for a sid of its own parity never opened', encodeMuxFrame(2, encodeMessage({ type: 'ping', id: 1 }))],
@@ -189,12 +191,12 @@ describe('MuxSessions', () => {
     ['an opened for a session the acceptor never opened', encodeMuxFrame(0, encodeMessage({ type: 'session-opened', sid: 2, permission: 'write' }))],
   ];
   for (const [what, frame] of breaking) {
-    it(`breaks the socket with bad-message on ${what}`, async () => {
+    it(`breaks the socket (4400) on ${what}`, async () => {
       const { dialler, acceptor } = socketPair();
       dialler.socket.send(frame);
       await acceptor.until(() => acceptor.broken.length === 1);
       expect(acceptor.broken[0]).toBeInstanceOf(CapsyncError);
-      expect(acceptor.broken[0]!.code).toBe('bad-message');
+      expect(closeCodeFor(acceptor.broken[0]!.code)).toBe(CloseCode.BadMessage);
     });
   }
 
