@@ -3,7 +3,8 @@ import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
-import { CloseCode, PROTOCOL_VERSION, closeCodeFor, closeCodeName, decodeMessage, encodeMessage, errorCodeFromReason } from '@capsync/core';
+import { CloseCode, PROTOCOL_VERSION, closeCodeName, decodeMessage, encodeMessage, errorCodeFromReason } from '@capsync/core';
+import { isClassifiedRefusal } from '../support/error-code.js';
 import { FrameFuzzer, type FrameKind, type FuzzFrame } from '../support/fuzz-frames.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
@@ -30,11 +31,6 @@ const FUZZ_DOC = 'fuzz';
  * a hello: a connection says hello once, a second one closes it 4400.)
  */
 const PROBE = encodeMessage({ type: 'ping', id: 0 });
-
-const NAMED_CLOSE_CODES = new Set<number>(Object.values(CloseCode));
-
-/** Bad input must be classified: these mean the relay failed, not that the input was bad. */
-const RELAY_FAILURE_CODES = new Set<number>([CloseCode.InternalError, CloseCode.StorageUnavailable, CloseCode.GoingAway]);
 
 interface Outcome {
   code: number;
@@ -171,14 +167,9 @@ describe('relay under a seeded random-frames fuzz', () => {
             continue;
           }
           const { code, reason } = socket.closed!;
-          const error = errorCodeFromReason(reason);
-          count(`${code} ${closeCodeName(code)} ${error ?? `"${reason}"`}`);
-          // A close reason names the error it is for. 1009 comes from ws without a reason: that
-          // gap is pinned by the bad-input test, so it is not reported again here.
-          const reasonMatches = code === CloseCode.MessageTooBig || (error !== undefined && closeCodeFor(error) === code);
-          if (!NAMED_CLOSE_CODES.has(code) || RELAY_FAILURE_CODES.has(code) || !reasonMatches) {
-            unexpected.push({ code, reason, last });
-          }
+          count(`${code} ${closeCodeName(code)} ${errorCodeFromReason(reason) ?? `"${reason}"`}`);
+          // Bad input must be classified: a named code, and a reason naming the error it is for.
+          if (!isClassifiedRefusal(code, reason)) unexpected.push({ code, reason, last });
         }
       };
 

@@ -40,6 +40,9 @@ const HEADERS: readonly (readonly number[])[] = [
   [100, 0], // capsync hello
   [100, 1], // capsync ack
   [100, 2], // capsync error
+  [100, 11], // session-open (multiplexed sockets' control session)
+  [100, 12], // session-opened
+  [100, 13], // session-close
 ];
 
 /** Bytes that often sit on decoder boundaries: varint continuation, sign bits, type tags. */
@@ -170,7 +173,7 @@ function concat(...parts: Uint8Array[]): Uint8Array {
 /**
  * Real messages from a few seeded documents edited at random: incremental updates, full
  * state (sync step 2), state vectors, a v2-encoded update (wrong format for this protocol),
- * awareness set and removal, hello and query-awareness.
+ * awareness set and removal, hello and query-awareness, and the control messages of a multiplexed socket.
  */
 function buildCorpus(rng: SeededRandom): Message[] {
   const corpus: Message[] = [
@@ -178,6 +181,9 @@ function buildCorpus(rng: SeededRandom): Message[] {
     { type: 'query-awareness' },
     { type: 'ping', id: 1 },
     { type: 'sync-step-1', stateVector: Y.encodeStateVector(new Y.Doc()) },
+    { type: 'session-open', sid: 1, kind: 'doc', name: 'fuzz', subdoc: '', capabilities: ['writes:1'] },
+    { type: 'session-opened', sid: 1, permission: 'write' },
+    { type: 'session-close', sid: 1, code: 1000, reason: '' },
   ];
   for (let d = 0; d < 4; d++) {
     const doc = new Y.Doc({ gc: rng.next() < 0.5 });

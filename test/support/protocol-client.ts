@@ -1,9 +1,8 @@
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
-import { PROTOCOL_VERSION, decodeMessage, encodeMessage, type Message } from '@capsync/core';
-import { waitForEvent } from './wait.js';
+import { PROTOCOL_VERSION } from '@capsync/core';
+import { WireDocClient, type CloseInfo } from './wire-doc-client.js';
 
 export interface ProtocolClientOptions {
   /** Announce capsync support (hello) to get acks and typed errors. Default true. */
@@ -20,46 +19,23 @@ export interface ProtocolClientOptions {
   protocolVersion?: number;
 }
 
-export interface CloseInfo {
-  code: number;
-  reason: string;
-}
-
-const REMOTE = Symbol('remote');
+export type { CloseInfo } from './wire-doc-client.js';
 
 /**
  * A minimal wire-level client for relay tests: speaks the protocol by hand over a real
- * WebSocket, keeps a Y.Doc, counts what it sends (seq) and records what it receives.
+ * WebSocket of its own (see WireDocClient for the document side).
  * Events: 'message' (Message), 'close' (CloseInfo), 'change' (after either).
  */
-export class ProtocolClient extends EventEmitter {
-  readonly doc = new Y.Doc();
-  readonly received: Message[] = [];
-  /** Document-carrying messages sent (sync step 2 + update), as the relay counts them. */
-  seq = 0;
-  ackedSeq = 0;
-  lastAck: Extract<Message, { type: 'ack' }> | null = null;
-  errors: Extract<Message, { type: 'error' }>[] = [];
-  closeInfo: CloseInfo | null = null;
-  private gotStep2 = false;
-
+export class ProtocolClient extends WireDocClient {
   private constructor(
     readonly ws: WebSocket,
-    private readonly options: ProtocolClientOptions,
+    options: ProtocolClientOptions,
   ) {
-    super();
-    this.setMaxListeners(100);
+    super(options.answerSync ?? true);
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: Buffer) => this.onFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)));
-    ws.on('close', (code, reason) => {
-      this.closeInfo = { code, reason: reason.toString() };
-      this.emit('close', this.closeInfo);
-      this.emit('change');
-    });
+    ws.on('close', (code, reason) => this.onClose({ code, reason: reason.toString() }));
     ws.on('error', () => {});
-    this.doc.on('update', (update: Uint8Array, origin: unknown) => {
-      if (origin !== REMOTE && ws.readyState === WebSocket.OPEN) this.sendMessage({ type: 'update', update });
-    });
   }
 
   /** Connects to `${url}/${doc}` (url already containing the doc path is fine too). */
@@ -86,102 +62,26 @@ export class ProtocolClient extends EventEmitter {
     return client;
   }
 
-  get text(): string {
-    return this.doc.getText('t').toString();
+  protected transmit(bytes: Uint8Array): void {
+    this.ws.send(bytes);
   }
 
-  /** The length of text "t", without rendering it (cheap enough to check after every message). */
-  get textLength(): number {
-    return this.doc.getText('t').length;
-  }
-
-  /** Inserts at the end of text "t"; the update goes out at once. Returns its seq. */
-  type(text: string): number {
-    const t = this.doc.getText('t');
-    t.insert(t.length, text);
-    return this.seq;
-  }
-
-  sendMessage(msg: Message): void {
-    if (msg.type === 'update' || msg.type === 'sync-step-2') this.seq++;
-    this.ws.send(encodeMessage(msg));
+  protected get isOpen(): boolean {
+    return this.ws.readyState === WebSocket.OPEN;
   }
 
   sendRaw(data: Uint8Array | string): void {
     this.ws.send(data);
   }
 
-  waitSynced(timeoutMs = 10_000): Promise<true> {
-    return waitForEvent(this, 'message', () => this.gotStep2 || undefined, 'initial sync', timeoutMs);
-  }
-
-  waitForAck(seq: number, timeoutMs = 10_000): Promise<true> {
-    return waitForEvent(this, 'message', () => this.ackedSeq >= seq || undefined, `ack of seq ${seq}`, timeoutMs);
-  }
-
-  waitForText(expected: string, timeoutMs = 10_000): Promise<true> {
-    return waitForEvent(this, 'message', () => this.text === expected || undefined, `text "${expected.slice(0, 40)}"`, timeoutMs);
-  }
-
-  /** Waits until `check` holds, re-checking after every message and on close. */
-  waitFor<T>(check: () => T | undefined | false, what: string, timeoutMs = 10_000): Promise<T> {
-    return waitForEvent(this, 'change', check, what, timeoutMs);
-  }
-
-  /**
-   * How message `seq` ended: 'acked', or `closed <code> <reason>` when the relay closed the
-   * connection first (what the ownership tests compare against).
-   */
-  ackedOrClosed(seq = this.seq, timeoutMs = 10_000): Promise<string> {
-    return Promise.race([
-      this.waitForAck(seq, timeoutMs).then(() => 'acked'),
-      this.waitClosed(timeoutMs).then((c) => `closed ${c.code} ${c.reason}`),
-    ]);
-  }
-
-  waitClosed(timeoutMs = 10_000): Promise<CloseInfo> {
-    if (this.closeInfo) return Promise.resolve(this.closeInfo);
-    return waitForEvent(this, 'close', () => this.closeInfo ?? undefined, 'close', timeoutMs);
-  }
-
   close(): Promise<CloseInfo> {
     if (this.ws.readyState === WebSocket.OPEN || this.ws.readyState === WebSocket.CONNECTING) this.ws.close();
     return this.waitClosed();
   }
-
-  private onFrame(frame: Uint8Array): void {
-    const msg = decodeMessage(frame);
-    this.received.push(msg);
-    switch (msg.type) {
-      case 'sync-step-1':
-        if (this.options.answerSync ?? true) {
-          this.sendMessage({ type: 'sync-step-2', update: Y.encodeStateAsUpdate(this.doc, msg.stateVector) });
-        }
-        break;
-      case 'sync-step-2':
-        Y.applyUpdate(this.doc, msg.update, REMOTE);
-        this.gotStep2 = true;
-        break;
-      case 'update':
-        Y.applyUpdate(this.doc, msg.update, REMOTE);
-        break;
-      case 'ack':
-        this.ackedSeq = Math.max(this.ackedSeq, msg.seq);
-        this.lastAck = msg;
-        break;
-      case 'error':
-        this.errors.push(msg);
-        break;
-      default:
-        break;
-    }
-    this.emit('message', msg);
-    this.emit('change');
-  }
 }
 
 /** The awareness states `client` has received so far (every awareness message applied in order). */
-export function awarenessStatesSeen(client: ProtocolClient): Map<number, Record<string, unknown>> {
+export function awarenessStatesSeen(client: WireDocClient): Map<number, Record<string, unknown>> {
   const awareness = new awarenessProtocol.Awareness(new Y.Doc());
   awareness.setLocalState(null);
   for (const m of client.received) if (m.type === 'awareness') awarenessProtocol.applyAwarenessUpdate(awareness, m.update, 'relay');

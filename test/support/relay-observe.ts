@@ -26,12 +26,17 @@ export async function metricValue(httpUrl: string, name: string, labels: Record<
  * Resolves once metric `name{labels}` reaches `atLeast`, asking /metrics again after each
  * answer (each request is the event that paces it); rejects after `timeoutMs`.
  */
-export async function waitForMetric(httpUrl: string, name: string, labels: Record<string, string>, atLeast: number, timeoutMs = 10_000): Promise<number> {
+export function waitForMetric(httpUrl: string, name: string, labels: Record<string, string>, atLeast: number, timeoutMs = 10_000): Promise<number> {
+  return waitForMetricTo(httpUrl, name, labels, (v) => v >= atLeast, `>= ${atLeast}`, timeoutMs);
+}
+
+/** As waitForMetric, until `accept` takes the value (`what` says which values, for the timeout message). */
+export async function waitForMetricTo(httpUrl: string, name: string, labels: Record<string, string>, accept: (value: number) => boolean, what: string, timeoutMs = 10_000): Promise<number> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     const value = await metricValue(httpUrl, name, labels);
-    if (value >= atLeast) return value;
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${name} ${JSON.stringify(labels)} >= ${atLeast} (is ${value})`);
+    if (accept(value)) return value;
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${name} ${JSON.stringify(labels)} ${what} (is ${value})`);
   }
 }
 

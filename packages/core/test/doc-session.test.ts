@@ -302,4 +302,31 @@ describe('DocSession', () => {
     expect(session.sendUpdate(updateOf('late'))).toBe(false);
     expect(host.endings).toHaveLength(1);
   });
+
+  it('on a session of a multiplexed socket it takes the socket hello (Channel.hello) unanswered, before queued input; a hello on the session is a second one', async () => {
+    const [a, b] = channelPair();
+    // The memory channel, plus the hello its socket said (as a SessionChannel carries it).
+    const channel: Channel = {
+      send: (bytes, onWritten) => a.send(bytes, onWritten),
+      get bufferedAmount() {
+        return a.bufferedAmount;
+      },
+      close: (code, reason) => a.close(code, reason),
+      terminate: () => a.terminate(),
+      attach: (handler) => a.attach(handler),
+      hello: helloFor('client'),
+    };
+    const replica = new TestReplica();
+    const session = new DocSession(channel, new TestHost(replica), { maxQueuedBytes: 1 << 20, numberSent: false });
+    const remote = new Remote(b);
+    remote.send({ type: 'update', update: updateOf('queued') }); // before open: queued, acked once the hello is taken
+    await tick();
+    session.open(replica);
+    await remote.until(() => remote.of('ack').length === 1);
+    expect(session.extended).toBe(true);
+    expect(remote.of('hello')).toEqual([]);
+    remote.send(helloFor('client'));
+    await remote.until(() => remote.closed !== null);
+    expect(remote.closed!.code).toBe(CloseCode.BadMessage);
+  });
 });

@@ -34,6 +34,13 @@ const samples: Message[] = [
   { type: 'cp-reply', id: 5, code: 'stale-token', message: 'newer wrote' },
   { type: 'client-owners', claims: [] },
   { type: 'client-owners', claims: [{ owner: 'alice', clientIds: [1, 2 ** 32 - 1] }, { owner: 'bob', clientIds: [] }] },
+  { type: 'session-open', sid: 1, kind: 'doc', name: 'notes/today', subdoc: '', capabilities: [] },
+  { type: 'session-open', sid: 2 ** 32 - 1, kind: 'locks', name: '', subdoc: '', capabilities: [] },
+  { type: 'session-open', sid: 7, kind: 'doc', name: 'заметки', subdoc: 'c2f1-guid', capabilities: ['writes:12345', 'owner:x'] },
+  { type: 'session-opened', sid: 3, permission: 'read' },
+  { type: 'session-opened', sid: 300, permission: 'write' },
+  { type: 'session-close', sid: 5, code: 4403, reason: 'forbidden: no access to document "b"' },
+  { type: 'session-close', sid: 9, code: 1006, reason: '' },
 ];
 
 function expectProtocolError(frame: Uint8Array, code: string): void {
@@ -102,4 +109,14 @@ describe('wire protocol', () => {
     expectProtocolError(new Uint8Array([100, 10, 1, 1, 97, 0xff, 0x7f, 1]), 'bad-message');
   });
   it('refuses a hello with absurd capability counts', () => expectProtocolError(new Uint8Array([100, 0, 1, 0xff, 0x7f]), 'bad-message'));
+  it('refuses a session-open with an unknown kind or absurd capability counts', () => {
+    expectProtocolError(new Uint8Array([100, 11, 1, 2, 0, 0, 0]), 'bad-message');
+    expectProtocolError(new Uint8Array([100, 11, 1, 0, 0, 0, 65]), 'bad-message');
+    expectProtocolError(new Uint8Array([100, 11, 1, 0, 0, 0]), 'bad-message'); // truncated: no count
+  });
+  it('refuses a session-opened with an unknown permission', () => expectProtocolError(new Uint8Array([100, 12, 1, 2]), 'bad-message'));
+  it('refuses a session-close whose code is not a close code', () => {
+    expectProtocolError(new Uint8Array([100, 13, 1, 0, 0]), 'bad-message');
+    expectProtocolError(encodeMessage({ type: 'session-close', sid: 1, code: 5000, reason: '' }), 'bad-message');
+  });
 });

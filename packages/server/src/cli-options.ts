@@ -309,6 +309,13 @@ export const FLAGS: Flag[] = [
     help: `Open connections from one client address (0 = no cap). Default ${DEFAULTS.maxConnectionsPerAddress}`,
     apply: (o, v) => (o.maxConnectionsPerAddress = int('--max-connections-per-address', v)),
   },
+  {
+    flag: 'max-sessions-per-socket',
+    env: 'CAPSYNC_MAX_SESSIONS_PER_SOCKET',
+    type: 'string',
+    help: `Sessions (documents) one multiplexed socket (/.capsync/mux) may have open at once; past it an open is refused 4413. Default ${DEFAULTS.maxSessionsPerSocket}`,
+    apply: (o, v) => (o.maxSessionsPerSocket = positive('--max-sessions-per-socket', v)),
+  },
   { flag: 'log-level', env: 'CAPSYNC_LOG_LEVEL', type: 'string', help: 'fatal, error, warn, info (default), debug, trace or silent', apply: (o, v) => {
       if (!LOG_LEVELS.includes(v)) throw new CliError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${v}"`);
       o.logLevel = v;

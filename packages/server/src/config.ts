@@ -167,6 +167,11 @@ export interface RelayOptions {
   maxConnections?: number;
   /** Open connections from one client address (the socket's; behind a proxy, the proxy's). Default 1000; 0 = no cap. */
   maxConnectionsPerAddress?: number;
+  /**
+   * Sessions (documents) one multiplexed socket (`/.capsync/mux`) may have open at once; an open
+   * past it is refused on its own (4413). Default 2000.
+   */
+  maxSessionsPerSocket?: number;
   /** Structured logger; defaults to one at `logLevel`. */
   logger?: Logger;
   /** Log level of the default logger. Default 'silent' (the CLI uses 'info'). */
@@ -223,6 +228,7 @@ export interface ResolvedRelayOptions {
   metricsPort: number | undefined;
   maxConnections: number;
   maxConnectionsPerAddress: number;
+  maxSessionsPerSocket: number;
 }
 
 export const DEFAULTS = {
@@ -255,6 +261,7 @@ export const DEFAULTS = {
   maxJsonDepth: 1000,
   maxConnections: 10_000,
   maxConnectionsPerAddress: 1000,
+  maxSessionsPerSocket: 2000,
 } as const;
 
 export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
@@ -314,6 +321,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     metricsPort: o.metricsPort === undefined ? undefined : positive('metricsPort', o.metricsPort, 0, true),
     maxConnections: positive('maxConnections', o.maxConnections, DEFAULTS.maxConnections, true),
     maxConnectionsPerAddress: positive('maxConnectionsPerAddress', o.maxConnectionsPerAddress, DEFAULTS.maxConnectionsPerAddress, true),
+    maxSessionsPerSocket: positive('maxSessionsPerSocket', o.maxSessionsPerSocket, DEFAULTS.maxSessionsPerSocket),
   };
   if (resolved.peers.length > 0 && !resolved.authSecret && !resolved.peerToken) {
     // Open relays trust no peer without it, so the mesh would refuse every link.

@@ -7,7 +7,14 @@ import client from 'prom-client';
 export class RelayMetrics {
   readonly registry = new client.Registry();
 
-  readonly connections = new client.Gauge({ name: 'capsync_connections', help: 'Open WebSocket connections', registers: [this.registry] });
+  /** Document and lock connections: a multiplexed socket counts each of its sessions here (see `sockets`). */
+  readonly connections = new client.Gauge({ name: 'capsync_connections', help: 'Open document and lock connections (a session of a multiplexed socket counts as one)', registers: [this.registry] });
+  readonly sockets = new client.Gauge({
+    name: 'capsync_sockets',
+    help: 'Open WebSockets, by endpoint (doc, locks, mesh, mux)',
+    labelNames: ['endpoint'] as const,
+    registers: [this.registry],
+  });
   readonly docsLoaded = new client.Gauge({ name: 'capsync_docs_loaded', help: 'Documents loaded in memory', registers: [this.registry] });
   readonly messagesIn = new client.Counter({
     name: 'capsync_messages_in_total',

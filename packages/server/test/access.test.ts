@@ -107,6 +107,17 @@ describe('JwtAccess', () => {
     expect(await access.authorize(token, 'handbook')).toEqual({ permission: 'read', subject: 'alice', expiresAt: exp * 1000 });
   });
 
+  it('authenticates once and authorizes each document from the principal (a multiplexed socket)', async () => {
+    const exp = nowSeconds() + 600;
+    const principal = await access.authenticate(await sign({ sub: 'alice', exp, docs: { 'notes/*': 'write', handbook: 'read' } }));
+    expect(access.authorizeDoc(principal, 'notes/a')).toEqual({ permission: 'write', subject: 'alice', expiresAt: exp * 1000 });
+    expect(access.authorizeDoc(principal, 'handbook')).toEqual({ permission: 'read', subject: 'alice', expiresAt: exp * 1000 });
+    expect(() => access.authorizeDoc(principal, 'secret')).toThrow(expect.objectContaining({ code: 'forbidden' }));
+    // A principal kept past its token's expiry authorizes nothing more.
+    expect(() => access.authorizeDoc({ ...principal, expiresAt: Date.now() - 1 }, 'notes/a')).toThrow(expect.objectContaining({ code: 'unauthorized' }));
+    expect((await authErrorOf(access.authenticate('garbage'))).code).toBe('unauthorized');
+  });
+
   it('accepts tokens without sub', async () => {
     const exp = nowSeconds() + 60;
     const token = await sign({ exp, docs: { doc: 'read' } });
@@ -232,6 +243,7 @@ describe('OpenAccess', () => {
     expect(await open.authorize('mesh-secreT')).toEqual({ permission: 'write' });
     expect(await open.authorize('mesh')).toEqual({ permission: 'write' });
     expect(await open.authorize()).toEqual({ permission: 'write' });
+    expect(open.authorizeDoc(await open.authenticate('mesh-secret'), 'any')).toEqual({ permission: 'write', relay: true });
   });
 });
 

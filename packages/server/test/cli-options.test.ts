@@ -141,6 +141,13 @@ describe('parseCli', () => {
     expect(options([], { CAPSYNC_PORT: '', CAPSYNC_AUTH_SECRET: '', PORT: '1234', CAPSYNC_UNKNOWN: 'x' })).toEqual({ logLevel: 'info' });
   });
 
+  it('takes --max-sessions-per-socket (or CAPSYNC_MAX_SESSIONS_PER_SOCKET), at least 1; the relay default is 2000', () => {
+    expect(options(['--max-sessions-per-socket', '5']).maxSessionsPerSocket).toBe(5);
+    expect(options([], { CAPSYNC_MAX_SESSIONS_PER_SOCKET: '7' }).maxSessionsPerSocket).toBe(7);
+    expect(() => parseCli(['--max-sessions-per-socket', '0'], {})).toThrow(CliError);
+    expect(resolveOptions({}).maxSessionsPerSocket).toBe(2000);
+  });
+
   it('combines the two compaction thresholds from flag and environment', () => {
     expect(options(['--compact-bytes', '99'], { CAPSYNC_COMPACT_UPDATES: '5' }).compaction).toEqual({ maxUpdates: 5, maxBytes: 99 });
   });

@@ -23,6 +23,15 @@
  *   [100 capsync][8 cp-reply][varUint id][varString code][varString message]
  *   [100 capsync][9 quorum-ack][varUint seq]
  *   [100 capsync][10 client-owners][varUint n][n x ([varString owner][varUint m][m x varUint clientId])]
+ *   [100 capsync][11 session-open][varUint sid][varUint kind: 0 doc, 1 locks][varString name]
+ *                                 [varString subdoc guid, '' for none][varUint n][n x varString capability]
+ *   [100 capsync][12 session-opened][varUint sid][varUint permission: 0 read, 1 write]
+ *   [100 capsync][13 session-close][varUint sid][varUint closeCode][varString reason]
+ *   (kind 14 is kept for `chunk`, part of one large message of a session: issue 12 step P4)
+ *
+ * The session-* messages travel only on the control session (sid 0) of a multiplexed socket
+ * (`/.capsync/mux`, see protocol/mux-frame.ts); on any other connection they are refused like
+ * any message its endpoint does not take.
  *
  * Extension messages are only sent to a peer that first sent `hello`, so stock y-websocket
  * clients never see them. A field in parentheses is optional and last: it is written only
@@ -251,6 +260,40 @@ export interface ClientClaims {
   clientIds: number[];
 }
 
+/**
+ * Multiplexed sockets only (control session): the opener asks for session `sid` on document
+ * `name` (`kind` 'locks': the lock protocol, name ''). `subdoc` names a Yjs subdocument of
+ * `name` by its guid ('' for the document itself). `capabilities` are added to the socket's
+ * hello for this session alone (a document's `writes:<client id>`: each document has its own
+ * Yjs client id). The other side answers `session-opened`, or `session-close` with the code a
+ * plain connection would have been closed with (4403, 4404, 4413...).
+ */
+export interface SessionOpenMessage {
+  type: 'session-open';
+  sid: number;
+  kind: 'doc' | 'locks';
+  name: string;
+  subdoc: string;
+  capabilities: string[];
+}
+/** The session `sid` was accepted, with this permission on its document. */
+export interface SessionOpenedMessage {
+  type: 'session-opened';
+  sid: number;
+  permission: 'read' | 'write';
+}
+/**
+ * Session `sid` is over, for the reason a plain connection's close would give (`code`,
+ * `reason` as close-codes.ts). Either side sends it, once; it is not answered. Frames of the
+ * session still in flight from the other side are dropped.
+ */
+export interface SessionCloseMessage {
+  type: 'session-close';
+  sid: number;
+  code: number;
+  reason: string;
+}
+
 export type Message =
   | SyncStep1Message
   | SyncStep2Message
@@ -268,6 +311,9 @@ export type Message =
   | CpSetMessage
   | CpReplyMessage
   | QuorumAckMessage
-  | ClientOwnersMessage;
+  | ClientOwnersMessage
+  | SessionOpenMessage
+  | SessionOpenedMessage
+  | SessionCloseMessage;
 
 export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;

@@ -5,12 +5,17 @@
 import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
 import { ProtocolError, type ErrorCode } from '../errors.js';
-import { MessageType, type ClientClaims, type LockOp, type Message } from './message-types.js';
+import { MessageType, type ClientClaims, type LockOp, type Message, type SessionOpenMessage, type SessionOpenedMessage } from './message-types.js';
 
 export * from './message-types.js';
 
 const SyncKind = { Step1: 0, Step2: 1, Update: 2 } as const;
-const CapsyncKind = { Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8, QuorumAck: 9, ClientOwners: 10 } as const;
+const CapsyncKind = {
+  Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8, QuorumAck: 9, ClientOwners: 10,
+  SessionOpen: 11, SessionOpened: 12, SessionClose: 13,
+} as const;
+const SessionKinds: readonly SessionOpenMessage['kind'][] = ['doc', 'locks'];
+const Permissions: readonly SessionOpenedMessage['permission'][] = ['read', 'write'];
 const LockOps: readonly LockOp[] = ['acquire', 'renew', 'release', 'check'];
 const AuthKind = { PermissionDenied: 0 } as const;
 
@@ -58,8 +63,7 @@ export function encodeMessage(msg: Message): Uint8Array {
       encoding.writeVarUint(e, MessageType.Capsync);
       encoding.writeVarUint(e, CapsyncKind.Hello);
       encoding.writeVarUint(e, msg.protocolVersion);
-      encoding.writeVarUint(e, msg.capabilities.length);
-      for (const c of msg.capabilities) encoding.writeVarString(e, c);
+      writeCapabilities(e, msg.capabilities);
       break;
     case 'ack':
       encoding.writeVarUint(e, MessageType.Capsync);
@@ -132,11 +136,33 @@ export function encodeMessage(msg: Message): Uint8Array {
         for (const id of c.clientIds) encoding.writeVarUint(e, id);
       }
       break;
+    case 'session-open':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.SessionOpen);
+      encoding.writeVarUint(e, msg.sid);
+      encoding.writeVarUint(e, SessionKinds.indexOf(msg.kind));
+      encoding.writeVarString(e, msg.name);
+      encoding.writeVarString(e, msg.subdoc);
+      writeCapabilities(e, msg.capabilities);
+      break;
+    case 'session-opened':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.SessionOpened);
+      encoding.writeVarUint(e, msg.sid);
+      encoding.writeVarUint(e, Permissions.indexOf(msg.permission));
+      break;
+    case 'session-close':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.SessionClose);
+      encoding.writeVarUint(e, msg.sid);
+      encoding.writeVarUint(e, msg.code);
+      encoding.writeVarString(e, msg.reason);
+      break;
   }
   return encoding.toUint8Array(e);
 }
 
-/** Upper bound on hello capabilities, so a hostile hello cannot allocate much. */
+/** Upper bound on the capabilities of a hello or a session-open, so a hostile one cannot allocate much. */
 const MAX_CAPABILITIES = 64;
 
 /**
@@ -185,11 +211,7 @@ function readMessage(d: decoding.Decoder): Message {
       const kind = decoding.readVarUint(d);
       if (kind === CapsyncKind.Hello) {
         const protocolVersion = decoding.readVarUint(d);
-        const n = decoding.readVarUint(d);
-        if (n > MAX_CAPABILITIES) throw new ProtocolError('bad-message', `hello lists ${n} capabilities (max ${MAX_CAPABILITIES})`);
-        const capabilities: string[] = [];
-        for (let i = 0; i < n; i++) capabilities.push(decoding.readVarString(d));
-        return { type: 'hello', protocolVersion, capabilities };
+        return { type: 'hello', protocolVersion, capabilities: readCapabilities(d, 'hello') };
       }
       if (kind === CapsyncKind.Ack) {
         const seq = decoding.readVarUint(d);
@@ -251,11 +273,47 @@ function readMessage(d: decoding.Decoder): Message {
         }
         return { type: 'client-owners', claims };
       }
+      if (kind === CapsyncKind.SessionOpen) {
+        const sid = decoding.readVarUint(d);
+        const kindIndex = decoding.readVarUint(d);
+        const sessionKind = SessionKinds[kindIndex];
+        if (sessionKind === undefined) throw new ProtocolError('bad-message', `unknown session kind ${kindIndex}`);
+        const name = decoding.readVarString(d);
+        const subdoc = decoding.readVarString(d);
+        return { type: 'session-open', sid, kind: sessionKind, name, subdoc, capabilities: readCapabilities(d, 'session-open') };
+      }
+      if (kind === CapsyncKind.SessionOpened) {
+        const sid = decoding.readVarUint(d);
+        const permissionIndex = decoding.readVarUint(d);
+        const permission = Permissions[permissionIndex];
+        if (permission === undefined) throw new ProtocolError('bad-message', `unknown permission ${permissionIndex}`);
+        return { type: 'session-opened', sid, permission };
+      }
+      if (kind === CapsyncKind.SessionClose) {
+        const sid = decoding.readVarUint(d);
+        const code = decoding.readVarUint(d);
+        // A close code as WebSocket close frames carry them (1000-4999), so it can be passed on as one.
+        if (code < 1000 || code > 4999) throw new ProtocolError('bad-message', `session close code ${code} is not a close code`);
+        return { type: 'session-close', sid, code, reason: decoding.readVarString(d) };
+      }
       throw new ProtocolError('unknown-message-type', `unknown capsync message kind ${kind}`);
     }
     default:
       throw new ProtocolError('unknown-message-type', `unknown message type ${type}`);
   }
+}
+
+function writeCapabilities(e: encoding.Encoder, capabilities: readonly string[]): void {
+  encoding.writeVarUint(e, capabilities.length);
+  for (const c of capabilities) encoding.writeVarString(e, c);
+}
+
+function readCapabilities(d: decoding.Decoder, what: string): string[] {
+  const n = decoding.readVarUint(d);
+  if (n > MAX_CAPABILITIES) throw new ProtocolError('bad-message', `${what} lists ${n} capabilities (max ${MAX_CAPABILITIES})`);
+  const capabilities: string[] = [];
+  for (let i = 0; i < n; i++) capabilities.push(decoding.readVarString(d));
+  return capabilities;
 }
 
 /** A count of items of at least one byte each, checked against what is left of the frame. */

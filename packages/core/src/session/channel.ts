@@ -1,4 +1,5 @@
 import type { CapsyncError } from '../errors.js';
+import type { HelloMessage } from '../protocol/message-types.js';
 
 /**
  * One ordered, message-framed, bidirectional link between two replicas: a WebSocket, one
@@ -31,6 +32,13 @@ export interface Channel {
   /** Drops the link at once, with no closing handshake (a slow consumer, a dead link). */
   terminate(): void;
   attach(handler: ChannelHandler): void;
+  /**
+   * Set on a session of a multiplexed socket: the other side's hello, said once on the socket's
+   * control session (its version already checked), with the session's own capabilities added.
+   * A session over this channel takes it as received before any message and does not answer
+   * it (the socket's hello was answered); a hello sent on the session itself is a second one.
+   */
+  readonly hello?: HelloMessage | undefined;
 }
 
 /** What a channel's owner receives. */

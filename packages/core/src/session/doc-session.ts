@@ -1,7 +1,7 @@
 import * as Y from 'yjs';
 import { CapsyncError, ProtocolError } from '../errors.js';
 import { closeCodeFor, closeReasonFor } from '../protocol/close-codes.js';
-import type { Message } from '../protocol/message-types.js';
+import type { HelloMessage, Message } from '../protocol/message-types.js';
 import { decodeMessage, encodeMessage } from '../protocol/messages.js';
 import { isEmptyUpdate } from '../yjs/validate-update.js';
 import { AckOrder } from './ack-order.js';
@@ -23,7 +23,8 @@ const NO_CLIENTS: number[] = [];
  *
  * - Hello: the other side speaks first; its protocol version is checked (4426 when it is not
  *   spoken here), a second hello closes the session (4400), and the host's hello is the
- *   answer. A side that never says hello (a stock y-websocket client) gets no extension
+ *   answer. On a session of a multiplexed socket the hello was said once on the socket
+ *   (Channel.hello): it is taken when the replica opens, unanswered. A side that never says hello (a stock y-websocket client) gets no extension
  *   message from the session: no ack, no hello.
  * - Sync: once the replica is open the session sends sync step 1 and the awareness state.
  *   A step 1 received is answered with a step 2, coalesced (CoalescedReply): one full-state
@@ -91,6 +92,15 @@ export class DocSession {
   open(replica: SessionReplica): void {
     if (this.closed) return;
     this.replica = replica;
+    // A multiplexed socket said hello once for all its sessions: taken here, before any input.
+    const socketHello = this.channel.hello;
+    if (socketHello) {
+      try {
+        this.takeHello(socketHello);
+      } catch (err) {
+        return this.failOn(err);
+      }
+    }
     this.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(replica.doc) });
     const awareness = replica.awareness.encode();
     if (awareness) this.send({ type: 'awareness', update: awareness });
@@ -130,12 +140,24 @@ export class DocSession {
       this.hooks.messageIn(msg.type);
       this.dispatch(msg);
     } catch (err) {
-      if (err instanceof CapsyncError) this.fail(err);
-      else {
-        this.hooks.unexpected(err, 'message');
-        this.fail(new CapsyncError('internal', 'internal error'));
-      }
+      this.failOn(err);
     }
+  }
+
+  /** A message or hook failed: a CapsyncError closes with its code, anything else is a bug (internal). */
+  private failOn(err: unknown): void {
+    if (err instanceof CapsyncError) return this.fail(err);
+    this.hooks.unexpected(err, 'message');
+    this.fail(new CapsyncError('internal', 'internal error'));
+  }
+
+  /** Takes the other side's hello (one per session: what it declares must not change mid-link); returns our answer. */
+  private takeHello(msg: HelloMessage): HelloMessage {
+    if (this.helloed) throw new ProtocolError('bad-message', 'a second hello on one connection');
+    checkProtocolVersion(msg.protocolVersion);
+    const answer = this.hooks.hello(msg);
+    this.helloed = true;
+    return answer;
   }
 
   private dispatch(msg: Message): void {
@@ -162,15 +184,9 @@ export class DocSession {
           return update !== null && this.send({ type: 'awareness', update }, written);
         }, this.options.room)).request(null);
         return;
-      case 'hello': {
-        // One per link: what it declares (owner key, client ids) must not change mid-link.
-        if (this.helloed) throw new ProtocolError('bad-message', 'a second hello on one connection');
-        checkProtocolVersion(msg.protocolVersion);
-        const answer = this.hooks.hello(msg);
-        this.helloed = true;
-        this.send(answer);
+      case 'hello':
+        this.send(this.takeHello(msg));
         return;
-      }
       case 'ping':
         this.send({ type: 'pong', id: msg.id });
         return;

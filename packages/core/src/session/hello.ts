@@ -1,5 +1,6 @@
 import { ProtocolVersionError } from '../errors.js';
 import { PROTOCOL_VERSION, RELAY_CAPABILITY, RELAY_ID_PREFIX, type HelloMessage } from '../protocol/message-types.js';
+import { MUX_CAPABILITY } from '../protocol/mux-frame.js';
 
 /**
  * The oldest protocol version this code still speaks. A hello outside
@@ -39,14 +40,17 @@ export type HelloRole =
  * and the links between relays cannot drift apart.
  * - ack: durable acks; error: typed errors instead of closes where possible; ping: app-level
  *   heartbeat; cp: fenced writes; quorum: quorum barriers; locks: the lock protocol;
- *   relay: the sender is a relay (honoured only with a relay credential).
+ *   relay: the sender is a relay (honoured only with a relay credential); mux: this relay
+ *   serves the multiplexed endpoint (MUX_PATH), announced in every hello a relay answers or
+ *   sends to a peer, so a client or peer that fell back to a socket per document learns it
+ *   can stop.
  */
 const ROLE_CAPABILITIES: Record<HelloRole, readonly string[]> = {
-  relay: ['ack', 'error', 'ping', 'cp', 'quorum'],
-  'relay-locks': ['ack', 'error', 'ping', 'cp', 'quorum', 'locks'],
+  relay: ['ack', 'error', 'ping', 'cp', 'quorum', MUX_CAPABILITY],
+  'relay-locks': ['ack', 'error', 'ping', 'cp', 'quorum', 'locks', MUX_CAPABILITY],
   client: ['ack', 'error', 'ping', 'quorum'],
-  peer: ['ack', 'error', 'ping', RELAY_CAPABILITY],
-  'relay-to-peer': ['ack', 'error', 'ping', 'cp', 'quorum', RELAY_CAPABILITY],
+  peer: ['ack', 'error', 'ping', RELAY_CAPABILITY, MUX_CAPABILITY],
+  'relay-to-peer': ['ack', 'error', 'ping', 'cp', 'quorum', RELAY_CAPABILITY, MUX_CAPABILITY],
   'fenced-writer': ['ack', 'error', 'cp'],
   'authority-client': [RELAY_CAPABILITY],
 };

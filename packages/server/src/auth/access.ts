@@ -21,12 +21,32 @@ export interface AccessGrant {
 }
 
 /**
- * Decides access per document. `authorize` resolves to a grant or rejects with `AuthError`:
- * 'unauthorized' for a missing, invalid or expired token, 'forbidden' for a valid token
- * without any permission on the document.
+ * Who a verified credential is: what `authenticate` found, from which `authorizeDoc` decides
+ * each document without verifying the token again (a multiplexed socket authenticates once
+ * and authorizes every document opened on it).
+ */
+export interface Principal {
+  /** The token's `sub`; undefined on an open relay. */
+  subject?: string;
+  /** When the credential stops being valid (ms since epoch). */
+  expiresAt?: number;
+  /** A relay credential (see AccessGrant.relay). */
+  relay?: boolean;
+  /** The token's `docs` claim, read by `authorizeDoc` (JWT access only). */
+  docs?: unknown;
+}
+
+/**
+ * Decides access, in two steps: `authenticate` verifies a credential once (rejects with
+ * AuthError 'unauthorized' for a missing, invalid or expired token) and `authorizeDoc` gives its
+ * permission on one document (throws AuthError 'forbidden' for none, 'unauthorized' once the
+ * credential expired). `authorize` is the two at once, for a connection or request that names
+ * one document.
  */
 export interface AccessControl {
   readonly mode: 'open' | 'jwt';
+  authenticate(token: string | undefined): Promise<Principal>;
+  authorizeDoc(principal: Principal, docName: string): AccessGrant;
   authorize(token: string | undefined, docName: string): Promise<AccessGrant>;
 }
 
@@ -43,8 +63,16 @@ export class OpenAccess implements AccessControl {
     this.peerToken = options.peerToken ? Buffer.from(options.peerToken) : null;
   }
 
+  async authenticate(token?: string): Promise<Principal> {
+    return this.isPeerToken(token) ? { relay: true } : {};
+  }
+
+  authorizeDoc(principal: Principal, _docName?: string): AccessGrant {
+    return principal.relay ? { permission: 'write', relay: true } : { permission: 'write' };
+  }
+
   async authorize(token?: string): Promise<AccessGrant> {
-    return this.isPeerToken(token) ? { permission: 'write', relay: true } : { permission: 'write' };
+    return this.authorizeDoc(await this.authenticate(token));
   }
 
   private isPeerToken(token: string | undefined): boolean {
@@ -83,6 +111,10 @@ export class JwtAccess implements AccessControl {
   }
 
   async authorize(token: string | undefined, docName: string): Promise<AccessGrant> {
+    return this.authorizeDoc(await this.authenticate(token), docName);
+  }
+
+  async authenticate(token: string | undefined): Promise<Principal> {
     if (!token) throw new AuthError('unauthorized', 'a token is required');
     let payload: jose.JWTPayload;
     try {
@@ -96,14 +128,21 @@ export class JwtAccess implements AccessControl {
       throw new AuthError('unauthorized', why, { cause: err });
     }
     assertBoundedLifetime(payload, this.options.maxTokenLifetimeMs ?? DEFAULT_MAX_TOKEN_LIFETIME_MS);
-    const permission = permissionFor(payload['docs'], docName);
-    if (!permission) throw new AuthError('forbidden', `no access to document "${docName}"`);
     return {
-      permission,
       ...(payload.sub ? { subject: payload.sub } : {}),
       expiresAt: payload.exp! * 1000,
       ...(payload[RELAY_CLAIM] === true ? { relay: true } : {}),
+      docs: payload['docs'],
     };
+  }
+
+  authorizeDoc(principal: Principal, docName: string): AccessGrant {
+    // A socket that authenticated once may outlive its token by a timer's slack.
+    if (principal.expiresAt !== undefined && principal.expiresAt <= Date.now()) throw new AuthError('unauthorized', 'token expired');
+    const permission = permissionFor(principal.docs, docName);
+    if (!permission) throw new AuthError('forbidden', `no access to document "${docName}"`);
+    const { docs: _docs, ...who } = principal;
+    return { permission, ...who };
   }
 }
 

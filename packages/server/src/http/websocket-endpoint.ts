@@ -1,21 +1,25 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { AuthError, CapsyncError, CloseCode, closeCodeFor, closeReasonFor, docNameFromPath } from '@capsync/core';
-import type { AccessGrant } from '../auth/access.js';
+import { AuthError, CapsyncError, CloseCode, MUX_PATH, closeCodeFor, closeReasonFor, docNameFromPath } from '@capsync/core';
+import type { AccessGrant, Principal } from '../auth/access.js';
 import { RELAY_SUBJECT_PREFIX } from '../auth/relay-credential.js';
 import { selectProtocol, tokenFromRequest } from '../auth/token-from-request.js';
 import { redactUrl } from '../auth/url-token.js';
 import { LOCKS_PATH } from '../locks/lock-connection.js';
 import { MESH_PATH } from '../mesh/mesh-connection.js';
 import { RELAY_QUERY } from '../mesh/peer-socket.js';
+import type { MuxConnection } from '../mux/mux-connection.js';
+import type { RelayConnection } from '../relay/connection.js';
 import type { Relay } from '../relay/relay.js';
 import type { ConnectionLimits } from './connection-limits.js';
 import type { OriginPolicy } from './origin-policy.js';
 import { watchLiveness } from './connection-liveness.js';
 
 /**
- * Accepts WebSocket upgrades at `/<docName>` and hands authorized sockets to the relay.
+ * Accepts WebSocket upgrades at `/<docName>`, the lock and mesh endpoints, and the multiplexed
+ * endpoint `/.capsync/mux` (authenticated here, each document authorized when opened on it),
+ * and hands authorized sockets to the relay.
  * A refused upgrade (bad name, bad token) is still completed and then closed with a named
  * code and reason, because browsers cannot read the HTTP status of a failed handshake. So is
  * one over a connection cap (1013; peer relays are exempt) or from a browser origin the policy
@@ -46,16 +50,20 @@ export function attachWebSocketEndpoint(
     let docName = '';
     let failure: CapsyncError | null = null;
     let grant: AccessGrant | undefined;
+    let principal: Principal | undefined;
     try {
       const origin = req.headers.origin;
       if (!edge.origins.allows(origin, req.headers.host)) throw edge.origins.refusal(origin!);
-      docName = isPath(req.url, LOCKS_PATH) ? LOCKS_PATH : isPath(req.url, MESH_PATH) ? MESH_PATH : docNameFromPath(req.url ?? '/');
-      grant = await relay.access.authorize(tokenFromRequest(req), docName);
-      if (docName === MESH_PATH && !grant.relay) throw new AuthError('forbidden', 'the mesh endpoint needs a relay credential');
-      assertPeerIdentity(grant, peerIdOf(req.url));
+      docName = [LOCKS_PATH, MESH_PATH, MUX_PATH].find((reserved) => isPath(req.url, reserved)) ?? docNameFromPath(req.url ?? '/');
+      if (docName === MUX_PATH) principal = await relay.access.authenticate(tokenFromRequest(req));
+      else {
+        grant = await relay.access.authorize(tokenFromRequest(req), docName);
+        if (docName === MESH_PATH && !grant.relay) throw new AuthError('forbidden', 'the mesh endpoint needs a relay credential');
+        assertPeerIdentity(grant, peerIdOf(req.url));
+      }
       // The caps are checked after authorization: a peer relay opens one link per shared
       // document, so its links do not count (else documents past the cap stop replicating).
-      if (grant.relay) edge.limits.exempt(req.socket);
+      if ((grant ?? principal)?.relay) edge.limits.exempt(req.socket);
       const overCap = edge.limits.refuse(req.socket);
       if (overCap) throw overCap;
     } catch (err) {
@@ -64,7 +72,8 @@ export function attachWebSocketEndpoint(
     }
     if (socket.destroyed) return;
     wss.handleUpgrade(req, socket, head, (ws: WebSocket) => {
-      if (failure || !grant || relay.isClosing) {
+      const who = grant ?? principal;
+      if (failure || !who || relay.isClosing) {
         const err = failure ?? new CapsyncError('shutting-down', 'relay is shutting down');
         relay.metrics.refusals.inc({ reason: err.code });
         relay.logger.info({ code: err.code, msg: err.message, url: redactUrl(req.url) }, 'refusing connection');
@@ -72,10 +81,14 @@ export function attachWebSocketEndpoint(
         return;
       }
       // A peer relay's links are not one client's share of the unsent-bytes budget.
-      const address = grant.relay ? undefined : (req.socket.remoteAddress ?? '');
-      if (docName === LOCKS_PATH) serveLocks(relay, ws, grant, address);
+      const address = who.relay ? undefined : (req.socket.remoteAddress ?? '');
+      const endpoint = docName === LOCKS_PATH ? 'locks' : docName === MESH_PATH ? 'mesh' : docName === MUX_PATH ? 'mux' : 'doc';
+      relay.metrics.sockets.inc({ endpoint });
+      ws.once('close', () => relay.metrics.sockets.dec({ endpoint }));
+      if (principal) serveMux(relay, ws, principal, address);
+      else if (docName === LOCKS_PATH) serveLocks(relay, ws, grant!, address);
       else if (docName === MESH_PATH) serveMesh(relay, ws);
-      else serve(relay, ws, docName, grant, peerIdOf(req.url), address);
+      else serve(relay, ws, docName, grant!, peerIdOf(req.url), address);
     });
   }
 
@@ -89,7 +102,17 @@ export function attachWebSocketEndpoint(
  */
 function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant, peerId: string | undefined, address: string | undefined): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
-  const conn = relay.connect(ws, docName, grant, peerId, address);
+  wire(relay, ws, relay.connect(ws, docName, grant, peerId, address), docName);
+}
+
+/** The multiplexed endpoint: documents are authorized as they are opened (see MuxConnection). */
+function serveMux(relay: Relay, ws: WebSocket, principal: Principal, address: string | undefined): void {
+  giveTooBigAReason(ws, relay.options.maxMessageBytes);
+  wire(relay, ws, relay.connectMux(ws, principal, address), MUX_PATH);
+}
+
+/** Feeds a document or multiplexed socket's frames to its connection, and watches it. */
+function wire(relay: Relay, ws: WebSocket, conn: RelayConnection | MuxConnection, docName: string): void {
   watchLiveness(ws, conn, relay.options.connectionTimeoutMs);
   ws.on('message', (data, isBinary) => conn.receive(toBytes(data as Buffer), isBinary));
   ws.on('close', () => relay.disconnected(conn));

@@ -12,6 +12,22 @@ export interface RelaySocket extends OutboundSocket {
 }
 
 /**
+ * A channel the relay serves one document on (RelayConnection): a socket of its own
+ * (AccountedChannel) or one session of a multiplexed socket (MuxSessionChannel), whose sends
+ * go through that socket's SendBuffer.
+ */
+export interface ServedChannel extends Channel {
+  /** The SendBuffer its sends go through (shared by every session of a multiplexed socket). */
+  readonly outbound: SendBuffer;
+  /** Whether a full-state answer may be sent now (see SendBuffer.hasRoom). */
+  hasRoom(wake: () => void): boolean;
+  /** The endpoint received one frame of it. */
+  received(data: Uint8Array, isBinary: boolean): void;
+  /** Its transport closed, by either side. */
+  transportClosed(code?: number, reason?: string): void;
+}
+
+/**
  * The Channel of a socket the relay serves (see Channel for the contract). Every send goes
  * through the connection's SendBuffer, so a consumer that stops reading is reported as a
  * `slow-consumer` error (4429) and its unsent bytes count against the relay-wide budget
@@ -21,7 +37,7 @@ export interface RelaySocket extends OutboundSocket {
  * never a message) and `transportClosed` once the socket closed. It registers no listener of
  * its own on the socket and allocates nothing per message it sends (the fan-out path).
  */
-export class AccountedChannel implements Channel {
+export class AccountedChannel implements ServedChannel {
   /** Every message sent goes through it (slow consumers are given up on, whatever they asked for). */
   readonly outbound: SendBuffer;
   private readonly events = new HeldEvents();

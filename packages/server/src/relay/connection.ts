@@ -8,7 +8,7 @@ import type { DocPeer, RelayDoc } from './relay-doc.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
 import type { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
 import type { SendBuffer, SendBufferOptions } from './send-buffer.js';
-import { AccountedChannel, type RelaySocket } from './accounted-channel.js';
+import type { ServedChannel } from './accounted-channel.js';
 import { ClientSessionHost, type HostedConnection } from './client-session-host.js';
 
 export type { RelaySocket } from './accounted-channel.js';
@@ -25,7 +25,7 @@ export interface MeshHooks {
   inboundClosed(peerId: string, conn: RelayConnection): void;
 }
 
-interface ConnectionDeps {
+export interface ConnectionDeps {
   /** The relay's mesh; peer relays' links are registered there. */
   mesh?: MeshHooks;
   /** Set when another relay is the lock authority: fenced writes are forwarded there. */
@@ -56,14 +56,15 @@ export class RelayConnection implements DocPeer, HostedConnection {
   readonly peerRelayId: string | undefined;
   /** Every message sent goes through it (slow consumers are closed, whatever they asked for). */
   readonly outbound: SendBuffer;
-  private readonly channel: AccountedChannel;
+  private readonly channel: ServedChannel;
   private readonly session: DocSession;
   private doc: RelayDoc | null = null;
   private released = false;
   private cancelExpiry: (() => void) | null = null;
 
   constructor(
-    socket: RelaySocket,
+    /** Its own socket's (AccountedChannel), or a session of a multiplexed socket. */
+    channel: ServedChannel,
     readonly docName: string,
     grant: AccessGrant,
     private readonly deps: ConnectionDeps,
@@ -71,7 +72,7 @@ export class RelayConnection implements DocPeer, HostedConnection {
   ) {
     deps.metrics.connections.inc();
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
-    this.channel = new AccountedChannel(socket, deps.options);
+    this.channel = channel;
     this.outbound = this.channel.outbound;
     const host = new ClientSessionHost(this, this.channel, grant, { ...deps, address: deps.options.address }, {
       maxQueuedBytes: deps.options.maxQueuedBytes,

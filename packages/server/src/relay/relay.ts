@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { CloseCode, closeReasonFor, type DocStore } from '@capsync/core';
-import type { AccessControl, AccessGrant } from '../auth/access.js';
+import type { AccessControl, AccessGrant, Principal } from '../auth/access.js';
 import type { ResolvedRelayOptions } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
@@ -10,7 +10,9 @@ import { MeshConnection } from '../mesh/mesh-connection.js';
 import { PeerMesh } from '../mesh/peer-mesh.js';
 import { ReplicateAll } from '../mesh/replicate-all.js';
 import { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
-import { RelayConnection, type MeshHooks, type RelaySocket } from './connection.js';
+import { MuxConnection } from '../mux/mux-connection.js';
+import { AccountedChannel } from './accounted-channel.js';
+import { RelayConnection, type ConnectionDeps, type MeshHooks, type RelaySocket } from './connection.js';
 import type { SendBufferOptions } from './send-buffer.js';
 import { DocRegistry } from './doc-registry.js';
 import { UnsentBudget } from './unsent-budget.js';
@@ -52,7 +54,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly unsent: UnsentBudget;
   private readonly meshHooks: MeshHooks;
   private readonly fencedWrites: FencedWriteForwarder | undefined;
-  private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection>();
+  private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection | MuxConnection>();
   private closing = false;
 
   constructor(deps: RelayDeps) {
@@ -132,22 +134,41 @@ export class Relay extends EventEmitter<RelayEvents> {
    * budget (leave it out for peer relays).
    */
   connect(socket: RelaySocket, docName: string, grant: AccessGrant, peerId?: string, address?: string): RelayConnection {
-    const conn = new RelayConnection(socket, docName, grant, {
+    const deps = this.connectionDeps(address);
+    const conn = new RelayConnection(new AccountedChannel(socket, deps.options), docName, grant, deps, peerId);
+    this.connections.add(conn);
+    return conn;
+  }
+
+  /** What a document connection from `address` (undefined: a peer relay) is served with. */
+  private connectionDeps(address: string | undefined): ConnectionDeps {
+    return {
       mesh: this.meshHooks,
       fencedWrites: this.fencedWrites,
       registry: this.registry,
       locks: this.locks,
       metrics: this.metrics,
       logger: this.logger,
-      options: {
-        sendBufferLimit: this.options.sendBufferLimit,
-        slowConsumerGraceMs: this.options.slowConsumerGraceMs,
-        maxQueuedBytes: this.options.maxMessageBytes * 2,
-        budget: this.unsent,
-        address,
-      },
+      options: { ...this.outboundOptions(address), maxQueuedBytes: this.options.maxMessageBytes * 2 },
       onRelayClose: (c, code, reason) => this.emit('connection-closed', { docName: c.docName, code, reason }),
-    }, peerId);
+    };
+  }
+
+  /**
+   * Serves one multiplexed socket, authenticated as `principal` (see MuxConnection): its
+   * documents are served as plain connections are, one session each. `address`: as `connect`.
+   */
+  connectMux(socket: RelaySocket, principal: Principal, address?: string): MuxConnection {
+    const deps = this.connectionDeps(address);
+    const conn = new MuxConnection(socket, principal, {
+      access: this.access,
+      metrics: this.metrics,
+      logger: this.logger,
+      outbound: deps.options,
+      maxSessions: this.options.maxSessionsPerSocket,
+      // Not in `connections`: the socket closes its sessions (and is closed on shutdown).
+      openDoc: (channel, docName, grant) => void new RelayConnection(channel, docName, grant, deps),
+    });
     this.connections.add(conn);
     return conn;
   }
@@ -183,7 +204,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   /** Forget a connection whose socket closed. */
-  disconnected(conn: RelayConnection | LockConnection | MeshConnection): void {
+  disconnected(conn: RelayConnection | LockConnection | MeshConnection | MuxConnection): void {
     conn.onClosed();
     this.connections.delete(conn);
   }

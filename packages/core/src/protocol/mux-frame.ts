@@ -1,0 +1,72 @@
+/**
+ * Framing of a multiplexed socket (`ws://host/.capsync/mux`): many sessions, each one document
+ * (later also the lock protocol or a subdocument), over one WebSocket.
+ *
+ *   mux frame = [varUint sid][message as on a plain connection (message-types.ts)]
+ *
+ * sid 0 is the socket's control session: `hello` (once, first), `ping`/`pong`, and
+ * `session-open`, `session-opened`, `session-close`. Every other sid is one session, named once
+ * in its `session-open` and never reused on the socket. The side that dialled opens odd sids,
+ * the side that accepted even ones (as HTTP/2 streams), so both ends of a relay-to-relay socket
+ * can open sessions without colliding. Sessions see the messages of a plain connection, with
+ * the socket's hello as theirs (see Channel.hello).
+ *
+ * Why a new endpoint: `.capsync/` names are reserved (doc-name.ts), so a relay without this
+ * endpoint closes the upgrade with 4404 `invalid-doc-name`, the signal for a client to fall
+ * back to one socket per document. A relay that serves it announces MUX_CAPABILITY in its
+ * hellos. The protocol version stays 1: a plain connection's messages did not change, and
+ * bumping it would make every older relay refuse every newer client and peer with 4426.
+ */
+import * as decoding from 'lib0/decoding';
+import { ProtocolError } from '../errors.js';
+
+/** The WebSocket path of the multiplexed endpoint (a name no document may have). */
+export const MUX_PATH = '.capsync/mux';
+
+/** Hello capability of a relay that serves MUX_PATH. */
+export const MUX_CAPABILITY = 'mux';
+
+/** The control session of every multiplexed socket. */
+export const CONTROL_SID = 0;
+
+/**
+ * The largest sid a frame may carry (5 varint bytes). Sids are never reused, so this is also
+ * how many sessions one side can open over a socket's life: far past any real use.
+ */
+export const MAX_SID = 2 ** 32 - 1;
+
+/** One frame of a multiplexed socket: its session and the message bytes (a view, not a copy). */
+export interface MuxFrame {
+  sid: number;
+  body: Uint8Array;
+}
+
+/** Frames `body` (one encoded message) for session `sid`: one allocation, one copy. */
+export function encodeMuxFrame(sid: number, body: Uint8Array): Uint8Array {
+  let prefix = 1;
+  for (let rest = sid; rest >= 0x80; rest = Math.floor(rest / 0x80)) prefix++;
+  const frame = new Uint8Array(prefix + body.byteLength);
+  let rest = sid;
+  for (let i = 0; i < prefix - 1; i++, rest = Math.floor(rest / 0x80)) frame[i] = 0x80 | (rest % 0x80);
+  frame[prefix - 1] = rest;
+  frame.set(body, prefix);
+  return frame;
+}
+
+/**
+ * Splits a received frame into its sid and body. Throws ProtocolError('bad-message') for an
+ * empty frame, a truncated or oversized sid varint, or a sid over MAX_SID: the socket's
+ * framing is broken, so the caller closes the socket (4400). The body is not decoded here: a
+ * malformed message inside a session ends that session only.
+ */
+export function decodeMuxFrame(frame: Uint8Array): MuxFrame {
+  const d = decoding.createDecoder(frame);
+  let sid: number;
+  try {
+    sid = decoding.readVarUint(d);
+  } catch (err) {
+    throw new ProtocolError('bad-message', 'malformed session id', { cause: err });
+  }
+  if (sid > MAX_SID) throw new ProtocolError('bad-message', `session id ${sid} is over ${MAX_SID}`);
+  return { sid, body: frame.subarray(d.pos) };
+}

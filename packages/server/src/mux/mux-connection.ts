@@ -1,0 +1,202 @@
+import {
+  CapsyncError,
+  CloseCode,
+  LimitExceededError,
+  MuxSessions,
+  ProtocolError,
+  checkProtocolVersion,
+  closeCodeFor,
+  closeCodeName,
+  closeReasonFor,
+  helloFor,
+  validateDocName,
+  type HelloMessage,
+  type Message,
+  type MuxHandler,
+  type SessionOpenMessage,
+} from '@capsync/core';
+import type { AccessControl, AccessGrant, Principal } from '../auth/access.js';
+import { onCredentialExpiry } from '../auth/credential-expiry.js';
+import { ConnectionIdentity } from '../locks/lock-identity.js';
+import type { Logger } from '../logger.js';
+import type { RelayMetrics } from '../metrics.js';
+import { AccountedChannel, type RelaySocket, type ServedChannel } from '../relay/accounted-channel.js';
+import type { SendBuffer, SendBufferOptions } from '../relay/send-buffer.js';
+import { MuxSessionChannel } from './mux-session-channel.js';
+
+export interface MuxConnectionDeps {
+  access: AccessControl;
+  metrics: RelayMetrics;
+  logger: Logger;
+  /** The socket's send-buffer bounds (one SendBuffer for all its sessions). */
+  outbound: SendBufferOptions;
+  /** `--max-sessions-per-socket`. */
+  maxSessions: number;
+  /**
+   * Serves document `docName` over `channel` as a plain connection is served (RelayConnection).
+   * The session ends when its channel closes: by the client, by the session itself, or with the socket.
+   */
+  openDoc(channel: ServedChannel, docName: string, grant: AccessGrant): void;
+}
+
+/** How long a slow consumer's close handshake may take before the socket is dropped. */
+const SLOW_CLOSE_MS = 1000;
+
+/**
+ * One multiplexed socket (`/.capsync/mux`, see protocol/mux-frame.ts) of a client, authenticated
+ * once at the upgrade (its Principal). What is the socket's is here; each document is a session
+ * served exactly as a plain connection (RelayConnection, its DocSession and ClientSessionHost)
+ * over a MuxSessionChannel.
+ *
+ * - Control session (sid 0): the client's hello, once and first (version checked: 4426; its
+ *   owner key checked: 4400), answered with the relay's hello (which announces `mux`); ping.
+ *   Every session takes that hello as its own, plus the capabilities its open adds.
+ * - `session-open`: the document is authorized for the principal (4403), its name checked
+ *   (4404), the socket's session count checked (`--max-sessions-per-socket`, 4413). A refusal
+ *   is a `session-close` with that code, and every other session carries on. Accepted: a
+ *   `session-opened` with the permission, then the document's session.
+ * - What breaks the socket closes it, and with it every session: a malformed frame or sid, a
+ *   control message out of place (4400), a slow consumer (4429: the socket's one SendBuffer),
+ *   silence (4408, see watchLiveness), the token's expiry (4401), shutdown (1001).
+ */
+export class MuxConnection implements MuxHandler {
+  /** The socket's SendBuffer (liveness checks it after pings). */
+  readonly outbound: SendBuffer;
+  private readonly channel: AccountedChannel;
+  private readonly sessions: MuxSessions;
+  private hello: HelloMessage | null = null;
+  private closed = false;
+  private cancelExpiry: (() => void) | null = null;
+
+  constructor(
+    socket: RelaySocket,
+    private readonly principal: Principal,
+    private readonly deps: MuxConnectionDeps,
+  ) {
+    this.channel = new AccountedChannel(socket, deps.outbound);
+    this.outbound = this.channel.outbound;
+    this.sessions = new MuxSessions(this.channel, false, this);
+    this.channel.attach({
+      message: (frame) => this.receiveFrame(frame),
+      // A text frame, or the consumer given up on (slow-consumer).
+      error: (err) => this.fail(err),
+      close: (code, reason) => this.ended(code, reason),
+    });
+    if (principal.expiresAt !== undefined) {
+      this.cancelExpiry = onCredentialExpiry(principal.expiresAt, () => this.fail(new CapsyncError('unauthorized', 'token expired')));
+    }
+  }
+
+  /** Feeds one received WebSocket message. */
+  receive(data: Uint8Array, isBinary: boolean): void {
+    if (this.closed) return;
+    this.deps.metrics.bytesIn.inc(data.byteLength);
+    this.channel.received(data, isBinary);
+  }
+
+  private receiveFrame(frame: Uint8Array): void {
+    try {
+      this.sessions.receive(frame);
+    } catch (err) {
+      if (err instanceof CapsyncError) return this.fail(err);
+      this.deps.logger.error({ err }, 'unexpected error handling a multiplexed frame');
+      this.fail(new CapsyncError('internal', 'internal error'));
+    }
+  }
+
+  // ---- the control session (MuxHandler) ----
+
+  control(msg: Message): void {
+    this.deps.metrics.messagesIn.inc({ type: msg.type });
+    switch (msg.type) {
+      case 'hello':
+        if (this.hello) throw new ProtocolError('bad-message', 'a second hello on one socket');
+        checkProtocolVersion(msg.protocolVersion);
+        // The owner key is checked once here, so a malformed one closes the socket, not every session.
+        new ConnectionIdentity({}).hello(msg.capabilities);
+        this.hello = msg;
+        this.sendControl(helloFor('relay'));
+        return;
+      case 'ping':
+        this.sendControl({ type: 'pong', id: msg.id });
+        return;
+      default:
+        throw new ProtocolError('unknown-message-type', `${msg.type} messages are not taken on the control session`);
+    }
+  }
+
+  open(msg: SessionOpenMessage): void {
+    this.deps.metrics.messagesIn.inc({ type: msg.type });
+    // Its sessions take the socket's hello (identity, quorum...): it must come first.
+    if (!this.hello) throw new ProtocolError('bad-message', 'say hello on session 0 before opening sessions');
+    let grant: AccessGrant;
+    try {
+      grant = this.authorize(msg);
+    } catch (err) {
+      if (!(err instanceof CapsyncError)) throw err;
+      // The token expired: every session's problem, not this one's.
+      if (err.code === 'unauthorized') throw err;
+      this.deps.metrics.refusals.inc({ reason: err.code });
+      if (err instanceof LimitExceededError) this.deps.metrics.limitRefusals.inc({ limit: err.limit });
+      this.deps.logger.info({ sid: msg.sid, doc: msg.name, code: err.code, msg: err.message }, 'refusing session');
+      this.sessions.refuse(msg.sid, closeCodeFor(err.code), closeReasonFor(err.code, err.message));
+      return;
+    }
+    const hello: HelloMessage = { ...this.hello, capabilities: [...this.hello.capabilities, ...msg.capabilities] };
+    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel);
+    this.sessions.accept(channel);
+    this.sendControl({ type: 'session-opened', sid: msg.sid, permission: grant.permission });
+    // The socket watches the token's expiry for all its sessions: none of them needs a timer.
+    const { expiresAt: _socketWide, ...sessionGrant } = grant;
+    this.deps.openDoc(channel, msg.name, sessionGrant);
+  }
+
+  /** The grant for one open, or the error its refusal names. */
+  private authorize(msg: SessionOpenMessage): AccessGrant {
+    if (this.sessions.size >= this.deps.maxSessions) {
+      throw new LimitExceededError('max-sessions-per-socket', `max-sessions-per-socket: this socket has ${this.deps.maxSessions} sessions open; close one first`);
+    }
+    if (msg.kind !== 'doc') throw new ProtocolError('unknown-message-type', 'lock sessions are not served on /.capsync/mux yet: use /.capsync/locks');
+    if (msg.subdoc !== '') throw new ProtocolError('unknown-message-type', 'subdocument sessions are not served yet');
+    validateDocName(msg.name);
+    return this.deps.access.authorizeDoc(this.principal, msg.name);
+  }
+
+  private sendControl(msg: Message): void {
+    if (this.closed) return;
+    this.deps.metrics.messagesOut.inc({ type: msg.type });
+    this.sessions.sendControl(msg);
+  }
+
+  // ---- closing ----
+
+  /** Closes the socket, and every session on it, because of `err`. */
+  fail(err: CapsyncError): void {
+    if (this.closed) return;
+    this.deps.metrics.refusals.inc({ reason: err.code });
+    this.deps.logger.info({ sessions: this.sessions.size, code: err.code, msg: err.message }, 'closing multiplexed socket');
+    this.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
+    if (err.code === 'slow-consumer') setTimeout(() => this.channel.terminate(), SLOW_CLOSE_MS).unref();
+  }
+
+  /** Closes the socket with a code and reason (shutdown: 1001). */
+  close(code: number = CloseCode.Normal, reason = ''): void {
+    if (this.closed) return;
+    this.deps.metrics.closes.inc({ code: closeCodeName(code) });
+    this.channel.close(code, reason);
+    this.ended(code, reason);
+  }
+
+  /** The socket closed (by either side). */
+  onClosed(): void {
+    this.channel.transportClosed();
+  }
+
+  /** Once: every session ends with the socket's code, and the documents are released. */
+  private ended(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.cancelExpiry?.();
+    this.sessions.socketClosed(code, reason);
+  }
+}

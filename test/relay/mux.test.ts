@@ -1,0 +1,232 @@
+import { describe, expect, it } from 'vitest';
+import * as Y from 'yjs';
+import { CloseCode, MUX_CAPABILITY, encodeMessage, encodeMuxFrame, errorCodeFromReason } from '@capsync/core';
+import { startAttackedRelay } from '../support/attack.js';
+import { MuxClient, type MuxDocSession } from '../support/mux-client.js';
+import { ProtocolClient } from '../support/protocol-client.js';
+import { metricValue, waitForMetric, waitForMetricTo } from '../support/relay-observe.js';
+import { RestartableRelay } from '../support/restartable-relay.js';
+import { mintToken } from '../support/tokens.js';
+
+/**
+ * Issue 12 Part 2 (P2): the relay's multiplexed endpoint `/.capsync/mux`, at the wire level, against
+ * a real relay process. Many documents ride one socket, each a session that behaves as a plain
+ * connection of its own (sync, acks, permission); what goes wrong with one session closes that
+ * session alone, what breaks the socket's framing closes the socket.
+ */
+
+const SECRET = 'mux-test-secret';
+const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+
+/** Types `text` and waits for its durable ack. */
+async function typed(s: MuxDocSession | ProtocolClient, text: string): Promise<void> {
+  await s.waitForAck(s.type(text));
+}
+
+describe('multiplexed endpoint: documents over one socket', () => {
+  it('syncs many documents over one socket with plain clients of the same documents; sockets and sessions are counted apart', async () => {
+    await using relay = await startAttackedRelay();
+    const mux = await MuxClient.connect(relay.url);
+    expect((await mux.waitHello()).capabilities).toContain(MUX_CAPABILITY);
+    const N = 40;
+    const sessions = await Promise.all(range(N).map((i) => mux.synced(`doc-${i}`)));
+    expect(sessions.map((s) => s.permission)).toEqual(range(N).map(() => 'write'));
+    const watched = [0, 13, N - 1];
+    const plain = await Promise.all(watched.map((i) => ProtocolClient.synced(`${relay.url}/doc-${i}`)));
+
+    await Promise.all(sessions.map((s, i) => typed(s, `m${i}`)));
+    await Promise.all(plain.map((p, k) => p.waitForText(`m${watched[k]}`)));
+    await typed(plain[1]!, '+plain');
+    await sessions[13]!.waitForText('m13+plain');
+    // Every session numbers its own messages: its acks name its own seq.
+    expect(sessions.map((s) => s.ackedSeq)).toEqual(sessions.map((s) => s.seq));
+
+    expect(await metricValue(relay.httpUrl, 'capsync_sockets', { endpoint: 'mux' })).toBe(1);
+    expect(await metricValue(relay.httpUrl, 'capsync_sockets', { endpoint: 'doc' })).toBe(plain.length);
+    expect(await metricValue(relay.httpUrl, 'capsync_connections')).toBe(N + plain.length);
+    // No relay hello per session: the socket's was the one.
+    expect(sessions.flatMap((s) => s.received).filter((m) => m.type === 'hello')).toEqual([]);
+
+    await mux.close();
+    await waitForMetricTo(relay.httpUrl, 'capsync_connections', {}, (v) => v === plain.length, `= ${plain.length}`);
+    expect(await metricValue(relay.httpUrl, 'capsync_sockets', { endpoint: 'mux' })).toBe(0);
+    await Promise.all(plain.map((p) => p.close()));
+  });
+
+  it('500 documents over one socket, edited, converge at a second socket; closing 499 leaves the last one working', async () => {
+    await using relay = await startAttackedRelay();
+    const N = 500;
+    const [one, two] = await Promise.all([MuxClient.connect(relay.url), MuxClient.connect(relay.url)]);
+    const mine = await Promise.all(range(N).map((i) => one.synced(`many-${i}`)));
+    const theirs = await Promise.all(range(N).map((i) => two.synced(`many-${i}`)));
+    mine.forEach((s, i) => s.type(`#${i}`));
+    await Promise.all(theirs.map((s, i) => s.waitForText(`#${i}`, 30_000)));
+    expect(await metricValue(relay.httpUrl, 'capsync_sockets', { endpoint: 'mux' })).toBe(2);
+    expect(await metricValue(relay.httpUrl, 'capsync_connections')).toBe(2 * N);
+    await Promise.all(mine.slice(0, N - 1).map((s) => s.close()));
+    await waitForMetricTo(relay.httpUrl, 'capsync_connections', {}, (v) => v === N + 1, `= ${N + 1}`);
+    const last = mine[N - 1]!;
+    await typed(last, ' still here');
+    await theirs[N - 1]!.waitForText(`#${N - 1} still here`);
+    await Promise.all([one.close(), two.close()]);
+  }, 60_000);
+
+  it('durable acks are per session: what a session had acknowledged survives a relay crash', async () => {
+    const relay = await RestartableRelay.start();
+    try {
+      const mux = await MuxClient.connect(relay.url);
+      const [a, b] = await Promise.all([mux.synced('durable-a'), mux.synced('durable-b')]);
+      for (let i = 0; i < 5; i++) a.type(`a${i};`);
+      b.type('b0;');
+      await Promise.all([a.waitForAck(a.seq), b.waitForAck(b.seq)]);
+      expect([a.ackedSeq, b.ackedSeq]).toEqual([a.seq, b.seq]);
+      expect(a.seq).toBeGreaterThan(b.seq);
+      await relay.stop('SIGKILL');
+      await relay.start();
+      const stored = new Y.Doc();
+      Y.applyUpdate(stored, await relay.docUpdate('durable-a'));
+      expect(stored.getText('t').toString()).toBe('a0;a1;a2;a3;a4;');
+      const storedB = new Y.Doc();
+      Y.applyUpdate(storedB, await relay.docUpdate('durable-b'));
+      expect(storedB.getText('t').toString()).toBe('b0;');
+    } finally {
+      await relay.dispose();
+    }
+  });
+
+  it('closing a session releases its document (it unloads when idle); the socket stays open for more', async () => {
+    await using relay = await startAttackedRelay(['--idle-timeout-ms', '50']);
+    const mux = await MuxClient.connect(relay.url);
+    const session = await mux.synced('released');
+    await typed(session, 'kept');
+    expect(await metricValue(relay.httpUrl, 'capsync_docs_loaded')).toBe(1);
+    await session.close();
+    await waitForMetricTo(relay.httpUrl, 'capsync_connections', {}, (v) => v === 0, '= 0');
+    await waitForMetricTo(relay.httpUrl, 'capsync_docs_loaded', {}, (v) => v === 0, '= 0');
+    expect(await metricValue(relay.httpUrl, 'capsync_doc_unloads_total')).toBeGreaterThanOrEqual(1);
+    const again = await mux.synced('released');
+    expect(again.text).toBe('kept');
+    expect(again.sid).toBeGreaterThan(session.sid); // sids are never reused
+    await mux.close();
+  });
+});
+
+describe('multiplexed endpoint: a failing session is closed alone', () => {
+  it('a document the token may not read is refused on its own (4403); a bad name 4404; the others keep syncing', async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const token = await mintToken(SECRET, { sub: 'alice', docs: { 'team/*': 'write', handbook: 'read' } });
+    const mux = await MuxClient.connect(relay.url, { token });
+    const a = mux.open('team/a');
+    const secret = mux.open('private/x');
+    const badName = mux.open('.capsync/locks');
+    const handbook = mux.open('handbook');
+    const b = mux.open('team/b');
+    expect(await secret.waitClosed()).toMatchObject({ code: CloseCode.Forbidden });
+    expect(errorCodeFromReason(secret.closeInfo!.reason)).toBe('forbidden');
+    expect(await badName.waitClosed()).toMatchObject({ code: CloseCode.InvalidDocName });
+    expect(await handbook.waitOpened()).toBe('read');
+    expect([await a.waitOpened(), await b.waitOpened()]).toEqual(['write', 'write']);
+
+    const everyone = await mintToken(SECRET, { sub: 'bob' });
+    const plainA = await ProtocolClient.synced(`${relay.url}/team/a?token=${everyone}`);
+    await Promise.all([a.waitSynced(), b.waitSynced(), handbook.waitSynced()]);
+    await typed(a, 'still syncing');
+    await plainA.waitForText('still syncing');
+    await typed(b, 'b too');
+    // Read-only: the update is refused with a typed error, and the session stays.
+    handbook.type('nope');
+    const refused = await handbook.waitFor(() => handbook.errors[0], 'read-only error');
+    expect(refused.code).toBe('read-only');
+    expect(handbook.closeInfo).toBeNull();
+    expect(mux.closeInfo).toBeNull();
+    expect(await metricValue(relay.httpUrl, 'capsync_refusals_total', { reason: 'forbidden' })).toBeGreaterThanOrEqual(1);
+    await plainA.close();
+    await mux.close();
+  });
+
+  it('a bad token closes the socket at the upgrade with 4401', async () => {
+    await using relay = await startAttackedRelay(['--auth-secret', SECRET]);
+    const mux = await MuxClient.connect(relay.url, { token: 'not-a-jwt' });
+    expect((await mux.waitClosed()).code).toBe(CloseCode.Unauthorized);
+  });
+
+  it('a malformed inner message closes its session only (named code); others keep syncing', async () => {
+    await using relay = await startAttackedRelay();
+    const mux = await MuxClient.connect(relay.url);
+    const [bad, garbage, good] = await Promise.all([mux.synced('bad'), mux.synced('garbage'), mux.synced('good')]);
+    bad.sendRaw(new Uint8Array([100, 99])); // an unknown capsync kind
+    garbage.sendMessage({ type: 'update', update: new Uint8Array([1, 2, 3, 4, 5]) }); // not a Yjs update
+    expect((await bad.waitClosed()).code).toBe(CloseCode.BadMessage);
+    expect((await garbage.waitClosed()).code).toBe(CloseCode.InvalidUpdate);
+    await typed(good, 'unaffected');
+    expect(mux.closeInfo).toBeNull();
+    expect(await metricValue(relay.httpUrl, 'capsync_connections')).toBe(1);
+    await mux.close();
+  });
+
+  it(`--max-sessions-per-socket refuses the open past it (4413, counted); the others carry on; a close makes room`, async () => {
+    await using relay = await startAttackedRelay(['--max-sessions-per-socket', '3']);
+    const mux = await MuxClient.connect(relay.url);
+    const open = await Promise.all([mux.synced('cap-0'), mux.synced('cap-1'), mux.synced('cap-2')]);
+    const over = mux.open('cap-3');
+    const closed = await over.waitClosed();
+    expect(closed.code).toBe(CloseCode.LimitExceeded);
+    expect(closed.reason).toMatch(/^limit-exceeded: max-sessions-per-socket/);
+    expect(await metricValue(relay.httpUrl, 'capsync_limit_refusals_total', { limit: 'max-sessions-per-socket' })).toBe(1);
+    await Promise.all(open.map((s, i) => typed(s, `still ${i}`)));
+    await open[0]!.close();
+    const room = await mux.synced('cap-3');
+    await typed(room, 'fits now');
+    await mux.close();
+  });
+});
+
+describe('multiplexed endpoint: what breaks the socket closes it', () => {
+  const cases: [string, (mux: MuxClient) => void, number][] = [
+    ['a frame for a session never opened', (mux) => mux.sendFrame(99, encodeMessage({ type: 'ping', id: 1 })), CloseCode.BadMessage],
+    ['a malformed session id', (mux) => mux.sendRaw(new Uint8Array([0xff, 0xff])), CloseCode.BadMessage],
+    ['an open of an even sid (the relay opens those)', (mux) => mux.sendControl({ type: 'session-open', sid: 2, kind: 'doc', name: 'x', subdoc: '', capabilities: [] }), CloseCode.BadMessage],
+    ['a second hello', (mux) => mux.sendControl({ type: 'hello', protocolVersion: 1, capabilities: [] }), CloseCode.BadMessage],
+    ['a document message on the control session', (mux) => mux.sendFrame(0, encodeMessage({ type: 'sync-step-1', stateVector: new Uint8Array([0]) })), CloseCode.BadMessage],
+    ['a text frame', (mux) => mux.sendRaw('hello'), CloseCode.UnsupportedData],
+  ];
+  for (const [what, send, code] of cases) {
+    it(`${what}: ${code}, and every session on it is released`, async () => {
+      await using relay = await startAttackedRelay();
+      const mux = await MuxClient.connect(relay.url);
+      const sessions = await Promise.all([mux.synced('s-1'), mux.synced('s-2')]);
+      const bystander = await MuxClient.connect(relay.url);
+      const other = await bystander.synced('s-1');
+      send(mux);
+      expect((await mux.waitClosed()).code).toBe(code);
+      expect(sessions.map((s) => s.closeInfo?.code)).toEqual([code, code]);
+      await waitForMetricTo(relay.httpUrl, 'capsync_connections', {}, (v) => v === 1, '= 1');
+      await typed(other, 'bystander served');
+      await bystander.close();
+    });
+  }
+
+  it('an open before hello closes the socket 4400; a hello of an unknown protocol version 4426', async () => {
+    await using relay = await startAttackedRelay();
+    const silent = await MuxClient.connect(relay.url, { hello: false });
+    silent.open('early');
+    expect((await silent.waitClosed()).code).toBe(CloseCode.BadMessage);
+    const future = await MuxClient.connect(relay.url, { protocolVersion: 99 });
+    const closed = await future.waitClosed();
+    expect(closed.code).toBe(CloseCode.ProtocolVersion);
+    expect(future.control.filter((m) => m.type === 'hello')).toEqual([]);
+  });
+
+  it('the plain endpoint still refuses names under .capsync/ (4404), so an older relay tells a mux client to fall back', async () => {
+    await using relay = await startAttackedRelay();
+    for (const path of ['.capsync/mux/x', '.capsync/muxy']) {
+      const c = await ProtocolClient.connect(`${relay.url}/${path}`);
+      expect((await c.waitClosed()).code).toBe(CloseCode.InvalidDocName);
+    }
+    // And the mux path answers a ping on its control session.
+    const mux = await MuxClient.connect(relay.url);
+    mux.sendRaw(encodeMuxFrame(0, encodeMessage({ type: 'ping', id: 7 })));
+    await mux.waitFor(() => mux.control.some((m) => m.type === 'pong' && m.id === 7), 'pong');
+    await mux.close();
+  });
+});
