@@ -22,7 +22,8 @@ import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import { AccountedChannel, type RelaySocket, type ServedChannel } from '../relay/accounted-channel.js';
 import type { SendBuffer, SendBufferOptions } from '../relay/send-buffer.js';
-import { MuxSessionChannel } from './mux-session-channel.js';
+import { MuxSessionChannel, type MuxServedDoc } from './mux-session-channel.js';
+import { SocketInputQueue } from './socket-input-queue.js';
 
 export interface MuxConnectionDeps {
   access: AccessControl;
@@ -32,11 +33,13 @@ export interface MuxConnectionDeps {
   outbound: SendBufferOptions;
   /** `--max-sessions-per-socket`. */
   maxSessions: number;
+  /** Input the socket's sessions may queue together while their documents load (one plain connection's bound). */
+  maxQueuedBytes: number;
   /**
    * Serves document `docName` over `channel` as a plain connection is served (RelayConnection).
    * The session ends when its channel closes: by the client, by the session itself, or with the socket.
    */
-  openDoc(channel: ServedChannel, docName: string, grant: AccessGrant): void;
+  openDoc(channel: ServedChannel, docName: string, grant: AccessGrant): MuxServedDoc;
 }
 
 /** How long a slow consumer's close handshake may take before the socket is dropped. */
@@ -55,6 +58,8 @@ const SLOW_CLOSE_MS = 1000;
  *   (4404), the socket's session count checked (`--max-sessions-per-socket`, 4413). A refusal
  *   is a `session-close` with that code, and every other session carries on. Accepted: a
  *   `session-opened` with the permission, then the document's session.
+ * - Input its sessions queue while their documents load is bounded per socket as one plain
+ *   connection's (SocketInputQueue): past it the session it was for fails (4429), alone.
  * - What breaks the socket closes it, and with it every session: a malformed frame or sid, a
  *   control message out of place (4400), a slow consumer (4429: the socket's one SendBuffer),
  *   silence (4408, see watchLiveness), the token's expiry (4401), shutdown (1001).
@@ -64,6 +69,8 @@ export class MuxConnection implements MuxHandler {
   readonly outbound: SendBuffer;
   private readonly channel: AccountedChannel;
   private readonly sessions: MuxSessions;
+  /** What its sessions hold queued while their documents load: one plain connection's worth. */
+  private readonly input: SocketInputQueue;
   private hello: HelloMessage | null = null;
   private closed = false;
   private cancelExpiry: (() => void) | null = null;
@@ -76,6 +83,7 @@ export class MuxConnection implements MuxHandler {
     this.channel = new AccountedChannel(socket, deps.outbound);
     this.outbound = this.channel.outbound;
     this.sessions = new MuxSessions(this.channel, false, this);
+    this.input = new SocketInputQueue(deps.maxQueuedBytes);
     this.channel.attach({
       message: (frame) => this.receiveFrame(frame),
       // A text frame, or the consumer given up on (slow-consumer).
@@ -143,12 +151,12 @@ export class MuxConnection implements MuxHandler {
       return;
     }
     const hello: HelloMessage = { ...this.hello, capabilities: [...this.hello.capabilities, ...msg.capabilities] };
-    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel);
+    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.input);
     this.sessions.accept(channel);
     this.sendControl({ type: 'session-opened', sid: msg.sid, permission: grant.permission });
     // The socket watches the token's expiry for all its sessions: none of them needs a timer.
     const { expiresAt: _socketWide, ...sessionGrant } = grant;
-    this.deps.openDoc(channel, msg.name, sessionGrant);
+    channel.serve(this.deps.openDoc(channel, msg.name, sessionGrant));
   }
 
   /** The grant for one open, or the error its refusal names. */

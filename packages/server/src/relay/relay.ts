@@ -166,8 +166,9 @@ export class Relay extends EventEmitter<RelayEvents> {
       logger: this.logger,
       outbound: deps.options,
       maxSessions: this.options.maxSessionsPerSocket,
+      maxQueuedBytes: deps.options.maxQueuedBytes,
       // Not in `connections`: the socket closes its sessions (and is closed on shutdown).
-      openDoc: (channel, docName, grant) => void new RelayConnection(channel, docName, grant, deps),
+      openDoc: (channel, docName, grant) => new RelayConnection(channel, docName, grant, deps),
     });
     this.connections.add(conn);
     return conn;
