@@ -316,6 +316,13 @@ export const FLAGS: Flag[] = [
     help: `Sessions (documents) one multiplexed socket (/.capsync/mux) may have open at once; past it an open is refused 4413. Default ${DEFAULTS.maxSessionsPerSocket}`,
     apply: (o, v) => (o.maxSessionsPerSocket = positive('--max-sessions-per-socket', v)),
   },
+  {
+    flag: 'max-sessions-per-address',
+    env: 'CAPSYNC_MAX_SESSIONS_PER_ADDRESS',
+    type: 'string',
+    help: `Sessions (documents) the multiplexed sockets of one client address may have open together; past it an open is refused 4413 (0 = no cap). Default ${DEFAULTS.maxSessionsPerAddress}`,
+    apply: (o, v) => (o.maxSessionsPerAddress = int('--max-sessions-per-address', v)),
+  },
   { flag: 'log-level', env: 'CAPSYNC_LOG_LEVEL', type: 'string', help: 'fatal, error, warn, info (default), debug, trace or silent', apply: (o, v) => {
       if (!LOG_LEVELS.includes(v)) throw new CliError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${v}"`);
       o.logLevel = v;

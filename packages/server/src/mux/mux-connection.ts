@@ -23,6 +23,7 @@ import type { RelayMetrics } from '../metrics.js';
 import { AccountedChannel, type RelaySocket, type ServedChannel } from '../relay/accounted-channel.js';
 import type { SendBuffer, SendBufferOptions } from '../relay/send-buffer.js';
 import { MuxSessionChannel, type MuxServedDoc } from './mux-session-channel.js';
+import type { AddressSessions } from './address-sessions.js';
 import { SocketInputQueue } from './socket-input-queue.js';
 
 export interface MuxConnectionDeps {
@@ -33,6 +34,10 @@ export interface MuxConnectionDeps {
   outbound: SendBufferOptions;
   /** `--max-sessions-per-socket`. */
   maxSessions: number;
+  /** The sessions of each address's multiplexed sockets (`--max-sessions-per-address`), relay-wide. */
+  addressSessions: AddressSessions;
+  /** The client's address (undefined: a peer relay, not counted). */
+  address: string | undefined;
   /** Input the socket's sessions may queue together while their documents load (one plain connection's bound). */
   maxQueuedBytes: number;
   /**
@@ -58,6 +63,8 @@ const SLOW_CLOSE_MS = 1000;
  *   (4404), the socket's session count checked (`--max-sessions-per-socket`, 4413). A refusal
  *   is a `session-close` with that code, and every other session carries on. Accepted: a
  *   `session-opened` with the permission, then the document's session.
+ * - The sessions of an address's sockets are capped together (`--max-sessions-per-address`,
+ *   AddressSessions): past it an open is refused (4413) as past the socket's cap.
  * - Input its sessions queue while their documents load is bounded per socket as one plain
  *   connection's (SocketInputQueue): past it the session it was for fails (4429), alone.
  * - What breaks the socket closes it, and with it every session: a malformed frame or sid, a
@@ -151,7 +158,8 @@ export class MuxConnection implements MuxHandler {
       return;
     }
     const hello: HelloMessage = { ...this.hello, capabilities: [...this.hello.capabilities, ...msg.capabilities] };
-    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.input);
+    const address = this.deps.address;
+    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.input, () => this.deps.addressSessions.release(address));
     this.sessions.accept(channel);
     this.sendControl({ type: 'session-opened', sid: msg.sid, permission: grant.permission });
     // The socket watches the token's expiry for all its sessions: none of them needs a timer.
@@ -167,7 +175,11 @@ export class MuxConnection implements MuxHandler {
     if (msg.kind !== 'doc') throw new ProtocolError('unknown-message-type', 'lock sessions are not served on /.capsync/mux yet: use /.capsync/locks');
     if (msg.subdoc !== '') throw new ProtocolError('unknown-message-type', 'subdocument sessions are not served yet');
     validateDocName(msg.name);
-    return this.deps.access.authorizeDoc(this.principal, msg.name);
+    const grant = this.deps.access.authorizeDoc(this.principal, msg.name);
+    // Counted last, once nothing else refuses it (the session's end gives it back).
+    const overAddressCap = this.deps.addressSessions.take(this.deps.address);
+    if (overAddressCap) throw overAddressCap;
+    return grant;
   }
 
   private sendControl(msg: Message): void {

@@ -22,6 +22,7 @@ export interface MuxServedDoc {
 export class MuxSessionChannel extends SessionChannel implements ServedChannel, QueueingSession {
   readonly outbound: SendBuffer;
   private served: MuxServedDoc | null = null;
+  private isFinished = false;
 
   constructor(
     sid: number,
@@ -29,6 +30,8 @@ export class MuxSessionChannel extends SessionChannel implements ServedChannel, 
     hello: HelloMessage,
     private readonly socket: AccountedChannel,
     private readonly input: SocketInputQueue,
+    /** Called once when the session ends (it gives back its place in the address's count). */
+    private readonly released: () => void,
   ) {
     super(sid, transport, hello);
     this.outbound = socket.outbound;
@@ -62,11 +65,19 @@ export class MuxSessionChannel extends SessionChannel implements ServedChannel, 
 
   override close(code: number, reason: string): void {
     super.close(code, reason);
-    this.input.forget(this.sid);
+    this.finished();
   }
 
   override transportClosed(code?: number, reason?: string): void {
     super.transportClosed(code, reason);
+    this.finished();
+  }
+
+  /** Once, when the session ends (either side, or the socket). */
+  private finished(): void {
+    if (this.isFinished) return;
+    this.isFinished = true;
     this.input.forget(this.sid);
+    this.released();
   }
 }
