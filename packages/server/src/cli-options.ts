@@ -323,6 +323,13 @@ export const FLAGS: Flag[] = [
     help: `Sessions (documents) the multiplexed sockets of one client address may have open together; past it an open is refused 4413 (0 = no cap). Default ${DEFAULTS.maxSessionsPerAddress}`,
     apply: (o, v) => (o.maxSessionsPerAddress = int('--max-sessions-per-address', v)),
   },
+  {
+    flag: 'max-refused-opens-per-socket',
+    env: 'CAPSYNC_MAX_REFUSED_OPENS_PER_SOCKET',
+    type: 'string',
+    help: `Opens one multiplexed socket may have refused in a row (an accepted one starts the count again); the next refusal closes the socket 4413. Default ${DEFAULTS.maxRefusedOpensPerSocket}`,
+    apply: (o, v) => (o.maxRefusedOpensPerSocket = positive('--max-refused-opens-per-socket', v)),
+  },
   { flag: 'log-level', env: 'CAPSYNC_LOG_LEVEL', type: 'string', help: 'fatal, error, warn, info (default), debug, trace or silent', apply: (o, v) => {
       if (!LOG_LEVELS.includes(v)) throw new CliError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${v}"`);
       o.logLevel = v;

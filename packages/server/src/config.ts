@@ -178,6 +178,11 @@ export interface RelayOptions {
    * Peer relays are not counted. Default 2000; 0 = no cap.
    */
   maxSessionsPerAddress?: number;
+  /**
+   * Opens one multiplexed socket may have refused in a row (an accepted open starts the count
+   * again); the next refusal closes the socket (4413). Default 100.
+   */
+  maxRefusedOpensPerSocket?: number;
   /** Structured logger; defaults to one at `logLevel`. */
   logger?: Logger;
   /** Log level of the default logger. Default 'silent' (the CLI uses 'info'). */
@@ -236,6 +241,7 @@ export interface ResolvedRelayOptions {
   maxConnectionsPerAddress: number;
   maxSessionsPerSocket: number;
   maxSessionsPerAddress: number;
+  maxRefusedOpensPerSocket: number;
 }
 
 export const DEFAULTS = {
@@ -270,6 +276,7 @@ export const DEFAULTS = {
   maxConnectionsPerAddress: 1000,
   maxSessionsPerSocket: 2000,
   maxSessionsPerAddress: 2000,
+  maxRefusedOpensPerSocket: 100,
 } as const;
 
 export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
@@ -331,6 +338,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxConnectionsPerAddress: positive('maxConnectionsPerAddress', o.maxConnectionsPerAddress, DEFAULTS.maxConnectionsPerAddress, true),
     maxSessionsPerSocket: positive('maxSessionsPerSocket', o.maxSessionsPerSocket, DEFAULTS.maxSessionsPerSocket),
     maxSessionsPerAddress: positive('maxSessionsPerAddress', o.maxSessionsPerAddress, DEFAULTS.maxSessionsPerAddress, true),
+    maxRefusedOpensPerSocket: positive('maxRefusedOpensPerSocket', o.maxRefusedOpensPerSocket, DEFAULTS.maxRefusedOpensPerSocket),
   };
   if (resolved.peers.length > 0 && !resolved.authSecret && !resolved.peerToken) {
     // Open relays trust no peer without it, so the mesh would refuse every link.

@@ -36,6 +36,8 @@ export interface MuxConnectionDeps {
   maxSessions: number;
   /** The sessions of each address's multiplexed sockets (`--max-sessions-per-address`), relay-wide. */
   addressSessions: AddressSessions;
+  /** `--max-refused-opens-per-socket`: refusals in a row past which the socket is closed. */
+  maxRefusedOpens: number;
   /** The client's address (undefined: a peer relay, not counted). */
   address: string | undefined;
   /** Input the socket's sessions may queue together while their documents load (one plain connection's bound). */
@@ -65,6 +67,8 @@ const SLOW_CLOSE_MS = 1000;
  *   `session-opened` with the permission, then the document's session.
  * - The sessions of an address's sockets are capped together (`--max-sessions-per-address`,
  *   AddressSessions): past it an open is refused (4413) as past the socket's cap.
+ * - At most `--max-refused-opens-per-socket` opens are refused in a row; the next refusal
+ *   closes the socket (4413).
  * - Input its sessions queue while their documents load is bounded per socket as one plain
  *   connection's (SocketInputQueue): past it the session it was for fails (4429), alone.
  * - What breaks the socket closes it, and with it every session: a malformed frame or sid, a
@@ -79,6 +83,8 @@ export class MuxConnection implements MuxHandler {
   /** What its sessions hold queued while their documents load: one plain connection's worth. */
   private readonly input: SocketInputQueue;
   private hello: HelloMessage | null = null;
+  /** Opens refused since the last accepted one (see `--max-refused-opens-per-socket`). */
+  private refusedInARow = 0;
   private closed = false;
   private cancelExpiry: (() => void) | null = null;
 
@@ -151,12 +157,18 @@ export class MuxConnection implements MuxHandler {
       if (!(err instanceof CapsyncError)) throw err;
       // The token expired: every session's problem, not this one's.
       if (err.code === 'unauthorized') throw err;
+      // A refusal costs the relay a reply and a log line for a few bytes of open: without a bound
+      // one socket could ask for them without end (a plain connection is refused once).
+      if (++this.refusedInARow > this.deps.maxRefusedOpens) {
+        throw new LimitExceededError('max-refused-opens-per-socket', `max-refused-opens-per-socket: ${this.deps.maxRefusedOpens} opens of this socket were refused in a row`, { cause: err });
+      }
       this.deps.metrics.refusals.inc({ reason: err.code });
       if (err instanceof LimitExceededError) this.deps.metrics.limitRefusals.inc({ limit: err.limit });
       this.deps.logger.info({ sid: msg.sid, doc: msg.name, code: err.code, msg: err.message }, 'refusing session');
       this.sessions.refuse(msg.sid, closeCodeFor(err.code), closeReasonFor(err.code, err.message));
       return;
     }
+    this.refusedInARow = 0;
     const hello: HelloMessage = { ...this.hello, capabilities: [...this.hello.capabilities, ...msg.capabilities] };
     const address = this.deps.address;
     const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.input, () => this.deps.addressSessions.release(address));
@@ -194,6 +206,7 @@ export class MuxConnection implements MuxHandler {
   fail(err: CapsyncError): void {
     if (this.closed) return;
     this.deps.metrics.refusals.inc({ reason: err.code });
+    if (err instanceof LimitExceededError) this.deps.metrics.limitRefusals.inc({ limit: err.limit });
     this.deps.logger.info({ sessions: this.sessions.size, code: err.code, msg: err.message }, 'closing multiplexed socket');
     this.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
     if (err.code === 'slow-consumer') setTimeout(() => this.channel.terminate(), SLOW_CLOSE_MS).unref();

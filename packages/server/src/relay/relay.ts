@@ -172,6 +172,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       maxSessions: this.options.maxSessionsPerSocket,
       maxQueuedBytes: deps.options.maxQueuedBytes,
       addressSessions: this.addressSessions,
+      maxRefusedOpens: this.options.maxRefusedOpensPerSocket,
       address,
       // Not in `connections`: the socket closes its sessions (and is closed on shutdown).
       openDoc: (channel, docName, grant) => new RelayConnection(channel, docName, grant, deps),
