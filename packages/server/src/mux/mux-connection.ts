@@ -24,6 +24,7 @@ import { AccountedChannel, type RelaySocket, type ServedChannel } from '../relay
 import type { SendBuffer, SendBufferOptions } from '../relay/send-buffer.js';
 import { MuxSessionChannel, type MuxServedDoc } from './mux-session-channel.js';
 import type { AddressSessions } from './address-sessions.js';
+import { SharedRoom } from './shared-room.js';
 import { SocketInputQueue } from './socket-input-queue.js';
 
 export interface MuxConnectionDeps {
@@ -82,6 +83,8 @@ export class MuxConnection implements MuxHandler {
   private readonly sessions: MuxSessions;
   /** What its sessions hold queued while their documents load: one plain connection's worth. */
   private readonly input: SocketInputQueue;
+  /** The socket's room in the unsent budget, for all its sessions' full-state answers. */
+  private readonly room: SharedRoom;
   private hello: HelloMessage | null = null;
   /** Opens refused since the last accepted one (see `--max-refused-opens-per-socket`). */
   private refusedInARow = 0;
@@ -97,6 +100,7 @@ export class MuxConnection implements MuxHandler {
     this.outbound = this.channel.outbound;
     this.sessions = new MuxSessions(this.channel, false, this);
     this.input = new SocketInputQueue(deps.maxQueuedBytes);
+    this.room = new SharedRoom(this.channel);
     this.channel.attach({
       message: (frame) => this.receiveFrame(frame),
       // A text frame, or the consumer given up on (slow-consumer).
@@ -171,7 +175,7 @@ export class MuxConnection implements MuxHandler {
     this.refusedInARow = 0;
     const hello: HelloMessage = { ...this.hello, capabilities: [...this.hello.capabilities, ...msg.capabilities] };
     const address = this.deps.address;
-    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.input, () => this.deps.addressSessions.release(address));
+    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.room, this.input, () => this.deps.addressSessions.release(address));
     this.sessions.accept(channel);
     this.sendControl({ type: 'session-opened', sid: msg.sid, permission: grant.permission });
     // The socket watches the token's expiry for all its sessions: none of them needs a timer.
