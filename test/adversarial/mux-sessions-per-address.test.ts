@@ -30,7 +30,7 @@ function decided(s: MuxDocSession): Promise<unknown> {
 
 describe('the sessions of one address are capped across its multiplexed sockets', () => {
   it(`issue-12 review (mux sessions per address): ${SOCKETS} sockets x ${PER_SOCKET} documents from one address; past --max-sessions-per-address ${CAP} opens are refused alone`, async () => {
-    await using relay = await startAttackedRelay(['--max-sessions-per-socket', String(Math.max(PER_SOCKET, CAP)), '--max-sessions-per-address', String(CAP)]);
+    await using relay = await startAttackedRelay(['--max-sessions-per-socket', String(Math.max(PER_SOCKET, CAP)), '--max-sessions-per-address', String(CAP), '--max-refused-opens-per-socket', String(SOCKETS * PER_SOCKET)]);
     const bystander = await startBystander(relay.url);
     const before = await relay.rss();
     const sockets = await Promise.all(Array.from({ length: SOCKETS }, () => MuxClient.connect(relay.url)));
