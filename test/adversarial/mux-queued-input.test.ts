@@ -21,12 +21,12 @@ import { ProtocolClient } from '../support/protocol-client.js';
 
 const MiB = 1024 * 1024;
 const MAX_MESSAGE = 256 * 1024;
-/** Sessions of the attacking socket, all on one slow-loading document. */
+/** Sessions of the attacking socket, each on a document that loads slowly. */
 const N = heavy ? 600 : 200; // the attack must finish within the relay's 5 s SQLite busy timeout
 const BYSTANDER_MAX_MS = 1_000;
 
 describe('a multiplexed socket queues at most one plain connection of input while its documents load', () => {
-  it(`issue-12 review (mux queued input): ${N} sessions of one socket on a slow-loading document each send 2 x max-message-bytes; the socket is held to one connection's queue`, async () => {
+  it(`issue-12 review (mux queued input): ${N} sessions of one socket on slow-loading documents each send 2 x max-message-bytes; the socket is held to one connection's queue`, async () => {
     await using relay = await startAttackedRelay(['--max-message-bytes', String(MAX_MESSAGE), '--max-sessions-per-socket', String(N + 10)]);
     const bystander = await startBystander(relay.url);
     const writer = await ProtocolClient.synced(`${relay.url}/writer`);
@@ -46,7 +46,7 @@ describe('a multiplexed socket queues at most one plain connection of input whil
       const body = new Uint8Array(MAX_MESSAGE - 16).fill(0x7f);
       const sessions = [];
       for (let i = 0; i < N; i++) {
-        const s = mux.open('slow', { sync: false });
+        const s = mux.open(`slow-${i}`, { sync: false });
         sessions.push(s);
         s.sendRaw(body);
         s.sendRaw(body);

@@ -66,6 +66,7 @@ const SLOW_CLOSE_MS = 1000;
  *   (4404), the socket's session count checked (`--max-sessions-per-socket`, 4413). A refusal
  *   is a `session-close` with that code, and every other session carries on. Accepted: a
  *   `session-opened` with the permission, then the document's session.
+ * - One session per document: a second open of a document open on the socket is refused (4400).
  * - The sessions of an address's sockets are capped together (`--max-sessions-per-address`,
  *   AddressSessions): past it an open is refused (4413) as past the socket's cap.
  * - At most `--max-refused-opens-per-socket` opens are refused in a row; the next refusal
@@ -86,6 +87,8 @@ export class MuxConnection implements MuxHandler {
   /** The socket's room in the unsent budget, for all its sessions' full-state answers. */
   private readonly room: SharedRoom;
   private hello: HelloMessage | null = null;
+  /** The documents open on this socket: one session each (see `authorize`). */
+  private readonly openNames = new Set<string>();
   /** Opens refused since the last accepted one (see `--max-refused-opens-per-socket`). */
   private refusedInARow = 0;
   private closed = false;
@@ -175,7 +178,12 @@ export class MuxConnection implements MuxHandler {
     this.refusedInARow = 0;
     const hello: HelloMessage = { ...this.hello, capabilities: [...this.hello.capabilities, ...msg.capabilities] };
     const address = this.deps.address;
-    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.room, this.input, () => this.deps.addressSessions.release(address));
+    const name = msg.name;
+    this.openNames.add(name);
+    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.room, this.input, () => {
+      this.openNames.delete(name);
+      this.deps.addressSessions.release(address);
+    });
     this.sessions.accept(channel);
     this.sendControl({ type: 'session-opened', sid: msg.sid, permission: grant.permission });
     // The socket watches the token's expiry for all its sessions: none of them needs a timer.
@@ -191,6 +199,10 @@ export class MuxConnection implements MuxHandler {
     if (msg.kind !== 'doc') throw new ProtocolError('unknown-message-type', 'lock sessions are not served on /.capsync/mux yet: use /.capsync/locks');
     if (msg.subdoc !== '') throw new ProtocolError('unknown-message-type', 'subdocument sessions are not served yet');
     validateDocName(msg.name);
+    // One session per document per socket (the design's rule for relay-to-relay sockets too): a
+    // second one would have every broadcast of the document sent twice to the same reader, and
+    // a socket could so cost the fan-out (and awareness) of max-sessions-per-socket connections.
+    if (this.openNames.has(msg.name)) throw new ProtocolError('bad-message', `document "${msg.name}" is already open on this socket (one session per document)`);
     const grant = this.deps.access.authorizeDoc(this.principal, msg.name);
     // Counted last, once nothing else refuses it (the session's end gives it back).
     const overAddressCap = this.deps.addressSessions.take(this.deps.address);
