@@ -5,9 +5,9 @@
  * wake per account, and every session of a multiplexed socket shares its socket's account
  * (one SendBuffer), so each waiting session's wake replaced the one before: only the last
  * session to wait was ever answered, the others never synced (until the socket reconnected).
- * Measured: 6 sessions of one 3 MiB document, a 4 MiB share: 5 synced, 1 never (20 s); 6
- * sessions of 12 documents of 1.5 MiB, a 2 MiB share (this test, one session per document): 8
- * synced, 4 never.
+ * Measured: 6 sessions of one 3 MiB document, a 4 MiB share: 5 synced, 1 never (20 s); 12
+ * sessions of 12 documents of 1.5 MiB, a 2 MiB share (this test; a socket now has one session
+ * per document): 8 synced, 4 never.
  *
  * Now the socket keeps every waiting session's wake (SharedRoom) and registers one with the
  * budget, which wakes them all; each checks again.
