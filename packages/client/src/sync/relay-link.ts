@@ -12,8 +12,8 @@ import {
   type DialState,
   type DialedChannel,
   type Message,
-  type NetworkStatus,
 } from '@capsync/core';
+import { browserNetwork } from './browser-network.js';
 import { relayUrlList } from './relay-urls.js';
 import type { WebSocketConstructor } from './websocket-like.js';
 
@@ -170,26 +170,4 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
     }
     this.emit('message', [msg]);
   }
-}
-
-/** The browser's online/offline events; undefined outside a browser window. */
-function browserNetwork(): NetworkStatus | undefined {
-  const w = globalThis as {
-    window?: unknown;
-    navigator?: { onLine?: boolean };
-    addEventListener?: (type: string, fn: () => void) => void;
-    removeEventListener?: (type: string, fn: () => void) => void;
-  };
-  if (typeof w.addEventListener !== 'function' || typeof w.window === 'undefined') return undefined;
-  return {
-    offline: w.navigator?.onLine === false,
-    watch(online, offline) {
-      w.addEventListener!('online', online);
-      w.addEventListener!('offline', offline);
-      return () => {
-        w.removeEventListener?.('online', online);
-        w.removeEventListener?.('offline', offline);
-      };
-    },
-  };
 }
