@@ -11,7 +11,6 @@ import {
   closeCodeFor,
   closeReasonFor,
   defaultRefusalAction,
-  dialWebSocket,
   helloFor,
   type DialedChannel,
   type Message,
@@ -19,8 +18,7 @@ import {
   type SessionChannel,
   type SessionOpenMessage,
 } from '@capsync/core';
-import { browserNetwork } from './browser-network.js';
-import type { RelayLinkOptions } from './relay-link.js';
+import { clientDialerOptions, type RelayLinkOptions } from './relay-link.js';
 
 /** What a RelaySocket tells the documents on it (SessionLink). */
 export interface SocketUser {
@@ -185,31 +183,21 @@ export class RelaySocket implements MuxHandler {
 
   private newDialer(): Dialer {
     const { options } = this;
-    const token = options.token;
-    const retryUnauthorized = typeof token === 'function';
+    const retryUnauthorized = typeof options.token === 'function';
     let lastClose: { code: number; url: string; opened: boolean } | null = null;
     const dialer = new Dialer({
-      urls: options.urls.filter((u) => !this.noMuxUrls.has(u)),
-      path: MUX_PATH,
-      credential: typeof token === 'function' ? token : () => token,
-      connect: (url, protocols, opened) => dialWebSocket(new options.WebSocket(url, protocols), opened),
-      backoff: options.backoff,
-      random: options.random,
-      liveness: { kind: 'app-ping', intervalMs: options.heartbeatIntervalMs, timeoutMs: options.heartbeatTimeoutMs },
-      handshakeTimeoutMs: options.heartbeatTimeoutMs,
+      ...clientDialerOptions({ ...options, urls: options.urls.filter((u) => !this.noMuxUrls.has(u)) }, MUX_PATH),
       hello: helloFor('client', options.ownerKey ? [OWNER_KEY_PREFIX + options.ownerKey] : []),
       // A relay that upgrades /.capsync/mux but does not say it serves it is not one we can talk to.
       expectHello: (hello) =>
         hello.capabilities.includes(MUX_CAPABILITY) ? null : new CapsyncError('invalid-doc-name', 'the relay does not announce the multiplexed endpoint'),
       control: MUX_CONTROL_FRAMING,
-      retryUnauthorized,
       refusalAction: (code, refusal) => {
         if (lastClose && !lastClose.opened && code === CloseCode.InvalidDocName) return 'handled';
         const action = defaultRefusalAction(code, refusal, retryUnauthorized);
         if (action === 'stop') this.halted = true;
         return action;
       },
-      network: browserNetwork(),
     });
     dialer.on('state', () => {
       for (const u of [...this.users]) u.socketState();

@@ -2,7 +2,6 @@ import { ObservableV2 } from 'lib0/observable';
 import {
   Backoff,
   CloseCode,
-  decodeMessage,
   defaultRefusalAction,
   encodeMessage,
   refusalFor,
@@ -10,7 +9,7 @@ import {
   type Message,
   type SessionChannel,
 } from '@capsync/core';
-import { RelayLink, type LinkState, type RelayLinkEvents, type RelayLinkOptions } from './relay-link.js';
+import { RelayLink, decodeFromRelay, type LinkState, type RelayLinkEvents, type RelayLinkOptions } from './relay-link.js';
 import type { RelaySocket, RelaySockets, SocketUser } from './relay-socket.js';
 
 /**
@@ -142,15 +141,8 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
   // ---- the session ----
 
   private receive(channel: SessionChannel, bytes: Uint8Array): void {
-    let msg: Message;
-    try {
-      msg = decodeMessage(bytes);
-    } catch (err) {
-      this.emit('error', [err as CapsyncError]);
-      channel.close(CloseCode.BadMessage, 'bad-message: undecodable frame from relay');
-      return;
-    }
-    this.emit('message', [msg]);
+    const msg = decodeFromRelay(channel, bytes, (err) => this.emit('error', [err]));
+    if (msg) this.emit('message', [msg]);
   }
 
   private sessionClosed(channel: SessionChannel, socket: RelaySocket, code: number, reason: string): void {
