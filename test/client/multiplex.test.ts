@@ -26,7 +26,7 @@ async function relay(args: string[] = []): Promise<RestartableRelay> {
   return r;
 }
 
-function client(url: string, options: Partial<ClientOptions> = {}): CapsyncClient {
+function client(url: string | string[], options: Partial<ClientOptions> = {}): CapsyncClient {
   const c = createClient({
     url,
     storage: 'memory',
@@ -147,6 +147,22 @@ describe('multiplexed client', () => {
     late.doc.getText('t').insert(0, 'late');
     await late.flush();
     expect(await sockets(r, 'doc')).toBe(4);
+    expect(errors).toEqual([]);
+  });
+
+  it('leaves out a URL without the multiplexed endpoint and multiplexes on the next one', async () => {
+    const [old, current] = await Promise.all([relay(['--mux', 'off']), relay()]);
+    const c = client([old.url, current.url]);
+    const errors: CapsyncError[] = [];
+    const docs = await Promise.all(names('mixed', 3).map((n) => c.open(n)));
+    for (const h of docs) {
+      h.on('error', (err) => errors.push(err));
+      h.doc.getText('t').insert(0, h.name);
+    }
+    await Promise.all(docs.map((h) => h.flush()));
+    expect(docs.map((h) => h.relayUrl)).toEqual(docs.map(() => current.url));
+    expect(await sockets(current, 'mux')).toBe(1);
+    expect((await sockets(old, 'doc')) + (await sockets(old, 'mux'))).toBe(0);
     expect(errors).toEqual([]);
   });
 
