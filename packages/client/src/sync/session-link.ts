@@ -58,7 +58,8 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
   }
 
   get currentUrl(): string {
-    return this.fallback?.currentUrl ?? this.socket?.currentUrl ?? this.sockets.get().currentUrl;
+    // Not started: where the first attempt goes (asking the pool would make a socket, or throw once the client closed).
+    return this.fallback?.currentUrl ?? this.socket?.currentUrl ?? this.options.urls[0]!;
   }
 
   start(): void {
