@@ -60,8 +60,12 @@ export class RelaySocket implements MuxHandler {
   private sessions: MuxSessions | null = null;
   private readonly users = new Set<SocketUser>();
   private lingering: ReturnType<typeof setTimeout> | null = null;
-  /** A refusal stopped the dialer (forbidden token...): documents restart it with `connect()`. */
+  /** The dialer was started (once per dialer: documents that come later just wait for it). */
+  private started = false;
+  /** A refusal stopped the dialer (a token refused): the next document that starts (or `connect()`) dials again. */
   private halted = false;
+  /** The open link's channel (to close the socket when its sids run out). */
+  private dialerChannel: DialedChannel | null = null;
   private destroyed = false;
 
   constructor(
@@ -171,9 +175,6 @@ export class RelaySocket implements MuxHandler {
   }
 
   // ---- the dialer ----
-
-  private started = false;
-  private dialerChannel: DialedChannel | null = null;
 
   private startDialer(): void {
     this.halted = false;
