@@ -316,6 +316,16 @@ export const FLAGS: Flag[] = [
     help: `Sessions (documents) one multiplexed socket (/.capsync/mux) may have open at once; past it an open is refused 4413. Default ${DEFAULTS.maxSessionsPerSocket}`,
     apply: (o, v) => (o.maxSessionsPerSocket = positive('--max-sessions-per-socket', v)),
   },
+  {
+    flag: 'mux',
+    env: 'CAPSYNC_MUX',
+    type: 'string',
+    help: 'on (default): serve /.capsync/mux, every document of a client over one socket; off: refuse it with 4404 as older relays do (clients then use a socket per document)',
+    apply: (o, v) => {
+      if (v !== 'on' && v !== 'off') throw new CliError(`--mux must be on or off, got "${v}"`);
+      o.mux = v === 'on';
+    },
+  },
   { flag: 'log-level', env: 'CAPSYNC_LOG_LEVEL', type: 'string', help: 'fatal, error, warn, info (default), debug, trace or silent', apply: (o, v) => {
       if (!LOG_LEVELS.includes(v)) throw new CliError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${v}"`);
       o.logLevel = v;

@@ -172,6 +172,12 @@ export interface RelayOptions {
    * past it is refused on its own (4413). Default 2000.
    */
   maxSessionsPerSocket?: number;
+  /**
+   * Serve the multiplexed endpoint (`/.capsync/mux`: a client's documents over one socket).
+   * false: refused with 4404 `invalid-doc-name` as by a relay that predates it, so clients use
+   * a socket per document. Default true.
+   */
+  mux?: boolean;
   /** Structured logger; defaults to one at `logLevel`. */
   logger?: Logger;
   /** Log level of the default logger. Default 'silent' (the CLI uses 'info'). */
@@ -229,6 +235,7 @@ export interface ResolvedRelayOptions {
   maxConnections: number;
   maxConnectionsPerAddress: number;
   maxSessionsPerSocket: number;
+  mux: boolean;
 }
 
 export const DEFAULTS = {
@@ -262,6 +269,7 @@ export const DEFAULTS = {
   maxConnections: 10_000,
   maxConnectionsPerAddress: 1000,
   maxSessionsPerSocket: 2000,
+  mux: true,
 } as const;
 
 export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
@@ -322,6 +330,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxConnections: positive('maxConnections', o.maxConnections, DEFAULTS.maxConnections, true),
     maxConnectionsPerAddress: positive('maxConnectionsPerAddress', o.maxConnectionsPerAddress, DEFAULTS.maxConnectionsPerAddress, true),
     maxSessionsPerSocket: positive('maxSessionsPerSocket', o.maxSessionsPerSocket, DEFAULTS.maxSessionsPerSocket),
+    mux: o.mux ?? DEFAULTS.mux,
   };
   if (resolved.peers.length > 0 && !resolved.authSecret && !resolved.peerToken) {
     // Open relays trust no peer without it, so the mesh would refuse every link.
