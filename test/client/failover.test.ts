@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
+import { MUX_PATH } from '@capsync/core';
 import { createClient, type CapsyncClient, type ClientOptions, type DocHandle, type SyncStatus } from '@capsync/client';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
@@ -16,7 +17,8 @@ import { nextTurn, until } from '../support/client-fixture.js';
  */
 
 const DOC = 'team/failover';
-const DOC_PATH = `/${encodeURIComponent(DOC)} `;
+// The document rides the client's multiplexed socket (one per relay for all its documents).
+const DOC_PATH = `/${MUX_PATH} `;
 const LOCKS_PATH = `/${encodeURIComponent('.capsync/locks')} `;
 const { WebSocket, unheard } = recordingWebSocket();
 

@@ -4,6 +4,7 @@ import { createClient, type CapsyncClient, type CapsyncError, type ClientOptions
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { FaultProxy, type FaultMode } from '../support/fault-proxy.js';
 import { recordingWebSocket } from '../support/recording-websocket.js';
+import { metricValue } from '../support/relay-observe.js';
 import { waitForEvent } from '../support/wait.js';
 import { until } from '../support/client-fixture.js';
 import { signToken } from '../support/tokens.js';
@@ -64,6 +65,14 @@ function errorsOf(handle: DocHandle): CapsyncError[] {
  */
 async function happensWithin(emitter: FaultProxy, check: () => boolean, ms: number): Promise<boolean> {
   return waitForEvent(emitter, 'connection', () => check() || undefined, 'never', ms).then(
+    () => true,
+    () => false,
+  );
+}
+
+/** As happensWithin, re-checking on every chunk read through the proxy (frames on an open socket). */
+async function happensWithinRead(emitter: FaultProxy, check: () => boolean, ms: number): Promise<boolean> {
+  return waitForEvent(emitter, 'read', () => check() || undefined, 'never', ms).then(
     () => true,
     () => false,
   );
@@ -210,7 +219,7 @@ describe('tokens', () => {
 });
 
 describe('refusals', () => {
-  it('forbidden: an error event, offline, and no reconnect storm; connect() tries exactly once more', async () => {
+  it('forbidden (a socket per document): an error event, offline, and no reconnect storm; connect() tries exactly once more', async () => {
     const r = await relay({ authSecret: SECRET });
     const net = await proxy(r.port);
     let tokenCalls = 0;
@@ -219,7 +228,7 @@ describe('refusals', () => {
       return sign({ 'someone-else/*': 'write' });
     };
     // Short backoff: a client that retried would hit the relay dozens of times in the window below.
-    const handle = await client(net.url, { token, reconnect: { baseMs: 5, maxMs: 20 } }).open(DOC);
+    const handle = await client(net.url, { token, reconnect: { baseMs: 5, maxMs: 20 }, multiplex: false }).open(DOC);
     const errors = errorsOf(handle);
     await until(handle, 'error', () => errors.length > 0, 'an error event');
     expect(errors.map((e) => e.code)).toEqual(['forbidden']);
@@ -235,6 +244,31 @@ describe('refusals', () => {
     expect(errors.map((e) => e.code)).toEqual(['forbidden', 'forbidden']);
     expect(await happensWithin(net, () => net.accepted > 2, 200)).toBe(false);
     expect(net.accepted).toBe(2);
+  });
+
+  it('forbidden (a session of the multiplexed socket): an error event, offline, and no reopen storm; connect() opens it exactly once more', async () => {
+    const r = await relay({ authSecret: SECRET });
+    const net = await proxy(r.port);
+    const token = () => sign({ 'someone-else/*': 'write' });
+    const refused = () => metricValue(r.httpUrl, 'capsync_refusals_total', { reason: 'forbidden' });
+    const handle = await client(net.url, { token, reconnect: { baseMs: 5, maxMs: 20 } }).open(DOC);
+    const errors = errorsOf(handle);
+    await until(handle, 'error', () => errors.length > 0, 'an error event');
+    expect(errors.map((e) => e.code)).toEqual(['forbidden']);
+    await until(handle, 'status', () => handle.status === 'offline', 'offline');
+
+    // A reopen would be a frame up the one socket: none comes (its heartbeat is 10 s away).
+    expect(await happensWithinRead(net, () => errors.length > 1, 400)).toBe(false);
+    expect(await refused()).toBe(1);
+    expect(handle.status).toBe('offline');
+
+    handle.connect();
+    await until(handle, 'error', () => errors.length > 1, 'the second refusal');
+    expect(errors.map((e) => e.code)).toEqual(['forbidden', 'forbidden']);
+    expect(await happensWithinRead(net, () => errors.length > 2, 200)).toBe(false);
+    expect(await refused()).toBe(2);
+    // The socket was fine all along: one, kept.
+    expect(net.accepted).toBe(1);
   });
 
   it('unauthorized with a fixed token: an error event and no retry', async () => {

@@ -6,6 +6,7 @@ import { MemoryStorage } from './storage/memory-storage.js';
 import type { StorageAdapter } from './storage/storage-adapter.js';
 import type { BackoffOptions } from '@capsync/core';
 import { relayUrlList, type TokenSource } from './sync/relay-link.js';
+import { RelaySockets } from './sync/relay-socket.js';
 import { globalWebSocket, type WebSocketConstructor } from './sync/websocket-like.js';
 
 export interface ClientOptions {
@@ -60,6 +61,13 @@ export interface ClientOptions {
    * clients you control (tabs, a reloaded page); keep it as secret as a token.
    */
   ownerKey?: string;
+  /**
+   * Every document over one WebSocket to the relay (`/.capsync/mux`), each a session of its
+   * own, instead of one WebSocket per document. Default true. A relay without that endpoint
+   * (older versions) refuses it with 4404; the client remembers that per URL and, when no
+   * URL has it, uses a WebSocket per document. false: always a WebSocket per document.
+   */
+  multiplex?: boolean;
 }
 
 /** The client: opens documents and manages their local replicas. */
@@ -89,9 +97,7 @@ export function createClient(options: ClientOptions): CapsyncClient {
   const storage = resolveStorage(options.storage);
   const inBrowser = typeof (globalThis as { window?: unknown }).window !== 'undefined';
   const sessionId = randomId();
-  const settings: Omit<DocHandleSettings, 'sessionId'> = {
-    storage,
-    link: {
+  const link: DocHandleSettings['link'] = {
       urls,
       WebSocket,
       token: options.token,
@@ -101,7 +107,12 @@ export function createClient(options: ClientOptions): CapsyncClient {
       // One per client, on its lock and document links: its leases (and fenced writes under
       // them) are this client's on a relay without a token `sub` (see README, Locks).
       ownerKey: checkedOwnerKey(options.ownerKey) ?? randomOwnerKey(),
-    },
+  };
+  const sockets = options.multiplex === false ? null : new RelaySockets(link);
+  const settings: Omit<DocHandleSettings, 'sessionId'> = {
+    storage,
+    link,
+    sockets,
     crossTab: options.crossTab ?? inBrowser,
     connect: options.connect ?? true,
     localWriteDelayMs: options.localWriteDelayMs ?? 50,
@@ -158,6 +169,7 @@ export function createClient(options: ClientOptions): CapsyncClient {
       closed = true;
       locks.close();
       await Promise.all(Array.from(open.keys(), closeName));
+      sockets?.close();
     },
   };
 }

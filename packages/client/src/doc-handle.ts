@@ -16,6 +16,8 @@ import { Outbox } from './sync/outbox.js';
 import { TabShare } from './sync/tab-share.js';
 import { FencedValues } from './locks/fenced-values.js';
 import { RelayLink, type RelayLinkOptions } from './sync/relay-link.js';
+import type { RelaySockets } from './sync/relay-socket.js';
+import { SessionLink, type DocLink } from './sync/session-link.js';
 
 export interface DocHandleEvents {
   status: (status: SyncStatus) => void;
@@ -39,6 +41,8 @@ export interface FlushOptions {
 export interface DocHandleSettings {
   storage: StorageAdapter;
   link: Omit<RelayLinkOptions, 'docName'>;
+  /** The client's multiplexed socket (a session per document); null: a socket per document. */
+  sockets: RelaySockets | null;
   crossTab: boolean;
   connect: boolean;
   localWriteDelayMs: number;
@@ -78,7 +82,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   /** Fenced (CP) values: local reads, lease-fenced writes through the relay. */
   readonly cp: FencedValues;
   private readonly outbox: Outbox;
-  private readonly link: RelayLink;
+  private readonly link: DocLink;
   private readonly session: DocSession;
   private replica!: LocalReplica;
   private presence: DocPresence | null = null;
@@ -107,7 +111,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         this.updateStatus();
       });
     });
-    this.link = new RelayLink({
+    const linkOptions: RelayLinkOptions = {
       ...settings.link,
       docName: name,
       ownerHandles: (code, reason) => awarenessLimitOf(code, reason) !== undefined,
@@ -116,7 +120,8 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       // user, not other users' edits this replica may carry to a relay that lacks them.
       helloCapabilities: () =>
         declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
-    });
+    };
+    this.link = settings.sockets ? new SessionLink(settings.sockets, linkOptions) : new RelayLink(linkOptions);
     this.session = new DocSession(name, this.doc, this.link, this.outbox, {
       acked: (seq, durable) => {
         // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.

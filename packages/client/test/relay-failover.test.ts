@@ -421,6 +421,8 @@ describe('createClient with a list of relays', () => {
     heartbeatIntervalMs: INTERVAL_MS,
     heartbeatTimeoutMs: TIMEOUT_MS,
     reconnect: { baseMs: BASE_MS, maxMs: MAX_MS },
+    // The fake relays speak a socket per document (the multiplexed socket fails over in test/client/failover.test.ts).
+    multiplex: false,
   } as const;
 
   it('validates every URL: a non-empty list of ws:// or wss:// URLs, else a CapsyncError', async () => {

@@ -3,7 +3,10 @@ import {
   CloseCode,
   Dialer,
   CapsyncError,
+  MUX_CONTROL_FRAMING,
   channelPair,
+  decodeMuxFrame,
+  encodeMuxFrame,
   decodeMessage,
   encodeMessage,
   helloFor,
@@ -479,5 +482,55 @@ describe('Dialer: the network', () => {
     expect(vi.getTimerCount()).toBe(0);
     h.dialer.start();
     expect(h.attempts).toHaveLength(1);
+  });
+});
+
+describe('Dialer: control framing (a multiplexed socket)', () => {
+  it("its own messages travel on the control session: hello and pings out, the awaited hello and pongs in; other sessions' frames pass on untouched", async () => {
+    const raw: Uint8Array[] = [];
+    let far!: Channel;
+    let open!: () => void;
+    // Not the harness: its owner decodes every frame as a plain message.
+    const dialer = new Dialer({
+      urls: [A],
+      path: '.capsync/mux',
+      backoff: { baseMs: BASE_MS, maxMs: MAX_MS },
+      handshakeTimeoutMs: HANDSHAKE_MS,
+      hello: helloFor('client'),
+      retryUnauthorized: false,
+      control: MUX_CONTROL_FRAMING,
+      liveness: { kind: 'app-ping', intervalMs: 1_000, timeoutMs: 300 },
+      expectHello: () => null,
+      connect: (_url, _protocols, opened) => {
+        const [near, channel] = channelPair();
+        far = channel;
+        open = opened;
+        channel.attach({ message: (bytes) => raw.push(bytes), close: () => {}, error: () => {} });
+        return near;
+      },
+    });
+    dialers.push(dialer);
+    const h = { dialer };
+    const links: Uint8Array[] = [];
+    h.dialer.on('open', (link) => link.channel.attach({ message: (bytes) => links.push(bytes), close: () => {}, error: () => {} }));
+    h.dialer.start();
+    open();
+    await deliver();
+    expect(decodeMuxFrame(raw[0]!).sid).toBe(0);
+    expect(decodeMessage(decodeMuxFrame(raw[0]!).body).type).toBe('hello');
+    // A session's frame before the hello waits; the framed hello opens the link.
+    far.send(encodeMuxFrame(3, encodeMessage(update(1))));
+    far.send(encodeMuxFrame(0, encodeMessage(helloFor('relay'))));
+    await deliver();
+    expect(h.dialer.state).toBe('open');
+    await vi.advanceTimersByTimeAsync(1_000);
+    await settle();
+    const ping = decodeMessage(decodeMuxFrame(raw.at(-1)!).body) as { type: string; id: number };
+    expect([decodeMuxFrame(raw.at(-1)!).sid, ping.type]).toEqual([0, 'ping']);
+    far.send(encodeMuxFrame(0, encodeMessage({ type: 'pong', id: ping.id })));
+    await deliver();
+    expect(links).toEqual([encodeMuxFrame(3, encodeMessage(update(1)))]);
+    await vi.advanceTimersByTimeAsync(1_299);
+    expect(h.dialer.state).toBe('open');
   });
 });

@@ -45,6 +45,12 @@ class TestHost implements SessionHooks {
   readonly barriers: number[] = [];
   readonly extensions: Message[] = [];
   readonly ackedPositions: number[] = [];
+  readonly ackedSeqs: number[] = [];
+  readonly sentStep2s: number[] = [];
+  readonly durables: ('sync-step-2' | 'update')[] = [];
+  readonly hellos: HelloMessage[] = [];
+  /** What `hello` answers (null: nothing, we spoke first). */
+  answer: HelloMessage | null = helloFor('relay');
   readonly endings: ({ code: number; reason: string } | null)[] = [];
   /** Commit at once instead of waiting for the test. */
   autoCommit = true;
@@ -52,8 +58,9 @@ class TestHost implements SessionHooks {
 
   constructor(readonly replica: TestReplica) {}
 
-  hello(): HelloMessage {
-    return helloFor('relay');
+  hello(msg: HelloMessage): HelloMessage | null {
+    this.hellos.push(msg);
+    return this.answer;
   }
   applyUpdate(update: Uint8Array): AppliedUpdate {
     Y.applyUpdate(this.replica.doc, update);
@@ -70,8 +77,12 @@ class TestHost implements SessionHooks {
     this.extensions.push(msg);
     if (msg.type === 'ack') throw new ProtocolError('unknown-message-type', 'ack messages are sent by relays, not clients');
   }
-  acked(position: number): void {
+  acked(position: number, seq: number): void {
     this.ackedPositions.push(position);
+    this.ackedSeqs.push(seq);
+  }
+  sentStep2(seq: number): void {
+    this.sentStep2s.push(seq);
   }
   position(): number {
     return this.nextPosition();
@@ -82,7 +93,9 @@ class TestHost implements SessionHooks {
   beforeStep2(): void {}
   messageIn(): void {}
   messageOut(): void {}
-  durable(): void {}
+  durable(_receivedAt: number, kind: 'sync-step-2' | 'update'): void {
+    this.durables.push(kind);
+  }
   failing(): void {}
   unexpected(): void {}
 }
@@ -134,11 +147,11 @@ class Remote {
   }
 }
 
-function setup(options: { maxQueuedBytes?: number; numberSent?: boolean; open?: boolean } = {}) {
+function setup(options: { maxQueuedBytes?: number; numberSent?: boolean; open?: boolean; hello?: HelloMessage } = {}) {
   const [a, b] = channelPair();
   const replica = new TestReplica();
   const host = new TestHost(replica);
-  const session = new DocSession(a, host, { maxQueuedBytes: options.maxQueuedBytes ?? 1 << 20, numberSent: options.numberSent ?? false });
+  const session = new DocSession(a, host, { maxQueuedBytes: options.maxQueuedBytes ?? 1 << 20, numberSent: options.numberSent ?? false, hello: options.hello });
   const remote = new Remote(b);
   if (options.open !== false) session.open(replica);
   return { session, replica, host, remote };
@@ -292,6 +305,49 @@ describe('DocSession', () => {
     peer.remote.send({ type: 'ping', id: 1 });
     await peer.remote.until(() => peer.remote.of('pong').length === 1);
     expect(peer.host.ackedPositions).toEqual([11]);
+  });
+
+  it('the dialling side of a peer link says hello first, acks before the answer, and does not answer the answer', async () => {
+    const { remote, host } = setup({ numberSent: true, hello: helloFor('peer', ['relay-id:r1']) });
+    host.answer = null;
+    await remote.until(() => remote.got.length >= 2);
+    expect(remote.got.slice(0, 2).map((m) => m.type)).toEqual(['hello', 'sync-step-1']);
+    // The peer relay's own messages may come before its hello answer: they are acknowledged.
+    remote.send({ type: 'update', update: updateOf('a') });
+    await remote.until(() => remote.of('ack').length === 1);
+    remote.send(helloFor('relay-to-peer', ['relay-id:r0']));
+    remote.send({ type: 'ping', id: 1 });
+    await remote.until(() => remote.of('pong').length === 1);
+    expect(host.hellos).toHaveLength(1);
+    expect(remote.of('hello')).toHaveLength(1);
+    // Its hello still counts once: a second one closes.
+    remote.send(helloFor('relay-to-peer'));
+    await remote.until(() => remote.closed !== null);
+    expect(remote.closed!.code).toBe(CloseCode.BadMessage);
+  });
+
+  it('the dialling side closes 4426 on an answer of a protocol version it does not speak', async () => {
+    const { remote, host } = setup({ numberSent: true, hello: helloFor('peer') });
+    host.answer = null;
+    remote.send({ type: 'hello', protocolVersion: 99, capabilities: ['ack'] });
+    await remote.until(() => remote.closed !== null);
+    expect(remote.closed!.code).toBe(4426);
+  });
+
+  it('tells the host the number of its sync step 2, the seq of acks, and the kind of each durable message', async () => {
+    const { remote, host } = setup({ numberSent: true });
+    remote.send(helloFor('peer'));
+    remote.send({ type: 'update', update: updateOf('a', 1) });
+    remote.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(new Y.Doc()) });
+    remote.send({ type: 'sync-step-2', update: updateOf('b', 2) });
+    remote.send({ type: 'sync-step-2', update: EMPTY_UPDATE });
+    await remote.until(() => remote.of('sync-step-2').length === 1 && remote.of('ack').some((a) => a.seq === 3));
+    expect(host.sentStep2s).toEqual([1]);
+    expect(host.durables).toEqual(['update', 'sync-step-2', 'sync-step-2']);
+    remote.send({ type: 'ack', seq: 1, stateVector: new Uint8Array([0]) });
+    remote.send({ type: 'ping', id: 1 });
+    await remote.until(() => remote.of('pong').length === 1);
+    expect(host.ackedSeqs).toEqual([1]);
   });
 
   it('a CapsyncError thrown by a hook closes with its code; sends after the close are dropped', async () => {

@@ -330,6 +330,16 @@ export const FLAGS: Flag[] = [
     help: `Opens one multiplexed socket may have refused in a row (an accepted one starts the count again); the next refusal closes the socket 4413. Default ${DEFAULTS.maxRefusedOpensPerSocket}`,
     apply: (o, v) => (o.maxRefusedOpensPerSocket = positive('--max-refused-opens-per-socket', v)),
   },
+  {
+    flag: 'mux',
+    env: 'CAPSYNC_MUX',
+    type: 'string',
+    help: 'on (default): serve /.capsync/mux, every document of a client over one socket; off: refuse it with 4404 as older relays do (clients then use a socket per document)',
+    apply: (o, v) => {
+      if (v !== 'on' && v !== 'off') throw new CliError(`--mux must be on or off, got "${v}"`);
+      o.mux = v === 'on';
+    },
+  },
   { flag: 'log-level', env: 'CAPSYNC_LOG_LEVEL', type: 'string', help: 'fatal, error, warn, info (default), debug, trace or silent', apply: (o, v) => {
       if (!LOG_LEVELS.includes(v)) throw new CliError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got "${v}"`);
       o.logLevel = v;

@@ -183,6 +183,12 @@ export interface RelayOptions {
    * again); the next refusal closes the socket (4413). Default 100.
    */
   maxRefusedOpensPerSocket?: number;
+  /**
+   * Serve the multiplexed endpoint (`/.capsync/mux`: a client's documents over one socket).
+   * false: refused with 4404 `invalid-doc-name` as by a relay that predates it, so clients use
+   * a socket per document. Default true.
+   */
+  mux?: boolean;
   /** Structured logger; defaults to one at `logLevel`. */
   logger?: Logger;
   /** Log level of the default logger. Default 'silent' (the CLI uses 'info'). */
@@ -242,6 +248,7 @@ export interface ResolvedRelayOptions {
   maxSessionsPerSocket: number;
   maxSessionsPerAddress: number;
   maxRefusedOpensPerSocket: number;
+  mux: boolean;
 }
 
 export const DEFAULTS = {
@@ -277,6 +284,7 @@ export const DEFAULTS = {
   maxSessionsPerSocket: 2000,
   maxSessionsPerAddress: 2000,
   maxRefusedOpensPerSocket: 100,
+  mux: true,
 } as const;
 
 export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
@@ -339,6 +347,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxSessionsPerSocket: positive('maxSessionsPerSocket', o.maxSessionsPerSocket, DEFAULTS.maxSessionsPerSocket),
     maxSessionsPerAddress: positive('maxSessionsPerAddress', o.maxSessionsPerAddress, DEFAULTS.maxSessionsPerAddress, true),
     maxRefusedOpensPerSocket: positive('maxRefusedOpensPerSocket', o.maxRefusedOpensPerSocket, DEFAULTS.maxRefusedOpensPerSocket),
+    mux: o.mux ?? DEFAULTS.mux,
   };
   if (resolved.peers.length > 0 && !resolved.authSecret && !resolved.peerToken) {
     // Open relays trust no peer without it, so the mesh would refuse every link.

@@ -148,6 +148,13 @@ describe('parseCli', () => {
     expect(resolveOptions({}).maxSessionsPerSocket).toBe(2000);
   });
 
+  it('takes --mux on|off (or CAPSYNC_MUX); the relay serves the multiplexed endpoint by default', () => {
+    expect(options(['--mux', 'off']).mux).toBe(false);
+    expect(options([], { CAPSYNC_MUX: 'on' }).mux).toBe(true);
+    expect(() => parseCli(['--mux', 'no'], {})).toThrow(CliError);
+    expect(resolveOptions({}).mux).toBe(true);
+  });
+
   it('combines the two compaction thresholds from flag and environment', () => {
     expect(options(['--compact-bytes', '99'], { CAPSYNC_COMPACT_UPDATES: '5' }).compaction).toEqual({ maxUpdates: 5, maxBytes: 99 });
   });

@@ -3,7 +3,7 @@ import { CapsyncError, type Message } from '@capsync/core';
 import { withTimeout } from '../deadline.js';
 import { FROM_RELAY } from './origins.js';
 import type { Outbox, OutboxEntry } from './outbox.js';
-import type { RelayLink } from './relay-link.js';
+import type { DocLink } from './session-link.js';
 
 /** A Yjs update with nothing in it: the barrier of a quorum flush. */
 const EMPTY_UPDATE = new Uint8Array([0, 0]);
@@ -45,7 +45,7 @@ export class DocSession {
   constructor(
     private readonly name: string,
     private readonly doc: Y.Doc,
-    private readonly link: RelayLink,
+    private readonly link: DocLink,
     private readonly outbox: Outbox,
     private readonly hooks: DocSessionHooks,
   ) {}

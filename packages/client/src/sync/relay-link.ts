@@ -9,11 +9,13 @@ import {
   helloFor,
   type BackoffOptions,
   type CapsyncError,
+  type Channel,
+  type DialerOptions,
   type DialState,
   type DialedChannel,
   type Message,
-  type NetworkStatus,
 } from '@capsync/core';
+import { browserNetwork } from './browser-network.js';
 import { relayUrlList } from './relay-urls.js';
 import type { WebSocketConstructor } from './websocket-like.js';
 
@@ -86,21 +88,11 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
 
   constructor(options: RelayLinkOptions) {
     super();
-    const token = options.token;
     const { ownerHandles } = options;
     this.dialer = new Dialer({
-      urls: relayUrlList(options.urls),
-      path: encodeURIComponent(options.docName),
-      credential: typeof token === 'function' ? token : () => token,
-      connect: (url, protocols, opened) => dialWebSocket(new options.WebSocket(url, protocols), opened),
-      backoff: options.backoff,
-      random: options.random,
-      liveness: { kind: 'app-ping', intervalMs: options.heartbeatIntervalMs, timeoutMs: options.heartbeatTimeoutMs },
-      handshakeTimeoutMs: options.heartbeatTimeoutMs,
+      ...clientDialerOptions(options, encodeURIComponent(options.docName)),
       hello: () => helloFor('client', [...(options.ownerKey ? [OWNER_KEY_PREFIX + options.ownerKey] : []), ...(options.helloCapabilities?.() ?? [])]),
-      retryUnauthorized: typeof token === 'function',
       refusalAction: ownerHandles ? (code, _refusal, reason) => (ownerHandles(code, reason) ? 'handled' : undefined) : undefined,
-      network: browserNetwork(),
     });
     this.dialer.on('state', (state) => this.emit('state', [state]));
     this.dialer.on('open', ({ channel, connection, url }) => {
@@ -160,36 +152,42 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
   }
 
   private receive(channel: DialedChannel, bytes: Uint8Array): void {
-    let msg: Message;
-    try {
-      msg = decodeMessage(bytes);
-    } catch (err) {
-      this.emit('error', [err as CapsyncError]);
-      channel.close(CloseCode.BadMessage, 'bad-message: undecodable frame from relay');
-      return;
-    }
-    this.emit('message', [msg]);
+    const msg = decodeFromRelay(channel, bytes, (err) => this.emit('error', [err]));
+    if (msg) this.emit('message', [msg]);
   }
 }
 
-/** The browser's online/offline events; undefined outside a browser window. */
-function browserNetwork(): NetworkStatus | undefined {
-  const w = globalThis as {
-    window?: unknown;
-    navigator?: { onLine?: boolean };
-    addEventListener?: (type: string, fn: () => void) => void;
-    removeEventListener?: (type: string, fn: () => void) => void;
-  };
-  if (typeof w.addEventListener !== 'function' || typeof w.window === 'undefined') return undefined;
+/**
+ * The Dialer options every link of a client shares (a document's socket, the lock client's,
+ * the multiplexed socket): its URLs, a token per attempt, a WebSocket, app-level heartbeat,
+ * backoff, the browser's network events. The caller adds its hello and refusal policy.
+ */
+export function clientDialerOptions(
+  options: Pick<RelayLinkOptions, 'urls' | 'WebSocket' | 'token' | 'heartbeatIntervalMs' | 'heartbeatTimeoutMs' | 'backoff' | 'random'>,
+  path: string,
+): Omit<DialerOptions, 'hello'> {
+  const token = options.token;
   return {
-    offline: w.navigator?.onLine === false,
-    watch(online, offline) {
-      w.addEventListener!('online', online);
-      w.addEventListener!('offline', offline);
-      return () => {
-        w.removeEventListener?.('online', online);
-        w.removeEventListener?.('offline', offline);
-      };
-    },
+    urls: relayUrlList(options.urls),
+    path,
+    credential: typeof token === 'function' ? token : () => token,
+    connect: (url, protocols, opened) => dialWebSocket(new options.WebSocket(url, protocols), opened),
+    backoff: options.backoff,
+    random: options.random,
+    liveness: { kind: 'app-ping', intervalMs: options.heartbeatIntervalMs, timeoutMs: options.heartbeatTimeoutMs },
+    handshakeTimeoutMs: options.heartbeatTimeoutMs,
+    retryUnauthorized: typeof token === 'function',
+    network: browserNetwork(),
   };
+}
+
+/** Decodes a message of the relay; an undecodable one is reported and closes `channel` with 4400 (null). */
+export function decodeFromRelay(channel: Channel, bytes: Uint8Array, error: (err: CapsyncError) => void): Message | null {
+  try {
+    return decodeMessage(bytes);
+  } catch (err) {
+    error(err as CapsyncError);
+    channel.close(CloseCode.BadMessage, 'bad-message: undecodable frame from relay');
+    return null;
+  }
 }

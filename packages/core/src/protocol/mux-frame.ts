@@ -70,3 +70,9 @@ export function decodeMuxFrame(frame: Uint8Array): MuxFrame {
   if (sid > MAX_SID) throw new ProtocolError('bad-message', `session id ${sid} is over ${MAX_SID}`);
   return { sid, body: frame.subarray(d.pos) };
 }
+
+/** The Dialer's own messages (hello, ping, pong) on a multiplexed socket: its control session. */
+export const MUX_CONTROL_FRAMING = {
+  wrap: (message: Uint8Array): Uint8Array => encodeMuxFrame(CONTROL_SID, message),
+  unwrap: (frame: Uint8Array): Uint8Array | null => (frame[0] === CONTROL_SID ? frame.subarray(1) : null),
+};

@@ -29,6 +29,12 @@ export interface NetworkStatus {
   watch(online: () => void, offline: () => void): () => void;
 }
 
+/** How the dialer's own messages travel on a link that frames them (see DialerOptions.control). */
+export interface ControlFraming {
+  wrap(message: Uint8Array): Uint8Array;
+  unwrap(frame: Uint8Array): Uint8Array | null;
+}
+
 export interface DialerOptions {
   /** Base URLs (ws:// or wss://), tried in this order and then round robin. At least one. */
   urls: readonly string[];
@@ -64,6 +70,13 @@ export interface DialerOptions {
   refusalAction?: (code: number, refusal: CapsyncError, reason: string) => RefusalAction | undefined;
   /** Browsers: while offline no attempt is made; back online, the current URL is dialled at once. */
   network?: NetworkStatus;
+  /**
+   * Set when the link carries the frames of a multiplexed socket (mux-frame.ts): the dialer's
+   * own messages (our hello and pings, the other side's hello and pongs) go on its control
+   * session; `wrap` frames one for sending, `unwrap` returns a received control message, or
+   * null for a frame of another session (passed on untouched). Unset: plain messages.
+   */
+  control?: ControlFraming;
   /** Node: timers do not keep the process alive (a relay's links). */
   unrefTimers?: boolean;
 }

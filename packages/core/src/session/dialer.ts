@@ -198,7 +198,7 @@ export class Dialer extends ObservableV2<DialerEvents> {
   private opened(a: Attempt): void {
     if (this.current !== a || a.dropped || a.stage !== 'connecting') return;
     const hello = this.options.hello;
-    a.transport!.send(encodeMessage(typeof hello === 'function' ? hello() : hello));
+    a.transport!.send(this.own(encodeMessage(typeof hello === 'function' ? hello() : hello)));
     if (this.options.expectHello) a.stage = 'hello';
     else this.established(a, null);
   }
@@ -209,7 +209,7 @@ export class Dialer extends ObservableV2<DialerEvents> {
     a.stage = 'open';
     const liveness = this.options.liveness;
     if (liveness.kind !== 'none') {
-      const probe = liveness.kind === 'app-ping' ? () => a.transport!.send(encodeMessage({ type: 'ping', id: ++this.pings })) : () => this.transportPing(a);
+      const probe = liveness.kind === 'app-ping' ? () => a.transport!.send(this.own(encodeMessage({ type: 'ping', id: ++this.pings }))) : () => this.transportPing(a);
       const dead = () =>
         this.drop(a, CloseCode.GoingAway, 'unavailable: no answer within the heartbeat timeout', liveness.kind === 'app-ping' ? 'close' : 'terminate');
       a.watch = new LivenessWatch(liveness.intervalMs, liveness.timeoutMs ?? liveness.intervalMs, probe, dead, this.later);
@@ -227,9 +227,15 @@ export class Dialer extends ObservableV2<DialerEvents> {
   private frame(a: Attempt, bytes: Uint8Array): void {
     if (this.current !== a || a.dropped) return;
     a.watch?.heard();
-    if (this.options.liveness.kind === 'app-ping' && isCapsyncFrame(bytes, 'pong')) return;
-    if (isCapsyncFrame(bytes, 'hello') && !this.hello(a, bytes)) return;
+    const control = this.options.control ? this.options.control.unwrap(bytes) : bytes;
+    if (control && this.options.liveness.kind === 'app-ping' && isCapsyncFrame(control, 'pong')) return;
+    if (control && isCapsyncFrame(control, 'hello') && !this.hello(a, control)) return;
     a.view.events.message(bytes);
+  }
+
+  /** One of the dialer's own messages, framed for the link (see DialerOptions.control). */
+  private own(message: Uint8Array): Uint8Array {
+    return this.options.control ? this.options.control.wrap(message) : message;
   }
 
   /** Checks a hello (version; the awaited one with `expectHello`); returns true to pass it on. */

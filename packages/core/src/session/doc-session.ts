@@ -18,27 +18,30 @@ const SLOW_CLOSE_MS = 1000;
 const NO_CLIENTS: number[] = [];
 
 /**
- * One document over one Channel, on the side that accepts the link (the relay serving a
- * client, or a peer relay that dialled in). It owns what every such link does the same way:
+ * One document over one Channel: the relay serving a client, either end of a link between two
+ * relays. It owns what every such link does the same way:
  *
  * - Hello: the other side speaks first; its protocol version is checked (4426 when it is not
  *   spoken here), a second hello closes the session (4400), and the host's hello is the
- *   answer. On a session of a multiplexed socket the hello was said once on the socket
- *   (Channel.hello): it is taken when the replica opens, unanswered. A side that never says hello (a stock y-websocket client) gets no extension
- *   message from the session: no ack, no hello.
+ *   answer. A side that never says hello (a stock y-websocket client) gets no extension
+ *   message from the session: no ack, no hello. The side that dialled a peer relay speaks
+ *   first instead (`SessionOptions.hello`), and the peer's hello answers it. On a session of
+ *   a multiplexed socket the hello was said once on the socket (Channel.hello): it is taken
+ *   when the replica opens, unanswered.
  * - Sync: once the replica is open the session sends sync step 1 and the awareness state.
  *   A step 1 received is answered with a step 2, coalesced (CoalescedReply): one full-state
  *   encoding in flight at a time, and none while the channel has no room in its budget.
  *   So is query-awareness.
  * - Numbering and acks: received document messages (step 2, update) are numbered from 1;
  *   each is acknowledged once it and every earlier one are durable (AckOrder, DurableAcks),
- *   to a side that said hello. An empty update is a barrier: acknowledged once every earlier
+ *   to a side that speaks the extensions (it said hello, or we did first). An empty update is a barrier: acknowledged once every earlier
  *   message and every pending write of the replica are durable. With `numberSent`, the
  *   document messages we send are numbered too and the other side's acks map to positions.
  * - Input arriving while the replica is missing (loading) or paused is queued in order, up to
  *   `maxQueuedBytes` (then the session fails with slow-consumer), and handled on `resume`.
  * - Failure: a CapsyncError from decoding or a hook closes the channel with the error's
  *   close code and reason; a slow consumer is dropped 1 s later if its close does not finish.
+ *   What comes next is the host's (a dialled peer link reconnects and resyncs).
  *
  * Role-specific reactions (validation, permission, fenced writes, metrics) are the host's
  * (SessionHooks). One session per channel: nothing (numbers, acks, queue) outlives it.
@@ -47,8 +50,10 @@ export class DocSession {
   private replica: SessionReplica | null = null;
   private readonly queue: InputQueue;
   private closed = false;
-  /** The other side said hello: it gets acks and the host's extension messages. */
+  /** The other side speaks the extensions (it said hello, or we did first): it gets acks and the host's extension messages. */
   private helloed = false;
+  /** The other side's hello arrived (one per session). */
+  private heardHello = false;
   /** Count of document messages received (sync step 2 and update). */
   private seq = 0;
   private readonly ackOrder = new AckOrder();
@@ -88,10 +93,14 @@ export class DocSession {
     return this.closed;
   }
 
-  /** The replica is ready: sends sync step 1 and our awareness, then handles queued input. */
+  /** The replica is ready: sends our hello (if we speak first), sync step 1 and our awareness, then handles queued input. */
   open(replica: SessionReplica): void {
     if (this.closed) return;
     this.replica = replica;
+    if (this.options.hello) {
+      this.send(this.options.hello);
+      this.helloed = true;
+    }
     // A multiplexed socket said hello once for all its sessions: taken here, before any input.
     const socketHello = this.channel.hello;
     if (socketHello) {
@@ -152,10 +161,12 @@ export class DocSession {
   }
 
   /** Takes the other side's hello (one per session: what it declares must not change mid-link); returns our answer. */
-  private takeHello(msg: HelloMessage): HelloMessage {
-    if (this.helloed) throw new ProtocolError('bad-message', 'a second hello on one connection');
+  private takeHello(msg: HelloMessage): HelloMessage | null {
+    // One per link: what it declares (owner key, client ids) must not change mid-link.
+    if (this.heardHello) throw new ProtocolError('bad-message', 'a second hello on one connection');
     checkProtocolVersion(msg.protocolVersion);
     const answer = this.hooks.hello(msg);
+    this.heardHello = true;
     this.helloed = true;
     return answer;
   }
@@ -173,7 +184,7 @@ export class DocSession {
         return;
       case 'sync-step-2':
       case 'update':
-        this.receiveUpdate(msg.update);
+        this.receiveUpdate(msg.update, msg.type);
         return;
       case 'awareness':
         this.hooks.awareness(msg.update);
@@ -184,16 +195,18 @@ export class DocSession {
           return update !== null && this.send({ type: 'awareness', update }, written);
         }, this.options.room)).request(null);
         return;
-      case 'hello':
-        this.send(this.takeHello(msg));
+      case 'hello': {
+        const answer = this.takeHello(msg);
+        if (answer) this.send(answer);
         return;
+      }
       case 'ping':
         this.send({ type: 'pong', id: msg.id });
         return;
       case 'ack':
         if (!this.sent) break;
         // The other side committed what we sent it up to this message.
-        this.hooks.acked(this.sent.acked(msg.seq));
+        this.hooks.acked(this.sent.acked(msg.seq), msg.seq);
         return;
       default:
         break;
@@ -201,14 +214,14 @@ export class DocSession {
     this.hooks.extension(msg);
   }
 
-  private receiveUpdate(update: Uint8Array): void {
+  private receiveUpdate(update: Uint8Array, kind: 'sync-step-2' | 'update'): void {
     const seq = ++this.seq;
     const receivedAt = performance.now();
     if (isEmptyUpdate(update)) {
       // Nothing to store, but the ack still promises that everything applied so far (for
       // example this side's updates sent on an earlier link, or delivered by another tab) is
       // committed: wait for every pending write of the replica.
-      this.ackOrder.barrier(this.replica!.whenWritesSettled()).then(() => this.committed(seq, NO_CLIENTS, receivedAt), () => {});
+      this.ackOrder.barrier(this.replica!.whenWritesSettled()).then(() => this.committed(seq, NO_CLIENTS, receivedAt, kind), () => {});
       this.hooks.barrier(seq);
       return;
     }
@@ -216,7 +229,7 @@ export class DocSession {
     if (!applied) return;
     // An update waiting for dependencies may commit after later ones: ack in order.
     this.ackOrder.update(applied.durable).then(
-      () => this.committed(seq, applied.clients, receivedAt),
+      () => this.committed(seq, applied.clients, receivedAt, kind),
       (err: unknown) => {
         if (err instanceof CapsyncError && err.code !== 'storage-failure') return this.fail(err);
         this.hooks.unexpected(err, 'commit');
@@ -226,8 +239,8 @@ export class DocSession {
   }
 
   /** Acks go to a side that said hello only, coalesced per turn (DurableAcks). */
-  private committed(seq: number, clients: number[], receivedAt: number): void {
-    this.hooks.durable(receivedAt);
+  private committed(seq: number, clients: number[], receivedAt: number, kind: 'sync-step-2' | 'update'): void {
+    this.hooks.durable(receivedAt, kind);
     if (this.helloed && !this.closed) this.acks.committed(seq, clients);
   }
 
@@ -241,25 +254,29 @@ export class DocSession {
       return false;
     }
     this.hooks.beforeStep2();
-    return this.sendDoc({ type: 'sync-step-2', update }, written);
+    const seq = this.sendDoc({ type: 'sync-step-2', update }, written);
+    if (seq > 0) this.hooks.sentStep2?.(seq);
+    return seq >= 0;
   }
 
   // ---- sending ----
 
   /** A broadcast update (the fan-out path: one encoding, one send, nothing allocated besides). */
   sendUpdate(update: Uint8Array): boolean {
-    return this.sendDoc({ type: 'update', update });
+    return this.sendDoc({ type: 'update', update }) >= 0;
   }
 
   sendAwareness(update: Uint8Array): boolean {
     return this.send({ type: 'awareness', update });
   }
 
-  /** A message carrying document content; numbered when `numberSent` (the other side's acks count them). */
-  private sendDoc(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>, onWritten?: () => void): boolean {
-    if (!this.send(msg, onWritten)) return false;
-    if (this.sent) this.sent.record(this.hooks.position());
-    return true;
+  /**
+   * A message carrying document content; numbered when `numberSent` (the other side's acks
+   * count them). Returns its number (0 when not numbered), or -1 when nothing was sent.
+   */
+  private sendDoc(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>, onWritten?: () => void): number {
+    if (!this.send(msg, onWritten)) return -1;
+    return this.sent ? this.sent.record(this.hooks.position()) : 0;
   }
 
   /**

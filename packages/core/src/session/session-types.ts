@@ -36,9 +36,10 @@ export interface AppliedUpdate {
 export interface SessionHooks {
   /**
    * The other side's hello, its protocol version already checked (one per session: a second
-   * one closes it). Returns our hello, sent as the answer. May throw.
+   * one closes it). Returns our hello, sent as the answer, or null when there is nothing to
+   * answer (we spoke first: `SessionOptions.hello`). May throw.
    */
-  hello(msg: HelloMessage): HelloMessage;
+  hello(msg: HelloMessage): HelloMessage | null;
   /**
    * A received non-empty document message (sync step 2 or update), number `seq`: validate,
    * then apply. Returns how it commits, or null when it was refused without closing (the
@@ -54,18 +55,26 @@ export interface SessionHooks {
    * does not accept...). Throws a ProtocolError for the ones its role refuses.
    */
   extension(msg: Message): void;
-  /** The other side acknowledged our numbered messages up to document position `position` (see numberSent). */
-  acked(position: number): void;
+  /**
+   * The other side acknowledged our numbered messages 1..`seq`, which cover the document up to
+   * position `position` (see numberSent).
+   */
+  acked(position: number, seq: number): void;
   /** The document position a numbered message sent now stands for (see numberSent). */
   position(): number;
   /** Sent before every sync step 2 answer (a relay sends its client id claims to a peer first). */
   beforeStep2(): void;
+  /** Our sync step 2 answer went out as numbered message `seq` (with numberSent; a peer link's convergence). */
+  sentStep2?(seq: number): void;
   /** A received message was decoded (metrics). */
   messageIn(type: Message['type']): void;
   /** A message was handed to the channel (metrics). */
   messageOut(type: Message['type'], bytes: number): void;
-  /** Message `seq` received at `receivedAt` (performance.now()) became durable, in order (metrics). */
-  durable(receivedAt: number): void;
+  /**
+   * A document message (`kind`) received at `receivedAt` (performance.now()) became durable, in
+   * order, an empty one (a barrier) included: metrics, and a peer link's convergence.
+   */
+  durable(receivedAt: number, kind: 'sync-step-2' | 'update'): void;
   /** The session is closing because of `err` (before it closes: metrics, logs). */
   failing(err: CapsyncError): void;
   /** An unexpected (non-CapsyncError) failure: a bug or a storage error; logged by the host. */
@@ -81,6 +90,13 @@ export interface SessionHooks {
 export interface SessionOptions {
   /** Bytes of input held while the replica is missing or paused; past it the session fails (slow-consumer). */
   maxQueuedBytes: number;
+  /**
+   * This side speaks first (it dialled a peer relay): our hello, sent on `open` before sync
+   * step 1. The other side speaks the extensions from then on (it gets acks), and its hello is
+   * the answer (checked; the host's `hello` returns null). Absent: the other side speaks
+   * first, and one that never does (a stock y-websocket client) gets no extension message.
+   */
+  hello?: HelloMessage | undefined;
   /**
    * Number the document messages we send and take `ack`s for them (a link to a peer relay,
    * which acknowledges what it stores). Otherwise an `ack` goes to `extension`.

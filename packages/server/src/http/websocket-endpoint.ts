@@ -54,7 +54,9 @@ export function attachWebSocketEndpoint(
     try {
       const origin = req.headers.origin;
       if (!edge.origins.allows(origin, req.headers.host)) throw edge.origins.refusal(origin!);
-      docName = [LOCKS_PATH, MESH_PATH, MUX_PATH].find((reserved) => isPath(req.url, reserved)) ?? docNameFromPath(req.url ?? '/');
+      // With --mux off the path is a reserved document name, refused 4404 as by an older relay.
+      const reservedPaths = relay.options.mux ? [LOCKS_PATH, MESH_PATH, MUX_PATH] : [LOCKS_PATH, MESH_PATH];
+      docName = reservedPaths.find((reserved) => isPath(req.url, reserved)) ?? docNameFromPath(req.url ?? '/');
       if (docName === MUX_PATH) principal = await relay.access.authenticate(tokenFromRequest(req));
       else {
         grant = await relay.access.authorize(tokenFromRequest(req), docName);

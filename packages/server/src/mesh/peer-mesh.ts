@@ -12,7 +12,9 @@ export interface PeerMeshOptions {
   registry: DocRegistry;
   metrics: RelayMetrics;
   logger: Logger;
+  /** A document link's send buffer bounds (see SendBuffer): past them it resyncs on a new socket. */
   sendBufferLimit: number;
+  slowConsumerGraceMs: number;
   /** Bytes of input a document link may queue while its document is paused (see InputQueue). */
   maxQueuedBytes: number;
   /** Control-link heartbeat; a peer silent this long (twice at most) counts as down. */
@@ -228,8 +230,8 @@ export class PeerMesh {
       if (ep.up && !existing.connected) void existing.connect();
       return;
     }
-    const { relayId, metrics, logger, sendBufferLimit, maxQueuedBytes } = this.options;
-    const link = new PeerLink(ep, doc, { relayId, metrics, logger, sendBufferLimit, maxQueuedBytes, handshakeTimeoutMs: 5000, backoff: this.backoff });
+    const { relayId, metrics, logger, sendBufferLimit, slowConsumerGraceMs, maxQueuedBytes } = this.options;
+    const link = new PeerLink(ep, doc, { relayId, metrics, logger, sendBufferLimit, slowConsumerGraceMs, maxQueuedBytes, handshakeTimeoutMs: 5000, backoff: this.backoff });
     byEp.set(ep, link);
     metrics.peerDocLinks.inc();
     if (ep.up) void link.connect();

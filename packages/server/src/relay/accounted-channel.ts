@@ -28,14 +28,15 @@ export interface ServedChannel extends Channel {
 }
 
 /**
- * The Channel of a socket the relay serves (see Channel for the contract). Every send goes
- * through the connection's SendBuffer, so a consumer that stops reading is reported as a
+ * The Channel of a socket the relay serves or dialled (see Channel for the contract). Every send
+ * goes through the connection's SendBuffer, so a consumer that stops reading is reported as a
  * `slow-consumer` error (4429) and its unsent bytes count against the relay-wide budget
- * (UnsentBudget); `hasRoom` lets full-state answers wait for that budget (CoalescedReply).
+ * (UnsentBudget, when given one); `hasRoom` lets full-state answers wait for that budget (CoalescedReply).
  *
- * The endpoint feeds it: `received` for every frame (a text frame is a `text-frame` error,
- * never a message) and `transportClosed` once the socket closed. It registers no listener of
- * its own on the socket and allocates nothing per message it sends (the fan-out path).
+ * Whoever owns the socket feeds it (the relay's endpoint, or a PeerLink for the socket it
+ * dialled): `received` for every frame (a text frame is a `text-frame` error, never a message)
+ * and `transportClosed` once the socket closed. It registers no listener of its own on the
+ * socket and allocates nothing per message it sends (the fan-out path).
  */
 export class AccountedChannel implements ServedChannel {
   /** Every message sent goes through it (slow consumers are given up on, whatever they asked for). */
@@ -67,9 +68,11 @@ export class AccountedChannel implements ServedChannel {
     this.socket.close(code, reason);
   }
 
+  /** Drops the socket at once; the handler hears the close (1006) now, not when the socket reports it. */
   terminate(): void {
     this.outbound.stop();
     this.socket.terminate();
+    this.events.close(ABNORMAL_CLOSURE, '');
   }
 
   attach(handler: ChannelHandler): void {

@@ -4,7 +4,6 @@ import {
   ProtocolError,
   declaredWritersOf,
   helloFor,
-  relayIdCapability,
   type AppliedUpdate,
   type Channel,
   type HelloMessage,
@@ -19,28 +18,21 @@ import type { Logger } from '../logger.js';
 import type { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
 import type { RelayMetrics } from '../metrics.js';
 import { fencedSet } from './fenced-set.js';
+import type { ConnectionHost, HostedConnection } from './hosted-connection.js';
 import { QuorumBarrier } from './quorum-barrier.js';
-import type { DocPeer, RelayDoc } from './relay-doc.js';
+import { ReadOnlyRefusal } from './read-only-refusal.js';
+import type { RelayDoc } from './relay-doc.js';
 import type { Admission } from './update-admission.js';
 
-/** What the host needs of the connection it serves (RelayConnection). */
-export interface HostedConnection extends DocPeer {
-  readonly docName: string;
-  /** The connection's document once loaded (the session handles no message before). */
-  readonly document: RelayDoc | null;
-  /** The session ended (see SessionHooks.ended): release the document, count the close. */
-  ended(byUs: { code: number; reason: string } | null): void;
-}
+export type { HostedConnection } from './hosted-connection.js';
 
 export interface ClientSessionHostDeps {
-  /** This relay's id and mesh, when it has one (a peer relay's link gets it in our hello). */
-  mesh?: { relayId: string } | undefined;
   /** Set when another relay is the lock authority: fenced writes are forwarded there. */
   fencedWrites?: FencedWriteForwarder | undefined;
   locks: LockService;
   metrics: RelayMetrics;
   logger: Logger;
-  /** The client's address, for its share of awareness bounds; undefined for peer relays. */
+  /** The client's address, for its share of awareness bounds. */
   address?: string | undefined;
 }
 
@@ -53,11 +45,9 @@ export interface ClientSessionHostDeps {
  * - Fenced writes (`cp-set`), quorum barriers (`quorum-ack`), the hello's identity (owner key,
  *   declared client ids) and quorum flag.
  *
- * A peer relay that dialled in (`peerRelayId`) still rides this host until issue 12 step 5
- * gives it a host of its own: its updates are validated for integrity only (`trusted`), its
- * claims and acks are taken, and it is sent our claims before a sync step 2.
+ * Clients only: a peer relay that dialled in runs PeerSessionHost (mesh/peer-session-host.ts).
  */
-export class ClientSessionHost implements SessionHooks {
+export class ClientSessionHost implements SessionHooks, ConnectionHost {
   readonly session: DocSession;
   /** Whose leases this connection's fenced writes use. */
   private readonly identity: ConnectionIdentity;
@@ -67,7 +57,7 @@ export class ClientSessionHost implements SessionHooks {
   private quorum = false;
   /** The quorum wait of this connection's latest barrier (see QuorumBarrier); made on first use. */
   private quorumBarrier: QuorumBarrier | null = null;
-  private deniedNotified = false;
+  private readonly readOnly: ReadOnlyRefusal;
 
   constructor(
     private readonly conn: HostedConnection,
@@ -77,7 +67,13 @@ export class ClientSessionHost implements SessionHooks {
     options: Omit<SessionOptions, 'numberSent'>,
   ) {
     this.identity = new ConnectionIdentity(grant);
-    this.session = new DocSession(channel, this, { ...options, numberSent: conn.peerRelayId !== undefined });
+    // A client's acks are not numbered against what we send: it is not a durable replica.
+    this.session = new DocSession(channel, this, { ...options, numberSent: false });
+    this.readOnly = new ReadOnlyRefusal(this.session, conn.docName, deps.metrics);
+  }
+
+  open(doc: RelayDoc): void {
+    this.session.open(doc);
   }
 
   /** The document: every hook runs after the session opened on it. */
@@ -86,25 +82,24 @@ export class ClientSessionHost implements SessionHooks {
   }
 
   hello(msg: HelloMessage): HelloMessage {
-    const peer = this.conn.peerRelayId;
     this.identity.hello(msg.capabilities);
     this.declaredWriters = declaredWritersOf(msg);
     // Only writers hold ids: a read-only user must not reserve (or push out) anyone's.
-    if (this.declaredWriters && this.grant.subject && this.grant.permission === 'write' && !peer) this.doc.announceWriters(this.grant.subject, this.declaredWriters, this.conn);
+    if (this.declaredWriters && this.grant.subject && this.grant.permission === 'write') this.doc.announceWriters(this.grant.subject, this.declaredWriters, this.conn);
     this.quorum = msg.capabilities.includes('quorum');
-    return peer && this.deps.mesh ? helloFor('relay-to-peer', [relayIdCapability(this.deps.mesh.relayId)]) : helloFor('relay');
+    return helloFor('relay');
   }
 
   applyUpdate(update: Uint8Array, seq: number): AppliedUpdate | null {
     const receivedAt = performance.now();
     if (this.grant.permission !== 'write') {
-      this.refuseReadOnly(seq);
+      this.readOnly.refuse(seq);
       return null;
     }
     const doc = this.doc;
     let admission: Admission;
     try {
-      admission = doc.validate(update, { trusted: this.conn.peerRelayId !== undefined, subject: this.grant.subject, source: this.conn, declared: this.declaredWriters });
+      admission = doc.validate(update, { trusted: false, subject: this.grant.subject, source: this.conn, declared: this.declaredWriters });
     } catch (err) {
       if (err instanceof CapsyncError && err.code === 'fenced-area') this.deps.metrics.fencingRejections.inc({ reason: 'fenced-area' });
       throw err;
@@ -114,23 +109,12 @@ export class ClientSessionHost implements SessionHooks {
     return { durable, clients: admission.clients };
   }
 
-  private refuseReadOnly(seq: number): void {
-    this.deps.metrics.refusals.inc({ reason: 'read-only' });
-    if (this.session.extended) {
-      this.session.send({ type: 'error', code: 'read-only', message: `read-only access to "${this.conn.docName}": update refused`, seq });
-    } else if (!this.deniedNotified) {
-      // Stock y-websocket clients understand y-protocols' permission-denied message.
-      this.deniedNotified = true;
-      this.session.send({ type: 'auth-denied', reason: 'read-only: updates are refused' });
-    }
-  }
-
   barrier(seq: number): void {
     if (this.quorum) (this.quorumBarrier ??= new QuorumBarrier(this.deps.metrics)).await(this.doc, () => this.session.send({ type: 'quorum-ack', seq }));
   }
 
   awareness(update: Uint8Array): void {
-    this.doc.awareness.apply(update, this.conn, { relay: this.conn.peerRelayId !== undefined, identity: this.identity.lasting, address: this.deps.address });
+    this.doc.awareness.apply(update, this.conn, { relay: false, identity: this.identity.lasting, address: this.deps.address });
   }
 
   extension(msg: Message): void {
@@ -148,30 +132,22 @@ export class ClientSessionHost implements SessionHooks {
       }
       case 'lock-request':
         throw new ProtocolError('unknown-message-type', 'lock requests go to the lock endpoint, not a document connection');
-      case 'client-owners':
-        if (!this.conn.peerRelayId) throw new ProtocolError('unknown-message-type', 'client-owners messages are sent by relays, not clients');
-        this.doc.learnClaims(msg.claims, this.conn); // before the content that follows it
-        return;
       default:
-        // ack (a client's: only links that number what we send take acks), auth-denied,
-        // error, pong, lock-reply, cp-reply, quorum-ack.
+        // client-owners, ack (only links to peer relays number what we send and take acks),
+        // auth-denied, error, pong, lock-reply, cp-reply, quorum-ack.
         throw new ProtocolError('unknown-message-type', `${msg.type} messages are sent by relays, not clients`);
     }
   }
 
-  /** A peer relay committed what we sent it up to `position`. */
-  acked(position: number): void {
-    if (this.conn.peerRelayId) this.doc.replication.recordPeerDurable(this.conn.peerRelayId, position);
-  }
+  /** Never called: a client's session does not number what it sends (its acks go to `extension`). */
+  acked(): void {}
 
   position(): number {
     return this.doc.replication.applied;
   }
 
-  beforeStep2(): void {
-    // To a peer relay, who owns what it carries goes first (see DocOwnership).
-    if (this.conn.peerRelayId) for (const claims of this.doc.claimsForSync()) this.session.send({ type: 'client-owners', claims });
-  }
+  /** Claims are exchanged between relays only (see DocOwnership). */
+  beforeStep2(): void {}
 
   messageIn(type: Message['type']): void {
     this.deps.metrics.messagesIn.inc({ type });

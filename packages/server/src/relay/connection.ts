@@ -7,9 +7,11 @@ import type { DocRegistry } from './doc-registry.js';
 import type { DocPeer, RelayDoc } from './relay-doc.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
 import type { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
+import { PeerSessionHost, type InboundPeerHooks } from '../mesh/peer-session-host.js';
 import type { SendBuffer, SendBufferOptions } from './send-buffer.js';
 import type { ServedChannel } from './accounted-channel.js';
-import { ClientSessionHost, type HostedConnection } from './client-session-host.js';
+import { ClientSessionHost } from './client-session-host.js';
+import type { ConnectionHost, HostedConnection } from './hosted-connection.js';
 
 export type { RelaySocket } from './accounted-channel.js';
 
@@ -18,16 +20,14 @@ export interface ConnectionOptions extends SendBufferOptions {
   maxQueuedBytes: number;
 }
 
-/** What a connection from a peer relay tells the mesh (see PeerMesh). */
-export interface MeshHooks {
+/** This relay's id, and the mesh that a connection from a peer relay tells of itself (see PeerMesh). */
+export interface MeshHooks extends InboundPeerHooks {
   relayId: string;
-  inboundOpened(peerId: string, conn: RelayConnection): void;
-  inboundClosed(peerId: string, conn: RelayConnection): void;
 }
 
 export interface ConnectionDeps {
   /** The relay's mesh; peer relays' links are registered there. */
-  mesh?: MeshHooks;
+  mesh: MeshHooks;
   /** Set when another relay is the lock authority: fenced writes are forwarded there. */
   fencedWrites?: FencedWriteForwarder | undefined;
   /** Told when the relay closes a connection (not when the client does). */
@@ -43,9 +43,11 @@ export interface ConnectionDeps {
  * One client (or peer relay) connected to one document: the glue between a served socket, its
  * DocSession and the document. The session does the protocol (hello, sync, numbered acks,
  * barriers, input queued while the document loads or is paused, closing with named codes);
- * ClientSessionHost does what the relay adds (permission, validation, fenced writes, quorum,
- * metrics); this class holds the document (acquired from the registry, released once), the
- * credential's expiry, and is the document's DocPeer for broadcasts.
+ * its host does what the relay adds: ClientSessionHost for a client (permission, validation,
+ * fenced writes, quorum), PeerSessionHost for a peer relay that dialled in (trust, replication
+ * positions, claims). This class holds the document (acquired from the registry, released
+ * once: a peer's link holds it too, see PeerMesh), the credential's expiry, the connection
+ * metrics, and is the document's DocPeer for broadcasts.
  */
 export class RelayConnection implements DocPeer, HostedConnection {
   readonly kind = 'connection' as const;
@@ -57,6 +59,7 @@ export class RelayConnection implements DocPeer, HostedConnection {
   /** Every message sent goes through it (slow consumers are closed, whatever they asked for). */
   readonly outbound: SendBuffer;
   private readonly channel: ServedChannel;
+  private readonly host: ConnectionHost;
   private readonly session: DocSession;
   private doc: RelayDoc | null = null;
   private released = false;
@@ -74,12 +77,13 @@ export class RelayConnection implements DocPeer, HostedConnection {
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
     this.channel = channel;
     this.outbound = this.channel.outbound;
-    const host = new ClientSessionHost(this, this.channel, grant, { ...deps, address: deps.options.address }, {
-      maxQueuedBytes: deps.options.maxQueuedBytes,
-      room: this.channel,
-    });
-    this.session = host.session;
-    if (this.peerRelayId) deps.mesh?.inboundOpened(this.peerRelayId, this);
+    const options = { maxQueuedBytes: deps.options.maxQueuedBytes, room: this.channel };
+    const { metrics, logger, mesh } = deps;
+    this.host =
+      this.peerRelayId !== undefined
+        ? new PeerSessionHost(this, this.channel, { relayId: mesh.relayId, metrics, logger }, options, { kind: 'accepted', grant, mesh })
+        : new ClientSessionHost(this, this.channel, grant, { ...deps, address: deps.options.address }, options);
+    this.session = this.host.session;
     if (grant.expiresAt !== undefined) {
       this.cancelExpiry = onCredentialExpiry(grant.expiresAt, () => this.fail(new CapsyncError('unauthorized', 'token expired')));
     }
@@ -106,8 +110,7 @@ export class RelayConnection implements DocPeer, HostedConnection {
     }
     this.doc = doc;
     doc.peers.add(this);
-    if (this.peerRelayId) doc.replication.meet(this.peerRelayId);
-    this.session.open(doc);
+    this.host.open(doc);
   }
 
   /** Feeds one received WebSocket message. */
@@ -134,9 +137,9 @@ export class RelayConnection implements DocPeer, HostedConnection {
     this.session.sendAwareness(update);
   }
 
-  /** Claims on client ids, to a peer relay (DocOwnership sends them to no one else). */
+  /** Claims on client ids: DocOwnership sends them to peer relays' links only (`peerRelayId`). */
   sendClaims(claims: ClientClaims[]): void {
-    if (this.peerRelayId) this.session.send({ type: 'client-owners', claims });
+    this.session.send({ type: 'client-owners', claims });
   }
 
   // ---- closing ----
@@ -162,7 +165,6 @@ export class RelayConnection implements DocPeer, HostedConnection {
     this.released = true;
     this.deps.metrics.connections.dec();
     this.cancelExpiry?.();
-    if (this.peerRelayId) this.deps.mesh?.inboundClosed(this.peerRelayId, this);
     const doc = this.doc;
     if (doc) {
       doc.peers.delete(this);

@@ -99,6 +99,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       metrics: deps.metrics,
       logger: deps.logger,
       sendBufferLimit: deps.options.sendBufferLimit,
+      slowConsumerGraceMs: deps.options.slowConsumerGraceMs,
       maxQueuedBytes: deps.options.maxMessageBytes * 2,
     });
     this.replicateAll =

@@ -1,0 +1,191 @@
+import { ObservableV2 } from 'lib0/observable';
+import {
+  Backoff,
+  CloseCode,
+  defaultRefusalAction,
+  encodeMessage,
+  refusalFor,
+  type CapsyncError,
+  type Message,
+  type SessionChannel,
+} from '@capsync/core';
+import { RelayLink, decodeFromRelay, type LinkState, type RelayLinkEvents, type RelayLinkOptions } from './relay-link.js';
+import type { RelaySocket, RelaySockets, SocketUser } from './relay-socket.js';
+
+/**
+ * What a document handle needs of its link to the relay: a RelayLink (a socket of its own) or
+ * a SessionLink (a session on the client's shared socket); the contract is RelayLink's.
+ */
+export type DocLink = Pick<RelayLink, 'state' | 'currentUrl' | 'start' | 'stop' | 'send' | 'healthy' | 'destroy' | 'on' | 'off'>;
+
+/**
+ * A document's link as one session on the client's multiplexed socket (RelaySocket), with
+ * RelayLink's events and contract, so the document cannot tell the two apart:
+ * - 'open' when its session-open went out (frames follow it at once; a refusal comes back as
+ *   the session's close), 'close' when the session ended: closed by the relay, refused, or with
+ *   the socket (then with the socket's code). After a socket reconnect the session is opened
+ *   again on the new socket, with the document's hello capabilities of that moment.
+ * - A session refusal is the same close code a socket of its own would get, and is handled by
+ *   the same table (core refusals.ts): reported as a typed 'error', then the session stops
+ *   (4403 forbidden, 4404 invalid-doc-name) or is opened again after this document's backoff.
+ *   Refusals of the whole socket (a token refused) reach every document as 'error'.
+ * - On a client whose relays have no multiplexed endpoint it becomes a RelayLink (fallback).
+ */
+export class SessionLink extends ObservableV2<RelayLinkEvents> implements SocketUser {
+  private started = false;
+  /** A refusal stopped this session until `start()`. */
+  private fatal = false;
+  private socket: RelaySocket | null = null;
+  private channel: SessionChannel | null = null;
+  private retry: ReturnType<typeof setTimeout> | null = null;
+  private readonly backoff: Backoff;
+  private connections = 0;
+  private fallback: RelayLink | null = null;
+
+  constructor(
+    private readonly sockets: RelaySockets,
+    private readonly options: RelayLinkOptions,
+  ) {
+    super();
+    this.backoff = new Backoff(options.backoff, options.random ?? (() => Math.random()));
+  }
+
+  get state(): LinkState {
+    if (this.fallback) return this.fallback.state;
+    if (this.channel) return 'open';
+    if (!this.started || this.fatal || !this.socket) return 'offline';
+    return this.socket.state === 'open' ? 'connecting' : this.socket.state;
+  }
+
+  get currentUrl(): string {
+    // Not started: where the first attempt goes (asking the pool would make a socket, or throw once the client closed).
+    return this.fallback?.currentUrl ?? this.socket?.currentUrl ?? this.options.urls[0]!;
+  }
+
+  start(): void {
+    if (this.fallback) return this.fallback.start();
+    this.started = true;
+    this.fatal = false;
+    this.cancelRetry();
+    this.socket ??= this.sockets.get();
+    this.socket.use(this);
+    this.emit('state', [this.state]);
+  }
+
+  stop(): void {
+    if (this.fallback) return this.fallback.stop();
+    this.started = false;
+    this.release(CloseCode.Normal, 'client disconnected');
+    this.emit('state', [this.state]);
+  }
+
+  send(msg: Message): boolean {
+    if (this.fallback) return this.fallback.send(msg);
+    if (!this.channel) return false;
+    this.channel.send(encodeMessage(msg));
+    return true;
+  }
+
+  healthy(): void {
+    this.backoff.reset();
+    this.socket?.healthy();
+    this.fallback?.healthy();
+  }
+
+  override destroy(): void {
+    this.started = false;
+    this.release(CloseCode.Normal, 'client closed');
+    this.fallback?.destroy();
+    super.destroy();
+  }
+
+  // ---- SocketUser ----
+
+  socketOpen(): void {
+    if (!this.started || this.fatal || this.channel || this.retry || !this.socket) return;
+    const socket = this.socket;
+    const channel = socket.openSession({ kind: 'doc', name: this.options.docName, subdoc: '', capabilities: this.options.helloCapabilities?.() ?? [] });
+    if (!channel) return;
+    this.channel = channel;
+    channel.attach({
+      message: (bytes) => this.receive(channel, bytes),
+      close: (code, reason) => this.sessionClosed(channel, socket, code, reason),
+      // Not part of the protocol, and nothing to act on.
+      error: () => {},
+    });
+    this.emit('state', ['open']);
+    this.emit('open', [++this.connections, socket.currentUrl]);
+  }
+
+  socketState(): void {
+    if (!this.channel && !this.fallback) this.emit('state', [this.state]);
+  }
+
+  socketError(err: CapsyncError): void {
+    this.emit('error', [err]);
+  }
+
+  noMux(): void {
+    if (this.fallback) return;
+    const started = this.started;
+    this.release(CloseCode.Normal, 'no multiplexed endpoint');
+    const link = new RelayLink(this.options);
+    this.fallback = link;
+    link.on('state', (s) => this.emit('state', [s]));
+    link.on('open', (connection, url) => this.emit('open', [connection, url]));
+    link.on('message', (msg) => this.emit('message', [msg]));
+    link.on('close', (info) => this.emit('close', [info]));
+    link.on('error', (err) => this.emit('error', [err]));
+    if (started) link.start();
+  }
+
+  // ---- the session ----
+
+  private receive(channel: SessionChannel, bytes: Uint8Array): void {
+    const msg = decodeFromRelay(channel, bytes, (err) => this.emit('error', [err]));
+    if (msg) this.emit('message', [msg]);
+  }
+
+  private sessionClosed(channel: SessionChannel, socket: RelaySocket, code: number, reason: string): void {
+    if (this.channel !== channel) return; // closed by us (release)
+    this.channel = null;
+    this.emit('state', [this.state]);
+    this.emit('close', [{ code, reason }]);
+    // With the socket: the socket's Dialer reports and retries; the next socket reopens the session.
+    if (!socket.connected || this.socket !== socket || !this.started) return;
+    const refusal = refusalFor(code, reason);
+    if (refusal) {
+      const action = this.options.ownerHandles?.(code, reason)
+        ? 'handled'
+        : defaultRefusalAction(code, refusal, typeof this.options.token === 'function');
+      if (action !== 'handled') this.emit('error', [refusal]);
+      if (action === 'stop') {
+        this.fatal = true;
+        this.emit('state', [this.state]);
+        return;
+      }
+      if (action === 'retry-slowly') this.backoff.saturate();
+    }
+    this.retry = setTimeout(() => {
+      this.retry = null;
+      this.socketOpen();
+    }, this.backoff.next());
+  }
+
+  /** Ends this document's session and its use of the socket. */
+  private release(code: number, reason: string): void {
+    this.cancelRetry();
+    const channel = this.channel;
+    this.channel = null;
+    const hadSession = channel !== null && !channel.closed;
+    channel?.close(code, reason);
+    if (hadSession) this.emit('close', [{ code, reason }]);
+    this.socket?.unuse(this);
+    this.socket = null;
+  }
+
+  private cancelRetry(): void {
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
+  }
+}
