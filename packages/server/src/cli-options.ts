@@ -317,6 +317,20 @@ export const FLAGS: Flag[] = [
     apply: (o, v) => (o.maxSessionsPerSocket = positive('--max-sessions-per-socket', v)),
   },
   {
+    flag: 'max-sessions-per-address',
+    env: 'CAPSYNC_MAX_SESSIONS_PER_ADDRESS',
+    type: 'string',
+    help: `Sessions (documents) the multiplexed sockets of one client address may have open together; past it an open is refused 4413 (0 = no cap). Default ${DEFAULTS.maxSessionsPerAddress}`,
+    apply: (o, v) => (o.maxSessionsPerAddress = int('--max-sessions-per-address', v)),
+  },
+  {
+    flag: 'max-refused-opens-per-socket',
+    env: 'CAPSYNC_MAX_REFUSED_OPENS_PER_SOCKET',
+    type: 'string',
+    help: `Opens one multiplexed socket may have refused in a row (an accepted one starts the count again); the next refusal closes the socket 4413. Default ${DEFAULTS.maxRefusedOpensPerSocket}`,
+    apply: (o, v) => (o.maxRefusedOpensPerSocket = positive('--max-refused-opens-per-socket', v)),
+  },
+  {
     flag: 'mux',
     env: 'CAPSYNC_MUX',
     type: 'string',

@@ -173,6 +173,17 @@ export interface RelayOptions {
    */
   maxSessionsPerSocket?: number;
   /**
+   * Sessions (documents) the multiplexed sockets of one client address (the socket's; behind a
+   * proxy, the proxy's) may have open together; an open past it is refused on its own (4413).
+   * Peer relays are not counted. Default 2000; 0 = no cap.
+   */
+  maxSessionsPerAddress?: number;
+  /**
+   * Opens one multiplexed socket may have refused in a row (an accepted open starts the count
+   * again); the next refusal closes the socket (4413). Default 100.
+   */
+  maxRefusedOpensPerSocket?: number;
+  /**
    * Serve the multiplexed endpoint (`/.capsync/mux`: a client's documents over one socket).
    * false: refused with 4404 `invalid-doc-name` as by a relay that predates it, so clients use
    * a socket per document. Default true.
@@ -235,6 +246,8 @@ export interface ResolvedRelayOptions {
   maxConnections: number;
   maxConnectionsPerAddress: number;
   maxSessionsPerSocket: number;
+  maxSessionsPerAddress: number;
+  maxRefusedOpensPerSocket: number;
   mux: boolean;
 }
 
@@ -269,6 +282,8 @@ export const DEFAULTS = {
   maxConnections: 10_000,
   maxConnectionsPerAddress: 1000,
   maxSessionsPerSocket: 2000,
+  maxSessionsPerAddress: 2000,
+  maxRefusedOpensPerSocket: 100,
   mux: true,
 } as const;
 
@@ -330,6 +345,8 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxConnections: positive('maxConnections', o.maxConnections, DEFAULTS.maxConnections, true),
     maxConnectionsPerAddress: positive('maxConnectionsPerAddress', o.maxConnectionsPerAddress, DEFAULTS.maxConnectionsPerAddress, true),
     maxSessionsPerSocket: positive('maxSessionsPerSocket', o.maxSessionsPerSocket, DEFAULTS.maxSessionsPerSocket),
+    maxSessionsPerAddress: positive('maxSessionsPerAddress', o.maxSessionsPerAddress, DEFAULTS.maxSessionsPerAddress, true),
+    maxRefusedOpensPerSocket: positive('maxRefusedOpensPerSocket', o.maxRefusedOpensPerSocket, DEFAULTS.maxRefusedOpensPerSocket),
     mux: o.mux ?? DEFAULTS.mux,
   };
   if (resolved.peers.length > 0 && !resolved.authSecret && !resolved.peerToken) {

@@ -164,6 +164,14 @@ export function encodeMessage(msg: Message): Uint8Array {
 
 /** Upper bound on the capabilities of a hello or a session-open, so a hostile one cannot allocate much. */
 const MAX_CAPABILITIES = 64;
+/**
+ * Upper bound on the length of one capability (UTF-16 code units). The longest real one is an
+ * owner key (`owner:` + at most 128 characters). Why a bound: a hello or session-open is kept
+ * for its connection's or session's life, and a multiplexed socket has up to
+ * `--max-sessions-per-socket` sessions, each with its open's capabilities: without it each could
+ * hold a frame's worth (`--max-message-bytes`).
+ */
+export const MAX_CAPABILITY_LENGTH = 256;
 
 /**
  * Decodes and validates one frame. Throws `ProtocolError` ('bad-message' or
@@ -312,7 +320,11 @@ function readCapabilities(d: decoding.Decoder, what: string): string[] {
   const n = decoding.readVarUint(d);
   if (n > MAX_CAPABILITIES) throw new ProtocolError('bad-message', `${what} lists ${n} capabilities (max ${MAX_CAPABILITIES})`);
   const capabilities: string[] = [];
-  for (let i = 0; i < n; i++) capabilities.push(decoding.readVarString(d));
+  for (let i = 0; i < n; i++) {
+    const capability = decoding.readVarString(d);
+    if (capability.length > MAX_CAPABILITY_LENGTH) throw new ProtocolError('bad-message', `${what} lists a capability of ${capability.length} characters (max ${MAX_CAPABILITY_LENGTH})`);
+    capabilities.push(capability);
+  }
   return capabilities;
 }
 

@@ -22,7 +22,10 @@ import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import { AccountedChannel, type RelaySocket, type ServedChannel } from '../relay/accounted-channel.js';
 import type { SendBuffer, SendBufferOptions } from '../relay/send-buffer.js';
-import { MuxSessionChannel } from './mux-session-channel.js';
+import { MuxSessionChannel, type MuxServedDoc } from './mux-session-channel.js';
+import type { AddressSessions } from './address-sessions.js';
+import { SharedRoom } from './shared-room.js';
+import { SocketInputQueue } from './socket-input-queue.js';
 
 export interface MuxConnectionDeps {
   access: AccessControl;
@@ -32,11 +35,19 @@ export interface MuxConnectionDeps {
   outbound: SendBufferOptions;
   /** `--max-sessions-per-socket`. */
   maxSessions: number;
+  /** The sessions of each address's multiplexed sockets (`--max-sessions-per-address`), relay-wide. */
+  addressSessions: AddressSessions;
+  /** `--max-refused-opens-per-socket`: refusals in a row past which the socket is closed. */
+  maxRefusedOpens: number;
+  /** The client's address (undefined: a peer relay, not counted). */
+  address: string | undefined;
+  /** Input the socket's sessions may queue together while their documents load (one plain connection's bound). */
+  maxQueuedBytes: number;
   /**
    * Serves document `docName` over `channel` as a plain connection is served (RelayConnection).
    * The session ends when its channel closes: by the client, by the session itself, or with the socket.
    */
-  openDoc(channel: ServedChannel, docName: string, grant: AccessGrant): void;
+  openDoc(channel: ServedChannel, docName: string, grant: AccessGrant): MuxServedDoc;
 }
 
 /** How long a slow consumer's close handshake may take before the socket is dropped. */
@@ -55,6 +66,13 @@ const SLOW_CLOSE_MS = 1000;
  *   (4404), the socket's session count checked (`--max-sessions-per-socket`, 4413). A refusal
  *   is a `session-close` with that code, and every other session carries on. Accepted: a
  *   `session-opened` with the permission, then the document's session.
+ * - One session per document: a second open of a document open on the socket is refused (4400).
+ * - The sessions of an address's sockets are capped together (`--max-sessions-per-address`,
+ *   AddressSessions): past it an open is refused (4413) as past the socket's cap.
+ * - At most `--max-refused-opens-per-socket` opens are refused in a row; the next refusal
+ *   closes the socket (4413).
+ * - Input its sessions queue while their documents load is bounded per socket as one plain
+ *   connection's (SocketInputQueue): past it the session it was for fails (4429), alone.
  * - What breaks the socket closes it, and with it every session: a malformed frame or sid, a
  *   control message out of place (4400), a slow consumer (4429: the socket's one SendBuffer),
  *   silence (4408, see watchLiveness), the token's expiry (4401), shutdown (1001).
@@ -64,7 +82,15 @@ export class MuxConnection implements MuxHandler {
   readonly outbound: SendBuffer;
   private readonly channel: AccountedChannel;
   private readonly sessions: MuxSessions;
+  /** What its sessions hold queued while their documents load: one plain connection's worth. */
+  private readonly input: SocketInputQueue;
+  /** The socket's room in the unsent budget, for all its sessions' full-state answers. */
+  private readonly room: SharedRoom;
   private hello: HelloMessage | null = null;
+  /** The documents open on this socket: one session each (see `authorize`). */
+  private readonly openNames = new Set<string>();
+  /** Opens refused since the last accepted one (see `--max-refused-opens-per-socket`). */
+  private refusedInARow = 0;
   private closed = false;
   private cancelExpiry: (() => void) | null = null;
 
@@ -76,6 +102,8 @@ export class MuxConnection implements MuxHandler {
     this.channel = new AccountedChannel(socket, deps.outbound);
     this.outbound = this.channel.outbound;
     this.sessions = new MuxSessions(this.channel, false, this);
+    this.input = new SocketInputQueue(deps.maxQueuedBytes);
+    this.room = new SharedRoom(this.channel);
     this.channel.attach({
       message: (frame) => this.receiveFrame(frame),
       // A text frame, or the consumer given up on (slow-consumer).
@@ -136,19 +164,31 @@ export class MuxConnection implements MuxHandler {
       if (!(err instanceof CapsyncError)) throw err;
       // The token expired: every session's problem, not this one's.
       if (err.code === 'unauthorized') throw err;
+      // A refusal costs the relay a reply and a log line for a few bytes of open: without a bound
+      // one socket could ask for them without end (a plain connection is refused once).
+      if (++this.refusedInARow > this.deps.maxRefusedOpens) {
+        throw new LimitExceededError('max-refused-opens-per-socket', `max-refused-opens-per-socket: ${this.deps.maxRefusedOpens} opens of this socket were refused in a row`, { cause: err });
+      }
       this.deps.metrics.refusals.inc({ reason: err.code });
       if (err instanceof LimitExceededError) this.deps.metrics.limitRefusals.inc({ limit: err.limit });
       this.deps.logger.info({ sid: msg.sid, doc: msg.name, code: err.code, msg: err.message }, 'refusing session');
       this.sessions.refuse(msg.sid, closeCodeFor(err.code), closeReasonFor(err.code, err.message));
       return;
     }
+    this.refusedInARow = 0;
     const hello: HelloMessage = { ...this.hello, capabilities: [...this.hello.capabilities, ...msg.capabilities] };
-    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel);
+    const address = this.deps.address;
+    const name = msg.name;
+    this.openNames.add(name);
+    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.room, this.input, () => {
+      this.openNames.delete(name);
+      this.deps.addressSessions.release(address);
+    });
     this.sessions.accept(channel);
     this.sendControl({ type: 'session-opened', sid: msg.sid, permission: grant.permission });
     // The socket watches the token's expiry for all its sessions: none of them needs a timer.
     const { expiresAt: _socketWide, ...sessionGrant } = grant;
-    this.deps.openDoc(channel, msg.name, sessionGrant);
+    channel.serve(this.deps.openDoc(channel, msg.name, sessionGrant));
   }
 
   /** The grant for one open, or the error its refusal names. */
@@ -159,7 +199,15 @@ export class MuxConnection implements MuxHandler {
     if (msg.kind !== 'doc') throw new ProtocolError('unknown-message-type', 'lock sessions are not served on /.capsync/mux yet: use /.capsync/locks');
     if (msg.subdoc !== '') throw new ProtocolError('unknown-message-type', 'subdocument sessions are not served yet');
     validateDocName(msg.name);
-    return this.deps.access.authorizeDoc(this.principal, msg.name);
+    // One session per document per socket (the design's rule for relay-to-relay sockets too): a
+    // second one would have every broadcast of the document sent twice to the same reader, and
+    // a socket could so cost the fan-out (and awareness) of max-sessions-per-socket connections.
+    if (this.openNames.has(msg.name)) throw new ProtocolError('bad-message', `document "${msg.name}" is already open on this socket (one session per document)`);
+    const grant = this.deps.access.authorizeDoc(this.principal, msg.name);
+    // Counted last, once nothing else refuses it (the session's end gives it back).
+    const overAddressCap = this.deps.addressSessions.take(this.deps.address);
+    if (overAddressCap) throw overAddressCap;
+    return grant;
   }
 
   private sendControl(msg: Message): void {
@@ -174,6 +222,7 @@ export class MuxConnection implements MuxHandler {
   fail(err: CapsyncError): void {
     if (this.closed) return;
     this.deps.metrics.refusals.inc({ reason: err.code });
+    if (err instanceof LimitExceededError) this.deps.metrics.limitRefusals.inc({ limit: err.limit });
     this.deps.logger.info({ sessions: this.sessions.size, code: err.code, msg: err.message }, 'closing multiplexed socket');
     this.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
     if (err.code === 'slow-consumer') setTimeout(() => this.channel.terminate(), SLOW_CLOSE_MS).unref();

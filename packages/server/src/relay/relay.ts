@@ -10,6 +10,7 @@ import { MeshConnection } from '../mesh/mesh-connection.js';
 import { PeerMesh } from '../mesh/peer-mesh.js';
 import { ReplicateAll } from '../mesh/replicate-all.js';
 import { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
+import { AddressSessions } from '../mux/address-sessions.js';
 import { MuxConnection } from '../mux/mux-connection.js';
 import { AccountedChannel } from './accounted-channel.js';
 import { RelayConnection, type ConnectionDeps, type MeshHooks, type RelaySocket } from './connection.js';
@@ -54,6 +55,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly unsent: UnsentBudget;
   private readonly meshHooks: MeshHooks;
   private readonly fencedWrites: FencedWriteForwarder | undefined;
+  /** Sessions of each address's multiplexed sockets (`--max-sessions-per-address`). */
+  private readonly addressSessions: AddressSessions;
   private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection | MuxConnection>();
   private closing = false;
 
@@ -65,6 +68,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.logger = deps.logger;
     this.options = deps.options;
     this.locks = deps.locks;
+    this.addressSessions = new AddressSessions(deps.options.maxSessionsPerAddress);
     this.unsent = new UnsentBudget(
       { maxTotal: deps.options.maxUnsentBytes, maxPerAddress: deps.options.maxUnsentBytesPerAddress, graceMs: deps.options.slowConsumerGraceMs },
       deps.metrics,
@@ -167,8 +171,12 @@ export class Relay extends EventEmitter<RelayEvents> {
       logger: this.logger,
       outbound: deps.options,
       maxSessions: this.options.maxSessionsPerSocket,
+      maxQueuedBytes: deps.options.maxQueuedBytes,
+      addressSessions: this.addressSessions,
+      maxRefusedOpens: this.options.maxRefusedOpensPerSocket,
+      address,
       // Not in `connections`: the socket closes its sessions (and is closed on shutdown).
-      openDoc: (channel, docName, grant) => void new RelayConnection(channel, docName, grant, deps),
+      openDoc: (channel, docName, grant) => new RelayConnection(channel, docName, grant, deps),
     });
     this.connections.add(conn);
     return conn;
