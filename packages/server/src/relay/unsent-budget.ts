@@ -80,6 +80,8 @@ export class UnsentBudget {
   /** Accounts with unsent bytes: the only candidates of a pass. */
   private readonly backlogged = new Set<UnsentAccount>();
   private timer: NodeJS.Timeout | null = null;
+  /** When `timer` fires (performance.now()), Infinity without one. */
+  private timerAt = Infinity;
   /** When the backlogged holders last reported their real counts (see `refreshAll`). */
   private refreshedAt = -Infinity;
   private refreshing = false;
@@ -136,7 +138,11 @@ export class UnsentBudget {
   /** The holder is gone: its bytes leave the budget (idempotent). */
   close(account: UnsentAccount): void {
     if (account.closed) return;
-    if (account.address !== undefined) this.waiting.get(account.address)?.delete(account);
+    if (account.address !== undefined) {
+      const waiting = this.waiting.get(account.address);
+      // An address nobody waits for anymore leaves the map (a pass looks again while any wait).
+      if (waiting?.delete(account) && waiting.size === 0) this.waiting.delete(account.address);
+    }
     this.update(account, 0);
     account.closed = true;
   }
@@ -187,12 +193,20 @@ export class UnsentBudget {
   stop(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    this.timerAt = Infinity;
   }
 
+  /** Runs a pass in `delayMs`, or sooner if one is due sooner already. */
   private schedule(delayMs: number): void {
-    if (this.timer) return;
+    const at = performance.now() + delayMs;
+    if (this.timer) {
+      if (at >= this.timerAt) return;
+      clearTimeout(this.timer);
+    }
+    this.timerAt = at;
     this.timer = setTimeout(() => {
       this.timer = null;
+      this.timerAt = Infinity;
       this.pass();
     }, delayMs);
     this.timer.unref();
@@ -238,6 +252,10 @@ export class UnsentBudget {
       if (overShare(a)) this.evict(a, 'max-unsent-bytes-per-address', `over ${maxPerAddress} unsent bytes to this client address for ${graceMs} ms`);
       else if (overTotal()) this.evict(a, 'max-unsent-bytes', `the relay holds over ${maxTotal} unsent bytes and this connection has not read for ${graceMs} ms`);
     }
+    // Holders waiting for room send nothing, so nothing else reports their buffers draining:
+    // look again shortly while any wait (without this they waited for the grace period, one
+    // wake at a time; a multiplexed socket's sessions never all synced).
+    if (this.waiting.size > 0) nextDue = Math.min(nextDue, now + REFRESH_INTERVAL_MS);
     if (nextDue < Infinity) this.schedule(Math.max(1, nextDue - now));
   }
 
