@@ -97,7 +97,7 @@ async function main(): Promise<void> {
 function logOpen(r: OpenRun): void {
   log(
     `open ${r.docs} documents, ${r.system}: all synced in ${r.ms.toFixed(0)} ms; sockets ${r.clientSockets} (relay ${r.relaySockets ?? '–'});` +
-      ` client CPU ${r.clientCpuMs.toFixed(0)} ms, server CPU ${r.serverCpuMs.toFixed(0)} ms, server RSS ${r.serverKiBPerDoc.toFixed(1)} KiB/doc`,
+      ` client CPU ${r.clientCpuMs.toFixed(0)} ms, server CPU ${r.serverCpuMs.toFixed(0)} ms, server RSS ${r.serverKiBPerDoc.toFixed(1)} KiB/doc, heap+external ${r.serverHeapKiBPerDoc.toFixed(1)} KiB/doc`,
   );
 }
 

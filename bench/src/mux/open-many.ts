@@ -2,7 +2,7 @@
  * Part 1 of the mux benchmark: one client opens N small documents that the server already
  * holds and waits until every one is synced (and holds the seeded text). Measured per system:
  * wall time, sockets (counted by the client; for capsync also the relay's `capsync_sockets`),
- * client and server CPU, and the server's RSS growth (after a forced GC) per open document.
+ * client and server CPU, and the server's memory growth (after a forced GC) per open document.
  */
 import { createClient } from '@capsync/client';
 import { WebSocket as NodeWebSocket } from 'ws';
@@ -21,11 +21,17 @@ export interface OpenRun {
   relaySockets: number | null;
   clientCpuMs: number;
   serverCpuMs: number;
-  /** Server RSS growth per open document after a forced GC, KiB. */
+  /** Server RSS growth per open document after a forced GC, KiB (noisy: freed pages are not always returned). */
   serverKiBPerDoc: number;
+  /** Server JS heap + external memory growth per open document after a forced GC, KiB. */
+  serverHeapKiBPerDoc: number;
 }
 
-/** Document names of one measurement: distinct per system and count, so each starts cold. */
+/**
+ * Document names of one measurement: distinct per system and count, so no client finds a
+ * document another one left (the relay still has them loaded from the seeding, as the
+ * reference server holds all of its documents in memory).
+ */
 export function docNames(system: System, n: number): string[] {
   return Array.from({ length: n }, (_, i) => `mux-${system}-${n}-${i}`);
 }
@@ -61,7 +67,7 @@ export async function seedReference(serverUrl: string, names: string[], seed: nu
 
 export async function measureOpen(system: System, server: ServerProcess, names: string[], seed: number, timeoutMs: number): Promise<OpenRun> {
   const counter = { sockets: 0 };
-  const rss0 = (await server.memory()).rss;
+  const mem0 = await server.memory();
   const cpu0 = await server.cpu();
   const own0 = ownCpuMicros();
   const t0 = performance.now();
@@ -78,7 +84,7 @@ export async function measureOpen(system: System, server: ServerProcess, names: 
       if (text !== smallText(seed, i)) throw new Error(`${system}: ${names[i]} synced without its seeded text (${text.length} chars)`);
     });
     const relaySockets = system === 'y-websocket' ? null : await socketsAtRelay(server.port);
-    const rss1 = (await server.memory()).rss;
+    const mem1 = await server.memory();
     return {
       system,
       docs: names.length,
@@ -87,7 +93,8 @@ export async function measureOpen(system: System, server: ServerProcess, names: 
       relaySockets,
       clientCpuMs,
       serverCpuMs: (cpu1.cpuMicros - cpu0.cpuMicros) / 1000,
-      serverKiBPerDoc: (rss1 - rss0) / 1024 / names.length,
+      serverKiBPerDoc: (mem1.rss - mem0.rss) / 1024 / names.length,
+      serverHeapKiBPerDoc: (mem1.heapUsed + mem1.external - mem0.heapUsed - mem0.external) / 1024 / names.length,
     };
   } finally {
     await open.close();

@@ -38,7 +38,7 @@ export function renderReport(r: MuxReport): string {
   );
   parts.push(
     `**Setup.** Servers in their own processes on 127.0.0.1: the capsync relay (\`createRelay\`, SQLite, an fsync per commit, \`/.capsync/mux\` on) and @y/websocket-server 0.1.1 (in memory). The client is the bench process: the real @capsync/client in Node with memory storage (\`ws\` as WebSocket), or one y-websocket 3 \`WebsocketProvider\` per document. ` +
-      `*Open N*: N documents (a few hundred characters of seeded text each, written before through another client and closed) are opened at once by a fresh client; the time runs until every one is synced (capsync: \`whenSynced\`; y-websocket: the provider's \`sync\` event) and the text is checked afterwards. Every system and count gets its own document names, so each starts cold (the capsync relay loads each from SQLite). Sockets: counted as the client constructs them, and at the relay from /metrics (\`capsync_sockets\`, all endpoints) with every document open. Server memory: RSS after a forced GC, before and after, per document. ` +
+      `*Open N*: N documents (a few hundred characters of seeded text each, written before through another client and closed) are opened at once by a fresh client; the time runs until every one is synced (capsync: \`whenSynced\`; y-websocket: the provider's \`sync\` event) and the text is checked afterwards. Every system and count gets its own document names; the capsync relay still has them loaded from the seeding (it unloads a document 30 s after its last client), as the reference holds every document in memory: the time is that of the sessions and the sync, not of loading from SQLite. Sockets: counted as the client constructs them, and at the relay from /metrics (\`capsync_sockets\`, all endpoints) with every document open. Server memory: growth per open document between before opening and with all open, after a forced GC, as RSS (noisy: freed pages are not always returned to the OS) and as JS heap + external. ` +
       `*Head of line*: client C has ${4} small documents open; client E (its own socket) edits them in turn every ${o.probeEveryMs} ms and the bench records when each edit reaches C. C then opens a ${mb(r.bigBytes)} document already on the relay; the latencies of the edits made until it is synced are *during*, those of ${200} edits before are *idle*. E runs in the bench process like C, so the client's own work on the large update (decoding, applying) stalls both: *from due* counts from when an edit was due rather than made (it adds those stalls).`,
   );
   parts.push('### Targets\n\n' + targets(r));
@@ -68,13 +68,13 @@ function targets(r: MuxReport): string {
 
 function openTable(runs: OpenRun[]): string {
   const rows = [
-    '| Client | Documents | Time to all synced | vs one provider per doc | Sockets (client / relay) | Client CPU | Server CPU | Server RSS per doc |',
+    '| Client | Documents | Time to all synced | vs one provider per doc | Sockets (client / relay) | Client CPU | Server CPU | Server RSS / heap per doc |',
     '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const run of runs) {
     const ref = find(runs, 'y-websocket', run.docs);
     rows.push(
-      `| ${SYSTEM_LABELS[run.system]} | ${run.docs} | ${ms(run.ms)} | ${ref ? `${(ref.ms / run.ms).toFixed(2)}×` : '–'} | ${run.clientSockets} / ${run.relaySockets ?? '–'} | ${ms(run.clientCpuMs)} | ${ms(run.serverCpuMs)} | ${run.serverKiBPerDoc.toFixed(1)} KiB |`,
+      `| ${SYSTEM_LABELS[run.system]} | ${run.docs} | ${ms(run.ms)} | ${ref ? `${(ref.ms / run.ms).toFixed(2)}×` : '–'} | ${run.clientSockets} / ${run.relaySockets ?? '–'} | ${ms(run.clientCpuMs)} | ${ms(run.serverCpuMs)} | ${run.serverKiBPerDoc.toFixed(1)} / ${run.serverHeapKiBPerDoc.toFixed(1)} KiB |`,
     );
   }
   return rows.join('\n');

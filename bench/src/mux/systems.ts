@@ -69,6 +69,8 @@ export async function openCapsync(
 /** Opens one provider per name against `serverUrl` and resolves once every one has synced. */
 export async function openProviders(serverUrl: string, names: string[], counter: { sockets: number }, timeoutMs: number): Promise<OpenDocs> {
   const WS = countingWebSocket(counter);
+  // In Node every provider adds a process 'exit' listener of its own: thousands are expected here.
+  process.setMaxListeners(0);
   const providers = names.map((name) => new WebsocketProvider(serverUrl, name, new Y.Doc(), { WebSocketPolyfill: WS as unknown as typeof WebSocket, disableBc: true }));
   const close = async (): Promise<void> => {
     for (const p of providers) p.destroy();
