@@ -28,6 +28,7 @@ export interface LatencySummary {
 }
 
 export interface HolRun {
+  round: number;
   multiplex: boolean;
   /** Encoded size of the large document's state, bytes. */
   bigUpdateBytes: number;
@@ -63,6 +64,7 @@ export async function seedHol(url: string, big: string, small: string[], seed: n
 
 export async function measureHol(
   url: string,
+  round: number,
   multiplex: boolean,
   big: string,
   small: string[],
@@ -90,7 +92,7 @@ export async function measureHol(
       opened.catch(() => undefined);
       const during = await prober.run(() => bigSynced, timeoutMs);
       await opened;
-      return { multiplex, bigUpdateBytes, bigSyncMs, idle: idle.made, during: during.made, duringFromDue: during.due, clientSockets: counter.sockets };
+      return { round, multiplex, bigUpdateBytes, bigSyncMs, idle: idle.made, during: during.made, duringFromDue: during.due, clientSockets: counter.sockets };
     } finally {
       prober.stop();
       await e.close();
