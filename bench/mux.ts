@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseOrExplain } from './src/cli-args.js';
 import { othersPct, sampleCpu } from './src/locks/cpu.js';
-import { describeMachine } from './src/machine.js';
+import { describeMachine, waitForQuietMachine } from './src/machine.js';
 import { replaceSection } from './src/results-doc.js';
 import { killAllServers, withServer } from './src/server-process.js';
 import { describeSourceVersion } from './src/source-version.js';
@@ -26,6 +26,9 @@ const REPO_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..'
 const RESULTS_FILE = path.join(REPO_DIR, 'docs/benchmarks.md');
 const SECTION_ID = 'mux';
 const SMALL_DOCS = 4;
+/** Before each measurement, wait (at most QUIET_WAIT_MS) until other processes use less than this share of one core. */
+const QUIET_CPU_PCT = 20;
+const QUIET_WAIT_MS = 5_000;
 
 async function main(): Promise<void> {
   const o = parseOrExplain(parseOptions, USAGE);
@@ -43,6 +46,7 @@ async function main(): Promise<void> {
       for (const system of ['capsync-mux', 'capsync-per-doc'] as const) {
         const names = docNames(system, n);
         await seedCapsync(url, names, o.seed, o.timeoutMs);
+        await waitForQuietMachine(QUIET_CPU_PCT, QUIET_WAIT_MS);
         const run = await measureOpen(system, relay, names, o.seed, o.timeoutMs);
         opens.push(run);
         logOpen(run);
@@ -54,6 +58,7 @@ async function main(): Promise<void> {
       const big = `hol-${tag}-big`;
       const small = Array.from({ length: SMALL_DOCS }, (_, i) => `hol-${tag}-small-${i}`);
       const bigUpdateBytes = await seedHol(url, big, small, o.seed, o.bigBytes, o.timeoutMs);
+      await waitForQuietMachine(QUIET_CPU_PCT, QUIET_WAIT_MS);
       const run = await measureHol(url, round, multiplex, big, small, bigUpdateBytes, o.probeEveryMs, o.timeoutMs);
       hol.push(run);
       log(
@@ -68,6 +73,7 @@ async function main(): Promise<void> {
     for (const n of o.counts) {
       const names = docNames('y-websocket', n);
       await seedReference(url, names, o.seed, o.timeoutMs);
+      await waitForQuietMachine(QUIET_CPU_PCT, QUIET_WAIT_MS);
       const run = await measureOpen('y-websocket', server, names, o.seed, o.timeoutMs);
       opens.push(run);
       logOpen(run);

@@ -33,7 +33,7 @@ export function renderReport(r: MuxReport): string {
     [
       `Command: \`npm run bench:mux\`${o.standard ? '' : ` (non-standard: ${o.counts.join(', ')} documents, a ${mb(r.bigBytes)} large document)`} (bench/mux.ts).`,
       `Run: ${r.date.toISOString().slice(0, 16).replace('T', ' ')} UTC, ${Math.round(r.runSeconds)} s, on ${r.code}.`,
-      `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB.toFixed(1)} GiB RAM, ${m.os}, Node ${m.node}; other processes used ${pct(r.othersPct)} of one core on average during the run (a shared machine).`,
+      `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB.toFixed(1)} GiB RAM, ${m.os}, Node ${m.node}; other processes used ${pct(r.othersPct)} of one core on average during the run (a shared machine; before each measurement the bench waits up to 5 s for them to use less than 20%).`,
     ].join('  \n'),
   );
   parts.push(
