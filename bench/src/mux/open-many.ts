@@ -13,6 +13,7 @@ import { openCapsync, openProviders, type OpenDocs, type System } from './system
 
 export interface OpenRun {
   system: System;
+  round: number;
   docs: number;
   ms: number;
   /** WebSockets the client constructed. */
@@ -32,8 +33,8 @@ export interface OpenRun {
  * document another one left (the relay still has them loaded from the seeding, as the
  * reference server holds all of its documents in memory).
  */
-export function docNames(system: System, n: number): string[] {
-  return Array.from({ length: n }, (_, i) => `mux-${system}-${n}-${i}`);
+export function docNames(system: System, n: number, round: number): string[] {
+  return Array.from({ length: n }, (_, i) => `mux-${system}-${n}-r${round}-${i}`);
 }
 
 /** Writes the seeded text into every document, through one multiplexed capsync client (durable on the relay). */
@@ -65,7 +66,7 @@ export async function seedReference(serverUrl: string, names: string[], seed: nu
   await open.close();
 }
 
-export async function measureOpen(system: System, server: ServerProcess, names: string[], seed: number, timeoutMs: number): Promise<OpenRun> {
+export async function measureOpen(system: System, round: number, server: ServerProcess, names: string[], seed: number, timeoutMs: number): Promise<OpenRun> {
   const counter = { sockets: 0 };
   const mem0 = await server.memory();
   const cpu0 = await server.cpu();
@@ -87,6 +88,7 @@ export async function measureOpen(system: System, server: ServerProcess, names: 
     const mem1 = await server.memory();
     return {
       system,
+      round,
       docs: names.length,
       ms,
       clientSockets: counter.sockets,
