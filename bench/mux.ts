@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { parseOrExplain } from './src/cli-args.js';
 import { othersPct, sampleCpu } from './src/locks/cpu.js';
 import { describeMachine, waitForQuietMachine } from './src/machine.js';
-import { replaceSection } from './src/results-doc.js';
+import { publishReport } from './src/results-doc.js';
 import { killAllServers, withServer } from './src/server-process.js';
 import { describeSourceVersion } from './src/source-version.js';
 import { measureHol, seedHol, type HolRun } from './src/mux/head-of-line.js';
@@ -96,13 +96,7 @@ async function main(): Promise<void> {
     runSeconds,
     othersPct: othersPct(cpu0, sampleCpu(), runSeconds * 1000),
   });
-  process.stdout.write('\n' + report);
-  if (o.write) {
-    replaceSection(RESULTS_FILE, SECTION_ID, report);
-    log(`wrote ${path.relative(process.cwd(), RESULTS_FILE)}`);
-  } else {
-    log('docs/benchmarks.md left unchanged (non-standard run; pass --write to update it)');
-  }
+  publishReport(RESULTS_FILE, SECTION_ID, report, o.write);
 }
 
 function logOpen(r: OpenRun): void {
