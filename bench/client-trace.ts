@@ -14,7 +14,7 @@
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describeMachine } from './src/machine.js';
-import { replaceSection } from './src/results-doc.js';
+import { publishReport } from './src/results-doc.js';
 import { describeSourceVersion } from './src/source-version.js';
 import { measure } from './src/client-trace/measure.js';
 import { USAGE, parseOptions, type ClientTraceOptions } from './src/client-trace/options.js';
@@ -40,13 +40,7 @@ async function main(): Promise<void> {
     runSeconds: (performance.now() - started) / 1000,
     results,
   });
-  process.stdout.write('\n' + report);
-  if (options.write) {
-    replaceSection(RESULTS_FILE, SECTION_ID, report);
-    log(`wrote ${path.relative(process.cwd(), RESULTS_FILE)}`);
-  } else {
-    log('docs/benchmarks.md left unchanged (non-standard run; pass --write to update it)');
-  }
+  publishReport(RESULTS_FILE, SECTION_ID, report, options.write);
   const failed = results.concurrent?.runs.some((run) => !run.converged);
   if (failed) {
     log('client-trace: the concurrent trace did not converge to endContent');

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseOrExplain } from './src/cli-args.js';
 import { describeMachine, waitForQuietMachine } from './src/machine.js';
-import { replaceSection } from './src/results-doc.js';
+import { publishReport } from './src/results-doc.js';
 import { describeSourceVersion } from './src/source-version.js';
 import { CLIENT_A, CLIENT_B, HISTORY_CLIENT, generateEdits, type EditBatch } from './src/convergence/edits.js';
 import { USAGE, parseOptions } from './src/convergence/options.js';
@@ -123,13 +123,7 @@ async function main(): Promise<void> {
     runSeconds: (performance.now() - started) / 1000,
     window: o.window,
   });
-  process.stdout.write('\n' + report);
-  if (o.write) {
-    replaceSection(RESULTS_FILE, SECTION_ID, report);
-    log(`wrote ${path.relative(process.cwd(), RESULTS_FILE)}`);
-  } else {
-    log('docs/benchmarks.md left unchanged (non-standard run; pass --write to update it)');
-  }
+  publishReport(RESULTS_FILE, SECTION_ID, report, o.write);
 }
 
 function log(line: string): void {

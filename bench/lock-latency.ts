@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Etcd3 } from 'etcd3';
 import { describeMachine } from './src/machine.js';
-import { replaceSection } from './src/results-doc.js';
+import { publishReport } from './src/results-doc.js';
 import { describeSourceVersion } from './src/source-version.js';
 import { CapsyncLocks } from './src/locks/capsync-locks.js';
 import { waitForQuiet } from './src/locks/cpu.js';
@@ -133,13 +133,7 @@ async function main(): Promise<void> {
     measured,
     notes,
   });
-  process.stdout.write('\n' + report);
-  if (o.write) {
-    replaceSection(RESULTS_FILE, SECTION_ID, report);
-    log(`wrote ${path.relative(process.cwd(), RESULTS_FILE)}`);
-  } else {
-    log('docs/benchmarks.md left unchanged (non-standard run; pass --write to update it)');
-  }
+  publishReport(RESULTS_FILE, SECTION_ID, report, o.write);
 }
 
 function log(line: string): void {

@@ -15,7 +15,7 @@ import { describeMachine } from './src/machine.js';
 import { describeSourceVersion } from './src/source-version.js';
 import { USAGE, parseOptions, type BenchOptions } from './src/options.js';
 import { renderReport } from './src/report.js';
-import { replaceSection } from './src/results-doc.js';
+import { publishReport } from './src/results-doc.js';
 import { runFanOut, type MeasuredLevel } from './src/run-levels.js';
 import { checkoutBaseline } from './src/baseline-checkout.js';
 import { killAllServers, useBaseline, useCandidate, withServer } from './src/server-process.js';
@@ -53,13 +53,7 @@ async function main(): Promise<void> {
     levels,
     memory,
   });
-  process.stdout.write('\n' + report);
-  if (options.write) {
-    replaceSection(RESULTS_FILE, SECTION_ID, report);
-    log(`wrote ${path.relative(process.cwd(), RESULTS_FILE)}`);
-  } else {
-    log('docs/benchmarks.md left unchanged (non-standard run; pass --write to update it)');
-  }
+  publishReport(RESULTS_FILE, SECTION_ID, report, options.write);
 }
 
 function logLevel(l: MeasuredLevel): void {

@@ -22,3 +22,17 @@ export function replaceSection(file: string, id: string, body: string): void {
   fs.mkdirSync(path.dirname(file), { recursive: true });
   fs.writeFileSync(file, next);
 }
+
+/**
+ * Prints a benchmark's report on stdout and, when `write` (a standard run, or --write), puts
+ * it into `file` as section `id`; says on stderr which of the two it did.
+ */
+export function publishReport(file: string, id: string, report: string, write: boolean): void {
+  process.stdout.write('\n' + report);
+  if (write) {
+    replaceSection(file, id, report);
+    process.stderr.write(`wrote ${path.relative(process.cwd(), file)}\n`);
+  } else {
+    process.stderr.write('docs/benchmarks.md left unchanged (non-standard run; pass --write to update it)\n');
+  }
+}

@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: the relay benchmark, then the client benchmark, then the lock benchmark,
- * then the mesh convergence benchmark, each through its own npm script (bench:relay,
- * bench:client, bench:locks, bench:converge), with the flags all
+ * then the mesh convergence benchmark, then the many-documents-over-one-socket benchmark, each
+ * through its own npm script (bench:relay, bench:client, bench:locks, bench:converge,
+ * bench:mux), with the flags all
  * of them understand passed to each. (npm appends `-- flags` only to the end of a script line,
  * so `a && b` would give them to b only.) Flags of one benchmark only go to its own script:
  * `npm run bench:relay -- --levels 500`.
@@ -9,7 +10,7 @@
 import { spawnSync } from 'node:child_process';
 
 const SHARED = new Set(['--quick', '--write', '--no-write']);
-const SCRIPTS = ['bench:relay', 'bench:client', 'bench:locks', 'bench:converge'];
+const SCRIPTS = ['bench:relay', 'bench:client', 'bench:locks', 'bench:converge', 'bench:mux'];
 
 const args = process.argv.slice(2);
 if (args.includes('--help') || args.includes('-h')) {

@@ -32,7 +32,7 @@ const JUMP_PROBABILITY = 0.05;
 const MAX_STEP = 40;
 
 /** Deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
