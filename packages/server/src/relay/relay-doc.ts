@@ -12,6 +12,7 @@ import {
   type ClientClaims,
   type CompactionPolicy,
   type DocStore,
+  type AppliedUpdate,
 } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
@@ -19,6 +20,7 @@ import { DocReplication } from '../mesh/replication.js';
 import { BroadcastBatch } from './broadcast-batch.js';
 import { ClientOwners } from './client-owners.js';
 import { BackgroundCompaction, loadDoc } from './doc-load.js';
+import type { DocWriter } from './doc-writer.js';
 import { DocAwareness, type AwarenessLimits } from './doc-awareness.js';
 import { PendingUpdates } from './pending-updates.js';
 import { PeerSet } from './peer-set.js';
@@ -56,16 +58,6 @@ export interface DocPeer extends UpdateSource, ClaimsPeer {
 export interface FencedOutcome {
   code: ErrorCode | '';
   message?: string;
-}
-
-/** Result of applying one remote update. */
-export interface Applied {
-  /**
-   * Resolves once the update is integrated and committed to storage. Rejects with StorageError,
-   * or with CapsyncError 'missing-dependencies' / 'limit-exceeded' when the update's missing
-   * dependencies did not arrive in time or too much content waits for them (see PendingUpdates).
-   */
-  durable: Promise<void>;
 }
 
 /**
@@ -150,21 +142,39 @@ export class RelayDoc {
   }
 
   /**
-   * Checks a remote update before `applyRemote`: it must decode, pass the forgery checks of
-   * `validateUpdateFor`, stay out of the fenced area (only `writeFenced` writes there), stay
-   * within the client id caps and write only under client ids `subject` owns or nobody owns
-   * (on a relay with auth; see `admitUpdate`). `trusted`: the update comes from a peer relay
-   * (relay credential) or the lock authority, which replicate everyone's content including
-   * fenced values; it is checked for integrity only. An update that would wait for missing
-   * dependencies must also fit the pending caps (`PendingUpdates.admit`; `source`, the sender
-   * passed to `applyRemote` next, is counted against the per-connection one). Changes nothing
-   * but recording `source`; pass the result to `applyRemote`. Throws ProtocolError
-   * ('invalid-update' or 'fenced-area'), LimitExceededError or NotOwnerError.
+   * The one way an update from the network enters the document: validates it for `writer`,
+   * then applies it (see `applyRemote`), and counts both in the metrics. The checks: it must
+   * decode, pass the forgery checks of `validateUpdateFor`, stay out of the fenced area (only
+   * `writeFenced` writes there), stay within the client id caps and write only under client
+   * ids the writer's subject owns or nobody owns (on a relay with auth; see `admitUpdate`);
+   * an update that would wait for missing dependencies must also fit the pending caps
+   * (`PendingUpdates.admit`, the per-connection one counted against `writer.source`). Trusted
+   * writers (a peer relay, the lock authority) replicate everyone's content, fenced values
+   * included: they are checked for integrity only. See DocWriter for what each kind is
+   * checked and timed for. Throws ProtocolError ('invalid-update' or 'fenced-area'),
+   * LimitExceededError or NotOwnerError, having changed nothing; or ProtocolError
+   * ('invalid-update') when Yjs fails to integrate it (the document then recovers).
+   * Returns when it is durable and the client ids its ack reports.
    */
-  validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined; source?: UpdateSource; declared?: ReadonlySet<number> | undefined } = {}): Admission {
-    const trusted = options.trusted ?? false;
-    const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null, declared: options.declared };
-    return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.ownership.owners, pending: this.pending, source: options.source });
+  receive(update: Uint8Array, writer: DocWriter): AppliedUpdate {
+    const started = performance.now();
+    const { metrics, ownership, limits } = this.deps;
+    const trusted = writer.kind === 'peer' || writer.kind === 'authority';
+    const subject = writer.kind === 'authority' ? undefined : writer.subject;
+    // Kept by the admission (PendingUpdates holds it while content waits): one per update.
+    const admitted: UpdateWriter = { trusted, identity: ownership ? subject : null, declared: writer.kind === 'client' ? writer.declared : undefined };
+    let admission: Admission;
+    try {
+      admission = checkRemoteUpdate(this.doc, update, admitted, { limits, metrics, owners: this.ownership.owners, pending: this.pending, source: writer.source });
+    } catch (err) {
+      if (writer.kind === 'client' && err instanceof CapsyncError && err.code === 'fenced-area') metrics.fencingRejections.inc({ reason: 'fenced-area' });
+      throw err;
+    }
+    const durable = this.applyRemote(update, writer.source, admission);
+    if (writer.kind === 'client' || writer.kind === 'http' || (writer.kind === 'peer' && writer.end === 'accepted')) {
+      metrics.applySeconds.observe((performance.now() - started) / 1000);
+    }
+    return { durable, clients: admission.clients };
   }
 
   /**
@@ -245,12 +255,15 @@ export class RelayDoc {
   }
 
   /**
-   * Applies a remote update `validate` admitted, records the client ids it claimed, and stores
+   * Applies a remote update `receive` admitted, records the client ids it claimed, and stores
    * what integrated (the doc's update event, which peers get too); content left pending waits
    * in `PendingUpdates` (see the invariants above). Throws ProtocolError('invalid-update') if
    * Yjs fails to integrate it; the document then recovers from storage in the background.
+   * The promise resolves once the update is integrated and committed to storage; it rejects
+   * with StorageError, or with CapsyncError 'missing-dependencies' / 'limit-exceeded' when the
+   * update's missing dependencies did not arrive in time or too much content waits for them.
    */
-  applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Applied {
+  private applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Promise<void> {
     // Another identity's content waiting under the ids this claims must never integrate there.
     this.repend(this.ownership.evictFor(admission, this.pending));
     const batched = this.batch.size;
@@ -291,7 +304,7 @@ export class RelayDoc {
     // Callers chain acks behind earlier updates, so a refusal may find no handler of its own
     // (its sender was already closed): it must not count as an unhandled rejection.
     own.catch(() => {});
-    return { durable: own };
+    return own;
   }
 
   /**
