@@ -10,7 +10,8 @@ import {
 } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { AuthorityWriter } from '../relay/doc-writer.js';
-import type { FencedOutcome, RelayDoc } from '../relay/relay-doc.js';
+import type { FencedOutcome } from '../relay/fenced-writes.js';
+import type { RelayDoc } from '../relay/relay-doc.js';
 import { CAPSYNC_PROTOCOL, TOKEN_PROTOCOL_PREFIX } from '../auth/token-from-request.js';
 
 /**
