@@ -86,14 +86,10 @@ export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Expr
         }
         // Same admission as a WebSocket update: client id caps, ownership by the token's `sub`;
         // without one, budgets per client address (HttpSources).
-        const source = sources.of(req.socket.remoteAddress);
-        const admission = doc.validate(body, { subject: grant.subject, source });
-        const started = performance.now();
-        const { durable } = doc.applyRemote(body, source, admission);
-        relay.metrics.applySeconds.observe((performance.now() - started) / 1000);
+        const { durable, clients } = doc.receive(body, { kind: 'http', source: sources.of(req.socket.remoteAddress), subject: grant.subject });
         await durable;
         // What changed (the entries of the client ids it wrote), as in a WebSocket ack: bounded by the update.
-        res.json({ durable: true, stateVector: Buffer.from(encodeStateVectorOf(doc.doc, admission.clients)).toString('base64') });
+        res.json({ durable: true, stateVector: Buffer.from(encodeStateVectorOf(doc.doc, clients)).toString('base64') });
       }),
   );
 

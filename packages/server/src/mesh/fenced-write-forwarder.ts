@@ -9,11 +9,16 @@ import {
   type Message,
 } from '@capsync/core';
 import type { Logger } from '../logger.js';
-import type { FencedOutcome, RelayDoc } from '../relay/relay-doc.js';
+import type { AuthorityWriter } from '../relay/doc-writer.js';
+import type { FencedOutcome } from '../relay/fenced-writes.js';
+import type { RelayDoc } from '../relay/relay-doc.js';
 import { CAPSYNC_PROTOCOL, TOKEN_PROTOCOL_PREFIX } from '../auth/token-from-request.js';
 
-/** Where the authority's fenced writes come from, for the document's fan-out (it is not a peer of the document). */
-const AUTHORITY_SOURCE = { kind: 'authority' } as const;
+/**
+ * The authority's fenced writes, as a writer of the document (trusted: it writes the fenced
+ * area) and as their source for the fan-out (it is not a peer of the document).
+ */
+const AUTHORITY_WRITER: AuthorityWriter = { kind: 'authority', source: { kind: 'authority' } };
 
 export interface FencedWriteForwarderOptions {
   /** The lock authority relay, ws://host:port: it performs every fenced write of the mesh. */
@@ -91,8 +96,7 @@ export class FencedWriteForwarder {
         }
         if (m.type === 'update' || m.type === 'sync-step-2') {
           try {
-            const admission = doc.validate(m.update, { trusted: true, source: AUTHORITY_SOURCE });
-            applied = doc.applyRemote(m.update, AUTHORITY_SOURCE, admission).durable;
+            applied = doc.receive(m.update, AUTHORITY_WRITER).durable;
           } catch (err) {
             logger.error({ err, doc: doc.name }, 'a fenced write from the lock authority relay could not be applied');
             finish({ code: 'unavailable', message: 'the fenced write could not be applied on this relay' });

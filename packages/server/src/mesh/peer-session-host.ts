@@ -16,6 +16,7 @@ import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { ConnectionHost, HostedConnection } from '../relay/hosted-connection.js';
 import { ReadOnlyRefusal } from '../relay/read-only-refusal.js';
+import type { PeerWriter } from '../relay/doc-writer.js';
 import type { RelayDoc } from '../relay/relay-doc.js';
 import { ConvergenceRound } from './convergence-round.js';
 import { relayHello } from './peer-socket.js';
@@ -69,6 +70,8 @@ const PEER_GRANT: AccessGrant = { permission: 'write', relay: true };
 export class PeerSessionHost implements SessionHooks, ConnectionHost {
   readonly session: DocSession;
   private readonly grant: AccessGrant;
+  /** Who writes through this link, for RelayDoc.receive: the peer relay (trusted). */
+  private readonly writer: PeerWriter;
   private readonly readOnly: ReadOnlyRefusal | null;
   /** The dialled end's convergence of this socket; null on the accepted end. */
   private readonly round: ConvergenceRound | null;
@@ -81,6 +84,7 @@ export class PeerSessionHost implements SessionHooks, ConnectionHost {
     private readonly end: PeerEnd,
   ) {
     this.grant = end.kind === 'accepted' ? end.grant : PEER_GRANT;
+    this.writer = { kind: 'peer', source: owner, subject: this.grant.subject, end: end.kind };
     this.round = end.kind === 'dialled' ? new ConvergenceRound(end.converged) : null;
     this.session = new DocSession(channel, this, {
       ...options,
@@ -113,16 +117,11 @@ export class PeerSessionHost implements SessionHooks, ConnectionHost {
   }
 
   applyUpdate(update: Uint8Array, seq: number): AppliedUpdate | null {
-    const receivedAt = performance.now();
     if (this.readOnly) {
       this.readOnly.refuse(seq);
       return null;
     }
-    const doc = this.doc;
-    const admission = doc.validate(update, { trusted: true, subject: this.grant.subject, source: this.owner });
-    const { durable } = doc.applyRemote(update, this.owner, admission);
-    if (this.end.kind === 'accepted') this.deps.metrics.applySeconds.observe((performance.now() - receivedAt) / 1000);
-    return { durable, clients: admission.clients };
+    return this.doc.receive(update, this.writer);
   }
 
   /** A peer's barrier asks for a fresh ack (RelayDoc.requestPeerAcks): the session's ack answers it. */

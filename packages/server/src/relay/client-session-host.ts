@@ -1,10 +1,10 @@
 import {
-  CapsyncError,
   DocSession,
   ProtocolError,
   declaredWritersOf,
   helloFor,
   type AppliedUpdate,
+  type CapsyncError,
   type Channel,
   type HelloMessage,
   type Message,
@@ -22,7 +22,7 @@ import type { ConnectionHost, HostedConnection } from './hosted-connection.js';
 import { QuorumBarrier } from './quorum-barrier.js';
 import { ReadOnlyRefusal } from './read-only-refusal.js';
 import type { RelayDoc } from './relay-doc.js';
-import type { Admission } from './update-admission.js';
+import type { ClientWriter } from './doc-writer.js';
 
 export type { HostedConnection } from './hosted-connection.js';
 
@@ -51,8 +51,8 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
   readonly session: DocSession;
   /** Whose leases this connection's fenced writes use. */
   private readonly identity: ConnectionIdentity;
-  /** The client ids its hello declared it writes under (claimed for it; see WRITES_PREFIX). */
-  private declaredWriters: Set<number> | undefined;
+  /** Who writes through this connection, for RelayDoc.receive; its hello sets the client ids it declared. */
+  private readonly writer: ClientWriter;
   /** The client asked for quorum acknowledgements of its barriers. */
   private quorum = false;
   /** The quorum wait of this connection's latest barrier (see QuorumBarrier); made on first use. */
@@ -67,6 +67,7 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
     options: Omit<SessionOptions, 'numberSent'>,
   ) {
     this.identity = new ConnectionIdentity(grant);
+    this.writer = { kind: 'client', source: conn, subject: grant.subject, declared: undefined };
     // A client's acks are not numbered against what we send: it is not a durable replica.
     this.session = new DocSession(channel, this, { ...options, numberSent: false });
     this.readOnly = new ReadOnlyRefusal(this.session, conn.docName, deps.metrics);
@@ -83,30 +84,20 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
 
   hello(msg: HelloMessage): HelloMessage {
     this.identity.hello(msg.capabilities);
-    this.declaredWriters = declaredWritersOf(msg);
+    const declared = declaredWritersOf(msg);
+    this.writer.declared = declared;
     // Only writers hold ids: a read-only user must not reserve (or push out) anyone's.
-    if (this.declaredWriters && this.grant.subject && this.grant.permission === 'write') this.doc.announceWriters(this.grant.subject, this.declaredWriters, this.conn);
+    if (declared && this.grant.subject && this.grant.permission === 'write') this.doc.announceWriters(this.grant.subject, declared, this.conn);
     this.quorum = msg.capabilities.includes('quorum');
     return helloFor('relay');
   }
 
   applyUpdate(update: Uint8Array, seq: number): AppliedUpdate | null {
-    const receivedAt = performance.now();
     if (this.grant.permission !== 'write') {
       this.readOnly.refuse(seq);
       return null;
     }
-    const doc = this.doc;
-    let admission: Admission;
-    try {
-      admission = doc.validate(update, { trusted: false, subject: this.grant.subject, source: this.conn, declared: this.declaredWriters });
-    } catch (err) {
-      if (err instanceof CapsyncError && err.code === 'fenced-area') this.deps.metrics.fencingRejections.inc({ reason: 'fenced-area' });
-      throw err;
-    }
-    const { durable } = doc.applyRemote(update, this.conn, admission);
-    this.deps.metrics.applySeconds.observe((performance.now() - receivedAt) / 1000);
-    return { durable, clients: admission.clients };
+    return this.doc.receive(update, this.writer);
   }
 
   barrier(seq: number): void {

@@ -12,7 +12,7 @@ export interface UpdateSource {
 }
 
 /**
- * Origin of an update received from the network. The raw update is stored by `applyRemote`;
+ * Origin of an update received from the network. The raw update is stored by `RelayDoc.receive`;
  * the doc's update event, seeing this origin, forwards what integrated to every peer but
  * `source`.
  */

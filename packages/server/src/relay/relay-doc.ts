@@ -2,71 +2,28 @@ import * as Y from 'yjs';
 import {
   CapsyncError,
   ProtocolError,
-  readFenced,
-  writeFenced as writeFencedEntry,
-  type ErrorCode,
   encodeIntegratedState,
   hasPending,
   isEmptyUpdate,
-  shouldCompact,
   type ClientClaims,
-  type CompactionPolicy,
-  type DocStore,
+  type AppliedUpdate,
 } from '@capsync/core';
-import type { Logger } from '../logger.js';
-import type { RelayMetrics } from '../metrics.js';
 import { DocReplication } from '../mesh/replication.js';
-import { BroadcastBatch } from './broadcast-batch.js';
+import { DocAppends } from './doc-appends.js';
+import { DocBroadcast } from './doc-broadcast.js';
+import { FencedWrites, type FencedOutcome } from './fenced-writes.js';
 import { ClientOwners } from './client-owners.js';
 import { BackgroundCompaction, loadDoc } from './doc-load.js';
-import { DocAwareness, type AwarenessLimits } from './doc-awareness.js';
+import type { DocWriter } from './doc-writer.js';
+import { DocAwareness } from './doc-awareness.js';
 import { PendingUpdates } from './pending-updates.js';
 import { PeerSet } from './peer-set.js';
-import { DocOwnership, type ClaimsPeer } from './doc-ownership.js';
+import { DocOwnership } from './doc-ownership.js';
+import type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 import { RemoteOrigin, type UpdateSource } from './origins.js';
-import { checkRemoteUpdate, integrated, type Admission, type UpdateLimits, type UpdateWriter } from './update-admission.js';
+import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from './update-admission.js';
 
-/** What a document needs from the relay around it. */
-export interface RelayDocDeps {
-  store: DocStore;
-  compaction: CompactionPolicy;
-  metrics: RelayMetrics;
-  logger: Logger;
-  /** Relays that must hold a change for quorum durability (a majority of the mesh, this relay included). */
-  majority: number;
-  limits: UpdateLimits;
-  /** Client ids are owned by identities (a relay with auth); an open relay has no identities. */
-  ownership: boolean;
-  /** Bounds on the document's awareness. */
-  awareness: AwarenessLimits;
-}
-
-/** A recipient of a document's broadcasts (a connection). */
-export interface DocPeer extends UpdateSource, ClaimsPeer {
-  /** Sends a Yjs update to the peer (it may drop the peer if its buffer is full). */
-  sendUpdate(update: Uint8Array): void;
-  sendAwareness(update: Uint8Array): void;
-  /** Called when the document resumes after a pause (loading, recovery), to process queued input. */
-  resume(): void;
-  /** The peer relay on the other end, when this is a relay-to-relay link (changes it sends are attributed to it). */
-  readonly peerRelayId?: string | undefined;
-}
-
-/** How a fenced write ended: code '' when applied and committed, else why it was refused. */
-export interface FencedOutcome {
-  code: ErrorCode | '';
-  message?: string;
-}
-
-/** Result of applying one remote update. */
-export interface Applied {
-  /**
-   * Resolves once the update is integrated and committed to storage. Rejects with StorageError,
-   * or with CapsyncError 'missing-dependencies' / 'limit-exceeded' when the update's missing
-   * dependencies did not arrive in time or too much content waits for them (see PendingUpdates).
-   */
-  durable: Promise<void>;
-}
+export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 
 /**
  * One loaded document: the Y.Doc, its awareness, its connections, and the pipeline that
@@ -88,11 +45,10 @@ export interface Applied {
  * - While `paused` (recovering from an update that failed to integrate) no input is
  *   processed; connections queue it and are resumed afterwards.
  *
- * Size (about 490 lines, over the project's ~400): compaction, ownership, pending content and
- * admission already live in their own modules; what is left is the apply/persist/broadcast
- * ordering and the fenced write, which share the pause and broadcast-hold state. Issue 12's
- * document session takes the per-channel half of this out; splitting the rest before that
- * would cut through the ordering it guarantees.
+ * Its parts, each a module: admission (update-admission.ts), pending content, client id
+ * ownership, appends to storage (DocAppends), fan-out (DocBroadcast), fenced writes
+ * (FencedWrites), compaction and loading (doc-load.ts). What stays here is their order: apply,
+ * store, broadcast, and the pause that recovery and fenced writes share.
  */
 export class RelayDoc {
   doc: Y.Doc;
@@ -103,26 +59,25 @@ export class RelayDoc {
   /** Which relays durably hold which changes (quorum durability, replication lag). */
   readonly replication: DocReplication;
   paused = false;
-  private pendingPersists = 0;
-  private persistWaiters: (() => void)[] = [];
   /** Merges the log into a snapshot in the background (see BackgroundCompaction). */
   private readonly compaction: BackgroundCompaction;
   private destroyed = false;
-  private readonly batch = new BroadcastBatch<DocPeer>();
-  private flushScheduled = false;
+  /** Sends what integrated to the other peers, once per event-loop turn (see DocBroadcast). */
+  private readonly broadcast: DocBroadcast;
+  /** Appends to storage, in apply order (see DocAppends). */
+  private readonly appends: DocAppends;
   /** The commit of the latest change made on the relay itself (see `onLocalUpdate`). */
   private lastLocalPersist: Promise<void> = Promise.resolve();
-  /** Fenced writes run one at a time (see `writeFenced`). */
-  private fencedTail: Promise<unknown> = Promise.resolve();
-  /** A fenced write is being committed: nothing may be broadcast yet. */
-  private holdBroadcasts = false;
+  /** Fenced writes, one at a time (see FencedWrites). */
+  private readonly fenced = new FencedWrites({
+    current: () => (this.paused || this.destroyed ? null : this.doc),
+    commitUnseen: (change) => this.commitUnseen(change),
+  });
   /** What the running `applyRemote` integrated (its update events), to store. */
   private applying: Uint8Array[] | null = null;
   private readonly pending: PendingUpdates;
   /** Client id claims: made as content integrates, exchanged with peer relays. */
   private readonly ownership: DocOwnership;
-  /** The latest append handed to storage (appends commit in call order). */
-  private lastAppend: Promise<void> = Promise.resolve();
 
   private constructor(
     readonly name: string,
@@ -136,6 +91,8 @@ export class RelayDoc {
     this.ownership = ownership;
     this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics, (sent) => ownership.claimLate(sent));
     this.replication = new DocReplication(deps.majority);
+    this.appends = new DocAppends(name, deps, this.replication, this.compaction, (err) => void this.recover(err));
+    this.broadcast = new DocBroadcast(this.peers, ownership);
     this.attach(doc);
     this.awareness = new DocAwareness(doc, this.peers, deps.awareness, deps.metrics);
   }
@@ -150,21 +107,39 @@ export class RelayDoc {
   }
 
   /**
-   * Checks a remote update before `applyRemote`: it must decode, pass the forgery checks of
-   * `validateUpdateFor`, stay out of the fenced area (only `writeFenced` writes there), stay
-   * within the client id caps and write only under client ids `subject` owns or nobody owns
-   * (on a relay with auth; see `admitUpdate`). `trusted`: the update comes from a peer relay
-   * (relay credential) or the lock authority, which replicate everyone's content including
-   * fenced values; it is checked for integrity only. An update that would wait for missing
-   * dependencies must also fit the pending caps (`PendingUpdates.admit`; `source`, the sender
-   * passed to `applyRemote` next, is counted against the per-connection one). Changes nothing
-   * but recording `source`; pass the result to `applyRemote`. Throws ProtocolError
-   * ('invalid-update' or 'fenced-area'), LimitExceededError or NotOwnerError.
+   * The one way an update from the network enters the document: validates it for `writer`,
+   * then applies it (see `applyRemote`), and counts both in the metrics. The checks: it must
+   * decode, pass the forgery checks of `validateUpdateFor`, stay out of the fenced area (only
+   * `writeFenced` writes there), stay within the client id caps and write only under client
+   * ids the writer's subject owns or nobody owns (on a relay with auth; see `admitUpdate`);
+   * an update that would wait for missing dependencies must also fit the pending caps
+   * (`PendingUpdates.admit`, the per-connection one counted against `writer.source`). Trusted
+   * writers (a peer relay, the lock authority) replicate everyone's content, fenced values
+   * included: they are checked for integrity only. See DocWriter for what each kind is
+   * checked and timed for. Throws ProtocolError ('invalid-update' or 'fenced-area'),
+   * LimitExceededError or NotOwnerError, having changed nothing; or ProtocolError
+   * ('invalid-update') when Yjs fails to integrate it (the document then recovers).
+   * Returns when it is durable and the client ids its ack reports.
    */
-  validate(update: Uint8Array, options: { trusted?: boolean; subject?: string | undefined; source?: UpdateSource; declared?: ReadonlySet<number> | undefined } = {}): Admission {
-    const trusted = options.trusted ?? false;
-    const writer: UpdateWriter = { trusted, identity: this.deps.ownership ? options.subject : null, declared: options.declared };
-    return checkRemoteUpdate(this.doc, update, writer, { ...this.deps, owners: this.ownership.owners, pending: this.pending, source: options.source });
+  receive(update: Uint8Array, writer: DocWriter): AppliedUpdate {
+    const started = performance.now();
+    const { metrics, ownership, limits } = this.deps;
+    const trusted = writer.kind === 'peer' || writer.kind === 'authority';
+    const subject = writer.kind === 'authority' ? undefined : writer.subject;
+    // Kept by the admission (PendingUpdates holds it while content waits): one per update.
+    const admitted: UpdateWriter = { trusted, identity: ownership ? subject : null, declared: writer.kind === 'client' ? writer.declared : undefined };
+    let admission: Admission;
+    try {
+      admission = checkRemoteUpdate(this.doc, update, admitted, { limits, metrics, owners: this.ownership.owners, pending: this.pending, source: writer.source });
+    } catch (err) {
+      if (writer.kind === 'client' && err instanceof CapsyncError && err.code === 'fenced-area') metrics.fencingRejections.inc({ reason: 'fenced-area' });
+      throw err;
+    }
+    const durable = this.applyRemote(update, writer.source, admission);
+    if (writer.kind === 'client' || writer.kind === 'http' || (writer.kind === 'peer' && writer.end === 'accepted')) {
+      metrics.applySeconds.observe((performance.now() - started) / 1000);
+    }
+    return { durable, clients: admission.clients };
   }
 
   /**
@@ -178,82 +153,67 @@ export class RelayDoc {
 
   /**
    * Writes a fenced value into the document's CP area, as the relay, if `token` is at least
-   * the entry's current token and (with `ifRev`) the entry is still at that revision: both
-   * checked right before the write, and fenced writes of a document run one at a time.
-   *
-   * Nobody sees the value before it is committed: input (sync requests included) and
-   * broadcasts are held from the write until its commit, so a relay that crashes in between
-   * comes back without a value that replicas already hold (they would send it back, and the
-   * relay would refuse its own struct as a write into the fenced area). If the commit fails,
-   * the document is reloaded from storage, which drops the write. The caller has checked the
-   * lease with the lock authority.
+   * the entry's current token and (with `ifRev`) the entry is still at that revision (see
+   * FencedWrites); nobody sees it before it is committed (`commitUnseen`). The caller has
+   * checked the lease with the lock authority.
    */
   writeFenced(key: string, value: unknown, token: number, ifRev?: number): Promise<FencedOutcome> {
-    const run = this.fencedTail.then(() => this.writeFencedNow(key, value, token, ifRev));
-    this.fencedTail = run.catch(() => {});
-    return run;
+    return this.fenced.write(key, value, token, ifRev);
   }
 
-  private async writeFencedNow(key: string, value: unknown, token: number, ifRev: number | undefined): Promise<FencedOutcome> {
-    if (this.paused || this.destroyed) return { code: 'unavailable', message: 'the document is recovering; retry the fenced write' };
-    const current = readFenced(this.doc, key);
-    if (current && token < current.token) {
-      return { code: 'stale-token', message: `the token given for "${key}" is stale: a newer lease has written since` };
-    }
-    if (ifRev !== undefined && (current?.rev ?? 0) !== ifRev) {
-      return { code: 'conflict', message: `"${key}" is at revision ${current?.rev ?? 0}, not ${ifRev}: it changed since it was read` };
-    }
+  /**
+   * A change on the relay itself that nobody sees before it is committed: input (sync requests
+   * included) and broadcasts are held from the change until its commit, so a relay that crashes
+   * in between comes back without a value that replicas already hold (they would send it back,
+   * and the relay would refuse its own struct as a write into the fenced area). If the commit
+   * fails, the document is reloaded from storage, which drops the change.
+   */
+  private async commitUnseen(change: (doc: Y.Doc) => void): Promise<boolean> {
     this.paused = true;
-    this.holdBroadcasts = true;
-    const batched = this.batch.size;
+    this.broadcast.held = true;
+    const batched = this.broadcast.size;
     this.lastLocalPersist = Promise.resolve();
-    writeFencedEntry(this.doc, key, value, token, FENCED_ORIGIN);
+    change(this.doc);
     try {
       await this.lastLocalPersist;
     } catch (err) {
       // Never published: drop it from the broadcast queue and from memory (reload).
-      this.batch.truncate(batched);
-      this.holdBroadcasts = false;
+      this.broadcast.truncate(batched);
+      this.broadcast.held = false;
       this.paused = false;
       void this.recover(err);
-      return { code: 'storage-failure', message: 'the fenced write could not be stored' };
+      return false;
     }
-    this.holdBroadcasts = false;
+    this.broadcast.held = false;
     this.paused = false;
-    this.flushBroadcast();
+    this.broadcast.flush();
     for (const peer of this.peers) peer.resume();
-    return { code: '' };
+    return true;
   }
 
   /** Sends queued broadcasts now (so a requester has a change before the reply about it). */
   flushBroadcasts(): void {
-    this.flushBroadcast();
+    this.broadcast.flush();
   }
 
-  /**
-   * Asks every peer relay linked for this document for a fresh acknowledgement: an empty
-   * update, which a peer acks once its store committed everything it applied. Quorum waiters
-   * need it because a change a peer sent us counts as durable there only through an ack of a
-   * later message, and nothing else may be on its way to that peer. Skipped while broadcasts
-   * are queued or held: an ack of the empty update would then claim changes not yet sent, and
-   * the broadcasts bring acks themselves.
-   */
+  /** Asks every peer relay linked for this document for a fresh acknowledgement (see DocBroadcast.requestPeerAcks). */
   requestPeerAcks(): void {
-    this.flushBroadcast();
-    if (this.holdBroadcasts || this.batch.size > 0) return;
-    for (const peer of this.peers) if (peer.peerRelayId !== undefined) peer.sendUpdate(EMPTY_UPDATE);
+    this.broadcast.requestPeerAcks();
   }
 
   /**
-   * Applies a remote update `validate` admitted, records the client ids it claimed, and stores
+   * Applies a remote update `receive` admitted, records the client ids it claimed, and stores
    * what integrated (the doc's update event, which peers get too); content left pending waits
    * in `PendingUpdates` (see the invariants above). Throws ProtocolError('invalid-update') if
    * Yjs fails to integrate it; the document then recovers from storage in the background.
+   * The promise resolves once the update is integrated and committed to storage; it rejects
+   * with StorageError, or with CapsyncError 'missing-dependencies' / 'limit-exceeded' when the
+   * update's missing dependencies did not arrive in time or too much content waits for them.
    */
-  applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Applied {
+  private applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Promise<void> {
     // Another identity's content waiting under the ids this claims must never integrate there.
     this.repend(this.ownership.evictFor(admission, this.pending));
-    const batched = this.batch.size;
+    const batched = this.broadcast.size;
     const hadPending = hasPending(this.doc);
     const statesBefore = this.ownership.statesBefore(this.doc, admission);
     this.applying = [];
@@ -262,7 +222,7 @@ export class RelayDoc {
     } catch (err) {
       // Yjs may have emitted the failed transaction's update event before rethrowing.
       this.applying = null;
-      this.batch.truncate(batched);
+      this.broadcast.truncate(batched);
       void this.recover(err);
       throw new ProtocolError('invalid-update', `update could not be applied: ${(err as Error).message}`, { cause: err });
     }
@@ -276,13 +236,13 @@ export class RelayDoc {
       // All of it integrated: stored as received, a duplicate too (its content may be in memory
       // only, from an append that failed: an ack must never rest on that). Pending content it
       // completed is stored with it.
-      appended = this.persist(!hadPending || changes.length === 0 ? update : Y.mergeUpdates([update, ...changes]));
+      appended = this.appends.append(!hadPending || changes.length === 0 ? update : Y.mergeUpdates([update, ...changes]));
     } else if (changes.length > 0) {
       // Part of it waits, or it completed content that waited: store what integrated.
-      appended = this.persist(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes));
+      appended = this.appends.append(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes));
     } else {
       // Nothing integrated: what it carries was stored already, or waits.
-      appended = this.lastAppend;
+      appended = this.appends.last;
     }
     const committed = claimed ? Promise.all([claimed, appended]).then(() => {}) : appended;
     // Registered before `settle`, which drops pending content nobody waits for.
@@ -291,7 +251,7 @@ export class RelayDoc {
     // Callers chain acks behind earlier updates, so a refusal may find no handler of its own
     // (its sender was already closed): it must not count as an unhandled rejection.
     own.catch(() => {});
-    return { durable: own };
+    return own;
   }
 
   /**
@@ -303,7 +263,7 @@ export class RelayDoc {
     const evicted = this.ownership.learn(claims, from, this.pending);
     if (evicted === null) return;
     this.repend(evicted);
-    this.scheduleFlush();
+    this.broadcast.schedule();
   }
 
   /** Applies again the updates still waiting after an eviction (their content waits again). */
@@ -334,8 +294,8 @@ export class RelayDoc {
   }
 
   /** Resolves when every update handed to storage so far has been committed (or failed). */
-  async whenWritesSettled(): Promise<void> {
-    if (this.pendingPersists > 0) await new Promise<void>((resolve) => this.persistWaiters.push(resolve));
+  whenWritesSettled(): Promise<void> {
+    return this.appends.settled();
   }
 
   /**
@@ -351,44 +311,13 @@ export class RelayDoc {
   destroy(): void {
     this.destroyed = true;
     this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was unloaded before the update could integrate'));
-    this.flushBroadcast();
+    this.broadcast.flush();
     this.awareness.destroy();
     this.detach(this.doc);
     this.doc.destroy();
   }
 
-  // ---- persistence ----
-
-  private persist(update: Uint8Array): Promise<void> {
-    const { store, metrics, compaction } = this.deps;
-    this.pendingPersists++;
-    const started = performance.now();
-    // Everything integrated so far is in this append or an earlier one (appends commit in order).
-    const position = this.replication.applied;
-    return (this.lastAppend = store
-      .append(this.name, update)
-      .then(
-        (result) => {
-          metrics.persistSeconds.observe((performance.now() - started) / 1000);
-          this.replication.recordLocalDurable(position);
-          if (shouldCompact(result, compaction)) this.compaction.soon(result.position);
-        },
-        (err: unknown) => {
-          // The document now holds content storage does not: reload it from storage, so that
-          // nothing later (a resend of the same content, an update built on it) is acknowledged
-          // on the strength of memory alone.
-          void this.recover(err);
-          throw err;
-        },
-      )
-      .finally(() => {
-        if (--this.pendingPersists === 0) {
-          const waiters = this.persistWaiters;
-          this.persistWaiters = [];
-          for (const w of waiters) w();
-        }
-      }));
-  }
+  // ---- recovery ----
 
   /**
    * An update decoded but failed half-way into the document, which may now hold part of it,
@@ -403,7 +332,7 @@ export class RelayDoc {
     this.paused = true;
     this.deps.logger.warn({ err: cause, doc: this.name }, 'an update failed to integrate or to be stored; reloading document from storage');
     try {
-      this.flushBroadcast();
+      this.broadcast.flush();
       await this.whenPersisted();
       const fresh = await loadDoc(this.name, this.deps);
       // Replaying the log can integrate structs the live document held back (forged input
@@ -449,47 +378,18 @@ export class RelayDoc {
     this.replication.recordApplied(update.byteLength, source?.peerRelayId ?? null);
     if (origin instanceof RemoteOrigin) {
       this.applying?.push(update); // stored by applyRemote once the apply succeeded
-      this.queueBroadcast(update, isDocPeer(origin.source) ? origin.source : null);
+      this.broadcast.queue(update, source);
       return;
     }
-    this.queueBroadcast(update, null);
-    const persisted = this.persist(update);
+    this.broadcast.queue(update, null);
+    const persisted = this.appends.append(update);
     persisted.catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'persisting a relay-side change failed'));
     this.lastLocalPersist = persisted;
   };
-
-  private queueBroadcast(update: Uint8Array, source: DocPeer | null): void {
-    this.batch.add(update, source);
-    this.scheduleFlush();
-  }
-
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    setImmediate(() => this.flushBroadcast());
-  }
-
-  private flushBroadcast(): void {
-    this.flushScheduled = false;
-    if (this.holdBroadcasts) return; // flushed when the fenced write committed
-    this.ownership.flush(this.peers); // claims before the content written under them
-    if (this.batch.size === 0) return;
-    const updateFor = this.batch.take();
-    for (const peer of this.peers) {
-      const update = updateFor(peer);
-      if (update) peer.sendUpdate(update);
-    }
-  }
 }
-
-/** A Yjs update with nothing in it (what `requestPeerAcks` sends). */
-const EMPTY_UPDATE = new Uint8Array([0, 0]);
 
 /** Origin of pending content applied again after an eviction (see `repend`). */
 const REPEND_ORIGIN = Symbol('capsync:repend');
-
-/** Origin of the relay's fenced writes. */
-const FENCED_ORIGIN = Symbol('capsync:fenced-write');
 
 /** Connections are peers of the document; HTTP requests are sources only. */
 function isDocPeer(source: UpdateSource): source is DocPeer {

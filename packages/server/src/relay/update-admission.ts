@@ -200,7 +200,7 @@ export function admitUpdate(
 }
 
 /**
- * Every check of a remote update before it is applied (RelayDoc.validate): the cheap client
+ * Every check of a remote update before it is applied (RelayDoc.receive): the cheap client
  * count precheck, the full decode with the forgery checks of `validateUpdateFor`, the fenced
  * area (untrusted writers only), `admitUpdate`, then the caps on content waiting for missing
  * dependencies (`PendingUpdates.admit`, with `source` the sender), all before Yjs sees the
