@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import { createClient, type CapsyncClient, type ClientOptions, type DocHandle } from '@capsync/client';
 import type { CapsyncError } from '@capsync/core';
+import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
 import { metricValue, waitForMetricTo } from '../support/relay-observe.js';
 import { mintToken } from '../support/tokens.js';
@@ -27,14 +28,7 @@ async function relay(args: string[] = []): Promise<RestartableRelay> {
 }
 
 function client(url: string | string[], options: Partial<ClientOptions> = {}): CapsyncClient {
-  const c = createClient({
-    url,
-    storage: 'memory',
-    WebSocket: WebSocket as never,
-    crossTab: false,
-    reconnect: { baseMs: 20, maxMs: 200 },
-    ...options,
-  });
+  const c = createClient({ url, storage: 'memory', WebSocket: WebSocket as never, ...TEST_CLIENT_DEFAULTS, ...options });
   cleanups.push(() => c.close());
   return c;
 }
