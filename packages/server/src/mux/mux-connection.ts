@@ -1,6 +1,7 @@
 import {
   CapsyncError,
   CloseCode,
+  FairSocket,
   LimitExceededError,
   MuxSessions,
   ProtocolError,
@@ -50,6 +51,24 @@ export interface MuxConnectionDeps {
   openDoc(channel: ServedChannel, docName: string, grant: AccessGrant): MuxServedDoc;
 }
 
+/** A socket whose sends take turns between sessions (FairSocket); closing drops what still waits. */
+function fairSocket(socket: RelaySocket, fair: FairSocket): RelaySocket {
+  return {
+    send: (frame, cb) => fair.send(frame, cb),
+    get bufferedAmount() {
+      return fair.bufferedAmount;
+    },
+    close: (code, reason) => {
+      fair.clear();
+      socket.close(code, reason);
+    },
+    terminate: () => {
+      fair.clear();
+      socket.terminate();
+    },
+  };
+}
+
 /** How long a slow consumer's close handshake may take before the socket is dropped. */
 const SLOW_CLOSE_MS = 1000;
 
@@ -81,6 +100,8 @@ export class MuxConnection implements MuxHandler {
   /** The socket's SendBuffer (liveness checks it after pings). */
   readonly outbound: SendBuffer;
   private readonly channel: AccountedChannel;
+  /** Where the sessions' frames wait for their turn (see fairSocket). */
+  private readonly fair: FairSocket;
   private readonly sessions: MuxSessions;
   /** What its sessions hold queued while their documents load: one plain connection's worth. */
   private readonly input: SocketInputQueue;
@@ -99,7 +120,10 @@ export class MuxConnection implements MuxHandler {
     private readonly principal: Principal,
     private readonly deps: MuxConnectionDeps,
   ) {
-    this.channel = new AccountedChannel(socket, deps.outbound);
+    // Fair between sessions: a large answer goes as chunks, interleaved with the other sessions'
+    // frames (FairSocket). Accounted above it, so what waits for its turn is unsent bytes too.
+    this.fair = new FairSocket(socket);
+    this.channel = new AccountedChannel(fairSocket(socket, this.fair), deps.outbound);
     this.outbound = this.channel.outbound;
     this.sessions = new MuxSessions(this.channel, false, this);
     this.input = new SocketInputQueue(deps.maxQueuedBytes);
@@ -245,6 +269,7 @@ export class MuxConnection implements MuxHandler {
   private ended(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    this.fair.clear();
     this.cancelExpiry?.();
     this.sessions.socketClosed(code, reason);
   }
