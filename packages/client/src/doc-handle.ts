@@ -18,6 +18,7 @@ import { FencedValues } from './locks/fenced-values.js';
 import { RelayLink, type RelayLinkOptions } from './sync/relay-link.js';
 import type { RelaySockets } from './sync/relay-socket.js';
 import { SessionLink, type DocLink } from './sync/session-link.js';
+import { LocalOnlyLink, Subdocs, subdocHandleSettings, subdocReplicaName } from './sync/subdocs.js';
 
 export interface DocHandleEvents {
   status: (status: SyncStatus) => void;
@@ -53,6 +54,8 @@ export interface DocHandleSettings {
   sessionId: string;
   /** Default deadline of `cp.set`. */
   cpTimeoutMs: number;
+  /** Set for a Yjs subdocument's handle (see Subdocs): its guid and its Y.Doc (the app's instance). */
+  subdoc?: { guid: string; doc: Y.Doc };
   /**
    * The owner's reference count (the client shares one handle per document name): called by
    * `close()`, returns false while other references remain, and the handle then stays open.
@@ -81,6 +84,10 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   readonly awareness: awarenessProtocol.Awareness;
   /** Fenced (CP) values: local reads, lease-fenced writes through the relay. */
   readonly cp: FencedValues;
+  /** Loaded Yjs subdocuments of `doc`, a handle each: `await handle.subdocs.get(subdoc)` (see Subdocs). */
+  readonly subdocs: Subdocs<DocHandle>;
+  /** Set on a subdocument's handle (its `name` is the parent's): its guid. */
+  readonly subdocGuid: string | undefined;
   private readonly outbox: Outbox;
   private readonly link: DocLink;
   private readonly session: DocSession;
@@ -98,7 +105,9 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     private readonly settings: DocHandleSettings,
   ) {
     super();
-    this.doc = new Y.Doc({ gc: settings.gc });
+    this.doc = settings.subdoc?.doc ?? new Y.Doc({ gc: settings.gc });
+    this.subdocGuid = settings.subdoc?.guid;
+    this.subdocs = new Subdocs(this.doc, (guid, doc) => DocHandle.open(name, subdocHandleSettings(settings, guid, doc)), (err) => this.emit('error', [err]));
     this.awareness = new awarenessProtocol.Awareness(this.doc);
     // 'pending' and 'status' are announced once per microtask, not once per keystroke.
     this.outbox = new Outbox(settings.sessionId, () => {
@@ -114,6 +123,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     const linkOptions: RelayLinkOptions = {
       ...settings.link,
       docName: name,
+      ...(settings.subdoc ? { subdoc: settings.subdoc.guid } : {}),
       ownerHandles: (code, reason) => awarenessLimitOf(code, reason) !== undefined,
       // The ids this connection uploads this user's edits under (this session's, and those of
       // pending edits of earlier sessions and other tabs): the relay claims only these for this
@@ -121,7 +131,9 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       helloCapabilities: () =>
         declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
     };
-    this.link = settings.sockets ? new SessionLink(settings.sockets, linkOptions) : new RelayLink(linkOptions);
+    // A subdocument never gets a socket of its own: that would sync it as its parent.
+    if (settings.sockets) this.link = new SessionLink(settings.sockets, linkOptions);
+    else this.link = settings.subdoc ? new LocalOnlyLink(linkOptions) : new RelayLink(linkOptions);
     this.session = new DocSession(name, this.doc, this.link, this.outbox, {
       acked: (seq, durable) => {
         // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
@@ -161,7 +173,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   private async load(): Promise<void> {
     const { replica, updates, outbox } = await LocalReplica.open(
       this.settings.storage,
-      this.name,
+      this.replicaName,
       { writeDelayMs: this.settings.localWriteDelayMs, compactAfterRows: this.settings.compactAfterRows },
       {
         // Deferred to a task: open() resolves, and the app subscribes, in microtasks that run
@@ -201,7 +213,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.link.on('error', (err) => this.emit('error', [err]));
     if (this.settings.crossTab) {
       this.tabs = new TabShare({
-        name: this.name,
+        name: this.replicaName,
         doc: this.doc,
         awareness: this.awareness,
         outbox: this.outbox,
@@ -214,11 +226,17 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       this.tabs.open();
     }
     if (this.settings.connect) this.link.start();
+    this.subdocs.start();
     this.onPageHide = () => void this.replica.commit().catch(() => {});
     (globalThis as { addEventListener?: (t: string, f: () => void) => void }).addEventListener?.('pagehide', this.onPageHide);
   }
 
   private onPageHide: (() => void) | null = null;
+
+  /** Its local replica's name: a subdocument's cannot collide with a document's. */
+  private get replicaName(): string {
+    return this.subdocGuid === undefined ? this.name : subdocReplicaName(this.name, this.subdocGuid);
+  }
 
   // ---- public API ----
 
@@ -313,6 +331,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
 
   private async shutdown(): Promise<void> {
     this.closed = true;
+    await this.subdocs.close();
     // Tell the relay and other tabs we left while the link is still up.
     this.presence?.close();
     this.doc.off('update', this.onDocUpdate);
