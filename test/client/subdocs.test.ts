@@ -187,6 +187,22 @@ describe('subdocuments', () => {
     await expect(notebook.subdocs.get('guid-p3')).rejects.toMatchObject({ code: 'internal' });
   });
 
+  it('a subdocument whose guid the relay would refuse gets no handle: an invalid-doc-name error, and the others carry on', async () => {
+    const r = await relay();
+    const c = client(r.url);
+    const notebook = await c.open('notebook');
+    const refused = errorWith(notebook, 'invalid-doc-name');
+    pagesOf(notebook).set('bad', new Y.Doc({ guid: '../etc' }));
+    pagesOf(notebook).set('good', new Y.Doc({ guid: 'good' }));
+    expect((await refused).message).toMatch(/guid/);
+    await expect(notebook.subdocs.get('../etc')).rejects.toMatchObject({ code: 'invalid-doc-name' });
+    const good = await notebook.subdocs.get('good');
+    good.doc.getText('t').insert(0, 'synced');
+    await good.flush();
+    expect(notebook.subdocs.guids).toEqual(['good']);
+    await sessionsTo(r, 2);
+  });
+
   it('without the multiplexed socket, subdocuments stay local with an unsupported error; the parent still syncs', async () => {
     const r = await relay();
     const noMuxRelay = await relay(['--mux', 'off']);

@@ -57,7 +57,7 @@ export class Subdocs<H extends SubdocHandleLike = SubdocHandleLike> {
 
   /** Opens the subdocuments marked to load, then follows the doc's `subdocs` events. */
   start(): void {
-    for (const sub of this.doc.getSubdocs()) if (sub.shouldLoad) this.load(sub);
+    for (const sub of this.doc.getSubdocs()) if (sub.shouldLoad) this.loadOrReport(sub);
     this.doc.on('subdocs', this.onSubdocs);
   }
 
@@ -70,7 +70,8 @@ export class Subdocs<H extends SubdocHandleLike = SubdocHandleLike> {
    * The handle of subdocument `guid`, or of that Y.Doc (a subdocument of this document); it
    * resolves once the subdocument's replica is loaded. A subdocument not loaded yet is loaded
    * (`subdoc.load()`) first. Rejects with CapsyncError 'internal' when this document has no
-   * such subdocument, or once the parent handle closed.
+   * such subdocument, or once the parent handle closed, and with 'invalid-doc-name' for a guid
+   * the relay would refuse (see validateSubdocGuid: such a subdocument is neither saved nor synced).
    */
   get(subdoc: Y.Doc | string): Promise<H> {
     const guid = typeof subdoc === 'string' ? subdoc : subdoc.guid;
@@ -81,8 +82,11 @@ export class Subdocs<H extends SubdocHandleLike = SubdocHandleLike> {
     if (!sub || !this.doc.getSubdocs().has(sub)) return Promise.reject(new CapsyncError('internal', `no subdocument "${guid}" in this document`));
     // Loading emits `subdocs` {loaded} (at once, or when the current transaction ends).
     sub.load();
-    if (!this.open.has(guid)) this.load(sub);
-    return this.open.get(guid)!.handle;
+    try {
+      return this.open.get(guid)?.handle ?? this.load(sub);
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /** Closes every subdocument's handle (the parent handle is closing). */
@@ -95,22 +99,24 @@ export class Subdocs<H extends SubdocHandleLike = SubdocHandleLike> {
 
   private readonly onSubdocs = ({ loaded, removed }: { loaded: Set<Y.Doc>; removed: Set<Y.Doc> }): void => {
     for (const sub of removed) if (this.open.get(sub.guid)?.doc === sub) this.unload(sub.guid);
-    for (const sub of loaded) this.load(sub);
+    for (const sub of loaded) this.loadOrReport(sub);
   };
 
-  private load(sub: Y.Doc): void {
+  private loadOrReport(sub: Y.Doc): void {
     if (this.closed || this.open.has(sub.guid)) return;
-    const guid = sub.guid;
-    let handle: Promise<H>;
     try {
-      validateSubdocGuid(guid);
-      const previous = this.closing.get(guid) ?? Promise.resolve();
-      handle = previous.then(() => this.openHandle(guid, sub));
+      void this.load(sub).catch(() => {}); // reported by load
     } catch (err) {
       // A guid the relay would refuse: the subdocument stays as it is, unsynced and unsaved.
       this.report(err as CapsyncError);
-      return;
     }
+  }
+
+  /** Opens the handle of `sub` (after its previous one closed). Throws 'invalid-doc-name' for a guid the relay would refuse. */
+  private load(sub: Y.Doc): Promise<H> {
+    const guid = validateSubdocGuid(sub.guid);
+    const previous = this.closing.get(guid) ?? Promise.resolve();
+    const handle = previous.then(() => this.openHandle(guid, sub));
     handle.then(
       (h) =>
         h.on('error', (err) => {
@@ -119,6 +125,7 @@ export class Subdocs<H extends SubdocHandleLike = SubdocHandleLike> {
       (err: unknown) => this.report(err instanceof CapsyncError ? err : new CapsyncError('internal', `subdocument "${guid}" could not be opened`, { cause: err })),
     );
     this.open.set(guid, { doc: sub, handle });
+    return handle;
   }
 
   private unload(guid: string): void {
