@@ -7,7 +7,8 @@ import { TEST_CLIENT_DEFAULTS, TestDevice, until, whenStatus, type TestSession }
 import { metricValue, waitForMetricTo } from '../support/relay-observe.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
 import { mintToken } from '../support/tokens.js';
-import { withTimeout } from '../support/wait.js';
+import type { EventEmitter } from 'node:events';
+import { waitForEvent, withTimeout } from '../support/wait.js';
 
 /**
  * Issue 12 P6: Yjs subdocuments of a document opened through capsync. Each loaded subdocument
@@ -58,15 +59,9 @@ async function page(notebook: DocHandle, key: string): Promise<DocHandle> {
   return notebook.subdocs.get(sub);
 }
 
-/** Resolves once `check()` holds, re-checking on every update of `doc`. */
-function untilDoc(doc: Y.Doc, check: () => boolean, what: string): Promise<void> {
-  if (check()) return Promise.resolve();
-  let onUpdate!: () => void;
-  const done = new Promise<void>((resolve) => {
-    onUpdate = () => check() && resolve();
-    doc.on('update', onUpdate);
-  });
-  return withTimeout(done, 10_000, what).finally(() => doc.off('update', onUpdate));
+/** Resolves once `check()` holds, re-checked on every update of `doc`. */
+function untilDoc(doc: Y.Doc, check: () => boolean, what: string): Promise<unknown> {
+  return waitForEvent(doc as unknown as EventEmitter, 'update', () => check() || undefined, what);
 }
 
 function errorWith(h: DocHandle, code: CapsyncError['code']): Promise<CapsyncError> {

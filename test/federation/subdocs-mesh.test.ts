@@ -2,7 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { subdocStorageName } from '@capsync/core';
 import { TestDevice } from '../support/client-fixture.js';
-import { withTimeout } from '../support/wait.js';
+import type { EventEmitter } from 'node:events';
+import { waitForEvent } from '../support/wait.js';
 import { startMesh, whenMeshUp, type Mesh } from './mesh-fixture.js';
 
 /**
@@ -17,14 +18,9 @@ afterEach(async () => {
   mesh = null;
 });
 
-function whenDoc(doc: Y.Doc, check: () => boolean, what: string): Promise<void> {
-  if (check()) return Promise.resolve();
-  let onUpdate!: () => void;
-  const done = new Promise<void>((resolve) => {
-    onUpdate = () => check() && resolve();
-    doc.on('update', onUpdate);
-  });
-  return withTimeout(done, 10_000, what).finally(() => doc.off('update', onUpdate));
+/** Resolves once `check()` holds, re-checked on every update of `doc`. */
+function whenDoc(doc: Y.Doc, check: () => boolean, what: string): Promise<unknown> {
+  return waitForEvent(doc as unknown as EventEmitter, 'update', () => check() || undefined, what);
 }
 
 describe('relay mesh: subdocuments', () => {

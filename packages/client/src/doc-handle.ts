@@ -15,10 +15,10 @@ import { awarenessLimitOf } from './sync/refusals.js';
 import { Outbox } from './sync/outbox.js';
 import { TabShare } from './sync/tab-share.js';
 import { FencedValues } from './locks/fenced-values.js';
-import { RelayLink, type RelayLinkOptions } from './sync/relay-link.js';
+import type { RelayLinkOptions } from './sync/relay-link.js';
 import type { RelaySockets } from './sync/relay-socket.js';
-import { SessionLink, type DocLink } from './sync/session-link.js';
-import { LocalOnlyLink, Subdocs, subdocHandleSettings, subdocReplicaName } from './sync/subdocs.js';
+import { docLinkFor, type DocLink } from './sync/session-link.js';
+import { Subdocs, subdocHandleSettings, subdocReplicaName } from './sync/subdocs.js';
 
 export interface DocHandleEvents {
   status: (status: SyncStatus) => void;
@@ -88,6 +88,8 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   readonly subdocs: Subdocs<DocHandle>;
   /** Set on a subdocument's handle (its `name` is the parent's): its guid. */
   readonly subdocGuid: string | undefined;
+  /** Its local replica's name: a subdocument's cannot collide with a document's. */
+  private readonly replicaName: string;
   private readonly outbox: Outbox;
   private readonly link: DocLink;
   private readonly session: DocSession;
@@ -107,6 +109,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     super();
     this.doc = settings.subdoc?.doc ?? new Y.Doc({ gc: settings.gc });
     this.subdocGuid = settings.subdoc?.guid;
+    this.replicaName = settings.subdoc ? subdocReplicaName(name, settings.subdoc.guid) : name;
     this.subdocs = new Subdocs(this.doc, (guid, doc) => DocHandle.open(name, subdocHandleSettings(settings, guid, doc)), (err) => this.emit('error', [err]));
     this.awareness = new awarenessProtocol.Awareness(this.doc);
     // 'pending' and 'status' are announced once per microtask, not once per keystroke.
@@ -131,9 +134,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       helloCapabilities: () =>
         declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
     };
-    // A subdocument never gets a socket of its own: that would sync it as its parent.
-    if (settings.sockets) this.link = new SessionLink(settings.sockets, linkOptions);
-    else this.link = settings.subdoc ? new LocalOnlyLink(linkOptions) : new RelayLink(linkOptions);
+    this.link = docLinkFor(settings.sockets, linkOptions);
     this.session = new DocSession(name, this.doc, this.link, this.outbox, {
       acked: (seq, durable) => {
         // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
@@ -232,11 +233,6 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   }
 
   private onPageHide: (() => void) | null = null;
-
-  /** Its local replica's name: a subdocument's cannot collide with a document's. */
-  private get replicaName(): string {
-    return this.subdocGuid === undefined ? this.name : subdocReplicaName(this.name, this.subdocGuid);
-  }
 
   // ---- public API ----
 

@@ -11,13 +11,22 @@ import {
 } from '@capsync/core';
 import { RelayLink, decodeFromRelay, type LinkState, type RelayLinkEvents, type RelayLinkOptions } from './relay-link.js';
 import type { RelaySocket, RelaySockets, SocketUser } from './relay-socket.js';
-import { unsupportedSubdoc } from './subdocs.js';
+import { LocalOnlyLink, unsupportedSubdoc } from './subdocs.js';
 
 /**
  * What a document handle needs of its link to the relay: a RelayLink (a socket of its own) or
  * a SessionLink (a session on the client's shared socket); the contract is RelayLink's.
  */
 export type DocLink = Pick<RelayLink, 'state' | 'currentUrl' | 'start' | 'stop' | 'send' | 'healthy' | 'destroy' | 'on' | 'off'>;
+
+/**
+ * A document's link: a session on the client's socket (`sockets`), else a socket of its own. A
+ * subdocument never gets one of its own: it would name, and so sync into, its parent.
+ */
+export function docLinkFor(sockets: RelaySockets | null, options: RelayLinkOptions): DocLink {
+  if (sockets) return new SessionLink(sockets, options);
+  return options.subdoc === undefined ? new RelayLink(options) : new LocalOnlyLink(options);
+}
 
 /**
  * A document's link as one session on the client's multiplexed socket (RelaySocket), with
