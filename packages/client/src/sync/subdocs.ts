@@ -4,7 +4,7 @@ import { CapsyncError, validateSubdocGuid } from '@capsync/core';
 import type { DocHandleSettings } from '../doc-handle.js';
 import type { LinkState, RelayLinkEvents, RelayLinkOptions } from './relay-link.js';
 
-/** What Subdocs needs of a document handle (DocHandle; kept structural to avoid an import cycle). */
+/** What Subdocs needs of a subdocument's handle (a DocHandle). */
 export interface SubdocHandleLike {
   close(): Promise<void>;
   on(event: 'error', listener: (err: CapsyncError) => void): void;
