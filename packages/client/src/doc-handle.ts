@@ -90,6 +90,8 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   readonly subdocGuid: string | undefined;
   /** Its local replica's name: a subdocument's cannot collide with a document's. */
   private readonly replicaName: string;
+  /** How messages name it: `name`, or `name#guid` for a subdocument. */
+  private readonly label: string;
   private readonly outbox: Outbox;
   private readonly link: DocLink;
   private readonly session: DocSession;
@@ -110,6 +112,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.doc = settings.subdoc?.doc ?? new Y.Doc({ gc: settings.gc });
     this.subdocGuid = settings.subdoc?.guid;
     this.replicaName = settings.subdoc ? subdocReplicaName(name, settings.subdoc.guid) : name;
+    this.label = settings.subdoc ? `${name}#${settings.subdoc.guid}` : name;
     this.subdocs = new Subdocs(this.doc, (guid, doc) => DocHandle.open(name, subdocHandleSettings(settings, guid, doc)), (err) => this.emit('error', [err]));
     this.awareness = new awarenessProtocol.Awareness(this.doc);
     // 'pending' and 'status' are announced once per microtask, not once per keystroke.
@@ -135,7 +138,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
     };
     this.link = docLinkFor(settings.sockets, linkOptions);
-    this.session = new DocSession(name, this.doc, this.link, this.outbox, {
+    this.session = new DocSession(this.label, this.doc, this.link, this.outbox, {
       acked: (seq, durable) => {
         // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
         this.replica.schedule();
@@ -190,7 +193,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         try {
           applyStored(this.doc, row);
         } catch (err) {
-          const failure = new CapsyncError('invalid-update', `a stored update of "${this.name}" could not be loaded; it is kept`, { cause: err });
+          const failure = new CapsyncError('invalid-update', `a stored update of "${this.label}" could not be loaded; it is kept`, { cause: err });
           setTimeout(() => this.emit('error', [failure]), 0);
         }
       }
@@ -267,7 +270,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.assertOpen();
     if ((options.durability ?? 'relay') === 'local') {
-      await withTimeout(this.replica.commit(), timeoutMs, () => `local save of "${this.name}" did not finish within ${timeoutMs} ms`);
+      await withTimeout(this.replica.commit(), timeoutMs, () => `local save of "${this.label}" did not finish within ${timeoutMs} ms`);
       return;
     }
     if (options.durability === 'quorum') {
@@ -277,7 +280,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     const waiter = this.outbox.whenDurable();
     await withTimeout(waiter.promise, timeoutMs, () => {
       waiter.cancel();
-      return `${this.pending} update(s) of "${this.name}" not durable on the relay within ${timeoutMs} ms (status: ${this.status})`;
+      return `${this.pending} update(s) of "${this.label}" not durable on the relay within ${timeoutMs} ms (status: ${this.status})`;
     });
   }
 
@@ -401,6 +404,6 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new CapsyncError('internal', `document "${this.name}" is closed`);
+    if (this.closed) throw new CapsyncError('internal', `document "${this.label}" is closed`);
   }
 }
