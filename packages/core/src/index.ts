@@ -2,6 +2,7 @@ export * from './errors.js';
 export * from './protocol/close-codes.js';
 export * from './protocol/messages.js';
 export * from './protocol/doc-name.js';
+export * from './protocol/subdoc-name.js';
 export * from './protocol/mux-frame.js';
 export * from './storage/doc-store.js';
 export * from './storage/memory-store.js';
