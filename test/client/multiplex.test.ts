@@ -198,4 +198,31 @@ describe('sync rounds on a shared socket', () => {
     await h.whenSynced({ timeoutMs: 10_000 });
     expect(text(h).startsWith('fresh ')).toBe(true);
   });
+
+  it('sends a large local document to the relay in chunks', async () => {
+    const r = await relay();
+    const sentFrames: number[] = [];
+    class CountingWebSocket extends WebSocket {
+      override send(data: unknown, ...rest: unknown[]): void {
+        sentFrames.push((data as Uint8Array).byteLength);
+        (super.send as (...args: unknown[]) => void)(data, ...rest);
+      }
+    }
+    const writer = client(r.url, { WebSocket: CountingWebSocket as never });
+    const small = await writer.open('upload/small');
+    await small.whenSynced({ timeoutMs: 10_000 });
+    const big = await writer.open('upload/big');
+    await big.whenSynced({ timeoutMs: 10_000 });
+    big.doc.getText('t').insert(0, 'z'.repeat(3 * 1024 * 1024));
+    small.doc.getText('t').insert(0, 'meanwhile');
+    await Promise.all([big.flush({ timeoutMs: 30_000 }), small.flush({ timeoutMs: 30_000 })]);
+    // Every frame is at most one chunk (64 KiB) and its header: the 3 MB update went in pieces.
+    expect(Math.max(...sentFrames)).toBeLessThanOrEqual(64 * 1024 + 16);
+
+    const reader = client(r.url);
+    const copy = await reader.open('upload/big');
+    await copy.whenSynced({ timeoutMs: 30_000 });
+    expect(text(copy)).toHaveLength(3 * 1024 * 1024);
+    expect(text(await reader.open('upload/small').then(async (h) => (await h.whenSynced({ timeoutMs: 10_000 }), h)))).toBe('meanwhile');
+  });
 });

@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import {
   CONTROL_SID,
+  ChunkAssembler,
   FairSocket,
+  LimitExceededError,
   MuxSessions,
   ProtocolError,
   SessionChannel,
@@ -133,7 +135,7 @@ describe('FairSocket', () => {
 
 describe('chunked messages through MuxSessions', () => {
   /** The receiving side of a socket, its session 1 open, recording the messages session 1 gets. */
-  function receiver(takeChunks: boolean) {
+  function receiver(chunks: ChunkAssembler | null) {
     const socket: MuxSocket = { send() {}, bufferedAmount: 0 };
     const got: Uint8Array[] = [];
     const sessions = new MuxSessions(socket, false, {
@@ -143,13 +145,13 @@ describe('chunked messages through MuxSessions', () => {
         sessions.accept(channel);
       },
       control() {},
-    }, takeChunks);
+    }, chunks);
     sessions.receive(encodeMuxFrame(CONTROL_SID, encodeMessage({ type: 'session-open', sid: 1, kind: 'doc', name: 'd', subdoc: '', capabilities: [] })));
     return { sessions, got };
   }
 
   it('puts the chunks a FairSocket sent back into the message', () => {
-    const { sessions, got } = receiver(true);
+    const { sessions, got } = receiver(new ChunkAssembler());
     const sink = new ManualSink();
     const fair = new FairSocket(sink, { chunkBytes: CHUNK });
     const update = new Uint8Array(7 * CHUNK + 3).map((_, i) => i % 251);
@@ -163,15 +165,34 @@ describe('chunked messages through MuxSessions', () => {
   });
 
   it('breaks the socket on a message of the session between the chunks of another', () => {
-    const { sessions } = receiver(true);
+    const { sessions } = receiver(new ChunkAssembler());
     sessions.receive(encodeChunkFrame(new Uint8Array([1]), new Uint8Array(10), false));
     expect(() => sessions.receive(ping(1))).toThrow(ProtocolError);
   });
 
   it('hands a chunk to the session as it is on a side that does not take chunks (its codec refuses it)', () => {
-    const { sessions, got } = receiver(false);
+    const { sessions, got } = receiver(null);
     sessions.receive(encodeChunkFrame(new Uint8Array([1]), new Uint8Array(10), true));
     expect(got).toHaveLength(1);
     expect(() => decodeMessage(got[0]!)).toThrow(ProtocolError);
+  });
+
+  it('bounds what a sender may make it hold: one message, and the unfinished ones of all sessions together', () => {
+    const frameFor = (sid: number, bytes: number, final: boolean) => encodeChunkFrame(new Uint8Array([sid]), new Uint8Array(bytes), final);
+    const one = new ChunkAssembler({ maxMessageBytes: 100 });
+    one.push(1, frameFor(1, 60, false).subarray(1));
+    expect(() => one.push(1, frameFor(1, 60, true).subarray(1))).toThrow(LimitExceededError);
+
+    const all = new ChunkAssembler({ maxMessageBytes: 100, maxOpenBytes: 150 });
+    all.push(1, frameFor(1, 90, false).subarray(1));
+    expect(() => all.push(3, frameFor(3, 90, false).subarray(1))).toThrow(LimitExceededError);
+    // A finished message gives its room back.
+    const done = new ChunkAssembler({ maxMessageBytes: 100, maxOpenBytes: 150 });
+    done.push(1, frameFor(1, 90, false).subarray(1));
+    expect(done.push(1, frameFor(1, 10, true).subarray(1))?.byteLength).toBe(100);
+    done.push(3, frameFor(3, 90, false).subarray(1));
+    done.push(5, frameFor(5, 50, false).subarray(1));
+    done.forget(3);
+    done.push(7, frameFor(7, 90, false).subarray(1));
   });
 });

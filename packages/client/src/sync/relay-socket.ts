@@ -1,6 +1,8 @@
 import {
+  ChunkAssembler,
   CloseCode,
   Dialer,
+  FairSocket,
   MUX_CAPABILITY,
   MUX_CONTROL_FRAMING,
   MUX_PATH,
@@ -217,8 +219,10 @@ export class RelaySocket implements MuxHandler {
   }
 
   private socketOpened(channel: DialedChannel): void {
-    // The relay sends a large message (a big document's sync) as chunks: put them together here.
-    const sessions = new MuxSessions(channel, true, this, true);
+    // Large messages (a big document's first sync) go as chunks, taking turns with the other
+    // documents' frames, both ways: the relay sends chunks too, put together here.
+    const fair = new FairSocket(channel);
+    const sessions = new MuxSessions(fair, true, this, new ChunkAssembler());
     this.sessions = sessions;
     this.dialerChannel = channel;
     channel.attach({
@@ -236,6 +240,7 @@ export class RelaySocket implements MuxHandler {
           this.sessions = null;
           this.dialerChannel = null;
         }
+        fair.clear();
         // Every session ends with the socket's code: its document waits for the next socket.
         sessions.socketClosed(code, reason);
       },

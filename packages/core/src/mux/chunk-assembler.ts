@@ -1,16 +1,35 @@
-import { ProtocolError } from '../errors.js';
+import { LimitExceededError, ProtocolError } from '../errors.js';
 import { MAX_CHUNKED_MESSAGE_BYTES, readChunk } from '../protocol/mux-frame.js';
+
+export interface ChunkLimits {
+  /** Largest message put together (default MAX_CHUNKED_MESSAGE_BYTES). */
+  maxMessageBytes?: number;
+  /** Bytes held for all sessions' unfinished messages together (default: no bound but the above). */
+  maxOpenBytes?: number;
+  /** Names the limit in the LimitExceededError (a relay flag); default 'max-message-bytes'. */
+  limit?: string;
+}
 
 /**
  * Puts the `chunk` frames of a multiplexed socket's sessions back into their messages (see
  * protocol/mux-frame.ts): per session, the pieces received so far. A session's frames keep
- * their order, so a message of a session between the chunks of another breaks the socket, as
- * does a message over `maxBytes`.
+ * their order, so a message of a session between the chunks of another breaks the socket
+ * (ProtocolError 'bad-message'); so does a message over `maxMessageBytes`, or pieces held for
+ * unfinished messages over `maxOpenBytes` (LimitExceededError): what a sender may make the
+ * receiver hold is bounded per socket, as one frame of that size is.
  */
 export class ChunkAssembler {
   private readonly open = new Map<number, { pieces: Uint8Array[]; bytes: number }>();
+  private openBytes = 0;
+  private readonly maxBytes: number;
+  private readonly maxOpenBytes: number;
+  private readonly limit: string;
 
-  constructor(private readonly maxBytes = MAX_CHUNKED_MESSAGE_BYTES) {}
+  constructor(limits: ChunkLimits = {}) {
+    this.maxBytes = limits.maxMessageBytes ?? MAX_CHUNKED_MESSAGE_BYTES;
+    this.maxOpenBytes = limits.maxOpenBytes ?? Infinity;
+    this.limit = limits.limit ?? 'max-message-bytes';
+  }
 
   /**
    * The whole message once `body` (a session's frame) completes one: itself when it is not a
@@ -25,13 +44,17 @@ export class ChunkAssembler {
     }
     const pieces = open ?? { pieces: [], bytes: 0 };
     pieces.bytes += chunk.piece.byteLength;
-    if (pieces.bytes > this.maxBytes) throw new ProtocolError('bad-message', `a chunked message of session ${sid} is over ${this.maxBytes} bytes`);
+    if (pieces.bytes > this.maxBytes) throw new LimitExceededError(this.limit, `${this.limit}: a chunked message of session ${sid} is over ${this.maxBytes} bytes`);
     if (!chunk.final) {
+      if (this.openBytes + chunk.piece.byteLength > this.maxOpenBytes) {
+        throw new LimitExceededError(this.limit, `${this.limit}: unfinished chunked messages on this socket are over ${this.maxOpenBytes} bytes`);
+      }
+      this.openBytes += chunk.piece.byteLength;
       pieces.pieces.push(chunk.piece);
       this.open.set(sid, pieces);
       return null;
     }
-    this.open.delete(sid);
+    this.forget(sid);
     if (pieces.pieces.length === 0) return chunk.piece;
     const message = new Uint8Array(pieces.bytes);
     let at = 0;
@@ -44,11 +67,16 @@ export class ChunkAssembler {
 
   /** The session ended: its pieces are dropped. */
   forget(sid: number): void {
+    const pieces = this.open.get(sid);
+    if (!pieces) return;
     this.open.delete(sid);
+    // What was held: the pieces kept (a final piece is counted in `bytes` but never held).
+    for (const piece of pieces.pieces) this.openBytes -= piece.byteLength;
   }
 
   /** The socket closed. */
   clear(): void {
     this.open.clear();
+    this.openBytes = 0;
   }
 }

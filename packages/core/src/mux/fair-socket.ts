@@ -44,7 +44,8 @@ interface Waiting {
  *   socket's unsent bytes (the relay's SendBuffer: slow consumers, the unsent budget) sees
  *   exactly what it saw before; the written-out callback of a frame runs once its last chunk
  *   was written out.
- * - While nothing waits, a small frame goes straight to the socket (no allocation).
+ * - While nothing waits, a small frame goes straight to the socket (no allocation), not counted
+ *   ahead: `aheadBytes` bounds what this writes for frames that waited.
  *
  * Dropping: `clear()` forgets everything waiting (the socket is closing; callbacks are not run,
  * like a WebSocket's for bytes it never wrote).
@@ -77,10 +78,12 @@ export class FairSocket {
     const { sid, bodyStart } = peekSid(frame);
     // A session-close goes behind its session's frames; other control frames at once.
     const queueSid = sid === CONTROL_SID ? peekSessionClose(frame, bodyStart) : sid;
-    if (queueSid === null) return this.write(frame, cb);
+    if (queueSid === null) return this.sink.send(frame, cb);
     const queue = this.queues.get(queueSid);
     const small = frame.byteLength - bodyStart <= this.chunkBytes;
-    if (!queue && small && this.aheadNow < this.aheadBytes) return this.write(frame, cb);
+    // Straight through, untracked: no closure per frame on the common path (the relay's fan-out
+    // to a multiplexed socket). Only what waited is counted ahead; that is what turns are for.
+    if (!queue && small && this.aheadNow < this.aheadBytes) return this.sink.send(frame, cb);
     const waiting: Waiting = { frame, bodyStart, offset: 0, cb };
     if (queue) queue.push(waiting);
     else this.queues.set(queueSid, [waiting]);

@@ -2,7 +2,7 @@ import { ProtocolError } from '../errors.js';
 import type { HelloMessage, Message, SessionOpenMessage } from '../protocol/message-types.js';
 import { decodeMessage, encodeMessage } from '../protocol/messages.js';
 import { CONTROL_SID, MAX_SID, decodeMuxFrame, encodeMuxFrame } from '../protocol/mux-frame.js';
-import { ChunkAssembler } from './chunk-assembler.js';
+import type { ChunkAssembler } from './chunk-assembler.js';
 import { SessionChannel, type SessionTransport } from './session-channel.js';
 
 /** The socket a MuxSessions sends through (a Channel, or the relay's accounted socket). */
@@ -41,10 +41,9 @@ export interface MuxHandler {
  *   session's to handle (its DocSession closes it alone).
  * - `session-close` is sent once by the side that ends a session and is not answered; one for
  *   a session already closed (the two closes crossed) is ignored.
- * - With `takeChunks`, a session's `chunk` frames are put together (ChunkAssembler) and the
- *   session gets the whole message. Without, a chunk reaches the session as it is, and
- *   its codec refuses it (the relay does not take chunks from clients: each would be a buffer
- *   it holds for them).
+ * - With a ChunkAssembler, a session's `chunk` frames are put together and the session gets the
+ *   whole message (the assembler's bounds, which the relay sets per socket, break the socket).
+ *   Without one, a chunk reaches the session as it is, and its codec refuses it.
  */
 export class MuxSessions implements SessionTransport {
   private readonly live = new Map<number, SessionChannel>();
@@ -61,10 +60,10 @@ export class MuxSessions implements SessionTransport {
     /** This side dialled the socket (it opens odd sids). */
     private readonly dialled: boolean,
     private readonly handler: MuxHandler,
-    /** Put chunked messages together (see the class comment). */
-    takeChunks = false,
+    /** Puts chunked messages together (see the class comment); null: chunks are not taken. */
+    chunks: ChunkAssembler | null = null,
   ) {
-    this.chunks = takeChunks ? new ChunkAssembler() : null;
+    this.chunks = chunks;
     this.nextOurs = dialled ? 1 : 2;
   }
 

@@ -1,5 +1,6 @@
 import {
   CapsyncError,
+  ChunkAssembler,
   CloseCode,
   FairSocket,
   LimitExceededError,
@@ -45,6 +46,8 @@ export interface MuxConnectionDeps {
   address: string | undefined;
   /** Input the socket's sessions may queue together while their documents load (one plain connection's bound). */
   maxQueuedBytes: number;
+  /** `--max-message-bytes`: also the largest message a client may send in chunks. */
+  maxMessageBytes: number;
   /**
    * Serves document `docName` over `channel` as a plain connection is served (RelayConnection).
    * The session ends when its channel closes: by the client, by the session itself, or with the socket.
@@ -129,7 +132,11 @@ export class MuxConnection implements MuxHandler {
     this.fair = new FairSocket(socket);
     this.channel = new AccountedChannel(fairSocket(socket, this.fair), deps.outbound);
     this.outbound = this.channel.outbound;
-    this.sessions = new MuxSessions(this.channel, false, this);
+    // A client's large message (a big paste, a first sync of a large offline document) comes as
+    // chunks: held per socket up to one message of --max-message-bytes, and that much again for
+    // unfinished ones of other sessions (what one frame of the socket may cost, twice).
+    const chunks = new ChunkAssembler({ maxMessageBytes: deps.maxMessageBytes, maxOpenBytes: 2 * deps.maxMessageBytes });
+    this.sessions = new MuxSessions(this.channel, false, this, chunks);
     this.input = new SocketInputQueue(deps.maxQueuedBytes);
     this.room = new SharedRoom(this.channel);
     this.channel.attach({

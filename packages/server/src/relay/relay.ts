@@ -172,6 +172,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       outbound: deps.options,
       maxSessions: this.options.maxSessionsPerSocket,
       maxQueuedBytes: deps.options.maxQueuedBytes,
+      maxMessageBytes: this.options.maxMessageBytes,
       addressSessions: this.addressSessions,
       maxRefusedOpens: this.options.maxRefusedOpensPerSocket,
       address,

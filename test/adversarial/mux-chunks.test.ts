@@ -1,0 +1,50 @@
+import { describe, expect, it } from 'vitest';
+import { CloseCode } from '@capsync/core';
+import { startAttackedRelay } from '../support/attack.js';
+import { MuxClient } from '../support/mux-client.js';
+import { ProtocolClient } from '../support/protocol-client.js';
+import { metricValue } from '../support/relay-observe.js';
+
+/**
+ * A client may send a large message over a multiplexed socket as chunks (so its other
+ * documents' frames are not held behind it). What the relay holds for unfinished chunked
+ * messages is bounded per socket: one message of --max-message-bytes, and twice that for all
+ * sessions' unfinished ones together. Past it the socket closes 4413, counted under
+ * `max-message-bytes`; other clients stay served and stored data is intact.
+ */
+
+const KiB = 1024;
+const chunk = (bytes: number, last: boolean): Uint8Array => {
+  const body = new Uint8Array(3 + bytes);
+  body.set([100, 14, last ? 1 : 0]);
+  return body;
+};
+
+describe('chunked messages from a client are bounded per socket', () => {
+  it('a chunked message over --max-message-bytes, or unfinished ones over twice it, close the socket 4413; others carry on', async () => {
+    await using relay = await startAttackedRelay(['--max-message-bytes', String(256 * KiB)]);
+    const bystander = await ProtocolClient.synced(`${relay.url}/bystander`);
+    await bystander.waitForAck(bystander.type('kept'));
+
+    // One message past the limit, 64 KiB at a time and never finished.
+    const one = await MuxClient.connect(relay.url);
+    await one.waitHello();
+    const a = one.open('chunks-a');
+    await a.waitSynced();
+    for (let i = 0; i < 5 && !one.closeInfo; i++) one.sendFrame(a.sid, chunk(64 * KiB, false));
+    expect((await one.waitClosed()).code).toBe(CloseCode.LimitExceeded);
+
+    // Many sessions, each under the limit, none finished: together past twice it.
+    const many = await MuxClient.connect(relay.url);
+    await many.waitHello();
+    const sessions = Array.from({ length: 4 }, (_, i) => many.open(`chunks-many-${i}`));
+    await Promise.all(sessions.map((s) => s.waitSynced()));
+    for (const s of sessions) for (let i = 0; i < 3 && !many.closeInfo; i++) many.sendFrame(s.sid, chunk(64 * KiB, false));
+    expect((await many.waitClosed()).code).toBe(CloseCode.LimitExceeded);
+    expect(await metricValue(relay.httpUrl, 'capsync_limit_refusals_total', { limit: 'max-message-bytes' })).toBeGreaterThanOrEqual(2);
+
+    bystander.type(' still');
+    await bystander.waitForAck(bystander.seq);
+    await bystander.close();
+  });
+});
