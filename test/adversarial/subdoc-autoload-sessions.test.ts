@@ -6,13 +6,15 @@
  * `--max-sessions-per-socket`. The refusals come in a row, and past
  * `--max-refused-opens-per-socket` the relay closes the whole socket (4413): every document of
  * the reader goes offline, again after each reconnect — one document's writer takes the
- * reader's other documents down. Expected: the reader's other documents keep their session.
+ * reader's other documents down. Expected: the reader's other documents keep their session
+ * (the relay announces its cap in its hello, `mux-sessions:<n>`, and the client keeps below it:
+ * the documents past it wait for a session to end).
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
 import { createClient, type CapsyncClient, type DocHandle } from '@capsync/client';
-import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
+import { TEST_CLIENT_DEFAULTS, until } from '../support/client-fixture.js';
 import { metricValue } from '../support/relay-observe.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
 import type { EventEmitter } from 'node:events';
@@ -44,6 +46,8 @@ describe('issue-12 review (subdoc autoLoad sessions)', () => {
     await Promise.all([readerOther.whenSynced(), readerNotebook.whenSynced()]);
 
     const notebook = await writer.open('notebook');
+    const other = await writer.open('other');
+    await Promise.all([notebook.whenSynced(), other.whenSynced()]);
     notebook.doc.transact(() => {
       for (let i = 0; i < SUBDOCS; i++) notebook.doc.getMap<Y.Doc>('pages').set(`p${i}`, new Y.Doc({ guid: `page-${i}`, autoLoad: true }));
     });
@@ -51,7 +55,6 @@ describe('issue-12 review (subdoc autoLoad sessions)', () => {
     await waitForEvent(readerNotebook.doc as unknown as EventEmitter, 'subdocs', () => readerNotebook.subdocs.guids.length === SUBDOCS || undefined, 'the reader loads every page');
 
     // A write to the reader's other document reaches it (it is connected now)...
-    const other = await writer.open('other');
     other.doc.getText('t').insert(0, 'after the pages');
     try {
       await waitForEvent(readerOther.doc as unknown as EventEmitter, 'update', () => readerOther.doc.getText('t').toString() === 'after the pages' || undefined, 'the write at the reader', 15_000);
@@ -64,5 +67,16 @@ describe('issue-12 review (subdoc autoLoad sessions)', () => {
     // ...but was its socket closed meanwhile, for opens it never chose to make?
     const closedForRefusals = await metricValue(relay.httpUrl, 'capsync_limit_refusals_total', { limit: 'max-refused-opens-per-socket' });
     expect(closedForRefusals, 'sockets closed for refused opens').toBe(0);
+
+    // The pages past the cap wait for a session; one that ends lets the next one open.
+    const pages = await Promise.all(readerNotebook.subdocs.guids.map((g) => readerNotebook.subdocs.get(g)));
+    const synced = (): number => pages.filter((p) => p.status === 'synced').length;
+    // Re-checked on any page's status change (until() alone listens to one handle).
+    await Promise.race(pages.map((p) => until(p, 'status', () => synced() >= CAP - 2, `${CAP - 2} pages synced`, 10_000)));
+    const waiting = pages.filter((p) => p.status !== 'synced');
+    expect(waiting.length, 'pages waiting for a session').toBe(SUBDOCS - (CAP - 2));
+    await readerOther.close();
+    await until(waiting[0]!, 'status', () => waiting[0]!.status === 'synced', 'a waiting page syncs once a session ended', 10_000);
+    expect(await metricValue(relay.httpUrl, 'capsync_limit_refusals_total', { limit: 'max-sessions-per-socket' })).toBe(0);
   });
 });

@@ -171,6 +171,12 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
   private sessionClosed(channel: SessionChannel, socket: RelaySocket, code: number, reason: string): void {
     if (this.channel !== channel) return; // closed by us (release)
     this.channel = null;
+    this.afterSessionClosed(socket, code, reason);
+    // Last, once this document's own retry (or stop) is set: a document waiting at the cap may open.
+    socket.sessionEnded();
+  }
+
+  private afterSessionClosed(socket: RelaySocket, code: number, reason: string): void {
     this.emit('state', [this.state]);
     this.emit('close', [{ code, reason }]);
     // With the socket: the socket's Dialer reports and retries; the next socket reopens the session.
@@ -202,8 +208,10 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
     const hadSession = channel !== null && !channel.closed;
     channel?.close(code, reason);
     if (hadSession) this.emit('close', [{ code, reason }]);
-    this.socket?.unuse(this);
+    const socket = this.socket;
     this.socket = null;
+    socket?.unuse(this);
+    if (hadSession) socket?.sessionEnded();
   }
 
   private cancelRetry(): void {
