@@ -13,7 +13,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
-import { createClient, type CapsyncClient, type DocHandle } from '@capsync/client';
+import { createClient, type CapsyncClient, type CapsyncError, type DocHandle } from '@capsync/client';
 import { TEST_CLIENT_DEFAULTS, until } from '../support/client-fixture.js';
 import { metricValue } from '../support/relay-observe.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
@@ -75,6 +75,12 @@ describe('issue-12 review (subdoc autoLoad sessions)', () => {
     await Promise.race(pages.map((p) => until(p, 'status', () => synced() >= CAP - 2, `${CAP - 2} pages synced`, 10_000)));
     const waiting = pages.filter((p) => p.status !== 'synced');
     expect(waiting.length, 'pages waiting for a session').toBe(SUBDOCS - (CAP - 2));
+    // A document opened now waits too, and says why.
+    const late = await reader.open('late');
+    const told = await new Promise<CapsyncError>((resolve) => late.on('error', resolve));
+    expect(told.code).toBe('limit-exceeded');
+    expect(told.message).toMatch(/waits for a session: the socket has the relay's 10 sessions open/);
+    await late.close();
     await readerOther.close();
     await until(waiting[0]!, 'status', () => waiting[0]!.status === 'synced', 'a waiting page syncs once a session ended', 10_000);
     expect(await metricValue(relay.httpUrl, 'capsync_limit_refusals_total', { limit: 'max-sessions-per-socket' })).toBe(0);

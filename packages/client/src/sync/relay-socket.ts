@@ -154,6 +154,11 @@ export class RelaySocket implements MuxHandler {
     }
   }
 
+  /** The relay's session cap, when the open socket is at it (a document that wants a session waits); else null. */
+  get fullAt(): number | null {
+    return this.sessions && this.sessions.size >= this.sessionCap ? this.sessionCap : null;
+  }
+
   /** A document's session ended (closed by it or by the relay): a document waiting at the cap may open one. */
   sessionEnded(): void {
     if (!this.waitingAtCap || !this.sessions || this.sessions.size >= this.sessionCap) return;
