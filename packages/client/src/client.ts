@@ -77,7 +77,7 @@ export interface CapsyncClient {
    * Opening a name that is already open returns the same handle; each open needs a close.
    */
   open(name: string): Promise<DocHandle>;
-  /** Deletes the local replica of `name` (or of all documents), closing open handles of it first. Pending local updates are lost. */
+  /** Deletes the local replica of `name` and of its subdocuments (or of all documents), closing open handles of it first. Pending local updates are lost. */
   clearLocalData(name?: string): Promise<void>;
   /**
    * Locks with fencing tokens from the relay's lock authority (the CP side). The lock

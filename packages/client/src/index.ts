@@ -13,6 +13,7 @@ export { FencedValues } from './locks/fenced-values.js';
 export { MemoryStorage } from './storage/memory-storage.js';
 export { IndexedDbStorage, type IndexedDbStorageOptions } from './storage/indexeddb-storage.js';
 export type { StorageAdapter, ReplicaStore, ReplicaWrite, ReplicaSize, StoredUpdate, OutboxRecord } from './storage/storage-adapter.js';
+export { isSubdocReplicaOf, subdocReplicaName } from './storage/storage-adapter.js';
 export type { WebSocketConstructor, WebSocketLike } from './sync/websocket-like.js';
 export type { TokenSource } from './sync/relay-link.js';
 export type { BackoffOptions } from '@capsync/core';

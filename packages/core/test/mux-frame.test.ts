@@ -10,6 +10,8 @@ import {
   decodeMuxFrame,
   encodeMessage,
   encodeMuxFrame,
+  muxSessionsCapability,
+  muxSessionsOf,
   type Message,
 } from '../src/index.js';
 
@@ -131,5 +133,15 @@ describe('mux frames: seeded fuzz', () => {
     }
     expect(broken).toBeGreaterThan(0);
     expect(broken).toBeLessThan(FRAMES);
+  });
+});
+
+describe('mux-sessions: capability (the relay’s session cap in its hello)', () => {
+  it('round-trips a cap; none, malformed or non-positive is no cap', () => {
+    expect(muxSessionsOf(['mux', muxSessionsCapability(2000)])).toBe(2000);
+    expect(muxSessionsOf(['mux'])).toBe(Infinity);
+    for (const bad of ['mux-sessions:', 'mux-sessions:x', 'mux-sessions:0', 'mux-sessions:-3', 'mux-sessions:1.5', 'mux-sessions:1e400']) {
+      expect(muxSessionsOf([bad]), bad).toBe(Infinity);
+    }
   });
 });

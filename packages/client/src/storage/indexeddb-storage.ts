@@ -1,6 +1,6 @@
 import { wrap, type DBSchema, type IDBPDatabase, type IDBPTransaction } from 'idb';
 import { LocalStorageError } from '@capsync/core';
-import { logSize, type OutboxRecord, type ReplicaStore, type ReplicaWrite, type StorageAdapter, type StoredUpdate } from './storage-adapter.js';
+import { isSubdocReplicaOf, logSize, type OutboxRecord, type ReplicaStore, type ReplicaWrite, type StorageAdapter, type StoredUpdate } from './storage-adapter.js';
 
 interface ReplicaSchema extends DBSchema {
   updates: { key: number; value: StoredUpdate };
@@ -65,12 +65,15 @@ export class IndexedDbStorage implements StorageAdapter {
 
   async clear(docName?: string): Promise<void> {
     const factory = this.factory();
+    // Without databases() (old browsers) only the named replica can be found: its
+    // subdocuments' replicas are left (and clear() all clears nothing), as before.
+    const all = typeof factory.databases === 'function' ? await factory.databases() : [];
+    const ours = all.map((d) => d.name ?? '').filter((n) => n.startsWith(this.prefix));
     let names: string[];
-    if (docName !== undefined) names = [this.prefix + docName];
-    else {
-      const all = typeof factory.databases === 'function' ? await factory.databases() : [];
-      names = all.map((d) => d.name ?? '').filter((n) => n.startsWith(this.prefix));
-    }
+    if (docName !== undefined) {
+      const subdocs = ours.filter((n) => isSubdocReplicaOf(n.slice(this.prefix.length), docName));
+      names = [this.prefix + docName, ...subdocs];
+    } else names = ours;
     await Promise.all(
       names.map(
         (name) =>

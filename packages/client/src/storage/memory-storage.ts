@@ -1,4 +1,4 @@
-import { logSize, type OutboxRecord, type ReplicaStore, type ReplicaWrite, type StorageAdapter, type StoredUpdate } from './storage-adapter.js';
+import { isSubdocReplicaOf, logSize, type OutboxRecord, type ReplicaStore, type ReplicaWrite, type StorageAdapter, type StoredUpdate } from './storage-adapter.js';
 
 interface MemoryReplica {
   log: StoredUpdate[];
@@ -26,7 +26,7 @@ export class MemoryStorage implements StorageAdapter {
 
   async clear(docName?: string): Promise<void> {
     if (docName === undefined) this.replicas.clear();
-    else this.replicas.delete(docName);
+    else for (const name of Array.from(this.replicas.keys())) if (name === docName || isSubdocReplicaOf(name, docName)) this.replicas.delete(name);
   }
 }
 

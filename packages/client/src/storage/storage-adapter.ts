@@ -73,8 +73,29 @@ export interface StorageAdapter {
   readonly persistent: boolean;
   /** Opens (creating if needed) the replica of `docName`. Rejects with `LocalStorageError`. */
   open(docName: string): Promise<ReplicaStore>;
-  /** Deletes the replica of `docName`, or of every document when omitted. */
+  /**
+   * Deletes the replica of `docName` and those of its subdocuments (`isSubdocReplicaOf`), or
+   * of every document when omitted.
+   */
   clear(docName?: string): Promise<void>;
+}
+
+/**
+ * The local replica name of subdocument `guid` of document `parent`: the NUL characters make it
+ * a name no document can have (validateDocName refuses control characters), so it never
+ * collides with a user document's replica.
+ */
+export function subdocReplicaName(parent: string, guid: string): string {
+  return `${parent}\u0000sub\u0000${guid}`;
+}
+
+/**
+ * Whether `replica` is the replica of a subdocument of `docName` (or of one of its
+ * subdocuments): clearing a document clears those too, else its subdocuments' content would
+ * stay on the device after `clearLocalData(docName)`.
+ */
+export function isSubdocReplicaOf(replica: string, docName: string): boolean {
+  return replica.startsWith(subdocReplicaName(docName, ''));
 }
 
 export function logSize(log: StoredUpdate[]): ReplicaSize {

@@ -14,6 +14,7 @@ import {
   closeReasonFor,
   defaultRefusalAction,
   helloFor,
+  muxSessionsOf,
   type DialedChannel,
   type Message,
   type MuxHandler,
@@ -69,6 +70,10 @@ export class RelaySocket implements MuxHandler {
   /** The open link's channel (to close the socket when its sids run out). */
   private dialerChannel: DialedChannel | null = null;
   private destroyed = false;
+  /** The open socket's session cap, from the relay's hello (`mux-sessions:`; Infinity if none). */
+  private sessionCap = Infinity;
+  /** A document was kept waiting at the cap: a session that ends lets it open (see `sessionEnded`). */
+  private waitingAtCap = false;
 
   constructor(
     private readonly options: RelaySocketOptions,
@@ -127,15 +132,42 @@ export class RelaySocket implements MuxHandler {
     }, LINGER_MS);
   }
 
-  /** Opens a session for a document: its frames may follow at once. Null while the socket is down. */
+  /**
+   * Opens a session for a document: its frames may follow at once. Null while the socket is
+   * down, and while it has as many sessions as the relay allows (its hello's `mux-sessions:`):
+   * the document waits, and its `socketOpen` is called again once a session ended. Opened past
+   * the cap, the sessions would be refused in a row, and past `--max-refused-opens-per-socket`
+   * the relay closes the socket and every document on it — again after each reconnect, since
+   * every document opens again (a writer who adds many autoLoad subdocuments did that to each
+   * reader of the document).
+   */
   openSession(request: Omit<SessionOpenMessage, 'type' | 'sid'>): SessionChannel | null {
     if (!this.sessions) return null;
+    if (this.sessions.size >= this.sessionCap) {
+      this.waitingAtCap = true;
+      return null;
+    }
     try {
       return this.sessions.open(request);
     } catch (err) {
       // Sids used up (after 2^31 opens): a new socket starts afresh.
       this.dialerChannel?.close(CloseCode.BadMessage, closeReasonFor('bad-message', (err as Error).message));
       return null;
+    }
+  }
+
+  /** The relay's session cap, when the open socket is at it (a document that wants a session waits); else null. */
+  get fullAt(): number | null {
+    return this.sessions && this.sessions.size >= this.sessionCap ? this.sessionCap : null;
+  }
+
+  /** A document's session ended (closed by it or by the relay): a document waiting at the cap may open one. */
+  sessionEnded(): void {
+    if (!this.waitingAtCap || !this.sessions || this.sessions.size >= this.sessionCap) return;
+    this.waitingAtCap = false;
+    for (const u of [...this.users]) {
+      if (this.waitingAtCap) return; // full again: the rest wait for the next end
+      u.socketOpen();
     }
   }
 
@@ -192,8 +224,11 @@ export class RelaySocket implements MuxHandler {
       ...clientDialerOptions({ ...options, urls: options.urls.filter((u) => !this.noMuxUrls.has(u)) }, MUX_PATH),
       hello: helloFor('client', options.ownerKey ? [OWNER_KEY_PREFIX + options.ownerKey] : []),
       // A relay that upgrades /.capsync/mux but does not say it serves it is not one we can talk to.
-      expectHello: (hello) =>
-        hello.capabilities.includes(MUX_CAPABILITY) ? null : new CapsyncError('invalid-doc-name', 'the relay does not announce the multiplexed endpoint'),
+      expectHello: (hello) => {
+        if (!hello.capabilities.includes(MUX_CAPABILITY)) return new CapsyncError('invalid-doc-name', 'the relay does not announce the multiplexed endpoint');
+        this.sessionCap = muxSessionsOf(hello.capabilities);
+        return null;
+      },
       control: MUX_CONTROL_FRAMING,
       refusalAction: (code, refusal) => {
         if (lastClose && !lastClose.opened && code === CloseCode.InvalidDocName) return 'handled';
@@ -225,6 +260,7 @@ export class RelaySocket implements MuxHandler {
     const sessions = new MuxSessions(fair, true, this, new ChunkAssembler());
     this.sessions = sessions;
     this.dialerChannel = channel;
+    this.waitingAtCap = false;
     channel.attach({
       message: (frame) => {
         try {

@@ -5,7 +5,7 @@ import {
   defaultRefusalAction,
   encodeMessage,
   refusalFor,
-  type CapsyncError,
+  CapsyncError,
   type Message,
   type SessionChannel,
 } from '@capsync/core';
@@ -54,6 +54,8 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
   private fallback: RelayLink | null = null;
   /** A subdocument's link on relays without the multiplexed endpoint: it never connects. */
   private unsupported = false;
+  /** This document was told (an error) that it waits at the socket's session cap. */
+  private toldWaiting = false;
 
   constructor(
     private readonly sockets: RelaySockets,
@@ -119,7 +121,8 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
     if (!this.started || this.fatal || this.channel || this.retry || !this.socket) return;
     const socket = this.socket;
     const channel = socket.openSession({ kind: 'doc', name: this.options.docName, subdoc: this.options.subdoc ?? '', capabilities: this.options.helloCapabilities?.() ?? [] });
-    if (!channel) return;
+    if (!channel) return this.waitingAtCap(socket);
+    this.toldWaiting = false;
     this.channel = channel;
     channel.attach({
       message: (bytes) => this.receive(channel, bytes),
@@ -129,6 +132,17 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
     });
     this.emit('state', ['open']);
     this.emit('open', [++this.connections, socket.currentUrl]);
+  }
+
+  /** The socket is at the relay's session cap: this document waits for a session to end, and says so once. */
+  private waitingAtCap(socket: RelaySocket): void {
+    const cap = socket.fullAt;
+    if (cap === null || this.toldWaiting) return;
+    this.toldWaiting = true;
+    const what = this.options.subdoc === undefined ? `"${this.options.docName}"` : `subdocument "${this.options.subdoc}" of "${this.options.docName}"`;
+    const err = new CapsyncError('limit-exceeded', `${what} waits for a session: the socket has the relay's ${cap} sessions open (--max-sessions-per-socket); it opens when one ends`);
+    // In a task: this may run inside the handle's start, before its listeners are on.
+    setTimeout(() => this.emit('error', [err]), 0);
   }
 
   socketState(): void {
@@ -171,6 +185,12 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
   private sessionClosed(channel: SessionChannel, socket: RelaySocket, code: number, reason: string): void {
     if (this.channel !== channel) return; // closed by us (release)
     this.channel = null;
+    this.afterSessionClosed(socket, code, reason);
+    // Last, once this document's own retry (or stop) is set: a document waiting at the cap may open.
+    socket.sessionEnded();
+  }
+
+  private afterSessionClosed(socket: RelaySocket, code: number, reason: string): void {
     this.emit('state', [this.state]);
     this.emit('close', [{ code, reason }]);
     // With the socket: the socket's Dialer reports and retries; the next socket reopens the session.
@@ -202,8 +222,10 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
     const hadSession = channel !== null && !channel.closed;
     channel?.close(code, reason);
     if (hadSession) this.emit('close', [{ code, reason }]);
-    this.socket?.unuse(this);
+    const socket = this.socket;
     this.socket = null;
+    socket?.unuse(this);
+    if (hadSession) socket?.sessionEnded();
   }
 
   private cancelRetry(): void {

@@ -10,14 +10,7 @@ export interface SubdocHandleLike {
   on(event: 'error', listener: (err: CapsyncError) => void): void;
 }
 
-/**
- * The local replica name of subdocument `guid` of document `parent`: the NUL characters make it
- * a name no document can have (validateDocName refuses control characters), so it never
- * collides with a user document's replica.
- */
-export function subdocReplicaName(parent: string, guid: string): string {
-  return `${parent}\u0000sub\u0000${guid}`;
-}
+export { subdocReplicaName } from '../storage/storage-adapter.js';
 
 /** A subdocument's handle settings: its parent's, with its own Y.Doc (replica, session) and no shared refcount. */
 export function subdocHandleSettings(parent: DocHandleSettings, guid: string, doc: Y.Doc): DocHandleSettings {

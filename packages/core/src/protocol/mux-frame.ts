@@ -37,6 +37,26 @@ export const MUX_PATH = '.capsync/mux';
 /** Hello capability of a relay that serves MUX_PATH. */
 export const MUX_CAPABILITY = 'mux';
 
+/**
+ * Hello capability prefix by which a relay announces how many sessions one socket may have open
+ * (`--max-sessions-per-socket`): `mux-sessions:2000`. A client keeps below it, so that its
+ * documents past the cap wait for a session to end instead of being refused in a row (past
+ * `--max-refused-opens-per-socket` the relay closes the whole socket, every document with it).
+ */
+export const MUX_SESSIONS_PREFIX = 'mux-sessions:';
+
+/** The `mux-sessions:` capability for a cap of `n` sessions. */
+export function muxSessionsCapability(n: number): string {
+  return MUX_SESSIONS_PREFIX + n;
+}
+
+/** The session cap a hello's capabilities announce (MUX_SESSIONS_PREFIX), or Infinity when none does. */
+export function muxSessionsOf(capabilities: readonly string[]): number {
+  const announced = capabilities.find((c) => c.startsWith(MUX_SESSIONS_PREFIX));
+  const n = announced === undefined ? NaN : Number(announced.slice(MUX_SESSIONS_PREFIX.length));
+  return Number.isSafeInteger(n) && n > 0 ? n : Infinity;
+}
+
 /** The control session of every multiplexed socket. */
 export const CONTROL_SID = 0;
 

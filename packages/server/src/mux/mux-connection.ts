@@ -11,6 +11,7 @@ import {
   closeCodeName,
   closeReasonFor,
   helloFor,
+  muxSessionsCapability,
   subdocStorageName,
   validateDocName,
   type HelloMessage,
@@ -83,7 +84,8 @@ const SLOW_CLOSE_MS = 1000;
  * over a MuxSessionChannel.
  *
  * - Control session (sid 0): the client's hello, once and first (version checked: 4426; its
- *   owner key checked: 4400), answered with the relay's hello (which announces `mux`); ping.
+ *   owner key checked: 4400), answered with the relay's hello (which announces `mux` and
+ *   `mux-sessions:<--max-sessions-per-socket>`); ping.
  *   Every session takes that hello as its own, plus the capabilities its open adds.
  * - `session-open`: the document is authorized for the principal (4403), its name checked
  *   (4404), the socket's session count checked (`--max-sessions-per-socket`, 4413). A refusal
@@ -178,7 +180,8 @@ export class MuxConnection implements MuxHandler {
         // The owner key is checked once here, so a malformed one closes the socket, not every session.
         new ConnectionIdentity({}).hello(msg.capabilities);
         this.hello = msg;
-        this.sendControl(helloFor('relay'));
+        // The session cap is announced, so a client keeps below it (see MUX_SESSIONS_PREFIX).
+        this.sendControl(helloFor('relay', [muxSessionsCapability(this.deps.maxSessions)]));
         return;
       case 'ping':
         this.sendControl({ type: 'pong', id: msg.id });
