@@ -20,8 +20,8 @@
  * session, `[sid][100][14][1 if last else 0][piece]`; the pieces in order are the message.
  * The sender interleaves the chunks of a large message with other sessions' frames
  * (FairSocket), so a document's megabytes of initial sync do not hold back the small
- * documents on the socket. A session's frames, chunks included, keep their order. The relay
- * sends chunks; it does not take them from clients (a chunk there is an unknown message).
+ * documents on the socket. A session's frames, chunks included, keep their order. Both sides
+ * send and take chunks; the relay bounds what a client's unfinished ones may hold (ChunkAssembler).
  *
  * The protocol version stays 1: a plain connection's messages did not change, and
  * bumping it would make every older relay refuse every newer client and peer with 4426.
