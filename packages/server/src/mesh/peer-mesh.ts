@@ -1,9 +1,11 @@
+import type { AccessGrant } from '../auth/access.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { DocRegistry } from '../relay/doc-registry.js';
 import type { RelayDoc } from '../relay/relay-doc.js';
 import { PeerEndpoint } from './peer-endpoint.js';
 import { PeerLink } from './peer-link.js';
+import type { PeerMuxSocketDeps } from './peer-mux-socket.js';
 
 export interface PeerMeshOptions {
   relayId: string;
@@ -20,7 +22,14 @@ export interface PeerMeshOptions {
   /** Control-link heartbeat; a peer silent this long (twice at most) counts as down. */
   heartbeatMs?: number;
   backoff?: { baseMs: number; maxMs: number };
+  /** Dial peers' multiplexed endpoint, one socket per peer for every document (`--mux`). */
+  mux: boolean;
+  /** Serves a document session a peer opened on the socket this relay dialled (peer trust; see PeerMuxSocket). */
+  serve: PeerMuxSocketDeps['serve'];
 }
+
+/** A peer relay's rights on the socket this relay dialled to it: those of a relay credential (every document). */
+const DIALLED_PEER_GRANT: AccessGrant = { permission: 'write', relay: true };
 
 /** Something connected to us for a document from a peer relay (its inbound document link). */
 export interface InboundPeerLink {
@@ -63,6 +72,10 @@ export class PeerMesh {
           logger: options.logger,
           heartbeatMs,
           backoff: this.backoff,
+          metrics: options.metrics,
+          mux: options.mux,
+          outbound: { sendBufferLimit: options.sendBufferLimit, slowConsumerGraceMs: options.slowConsumerGraceMs },
+          socket: { maxQueuedBytes: options.maxQueuedBytes, grantFor: () => DIALLED_PEER_GRANT, serve: options.serve },
         }),
     );
   }
