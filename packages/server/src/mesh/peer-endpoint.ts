@@ -25,6 +25,8 @@ export interface PeerEndpointOptions {
   outbound: SendBufferOptions;
   /** What the sessions the peer opens on our socket are served with (see PeerMuxSocket). */
   socket: Omit<PeerMuxSocketDeps, 'ended' | 'helloed' | 'relayId' | 'metrics' | 'logger'>;
+  /** The socket peer relay `id` dialled to this relay and that said hello, if one is open (see `offer`). */
+  inboundSocket(id: string): PeerMuxSocket | undefined;
 }
 
 export interface PeerEndpointEvents {
@@ -58,8 +60,12 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
   private dialer: Dialer | null = null;
   /** Which endpoint of the peer the dialer asks for. */
   private mode: 'mux' | 'mesh';
-  /** The open multiplexed socket (mux mode, while up). */
-  private socket: PeerMuxSocket | null = null;
+  /** The multiplexed socket this relay dialled (mux mode, while open). */
+  private dialled: PeerMuxSocket | null = null;
+  /** The socket the peer dialled to this relay, adopted as the pair's one (see `offer`), while it lasts. */
+  private adopted: PeerMuxSocket | null = null;
+  /** Pings the adopted socket (its liveness; the dialled one has the Dialer's). */
+  private watch: NodeJS.Timeout | null = null;
   /** The transport of the attempt under way (its accounting is the socket's). */
   private transport: PeerTransport | null = null;
   private upValue = false;
@@ -83,9 +89,67 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
     return this.socket?.usable ?? false;
   }
 
+  /** The pair's socket: the peer's when adopted, else ours. */
+  private get socket(): PeerMuxSocket | null {
+    return this.adopted ?? this.dialled;
+  }
+
   /** True while documents dial a socket each (the peer has no multiplexed endpoint). */
   get socketPerDocument(): boolean {
-    return this.mode === 'mesh';
+    return this.mode === 'mesh' && !this.adopted;
+  }
+
+  /**
+   * A socket the peer dialled to this relay said hello. One socket per pair: when both relays
+   * dialled, the socket dialled by the smaller relay id stays. If that is the peer's, this
+   * relay adopts it: its own socket closes with 1000 'duplicate link', its dialer rests while
+   * the peer's socket lasts (`withdraw` starts it again), and every document link moves over
+   * (the endpoint goes down and up: the links resync, which state vectors make cheap). A newer
+   * socket from the peer replaces an adopted one (the peer dialled again: it saw the old one
+   * die). Returns true if it adopted `socket`.
+   */
+  offer(socket: PeerMuxSocket): boolean {
+    if (this.closed || !this.options.mux || this.adopted === socket || !socket.usable) return false;
+    if (this.id === undefined || socket.peerId !== this.id || !(socket.peerId < this.options.relayId)) return false;
+    const old = this.adopted;
+    this.setUp(false, 'moving to the socket the peer dialled (one socket per pair)');
+    this.adopted = socket;
+    old?.close(CloseCode.Normal, 'duplicate link');
+    this.dialer?.stop('duplicate link');
+    this.dialled = null;
+    this.watchAdopted(socket);
+    this.setUp(true, '');
+    return true;
+  }
+
+  /** A socket the peer dialled to this relay ended: if it was the pair's, dial again. */
+  withdraw(socket: PeerMuxSocket): void {
+    if (this.adopted !== socket) return;
+    this.adopted = null;
+    this.stopWatch();
+    this.setUp(false, `the peer's socket closed`);
+    if (!this.closed) this.dialer?.start();
+  }
+
+  /** Pings the adopted socket every heartbeat; one silent for two is closed (4408) and withdrawn. */
+  private watchAdopted(socket: PeerMuxSocket): void {
+    this.stopWatch();
+    const { heartbeatMs } = this.options;
+    socket.lastHeard = performance.now();
+    this.watch = setInterval(() => {
+      if (performance.now() - socket.lastHeard > 2 * heartbeatMs) {
+        this.options.logger.info({ peer: this.logUrl }, 'peer did not answer the heartbeat');
+        socket.fail(new CapsyncError('connection-timeout', 'the peer relay did not answer the heartbeat'));
+        return;
+      }
+      socket.ping();
+    }, heartbeatMs);
+    this.watch.unref();
+  }
+
+  private stopWatch(): void {
+    if (this.watch) clearInterval(this.watch);
+    this.watch = null;
   }
 
   /** Opens a document's session on the multiplexed socket; null unless `multiplexed`. */
@@ -107,8 +171,10 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.stopWatch();
     this.dialer?.destroy('relay shutting down');
     this.dialer = null;
+    this.adopted = null;
     this.setUp(false, 'relay shutting down');
   }
 
@@ -144,11 +210,13 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
     dialer.on('close', (info) => {
       lastClose = info;
       if (this.closed || this.dialer !== dialer) return;
-      this.socket = null;
+      this.dialled = null;
       if (info.code >= 4000 && !noMux()) {
         logger.warn({ peer: this.logUrl, code: info.code, reason: info.reason }, 'peer refused the link');
         this.emit('refused', info.code, info.reason);
       }
+      // Our socket was the duplicate (`offer`): the link goes on over the peer's.
+      if (this.adopted) return;
       this.setUp(false, `closed ${info.code} ${info.reason}`.trim());
       if (noMux()) {
         logger.info({ peer: this.logUrl }, 'peer relay has no multiplexed endpoint: a socket per document');
@@ -185,8 +253,11 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
     if (this.id !== undefined && this.id !== id) this.options.logger.warn({ peer: this.logUrl, was: this.id, now: id }, 'peer relay changed its id');
     this.id = id;
     if (mode === 'mux') {
+      // The peer's socket to us is already there: if it is the pair's one, ours closes at once.
+      const theirs = this.options.inboundSocket(id);
+      if (theirs && this.offer(theirs)) return;
       const { relayId, metrics, logger } = this.options;
-      this.socket = new PeerMuxSocket(channel, this.transport!.accounted, true, id, hello, { ...this.options.socket, relayId, metrics, logger });
+      this.dialled = new PeerMuxSocket(channel, this.transport!.accounted, true, id, hello, { ...this.options.socket, relayId, metrics, logger });
     } else {
       // The mesh control link carries nothing after the hellos: liveness is `ws` pings.
       channel.attach({ message: () => {}, close: () => {}, error: () => {} });

@@ -5,7 +5,7 @@ import type { DocRegistry } from '../relay/doc-registry.js';
 import type { RelayDoc } from '../relay/relay-doc.js';
 import { PeerEndpoint } from './peer-endpoint.js';
 import { PeerLink } from './peer-link.js';
-import type { PeerMuxSocketDeps } from './peer-mux-socket.js';
+import type { PeerMuxSocket, PeerMuxSocketDeps } from './peer-mux-socket.js';
 
 export interface PeerMeshOptions {
   relayId: string;
@@ -56,6 +56,8 @@ export class PeerMesh {
   private readonly links = new Map<string, Map<PeerEndpoint, PeerLink>>();
   /** Inbound links from peers by document, then peer relay id. */
   private readonly inbound = new Map<string, Map<string, Set<InboundPeerLink>>>();
+  /** The latest socket each peer relay dialled to this relay (by its id), once it said hello. */
+  private readonly inboundSockets = new Map<string, PeerMuxSocket>();
   /** Loaded documents (this relay's), for links and lag metrics. */
   private readonly docs = new Map<string, RelayDoc>();
   private closed = false;
@@ -76,6 +78,7 @@ export class PeerMesh {
           mux: options.mux,
           outbound: { sendBufferLimit: options.sendBufferLimit, slowConsumerGraceMs: options.slowConsumerGraceMs },
           socket: { maxQueuedBytes: options.maxQueuedBytes, grantFor: () => DIALLED_PEER_GRANT, serve: options.serve },
+          inboundSocket: (id) => this.inboundSockets.get(id),
         }),
     );
   }
@@ -117,6 +120,19 @@ export class PeerMesh {
   /** Outgoing links of a document (tests, replicate-all). */
   linksOf(name: string): PeerLink[] {
     return Array.from(this.links.get(name)?.values() ?? []);
+  }
+
+  /** A peer relay's multiplexed socket to this relay said hello: it may become the pair's one (PeerEndpoint.offer). */
+  peerSocketOpened(socket: PeerMuxSocket): void {
+    if (this.closed) return;
+    this.inboundSockets.set(socket.peerId, socket);
+    this.endpointById(socket.peerId)?.offer(socket);
+  }
+
+  /** A peer relay's multiplexed socket to this relay ended. */
+  peerSocketClosed(socket: PeerMuxSocket): void {
+    if (this.inboundSockets.get(socket.peerId) === socket) this.inboundSockets.delete(socket.peerId);
+    for (const ep of this.endpoints) ep.withdraw(socket);
   }
 
   /** True if a peer has a link open to us for `name`. */

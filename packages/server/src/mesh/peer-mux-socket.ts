@@ -79,6 +79,9 @@ export class PeerMuxSocket implements MuxHandler {
   /** Documents the peer has open on this socket (one session each). */
   private readonly peerOpen = new Set<string>();
   private closed = false;
+  /** When the peer last sent a frame (performance.now()): an adopted socket's liveness (see `ping`). */
+  lastHeard = performance.now();
+  private pings = 0;
 
   constructor(
     /** What frames go out through (the Dialer's link channel, or the served socket itself). */
@@ -134,6 +137,15 @@ export class PeerMuxSocket implements MuxHandler {
     }
   }
 
+  /**
+   * Asks the peer for a pong on the control session. The relay that adopted a socket the peer
+   * dialled (PeerEndpoint) watches it with these, as the dialling end watches it with `ws` pings:
+   * both ends notice a partition within a few heartbeats, not at the served socket's idle timeout.
+   */
+  ping(): void {
+    this.sendControl({ type: 'ping', id: ++this.pings });
+  }
+
   /** The served end: feeds one received WebSocket message. */
   receive(data: Uint8Array, isBinary: boolean): void {
     if (this.closed) return;
@@ -142,6 +154,7 @@ export class PeerMuxSocket implements MuxHandler {
   }
 
   private receiveFrame(frame: Uint8Array): void {
+    this.lastHeard = performance.now();
     try {
       this.sessions.receive(frame);
     } catch (err) {

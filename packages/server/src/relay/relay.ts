@@ -205,7 +205,11 @@ export class Relay extends EventEmitter<RelayEvents> {
       maxQueuedBytes: this.options.maxMessageBytes * 2,
       grantFor: (docName) => this.access.authorizeDoc(principal, docName),
       serve: (session, docName, grant, peer) => new RelayConnection(session, docName, grant, this.connectionDeps(undefined), peer),
-      ended: () => cancelExpiry?.(),
+      helloed: (s) => this.mesh.peerSocketOpened(s),
+      ended: (s) => {
+        cancelExpiry?.();
+        this.mesh.peerSocketClosed(s);
+      },
     });
     if (principal.expiresAt !== undefined) {
       cancelExpiry = onCredentialExpiry(principal.expiresAt, () => conn.fail(new CapsyncError('unauthorized', 'token expired')));
