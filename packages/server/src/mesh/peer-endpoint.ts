@@ -89,6 +89,11 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
     return this.socket?.usable ?? false;
   }
 
+  /** True while the link is the socket the peer dialled (ours was the duplicate; see `offer`). */
+  get onPeersSocket(): boolean {
+    return this.adopted !== null;
+  }
+
   /** The pair's socket: the peer's when adopted, else ours. */
   private get socket(): PeerMuxSocket | null {
     return this.adopted ?? this.dialled;
