@@ -30,10 +30,12 @@ export interface PeerLinkDeps {
 }
 
 /**
- * This relay's link to one peer relay for one document: a WebSocket to the peer's document
- * path, authenticated with the relay credential, carrying a DocSession run by a
- * PeerSessionHost (the dialling end: our hello first, sync step 1/2, numbered updates and
- * acks, awareness). The peer's end is the same host behind its RelayConnection.
+ * This relay's link to one peer relay for one document: a session on the pair's multiplexed
+ * socket (PeerEndpoint), or, with a peer that has no multiplexed endpoint, a WebSocket of its
+ * own to the peer's document path, authenticated with the relay credential. Either carries a
+ * DocSession run by a PeerSessionHost (the opening end: our hello first unless the socket said
+ * it, sync step 1/2, numbered updates and acks, awareness). The peer's end is the same host
+ * behind its RelayConnection.
  *
  * On every connect both sides send their state vector and answer with what the other lacks,
  * so after a partition only the difference travels. Then it is a peer of the document like a
@@ -49,6 +51,9 @@ export interface PeerLinkDeps {
  * backoff (at least 1 s after a slow consumer) and a fresh credential, until the link is
  * closed or the endpoint goes down (the mesh reconnects every link when it comes back up).
  * Each socket gets a session of its own: nothing (numbers, acks, queued input) carries over.
+ * A session on the shared socket is reopened the same way when the peer closes it (the
+ * document refused or failed there) while the endpoint stays up; the socket's end takes the
+ * endpoint down, which drops every link.
  */
 export class PeerLink implements DocPeer, HostedConnection {
   readonly kind = 'connection' as const;
