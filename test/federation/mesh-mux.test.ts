@@ -6,7 +6,23 @@
  * endpoint (an older relay, or `--mux off`) gets a socket per document, as before.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { CloseCode, RELAY_CAPABILITY, relayIdCapability, relayIdOf } from '@capsync/core';
+import { EventEmitter } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import { WebSocketServer, type WebSocket } from 'ws';
+import * as Y from 'yjs';
+import {
+  CloseCode,
+  MUX_PATH,
+  RELAY_CAPABILITY,
+  decodeMessage,
+  decodeMuxFrame,
+  encodeMessage,
+  encodeMuxFrame,
+  helloFor,
+  relayIdCapability,
+  relayIdOf,
+  type Message,
+} from '@capsync/core';
 import { CAPSYNC_PROTOCOL, TOKEN_PROTOCOL_PREFIX } from '@capsync/server';
 import { MuxClient } from '../support/mux-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
@@ -32,6 +48,74 @@ async function eventually<T>(check: () => Promise<T | undefined>, what: string, 
     if (value !== undefined) return value;
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+function textUpdate(text: string, clientID: number): Uint8Array {
+  const doc = new Y.Doc();
+  doc.clientID = clientID;
+  doc.getText('t').insert(0, text);
+  return Y.encodeStateAsUpdate(doc);
+}
+
+/**
+ * A fake peer relay serving the multiplexed endpoint over a real WebSocket, so a test can say
+ * what a relay never would: answers the control hello with its relay id (and `mux`), accepts
+ * every session the relay opens, and records opens, messages and closes per sid.
+ */
+class FakeMuxPeer extends EventEmitter {
+  sockets = 0;
+  readonly opens: { sid: number; name: string }[] = [];
+  readonly got = new Map<number, Message[]>();
+  readonly closes = new Map<number, { code: number; reason: string }>();
+  private ws: WebSocket | null = null;
+
+  private constructor(
+    private readonly server: WebSocketServer,
+    readonly url: string,
+  ) {
+    super();
+  }
+
+  static async start(relayId: string): Promise<FakeMuxPeer> {
+    const server = new WebSocketServer({ port: 0, handleProtocols: (offered: Set<string>) => (offered.has(CAPSYNC_PROTOCOL) ? CAPSYNC_PROTOCOL : false) });
+    await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+    const peer = new FakeMuxPeer(server, `ws://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    server.on('connection', (ws, req) => {
+      if (!(req.url ?? '').startsWith(`/${MUX_PATH}?`)) return ws.close(CloseCode.InvalidDocName, 'invalid-doc-name: fake');
+      peer.sockets++;
+      peer.ws = ws;
+      ws.on('message', (data: Buffer) => {
+        const { sid, body } = decodeMuxFrame(new Uint8Array(data));
+        const msg = decodeMessage(body);
+        if (sid !== 0) (peer.got.get(sid) ?? peer.got.set(sid, []).get(sid)!).push(msg);
+        else if (msg.type === 'hello') peer.sendMessage(0, helloFor('peer', [relayIdCapability(relayId)]));
+        else if (msg.type === 'session-open') {
+          peer.opens.push({ sid: msg.sid, name: msg.name });
+          peer.sendMessage(0, { type: 'session-opened', sid: msg.sid, permission: 'write' });
+        } else if (msg.type === 'session-close') peer.closes.set(msg.sid, { code: msg.code, reason: msg.reason });
+        peer.emit('change');
+      });
+      ws.on('close', () => peer.sockets--);
+    });
+    return peer;
+  }
+
+  send(sid: number, body: Uint8Array): void {
+    this.ws?.send(encodeMuxFrame(sid, body));
+  }
+
+  sendMessage(sid: number, msg: Message): void {
+    this.send(sid, encodeMessage(msg));
+  }
+
+  until<T>(check: () => T | undefined | false, what: string): Promise<T> {
+    return waitForEvent(this, 'change', check, what);
+  }
+
+  close(): Promise<void> {
+    for (const ws of this.server.clients) ws.terminate();
+    return new Promise((resolve) => this.server.close(() => resolve()));
   }
 }
 
@@ -114,6 +198,35 @@ describe('relay mesh over one multiplexed socket per pair', () => {
     // The peer may open b again on the same socket (its earlier session is gone).
     const again = await peer.synced('b');
     expect(again.closeInfo).toBeNull();
+  });
+
+  it('the relay that opened a document on the pair socket reopens it alone when the peer fails it; the socket and the other documents carry on', async () => {
+    const peer = await FakeMuxPeer.start('r9');
+    cleanups.push(() => peer.close());
+    const relay = await startRelay({ relayId: 'r0', peerToken: MESH_TOKEN, peers: [peer.url], meshSize: 2 });
+    cleanups.push(() => relay.dispose());
+    await whenEndpoint(relay.relay.mesh.endpoints[0]!);
+    const client = await MuxClient.connect(relay.url);
+    cleanups.push(() => client.close());
+    const [ca] = await Promise.all([client.synced('a'), client.synced('b')]);
+    const opens = await peer.until(() => (peer.opens.length >= 2 ? peer.opens : undefined), 'both documents opened on the socket');
+    expect(peer.sockets).toBe(1);
+    expect(opens.map((o) => o.sid % 2)).toEqual([1, 1]); // the dialling side's sids
+    const b = opens.find((o) => o.name === 'b')!;
+    const a = opens.find((o) => o.name === 'a')!;
+    // The socket said the hellos once: a session starts with sync step 1, not a hello of its own.
+    expect(peer.got.get(a.sid)![0]!.type).toBe('sync-step-1');
+
+    // A frame no relay sends, on b: r0 closes b's session (4400) and opens b again, on the same socket.
+    peer.send(b.sid, new Uint8Array([0, 9]));
+    const reopened = await peer.until(() => peer.opens.find((o) => o.name === 'b' && o.sid > b.sid), 'b opened again');
+    expect(peer.closes.get(b.sid)?.code).toBe(CloseCode.BadMessage);
+    expect(peer.closes.has(a.sid)).toBe(false);
+    expect(peer.sockets).toBe(1);
+    // a still replicates: what the peer sends on a reaches r0's clients.
+    peer.sendMessage(a.sid, { type: 'sync-step-2', update: textUpdate('from r9', 77) });
+    await ca.waitForText('from r9');
+    expect(reopened.name).toBe('b');
   });
 
   it('falls back to a socket per document with a peer that has no multiplexed endpoint (--mux off)', async () => {
