@@ -27,7 +27,7 @@ import { CAPSYNC_PROTOCOL, TOKEN_PROTOCOL_PREFIX } from '@capsync/server';
 import { MuxClient } from '../support/mux-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { waitForEvent, withTimeout } from '../support/wait.js';
-import { MESH_TOKEN, startMesh, whenEndpoint, whenMeshUp, type Mesh } from './mesh-fixture.js';
+import { MESH_TOKEN, cut, startMesh, whenEndpoint, whenMeshUp, type Mesh } from './mesh-fixture.js';
 
 /** `capsync_sockets` of one relay by endpoint (the sockets it serves). */
 async function sockets(relay: TestRelay): Promise<Record<string, number>> {
@@ -163,6 +163,36 @@ describe('relay mesh over one multiplexed socket per pair', () => {
     expect(counted.s1.mux).toBe(2);
     // One link per document per pair, as before the socket was shared.
     for (const n of names) expect(r0.relay.mesh.linksOf(n).length + r1.relay.mesh.linksOf(n).length).toBe(1);
+  });
+
+  it('a partition that black-holes the pair socket takes the peer down on both relays (the adopting one pings it), and the heal brings one socket back', async () => {
+    mesh = await startMesh(2);
+    await whenMeshUp(mesh.relays);
+    const [r0, r1] = mesh.relays as [TestRelay, TestRelay];
+    const [ep0, ep1] = [r0.relay.mesh.endpoints[0]!, r1.relay.mesh.endpoints[0]!];
+    await waitForEvent(ep1, 'up', () => ep1.onPeersSocket || undefined, 'r1 on the socket r0 dialled');
+    const c0 = await MuxClient.connect(r0.url);
+    const c1 = await MuxClient.connect(r1.url);
+    cleanups.push(() => c0.close(), () => c1.close());
+    const [s0, s1] = [await c0.synced('held'), await c1.synced('held')];
+
+    // Nothing passes, nothing closes: only heartbeats can tell (the served socket's idle timeout is a minute).
+    cut(mesh, 0, 1, 'hold');
+    await Promise.all([whenEndpoint(ep0, false), whenEndpoint(ep1, false)]);
+    s0.type('written on r0 while cut;');
+    s1.type('written on r1 while cut;');
+    await Promise.all([s0.waitForAck(s0.seq), s1.waitForAck(s1.seq)]);
+
+    cut(mesh, 0, 1, 'pass');
+    for (const s of [s0, s1]) {
+      await waitForEvent(s, 'change', () => (s.text.includes('on r0 while cut;') && s.text.includes('on r1 while cut;')) || undefined, 'converged after the heal', 15_000);
+    }
+    await waitForEvent(ep1, 'up', () => ep1.onPeersSocket || undefined, 'r1 on the socket r0 dialled again');
+    const counted = await eventually(async () => {
+      const [a, b] = await Promise.all([sockets(r0), sockets(r1)]);
+      return (a.mux ?? 0) + (b.mux ?? 0) === 3 ? true : undefined;
+    }, 'one socket for the pair again (plus the two clients)');
+    expect(counted).toBe(true);
   });
 
   it('a document refused or failing on a peer relay socket ends alone; the others keep replicating', async () => {
