@@ -8,6 +8,7 @@ import {
   closeCodeFor,
   closeCodeName,
   closeReasonFor,
+  parseSubdocStorageName,
   relayIdOf,
   validateDocName,
   type Channel,
@@ -34,7 +35,7 @@ export interface PeerMuxSocketDeps {
   logger: Logger;
   /** Input the peer's sessions may queue together while their documents load (one plain link's bound). */
   maxQueuedBytes: number;
-  /** The peer's rights on one document it opens (a relay credential's: every document, trusted). */
+  /** The peer's rights on one document it opens (a subdocument: its parent's; a relay credential's: every document, trusted). */
   grantFor(docName: string): AccessGrant;
   /**
    * Serves a document session the peer opened, with peer trust: a RelayConnection whose
@@ -199,10 +200,13 @@ export class PeerMuxSocket implements MuxHandler {
     let grant: AccessGrant;
     try {
       if (msg.kind !== 'doc' || msg.subdoc !== '') throw new ProtocolError('unknown-message-type', 'a peer relay socket carries document sessions only');
-      validateDocName(msg.name);
+      // A peer replicates a subdocument by its reserved stored name, with its parent's permission
+      // (as the plain endpoint takes it from a relay credential); any other name is checked as a client's.
+      const subdoc = parseSubdocStorageName(msg.name);
+      if (!subdoc) validateDocName(msg.name);
       // One session per document per socket and side: a second would get every broadcast twice.
       if (this.peerOpen.has(msg.name)) throw new ProtocolError('bad-message', `document "${msg.name}" is already open on this socket`);
-      grant = this.deps.grantFor(msg.name);
+      grant = this.deps.grantFor(subdoc?.parent ?? msg.name);
     } catch (err) {
       if (!(err instanceof CapsyncError) || err.code === 'unauthorized') throw err;
       this.deps.metrics.refusals.inc({ reason: err.code });
