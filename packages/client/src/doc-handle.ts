@@ -1,7 +1,7 @@
 import { ObservableV2 } from 'lib0/observable';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { AuthError, CapsyncError, MAX_DECLARED_WRITERS, type Message } from '@capsync/core';
+import { AuthError, CapsyncError, MAX_DECLARED_WRITERS, newDoc, type Message } from '@capsync/core';
 import { withTimeout } from './deadline.js';
 import { LocalReplica } from './replica/local-replica.js';
 import { applyStored } from './storage/compact-log.js';
@@ -109,7 +109,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     private readonly settings: DocHandleSettings,
   ) {
     super();
-    this.doc = settings.subdoc?.doc ?? new Y.Doc({ gc: settings.gc });
+    this.doc = settings.subdoc?.doc ?? newDoc({ gc: settings.gc });
     this.subdocGuid = settings.subdoc?.guid;
     this.replicaName = settings.subdoc ? subdocReplicaName(name, settings.subdoc.guid) : name;
     this.label = settings.subdoc ? `${name}#${settings.subdoc.guid}` : name;

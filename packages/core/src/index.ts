@@ -11,6 +11,7 @@ export * from './yjs/validate-update.js';
 export * from './yjs/awareness-update.js';
 export * from './yjs/doc-to-json.js';
 export * from './yjs/doc-state.js';
+export * from './yjs/new-doc.js';
 export * from './locks/fenced-area.js';
 export * from './locks/fenced-resource.js';
 export * from './session/channel.js';

@@ -9,6 +9,7 @@ import { redactUrl } from '../auth/url-token.js';
 import { LOCKS_PATH } from '../locks/lock-connection.js';
 import { MESH_PATH } from '../mesh/mesh-connection.js';
 import { RELAY_QUERY } from '../mesh/peer-socket.js';
+import { batchedSocket } from './batched-socket.js';
 import type { MuxConnection } from '../mux/mux-connection.js';
 import type { PeerMuxSocket } from '../mesh/peer-mux-socket.js';
 import type { RelayConnection } from '../relay/connection.js';
@@ -118,7 +119,8 @@ function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant,
 /** The multiplexed endpoint: documents are authorized as they are opened (see MuxConnection). */
 function serveMux(relay: Relay, ws: WebSocket, principal: Principal, address: string | undefined, peerId: string | undefined): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
-  wire(relay, ws, relay.connectMux(ws, principal, address, peerId), MUX_PATH);
+  // Its sessions' frames of one tick leave together (batchedSocket); a peer relay's socket too.
+  wire(relay, ws, relay.connectMux(batchedSocket(ws), principal, address, peerId), MUX_PATH);
 }
 
 /** Feeds a document or multiplexed socket's frames to its connection, and watches it. */
