@@ -13,7 +13,7 @@ import { EventEmitter } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer, type WebSocket } from 'ws';
 import * as Y from 'yjs';
-import { CloseCode, RELAY_CAPABILITY, decodeMessage, encodeMessage, helloFor, relayIdCapability, relayIdOf, type Message } from '@capsync/core';
+import { CloseCode, MUX_PATH, RELAY_CAPABILITY, decodeMessage, encodeMessage, helloFor, relayIdCapability, relayIdOf, type Message } from '@capsync/core';
 import { CAPSYNC_PROTOCOL, MESH_PATH, TOKEN_PROTOCOL_PREFIX } from '@capsync/server';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
@@ -50,6 +50,12 @@ class FakePeer extends EventEmitter {
     server.on('connection', (ws, req) => {
       ws.binaryType = 'nodebuffer';
       const path = decodeURIComponent((req.url ?? '').split('?')[0]!.slice(1));
+      // An older relay (before the multiplexed endpoint): it takes `.capsync/mux` for a reserved
+      // document name, so a relay peered with it links each document over a socket of its own.
+      if (path === MUX_PATH) {
+        ws.close(CloseCode.InvalidDocName, 'invalid-doc-name: names under .capsync/ are reserved');
+        return;
+      }
       if (path === MESH_PATH) {
         ws.on('message', (data: Buffer) => {
           if (decodeMessage(new Uint8Array(data)).type === 'hello') ws.send(encodeMessage(helloFor('peer', [relayIdCapability(relayId)])));

@@ -16,6 +16,8 @@ export interface MuxClientOptions {
   capabilities?: string[];
   /** The protocol version the hello claims. Default PROTOCOL_VERSION. */
   protocolVersion?: number;
+  /** More query parameters (a peer relay names itself with `relay`). */
+  query?: Record<string, string>;
 }
 
 export interface MuxOpenOptions {
@@ -60,7 +62,8 @@ export class MuxClient extends EventEmitter {
 
   /** Connects to `${url}/.capsync/mux` (`url`: the relay's ws base URL) and says hello. */
   static async connect(url: string, options: MuxClientOptions = {}): Promise<MuxClient> {
-    const query = options.token ? `?token=${encodeURIComponent(options.token)}` : '';
+    const params = new URLSearchParams({ ...(options.token ? { token: options.token } : {}), ...options.query });
+    const query = params.size > 0 ? `?${params}` : '';
     const ws = new WebSocket(`${url}/${MUX_PATH}${query}`, options.protocols ?? [], { headers: options.headers ?? {}, perMessageDeflate: false });
     const client = new MuxClient(ws);
     await new Promise<void>((resolve, reject) => {

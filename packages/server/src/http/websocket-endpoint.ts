@@ -11,6 +11,7 @@ import { MESH_PATH } from '../mesh/mesh-connection.js';
 import { RELAY_QUERY } from '../mesh/peer-socket.js';
 import { batchedSocket } from './batched-socket.js';
 import type { MuxConnection } from '../mux/mux-connection.js';
+import type { PeerMuxSocket } from '../mesh/peer-mux-socket.js';
 import type { RelayConnection } from '../relay/connection.js';
 import type { Relay } from '../relay/relay.js';
 import type { ConnectionLimits } from './connection-limits.js';
@@ -58,8 +59,11 @@ export function attachWebSocketEndpoint(
       // With --mux off the path is a reserved document name, refused 4404 as by an older relay.
       const reservedPaths = relay.options.mux ? [LOCKS_PATH, MESH_PATH, MUX_PATH] : [LOCKS_PATH, MESH_PATH];
       docName = reservedPaths.find((reserved) => isPath(req.url, reserved)) ?? docNameOfPath(req.url ?? '/');
-      if (docName === MUX_PATH) principal = await relay.access.authenticate(tokenFromRequest(req));
-      else {
+      if (docName === MUX_PATH) {
+        principal = await relay.access.authenticate(tokenFromRequest(req));
+        // A peer relay's socket (see Relay.connectMux): the credential must be the relay's it names.
+        assertPeerIdentity(principal, peerIdOf(req.url));
+      } else {
         const subdoc = parseSubdocStorageName(docName);
         // A subdocument has its parent's permission. Clients reach it only as a session of its
         // parent on /.capsync/mux; a peer relay replicates it by its stored name, as any document.
@@ -92,7 +96,7 @@ export function attachWebSocketEndpoint(
       const endpoint = docName === LOCKS_PATH ? 'locks' : docName === MESH_PATH ? 'mesh' : docName === MUX_PATH ? 'mux' : 'doc';
       relay.metrics.sockets.inc({ endpoint });
       ws.once('close', () => relay.metrics.sockets.dec({ endpoint }));
-      if (principal) serveMux(relay, ws, principal, address);
+      if (principal) serveMux(relay, ws, principal, address, peerIdOf(req.url));
       else if (docName === LOCKS_PATH) serveLocks(relay, ws, grant!, address);
       else if (docName === MESH_PATH) serveMesh(relay, ws);
       else serve(relay, ws, docName, grant!, peerIdOf(req.url), address);
@@ -113,14 +117,14 @@ function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant,
 }
 
 /** The multiplexed endpoint: documents are authorized as they are opened (see MuxConnection). */
-function serveMux(relay: Relay, ws: WebSocket, principal: Principal, address: string | undefined): void {
+function serveMux(relay: Relay, ws: WebSocket, principal: Principal, address: string | undefined, peerId: string | undefined): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
-  // Its sessions' frames of one tick leave together (batchedSocket).
-  wire(relay, ws, relay.connectMux(batchedSocket(ws), principal, address), MUX_PATH);
+  // Its sessions' frames of one tick leave together (batchedSocket); a peer relay's socket too.
+  wire(relay, ws, relay.connectMux(batchedSocket(ws), principal, address, peerId), MUX_PATH);
 }
 
 /** Feeds a document or multiplexed socket's frames to its connection, and watches it. */
-function wire(relay: Relay, ws: WebSocket, conn: RelayConnection | MuxConnection, docName: string): void {
+function wire(relay: Relay, ws: WebSocket, conn: RelayConnection | MuxConnection | PeerMuxSocket, docName: string): void {
   watchLiveness(ws, conn, relay.options.connectionTimeoutMs);
   ws.on('message', (data, isBinary) => conn.receive(toBytes(data as Buffer), isBinary));
   ws.on('close', () => relay.disconnected(conn));
@@ -191,7 +195,7 @@ function isPath(url: string | undefined, reserved: string): boolean {
  * A minted relay credential names its relay (`sub` = "relay:<id>"): a connection presenting
  * it may only speak as that relay, so one relay's credential cannot pose as another peer.
  */
-function assertPeerIdentity(grant: AccessGrant, peerId: string | undefined): void {
+function assertPeerIdentity(grant: Pick<AccessGrant, 'relay' | 'subject'>, peerId: string | undefined): void {
   const named = grant.subject?.startsWith(RELAY_SUBJECT_PREFIX) ? grant.subject.slice(RELAY_SUBJECT_PREFIX.length) : undefined;
   if (grant.relay && named !== undefined && peerId !== undefined && peerId !== named) {
     throw new AuthError('forbidden', `this relay credential belongs to relay "${named}", not "${peerId}"`);

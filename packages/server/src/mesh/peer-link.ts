@@ -1,5 +1,5 @@
 import type { WebSocket } from 'ws';
-import { Backoff, CloseCode, type ClientClaims } from '@capsync/core';
+import { Backoff, CloseCode, type ClientClaims, type SessionChannel } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import { AccountedChannel } from '../relay/accounted-channel.js';
@@ -30,10 +30,12 @@ export interface PeerLinkDeps {
 }
 
 /**
- * This relay's link to one peer relay for one document: a WebSocket to the peer's document
- * path, authenticated with the relay credential, carrying a DocSession run by a
- * PeerSessionHost (the dialling end: our hello first, sync step 1/2, numbered updates and
- * acks, awareness). The peer's end is the same host behind its RelayConnection.
+ * This relay's link to one peer relay for one document: a session on the pair's multiplexed
+ * socket (PeerEndpoint), or, with a peer that has no multiplexed endpoint, a WebSocket of its
+ * own to the peer's document path, authenticated with the relay credential. Either carries a
+ * DocSession run by a PeerSessionHost (the opening end: our hello first unless the socket said
+ * it, sync step 1/2, numbered updates and acks, awareness). The peer's end is the same host
+ * behind its RelayConnection.
  *
  * On every connect both sides send their state vector and answer with what the other lacks,
  * so after a partition only the difference travels. Then it is a peer of the document like a
@@ -49,10 +51,16 @@ export interface PeerLinkDeps {
  * backoff (at least 1 s after a slow consumer) and a fresh credential, until the link is
  * closed or the endpoint goes down (the mesh reconnects every link when it comes back up).
  * Each socket gets a session of its own: nothing (numbers, acks, queued input) carries over.
+ * A session on the shared socket is reopened the same way when the peer closes it (the
+ * document refused or failed there) while the endpoint stays up; the socket's end takes the
+ * endpoint down, which drops every link.
  */
 export class PeerLink implements DocPeer, HostedConnection {
   readonly kind = 'connection' as const;
+  /** The current socket of its own (a peer without the multiplexed endpoint), or null. */
   private socket: WebSocket | null = null;
+  /** The current session on the endpoint's multiplexed socket, or null. */
+  private session: SessionChannel | null = null;
   /** The session of the current socket, once it opened. */
   private host: PeerSessionHost | null = null;
   private channel: AccountedChannel | null = null;
@@ -74,6 +82,16 @@ export class PeerLink implements DocPeer, HostedConnection {
   /** True while the link has an open connection to the peer. */
   get connected(): boolean {
     return this.host !== null;
+  }
+
+  /** Opens the document's session on the endpoint's multiplexed socket (the opening end: no hold on the document). */
+  private openSession(): void {
+    const channel = this.endpoint.openDoc(this.doc.name);
+    if (!channel) return;
+    this.session = channel;
+    const { relayId, metrics, logger, maxQueuedBytes } = this.deps;
+    this.host = new PeerSessionHost(this, channel, { relayId, metrics, logger }, { maxQueuedBytes }, { kind: 'dialled', converged: this.onConverged });
+    this.host.open(this.doc);
   }
 
   /** True once the link was closed for good (`close`). */
@@ -108,8 +126,11 @@ export class PeerLink implements DocPeer, HostedConnection {
 
   /** Connects if not connected (the endpoint is up), now rather than at a scheduled retry. */
   async connect(): Promise<void> {
-    if (this.closed || this.socket) return;
+    if (this.closed || this.socket || this.session) return;
     this.cancelRetry();
+    if (this.endpoint.multiplexed) return this.openSession();
+    // The endpoint's multiplexed socket is not up: its 'up' connects every link (PeerMesh).
+    if (!this.endpoint.socketPerDocument) return;
     let token: string | undefined;
     try {
       // A fresh credential for every connect: a minted one is short-lived.
@@ -119,7 +140,7 @@ export class PeerLink implements DocPeer, HostedConnection {
       this.scheduleReconnect();
       return;
     }
-    if (this.closed || this.socket || !this.endpoint.up) return;
+    if (this.closed || this.socket || this.session || !this.endpoint.up || !this.endpoint.socketPerDocument) return;
     const ws = openPeerSocket(this.endpoint.url, encodeURIComponent(this.doc.name), this.deps.relayId, token, this.deps.handshakeTimeoutMs);
     this.socket = ws;
     let channel: AccountedChannel | null = null;
@@ -153,6 +174,13 @@ export class PeerLink implements DocPeer, HostedConnection {
   /** Drops the connection and any scheduled reconnect (the endpoint went down); `connect` opens a new one. */
   drop(): void {
     this.cancelRetry();
+    const session = this.session;
+    if (session) {
+      this.disconnected();
+      // Ends the session alone (the socket and the other documents on it carry on).
+      session.terminate();
+      return;
+    }
     const ws = this.socket;
     if (!ws) return;
     const channel = this.channel;
@@ -178,8 +206,12 @@ export class PeerLink implements DocPeer, HostedConnection {
    * on a new one. Otherwise the socket's close (above) or `drop` decides what comes next.
    */
   ended(byUs: { code: number; reason: string } | null): void {
+    // A session on the endpoint's socket has no socket close to decide for it: the peer closed
+    // it (refused the document, failed it, or the socket went) and it is opened again while
+    // the endpoint is up (the socket's end takes the endpoint down first: see PeerEndpoint).
+    const session = this.session !== null;
     this.disconnected();
-    if (byUs) this.scheduleReconnect(byUs.code === CloseCode.SlowConsumer ? SLOW_RECONNECT_MS : 0);
+    if (byUs || session) this.scheduleReconnect(byUs?.code === CloseCode.SlowConsumer ? SLOW_RECONNECT_MS : 0);
   }
 
   /**
@@ -187,7 +219,7 @@ export class PeerLink implements DocPeer, HostedConnection {
    * reconnect, or its endpoint is down (then the endpoint's next 'up' reconnects it).
    */
   private scheduleReconnect(minDelayMs = 0): void {
-    if (this.closed || this.socket || this.retryTimer || !this.endpoint.up) return;
+    if (this.closed || this.socket || this.session || this.retryTimer || !this.endpoint.up) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       void this.connect();
@@ -203,8 +235,9 @@ export class PeerLink implements DocPeer, HostedConnection {
 
   /** Forgets the current socket and its session (idempotent). */
   private disconnected(): void {
-    if (!this.socket) return;
+    if (!this.socket && !this.session) return;
     this.socket = null;
+    this.session = null;
     this.channel = null;
     this.host = null;
     // Presence learned through this link is unknown now; the peer resends it on reconnect.

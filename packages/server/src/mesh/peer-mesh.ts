@@ -1,9 +1,11 @@
+import type { AccessGrant } from '../auth/access.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { DocRegistry } from '../relay/doc-registry.js';
 import type { RelayDoc } from '../relay/relay-doc.js';
 import { PeerEndpoint } from './peer-endpoint.js';
 import { PeerLink } from './peer-link.js';
+import type { PeerMuxSocket, PeerMuxSocketDeps } from './peer-mux-socket.js';
 
 export interface PeerMeshOptions {
   relayId: string;
@@ -20,7 +22,14 @@ export interface PeerMeshOptions {
   /** Control-link heartbeat; a peer silent this long (twice at most) counts as down. */
   heartbeatMs?: number;
   backoff?: { baseMs: number; maxMs: number };
+  /** Dial peers' multiplexed endpoint, one socket per peer for every document (`--mux`). */
+  mux: boolean;
+  /** Serves a document session a peer opened on the socket this relay dialled (peer trust; see PeerMuxSocket). */
+  serve: PeerMuxSocketDeps['serve'];
 }
+
+/** A peer relay's rights on the socket this relay dialled to it: those of a relay credential (every document). */
+const DIALLED_PEER_GRANT: AccessGrant = { permission: 'write', relay: true };
 
 /** Something connected to us for a document from a peer relay (its inbound document link). */
 export interface InboundPeerLink {
@@ -47,6 +56,8 @@ export class PeerMesh {
   private readonly links = new Map<string, Map<PeerEndpoint, PeerLink>>();
   /** Inbound links from peers by document, then peer relay id. */
   private readonly inbound = new Map<string, Map<string, Set<InboundPeerLink>>>();
+  /** The latest socket each peer relay dialled to this relay (by its id), once it said hello. */
+  private readonly inboundSockets = new Map<string, PeerMuxSocket>();
   /** Loaded documents (this relay's), for links and lag metrics. */
   private readonly docs = new Map<string, RelayDoc>();
   private closed = false;
@@ -63,6 +74,11 @@ export class PeerMesh {
           logger: options.logger,
           heartbeatMs,
           backoff: this.backoff,
+          metrics: options.metrics,
+          mux: options.mux,
+          outbound: { sendBufferLimit: options.sendBufferLimit, slowConsumerGraceMs: options.slowConsumerGraceMs },
+          socket: { maxQueuedBytes: options.maxQueuedBytes, grantFor: () => DIALLED_PEER_GRANT, serve: options.serve },
+          inboundSocket: (id) => this.inboundSockets.get(id),
         }),
     );
   }
@@ -104,6 +120,19 @@ export class PeerMesh {
   /** Outgoing links of a document (tests, replicate-all). */
   linksOf(name: string): PeerLink[] {
     return Array.from(this.links.get(name)?.values() ?? []);
+  }
+
+  /** A peer relay's multiplexed socket to this relay said hello: it may become the pair's one (PeerEndpoint.offer). */
+  peerSocketOpened(socket: PeerMuxSocket): void {
+    if (this.closed) return;
+    this.inboundSockets.set(socket.peerId, socket);
+    this.endpointById(socket.peerId)?.offer(socket);
+  }
+
+  /** A peer relay's multiplexed socket to this relay ended. */
+  peerSocketClosed(socket: PeerMuxSocket): void {
+    if (this.inboundSockets.get(socket.peerId) === socket) this.inboundSockets.delete(socket.peerId);
+    for (const ep of this.endpoints) ep.withdraw(socket);
   }
 
   /** True if a peer has a link open to us for `name`. */

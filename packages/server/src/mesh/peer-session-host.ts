@@ -89,8 +89,9 @@ export class PeerSessionHost implements SessionHooks, ConnectionHost {
     this.session = new DocSession(channel, this, {
       ...options,
       numberSent: true,
-      // An accepting relay's hello only answers (stock clients never see one): the dialling relay speaks first.
-      hello: end.kind === 'dialled' ? relayHello(deps.relayId) : undefined,
+      // An accepting relay's hello only answers (stock clients never see one): the dialling relay
+      // speaks first. On a multiplexed socket both hellos were said once on the socket (channel.hello).
+      hello: end.kind === 'dialled' && !channel.hello ? relayHello(deps.relayId) : undefined,
     });
     this.readOnly = this.grant.permission === 'write' ? null : new ReadOnlyRefusal(this.session, owner.docName, deps.metrics);
     if (end.kind === 'accepted' && owner.peerRelayId) end.mesh.inboundOpened(owner.peerRelayId, owner);

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { CloseCode, closeReasonFor, type DocStore } from '@capsync/core';
+import { CapsyncError, CloseCode, closeReasonFor, type DocStore } from '@capsync/core';
 import type { AccessControl, AccessGrant, Principal } from '../auth/access.js';
 import type { ResolvedRelayOptions } from '../config.js';
 import type { Logger } from '../logger.js';
@@ -12,6 +12,8 @@ import { ReplicateAll } from '../mesh/replicate-all.js';
 import { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
 import { AddressSessions } from '../mux/address-sessions.js';
 import { MuxConnection } from '../mux/mux-connection.js';
+import { PeerMuxSocket } from '../mesh/peer-mux-socket.js';
+import { onCredentialExpiry } from '../auth/credential-expiry.js';
 import { AccountedChannel } from './accounted-channel.js';
 import { RelayConnection, type ConnectionDeps, type MeshHooks, type RelaySocket } from './connection.js';
 import type { SendBufferOptions } from './send-buffer.js';
@@ -57,7 +59,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly fencedWrites: FencedWriteForwarder | undefined;
   /** Sessions of each address's multiplexed sockets (`--max-sessions-per-address`). */
   private readonly addressSessions: AddressSessions;
-  private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection | MuxConnection>();
+  private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection | MuxConnection | PeerMuxSocket>();
   private closing = false;
 
   constructor(deps: RelayDeps) {
@@ -101,6 +103,10 @@ export class Relay extends EventEmitter<RelayEvents> {
       sendBufferLimit: deps.options.sendBufferLimit,
       slowConsumerGraceMs: deps.options.slowConsumerGraceMs,
       maxQueuedBytes: deps.options.maxMessageBytes * 2,
+      mux: deps.options.mux,
+      // A peer's sessions on the socket this relay dialled are its document links, served as
+      // those on the socket it dialled to us (`connectMux`).
+      serve: (channel, docName, grant, peerId) => new RelayConnection(channel, docName, grant, this.connectionDeps(undefined), peerId),
     });
     this.replicateAll =
       deps.options.peerMode === 'replicate-all'
@@ -163,7 +169,10 @@ export class Relay extends EventEmitter<RelayEvents> {
    * Serves one multiplexed socket, authenticated as `principal` (see MuxConnection): its
    * documents are served as plain connections are, one session each. `address`: as `connect`.
    */
-  connectMux(socket: RelaySocket, principal: Principal, address?: string): MuxConnection {
+  connectMux(socket: RelaySocket, principal: Principal, address?: string, peerId?: string): MuxConnection | PeerMuxSocket {
+    // A peer relay's socket (relay credential, relay named in the request): its sessions are its
+    // document links, served with peer trust, and the socket is the pair's (PeerMuxSocket).
+    if (principal.relay && peerId) return this.connectPeerMux(socket, principal, peerId);
     const deps = this.connectionDeps(address);
     const conn = new MuxConnection(socket, principal, {
       access: this.access,
@@ -179,6 +188,33 @@ export class Relay extends EventEmitter<RelayEvents> {
       // Not in `connections`: the socket closes its sessions (and is closed on shutdown).
       openDoc: (channel, docName, grant) => new RelayConnection(channel, docName, grant, deps),
     });
+    this.connections.add(conn);
+    return conn;
+  }
+
+  /**
+   * A peer relay's multiplexed socket. Its credential's expiry closes it (4401), as it closes a
+   * peer's plain document link; the peer dials again with a fresh one.
+   */
+  private connectPeerMux(socket: RelaySocket, principal: Principal, peerId: string): PeerMuxSocket {
+    const channel = new AccountedChannel(socket, this.outboundOptions(undefined));
+    let cancelExpiry: (() => void) | null = null;
+    const conn = new PeerMuxSocket(channel, channel, false, peerId, null, {
+      relayId: this.options.relayId,
+      metrics: this.metrics,
+      logger: this.logger,
+      maxQueuedBytes: this.options.maxMessageBytes * 2,
+      grantFor: (docName) => this.access.authorizeDoc(principal, docName),
+      serve: (session, docName, grant, peer) => new RelayConnection(session, docName, grant, this.connectionDeps(undefined), peer),
+      helloed: (s) => this.mesh.peerSocketOpened(s),
+      ended: (s) => {
+        cancelExpiry?.();
+        this.mesh.peerSocketClosed(s);
+      },
+    });
+    if (principal.expiresAt !== undefined) {
+      cancelExpiry = onCredentialExpiry(principal.expiresAt, () => conn.fail(new CapsyncError('unauthorized', 'token expired')));
+    }
     this.connections.add(conn);
     return conn;
   }
@@ -214,7 +250,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   /** Forget a connection whose socket closed. */
-  disconnected(conn: RelayConnection | LockConnection | MeshConnection | MuxConnection): void {
+  disconnected(conn: RelayConnection | LockConnection | MeshConnection | MuxConnection | PeerMuxSocket): void {
     conn.onClosed();
     this.connections.delete(conn);
   }
