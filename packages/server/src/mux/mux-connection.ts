@@ -24,6 +24,7 @@ import { AccountedChannel, type RelaySocket, type ServedChannel } from '../relay
 import type { SendBuffer, SendBufferOptions } from '../relay/send-buffer.js';
 import { MuxSessionChannel, type MuxServedDoc } from './mux-session-channel.js';
 import type { AddressSessions } from './address-sessions.js';
+import { LOCK_SESSION_KEY, authorizeLockSession } from './lock-sessions.js';
 import { SharedRoom } from './shared-room.js';
 import { SocketInputQueue } from './socket-input-queue.js';
 
@@ -48,6 +49,10 @@ export interface MuxConnectionDeps {
    * The session ends when its channel closes: by the client, by the session itself, or with the socket.
    */
   openDoc(channel: ServedChannel, docName: string, grant: AccessGrant): MuxServedDoc;
+  /** Serves the socket's lock session (see mux/lock-sessions.ts) as the lock endpoint serves a connection. */
+  openLocks(channel: ServedChannel, grant: AccessGrant): MuxServedDoc;
+  /** More capabilities of the socket's hello (the relay's lock backend, as the lock endpoint says it). */
+  helloExtras: readonly string[];
 }
 
 /** How long a slow consumer's close handshake may take before the socket is dropped. */
@@ -67,6 +72,8 @@ const SLOW_CLOSE_MS = 1000;
  *   is a `session-close` with that code, and every other session carries on. Accepted: a
  *   `session-opened` with the permission, then the document's session.
  * - One session per document: a second open of a document open on the socket is refused (4400).
+ * - `kind: 'locks'`: the lock protocol (LockConnection), one session per socket, needing write
+ *   access to `.capsync/locks` (see lock-sessions.ts); counted as a session like a document.
  * - The sessions of an address's sockets are capped together (`--max-sessions-per-address`,
  *   AddressSessions): past it an open is refused (4413) as past the socket's cap.
  * - At most `--max-refused-opens-per-socket` opens are refused in a row; the next refusal
@@ -143,7 +150,7 @@ export class MuxConnection implements MuxHandler {
         // The owner key is checked once here, so a malformed one closes the socket, not every session.
         new ConnectionIdentity({}).hello(msg.capabilities);
         this.hello = msg;
-        this.sendControl(helloFor('relay'));
+        this.sendControl(helloFor('relay-mux', this.deps.helloExtras));
         return;
       case 'ping':
         this.sendControl({ type: 'pong', id: msg.id });
@@ -178,7 +185,7 @@ export class MuxConnection implements MuxHandler {
     this.refusedInARow = 0;
     const hello: HelloMessage = { ...this.hello, capabilities: [...this.hello.capabilities, ...msg.capabilities] };
     const address = this.deps.address;
-    const name = msg.name;
+    const name = msg.kind === 'locks' ? LOCK_SESSION_KEY : msg.name;
     this.openNames.add(name);
     const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.room, this.input, () => {
       this.openNames.delete(name);
@@ -188,7 +195,7 @@ export class MuxConnection implements MuxHandler {
     this.sendControl({ type: 'session-opened', sid: msg.sid, permission: grant.permission });
     // The socket watches the token's expiry for all its sessions: none of them needs a timer.
     const { expiresAt: _socketWide, ...sessionGrant } = grant;
-    channel.serve(this.deps.openDoc(channel, msg.name, sessionGrant));
+    channel.serve(msg.kind === 'locks' ? this.deps.openLocks(channel, sessionGrant) : this.deps.openDoc(channel, msg.name, sessionGrant));
   }
 
   /** The grant for one open, or the error its refusal names. */
@@ -196,18 +203,22 @@ export class MuxConnection implements MuxHandler {
     if (this.sessions.size >= this.deps.maxSessions) {
       throw new LimitExceededError('max-sessions-per-socket', `max-sessions-per-socket: this socket has ${this.deps.maxSessions} sessions open; close one first`);
     }
-    if (msg.kind !== 'doc') throw new ProtocolError('unknown-message-type', 'lock sessions are not served on /.capsync/mux yet: use /.capsync/locks');
+    const grant = msg.kind === 'locks' ? authorizeLockSession(this.deps.access, this.principal, msg, this.openNames.has(LOCK_SESSION_KEY)) : this.authorizeDoc(msg);
+    // Counted last, once nothing else refuses it (the session's end gives it back).
+    const overAddressCap = this.deps.addressSessions.take(this.deps.address);
+    if (overAddressCap) throw overAddressCap;
+    return grant;
+  }
+
+  /** The grant for a document's open, or the error its refusal names. */
+  private authorizeDoc(msg: SessionOpenMessage): AccessGrant {
     if (msg.subdoc !== '') throw new ProtocolError('unknown-message-type', 'subdocument sessions are not served yet');
     validateDocName(msg.name);
     // One session per document per socket (the design's rule for relay-to-relay sockets too): a
     // second one would have every broadcast of the document sent twice to the same reader, and
     // a socket could so cost the fan-out (and awareness) of max-sessions-per-socket connections.
     if (this.openNames.has(msg.name)) throw new ProtocolError('bad-message', `document "${msg.name}" is already open on this socket (one session per document)`);
-    const grant = this.deps.access.authorizeDoc(this.principal, msg.name);
-    // Counted last, once nothing else refuses it (the session's end gives it back).
-    const overAddressCap = this.deps.addressSessions.take(this.deps.address);
-    if (overAddressCap) throw overAddressCap;
-    return grant;
+    return this.deps.access.authorizeDoc(this.principal, msg.name);
   }
 
   private sendControl(msg: Message): void {
