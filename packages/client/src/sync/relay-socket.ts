@@ -48,7 +48,8 @@ export const LINGER_MS = 1_000;
  * - Documents come and go in any socket state: `use` when a document wants to sync, `unuse`
  *   when it stops. A session opened while the socket is down is opened when it comes up; after
  *   a reconnect (to the same or the next relay) every document opens its session again.
- * - Refcounted: with no document left it closes after LINGER_MS (`idle` tells its owner).
+ * - The lock client is a session like a document (SessionLink of kind 'locks').
+ * - Refcounted: with no document (nor lock client) left it closes after LINGER_MS (`idle` tells its owner).
  * - Failover moves the whole socket, every session with it, to the next URL.
  * - Fallback: a relay that closes the upgrade with 4404 `invalid-doc-name` has no multiplexed
  *   endpoint (it takes `.capsync/mux` for a reserved document name). That URL is remembered
@@ -66,6 +67,8 @@ export class RelaySocket implements MuxHandler {
   private halted = false;
   /** The open link's channel (to close the socket when its sids run out). */
   private dialerChannel: DialedChannel | null = null;
+  /** The capabilities of the open link's relay hello (what kinds of session it serves). */
+  private relayCapabilities: readonly string[] = [];
   private destroyed = false;
 
   constructor(
@@ -137,6 +140,14 @@ export class RelaySocket implements MuxHandler {
     }
   }
 
+  /**
+   * Whether the relay of the open socket announced `capability` in its hello: `locks` says it
+   * serves a lock session (a relay from before lock sessions does not).
+   */
+  serves(capability: string): boolean {
+    return this.sessions !== null && this.relayCapabilities.includes(capability);
+  }
+
   /** The relay proved the socket works (a document caught up): the next failure starts a new round. */
   healthy(): void {
     this.dialer?.healthy();
@@ -203,7 +214,7 @@ export class RelaySocket implements MuxHandler {
     dialer.on('state', () => {
       for (const u of [...this.users]) u.socketState();
     });
-    dialer.on('open', ({ channel }) => this.socketOpened(channel));
+    dialer.on('open', ({ channel, hello }) => this.socketOpened(channel, hello?.capabilities ?? []));
     dialer.on('close', (info) => {
       lastClose = info;
       if (!info.opened && info.code === CloseCode.InvalidDocName && !this.destroyed) this.refusedMux(dialer, info.url);
@@ -216,10 +227,11 @@ export class RelaySocket implements MuxHandler {
     return dialer;
   }
 
-  private socketOpened(channel: DialedChannel): void {
+  private socketOpened(channel: DialedChannel, capabilities: readonly string[]): void {
     const sessions = new MuxSessions(channel, true, this);
     this.sessions = sessions;
     this.dialerChannel = channel;
+    this.relayCapabilities = capabilities;
     channel.attach({
       message: (frame) => {
         try {
