@@ -44,7 +44,9 @@ describe('lock session of a multiplexed socket', () => {
     expect(await locks.waitOpened()).toBe('write');
 
     const first = await request(locks, 'acquire', 'k', 0, 5_000);
-    expect(first).toMatchObject({ code: '', ttlMs: 5_000 });
+    expect(first.code).toBe('');
+    // The relay counts the lease from when it received the request: at least the TTL asked for.
+    expect(first.ttlMs).toBeGreaterThanOrEqual(5_000);
     expect((await request(locks, 'acquire', 'k', 0, 5_000)).code).toBe('lock-timeout');
     expect((await request(locks, 'renew', 'k', first.token, 5_000)).code).toBe('');
     expect((await request(locks, 'release', 'k', first.token)).code).toBe('');
