@@ -174,6 +174,22 @@ describe('lock session of a multiplexed socket', () => {
     await Promise.all([one.close(), two.close()]);
   });
 
+  it('--max-leases-per-address holds across sockets with fresh owner keys (an owner key costs nothing to make)', async () => {
+    await using relay = await startAttackedRelay(['--max-leases-per-address', '2']);
+    const keys = ['d', 'e', 'f'].map((c) => c.repeat(22));
+    const sockets = await Promise.all(keys.map((key) => MuxClient.connect(relay.url, { capabilities: owner(key) })));
+    const [l1, l2, l3] = sockets.map(openLocks);
+    expect((await request(l1!, 'acquire', 'addr-1', 0, 5_000)).code).toBe('');
+    expect((await request(l2!, 'acquire', 'addr-2', 0, 5_000)).code).toBe('');
+    const over = await request(l3!, 'acquire', 'addr-3', 0, 5_000);
+    expect([over.code, over.message]).toEqual(['limit-exceeded', expect.stringMatching(/max-leases-per-address/)]);
+    // The lock endpoint counts against the same address.
+    const plain = await RawLocks.open(relay.url, { ownerKey: 'g'.repeat(22) });
+    expect(await plain.code('acquire', 'addr-4', 0, 5_000)).toBe('limit-exceeded');
+    plain.close();
+    await Promise.all(sockets.map((s) => s.close()));
+  });
+
   for (const how of ['the session', 'the socket'] as const) {
     it(`closing ${how} withdraws its waiting acquire and keeps the identity's lease, as closing a lock connection does`, async () => {
       await using relay = await startAttackedRelay();
