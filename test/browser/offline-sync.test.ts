@@ -173,6 +173,58 @@ describeBrowser('browser: offline-first sync in real Chromium', (chromiumPath) =
     }
   });
 
+  it('subdocuments edited offline in two browsers, reloaded from IndexedDB offline, converge after heal', async () => {
+    recordFailures();
+    const doc = 'notes/notebook';
+    const sub = `${doc}#page-1`;
+    const relay: TestRelay = await startRelay({ staticDir: built.dir });
+    try {
+      const origin = new URL(relay.httpUrl).origin;
+      const ctxA = await context();
+      const ctxB = await context();
+      const a = await openDoc(ctxA, relay.httpUrl, 'A', doc);
+      await a.evaluate((d) => window.capsync.openSubdoc(d, 'page-1'), doc);
+      await append(a, sub, '[A1]');
+      await until(a, sub, 'A page synced', (v) => v.status === 'synced' && v.pending === 0, null);
+      const b = await openDoc(ctxB, relay.httpUrl, 'B', doc);
+      await until(b, doc, 'B notebook synced', (v) => v.status === 'synced', null);
+      await b.evaluate((d) => window.capsync.openSubdoc(d, 'page-1'), doc);
+      await until(b, sub, 'B page has A1', (v) => v.status === 'synced' && v.text.includes('[A1]'), null);
+
+      // Both offline: each edits the page, saves locally, and reloads offline from IndexedDB.
+      for (const [ctx, page, edit] of [[ctxA, a, '[A-off]'], [ctxB, b, '[B-off]']] as const) {
+        await ctx.setOffline(true);
+        await until(page, sub, 'page offline', (v) => v.status === 'offline', null);
+        await append(page, sub, edit);
+        await page.evaluate((d) => window.capsync.flush(d, 'local', 5_000), sub);
+        const unroute = await serveFromDisk(ctx, origin, built.dir);
+        await page.reload();
+        await page.evaluate((d) => window.capsync.open(d), doc);
+        await page.evaluate((d) => window.capsync.openSubdoc(d, 'page-1'), doc);
+        const reloaded = await view(page, sub);
+        expect(reloaded.text).toContain('[A1]');
+        expect(reloaded.text).toContain(edit); // from IndexedDB
+        expect(reloaded.status).toBe('offline');
+        expect(reloaded.pending).toBeGreaterThan(0);
+        await unroute();
+      }
+
+      // Heal: both reconnect and the page converges, with the parent untouched by its content.
+      await ctxA.setOffline(false);
+      await ctxB.setOffline(false);
+      const both = ['[A1]', '[A-off]', '[B-off]'];
+      const aDone = await until(a, sub, 'A page has everything', (v, p) => v.status === 'synced' && v.pending === 0 && p.every((s) => v.text.includes(s)), both);
+      await until(b, sub, "B page has A's text", (v, t) => v.status === 'synced' && v.text === t, aDone.text);
+      for (const page of [a, b]) {
+        expect((await view(page, doc)).text).toBe('');
+        expect((await view(page, doc)).errors).toEqual([]);
+        expect((await view(page, sub)).errors).toEqual([]);
+      }
+    } finally {
+      await relay.dispose();
+    }
+  });
+
   it('two tabs of one browser converge over BroadcastChannel while offline', async () => {
     recordFailures();
     const doc = 'notes/two-tabs';

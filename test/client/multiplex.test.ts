@@ -170,3 +170,32 @@ describe('multiplexed client', () => {
     expect(await sockets(r, 'mux')).toBe(0);
   });
 });
+
+describe('sync rounds on a shared socket', () => {
+  it('asks for a document once when it is opened and awaited at once, and later waits still get a fresh round', async () => {
+    const r = await relay();
+    const writer = client(r.url);
+    const w = await writer.open('rounds/doc');
+    w.doc.getText('t').insert(0, 'x'.repeat(200_000));
+    await w.flush({ timeoutMs: 10_000 });
+
+    const reader = client(r.url);
+    // The socket is up before the document is opened, so its session opens at once.
+    await (await reader.open('rounds/other')).whenSynced({ timeoutMs: 10_000 });
+    const before = await metricValue(r.httpUrl, 'capsync_messages_in_total', { type: 'sync-step-1' });
+    const h = await reader.open('rounds/doc');
+    // Each of these used to send a sync step 1 with the same empty state vector: the relay
+    // encoded and sent the whole document once per call.
+    await Promise.all([1, 2, 3].map(() => h.whenSynced({ timeoutMs: 10_000 })));
+    expect(text(h)).toHaveLength(200_000);
+    const asked = (await metricValue(r.httpUrl, 'capsync_messages_in_total', { type: 'sync-step-1' })) - before;
+    expect(asked).toBeGreaterThanOrEqual(1);
+    expect(asked).toBeLessThanOrEqual(2);
+
+    // A wait that starts after an edit elsewhere was acknowledged sees it (a round of its own).
+    w.doc.getText('t').insert(0, 'fresh ');
+    await w.flush({ timeoutMs: 10_000 });
+    await h.whenSynced({ timeoutMs: 10_000 });
+    expect(text(h).startsWith('fresh ')).toBe(true);
+  });
+});

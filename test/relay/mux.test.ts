@@ -111,6 +111,38 @@ describe('multiplexed endpoint: documents over one socket', () => {
   });
 });
 
+describe('multiplexed endpoint: fairness between sessions', () => {
+  it('sends a large document as chunks, and a small document’s update on the same socket overtakes the rest of it', async () => {
+    await using relay = await startAttackedRelay();
+    // 20 MB of text in two updates (each under --max-message-bytes): the relay's answer to a
+    // fresh session is one 20 MB sync step 2, more than the kernel buffers of a loopback socket.
+    const writer = await ProtocolClient.synced(`${relay.url}/fair-big`);
+    const half = 10 * 1024 * 1024;
+    await writer.waitForAck(writer.type('a'.repeat(half)), 60_000);
+    await writer.waitForAck(writer.type('b'.repeat(half)), 60_000);
+    await writer.close();
+    const editor = await ProtocolClient.synced(`${relay.url}/fair-small`);
+
+    const mux = await MuxClient.connect(relay.url);
+    await mux.waitHello();
+    const small = mux.open('fair-small');
+    await small.waitSynced();
+    // Stop reading, open the large document, and let the small one change meanwhile: its update
+    // is queued at the relay while most of the large answer still waits for its turn.
+    const socket = (mux.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    socket.pause();
+    const big = mux.open('fair-big');
+    await editor.waitForAck(editor.type('small edit'));
+    socket.resume();
+    const bigLengthThen = await small.waitFor(() => (small.textLength > 0 ? big.textLength : undefined), 'the small update', 60_000);
+    expect(bigLengthThen).toBe(0);
+    await big.waitFor(() => big.textLength === 2 * half || undefined, 'the large document synced', 60_000);
+    expect(big.text.slice(half - 1, half + 1)).toBe('ab');
+    await editor.close();
+    await mux.close();
+  });
+});
+
 describe('multiplexed endpoint: a failing session is closed alone', () => {
   it('a document the token may not read is refused on its own (4403); a bad name 4404; the others keep syncing', async () => {
     await using relay = await startAttackedRelay(['--auth-secret', SECRET]);

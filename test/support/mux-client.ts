@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
-import { MUX_PATH, PROTOCOL_VERSION, decodeMessage, decodeMuxFrame, encodeMessage, encodeMuxFrame, type Message, type SessionOpenMessage } from '@capsync/core';
+import { ChunkAssembler, MUX_PATH, PROTOCOL_VERSION, decodeMessage, decodeMuxFrame, encodeMessage, encodeMuxFrame, type Message, type SessionOpenMessage } from '@capsync/core';
 import { waitForEvent } from './wait.js';
 import { WireDocClient, type CloseInfo } from './wire-doc-client.js';
 
@@ -41,6 +41,7 @@ export class MuxClient extends EventEmitter {
   readonly control: Message[] = [];
   closeInfo: CloseInfo | null = null;
   private readonly sessions = new Map<number, MuxDocSession>();
+  private readonly chunks = new ChunkAssembler();
   private nextSid = 1;
 
   private constructor(readonly ws: WebSocket) {
@@ -137,7 +138,11 @@ export class MuxClient extends EventEmitter {
     const { sid, body } = decodeMuxFrame(frame);
     if (sid !== 0) {
       // A frame of a session closed here moments ago is dropped, as the relay drops ours.
-      this.sessions.get(sid)?.deliver(body);
+      const session = this.sessions.get(sid);
+      if (!session) return;
+      // The relay sends a large message as chunks (FairSocket).
+      const message = this.chunks.push(sid, body);
+      if (message) session.deliver(message);
       return;
     }
     const msg = decodeMessage(body);

@@ -1,7 +1,7 @@
 import { ObservableV2 } from 'lib0/observable';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { AuthError, CapsyncError, MAX_DECLARED_WRITERS, type Message } from '@capsync/core';
+import { AuthError, CapsyncError, MAX_DECLARED_WRITERS, newDoc, type Message } from '@capsync/core';
 import { withTimeout } from './deadline.js';
 import { LocalReplica } from './replica/local-replica.js';
 import { applyStored } from './storage/compact-log.js';
@@ -15,9 +15,10 @@ import { awarenessLimitOf } from './sync/refusals.js';
 import { Outbox } from './sync/outbox.js';
 import { TabShare } from './sync/tab-share.js';
 import { FencedValues } from './locks/fenced-values.js';
-import { RelayLink, type RelayLinkOptions } from './sync/relay-link.js';
+import type { RelayLinkOptions } from './sync/relay-link.js';
 import type { RelaySockets } from './sync/relay-socket.js';
-import { SessionLink, type DocLink } from './sync/session-link.js';
+import { docLinkFor, type DocLink } from './sync/session-link.js';
+import { Subdocs, subdocHandleSettings, subdocReplicaName } from './sync/subdocs.js';
 
 export interface DocHandleEvents {
   status: (status: SyncStatus) => void;
@@ -53,6 +54,8 @@ export interface DocHandleSettings {
   sessionId: string;
   /** Default deadline of `cp.set`. */
   cpTimeoutMs: number;
+  /** Set for a Yjs subdocument's handle (see Subdocs): its guid and its Y.Doc (the app's instance). */
+  subdoc?: { guid: string; doc: Y.Doc };
   /**
    * The owner's reference count (the client shares one handle per document name): called by
    * `close()`, returns false while other references remain, and the handle then stays open.
@@ -81,6 +84,14 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   readonly awareness: awarenessProtocol.Awareness;
   /** Fenced (CP) values: local reads, lease-fenced writes through the relay. */
   readonly cp: FencedValues;
+  /** Loaded Yjs subdocuments of `doc`, a handle each: `await handle.subdocs.get(subdoc)` (see Subdocs). */
+  readonly subdocs: Subdocs<DocHandle>;
+  /** Set on a subdocument's handle (its `name` is the parent's): its guid. */
+  readonly subdocGuid: string | undefined;
+  /** Its local replica's name: a subdocument's cannot collide with a document's. */
+  private readonly replicaName: string;
+  /** How messages name it: `name`, or `name#guid` for a subdocument. */
+  private readonly label: string;
   private readonly outbox: Outbox;
   private readonly link: DocLink;
   private readonly session: DocSession;
@@ -98,7 +109,11 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     private readonly settings: DocHandleSettings,
   ) {
     super();
-    this.doc = new Y.Doc({ gc: settings.gc });
+    this.doc = settings.subdoc?.doc ?? newDoc({ gc: settings.gc });
+    this.subdocGuid = settings.subdoc?.guid;
+    this.replicaName = settings.subdoc ? subdocReplicaName(name, settings.subdoc.guid) : name;
+    this.label = settings.subdoc ? `${name}#${settings.subdoc.guid}` : name;
+    this.subdocs = new Subdocs(this.doc, (guid, doc) => DocHandle.open(name, subdocHandleSettings(settings, guid, doc)), (err) => this.emit('error', [err]));
     this.awareness = new awarenessProtocol.Awareness(this.doc);
     // 'pending' and 'status' are announced once per microtask, not once per keystroke.
     this.outbox = new Outbox(settings.sessionId, () => {
@@ -114,6 +129,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     const linkOptions: RelayLinkOptions = {
       ...settings.link,
       docName: name,
+      ...(settings.subdoc ? { subdoc: settings.subdoc.guid } : {}),
       ownerHandles: (code, reason) => awarenessLimitOf(code, reason) !== undefined,
       // The ids this connection uploads this user's edits under (this session's, and those of
       // pending edits of earlier sessions and other tabs): the relay claims only these for this
@@ -121,8 +137,8 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       helloCapabilities: () =>
         declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
     };
-    this.link = settings.sockets ? new SessionLink(settings.sockets, linkOptions) : new RelayLink(linkOptions);
-    this.session = new DocSession(name, this.doc, this.link, this.outbox, {
+    this.link = docLinkFor(settings.sockets, linkOptions);
+    this.session = new DocSession(this.label, this.doc, this.link, this.outbox, {
       acked: (seq, durable) => {
         // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
         this.replica.schedule();
@@ -161,7 +177,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   private async load(): Promise<void> {
     const { replica, updates, outbox } = await LocalReplica.open(
       this.settings.storage,
-      this.name,
+      this.replicaName,
       { writeDelayMs: this.settings.localWriteDelayMs, compactAfterRows: this.settings.compactAfterRows },
       {
         // Deferred to a task: open() resolves, and the app subscribes, in microtasks that run
@@ -177,7 +193,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         try {
           applyStored(this.doc, row);
         } catch (err) {
-          const failure = new CapsyncError('invalid-update', `a stored update of "${this.name}" could not be loaded; it is kept`, { cause: err });
+          const failure = new CapsyncError('invalid-update', `a stored update of "${this.label}" could not be loaded; it is kept`, { cause: err });
           setTimeout(() => this.emit('error', [failure]), 0);
         }
       }
@@ -201,7 +217,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.link.on('error', (err) => this.emit('error', [err]));
     if (this.settings.crossTab) {
       this.tabs = new TabShare({
-        name: this.name,
+        name: this.replicaName,
         doc: this.doc,
         awareness: this.awareness,
         outbox: this.outbox,
@@ -214,6 +230,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       this.tabs.open();
     }
     if (this.settings.connect) this.link.start();
+    this.subdocs.start();
     this.onPageHide = () => void this.replica.commit().catch(() => {});
     (globalThis as { addEventListener?: (t: string, f: () => void) => void }).addEventListener?.('pagehide', this.onPageHide);
   }
@@ -253,7 +270,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.assertOpen();
     if ((options.durability ?? 'relay') === 'local') {
-      await withTimeout(this.replica.commit(), timeoutMs, () => `local save of "${this.name}" did not finish within ${timeoutMs} ms`);
+      await withTimeout(this.replica.commit(), timeoutMs, () => `local save of "${this.label}" did not finish within ${timeoutMs} ms`);
       return;
     }
     if (options.durability === 'quorum') {
@@ -263,7 +280,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     const waiter = this.outbox.whenDurable();
     await withTimeout(waiter.promise, timeoutMs, () => {
       waiter.cancel();
-      return `${this.pending} update(s) of "${this.name}" not durable on the relay within ${timeoutMs} ms (status: ${this.status})`;
+      return `${this.pending} update(s) of "${this.label}" not durable on the relay within ${timeoutMs} ms (status: ${this.status})`;
     });
   }
 
@@ -313,6 +330,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
 
   private async shutdown(): Promise<void> {
     this.closed = true;
+    await this.subdocs.close();
     // Tell the relay and other tabs we left while the link is still up.
     this.presence?.close();
     this.doc.off('update', this.onDocUpdate);
@@ -386,6 +404,6 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   }
 
   private assertOpen(): void {
-    if (this.closed) throw new CapsyncError('internal', `document "${this.name}" is closed`);
+    if (this.closed) throw new CapsyncError('internal', `document "${this.label}" is closed`);
   }
 }

@@ -5,6 +5,7 @@
  */
 export { createClient, type CapsyncClient, type ClientOptions } from './client.js';
 export { DocHandle, type DocHandleEvents, type FlushOptions } from './doc-handle.js';
+export type { Subdocs } from './sync/subdocs.js';
 export type { SyncStatus } from './status.js';
 export { LockClient, type AcquireOptions } from './locks/lock-client.js';
 export { Lease } from './locks/lease.js';

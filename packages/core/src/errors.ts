@@ -36,6 +36,8 @@ export type ErrorCode =
   | 'origin-not-allowed'
   | 'too-deep'
   | 'protocol-version'
+  // Client only, never on the wire: the relay link cannot do it (subdocuments over a socket per document).
+  | 'unsupported'
   | 'internal';
 
 export class CapsyncError extends Error {

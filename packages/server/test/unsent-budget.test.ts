@@ -75,4 +75,29 @@ describe('UnsentBudget', () => {
     expect(budget.update(peer.account, 10_000)).toBe(true);
     expect(budget.unsent()).toBe(90 + 60 + 10_000);
   });
+
+  it('keeps looking at an account whose wakes filled it again within the report that emptied it', () => {
+    // Found with multiplexed sockets: the report that empties an account wakes the holders
+    // waiting for room, whose answers report the same account full again from inside it. The
+    // account must stay among those a pass refreshes, or the holders that wait again are never woken.
+    const budget = new UnsentBudget({ maxTotal: 0, maxPerAddress: 100, graceMs: GRACE }, metrics);
+    let buffered = 150;
+    const socket = { ...holder(budget, 'x'), refresh: () => void budget.update(socket.account, buffered) };
+    socket.account = budget.open('x', socket);
+    budget.update(socket.account, buffered);
+    const woken: string[] = [];
+    const wait = (name: string, then?: () => void): void => {
+      if (budget.hasRoom(socket.account, () => (woken.push(name), then?.()))) throw new Error(`${name} had room`);
+    };
+    // The first waiter answers when woken (120 bytes, over the share again); the second waits again.
+    wait('a', () => budget.update(socket.account, (buffered = 120)));
+    budget.update(socket.account, (buffered = 0));
+    expect(woken).toEqual(['a']);
+    wait('b');
+    // The socket drains; a pass (50 ms while anyone waits) sees it and wakes b.
+    buffered = 0;
+    vi.advanceTimersByTime(200);
+    expect(woken).toEqual(['a', 'b']);
+  });
 });
+

@@ -1,4 +1,5 @@
 import * as Y from 'yjs';
+import { newDoc } from '@capsync/core';
 import { logSize, type StoredUpdate } from './storage-adapter.js';
 
 /**
@@ -9,7 +10,7 @@ import { logSize, type StoredUpdate } from './storage-adapter.js';
  */
 export function compactLog(log: StoredUpdate[]): StoredUpdate | null {
   if (log.length <= 1) return null;
-  const scratch = new Y.Doc();
+  const scratch = newDoc();
   try {
     scratch.transact(() => {
       for (const row of log) applyStored(scratch, row);

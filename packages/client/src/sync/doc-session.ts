@@ -34,6 +34,15 @@ export class DocSession {
   private seq = 0;
   private step1Sent = 0;
   private step2Received = 0;
+  /**
+   * A `whenSynced` came while a sync step 1 of this connection was unanswered: one more is sent
+   * when that answer arrives. At most one step 1 is outstanding, because its answer is the full
+   * state the replica lacks: a second one sent before the first answer arrived carries the same
+   * (old) state vector, so the relay would encode and send the whole document twice (a 10 MB
+   * document opened and awaited at once cost twice its sync). It also keeps the counting
+   * honest: the relay coalesces step 1s that arrive while an answer is in flight (CoalescedReply).
+   */
+  private step1Owed = false;
   private caughtUpValue = false;
   /** This connection's sync step 2 went out: a barrier sent now covers every local update. */
   private step2Sent = false;
@@ -123,10 +132,17 @@ export class DocSession {
       waiter = { connection: -1, target: 0, resolve };
       this.syncWaiters.add(waiter);
     });
-    // On an open link ask now; otherwise the next connection's first round answers it.
-    if (this.link.state === 'open' && this.sendStep1()) {
-      waiter.connection = this.connection;
-      waiter.target = this.step1Sent;
+    // On an open link ask now (or right after the round in flight: see step1Owed); otherwise
+    // the next connection's first round answers it.
+    if (this.link.state === 'open') {
+      if (this.step1Sent > this.step2Received) {
+        this.step1Owed = true;
+        waiter.connection = this.connection;
+        waiter.target = this.step1Sent + 1;
+      } else if (this.sendStep1()) {
+        waiter.connection = this.connection;
+        waiter.target = this.step1Sent;
+      }
     }
     await withTimeout(promise, timeoutMs, () => {
       this.syncWaiters.delete(waiter);
@@ -154,6 +170,7 @@ export class DocSession {
     this.step2Sent = false;
     this.step1Sent = 0;
     this.step2Received = 0;
+    this.step1Owed = false;
     this.caughtUpValue = false;
     this.sendStep1();
     // Waiters from before this connection are answered by its first sync round.
@@ -193,6 +210,11 @@ export class DocSession {
       case 'sync-step-2':
         this.applyRemote(msg.update);
         this.step2Received++;
+        // The round a later whenSynced waits for starts now, with the state vector this answer made.
+        if (this.step1Owed && this.step2Received === this.step1Sent) {
+          this.step1Owed = false;
+          this.sendStep1();
+        }
         if (!this.caughtUpValue) {
           this.caughtUpValue = true;
           this.link.healthy();

@@ -29,6 +29,11 @@ export interface RelayLinkOptions {
    */
   urls: readonly string[];
   docName: string;
+  /**
+   * The guid of a Yjs subdocument of `docName` this link is for: a session on the multiplexed
+   * socket only (SessionLink; a RelayLink has no subdocuments, see subdocs.ts).
+   */
+  subdoc?: string;
   WebSocket: WebSocketConstructor;
   token?: TokenSource;
   /** A ping goes out after this long without any message from the relay. */

@@ -228,7 +228,8 @@ export class RelaySocket implements MuxHandler {
   }
 
   private socketOpened(channel: DialedChannel, capabilities: readonly string[]): void {
-    const sessions = new MuxSessions(channel, true, this);
+    // The relay sends a large message (a big document's sync) as chunks: put them together here.
+    const sessions = new MuxSessions(channel, true, this, true);
     this.sessions = sessions;
     this.dialerChannel = channel;
     this.relayCapabilities = capabilities;

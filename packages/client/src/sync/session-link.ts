@@ -12,12 +12,22 @@ import {
 } from '@capsync/core';
 import { RelayLink, decodeFromRelay, type LinkState, type RelayLinkEvents, type RelayLinkOptions } from './relay-link.js';
 import type { RelaySocket, RelaySockets, SocketUser } from './relay-socket.js';
+import { LocalOnlyLink, unsupportedSubdoc } from './subdocs.js';
 
 /**
  * What a document handle needs of its link to the relay: a RelayLink (a socket of its own) or
  * a SessionLink (a session on the client's shared socket); the contract is RelayLink's.
  */
 export type DocLink = Pick<RelayLink, 'state' | 'currentUrl' | 'start' | 'stop' | 'send' | 'healthy' | 'destroy' | 'on' | 'off'>;
+
+/**
+ * A document's link: a session on the client's socket (`sockets`), else a socket of its own. A
+ * subdocument never gets one of its own: it would name, and so sync into, its parent.
+ */
+export function docLinkFor(sockets: RelaySockets | null, options: RelayLinkOptions): DocLink {
+  if (sockets) return new SessionLink(sockets, options);
+  return options.subdoc === undefined ? new RelayLink(options) : new LocalOnlyLink(options);
+}
 
 /**
  * A document's link as one session on the client's multiplexed socket (RelaySocket), with
@@ -30,7 +40,8 @@ export type DocLink = Pick<RelayLink, 'state' | 'currentUrl' | 'start' | 'stop' 
  *   the same table (core refusals.ts): reported as a typed 'error', then the session stops
  *   (4403 forbidden, 4404 invalid-doc-name) or is opened again after this document's backoff.
  *   Refusals of the whole socket (a token refused) reach every document as 'error'.
- * - On a client whose relays have no multiplexed endpoint it becomes a RelayLink (fallback).
+ * - On a client whose relays have no multiplexed endpoint it becomes a RelayLink (fallback);
+ *   a subdocument's link (`subdoc`) cannot, and stays offline with an 'unsupported' error.
  * - Kind 'locks' (the lock client's link): the socket's lock session, opened without a name;
  *   its RelayLink fallback goes to the lock endpoint (`options.docName`). A relay whose socket
  *   hello does not say `locks` (one from before lock sessions) gets the fallback too, on the
@@ -46,6 +57,8 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
   private readonly backoff: Backoff;
   private connections = 0;
   private fallback: RelayLink | null = null;
+  /** A subdocument's link on relays without the multiplexed endpoint: it never connects. */
+  private unsupported = false;
 
   constructor(
     private readonly sockets: RelaySockets,
@@ -72,6 +85,7 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
 
   start(): void {
     if (this.fallback) return this.fallback.start();
+    if (this.unsupported) return;
     this.started = true;
     this.fatal = false;
     this.cancelRetry();
@@ -116,7 +130,7 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
     const channel = socket.openSession(
       this.kind === 'locks'
         ? { kind: 'locks', name: '', subdoc: '', capabilities: [] }
-        : { kind: 'doc', name: this.options.docName, subdoc: '', capabilities: this.options.helloCapabilities?.() ?? [] },
+        : { kind: 'doc', name: this.options.docName, subdoc: this.options.subdoc ?? '', capabilities: this.options.helloCapabilities?.() ?? [] },
     );
     if (!channel) return;
     this.channel = channel;
@@ -139,9 +153,17 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
   }
 
   noMux(): void {
-    if (this.fallback) return;
+    if (this.fallback || this.unsupported) return;
     const started = this.started;
     this.release(CloseCode.Normal, 'no multiplexed endpoint');
+    if (this.options.subdoc !== undefined) {
+      this.unsupported = true;
+      this.started = false;
+      this.emit('state', [this.state]);
+      // In a task: this may run inside the handle's start, before its listeners are on.
+      setTimeout(() => this.emit('error', [unsupportedSubdoc(this.options)]), 0);
+      return;
+    }
     const link = new RelayLink(this.options);
     this.fallback = link;
     link.on('state', (s) => this.emit('state', [s]));

@@ -2,6 +2,7 @@ import { ProtocolError } from '../errors.js';
 import type { HelloMessage, Message, SessionOpenMessage } from '../protocol/message-types.js';
 import { decodeMessage, encodeMessage } from '../protocol/messages.js';
 import { CONTROL_SID, MAX_SID, decodeMuxFrame, encodeMuxFrame } from '../protocol/mux-frame.js';
+import { ChunkAssembler } from './chunk-assembler.js';
 import { SessionChannel, type SessionTransport } from './session-channel.js';
 
 /** The socket a MuxSessions sends through (a Channel, or the relay's accounted socket). */
@@ -40,6 +41,10 @@ export interface MuxHandler {
  *   session's to handle (its DocSession closes it alone).
  * - `session-close` is sent once by the side that ends a session and is not answered; one for
  *   a session already closed (the two closes crossed) is ignored.
+ * - With `takeChunks`, a session's `chunk` frames are put together (ChunkAssembler) and the
+ *   session gets the whole message. Without, a chunk reaches the session as it is, and
+ *   its codec refuses it (the relay does not take chunks from clients: each would be a buffer
+ *   it holds for them).
  */
 export class MuxSessions implements SessionTransport {
   private readonly live = new Map<number, SessionChannel>();
@@ -48,13 +53,18 @@ export class MuxSessions implements SessionTransport {
   private nextOurs: number;
   /** The sid the handler is deciding on (during `MuxHandler.open`), else 0. */
   private deciding = 0;
+  /** Null unless this side takes chunks. */
+  private readonly chunks: ChunkAssembler | null;
 
   constructor(
     private readonly socket: MuxSocket,
     /** This side dialled the socket (it opens odd sids). */
     private readonly dialled: boolean,
     private readonly handler: MuxHandler,
+    /** Put chunked messages together (see the class comment). */
+    takeChunks = false,
   ) {
+    this.chunks = takeChunks ? new ChunkAssembler() : null;
     this.nextOurs = dialled ? 1 : 2;
   }
 
@@ -72,7 +82,11 @@ export class MuxSessions implements SessionTransport {
     const { sid, body } = decodeMuxFrame(frame);
     if (sid === CONTROL_SID) return this.control(decodeMessage(body));
     const session = this.live.get(sid);
-    if (session) return session.received(body);
+    if (session) {
+      const message = this.chunks ? this.chunks.push(sid, body) : body;
+      if (message) session.received(message);
+      return;
+    }
     if (sid > this.highestOf(sid)) throw new ProtocolError('bad-message', `frame for session ${sid}, which was never opened`);
     // Closed or refused: the other side sent this before it heard. Dropped.
   }
@@ -112,6 +126,7 @@ export class MuxSessions implements SessionTransport {
   socketClosed(code: number, reason: string): void {
     const sessions = [...this.live.values()];
     this.live.clear();
+    this.chunks?.clear();
     for (const s of sessions) s.transportClosed(code, reason);
   }
 
@@ -122,10 +137,12 @@ export class MuxSessions implements SessionTransport {
   }
 
   sessionClosed(sid: number, code: number, reason: string): void {
+    this.chunks?.forget(sid);
     if (this.live.delete(sid)) this.sendControl({ type: 'session-close', sid, code, reason });
   }
 
   // ---- receiving ----
+
 
   private control(msg: Message): void {
     switch (msg.type) {
@@ -135,6 +152,7 @@ export class MuxSessions implements SessionTransport {
         const session = this.live.get(msg.sid);
         if (session) {
           this.live.delete(msg.sid);
+          this.chunks?.forget(msg.sid);
           session.transportClosed(msg.code, msg.reason);
         } else if (msg.sid === CONTROL_SID || msg.sid > this.highestOf(msg.sid)) {
           throw new ProtocolError('bad-message', `close of session ${msg.sid}, which was never opened`);

@@ -10,9 +10,13 @@ import { MessageType, type ClientClaims, type LockOp, type Message, type Session
 export * from './message-types.js';
 
 const SyncKind = { Step1: 0, Step2: 1, Update: 2 } as const;
-const CapsyncKind = {
+/**
+ * Kinds of capsync messages (type 100). `Chunk` (14) is not a Message: it is a piece of one,
+ * on a multiplexed socket only (protocol/mux-frame.ts), put together below the codec.
+ */
+export const CapsyncKind = {
   Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8, QuorumAck: 9, ClientOwners: 10,
-  SessionOpen: 11, SessionOpened: 12, SessionClose: 13,
+  SessionOpen: 11, SessionOpened: 12, SessionClose: 13, Chunk: 14,
 } as const;
 const SessionKinds: readonly SessionOpenMessage['kind'][] = ['doc', 'locks'];
 const Permissions: readonly SessionOpenedMessage['permission'][] = ['read', 'write'];

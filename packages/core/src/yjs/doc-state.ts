@@ -1,4 +1,5 @@
 import * as Y from 'yjs';
+import { newDoc } from './new-doc.js';
 import * as encoding from 'lib0/encoding';
 
 /**
@@ -86,7 +87,7 @@ export function verifiedSnapshot(doc: Y.Doc): Snapshot | null {
 
 /** Applies `update` to a fresh document and returns its integrated encoding, or null if it throws. */
 function integratedAfterApplying(update: Uint8Array): Uint8Array | null {
-  const doc = new Y.Doc();
+  const doc = newDoc();
   try {
     Y.applyUpdate(doc, update);
     return encodeIntegratedState(doc);
@@ -111,7 +112,7 @@ function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 export function docFromUpdates(updates: Uint8Array[], options?: { gc?: boolean }): { doc: Y.Doc; skipped: number[] } {
   const skipped = new Set<number>();
   for (;;) {
-    const doc = new Y.Doc(options);
+    const doc = newDoc(options);
     let failedAt = -1;
     for (let i = 0; i < updates.length; i++) {
       if (skipped.has(i)) continue;

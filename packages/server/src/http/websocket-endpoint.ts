@@ -1,7 +1,7 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { AuthError, CapsyncError, CloseCode, MUX_PATH, closeCodeFor, closeReasonFor, docNameFromPath } from '@capsync/core';
+import { AuthError, CapsyncError, CloseCode, MUX_PATH, ProtocolError, closeCodeFor, closeReasonFor, docNameFromPath, parseSubdocStorageName } from '@capsync/core';
 import type { AccessGrant, Principal } from '../auth/access.js';
 import { RELAY_SUBJECT_PREFIX } from '../auth/relay-credential.js';
 import { selectProtocol, tokenFromRequest } from '../auth/token-from-request.js';
@@ -9,6 +9,7 @@ import { redactUrl } from '../auth/url-token.js';
 import { LOCKS_PATH } from '../locks/lock-connection.js';
 import { MESH_PATH } from '../mesh/mesh-connection.js';
 import { RELAY_QUERY } from '../mesh/peer-socket.js';
+import { batchedSocket } from './batched-socket.js';
 import type { MuxConnection } from '../mux/mux-connection.js';
 import type { RelayConnection } from '../relay/connection.js';
 import type { Relay } from '../relay/relay.js';
@@ -56,10 +57,14 @@ export function attachWebSocketEndpoint(
       if (!edge.origins.allows(origin, req.headers.host)) throw edge.origins.refusal(origin!);
       // With --mux off the path is a reserved document name, refused 4404 as by an older relay.
       const reservedPaths = relay.options.mux ? [LOCKS_PATH, MESH_PATH, MUX_PATH] : [LOCKS_PATH, MESH_PATH];
-      docName = reservedPaths.find((reserved) => isPath(req.url, reserved)) ?? docNameFromPath(req.url ?? '/');
+      docName = reservedPaths.find((reserved) => isPath(req.url, reserved)) ?? docNameOfPath(req.url ?? '/');
       if (docName === MUX_PATH) principal = await relay.access.authenticate(tokenFromRequest(req));
       else {
-        grant = await relay.access.authorize(tokenFromRequest(req), docName);
+        const subdoc = parseSubdocStorageName(docName);
+        // A subdocument has its parent's permission. Clients reach it only as a session of its
+        // parent on /.capsync/mux; a peer relay replicates it by its stored name, as any document.
+        grant = await relay.access.authorize(tokenFromRequest(req), subdoc?.parent ?? docName);
+        if (subdoc && !grant.relay) throw new ProtocolError('invalid-doc-name', 'invalid document name: names under .capsync/ are reserved');
         if (docName === MESH_PATH && !grant.relay) throw new AuthError('forbidden', 'the mesh endpoint needs a relay credential');
         assertPeerIdentity(grant, peerIdOf(req.url));
       }
@@ -110,7 +115,8 @@ function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant,
 /** The multiplexed endpoint: documents are authorized as they are opened (see MuxConnection). */
 function serveMux(relay: Relay, ws: WebSocket, principal: Principal, address: string | undefined): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
-  wire(relay, ws, relay.connectMux(ws, principal, address), MUX_PATH);
+  // Its sessions' frames of one tick leave together (batchedSocket).
+  wire(relay, ws, relay.connectMux(batchedSocket(ws), principal, address), MUX_PATH);
 }
 
 /** Feeds a document or multiplexed socket's frames to its connection, and watches it. */
@@ -154,6 +160,25 @@ function serveMesh(relay: Relay, ws: WebSocket): void {
   ws.on('close', () => relay.disconnected(conn));
   ws.on('message', (data) => conn.receive(toBytes(data as Buffer)));
   ws.on('error', () => relay.metrics.refusals.inc({ reason: 'bad-message' }));
+}
+
+/**
+ * The document a plain socket's path names (docNameFromPath), or a subdocument's reserved
+ * storage name (`.capsync/sub/…`), which only a peer relay may open: checked once authorized.
+ */
+function docNameOfPath(url: string): string {
+  try {
+    return docNameFromPath(url);
+  } catch (err) {
+    let decoded: string;
+    try {
+      decoded = decodeURIComponent((url.split('?')[0] ?? '').replace(/^\//, ''));
+    } catch {
+      throw err;
+    }
+    if (parseSubdocStorageName(decoded)) return decoded;
+    throw err;
+  }
 }
 
 function isPath(url: string | undefined, reserved: string): boolean {

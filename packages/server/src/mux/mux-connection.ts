@@ -1,6 +1,7 @@
 import {
   CapsyncError,
   CloseCode,
+  FairSocket,
   LimitExceededError,
   MuxSessions,
   ProtocolError,
@@ -9,6 +10,7 @@ import {
   closeCodeName,
   closeReasonFor,
   helloFor,
+  subdocStorageName,
   validateDocName,
   type HelloMessage,
   type Message,
@@ -55,6 +57,24 @@ export interface MuxConnectionDeps {
   helloExtras: readonly string[];
 }
 
+/** A socket whose sends take turns between sessions (FairSocket); closing drops what still waits. */
+function fairSocket(socket: RelaySocket, fair: FairSocket): RelaySocket {
+  return {
+    send: (frame, cb) => fair.send(frame, cb),
+    get bufferedAmount() {
+      return fair.bufferedAmount;
+    },
+    close: (code, reason) => {
+      fair.clear();
+      socket.close(code, reason);
+    },
+    terminate: () => {
+      fair.clear();
+      socket.terminate();
+    },
+  };
+}
+
 /** How long a slow consumer's close handshake may take before the socket is dropped. */
 const SLOW_CLOSE_MS = 1000;
 
@@ -74,6 +94,9 @@ const SLOW_CLOSE_MS = 1000;
  * - One session per document: a second open of a document open on the socket is refused (4400).
  * - `kind: 'locks'`: the lock protocol (LockConnection), one session per socket, needing write
  *   access to `.capsync/locks` (see lock-sessions.ts); counted as a session like a document.
+ * - A Yjs subdocument (`subdoc`: its guid) is a document of its own, stored and loaded under a
+ *   reserved name (`.capsync/sub/<parent>/<guid>`, subdoc-name.ts) when a session opens it, with
+ *   its parent's permission; a bad guid is refused 4404. It counts as a session like any other.
  * - The sessions of an address's sockets are capped together (`--max-sessions-per-address`,
  *   AddressSessions): past it an open is refused (4413) as past the socket's cap.
  * - At most `--max-refused-opens-per-socket` opens are refused in a row; the next refusal
@@ -88,6 +111,8 @@ export class MuxConnection implements MuxHandler {
   /** The socket's SendBuffer (liveness checks it after pings). */
   readonly outbound: SendBuffer;
   private readonly channel: AccountedChannel;
+  /** Where the sessions' frames wait for their turn (see fairSocket). */
+  private readonly fair: FairSocket;
   private readonly sessions: MuxSessions;
   /** What its sessions hold queued while their documents load: one plain connection's worth. */
   private readonly input: SocketInputQueue;
@@ -106,7 +131,10 @@ export class MuxConnection implements MuxHandler {
     private readonly principal: Principal,
     private readonly deps: MuxConnectionDeps,
   ) {
-    this.channel = new AccountedChannel(socket, deps.outbound);
+    // Fair between sessions: a large answer goes as chunks, interleaved with the other sessions'
+    // frames (FairSocket). Accounted above it, so what waits for its turn is unsent bytes too.
+    this.fair = new FairSocket(socket);
+    this.channel = new AccountedChannel(fairSocket(socket, this.fair), deps.outbound);
     this.outbound = this.channel.outbound;
     this.sessions = new MuxSessions(this.channel, false, this);
     this.input = new SocketInputQueue(deps.maxQueuedBytes);
@@ -165,8 +193,9 @@ export class MuxConnection implements MuxHandler {
     // Its sessions take the socket's hello (identity, quorum...): it must come first.
     if (!this.hello) throw new ProtocolError('bad-message', 'say hello on session 0 before opening sessions');
     let grant: AccessGrant;
+    let name: string;
     try {
-      grant = this.authorize(msg);
+      ({ grant, name } = this.authorize(msg));
     } catch (err) {
       if (!(err instanceof CapsyncError)) throw err;
       // The token expired: every session's problem, not this one's.
@@ -178,14 +207,13 @@ export class MuxConnection implements MuxHandler {
       }
       this.deps.metrics.refusals.inc({ reason: err.code });
       if (err instanceof LimitExceededError) this.deps.metrics.limitRefusals.inc({ limit: err.limit });
-      this.deps.logger.info({ sid: msg.sid, doc: msg.name, code: err.code, msg: err.message }, 'refusing session');
+      this.deps.logger.info({ sid: msg.sid, doc: msg.name, subdoc: msg.subdoc.slice(0, 40) || undefined, code: err.code, msg: err.message }, 'refusing session');
       this.sessions.refuse(msg.sid, closeCodeFor(err.code), closeReasonFor(err.code, err.message));
       return;
     }
     this.refusedInARow = 0;
     const hello: HelloMessage = { ...this.hello, capabilities: [...this.hello.capabilities, ...msg.capabilities] };
     const address = this.deps.address;
-    const name = msg.kind === 'locks' ? LOCK_SESSION_KEY : msg.name;
     this.openNames.add(name);
     const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.room, this.input, () => {
       this.openNames.delete(name);
@@ -195,30 +223,35 @@ export class MuxConnection implements MuxHandler {
     this.sendControl({ type: 'session-opened', sid: msg.sid, permission: grant.permission });
     // The socket watches the token's expiry for all its sessions: none of them needs a timer.
     const { expiresAt: _socketWide, ...sessionGrant } = grant;
-    channel.serve(msg.kind === 'locks' ? this.deps.openLocks(channel, sessionGrant) : this.deps.openDoc(channel, msg.name, sessionGrant));
+    channel.serve(msg.kind === 'locks' ? this.deps.openLocks(channel, sessionGrant) : this.deps.openDoc(channel, name, sessionGrant));
   }
 
-  /** The grant for one open, or the error its refusal names. */
-  private authorize(msg: SessionOpenMessage): AccessGrant {
+  /** The grant for one open and the name it is served under, or the error its refusal names. */
+  private authorize(msg: SessionOpenMessage): { grant: AccessGrant; name: string } {
     if (this.sessions.size >= this.deps.maxSessions) {
       throw new LimitExceededError('max-sessions-per-socket', `max-sessions-per-socket: this socket has ${this.deps.maxSessions} sessions open; close one first`);
     }
-    const grant = msg.kind === 'locks' ? authorizeLockSession(this.deps.access, this.principal, msg, this.openNames.has(LOCK_SESSION_KEY)) : this.authorizeDoc(msg);
-    // Counted last, once nothing else refuses it (the session's end gives it back).
-    const overAddressCap = this.deps.addressSessions.take(this.deps.address);
-    if (overAddressCap) throw overAddressCap;
-    return grant;
-  }
-
-  /** The grant for a document's open, or the error its refusal names. */
-  private authorizeDoc(msg: SessionOpenMessage): AccessGrant {
-    if (msg.subdoc !== '') throw new ProtocolError('unknown-message-type', 'subdocument sessions are not served yet');
-    validateDocName(msg.name);
+    if (msg.kind === 'locks') {
+      // Its name among the socket's open sessions is one no document can have: one per socket.
+      const grant = authorizeLockSession(this.deps.access, this.principal, msg, this.openNames.has(LOCK_SESSION_KEY));
+      return { grant: this.counted(grant), name: LOCK_SESSION_KEY };
+    }
+    // A subdocument (name and guid checked, 4404) is served under its reserved storage name.
+    const name = servedName(msg);
     // One session per document per socket (the design's rule for relay-to-relay sockets too): a
     // second one would have every broadcast of the document sent twice to the same reader, and
     // a socket could so cost the fan-out (and awareness) of max-sessions-per-socket connections.
-    if (this.openNames.has(msg.name)) throw new ProtocolError('bad-message', `document "${msg.name}" is already open on this socket (one session per document)`);
-    return this.deps.access.authorizeDoc(this.principal, msg.name);
+    // A subdocument is a document of its own here: one session per (parent, guid).
+    if (this.openNames.has(name)) throw new ProtocolError('bad-message', `document "${name}" is already open on this socket (one session per document)`);
+    // A subdocument carries its parent's permission (the parent's own name, never the reserved one).
+    return { grant: this.counted(this.deps.access.authorizeDoc(this.principal, msg.name)), name };
+  }
+
+  /** Counts the session against its address, last, once nothing else refuses it (its end gives it back). */
+  private counted(grant: AccessGrant): AccessGrant {
+    const overAddressCap = this.deps.addressSessions.take(this.deps.address);
+    if (overAddressCap) throw overAddressCap;
+    return grant;
   }
 
   private sendControl(msg: Message): void {
@@ -256,7 +289,17 @@ export class MuxConnection implements MuxHandler {
   private ended(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    this.fair.clear();
     this.cancelExpiry?.();
     this.sessions.socketClosed(code, reason);
   }
+}
+
+/**
+ * The relay's name of what an open asks for: its document, or for a subdocument (`subdoc` set)
+ * the reserved `.capsync/sub/…` name (see subdoc-name.ts), which clients cannot open directly.
+ * Throws 'invalid-doc-name' (4404) for a bad name or guid.
+ */
+function servedName(msg: SessionOpenMessage): string {
+  return msg.subdoc === '' ? validateDocName(msg.name) : subdocStorageName(msg.name, msg.subdoc);
 }

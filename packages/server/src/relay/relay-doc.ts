@@ -21,6 +21,7 @@ import { PeerSet } from './peer-set.js';
 import { DocOwnership } from './doc-ownership.js';
 import type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 import { RemoteOrigin, type UpdateSource } from './origins.js';
+import { WholeState } from './whole-state.js';
 import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from './update-admission.js';
 
 export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
@@ -78,6 +79,8 @@ export class RelayDoc {
   private readonly pending: PendingUpdates;
   /** Client id claims: made as content integrates, exchanged with peer relays. */
   private readonly ownership: DocOwnership;
+  /** The whole state's encoding, shared by every reader that has nothing yet. */
+  private readonly wholeState = new WholeState();
 
   private constructor(
     readonly name: string,
@@ -290,7 +293,7 @@ export class RelayDoc {
    * forged, and peers get them through the update event once they integrate.
    */
   encodeState(stateVector?: Uint8Array): Uint8Array {
-    return encodeIntegratedState(this.doc, stateVector);
+    return this.wholeState.encode(this.doc, stateVector);
   }
 
   /** Resolves when every update handed to storage so far has been committed (or failed). */
@@ -361,10 +364,12 @@ export class RelayDoc {
 
   private attach(doc: Y.Doc): void {
     doc.on('update', this.onLocalUpdate);
+    this.wholeState.watch(doc);
   }
 
   private detach(doc: Y.Doc): void {
     doc.off('update', this.onLocalUpdate);
+    this.wholeState.unwatch(doc);
   }
 
   /**

@@ -117,15 +117,19 @@ export class UnsentBudget {
       if (fromAddress > 0) this.byAddress.set(account.address, fromAddress);
       else this.byAddress.delete(account.address);
     }
-    if (delta < 0 && account.address !== undefined && fromAddress < this.options.maxPerAddress && fromAddress - delta >= this.options.maxPerAddress) {
-      this.wake(account.address);
-    }
     if (bytes === 0) this.backlogged.delete(account);
     else if (wasEmpty) {
       account.since = performance.now();
       this.backlogged.add(account);
     }
-    if (delta < 0) return true;
+    if (delta < 0) {
+      // Last: the wakes send at once, and their reports (nested calls) must find this one's
+      // bookkeeping done. Woken first, an account reported empty here was taken out of
+      // `backlogged` after the answers it woke had filled it again: no pass looked at it any
+      // more, and the holders that went on waiting were never woken.
+      if (account.address !== undefined && fromAddress < this.options.maxPerAddress && fromAddress - delta >= this.options.maxPerAddress) this.wake(account.address);
+      return true;
+    }
     const { maxTotal, maxPerAddress } = this.options;
     if (maxPerAddress > 0 && fromAddress > 2 * maxPerAddress && this.refreshAll() && this.unsent(account.address) > 2 * maxPerAddress) {
       this.evict(account, 'max-unsent-bytes-per-address', `more than ${2 * maxPerAddress} unsent bytes to this client address`);
