@@ -17,9 +17,10 @@ import { nextTurn, until } from '../support/client-fixture.js';
  */
 
 const DOC = 'team/failover';
-// The document rides the client's multiplexed socket (one per relay for all its documents).
+// The document rides the client's multiplexed socket (one per relay for all its documents),
+// and so do the locks (its lock session).
 const DOC_PATH = `/${MUX_PATH} `;
-const LOCKS_PATH = `/${encodeURIComponent('.capsync/locks')} `;
+const LOCKS_PATH = DOC_PATH;
 const { WebSocket, unheard } = recordingWebSocket();
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];

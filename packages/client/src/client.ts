@@ -121,7 +121,8 @@ export function createClient(options: ClientOptions): CapsyncClient {
     gc: options.gc ?? true,
     cpTimeoutMs: options.lockTimeoutMs ?? 2_000,
   };
-  const locks = new LockClient({ link: settings.link, timeoutMs: options.lockTimeoutMs ?? 2_000 });
+  // The lock client is a session of the same socket as the documents (unless multiplex: false).
+  const locks = new LockClient({ link: settings.link, sockets, timeoutMs: options.lockTimeoutMs ?? 2_000 });
 
   const open = new Map<string, { handle: Promise<DocHandle>; refs: number }>();
   let handleCount = 0;

@@ -1,5 +1,7 @@
 import { CapsyncError, LeaseLostError, UnavailableError, errorCodeFromReason, errorFromCode, type LockOp, type LockReplyMessage, type Message } from '@capsync/core';
 import { RelayLink, type RelayLinkOptions } from '../sync/relay-link.js';
+import type { RelaySockets } from '../sync/relay-socket.js';
+import { SessionLink, type DocLink } from '../sync/session-link.js';
 import { Lease, type LeaseOwner } from './lease.js';
 import { PendingRequests } from './pending-requests.js';
 
@@ -20,6 +22,11 @@ export interface AcquireOptions {
 
 export interface LockClientSettings {
   link: Omit<RelayLinkOptions, 'docName'>;
+  /**
+   * The client's multiplexed socket: the lock protocol is its lock session. Null (`multiplex:
+   * false`): a socket of its own to the lock endpoint, as when the relay has no lock sessions.
+   */
+  sockets?: RelaySockets | null;
   /** Deadline to reach the lock authority, per operation. */
   timeoutMs: number;
   /**
@@ -32,8 +39,11 @@ export interface LockClientSettings {
 const DEFAULT_TTL_MS = 10_000;
 
 /**
- * `client.locks`: leases with fencing tokens from the relay's lock authority, over one
- * WebSocket to the relay's lock endpoint (opened on first use, reconnected with backoff).
+ * `client.locks`: leases with fencing tokens from the relay's lock authority, over the lock
+ * session of the client's multiplexed socket (the socket its documents share; opened on first
+ * use, reconnected with backoff), or over a WebSocket of its own to the relay's lock endpoint
+ * when multiplexing is off or the relay does not serve lock sessions. Both are the same link to
+ * it (DocLink), so nothing below depends on which.
  *
  * The CP promises: an operation that cannot reach the authority rejects with
  * UnavailableError by its deadline; a lease's `signal` aborts (LeaseLostError) at the lease's
@@ -43,7 +53,7 @@ const DEFAULT_TTL_MS = 10_000;
  * `FencedResource` on your server).
  */
 export class LockClient implements LeaseOwner {
-  private link: RelayLink | null = null;
+  private link: DocLink | null = null;
   private readonly outgoing = new Map<number, Message>();
   /** Acquire requests that timed out: if the relay grants them after all, release at once. */
   private readonly abandoned = new Map<number, string>();
@@ -149,9 +159,10 @@ export class LockClient implements LeaseOwner {
 
   // ---- link ----
 
-  private ensureLink(): RelayLink {
+  private ensureLink(): DocLink {
     if (this.link) return this.link;
-    const link = new RelayLink({ ...this.settings.link, docName: LOCKS_PATH });
+    const options = { ...this.settings.link, docName: LOCKS_PATH };
+    const link: DocLink = this.settings.sockets ? new SessionLink(this.settings.sockets, options, 'locks') : new RelayLink(options);
     link.on('open', () => this.flushOutgoing());
     link.on('message', (msg) => this.onMessage(msg));
     link.on('close', ({ reason }) => this.onClose(reason));
@@ -166,8 +177,10 @@ export class LockClient implements LeaseOwner {
       if (this.link === link) this.link = null;
       link.destroy();
     });
-    link.start();
+    // Set before start: a session on a socket already open says 'open' within start(), and
+    // flushing then must find this link, not make another.
     this.link = link;
+    link.start();
     return link;
   }
 
@@ -184,10 +197,9 @@ export class LockClient implements LeaseOwner {
   }
 
   private onMessage(msg: Message): void {
-    if (msg.type === 'hello') {
-      this.link?.healthy();
-      return;
-    }
+    // The relay answered: the link works (the next failure starts a new round of its relays).
+    // A lock session hears no hello of its own (the socket's was), so a reply says it too.
+    if (msg.type === 'hello' || msg.type === 'lock-reply') this.link?.healthy();
     if (msg.type !== 'lock-reply') return;
     if (this.pending.settle(msg.id, msg)) return;
     // The reply to a request that already timed out: a grant nobody will use. Give it back.

@@ -51,7 +51,8 @@ export const LINGER_MS = 1_000;
  * - Documents come and go in any socket state: `use` when a document wants to sync, `unuse`
  *   when it stops. A session opened while the socket is down is opened when it comes up; after
  *   a reconnect (to the same or the next relay) every document opens its session again.
- * - Refcounted: with no document left it closes after LINGER_MS (`idle` tells its owner).
+ * - The lock client is a session like a document (SessionLink of kind 'locks').
+ * - Refcounted: with no document (nor lock client) left it closes after LINGER_MS (`idle` tells its owner).
  * - Failover moves the whole socket, every session with it, to the next URL.
  * - Fallback: a relay that closes the upgrade with 4404 `invalid-doc-name` has no multiplexed
  *   endpoint (it takes `.capsync/mux` for a reserved document name). That URL is remembered
@@ -69,6 +70,8 @@ export class RelaySocket implements MuxHandler {
   private halted = false;
   /** The open link's channel (to close the socket when its sids run out). */
   private dialerChannel: DialedChannel | null = null;
+  /** The capabilities of the open link's relay hello (what kinds of session it serves). */
+  private relayCapabilities: readonly string[] = [];
   private destroyed = false;
   /** The open socket's session cap, from the relay's hello (`mux-sessions:`; Infinity if none). */
   private sessionCap = Infinity;
@@ -171,6 +174,14 @@ export class RelaySocket implements MuxHandler {
     }
   }
 
+  /**
+   * Whether the relay of the open socket announced `capability` in its hello: `locks` says it
+   * serves a lock session (a relay from before lock sessions does not).
+   */
+  serves(capability: string): boolean {
+    return this.sessions !== null && this.relayCapabilities.includes(capability);
+  }
+
   /** The relay proved the socket works (a document caught up): the next failure starts a new round. */
   healthy(): void {
     this.dialer?.healthy();
@@ -240,7 +251,7 @@ export class RelaySocket implements MuxHandler {
     dialer.on('state', () => {
       for (const u of [...this.users]) u.socketState();
     });
-    dialer.on('open', ({ channel }) => this.socketOpened(channel));
+    dialer.on('open', ({ channel, hello }) => this.socketOpened(channel, hello?.capabilities ?? []));
     dialer.on('close', (info) => {
       lastClose = info;
       if (!info.opened && info.code === CloseCode.InvalidDocName && !this.destroyed) this.refusedMux(dialer, info.url);
@@ -253,7 +264,7 @@ export class RelaySocket implements MuxHandler {
     return dialer;
   }
 
-  private socketOpened(channel: DialedChannel): void {
+  private socketOpened(channel: DialedChannel, capabilities: readonly string[]): void {
     // Large messages (a big document's first sync) go as chunks, taking turns with the other
     // documents' frames, both ways: the relay sends chunks too, put together here.
     const fair = new FairSocket(channel);
@@ -261,6 +272,7 @@ export class RelaySocket implements MuxHandler {
     this.sessions = sessions;
     this.dialerChannel = channel;
     this.waitingAtCap = false;
+    this.relayCapabilities = capabilities;
     channel.attach({
       message: (frame) => {
         try {

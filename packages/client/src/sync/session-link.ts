@@ -2,6 +2,7 @@ import { ObservableV2 } from 'lib0/observable';
 import {
   Backoff,
   CloseCode,
+  LOCKS_CAPABILITY,
   defaultRefusalAction,
   encodeMessage,
   refusalFor,
@@ -41,6 +42,10 @@ export function docLinkFor(sockets: RelaySockets | null, options: RelayLinkOptio
  *   Refusals of the whole socket (a token refused) reach every document as 'error'.
  * - On a client whose relays have no multiplexed endpoint it becomes a RelayLink (fallback);
  *   a subdocument's link (`subdoc`) cannot, and stays offline with an 'unsupported' error.
+ * - Kind 'locks' (the lock client's link): the socket's lock session, opened without a name;
+ *   its RelayLink fallback goes to the lock endpoint (`options.docName`). A relay whose socket
+ *   hello does not say `locks` (one from before lock sessions) gets the fallback too, on the
+ *   first socket that opens: the documents stay on the socket, the locks get a socket of their own.
  */
 export class SessionLink extends ObservableV2<RelayLinkEvents> implements SocketUser {
   private started = false;
@@ -59,7 +64,10 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
 
   constructor(
     private readonly sockets: RelaySockets,
+    /** `docName`: the document (kind 'doc'), or the lock endpoint's path (kind 'locks': its fallback). */
     private readonly options: RelayLinkOptions,
+    /** What the session serves: a document, or the lock protocol. */
+    private readonly kind: 'doc' | 'locks' = 'doc',
   ) {
     super();
     this.backoff = new Backoff(options.backoff, options.random ?? (() => Math.random()));
@@ -120,7 +128,12 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
   socketOpen(): void {
     if (!this.started || this.fatal || this.channel || this.retry || !this.socket) return;
     const socket = this.socket;
-    const channel = socket.openSession({ kind: 'doc', name: this.options.docName, subdoc: this.options.subdoc ?? '', capabilities: this.options.helloCapabilities?.() ?? [] });
+    if (this.kind === 'locks' && socket.connected && !socket.serves(LOCKS_CAPABILITY)) return this.noMux();
+    const channel = socket.openSession(
+      this.kind === 'locks'
+        ? { kind: 'locks', name: '', subdoc: '', capabilities: [] }
+        : { kind: 'doc', name: this.options.docName, subdoc: this.options.subdoc ?? '', capabilities: this.options.helloCapabilities?.() ?? [] },
+    );
     if (!channel) return this.waitingAtCap(socket);
     this.toldWaiting = false;
     this.channel = channel;

@@ -18,12 +18,24 @@ export function checkProtocolVersion(version: number): void {
   );
 }
 
+/**
+ * The lock protocol is served here: on a relay's lock endpoint, and on its multiplexed endpoint
+ * (a lock session). A client whose multiplexed socket's relay does not say it (a relay from
+ * before lock sessions) keeps a socket of its own to the lock endpoint.
+ */
+export const LOCKS_CAPABILITY = 'locks';
+
 /** Who says hello, which fixes the capabilities it offers (see `helloFor`). */
 export type HelloRole =
   /** A relay answering a client's hello on a document connection. */
   | 'relay'
   /** A relay answering on a lock connection (adds `locks`). */
   | 'relay-locks'
+  /**
+   * A relay answering on its multiplexed endpoint (the control session): `relay`'s, plus
+   * `locks` because the socket also serves a lock session (`session-open` kind 'locks').
+   */
+  | 'relay-mux'
   /** A capsync client on a document or lock connection. */
   | 'client'
   /** A relay on a relay-to-relay link, either side (adds `relay`; `relay-id:` via extras). */
@@ -47,7 +59,8 @@ export type HelloRole =
  */
 const ROLE_CAPABILITIES: Record<HelloRole, readonly string[]> = {
   relay: ['ack', 'error', 'ping', 'cp', 'quorum', MUX_CAPABILITY],
-  'relay-locks': ['ack', 'error', 'ping', 'cp', 'quorum', 'locks', MUX_CAPABILITY],
+  'relay-locks': ['ack', 'error', 'ping', 'cp', 'quorum', LOCKS_CAPABILITY, MUX_CAPABILITY],
+  'relay-mux': ['ack', 'error', 'ping', 'cp', 'quorum', LOCKS_CAPABILITY, MUX_CAPABILITY],
   client: ['ack', 'error', 'ping', 'quorum'],
   peer: ['ack', 'error', 'ping', RELAY_CAPABILITY, MUX_CAPABILITY],
   'relay-to-peer': ['ack', 'error', 'ping', 'cp', 'quorum', RELAY_CAPABILITY, MUX_CAPABILITY],

@@ -28,6 +28,7 @@ import { AccountedChannel, type RelaySocket, type ServedChannel } from '../relay
 import type { SendBuffer, SendBufferOptions } from '../relay/send-buffer.js';
 import { MuxSessionChannel, type MuxServedDoc } from './mux-session-channel.js';
 import type { AddressSessions } from './address-sessions.js';
+import { LOCK_SESSION_KEY, authorizeLockSession } from './lock-sessions.js';
 import { SharedRoom } from './shared-room.js';
 import { SocketInputQueue } from './socket-input-queue.js';
 
@@ -54,6 +55,10 @@ export interface MuxConnectionDeps {
    * The session ends when its channel closes: by the client, by the session itself, or with the socket.
    */
   openDoc(channel: ServedChannel, docName: string, grant: AccessGrant): MuxServedDoc;
+  /** Serves the socket's lock session (see mux/lock-sessions.ts) as the lock endpoint serves a connection. */
+  openLocks(channel: ServedChannel, grant: AccessGrant): MuxServedDoc;
+  /** More capabilities of the socket's hello (the relay's lock backend, as the lock endpoint says it). */
+  helloExtras: readonly string[];
 }
 
 /** A socket whose sends take turns between sessions (FairSocket); closing drops what still waits. */
@@ -92,6 +97,8 @@ const SLOW_CLOSE_MS = 1000;
  *   is a `session-close` with that code, and every other session carries on. Accepted: a
  *   `session-opened` with the permission, then the document's session.
  * - One session per document: a second open of a document open on the socket is refused (4400).
+ * - `kind: 'locks'`: the lock protocol (LockConnection), one session per socket, needing write
+ *   access to `.capsync/locks` (see lock-sessions.ts); counted as a session like a document.
  * - A Yjs subdocument (`subdoc`: its guid) is a document of its own, stored and loaded under a
  *   reserved name (`.capsync/sub/<parent>/<guid>`, subdoc-name.ts) when a session opens it, with
  *   its parent's permission; a bad guid is refused 4404. It counts as a session like any other.
@@ -181,7 +188,7 @@ export class MuxConnection implements MuxHandler {
         new ConnectionIdentity({}).hello(msg.capabilities);
         this.hello = msg;
         // The session cap is announced, so a client keeps below it (see MUX_SESSIONS_PREFIX).
-        this.sendControl(helloFor('relay', [muxSessionsCapability(this.deps.maxSessions)]));
+        this.sendControl(helloFor('relay-mux', [...this.deps.helloExtras, muxSessionsCapability(this.deps.maxSessions)]));
         return;
       case 'ping':
         this.sendControl({ type: 'pong', id: msg.id });
@@ -226,7 +233,7 @@ export class MuxConnection implements MuxHandler {
     this.sendControl({ type: 'session-opened', sid: msg.sid, permission: grant.permission });
     // The socket watches the token's expiry for all its sessions: none of them needs a timer.
     const { expiresAt: _socketWide, ...sessionGrant } = grant;
-    channel.serve(this.deps.openDoc(channel, name, sessionGrant));
+    channel.serve(msg.kind === 'locks' ? this.deps.openLocks(channel, sessionGrant) : this.deps.openDoc(channel, name, sessionGrant));
   }
 
   /** The grant for one open and the name it is served under, or the error its refusal names. */
@@ -234,7 +241,11 @@ export class MuxConnection implements MuxHandler {
     if (this.sessions.size >= this.deps.maxSessions) {
       throw new LimitExceededError('max-sessions-per-socket', `max-sessions-per-socket: this socket has ${this.deps.maxSessions} sessions open; close one first`);
     }
-    if (msg.kind !== 'doc') throw new ProtocolError('unknown-message-type', 'lock sessions are not served on /.capsync/mux yet: use /.capsync/locks');
+    if (msg.kind === 'locks') {
+      // Its name among the socket's open sessions is one no document can have: one per socket.
+      const grant = authorizeLockSession(this.deps.access, this.principal, msg, this.openNames.has(LOCK_SESSION_KEY));
+      return { grant: this.counted(grant), name: LOCK_SESSION_KEY };
+    }
     // A subdocument (name and guid checked, 4404) is served under its reserved storage name.
     const name = servedName(msg);
     // One session per document per socket (the design's rule for relay-to-relay sockets too): a
@@ -243,11 +254,14 @@ export class MuxConnection implements MuxHandler {
     // A subdocument is a document of its own here: one session per (parent, guid).
     if (this.openNames.has(name)) throw new ProtocolError('bad-message', `document "${name}" is already open on this socket (one session per document)`);
     // A subdocument carries its parent's permission (the parent's own name, never the reserved one).
-    const grant = this.deps.access.authorizeDoc(this.principal, msg.name);
-    // Counted last, once nothing else refuses it (the session's end gives it back).
+    return { grant: this.counted(this.deps.access.authorizeDoc(this.principal, msg.name)), name };
+  }
+
+  /** Counts the session against its address, last, once nothing else refuses it (its end gives it back). */
+  private counted(grant: AccessGrant): AccessGrant {
     const overAddressCap = this.deps.addressSessions.take(this.deps.address);
     if (overAddressCap) throw overAddressCap;
-    return { grant, name };
+    return grant;
   }
 
   private sendControl(msg: Message): void {

@@ -4,7 +4,7 @@ import type { AccessControl, AccessGrant, Principal } from '../auth/access.js';
 import type { ResolvedRelayOptions } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
-import { LockConnection } from '../locks/lock-connection.js';
+import { LOCK_BACKEND_CAPABILITY, LockConnection, type LockConnectionDeps } from '../locks/lock-connection.js';
 import type { LockService } from '../locks/lock-service.js';
 import { MeshConnection } from '../mesh/mesh-connection.js';
 import { PeerMesh } from '../mesh/peer-mesh.js';
@@ -14,6 +14,7 @@ import { AddressSessions } from '../mux/address-sessions.js';
 import { MuxConnection } from '../mux/mux-connection.js';
 import { PeerMuxSocket } from '../mesh/peer-mux-socket.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
+import { servedLocks } from '../mux/lock-sessions.js';
 import { AccountedChannel } from './accounted-channel.js';
 import { RelayConnection, type ConnectionDeps, type MeshHooks, type RelaySocket } from './connection.js';
 import type { SendBufferOptions } from './send-buffer.js';
@@ -187,6 +188,9 @@ export class Relay extends EventEmitter<RelayEvents> {
       address,
       // Not in `connections`: the socket closes its sessions (and is closed on shutdown).
       openDoc: (channel, docName, grant) => new RelayConnection(channel, docName, grant, deps),
+      // The lock endpoint's connection, for the socket's principal; its expiry is the socket's to watch.
+      openLocks: (channel, grant) => servedLocks(new LockConnection(channel, this.locks, this.lockDeps(grant, address))),
+      helloExtras: [LOCK_BACKEND_CAPABILITY + this.locks.backend.kind],
     });
     this.connections.add(conn);
     return conn;
@@ -236,17 +240,21 @@ export class Relay extends EventEmitter<RelayEvents> {
    * leases of identities without a token `sub` count against (`--max-leases-per-address`).
    */
   connectLocks(socket: RelaySocket, grant: AccessGrant, address?: string): LockConnection {
-    const conn = new LockConnection(socket, this.locks, {
+    const conn = new LockConnection(new AccountedChannel(socket, this.outboundOptions(address)), this.locks, this.lockDeps(grant, address));
+    this.connections.add(conn);
+    return conn;
+  }
+
+  /** Who a lock connection (a socket, or a multiplexed socket's lock session) acts for: see ConnectionIdentity. */
+  private lockDeps(grant: AccessGrant, address: string | undefined): LockConnectionDeps {
+    return {
       metrics: this.metrics,
       logger: this.logger,
-      outbound: this.outboundOptions(address),
       ...(address !== undefined ? { address } : {}),
       ...(grant.subject ? { subject: grant.subject } : {}),
       ...(grant.relay ? { relay: true } : {}),
       ...(grant.expiresAt !== undefined ? { expiresAt: grant.expiresAt } : {}),
-    });
-    this.connections.add(conn);
-    return conn;
+    };
   }
 
   /** Forget a connection whose socket closed. */
