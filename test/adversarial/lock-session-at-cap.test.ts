@@ -41,6 +41,8 @@ describe('a lock client whose shared socket is at the relay session cap', () => 
     const lease = await c.locks.acquire('at-cap', { ttlMs: 5_000 }).catch((err: unknown) => ((failure = err), null));
     console.log(`lock session at cap: acquire ${lease ? `granted token ${lease.token}` : `failed: ${String(failure)}`}`);
     expect(failure).toBeNull();
+    // The lock socket of its own (the fallback), beside the documents' shared socket.
+    expect(await metricValue(r.httpUrl, 'capsync_sockets', { endpoint: 'locks' })).toBe(1);
     await lease!.release();
     // The documents were not disturbed.
     await Promise.all(docs.map((h) => edit(h, ' more')));
