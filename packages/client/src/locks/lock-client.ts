@@ -214,7 +214,10 @@ export class LockClient implements LeaseOwner {
     // An auth refusal: the 'error' event that follows fails them with the real reason.
     const code = errorCodeFromReason(reason);
     if (code === 'unauthorized' || code === 'forbidden') return;
-    for (const id of this.pending.connectionLost(reason || 'closed')) {
+    // Closed for a limit (a lock session refused at --max-sessions-per-address, a frame too big):
+    // the relay is there, so say why rather than 'unavailable'. The link opens again by its backoff.
+    const refusal = code === 'limit-exceeded' ? errorFromCode(code, `${reason} (the outcome of a request sent on it is unknown)`) : undefined;
+    for (const id of this.pending.connectionLost(reason || 'closed', refusal)) {
       this.abandoned.delete(id);
       this.sentAtResolvers.delete(id);
     }

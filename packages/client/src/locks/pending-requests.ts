@@ -1,4 +1,4 @@
-import { UnavailableError } from '@capsync/core';
+import { UnavailableError, type CapsyncError } from '@capsync/core';
 
 interface Entry<R> {
   resolve(reply: R): void;
@@ -68,14 +68,15 @@ export class PendingRequests<R> {
 
   /**
    * The connection closed: requests sent on it can no longer be answered. They reject at
-   * once with UnavailableError (outcome unknown) rather than wait out their deadline.
+   * once with UnavailableError (outcome unknown) rather than wait out their deadline, or with
+   * `refusal` when the relay said why it closed (a limit: the caller should not just retry).
    */
-  connectionLost(why: string): number[] {
+  connectionLost(why: string, refusal?: CapsyncError): number[] {
     const lost: number[] = [];
     for (const [id, e] of this.entries) {
       if (!e.sent) continue;
       lost.push(id);
-      this.fail(id, new UnavailableError(`connection to the relay lost before it answered (${why}); the outcome is unknown`));
+      this.fail(id, refusal ?? new UnavailableError(`connection to the relay lost before it answered (${why}); the outcome is unknown`));
     }
     return lost;
   }

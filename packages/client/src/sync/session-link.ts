@@ -46,6 +46,8 @@ export function docLinkFor(sockets: RelaySockets | null, options: RelayLinkOptio
  *   its RelayLink fallback goes to the lock endpoint (`options.docName`). A relay whose socket
  *   hello does not say `locks` (one from before lock sessions) gets the fallback too, on the
  *   first socket that opens: the documents stay on the socket, the locks get a socket of their own.
+ *   So do locks that find the socket at the relay's session cap (`mux-sessions:<n>`, its
+ *   documents holding every session): else they would wait for a document to close.
  */
 export class SessionLink extends ObservableV2<RelayLinkEvents> implements SocketUser {
   private started = false;
@@ -134,7 +136,13 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
         ? { kind: 'locks', name: '', subdoc: '', capabilities: [] }
         : { kind: 'doc', name: this.options.docName, subdoc: this.options.subdoc ?? '', capabilities: this.options.helloCapabilities?.() ?? [] },
     );
-    if (!channel) return this.waitingAtCap(socket);
+    if (!channel) {
+      // The locks do not wait for a document to close: at the cap they would fail 'unavailable'
+      // by every request's deadline, the relay up. They take a lock socket of their own, as they
+      // did before lock sessions (the documents keep the shared socket).
+      if (this.kind === 'locks' && socket.fullAt !== null) return this.noMux();
+      return this.waitingAtCap(socket);
+    }
     this.toldWaiting = false;
     this.channel = channel;
     channel.attach({

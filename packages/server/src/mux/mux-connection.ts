@@ -21,7 +21,7 @@ import {
 } from '@capsync/core';
 import type { AccessControl, AccessGrant, Principal } from '../auth/access.js';
 import { onCredentialExpiry } from '../auth/credential-expiry.js';
-import { ConnectionIdentity } from '../locks/lock-identity.js';
+import { ConnectionIdentity, ownerKeyOf } from '../locks/lock-identity.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import { AccountedChannel, type RelaySocket, type ServedChannel } from '../relay/accounted-channel.js';
@@ -241,6 +241,9 @@ export class MuxConnection implements MuxHandler {
     if (this.sessions.size >= this.deps.maxSessions) {
       throw new LimitExceededError('max-sessions-per-socket', `max-sessions-per-socket: this socket has ${this.deps.maxSessions} sessions open; close one first`);
     }
+    // An owner key the open adds (the socket's hello had none) is checked here, so a malformed one
+    // refuses this session alone: found later, by the session's connection, it closed the socket.
+    ownerKeyOf(msg.capabilities);
     if (msg.kind === 'locks') {
       // Its name among the socket's open sessions is one no document can have: one per socket.
       const grant = authorizeLockSession(this.deps.access, this.principal, msg, this.openNames.has(LOCK_SESSION_KEY));
