@@ -12,6 +12,8 @@ export interface LeaseOwner {
   ): { reply: Promise<LockReplyMessage>; sentAt: Promise<number> };
   /** Safety margin subtracted from the TTL for the local deadline. */
   margin(ttlMs: number): number;
+  /** The client's `lockTimeoutMs`: how long a call waits for the relay by default. */
+  readonly timeoutMs: number;
 }
 
 /**
@@ -84,13 +86,14 @@ export class Lease {
   /**
    * Gives the lock back (the next waiter gets it at once). The signal aborts first: nothing
    * may be done under the lease once release is called. Rejects with LeaseLostError if the
-   * relay had already moved on, or UnavailableError if it cannot be reached (then the lease
-   * runs out by itself).
+   * relay had already moved on, or UnavailableError if it cannot be reached within
+   * `timeoutMs` (default: the client's `lockTimeoutMs`, as every lock call; then the lease runs
+   * out by itself).
    */
   async release(options: { timeoutMs?: number } = {}): Promise<void> {
     if (this.controller.signal.aborted) return;
     this.finish(new LeaseLostError(`lease on "${this.key}" (token ${this.token}) was released`));
-    const { reply } = this.owner.request('release', this.key, this.token, 0, 0, options.timeoutMs ?? 2_000);
+    const { reply } = this.owner.request('release', this.key, this.token, 0, 0, options.timeoutMs ?? this.owner.timeoutMs);
     await reply;
   }
 

@@ -151,6 +151,10 @@ export class LockClient implements LeaseOwner {
     };
   }
 
+  get timeoutMs(): number {
+    return this.settings.timeoutMs;
+  }
+
   margin(ttlMs: number): number {
     return this.settings.marginMs ? this.settings.marginMs(ttlMs) : Math.min(1000, Math.max(5, ttlMs / 10));
   }
