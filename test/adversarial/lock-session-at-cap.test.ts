@@ -10,17 +10,12 @@
  * Expected: with the shared socket at the cap, locks still work (the lock client keeps a lock
  * socket of its own, as with a relay whose hello lacks `locks`).
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
-import { createClient, type CapsyncClient, type DocHandle } from '@capsync/client';
-import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
-import { RestartableRelay } from '../support/restartable-relay.js';
+import { describe, expect, it } from 'vitest';
+import type { CapsyncClient, DocHandle } from '@capsync/client';
+import { testScope } from '../support/test-scope.js';
 import { metricValue } from '../support/relay-observe.js';
 
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
-afterEach(async () => {
-  for (const f of cleanups.splice(0).reverse()) await f();
-});
+const { relay, client } = testScope();
 
 async function edit(h: DocHandle, what: string): Promise<void> {
   h.doc.getText('t').insert(0, what);
@@ -29,10 +24,8 @@ async function edit(h: DocHandle, what: string): Promise<void> {
 
 describe('a lock client whose shared socket is at the relay session cap', () => {
   it('issue-12 review (lock session at cap): acquires still succeed while the documents hold every session', async () => {
-    const r = await RestartableRelay.start(['--max-sessions-per-socket', '2']);
-    cleanups.push(() => r.dispose());
-    const c: CapsyncClient = createClient({ url: r.url, storage: 'memory', WebSocket: WebSocket as never, ...TEST_CLIENT_DEFAULTS, lockTimeoutMs: 3_000 });
-    cleanups.push(() => c.close());
+    const r = await relay(['--max-sessions-per-socket', '2']);
+    const c: CapsyncClient = client(r.url, { lockTimeoutMs: 3_000 });
     const docs = await Promise.all(['cap-a', 'cap-b'].map((name) => c.open(name)));
     await Promise.all(docs.map((h) => edit(h, h.name)));
     expect(await metricValue(r.httpUrl, 'capsync_sockets', { endpoint: 'mux' })).toBe(1);

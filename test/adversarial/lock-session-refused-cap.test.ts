@@ -7,16 +7,11 @@
  * Expected: the lock calls fail fast with the relay's reason (`limit-exceeded`), as a refused
  * lock session (4403) fails them `forbidden`.
  */
-import { afterEach, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
-import { createClient, type CapsyncClient, type DocHandle } from '@capsync/client';
-import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
-import { RestartableRelay } from '../support/restartable-relay.js';
+import { describe, expect, it } from 'vitest';
+import type { CapsyncClient, DocHandle } from '@capsync/client';
+import { testScope } from '../support/test-scope.js';
 
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
-afterEach(async () => {
-  for (const f of cleanups.splice(0).reverse()) await f();
-});
+const { relay, client } = testScope();
 
 async function edit(h: DocHandle, what: string): Promise<void> {
   h.doc.getText('t').insert(0, what);
@@ -25,13 +20,8 @@ async function edit(h: DocHandle, what: string): Promise<void> {
 
 describe('a lock session refused by the relay for a limit', () => {
   it('issue-12 review (lock session refused cap): acquires fail fast with limit-exceeded, not unavailable by their deadline', async () => {
-    const r = await RestartableRelay.start(['--max-sessions-per-address', '2']);
-    cleanups.push(() => r.dispose());
-    const make = (): CapsyncClient => {
-      const c = createClient({ url: r.url, storage: 'memory', WebSocket: WebSocket as never, ...TEST_CLIENT_DEFAULTS, lockTimeoutMs: 5_000 });
-      cleanups.push(() => c.close());
-      return c;
-    };
+    const r = await relay(['--max-sessions-per-address', '2']);
+    const make = (): CapsyncClient => client(r.url, { lockTimeoutMs: 5_000 });
     const tabs = make();
     const docs = await Promise.all(['addr-a', 'addr-b'].map((name) => tabs.open(name)));
     await Promise.all(docs.map((h) => edit(h, h.name)));

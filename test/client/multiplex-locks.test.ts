@@ -1,8 +1,7 @@
-import { afterEach, describe, expect, it } from 'vitest';
-import WebSocket from 'ws';
-import { createClient, type CapsyncClient, type ClientOptions, type DocHandle } from '@capsync/client';
+import { describe, expect, it } from 'vitest';
+import type { DocHandle } from '@capsync/client';
 import type { CapsyncError } from '@capsync/core';
-import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
+import { testScope } from '../support/test-scope.js';
 import { codeOf } from '../support/error-code.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
 import { metricValue, waitForMetricTo } from '../support/relay-observe.js';
@@ -20,23 +19,7 @@ import { withTimeout } from '../support/wait.js';
  */
 
 const SECRET = 'multiplex-locks-secret';
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
-
-afterEach(async () => {
-  for (const f of cleanups.splice(0).reverse()) await f();
-});
-
-async function relay(args: string[] = []): Promise<RestartableRelay> {
-  const r = await RestartableRelay.start(args);
-  cleanups.push(() => r.dispose());
-  return r;
-}
-
-function client(url: string, options: Partial<ClientOptions> = {}): CapsyncClient {
-  const c = createClient({ url, storage: 'memory', WebSocket: WebSocket as never, ...TEST_CLIENT_DEFAULTS, ...options });
-  cleanups.push(() => c.close());
-  return c;
-}
+const { relay, client } = testScope();
 
 type Endpoint = 'mux' | 'doc' | 'locks';
 

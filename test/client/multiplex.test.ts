@@ -1,8 +1,8 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
-import { createClient, type CapsyncClient, type ClientOptions, type DocHandle } from '@capsync/client';
+import type { DocHandle } from '@capsync/client';
 import type { CapsyncError } from '@capsync/core';
-import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
+import { testScope } from '../support/test-scope.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
 import { metricValue, waitForMetricTo } from '../support/relay-observe.js';
 import { mintToken } from '../support/tokens.js';
@@ -15,23 +15,7 @@ import { withTimeout } from '../support/wait.js';
  */
 
 const SECRET = 'multiplex-test-secret';
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
-
-afterEach(async () => {
-  for (const f of cleanups.splice(0).reverse()) await f();
-});
-
-async function relay(args: string[] = []): Promise<RestartableRelay> {
-  const r = await RestartableRelay.start(args);
-  cleanups.push(() => r.dispose());
-  return r;
-}
-
-function client(url: string | string[], options: Partial<ClientOptions> = {}): CapsyncClient {
-  const c = createClient({ url, storage: 'memory', WebSocket: WebSocket as never, ...TEST_CLIENT_DEFAULTS, ...options });
-  cleanups.push(() => c.close());
-  return c;
-}
+const { relay, client } = testScope();
 
 function sockets(r: RestartableRelay, endpoint: 'mux' | 'doc'): Promise<number> {
   return metricValue(r.httpUrl, 'capsync_sockets', { endpoint });

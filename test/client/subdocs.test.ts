@@ -1,14 +1,15 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
 import { WebsocketProvider } from 'y-websocket';
-import { createClient, type CapsyncClient, type CapsyncError, type ClientOptions, type DocHandle } from '@capsync/client';
-import { TEST_CLIENT_DEFAULTS, TestDevice, until, whenStatus, type TestSession } from '../support/client-fixture.js';
+import type { CapsyncError, ClientOptions, DocHandle } from '@capsync/client';
+import { TestDevice, until, whenStatus, type TestSession } from '../support/client-fixture.js';
 import { metricValue, waitForMetricTo } from '../support/relay-observe.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
 import { mintToken } from '../support/tokens.js';
 import type { EventEmitter } from 'node:events';
 import { waitForEvent, withTimeout } from '../support/wait.js';
+import { testScope } from '../support/test-scope.js';
 
 /**
  * Issue 12 P6: Yjs subdocuments of a document opened through capsync. Each loaded subdocument
@@ -20,28 +21,12 @@ import { waitForEvent, withTimeout } from '../support/wait.js';
  */
 
 const SECRET = 'subdocs-test-secret';
-const cleanups: (() => Promise<unknown> | unknown)[] = [];
-
-afterEach(async () => {
-  for (const f of cleanups.splice(0).reverse()) await f();
-});
-
-async function relay(args: string[] = []): Promise<RestartableRelay> {
-  const r = await RestartableRelay.start(args);
-  cleanups.push(() => r.dispose());
-  return r;
-}
+const { relay, client, defer } = testScope();
 
 async function open(device: TestDevice, name: string, options: Partial<ClientOptions> = {}): Promise<TestSession> {
   const s = await device.open(name, options);
-  cleanups.push(() => s.close());
+  defer(() => s.close());
   return s;
-}
-
-function client(url: string, options: Partial<ClientOptions> = {}): CapsyncClient {
-  const c = createClient({ url, storage: 'memory', WebSocket: WebSocket as never, ...TEST_CLIENT_DEFAULTS, ...options });
-  cleanups.push(() => c.close());
-  return c;
 }
 
 function sessionsTo(r: RestartableRelay, n: number): Promise<number> {
@@ -152,7 +137,7 @@ describe('subdocuments', () => {
     // A stock y-websocket provider syncs the parent: the page references, not their content.
     const stock = new Y.Doc();
     const provider = new WebsocketProvider(r.url, 'notebook', stock, { WebSocketPolyfill: WebSocket as never, disableBc: true });
-    cleanups.push(() => provider.destroy());
+    defer(() => provider.destroy());
     await withTimeout(new Promise<void>((resolve) => (provider.synced ? resolve() : provider.once('sync', (s: boolean) => s && resolve()))), 10_000, 'provider sync');
     const stockPages = stock.getMap<Y.Doc>('pages');
     expect(Array.from(stockPages.values(), (d) => d.guid).sort()).toEqual(['page-1', 'page-2', 'page-3']);
