@@ -50,22 +50,31 @@ describe('adversarial (issue 11, fourth review): tiny updates compared against a
       return Y.encodeStateAsUpdate(d);
     })();
     for (let i = 0; i < 3; i++) expect(await post(cheap)).toBe(403); // warm-up
-    let started = performance.now();
-    for (let i = 0; i < PROBES; i++) expect(await post(cheap)).toBe(403);
-    const baselineMs = performance.now() - started;
 
     const tiny = probe(aliceId, { k0: 0 });
     const bystanderToken = await mintToken(SECRET, { sub: 'bystander', lifetimeS: 3600 });
     const bystander = await startBystander(relay.url, 'bystander', 30_000, { headers: { authorization: `Bearer ${bystanderToken}` } });
-    started = performance.now();
+    // Interleaved, one of each per round, compared by median: a timing of 20 POSTs in a row
+    // varied 2x from run to run on this shared machine (a baseline of 90 ms once made 309 ms
+    // look like an attack). Before the fix a probe cost what the stored value holds (~300 ms
+    // each at 500,000 keys), far past any noise.
+    const baseline: number[] = [];
+    const attack: number[] = [];
     const statuses: number[] = [];
-    for (let i = 0; i < PROBES; i++) statuses.push(await post(tiny));
-    const attackMs = performance.now() - started;
+    for (let i = 0; i < PROBES; i++) {
+      let started = performance.now();
+      expect(await post(cheap)).toBe(403);
+      baseline.push(performance.now() - started);
+      started = performance.now();
+      statuses.push(await post(tiny));
+      attack.push(performance.now() - started);
+    }
     const rtts = await bystander.stop();
-    console.log(`${PROBES} POSTs of ${tiny.byteLength} bytes vs a ${KEYS}-key stored object: ${attackMs.toFixed(0)} ms (statuses ${[...new Set(statuses)]}); same number refused on place: ${baselineMs.toFixed(0)} ms; bystander worst round trip ${worst(rtts).toFixed(0)} ms`);
+    const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    console.log(`${PROBES} POSTs of ${tiny.byteLength} bytes vs a ${KEYS}-key stored object: median ${median(attack).toFixed(1)} ms (statuses ${[...new Set(statuses)]}); refused on place: median ${median(baseline).toFixed(1)} ms; bystander worst round trip ${worst(rtts).toFixed(0)} ms`);
     expect(statuses.every((s) => s === 403)).toBe(true);
     // Bounded by the update: within a few times the place-refused baseline (+ noise).
-    expect(attackMs).toBeLessThan(baselineMs * 2 + 100);
+    expect(median(attack)).toBeLessThan(median(baseline) * 2 + 20);
 
     const check = await connectAs(url, SECRET, 'carol');
     expect(Object.keys(check.doc.getMap('m').get('blob') as object)).toHaveLength(KEYS);
