@@ -47,7 +47,7 @@ describe('a slow consumer is bounded and never slows the others', () => {
     await writer.waitForAck(writer.seq, 30_000);
 
     await waitForEvent(relay.relay, 'connection-closed', () => closes.length > 0 || undefined, 'the slow consumer to be closed', 10_000);
-    expect(closes).toHaveLength(1);
+    expect(closes, `closed: ${JSON.stringify(closes)}`).toHaveLength(1);
     expect(closes[0]!.code).toBe(CloseCode.SlowConsumer);
     expect(closes[0]!.reason).toMatch(/^slow-consumer: send buffer over/);
     socket.resume();
