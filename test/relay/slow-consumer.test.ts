@@ -29,13 +29,22 @@ describe('a slow consumer is bounded and never slows the others', () => {
 
     // Prepended, not appended: appending 64 KiB chunks makes Yjs merge them into one item whose
     // string V8 re-flattens on every append (400 appends: ~16 s of CPU in this process alone).
-    // In bursts of 50 (3.2 MiB), each acknowledged before the next: one 26 MiB burst lets a
-    // relay on a loaded machine queue more than 4x the limit for the healthy reader too before
-    // its (same-process) reader gets a turn, which is the hard cap, not slowness.
+    // In bursts of 25 (1.6 MiB), each received by the healthy reader before the next: the relay,
+    // writer and readers share this event loop, so on a loaded machine one large burst can sit in
+    // the healthy reader's send buffer over the limit for the whole grace period (CI once saw it
+    // closed as a slow consumer too). Paced this way its buffer never reaches the limit, while the
+    // paused reader's grows by every burst.
     const text = writer.doc.getText('t');
     for (let i = 0; i < WRITES; i++) {
       text.insert(0, CHUNK);
-      if (i % 50 === 49) await writer.waitForAck(writer.seq, 30_000);
+      if (i % 25 === 24) {
+        const sent = (i + 1) * CHUNK.length;
+        await healthy.waitFor(
+          () => healthy.textLength >= sent || healthy.closeInfo !== null || undefined,
+          `burst ${(i + 1) / 25} at the healthy reader`,
+          30_000,
+        );
+      }
     }
     const expectedLength = WRITES * CHUNK.length;
     await healthy.waitFor(
