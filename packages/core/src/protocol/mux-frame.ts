@@ -23,6 +23,13 @@
  * documents on the socket. A session's frames, chunks included, keep their order. Both sides
  * send and take chunks; the relay bounds what a client's unfinished ones may hold (ChunkAssembler).
  *
+ * Batches: a side whose hello announces MUX_BATCH_CAPABILITY takes a WebSocket message that
+ * carries several frames, `[0][100][15]` then each frame as a varUint8Array (its length, then
+ * its bytes), in order; it handles them as if each had come alone. Opening 1,000 documents is
+ * thousands of small frames each way; one WebSocket message each was most of what both ends
+ * spent (a write to the operating system per frame, a frame header, a mask, a message event).
+ * A batch never holds a batch, a hello or a pong (the Dialer reads those before the sessions).
+ *
  * The protocol version stays 1: a plain connection's messages did not change, and
  * bumping it would make every older relay refuse every newer client and peer with 4426.
  */
@@ -56,6 +63,9 @@ export function muxSessionsOf(capabilities: readonly string[]): number {
   const n = announced === undefined ? NaN : Number(announced.slice(MUX_SESSIONS_PREFIX.length));
   return Number.isSafeInteger(n) && n > 0 ? n : Infinity;
 }
+
+/** Hello capability of a side that takes batches of frames (see the header). */
+export const MUX_BATCH_CAPABILITY = 'mux-batch';
 
 /** The control session of every multiplexed socket. */
 export const CONTROL_SID = 0;
@@ -154,4 +164,69 @@ export function readChunk(body: Uint8Array): { piece: Uint8Array; final: boolean
   const flag = body[2];
   if (flag !== 0 && flag !== 1) throw new ProtocolError('bad-message', 'malformed chunk');
   return { piece: body.subarray(3), final: flag === 1 };
+}
+
+/** The three bytes a batch starts with: the control sid, the capsync type, the batch kind. */
+const BATCH_HEAD = [CONTROL_SID, MessageType.Capsync, CapsyncKind.Batch] as const;
+
+/** True for a frame a batch may not hold: a batch, or a control hello or pong (the Dialer's). */
+export function unbatchable(frame: Uint8Array): boolean {
+  if (frame[0] !== CONTROL_SID || frame[1] !== MessageType.Capsync) return false;
+  const kind = frame[2];
+  return kind === CapsyncKind.Batch || kind === CapsyncKind.Hello || kind === CapsyncKind.Pong;
+}
+
+/** Bytes `frame` takes in a batch: its length varint and itself. */
+export function batchedSize(frame: Uint8Array): number {
+  let prefix = 1;
+  for (let rest = frame.byteLength; rest >= 0x80; rest = Math.floor(rest / 0x80)) prefix++;
+  return prefix + frame.byteLength;
+}
+
+/** One WebSocket message carrying `frames` in order; `size` is the sum of their batchedSize. */
+export function encodeBatch(frames: readonly Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(BATCH_HEAD.length + size);
+  out.set(BATCH_HEAD, 0);
+  let at = BATCH_HEAD.length;
+  for (const frame of frames) {
+    let rest = frame.byteLength;
+    while (rest >= 0x80) {
+      out[at++] = 0x80 | (rest % 0x80);
+      rest = Math.floor(rest / 0x80);
+    }
+    out[at++] = rest;
+    out.set(frame, at);
+    at += frame.byteLength;
+  }
+  return out;
+}
+
+/**
+ * The frames of a received batch (views, not copies), or null when `message` is not a batch.
+ * Throws ProtocolError('bad-message') for a malformed one, or one holding what a batch may not
+ * (unbatchable): the socket's framing is broken, so the caller closes the socket (4400).
+ */
+export function readBatch(message: Uint8Array): Uint8Array[] | null {
+  if (message[0] !== BATCH_HEAD[0] || message[1] !== BATCH_HEAD[1] || message[2] !== BATCH_HEAD[2]) return null;
+  const frames: Uint8Array[] = [];
+  let at = BATCH_HEAD.length;
+  while (at < message.byteLength) {
+    // Read by hand: lib0's readVarUint8Array does not check a length against the message, and a
+    // received message is often a view into a larger buffer (Node's pool).
+    let length = 0;
+    let scale = 1;
+    for (;;) {
+      const byte = message[at++];
+      if (byte === undefined || scale > 2 ** 28) throw new ProtocolError('bad-message', 'malformed batch of frames');
+      length += (byte & 0x7f) * scale;
+      if (byte < 0x80) break;
+      scale *= 0x80;
+    }
+    if (length === 0 || at + length > message.byteLength) throw new ProtocolError('bad-message', 'malformed batch of frames');
+    const frame = message.subarray(at, at + length);
+    if (unbatchable(frame)) throw new ProtocolError('bad-message', 'a batch of frames holds a batch, a hello or a pong');
+    frames.push(frame);
+    at += length;
+  }
+  return frames;
 }
