@@ -117,7 +117,7 @@ export class ServerProcess {
       kind === 'capsync-baseline' ? path.join(baselineRoot!, 'bench') : kind === 'capsync-sqlite' && candidateRoot ? path.join(candidateRoot, 'bench') : benchDir;
     const child = fork(path.join(fromDir, 'src', 'servers', entry!), args, {
       cwd: fromDir,
-      execArgv: ['--conditions=source', '--import', 'tsx', '--expose-gc', ...nodeArgs],
+      execArgv: [...(process.env.BENCH_DIST ? [] : ['--conditions=source']), '--import', 'tsx', '--expose-gc', ...nodeArgs],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     running.add(child);
