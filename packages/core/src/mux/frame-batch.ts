@@ -31,7 +31,8 @@ export class FrameBatch implements FrameSink {
   constructor(
     private readonly sink: FrameSink,
     /** When to send what the current task batched (tests may run it by hand). */
-    private readonly schedule: (flush: () => void) => void = queueMicrotask,
+    // Wrapped: a browser's queueMicrotask throws "Illegal invocation" when called as a method.
+    private readonly schedule: (flush: () => void) => void = (flush) => queueMicrotask(flush),
   ) {}
 
   /** The socket's unsent bytes plus what is held for the current batch. */
