@@ -164,3 +164,33 @@ describe('MuxSessions takes batches', () => {
     expect(got.map((m) => (m.type === 'ping' ? m.id : -1))).toEqual([1, 2]);
   });
 });
+
+describe('a received batch holds no more than its frames (review rev7)', () => {
+  // A frame of a batch that someone keeps (a piece of an unfinished chunked message, input
+  // queued while a document loads) must not keep the whole batch alive: a hostile client could
+  // send one byte worth keeping and 16 MiB of frames for a closed session in each message, and
+  // every bound that counts what is kept (ChunkAssembler, SocketInputQueue) would count the byte.
+  const filler = (sid: number) => encodeMuxFrame(sid, new Uint8Array(1024 * 1024));
+
+  it('readBatch gives frames that own their bytes', () => {
+    const frames = [frame(1, 0, 1), filler(3)];
+    const message = encodeBatch(frames, frames.reduce((n, x) => n + batchedSize(x), 0));
+    // As the relay receives it: a Node Buffer (whose `slice` is a view).
+    for (const received of [message, Buffer.from(message)]) {
+      for (const f of readBatch(received)!) expect(f.buffer.byteLength).toBe(f.byteLength);
+    }
+  });
+
+  it("a session's message from a batch does not keep the rest of the batch", () => {
+    const sessions = new MuxSessions(new RecordingSink(), true, { control: () => {}, open: () => {} });
+    const kept: Uint8Array[] = [];
+    const live = sessions.open({ kind: 'doc', name: 'a', subdoc: '', capabilities: [] });
+    live.attach({ message: (m) => kept.push(m), error: () => {}, close: () => {} });
+    const closed = sessions.open({ kind: 'doc', name: 'b', subdoc: '', capabilities: [] });
+    closed.close(1000, '');
+    const frames = [frame(live.sid, 0, 1, 2), filler(closed.sid)];
+    sessions.receive(encodeBatch(frames, frames.reduce((n, x) => n + batchedSize(x), 0)));
+    expect(kept.map((m) => [...m])).toEqual([[0, 1, 2]]);
+    expect(kept[0]!.buffer.byteLength).toBeLessThan(1024);
+  });
+});

@@ -202,7 +202,12 @@ export function encodeBatch(frames: readonly Uint8Array[], size: number): Uint8A
 }
 
 /**
- * The frames of a received batch (views, not copies), or null when `message` is not a batch.
+ * The frames of a received batch, each a copy of its bytes, or null when `message` is not a batch.
+ * Copies, not views: a view keeps the whole message alive, and a receiver keeps some frames
+ * (a piece of an unfinished chunked message, input queued while a document loads) counted by
+ * their own length. One byte worth keeping beside megabytes of frames for a closed session,
+ * message after message, would hold megabytes per counted byte. A batch's frames are small
+ * (FrameBatch batches frames up to 4 KiB), so the copies cost little.
  * Throws ProtocolError('bad-message') for a malformed one, or one holding what a batch may not
  * (unbatchable): the socket's framing is broken, so the caller closes the socket (4400).
  */
@@ -223,7 +228,8 @@ export function readBatch(message: Uint8Array): Uint8Array[] | null {
       scale *= 0x80;
     }
     if (length === 0 || at + length > message.byteLength) throw new ProtocolError('bad-message', 'malformed batch of frames');
-    const frame = message.subarray(at, at + length);
+    // Not `message.slice`: Node's Buffer.slice is a view, and the relay receives Buffers.
+    const frame = new Uint8Array(message.subarray(at, at + length));
     if (unbatchable(frame)) throw new ProtocolError('bad-message', 'a batch of frames holds a batch, a hello or a pong');
     frames.push(frame);
     at += length;
