@@ -247,6 +247,9 @@ describe('multiplexed endpoint: what breaks the socket closes it', () => {
     ['a document message on the control session', (mux) => mux.sendFrame(0, encodeMessage({ type: 'sync-step-1', stateVector: new Uint8Array([0]) })), CloseCode.BadMessage],
     ['a text frame', (mux) => mux.sendRaw('hello'), CloseCode.UnsupportedData],
     ['a batch inside a batch', (mux) => mux.sendBatched(() => mux.sendRaw(encodeBatch([ping], batchedSize(ping)))), CloseCode.BadMessage],
+    // A batch is one task's frames, at most BATCH_BYTES (64 KiB) of them: one of --max-message-bytes
+    // (16 MiB) was millions of frames handled in one go, the relay's event loop held for seconds.
+    ['a batch of more frames than one batch holds (64 KiB)', (mux) => mux.sendBatched(() => range(20_000).forEach(() => mux.sendRaw(ping))), CloseCode.BadMessage],
     ['a batch whose frame runs past its end', (mux) => mux.sendRaw(new Uint8Array([0, 100, 15, 9, ...ping])), CloseCode.BadMessage],
   ];
   for (const [what, send, code] of cases) {

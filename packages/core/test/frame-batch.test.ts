@@ -4,6 +4,7 @@ import {
   BATCH_BYTES,
   CONTROL_SID,
   FrameBatch,
+  MAX_BATCH_BYTES,
   MuxSessions,
   ProtocolError,
   encodeBatch,
@@ -165,12 +166,33 @@ describe('MuxSessions takes batches', () => {
   });
 });
 
+describe('a batch holds at most MAX_BATCH_BYTES of frames (review rev7)', () => {
+  it('readBatch refuses a larger one; FrameBatch never sends one', () => {
+    const pings = (n: number) => Array.from({ length: n }, (_, id) => control({ type: 'ping', id: id % 100 }));
+    const size = (fs: Uint8Array[]) => fs.reduce((n, f) => n + batchedSize(f), 0);
+    const one = batchedSize(pings(1)[0]!);
+    const fits = pings(Math.floor(MAX_BATCH_BYTES / one));
+    expect(readBatch(encodeBatch(fits, size(fits)))).toHaveLength(fits.length);
+    const over = pings(Math.floor(MAX_BATCH_BYTES / one) + 1);
+    expect(() => readBatch(encodeBatch(over, size(over)))).toThrow(ProtocolError);
+
+    // What FrameBatch sends, small frames and frames at BATCHED_FRAME_BYTES, is always taken.
+    const { sink, batch, endTask } = manualBatch();
+    for (let i = 0; i < 100; i++) {
+      batch.send(frame(1, ...new Array(i % 3 === 0 ? BATCHED_FRAME_BYTES - 2 : 5).fill(1)));
+    }
+    endTask();
+    for (const message of sink.sent) expect(() => readBatch(message)).not.toThrow();
+    expect(sink.sent.length).toBeGreaterThan(1);
+  });
+});
+
 describe('a received batch holds no more than its frames (review rev7)', () => {
   // A frame of a batch that someone keeps (a piece of an unfinished chunked message, input
   // queued while a document loads) must not keep the whole batch alive: a hostile client could
-  // send one byte worth keeping and 16 MiB of frames for a closed session in each message, and
+  // send one byte worth keeping and 60 KiB of frames for a closed session in each message, and
   // every bound that counts what is kept (ChunkAssembler, SocketInputQueue) would count the byte.
-  const filler = (sid: number) => encodeMuxFrame(sid, new Uint8Array(1024 * 1024));
+  const filler = (sid: number) => encodeMuxFrame(sid, new Uint8Array(60 * 1024));
 
   it('readBatch gives frames that own their bytes', () => {
     const frames = [frame(1, 0, 1), filler(3)];
