@@ -133,6 +133,23 @@ describe('multiplexed endpoint: batches of frames', () => {
     expect(plain.batchesReceived).toBe(0);
     await Promise.all([batching.close(), plain.close()]);
   });
+
+  it('a frame of a batch that closes the socket (--max-refused-opens-per-socket) is the last one acted on: a later open loads nothing', async () => {
+    await using relay = await startAttackedRelay(['--max-refused-opens-per-socket', '1']);
+    const mux = await MuxClient.connect(relay.url, { capabilities: [MUX_BATCH_CAPABILITY] });
+    await mux.waitHello();
+    const openOf = (sid: number, name: string) => mux.sendControl({ type: 'session-open', sid, kind: 'doc', name, subdoc: '', capabilities: [] });
+    // Two refused opens (a reserved name: 4404), the second past the bound; then a good one.
+    mux.sendBatched(() => {
+      openOf(1, '.capsync/nope-1');
+      openOf(3, '.capsync/nope-2');
+      openOf(5, 'after-the-close');
+    });
+    expect((await mux.waitClosed()).code).toBe(CloseCode.LimitExceeded);
+    expect(await metricValue(relay.httpUrl, 'capsync_messages_in_total', { type: 'session-open' })).toBe(2);
+    expect(await metricValue(relay.httpUrl, 'capsync_docs_loaded')).toBe(0);
+    expect(mux.control.filter((m) => m.type === 'session-opened')).toEqual([]);
+  });
 });
 
 describe('multiplexed endpoint: fairness between sessions', () => {
