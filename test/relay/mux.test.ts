@@ -133,6 +133,23 @@ describe('multiplexed endpoint: batches of frames', () => {
     expect(plain.batchesReceived).toBe(0);
     await Promise.all([batching.close(), plain.close()]);
   });
+
+  it('a frame of a batch that closes the socket (--max-refused-opens-per-socket) is the last one acted on: a later open loads nothing', async () => {
+    await using relay = await startAttackedRelay(['--max-refused-opens-per-socket', '1']);
+    const mux = await MuxClient.connect(relay.url, { capabilities: [MUX_BATCH_CAPABILITY] });
+    await mux.waitHello();
+    const openOf = (sid: number, name: string) => mux.sendControl({ type: 'session-open', sid, kind: 'doc', name, subdoc: '', capabilities: [] });
+    // Two refused opens (a reserved name: 4404), the second past the bound; then a good one.
+    mux.sendBatched(() => {
+      openOf(1, '.capsync/nope-1');
+      openOf(3, '.capsync/nope-2');
+      openOf(5, 'after-the-close');
+    });
+    expect((await mux.waitClosed()).code).toBe(CloseCode.LimitExceeded);
+    expect(await metricValue(relay.httpUrl, 'capsync_messages_in_total', { type: 'session-open' })).toBe(2);
+    expect(await metricValue(relay.httpUrl, 'capsync_docs_loaded')).toBe(0);
+    expect(mux.control.filter((m) => m.type === 'session-opened')).toEqual([]);
+  });
 });
 
 describe('multiplexed endpoint: fairness between sessions', () => {
@@ -247,6 +264,9 @@ describe('multiplexed endpoint: what breaks the socket closes it', () => {
     ['a document message on the control session', (mux) => mux.sendFrame(0, encodeMessage({ type: 'sync-step-1', stateVector: new Uint8Array([0]) })), CloseCode.BadMessage],
     ['a text frame', (mux) => mux.sendRaw('hello'), CloseCode.UnsupportedData],
     ['a batch inside a batch', (mux) => mux.sendBatched(() => mux.sendRaw(encodeBatch([ping], batchedSize(ping)))), CloseCode.BadMessage],
+    // A batch is one task's frames, at most BATCH_BYTES (64 KiB) of them: one of --max-message-bytes
+    // (16 MiB) was millions of frames handled in one go, the relay's event loop held for seconds.
+    ['a batch of more frames than one batch holds (64 KiB)', (mux) => mux.sendBatched(() => range(20_000).forEach(() => mux.sendRaw(ping))), CloseCode.BadMessage],
     ['a batch whose frame runs past its end', (mux) => mux.sendRaw(new Uint8Array([0, 100, 15, 9, ...ping])), CloseCode.BadMessage],
   ];
   for (const [what, send, code] of cases) {

@@ -4,6 +4,7 @@ import {
   BATCH_BYTES,
   CONTROL_SID,
   FrameBatch,
+  MAX_BATCH_BYTES,
   MuxSessions,
   ProtocolError,
   encodeBatch,
@@ -162,5 +163,56 @@ describe('MuxSessions takes batches', () => {
     const frames = [1, 2, 3].map((id) => control({ type: 'ping', id }));
     sessions.receive(encodeBatch(frames, frames.reduce((n, f) => n + batchedSize(f), 0)));
     expect(got.map((m) => (m.type === 'ping' ? m.id : -1))).toEqual([1, 2]);
+  });
+});
+
+describe('a batch holds at most MAX_BATCH_BYTES of frames (review rev7)', () => {
+  it('readBatch refuses a larger one; FrameBatch never sends one', () => {
+    const pings = (n: number) => Array.from({ length: n }, (_, id) => control({ type: 'ping', id: id % 100 }));
+    const size = (fs: Uint8Array[]) => fs.reduce((n, f) => n + batchedSize(f), 0);
+    const one = batchedSize(pings(1)[0]!);
+    const fits = pings(Math.floor(MAX_BATCH_BYTES / one));
+    expect(readBatch(encodeBatch(fits, size(fits)))).toHaveLength(fits.length);
+    const over = pings(Math.floor(MAX_BATCH_BYTES / one) + 1);
+    expect(() => readBatch(encodeBatch(over, size(over)))).toThrow(ProtocolError);
+
+    // What FrameBatch sends, small frames and frames at BATCHED_FRAME_BYTES, is always taken.
+    const { sink, batch, endTask } = manualBatch();
+    for (let i = 0; i < 100; i++) {
+      batch.send(frame(1, ...new Array(i % 3 === 0 ? BATCHED_FRAME_BYTES - 2 : 5).fill(1)));
+    }
+    endTask();
+    for (const message of sink.sent) expect(() => readBatch(message)).not.toThrow();
+    expect(sink.sent.length).toBeGreaterThan(1);
+  });
+});
+
+describe('a received batch holds no more than its frames (review rev7)', () => {
+  // A frame of a batch that someone keeps (a piece of an unfinished chunked message, input
+  // queued while a document loads) must not keep the whole batch alive: a hostile client could
+  // send one byte worth keeping and 60 KiB of frames for a closed session in each message, and
+  // every bound that counts what is kept (ChunkAssembler, SocketInputQueue) would count the byte.
+  const filler = (sid: number) => encodeMuxFrame(sid, new Uint8Array(60 * 1024));
+
+  it('readBatch gives frames that own their bytes', () => {
+    const frames = [frame(1, 0, 1), filler(3)];
+    const message = encodeBatch(frames, frames.reduce((n, x) => n + batchedSize(x), 0));
+    // As the relay receives it: a Node Buffer (whose `slice` is a view).
+    for (const received of [message, Buffer.from(message)]) {
+      for (const f of readBatch(received)!) expect(f.buffer.byteLength).toBe(f.byteLength);
+    }
+  });
+
+  it("a session's message from a batch does not keep the rest of the batch", () => {
+    const sessions = new MuxSessions(new RecordingSink(), true, { control: () => {}, open: () => {} });
+    const kept: Uint8Array[] = [];
+    const live = sessions.open({ kind: 'doc', name: 'a', subdoc: '', capabilities: [] });
+    live.attach({ message: (m) => kept.push(m), error: () => {}, close: () => {} });
+    const closed = sessions.open({ kind: 'doc', name: 'b', subdoc: '', capabilities: [] });
+    closed.close(1000, '');
+    const frames = [frame(live.sid, 0, 1, 2), filler(closed.sid)];
+    sessions.receive(encodeBatch(frames, frames.reduce((n, x) => n + batchedSize(x), 0)));
+    expect(kept.map((m) => [...m])).toEqual([[0, 1, 2]]);
+    expect(kept[0]!.buffer.byteLength).toBeLessThan(1024);
   });
 });

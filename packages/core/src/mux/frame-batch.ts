@@ -1,11 +1,11 @@
-import { CHUNK_BYTES, batchedSize, encodeBatch, unbatchable } from '../protocol/mux-frame.js';
+import { MAX_BATCH_BYTES, batchedSize, encodeBatch, unbatchable } from '../protocol/mux-frame.js';
 import type { FrameSink } from './fair-socket.js';
 
 /** Frames up to this size are batched; a larger one goes alone (it is its own message's worth). */
 export const BATCHED_FRAME_BYTES = 4 * 1024;
 
-/** A batch is sent once it holds this many bytes, even before the task ends. */
-export const BATCH_BYTES = CHUNK_BYTES;
+/** A batch is sent once it holds this many bytes, even before the task ends (the most a receiver takes). */
+export const BATCH_BYTES = MAX_BATCH_BYTES;
 
 /**
  * The bottom of a multiplexed socket's outbound side (protocol/mux-frame.ts, "Batches"): the

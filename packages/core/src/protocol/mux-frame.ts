@@ -28,7 +28,8 @@
  * its bytes), in order; it handles them as if each had come alone. Opening 1,000 documents is
  * thousands of small frames each way; one WebSocket message each was most of what both ends
  * spent (a write to the operating system per frame, a frame header, a mask, a message event).
- * A batch never holds a batch, a hello or a pong (the Dialer reads those before the sessions).
+ * A batch never holds a batch, a hello or a pong (the Dialer reads those before the sessions),
+ * nor more than MAX_BATCH_BYTES of frames (a larger one breaks the socket, 4400).
  *
  * The protocol version stays 1: a plain connection's messages did not change, and
  * bumping it would make every older relay refuse every newer client and peer with 4426.
@@ -166,6 +167,15 @@ export function readChunk(body: Uint8Array): { piece: Uint8Array; final: boolean
   return { piece: body.subarray(3), final: flag === 1 };
 }
 
+/**
+ * Most bytes of frames (with their lengths) one batch holds: what one FrameBatch sends at most.
+ * A receiver handles a batch's frames in one go, so a batch as large as a message may be
+ * (--max-message-bytes, 16 MiB) was millions of tiny frames handled without a turn for anyone
+ * else (seconds of the relay's event loop, and an array of them all). 64 KiB is what Node
+ * reads from a socket at once, so a batch holds up the relay no longer than frames sent alone.
+ */
+export const MAX_BATCH_BYTES = CHUNK_BYTES;
+
 /** The three bytes a batch starts with: the control sid, the capsync type, the batch kind. */
 const BATCH_HEAD = [CONTROL_SID, MessageType.Capsync, CapsyncKind.Batch] as const;
 
@@ -202,12 +212,18 @@ export function encodeBatch(frames: readonly Uint8Array[], size: number): Uint8A
 }
 
 /**
- * The frames of a received batch (views, not copies), or null when `message` is not a batch.
+ * The frames of a received batch, each a copy of its bytes, or null when `message` is not a batch.
+ * Copies, not views: a view keeps the whole message alive, and a receiver keeps some frames
+ * (a piece of an unfinished chunked message, input queued while a document loads) counted by
+ * their own length. One byte worth keeping beside 64 KiB of frames for a closed session,
+ * message after message, would hold 64 KiB per counted byte. A batch's frames are small
+ * (FrameBatch batches frames up to 4 KiB), so the copies cost little.
  * Throws ProtocolError('bad-message') for a malformed one, or one holding what a batch may not
  * (unbatchable): the socket's framing is broken, so the caller closes the socket (4400).
  */
 export function readBatch(message: Uint8Array): Uint8Array[] | null {
   if (message[0] !== BATCH_HEAD[0] || message[1] !== BATCH_HEAD[1] || message[2] !== BATCH_HEAD[2]) return null;
+  if (message.byteLength - BATCH_HEAD.length > MAX_BATCH_BYTES) throw new ProtocolError('bad-message', `a batch of frames holds more than ${MAX_BATCH_BYTES} bytes`);
   const frames: Uint8Array[] = [];
   let at = BATCH_HEAD.length;
   while (at < message.byteLength) {
@@ -223,7 +239,8 @@ export function readBatch(message: Uint8Array): Uint8Array[] | null {
       scale *= 0x80;
     }
     if (length === 0 || at + length > message.byteLength) throw new ProtocolError('bad-message', 'malformed batch of frames');
-    const frame = message.subarray(at, at + length);
+    // Not `message.slice`: Node's Buffer.slice is a view, and the relay receives Buffers.
+    const frame = new Uint8Array(message.subarray(at, at + length));
     if (unbatchable(frame)) throw new ProtocolError('bad-message', 'a batch of frames holds a batch, a hello or a pong');
     frames.push(frame);
     at += length;
