@@ -55,6 +55,12 @@ describe('batches of frames (mux-frame.ts)', () => {
     expect(readBatch(control({ type: 'ping', id: 1 }))).toBeNull();
   });
 
+  it('refuses a hello or pong whose sid 0 is written long ([0x80, 0x00]) inside a batch', () => {
+    const pong = control({ type: 'pong', id: 1 });
+    const long = new Uint8Array([0x80, ...pong]);
+    expect(() => readBatch(encodeBatch([long], batchedSize(long)))).toThrow(ProtocolError);
+  });
+
   it('refuses a length past the message, even inside a larger buffer, an empty frame, and what a batch may not hold', () => {
     // A view into a larger buffer: a length that runs past the view must not read what follows.
     const backing = new Uint8Array(64).fill(1);

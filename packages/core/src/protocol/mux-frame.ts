@@ -181,8 +181,11 @@ const BATCH_HEAD = [CONTROL_SID, MessageType.Capsync, CapsyncKind.Batch] as cons
 
 /** True for a frame a batch may not hold: a batch, or a control hello or pong (the Dialer's). */
 export function unbatchable(frame: Uint8Array): boolean {
-  if (frame[0] !== CONTROL_SID || frame[1] !== MessageType.Capsync) return false;
-  const kind = frame[2];
+  // Sid 0 may be written in more bytes than it needs ([0x80, 0x00]): read it as the decoder does.
+  let at = 0;
+  while (frame[at] === 0x80) at++;
+  if (frame[at] !== CONTROL_SID || frame[at + 1] !== MessageType.Capsync) return false;
+  const kind = frame[at + 2];
   return kind === CapsyncKind.Batch || kind === CapsyncKind.Hello || kind === CapsyncKind.Pong;
 }
 
