@@ -8,6 +8,7 @@ import { applyStored } from './storage/compact-log.js';
 import type { ReplicaSize, StorageAdapter } from './storage/storage-adapter.js';
 import { syncStatus, type SyncStatus } from './status.js';
 import { CROSS_TAB_ORIGIN, FROM_RELAY, STORAGE_ORIGIN } from './sync/origins.js';
+import { applyFromRelay } from './sync/remote-apply.js';
 import { declaredWriters } from './sync/declared-writers.js';
 import { DocPresence } from './sync/doc-presence.js';
 import { DocSync } from './sync/doc-sync.js';
@@ -145,6 +146,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         this.tabs?.acked(seq, durable);
       },
       batched: (update, ids) => this.tabs?.shareUpdate(update, ids),
+      applyRemote: (update) => applyFromRelay(this.doc, update, FROM_RELAY, this.onDocUpdate),
       awareness: (update) => this.presence?.fromRelay(update),
       message: (msg) => this.onRelayMessage(msg),
       error: (err) => this.emit('error', [err]),

@@ -41,6 +41,7 @@ function setup() {
   const hooks: DocSyncHooks = {
     acked: (seq) => acked.push(seq),
     batched: () => {},
+    applyRemote: (update) => Y.applyUpdate(doc, update, 'relay'),
     awareness: () => {},
     message: () => {},
     error: (err) => errors.push(err.code),

@@ -10,7 +10,6 @@ import {
   type SessionReplica,
 } from '@capsync/core';
 import { withTimeout } from '../deadline.js';
-import { FROM_RELAY } from './origins.js';
 import type { Outbox, OutboxEntry } from './outbox.js';
 
 /** A Yjs update with nothing in it: the barrier of a quorum flush. */
@@ -23,6 +22,11 @@ export interface DocSyncHooks {
   acked(seq: number, durable: string[]): void;
   /** Local updates of one task, merged, left for the relay (or would have, offline): other tabs get them too. */
   batched(update: Uint8Array, ids: string[]): void;
+  /**
+   * Applies an update of the relay to the document (origin FROM_RELAY) and stores it; throws
+   * what Y.applyUpdate throws. The handle's, so it can store the bytes as received (remote-apply.ts).
+   */
+  applyRemote(update: Uint8Array): void;
   /** The relay's presence. */
   awareness(update: Uint8Array): void;
   /** A message of the relay that is not the sync's (error, auth-denied, cp-reply, ...). */
@@ -224,7 +228,7 @@ export class DocSync implements SessionHooks {
 
   applyUpdate(update: Uint8Array): AppliedUpdate | null {
     try {
-      Y.applyUpdate(this.doc, update, FROM_RELAY);
+      this.hooks.applyRemote(update);
     } catch (err) {
       this.hooks.error(new CapsyncError('invalid-update', 'an update from the relay could not be applied', { cause: err }));
     }

@@ -1,0 +1,81 @@
+import { describe, expect, it } from 'vitest';
+import * as Y from 'yjs';
+import { applyFromRelay } from '../src/sync/remote-apply.js';
+
+const RELAY = Symbol('relay');
+
+/** A document with some text, and its whole state as an update. */
+function remoteText(text: string): Uint8Array {
+  const d = new Y.Doc();
+  d.getText('t').insert(0, text);
+  return Y.encodeStateAsUpdate(d);
+}
+
+describe('applyFromRelay', () => {
+  it('hands the update on as received, once, and leaves the listener attached', () => {
+    const doc = new Y.Doc();
+    const seen: { update: Uint8Array; origin: unknown }[] = [];
+    const listener = (update: Uint8Array, origin: unknown): void => void seen.push({ update, origin });
+    doc.on('update', listener);
+    const update = remoteText('from the relay');
+    applyFromRelay(doc, update, RELAY, listener);
+    expect(seen).toEqual([{ update, origin: RELAY }]);
+    expect(doc.getText('t').toString()).toBe('from the relay');
+    doc.getText('t').insert(0, '>');
+    expect(seen).toHaveLength(2);
+    expect(seen[1]!.origin).toBeNull();
+  });
+
+  it('hands on, after it, a transaction an observer made while it applied, with that transaction’s origin', () => {
+    const doc = new Y.Doc();
+    const seen: { update: Uint8Array; origin: unknown }[] = [];
+    const listener = (update: Uint8Array, origin: unknown): void => void seen.push({ update, origin });
+    doc.on('update', listener);
+    // An app that answers every remote change with a write of its own.
+    doc.getText('t').observe((e) => {
+      if (e.transaction.origin === RELAY) doc.transact(() => doc.getMap('m').set('seen', doc.getText('t').length), 'app');
+    });
+    applyFromRelay(doc, remoteText('ping'), RELAY, listener);
+    expect(seen.map((s) => s.origin)).toEqual([RELAY, 'app']);
+    // What was handed on is enough to rebuild the document elsewhere (a reload from the replica).
+    const elsewhere = new Y.Doc();
+    for (const s of seen) Y.applyUpdate(elsewhere, s.update);
+    expect(elsewhere.getText('t').toString()).toBe('ping');
+    expect(elsewhere.getMap('m').get('seen')).toBe(4);
+    // And the app's write alone carries its change (what goes to the relay).
+    const relaySide = new Y.Doc();
+    Y.applyUpdate(relaySide, remoteText('ping'));
+    Y.applyUpdate(relaySide, seen[1]!.update);
+    expect(relaySide.getMap('m').get('seen')).toBe(4);
+  });
+
+  it('hands on nothing of an update Yjs refuses, and keeps the listener attached', () => {
+    const doc = new Y.Doc();
+    const seen: unknown[] = [];
+    const listener = (_u: Uint8Array, origin: unknown): void => void seen.push(origin);
+    doc.on('update', listener);
+    expect(() => applyFromRelay(doc, new Uint8Array([255, 255, 255]), RELAY, listener)).toThrow();
+    expect(seen).toEqual([]);
+    doc.getText('t').insert(0, 'x');
+    expect(seen).toEqual([null]);
+  });
+
+  it('keeps structs that wait for a missing one: both updates are handed on, and together rebuild the text', () => {
+    const source = new Y.Doc();
+    source.getText('t').insert(0, 'a');
+    const first = Y.encodeStateAsUpdate(source);
+    const sv = Y.encodeStateVector(source);
+    source.getText('t').insert(1, 'b');
+    const second = Y.encodeStateAsUpdate(source, sv);
+    const doc = new Y.Doc();
+    const seen: Uint8Array[] = [];
+    const listener = (u: Uint8Array): void => void seen.push(u);
+    doc.on('update', listener);
+    applyFromRelay(doc, second, RELAY, listener); // waits for 'a'
+    applyFromRelay(doc, first, RELAY, listener);
+    expect(doc.getText('t').toString()).toBe('ab');
+    const reloaded = new Y.Doc();
+    for (const u of seen) Y.applyUpdate(reloaded, u);
+    expect(reloaded.getText('t').toString()).toBe('ab');
+  });
+});
