@@ -20,7 +20,7 @@ export interface OutboundTransportOptions {
  * cost memory per socket and CPU per frame for little), and no handshake timeout of `ws`'s own:
  * the Dialer bounds the whole attempt (connect and hello) with its `handshakeTimeoutMs`.
  */
-export function openOutboundSocket(url: string, protocols: string[], maxPayload?: number): WebSocket {
+function openOutboundSocket(url: string, protocols: string[], maxPayload?: number): WebSocket {
   const ws = new WebSocket(url, protocols, { perMessageDeflate: false, ...(maxPayload !== undefined ? { maxPayload } : {}) });
   ws.binaryType = 'nodebuffer';
   return ws;
