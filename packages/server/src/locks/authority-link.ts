@@ -159,7 +159,9 @@ export class AuthorityLink {
     if (this.closed) return;
     this.closed = true;
     if (this.rotateTimer) clearTimeout(this.rotateTimer);
-    // Each open link reports its close (`lost`) as its dialer closes it.
+    // Dropped at once (no closing handshake to wait for while the relay stops); each open link
+    // reports its close (`lost`).
+    for (const link of [this.current, ...this.draining.keys()]) link?.channel.terminate();
     for (const d of [this.main, this.successor, ...this.draining.values()]) d?.dialer.destroy('closing');
     this.main = this.successor = this.current = null;
     this.draining.clear();

@@ -194,7 +194,9 @@ export class PeerLink implements DocPeer, HostedConnection {
       session.terminate();
       return;
     }
-    // Its session ends now, and the dialer rests until `connect`.
+    // Dropped at once (the peer is likely unreachable: no closing handshake to wait for); its
+    // session ends now, and the dialer rests until `connect`.
+    this.socket?.terminate();
     this.dialer?.stop('peer link dropped');
     this.disconnected();
   }
