@@ -115,9 +115,11 @@ export class ServerProcess {
     // The baseline runs the same entry point from its own checkout, with its own packages.
     const fromDir =
       kind === 'capsync-baseline' ? path.join(baselineRoot!, 'bench') : kind === 'capsync-sqlite' && candidateRoot ? path.join(candidateRoot, 'bench') : benchDir;
+    // BENCH_DIST=1: the packages' build output (dist, what `npm start` runs; build first) instead
+    // of their source through tsx, whose transform adds a `__name` call to every function made.
     const child = fork(path.join(fromDir, 'src', 'servers', entry!), args, {
       cwd: fromDir,
-      execArgv: ['--conditions=source', '--import', 'tsx', '--expose-gc', ...nodeArgs],
+      execArgv: [...(process.env.BENCH_DIST ? [] : ['--conditions=source']), '--import', 'tsx', '--expose-gc', ...nodeArgs],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     running.add(child);

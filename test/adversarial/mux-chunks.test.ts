@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CloseCode } from '@capsync/core';
+import { CloseCode, MUX_BATCH_CAPABILITY } from '@capsync/core';
 import { startAttackedRelay } from '../support/attack.js';
 import { MuxClient } from '../support/mux-client.js';
 import { ProtocolClient } from '../support/protocol-client.js';
@@ -46,5 +46,19 @@ describe('chunked messages from a client are bounded per socket', () => {
     bystander.type(' still');
     await bystander.waitForAck(bystander.seq);
     await bystander.close();
+  });
+
+  it('one-byte pieces count what holding them costs: a socket sending them in batches is closed 4413 long before it holds ~400x the bound (review rev7)', async () => {
+    // --max-message-bytes 64 KiB: unfinished pieces may hold 128 KiB. Counted by their bytes,
+    // that was 131,072 one-byte pieces (~50 MB of the relay's memory, for 800 KB sent).
+    await using relay = await startAttackedRelay(['--max-message-bytes', String(64 * KiB)]);
+    const mux = await MuxClient.connect(relay.url, { capabilities: [MUX_BATCH_CAPABILITY] });
+    await mux.waitHello();
+    const a = mux.open('tiny-pieces');
+    await a.waitSynced();
+    // 10,000 one-byte pieces per batch (60 KB), 3 batches.
+    for (let b = 0; b < 3 && !mux.closeInfo; b++) mux.sendBatched(() => Array.from({ length: 10_000 }, () => mux.sendFrame(a.sid, chunk(1, false))));
+    expect((await mux.waitClosed()).code).toBe(CloseCode.LimitExceeded);
+    expect(await metricValue(relay.httpUrl, 'capsync_limit_refusals_total', { limit: 'max-message-bytes' })).toBe(1);
   });
 });

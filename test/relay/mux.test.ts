@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
-import { CloseCode, MUX_CAPABILITY, encodeMessage, encodeMuxFrame, errorCodeFromReason } from '@capsync/core';
+import { CloseCode, MUX_BATCH_CAPABILITY, MUX_CAPABILITY, batchedSize, encodeBatch, encodeMessage, encodeMuxFrame, errorCodeFromReason } from '@capsync/core';
 import { startAttackedRelay } from '../support/attack.js';
 import { MuxClient, type MuxDocSession } from '../support/mux-client.js';
 import { ProtocolClient } from '../support/protocol-client.js';
@@ -111,6 +111,47 @@ describe('multiplexed endpoint: documents over one socket', () => {
   });
 });
 
+describe('multiplexed endpoint: batches of frames', () => {
+  it('a batch of opens and syncs is served as its frames alone would be; the relay batches only to a socket that said it takes batches', async () => {
+    await using relay = await startAttackedRelay();
+    const batching = await MuxClient.connect(relay.url, { capabilities: [MUX_BATCH_CAPABILITY] });
+    const plain = await MuxClient.connect(relay.url);
+    expect((await batching.waitHello()).capabilities).toContain(MUX_BATCH_CAPABILITY);
+    const N = 30;
+    // Every open and its sync step 1 in one WebSocket message.
+    let opened: MuxDocSession[] = [];
+    batching.sendBatched(() => {
+      opened = range(N).map((i) => batching.open(`batched-${i}`));
+    });
+    await Promise.all(opened.map((s) => s.waitSynced()));
+    const others = await Promise.all(range(N).map((i) => plain.synced(`batched-${i}`)));
+    await Promise.all(opened.map((s, i) => typed(s, `b${i}`)));
+    await Promise.all(others.map((s, i) => s.waitForText(`b${i}`)));
+    expect(opened.map((s) => s.ackedSeq)).toEqual(opened.map((s) => s.seq));
+    // The answers to one batch of opens are many frames of one task: they came batched too.
+    expect(batching.batchesReceived).toBeGreaterThan(0);
+    expect(plain.batchesReceived).toBe(0);
+    await Promise.all([batching.close(), plain.close()]);
+  });
+
+  it('a frame of a batch that closes the socket (--max-refused-opens-per-socket) is the last one acted on: a later open loads nothing', async () => {
+    await using relay = await startAttackedRelay(['--max-refused-opens-per-socket', '1']);
+    const mux = await MuxClient.connect(relay.url, { capabilities: [MUX_BATCH_CAPABILITY] });
+    await mux.waitHello();
+    const openOf = (sid: number, name: string) => mux.sendControl({ type: 'session-open', sid, kind: 'doc', name, subdoc: '', capabilities: [] });
+    // Two refused opens (a reserved name: 4404), the second past the bound; then a good one.
+    mux.sendBatched(() => {
+      openOf(1, '.capsync/nope-1');
+      openOf(3, '.capsync/nope-2');
+      openOf(5, 'after-the-close');
+    });
+    expect((await mux.waitClosed()).code).toBe(CloseCode.LimitExceeded);
+    expect(await metricValue(relay.httpUrl, 'capsync_messages_in_total', { type: 'session-open' })).toBe(2);
+    expect(await metricValue(relay.httpUrl, 'capsync_docs_loaded')).toBe(0);
+    expect(mux.control.filter((m) => m.type === 'session-opened')).toEqual([]);
+  });
+});
+
 describe('multiplexed endpoint: fairness between sessions', () => {
   it('sends a large document as chunks, and a small document’s update on the same socket overtakes the rest of it', async () => {
     await using relay = await startAttackedRelay();
@@ -214,6 +255,7 @@ describe('multiplexed endpoint: a failing session is closed alone', () => {
 });
 
 describe('multiplexed endpoint: what breaks the socket closes it', () => {
+  const ping = encodeMuxFrame(0, encodeMessage({ type: 'ping', id: 1 }));
   const cases: [string, (mux: MuxClient) => void, number][] = [
     ['a frame for a session never opened', (mux) => mux.sendFrame(99, encodeMessage({ type: 'ping', id: 1 })), CloseCode.BadMessage],
     ['a malformed session id', (mux) => mux.sendRaw(new Uint8Array([0xff, 0xff])), CloseCode.BadMessage],
@@ -221,6 +263,11 @@ describe('multiplexed endpoint: what breaks the socket closes it', () => {
     ['a second hello', (mux) => mux.sendControl({ type: 'hello', protocolVersion: 1, capabilities: [] }), CloseCode.BadMessage],
     ['a document message on the control session', (mux) => mux.sendFrame(0, encodeMessage({ type: 'sync-step-1', stateVector: new Uint8Array([0]) })), CloseCode.BadMessage],
     ['a text frame', (mux) => mux.sendRaw('hello'), CloseCode.UnsupportedData],
+    ['a batch inside a batch', (mux) => mux.sendBatched(() => mux.sendRaw(encodeBatch([ping], batchedSize(ping)))), CloseCode.BadMessage],
+    // A batch is one task's frames, at most BATCH_BYTES (64 KiB) of them: one of --max-message-bytes
+    // (16 MiB) was millions of frames handled in one go, the relay's event loop held for seconds.
+    ['a batch of more frames than one batch holds (64 KiB)', (mux) => mux.sendBatched(() => range(20_000).forEach(() => mux.sendRaw(ping))), CloseCode.BadMessage],
+    ['a batch whose frame runs past its end', (mux) => mux.sendRaw(new Uint8Array([0, 100, 15, 9, ...ping])), CloseCode.BadMessage],
   ];
   for (const [what, send, code] of cases) {
     it(`${what}: ${code}, and every session on it is released`, async () => {

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import * as Y from 'yjs';
-import { ChunkAssembler, MUX_PATH, PROTOCOL_VERSION, decodeMessage, decodeMuxFrame, encodeMessage, encodeMuxFrame, type Message, type SessionOpenMessage } from '@capsync/core';
+import { ChunkAssembler, MUX_PATH, PROTOCOL_VERSION, batchedSize, decodeMessage, decodeMuxFrame, encodeBatch, encodeMessage, encodeMuxFrame, readBatch, type Message, type SessionOpenMessage } from '@capsync/core';
 import { waitForEvent } from './wait.js';
 import { WireDocClient, type CloseInfo } from './wire-doc-client.js';
 
@@ -42,6 +42,10 @@ export class MuxClient extends EventEmitter {
   /** Messages received on the control session. */
   readonly control: Message[] = [];
   closeInfo: CloseInfo | null = null;
+  /** Batches of frames received (the relay sends them only if the hello announced MUX_BATCH_CAPABILITY). */
+  batchesReceived = 0;
+  /** While sendBatched runs: the frames it collects. */
+  private batching: Uint8Array[] | null = null;
   private readonly sessions = new Map<number, MuxDocSession>();
   private readonly chunks = new ChunkAssembler();
   private nextSid = 1;
@@ -50,7 +54,7 @@ export class MuxClient extends EventEmitter {
     super();
     this.setMaxListeners(1000);
     ws.binaryType = 'nodebuffer';
-    ws.on('message', (data: Buffer) => this.onFrame(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)));
+    ws.on('message', (data: Buffer) => this.onMessage(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)));
     ws.on('close', (code, reason) => {
       this.closeInfo = { code, reason: reason.toString() };
       for (const s of this.sessions.values()) s.ended(this.closeInfo);
@@ -108,8 +112,22 @@ export class MuxClient extends EventEmitter {
     this.sendRaw(encodeMuxFrame(sid, body));
   }
 
+  /** Sends one WebSocket message (inside sendBatched: one frame of the batch). */
   sendRaw(data: Uint8Array | string): void {
-    if (this.isOpen) this.ws.send(data);
+    if (this.batching && typeof data !== 'string') this.batching.push(data);
+    else if (this.isOpen) this.ws.send(data);
+  }
+
+  /** Sends the frames that `send` sends (through this client's methods) as one batch message. */
+  sendBatched(send: () => void): void {
+    const frames: Uint8Array[] = [];
+    this.batching = frames;
+    try {
+      send();
+    } finally {
+      this.batching = null;
+    }
+    this.sendRaw(encodeBatch(frames, frames.reduce((n, f) => n + batchedSize(f), 0)));
   }
 
   /** The relay's hello on the control session. */
@@ -135,6 +153,12 @@ export class MuxClient extends EventEmitter {
   sessionClosed(sid: number, code: number, reason: string): void {
     this.sessions.delete(sid);
     this.sendControl({ type: 'session-close', sid, code, reason });
+  }
+
+  private onMessage(message: Uint8Array): void {
+    const frames = readBatch(message);
+    if (frames) this.batchesReceived++;
+    for (const frame of frames ?? [message]) this.onFrame(frame);
   }
 
   private onFrame(frame: Uint8Array): void {

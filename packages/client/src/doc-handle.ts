@@ -1,7 +1,7 @@
 import { ObservableV2 } from 'lib0/observable';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { AuthError, CapsyncError, MAX_DECLARED_WRITERS, newDoc, type Message } from '@capsync/core';
+import { AuthError, CapsyncError, MAX_DECLARED_WRITERS, newDoc, type Channel, type Message } from '@capsync/core';
 import { withTimeout } from './deadline.js';
 import { LocalReplica } from './replica/local-replica.js';
 import { applyStored } from './storage/compact-log.js';
@@ -10,7 +10,7 @@ import { syncStatus, type SyncStatus } from './status.js';
 import { CROSS_TAB_ORIGIN, FROM_RELAY, STORAGE_ORIGIN } from './sync/origins.js';
 import { declaredWriters } from './sync/declared-writers.js';
 import { DocPresence } from './sync/doc-presence.js';
-import { DocSession } from './sync/doc-session.js';
+import { DocSync } from './sync/doc-sync.js';
 import { awarenessLimitOf } from './sync/refusals.js';
 import { Outbox } from './sync/outbox.js';
 import { TabShare } from './sync/tab-share.js';
@@ -75,7 +75,7 @@ const DEFAULT_TIMEOUT_MS = 10_000;
  * sends the relay everything it lacks.
  *
  * The handle wires its parts together: the local replica (persistence, LocalReplica), the
- * outbox (pending count), the relay link and its document session (sync, acks: DocSession),
+ * outbox (pending count), the relay link and the document's sync on it (a DocSession per connection: DocSync),
  * presence (DocPresence) and other tabs (TabShare); it owns the
  * status and the public API.
  */
@@ -94,7 +94,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   private readonly label: string;
   private readonly outbox: Outbox;
   private readonly link: DocLink;
-  private readonly session: DocSession;
+  private readonly sync: DocSync;
   private replica!: LocalReplica;
   private presence: DocPresence | null = null;
   private tabs: TabShare | null = null;
@@ -138,14 +138,17 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
     };
     this.link = docLinkFor(settings.sockets, linkOptions);
-    this.session = new DocSession(this.label, this.doc, this.link, this.outbox, {
+    this.sync = new DocSync(this.label, this.doc, this.outbox, {
       acked: (seq, durable) => {
         // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
         this.replica.schedule();
         this.tabs?.acked(seq, durable);
       },
       batched: (update, ids) => this.tabs?.shareUpdate(update, ids),
+      awareness: (update) => this.presence?.fromRelay(update),
+      message: (msg) => this.onRelayMessage(msg),
       error: (err) => this.emit('error', [err]),
+      healthy: () => this.link.healthy(),
       changed: () => this.updateStatus(),
       status: () => this.status,
     });
@@ -206,13 +209,12 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   private attach(): void {
     this.doc.on('update', this.onDocUpdate);
     this.presence = new DocPresence(this.awareness, {
-      relay: (update) => this.link.send({ type: 'awareness', update }),
+      relay: (update) => this.sync.send({ type: 'awareness', update }),
       tabs: (update) => this.tabs?.sharePresence(update),
       error: (err) => this.emit('error', [err]),
     });
     this.link.on('state', () => this.updateStatus());
-    this.link.on('open', (connection) => this.onLinkOpen(connection));
-    this.link.on('message', (msg) => this.onRelayMessage(msg));
+    this.link.on('open', (_connection, _url, channel) => this.onLinkOpen(channel));
     this.link.on('close', ({ code, reason }) => this.onLinkClose(code, reason));
     this.link.on('error', (err) => this.emit('error', [err]));
     if (this.settings.crossTab) {
@@ -223,7 +225,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         outbox: this.outbox,
         sessionId: this.settings.sessionId,
         takeoverMs: this.settings.takeoverMs,
-        sendUpdate: (update) => this.session.sendUpdate(update),
+        sendUpdate: (update) => this.sync.sendUpdate(update),
         ownPresence: () => this.presence?.own() ?? null,
         error: (err) => this.emit('error', [err]),
       });
@@ -274,7 +276,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       return;
     }
     if (options.durability === 'quorum') {
-      await this.session.flushQuorum(timeoutMs);
+      await this.sync.flushQuorum(timeoutMs);
       return;
     }
     const waiter = this.outbox.whenDurable();
@@ -291,7 +293,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   async whenSynced(options: { timeoutMs?: number } = {}): Promise<void> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.assertOpen();
-    await this.session.whenSynced(timeoutMs);
+    await this.sync.whenSynced(timeoutMs);
   }
 
   /** Connects (again) after `disconnect()` or a refusal that stopped reconnecting. */
@@ -337,7 +339,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     if (this.onPageHide) (globalThis as { removeEventListener?: (t: string, f: () => void) => void }).removeEventListener?.('pagehide', this.onPageHide);
     this.tabs?.close();
     this.cp.close();
-    this.session.close();
+    this.sync.close();
     await this.replica.close();
     this.link.destroy();
     this.statusValue = 'offline';
@@ -351,20 +353,20 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.replica.append({ data: update, format: 'v1' });
     if (origin === FROM_RELAY || origin === CROSS_TAB_ORIGIN) return;
     const id = `${this.settings.sessionId}:${this.localCount++}`;
-    this.session.queueLocal(update, this.outbox.add(id, this.doc.clientID), id);
+    this.sync.queueLocal(update, this.outbox.add(id, this.doc.clientID), id);
   };
 
   // ---- the relay ----
 
-  private onLinkOpen(connection: number): void {
-    this.session.onOpen(connection);
+  private onLinkOpen(channel: Channel): void {
+    this.sync.connect(channel);
     this.presence?.announce();
     this.updateStatus();
   }
 
   private onLinkClose(code: number, reason: string): void {
     this.cp.onLinkClose();
-    this.session.onClose();
+    this.sync.disconnected();
     this.tabs?.onLinkClose();
     const limit = awarenessLimitOf(code, reason);
     if (limit !== undefined) this.presence?.refused(limit, reason);
@@ -372,12 +374,9 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.updateStatus();
   }
 
+  /** A message of the relay that is not the sync's. */
   private onRelayMessage(msg: Message): void {
-    if (this.session.onMessage(msg)) return;
     switch (msg.type) {
-      case 'awareness':
-        this.presence?.fromRelay(msg.update);
-        return;
       case 'error':
         this.emit('error', [new CapsyncError(msg.code, msg.message)]);
         return;
@@ -388,7 +387,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
         this.cp.onReply(msg);
         return;
       default:
-        // hello, pong: the link already used them as signs of life.
+        // The link used pongs as signs of life; nothing else is for a client's document.
         return;
     }
   }
@@ -397,7 +396,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
 
   private updateStatus(): void {
     if (this.closed) return;
-    const next = syncStatus(this.link.state, this.session.caughtUp, this.outbox.pending);
+    const next = syncStatus(this.link.state, this.sync.caughtUp, this.outbox.pending);
     if (next === this.statusValue) return;
     this.statusValue = next;
     this.emit('status', [next]);

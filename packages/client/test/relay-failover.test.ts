@@ -110,9 +110,11 @@ function harness(urls: string[], options: Partial<RelayLinkOptions> = {}): Harne
   const opens: [number, string][] = [];
   const errors: CapsyncError[] = [];
   const messages: Message[] = [];
-  link.on('open', (n, url) => opens.push([n, url]));
+  link.on('open', (n, url, channel) => {
+    opens.push([n, url]);
+    channel.attach({ message: (bytes) => messages.push(decodeMessage(bytes)), close: () => {}, error: () => {} });
+  });
   link.on('error', (e) => errors.push(e));
-  link.on('message', (m) => messages.push(m));
   const last = () => sockets.at(-1)!;
   return {
     link,

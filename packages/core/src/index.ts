@@ -32,4 +32,5 @@ export * from './session/dialer.js';
 export * from './mux/session-channel.js';
 export * from './mux/mux-sessions.js';
 export * from './mux/fair-socket.js';
+export * from './mux/frame-batch.js';
 export * from './mux/chunk-assembler.js';

@@ -47,6 +47,8 @@ class TestHost implements SessionHooks {
   readonly ackedPositions: number[] = [];
   readonly ackedSeqs: number[] = [];
   readonly sentStep2s: number[] = [];
+  /** The sync rounds completed (synced). */
+  readonly rounds: number[] = [];
   readonly durables: ('sync-step-2' | 'update')[] = [];
   readonly hellos: HelloMessage[] = [];
   /** What `hello` answers (null: nothing, we spoke first). */
@@ -83,6 +85,9 @@ class TestHost implements SessionHooks {
   }
   sentStep2(seq: number): void {
     this.sentStep2s.push(seq);
+  }
+  synced(round: number): void {
+    this.rounds.push(round);
   }
   position(): number {
     return this.nextPosition();
@@ -147,11 +152,16 @@ class Remote {
   }
 }
 
-function setup(options: { maxQueuedBytes?: number; numberSent?: boolean; open?: boolean; hello?: HelloMessage } = {}) {
+function setup(options: { maxQueuedBytes?: number; numberSent?: boolean; open?: boolean; hello?: HelloMessage; ackReceived?: boolean } = {}) {
   const [a, b] = channelPair();
   const replica = new TestReplica();
   const host = new TestHost(replica);
-  const session = new DocSession(a, host, { maxQueuedBytes: options.maxQueuedBytes ?? 1 << 20, numberSent: options.numberSent ?? false, hello: options.hello });
+  const session = new DocSession(a, host, {
+    maxQueuedBytes: options.maxQueuedBytes ?? 1 << 20,
+    numberSent: options.numberSent ?? false,
+    hello: options.hello,
+    ackReceived: options.ackReceived,
+  });
   const remote = new Remote(b);
   if (options.open !== false) session.open(replica);
   return { session, replica, host, remote };
@@ -384,5 +394,99 @@ describe('DocSession', () => {
     remote.send(helloFor('client'));
     await remote.until(() => remote.closed !== null);
     expect(remote.closed!.code).toBe(CloseCode.BadMessage);
+  });
+});
+
+/** A client's session: it said hello through its dialer, numbers what it sends, acknowledges nothing. */
+function clientSetup(options: { open?: boolean } = {}) {
+  return setup({ numberSent: true, ackReceived: false, ...options });
+}
+
+describe('DocSession, client role (numberSent, ackReceived: false)', () => {
+  it('numbers the step 2 answer, its updates and a barrier from 1; the relay\'s acks name them; it acknowledges nothing', async () => {
+    const { remote, host, session, replica } = clientSetup();
+    host.answer = null;
+    replica.doc.getText('t').insert(0, 'local');
+    remote.send(helloFor('relay'));
+    remote.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(new Y.Doc()) });
+    remote.send({ type: 'sync-step-2', update: updateOf('remote') });
+    remote.send({ type: 'update', update: updateOf('more', 9) });
+    remote.send({ type: 'update', update: EMPTY_UPDATE });
+    await remote.until(() => remote.of('sync-step-2').length === 1);
+    expect(session.sendNumbered(updateOf('x', 3))).toBe(2);
+    expect(session.sendNumbered(EMPTY_UPDATE)).toBe(3);
+    expect(host.sentStep2s).toEqual([1]);
+    remote.send({ type: 'ack', seq: 3, stateVector: new Uint8Array([0]) });
+    remote.send({ type: 'ping', id: 1 });
+    await remote.until(() => remote.of('pong').length === 1);
+    await tick();
+    expect(host.ackedSeqs).toEqual([3]);
+    expect(host.hellos).toHaveLength(1);
+    // No ack (a relay refuses one from a client) and no hello answer: we spoke first.
+    expect(remote.of('ack')).toEqual([]);
+    expect(remote.of('hello')).toEqual([]);
+    expect(replica.doc.getText('t').length).toBeGreaterThan('local'.length);
+  });
+
+  it('requestSync: one step 1 in flight; asked meanwhile, the next goes out with the state the answer made', async () => {
+    const { remote, host, session } = clientSetup();
+    await remote.until(() => remote.of('sync-step-1').length === 1);
+    // Round 1 (open's step 1) is unanswered: asking twice owes one more step 1, for round 2.
+    expect(session.requestSync()).toBe(2);
+    expect(session.requestSync()).toBe(2);
+    remote.send({ type: 'ping', id: 1 });
+    await remote.until(() => remote.of('pong').length === 1);
+    expect(remote.of('sync-step-1')).toHaveLength(1);
+    remote.send({ type: 'sync-step-2', update: updateOf('a') });
+    await remote.until(() => remote.of('sync-step-1').length === 2);
+    expect(host.rounds).toEqual([1]);
+    // The owed step 1 carries the state vector after the answer was applied.
+    const sv = Y.decodeStateVector(remote.of('sync-step-1')[1]!.stateVector);
+    expect(sv.get(7)).toBe(1);
+    // An empty answer completes its round too.
+    remote.send({ type: 'sync-step-2', update: EMPTY_UPDATE });
+    remote.send({ type: 'ping', id: 2 });
+    await remote.until(() => remote.of('pong').length === 2);
+    expect(host.rounds).toEqual([1, 2]);
+    // Nothing in flight: a request goes out at once.
+    expect(session.requestSync()).toBe(3);
+    await remote.until(() => remote.of('sync-step-1').length === 3);
+  });
+
+  it('a client session and a relay session over a memory pair converge; the relay acks, the client acks nothing', async () => {
+    const [c, r] = channelPair();
+    const clientReplica = new TestReplica();
+    const clientHost = new TestHost(clientReplica);
+    clientHost.answer = null;
+    const relayReplica = new TestReplica();
+    const relayHost = new TestHost(relayReplica);
+    clientReplica.doc.getText('t').insert(0, 'offline edit');
+    relayReplica.doc.getMap('m').set('k', 'stored');
+    const client = new DocSession(c, clientHost, { maxQueuedBytes: 1 << 20, numberSent: true, ackReceived: false, hello: helloFor('client') });
+    const relay = new DocSession(r, relayHost, { maxQueuedBytes: 1 << 20, numberSent: false });
+    relay.open(relayReplica);
+    client.open(clientReplica);
+    const round = client.requestSync();
+    const deadline = Date.now() + 2000;
+    while (!(clientHost.rounds.includes(round) && clientHost.ackedSeqs.length > 0) && Date.now() < deadline) await tick();
+    expect(clientReplica.doc.getMap('m').get('k')).toBe('stored');
+    expect(relayReplica.doc.getText('t').toString()).toBe('offline edit');
+    // The client's sync step 2 (its message 1) was acknowledged; the relay heard no ack (its host would close on one).
+    expect(clientHost.sentStep2s).toEqual([1]);
+    expect(clientHost.ackedSeqs.at(-1)).toBe(1);
+    expect(relayHost.extensions.filter((m) => m.type === 'ack')).toEqual([]);
+    expect(relayHost.hellos).toHaveLength(1);
+    expect(clientHost.hellos).toHaveLength(1);
+    expect(client.isClosed || relay.isClosed).toBe(false);
+  });
+
+  it('requestSync asks nothing before open or after the close (0: the next session\'s first round answers)', async () => {
+    const { remote, session, replica } = clientSetup({ open: false });
+    expect(session.requestSync()).toBe(0);
+    session.open(replica);
+    await remote.until(() => remote.of('sync-step-1').length === 1);
+    session.close(1000, 'bye');
+    expect(session.requestSync()).toBe(0);
+    expect(session.sendNumbered(updateOf('late'))).toBe(-1);
   });
 });

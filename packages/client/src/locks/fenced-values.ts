@@ -98,6 +98,6 @@ export class FencedValues {
 
   /** @internal The document is closing. */
   close(): void {
-    this.pending.failAll(new CapsyncError('internal', 'the document was closed'));
+    this.pending.failAll(() => new CapsyncError('internal', 'the document was closed'));
   }
 }

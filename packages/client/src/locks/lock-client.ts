@@ -1,5 +1,5 @@
 import { CapsyncError, LeaseLostError, UnavailableError, errorCodeFromReason, errorFromCode, type LockOp, type LockReplyMessage, type Message } from '@capsync/core';
-import { RelayLink, type RelayLinkOptions } from '../sync/relay-link.js';
+import { RelayLink, decodeFromRelay, type RelayLinkOptions } from '../sync/relay-link.js';
 import type { RelaySockets } from '../sync/relay-socket.js';
 import { SessionLink, type DocLink } from '../sync/session-link.js';
 import { Lease, type LeaseOwner } from './lease.js';
@@ -167,8 +167,19 @@ export class LockClient implements LeaseOwner {
     if (this.link) return this.link;
     const options = { ...this.settings.link, docName: LOCKS_PATH };
     const link: DocLink = this.settings.sockets ? new SessionLink(this.settings.sockets, options, 'locks') : new RelayLink(options);
-    link.on('open', () => this.flushOutgoing());
-    link.on('message', (msg) => this.onMessage(msg));
+    link.on('open', (_connection, _url, channel) => {
+      channel.attach({
+        message: (bytes) => {
+          // An undecodable frame closes the link (4400), which reconnects; nothing else to do.
+          const msg = decodeFromRelay(channel, bytes, () => {});
+          if (msg) this.onMessage(msg);
+        },
+        close: () => {},
+        // A text frame or an odd payload: not part of the protocol, and nothing to act on.
+        error: () => {},
+      });
+      this.flushOutgoing();
+    });
     link.on('close', ({ reason }) => this.onClose(reason));
     link.on('error', (err) => {
       // Refused (bad token, no lock permission): waiting out the deadline would only hide

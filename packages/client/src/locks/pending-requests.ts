@@ -81,7 +81,10 @@ export class PendingRequests<R> {
     return lost;
   }
 
-  failAll(err: unknown): void {
-    for (const id of Array.from(this.entries.keys())) this.fail(id, err);
+  /** Fails every pending request with `err` (made only when one is pending: an error captures a stack). */
+  failAll(err: unknown | (() => unknown)): void {
+    if (this.entries.size === 0) return;
+    const error = typeof err === 'function' ? (err as () => unknown)() : err;
+    for (const id of Array.from(this.entries.keys())) this.fail(id, error);
   }
 }

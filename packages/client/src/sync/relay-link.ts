@@ -64,10 +64,12 @@ export interface RelayLinkEvents {
   state: (state: LinkState) => void;
   /**
    * A socket opened and our hello went out; `connection` numbers connections from 1 (across
-   * relays), `url` is the relay base URL it went to (also `currentUrl`).
+   * relays), `url` is the relay base URL it went to (also `currentUrl`). The link's user attaches
+   * to `channel` (a DocSession, or decodeFromRelay): every frame of the relay arrives there
+   * (frames wait for the attach), until the channel's close, which comes before the link's
+   * 'close'. `send` goes on the same channel.
    */
-  open: (connection: number, url: string) => void;
-  message: (msg: Message) => void;
+  open: (connection: number, url: string, channel: Channel) => void;
   /** The current socket is gone (closed, failed, or declared dead by the heartbeat). */
   close: (info: { code: number; reason: string }) => void;
   /** Something the app should know: auth refused, bad close codes, token errors. */
@@ -79,7 +81,7 @@ export interface RelayLinkEvents {
  * Dialer — URL list with failover, a token per attempt, hello, heartbeat (app-level pings: a
  * half-open link is noticed within heartbeatIntervalMs + heartbeatTimeoutMs), backoff, the
  * browser's online/offline events, refusals (see Dialer for the contract) — with messages
- * decoded and encoded. An undecodable frame closes the link with 4400.
+ * handed to its user as a Channel ('open'). `send` encodes a message onto it.
  *
  * Permission errors do not cause a reconnect storm: 'forbidden', a bad document name and an
  * incompatible protocol version stop the link (they would be refused everywhere);
@@ -102,17 +104,12 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
     this.dialer.on('state', (state) => this.emit('state', [state]));
     this.dialer.on('open', ({ channel, connection, url }) => {
       this.channel = channel;
-      channel.attach({
-        message: (bytes) => this.receive(channel, bytes),
-        close: () => {
-          if (this.channel === channel) this.channel = null;
-        },
-        // A text frame or an odd payload: not part of the protocol, and nothing to act on.
-        error: () => {},
-      });
-      this.emit('open', [connection, url]);
+      this.emit('open', [connection, url, channel]);
     });
-    this.dialer.on('close', ({ code, reason }) => this.emit('close', [{ code, reason }]));
+    this.dialer.on('close', ({ code, reason }) => {
+      this.channel = null;
+      this.emit('close', [{ code, reason }]);
+    });
     this.dialer.on('error', (err) => this.emit('error', [err]));
   }
 
@@ -154,11 +151,6 @@ export class RelayLink extends ObservableV2<RelayLinkEvents> {
   override destroy(): void {
     this.dialer.destroy('client closed');
     super.destroy();
-  }
-
-  private receive(channel: DialedChannel, bytes: Uint8Array): void {
-    const msg = decodeFromRelay(channel, bytes, (err) => this.emit('error', [err]));
-    if (msg) this.emit('message', [msg]);
   }
 }
 

@@ -3,6 +3,8 @@ import {
   CloseCode,
   Dialer,
   FairSocket,
+  FrameBatch,
+  MUX_BATCH_CAPABILITY,
   MUX_CAPABILITY,
   MUX_CONTROL_FRAMING,
   MUX_PATH,
@@ -70,6 +72,8 @@ export class RelaySocket implements MuxHandler {
   private halted = false;
   /** The open link's channel (to close the socket when its sids run out). */
   private dialerChannel: DialedChannel | null = null;
+  /** The open socket's FrameBatch: flushed before the socket is closed from here. */
+  private batch: FrameBatch | null = null;
   /** The capabilities of the open link's relay hello (what kinds of session it serves). */
   private relayCapabilities: readonly string[] = [];
   private destroyed = false;
@@ -154,6 +158,7 @@ export class RelaySocket implements MuxHandler {
       return this.sessions.open(request);
     } catch (err) {
       // Sids used up (after 2^31 opens): a new socket starts afresh.
+      this.batch?.flush();
       this.dialerChannel?.close(CloseCode.BadMessage, closeReasonFor('bad-message', (err as Error).message));
       return null;
     }
@@ -191,6 +196,8 @@ export class RelaySocket implements MuxHandler {
     if (this.destroyed) return;
     this.destroyed = true;
     if (this.lingering) clearTimeout(this.lingering);
+    // The sessions' closes go before the socket's.
+    this.batch?.flush();
     this.dialer?.destroy('client closed');
     this.dialer = null;
   }
@@ -233,7 +240,7 @@ export class RelaySocket implements MuxHandler {
     let lastClose: { code: number; url: string; opened: boolean } | null = null;
     const dialer = new Dialer({
       ...clientDialerOptions({ ...options, urls: options.urls.filter((u) => !this.noMuxUrls.has(u)) }, MUX_PATH),
-      hello: helloFor('client', options.ownerKey ? [OWNER_KEY_PREFIX + options.ownerKey] : []),
+      hello: helloFor('client', options.ownerKey ? [MUX_BATCH_CAPABILITY, OWNER_KEY_PREFIX + options.ownerKey] : [MUX_BATCH_CAPABILITY]),
       // A relay that upgrades /.capsync/mux but does not say it serves it is not one we can talk to.
       expectHello: (hello) => {
         if (!hello.capabilities.includes(MUX_CAPABILITY)) return new CapsyncError('invalid-doc-name', 'the relay does not announce the multiplexed endpoint');
@@ -267,8 +274,12 @@ export class RelaySocket implements MuxHandler {
   private socketOpened(channel: DialedChannel, capabilities: readonly string[]): void {
     // Large messages (a big document's first sync) go as chunks, taking turns with the other
     // documents' frames, both ways: the relay sends chunks too, put together here.
-    const fair = new FairSocket(channel);
+    // And the small frames of one task leave in one message, when the relay takes batches.
+    const batch = new FrameBatch(channel);
+    batch.enabled = capabilities.includes(MUX_BATCH_CAPABILITY);
+    const fair = new FairSocket(batch);
     const sessions = new MuxSessions(fair, true, this, new ChunkAssembler());
+    this.batch = batch;
     this.sessions = sessions;
     this.dialerChannel = channel;
     this.waitingAtCap = false;
@@ -280,6 +291,7 @@ export class RelaySocket implements MuxHandler {
         } catch (err) {
           const e = err instanceof CapsyncError ? err : new CapsyncError('internal', (err as Error).message);
           this.emitError(e);
+          batch.flush();
           channel.close(closeCodeFor(e.code), closeReasonFor(e.code, e.message));
         }
       },
@@ -287,7 +299,9 @@ export class RelaySocket implements MuxHandler {
         if (this.sessions === sessions) {
           this.sessions = null;
           this.dialerChannel = null;
+          this.batch = null;
         }
+        batch.clear();
         fair.clear();
         // Every session ends with the socket's code: its document waits for the next socket.
         sessions.socketClosed(code, reason);

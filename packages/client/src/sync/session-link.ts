@@ -7,10 +7,13 @@ import {
   encodeMessage,
   refusalFor,
   CapsyncError,
+  HeldEvents,
+  type Channel,
+  type ChannelHandler,
   type Message,
   type SessionChannel,
 } from '@capsync/core';
-import { RelayLink, decodeFromRelay, type LinkState, type RelayLinkEvents, type RelayLinkOptions } from './relay-link.js';
+import { RelayLink, type LinkState, type RelayLinkEvents, type RelayLinkOptions } from './relay-link.js';
 import type { RelaySocket, RelaySockets, SocketUser } from './relay-socket.js';
 import { LocalOnlyLink, unsupportedSubdoc } from './subdocs.js';
 
@@ -32,8 +35,8 @@ export function docLinkFor(sockets: RelaySockets | null, options: RelayLinkOptio
 /**
  * A document's link as one session on the client's multiplexed socket (RelaySocket), with
  * RelayLink's events and contract, so the document cannot tell the two apart:
- * - 'open' when its session-open went out (frames follow it at once; a refusal comes back as
- *   the session's close), 'close' when the session ended: closed by the relay, refused, or with
+ * - 'open' when its session-open went out, with the session as the channel (frames follow it
+ *   at once; a refusal comes back as the session's close), 'close' when the session ended: closed by the relay, refused, or with
  *   the socket (then with the socket's code). After a socket reconnect the session is opened
  *   again on the new socket, with the document's hello capabilities of that moment.
  * - A session refusal is the same close code a socket of its own would get, and is handled by
@@ -145,14 +148,9 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
     }
     this.toldWaiting = false;
     this.channel = channel;
-    channel.attach({
-      message: (bytes) => this.receive(channel, bytes),
-      close: (code, reason) => this.sessionClosed(channel, socket, code, reason),
-      // Not part of the protocol, and nothing to act on.
-      error: () => {},
-    });
+    const view = new ObservedChannel(channel, (code, reason) => this.sessionClosed(channel, socket, code, reason));
     this.emit('state', ['open']);
-    this.emit('open', [++this.connections, socket.currentUrl]);
+    this.emit('open', [++this.connections, socket.currentUrl, view]);
   }
 
   /** The socket is at the relay's session cap: this document waits for a session to end, and says so once. */
@@ -189,19 +187,13 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
     const link = new RelayLink(this.options);
     this.fallback = link;
     link.on('state', (s) => this.emit('state', [s]));
-    link.on('open', (connection, url) => this.emit('open', [connection, url]));
-    link.on('message', (msg) => this.emit('message', [msg]));
+    link.on('open', (connection, url, channel) => this.emit('open', [connection, url, channel]));
     link.on('close', (info) => this.emit('close', [info]));
     link.on('error', (err) => this.emit('error', [err]));
     if (started) link.start();
   }
 
   // ---- the session ----
-
-  private receive(channel: SessionChannel, bytes: Uint8Array): void {
-    const msg = decodeFromRelay(channel, bytes, (err) => this.emit('error', [err]));
-    if (msg) this.emit('message', [msg]);
-  }
 
   private sessionClosed(channel: SessionChannel, socket: RelaySocket, code: number, reason: string): void {
     if (this.channel !== channel) return; // closed by us (release)
@@ -252,5 +244,52 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
   private cancelRetry(): void {
     if (this.retry) clearTimeout(this.retry);
     this.retry = null;
+  }
+}
+
+/**
+ * A session's channel as its user sees it (the link's 'open'), with the link told of its close
+ * (`ended`) right after the user: the user's session is closed by the time the link reacts
+ * (reports 'close', retries).
+ */
+class ObservedChannel implements Channel {
+  private readonly events = new HeldEvents();
+
+  constructor(
+    private readonly inner: SessionChannel,
+    ended: (code: number, reason: string) => void,
+  ) {
+    inner.attach({
+      message: (bytes) => this.events.message(bytes),
+      error: (err) => this.events.error(err),
+      close: (code, reason) => {
+        this.events.close(code, reason);
+        ended(code, reason);
+      },
+    });
+  }
+
+  get hello(): SessionChannel['hello'] {
+    return this.inner.hello;
+  }
+
+  get bufferedAmount(): number {
+    return this.inner.bufferedAmount;
+  }
+
+  send(bytes: Uint8Array, onWritten?: () => void): void {
+    this.inner.send(bytes, onWritten);
+  }
+
+  close(code: number, reason: string): void {
+    this.inner.close(code, reason);
+  }
+
+  terminate(): void {
+    this.inner.terminate();
+  }
+
+  attach(handler: ChannelHandler): void {
+    this.events.attach(handler);
   }
 }

@@ -1,6 +1,15 @@
 import { LimitExceededError, ProtocolError } from '../errors.js';
 import { MAX_CHUNKED_MESSAGE_BYTES, readChunk } from '../protocol/mux-frame.js';
 
+/**
+ * What one held piece of an unfinished message counts against `maxOpenBytes` at least. A piece
+ * held costs an object and a buffer of a few hundred bytes besides its own bytes (measured
+ * ~400 B in Node), so counting only its bytes let a sender of one-byte pieces (6 bytes each in
+ * a batch of frames) make a socket hold ~400 times the bound. An honest sender's pieces are
+ * CHUNK_BYTES (64 KiB) except the last (never held): they count as before.
+ */
+export const HELD_PIECE_BYTES = 1024;
+
 export interface ChunkLimits {
   /** Largest message put together (default MAX_CHUNKED_MESSAGE_BYTES). */
   maxMessageBytes?: number;
@@ -46,10 +55,11 @@ export class ChunkAssembler {
     pieces.bytes += chunk.piece.byteLength;
     if (pieces.bytes > this.maxBytes) throw new LimitExceededError(this.limit, `${this.limit}: a chunked message of session ${sid} is over ${this.maxBytes} bytes`);
     if (!chunk.final) {
-      if (this.openBytes + chunk.piece.byteLength > this.maxOpenBytes) {
+      const charged = heldCost(chunk.piece);
+      if (this.openBytes + charged > this.maxOpenBytes) {
         throw new LimitExceededError(this.limit, `${this.limit}: unfinished chunked messages on this socket are over ${this.maxOpenBytes} bytes`);
       }
-      this.openBytes += chunk.piece.byteLength;
+      this.openBytes += charged;
       pieces.pieces.push(chunk.piece);
       this.open.set(sid, pieces);
       return null;
@@ -71,7 +81,7 @@ export class ChunkAssembler {
     if (!pieces) return;
     this.open.delete(sid);
     // What was held: the pieces kept (a final piece is counted in `bytes` but never held).
-    for (const piece of pieces.pieces) this.openBytes -= piece.byteLength;
+    for (const piece of pieces.pieces) this.openBytes -= heldCost(piece);
   }
 
   /** The socket closed. */
@@ -79,4 +89,9 @@ export class ChunkAssembler {
     this.open.clear();
     this.openBytes = 0;
   }
+}
+
+/** What a held piece counts against `maxOpenBytes` (see HELD_PIECE_BYTES). */
+function heldCost(piece: Uint8Array): number {
+  return Math.max(piece.byteLength, HELD_PIECE_BYTES);
 }

@@ -1,7 +1,7 @@
 import { ProtocolError } from '../errors.js';
 import type { HelloMessage, Message, SessionOpenMessage } from '../protocol/message-types.js';
 import { decodeMessage, encodeMessage } from '../protocol/messages.js';
-import { CONTROL_SID, MAX_SID, decodeMuxFrame, encodeMuxFrame } from '../protocol/mux-frame.js';
+import { CONTROL_SID, MAX_SID, decodeMuxFrame, encodeMuxFrame, readBatch } from '../protocol/mux-frame.js';
 import type { ChunkAssembler } from './chunk-assembler.js';
 import { SessionChannel, type SessionTransport } from './session-channel.js';
 
@@ -44,6 +44,8 @@ export interface MuxHandler {
  * - With a ChunkAssembler, a session's `chunk` frames are put together and the session gets the
  *   whole message (the assembler's bounds, which the relay sets per socket, break the socket).
  *   Without one, a chunk reaches the session as it is, and its codec refuses it.
+ * - A batch of frames (MUX_BATCH_CAPABILITY) is taken apart and its frames handled in order, as
+ *   if each had come alone; once one of them closed the socket, the rest are dropped.
  */
 export class MuxSessions implements SessionTransport {
   private readonly live = new Map<number, SessionChannel>();
@@ -54,6 +56,9 @@ export class MuxSessions implements SessionTransport {
   private deciding = 0;
   /** Null unless this side takes chunks. */
   private readonly chunks: ChunkAssembler | null;
+
+  /** socketClosed ran: frames still to handle (the rest of a batch) are dropped. */
+  private socketEnded = false;
 
   constructor(
     private readonly socket: MuxSocket,
@@ -76,8 +81,21 @@ export class MuxSessions implements SessionTransport {
     return this.socket.bufferedAmount;
   }
 
-  /** Handles one frame received on the socket. Throws a CapsyncError when the socket must close. */
-  receive(frame: Uint8Array): void {
+  /**
+   * Handles one message received on the socket: a frame, or a batch of them (mux-frame.ts),
+   * each handled as if it had come alone. Throws a CapsyncError when the socket must close.
+   */
+  receive(message: Uint8Array): void {
+    const frames = readBatch(message);
+    if (!frames) return this.receiveFrame(message);
+    for (const frame of frames) {
+      // A frame of the batch closed the socket: the rest is not for anyone any more.
+      if (this.socketEnded) return;
+      this.receiveFrame(frame);
+    }
+  }
+
+  private receiveFrame(frame: Uint8Array): void {
     const { sid, body } = decodeMuxFrame(frame);
     if (sid === CONTROL_SID) return this.control(decodeMessage(body));
     const session = this.live.get(sid);
@@ -123,6 +141,7 @@ export class MuxSessions implements SessionTransport {
 
   /** The socket closed: every live session ends with the socket's code and reason. */
   socketClosed(code: number, reason: string): void {
+    this.socketEnded = true;
     const sessions = [...this.live.values()];
     this.live.clear();
     this.chunks?.clear();

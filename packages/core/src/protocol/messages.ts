@@ -12,11 +12,13 @@ export * from './message-types.js';
 const SyncKind = { Step1: 0, Step2: 1, Update: 2 } as const;
 /**
  * Kinds of capsync messages (type 100). `Chunk` (14) is not a Message: it is a piece of one,
- * on a multiplexed socket only (protocol/mux-frame.ts), put together below the codec.
+ * on a multiplexed socket only (protocol/mux-frame.ts), put together below the codec. Nor is
+ * `Batch` (15): several frames of a multiplexed socket in one WebSocket message, taken apart
+ * below the codec too.
  */
 export const CapsyncKind = {
   Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8, QuorumAck: 9, ClientOwners: 10,
-  SessionOpen: 11, SessionOpened: 12, SessionClose: 13, Chunk: 14,
+  SessionOpen: 11, SessionOpened: 12, SessionClose: 13, Chunk: 14, Batch: 15,
 } as const;
 const SessionKinds: readonly SessionOpenMessage['kind'][] = ['doc', 'locks'];
 const Permissions: readonly SessionOpenedMessage['permission'][] = ['read', 'write'];

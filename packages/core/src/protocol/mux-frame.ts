@@ -23,6 +23,14 @@
  * documents on the socket. A session's frames, chunks included, keep their order. Both sides
  * send and take chunks; the relay bounds what a client's unfinished ones may hold (ChunkAssembler).
  *
+ * Batches: a side whose hello announces MUX_BATCH_CAPABILITY takes a WebSocket message that
+ * carries several frames, `[0][100][15]` then each frame as a varUint8Array (its length, then
+ * its bytes), in order; it handles them as if each had come alone. Opening 1,000 documents is
+ * thousands of small frames each way; one WebSocket message each was most of what both ends
+ * spent (a write to the operating system per frame, a frame header, a mask, a message event).
+ * A batch never holds a batch, a hello or a pong (the Dialer reads those before the sessions),
+ * nor more than MAX_BATCH_BYTES of frames (a larger one breaks the socket, 4400).
+ *
  * The protocol version stays 1: a plain connection's messages did not change, and
  * bumping it would make every older relay refuse every newer client and peer with 4426.
  */
@@ -56,6 +64,9 @@ export function muxSessionsOf(capabilities: readonly string[]): number {
   const n = announced === undefined ? NaN : Number(announced.slice(MUX_SESSIONS_PREFIX.length));
   return Number.isSafeInteger(n) && n > 0 ? n : Infinity;
 }
+
+/** Hello capability of a side that takes batches of frames (see the header). */
+export const MUX_BATCH_CAPABILITY = 'mux-batch';
 
 /** The control session of every multiplexed socket. */
 export const CONTROL_SID = 0;
@@ -154,4 +165,88 @@ export function readChunk(body: Uint8Array): { piece: Uint8Array; final: boolean
   const flag = body[2];
   if (flag !== 0 && flag !== 1) throw new ProtocolError('bad-message', 'malformed chunk');
   return { piece: body.subarray(3), final: flag === 1 };
+}
+
+/**
+ * Most bytes of frames (with their lengths) one batch holds: what one FrameBatch sends at most.
+ * A receiver handles a batch's frames in one go, so a batch as large as a message may be
+ * (--max-message-bytes, 16 MiB) was millions of tiny frames handled without a turn for anyone
+ * else (seconds of the relay's event loop, and an array of them all). 64 KiB is what Node
+ * reads from a socket at once, so a batch holds up the relay no longer than frames sent alone.
+ */
+export const MAX_BATCH_BYTES = CHUNK_BYTES;
+
+/** The three bytes a batch starts with: the control sid, the capsync type, the batch kind. */
+const BATCH_HEAD = [CONTROL_SID, MessageType.Capsync, CapsyncKind.Batch] as const;
+
+/** True for a frame a batch may not hold: a batch, or a control hello or pong (the Dialer's). */
+export function unbatchable(frame: Uint8Array): boolean {
+  // Sid 0 may be written in more bytes than it needs ([0x80, 0x00]): read it as the decoder does.
+  let at = 0;
+  while (frame[at] === 0x80) at++;
+  if (frame[at] !== CONTROL_SID || frame[at + 1] !== MessageType.Capsync) return false;
+  const kind = frame[at + 2];
+  return kind === CapsyncKind.Batch || kind === CapsyncKind.Hello || kind === CapsyncKind.Pong;
+}
+
+/** Bytes `frame` takes in a batch: its length varint and itself. */
+export function batchedSize(frame: Uint8Array): number {
+  let prefix = 1;
+  for (let rest = frame.byteLength; rest >= 0x80; rest = Math.floor(rest / 0x80)) prefix++;
+  return prefix + frame.byteLength;
+}
+
+/** One WebSocket message carrying `frames` in order; `size` is the sum of their batchedSize. */
+export function encodeBatch(frames: readonly Uint8Array[], size: number): Uint8Array {
+  const out = new Uint8Array(BATCH_HEAD.length + size);
+  out.set(BATCH_HEAD, 0);
+  let at = BATCH_HEAD.length;
+  for (const frame of frames) {
+    let rest = frame.byteLength;
+    while (rest >= 0x80) {
+      out[at++] = 0x80 | (rest % 0x80);
+      rest = Math.floor(rest / 0x80);
+    }
+    out[at++] = rest;
+    out.set(frame, at);
+    at += frame.byteLength;
+  }
+  return out;
+}
+
+/**
+ * The frames of a received batch, each a copy of its bytes, or null when `message` is not a batch.
+ * Copies, not views: a view keeps the whole message alive, and a receiver keeps some frames
+ * (a piece of an unfinished chunked message, input queued while a document loads) counted by
+ * their own length. One byte worth keeping beside 64 KiB of frames for a closed session,
+ * message after message, would hold 64 KiB per counted byte. A batch's frames are small
+ * (FrameBatch batches frames up to 4 KiB), so the copies cost little.
+ * Throws ProtocolError('bad-message') for a malformed one, or one holding what a batch may not
+ * (unbatchable): the socket's framing is broken, so the caller closes the socket (4400).
+ */
+export function readBatch(message: Uint8Array): Uint8Array[] | null {
+  if (message[0] !== BATCH_HEAD[0] || message[1] !== BATCH_HEAD[1] || message[2] !== BATCH_HEAD[2]) return null;
+  if (message.byteLength - BATCH_HEAD.length > MAX_BATCH_BYTES) throw new ProtocolError('bad-message', `a batch of frames holds more than ${MAX_BATCH_BYTES} bytes`);
+  const frames: Uint8Array[] = [];
+  let at = BATCH_HEAD.length;
+  while (at < message.byteLength) {
+    // Read by hand: lib0's readVarUint8Array does not check a length against the message, and a
+    // received message is often a view into a larger buffer (Node's pool).
+    let length = 0;
+    let scale = 1;
+    for (;;) {
+      const byte = message[at++];
+      if (byte === undefined || scale > 2 ** 28) throw new ProtocolError('bad-message', 'malformed batch of frames');
+      length += (byte & 0x7f) * scale;
+      if (byte < 0x80) break;
+      scale *= 0x80;
+    }
+    if (length === 0 || at + length > message.byteLength) throw new ProtocolError('bad-message', 'malformed batch of frames');
+    // Not `message.slice`: Node's Buffer.slice is a view, and the relay receives Buffers.
+    const frame = new Uint8Array(message.subarray(at, at + length));
+    if (unbatchable(frame)) throw new ProtocolError('bad-message', 'a batch of frames holds a batch, a hello or a pong');
+    frames.push(frame);
+    at += length;
+  }
+  return frames;
 }

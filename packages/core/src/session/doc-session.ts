@@ -19,7 +19,7 @@ const NO_CLIENTS: number[] = [];
 
 /**
  * One document over one Channel: the relay serving a client, either end of a link between two
- * relays. It owns what every such link does the same way:
+ * relays, a client's link to its relay. It owns what every such link does the same way:
  *
  * - Hello: the other side speaks first; its protocol version is checked (4426 when it is not
  *   spoken here), a second hello closes the session (4400), and the host's hello is the
@@ -31,12 +31,15 @@ const NO_CLIENTS: number[] = [];
  * - Sync: once the replica is open the session sends sync step 1 and the awareness state.
  *   A step 1 received is answered with a step 2, coalesced (CoalescedReply): one full-state
  *   encoding in flight at a time, and none while the channel has no room in its budget.
- *   So is query-awareness.
+ *   So is query-awareness. Our step 1s count sync rounds: `requestSync` asks for a fresh one
+ *   (at most one step 1 unanswered at a time) and the host hears `synced(round)` for each
+ *   step 2 received.
  * - Numbering and acks: received document messages (step 2, update) are numbered from 1;
  *   each is acknowledged once it and every earlier one are durable (AckOrder, DurableAcks),
  *   to a side that speaks the extensions (it said hello, or we did first). An empty update is a barrier: acknowledged once every earlier
  *   message and every pending write of the replica are durable. With `numberSent`, the
  *   document messages we send are numbered too and the other side's acks map to positions.
+ *   A client (`ackReceived: false`) numbers what it sends and acknowledges nothing.
  * - Input arriving while the replica is missing (loading) or paused is queued in order, up to
  *   `maxQueuedBytes` (then the session fails with slow-consumer), and handled on `resume`.
  * - Failure: a CapsyncError from decoding or a hook closes the channel with the error's
@@ -60,6 +63,12 @@ export class DocSession {
   private readonly acks: DurableAcks;
   private readonly sent: SentLog | null;
   private readonly step2Replies: CoalescedReply<Uint8Array>;
+  /** Our sync step 1s sent, and the other side's step 2s received: the sync rounds (requestSync). */
+  private step1Sent = 0;
+  private step2Received = 0;
+  /** A round was asked for while a step 1 was unanswered: sent once that answer arrives (requestSync). */
+  private step1Owed = false;
+  private readonly acknowledges: boolean;
   /** Made on the first query-awareness: most links never send one (memory per idle link). */
   private awarenessReplies: CoalescedReply<null> | null = null;
 
@@ -70,6 +79,7 @@ export class DocSession {
   ) {
     this.queue = new InputQueue(options.maxQueuedBytes);
     this.sent = options.numberSent ? new SentLog() : null;
+    this.acknowledges = options.ackReceived !== false;
     this.acks = new DurableAcks(
       (seq, stateVector) => void this.send({ type: 'ack', seq, stateVector }),
       () => (this.closed ? null : (this.replica?.doc ?? null)),
@@ -110,7 +120,7 @@ export class DocSession {
         return this.failOn(err);
       }
     }
-    this.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(replica.doc) });
+    this.sendStep1();
     const awareness = replica.awareness.encode();
     if (awareness) this.send({ type: 'awareness', update: awareness });
     this.resume();
@@ -183,6 +193,9 @@ export class DocSession {
         this.step2Replies.request(msg.stateVector);
         return;
       case 'sync-step-2':
+        this.receiveUpdate(msg.update, msg.type);
+        this.roundAnswered();
+        return;
       case 'update':
         this.receiveUpdate(msg.update, msg.type);
         return;
@@ -241,7 +254,46 @@ export class DocSession {
   /** Acks go to a side that said hello only, coalesced per turn (DurableAcks). */
   private committed(seq: number, clients: number[], receivedAt: number, kind: 'sync-step-2' | 'update'): void {
     this.hooks.durable(receivedAt, kind);
-    if (this.helloed && !this.closed) this.acks.committed(seq, clients);
+    if (this.helloed && this.acknowledges && !this.closed) this.acks.committed(seq, clients);
+  }
+
+  // ---- sync rounds ----
+
+  /**
+   * Asks for a fresh sync round: resolves, through `synced(round)`, once this replica holds
+   * everything the other side had when this was called. Returns that round's number, or 0
+   * when the session is closed or not open yet (the next session's first round answers it).
+   *
+   * At most one step 1 is unanswered at a time: its answer is the full state this replica
+   * lacks, so a second step 1 sent before it carries the same (old) state vector and would
+   * make the other side encode and send that state twice (a 10 MB document opened and
+   * awaited at once cost twice its sync); the other side also coalesces step 1s that arrive
+   * while an answer is in flight (CoalescedReply), so the rounds would not count true. Asked
+   * meanwhile, the next step 1 goes out when the one in flight is answered.
+   */
+  requestSync(): number {
+    if (this.closed || !this.replica) return 0;
+    if (this.step1Sent > this.step2Received) {
+      this.step1Owed = true;
+      return this.step1Sent + 1;
+    }
+    this.sendStep1();
+    return this.step1Sent;
+  }
+
+  private sendStep1(): void {
+    if (this.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(this.replica!.doc) })) this.step1Sent++;
+  }
+
+  /** A step 2 was handled: the round it answers is complete; an owed step 1 starts the next (with the state it made). */
+  private roundAnswered(): void {
+    if (this.closed) return;
+    const round = ++this.step2Received;
+    if (this.step1Owed && round === this.step1Sent) {
+      this.step1Owed = false;
+      this.sendStep1();
+    }
+    this.hooks.synced?.(round);
   }
 
   private answerStep1(stateVector: Uint8Array, written: () => void): boolean {
@@ -264,6 +316,15 @@ export class DocSession {
   /** A broadcast update (the fan-out path: one encoding, one send, nothing allocated besides). */
   sendUpdate(update: Uint8Array): boolean {
     return this.sendDoc({ type: 'update', update }) >= 0;
+  }
+
+  /**
+   * A document update of this side (a client's local edits; an empty one is a barrier): its
+   * number when `numberSent` (the other side's acks count it; 0 unnumbered), or -1 when the
+   * session is closed.
+   */
+  sendNumbered(update: Uint8Array): number {
+    return this.sendDoc({ type: 'update', update });
   }
 
   sendAwareness(update: Uint8Array): boolean {

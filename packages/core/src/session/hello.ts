@@ -1,6 +1,6 @@
 import { ProtocolVersionError } from '../errors.js';
 import { PROTOCOL_VERSION, RELAY_CAPABILITY, RELAY_ID_PREFIX, type HelloMessage } from '../protocol/message-types.js';
-import { MUX_CAPABILITY } from '../protocol/mux-frame.js';
+import { MUX_BATCH_CAPABILITY, MUX_CAPABILITY } from '../protocol/mux-frame.js';
 
 /**
  * The oldest protocol version this code still speaks. A hello outside
@@ -55,12 +55,13 @@ export type HelloRole =
  *   relay: the sender is a relay (honoured only with a relay credential); mux: this relay
  *   serves the multiplexed endpoint (MUX_PATH), announced in every hello a relay answers or
  *   sends to a peer, so a client or peer that fell back to a socket per document learns it
- *   can stop.
+ *   can stop; mux-batch: this side of a multiplexed socket takes batches of frames (a client's
+ *   multiplexed socket adds it as an extra).
  */
 const ROLE_CAPABILITIES: Record<HelloRole, readonly string[]> = {
   relay: ['ack', 'error', 'ping', 'cp', 'quorum', MUX_CAPABILITY],
   'relay-locks': ['ack', 'error', 'ping', 'cp', 'quorum', LOCKS_CAPABILITY, MUX_CAPABILITY],
-  'relay-mux': ['ack', 'error', 'ping', 'cp', 'quorum', LOCKS_CAPABILITY, MUX_CAPABILITY],
+  'relay-mux': ['ack', 'error', 'ping', 'cp', 'quorum', LOCKS_CAPABILITY, MUX_CAPABILITY, MUX_BATCH_CAPABILITY],
   client: ['ack', 'error', 'ping', 'quorum'],
   peer: ['ack', 'error', 'ping', RELAY_CAPABILITY, MUX_CAPABILITY],
   'relay-to-peer': ['ack', 'error', 'ping', 'cp', 'quorum', RELAY_CAPABILITY, MUX_CAPABILITY],

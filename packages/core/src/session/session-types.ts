@@ -64,8 +64,13 @@ export interface SessionHooks {
   position(): number;
   /** Sent before every sync step 2 answer (a relay sends its client id claims to a peer first). */
   beforeStep2(): void;
-  /** Our sync step 2 answer went out as numbered message `seq` (with numberSent; a peer link's convergence). */
+  /** Our sync step 2 answer went out as numbered message `seq` (with numberSent; a peer link's convergence, a client's outbox). */
   sentStep2?(seq: number): void;
+  /**
+   * The other side's sync step 2 number `round` (counted from 1 per session) was handled: the
+   * answer to our step 1 of that round (see DocSession.requestSync; a client's whenSynced).
+   */
+  synced?(round: number): void;
   /** A received message was decoded (metrics). */
   messageIn(type: Message['type']): void;
   /** A message was handed to the channel (metrics). */
@@ -102,6 +107,12 @@ export interface SessionOptions {
    * which acknowledges what it stores). Otherwise an `ack` goes to `extension`.
    */
   numberSent: boolean;
+  /**
+   * Acknowledge the document messages received, once durable, to a side that speaks the
+   * extensions. Default true (a relay, which stores what it receives); false for a client,
+   * whose replica is not the durable copy (a relay refuses an ack from a client).
+   */
+  ackReceived?: boolean | undefined;
   /**
    * The channel's share of a send budget: full-state answers (step 2, awareness) wait while
    * it has no room (see CoalescedReply). Absent: always room.

@@ -3,6 +3,8 @@ import {
   ChunkAssembler,
   CloseCode,
   FairSocket,
+  FrameBatch,
+  MUX_BATCH_CAPABILITY,
   LimitExceededError,
   MuxSessions,
   ProtocolError,
@@ -61,18 +63,23 @@ export interface MuxConnectionDeps {
   helloExtras: readonly string[];
 }
 
-/** A socket whose sends take turns between sessions (FairSocket); closing drops what still waits. */
-function fairSocket(socket: RelaySocket, fair: FairSocket): RelaySocket {
+/**
+ * A socket whose sends take turns between sessions (FairSocket) and leave batched (FrameBatch);
+ * closing sends what was batched (it was sent before the close) and drops what still waits.
+ */
+function fairSocket(socket: RelaySocket, fair: FairSocket, batch: FrameBatch): RelaySocket {
   return {
     send: (frame, cb) => fair.send(frame, cb),
     get bufferedAmount() {
       return fair.bufferedAmount;
     },
     close: (code, reason) => {
+      batch.flush();
       fair.clear();
       socket.close(code, reason);
     },
     terminate: () => {
+      batch.clear();
       fair.clear();
       socket.terminate();
     },
@@ -118,6 +125,7 @@ export class MuxConnection implements MuxHandler {
   private readonly channel: AccountedChannel;
   /** Where the sessions' frames wait for their turn (see fairSocket). */
   private readonly fair: FairSocket;
+  private readonly batch: FrameBatch;
   private readonly sessions: MuxSessions;
   /** What its sessions hold queued while their documents load: one plain connection's worth. */
   private readonly input: SocketInputQueue;
@@ -138,8 +146,11 @@ export class MuxConnection implements MuxHandler {
   ) {
     // Fair between sessions: a large answer goes as chunks, interleaved with the other sessions'
     // frames (FairSocket). Accounted above it, so what waits for its turn is unsent bytes too.
-    this.fair = new FairSocket(socket);
-    this.channel = new AccountedChannel(fairSocket(socket, this.fair), deps.outbound);
+    // Batched below that: the small frames of one task leave in one message, once the client's
+    // hello said it takes batches (MUX_BATCH_CAPABILITY).
+    this.batch = new FrameBatch(socket);
+    this.fair = new FairSocket(this.batch);
+    this.channel = new AccountedChannel(fairSocket(socket, this.fair, this.batch), deps.outbound);
     this.outbound = this.channel.outbound;
     // A client's large message (a big paste, a first sync of a large offline document) comes as
     // chunks: held per socket up to one message of --max-message-bytes, and that much again for
@@ -187,6 +198,7 @@ export class MuxConnection implements MuxHandler {
         // The owner key is checked once here, so a malformed one closes the socket, not every session.
         new ConnectionIdentity({}).hello(msg.capabilities);
         this.hello = msg;
+        this.batch.enabled = msg.capabilities.includes(MUX_BATCH_CAPABILITY);
         // The session cap is announced, so a client keeps below it (see MUX_SESSIONS_PREFIX).
         this.sendControl(helloFor('relay-mux', [...this.deps.helloExtras, muxSessionsCapability(this.deps.maxSessions)]));
         return;
@@ -302,6 +314,7 @@ export class MuxConnection implements MuxHandler {
   private ended(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    this.batch.clear();
     this.fair.clear();
     this.cancelExpiry?.();
     this.sessions.socketClosed(code, reason);

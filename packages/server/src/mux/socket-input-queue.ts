@@ -23,6 +23,13 @@ export interface QueueingSession {
  * at once) or it ends (`forget`). The count is an upper bound of what the sessions hold: a
  * session drains its queue as soon as its document is ready.
  */
+/**
+ * What a queued frame is charged on top of its bytes: about what holding one costs (its
+ * Uint8Array and its queue entry). Without it, frames of a byte or two (cheap in a batch of
+ * frames: two bytes each on the wire) held ~100x what they were counted for.
+ */
+export const QUEUED_FRAME_OVERHEAD = 128;
+
 export class SocketInputQueue {
   private readonly held = new Map<number, { session: QueueingSession; bytes: number }>();
   private total = 0;
@@ -41,11 +48,12 @@ export class SocketInputQueue {
    * Session `sid` received a frame of `bytes`: false when it would be queued past the socket's
    * bound (the caller fails the session and drops the frame).
    */
-  admit(sid: number, session: QueueingSession, bytes: number): boolean {
+  admit(sid: number, session: QueueingSession, frameBytes: number): boolean {
     if (!session.queueing) {
       this.forget(sid);
       return true;
     }
+    const bytes = frameBytes + QUEUED_FRAME_OVERHEAD;
     if (this.total + bytes > this.maxBytes) {
       this.sweep();
       if (this.total + bytes > this.maxBytes) return false;
