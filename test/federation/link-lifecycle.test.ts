@@ -63,8 +63,13 @@ afterEach(async () => {
 });
 
 describe('peer document links', () => {
-  it('reopen a link the peer closed (expired credential) while the control link stays up, and keep replicating', async () => {
-    mesh = await startMesh(2, { peerToken: PEER_TOKEN });
+  // On the pair's multiplexed socket (a session reopened), and on a socket of its own (`--mux
+  // off`: the link's Dialer dials the document path again).
+  it.each([
+    ['a session on the pair socket', true],
+    ['a socket per document (--mux off)', false],
+  ])('reopen a link the peer closed (expired credential) while the control link stays up, and keep replicating: %s', async (_, mux) => {
+    mesh = await startMesh(2, { peerToken: PEER_TOKEN, mux });
     await whenMeshUp(mesh.relays);
     const [a, b] = mesh.relays as [TestRelay, TestRelay];
     // Bob's relay (r1) loads the document first and dials r0 for it; r0 holds it only for that link.

@@ -134,7 +134,14 @@ async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger:
     // Another relay's embedded backend is the mesh's one authority: forward every lock
     // operation and fencing check there (connects in the background; never blocks startup).
     const { ForwardingLockBackend } = await import('./locks/forwarding-backend.js');
-    return ForwardingLockBackend.connect({ url: o.lockAuthority, token: relayCredential(o), opTimeoutMs: o.lockTimeoutMs, logger, relayId: o.relayId });
+    return ForwardingLockBackend.connect({
+      url: o.lockAuthority,
+      token: relayCredential(o),
+      opTimeoutMs: o.lockTimeoutMs,
+      logger,
+      relayId: o.relayId,
+      outbound: { sendBufferLimit: o.sendBufferLimit, slowConsumerGraceMs: o.slowConsumerGraceMs },
+    });
   }
   return EmbeddedLockBackend.open(store instanceof SqliteWorkerStore ? store.locks : new MemoryLockStore());
 }

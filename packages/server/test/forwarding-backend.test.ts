@@ -310,6 +310,36 @@ describe('ForwardingLockBackend', () => {
     expect(f.connected).toBe(true);
   }, 15_000);
 
+  it('reconnects with the one Backoff while the authority is down (full jitter, doubling to the cap), and is up again soon after it restarts', async () => {
+    const first = await authority();
+    const p = await proxy(first.port);
+    // Jitter pinned just under 1: each delay is its bound, 39, 79, 159, then the cap (319).
+    const f = await forwarder(p.url, { reconnect: { baseMs: 40, maxMs: 320 }, random: () => 0.999 });
+    await whenUp(f);
+    const attempts: number[] = [];
+    p.on('connection', () => attempts.push(performance.now()));
+    p.setMode('reset');
+    await first.close();
+    await waitForEvent(p, 'connection', () => attempts.length >= 6, 'six attempts while the authority is down', 5_000);
+    const gaps = attempts.slice(1, 6).map((t, i) => t - attempts[i]!);
+    const expected = [79, 159, 319, 319, 319];
+    for (const [i, gap] of gaps.entries()) {
+      expect(gap, `gap ${i}: ${gaps.map(Math.round).join(', ')} ms`).toBeGreaterThanOrEqual(expected[i]! - 5);
+      expect(gap, `gap ${i}: ${gaps.map(Math.round).join(', ')} ms`).toBeLessThan(expected[i]! + 150);
+    }
+    expect(await codeOf(f.check('restart', 1, 'test'))).toBe('unavailable');
+    // The authority is back (a new process on another port, behind the same address).
+    const restarted = await authority();
+    p.setTarget(restarted.port);
+    p.setMode('pass');
+    const downSince = performance.now();
+    await whenUp(f, 2_000);
+    expect(performance.now() - downSince).toBeLessThan(320 + 250);
+    const g = await f.acquire(req('restart'));
+    await restarted.relay.locks.backend.check('restart', g.token, 'test');
+    await f.release('restart', g.token, 'test');
+  });
+
   it('close rejects what is pending with unavailable and stops reconnecting', async () => {
     const a = await authority();
     const p = await proxy(a.port, 'reset');

@@ -81,6 +81,9 @@ export interface DialerOptions {
   unrefTimers?: boolean;
 }
 
+/** What one attempt uses of the options (DialAttempt, `dialOnce`): no URLs, retry or network. */
+export type AttemptOptions = Pick<DialerOptions, 'path' | 'credential' | 'connect' | 'liveness' | 'handshakeTimeoutMs' | 'hello' | 'expectHello' | 'control'>;
+
 /** A channel of one open link: a Channel, plus whether a send now would be carried. */
 export interface DialedChannel extends Channel {
   readonly writable: boolean;

@@ -1,18 +1,15 @@
 import { ObservableV2 } from 'lib0/observable';
-import { AuthError, CapsyncError } from '../errors.js';
-import { CloseCode, closeCodeFor, closeReasonFor } from '../protocol/close-codes.js';
-import type { HelloMessage } from '../protocol/message-types.js';
-import { decodeMessage, encodeMessage, isCapsyncFrame } from '../protocol/messages.js';
+import { CapsyncError } from '../errors.js';
+import { CloseCode } from '../protocol/close-codes.js';
 import { Backoff } from './backoff.js';
-import { ABNORMAL_CLOSURE, type ChannelHandler } from './channel.js';
-import { CAPSYNC_PROTOCOL, TOKEN_PROTOCOL_PREFIX, type DialState, type DialTransport, type DialedChannel, type DialerEvents, type DialerOptions } from './dialer-types.js';
-import { HeldEvents } from './held-events.js';
-import { checkProtocolVersion } from './hello.js';
-import { LivenessWatch, type Later } from './liveness.js';
+import { DialAttempt, laterFor, type AttemptOwner } from './dial-attempt.js';
+import type { DialState, DialerEvents, DialerOptions } from './dialer-types.js';
+import type { Later } from './liveness.js';
 import { defaultRefusalAction, refusalFor } from './refusals.js';
 
 export type { Liveness } from './liveness.js';
 export * from './dialer-types.js';
+export { dialOnce, type OneDial } from './dial-attempt.js';
 
 /**
  * Why an attempt or link ended, for the next URL and delay: 'unreachable' (connect error or
@@ -21,28 +18,12 @@ export * from './dialer-types.js';
  */
 type Failure = 'unreachable' | 'refused' | 'local';
 
-/** One attempt, and the link it becomes. */
-class Attempt {
-  transport: DialTransport | null = null;
-  stage: 'credential' | 'connecting' | 'hello' | 'open' = 'credential';
-  /** We closed it: later events of its transport are ignored. */
-  dropped = false;
-  cancelHandshake: (() => void) | null = null;
-  watch: LivenessWatch | null = null;
-  readonly view: LinkChannel;
-
-  constructor(
-    readonly url: string,
-    end: (a: Attempt, code: number, reason: string, how: 'close' | 'terminate') => void,
-  ) {
-    this.view = new LinkChannel(this, (code, reason, how) => end(this, code, reason, how));
-  }
-}
-
 /**
  * The one outbound link of capsync (client documents and locks; relay peers and the lock
- * authority, later): dials one of `urls`, says hello, watches liveness, and dials again with
- * the one Backoff. Transport-agnostic: `connect` makes the channel (a WebSocket, a memory pair).
+ * authority): dials one of `urls` and, when a link ends, dials again with the one Backoff. One
+ * attempt (credential, connect, hello, liveness) is a DialAttempt (dial-attempt.ts); this is the
+ * retry loop around it. `dialOnce` is one attempt without the loop. Transport-agnostic:
+ * `connect` makes the channel (a WebSocket, a memory pair).
  *
  * Contract:
  * - One link at a time. Each attempt asks `credential()` afresh and offers it as the
@@ -70,7 +51,7 @@ class Attempt {
  */
 export class Dialer extends ObservableV2<DialerEvents> {
   private stateValue: DialState = 'offline';
-  private current: Attempt | null = null;
+  private current: DialAttempt | null = null;
   /** Why the dialer is not dialling: not started or stopped, a refusal that stops it, or destroyed. */
   private stopped: 'user' | 'fatal' | 'closed' | null = 'user';
   private offline: boolean;
@@ -90,6 +71,7 @@ export class Dialer extends ObservableV2<DialerEvents> {
     // Looked up per call, not captured: tests stub Math.random after modules load.
     this.random = options.random ?? (() => Math.random());
     this.backoff = new Backoff(options.backoff, this.random);
+    this.later = laterFor(options.unrefTimers);
     this.offline = options.network?.offline ?? false;
     this.unwatchNetwork = options.network?.watch(this.onOnline, this.onOffline) ?? null;
   }
@@ -137,166 +119,44 @@ export class Dialer extends ObservableV2<DialerEvents> {
     this.cancelRetry?.();
     this.cancelRetry = null;
     if (this.current || this.stopped || this.offline) return;
-    const a = new Attempt(this.currentUrl, this.drop);
+    const a = new DialAttempt(this.currentUrl, this.options, this.owner, this.later, () => ++this.pings);
     this.current = a;
     this.setState('connecting');
-    let credential: string | undefined | Promise<string | undefined>;
-    try {
-      credential = this.options.credential?.();
-    } catch (err) {
-      this.credentialFailed(a, err);
-      return;
-    }
-    if (isPromise(credential)) credential.then((c) => this.connect(a, c), (err: unknown) => this.credentialFailed(a, err));
-    else this.connect(a, credential);
+    a.begin();
   }
 
-  private credentialFailed(a: Attempt, err: unknown): void {
-    if (this.current !== a) return;
-    this.current = null;
-    this.emit('error', [new AuthError('unauthorized', `the credential function failed: ${(err as Error)?.message ?? err}`, { cause: err })]);
-    this.retryLater('local');
-  }
-
-  private connect(a: Attempt, credential: string | undefined): void {
-    // stop(), destroy() or the network going away happened while the credential was fetched.
-    if (this.current !== a) return;
-    a.stage = 'connecting';
-    const url = `${a.url.replace(/\/+$/, '')}/${this.options.path}`;
-    let openedEarly = false;
-    try {
-      const protocols = credential ? [CAPSYNC_PROTOCOL, TOKEN_PROTOCOL_PREFIX + credential] : [CAPSYNC_PROTOCOL];
-      a.transport = this.options.connect(url, protocols, () => (a.transport ? this.opened(a) : (openedEarly = true)));
-      if (this.options.liveness.kind === 'transport-ping' && !a.transport.ping) {
-        a.transport.terminate();
-        throw new CapsyncError('internal', "liveness 'transport-ping' needs a transport with ping()");
-      }
-    } catch (err) {
+  /** What the current attempt reports (an attempt that is not current any more was abandoned or dropped). */
+  private readonly owner: AttemptOwner = {
+    failed: (a, err, failure) => {
+      if (this.current !== a) return;
       this.current = null;
-      this.emit('error', [new CapsyncError('unavailable', `cannot connect to ${a.url}: ${(err as Error)?.message ?? err}`, { cause: err })]);
-      this.retryLater('unreachable');
-      return;
-    }
-    const handler: ChannelHandler = {
-      message: (bytes) => this.frame(a, bytes),
-      close: (code, reason) => {
-        if (this.current === a && !a.dropped) this.end(a, code, reason);
-      },
-      error: (err) => {
-        if (this.current === a && !a.dropped) a.view.events.error(err);
-      },
-    };
-    a.transport.attach(handler);
-    if (this.current !== a) return; // it closed at once (held events)
-    // A connect that hangs (dead network, black-holed SYN) counts as a failed attempt.
-    a.cancelHandshake = this.later(this.options.handshakeTimeoutMs, () =>
-      this.drop(a, CloseCode.GoingAway, 'unavailable: no answer within the handshake timeout', 'close'),
-    );
-    if (openedEarly) this.opened(a);
-  }
-
-  private opened(a: Attempt): void {
-    if (this.current !== a || a.dropped || a.stage !== 'connecting') return;
-    const hello = this.options.hello;
-    a.transport!.send(this.own(encodeMessage(typeof hello === 'function' ? hello() : hello)));
-    if (this.options.expectHello) a.stage = 'hello';
-    else this.established(a, null);
-  }
-
-  private established(a: Attempt, hello: HelloMessage | null): void {
-    a.cancelHandshake?.();
-    a.cancelHandshake = null;
-    a.stage = 'open';
-    const liveness = this.options.liveness;
-    if (liveness.kind !== 'none') {
-      const probe = liveness.kind === 'app-ping' ? () => a.transport!.send(this.own(encodeMessage({ type: 'ping', id: ++this.pings }))) : () => this.transportPing(a);
-      const dead = () =>
-        this.drop(a, CloseCode.GoingAway, 'unavailable: no answer within the heartbeat timeout', liveness.kind === 'app-ping' ? 'close' : 'terminate');
-      a.watch = new LivenessWatch(liveness.intervalMs, liveness.timeoutMs ?? liveness.intervalMs, probe, dead, this.later);
-    }
-    this.setState('open');
-    this.emit('open', [{ channel: a.view, hello, url: a.url, connection: ++this.connections }]);
-  }
-
-  private transportPing(a: Attempt): void {
-    a.transport!.ping!(() => {
-      if (this.current === a) a.watch?.heard();
-    });
-  }
-
-  private frame(a: Attempt, bytes: Uint8Array): void {
-    if (this.current !== a || a.dropped) return;
-    a.watch?.heard();
-    const control = this.options.control ? this.options.control.unwrap(bytes) : bytes;
-    if (control && this.options.liveness.kind === 'app-ping' && isCapsyncFrame(control, 'pong')) return;
-    if (control && isCapsyncFrame(control, 'hello') && !this.hello(a, control)) return;
-    a.view.events.message(bytes);
-  }
-
-  /** One of the dialer's own messages, framed for the link (see DialerOptions.control). */
-  private own(message: Uint8Array): Uint8Array {
-    return this.options.control ? this.options.control.wrap(message) : message;
-  }
-
-  /** Checks a hello (version; the awaited one with `expectHello`); returns true to pass it on. */
-  private hello(a: Attempt, bytes: Uint8Array): boolean {
-    let hello: HelloMessage;
-    try {
-      hello = decodeMessage(bytes) as HelloMessage;
-    } catch (err) {
-      // Passed on, the owner's decoder reports it; while we wait for it, it refuses the link.
-      if (a.stage !== 'hello') return true;
-      this.drop(a, CloseCode.BadMessage, closeReasonFor('bad-message', (err as Error).message), 'close');
-      return false;
-    }
-    try {
-      checkProtocolVersion(hello.protocolVersion);
-    } catch (err) {
-      // Nothing we say would be understood: refused with 4426, which the default policy stops on.
-      this.drop(a, CloseCode.ProtocolVersion, closeReasonFor('protocol-version', (err as Error).message), 'close');
-      return false;
-    }
-    if (a.stage !== 'hello') return true;
-    const refusal = this.options.expectHello!(hello);
-    if (!refusal) {
-      this.established(a, hello);
-      return false;
-    }
-    const code = closeCodeFor(refusal.code);
-    const reason = closeReasonFor(refusal.code, refusal.message);
-    a.dropped = true;
-    a.transport!.close(code, reason);
-    this.end(a, code, reason, refusal);
-    return false;
-  }
+      this.emit('error', [err]);
+      this.retryLater(failure);
+    },
+    open: (a, hello) => {
+      this.setState('open');
+      this.emit('open', [{ channel: a.view, hello, url: a.url, connection: ++this.connections }]);
+    },
+    ended: (a, code, reason, refusal) => this.end(a, code, reason, refusal ?? refusalFor(code, reason)),
+  };
 
   // ---- ending ----
-
-  /** We end the link (or attempt) `a`: closes its transport, then reports as for a close. */
-  private readonly drop = (a: Attempt, code: number, reason: string, how: 'close' | 'terminate'): void => {
-    if (this.current !== a || a.dropped) return;
-    a.dropped = true;
-    if (how === 'terminate') a.transport?.terminate();
-    else a.transport?.close(code, reason);
-    this.end(a, how === 'terminate' ? ABNORMAL_CLOSURE : code, reason);
-  };
 
   private endCurrent(code: number, reason: string): void {
     this.cancelRetry?.();
     this.cancelRetry = null;
     const a = this.current;
-    if (a?.transport) this.drop(a, code, reason, 'close');
+    if (a?.transport) a.drop(code, reason, 'close');
     else {
+      a?.abandon();
       this.current = null;
       this.setState('offline');
     }
   }
 
   /** The link or attempt is over: report it, then dial again unless the refusal policy says stop. */
-  private end(a: Attempt, code: number, reason: string, refusal = refusalFor(code, reason)): void {
+  private end(a: DialAttempt, code: number, reason: string, refusal: CapsyncError | null): void {
     this.current = null;
-    a.cancelHandshake?.();
-    a.watch?.stop();
     this.setState('offline');
     a.view.events.close(code, reason);
     this.emit('close', [{ code, reason, url: a.url, opened: a.stage === 'open' }]);
@@ -348,11 +208,7 @@ export class Dialer extends ObservableV2<DialerEvents> {
     this.backoff.reset();
   }
 
-  private readonly later: Later = (ms, fn) => {
-    const t = setTimeout(fn, ms);
-    if (this.options.unrefTimers) (t as { unref?: () => void }).unref?.();
-    return () => clearTimeout(t);
-  };
+  private readonly later: Later;
 
   // ---- the network ----
 
@@ -371,43 +227,5 @@ export class Dialer extends ObservableV2<DialerEvents> {
     if (state === this.stateValue) return;
     this.stateValue = state;
     this.emit('state', [state]);
-  }
-}
-
-function isPromise<T>(value: T | Promise<T>): value is Promise<T> {
-  return typeof (value as { then?: unknown } | undefined)?.then === 'function';
-}
-
-/** The channel of one link, handed out in 'open': frames pass through; close ends the link. */
-class LinkChannel implements DialedChannel {
-  readonly events = new HeldEvents();
-
-  constructor(
-    private readonly a: Attempt,
-    private readonly end: (code: number, reason: string, how: 'close' | 'terminate') => void,
-  ) {}
-
-  get writable(): boolean {
-    return !this.events.closed && this.a.stage === 'open' && this.a.transport?.writable !== false;
-  }
-
-  send(bytes: Uint8Array, onWritten?: () => void): void {
-    if (!this.events.closed) this.a.transport?.send(bytes, onWritten);
-  }
-
-  get bufferedAmount(): number {
-    return this.a.transport?.bufferedAmount ?? 0;
-  }
-
-  close(code: number, reason: string): void {
-    this.end(code, reason, 'close');
-  }
-
-  terminate(): void {
-    this.end(ABNORMAL_CLOSURE, '', 'terminate');
-  }
-
-  attach(handler: ChannelHandler): void {
-    this.events.attach(handler);
   }
 }

@@ -133,17 +133,17 @@ export class ForwardedRequests implements AuthorityLinkHandler {
     }
   }
 
-  lost(link: Link, why: string): void {
+  lost(link: Link | null, why: string): void {
     // Closing withdraws at the authority whatever still waited there for this link.
     for (const [id, l] of this.late) if (l.link === link) this.late.delete(id);
     // What was sent on it: renew and check go again on the next link, the rest fail now.
     const refusal = this.links.refusal;
-    for (const p of Array.from(this.sent.get(link) ?? [])) {
+    for (const p of Array.from((link && this.sent.get(link)) ?? [])) {
       this.unsent(p);
       if (!this.closed && !refusal && IDEMPOTENT.has(p.msg.op) && performance.now() < p.deadline) this.queue.push(p);
       else this.settle(p, new UnavailableError(`link to the lock authority lost before it answered (${why}); the outcome of ${p.msg.op} "${p.msg.key}" is unknown`));
     }
-    this.sent.delete(link);
+    if (link) this.sent.delete(link);
     if (refusal) for (const p of this.queue.slice()) this.settle(p, refusal);
     // A rotation's successor failed (or a drained link closed): the current link goes on.
     this.flush();

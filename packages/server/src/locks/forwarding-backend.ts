@@ -2,6 +2,8 @@ import { EventEmitter } from 'node:events';
 import { CapsyncError } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import { redactUrl } from '../auth/url-token.js';
+import { DEFAULTS } from '../config.js';
+import type { SendBufferOptions } from '../relay/send-buffer.js';
 import { shuttingDown, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
 import { AuthorityLink, type ForwardingLinkEvents } from './authority-link.js';
 import { ForwardedRequests } from './forwarded-requests.js';
@@ -26,6 +28,10 @@ export interface ForwardingLockBackendOptions {
   heartbeatMs?: number;
   /** Reconnect backoff: first delay and cap. Default 50 ms, capped at opTimeoutMs / 2 (100 ms to 5 s). */
   reconnect?: { baseMs?: number; maxMs?: number };
+  /** The link's send-buffer bounds (a relay passes its --send-buffer-limit and --slow-consumer-grace-ms). Default: the relay's defaults. */
+  outbound?: SendBufferOptions;
+  /** The backoff's jitter source (tests pin it); default Math.random. */
+  random?: () => number;
 }
 
 /**
@@ -98,8 +104,10 @@ export class ForwardingLockBackend extends EventEmitter<LockBackendEvents> imple
         opTimeoutMs: o.opTimeoutMs,
         heartbeatMs: o.heartbeatMs ?? clamp(o.opTimeoutMs / 2, 50, 10_000),
         reconnect: { baseMs: o.reconnect?.baseMs ?? 50, maxMs: o.reconnect?.maxMs ?? clamp(o.opTimeoutMs / 2, 100, 5_000) },
+        outbound: o.outbound ?? { sendBufferLimit: DEFAULTS.sendBufferLimit, slowConsumerGraceMs: DEFAULTS.slowConsumerGraceMs },
         relayId: o.relayId,
         logger,
+        ...(o.random ? { random: o.random } : {}),
       },
       this.requests,
     );

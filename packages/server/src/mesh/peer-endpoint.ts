@@ -3,11 +3,11 @@ import { CapsyncError, CloseCode, Dialer, MUX_CAPABILITY, MUX_CONTROL_FRAMING, M
 import { redactUrl } from '../auth/url-token.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
+import { OutboundTransport } from '../relay/outbound-transport.js';
 import type { SendBufferOptions } from '../relay/send-buffer.js';
 import { MESH_PATH } from './mesh-connection.js';
 import { PeerMuxSocket, type PeerMuxSocketDeps } from './peer-mux-socket.js';
 import { RELAY_QUERY, relayHello } from './peer-socket.js';
-import { PeerTransport } from './peer-transport.js';
 
 export interface PeerEndpointOptions {
   /** This relay's id. */
@@ -67,7 +67,7 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
   /** Pings the adopted socket (its liveness; the dialled one has the Dialer's). */
   private watch: NodeJS.Timeout | null = null;
   /** The transport of the attempt under way (its accounting is the socket's). */
-  private transport: PeerTransport | null = null;
+  private transport: OutboundTransport | null = null;
   private upValue = false;
   private closed = false;
 
@@ -193,7 +193,7 @@ export class PeerEndpoint extends EventEmitter<PeerEndpointEvents> {
       urls: [this.url],
       path: `${mode === 'mux' ? MUX_PATH : MESH_PATH}?${RELAY_QUERY}=${encodeURIComponent(relayId)}`,
       credential: () => this.options.credential(),
-      connect: (url, protocols, opened) => (this.transport = new PeerTransport(url, protocols, opened, {
+      connect: (url, protocols, opened) => (this.transport = new OutboundTransport(url, protocols, opened, {
         outbound: this.options.outbound,
         bytesIn: (n) => this.options.metrics.peerBytesIn.inc(n),
         error: (err) => logger.debug({ peer: this.logUrl, err: err.message }, 'peer link error'),

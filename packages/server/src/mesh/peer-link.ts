@@ -1,13 +1,12 @@
-import type { WebSocket } from 'ws';
-import { Backoff, CloseCode, type ClientClaims, type SessionChannel } from '@capsync/core';
+import { Backoff, CloseCode, Dialer, type ClientClaims, type DialedChannel, type SessionChannel } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
-import { AccountedChannel } from '../relay/accounted-channel.js';
 import type { HostedConnection } from '../relay/hosted-connection.js';
+import { OutboundTransport } from '../relay/outbound-transport.js';
 import type { DocPeer, RelayDoc } from '../relay/relay-doc.js';
 import type { PeerEndpoint } from './peer-endpoint.js';
 import { PeerSessionHost } from './peer-session-host.js';
-import { openPeerSocket } from './peer-socket.js';
+import { RELAY_QUERY, relayHello } from './peer-socket.js';
 
 /** Least delay before reopening a link dropped because one side could not keep up. */
 const SLOW_RECONNECT_MS = 1000;
@@ -32,7 +31,8 @@ export interface PeerLinkDeps {
 /**
  * This relay's link to one peer relay for one document: a session on the pair's multiplexed
  * socket (PeerEndpoint), or, with a peer that has no multiplexed endpoint, a WebSocket of its
- * own to the peer's document path, authenticated with the relay credential. Either carries a
+ * own to the peer's document path, dialled through core's Dialer (the relay credential per
+ * attempt, the handshake timeout, our hello first, the one Backoff). Either carries a
  * DocSession run by a PeerSessionHost (the opening end: our hello first unless the socket said
  * it, sync step 1/2, numbered updates and acks, awareness). The peer's end is the same host
  * behind its RelayConnection.
@@ -47,9 +47,10 @@ export interface PeerLinkDeps {
  * message that cannot be sent meanwhile is not queued: the next sync step 2 carries it. A
  * socket that ends while the endpoint stays up (the peer closed it: its credential expired, a
  * slow consumer, a storage failure, the peer reloaded the document; or we refused what the
- * peer sent, or could not send fast enough) is reopened with capped, jittered exponential
- * backoff (at least 1 s after a slow consumer) and a fresh credential, until the link is
- * closed or the endpoint goes down (the mesh reconnects every link when it comes back up).
+ * peer sent, or could not send fast enough) is redialled by its Dialer with the one Backoff
+ * (at least 1 s after a slow consumer) and a fresh credential, until the link is closed or
+ * the endpoint goes down (the mesh reconnects every link when it comes back up). The
+ * endpoint's link watches the peer's liveness: its going down drops every document link.
  * Each socket gets a session of its own: nothing (numbers, acks, queued input) carries over.
  * A session on the shared socket is reopened the same way when the peer closes it (the
  * document refused or failed there) while the endpoint stays up; the socket's end takes the
@@ -57,15 +58,19 @@ export interface PeerLinkDeps {
  */
 export class PeerLink implements DocPeer, HostedConnection {
   readonly kind = 'connection' as const;
-  /** The current socket of its own (a peer without the multiplexed endpoint), or null. */
-  private socket: WebSocket | null = null;
+  /** Dials the socket of its own (a peer without the multiplexed endpoint) while wanted, else null. */
+  private dialer: Dialer | null = null;
+  /** The current socket of its own, while open. */
+  private socket: DialedChannel | null = null;
   /** The current session on the endpoint's multiplexed socket, or null. */
   private session: SessionChannel | null = null;
   /** The session of the current socket, once it opened. */
   private host: PeerSessionHost | null = null;
-  private channel: AccountedChannel | null = null;
+  /** The current socket's session ended it (we refused the peer's input): not the peer's close to log. */
+  private endedByUs = false;
   private closed = false;
   private readonly convergeWaiters = new Set<() => void>();
+  /** Reopens a session the peer closed on the shared socket (no dial: the socket stays). */
   private retryTimer: NodeJS.Timeout | null = null;
   private readonly backoff: Backoff;
 
@@ -130,45 +135,53 @@ export class PeerLink implements DocPeer, HostedConnection {
     this.cancelRetry();
     if (this.endpoint.multiplexed) return this.openSession();
     // The endpoint's multiplexed socket is not up: its 'up' connects every link (PeerMesh).
-    if (!this.endpoint.socketPerDocument) return;
-    let token: string | undefined;
-    try {
+    if (!this.endpoint.socketPerDocument || !this.endpoint.up) return;
+    // Started again, a dialer waiting out its backoff dials now.
+    (this.dialer ??= this.newDialer()).start();
+  }
+
+  /** The Dialer of the socket of its own, to the peer's document path. */
+  private newDialer(): Dialer {
+    const { relayId, metrics, logger, sendBufferLimit, slowConsumerGraceMs, maxQueuedBytes } = this.deps;
+    const log = { doc: this.doc.name, peer: this.endpoint.logUrl };
+    const dialer = new Dialer({
+      urls: [this.endpoint.url],
+      path: `${encodeURIComponent(this.doc.name)}?${RELAY_QUERY}=${encodeURIComponent(relayId)}`,
       // A fresh credential for every connect: a minted one is short-lived.
-      token = await this.endpoint.credential();
-    } catch (err) {
-      this.deps.logger.error({ err, doc: this.doc.name, peer: this.endpoint.logUrl }, 'minting the relay credential failed');
-      this.scheduleReconnect();
-      return;
-    }
-    if (this.closed || this.socket || this.session || !this.endpoint.up || !this.endpoint.socketPerDocument) return;
-    const ws = openPeerSocket(this.endpoint.url, encodeURIComponent(this.doc.name), this.deps.relayId, token, this.deps.handshakeTimeoutMs);
-    this.socket = ws;
-    let channel: AccountedChannel | null = null;
-    ws.on('open', () => {
-      if (this.socket !== ws) return;
-      const { relayId, metrics, logger, sendBufferLimit, slowConsumerGraceMs, maxQueuedBytes } = this.deps;
-      channel = new AccountedChannel(ws, { sendBufferLimit, slowConsumerGraceMs });
-      this.channel = channel;
-      this.host = new PeerSessionHost(this, channel, { relayId, metrics, logger }, { maxQueuedBytes }, { kind: 'dialled', converged: this.onConverged });
+      credential: () =>
+        this.endpoint.credential().catch((err: unknown) => {
+          logger.error({ err, ...log }, 'minting the relay credential failed');
+          throw err;
+        }),
+      connect: (url, protocols, opened) =>
+        new OutboundTransport(url, protocols, opened, {
+          outbound: { sendBufferLimit, slowConsumerGraceMs },
+          bytesIn: (n) => metrics.peerBytesIn.inc(n),
+          error: (err) => logger.debug({ ...log, err: err.message }, 'document link error'),
+        }),
+      backoff: this.deps.backoff ?? { baseMs: 100, maxMs: 2000 },
+      // The endpoint's link watches the peer: when it goes down, PeerMesh drops every link.
+      liveness: { kind: 'none' },
+      handshakeTimeoutMs: this.deps.handshakeTimeoutMs,
+      hello: relayHello(relayId),
+      retryUnauthorized: true,
+      // Its configuration says the peer is one: the link is redialled whatever the peer answered
+      // (not at once after it found us too slow: it is given time to catch up).
+      refusalAction: () => 'retry',
+      minDelayAfter: { [CloseCode.SlowConsumer]: SLOW_RECONNECT_MS },
+      unrefTimers: true,
+    });
+    dialer.on('open', ({ channel }) => {
+      this.socket = channel;
+      this.host = new PeerSessionHost(this, channel, { relayId, metrics, logger }, { maxQueuedBytes }, { kind: 'dialled', converged: this.onConverged, helloSaid: true });
       this.host.open(this.doc);
     });
-    ws.on('message', (data: Buffer, isBinary: boolean) => {
-      if (this.socket !== ws || !channel) return;
-      this.deps.metrics.peerBytesIn.inc(data.byteLength);
-      channel.received(new Uint8Array(data.buffer, data.byteOffset, data.byteLength), isBinary);
-    });
-    ws.on('close', (code: number, reason: Buffer) => {
-      const current = this.socket === ws;
-      if (current && code >= 4000) this.deps.logger.warn({ doc: this.doc.name, peer: this.endpoint.logUrl, code, reason: reason.toString() }, 'peer closed the document link');
-      // Ends the socket's session if it is still open (then `ended` tidies up).
-      channel?.transportClosed(code, reason.toString());
-      if (!current) return;
+    dialer.on('close', ({ code, reason, opened }) => {
+      if (opened && code >= 4000 && !this.endedByUs) logger.warn({ ...log, code, reason }, 'peer closed the document link');
+      this.endedByUs = false;
       this.disconnected();
-      // The peer (or the network) ended it while the link is still wanted: open it again
-      // (not at once after the peer found us too slow: give it time to catch up).
-      this.scheduleReconnect(code === CloseCode.SlowConsumer ? SLOW_RECONNECT_MS : 0);
     });
-    ws.on('error', (err) => this.deps.logger.debug({ doc: this.doc.name, peer: this.endpoint.logUrl, err: err.message }, 'document link error'));
+    return dialer;
   }
 
   /** Drops the connection and any scheduled reconnect (the endpoint went down); `connect` opens a new one. */
@@ -181,13 +194,11 @@ export class PeerLink implements DocPeer, HostedConnection {
       session.terminate();
       return;
     }
-    const ws = this.socket;
-    if (!ws) return;
-    const channel = this.channel;
+    // Dropped at once (the peer is likely unreachable: no closing handshake to wait for); its
+    // session ends now, and the dialer rests until `connect`.
+    this.socket?.terminate();
+    this.dialer?.stop('peer link dropped');
     this.disconnected();
-    // Its session ends now (a terminated channel reports its close at once).
-    if (channel) channel.terminate();
-    else ws.terminate();
   }
 
   /** Ends the link for good (the document unloads, the relay stops, or a duplicate link). */
@@ -195,28 +206,31 @@ export class PeerLink implements DocPeer, HostedConnection {
     if (this.closed) return;
     this.closed = true;
     this.drop();
+    this.dialer?.destroy('link closed');
+    this.dialer = null;
     this.doc.peers.delete(this);
     for (const w of this.convergeWaiters) w();
     this.convergeWaiters.clear();
   }
 
   /**
-   * HostedConnection: the current socket's session ended. By us (we refused what the peer
-   * sent, or it could not keep up): the session closed the socket with a named code; resync
-   * on a new one. Otherwise the socket's close (above) or `drop` decides what comes next.
+   * HostedConnection: the current socket's session ended. On a socket of its own, the socket
+   * ended with it (by us: the session closed it with a named code) and its Dialer dials again
+   * (or `drop` stopped it).
    */
   ended(byUs: { code: number; reason: string } | null): void {
     // A session on the endpoint's socket has no socket close to decide for it: the peer closed
-    // it (refused the document, failed it, or the socket went) and it is opened again while
-    // the endpoint is up (the socket's end takes the endpoint down first: see PeerEndpoint).
+    // it (refused the document, failed it, or the socket went), or we did, and it is opened
+    // again while the endpoint is up (the socket's end takes the endpoint down first: see PeerEndpoint).
     const session = this.session !== null;
+    this.endedByUs = byUs !== null;
     this.disconnected();
-    if (byUs || session) this.scheduleReconnect(byUs?.code === CloseCode.SlowConsumer ? SLOW_RECONNECT_MS : 0);
+    if (session) this.scheduleReconnect(byUs?.code === CloseCode.SlowConsumer ? SLOW_RECONNECT_MS : 0);
   }
 
   /**
-   * Reconnects after a backoff delay, unless the link is closed, connected, already waiting to
-   * reconnect, or its endpoint is down (then the endpoint's next 'up' reconnects it).
+   * Reopens the session on the shared socket after a backoff delay, unless the link is closed,
+   * connected, already waiting, or its endpoint is down (then its next 'up' reconnects it).
    */
   private scheduleReconnect(minDelayMs = 0): void {
     if (this.closed || this.socket || this.session || this.retryTimer || !this.endpoint.up) return;
@@ -238,7 +252,6 @@ export class PeerLink implements DocPeer, HostedConnection {
     if (!this.socket && !this.session) return;
     this.socket = null;
     this.session = null;
-    this.channel = null;
     this.host = null;
     // Presence learned through this link is unknown now; the peer resends it on reconnect.
     this.doc.awareness.removeAll(this);
@@ -247,6 +260,7 @@ export class PeerLink implements DocPeer, HostedConnection {
   private readonly onConverged = (seconds: number): void => {
     // A connection that got this far is healthy: the next reconnect starts from a short delay.
     this.backoff.reset();
+    this.dialer?.healthy();
     this.deps.metrics.peerConvergeSeconds.observe(seconds);
     for (const w of this.convergeWaiters) w();
     this.convergeWaiters.clear();

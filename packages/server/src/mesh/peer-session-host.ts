@@ -43,7 +43,8 @@ export interface InboundPeerHooks {
  */
 export type PeerEnd =
   | { kind: 'accepted'; grant: AccessGrant; mesh: InboundPeerHooks }
-  | { kind: 'dialled'; converged(seconds: number): void };
+  /** `helloSaid`: our hello already went out on the link (the Dialer says it first on a socket it dialled). */
+  | { kind: 'dialled'; converged(seconds: number): void; helloSaid?: boolean };
 
 export interface PeerSessionHostDeps {
   /** This relay's id: our hello names it. */
@@ -90,8 +91,9 @@ export class PeerSessionHost implements SessionHooks, ConnectionHost {
       ...options,
       numberSent: true,
       // An accepting relay's hello only answers (stock clients never see one): the dialling relay
-      // speaks first. On a multiplexed socket both hellos were said once on the socket (channel.hello).
-      hello: end.kind === 'dialled' && !channel.hello ? relayHello(deps.relayId) : undefined,
+      // speaks first. On a multiplexed socket both hellos were said once on the socket (channel.hello);
+      // on a socket of its own the Dialer said ours.
+      hello: end.kind === 'dialled' && !end.helloSaid && !channel.hello ? relayHello(deps.relayId) : undefined,
     });
     this.readOnly = this.grant.permission === 'write' ? null : new ReadOnlyRefusal(this.session, owner.docName, deps.metrics);
     if (end.kind === 'accepted' && owner.peerRelayId) end.mesh.inboundOpened(owner.peerRelayId, owner);

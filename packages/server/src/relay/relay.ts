@@ -119,6 +119,7 @@ export class Relay extends EventEmitter<RelayEvents> {
           relayId: deps.options.relayId,
           credential: deps.credential,
           timeoutMs: deps.options.lockTimeoutMs,
+          outbound: { sendBufferLimit: deps.options.sendBufferLimit, slowConsumerGraceMs: deps.options.slowConsumerGraceMs },
           logger: deps.logger,
         })
       : undefined;

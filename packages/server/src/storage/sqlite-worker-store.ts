@@ -1,3 +1,5 @@
+import { createRequire } from 'node:module';
+import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import type { LockStore, PersistedLease } from '../locks/lock-store.js';
@@ -116,13 +118,11 @@ export class SqliteWorkerStore implements DocStore {
 }
 
 /**
- * The worker: the built sqlite-worker.js next to this module, or, when running from
- * TypeScript source (tests, development), a bootstrap that registers tsx's loader in the
- * worker first and then imports sqlite-worker.ts.
+ * The worker: this package's `./sqlite-worker` export, resolved as any import of it is. Built,
+ * that is dist/storage/sqlite-worker.js; running from TypeScript source (`--conditions=source`:
+ * tests, development) it is a development-only module that sets up a TypeScript loader in the
+ * worker first (package.json, dev/sqlite-worker.mjs). So production code never loads one.
  */
 function startWorker(workerData: unknown): Worker {
-  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./sqlite-worker.js', import.meta.url), { workerData });
-  const entry = new URL('./sqlite-worker.ts', import.meta.url).href;
-  const bootstrap = `import('tsx/esm/api').then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
-  return new Worker(bootstrap, { eval: true, workerData, execArgv: ['--conditions=source'] });
+  return new Worker(pathToFileURL(createRequire(import.meta.url).resolve('@capsync/server/sqlite-worker')), { workerData });
 }
