@@ -120,3 +120,27 @@ describe('wire protocol', () => {
     expectProtocolError(encodeMessage({ type: 'session-close', sid: 1, code: 5000, reason: '' }), 'bad-message');
   });
 });
+
+describe('encodeMessage: messages that carry a payload', () => {
+  it('writes exactly what lib0 would, at every length-varint size', () => {
+    for (const length of [0, 1, 127, 128, 16_383, 16_384, 2_097_152]) {
+      const payload = new Uint8Array(length);
+      for (let i = 0; i < length; i += 997) payload[i] = i % 251;
+      for (const [msg, type, kind] of [
+        [{ type: 'sync-step-2', update: payload }, 0, 1],
+        [{ type: 'update', update: payload }, 0, 2],
+        [{ type: 'awareness', update: payload }, 1, -1],
+      ] as const) {
+        const e = encoding.createEncoder();
+        encoding.writeVarUint(e, type);
+        if (kind >= 0) encoding.writeVarUint(e, kind);
+        encoding.writeVarUint8Array(e, payload);
+        const got = encodeMessage(msg);
+        expect(Buffer.from(got).equals(Buffer.from(encoding.toUint8Array(e))), `${msg.type} of ${length} bytes`).toBe(true);
+        const back = decodeMessage(got) as { type: string; update: Uint8Array };
+        expect(back.type).toBe(msg.type);
+        expect(Buffer.from(back.update).equals(Buffer.from(payload))).toBe(true);
+      }
+    }
+  });
+});
