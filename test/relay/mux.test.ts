@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
-import { CloseCode, MUX_BATCH_CAPABILITY, MUX_CAPABILITY, batchedSize, encodeBatch, encodeMessage, encodeMuxFrame, errorCodeFromReason } from '@capsync/core';
+import { CloseCode, FLOW_WINDOW_BYTES, MUX_BATCH_CAPABILITY, MUX_CAPABILITY, MUX_FLOW_CAPABILITY, batchedSize, encodeBatch, encodeMessage, encodeMuxFrame, errorCodeFromReason } from '@capsync/core';
 import { startAttackedRelay } from '../support/attack.js';
 import { MuxClient, type MuxDocSession } from '../support/mux-client.js';
 import { ProtocolClient } from '../support/protocol-client.js';
@@ -180,6 +180,51 @@ describe('multiplexed endpoint: fairness between sessions', () => {
     await big.waitFor(() => big.textLength === 2 * half || undefined, 'the large document synced', 60_000);
     expect(big.text.slice(half - 1, half + 1)).toBe('ab');
     await editor.close();
+    await mux.close();
+  });
+});
+
+describe('multiplexed endpoint: flow control of chunks (mux-flow)', () => {
+  it('a large answer stops at the window until the client credits it, while small frames still pass', async () => {
+    await using relay = await startAttackedRelay();
+    const size = 4 * 1024 * 1024;
+    const writer = await ProtocolClient.synced(`${relay.url}/flow-big`);
+    await writer.waitForAck(writer.type('a'.repeat(size)), 60_000);
+    await writer.close();
+    const editor = await ProtocolClient.synced(`${relay.url}/flow-small`);
+    const mux = await MuxClient.connect(relay.url, { capabilities: [MUX_FLOW_CAPABILITY] });
+    expect((await mux.waitHello()).capabilities).toContain(MUX_FLOW_CAPABILITY);
+    const small = await mux.synced('flow-small');
+    const big = mux.open('flow-big');
+    await mux.waitFor(() => mux.chunkBytes >= FLOW_WINDOW_BYTES || undefined, 'a window of chunks', 30_000);
+    // The window is used up: a small update still comes through, and no chunk with it.
+    await editor.waitForAck(editor.type('small edit'));
+    await small.waitFor(() => small.textLength > 0 || undefined, 'the small update', 30_000);
+    expect(mux.chunkBytes).toBe(FLOW_WINDOW_BYTES);
+    // A credit for what came opens the next window, exactly.
+    mux.sendControl({ type: 'chunk-credit', bytes: FLOW_WINDOW_BYTES });
+    await mux.waitFor(() => mux.chunkBytes >= 2 * FLOW_WINDOW_BYTES || undefined, 'the next window', 30_000);
+    await editor.waitForAck(editor.type('!'));
+    await small.waitFor(() => small.textLength === 'small edit!'.length || undefined, 'the second small update', 30_000);
+    expect(mux.chunkBytes).toBe(2 * FLOW_WINDOW_BYTES);
+    // Credited as it comes from now on (and what is outstanding): the document arrives whole.
+    mux.autoCredit = true;
+    mux.sendControl({ type: 'chunk-credit', bytes: FLOW_WINDOW_BYTES });
+    await big.waitFor(() => big.textLength === size || undefined, 'the large document', 60_000);
+    await editor.close();
+    await mux.close();
+  });
+
+  it('a client that does not say mux-flow gets its chunks without credits', async () => {
+    await using relay = await startAttackedRelay();
+    const size = 3 * 1024 * 1024;
+    const writer = await ProtocolClient.synced(`${relay.url}/noflow-big`);
+    await writer.waitForAck(writer.type('a'.repeat(size)), 60_000);
+    await writer.close();
+    const mux = await MuxClient.connect(relay.url);
+    const big = mux.open('noflow-big');
+    await big.waitFor(() => big.textLength === size || undefined, 'the large document', 60_000);
+    expect(mux.chunkBytes).toBeGreaterThan(FLOW_WINDOW_BYTES);
     await mux.close();
   });
 });

@@ -44,6 +44,10 @@ export class MuxClient extends EventEmitter {
   closeInfo: CloseInfo | null = null;
   /** Batches of frames received (the relay sends them only if the hello announced MUX_BATCH_CAPABILITY). */
   batchesReceived = 0;
+  /** Bytes of chunk pieces received (what a client that credits chunks credits). */
+  chunkBytes = 0;
+  /** Credit every chunk as it comes (a hello with MUX_FLOW_CAPABILITY promised to); off: the test credits. */
+  autoCredit = false;
   /** While sendBatched runs: the frames it collects. */
   private batching: Uint8Array[] | null = null;
   private readonly sessions = new Map<number, MuxDocSession>();
@@ -163,6 +167,11 @@ export class MuxClient extends EventEmitter {
 
   private onFrame(frame: Uint8Array): void {
     const { sid, body } = decodeMuxFrame(frame);
+    if (sid !== 0 && body[0] === 100 && body[1] === 14) {
+      this.chunkBytes += body.byteLength - 3;
+      if (this.autoCredit) this.sendControl({ type: 'chunk-credit', bytes: body.byteLength - 3 });
+      this.emit('change');
+    }
     if (sid !== 0) {
       // A frame of a session closed here moments ago is dropped, as the relay drops ours.
       const session = this.sessions.get(sid);

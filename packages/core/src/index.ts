@@ -33,4 +33,5 @@ export * from './mux/session-channel.js';
 export * from './mux/mux-sessions.js';
 export * from './mux/fair-socket.js';
 export * from './mux/frame-batch.js';
+export * from './mux/chunk-credits.js';
 export * from './mux/chunk-assembler.js';

@@ -71,6 +71,31 @@ const frameOf = (sid: number, bytes: number): Uint8Array => encodeMuxFrame(sid, 
 const ping = (sid: number): Uint8Array => encodeMuxFrame(sid, encodeMessage({ type: 'ping', id: 1 }));
 
 describe('FairSocket', () => {
+  it('with flow control, sends a window of chunks and waits for credit; small frames of others still go', () => {
+    const sink = new ManualSink();
+    const fair = new FairSocket(sink, { chunkBytes: CHUNK, aheadBytes: 100 * CHUNK });
+    fair.enableFlow(3 * CHUNK);
+    let bigWritten = 0;
+    fair.send(frameOf(1, 10 * CHUNK), () => bigWritten++);
+    sink.drainAll();
+    expect(sink.describe()).toEqual(['1:chunk', '1:chunk', '1:chunk']);
+    fair.send(ping(3));
+    sink.drainAll();
+    expect(sink.describe().slice(3)).toEqual(['3:ping']);
+    fair.credit(2 * CHUNK);
+    sink.drainAll();
+    expect(sink.describe().slice(4)).toEqual(['1:chunk', '1:chunk']);
+    // More credit than was sent counts as all of it.
+    fair.credit(1e9);
+    sink.drainAll();
+    expect(sink.describe().filter((d) => d.startsWith('1:'))).toHaveLength(8);
+    fair.credit(1e9);
+    sink.drainAll();
+    expect(sink.describe().at(-1)).toBe('1:chunk-last');
+    expect(bigWritten).toBe(1);
+    expect(fair.bufferedAmount).toBe(0);
+  });
+
   it('sends small frames straight through while nothing waits', () => {
     const sink = new ManualSink();
     const fair = new FairSocket(sink, { chunkBytes: CHUNK });

@@ -2,9 +2,12 @@ import {
   ChunkAssembler,
   CloseCode,
   Dialer,
+  ChunkCredits,
+  FLOW_WINDOW_BYTES,
   FairSocket,
   FrameBatch,
   MUX_BATCH_CAPABILITY,
+  MUX_FLOW_CAPABILITY,
   MUX_CAPABILITY,
   MUX_CONTROL_FRAMING,
   MUX_PATH,
@@ -74,6 +77,9 @@ export class RelaySocket implements MuxHandler {
   private dialerChannel: DialedChannel | null = null;
   /** The open socket's FrameBatch: flushed before the socket is closed from here. */
   private batch: FrameBatch | null = null;
+  /** The open socket's FairSocket (the relay's chunk credits go to it) and what we credit of the relay's chunks. */
+  private fair: FairSocket | null = null;
+  private credits: ChunkCredits | null = null;
   /** The capabilities of the open link's relay hello (what kinds of session it serves). */
   private relayCapabilities: readonly string[] = [];
   private destroyed = false;
@@ -221,9 +227,16 @@ export class RelaySocket implements MuxHandler {
       case 'error':
         this.emitError(new CapsyncError(msg.code, msg.message));
         return;
+      case 'chunk-credit':
+        this.fair?.credit(msg.bytes);
+        return;
       default:
         throw new ProtocolError('unknown-message-type', `${msg.type} messages are not taken on the control session`);
     }
+  }
+
+  chunkTaken(bytes: number): void {
+    this.credits?.taken(bytes);
   }
 
   // ---- the dialer ----
@@ -240,7 +253,7 @@ export class RelaySocket implements MuxHandler {
     let lastClose: { code: number; url: string; opened: boolean } | null = null;
     const dialer = new Dialer({
       ...clientDialerOptions({ ...options, urls: options.urls.filter((u) => !this.noMuxUrls.has(u)) }, MUX_PATH),
-      hello: helloFor('client', options.ownerKey ? [MUX_BATCH_CAPABILITY, OWNER_KEY_PREFIX + options.ownerKey] : [MUX_BATCH_CAPABILITY]),
+      hello: helloFor('client', [MUX_BATCH_CAPABILITY, MUX_FLOW_CAPABILITY, ...(options.ownerKey ? [OWNER_KEY_PREFIX + options.ownerKey] : [])]),
       // A relay that upgrades /.capsync/mux but does not say it serves it is not one we can talk to.
       expectHello: (hello) => {
         if (!hello.capabilities.includes(MUX_CAPABILITY)) return new CapsyncError('invalid-doc-name', 'the relay does not announce the multiplexed endpoint');
@@ -280,6 +293,14 @@ export class RelaySocket implements MuxHandler {
     const fair = new FairSocket(batch);
     const sessions = new MuxSessions(fair, true, this, new ChunkAssembler());
     this.batch = batch;
+    this.fair = fair;
+    // Chunk flow control both ways, when the relay does it: the relay's large answers wait for
+    // our credit instead of filling the operating system's buffers ahead of other documents.
+    this.credits = new ChunkCredits((bytes) => sessions.sendControl({ type: 'chunk-credit', bytes }));
+    if (capabilities.includes(MUX_FLOW_CAPABILITY)) {
+      fair.enableFlow(FLOW_WINDOW_BYTES);
+      this.credits.enabled = true;
+    }
     this.sessions = sessions;
     this.dialerChannel = channel;
     this.waitingAtCap = false;
@@ -300,6 +321,8 @@ export class RelaySocket implements MuxHandler {
           this.sessions = null;
           this.dialerChannel = null;
           this.batch = null;
+          this.fair = null;
+          this.credits = null;
         }
         batch.clear();
         fair.clear();

@@ -47,6 +47,10 @@ interface Waiting {
  * - While nothing waits, a small frame goes straight to the socket (no allocation), not counted
  *   ahead: `aheadBytes` bounds what this writes for frames that waited.
  *
+ * - Flow control (`enableFlow`, when the receiver credits chunks): at most a window of chunk
+ *   bytes is in flight uncredited; a session whose next frame is a chunk skips its turn while
+ *   the window is used up, and small frames of the others still go.
+ *
  * Dropping: `clear()` forgets everything waiting (the socket is closing; callbacks are not run,
  * like a WebSocket's for bytes it never wrote).
  */
@@ -59,6 +63,10 @@ export class FairSocket {
   private readonly chunkBytes: number;
   private readonly aheadBytes: number;
   private pumping = false;
+  /** Chunk bytes sent and not yet credited by the receiver (flow control, see `enableFlow`). */
+  private uncredited = 0;
+  /** Chunk bytes that may be uncredited at once; Infinity while flow control is off. */
+  private window = Infinity;
 
   constructor(
     private readonly sink: FrameSink,
@@ -91,6 +99,26 @@ export class FairSocket {
     this.pump();
   }
 
+  /**
+   * Flow control of chunks: from now on at most `windowBytes` of chunk pieces are sent and not
+   * yet credited (`credit`). The receiver's hello said it credits what it takes
+   * (MUX_FLOW_CAPABILITY). Without it, the chunks of a large message are only held back by
+   * `aheadBytes`, which counts what the socket has not handed to the operating system: its
+   * buffers (megabytes on loopback) then fill with chunks ahead of every small frame.
+   */
+  enableFlow(windowBytes: number): void {
+    this.window = windowBytes;
+  }
+
+  /**
+   * The receiver took `bytes` more of the chunks (its `chunk-credit`). More than was sent
+   * counts as all of it: a receiver can only make its own flow control looser.
+   */
+  credit(bytes: number): void {
+    this.uncredited = Math.max(0, this.uncredited - bytes);
+    this.pump();
+  }
+
   /** Forgets every waiting frame (the socket is closing). */
   clear(): void {
     this.queues.clear();
@@ -104,9 +132,9 @@ export class FairSocket {
     this.pumping = true;
     try {
       while (this.aheadNow < this.aheadBytes) {
-        const next = this.queues.entries().next();
-        if (next.done) return;
-        const [sid, queue] = next.value;
+        const next = this.nextTurn();
+        if (!next) return;
+        const [sid, queue] = next;
         const waiting = queue[0]!;
         // The queue stays in the Map meanwhile, so a frame sent from a callback joins it.
         this.sendPart(waiting);
@@ -118,6 +146,19 @@ export class FairSocket {
     } finally {
       this.pumping = false;
     }
+  }
+
+  /** The first session in turn order whose next frame may go: a chunk waits while the window is used up. */
+  private nextTurn(): [number, Waiting[]] | null {
+    const windowFull = this.uncredited >= this.window;
+    for (const entry of this.queues) {
+      if (!windowFull || !this.chunked(entry[1][0]!)) return entry;
+    }
+    return null;
+  }
+
+  private chunked(w: Waiting): boolean {
+    return w.offset !== 0 || w.frame.byteLength - w.bodyStart > this.chunkBytes;
   }
 
   /** Sends the frame whole, or its next chunk; marks it done with offset -1 once all of it went. */
@@ -133,6 +174,7 @@ export class FairSocket {
     const final = w.offset + piece.byteLength >= bodyLength;
     // The sid is counted with the first piece, so waitingBytes ends at exactly 0.
     this.waitingBytes -= piece.byteLength + (w.offset === 0 ? w.bodyStart : 0);
+    if (this.window !== Infinity) this.uncredited += piece.byteLength;
     w.offset = final ? -1 : w.offset + piece.byteLength;
     this.write(encodeChunkFrame(w.frame.subarray(0, w.bodyStart), piece, final), final ? w.cb : undefined);
   }

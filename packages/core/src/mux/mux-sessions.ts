@@ -1,6 +1,7 @@
 import { ProtocolError } from '../errors.js';
 import type { HelloMessage, Message, SessionOpenMessage } from '../protocol/message-types.js';
-import { decodeMessage, encodeMessage } from '../protocol/messages.js';
+import { MessageType } from '../protocol/message-types.js';
+import { CapsyncKind, decodeMessage, encodeMessage } from '../protocol/messages.js';
 import { CONTROL_SID, MAX_SID, decodeMuxFrame, encodeMuxFrame, readBatch } from '../protocol/mux-frame.js';
 import type { ChunkAssembler } from './chunk-assembler.js';
 import { SessionChannel, type SessionTransport } from './session-channel.js';
@@ -24,6 +25,11 @@ export interface MuxHandler {
    * session this side opened (still live). May throw a CapsyncError, which breaks the socket.
    */
   control(msg: Message): void;
+  /**
+   * A chunk of `bytes` (its piece) was taken off the socket, for a live session or a closed one
+   * (dropped): what a receiver that credits chunks (MUX_FLOW_CAPABILITY) credits back.
+   */
+  chunkTaken?(bytes: number): void;
 }
 
 /**
@@ -98,6 +104,8 @@ export class MuxSessions implements SessionTransport {
   private receiveFrame(frame: Uint8Array): void {
     const { sid, body } = decodeMuxFrame(frame);
     if (sid === CONTROL_SID) return this.control(decodeMessage(body));
+    // Every chunk counts, a dropped one too: the sender's window must not leak with a session.
+    if (body[0] === MessageType.Capsync && body[1] === CapsyncKind.Chunk) this.handler.chunkTaken?.(Math.max(0, body.byteLength - 3));
     const session = this.live.get(sid);
     if (session) {
       const message = this.chunks ? this.chunks.push(sid, body) : body;

@@ -27,7 +27,9 @@
  *                                 [varString subdoc guid, '' for none][varUint n][n x varString capability]
  *   [100 capsync][12 session-opened][varUint sid][varUint permission: 0 read, 1 write]
  *   [100 capsync][13 session-close][varUint sid][varUint closeCode][varString reason]
- *   (kind 14 is kept for `chunk`, part of one large message of a session: issue 12 step P4)
+ *   (kind 14 is kept for `chunk`, part of one large message of a session: issue 12 step P4;
+ *    kind 15 for a batch of frames: protocol/mux-frame.ts)
+ *   [100 capsync][16 chunk-credit][varUint bytes]
  *
  * The session-* messages travel only on the control session (sid 0) of a multiplexed socket
  * (`/.capsync/mux`, see protocol/mux-frame.ts); on any other connection they are refused like
@@ -294,6 +296,18 @@ export interface SessionCloseMessage {
   reason: string;
 }
 
+/**
+ * Flow control of chunks on a multiplexed socket (both hellos list MUX_FLOW_CAPABILITY): the
+ * receiver has taken `bytes` more of the chunks the sender sent (mux-frame.ts). The sender keeps
+ * at most a window of chunk bytes not yet credited in flight, so a large message cannot fill the
+ * operating system's buffers between them, in front of the other sessions' small frames.
+ * Control session only.
+ */
+export interface ChunkCreditMessage {
+  type: 'chunk-credit';
+  bytes: number;
+}
+
 export type Message =
   | SyncStep1Message
   | SyncStep2Message
@@ -314,6 +328,7 @@ export type Message =
   | ClientOwnersMessage
   | SessionOpenMessage
   | SessionOpenedMessage
-  | SessionCloseMessage;
+  | SessionCloseMessage
+  | ChunkCreditMessage;
 
 export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;

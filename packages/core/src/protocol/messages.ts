@@ -18,7 +18,7 @@ const SyncKind = { Step1: 0, Step2: 1, Update: 2 } as const;
  */
 export const CapsyncKind = {
   Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8, QuorumAck: 9, ClientOwners: 10,
-  SessionOpen: 11, SessionOpened: 12, SessionClose: 13, Chunk: 14, Batch: 15,
+  SessionOpen: 11, SessionOpened: 12, SessionClose: 13, Chunk: 14, Batch: 15, ChunkCredit: 16,
 } as const;
 const SessionKinds: readonly SessionOpenMessage['kind'][] = ['doc', 'locks'];
 const Permissions: readonly SessionOpenedMessage['permission'][] = ['read', 'write'];
@@ -155,6 +155,11 @@ export function encodeMessage(msg: Message): Uint8Array {
       encoding.writeVarUint(e, msg.sid);
       encoding.writeVarUint(e, msg.code);
       encoding.writeVarString(e, msg.reason);
+      break;
+    case 'chunk-credit':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.ChunkCredit);
+      encoding.writeVarUint(e, msg.bytes);
       break;
   }
   return encoding.toUint8Array(e);
@@ -302,6 +307,7 @@ function readMessage(d: decoding.Decoder): Message {
         if (code < 1000 || code > 4999) throw new ProtocolError('bad-message', `session close code ${code} is not a close code`);
         return { type: 'session-close', sid, code, reason: decoding.readVarString(d) };
       }
+      if (kind === CapsyncKind.ChunkCredit) return { type: 'chunk-credit', bytes: decoding.readVarUint(d) };
       throw new ProtocolError('unknown-message-type', `unknown capsync message kind ${kind}`);
     }
     default:

@@ -65,6 +65,19 @@ export function muxSessionsOf(capabilities: readonly string[]): number {
   return Number.isSafeInteger(n) && n > 0 ? n : Infinity;
 }
 
+/**
+ * Hello capability of a side that credits the chunks it takes (`chunk-credit`): a sender whose
+ * peer said so keeps at most FLOW_WINDOW_BYTES of chunks uncredited (see FairSocket).
+ */
+export const MUX_FLOW_CAPABILITY = 'mux-flow';
+
+/**
+ * Chunk bytes a sender keeps in flight without credit: what a small frame of another session
+ * may wait behind, besides the chunks being written. 16 chunks: on a 100 ms round trip that is
+ * still ~10 MB/s for one large message.
+ */
+export const FLOW_WINDOW_BYTES = 16 * 64 * 1024;
+
 /** Hello capability of a side that takes batches of frames (see the header). */
 export const MUX_BATCH_CAPABILITY = 'mux-batch';
 

@@ -1,6 +1,6 @@
 import { ProtocolVersionError } from '../errors.js';
 import { PROTOCOL_VERSION, RELAY_CAPABILITY, RELAY_ID_PREFIX, type HelloMessage } from '../protocol/message-types.js';
-import { MUX_BATCH_CAPABILITY, MUX_CAPABILITY } from '../protocol/mux-frame.js';
+import { MUX_BATCH_CAPABILITY, MUX_CAPABILITY, MUX_FLOW_CAPABILITY } from '../protocol/mux-frame.js';
 
 /**
  * The oldest protocol version this code still speaks. A hello outside
@@ -61,7 +61,7 @@ export type HelloRole =
 const ROLE_CAPABILITIES: Record<HelloRole, readonly string[]> = {
   relay: ['ack', 'error', 'ping', 'cp', 'quorum', MUX_CAPABILITY],
   'relay-locks': ['ack', 'error', 'ping', 'cp', 'quorum', LOCKS_CAPABILITY, MUX_CAPABILITY],
-  'relay-mux': ['ack', 'error', 'ping', 'cp', 'quorum', LOCKS_CAPABILITY, MUX_CAPABILITY, MUX_BATCH_CAPABILITY],
+  'relay-mux': ['ack', 'error', 'ping', 'cp', 'quorum', LOCKS_CAPABILITY, MUX_CAPABILITY, MUX_BATCH_CAPABILITY, MUX_FLOW_CAPABILITY],
   client: ['ack', 'error', 'ping', 'quorum'],
   peer: ['ack', 'error', 'ping', RELAY_CAPABILITY, MUX_CAPABILITY],
   'relay-to-peer': ['ack', 'error', 'ping', 'cp', 'quorum', RELAY_CAPABILITY, MUX_CAPABILITY],

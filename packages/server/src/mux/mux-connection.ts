@@ -3,8 +3,11 @@ import {
   ChunkAssembler,
   CloseCode,
   FairSocket,
+  ChunkCredits,
+  FLOW_WINDOW_BYTES,
   FrameBatch,
   MUX_BATCH_CAPABILITY,
+  MUX_FLOW_CAPABILITY,
   LimitExceededError,
   MuxSessions,
   ProtocolError,
@@ -126,6 +129,8 @@ export class MuxConnection implements MuxHandler {
   /** Where the sessions' frames wait for their turn (see fairSocket). */
   private readonly fair: FairSocket;
   private readonly batch: FrameBatch;
+  /** What this relay credits of the client's chunks, once its hello said it takes credits. */
+  private readonly credits = new ChunkCredits((bytes) => this.sendControl({ type: 'chunk-credit', bytes }));
   private readonly sessions: MuxSessions;
   /** What its sessions hold queued while their documents load: one plain connection's worth. */
   private readonly input: SocketInputQueue;
@@ -199,15 +204,27 @@ export class MuxConnection implements MuxHandler {
         new ConnectionIdentity({}).hello(msg.capabilities);
         this.hello = msg;
         this.batch.enabled = msg.capabilities.includes(MUX_BATCH_CAPABILITY);
+        // Flow control both ways: our chunks wait for its credit, and we credit its chunks.
+        if (msg.capabilities.includes(MUX_FLOW_CAPABILITY)) {
+          this.fair.enableFlow(FLOW_WINDOW_BYTES);
+          this.credits.enabled = true;
+        }
         // The session cap is announced, so a client keeps below it (see MUX_SESSIONS_PREFIX).
         this.sendControl(helloFor('relay-mux', [...this.deps.helloExtras, muxSessionsCapability(this.deps.maxSessions)]));
         return;
       case 'ping':
         this.sendControl({ type: 'pong', id: msg.id });
         return;
+      case 'chunk-credit':
+        this.fair.credit(msg.bytes);
+        return;
       default:
         throw new ProtocolError('unknown-message-type', `${msg.type} messages are not taken on the control session`);
     }
+  }
+
+  chunkTaken(bytes: number): void {
+    this.credits.taken(bytes);
   }
 
   open(msg: SessionOpenMessage): void {
