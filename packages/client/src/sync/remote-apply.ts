@@ -20,9 +20,11 @@ export type UpdateListener = (update: Uint8Array, origin: unknown) => void;
  * Other `update` listeners of the app see every transaction as before (Yjs then encodes for
  * them anyway).
  *
- * Throws what `Y.applyUpdate` throws. Yjs integrates an update's structs before it reads its
- * delete set, so one that throws there has changed the document: what it changed is handed on
- * (re-encoded, as Yjs's `update` event did), else the document shows structs its replica lacks.
+ * Throws what `Y.applyUpdate` throws. It may throw having changed the document: an observer
+ * of the app threw (Yjs applied the update whole, then rethrows), or the update's delete set is
+ * malformed (Yjs integrates the structs before it reads it). What the relay's transaction
+ * changed is then handed on (re-encoded, as Yjs's `update` event did), else the document shows
+ * structs its replica lacks (gone on reload; local edits built on them wait for them).
  */
 export function applyFromRelay(doc: Y.Doc, update: Uint8Array, origin: unknown, listener: UpdateListener): void {
   // Called inside a transaction, or while transactions are cleaned up, the update joins or
