@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import * as Y from 'yjs';
 import { MemoryStorage } from '@capsync/client';
 import { testScope } from '../support/test-scope.js';
 import { withTimeout } from '../support/wait.js';
@@ -43,5 +44,24 @@ describe('updates from the relay', () => {
     const offline = await scope.client(relay.url, { storage }).open('echo');
     expect(offline.doc.getText('t').toString()).toBe('ping');
     expect(offline.doc.getMap('m').get('answered')).toBe('ping');
+  });
+
+  it('an app that loads every subdocument the relay adds: loading it is not a local edit (review rev8)', async () => {
+    const relay = await scope.relay();
+    const a = await scope.client(relay.url).open('folders');
+    const b = await scope.client(relay.url).open('folders');
+    await Promise.all([a.whenSynced({ timeoutMs: 10_000 }), b.whenSynced({ timeoutMs: 10_000 })]);
+    // The pattern of Yjs's documentation: load each subdocument as it arrives.
+    a.doc.on('subdocs', ({ added }: { added: Set<Y.Doc> }) => added.forEach((sub) => sub.load()));
+    const pendingSeen: number[] = [];
+    a.on('pending', (n) => pendingSeen.push(n));
+    const arrived = withTimeout(new Promise<void>((resolve) => a.doc.on('subdocs', () => resolve())), 10_000, 'the subdocument at a');
+    b.doc.getMap('folders').set('one', new Y.Doc());
+    await arrived;
+    expect(a.doc.getSubdocs().size).toBe(1);
+    await a.whenSynced({ timeoutMs: 10_000 });
+    // An empty transaction of the parent was handed on as a local edit: pending, and sent.
+    expect(pendingSeen.filter((n) => n > 0)).toEqual([]);
+    expect(a.pending).toBe(0);
   });
 });

@@ -79,3 +79,90 @@ describe('applyFromRelay', () => {
     expect(reloaded.getText('t').toString()).toBe('ab');
   });
 });
+
+describe('applyFromRelay (rev8 review)', () => {
+  it('hands on nothing for a transaction made meanwhile that changed nothing (a subdocument loading, an empty transact)', () => {
+    const doc = new Y.Doc();
+    // Deletions the document already has: a re-encoded "meanwhile" update carried all of them.
+    doc.getText('t').insert(0, 'abcdef');
+    doc.getText('t').delete(1, 3);
+    const seen: unknown[] = [];
+    const listener = (_u: Uint8Array, origin: unknown): void => void seen.push(origin);
+    doc.on('update', listener);
+    doc.getText('r').observe(() => doc.transact(() => {}, 'app'));
+    const remote = new Y.Doc();
+    remote.getText('r').insert(0, 'x');
+    applyFromRelay(doc, Y.encodeStateAsUpdate(remote), RELAY, listener);
+    // Yjs emits no 'update' for a transaction without content: neither do we (it would be a
+    // local edit in the outbox, pending, sent to the relay).
+    expect(seen).toEqual([RELAY]);
+  });
+
+  it('hands on nothing for an app that loads each subdocument the relay adds (subdoc.load() is an empty transaction of the parent)', () => {
+    const doc = new Y.Doc();
+    doc.getText('t').insert(0, 'abcdef');
+    doc.getText('t').delete(1, 3);
+    const seen: unknown[] = [];
+    const listener = (_u: Uint8Array, origin: unknown): void => void seen.push(origin);
+    doc.on('update', listener);
+    // The pattern of Yjs's documentation for subdocuments.
+    doc.on('subdocs', ({ added }: { added: Set<Y.Doc> }) => added.forEach((sub) => sub.load()));
+    const remote = new Y.Doc();
+    remote.getMap('folders').set('a', new Y.Doc());
+    applyFromRelay(doc, Y.encodeStateAsUpdate(remote), RELAY, listener);
+    expect(doc.getSubdocs().size).toBe(1);
+    // Not a local edit: nothing pending, nothing for the relay.
+    expect(seen).toEqual([RELAY]);
+  });
+
+  it('hands on exactly the deletions a transaction made meanwhile made, not the whole delete set', () => {
+    const doc = new Y.Doc();
+    doc.getText('t').insert(0, 'abcdef');
+    doc.getText('t').delete(1, 3);
+    const seen: { update: Uint8Array; origin: unknown }[] = [];
+    const listener = (update: Uint8Array, origin: unknown): void => void seen.push({ update, origin });
+    doc.on('update', listener);
+    doc.getText('r').observe(() => doc.transact(() => doc.getMap('m').set('k', 1), 'app'));
+    const remote = new Y.Doc();
+    remote.getText('r').insert(0, 'x');
+    applyFromRelay(doc, Y.encodeStateAsUpdate(remote), RELAY, listener);
+    expect(seen.map((s) => s.origin)).toEqual([RELAY, 'app']);
+    const app = Y.decodeUpdate(seen[1]!.update);
+    expect(app.ds.clients.size).toBe(0);
+    expect(app.structs).toHaveLength(1);
+  });
+
+  it('hands on the relay update when an observer of the app throws (Yjs applied it whole, then rethrew)', () => {
+    const doc = new Y.Doc();
+    const seen: Uint8Array[] = [];
+    const listener = (u: Uint8Array): void => void seen.push(u);
+    doc.on('update', listener);
+    doc.getText('t').observe(() => {
+      throw new Error('a bug of the app');
+    });
+    expect(() => applyFromRelay(doc, remoteText('applied'), RELAY, listener)).toThrow('a bug of the app');
+    expect(doc.getText('t').toString()).toBe('applied');
+    const reloaded = new Y.Doc();
+    for (const u of seen) Y.applyUpdate(reloaded, u);
+    expect(reloaded.getText('t').toString()).toBe('applied');
+  });
+
+  it('hands on what an update that throws midway integrated (its structs, before a broken delete set)', () => {
+    const remote = new Y.Doc();
+    remote.getText('t').insert(0, 'kept');
+    const whole = Y.encodeStateAsUpdate(remote);
+    // No deletions: the delete set is its last byte (0 clients); without it, reading it throws
+    // after the structs were integrated.
+    const broken = whole.subarray(0, whole.length - 1);
+    const doc = new Y.Doc();
+    const seen: Uint8Array[] = [];
+    const listener = (u: Uint8Array): void => void seen.push(u);
+    doc.on('update', listener);
+    expect(() => applyFromRelay(doc, broken, RELAY, listener)).toThrow();
+    expect(doc.getText('t').toString()).toBe('kept');
+    // The document shows it (and later local edits may build on it): the replica must hold it.
+    const reloaded = new Y.Doc();
+    for (const u of seen) Y.applyUpdate(reloaded, u);
+    expect(reloaded.getText('t').toString()).toBe('kept');
+  });
+});

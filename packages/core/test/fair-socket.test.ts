@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   CONTROL_SID,
   ChunkAssembler,
@@ -94,6 +94,28 @@ describe('FairSocket', () => {
     expect(sink.describe().at(-1)).toBe('1:chunk-last');
     expect(bigWritten).toBe(1);
     expect(fair.bufferedAmount).toBe(0);
+  });
+
+  it('with the window used up, a credit that frees nothing and a frame queued behind a waiting one do not look for a turn (rev8)', () => {
+    // A client that never credits holds hundreds of sessions whose next frame is a chunk, then
+    // sends credits of 0 (or pings on those sessions): each was a scan of every session.
+    const sink = new ManualSink();
+    const fair = new FairSocket(sink, { chunkBytes: CHUNK, aheadBytes: 100 * CHUNK });
+    fair.enableFlow(CHUNK);
+    const sessions = 300;
+    for (let sid = 1; sid <= 2 * sessions; sid += 2) fair.send(frameOf(sid, 3 * CHUNK));
+    sink.drainAll();
+    expect(sink.describe()).toEqual(['1:chunk']);
+    const turns = vi.spyOn(fair as unknown as { nextTurn(): unknown }, 'nextTurn');
+    for (let i = 0; i < 1000; i++) fair.credit(0);
+    for (let sid = 1; sid <= 2 * sessions; sid += 2) fair.send(ping(sid));
+    sink.drainAll();
+    expect(turns).not.toHaveBeenCalled();
+    // A credit that frees the window still sends.
+    fair.credit(CHUNK);
+    sink.drainAll();
+    expect(sink.describe()).toEqual(['1:chunk', '1:chunk']);
+    turns.mockRestore();
   });
 
   it('sends small frames straight through while nothing waits', () => {

@@ -93,9 +93,12 @@ export class FairSocket {
     // to a multiplexed socket). Only what waited is counted ahead; that is what turns are for.
     if (!queue && small && this.aheadNow < this.aheadBytes) return this.sink.send(frame, cb);
     const waiting: Waiting = { frame, bodyStart, offset: 0, cb };
-    if (queue) queue.push(waiting);
-    else this.queues.set(queueSid, [waiting]);
     this.waitingBytes += frame.byteLength;
+    // Behind a waiting frame of its session no head changed: whatever stopped the pump (the
+    // socket ahead, the window) still holds. Pumping would scan every session for nothing (the
+    // peer's pings on sessions held by the window: a scan each).
+    if (queue) return void queue.push(waiting);
+    this.queues.set(queueSid, [waiting]);
     this.pump();
   }
 
@@ -115,8 +118,11 @@ export class FairSocket {
    * counts as all of it: a receiver can only make its own flow control looser.
    */
   credit(bytes: number): void {
+    const wasFull = this.uncredited >= this.window;
     this.uncredited = Math.max(0, this.uncredited - bytes);
-    this.pump();
+    // Only a credit that frees the window lets a frame go; any other (0 bytes, flow off, the
+    // window not used up) would cost a scan of every session, once per credit the peer sends.
+    if (wasFull && this.uncredited < this.window) this.pump();
   }
 
   /** Forgets every waiting frame (the socket is closing). */
