@@ -6,6 +6,7 @@ import * as decoding from 'lib0/decoding';
 import * as encoding from 'lib0/encoding';
 import { ProtocolError, type ErrorCode } from '../errors.js';
 import { MessageType, type ClientClaims, type LockOp, type Message, type SessionOpenMessage, type SessionOpenedMessage } from './message-types.js';
+import { varUintSize, writeVarUintAt } from './varint.js';
 
 export * from './message-types.js';
 
@@ -350,19 +351,10 @@ function readBytes(d: decoding.Decoder): Uint8Array {
 
 /** `[type][kind, unless -1][varUint length][payload]`: what lib0's writeVarUint/writeVarUint8Array would write (type and kind are one-byte varints). */
 function payloadMessage(type: number, kind: number, payload: Uint8Array): Uint8Array {
-  let lengthBytes = 1;
-  for (let rest = payload.byteLength; rest >= 0x80; rest = Math.floor(rest / 0x80)) lengthBytes++;
   const head = kind < 0 ? 1 : 2;
-  const out = new Uint8Array(head + lengthBytes + payload.byteLength);
+  const out = new Uint8Array(head + varUintSize(payload.byteLength) + payload.byteLength);
   out[0] = type;
   if (kind >= 0) out[1] = kind;
-  let at = head;
-  let rest = payload.byteLength;
-  while (rest >= 0x80) {
-    out[at++] = 0x80 | (rest % 0x80);
-    rest = Math.floor(rest / 0x80);
-  }
-  out[at++] = rest;
-  out.set(payload, at);
+  out.set(payload, writeVarUintAt(out, head, payload.byteLength));
   return out;
 }

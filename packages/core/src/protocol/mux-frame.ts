@@ -38,6 +38,7 @@ import * as decoding from 'lib0/decoding';
 import { ProtocolError } from '../errors.js';
 import { MessageType } from './message-types.js';
 import { CapsyncKind } from './messages.js';
+import { varUintSize, writeVarUintAt } from './varint.js';
 
 /** The WebSocket path of the multiplexed endpoint (a name no document may have). */
 export const MUX_PATH = '.capsync/mux';
@@ -98,12 +99,9 @@ export interface MuxFrame {
 
 /** Frames `body` (one encoded message) for session `sid`: one allocation, one copy. */
 export function encodeMuxFrame(sid: number, body: Uint8Array): Uint8Array {
-  let prefix = 1;
-  for (let rest = sid; rest >= 0x80; rest = Math.floor(rest / 0x80)) prefix++;
+  const prefix = varUintSize(sid);
   const frame = new Uint8Array(prefix + body.byteLength);
-  let rest = sid;
-  for (let i = 0; i < prefix - 1; i++, rest = Math.floor(rest / 0x80)) frame[i] = 0x80 | (rest % 0x80);
-  frame[prefix - 1] = rest;
+  writeVarUintAt(frame, 0, sid);
   frame.set(body, prefix);
   return frame;
 }
@@ -204,23 +202,16 @@ export function unbatchable(frame: Uint8Array): boolean {
 
 /** Bytes `frame` takes in a batch: its length varint and itself. */
 export function batchedSize(frame: Uint8Array): number {
-  let prefix = 1;
-  for (let rest = frame.byteLength; rest >= 0x80; rest = Math.floor(rest / 0x80)) prefix++;
-  return prefix + frame.byteLength;
+  return varUintSize(frame.byteLength) + frame.byteLength;
 }
 
 /** One WebSocket message carrying `frames` in order; `size` is the sum of their batchedSize. */
 export function encodeBatch(frames: readonly Uint8Array[], size: number): Uint8Array {
   const out = new Uint8Array(BATCH_HEAD.length + size);
   out.set(BATCH_HEAD, 0);
-  let at = BATCH_HEAD.length;
+  let at: number = BATCH_HEAD.length;
   for (const frame of frames) {
-    let rest = frame.byteLength;
-    while (rest >= 0x80) {
-      out[at++] = 0x80 | (rest % 0x80);
-      rest = Math.floor(rest / 0x80);
-    }
-    out[at++] = rest;
+    at = writeVarUintAt(out, at, frame.byteLength);
     out.set(frame, at);
     at += frame.byteLength;
   }
