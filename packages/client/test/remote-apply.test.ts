@@ -80,15 +80,21 @@ describe('applyFromRelay', () => {
   });
 });
 
+/** A document holding deletions, with the handle's stand-in 'update' listener recording origins. */
+function docWithDeletions(): { doc: Y.Doc; seen: unknown[]; listener: (u: Uint8Array, origin: unknown) => void } {
+  const doc = new Y.Doc();
+  doc.getText('t').insert(0, 'abcdef');
+  doc.getText('t').delete(1, 3);
+  const seen: unknown[] = [];
+  const listener = (_u: Uint8Array, origin: unknown): void => void seen.push(origin);
+  doc.on('update', listener);
+  return { doc, seen, listener };
+}
+
 describe('applyFromRelay (rev8 review)', () => {
   it('hands on nothing for a transaction made meanwhile that changed nothing (a subdocument loading, an empty transact)', () => {
-    const doc = new Y.Doc();
     // Deletions the document already has: a re-encoded "meanwhile" update carried all of them.
-    doc.getText('t').insert(0, 'abcdef');
-    doc.getText('t').delete(1, 3);
-    const seen: unknown[] = [];
-    const listener = (_u: Uint8Array, origin: unknown): void => void seen.push(origin);
-    doc.on('update', listener);
+    const { doc, seen, listener } = docWithDeletions();
     doc.getText('r').observe(() => doc.transact(() => {}, 'app'));
     const remote = new Y.Doc();
     remote.getText('r').insert(0, 'x');
@@ -99,12 +105,7 @@ describe('applyFromRelay (rev8 review)', () => {
   });
 
   it('hands on nothing for an app that loads each subdocument the relay adds (subdoc.load() is an empty transaction of the parent)', () => {
-    const doc = new Y.Doc();
-    doc.getText('t').insert(0, 'abcdef');
-    doc.getText('t').delete(1, 3);
-    const seen: unknown[] = [];
-    const listener = (_u: Uint8Array, origin: unknown): void => void seen.push(origin);
-    doc.on('update', listener);
+    const { doc, seen, listener } = docWithDeletions();
     // The pattern of Yjs's documentation for subdocuments.
     doc.on('subdocs', ({ added }: { added: Set<Y.Doc> }) => added.forEach((sub) => sub.load()));
     const remote = new Y.Doc();
