@@ -19,7 +19,8 @@ import * as awarenessProtocol from 'y-protocols/awareness';
 import { CloseCode, encodeMessage } from '@capsync/core';
 import { heavy, startAttackedRelay, startBystander, worst } from '../support/attack.js';
 import { ProtocolClient } from '../support/protocol-client.js';
-import { waitForLog, waitForMetric } from '../support/relay-observe.js';
+import { seedDoc, wholeDiffStateVector } from '../support/large-answers.js';
+import { metricValue, waitForLog, waitForMetric } from '../support/relay-observe.js';
 
 const MiB = 1024 * 1024;
 /** Bystander round trips during an attack stay under this (ms); the attack stalled the relay for 20 s. */
@@ -47,15 +48,6 @@ const pause = (c: ProtocolClient): Socket => {
   socket.pause();
   return socket;
 };
-
-/** A document with `bytes` of text, acknowledged (durable) by the relay. */
-async function seedDoc(url: string, bytes: number): Promise<string> {
-  const writer = await ProtocolClient.synced(url);
-  const text = 'x'.repeat(bytes);
-  await writer.waitForAck(writer.type(text), 30_000);
-  await writer.close();
-  return text;
-}
 
 /** Sets `count` awareness states of `stateBytes` each on the document (one connection): every answer carries them all. */
 async function seedAwareness(url: string, count: number, stateBytes: number): Promise<ProtocolClient> {
@@ -178,7 +170,7 @@ describe('issue 11 attack 2: replies go through backpressure', () => {
     const attacker = await ProtocolClient.synced(url);
     const bystander = await startBystander(relay.url);
     const socket = pause(attacker);
-    const step1 = encodeMessage({ type: 'sync-step-1', stateVector: Y.encodeStateVector(new Y.Doc()) });
+    const step1 = encodeMessage({ type: 'sync-step-1', stateVector: wholeDiffStateVector() });
     // Each answer the relay writes out fills the paused reader's kernel buffers; the rest stays queued.
     for (let i = 0; i < 60; i++) attacker.sendRaw(step1);
     await waitForLog(relay, (e) => e['code'] === 'slow-consumer', 'the slow-consumer close', 30_000);
@@ -189,6 +181,28 @@ describe('issue 11 attack 2: replies go through backpressure', () => {
     // The close frame may not get through a full buffer; then the relay drops the socket.
     expect([CloseCode.SlowConsumer, 1006]).toContain(info.code);
     expect(await servedText(url)).toBe(text);
+  });
+
+  it('a replica that has nothing is answered in pieces, each once the one before was written: a client that stops reading holds back two pieces, not the document; it gets all of it when it reads again', async () => {
+    await using relay = await startAttackedRelay([]);
+    const url = `${relay.url}/paced`;
+    const text = await seedDoc(url, 12 * MiB);
+    const attacker = await ProtocolClient.synced(`${relay.url}/other`);
+    // It asks with an empty state vector as it connects; its socket stops reading right after.
+    const reader = await ProtocolClient.connect(url);
+    const socket = pause(reader);
+    // The relay writes pieces until the paused socket's kernel buffers are full; then at most
+    // two wait in its send buffer (each scrape of /metrics paces the next).
+    await waitForMetric(relay.httpUrl, 'capsync_messages_out_total', { type: 'update' }, 3, 30_000);
+    let most = 0;
+    for (let i = 0; i < 20; i++) most = Math.max(most, await metricValue(relay.httpUrl, 'capsync_unsent_bytes'));
+    // Two pieces of 256 KiB (the relay's STATE_PIECE_BYTES) and a chunk's worth of slack.
+    expect(most).toBeLessThanOrEqual(2 * 256 * 1024 + 64 * 1024);
+    socket.resume();
+    await reader.waitFor(() => reader.received.some((m) => m.type === 'sync-step-2') || undefined, 'the step 2', 60_000);
+    expect(reader.doc.getText('t').toString()).toBe(text);
+    await reader.close();
+    await attacker.close();
   });
 
   it('issue-11 attack 2: a pong flood (ping messages from a client that never reads) counts against its send buffer: closed 4429 after the grace period, bystander served', async () => {

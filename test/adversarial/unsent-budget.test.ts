@@ -20,6 +20,7 @@ import * as Y from 'yjs';
 import { encodeMessage } from '@capsync/core';
 import { heavy, startAttackedRelay, startBystander, worst, type AttackedRelay } from '../support/attack.js';
 import { ProtocolClient } from '../support/protocol-client.js';
+import { seedDoc, wholeDiffStateVector } from '../support/large-answers.js';
 import { metricValue, waitForMetric } from '../support/relay-observe.js';
 
 const MiB = 1024 * 1024;
@@ -37,15 +38,6 @@ const relayArgs = [
   '--slow-consumer-grace-ms', String(GRACE_MS),
   '--max-unsent-bytes-per-address', String(SHARE),
 ];
-
-/** A document with `bytes` of text, acknowledged (durable) by the relay. */
-async function seedDoc(url: string, bytes: number): Promise<string> {
-  const writer = await ProtocolClient.synced(url);
-  const text = 'x'.repeat(bytes);
-  await writer.waitForAck(writer.type(text), 60_000);
-  await writer.close();
-  return text;
-}
 
 /** Waits until the relay's unsent bytes (its gauge) are at most `bytes`; each scrape paces the next. */
 async function waitForUnsentAtMost(relay: AttackedRelay, bytes: number, timeoutMs = 20_000): Promise<number> {
@@ -84,7 +76,7 @@ describe('unsent bytes are bounded relay-wide, not per connection only', () => {
       });
       (ws as unknown as { _socket: Socket })._socket.pause(); // never reads
       ws.on('error', () => {});
-      ws.send(encodeMessage({ type: 'sync-step-1', stateVector: Y.encodeStateVector(new Y.Doc()) }));
+      ws.send(encodeMessage({ type: 'sync-step-1', stateVector: wholeDiffStateVector() }));
       sockets.push(ws);
     }
     // Past the grace period the non-readers over the share are closed, the largest first.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
-import { CloseCode, FLOW_WINDOW_BYTES, MUX_BATCH_CAPABILITY, MUX_CAPABILITY, MUX_FLOW_CAPABILITY, batchedSize, encodeBatch, encodeMessage, encodeMuxFrame, errorCodeFromReason } from '@capsync/core';
+import { CHUNK_BYTES, CloseCode, FLOW_WINDOW_BYTES, MUX_BATCH_CAPABILITY, MUX_CAPABILITY, MUX_FLOW_CAPABILITY, batchedSize, encodeBatch, encodeMessage, encodeMuxFrame, errorCodeFromReason } from '@capsync/core';
 import { startAttackedRelay } from '../support/attack.js';
 import { MuxClient, type MuxDocSession } from '../support/mux-client.js';
 import { ProtocolClient } from '../support/protocol-client.js';
@@ -176,7 +176,8 @@ describe('multiplexed endpoint: fairness between sessions', () => {
     await editor.waitForAck(editor.type('small edit'));
     socket.resume();
     const bigLengthThen = await small.waitFor(() => (small.textLength > 0 ? big.textLength : undefined), 'the small update', 60_000);
-    expect(bigLengthThen).toBe(0);
+    // The large state comes in pieces (a fresh replica's answer): some may be in, not all of it.
+    expect(bigLengthThen).toBeLessThan(2 * half);
     await big.waitFor(() => big.textLength === 2 * half || undefined, 'the large document synced', 60_000);
     expect(big.text.slice(half - 1, half + 1)).toBe('ab');
     await editor.close();
@@ -197,19 +198,22 @@ describe('multiplexed endpoint: flow control of chunks (mux-flow)', () => {
     const small = await mux.synced('flow-small');
     const big = mux.open('flow-big');
     await mux.waitFor(() => mux.chunkBytes >= FLOW_WINDOW_BYTES || undefined, 'a window of chunks', 30_000);
-    // The window is used up: a small update still comes through, and no chunk with it.
+    // The window is used up (a chunk goes while any of it is left, so at most one past it): a
+    // small update still comes through, and no chunk with it.
     await editor.waitForAck(editor.type('small edit'));
     await small.waitFor(() => small.textLength > 0 || undefined, 'the small update', 30_000);
-    expect(mux.chunkBytes).toBe(FLOW_WINDOW_BYTES);
-    // A credit for what came opens the next window, exactly.
-    mux.sendControl({ type: 'chunk-credit', bytes: FLOW_WINDOW_BYTES });
-    await mux.waitFor(() => mux.chunkBytes >= 2 * FLOW_WINDOW_BYTES || undefined, 'the next window', 30_000);
+    const first = mux.chunkBytes;
+    expect(first).toBeLessThan(FLOW_WINDOW_BYTES + CHUNK_BYTES);
+    // A credit for what came opens the next window.
+    mux.sendControl({ type: 'chunk-credit', bytes: first });
+    await mux.waitFor(() => mux.chunkBytes >= first + FLOW_WINDOW_BYTES || undefined, 'the next window', 30_000);
     await editor.waitForAck(editor.type('!'));
     await small.waitFor(() => small.textLength === 'small edit!'.length || undefined, 'the second small update', 30_000);
-    expect(mux.chunkBytes).toBe(2 * FLOW_WINDOW_BYTES);
+    const second = mux.chunkBytes;
+    expect(second).toBeLessThan(first + FLOW_WINDOW_BYTES + CHUNK_BYTES);
     // Credited as it comes from now on (and what is outstanding): the document arrives whole.
     mux.autoCredit = true;
-    mux.sendControl({ type: 'chunk-credit', bytes: FLOW_WINDOW_BYTES });
+    mux.sendControl({ type: 'chunk-credit', bytes: second - first });
     await big.waitFor(() => big.textLength === size || undefined, 'the large document', 60_000);
     await editor.close();
     await mux.close();

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { LocalStorageError } from '@capsync/core';
-import { LocalReplica } from '../src/replica/local-replica.js';
+import { LocalReplica, MERGE_ROW_BYTES } from '../src/replica/local-replica.js';
 import { MemoryStorage } from '../src/storage/memory-storage.js';
 import type { ReplicaStore, ReplicaWrite, StorageAdapter } from '../src/storage/storage-adapter.js';
 
@@ -51,6 +51,28 @@ describe('LocalReplica', () => {
     const copy = new Y.Doc();
     Y.applyUpdate(copy, storage.writes[0]!.updates[0]!.data);
     expect(copy.getText('t').toString()).toBe('x'.repeat(50));
+  });
+
+  it('stores a row larger than MERGE_ROW_BYTES as it came and merges the small ones around it in order (no merge holds the event loop long)', async () => {
+    const storage = new RecordingStorage();
+    const { replica } = await LocalReplica.open(storage, 'd', options, { onError: () => {} });
+    const doc = new Y.Doc();
+    const appended: Uint8Array[] = [];
+    doc.on('update', (update: Uint8Array) => {
+      appended.push(update);
+      replica.append({ data: update, format: 'v1' });
+    });
+    const text = doc.getText('t');
+    for (let i = 0; i < 10; i++) text.insert(text.length, 'a');
+    text.insert(text.length, 'b'.repeat(MERGE_ROW_BYTES + 1));
+    for (let i = 0; i < 10; i++) text.insert(text.length, 'c');
+    await replica.commit();
+    const rows = storage.writes[0]!.updates;
+    expect(rows).toHaveLength(3);
+    expect(rows[1]!.data).toBe(appended[10]);
+    const copy = new Y.Doc();
+    for (const row of rows) Y.applyUpdate(copy, row.data);
+    expect(copy.getText('t').toString()).toBe(text.toString());
   });
 
   it('commits on its own after the write delay', async () => {

@@ -344,6 +344,27 @@ describe('DocSession', () => {
     expect(remote.closed!.code).toBe(4426);
   });
 
+  it('answers a step 1 from a replica that keeps its state in pieces: the pieces as numbered updates, the step 2 last', async () => {
+    const { replica, remote, host } = setup({ numberSent: true });
+    const pieces = [updateOf('a', 1), updateOf('b', 2), updateOf('c', 3), updateOf('d', 4)];
+    const asked: Uint8Array[] = [];
+    Object.assign(replica, {
+      stateUpdates: (stateVector: Uint8Array): readonly Uint8Array[] => {
+        asked.push(stateVector);
+        return pieces;
+      },
+    });
+    remote.send(helloFor('peer'));
+    remote.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(new Y.Doc()) });
+    await remote.until(() => remote.of('sync-step-2').length === 1);
+    const doc = remote.got.filter((m) => m.type === 'update' || m.type === 'sync-step-2');
+    expect(doc.map((m) => m.type)).toEqual(['update', 'update', 'update', 'sync-step-2']);
+    expect(doc.map((m) => (m as { update: Uint8Array }).update)).toEqual(pieces);
+    // Numbered like any update: the step 2 is the fourth message the other side acks.
+    expect(host.sentStep2s).toEqual([4]);
+    expect(asked).toHaveLength(1);
+  });
+
   it('tells the host the number of its sync step 2, the seq of acks, and the kind of each durable message', async () => {
     const { remote, host } = setup({ numberSent: true });
     remote.send(helloFor('peer'));

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
-import { WholeState } from '../src/relay/whole-state.js';
+import { MAX_STATE_PARTS, STATE_PIECE_BYTES, WholeState } from '../src/relay/whole-state.js';
 
 describe('WholeState', () => {
   it('encodes the whole state once until the document changes, and diffs for readers that have part of it', () => {
@@ -44,5 +44,55 @@ describe('WholeState', () => {
     const after = new Y.Doc();
     Y.applyUpdate(after, whole.encode(doc));
     expect(after.getText('t').toString()).toBe('ab');
+  });
+
+  it('a document watched empty is answered from its changes as Yjs encoded them, without encoding it whole', () => {
+    const doc = new Y.Doc();
+    const whole = new WholeState();
+    whole.watch(doc);
+    const events: Uint8Array[] = [];
+    doc.on('update', (u: Uint8Array) => events.push(u));
+    doc.getText('t').insert(0, 'hello');
+    doc.getMap('m').set('k', 1);
+    const parts = whole.updates(doc, Y.encodeStateVector(new Y.Doc()));
+    expect(parts).toEqual(events);
+    expect(parts[0]).toBe(events[0]); // the same bytes, not a copy
+    const reader = new Y.Doc();
+    for (const p of parts) Y.applyUpdate(reader, p);
+    expect(reader.getText('t').toString()).toBe('hello');
+    expect(reader.getMap('m').get('k')).toBe(1);
+    // One update for whoever needs one (HTTP): encoded once until the next change.
+    const one = whole.encode(doc);
+    expect(whole.encode(doc)).toBe(one);
+  });
+
+  it('a large change is kept in pieces of about STATE_PIECE_BYTES', () => {
+    const doc = new Y.Doc();
+    const whole = new WholeState();
+    whole.watch(doc);
+    doc.getText('t').insert(0, 'x'.repeat(3 * STATE_PIECE_BYTES));
+    const parts = whole.updates(doc);
+    expect(parts.length).toBeGreaterThanOrEqual(3);
+    for (const p of parts) expect(p.byteLength).toBeLessThanOrEqual(STATE_PIECE_BYTES + 64);
+    const reader = new Y.Doc();
+    for (const p of parts) Y.applyUpdate(reader, p);
+    expect(reader.getText('t').length).toBe(3 * STATE_PIECE_BYTES);
+  });
+
+  it('past MAX_STATE_PARTS changes it encodes the whole state again and keeps changes from there', () => {
+    const doc = new Y.Doc();
+    doc.getText('t').insert(0, 'loaded');
+    const whole = new WholeState();
+    whole.watch(doc); // not empty: nothing known until the first whole read
+    expect(whole.updates(doc)).toHaveLength(1);
+    for (let i = 0; i <= MAX_STATE_PARTS; i++) doc.getText('t').insert(0, 'a');
+    const again = whole.updates(doc);
+    expect(again).toHaveLength(1);
+    doc.getText('t').insert(0, 'b');
+    expect(whole.updates(doc)).toHaveLength(2);
+    const reader = new Y.Doc();
+    for (const p of whole.updates(doc)) Y.applyUpdate(reader, p);
+    expect(reader.getText('t').toString()).toBe(doc.getText('t').toString());
+    whole.unwatch(doc);
   });
 });

@@ -74,10 +74,11 @@ export const MUX_FLOW_CAPABILITY = 'mux-flow';
 
 /**
  * Chunk bytes a sender keeps in flight without credit: what a small frame of another session
- * may wait behind, besides the chunks being written. 16 chunks: on a 100 ms round trip that is
- * still ~10 MB/s for one large message.
+ * may wait behind, besides the chunks being written. 8 chunks: on a 100 ms round trip that is
+ * still ~5 MB/s for one large message; 16 let a small document's edits wait up to 75 ms
+ * behind a 10 MB sync on loopback (bench:mux, p99), 8 keep that near 15-40 ms.
  */
-export const FLOW_WINDOW_BYTES = 16 * 64 * 1024;
+export const FLOW_WINDOW_BYTES = 8 * 64 * 1024;
 
 /** Hello capability of a side that takes batches of frames (see the header). */
 export const MUX_BATCH_CAPABILITY = 'mux-batch';

@@ -10,6 +10,7 @@ import { CoalescedReply } from './coalesced-reply.js';
 import { DurableAcks } from './durable-acks.js';
 import { checkProtocolVersion } from './hello.js';
 import { InputQueue } from './input-queue.js';
+import { STATE_PIECES_AHEAD, sendInTurn } from './send-in-turn.js';
 import { SentLog } from './sent-log.js';
 import type { SessionHooks, SessionOptions, SessionReplica } from './session-types.js';
 
@@ -297,18 +298,23 @@ export class DocSession {
   }
 
   private answerStep1(stateVector: Uint8Array, written: () => void): boolean {
-    let update: Uint8Array;
+    const replica = this.replica!;
+    let updates: readonly Uint8Array[];
     try {
-      update = this.replica!.encodeState(stateVector);
+      updates = replica.stateUpdates ? replica.stateUpdates(stateVector) : [replica.encodeState(stateVector)];
     } catch (err) {
       // Possibly answered later, from a write callback: fail here rather than throw.
       this.fail(new ProtocolError('bad-message', 'state vector does not decode', { cause: err }));
       return false;
     }
     this.hooks.beforeStep2();
-    const seq = this.sendDoc({ type: 'sync-step-2', update }, written);
-    if (seq > 0) this.hooks.sentStep2?.(seq);
-    return seq >= 0;
+    return sendInTurn(updates, STATE_PIECES_AHEAD, (update, last, onWritten) => {
+      // The step 2 goes last: whoever takes it as the end of the sync has all the state by then.
+      if (!last) return this.sendDoc({ type: 'update', update }, onWritten) >= 0;
+      const seq = this.sendDoc({ type: 'sync-step-2', update }, written);
+      if (seq > 0) this.hooks.sentStep2?.(seq);
+      return seq >= 0;
+    });
   }
 
   // ---- sending ----

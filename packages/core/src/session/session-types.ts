@@ -13,6 +13,12 @@ export interface SessionReplica {
   readonly paused: boolean;
   /** What a replica at `stateVector` lacks. May throw when the state vector does not decode. */
   encodeState(stateVector: Uint8Array): Uint8Array;
+  /**
+   * Optional: the same as updates that give it when applied in order (at least one), so a
+   * replica that keeps its state that way need not encode it whole. The session sends all but
+   * the last as updates, then the step 2 with the last. May throw like `encodeState`.
+   */
+  stateUpdates?(stateVector: Uint8Array): readonly Uint8Array[];
   /** Resolves once every write applied so far (from any link) is committed: what a barrier waits for. */
   whenWritesSettled(): Promise<void>;
   /** The replica's awareness; `encode` gives its full state, null when empty. */

@@ -296,6 +296,11 @@ export class RelayDoc {
     return this.wholeState.encode(this.doc, stateVector);
   }
 
+  /** The same as updates to apply in order (see WholeState.updates): what a sync step 2 sends. */
+  stateUpdates(stateVector: Uint8Array): readonly Uint8Array[] {
+    return this.wholeState.updates(this.doc, stateVector);
+  }
+
   /** Resolves when every update handed to storage so far has been committed (or failed). */
   whenWritesSettled(): Promise<void> {
     return this.appends.settled();

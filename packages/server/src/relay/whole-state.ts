@@ -1,40 +1,108 @@
 import * as Y from 'yjs';
-import { encodeIntegratedState } from '@capsync/core';
+import { CHUNK_BYTES, encodeIntegratedState } from '@capsync/core';
+import { splitUpdate } from './state-pieces.js';
+
+/** Most changes kept on top of the last encoding before they are dropped (and encoded anew on the next read). */
+export const MAX_STATE_PARTS = 64;
+/** Bytes of updates always allowed on top of the last encoding (more: up to its own size again). */
+const LOOSE_PART_BYTES = 16 * 1024 * 1024;
+/**
+ * Parts larger than this are kept split into updates of about this size (splitUpdate), so a
+ * reader applies a large state in short tasks. Four chunks of a multiplexed socket with room
+ * for the message and piece headers: each piece still goes as chunks, which its flow control
+ * paces, and a 10 MB state is 40 messages.
+ */
+export const STATE_PIECE_BYTES = 4 * CHUNK_BYTES - 256;
 
 /**
- * A document's whole integrated state, encoded once and kept until the document changes. Every
- * reader that has nothing yet (a client opening the document, a join storm of them, an HTTP
- * GET) is answered from the one encoding instead of one each: encoding a 10 MB document holds
- * the relay's event loop for ~100 ms, during which no other document is served.
+ * A document's whole integrated state, kept as updates that give it when applied in order —
+ * the last full encoding, then every change since (as Yjs encoded it: integrated structs
+ * only) — so a reader that has nothing yet (a client opening the document, a join storm of
+ * them, an HTTP GET) is answered without encoding the document again. Encoding a 10 MB
+ * document holds the relay's event loop for ~80 ms, during which no other document is served;
+ * a document that was empty when watched (created on this relay) is never encoded whole at all
+ * while its changes stay within the bounds below.
  *
- * Memory: one encoded copy per loaded document read since its last change (dropped at the next
- * change, and with the document). Readers that have part of it (a state vector with entries)
- * get their own diff, as before. The bytes are shared: callers copy them (into a message), never
- * change them.
+ * Memory: the parts are dropped once there are more than MAX_STATE_PARTS of them or they
+ * hold more bytes than the encoding plus LOOSE_PART_BYTES (the next whole read then encodes
+ * anew and starts over from that), and with the document. A large part is kept split into
+ * pieces (STATE_PIECE_BYTES; cut when it is added, so a reader's answer does not pay for it).
+ * Readers that have part of the state
+ * (a state vector with entries) get their own diff, as before. The bytes are shared: callers
+ * copy them (into a message), never change them.
  */
 export class WholeState {
-  private encoded: Uint8Array | null = null;
+  /** The state as updates in apply order, or null when not known (encode on the next read). */
+  private parts: Uint8Array[] | null = null;
+  /** The state as one update, for `encode`, until the next change. */
+  private whole: Uint8Array | null = null;
+  /** Bytes of the full encoding `parts` starts with (0 when it starts empty). */
+  private baseBytes = 0;
+  /** Changes kept on top of the encoding, and their bytes. */
+  private changes = 0;
+  private changeBytes = 0;
 
-  /** The document changed (its `update` event): the encoding is stale. */
-  readonly changed = (): void => {
-    this.encoded = null;
+  /** The document changed (its `update` event: what integrated). */
+  readonly changed = (update: Uint8Array): void => {
+    this.whole = null;
+    if (this.parts === null) return;
+    this.changes++;
+    this.changeBytes += update.byteLength;
+    if (this.changes > MAX_STATE_PARTS || this.changeBytes > this.baseBytes + LOOSE_PART_BYTES) {
+      this.parts = null;
+      return;
+    }
+    for (const piece of splitUpdate(update, STATE_PIECE_BYTES)) this.parts.push(piece);
   };
 
-  /** Follows `doc`'s changes (and forgets what was encoded of a document before it). */
+  /** Follows `doc`'s changes (and forgets what was kept of a document before it). */
   watch(doc: Y.Doc): void {
-    this.encoded = null;
+    // A document with nothing in it (integrated or waiting) is the empty list of changes.
+    const empty = doc.store.clients.size === 0 && doc.store.pendingStructs === null && doc.store.pendingDs === null;
+    this.reset(empty ? [] : null, 0);
     doc.on('update', this.changed);
   }
 
   unwatch(doc: Y.Doc): void {
     doc.off('update', this.changed);
-    this.encoded = null;
+    this.reset(null, 0);
   }
 
-  /** `doc`'s integrated state as an update, or what a reader with `stateVector` lacks of it. */
+  /** `doc`'s integrated state as one update, or what a reader with `stateVector` lacks of it. */
   encode(doc: Y.Doc, stateVector?: Uint8Array): Uint8Array {
     if (stateVector !== undefined && !isEmptyStateVector(stateVector)) return encodeIntegratedState(doc, stateVector);
-    return (this.encoded ??= encodeIntegratedState(doc));
+    if (this.whole === null) {
+      this.whole = this.encodeWhole(doc);
+    }
+    return this.whole;
+  }
+
+  /**
+   * `doc`'s integrated state as updates to apply in order (at least one), or what a reader
+   * with `stateVector` lacks of it (one update): for a sync step 2, sent as updates and then
+   * the step 2 with the last.
+   */
+  updates(doc: Y.Doc, stateVector?: Uint8Array): readonly Uint8Array[] {
+    if (stateVector !== undefined && !isEmptyStateVector(stateVector)) return [encodeIntegratedState(doc, stateVector)];
+    const parts = this.parts;
+    if (parts !== null && parts.length > 0) return parts.slice();
+    this.encodeWhole(doc);
+    return this.parts!.slice();
+  }
+
+  /** Encodes the state, which the parts start over from. */
+  private encodeWhole(doc: Y.Doc): Uint8Array {
+    const encoded = encodeIntegratedState(doc);
+    this.reset(splitUpdate(encoded, STATE_PIECE_BYTES), encoded.byteLength);
+    return encoded;
+  }
+
+  private reset(parts: Uint8Array[] | null, baseBytes: number): void {
+    this.whole = null;
+    this.parts = parts;
+    this.baseBytes = baseBytes;
+    this.changes = 0;
+    this.changeBytes = 0;
   }
 }
 

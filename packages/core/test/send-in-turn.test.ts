@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { sendInTurn } from '../src/session/send-in-turn.js';
+
+const pieces = [1, 2, 3, 4, 5].map((n) => new Uint8Array([n]));
+
+/** A channel whose written-out callbacks the test runs. */
+function recorder(accept = (): boolean => true) {
+  const sent: { piece: number; last: boolean }[] = [];
+  const callbacks: (() => void)[] = [];
+  const send = (piece: Uint8Array, last: boolean, onWritten: (() => void) | undefined): boolean => {
+    if (!accept()) return false;
+    sent.push({ piece: piece[0]!, last });
+    if (onWritten) callbacks.push(onWritten);
+    return true;
+  };
+  return { sent, callbacks, send };
+}
+
+describe('sendInTurn', () => {
+  it('sends `ahead` pieces at once and each next one when an earlier one was written, the last marked', () => {
+    const r = recorder();
+    expect(sendInTurn(pieces, 2, r.send)).toBe(true);
+    expect(r.sent.map((s) => s.piece)).toEqual([1, 2]);
+    r.callbacks.shift()!();
+    expect(r.sent.map((s) => s.piece)).toEqual([1, 2, 3]);
+    while (r.callbacks.length > 0) r.callbacks.shift()!();
+    expect(r.sent).toEqual([1, 2, 3, 4, 5].map((piece) => ({ piece, last: piece === 5 })));
+  });
+
+  it('a channel that calls back at once gets every piece in order, once', () => {
+    const sent: number[] = [];
+    sendInTurn(pieces, 2, (piece, _last, onWritten) => {
+      sent.push(piece[0]!);
+      onWritten?.();
+      return true;
+    });
+    expect(sent).toEqual([1, 2, 3, 4, 5]);
+  });
+
+  it('stops once a send returns false (the session closed); reports the first send', () => {
+    let open = true;
+    const r = recorder(() => open);
+    sendInTurn(pieces, 2, r.send);
+    open = false;
+    r.callbacks.shift()!();
+    r.callbacks.shift()?.();
+    expect(r.sent.map((s) => s.piece)).toEqual([1, 2]);
+    expect(sendInTurn(pieces, 2, recorder(() => false).send)).toBe(false);
+  });
+
+  it('one piece is the last', () => {
+    const r = recorder();
+    sendInTurn([pieces[0]!], 2, r.send);
+    expect(r.sent).toEqual([{ piece: 1, last: true }]);
+  });
+});
