@@ -1,9 +1,9 @@
 import type { IncomingMessage } from 'node:http';
+import { CAPSYNC_PROTOCOL, TOKEN_PROTOCOL_PREFIX } from '@capsync/core';
 import { tokenFromQuery } from './url-token.js';
 
-/** Sub-protocol prefix carrying a token: offer `['capsync', 'capsync.jwt.' + token]`. */
-export const TOKEN_PROTOCOL_PREFIX = 'capsync.jwt.';
-export const CAPSYNC_PROTOCOL = 'capsync';
+/** The sub-protocols are core's (what every capsync Dialer offers): re-exported for the server's users. */
+export { CAPSYNC_PROTOCOL, TOKEN_PROTOCOL_PREFIX };
 
 /**
  * Finds the credential of a request, in this order: `Authorization: Bearer`, a
