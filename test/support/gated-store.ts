@@ -1,4 +1,4 @@
-import type { AppendResult, ClientClaimConflict, DocStore, StoredDoc } from '@capsync/core';
+import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 
 /**
  * Wraps a real DocStore and holds every `load` until `open()` is called, to test what the
@@ -91,6 +91,60 @@ export class GatedAppendStore implements DocStore {
     return this.inner.list();
   }
   ping(): Promise<void> {
+    return this.inner.ping();
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+/**
+ * Wraps a real DocStore and makes it unreachable on demand, as a database that is down or
+ * partitioned away: while `down`, appends and pings reject with a retryable StorageError and
+ * store nothing. `appendAttempts` counts every append tried (the relay tries again).
+ */
+export class UnreachableStore implements DocStore {
+  private isDown = false;
+  appendAttempts = 0;
+
+  constructor(private readonly inner: DocStore) {}
+
+  down(): void {
+    this.isDown = true;
+  }
+  up(): void {
+    this.isDown = false;
+  }
+
+  private check(): void {
+    if (this.isDown) throw new StorageError('connect ECONNREFUSED (test: storage is down)', { retryable: true });
+  }
+
+  async append(name: string, update: Uint8Array): Promise<AppendResult> {
+    this.appendAttempts++;
+    this.check();
+    return this.inner.append(name, update);
+  }
+  load(name: string): Promise<StoredDoc> {
+    return this.inner.load(name);
+  }
+  compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
+    return this.inner.compact(name, snapshot, through);
+  }
+  claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
+    return this.inner.claimClients(name, owner, clientIds);
+  }
+  loadClientOwners(name: string): Promise<[number, string][]> {
+    return this.inner.loadClientOwners(name);
+  }
+  delete(name: string): Promise<void> {
+    return this.inner.delete(name);
+  }
+  list(): Promise<string[]> {
+    return this.inner.list();
+  }
+  async ping(): Promise<void> {
+    this.check();
     return this.inner.ping();
   }
   close(): Promise<void> {

@@ -65,11 +65,17 @@ export class AuthError extends CapsyncError {
   }
 }
 
-/** The storage backend failed; nothing was acknowledged for the failed operation. */
+/**
+ * The storage backend failed; nothing was acknowledged for the failed operation. `retryable`:
+ * the backend could not be reached (a database connection lost, refused, timed out), nothing
+ * was stored, and the same call may succeed later; false for a failure that would repeat.
+ */
 export class StorageError extends CapsyncError {
-  constructor(message: string, options?: { cause?: unknown }) {
+  readonly retryable: boolean;
+  constructor(message: string, options?: { cause?: unknown; retryable?: boolean }) {
     super('storage-failure', message, options);
     this.name = 'StorageError';
+    this.retryable = options?.retryable ?? false;
   }
 }
 

@@ -16,6 +16,16 @@ export class RelayMetrics {
     registers: [this.registry],
   });
   readonly docsLoaded = new client.Gauge({ name: 'capsync_docs_loaded', help: 'Documents loaded in memory', registers: [this.registry] });
+  readonly storageWaitingAppends = new client.Gauge({
+    name: 'capsync_storage_waiting_appends',
+    help: 'Appends waiting to be tried again because storage could not be reached (0 while it can)',
+    registers: [this.registry],
+  });
+  readonly storageRetries = new client.Counter({
+    name: 'capsync_storage_retries_total',
+    help: 'Appends tried again after storage could not be reached',
+    registers: [this.registry],
+  });
   readonly messagesIn = new client.Counter({
     name: 'capsync_messages_in_total',
     help: 'Messages received, by type',

@@ -23,6 +23,9 @@ export interface DocStore {
    * committed so that a process crash (SIGKILL) right after cannot lose it. Appends to one
    * document are stored in call order, also when called concurrently without awaiting.
    * Rejects with `StorageError` when the update could not be stored; then nothing was stored.
+   * The error is `retryable` when the backend could not be reached (a database that is down or
+   * partitioned away): the relay then keeps the update in memory and appends it again until it
+   * commits, instead of reloading the document (see the relay's DocAppends).
    */
   append(name: string, update: Uint8Array): Promise<AppendResult>;
 

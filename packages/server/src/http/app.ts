@@ -32,6 +32,10 @@ export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Expr
       res.status(503).json({ status: 'shutting-down' });
       return;
     }
+    if (relay.storageOutage.unavailable) {
+      res.status(503).json({ status: 'storage-unavailable', message: 'appends are waiting for storage to be reachable again' });
+      return;
+    }
     try {
       await relay.store.ping();
       res.json({ status: 'ready' });

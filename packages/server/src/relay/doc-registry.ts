@@ -115,6 +115,8 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
       ...this.unloading.values(),
       ...entries.map(async ([, entry]) => {
         const doc = await entry.doc;
+        // Closing does not wait for storage to come back: what waits for it was never acknowledged.
+        doc.stopStorageRetries();
         await doc.whenPersisted();
         doc.destroy();
       }),

@@ -3,6 +3,7 @@ import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { AwarenessLimits } from './doc-awareness.js';
 import type { ClaimsPeer } from './doc-ownership.js';
+import type { StorageOutage } from './storage-outage.js';
 import type { UpdateSource } from './origins.js';
 import type { UpdateLimits } from './update-admission.js';
 
@@ -26,6 +27,8 @@ export interface RelayDocDeps {
   ownership: boolean;
   /** Bounds on the document's awareness. */
   awareness: AwarenessLimits;
+  /** Appends waiting for storage to be reachable again (see DocAppends). */
+  outage: StorageOutage;
 }
 
 /** A recipient of a document's broadcasts (a connection). */

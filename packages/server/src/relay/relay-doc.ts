@@ -315,8 +315,17 @@ export class RelayDoc {
     await this.compaction.idle();
   }
 
+  /**
+   * Gives up the appends waiting for storage to be reachable (the relay is closing): they were
+   * never acknowledged, so their senders still have them. `whenPersisted` then settles.
+   */
+  stopStorageRetries(): void {
+    this.appends.stop();
+  }
+
   /** Flushes queued broadcasts and releases the document's resources. */
   destroy(): void {
+    this.appends.stop();
     this.destroyed = true;
     this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was unloaded before the update could integrate'));
     this.broadcast.flush();

@@ -19,6 +19,7 @@ import { AccountedChannel } from './accounted-channel.js';
 import { RelayConnection, type ConnectionDeps, type MeshHooks, type RelaySocket } from './connection.js';
 import type { SendBufferOptions } from './send-buffer.js';
 import { DocRegistry } from './doc-registry.js';
+import { StorageOutage } from './storage-outage.js';
 import { UnsentBudget } from './unsent-budget.js';
 
 export interface RelayDeps {
@@ -62,6 +63,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly addressSessions: AddressSessions;
   private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection | MuxConnection | PeerMuxSocket>();
   private closing = false;
+  /** Appends waiting for storage to be reachable again: /readyz is 503 meanwhile. */
+  readonly storageOutage: StorageOutage;
 
   constructor(deps: RelayDeps) {
     super();
@@ -72,6 +75,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.options = deps.options;
     this.locks = deps.locks;
     this.addressSessions = new AddressSessions(deps.options.maxSessionsPerAddress);
+    this.storageOutage = new StorageOutage(deps.metrics);
     this.unsent = new UnsentBudget(
       { maxTotal: deps.options.maxUnsentBytes, maxPerAddress: deps.options.maxUnsentBytesPerAddress, graceMs: deps.options.slowConsumerGraceMs },
       deps.metrics,
@@ -85,6 +89,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         majority: Math.floor(deps.options.meshSize / 2) + 1,
         limits: deps.options,
         ownership: deps.access.mode === 'jwt',
+        outage: this.storageOutage,
         awareness: {
           maxStateBytes: deps.options.maxAwarenessStateBytes,
           maxStatesPerConnection: deps.options.maxAwarenessStatesPerConnection,
