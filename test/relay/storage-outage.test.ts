@@ -11,6 +11,7 @@ import { UnreachableStore } from '../support/gated-store.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { metricValue, waitForMetric } from '../support/relay-observe.js';
+import { mintToken } from '../support/tokens.js';
 
 let relay: TestRelay | null = null;
 afterEach(async () => {
@@ -57,6 +58,24 @@ describe('storage that cannot be reached', () => {
     for (const u of (await inner.load('outage')).updates) Y.applyUpdate(stored, u);
     expect(stored.getText('t').toString()).toBe(a.text);
     for (const p of [a, b, c]) await p.close();
+  });
+
+  it('on a relay with auth, the client id claims of a first edit wait with it and commit before its ack', async () => {
+    const inner = new MemoryDocStore();
+    const store = new UnreachableStore(inner);
+    const secret = 'storage-outage-secret-of-at-least-32-bytes!';
+    relay = await startRelay({ storage: store, authSecret: secret });
+    const url = `${relay.docUrl('claims')}?token=${await mintToken(secret, { sub: 'alice' })}`;
+    const a = await ProtocolClient.synced(url);
+    store.down();
+    const seq = a.type('first edit: a new client id');
+    await waitForMetric(relay.httpUrl, 'capsync_storage_retries_total', {}, 1, 10_000);
+    expect(a.closeInfo).toBeNull();
+    expect(a.ackedSeq).toBeLessThan(seq);
+    store.up();
+    await a.waitForAck(seq, 10_000);
+    expect(await inner.loadClientOwners('claims')).toContainEqual([a.doc.clientID, 'alice']);
+    await a.close();
   });
 
   it('a relay closing while storage cannot be reached does not wait for it (what waits was never acknowledged)', async () => {

@@ -131,7 +131,8 @@ export class UnreachableStore implements DocStore {
   compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
     return this.inner.compact(name, snapshot, through);
   }
-  claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
+  async claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
+    this.check();
     return this.inner.claimClients(name, owner, clientIds);
   }
   loadClientOwners(name: string): Promise<[number, string][]> {

@@ -4,12 +4,15 @@ import { createLogger } from '../src/logger.js';
 import { RelayMetrics } from '../src/metrics.js';
 import { ClientOwners } from '../src/relay/client-owners.js';
 import { DocOwnership } from '../src/relay/doc-ownership.js';
+import { StorageOutage } from '../src/relay/storage-outage.js';
+import { StorageRetries } from '../src/relay/storage-retries.js';
 
 const logger = createLogger('silent');
+const retries = (): StorageRetries => new StorageRetries(new StorageOutage(new RelayMetrics()));
 
 async function setup() {
   const store = new MemoryDocStore();
-  const owners = await ClientOwners.load('doc', store, logger);
+  const owners = await ClientOwners.load('doc', store, logger, retries());
   const metrics = new RelayMetrics();
   return { store, owners, metrics, ownership: new DocOwnership('doc', owners, metrics, logger) };
 }
@@ -62,7 +65,7 @@ describe('client id ownership of a document (ClientOwners, DocOwnership)', () =>
     expect(owners.budgetOf('mallory')).toBe(2);
     expect(owners.get(11)).toBe('bob');
     expect(owners.all()).toEqual([{ owner: 'bob', clientIds: [11] }]);
-    const reloaded = await ClientOwners.load('doc', store, logger);
+    const reloaded = await ClientOwners.load('doc', store, logger, retries());
     expect(reloaded.budgetOf('mallory')).toBe(2);
     expect(reloaded.budgetOf('bob')).toBe(1);
     expect(reloaded.get(10)).toBeUndefined();

@@ -1,6 +1,7 @@
 import { MAX_DECLARED_WRITERS, type ClientClaims, type DocStore } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import { AwarenessReservations } from './awareness-reservations.js';
+import type { StorageRetries } from './storage-retries.js';
 
 /**
  * Declared ids whose connection left, held for their identity a while (see `release`), per
@@ -68,13 +69,15 @@ export class ClientOwners {
     records: [number, string][],
     private readonly store: DocStore,
     private readonly logger: Logger,
+    private readonly retries: StorageRetries,
   ) {
     for (const [id, owner] of records) if (id >= 0) this.set(id, owner);
     for (const [id, carrier] of records) if (id < 0) this.setCarried(CARRIED(id), carrier);
   }
 
-  static async load(name: string, store: DocStore, logger: Logger): Promise<ClientOwners> {
-    return new ClientOwners(name, await store.loadClientOwners(name), store, logger);
+  /** Loads the recorded owners of `name`; its claims are written through `retries` (storage that cannot be reached). */
+  static async load(name: string, store: DocStore, logger: Logger, retries: StorageRetries): Promise<ClientOwners> {
+    return new ClientOwners(name, await store.loadClientOwners(name), store, logger, retries);
   }
 
   /** The owner of `clientId`, or undefined when nobody owns it. */
@@ -263,7 +266,7 @@ export class ClientOwners {
   }
 
   private persist(owner: string, clientIds: number[]): Promise<void> {
-    return this.store.claimClients(this.name, owner, clientIds).then((conflicts) => {
+    return this.retries.run(() => this.store.claimClients(this.name, owner, clientIds)).then((conflicts) => {
       // Only another process sharing the store can have claimed in between (this relay checked
       // its own map first): the store's first claim is what counts from the next load on.
       if (conflicts.length > 0) this.logger.warn({ doc: this.name, conflicts: conflicts.length }, 'client ids were claimed by another identity in storage meanwhile');

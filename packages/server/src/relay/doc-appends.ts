@@ -1,10 +1,8 @@
-import { Backoff, StorageError, shouldCompact, type AppendResult } from '@capsync/core';
+import { StorageError, shouldCompact } from '@capsync/core';
 import type { DocReplication } from '../mesh/replication.js';
 import type { BackgroundCompaction } from './doc-load.js';
 import type { RelayDocDeps } from './relay-doc-deps.js';
-
-/** Bounds of the wait between two tries of an append that could not reach storage. */
-const RETRY = { baseMs: 50, maxMs: 2_000 };
+import type { StorageRetries } from './storage-retries.js';
 
 /**
  * The appends of one document to storage: the part of RelayDoc's pipeline that makes changes
@@ -14,11 +12,10 @@ const RETRY = { baseMs: 50, maxMs: 2_000 };
  *
  * Two kinds of failure:
  * - Storage could not be reached (a `retryable` StorageError: the database is down or
- *   partitioned away). The update stays in memory, where it already is, and is appended again,
- *   with backoff, until it commits: nothing is acknowledged meanwhile, and the relay tells its
- *   StorageOutage (/readyz 503). Updates commute, so one committed after a later one loads the
- *   same; completions stay in order. `stop` gives up (the relay is closing): the update was
- *   never acknowledged, so its sender still has it and sends it again.
+ *   partitioned away). The update stays in memory, where it already is, and is appended again
+ *   until it commits (StorageRetries): nothing is acknowledged meanwhile. If the retries are
+ *   given up (the relay is closing), the append rejects with that error; it was never
+ *   acknowledged, so its sender still has it.
  * - Any other failure calls `failed` (RelayDoc reloads the document from storage, so memory
  *   never holds acknowledged-looking content storage lacks) and rejects.
  */
@@ -27,37 +24,33 @@ export class DocAppends {
   last: Promise<void> = Promise.resolve();
   private inFlight = 0;
   private waiters: (() => void)[] = [];
-  private readonly backoff = new Backoff(RETRY);
-  /** Wakes the appends waiting to be tried again (with `stop`: to give up). */
-  private readonly sleeping = new Set<() => void>();
-  private stopped = false;
 
   constructor(
     private readonly name: string,
-    private readonly deps: Pick<RelayDocDeps, 'store' | 'metrics' | 'compaction' | 'outage'>,
+    private readonly deps: Pick<RelayDocDeps, 'store' | 'metrics' | 'compaction'>,
     private readonly replication: DocReplication,
     private readonly compaction: BackgroundCompaction,
+    private readonly retries: StorageRetries,
     private readonly failed: (err: unknown) => void,
   ) {}
 
   /** Hands `update` to storage; resolves once it and every earlier append are committed. */
   append(update: Uint8Array): Promise<void> {
-    const { metrics, compaction } = this.deps;
+    const { store, metrics, compaction } = this.deps;
     this.inFlight++;
     const started = performance.now();
     // Everything integrated so far is in this append or an earlier one.
     const position = this.replication.applied;
     const earlier = this.last.catch(() => {});
-    const committed = this.commit(update).then(
-      (result) => result,
-      (err: unknown) => {
+    const committed = this.retries
+      .run(() => store.append(this.name, update))
+      .catch((err: unknown) => {
         // The document now holds content storage does not: reload it from storage, so that
         // nothing later (a resend of the same content, an update built on it) is acknowledged
-        // on the strength of memory alone.
-        if (!this.stopped) this.failed(err);
+        // on the strength of memory alone. (A retryable error here: the retries were given up.)
+        if (!(err instanceof StorageError && err.retryable)) this.failed(err);
         throw err;
-      },
-    );
+      });
     return (this.last = Promise.all([committed, earlier])
       .then(([result]) => {
         metrics.persistSeconds.observe((performance.now() - started) / 1000);
@@ -76,49 +69,5 @@ export class DocAppends {
   /** Resolves when every append handed to storage so far has been committed (or failed). */
   async settled(): Promise<void> {
     if (this.inFlight > 0) await new Promise<void>((resolve) => this.waiters.push(resolve));
-  }
-
-  /** Gives up the appends waiting for storage (they reject with their error); later ones are not tried again. */
-  stop(): void {
-    this.stopped = true;
-    for (const wake of [...this.sleeping]) wake();
-  }
-
-  /** Appends `update`, again after each retryable failure until it commits or `stop`. */
-  private async commit(update: Uint8Array): Promise<AppendResult> {
-    const { store, outage } = this.deps;
-    let waiting = false;
-    try {
-      for (;;) {
-        try {
-          const result = await store.append(this.name, update);
-          this.backoff.reset();
-          return result;
-        } catch (err) {
-          if (!(err instanceof StorageError && err.retryable) || this.stopped) throw err;
-          if (!waiting) {
-            waiting = true;
-            outage.waitBegan();
-          }
-          await this.sleep(this.backoff.next());
-          if (this.stopped) throw err;
-          outage.retrying();
-        }
-      }
-    } finally {
-      if (waiting) outage.waitEnded();
-    }
-  }
-
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const wake = (): void => {
-        clearTimeout(timer);
-        this.sleeping.delete(wake);
-        resolve();
-      };
-      const timer = setTimeout(wake, ms);
-      this.sleeping.add(wake);
-    });
   }
 }

@@ -21,6 +21,7 @@ import { PeerSet } from './peer-set.js';
 import { DocOwnership } from './doc-ownership.js';
 import type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 import { RemoteOrigin, type UpdateSource } from './origins.js';
+import { StorageRetries } from './storage-retries.js';
 import { WholeState } from './whole-state.js';
 import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from './update-admission.js';
 
@@ -87,6 +88,7 @@ export class RelayDoc {
     doc: Y.Doc,
     owners: ClientOwners,
     private readonly deps: RelayDocDeps,
+    private readonly retries: StorageRetries,
   ) {
     this.doc = doc;
     this.compaction = new BackgroundCompaction(name, deps, () => (this.paused || this.destroyed ? null : this.doc), () => this.destroyed);
@@ -94,7 +96,7 @@ export class RelayDoc {
     this.ownership = ownership;
     this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics, (sent) => ownership.claimLate(sent));
     this.replication = new DocReplication(deps.majority);
-    this.appends = new DocAppends(name, deps, this.replication, this.compaction, (err) => void this.recover(err));
+    this.appends = new DocAppends(name, deps, this.replication, this.compaction, retries, (err) => void this.recover(err));
     this.broadcast = new DocBroadcast(this.peers, ownership);
     this.attach(doc);
     this.awareness = new DocAwareness(doc, this.peers, deps.awareness, deps.metrics);
@@ -105,8 +107,10 @@ export class RelayDoc {
    * a snapshot when it is past the compaction threshold, so load time stays bounded.
    */
   static async load(name: string, deps: RelayDocDeps): Promise<RelayDoc> {
-    const [doc, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger)]);
-    return new RelayDoc(name, doc, owners, deps);
+    // One queue of writes waiting for storage to be reachable, for the claims and the appends.
+    const retries = new StorageRetries(deps.outage);
+    const [doc, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger, retries)]);
+    return new RelayDoc(name, doc, owners, deps, retries);
   }
 
   /**
@@ -320,12 +324,12 @@ export class RelayDoc {
    * never acknowledged, so their senders still have them. `whenPersisted` then settles.
    */
   stopStorageRetries(): void {
-    this.appends.stop();
+    this.retries.stop();
   }
 
   /** Flushes queued broadcasts and releases the document's resources. */
   destroy(): void {
-    this.appends.stop();
+    this.retries.stop();
     this.destroyed = true;
     this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was unloaded before the update could integrate'));
     this.broadcast.flush();
