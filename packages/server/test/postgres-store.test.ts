@@ -1,4 +1,6 @@
-import { afterAll, expect, it } from 'vitest';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
 import type { DocStore } from '@capsync/core';
 import { docStoreConformance } from '@capsync/core/conformance';
@@ -150,5 +152,18 @@ describePostgres('PostgresDocStore (a real PostgreSQL)', (server) => {
     await store.ping();
     await store.append('d', new Uint8Array([0, 0, 3]));
     expect((await store.load('d')).updates.map((u) => u[2])).toEqual([1, 3]);
+  });
+});
+
+describe('loading pg', () => {
+  it('only the PostgreSQL store imports pg, and the relay loads that store only when PostgreSQL is configured (dynamic import)', () => {
+    const src = path.resolve(import.meta.dirname, '../src');
+    const files = fs.readdirSync(src, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
+    const text = (f: string) => fs.readFileSync(path.join(src, f), 'utf8');
+    // `import type` is erased from the JavaScript: only value imports load a module.
+    const importingPg = files.filter((f) => /^import\s(?!type\s)[^;]*from\s+'pg';/m.test(text(f)));
+    expect(importingPg).toEqual(['storage/postgres-store.ts']);
+    expect(files.filter((f) => /^import\s(?!type\s)[^;]*from\s+'[^']*postgres-(store|schema)\.js';/m.test(text(f)) && !f.startsWith('storage/postgres-'))).toEqual([]);
+    expect(text('create-relay.ts')).toContain("await import('./storage/postgres-store.js')");
   });
 });
