@@ -66,4 +66,35 @@ describePostgres('a relay on PostgreSQL (capsync-server --postgres)', (server) =
       data.remove();
     }
   });
+
+  // Last: it stops the suite's server (and starts it again).
+  it('keeps running while the database is down: no ack, /readyz 503; once it is back, writes are acknowledged again', async () => {
+    const url = await server().createDatabase();
+    const data = tempDir('capsync-pg-relay-');
+    const relay = await spawnRelay(['--postgres', url, '--data', data.dir]);
+    try {
+      const writer = await ProtocolClient.synced(`${relay.url}/down`);
+      const first = writer.type('<before>');
+      await writer.waitFor(() => writer.ackedSeq >= first || undefined, 'the first ack', 10_000);
+      await server().stop();
+      try {
+        expect((await fetch(`${relay.httpUrl}/readyz`)).status).toBe(503);
+        const second = writer.type('<during>');
+        await writer.waitFor(() => writer.closeInfo ?? (writer.ackedSeq >= second ? 'acked' : undefined), 'the refusal', 15_000);
+        expect(writer.ackedSeq, 'an update acknowledged while the database was down').toBeLessThan(second);
+      } finally {
+        await server().start();
+      }
+      expect((await fetch(`${relay.httpUrl}/readyz`)).status).toBe(200);
+      expect(relay.child.exitCode).toBeNull();
+      const again = await ProtocolClient.synced(`${relay.url}/down`);
+      const third = again.type('<after>');
+      await again.waitFor(() => again.ackedSeq >= third || undefined, 'an ack after the restart', 10_000);
+      expect(again.text).toContain('<before>');
+      await again.close();
+    } finally {
+      await killRelay(relay, 'SIGTERM');
+      data.remove();
+    }
+  });
 });
