@@ -10,6 +10,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { executable } from './executable.js';
 import { freePorts } from './free-ports.js';
 import { tempDir } from './relay-fixture.js';
 import { Watchdog } from './watchdog.js';
@@ -19,15 +20,6 @@ const CANDIDATES = ['/usr/bin/etcd', '/usr/local/bin/etcd'];
 /** Raft timing for loopback: a leader is elected (or replaced) within about a second. */
 export const HEARTBEAT_MS = 50;
 export const ELECTION_TIMEOUT_MS = 500;
-
-function executable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return fs.statSync(file).isFile();
-  } catch {
-    return false;
-  }
-}
 
 /**
  * The etcd binary: `ETCD_PATH` if set (and only it: a wrong path is not silently replaced by

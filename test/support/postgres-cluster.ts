@@ -15,6 +15,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import pg from 'pg';
+import { executable } from './executable.js';
 import { freePorts } from './free-ports.js';
 import { tempDir } from './relay-fixture.js';
 import { Watchdog } from './watchdog.js';
@@ -22,15 +23,6 @@ import { Watchdog } from './watchdog.js';
 const DEBIAN_ROOT = '/usr/lib/postgresql';
 /** The superuser initdb creates; connections from 127.0.0.1 are trusted (throwaway cluster). */
 const SUPERUSER = 'capsync';
-
-function executable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return fs.statSync(file).isFile();
-  } catch {
-    return false;
-  }
-}
 
 function hasServerBinaries(dir: string): boolean {
   return ['initdb', 'pg_ctl', 'postgres'].every((b) => executable(path.join(dir, b)));
