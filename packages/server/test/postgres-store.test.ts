@@ -53,6 +53,39 @@ describePostgres('PostgresDocStore (a real PostgreSQL)', (server) => {
     expect((await store.load('a')).updates.map((u) => u[2])).toEqual(Array.from({ length: 50 }, (_, i) => 2 * i + 1));
   });
 
+  it('runs its writes in call order: an append called after a delete or a compaction is committed after it', async () => {
+    const store = await open(await server().createDatabase());
+    open_.push(store);
+    const done = [store.append('d', new Uint8Array([0, 0, 1])), store.delete('d'), store.append('d', new Uint8Array([0, 0, 2]))];
+    const [, , second] = await Promise.all(done);
+    expect((await store.load('d')).updates.map((u) => u[2])).toEqual([2]);
+    // Compacting through the last position, with an append called right after it: that one stays.
+    const through = (second as { position: number }).position;
+    await Promise.all([store.compact('d', new Uint8Array([0, 0, 9]), through), store.append('d', new Uint8Array([0, 0, 3]))]);
+    expect((await store.load('d')).updates.map((u) => u[2])).toEqual([9, 3]);
+  });
+
+  it('commits a client id claim before an append called after it, also while a batch waits behind a write in flight', async () => {
+    const url = await server().createDatabase();
+    const store = await open(url);
+    open_.push(store);
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    const first = store.append('other', new Uint8Array([0, 0, 1]));
+    await turn(); // its INSERT is in flight
+    const waiting = store.append('other', new Uint8Array([0, 0, 2]));
+    await turn(); // this batch waits behind it
+    const claim = store.claimClients('d', 'alice', [42]);
+    const append = store.append('d', new Uint8Array([0, 0, 3]));
+    await Promise.all([first, waiting, claim, append]);
+    // Writes run one at a time, so transaction ids follow commit order.
+    const xid = (sql: string) => withClient(url, async (c) => Number((await c.query<{ xid: string }>(sql)).rows[0]!.xid));
+    const claimed = await xid("SELECT xmin::text AS xid FROM capsync_doc_client_owners WHERE doc = 'd'");
+    const appended = await xid("SELECT xmin::text AS xid FROM capsync_doc_updates WHERE doc = 'd'");
+    const waited = await xid("SELECT max(xmin::text::bigint) AS xid FROM capsync_doc_updates WHERE doc = 'other'");
+    expect(claimed).toBeGreaterThan(waited);
+    expect(appended).toBeGreaterThan(claimed);
+  });
+
   it('two stores (two relays) appending to the same documents at once keep every update, in each one’s call order', async () => {
     const url = await server().createDatabase();
     const [a, b] = await Promise.all([open(url), open(url)]);

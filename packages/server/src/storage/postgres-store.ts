@@ -18,8 +18,8 @@ interface PendingAppend {
 }
 
 /**
- * Appends of one flush, at most: a multi-row INSERT carries two parameters per row and a
- * statement takes at most 65,535. The rest waits for the next flush (right after).
+ * Appends of one batch, at most: a multi-row INSERT carries two parameters per row and a
+ * statement takes at most 65,535. Past it the next append starts another batch.
  */
 const MAX_BATCH = 4_000;
 
@@ -33,9 +33,11 @@ const MAX_BATCH = 4_000;
  *
  * Writes of one store run one at a time, in call order (the write chain): appends to one
  * document keep their call order in positions, a client id claim commits before any append
- * called after it, and `close` finds every write finished. Appends use group commit as the
- * SQLite store does: every append made in one event-loop turn (and any made while the previous
- * write ran) goes into one multi-row INSERT, and each resolves once it committed.
+ * called after it (as does a delete or a compaction), and `close` finds every write finished.
+ * Appends use group commit as the SQLite store does: consecutive appends, those of one
+ * event-loop turn and any made while earlier writes ran, go into one multi-row INSERT, and each
+ * resolves once it committed. Any other write called meanwhile closes the batch, so what is
+ * called after it is committed after it.
  *
  * Reads go straight to the pool and see what committed before them. Several stores (relays) may
  * share one database: positions come from one sequence, so they never collide; how a relay
@@ -45,8 +47,8 @@ const MAX_BATCH = 4_000;
  * synchronously, never crash the process); the pool reconnects by itself once it is back.
  */
 export class PostgresDocStore implements DocStore {
-  private queue: PendingAppend[] = [];
-  private flushScheduled = false;
+  /** The batch later appends join; null once its INSERT began or another write was called. */
+  private open: PendingAppend[] | null = null;
   private writes: Promise<unknown> = Promise.resolve();
   private closed = false;
 
@@ -125,26 +127,33 @@ export class PostgresDocStore implements DocStore {
   append(name: string, update: Uint8Array): Promise<AppendResult> {
     if (this.closed) return Promise.reject(closedError());
     return new Promise((resolve, reject) => {
-      this.queue.push({ name, update, resolve, reject });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => {
-          this.flushScheduled = false;
-          void this.write(() => this.flush()).catch(() => {});
-        });
-      }
+      const batch = this.open ?? this.openBatch();
+      batch.push({ name, update, resolve, reject });
+      if (batch.length >= MAX_BATCH) this.open = null;
     });
   }
 
   /**
-   * Writes the queued appends (up to MAX_BATCH) as one multi-row INSERT and settles their
-   * promises. Runs on the write chain; takes the queue when it runs, not when it was scheduled,
-   * so appends made while an earlier write was in flight ride along.
+   * Starts a batch and puts its INSERT on the write chain. The INSERT waits at least for the end
+   * of the turn the batch began in, so the turn's other appends join it; a lone append is
+   * written on the next turn, not delayed further.
    */
-  private async flush(): Promise<void> {
-    const batch = this.queue.splice(0, MAX_BATCH);
-    if (this.queue.length > 0) void this.write(() => this.flush()).catch(() => {});
-    if (batch.length === 0) return;
+  private openBatch(): PendingAppend[] {
+    const batch: PendingAppend[] = [];
+    let turnEnded = false;
+    setImmediate(() => (turnEnded = true));
+    void this.write(async () => {
+      if (!turnEnded) await new Promise((resolve) => setImmediate(resolve));
+      if (this.open === batch) this.open = null;
+      await this.insert(batch);
+    }).catch(() => {});
+    // After write(), which closes any open batch.
+    this.open = batch;
+    return batch;
+  }
+
+  /** Writes `batch` as one multi-row INSERT (one transaction) and settles its promises. */
+  private async insert(batch: PendingAppend[]): Promise<void> {
     const params: unknown[] = [];
     const values = batch.map((item) => {
       params.push(item.name, Buffer.from(item.update.buffer, item.update.byteOffset, item.update.byteLength));
@@ -256,20 +265,22 @@ export class PostgresDocStore implements DocStore {
     await this.query('ping', 'SELECT 1');
   }
 
-  /** Commits the queued appends, waits for every write, then closes the pool. */
+  /** Commits the appends called before it, waits for every write, then closes the pool. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.write(() => this.flush()).catch(() => {});
+    // The open batch's INSERT is on the chain already.
     await this.writes.catch(() => {});
     await this.pool.end();
   }
 
   /**
-   * Runs `fn` after every write called before it has settled. A failed write does not stop the
-   * chain; its caller gets the error.
+   * Runs `fn` after every write called before it has settled, and closes the open batch of
+   * appends: appends called after this write are committed after it. A failed write does not
+   * stop the chain; its caller gets the error.
    */
   private write<T>(fn: () => Promise<T>): Promise<T> {
+    this.open = null;
     const result = this.writes.then(fn);
     this.writes = result.catch(() => {});
     return result;
