@@ -69,6 +69,10 @@ export interface PostgresCluster {
   stop(): Promise<void>;
   /** Starts it again on the same port and data; resolves once it accepts connections. */
   start(): Promise<void>;
+  /** Freezes the postmaster and every backend (SIGSTOP): connections stay open, nothing answers. */
+  pause(): void;
+  /** SIGCONT to the processes `pause` froze. */
+  resume(): void;
   /** Stops it and removes its directory. */
   close(): Promise<void>;
 }
@@ -151,6 +155,35 @@ class Cluster implements PostgresCluster {
     this.watchdog.forget(pid);
   }
 
+  private paused: number[] = [];
+
+  pause(): void {
+    const postmaster = this.postmasterPid();
+    // Its children (backends, checkpointer, ...) from /proc: they would answer without it.
+    const children = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
+      try {
+        // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
+        const stat = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
+        return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === postmaster;
+      } catch {
+        return false;
+      }
+    });
+    this.paused = [postmaster, ...children.map(Number)];
+    for (const pid of this.paused) process.kill(pid, 'SIGSTOP');
+  }
+
+  resume(): void {
+    for (const pid of this.paused) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+    this.paused = [];
+  }
+
   async createDatabase(): Promise<string> {
     const name = `capsync_test_${++this.databases}`;
     const admin = new pg.Client({ connectionString: this.url('postgres') });
@@ -164,6 +197,7 @@ class Cluster implements PostgresCluster {
   }
 
   async close(): Promise<void> {
+    this.resume();
     await this.stop().catch(() => {});
     this.watchdog.close();
     fs.rmSync(this.dir, { recursive: true, force: true });

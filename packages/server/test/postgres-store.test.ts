@@ -169,6 +169,24 @@ describePostgres('PostgresDocStore (a real PostgreSQL)', (server) => {
     await expect(store.load('d')).rejects.toMatchObject({ code: 'storage-failure' });
   });
 
+  it('with the database frozen, an append rejects with StorageError after the query timeout instead of hanging, and works once it answers again', async () => {
+    const url = await server().createDatabase();
+    const store = await PostgresDocStore.open(url, { queryTimeoutMs: 1_000, connectTimeoutMs: 1_000 });
+    open_.push(store);
+    await store.append('d', new Uint8Array([0, 0, 1]));
+    server().pause();
+    try {
+      const started = performance.now();
+      await expect(store.append('d', new Uint8Array([0, 0, 2]))).rejects.toMatchObject({ name: 'StorageError', message: expect.stringMatching(/timeout/i) });
+      expect(performance.now() - started).toBeLessThan(5_000);
+    } finally {
+      server().resume();
+    }
+    await store.append('d', new Uint8Array([0, 0, 3]));
+    // The timed-out append may have committed once the server went on (it was sent): 2 may be there.
+    expect((await store.load('d')).updates.map((u) => u[2]).filter((n) => n !== 2)).toEqual([1, 3]);
+  });
+
   // Last: it stops the suite's server (and starts it again).
   it('with the database stopped, appends and pings reject with StorageError; after a restart they work again', async () => {
     const store = await open(await server().createDatabase());

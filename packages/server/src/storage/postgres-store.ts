@@ -8,6 +8,14 @@ export interface PostgresDocStoreOptions {
   poolSize?: number;
   /** How long to wait for a connection before the operation fails with StorageError. Default 5000 ms. */
   connectTimeoutMs?: number;
+  /**
+   * How long a statement may go unanswered before it fails with StorageError and its connection
+   * is dropped. Default 10000 ms. Without it a database that stops answering (frozen host, lost
+   * packets) would hold every later write, and shutdown, forever. A write that timed out may
+   * still commit on the server: the relay then has not acknowledged something it stored, which
+   * a resend makes harmless (applying a Yjs update twice changes nothing).
+   */
+  queryTimeoutMs?: number;
 }
 
 interface PendingAppend {
@@ -69,6 +77,7 @@ export class PostgresDocStore implements DocStore {
       connectionString: url,
       max: options.poolSize ?? 10,
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
+      query_timeout: options.queryTimeoutMs ?? 10_000,
       // Detects a database host that vanished without closing the connection.
       keepAlive: true,
     });
