@@ -12,39 +12,42 @@ describePostgres('a relay on PostgreSQL (capsync-server --postgres)', (server) =
     // --data: the embedded lock authority's own SQLite file (locks.db) on a PostgreSQL relay.
     const data = tempDir('capsync-pg-relay-');
     const marker = `<${randomUUID()}>`;
-    let relay = await spawnRelay(['--postgres', url, '--data', data.dir]);
-    let tokenBefore: number;
     try {
-      expect(relay.logs.find((l) => l['msg'] === 'relay listening')).toMatchObject({ storage: 'postgres', database: url });
-      const writer = await ProtocolClient.synced(`${relay.url}/pg-doc`);
-      const seq = writer.type(marker);
-      await writer.waitFor(() => writer.ackedSeq >= seq || writer.closeInfo || undefined, 'the ack', 10_000);
-      expect(writer.closeInfo).toBeNull();
-      const locks = await RawLocks.open(relay.url, { ownerKey: randomBytes(16).toString('base64url') });
-      const lease = await locks.request('acquire', 'stock', 0, 60_000, 0);
-      expect(lease.code || 'ok').toBe('ok');
-      tokenBefore = lease.token;
-      expect(await locks.code('release', 'stock', tokenBefore)).toBe('ok');
-      locks.close();
-      // Crash right after the ack: no shutdown, no chance to flush anything more.
-      await killRelay(relay, 'SIGKILL');
-    } finally {
-      await killRelay(relay);
-    }
+      let relay = await spawnRelay(['--postgres', url, '--data', data.dir]);
+      let tokenBefore: number;
+      try {
+        expect(relay.logs.find((l) => l['msg'] === 'relay listening')).toMatchObject({ storage: 'postgres', database: url });
+        const writer = await ProtocolClient.synced(`${relay.url}/pg-doc`);
+        const seq = writer.type(marker);
+        await writer.waitFor(() => writer.ackedSeq >= seq || writer.closeInfo || undefined, 'the ack', 10_000);
+        expect(writer.closeInfo).toBeNull();
+        const locks = await RawLocks.open(relay.url, { ownerKey: randomBytes(16).toString('base64url') });
+        const lease = await locks.request('acquire', 'stock', 0, 60_000, 0);
+        expect(lease.code || 'ok').toBe('ok');
+        tokenBefore = lease.token;
+        expect(await locks.code('release', 'stock', tokenBefore)).toBe('ok');
+        locks.close();
+        // A crash: no shutdown, no chance to write anything more.
+        await killRelay(relay, 'SIGKILL');
+      } finally {
+        await killRelay(relay);
+      }
 
-    relay = await spawnRelay(['--postgres', url, '--data', data.dir]);
-    try {
-      const reader = await ProtocolClient.synced(`${relay.url}/pg-doc`);
-      expect(reader.text).toContain(marker);
-      await reader.close();
-      const locks = await RawLocks.open(relay.url, { ownerKey: randomBytes(16).toString('base64url') });
-      // Tokens increase per key, across restarts: they are kept in --data, not in memory.
-      const lease = await locks.request('acquire', 'stock', 0, 60_000, 0);
-      expect(lease.code || 'ok').toBe('ok');
-      expect(lease.token).toBeGreaterThan(tokenBefore);
-      locks.close();
+      relay = await spawnRelay(['--postgres', url, '--data', data.dir]);
+      try {
+        const reader = await ProtocolClient.synced(`${relay.url}/pg-doc`);
+        expect(reader.text).toContain(marker);
+        await reader.close();
+        const locks = await RawLocks.open(relay.url, { ownerKey: randomBytes(16).toString('base64url') });
+        // Tokens increase per key, across restarts: they are kept in --data, not in memory.
+        const lease = await locks.request('acquire', 'stock', 0, 60_000, 0);
+        expect(lease.code || 'ok').toBe('ok');
+        expect(lease.token).toBeGreaterThan(tokenBefore);
+        locks.close();
+      } finally {
+        await killRelay(relay, 'SIGTERM');
+      }
     } finally {
-      await killRelay(relay, 'SIGTERM');
       data.remove();
     }
   });
