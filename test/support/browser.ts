@@ -3,6 +3,7 @@ import path from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { describe, it } from 'vitest';
+import { executable } from './executable.js';
 import { tempDir } from './relay-fixture.js';
 
 /**
@@ -15,15 +16,6 @@ const CANDIDATES = ['/usr/bin/chromium', '/usr/bin/chromium-browser'];
 
 export const CHROMIUM_MISSING =
   'browser tests skipped: Chromium not found; install it with `apt-get install -y chromium` or set CHROMIUM_PATH';
-
-function executable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return fs.statSync(file).isFile();
-  } catch {
-    return false;
-  }
-}
 
 /**
  * The Chromium to drive: `CHROMIUM_PATH` if set (and only it: a wrong path is not silently

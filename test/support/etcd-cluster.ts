@@ -9,24 +9,17 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
+import { executable } from './executable.js';
+import { freePorts } from './free-ports.js';
 import { tempDir } from './relay-fixture.js';
+import { Watchdog } from './watchdog.js';
 
 const CANDIDATES = ['/usr/bin/etcd', '/usr/local/bin/etcd'];
 
 /** Raft timing for loopback: a leader is elected (or replaced) within about a second. */
 export const HEARTBEAT_MS = 50;
 export const ELECTION_TIMEOUT_MS = 500;
-
-function executable(file: string): boolean {
-  try {
-    fs.accessSync(file, fs.constants.X_OK);
-    return fs.statSync(file).isFile();
-  } catch {
-    return false;
-  }
-}
 
 /**
  * The etcd binary: `ETCD_PATH` if set (and only it: a wrong path is not silently replaced by
@@ -91,24 +84,6 @@ export interface EtcdClusterOptions {
   startTimeoutMs?: number;
 }
 
-/** Ports that were free a moment ago: all are held open together, so they are distinct. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<net.Server>((resolve, reject) => {
-          const server = net.createServer();
-          server.once('error', reject);
-          server.listen(0, '127.0.0.1', () => resolve(server));
-        }),
-    ),
-  );
-  const ports = servers.map((s) => (s.address() as net.AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  return ports;
-}
-
 /**
  * Repeats `attempt` until it returns a value (not undefined), pausing `intervalMs` between
  * tries; rejects with the last error once `timeoutMs` has passed.
@@ -128,56 +103,6 @@ async function retryUntil<T>(what: string, timeoutMs: number, attempt: () => Pro
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}`);
     }
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
-  }
-}
-
-/**
- * One process that outlives nothing: it reads "+pid"/"-pid" lines on stdin and, when stdin
- * closes (this process exited or was killed, or the cluster was closed), SIGKILLs the pids
- * still listed and removes the cluster's temporary directory.
- */
-class Watchdog {
-  private readonly child: ChildProcess;
-
-  constructor(dir: string) {
-    const script = `
-      const pids = new Set();
-      let buf = '';
-      process.stdin.setEncoding('utf8');
-      process.stdin.on('data', (d) => {
-        buf += d;
-        let i;
-        while ((i = buf.indexOf('\\n')) >= 0) {
-          const line = buf.slice(0, i); buf = buf.slice(i + 1);
-          const pid = Number(line.slice(1));
-          if (line[0] === '+') pids.add(pid); else pids.delete(pid);
-        }
-      });
-      process.stdin.on('end', () => {
-        for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch {} }
-        // Killed processes may hold files open for a moment; rm copes with that on Linux.
-        require('fs').rmSync(process.argv[1], { recursive: true, force: true });
-        process.exit(0);
-      });
-    `;
-    this.child = spawn(process.execPath, ['-e', script, dir], { stdio: ['pipe', 'ignore', 'ignore'] });
-    this.child.on('error', () => {});
-    this.child.stdin?.on('error', () => {});
-    // Neither the watchdog nor its pipe may keep this process alive.
-    this.child.unref();
-    (this.child.stdin as unknown as net.Socket | null)?.unref();
-  }
-
-  watch(pid: number): void {
-    this.child.stdin?.write(`+${pid}\n`);
-  }
-
-  forget(pid: number): void {
-    this.child.stdin?.write(`-${pid}\n`);
-  }
-
-  close(): void {
-    this.child.stdin?.end();
   }
 }
 

@@ -37,6 +37,16 @@ export const FLAGS: Flag[] = [
     },
   },
   {
+    flag: 'postgres',
+    env: 'CAPSYNC_POSTGRES',
+    type: 'string',
+    help: 'PostgreSQL URL (postgres://user:password@host:5432/db; also DATABASE_URL): documents live there instead of SQLite. Default none',
+    apply: (o, v) => {
+      if (!/^postgres(ql)?:\/\/./.test(v)) throw new CliError('--postgres must be a postgres:// or postgresql:// URL');
+      o.postgres = v;
+    },
+  },
+  {
     flag: 'sqlite-sync',
     env: 'CAPSYNC_SQLITE_SYNC',
     type: 'string',
@@ -373,6 +383,12 @@ export function parseCli(argv: string[], env: NodeJS.ProcessEnv): CliResult {
     const given = values[f.flag];
     const v = Array.isArray(given) ? given.join(',') : (given ?? env[f.env]);
     if (typeof v === 'string' && v !== '') f.apply(options, v);
+  }
+  // The variable hosting platforms set for an attached database; CAPSYNC_POSTGRES and the flag win.
+  const databaseUrl = env['DATABASE_URL'];
+  if (options.postgres === undefined && databaseUrl) {
+    if (!/^postgres(ql)?:\/\/./.test(databaseUrl)) throw new CliError('DATABASE_URL is set but is not a postgres:// or postgresql:// URL; unset it or set --postgres');
+    options.postgres = databaseUrl;
   }
   return { help: false, options };
 }

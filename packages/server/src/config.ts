@@ -10,8 +10,16 @@ export interface RelayOptions {
   port?: number;
   /** Interface to listen on. Default '127.0.0.1'; use '0.0.0.0' to accept remote clients. */
   host?: string;
-  /** 'sqlite' (default, durable, under `dataDir`), 'memory' (lost on exit), or your own DocStore. */
+  /**
+   * 'sqlite' (default, durable, under `dataDir`), 'memory' (lost on exit), or your own DocStore.
+   * Ignored when `postgres` is set.
+   */
   storage?: 'sqlite' | 'memory' | DocStore;
+  /**
+   * A PostgreSQL URL (postgres://user:password@host:5432/database): documents live in that
+   * database instead of SQLite (the schema is created or migrated at startup). Default none.
+   */
+  postgres?: string;
   /** Directory of the SQLite database (capsync.db). Default './data'. */
   dataDir?: string;
   /** SQLite commit durability: 'full' fsyncs every commit (default), 'normal' survives process crashes only. */
@@ -199,6 +207,7 @@ export interface ResolvedRelayOptions {
   port: number;
   host: string;
   storage: 'sqlite' | 'memory' | DocStore;
+  postgres: string | undefined;
   dataDir: string;
   sqliteSync: 'full' | 'normal';
   authSecret: string | undefined;
@@ -297,6 +306,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     port: positive('port', o.port, DEFAULTS.port, true),
     host: o.host ?? DEFAULTS.host,
     storage: o.storage ?? 'sqlite',
+    postgres: o.postgres ? postgresUrl(o.postgres) : undefined,
     dataDir: path.resolve(o.dataDir ?? DEFAULTS.dataDir),
     sqliteSync: o.sqliteSync ?? 'full',
     authSecret: o.authSecret || undefined,
@@ -359,6 +369,12 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     throw new RangeError('lockAuthority: the lock authority trusts the lease owners a relay forwards only with a relay credential; set authSecret (shared with the authority) or peerToken (the same on both relays)');
   }
   return resolved;
+}
+
+/** A PostgreSQL connection URL, as node-postgres takes it (postgres:// or postgresql://). */
+function postgresUrl(url: string): string {
+  if (!/^postgres(ql)?:\/\/./.test(url)) throw new RangeError('postgres: a database URL must start with postgres:// or postgresql://');
+  return url;
 }
 
 function wsUrl(name: string, url: string): string {

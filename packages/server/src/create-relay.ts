@@ -16,7 +16,7 @@ import { RelayMetrics } from './metrics.js';
 import { EmbeddedLockBackend } from './locks/embedded-backend.js';
 import type { LockBackend } from './locks/lock-backend.js';
 import { LockService } from './locks/lock-service.js';
-import { MemoryLockStore } from './locks/lock-store.js';
+import { MemoryLockStore, type LockStore } from './locks/lock-store.js';
 import { Relay } from './relay/relay.js';
 import { SqliteWorkerStore } from './storage/sqlite-worker-store.js';
 
@@ -50,10 +50,13 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     : new OpenAccess({ peerToken: resolved.peerToken });
   const metrics = new RelayMetrics();
   let backend: LockBackend;
+  // A database of its own for the embedded lock authority, when the documents' store has none.
+  let lockDb: SqliteWorkerStore | undefined;
   try {
-    backend = await openLockBackend(resolved, store, logger);
+    backend = await openLockBackend(resolved, store, logger, (db) => (lockDb = db));
   } catch (err) {
     await store.close();
+    await lockDb?.close();
     throw err;
   }
   const locks = new LockService(backend, metrics, logger, resolved.lockTimeoutMs, {
@@ -81,14 +84,16 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     server.close();
     await locks.close();
     await store.close();
+    await lockDb?.close();
     throw err;
   }
   const port = (server.address() as AddressInfo).port;
   relay.startMesh();
   const host = urlHost(resolved.host);
-  const storage = typeof resolved.storage === 'string' ? resolved.storage : 'custom';
+  const storage = resolved.postgres ? 'postgres' : typeof resolved.storage === 'string' ? resolved.storage : 'custom';
+  const database = storage === 'sqlite' ? sqlitePath(resolved) : storage === 'postgres' ? redactUrl(resolved.postgres) : undefined;
   logger.info(
-    { port, host: resolved.host, storage, locks: backend.kind, relayId: resolved.relayId, peers: resolved.peers.map(redactUrl), peerMode: resolved.peerMode, ...(storage === 'sqlite' ? { database: sqlitePath(resolved) } : {}) },
+    { port, host: resolved.host, storage, locks: backend.kind, relayId: resolved.relayId, peers: resolved.peers.map(redactUrl), peerMode: resolved.peerMode, ...(database ? { database } : {}) },
     'relay listening',
   );
   if (access.mode === 'open') logger.warn('no auth configured: the relay is OPEN, anyone who can reach it may read and write every document');
@@ -104,6 +109,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
       (closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
         await relay.close();
+        await lockDb?.close();
         wss.close();
         server.closeAllConnections();
         await Promise.all([stopped, metricsServer?.close()]);
@@ -112,8 +118,15 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   };
 }
 
-/** SQLite runs in a worker thread so commits and fsyncs never block the relay's event loop. */
+/**
+ * SQLite runs in a worker thread so commits and fsyncs never block the relay's event loop.
+ * PostgreSQL's driver is loaded only when it is configured: a relay on SQLite never loads `pg`.
+ */
 async function openStore(o: ResolvedRelayOptions): Promise<DocStore> {
+  if (o.postgres) {
+    const { PostgresDocStore } = await import('./storage/postgres-store.js');
+    return PostgresDocStore.open(o.postgres);
+  }
   if (o.storage === 'memory') return new MemoryDocStore();
   if (o.storage === 'sqlite') return SqliteWorkerStore.open(sqlitePath(o), { synchronous: o.sqliteSync });
   return o.storage;
@@ -122,8 +135,12 @@ async function openStore(o: ResolvedRelayOptions): Promise<DocStore> {
 /**
  * The lock authority: a given backend, etcd when endpoints are configured, else the embedded
  * one, persisting in the relay's SQLite database (in memory for memory or custom storage).
+ * On PostgreSQL the embedded one keeps its tokens and leases in a SQLite file of its own under
+ * `dataDir` (locks.db, handed to `ownLockDb` to close), so tokens still never repeat across
+ * restarts; it is this relay's alone, so relays sharing a database share locks only through
+ * `etcd` or `lockAuthority` (a PostgreSQL lock backend is to come).
  */
-async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger: Logger): Promise<LockBackend> {
+async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger: Logger, ownLockDb: (db: SqliteWorkerStore) => void): Promise<LockBackend> {
   if (o.lockBackend) return o.lockBackend;
   if (o.etcd.length > 0) {
     // Loaded only when configured: etcd3 brings grpc, which the embedded default does not need.
@@ -143,7 +160,15 @@ async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger:
       outbound: { sendBufferLimit: o.sendBufferLimit, slowConsumerGraceMs: o.slowConsumerGraceMs },
     });
   }
-  return EmbeddedLockBackend.open(store instanceof SqliteWorkerStore ? store.locks : new MemoryLockStore());
+  return EmbeddedLockBackend.open(await embeddedLockStore(o, store, ownLockDb));
+}
+
+async function embeddedLockStore(o: ResolvedRelayOptions, store: DocStore, ownLockDb: (db: SqliteWorkerStore) => void): Promise<LockStore> {
+  if (store instanceof SqliteWorkerStore) return store.locks;
+  if (!o.postgres) return new MemoryLockStore();
+  const db = await SqliteWorkerStore.open(path.join(o.dataDir, 'locks.db'), { synchronous: o.sqliteSync });
+  ownLockDb(db);
+  return db.locks;
 }
 
 function sqlitePath(o: ResolvedRelayOptions): string {

@@ -183,6 +183,17 @@ describe('parseCli', () => {
     expect(() => parseCli([], { CAPSYNC_STORAGE: 'redis' })).toThrow(/storage/);
   });
 
+  it('takes --postgres, else CAPSYNC_POSTGRES, else DATABASE_URL; only postgres:// or postgresql:// URLs, never echoed back', () => {
+    const url = 'postgres://capsync:pw@db:5432/capsync';
+    expect(options(['--postgres', url]).postgres).toBe(url);
+    expect(options([], { CAPSYNC_POSTGRES: url }).postgres).toBe(url);
+    expect(options([], { DATABASE_URL: 'postgresql://db/x' }).postgres).toBe('postgresql://db/x');
+    expect(options([], { CAPSYNC_POSTGRES: url, DATABASE_URL: 'postgresql://db/x' }).postgres).toBe(url);
+    expect(options(['--postgres', url], { DATABASE_URL: 'postgresql://db/x' }).postgres).toBe(url);
+    expect(() => parseCli(['--postgres', 'mysql://u:hidden@db/x'], {})).toThrow(/^--postgres must be a postgres:\/\/ or postgresql:\/\/ URL$/);
+    expect(() => parseCli([], { DATABASE_URL: 'mysql://u:hidden@db/x' })).toThrow(/^DATABASE_URL is set but is not a postgres/);
+  });
+
   it('validates the flag, not the environment variable it overrides', () => {
     expect(options(['--port', '5'], { CAPSYNC_PORT: 'garbage' }).port).toBe(5);
   });

@@ -1,0 +1,89 @@
+import type pg from 'pg';
+import { StorageError } from '@capsync/core';
+
+/**
+ * The PostgreSQL schema of capsync, as numbered migrations. Migration N (1-based) is
+ * `MIGRATIONS[N - 1]`; once released, a migration is never edited, only followed by another.
+ * Every relay applies the ones its database lacks at startup (`migrate`), and refuses a database
+ * that has migrations it does not know (a newer capsync migrated it): it could not tell what
+ * those changed, and writing through an older schema's assumptions could corrupt documents.
+ */
+export const MIGRATIONS: readonly string[] = [
+  // 1: documents. Positions are one bigserial for every document: strictly increasing within
+  // each and never reused (a sequence never hands out a value twice, deletes or not).
+  `
+  CREATE TABLE capsync_doc_updates (
+    id bigserial PRIMARY KEY,
+    doc text NOT NULL,
+    data bytea NOT NULL
+  );
+  CREATE INDEX capsync_doc_updates_by_doc ON capsync_doc_updates (doc, id);
+  CREATE TABLE capsync_doc_snapshots (
+    doc text PRIMARY KEY,
+    through bigint NOT NULL,
+    data bytea NOT NULL
+  );
+  CREATE TABLE capsync_doc_client_owners (
+    doc text NOT NULL,
+    client bigint NOT NULL,
+    owner text NOT NULL,
+    PRIMARY KEY (doc, client)
+  );
+  `,
+];
+
+/** The schema version this relay writes and understands: the number of migrations it has. */
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/**
+ * The database was migrated by a newer capsync than this one: the relay refuses to use it.
+ * A `StorageError` (code 'storage-failure'), so it is handled as any storage failure at startup.
+ */
+export class SchemaVersionError extends StorageError {
+  constructor(
+    readonly found: number,
+    readonly supported: number,
+  ) {
+    super(
+      `the PostgreSQL database has capsync schema version ${found}, newer than this relay understands (${supported}); ` +
+        'upgrade capsync-server to the version that migrated it (a relay never writes through a schema it does not know)',
+    );
+    this.name = 'SchemaVersionError';
+  }
+}
+
+/**
+ * Any number of relays may start at once against one database: a transaction-scoped advisory
+ * lock makes them migrate one after the other (the others then find nothing left to do), so no
+ * two run `CREATE TABLE` concurrently. Its key is arbitrary but fixed for capsync.
+ */
+const MIGRATION_LOCK = 0x6361_7073; // 'caps'
+
+/**
+ * Creates the schema or brings it up to `SCHEMA_VERSION`, all in one transaction: a relay that
+ * dies half way leaves the database as it was. Returns the version found before migrating (0
+ * for an empty database). Throws `SchemaVersionError` for a newer database.
+ */
+export async function migrate(client: pg.ClientBase, migrations: readonly string[] = MIGRATIONS): Promise<number> {
+  await client.query('BEGIN');
+  try {
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK]);
+    await client.query(`
+      CREATE TABLE IF NOT EXISTS capsync_schema_migrations (
+        version integer PRIMARY KEY,
+        applied_at timestamptz NOT NULL DEFAULT now()
+      )`);
+    const { rows } = await client.query<{ version: number | null }>('SELECT max(version) AS version FROM capsync_schema_migrations');
+    const found = rows[0]?.version ?? 0;
+    if (found > migrations.length) throw new SchemaVersionError(found, migrations.length);
+    for (let version = found + 1; version <= migrations.length; version++) {
+      await client.query(migrations[version - 1]!);
+      await client.query('INSERT INTO capsync_schema_migrations (version) VALUES ($1)', [version]);
+    }
+    await client.query('COMMIT');
+    return found;
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => {});
+    throw err;
+  }
+}

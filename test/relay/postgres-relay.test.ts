@@ -1,0 +1,103 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { expect, it } from 'vitest';
+import { describePostgres } from '../support/describe-postgres.js';
+import { ProtocolClient } from '../support/protocol-client.js';
+import { RawLocks } from '../support/raw-locks.js';
+import { tempDir } from '../support/relay-fixture.js';
+import { killRelay, spawnRelay } from '../support/relay-process.js';
+
+describePostgres('a relay on PostgreSQL (capsync-server --postgres)', (server) => {
+  it('keeps an acknowledged update through a SIGKILL, and its lock tokens keep increasing', async () => {
+    const url = await server().createDatabase();
+    // --data: the embedded lock authority's own SQLite file (locks.db) on a PostgreSQL relay.
+    const data = tempDir('capsync-pg-relay-');
+    const marker = `<${randomUUID()}>`;
+    try {
+      let relay = await spawnRelay(['--postgres', url, '--data', data.dir]);
+      let tokenBefore: number;
+      try {
+        expect(relay.logs.find((l) => l['msg'] === 'relay listening')).toMatchObject({ storage: 'postgres', database: url });
+        const writer = await ProtocolClient.synced(`${relay.url}/pg-doc`);
+        const seq = writer.type(marker);
+        await writer.waitFor(() => writer.ackedSeq >= seq || writer.closeInfo || undefined, 'the ack', 10_000);
+        expect(writer.closeInfo).toBeNull();
+        const locks = await RawLocks.open(relay.url, { ownerKey: randomBytes(16).toString('base64url') });
+        const lease = await locks.request('acquire', 'stock', 0, 60_000, 0);
+        expect(lease.code || 'ok').toBe('ok');
+        tokenBefore = lease.token;
+        expect(await locks.code('release', 'stock', tokenBefore)).toBe('ok');
+        locks.close();
+        // A crash: no shutdown, no chance to write anything more.
+        await killRelay(relay, 'SIGKILL');
+      } finally {
+        await killRelay(relay);
+      }
+
+      relay = await spawnRelay(['--postgres', url, '--data', data.dir]);
+      try {
+        const reader = await ProtocolClient.synced(`${relay.url}/pg-doc`);
+        expect(reader.text).toContain(marker);
+        await reader.close();
+        const locks = await RawLocks.open(relay.url, { ownerKey: randomBytes(16).toString('base64url') });
+        // Tokens increase per key, across restarts: they are kept in --data, not in memory.
+        const lease = await locks.request('acquire', 'stock', 0, 60_000, 0);
+        expect(lease.code || 'ok').toBe('ok');
+        expect(lease.token).toBeGreaterThan(tokenBefore);
+        locks.close();
+      } finally {
+        await killRelay(relay, 'SIGTERM');
+      }
+    } finally {
+      data.remove();
+    }
+  });
+
+  it('refuses to start on a database whose schema is newer, saying so', async () => {
+    const url = await server().createDatabase();
+    const data = tempDir('capsync-pg-relay-');
+    try {
+      // A relay creates the schema; then a "newer capsync" records a migration it does not know.
+      const relay = await spawnRelay(['--postgres', url, '--data', data.dir]);
+      await killRelay(relay, 'SIGTERM');
+      const pg = (await import('pg')).default;
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      await client.query('INSERT INTO capsync_schema_migrations (version) SELECT max(version) + 1 FROM capsync_schema_migrations');
+      await client.end();
+      await expect(spawnRelay(['--postgres', url, '--data', data.dir])).rejects.toThrow(/newer than this relay understands/);
+    } finally {
+      data.remove();
+    }
+  });
+
+  // Last: it stops the suite's server (and starts it again).
+  it('keeps running while the database is down: no ack, /readyz 503; once it is back, writes are acknowledged again', async () => {
+    const url = await server().createDatabase();
+    const data = tempDir('capsync-pg-relay-');
+    const relay = await spawnRelay(['--postgres', url, '--data', data.dir]);
+    try {
+      const writer = await ProtocolClient.synced(`${relay.url}/down`);
+      const first = writer.type('<before>');
+      await writer.waitFor(() => writer.ackedSeq >= first || undefined, 'the first ack', 10_000);
+      await server().stop();
+      try {
+        expect((await fetch(`${relay.httpUrl}/readyz`)).status).toBe(503);
+        const second = writer.type('<during>');
+        await writer.waitFor(() => writer.closeInfo ?? (writer.ackedSeq >= second ? 'acked' : undefined), 'the refusal', 15_000);
+        expect(writer.ackedSeq, 'an update acknowledged while the database was down').toBeLessThan(second);
+      } finally {
+        await server().start();
+      }
+      expect((await fetch(`${relay.httpUrl}/readyz`)).status).toBe(200);
+      expect(relay.child.exitCode).toBeNull();
+      const again = await ProtocolClient.synced(`${relay.url}/down`);
+      const third = again.type('<after>');
+      await again.waitFor(() => again.ackedSeq >= third || undefined, 'an ack after the restart', 10_000);
+      expect(again.text).toContain('<before>');
+      await again.close();
+    } finally {
+      await killRelay(relay, 'SIGTERM');
+      data.remove();
+    }
+  });
+});
