@@ -177,7 +177,7 @@ describePostgres('PostgresDocStore (a real PostgreSQL)', (server) => {
     server().pause();
     try {
       const started = performance.now();
-      await expect(store.append('d', new Uint8Array([0, 0, 2]))).rejects.toMatchObject({ name: 'StorageError', message: expect.stringMatching(/timeout/i) });
+      await expect(store.append('d', new Uint8Array([0, 0, 2]))).rejects.toMatchObject({ name: 'StorageError', message: expect.stringMatching(/timeout/i), retryable: true });
       expect(performance.now() - started).toBeLessThan(5_000);
     } finally {
       server().resume();
@@ -188,13 +188,13 @@ describePostgres('PostgresDocStore (a real PostgreSQL)', (server) => {
   });
 
   // Last: it stops the suite's server (and starts it again).
-  it('with the database stopped, appends and pings reject with StorageError; after a restart they work again', async () => {
+  it('with the database stopped, appends and pings reject with a retryable StorageError (the relay tries again); after a restart they work again', async () => {
     const store = await open(await server().createDatabase());
     open_.push(store);
     await store.append('d', new Uint8Array([0, 0, 1]));
     await server().stop();
     try {
-      await expect(store.append('d', new Uint8Array([0, 0, 2]))).rejects.toMatchObject({ name: 'StorageError', code: 'storage-failure' });
+      await expect(store.append('d', new Uint8Array([0, 0, 2]))).rejects.toMatchObject({ name: 'StorageError', code: 'storage-failure', retryable: true });
       await expect(store.ping()).rejects.toMatchObject({ code: 'storage-failure' });
       await expect(store.load('d')).rejects.toMatchObject({ code: 'storage-failure' });
     } finally {
