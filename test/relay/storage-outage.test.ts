@@ -6,7 +6,11 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
+import WebSocket from 'ws';
 import { MemoryDocStore } from '@capsync/core';
+import { createClient, type WebSocketConstructor } from '@capsync/client';
+import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
+import { codeOf } from '../support/error-code.js';
 import { UnreachableStore } from '../support/gated-store.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
@@ -76,6 +80,44 @@ describe('storage that cannot be reached', () => {
     await a.waitForAck(seq, 10_000);
     expect(await inner.loadClientOwners('claims')).toContainEqual([a.doc.clientID, 'alice']);
     await a.close();
+  });
+
+  it('a fenced (CP) write while storage cannot be reached is refused unavailable at once, and the document stays served; it goes through once storage is back', async () => {
+    const store = new UnreachableStore(new MemoryDocStore());
+    relay = await startRelay({ storage: store });
+    const client = createClient({ url: relay.url, storage: 'memory', WebSocket: WebSocket as unknown as WebSocketConstructor, ...TEST_CLIENT_DEFAULTS });
+    try {
+      const h = await client.open('shop');
+      await h.whenSynced({ timeoutMs: 10_000 });
+      const lease = await client.locks.acquire('stock/1', { ttlMs: 30_000 });
+      const other = await ProtocolClient.synced(relay.docUrl('shop'));
+      store.down();
+      other.type('typed while storage is down');
+      await waitForMetric(relay.httpUrl, 'capsync_storage_retries_total', {}, 1, 10_000);
+      const started = performance.now();
+      expect(await codeOf(h.cp.set('stock/1', 5, lease, { timeoutMs: 5_000 }))).toBe('unavailable');
+      expect(performance.now() - started).toBeLessThan(4_000);
+      expect(h.cp.get('stock/1')).toBeUndefined();
+      // AP traffic of the document is not held by the refused write.
+      other.type('!');
+      await new Promise<void>((resolve) => {
+        const check = (): void => {
+          if (!h.doc.getText('t').toString().endsWith('!')) return;
+          h.doc.off('update', check);
+          resolve();
+        };
+        h.doc.on('update', check);
+        check();
+      });
+      store.up();
+      await other.waitForAck(other.seq, 10_000);
+      await h.cp.set('stock/1', 5, lease, { timeoutMs: 10_000 });
+      expect(h.cp.get('stock/1')).toBe(5);
+      await lease.release();
+      await other.close();
+    } finally {
+      await client.close();
+    }
   });
 
   it('a relay closing while storage cannot be reached does not wait for it (what waits was never acknowledged)', async () => {

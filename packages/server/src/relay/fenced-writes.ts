@@ -12,6 +12,12 @@ export interface FencedWriteHost {
   /** The document to write into, or null while it takes no input (recovering, unloaded). */
   current(): Y.Doc | null;
   /**
+   * False while storage cannot be reached (appends wait for it, see StorageRetries): a fenced
+   * write is then refused `unavailable` at once. Made, it would hold the document's input and
+   * broadcasts until storage came back (it must not be seen before it is committed).
+   */
+  storageReachable(): boolean;
+  /**
    * Makes `change` on the document, as the relay, and resolves true once it is committed;
    * nobody sees it before (input and broadcasts are held). False: the commit failed, and the
    * document reloads from storage, which drops the change.
@@ -44,6 +50,9 @@ export class FencedWrites {
   private async writeNow(key: string, value: unknown, token: number, ifRev: number | undefined): Promise<FencedOutcome> {
     const doc = this.host.current();
     if (!doc) return { code: 'unavailable', message: 'the document is recovering; retry the fenced write' };
+    // CP: cannot be sure it would commit. (Storage lost during the commit itself still holds
+    // the document until the commit goes through or the relay closes.)
+    if (!this.host.storageReachable()) return { code: 'unavailable', message: 'storage cannot be reached; retry the fenced write' };
     const current = readFenced(doc, key);
     if (current && token < current.token) {
       return { code: 'stale-token', message: `the token given for "${key}" is stale: a newer lease has written since` };

@@ -73,6 +73,7 @@ export class RelayDoc {
   /** Fenced writes, one at a time (see FencedWrites). */
   private readonly fenced = new FencedWrites({
     current: () => (this.paused || this.destroyed ? null : this.doc),
+    storageReachable: () => !this.deps.outage.unavailable,
     commitUnseen: (change) => this.commitUnseen(change),
   });
   /** What the running `applyRemote` integrated (its update events), to store. */
