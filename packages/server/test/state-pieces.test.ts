@@ -138,6 +138,13 @@ describe('splitUpdate', () => {
     sameState(applyInOrder(cut), a);
   });
 
+  it('a size smaller than a character still ends (one character per item)', () => {
+    const doc = new Y.Doc();
+    doc.getText('t').insert(0, '😀😀😀');
+    const update = Y.encodeStateAsUpdate(doc);
+    sameState(applyInOrder(splitUpdate(update, 3)), doc);
+  });
+
   it('returns malformed input whole', () => {
     const junk = new Uint8Array(5000).fill(0xff);
     expect(splitUpdate(junk, 1024)).toEqual([junk]);

@@ -317,6 +317,8 @@ class PieceWriter {
       let cut = Math.min(bytes.byteLength, at + this.maxBytes);
       // Never inside a character: back to the byte that starts one.
       while (cut < bytes.byteLength && (bytes[cut]! & 0xc0) === 0x80) cut--;
+      // A piece smaller than one character: that character whole.
+      if (cut === at) for (cut = at + 1; cut < bytes.byteLength && (bytes[cut]! & 0xc0) === 0x80; ) cut++;
       const text = bytes.subarray(at, cut);
       const e = encoding.createEncoder();
       if (at === 0) {
