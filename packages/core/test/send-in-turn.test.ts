@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { sendInTurn } from '../src/session/send-in-turn.js';
+import { InTurn, sendInTurn } from '../src/session/send-in-turn.js';
 
 const pieces = [1, 2, 3, 4, 5].map((n) => new Uint8Array([n]));
 
@@ -52,5 +52,16 @@ describe('sendInTurn', () => {
     const r = recorder();
     sendInTurn([pieces[0]!], 2, r.send);
     expect(r.sent).toEqual([{ piece: 1, last: true }]);
+  });
+
+  it('rush sends what is left at once, in order; the written-out callbacks of earlier pieces then send nothing more', () => {
+    const r = recorder();
+    const turn = new InTurn(pieces, 2, r.send);
+    expect(turn.done).toBe(false);
+    turn.rush();
+    expect(turn.done).toBe(true);
+    expect(r.sent).toEqual([1, 2, 3, 4, 5].map((piece) => ({ piece, last: piece === 5 })));
+    while (r.callbacks.length > 0) r.callbacks.shift()!();
+    expect(r.sent).toHaveLength(5);
   });
 });

@@ -119,7 +119,7 @@ describe('splitUpdate', () => {
     }
   });
 
-  it('clients that refer to each other both ways are left whole; clients that refer one way are ordered', () => {
+  it('clients that refer to each other one way or both ways are cut, each struct after what it refers to', () => {
     const a = new Y.Doc();
     const b = new Y.Doc();
     a.getText('t').insert(0, 'a'.repeat(10_000));
@@ -133,7 +133,16 @@ describe('splitUpdate', () => {
     Y.applyUpdate(a, Y.encodeStateAsUpdate(b));
     a.getText('t').insert(7_000, 'c'.repeat(10_000)); // a refers to b: a cycle
     const both = Y.encodeStateAsUpdate(a);
-    expect(splitUpdate(both, 2048)).toEqual([both]);
+    const cut = splitUpdate(both, 2048);
+    expect(cut.length).toBeGreaterThan(10);
+    sameState(applyInOrder(cut), a);
+  });
+
+  it('a size smaller than a character still ends (one character per item)', () => {
+    const doc = new Y.Doc();
+    doc.getText('t').insert(0, '😀😀😀');
+    const update = Y.encodeStateAsUpdate(doc);
+    sameState(applyInOrder(splitUpdate(update, 3)), doc);
   });
 
   it('returns malformed input whole', () => {

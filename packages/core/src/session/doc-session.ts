@@ -10,7 +10,7 @@ import { CoalescedReply } from './coalesced-reply.js';
 import { DurableAcks } from './durable-acks.js';
 import { checkProtocolVersion } from './hello.js';
 import { InputQueue } from './input-queue.js';
-import { STATE_PIECES_AHEAD, sendInTurn } from './send-in-turn.js';
+import { InTurn, STATE_PIECES_AHEAD } from './send-in-turn.js';
 import { SentLog } from './sent-log.js';
 import type { SessionHooks, SessionOptions, SessionReplica } from './session-types.js';
 
@@ -70,6 +70,11 @@ export class DocSession {
   /** A round was asked for while a step 1 was unanswered: sent once that answer arrives (requestSync). */
   private step1Owed = false;
   private readonly acknowledges: boolean;
+  /**
+   * Sends at once what is left of a state answer going out in pieces (answerStep1), so that no
+   * other document message overtakes it; null while none is.
+   */
+  private answerRest: (() => void) | null = null;
   /** Made on the first query-awareness: most links never send one (memory per idle link). */
   private awarenessReplies: CoalescedReply<null> | null = null;
 
@@ -299,6 +304,9 @@ export class DocSession {
 
   private answerStep1(stateVector: Uint8Array, written: () => void): boolean {
     const replica = this.replica!;
+    // The position of the state the answer is made of: what an ack of its step 2 means the
+    // other side holds. Its pieces may go out long after, while the document moves on.
+    const at = this.sent ? this.hooks.position() : 0;
     let updates: readonly Uint8Array[];
     try {
       updates = replica.stateUpdates ? replica.stateUpdates(stateVector) : [replica.encodeState(stateVector)];
@@ -308,19 +316,27 @@ export class DocSession {
       return false;
     }
     this.hooks.beforeStep2();
-    return sendInTurn(updates, STATE_PIECES_AHEAD, (update, last, onWritten) => {
+    const pieces = new InTurn(updates, STATE_PIECES_AHEAD, (update, last, onWritten) => {
+      // The pieces but the last go as updates, each part of the state only: an ack of one says
+      // nothing of the document's position (0).
+      if (!last) return this.sendDoc({ type: 'update', update }, onWritten, 0) >= 0;
       // The step 2 goes last: whoever takes it as the end of the sync has all the state by then.
-      if (!last) return this.sendDoc({ type: 'update', update }, onWritten) >= 0;
-      const seq = this.sendDoc({ type: 'sync-step-2', update }, written);
+      this.answerRest = null;
+      const seq = this.sendDoc({ type: 'sync-step-2', update }, written, at);
       if (seq > 0) this.hooks.sentStep2?.(seq);
       return seq >= 0;
     });
+    // Another document message (a broadcast, made after the state was taken) must not reach
+    // the other side before the state it builds on: it sends the rest first.
+    if (!pieces.done) this.answerRest = () => pieces.rush();
+    return pieces.first;
   }
 
   // ---- sending ----
 
   /** A broadcast update (the fan-out path: one encoding, one send, nothing allocated besides). */
   sendUpdate(update: Uint8Array): boolean {
+    this.answerRest?.();
     return this.sendDoc({ type: 'update', update }) >= 0;
   }
 
@@ -330,6 +346,7 @@ export class DocSession {
    * session is closed.
    */
   sendNumbered(update: Uint8Array): number {
+    this.answerRest?.();
     return this.sendDoc({ type: 'update', update });
   }
 
@@ -339,11 +356,12 @@ export class DocSession {
 
   /**
    * A message carrying document content; numbered when `numberSent` (the other side's acks
-   * count them). Returns its number (0 when not numbered), or -1 when nothing was sent.
+   * count them), with the document position an ack of it reports (`at`, default the position
+   * now). Returns its number (0 when not numbered), or -1 when nothing was sent.
    */
-  private sendDoc(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>, onWritten?: () => void): number {
+  private sendDoc(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>, onWritten?: () => void, at?: number): number {
     if (!this.send(msg, onWritten)) return -1;
-    return this.sent ? this.sent.record(this.hooks.position()) : 0;
+    return this.sent ? this.sent.record(at ?? this.hooks.position()) : 0;
   }
 
   /**
@@ -382,6 +400,7 @@ export class DocSession {
 
   private shutdown(): void {
     this.closed = true;
+    this.answerRest = null;
     this.queue.clear();
   }
 }

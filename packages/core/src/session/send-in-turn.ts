@@ -11,25 +11,50 @@ export const STATE_PIECES_AHEAD = 2;
  * Sends `pieces` in order through `send`, at most `ahead` of them sent and not yet written
  * out: the others from the written-out callbacks (`onWritten`, which `send` passes to the
  * channel; none for the last piece, whose send has its own). `send` returns false when nothing
- * was sent (the session closed): the rest is then dropped. Returns what the first send returned.
+ * was sent (the session closed): the rest is then dropped. `rush` sends what is left at once
+ * (something else must go out behind the whole state).
  */
+export class InTurn {
+  /** What the first send returned. */
+  readonly first: boolean;
+  private next = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly pieces: readonly Uint8Array[],
+    ahead: number,
+    private readonly send: (piece: Uint8Array, last: boolean, onWritten: (() => void) | undefined) => boolean,
+  ) {
+    this.first = this.sendNext();
+    // A channel may call back at once (inside `send`), which already sent the next ones.
+    while (!this.stopped && this.next < Math.min(ahead, pieces.length)) this.sendNext();
+  }
+
+  /** Every piece went out, or the session closed. */
+  get done(): boolean {
+    return this.stopped || this.next >= this.pieces.length;
+  }
+
+  /** Sends every piece left now, in order. */
+  rush(): void {
+    while (!this.done) this.sendNext();
+  }
+
+  private readonly sendNext = (): boolean => {
+    if (this.done) return false;
+    const i = this.next++;
+    const last = i === this.pieces.length - 1;
+    const sent = this.send(this.pieces[i]!, last, last ? undefined : () => void this.sendNext());
+    if (!sent) this.stopped = true;
+    return sent;
+  };
+}
+
+/** InTurn, for a caller that never rushes: returns what the first send returned. */
 export function sendInTurn(
   pieces: readonly Uint8Array[],
   ahead: number,
   send: (piece: Uint8Array, last: boolean, onWritten: (() => void) | undefined) => boolean,
 ): boolean {
-  let next = 0;
-  let stopped = false;
-  const sendNext = (): boolean => {
-    if (stopped || next >= pieces.length) return false;
-    const i = next++;
-    const last = i === pieces.length - 1;
-    const sent = send(pieces[i]!, last, last ? undefined : () => void sendNext());
-    if (!sent) stopped = true;
-    return sent;
-  };
-  const first = sendNext();
-  // A channel may call back at once (inside `send`), which already sent the next ones.
-  while (!stopped && next < Math.min(ahead, pieces.length)) sendNext();
-  return first;
+  return new InTurn(pieces, ahead, send).first;
 }

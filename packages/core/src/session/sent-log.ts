@@ -14,10 +14,13 @@ export class SentLog {
     return this.count;
   }
 
-  /** The peer acknowledged messages 1..`seq`: the document position they cover, or 0. */
+  /**
+   * The peer acknowledged messages 1..`seq`: the document position they cover (the highest
+   * any of them was recorded at: a piece of a state answer records 0), or 0.
+   */
   acked(seq: number): number {
     let docSeq = 0;
-    while (this.head < this.sent.length && this.sent[this.head]!.seq <= seq) docSeq = this.sent[this.head++]!.docSeq;
+    while (this.head < this.sent.length && this.sent[this.head]!.seq <= seq) docSeq = Math.max(docSeq, this.sent[this.head++]!.docSeq);
     if (this.head > 1024 && this.head * 2 > this.sent.length) {
       this.sent = this.sent.slice(this.head);
       this.head = 0;

@@ -16,10 +16,11 @@ import * as encoding from 'lib0/encoding';
  * The deletions go with the last piece.
  *
  * A piece may need content of another client: applied before it, Yjs would hold it pending
- * (merged again with every later piece: quadratic). So the clients' parts are ordered so that
- * every client comes after the clients it refers to; when clients refer to each other both
- * ways (two people writing into each other's text), the update is left whole (one piece).
- * Structs that Yjs cannot split (a binary, one embed) stay whole too, so a piece may be larger
+ * (merged again with every later piece: quadratic). So the structs go in an order where each
+ * comes after the content it refers to (its origins and parent), as Yjs integrates them: a
+ * client's structs in clock order, and another client's in between where they refer to them
+ * (two people writing into each other's text). A piece holds one run per client. Structs
+ * that Yjs cannot split (a binary, one embed) stay whole, so a piece may be larger
  * than `maxBytes` by one struct. The input must be an update Yjs wrote (the relay's own
  * encodings and update events); a malformed one is returned whole.
  */
@@ -27,19 +28,16 @@ export function splitUpdate(update: Uint8Array, maxBytes: number): Uint8Array[] 
   if (update.byteLength <= maxBytes) return [update];
   let parsed: ParsedUpdate;
   try {
-    parsed = parseUpdate(update);
+    parsed = parseUpdate(update, maxBytes);
   } catch {
     return [update];
   }
-  const order = dependencyOrder(parsed.sections);
-  if (order === null) return [update];
   const pieces = new PieceWriter(update, maxBytes);
-  for (const section of order) {
-    for (const s of section.structs) {
-      if (s.string !== null && s.end - s.start > maxBytes) pieces.addSplitString(section.client, s, s.string);
-      else pieces.add(section.client, s.clock, s.start, s.end);
-    }
-  }
+  const emitted = emitInOrder(parsed.sections, (client, s) => {
+    if (s.string !== null && s.end - s.start > maxBytes) pieces.addSplitString(client, s, s.string);
+    else pieces.add(client, s.clock, s.start, s.end);
+  });
+  if (!emitted) return [update];
   return pieces.finish(update.subarray(parsed.deleteSetStart));
 }
 
@@ -78,13 +76,13 @@ interface StructSpan {
   length: number;
   /** Set for a string item that may be cut (no parent sub). */
   string: StringContent | null;
+  /** What it refers to in other clients (origins, parent), as client, clock pairs; null for none. */
+  refs: number[] | null;
 }
 
 interface Section {
   client: number;
   structs: StructSpan[];
-  /** Other clients its structs refer to (origins, parents). */
-  refers: Set<number>;
 }
 
 interface ParsedUpdate {
@@ -92,7 +90,7 @@ interface ParsedUpdate {
   deleteSetStart: number;
 }
 
-function parseUpdate(update: Uint8Array): ParsedUpdate {
+function parseUpdate(update: Uint8Array, maxBytes: number): ParsedUpdate {
   const d = decoding.createDecoder(update);
   const sections: Section[] = [];
   const clients = decoding.readVarUint(d);
@@ -100,12 +98,9 @@ function parseUpdate(update: Uint8Array): ParsedUpdate {
     const count = decoding.readVarUint(d);
     const client = decoding.readVarUint(d);
     let clock = decoding.readVarUint(d);
-    const section: Section = { client, structs: [], refers: new Set() };
-    const refer = (other: number): void => {
-      if (other !== client) section.refers.add(other);
-    };
+    const section: Section = { client, structs: [] };
     for (let j = 0; j < count; j++) {
-      const span = readStruct(d, clock, refer);
+      const span = readStruct(d, client, clock, maxBytes);
       section.structs.push(span);
       clock += span.length;
     }
@@ -114,22 +109,37 @@ function parseUpdate(update: Uint8Array): ParsedUpdate {
   return { sections, deleteSetStart: d.pos };
 }
 
-function readStruct(d: decoding.Decoder, clock: number, refer: (client: number) => void): StructSpan {
+/** One struct at `d`; a string over `maxBytes` is marked to be cut. Allocates little: ~100,000 of them per MB of typed text. */
+function readStruct(d: decoding.Decoder, client: number, clock: number, maxBytes: number): StructSpan {
   const start = d.pos;
   const info = decoding.readUint8(d);
   const ref = info & 0x1f;
   if (ref === GC || ref === SKIP) {
     const length = decoding.readVarUint(d);
-    return { start, end: d.pos, clock, length, string: null };
+    return { start, end: d.pos, clock, length, string: null, refs: null };
   }
-  let rightOrigin: { client: number; clock: number } | null = null;
-  if (info & HAS_ORIGIN) refer(readId(d).client);
-  if (info & HAS_RIGHT_ORIGIN) refer((rightOrigin = readId(d)).client);
+  let refs: number[] | null = null;
+  let rightClient = -1;
+  let rightClock = 0;
+  if (info & HAS_ORIGIN) {
+    const c = decoding.readVarUint(d);
+    const k = decoding.readVarUint(d);
+    if (c !== client) refs = [c, k];
+  }
+  if (info & HAS_RIGHT_ORIGIN) {
+    rightClient = decoding.readVarUint(d);
+    rightClock = decoding.readVarUint(d);
+    if (rightClient !== client) (refs ??= []).push(rightClient, rightClock);
+  }
   const hasOrigins = (info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN)) !== 0;
   if (!hasOrigins) {
     // The parent: a root type's name, or the item of the type it is in.
     if (decoding.readVarUint(d) === 1) skipString(d);
-    else refer(readId(d).client);
+    else {
+      const c = decoding.readVarUint(d);
+      const k = decoding.readVarUint(d);
+      if (c !== client) refs = [c, k];
+    }
     if (info & HAS_PARENT_SUB) skipString(d);
   }
   const headerEnd = d.pos;
@@ -148,10 +158,15 @@ function readStruct(d: decoding.Decoder, clock: number, refer: (client: number) 
       skipString(d);
       break;
     case STRING: {
-      const bytes = decoding.readVarUint8Array(d);
-      length = utf16Length(bytes);
+      const n = decoding.readVarUint(d);
+      const bytesStart = d.pos;
+      if (bytesStart + n > d.arr.byteLength) throw new Error('string past the end');
+      d.pos += n;
+      length = utf16Length(d.arr, bytesStart, d.pos);
       // An item with a parent sub is a map entry: Yjs never cuts those.
-      if (hasOrigins || !(info & HAS_PARENT_SUB)) string = { headerEnd, bytesStart: d.pos - bytes.byteLength, rightOrigin };
+      if (d.pos - start > maxBytes && (hasOrigins || !(info & HAS_PARENT_SUB))) {
+        string = { headerEnd, bytesStart, rightOrigin: rightClient === -1 ? null : { client: rightClient, clock: rightClock } };
+      }
       break;
     }
     case FORMAT:
@@ -174,12 +189,7 @@ function readStruct(d: decoding.Decoder, clock: number, refer: (client: number) 
     default:
       throw new Error(`unknown content ${ref}`);
   }
-  return { start, end: d.pos, clock, length, string };
-}
-
-function readId(d: decoding.Decoder): { client: number; clock: number } {
-  const client = decoding.readVarUint(d);
-  return { client, clock: decoding.readVarUint(d) };
+  return { start, end: d.pos, clock, length, string, refs };
 }
 
 /** A varString is a varUint8Array of UTF-8: skipped without decoding it. */
@@ -187,11 +197,12 @@ function skipString(d: decoding.Decoder): void {
   decoding.readVarUint8Array(d);
 }
 
-/** The length in UTF-16 code units (Yjs's clock units for text) of UTF-8 `bytes`. */
-function utf16Length(bytes: Uint8Array): number {
-  if (isAscii(bytes)) return bytes.byteLength;
+/** The length in UTF-16 code units (Yjs's clock units for text) of the UTF-8 in `bytes` from `start` to `end`. */
+function utf16Length(bytes: Uint8Array, start = 0, end = bytes.byteLength): number {
+  // A native call costs more than a short loop (most strings are a few typed characters).
+  if (end - start > 64 && isAscii(bytes.subarray(start, end))) return end - start;
   let units = 0;
-  for (let i = 0; i < bytes.byteLength; i++) {
+  for (let i = start; i < end; i++) {
     const b = bytes[i]!;
     // Every byte but a continuation byte starts a character; four-byte ones are two units.
     if ((b & 0xc0) !== 0x80) units += b >= 0xf0 ? 2 : 1;
@@ -200,50 +211,86 @@ function utf16Length(bytes: Uint8Array): number {
 }
 
 /**
- * The sections in an order where each comes after every client it refers to (Kahn's
- * algorithm; clients not in the update are there already). Null when they refer to each
- * other in a cycle.
+ * Hands every struct to `emit` in an order where each comes after the structs of the update it
+ * refers to (what Yjs's integration of the whole update does with its stack): each client's in
+ * clock order, a client waiting while its next struct refers to content of another client not
+ * emitted yet. Content outside the update (before a client's first clock: there already; past
+ * its last: missing for the whole update as well) does not hold anything back. False when
+ * structs wait on each other (not an update Yjs wrote): the caller then returns the update
+ * whole, whatever was emitted.
  */
-function dependencyOrder(sections: Section[]): Section[] | null {
-  const byClient = new Map(sections.map((s) => [s.client, s]));
-  const waitingOn = new Map<Section, number>();
-  const dependents = new Map<number, Section[]>();
-  for (const s of sections) {
-    let n = 0;
-    for (const other of s.refers) {
-      if (!byClient.has(other)) continue;
-      n++;
-      const list = dependents.get(other) ?? [];
-      list.push(s);
-      dependents.set(other, list);
-    }
-    waitingOn.set(s, n);
+function emitInOrder(sections: Section[], emit: (client: number, s: StructSpan) => void): boolean {
+  /** Per client in the update: its next clock to emit, its end, its section and position. */
+  const states = new Map<number, { next: number; end: number; section: Section; at: number }>();
+  for (const section of sections) {
+    const first = section.structs[0];
+    const last = section.structs[section.structs.length - 1];
+    if (!first || !last) continue;
+    states.set(section.client, { next: first.clock, end: last.clock + last.length, section, at: 0 });
   }
-  const ready = sections.filter((s) => waitingOn.get(s) === 0);
-  const order: Section[] = [];
+  /** Clients waiting for content of a client: woken once it emitted past the clock. */
+  const waiting = new Map<number, { clock: number; client: number }[]>();
+  const ready: number[] = [...states.keys()];
+  let left = 0;
+  for (const st of states.values()) left += st.section.structs.length;
+  /** The first reference of `s` not emitted yet, or null. */
+  const blocker = (s: StructSpan): { client: number; clock: number } | null => {
+    const refs = s.refs;
+    if (refs === null) return null;
+    for (let i = 0; i < refs.length; i += 2) {
+      const other = states.get(refs[i]!);
+      const clock = refs[i + 1]!;
+      if (other && clock >= other.next && clock < other.end) return { client: refs[i]!, clock };
+    }
+    return null;
+  };
   while (ready.length > 0) {
-    const s = ready.shift()!;
-    order.push(s);
-    for (const dependent of dependents.get(s.client) ?? []) {
-      const left = waitingOn.get(dependent)! - 1;
-      waitingOn.set(dependent, left);
-      if (left === 0) ready.push(dependent);
+    const client = ready.pop()!;
+    const st = states.get(client)!;
+    const structs = st.section.structs;
+    while (st.at < structs.length) {
+      const s = structs[st.at]!;
+      const wait = blocker(s);
+      if (wait) {
+        const list = waiting.get(wait.client) ?? [];
+        list.push({ clock: wait.clock, client });
+        waiting.set(wait.client, list);
+        break;
+      }
+      emit(client, s);
+      st.at++;
+      left--;
+      st.next = s.clock + s.length;
+    }
+    const woken = waiting.get(client);
+    if (woken) {
+      const still = woken.filter((w) => w.clock >= st.next);
+      for (const w of woken) if (w.clock < st.next) ready.push(w.client);
+      if (still.length > 0) waiting.set(client, still);
+      else waiting.delete(client);
     }
   }
-  return order.length === sections.length ? order : null;
+  return left === 0;
 }
 
 /** One client's run of consecutive structs in a piece: their bytes, copied or made. */
 interface Run {
   client: number;
   clock: number;
+  /** Structs in it. */
+  count: number;
   parts: Uint8Array[];
+  /** Bytes of the update not yet in `parts`, from `from` to `to` (structs next to each other there). */
+  from: number;
+  to: number;
 }
 
 /** Collects structs into pieces of about `maxBytes` and writes each as an update. */
 class PieceWriter {
   private readonly pieces: Uint8Array[] = [];
   private runs: Run[] = [];
+  /** The runs of the piece being filled, by client (a client's structs in it are consecutive). */
+  private runOf = new Map<number, Run>();
   private bytes = 0;
 
   constructor(
@@ -252,7 +299,13 @@ class PieceWriter {
   ) {}
 
   add(client: number, clock: number, start: number, end: number): void {
-    this.push(client, clock, this.update.subarray(start, end));
+    const run = this.runFor(client, clock, end - start);
+    if (run.to !== start) {
+      if (run.to > run.from) run.parts.push(this.update.subarray(run.from, run.to));
+      run.from = start;
+    }
+    run.to = end;
+    run.count++;
   }
 
   /** A string item too large for one piece, as consecutive items of at most a piece each. */
@@ -264,6 +317,8 @@ class PieceWriter {
       let cut = Math.min(bytes.byteLength, at + this.maxBytes);
       // Never inside a character: back to the byte that starts one.
       while (cut < bytes.byteLength && (bytes[cut]! & 0xc0) === 0x80) cut--;
+      // A piece smaller than one character: that character whole.
+      if (cut === at) for (cut = at + 1; cut < bytes.byteLength && (bytes[cut]! & 0xc0) === 0x80; ) cut++;
       const text = bytes.subarray(at, cut);
       const e = encoding.createEncoder();
       if (at === 0) {
@@ -286,26 +341,41 @@ class PieceWriter {
   }
 
   private push(client: number, clock: number, struct: Uint8Array): void {
-    if (this.bytes > 0 && this.bytes + struct.byteLength > this.maxBytes) this.flush(null);
-    const last = this.runs[this.runs.length - 1];
-    if (last && last.client === client) last.parts.push(struct);
-    else this.runs.push({ client, clock, parts: [struct] });
-    this.bytes += struct.byteLength;
+    const run = this.runFor(client, clock, struct.byteLength);
+    if (run.to > run.from) run.parts.push(this.update.subarray(run.from, run.to));
+    run.from = run.to = 0;
+    run.parts.push(struct);
+    run.count++;
+  }
+
+  /** The run of `client` in the piece that a struct of `bytes` goes in (a new piece when this one is full). */
+  private runFor(client: number, clock: number, bytes: number): Run {
+    if (this.bytes > 0 && this.bytes + bytes > this.maxBytes) this.flush(null);
+    this.bytes += bytes;
+    let run = this.runOf.get(client);
+    if (!run) {
+      run = { client, clock, count: 0, parts: [], from: 0, to: 0 };
+      this.runs.push(run);
+      this.runOf.set(client, run);
+    }
+    return run;
   }
 
   private flush(deleteSet: Uint8Array | null): void {
     const e = encoding.createEncoder();
     encoding.writeVarUint(e, this.runs.length);
     for (const run of this.runs) {
-      encoding.writeVarUint(e, run.parts.length);
+      encoding.writeVarUint(e, run.count);
       encoding.writeVarUint(e, run.client);
       encoding.writeVarUint(e, run.clock);
       for (const p of run.parts) encoding.writeUint8Array(e, p);
+      if (run.to > run.from) encoding.writeUint8Array(e, this.update.subarray(run.from, run.to));
     }
     if (deleteSet) encoding.writeUint8Array(e, deleteSet);
     else encoding.writeVarUint(e, 0);
     this.pieces.push(encoding.toUint8Array(e));
     this.runs = [];
+    this.runOf = new Map();
     this.bytes = 0;
   }
 
