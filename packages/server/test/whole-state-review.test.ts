@@ -7,21 +7,20 @@ import { STATE_PIECE_BYTES, WholeState } from '../src/relay/whole-state.js';
 const MiB = 1024 * 1024;
 const bytesOf = (parts: readonly Uint8Array[]): number => parts.reduce((n, p) => n + p.byteLength, 0);
 
-describe('WholeState keeps changes, not the state (review)', () => {
-  it('a value overwritten again and again: a fresh replica is sent every old value, and the relay keeps them all, read or not', () => {
+describe('WholeState keeps only content the document still holds (review rev9)', () => {
+  it('a value overwritten again and again: a fresh replica is sent about the state, not every old value', () => {
     const doc = new Y.Doc();
     const whole = new WholeState();
     whole.watch(doc); // created on the relay: empty
     for (let i = 0; i < 12; i++) doc.getMap('m').set('photo', new Uint8Array(MiB).fill(i));
     const state = Y.encodeStateAsUpdate(doc).byteLength; // ~1 MiB: the old values are deleted (GC)
     const sent = bytesOf(whole.updates(doc, Y.encodeStateVector(new Y.Doc())));
-    // 12 MiB for a 1 MiB document (up to 16 MiB + 64 changes, per document, kept from its
-    // creation whether anyone reads it or not).
+    // Was 12 MiB for a 1 MiB document: each overwrite deletes, which drops the kept changes.
     expect(sent).toBeLessThanOrEqual(2 * state + MiB);
     whole.unwatch(doc);
   });
 
-  it('text written then deleted: the document is empty, a fresh replica downloads all of it', () => {
+  it('text written then deleted: the document is empty, and so is what a fresh replica downloads', () => {
     const doc = new Y.Doc();
     const whole = new WholeState();
     whole.watch(doc);
@@ -53,8 +52,7 @@ describe('splitUpdate on documents two people wrote (review)', () => {
     }
     const update = Y.encodeStateAsUpdate(a);
     const pieces = splitUpdate(update, STATE_PIECE_BYTES);
-    // 2 MiB in one piece today (a cycle: a refers to b and b to a), so the fairness
-    // and the client's short tasks hold only for documents one person wrote.
+    // Was 2 MiB in one piece (a cycle: a refers to b and b to a); structs are ordered now.
     expect(pieces.length).toBeGreaterThanOrEqual(8);
     const reader = new Y.Doc();
     for (const p of pieces) {

@@ -23,9 +23,11 @@ export const STATE_PIECE_BYTES = 4 * CHUNK_BYTES - 256;
  * a document that was empty when watched (created on this relay) is never encoded whole at all
  * while its changes stay within the bounds below.
  *
- * Memory: the parts are dropped once there are more than MAX_STATE_PARTS of them or they
- * hold more bytes than the encoding plus LOOSE_PART_BYTES (the next whole read then encodes
- * anew and starts over from that), and with the document. A large part is kept split into
+ * Memory: the parts are dropped (the next whole read then encodes anew and starts over from
+ * that) at the first change that deletes anything (what was kept may then be dead: an
+ * overwritten map value, deleted text; so what is kept is content the document still holds),
+ * once there are more than MAX_STATE_PARTS changes, or once they hold more bytes than the
+ * encoding plus LOOSE_PART_BYTES; and with the document. A large part is kept split into
  * pieces (STATE_PIECE_BYTES; cut when it is added, so a reader's answer does not pay for it).
  * Readers that have part of the state
  * (a state vector with entries) get their own diff, as before. The bytes are shared: callers
@@ -42,10 +44,16 @@ export class WholeState {
   private changes = 0;
   private changeBytes = 0;
 
-  /** The document changed (its `update` event: what integrated). */
-  readonly changed = (update: Uint8Array): void => {
+  /** The document changed (its `update` event: what integrated, and the transaction). */
+  readonly changed = (update: Uint8Array, _origin: unknown, _doc: unknown, transaction?: Y.Transaction): void => {
     this.whole = null;
     if (this.parts === null) return;
+    // A change that deletes makes content kept before dead weight (an overwritten map value, a
+    // deleted paragraph) that a fresh replica would download and the relay keep: encode anew.
+    if (transaction === undefined || transaction.deleteSet.clients.size > 0) {
+      this.parts = null;
+      return;
+    }
     this.changes++;
     this.changeBytes += update.byteLength;
     if (this.changes > MAX_STATE_PARTS || this.changeBytes > this.baseBytes + LOOSE_PART_BYTES) {
