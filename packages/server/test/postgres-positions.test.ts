@@ -172,8 +172,8 @@ describePostgres('PostgresDocStore positions per document (a real PostgreSQL)', 
   it('group commit of several documents locks them in one order: two relays appending to the same documents in opposite orders never deadlock', async () => {
     const url = await server().createDatabase();
     const [a, b] = await Promise.all([open(url), open(url)]);
-    const names = Array.from({ length: 8 }, (_, i) => `d${i}`);
-    const ROUNDS = 30;
+    const names = Array.from({ length: 200 }, (_, i) => `d${i}`);
+    const ROUNDS = 20;
     for (let round = 0; round < ROUNDS; round++) {
       // One batch each (one turn), the document rows wanted in opposite orders.
       await Promise.all([
