@@ -40,15 +40,15 @@ export interface DocChanges {
  * A `DocStore` on PostgreSQL (node-postgres, one pool). Documents live in the tables of
  * postgres-schema.ts, created or migrated when the store opens.
  *
- * Every write is one statement, so PostgreSQL runs it as one transaction and commits it before
- * answering: a write resolves only after COMMIT (with the server's default
- * `synchronous_commit = on`, after the WAL is flushed), and a failed one changed nothing.
+ * Every write is one transaction (a batch of appends or a claim one statement, a compaction or a
+ * delete a few between BEGIN and COMMIT): a write resolves only after COMMIT (with the server's
+ * default `synchronous_commit = on`, after the WAL is flushed), and a failed one changed nothing.
  *
  * Writes of one store run one at a time, in call order (the write chain): appends to one
  * document keep their call order in positions, a client id claim commits before any append
  * called after it (as does a delete or a compaction), and `close` finds every write finished.
  * Appends use group commit as the SQLite store does: consecutive appends, those of one
- * event-loop turn and any made while earlier writes ran, go into one multi-row INSERT, and each
+ * event-loop turn and any made while earlier writes ran, go into one statement (postgres-append.ts), and each
  * resolves once it committed. Any other write called meanwhile closes the batch, so what is
  * called after it is committed after it.
  *
@@ -116,9 +116,9 @@ export class PostgresDocStore implements DocStore {
   /**
    * One statement, so snapshot, log and head are read from one consistent view (a compaction
    * or append committing meanwhile is seen whole or not at all). `head` is the document's head
-   * in that view: every entry up to it is in `updates` (postgres-append.ts), so compacting
-   * through it drops nothing this load did not return. After a delete the head stays (positions
-   * are never reused) while `updates` is empty.
+   * in that view: every entry up to it is in `updates` (or merged into the snapshot there;
+   * postgres-append.ts has why), so compacting through it drops nothing this load did not
+   * return. After a delete the head stays (positions are never reused) while `updates` is empty.
    */
   async load(name: string): Promise<StoredDoc> {
     this.assertOpen();
