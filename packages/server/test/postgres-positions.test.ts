@@ -67,106 +67,122 @@ describePostgres('PostgresDocStore positions per document (a real PostgreSQL)', 
   for (let i = 0; i < SEEDS; i++) {
     const seed = FIRST + i;
     it(`seed ${seed}: relays appending to the same documents while one compacts and one follows with changesAfter lose and skip nothing`, async () => {
-      const rng = new SeededRandom(seed);
-      const url = await server().createDatabase();
-      const WRITERS = 4;
-      const APPENDS = 300;
-      const DOCS = ['a', 'b', 'c'];
-      const writers = await Promise.all(Array.from({ length: WRITERS }, () => open(url)));
-      const follower = await open(url);
-      // Each writer edits its own text in each document: every update it appends depends on its
-      // previous one, so one lost or skipped update cuts the text short.
-      const editors = writers.map((_, w) => new Map(DOCS.map((d) => [d, writer(`w${w}`)])));
-      const expected = new Map(DOCS.map((d) => [d, writers.map(() => '')]));
-      const started = performance.now();
-      let writing = true;
-      let compactions = 0;
-
-      const write = async (w: number) => {
-        const appends: Promise<unknown>[] = [];
-        for (let n = 0; n < APPENDS; n++) {
-          const doc = rng.pick(DOCS);
-          const token = `${w}.${n};`;
-          expected.get(doc)![w] += token;
-          appends.push(writers[w]!.append(doc, editors[w]!.get(doc)!.edit(token)));
-          if (rng.next() < 0.3) await pause(rng);
-        }
-        await Promise.all(appends);
-      };
-
-      // Writer 0's store also compacts, as a relay does: through the head of a load, with a
-      // snapshot of what that load returned.
-      const compact = async () => {
-        while (writing) {
-          const doc = rng.pick(DOCS);
-          const loaded = await writers[0]!.load(doc);
-          if (loaded.logCount > 0) {
-            await writers[0]!.compact(doc, Y.mergeUpdates(loaded.updates), loaded.head);
-            compactions += 1;
-          }
-          if (rng.next() < 0.2) await pause(rng);
-        }
-      };
-
-      // The follower reads each document after the last position it saw, in small pages.
-      const seen = new Map(DOCS.map((d) => [d, 0]));
-      const followed = new Map(DOCS.map((d) => [d, new Y.Doc()]));
-      const gaps: string[] = [];
-      let snapshots = 0;
-      let rows = 0;
-      const follow = async (doc: string): Promise<boolean> => {
-        const got = await follower.changesAfter(doc, seen.get(doc)!, rng.int(1, 40));
-        if (got.snapshot) {
-          if (!(got.snapshot.through > seen.get(doc)!)) gaps.push(`${doc}: snapshot through ${got.snapshot.through} after ${seen.get(doc)}`);
-          Y.applyUpdate(followed.get(doc)!, got.snapshot.data);
-          seen.set(doc, got.snapshot.through);
-          snapshots += 1;
-        }
-        for (const change of got.changes) {
-          if (change.position !== seen.get(doc)! + 1) gaps.push(`${doc}: position ${change.position} after ${seen.get(doc)}`);
-          Y.applyUpdate(followed.get(doc)!, change.update);
-          seen.set(doc, change.position);
-          rows += 1;
-        }
-        return seen.get(doc)! >= got.head;
-      };
-      const following = (async () => {
-        while (writing) {
-          await follow(rng.pick(DOCS));
-          if (rng.next() < 0.2) await pause(rng);
-        }
-        // Caught up once every document's head was reached after the writes ended.
-        for (const doc of DOCS) while (!(await follow(doc)));
-      })();
-
-      const compacting = compact();
+      // Closed at the end of each seed: a run of many seeds would run out of connections.
+      const opened = stores.length;
       try {
-        await Promise.all(writers.map((_, w) => write(w)));
+        await race(seed);
       } finally {
-        writing = false;
+        await Promise.all(stores.splice(opened).map((s) => s.close()));
       }
-      await Promise.all([compacting, following]);
-
-      const reader = await open(url);
-      let heads = 0;
-      for (const doc of DOCS) {
-        const loaded = await reader.load(doc);
-        heads += loaded.head;
-        const state = docOf(loaded.updates);
-        for (let w = 0; w < WRITERS; w++) {
-          expect(state.getText(`w${w}`).toString(), `writer ${w}'s text in ${doc} as stored`).toBe(expected.get(doc)![w]);
-          expect(followed.get(doc)!.getText(`w${w}`).toString(), `writer ${w}'s text in ${doc} as followed`).toBe(expected.get(doc)![w]);
-        }
-        expect(seen.get(doc), `${doc}: followed to its head`).toBe(loaded.head);
-      }
-      expect(gaps, 'positions the follower saw out of order, twice or after a gap').toEqual([]);
-      // Dense: each document's positions are 1..head, one per append.
-      expect(heads).toBe(WRITERS * APPENDS);
-      expect(compactions).toBeGreaterThan(0);
-      console.log(
-        `[postgres positions] seed ${seed}: ${WRITERS * APPENDS} appends, ${compactions} compactions, follower read ${rows} rows and ${snapshots} snapshots, ${Math.round(performance.now() - started)} ms`,
-      );
     }, 60_000);
+  }
+
+  /**
+   * Four stores (relays) append to three documents at once; the first also compacts them, as a
+   * relay does (a snapshot of a load, through its head); a fifth follows every document with
+   * changesAfter. Nothing appended may be missing from the stored or the followed state, and
+   * the follower must see each document's positions 1..head once each, in order.
+   */
+  async function race(seed: number): Promise<void> {
+    const rng = new SeededRandom(seed);
+    const url = await server().createDatabase();
+    const WRITERS = 4;
+    const APPENDS = 300;
+    const DOCS = ['a', 'b', 'c'];
+    const writers = await Promise.all(Array.from({ length: WRITERS }, () => open(url)));
+    const follower = await open(url);
+    // Each writer edits its own text in each document: every update it appends depends on its
+    // previous one, so one lost or skipped update cuts the text short.
+    const editors = writers.map((_, w) => new Map(DOCS.map((d) => [d, writer(`w${w}`)])));
+    const expected = new Map(DOCS.map((d) => [d, writers.map(() => '')]));
+    const started = performance.now();
+    let writing = true;
+    let compactions = 0;
+
+    const write = async (w: number) => {
+      const appends: Promise<unknown>[] = [];
+      for (let n = 0; n < APPENDS; n++) {
+        const doc = rng.pick(DOCS);
+        const token = `${w}.${n};`;
+        expected.get(doc)![w] += token;
+        appends.push(writers[w]!.append(doc, editors[w]!.get(doc)!.edit(token)));
+        if (rng.next() < 0.3) await pause(rng);
+      }
+      await Promise.all(appends);
+    };
+
+    // Writer 0's store also compacts, as a relay does: through the head of a load, with a
+    // snapshot of what that load returned.
+    const compact = async () => {
+      while (writing) {
+        const doc = rng.pick(DOCS);
+        const loaded = await writers[0]!.load(doc);
+        if (loaded.logCount > 0) {
+          await writers[0]!.compact(doc, Y.mergeUpdates(loaded.updates), loaded.head);
+          compactions += 1;
+        }
+        if (rng.next() < 0.2) await pause(rng);
+      }
+    };
+
+    // The follower reads each document after the last position it saw, in small pages.
+    const seen = new Map(DOCS.map((d) => [d, 0]));
+    const followed = new Map(DOCS.map((d) => [d, new Y.Doc()]));
+    const gaps: string[] = [];
+    let snapshots = 0;
+    let rows = 0;
+    const follow = async (doc: string): Promise<boolean> => {
+      const got = await follower.changesAfter(doc, seen.get(doc)!, rng.int(1, 40));
+      if (got.snapshot) {
+        if (!(got.snapshot.through > seen.get(doc)!)) gaps.push(`${doc}: snapshot through ${got.snapshot.through} after ${seen.get(doc)}`);
+        Y.applyUpdate(followed.get(doc)!, got.snapshot.data);
+        seen.set(doc, got.snapshot.through);
+        snapshots += 1;
+      }
+      for (const change of got.changes) {
+        if (change.position !== seen.get(doc)! + 1) gaps.push(`${doc}: position ${change.position} after ${seen.get(doc)}`);
+        Y.applyUpdate(followed.get(doc)!, change.update);
+        seen.set(doc, change.position);
+        rows += 1;
+      }
+      return seen.get(doc)! >= got.head;
+    };
+    const following = (async () => {
+      while (writing) {
+        await follow(rng.pick(DOCS));
+        if (rng.next() < 0.2) await pause(rng);
+      }
+      // Caught up once every document's head was reached after the writes ended.
+      for (const doc of DOCS) while (!(await follow(doc)));
+    })();
+
+    const compacting = compact();
+    try {
+      await Promise.all(writers.map((_, w) => write(w)));
+    } finally {
+      writing = false;
+    }
+    await Promise.all([compacting, following]);
+
+    const reader = await open(url);
+    let heads = 0;
+    for (const doc of DOCS) {
+      const loaded = await reader.load(doc);
+      heads += loaded.head;
+      const state = docOf(loaded.updates);
+      for (let w = 0; w < WRITERS; w++) {
+        expect(state.getText(`w${w}`).toString(), `writer ${w}'s text in ${doc} as stored`).toBe(expected.get(doc)![w]);
+        expect(followed.get(doc)!.getText(`w${w}`).toString(), `writer ${w}'s text in ${doc} as followed`).toBe(expected.get(doc)![w]);
+      }
+      expect(seen.get(doc), `${doc}: followed to its head`).toBe(loaded.head);
+    }
+    expect(gaps, 'positions the follower saw out of order, twice or after a gap').toEqual([]);
+    // Dense: each document's positions are 1..head, one per append.
+    expect(heads).toBe(WRITERS * APPENDS);
+    expect(compactions).toBeGreaterThan(0);
+    console.log(
+      `[postgres positions] seed ${seed}: ${WRITERS * APPENDS} appends, ${compactions} compactions, follower read ${rows} rows and ${snapshots} snapshots, ${Math.round(performance.now() - started)} ms`,
+    );
   }
 
   it('group commit of several documents locks them in one order: two relays appending to the same documents in opposite orders never deadlock', async () => {

@@ -26,7 +26,8 @@ import { storageError } from './postgres-errors.js';
  * chain of versions (heads only grow along it, and a later one starts above H). U's is T's own,
  * or U committed before T could lock the row, so before T committed. Positions are also dense:
  * a transaction that aborts rolls its head back, so a document's positions are 1, 2, 3, ...
- * (after the floor of postgres-schema.ts migration 2).
+ * (after the floor of postgres-schema.ts migration 2; a compaction with a `through` past the
+ * head raises it, leaving positions without rows, which no relay does).
  *
  * A batch with several documents locks their rows in one fixed order (names sorted by code
  * unit), so two relays' batches never wait for each other in a cycle (deadlock). Compactions and
