@@ -119,9 +119,11 @@ describePostgres('PostgresDocStore (a real PostgreSQL)', (server) => {
       }
     }
     expect(total).toBe(2 * ROUNDS * PER_ROUND);
-    // Positions never collide across the stores: one sequence.
-    const heads = await Promise.all(docs.map((d) => reader.load(d).then((l) => l.head)));
-    expect(new Set(heads).size).toBe(docs.length);
+    // Positions are per document and dense: each document's head is its number of updates.
+    for (const doc of docs) {
+      const loaded = await reader.load(doc);
+      expect(loaded.head, `head of ${doc}`).toBe(loaded.updates.length);
+    }
   });
 
   it('relays starting at once on an empty database migrate it once, without a race', async () => {

@@ -30,6 +30,40 @@ export const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (doc, client)
   );
   `,
+  // 2: positions per document, assigned in commit order (see postgres-append.ts for why and
+  // how). capsync_docs holds each document's head (its last position: the row every append
+  // locks to number its rows) and the log's size, kept by the writes so an append need not
+  // count the log. The row outlives a delete, so positions are never reused. Existing rows
+  // keep their id as position (ids already increase within a document), so snapshots'
+  // `through` and positions a relay still holds keep their meaning across the upgrade.
+  // Documents new to capsync_docs (also one deleted before the upgrade) start after `floor`,
+  // every id migration 1 handed out, so no position of before the upgrade comes back.
+  // A relay of schema 1 still running appends without a position and fails (NOT NULL): stop
+  // relays of schema 1 before starting one of schema 2.
+  `
+  CREATE TABLE capsync_docs (
+    doc text PRIMARY KEY,
+    head bigint NOT NULL,
+    log_count bigint NOT NULL,
+    log_bytes bigint NOT NULL
+  );
+  CREATE TABLE capsync_doc_position_floor (floor bigint NOT NULL);
+  INSERT INTO capsync_doc_position_floor (floor)
+    SELECT greatest(
+      (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM capsync_doc_updates_id_seq),
+      (SELECT coalesce(max(through), 0) FROM capsync_doc_snapshots));
+  ALTER TABLE capsync_doc_updates ADD COLUMN pos bigint;
+  UPDATE capsync_doc_updates SET pos = id;
+  INSERT INTO capsync_docs (doc, head, log_count, log_bytes)
+    SELECT doc, max(head), sum(n), sum(bytes) FROM (
+      SELECT doc, max(pos) AS head, count(*) AS n, sum(octet_length(data)) AS bytes FROM capsync_doc_updates GROUP BY doc
+      UNION ALL
+      SELECT doc, through, 0, 0 FROM capsync_doc_snapshots
+    ) AS known GROUP BY doc;
+  ALTER TABLE capsync_doc_updates DROP COLUMN id;
+  ALTER TABLE capsync_doc_updates ALTER COLUMN pos SET NOT NULL;
+  ALTER TABLE capsync_doc_updates ADD PRIMARY KEY (doc, pos);
+  `,
 ];
 
 /** The schema version this relay writes and understands: the number of migrations it has. */

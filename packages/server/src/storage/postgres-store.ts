@@ -1,6 +1,8 @@
 import pg from 'pg';
 import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import { redactUrl } from '../auth/url-token.js';
+import { insertBatch, MAX_BATCH, type PendingAppend } from './postgres-append.js';
+import { closedError, storageError } from './postgres-errors.js';
 import { migrate } from './postgres-schema.js';
 
 export interface PostgresDocStoreOptions {
@@ -18,38 +20,44 @@ export interface PostgresDocStoreOptions {
   queryTimeoutMs?: number;
 }
 
-interface PendingAppend {
-  name: string;
-  update: Uint8Array;
-  resolve(result: AppendResult): void;
-  reject(err: unknown): void;
+/** What a catch-up read returns (`PostgresDocStore.changesAfter`). */
+export interface DocChanges {
+  /**
+   * The document's snapshot, when the position asked after is before its `through`: the log
+   * entries up to `through` are gone, merged into it. Apply it first.
+   */
+  snapshot?: { data: Uint8Array; through: number };
+  /** Log entries after the position asked after (and after the snapshot), in position order. */
+  changes: { position: number; update: Uint8Array }[];
+  /**
+   * The document's head (last position) as of the read, 0 for an unknown document. Entries up
+   * to it that are not in `changes` were left out by the limit: read again after the last one.
+   */
+  head: number;
 }
-
-/**
- * Appends of one batch, at most: a multi-row INSERT carries two parameters per row and a
- * statement takes at most 65,535. Past it the next append starts another batch.
- */
-const MAX_BATCH = 4_000;
 
 /**
  * A `DocStore` on PostgreSQL (node-postgres, one pool). Documents live in the tables of
  * postgres-schema.ts, created or migrated when the store opens.
  *
- * Every write is one statement, so PostgreSQL runs it as one transaction and commits it before
- * answering: a write resolves only after COMMIT (with the server's default
- * `synchronous_commit = on`, after the WAL is flushed), and a failed one changed nothing.
+ * Every write is one transaction (a batch of appends or a claim one statement, a compaction or a
+ * delete a few between BEGIN and COMMIT): a write resolves only after COMMIT (with the server's
+ * default `synchronous_commit = on`, after the WAL is flushed), and a failed one changed nothing.
  *
  * Writes of one store run one at a time, in call order (the write chain): appends to one
  * document keep their call order in positions, a client id claim commits before any append
  * called after it (as does a delete or a compaction), and `close` finds every write finished.
  * Appends use group commit as the SQLite store does: consecutive appends, those of one
- * event-loop turn and any made while earlier writes ran, go into one multi-row INSERT, and each
+ * event-loop turn and any made while earlier writes ran, go into one statement (postgres-append.ts), and each
  * resolves once it committed. Any other write called meanwhile closes the batch, so what is
  * called after it is committed after it.
  *
  * Reads go straight to the pool and see what committed before them. Several stores (relays) may
- * share one database: positions come from one sequence, so they never collide; how a relay
- * learns of another's writes is the cluster's business, not this store's.
+ * share one database: positions are per document and assigned in commit order (the document's
+ * row in capsync_docs is locked by every append; postgres-append.ts has the reasoning), so a
+ * reader that has seen a document through position P finds every later change after P
+ * (`changesAfter`), and a compaction through a head it read drops nothing it did not see. How a
+ * relay learns of another's writes (LISTEN/NOTIFY) is the cluster's business, not this store's.
  *
  * A database that is down or failing makes every call reject with `StorageError` (never throw
  * synchronously, never crash the process); the pool reconnects by itself once it is back.
@@ -106,17 +114,22 @@ export class PostgresDocStore implements DocStore {
   }
 
   /**
-   * One statement, so snapshot and log are read from one consistent view (a compaction
-   * committing meanwhile is seen whole or not at all).
+   * One statement, so snapshot, log and head are read from one consistent view (a compaction
+   * or append committing meanwhile is seen whole or not at all). `head` is the document's head
+   * in that view: every entry up to it is in `updates` (or merged into the snapshot there;
+   * postgres-append.ts has why), so compacting through it drops nothing this load did not
+   * return. After a delete the head stays (positions are never reused) while `updates` is empty.
    */
   async load(name: string): Promise<StoredDoc> {
     this.assertOpen();
-    const { rows } = await this.query<{ snapshot: boolean; id: string; data: Buffer }>(
+    const { rows } = await this.query<{ kind: number; pos: string; data: Buffer | null }>(
       'load',
-      `SELECT true AS snapshot, through AS id, data FROM capsync_doc_snapshots WHERE doc = $1
+      `SELECT 0 AS kind, through AS pos, data FROM capsync_doc_snapshots WHERE doc = $1
        UNION ALL
-       SELECT false, id, data FROM capsync_doc_updates WHERE doc = $1
-       ORDER BY snapshot DESC, id`,
+       SELECT 1, pos, data FROM capsync_doc_updates WHERE doc = $1
+       UNION ALL
+       SELECT 2, head, NULL FROM capsync_docs WHERE doc = $1
+       ORDER BY kind, pos`,
       [name],
     );
     const updates: Uint8Array[] = [];
@@ -124,13 +137,47 @@ export class PostgresDocStore implements DocStore {
     let logCount = 0;
     let logBytes = 0;
     for (const row of rows) {
+      head = Math.max(head, Number(row.pos));
+      if (row.data === null) continue;
       updates.push(toBytes(row.data));
-      head = Math.max(head, Number(row.id));
-      if (row.snapshot) continue;
+      if (row.kind === 0) continue;
       logCount += 1;
       logBytes += row.data.byteLength;
     }
     return { updates, head, logCount, logBytes };
+  }
+
+  /**
+   * The catch-up read of a cluster relay: the entries of `name` after `position`, in order, at
+   * most `limit` of them, with their positions; and first the snapshot instead of the entries it
+   * replaced, when `position` is before its `through`. One statement (one consistent view).
+   *
+   * A reader that applies what it gets and asks again after the last position it got (or after
+   * `through`, or after `head` when nothing came) sees every entry of the document exactly once,
+   * in position order, without gaps, whatever commits concurrently: an entry committed later
+   * gets a position above the head of this read (postgres-append.ts). Not part of `DocStore`:
+   * only a store several relays share needs it.
+   */
+  async changesAfter(name: string, position: number, limit = 1_000): Promise<DocChanges> {
+    this.assertOpen();
+    const { rows } = await this.query<{ kind: number; pos: string; data: Buffer | null }>(
+      'changesAfter',
+      `SELECT 0 AS kind, through AS pos, data FROM capsync_doc_snapshots WHERE doc = $1 AND through > $2
+       UNION ALL
+       (SELECT 1, pos, data FROM capsync_doc_updates WHERE doc = $1 AND pos > $2 ORDER BY pos LIMIT $3)
+       UNION ALL
+       SELECT 2, head, NULL FROM capsync_docs WHERE doc = $1
+       ORDER BY kind, pos`,
+      [name, position, limit],
+    );
+    const result: DocChanges = { changes: [], head: 0 };
+    for (const row of rows) {
+      const pos = Number(row.pos);
+      if (row.kind === 0) result.snapshot = { data: toBytes(row.data!), through: pos };
+      else if (row.kind === 1) result.changes.push({ position: pos, update: toBytes(row.data!) });
+      else result.head = pos;
+    }
+    return result;
   }
 
   append(name: string, update: Uint8Array): Promise<AppendResult> {
@@ -154,73 +201,50 @@ export class PostgresDocStore implements DocStore {
     void this.write(async () => {
       if (!turnEnded) await new Promise((resolve) => setImmediate(resolve));
       if (this.open === batch) this.open = null;
-      await this.insert(batch);
+      await insertBatch(this.pool, batch);
     }).catch(() => {});
     // After write(), which closes any open batch.
     this.open = batch;
     return batch;
   }
 
-  /** Writes `batch` as one multi-row INSERT (one transaction) and settles its promises. */
-  private async insert(batch: PendingAppend[]): Promise<void> {
-    const params: unknown[] = [];
-    const values = batch.map((item) => {
-      params.push(item.name, Buffer.from(item.update.buffer, item.update.byteOffset, item.update.byteLength));
-      return `($${params.length - 1}, $${params.length})`;
-    });
-    const docs = [...new Set(batch.map((item) => item.name))];
-    params.push(docs);
-    let rows: { doc: string; id: string | null; n: string | null; bytes: string | null }[];
-    try {
-      // The SELECT of the log's size runs on the statement's snapshot, which does not include
-      // the rows it inserts: those are counted forward below.
-      ({ rows } = await this.pool.query(
-        `WITH ins AS (INSERT INTO capsync_doc_updates (doc, data) VALUES ${values.join(', ')} RETURNING id, doc)
-         SELECT doc, id, NULL::bigint AS n, NULL::bigint AS bytes FROM ins
-         UNION ALL
-         SELECT doc, NULL, count(*), coalesce(sum(octet_length(data)), 0)
-           FROM capsync_doc_updates WHERE doc = ANY($${params.length}) GROUP BY doc`,
-        params,
-      ));
-    } catch (err) {
-      const error = storageError('append', err);
-      for (const item of batch) item.reject(error);
-      return;
-    }
-    // Rows get their sequence values in VALUES order, so the ids in ascending order are the
-    // batch's positions in order (RETURNING itself promises no order).
-    const ids = rows
-      .filter((r) => r.id !== null)
-      .map((r) => Number(r.id))
-      .sort((a, b) => a - b);
-    const stats = new Map(docs.map((doc) => [doc, { n: 0, bytes: 0 }]));
-    for (const r of rows) if (r.id === null) stats.set(r.doc, { n: Number(r.n), bytes: Number(r.bytes) });
-    batch.forEach((item, i) => {
-      const s = stats.get(item.name)!;
-      s.n += 1;
-      s.bytes += item.update.byteLength;
-      item.resolve({ position: ids[i]!, logCount: s.n, logBytes: s.bytes });
-    });
-  }
-
   /**
-   * One statement: the snapshot is replaced only when `through` is past the stored one (two
-   * relays may compact the same document; the later view wins), and the log is trimmed only
-   * then, up to `through`. Rows after `through` stay, whoever appended them.
+   * One transaction. It first locks the document's row (as appends do, so it waits for an
+   * append in flight and the log's size it keeps stays exact), creating it when missing and
+   * raising the head to `through` if below, so later positions stay above the snapshot. Then the
+   * snapshot is replaced only when `through` is past the stored one (two relays may compact the
+   * same document; the later view wins), and the log is trimmed only then, up to `through`.
+   *
+   * Why this never drops an update the snapshot lacks, with other relays appending: the caller
+   * guarantees the snapshot holds every entry up to `through`. It can, because positions are
+   * assigned in commit order: a `through` at most the head of a `load` (or of a `changesAfter`
+   * followed without gaps) means every entry up to it was in what that read returned
+   * (postgres-append.ts). Entries committed since have higher positions and stay. (With a
+   * sequence, a row with a lower id could commit after the read: deleted unseen.)
    */
   async compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
     this.assertOpen();
     await this.write(() =>
-      this.query(
-        'compact',
-        `WITH snap AS (
-           INSERT INTO capsync_doc_snapshots (doc, through, data) VALUES ($1, $2, $3)
-           ON CONFLICT (doc) DO UPDATE SET through = excluded.through, data = excluded.data
-             WHERE capsync_doc_snapshots.through < excluded.through
-           RETURNING through)
-         DELETE FROM capsync_doc_updates WHERE doc = $1 AND id <= (SELECT through FROM snap)`,
-        [name, through, Buffer.from(snapshot.buffer, snapshot.byteOffset, snapshot.byteLength)],
-      ),
+      this.transaction('compact', async (client) => {
+        await client.query(
+          `INSERT INTO capsync_docs AS d (doc, head, log_count, log_bytes)
+           VALUES ($1, greatest($2::bigint, coalesce((SELECT floor FROM capsync_doc_position_floor), 0)), 0, 0)
+           ON CONFLICT (doc) DO UPDATE SET head = greatest(d.head, $2::bigint)`,
+          [name, through],
+        );
+        await client.query(
+          `WITH snap AS (
+             INSERT INTO capsync_doc_snapshots (doc, through, data) VALUES ($1, $2, $3)
+             ON CONFLICT (doc) DO UPDATE SET through = excluded.through, data = excluded.data
+               WHERE capsync_doc_snapshots.through < excluded.through
+             RETURNING through),
+           gone AS (DELETE FROM capsync_doc_updates WHERE doc = $1 AND pos <= (SELECT through FROM snap) RETURNING octet_length(data) AS bytes)
+           UPDATE capsync_docs SET log_count = log_count - (SELECT count(*) FROM gone),
+             log_bytes = log_bytes - (SELECT coalesce(sum(bytes), 0) FROM gone)
+           WHERE doc = $1`,
+          [name, through, Buffer.from(snapshot.buffer, snapshot.byteOffset, snapshot.byteLength)],
+        );
+      }),
     );
   }
 
@@ -231,13 +255,14 @@ export class PostgresDocStore implements DocStore {
    */
   async claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
     this.assertOpen();
-    // One statement may not touch a row twice (ON CONFLICT DO UPDATE): claim each id once.
-    const ids = [...new Set(clientIds)];
+    // One statement may not touch a row twice (ON CONFLICT DO UPDATE): claim each id once. In
+    // ascending order, the order the rows are locked in: two relays' claims never deadlock.
+    const ids = [...new Set(clientIds)].sort((a, b) => a - b);
     if (ids.length === 0) return [];
     const { rows } = await this.write(() =>
       this.query<{ client: string; owner: string }>(
         'claimClients',
-        `INSERT INTO capsync_doc_client_owners (doc, client, owner) SELECT $1, c, $2 FROM unnest($3::bigint[]) AS c
+        `INSERT INTO capsync_doc_client_owners (doc, client, owner) SELECT $1, c, $2 FROM unnest($3::bigint[]) WITH ORDINALITY AS t (c, o) ORDER BY o
          ON CONFLICT (doc, client) DO UPDATE SET owner = capsync_doc_client_owners.owner
          RETURNING client, owner`,
         [name, owner, ids.map(String)],
@@ -256,16 +281,22 @@ export class PostgresDocStore implements DocStore {
     return rows.map((r): [number, string] => [Number(r.client), r.owner]);
   }
 
+  /**
+   * One transaction that first locks the document's row, as compactions do. The row stays,
+   * with its head, so positions are never reused; the log's size becomes 0.
+   */
   async delete(name: string): Promise<void> {
     this.assertOpen();
     await this.write(() =>
-      this.query(
-        'delete',
-        `WITH owners AS (DELETE FROM capsync_doc_client_owners WHERE doc = $1),
-              log AS (DELETE FROM capsync_doc_updates WHERE doc = $1)
-         DELETE FROM capsync_doc_snapshots WHERE doc = $1`,
-        [name],
-      ),
+      this.transaction('delete', async (client) => {
+        await client.query('UPDATE capsync_docs SET log_count = 0, log_bytes = 0 WHERE doc = $1', [name]);
+        await client.query(
+          `WITH owners AS (DELETE FROM capsync_doc_client_owners WHERE doc = $1),
+                log AS (DELETE FROM capsync_doc_updates WHERE doc = $1)
+           DELETE FROM capsync_doc_snapshots WHERE doc = $1`,
+          [name],
+        );
+      }),
     );
   }
 
@@ -299,6 +330,33 @@ export class PostgresDocStore implements DocStore {
     if (this.closed) throw closedError();
   }
 
+  /**
+   * Runs `fn` in a transaction on one connection: COMMIT when it resolves, ROLLBACK when it
+   * throws (rejecting with StorageError). A connection whose ROLLBACK failed too is dropped.
+   */
+  private async transaction<T>(what: string, fn: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw storageError(what, err);
+    }
+    try {
+      await client.query('BEGIN');
+      const result = await fn(client);
+      await client.query('COMMIT');
+      client.release();
+      return result;
+    } catch (err) {
+      const broken = await client.query('ROLLBACK').then(
+        () => undefined,
+        (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
+      );
+      client.release(broken);
+      throw storageError(what, err);
+    }
+  }
+
   private async query<R extends pg.QueryResultRow>(what: string, text: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
     try {
       return await this.pool.query<R>(text, params);
@@ -306,38 +364,6 @@ export class PostgresDocStore implements DocStore {
       throw storageError(what, err);
     }
   }
-}
-
-function closedError(): StorageError {
-  return new StorageError('PostgreSQL store is closed');
-}
-
-function storageError(what: string, err: unknown): StorageError {
-  return new StorageError(`PostgreSQL ${what} failed: ${(err as Error).message || String(err)}`, { cause: err, retryable: unreachable(err) });
-}
-
-/** Network errors of a connection to the database (Node's codes). */
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
-/**
- * SQLSTATEs of a database that cannot serve now but may soon: class 08 (connection exception),
- * admin/crash shutdown, starting up, too many connections.
- */
-const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', '53300']);
-
-/**
- * Whether `err` says the database could not be reached (down, restarting, partitioned away,
- * frozen past the query timeout) rather than refused the statement: the relay then tries the
- * write again (StorageError.retryable) instead of reloading the document. A statement that timed
- * out may have committed after all; writing it again is harmless (a Yjs update applies once, a
- * client id's first claim wins).
- */
-function unreachable(err: unknown): boolean {
-  const e = err as { code?: unknown; message?: unknown };
-  const code = typeof e?.code === 'string' ? e.code : '';
-  if (NETWORK_CODES.has(code) || UNAVAILABLE_STATES.has(code) || code.startsWith('08')) return true;
-  const message = typeof e?.message === 'string' ? e.message : '';
-  // node-postgres's own errors for a lost, timed-out or refused connection carry no code.
-  return /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error/i.test(message);
 }
 
 /** A Uint8Array view of a bytea value (Yjs wants plain Uint8Arrays, not Buffers). */

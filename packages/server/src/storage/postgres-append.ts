@@ -1,0 +1,110 @@
+import type pg from 'pg';
+import type { AppendResult } from '@capsync/core';
+import { storageError } from './postgres-errors.js';
+
+/**
+ * Group commit of appends on PostgreSQL, with positions per document assigned in commit order.
+ *
+ * Why not a sequence: sequence values are handed out when a row is inserted, not when it
+ * commits, so with several writers (relays, or transactions of one) a row with a lower value can
+ * commit after one with a higher value was read. A reader that saw position 10 and asks for what
+ * came after it would skip 9 forever, and a compaction through 10 would delete 9 without having
+ * it in its snapshot: an acknowledged update lost.
+ *
+ * So every document has a row in capsync_docs with its `head`, its last position. An append
+ * transaction raises the head by its number of rows (`INSERT ... ON CONFLICT DO UPDATE`, which
+ * takes the row's lock and waits for any transaction holding it) and numbers its rows
+ * head - n + 1 .. head. The lock is held until COMMIT, so for any two transactions that append
+ * to one document, the one with the lower positions committed before the other could even
+ * number its rows. Hence the invariant the cluster relies on:
+ *
+ *   In any snapshot, every row of a document with a position <= the `head` visible in that
+ *   snapshot is visible too (or was removed by a compaction or delete visible too).
+ *
+ * Proof: the transaction T that wrote head H committed before the snapshot. A row with position
+ * p <= H was numbered by a transaction U whose head update comes no later than T's in the row's
+ * chain of versions (heads only grow along it, and a later one starts above H). U's is T's own,
+ * or U committed before T could lock the row, so before T committed. Positions are also dense:
+ * a transaction that aborts rolls its head back, so a document's positions are 1, 2, 3, ...
+ * (after the floor of postgres-schema.ts migration 2; a compaction with a `through` past the
+ * head raises it, leaving positions without rows, which no relay does).
+ *
+ * A batch with several documents locks their rows in one fixed order (names sorted by code
+ * unit), so two relays' batches never wait for each other in a cycle (deadlock). Compactions and
+ * deletes lock their one document row first, before anything else (postgres-store.ts).
+ */
+
+export interface PendingAppend {
+  name: string;
+  update: Uint8Array;
+  resolve(result: AppendResult): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * Appends of one batch, at most: the statement carries three parameters per row and takes at
+ * most 65,535. Past it the next append starts another batch.
+ */
+export const MAX_BATCH = 4_000;
+
+/**
+ * Writes `batch` (in call order) as one statement, so one transaction, and settles each append's
+ * promise once it committed (or rejects them all with a StorageError: then nothing was stored).
+ */
+export async function insertBatch(pool: pg.Pool, batch: PendingAppend[]): Promise<void> {
+  // Per document: its rows in call order numbered k = 1..n, so a row's position is
+  // head - n + k, head being what the statement returns; `off` = k - n.
+  const docs = new Map<string, { n: number; bytes: number }>();
+  const ks = batch.map((item) => {
+    const doc = docs.get(item.name) ?? { n: 0, bytes: 0 };
+    docs.set(item.name, doc);
+    doc.n += 1;
+    doc.bytes += item.update.byteLength;
+    return doc.n;
+  });
+  const params: unknown[] = [];
+  const values = batch.map((item, i) => {
+    params.push(item.name, Buffer.from(item.update.buffer, item.update.byteOffset, item.update.byteLength), ks[i]! - docs.get(item.name)!.n);
+    const p = params.length;
+    return i === 0 ? `($${p - 2}::text, $${p - 1}::bytea, $${p}::bigint)` : `($${p - 2}, $${p - 1}, $${p})`;
+  });
+  // The lock order: default sort compares UTF-16 code units, the same on every relay.
+  const names = [...docs.keys()].sort();
+  params.push(names, names.map((d) => docs.get(d)!.n), names.map((d) => docs.get(d)!.bytes));
+  const arrays = params.length - 2;
+  let rows: { doc: string; head: string; log_count: string; log_bytes: string }[];
+  try {
+    // `heads` processes its rows in the ORDER BY order, so it takes the document rows' locks in
+    // that order. `ins` reads `heads`' RETURNING, so its rows are numbered from the heads this
+    // transaction set, after it holds the locks. A document new to capsync_docs starts after
+    // the floor (see migration 2).
+    ({ rows } = await pool.query(
+      `WITH batch (doc, data, off) AS (VALUES ${values.join(', ')}),
+       heads AS (
+         INSERT INTO capsync_docs AS d (doc, head, log_count, log_bytes)
+         SELECT t.doc, coalesce((SELECT floor FROM capsync_doc_position_floor), 0) + t.n, t.n, t.bytes
+           FROM unnest($${arrays}::text[], $${arrays + 1}::bigint[], $${arrays + 2}::bigint[]) WITH ORDINALITY AS t (doc, n, bytes, o)
+           ORDER BY t.o
+         ON CONFLICT (doc) DO UPDATE SET head = d.head + excluded.log_count, log_count = d.log_count + excluded.log_count,
+           log_bytes = d.log_bytes + excluded.log_bytes
+         RETURNING d.doc, d.head, d.log_count, d.log_bytes),
+       ins AS (INSERT INTO capsync_doc_updates (doc, pos, data) SELECT b.doc, h.head + b.off, b.data FROM batch b JOIN heads h ON h.doc = b.doc)
+       SELECT doc, head, log_count, log_bytes FROM heads`,
+      params,
+    ));
+  } catch (err) {
+    const error = storageError('append', err);
+    for (const item of batch) item.reject(error);
+    return;
+  }
+  const after = new Map(rows.map((r) => [r.doc, { head: Number(r.head), count: Number(r.log_count), bytes: Number(r.log_bytes) }]));
+  // The log's size before this batch, counted forward item by item.
+  const sizes = new Map([...docs].map(([name, { n, bytes }]) => [name, { count: after.get(name)!.count - n, bytes: after.get(name)!.bytes - bytes }]));
+  batch.forEach((item, i) => {
+    const doc = docs.get(item.name)!;
+    const size = sizes.get(item.name)!;
+    size.count += 1;
+    size.bytes += item.update.byteLength;
+    item.resolve({ position: after.get(item.name)!.head - doc.n + ks[i]!, logCount: size.count, logBytes: size.bytes });
+  });
+}
