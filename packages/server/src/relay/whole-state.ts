@@ -93,7 +93,7 @@ export class WholeState {
   updates(doc: Y.Doc, stateVector?: Uint8Array): readonly Uint8Array[] {
     if (stateVector !== undefined && !isEmptyStateVector(stateVector)) return [encodeIntegratedState(doc, stateVector)];
     const parts = this.parts;
-    if (parts !== null && parts.length > 0) return (this.parts = mergeSmall(parts)).slice();
+    if (parts !== null && parts.length > 0) return parts.slice();
     this.encodeWhole(doc);
     return this.parts!.slice();
   }
@@ -112,38 +112,6 @@ export class WholeState {
     this.changes = 0;
     this.changeBytes = 0;
   }
-}
-
-/**
- * `parts` with each run of consecutive small ones merged into one update of at most
- * STATE_PIECE_BYTES (Y.mergeUpdates, without integrating): a document typed into holds dozens of
- * tiny changes, which a reader would otherwise get as as many messages, each paced behind the
- * written-out callback of an earlier one. Order is kept (merged runs are consecutive); a part
- * that Yjs cannot merge with its neighbours stays as it is.
- */
-function mergeSmall(parts: Uint8Array[]): Uint8Array[] {
-  if (parts.length <= 1) return parts;
-  const out: Uint8Array[] = [];
-  let run: Uint8Array[] = [];
-  let runBytes = 0;
-  const close = (): void => {
-    if (run.length > 1) {
-      try {
-        out.push(Y.mergeUpdates(run));
-      } catch {
-        out.push(...run);
-      }
-    } else out.push(...run);
-    run = [];
-    runBytes = 0;
-  };
-  for (const part of parts) {
-    if (runBytes + part.byteLength > STATE_PIECE_BYTES) close();
-    run.push(part);
-    runBytes += part.byteLength;
-  }
-  close();
-  return out;
 }
 
 /** The state vector of a replica that has nothing (no client entries). */
