@@ -1,6 +1,9 @@
 import { parseArgs } from 'node:util';
 import { DEFAULTS, type RelayOptions } from './config.js';
 
+// Over ~400 lines: one table of every flag with its variable, help and how it applies (the
+// README's flag table mirrors it); split the table by topic (limits, mesh, storage) next.
+
 interface Flag {
   flag: string;
   env: string;

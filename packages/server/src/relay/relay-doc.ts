@@ -27,6 +27,9 @@ import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from
 
 export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 
+// Over ~400 lines (2026-12-07): this file is the document's wiring of its parts (appends,
+// retries, broadcast, ownership, whole state, fenced writes); recovery (`recover`) and the fenced
+// commit (`commitUnseen`) are the next to move out into modules of their own.
 /**
  * One loaded document: the Y.Doc, its awareness, its connections, and the pipeline that
  * makes every change durable (append to the store, compact past a threshold) and fans it
@@ -37,8 +40,10 @@ export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
  *   before they are applied.
  * - What is stored is what integrated: an update that integrates completely is stored as
  *   received (with the pending content it completed, if any); otherwise the document's update
- *   event of the apply. An append that fails makes the document reload from storage, so memory
- *   never holds acknowledged-looking content that storage lacks. Content Yjs holds back as pending (missing dependencies) stays in memory only,
+ *   event of the apply. An append that storage refuses makes the document reload from storage,
+ *   so memory never holds acknowledged-looking content that storage lacks; one that cannot reach
+ *   storage (a retryable StorageError) is tried again until it commits, unacknowledged meanwhile
+ *   (StorageRetries). Content Yjs holds back as pending (missing dependencies) stays in memory only,
  *   bounded in bytes and time (`PendingUpdates`): it is stored, and its sender acknowledged,
  *   when a later update completes it (a legit out-of-order delivery, e.g. one user's two tabs);
  *   if its dependencies do not arrive within `--pending-timeout-ms` the sender is refused with
