@@ -14,6 +14,8 @@ import { DocBroadcast } from './doc-broadcast.js';
 import { FencedWrites, type FencedOutcome } from './fenced-writes.js';
 import { ClientOwners } from './client-owners.js';
 import { BackgroundCompaction, loadDoc } from './doc-load.js';
+import { ClusterFollower, type FollowedDoc } from './cluster-follower.js';
+import { isSharedDocStore } from '../storage/shared-doc-store.js';
 import type { DocWriter } from './doc-writer.js';
 import { DocAwareness } from './doc-awareness.js';
 import { PendingUpdates } from './pending-updates.js';
@@ -57,7 +59,7 @@ export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
  * (FencedWrites), compaction and loading (doc-load.ts). What stays here is their order: apply,
  * store, broadcast, and the pause that recovery and fenced writes share.
  */
-export class RelayDoc {
+export class RelayDoc implements FollowedDoc {
   doc: Y.Doc;
   /** Presence: bounded, each state owned by the connection that set it (see DocAwareness). */
   readonly awareness: DocAwareness;
@@ -95,9 +97,17 @@ export class RelayDoc {
     owners: ClientOwners,
     private readonly deps: RelayDocDeps,
     private readonly retries: StorageRetries,
+    /** In a cluster (a store relays share): applies what the other relays commit. */
+    private readonly follower: ClusterFollower | null,
   ) {
     this.doc = doc;
-    this.compaction = new BackgroundCompaction(name, deps, () => (this.paused || this.destroyed ? null : this.doc), () => this.destroyed);
+    this.compaction = new BackgroundCompaction(
+      name,
+      deps,
+      () => (this.paused || this.destroyed ? null : this.doc),
+      () => this.destroyed,
+      follower ? () => follower.appliedThrough : undefined,
+    );
     const ownership = new DocOwnership(name, owners, deps.metrics, deps.logger);
     this.ownership = ownership;
     this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics, (sent) => ownership.claimLate(sent));
@@ -115,8 +125,17 @@ export class RelayDoc {
   static async load(name: string, deps: RelayDocDeps): Promise<RelayDoc> {
     // One queue of writes waiting for storage to be reachable, for the claims and the appends.
     const retries = new StorageRetries(deps.outage);
-    const [doc, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger, retries)]);
-    return new RelayDoc(name, doc, owners, deps, retries);
+    // Following before loading: what the load does not see is noted (ClusterFollower).
+    const follower = isSharedDocStore(deps.store) ? await ClusterFollower.start(name, deps.store, deps.metrics, deps.logger) : null;
+    try {
+      const [{ doc, head }, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger, retries)]);
+      const loaded = new RelayDoc(name, doc, owners, deps, retries, follower);
+      follower?.attach(loaded, head);
+      return loaded;
+    } catch (err) {
+      follower?.stop();
+      throw err;
+    }
   }
 
   /**
@@ -201,6 +220,33 @@ export class RelayDoc {
     this.paused = false;
     this.broadcast.flush();
     for (const peer of this.peers) peer.resume();
+    this.follower?.resumed();
+    return true;
+  }
+
+  /**
+   * Applies an update another relay of the cluster committed (ClusterFollower): durable already,
+   * so not stored again; sent to this relay's connections like any change. Content of this
+   * relay's that waited for it (pending) integrates now and is stored now. False, having applied
+   * nothing, while the document takes no input (paused, destroyed).
+   */
+  applyCommitted(update: Uint8Array): boolean {
+    if (this.paused || this.destroyed) return false;
+    const hadPending = hasPending(this.doc);
+    const batched = this.broadcast.size;
+    this.applying = [];
+    try {
+      Y.applyUpdate(this.doc, update, CLUSTER_ORIGIN);
+    } catch (err) {
+      // Stored by a relay that could integrate it: this document went astray; reload it.
+      this.applying = null;
+      this.broadcast.truncate(batched);
+      void this.recover(err);
+      return false;
+    }
+    const changes = this.applying!;
+    this.applying = null;
+    if (hadPending && changes.length > 0) this.pending.settle(this.appends.append(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes)));
     return true;
   }
 
@@ -336,6 +382,7 @@ export class RelayDoc {
   /** Flushes queued broadcasts and releases the document's resources. */
   destroy(): void {
     this.retries.stop();
+    this.follower?.stop();
     this.destroyed = true;
     this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was unloaded before the update could integrate'));
     this.broadcast.flush();
@@ -361,7 +408,7 @@ export class RelayDoc {
     try {
       this.broadcast.flush();
       await this.whenPersisted();
-      const fresh = await loadDoc(this.name, this.deps);
+      const { doc: fresh, head } = await loadDoc(this.name, this.deps);
       // Replaying the log can integrate structs the live document held back (forged input
       // makes integration order-dependent): send peers what they now lack. Peers are not asked
       // to send back what the reload lost: content the relay cannot integrate would then close
@@ -371,6 +418,7 @@ export class RelayDoc {
       this.doc.destroy();
       this.doc = fresh;
       this.attach(fresh);
+      this.follower?.reset(head);
       // Pending content lived in the old document only.
       this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was reloaded before the update could integrate; send it again'));
       for (const peer of this.peers) {
@@ -381,6 +429,7 @@ export class RelayDoc {
     } finally {
       this.paused = false;
       for (const peer of this.peers) peer.resume();
+      this.follower?.resumed();
     }
   }
 
@@ -416,6 +465,9 @@ export class RelayDoc {
     this.lastLocalPersist = persisted;
   };
 }
+
+/** Origin of another cluster relay's committed changes (see `applyCommitted`). */
+const CLUSTER_ORIGIN = new RemoteOrigin({ kind: 'cluster' });
 
 /** Origin of pending content applied again after an eviction (see `repend`). */
 const REPEND_ORIGIN = Symbol('capsync:repend');

@@ -1,9 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import { redactUrl } from '../auth/url-token.js';
 import { insertBatch, MAX_BATCH, type PendingAppend } from './postgres-append.js';
 import { closedError, storageError } from './postgres-errors.js';
+import { PostgresChangeFeed } from './postgres-change-feed.js';
 import { migrate } from './postgres-schema.js';
+import type { ChangeFollower, DocChanges, SharedDocStore } from './shared-doc-store.js';
 
 export interface PostgresDocStoreOptions {
   /** Connections of the pool. Default 10. */
@@ -18,22 +21,8 @@ export interface PostgresDocStoreOptions {
    * a resend makes harmless (applying a Yjs update twice changes nothing).
    */
   queryTimeoutMs?: number;
-}
-
-/** What a catch-up read returns (`PostgresDocStore.changesAfter`). */
-export interface DocChanges {
-  /**
-   * The document's snapshot, when the position asked after is before its `through`: the log
-   * entries up to `through` are gone, merged into it. Apply it first.
-   */
-  snapshot?: { data: Uint8Array; through: number };
-  /** Log entries after the position asked after (and after the snapshot), in position order. */
-  changes: { position: number; update: Uint8Array }[];
-  /**
-   * The document's head (last position) as of the read, 0 for an unknown document. Entries up
-   * to it that are not in `changes` were left out by the limit: read again after the last one.
-   */
-  head: number;
+  /** Told when the connection that listens to the cluster's notes is up (true) or lost (false); see `follow`. */
+  onListening?: (up: boolean) => void;
 }
 
 /**
@@ -62,16 +51,23 @@ export interface DocChanges {
  * A database that is down or failing makes every call reject with `StorageError` (never throw
  * synchronously, never crash the process); the pool reconnects by itself once it is back.
  */
-export class PostgresDocStore implements DocStore {
+export class PostgresDocStore implements SharedDocStore {
   /** The batch later appends join; null once its INSERT began or another write was called. */
   private open: PendingAppend[] | null = null;
   private writes: Promise<unknown> = Promise.resolve();
   private closed = false;
 
+  /** Marks this store's own commits in their notes (see PostgresChangeFeed). */
+  private readonly origin = randomUUID();
+  /** Listens to the notes of the followed documents; opened by the first `follow`. */
+  private feed: Promise<PostgresChangeFeed> | null = null;
+
   private constructor(
     private readonly pool: pg.Pool,
     /** The database URL with its password redacted, for messages and logs. */
     readonly where: string,
+    private readonly url: string,
+    private readonly options: PostgresDocStoreOptions,
   ) {}
 
   /**
@@ -104,7 +100,7 @@ export class PostgresDocStore implements DocStore {
       if (err instanceof StorageError) throw err;
       throw new StorageError(`cannot open PostgreSQL database ${where}: ${(err as Error).message}`, { cause: err });
     }
-    return new PostgresDocStore(pool, where);
+    return new PostgresDocStore(pool, where, url, options);
   }
 
   async list(): Promise<string[]> {
@@ -180,6 +176,38 @@ export class PostgresDocStore implements DocStore {
     return result;
   }
 
+  /**
+   * Follows the commits to `name` of every relay on this database (SharedDocStore.follow), through
+   * LISTEN/NOTIFY on one connection of this store's own (PostgresChangeFeed), opened on first use.
+   * Rejects with StorageError when that connection cannot be opened.
+   */
+  async follow(name: string, follower: ChangeFollower): Promise<() => void> {
+    this.assertOpen();
+    this.feed ??= PostgresChangeFeed.open({ connectionString: this.url, connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000, keepAlive: true }, this.origin).then(
+      (feed) => {
+        const report = this.options.onListening;
+        if (report) {
+          report(true);
+          feed.on('connected', report);
+        }
+        return feed;
+      },
+    );
+    let feed: PostgresChangeFeed;
+    try {
+      feed = await this.feed;
+    } catch (err) {
+      this.feed = null;
+      throw storageError('listen', err);
+    }
+    return feed.follow(name, follower);
+  }
+
+  /** The listening connection, once `follow` opened it (for its `connected` events). */
+  get changeFeed(): Promise<PostgresChangeFeed> | null {
+    return this.feed;
+  }
+
   append(name: string, update: Uint8Array): Promise<AppendResult> {
     if (this.closed) return Promise.reject(closedError());
     return new Promise((resolve, reject) => {
@@ -201,7 +229,7 @@ export class PostgresDocStore implements DocStore {
     void this.write(async () => {
       if (!turnEnded) await new Promise((resolve) => setImmediate(resolve));
       if (this.open === batch) this.open = null;
-      await insertBatch(this.pool, batch);
+      await insertBatch(this.pool, batch, this.origin);
     }).catch(() => {});
     // After write(), which closes any open batch.
     this.open = batch;
@@ -311,6 +339,7 @@ export class PostgresDocStore implements DocStore {
     this.closed = true;
     // The open batch's INSERT is on the chain already.
     await this.writes.catch(() => {});
+    await (await this.feed?.catch(() => null))?.close();
     await this.pool.end();
   }
 

@@ -1,0 +1,90 @@
+/**
+ * Cluster mode (issue 13): relays on one PostgreSQL database are one cluster with no peer list. A
+ * change committed by one reaches every other relay that has the document loaded, through
+ * LISTEN/NOTIFY (small changes inline, large ones read by reference), and a relay that missed
+ * notes (its listening connection was killed) catches up from the log.
+ */
+import { afterEach, expect, it } from 'vitest';
+import pg from 'pg';
+import { describePostgres } from '../support/describe-postgres.js';
+import { ProtocolClient } from '../support/protocol-client.js';
+import { startRelay, type TestRelay } from '../support/relay-fixture.js';
+import { metricValue, waitForMetric, waitForMetricTo } from '../support/relay-observe.js';
+
+const relays: TestRelay[] = [];
+const clients: ProtocolClient[] = [];
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+  await Promise.all(relays.splice(0).map((r) => r.dispose()));
+});
+
+async function cluster(url: string, n: number): Promise<TestRelay[]> {
+  const started = await Promise.all(Array.from({ length: n }, () => startRelay({ postgres: url })));
+  relays.push(...started);
+  return started;
+}
+
+async function synced(url: string): Promise<ProtocolClient> {
+  const client = await ProtocolClient.synced(url);
+  clients.push(client);
+  return client;
+}
+
+describePostgres('relays on one PostgreSQL database (cluster mode)', (server) => {
+  it('delivers a change committed on one relay to the clients of the others, small ones inline and large ones by reference', async () => {
+    const url = await server().createDatabase();
+    const [a, b, c] = await cluster(url, 3);
+    const onA = await synced(a!.docUrl('shared'));
+    const onB = await synced(b!.docUrl('shared'));
+    const onC = await synced(c!.docUrl('shared'));
+
+    onA.type('hello from a;');
+    await onB.waitForText('hello from a;');
+    await onC.waitForText('hello from a;');
+    onC.type(' and c;');
+    await onA.waitForText('hello from a; and c;');
+    await onB.waitForText('hello from a; and c;');
+
+    // Over the inline bound: the note carries positions only, the others read the log.
+    const reads = await metricValue(b!.httpUrl, 'capsync_cluster_catch_up_reads_total');
+    const large = 'x'.repeat(20_000);
+    onB.type(large);
+    await onA.waitFor(() => onA.textLength === onB.textLength || undefined, 'the large change on a');
+    await onC.waitFor(() => onC.textLength === onB.textLength || undefined, 'the large change on c');
+    expect(onA.text).toBe(onB.text);
+    expect(await metricValue(a!.httpUrl, 'capsync_cluster_catch_up_reads_total')).toBeGreaterThan(0);
+    // The writer's own relay needs no read for its own change.
+    expect(await metricValue(b!.httpUrl, 'capsync_cluster_catch_up_reads_total')).toBe(reads);
+  });
+
+  it('catches up from the log after its listening connection was killed: nothing committed meanwhile is missed', async () => {
+    const url = await server().createDatabase();
+    const [a, b] = await cluster(url, 2);
+    const onA = await synced(a!.docUrl('missed'));
+    const onB = await synced(b!.docUrl('missed'));
+    onA.type('before;');
+    await onB.waitForText('before;');
+
+    // Kill b's listening connection (and only it: LISTEN sessions are the ones with listeners),
+    // then write on a while b cannot hear.
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      await waitForMetric(b!.httpUrl, 'capsync_cluster_listening', {}, 1);
+      const { rows } = await admin.query<{ pid: number }>(
+        `SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'`,
+      );
+      expect(rows.length).toBeGreaterThanOrEqual(2);
+      for (const { pid } of rows) await admin.query('SELECT pg_terminate_backend($1)', [pid]);
+    } finally {
+      await admin.end();
+    }
+    let seq = 0;
+    await waitForMetricTo(b!.httpUrl, 'capsync_cluster_listening', {}, (v) => v === 0, 'b noticing its listener is gone');
+    for (let i = 0; i < 20; i++) seq = onA.type(`while deaf ${i};`);
+    await onA.waitForAck(seq);
+    // Back, b reads what it missed from the log.
+    await onB.waitFor(() => onB.text === onA.text || undefined, 'b level with a after its listener came back', 20_000);
+    expect(await metricValue(b!.httpUrl, 'capsync_cluster_catch_up_reads_total')).toBeGreaterThan(0);
+  });
+});
