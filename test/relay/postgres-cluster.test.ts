@@ -3,13 +3,21 @@
  * change committed by one reaches every other relay that has the document loaded, through
  * LISTEN/NOTIFY (small changes inline, large ones read by reference), and a relay that missed
  * notes (its listening connection was killed) catches up from the log.
+ *
+ * The race runs CLUSTER_RACE_SEEDS seeds (default 2) from SEED (default random), each printed:
+ *   SEED=<n> CLUSTER_RACE_SEEDS=50 npx vitest run relay/postgres-cluster.test.ts -t race
  */
 import { afterEach, expect, it } from 'vitest';
 import pg from 'pg';
+import { docFromUpdates } from '@capsync/core';
+import { SeededRandom } from '../support/seeded-random.js';
 import { describePostgres } from '../support/describe-postgres.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { metricValue, waitForMetric, waitForMetricTo } from '../support/relay-observe.js';
+
+const SEEDS = Number(process.env['CLUSTER_RACE_SEEDS'] ?? 2);
+const FIRST = process.env['SEED'] ? Number(process.env['SEED']) : Math.floor(Math.random() * 2 ** 31);
 
 const relays: TestRelay[] = [];
 const clients: ProtocolClient[] = [];
@@ -18,8 +26,9 @@ afterEach(async () => {
   await Promise.all(relays.splice(0).map((r) => r.dispose()));
 });
 
-async function cluster(url: string, n: number): Promise<TestRelay[]> {
-  const started = await Promise.all(Array.from({ length: n }, () => startRelay({ postgres: url })));
+async function cluster(url: string, n: number, compactAfter?: number): Promise<TestRelay[]> {
+  const compaction = compactAfter ? { compaction: { maxUpdates: compactAfter } } : {};
+  const started = await Promise.all(Array.from({ length: n }, () => startRelay({ postgres: url, ...compaction })));
   relays.push(...started);
   return started;
 }
@@ -87,4 +96,59 @@ describePostgres('relays on one PostgreSQL database (cluster mode)', (server) =>
     await onB.waitFor(() => onB.text === onA.text || undefined, 'b level with a after its listener came back', 20_000);
     expect(await metricValue(b!.httpUrl, 'capsync_cluster_catch_up_reads_total')).toBeGreaterThan(0);
   });
+
+  console.log(`[cluster race] seeds ${FIRST}..${FIRST + SEEDS - 1} (replay: SEED=${FIRST} CLUSTER_RACE_SEEDS=${SEEDS})`);
+  for (let i = 0; i < SEEDS; i++) {
+    const seed = FIRST + i;
+    it(`race, seed ${seed}: clients on three relays typing at once, relays compacting every few updates, listeners killed at random: every acknowledged edit everywhere, all equal to the database`, async () => {
+      const rnd = new SeededRandom(seed);
+      const url = await server().createDatabase();
+      const rs = await cluster(url, 3, rnd.int(3, 12));
+      const writers: ProtocolClient[] = [];
+      for (const r of rs) for (let k = 0; k < 2; k++) writers.push(await synced(r.docUrl('race')));
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      const typed: string[] = [];
+      const acks: Promise<unknown>[] = [];
+      try {
+        for (let round = 0; round < 40; round++) {
+          const w = rnd.int(0, writers.length - 1);
+          const marker = `<${seed}:${round}:${w}>`;
+          typed.push(marker);
+          const writer = writers[w]!;
+          // A few large ones: those travel by reference.
+          const seq = writer.type(rnd.int(0, 9) === 0 ? marker + '.'.repeat(5_000) : marker);
+          acks.push(writer.waitForAck(seq, 20_000));
+          if (rnd.int(0, 9) === 0) {
+            await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'`);
+          }
+          // Sometimes in the same turn, sometimes after the others had a moment.
+          if (rnd.int(0, 2) === 0) await new Promise((resolve) => setImmediate(resolve));
+        }
+        await Promise.all(acks);
+      } finally {
+        await admin.end();
+      }
+      const expected = writers[0]!;
+      for (const w of writers) {
+        await w.waitFor(() => typed.every((m) => w.text.includes(m)) || undefined, 'every marker on every client', 30_000);
+      }
+      for (const w of writers) expect(w.text).toBe(expected.text);
+      // What the database holds is the same document.
+      const stored = new pg.Client({ connectionString: url });
+      await stored.connect();
+      try {
+        const { rows } = await stored.query<{ data: Buffer }>(
+          `SELECT data FROM (SELECT 0 AS k, through AS pos, data FROM capsync_doc_snapshots WHERE doc = 'race'
+             UNION ALL SELECT 1, pos, data FROM capsync_doc_updates WHERE doc = 'race') t ORDER BY k, pos`,
+        );
+        const { doc, skipped } = docFromUpdates(rows.map((r) => new Uint8Array(r.data)));
+        expect(skipped).toEqual([]);
+        expect(doc.getText('t').toString()).toBe(expected.text);
+        doc.destroy();
+      } finally {
+        await stored.end();
+      }
+    }, 120_000);
+  }
 });
