@@ -9,7 +9,9 @@
  */
 import { afterEach, expect, it } from 'vitest';
 import pg from 'pg';
-import { docFromUpdates } from '@capsync/core';
+import * as Y from 'yjs';
+import { CloseCode, docFromUpdates } from '@capsync/core';
+import { connectAs, updateOf } from '../support/client-ids.js';
 import { SeededRandom } from '../support/seeded-random.js';
 import { describePostgres } from '../support/describe-postgres.js';
 import { ProtocolClient } from '../support/protocol-client.js';
@@ -95,6 +97,33 @@ describePostgres('relays on one PostgreSQL database (cluster mode)', (server) =>
     // Back, b reads what it missed from the log.
     await onB.waitFor(() => onB.text === onA.text || undefined, 'b level with a after its listener came back', 20_000);
     expect(await metricValue(b!.httpUrl, 'capsync_cluster_catch_up_reads_total')).toBeGreaterThan(0);
+  });
+
+  it("refuses on one relay a write under a client id another relay's writer claimed: claims travel with the notes", async () => {
+    const url = await server().createDatabase();
+    const secret = 'cluster-client-ids-secret-0123456789';
+    const [a, b] = await Promise.all([startRelay({ postgres: url, authSecret: secret }), startRelay({ postgres: url, authSecret: secret })]);
+    relays.push(a, b);
+    // Bob's document is loaded on b before alice claims anything: b learns her claim from its note.
+    const bob = await connectAs(b.docUrl('owned'), secret, 'bob');
+    clients.push(bob);
+    const alice = new Y.Doc();
+    const onA = await connectAs(a.docUrl('owned'), secret, 'alice');
+    clients.push(onA);
+    onA.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(0, 'hello')) });
+    await onA.waitForAck(onA.seq);
+    await bob.waitForText('hello');
+    const forger = new Y.Doc();
+    Y.applyUpdate(forger, Y.encodeStateAsUpdate(bob.doc));
+    forger.clientID = alice.clientID;
+    bob.sendMessage({ type: 'update', update: updateOf(forger, () => forger.getText('t').insert(5, ' -forged')) });
+    const closed = await bob.waitClosed();
+    expect(closed.code).toBe(CloseCode.Forbidden);
+    expect(closed.reason).toMatch(/^not-owner: /);
+    // Nothing of it anywhere.
+    const reader = await connectAs(a.docUrl('owned'), secret, 'carol');
+    clients.push(reader);
+    expect(reader.text).toBe('hello');
   });
 
   console.log(`[cluster race] seeds ${FIRST}..${FIRST + SEEDS - 1} (replay: SEED=${FIRST} CLUSTER_RACE_SEEDS=${SEEDS})`);

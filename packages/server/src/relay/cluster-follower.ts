@@ -1,7 +1,7 @@
-import { Backoff } from '@capsync/core';
+import { Backoff, type ClientClaims } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
-import type { ChangeFollower, ChangeNote, SharedDocStore } from '../storage/shared-doc-store.js';
+import type { ChangeFollower, ChangeNote, DocNote, SharedDocStore } from '../storage/shared-doc-store.js';
 
 /** What a ClusterFollower needs of its document (RelayDoc). */
 export interface FollowedDoc {
@@ -11,6 +11,8 @@ export interface FollowedDoc {
    * applied, and the follower reads it again once `resumed` is called.
    */
   applyCommitted(update: Uint8Array): boolean;
+  /** Records client id claims another relay committed (see DocOwnership.learnCommitted). */
+  learnCommittedClaims(claims: ClientClaims[]): void;
 }
 
 /** Entries read at most per catch-up read; a document further behind is read in several. */
@@ -36,7 +38,7 @@ export class ClusterFollower implements ChangeFollower {
   appliedThrough = 0;
   private doc: FollowedDoc | null = null;
   /** Notes that came before the document was attached (while it loaded). */
-  private early: ChangeNote[] = [];
+  private early: DocNote[] = [];
   private reading = false;
   /** The document took no input (paused): reads wait for `resumed`. */
   private stalled = false;
@@ -86,12 +88,24 @@ export class ClusterFollower implements ChangeFollower {
     if (this.behind) this.catchUp();
   }
 
-  note(note: ChangeNote): void {
+  note(note: DocNote): void {
     if (this.stopped) return;
     if (!this.doc) {
       this.early.push(note);
       return;
     }
+    if (note.kind === 'claims') {
+      // Ownership is checked when input is admitted, so claims apply at once, paused or not.
+      if (note.own) return;
+      if (note.clientIds) this.doc.learnCommittedClaims([{ owner: note.owner, clientIds: note.clientIds }]);
+      else void this.readClaims();
+      return;
+    }
+    this.changes(note);
+  }
+
+  private changes(note: ChangeNote): void {
+    const doc = this.doc!;
     if (note.last <= this.appliedThrough) return;
     if (this.reading || this.behind) {
       this.noted = Math.max(this.noted, note.last);
@@ -104,7 +118,7 @@ export class ClusterFollower implements ChangeFollower {
     }
     if (!note.own) {
       for (const update of note.updates!) {
-        if (!this.doc.applyCommitted(update)) {
+        if (!doc.applyCommitted(update)) {
           this.stall();
           return;
         }
@@ -115,8 +129,33 @@ export class ClusterFollower implements ChangeFollower {
     this.appliedThrough = note.last;
   }
 
+  /** Notes may have been lost: the changes and the claims of the document are read again. */
   missed(): void {
     this.catchUp();
+    void this.readClaims();
+  }
+
+  /**
+   * Reads every claim of the document (a claims note too large to travel, or notes missed). A
+   * failed read is left: the next note or reconnection reads again, and until then a claim not
+   * known here is caught where claims meet in the store (a conflict, logged and counted).
+   */
+  private async readClaims(): Promise<void> {
+    let owners: [number, string][];
+    try {
+      owners = await this.store.loadClientOwners(this.name);
+    } catch (err) {
+      this.logger.warn({ err, doc: this.name }, "reading the document's client id owners failed");
+      return;
+    }
+    if (this.stopped || !this.doc) return;
+    const byOwner = new Map<string, number[]>();
+    for (const [id, owner] of owners) {
+      const ids = byOwner.get(owner) ?? [];
+      ids.push(id);
+      byOwner.set(owner, ids);
+    }
+    this.doc.learnCommittedClaims([...byOwner].map(([owner, clientIds]) => ({ owner, clientIds })));
   }
 
   stop(): void {

@@ -325,6 +325,11 @@ export class RelayDoc implements FollowedDoc {
     this.broadcast.schedule();
   }
 
+  /** Client id claims another relay of the cluster committed (ClusterFollower); see DocOwnership.learnCommitted. */
+  learnCommittedClaims(claims: ClientClaims[]): void {
+    if (!this.destroyed) this.repend(this.ownership.learnCommitted(claims, this.pending));
+  }
+
   /** Applies again the updates still waiting after an eviction (their content waits again). */
   private repend(updates: Uint8Array[]): void {
     for (const u of updates) {

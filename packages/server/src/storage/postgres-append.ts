@@ -58,6 +58,18 @@ function changeNoteSql(param: number): string {
       THEN json_agg(translate(encode(i.data, 'base64'), E'\\n', '') ORDER BY i.pos) END)::text`;
 }
 
+/**
+ * The note of a claimClients statement (postgres-store.ts; parameters $1 document, $2 owner,
+ * $4 origin; reads its `claimed` rows): `k` 'claims', `w` the owner, `c` the ids it holds, or
+ * null when more than INLINE_CLAIM_IDS or the owner is long (a follower then reads the owners).
+ * Bounded like a changes note: an owner of at most 800 bytes is at most 4,800 JSON-escaped, and
+ * 100 ids at most 1,800 characters. Only when it holds some of the ids (a lost race sends none).
+ */
+export const INLINE_CLAIM_IDS = 100;
+export const claimsNoteSql = `SELECT pg_notify(${CHANGE_CHANNEL_SQL('$1')}, json_build_object('o', $4::text, 'd', $1::text, 'k', 'claims', 'w', $2::text,
+    'c', CASE WHEN count(*) <= ${INLINE_CLAIM_IDS} AND octet_length($2::text) <= 800 THEN json_agg(client::text) END)::text)
+  FROM claimed WHERE owner = $2 HAVING count(*) > 0`;
+
 export interface PendingAppend {
   name: string;
   update: Uint8Array;

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { Backoff } from '@capsync/core';
-import type { ChangeFollower, ChangeNote } from './shared-doc-store.js';
+import type { ChangeFollower, DocNote } from './shared-doc-store.js';
 
 export interface ChangeFeedEvents {
   /** The listening connection is up (true) or lost (false). */
@@ -156,10 +156,18 @@ function quote(channel: string): string {
   return `"${channel}"`;
 }
 
-function parseNote(payload: string | undefined, origin: string): ChangeNote | null {
+function parseNote(payload: string | undefined, origin: string): DocNote | null {
   try {
-    const raw = JSON.parse(payload ?? '') as { o?: unknown; d?: unknown; f?: unknown; t?: unknown; s?: unknown; u?: unknown };
-    if (typeof raw.d !== 'string' || !Number.isSafeInteger(raw.f) || !Number.isSafeInteger(raw.t)) return null;
+    const raw = JSON.parse(payload ?? '') as { o?: unknown; d?: unknown; k?: unknown; f?: unknown; t?: unknown; s?: unknown; u?: unknown; w?: unknown; c?: unknown };
+    if (typeof raw.d !== 'string') return null;
+    const own = raw.o === origin;
+    if (raw.k === 'claims') {
+      if (typeof raw.w !== 'string') return null;
+      const ids = Array.isArray(raw.c) ? raw.c.map(Number) : null;
+      if (ids && !ids.every(Number.isSafeInteger)) return null;
+      return { kind: 'claims', doc: raw.d, owner: raw.w, clientIds: ids, own };
+    }
+    if (!Number.isSafeInteger(raw.f) || !Number.isSafeInteger(raw.t)) return null;
     const first = raw.f as number;
     const last = raw.t as number;
     let updates: Uint8Array[] | null = null;
@@ -170,7 +178,7 @@ function parseNote(payload: string | undefined, origin: string): ChangeNote | nu
         return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
       });
     }
-    return { doc: raw.d, first, last, updates, own: raw.o === origin, sentAt: typeof raw.s === 'number' ? raw.s : Date.now() };
+    return { kind: 'changes', doc: raw.d, first, last, updates, own, sentAt: typeof raw.s === 'number' ? raw.s : Date.now() };
   } catch {
     return null;
   }

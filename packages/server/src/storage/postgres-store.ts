@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import { redactUrl } from '../auth/url-token.js';
-import { insertBatch, MAX_BATCH, type PendingAppend } from './postgres-append.js';
+import { claimsNoteSql, insertBatch, MAX_BATCH, type PendingAppend } from './postgres-append.js';
 import { closedError, storageError } from './postgres-errors.js';
 import { PostgresChangeFeed } from './postgres-change-feed.js';
 import { migrate } from './postgres-schema.js';
@@ -277,7 +277,8 @@ export class PostgresDocStore implements SharedDocStore {
   }
 
   /**
-   * On the write chain, so committed before any append called after it. The no-op DO UPDATE
+   * On the write chain, so committed before any append called after it; noted to the relays that
+   * follow the document (postgres-append.ts, `claimsNoteSql`). The no-op DO UPDATE
    * (instead of DO NOTHING) makes RETURNING give the row that holds each id, also one another
    * relay committed after this statement began, so a lost race is reported as a conflict.
    */
@@ -290,10 +291,13 @@ export class PostgresDocStore implements SharedDocStore {
     const { rows } = await this.write(() =>
       this.query<{ client: string; owner: string }>(
         'claimClients',
-        `INSERT INTO capsync_doc_client_owners (doc, client, owner) SELECT $1, c, $2 FROM unnest($3::bigint[]) WITH ORDINALITY AS t (c, o) ORDER BY o
-         ON CONFLICT (doc, client) DO UPDATE SET owner = capsync_doc_client_owners.owner
-         RETURNING client, owner`,
-        [name, owner, ids.map(String)],
+        `WITH claimed AS (
+           INSERT INTO capsync_doc_client_owners (doc, client, owner) SELECT $1, c, $2 FROM unnest($3::bigint[]) WITH ORDINALITY AS t (c, o) ORDER BY o
+           ON CONFLICT (doc, client) DO UPDATE SET owner = capsync_doc_client_owners.owner
+           RETURNING client, owner),
+         note AS (${claimsNoteSql})
+         SELECT client, owner, (SELECT count(*) FROM note) AS noted FROM claimed`,
+        [name, owner, ids.map(String), this.origin],
       ),
     );
     return rows.filter((r) => r.owner !== owner).map((r) => ({ clientId: Number(r.client), owner: r.owner }));

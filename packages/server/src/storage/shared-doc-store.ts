@@ -2,8 +2,8 @@ import type { DocStore } from '@capsync/core';
 
 /**
  * A `DocStore` that several relays share (PostgreSQL): every relay on it is one cluster. Besides
- * the DocStore contract it tells a relay what the others commit (`follow`) and lets it read what
- * it missed (`changesAfter`). The relay's side is ClusterFollower (relay/cluster-follower.ts).
+ * the DocStore contract it tells a relay what the others commit, changes and client id claims
+ * (`follow`), and lets it read what it missed (`changesAfter`, `loadClientOwners`). The relay's side is ClusterFollower (relay/cluster-follower.ts).
  *
  * Contract, on top of DocStore's:
  * - Positions of a document are dense (1, 2, 3, ... from some start; a compaction or delete never
@@ -47,6 +47,7 @@ export interface DocChanges {
  * note when they are small; else they are read with `changesAfter`.
  */
 export interface ChangeNote {
+  kind: 'changes';
   doc: string;
   first: number;
   last: number;
@@ -58,10 +59,25 @@ export interface ChangeNote {
   sentAt: number;
 }
 
+/**
+ * A commit of client id claims (`claimClients`) to one document: `owner` holds `clientIds` (or,
+ * when they were too many to travel inline, null: read them with `loadClientOwners`). Noted
+ * before the changes written under them, as claims commit no later than those.
+ */
+export interface ClaimsNote {
+  kind: 'claims';
+  doc: string;
+  owner: string;
+  clientIds: number[] | null;
+  own: boolean;
+}
+
+export type DocNote = ChangeNote | ClaimsNote;
+
 /** Receives a followed document's notes, and learns when notes may have been missed. */
 export interface ChangeFollower {
   /** A note of the document, in commit order with the other notes of the document. */
-  note(note: ChangeNote): void;
+  note(note: DocNote): void;
   /** Notes may have been lost (the listening connection was lost and is back): read the log. */
   missed(): void;
 }
