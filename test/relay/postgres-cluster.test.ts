@@ -11,7 +11,11 @@ import { afterEach, expect, it } from 'vitest';
 import pg from 'pg';
 import * as Y from 'yjs';
 import { CloseCode, docFromUpdates } from '@capsync/core';
+import WebSocket from 'ws';
+import { createClient, type WebSocketConstructor } from '@capsync/client';
 import { connectAs, updateOf } from '../support/client-ids.js';
+import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
+import { codeOf } from '../support/error-code.js';
 import { SeededRandom } from '../support/seeded-random.js';
 import { describePostgres } from '../support/describe-postgres.js';
 import { ProtocolClient } from '../support/protocol-client.js';
@@ -124,6 +128,29 @@ describePostgres('relays on one PostgreSQL database (cluster mode)', (server) =>
     const reader = await connectAs(a.docUrl('owned'), secret, 'carol');
     clients.push(reader);
     expect(reader.text).toBe('hello');
+  });
+
+  it("refuses a quorum flush at once, saying why, where the database has no synchronous standby; a relay flush and a change on another relay still go through", async () => {
+    const url = await server().createDatabase();
+    const [a, b] = await cluster(url, 2);
+    const client = createClient({ url: a!.url, storage: 'memory', WebSocket: WebSocket as unknown as WebSocketConstructor, ...TEST_CLIENT_DEFAULTS });
+    try {
+      const h = await client.open('quorum');
+      await h.whenSynced({ timeoutMs: 10_000 });
+      h.doc.getText('t').insert(0, 'typed');
+      const started = performance.now();
+      const refused = h.flush({ durability: 'quorum', timeoutMs: 10_000 });
+      expect(await codeOf(refused)).toBe('quorum-unsupported');
+      await expect(refused).rejects.toThrow(/no synchronous standby/);
+      // At once: not at the flush's timeout.
+      expect(performance.now() - started).toBeLessThan(5_000);
+      await h.flush({ durability: 'relay', timeoutMs: 10_000 });
+      const onB = await synced(b!.docUrl('quorum'));
+      expect(onB.text).toBe('typed');
+      expect(await metricValue(a!.httpUrl, 'capsync_quorum_acks_total', { outcome: 'refused' })).toBeGreaterThanOrEqual(1);
+    } finally {
+      await client.close();
+    }
   });
 
   console.log(`[cluster race] seeds ${FIRST}..${FIRST + SEEDS - 1} (replay: SEED=${FIRST} CLUSTER_RACE_SEEDS=${SEEDS})`);

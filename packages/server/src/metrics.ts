@@ -188,7 +188,7 @@ export class RelayMetrics {
   });
   readonly quorumWaits = new client.Counter({
     name: 'capsync_quorum_acks_total',
-    help: 'Quorum barriers of clients, by outcome (acked: a majority holds it; superseded: a newer barrier of the same connection took over; abandoned: the client left first)',
+    help: 'Quorum barriers of clients, by outcome (acked: a majority holds it; superseded: a newer barrier of the same connection took over; abandoned: the client left first; refused: a cluster relay whose database has no synchronous standby)',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });

@@ -246,7 +246,13 @@ export class RelayDoc implements FollowedDoc {
     }
     const changes = this.applying!;
     this.applying = null;
-    if (hadPending && changes.length > 0) this.pending.settle(this.appends.append(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes)));
+    if (hadPending && changes.length > 0) {
+      this.pending.settle(this.appends.append(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes)));
+    } else {
+      // Durable already: once this relay's earlier appends are too, all it applied is (quorum barriers wait for it).
+      const applied = this.replication.applied;
+      this.appends.last.then(() => this.replication.recordLocalDurable(applied), () => {});
+    }
     return true;
   }
 

@@ -332,6 +332,26 @@ export class PostgresDocStore implements SharedDocStore {
     );
   }
 
+  /**
+   * Quorum durability in a cluster is PostgreSQL's synchronous replication: a COMMIT returns
+   * only once a synchronous standby has the WAL. That needs `synchronous_standby_names` set, a
+   * `synchronous_commit` that waits for it (on, remote_write, remote_apply), and a standby that
+   * is connected as synchronous now: with none connected, commits would wait for one forever.
+   */
+  async synchronousReplication(): Promise<string | null> {
+    this.assertOpen();
+    const { rows } = await this.query<{ names: string; commit: string; standbys: string }>(
+      'synchronousReplication',
+      `SELECT current_setting('synchronous_standby_names') AS names, current_setting('synchronous_commit') AS commit,
+         (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) AS standbys`,
+    );
+    const { names, commit, standbys } = rows[0]!;
+    if (names.trim() === '') return `the relays' PostgreSQL (${this.where}) has no synchronous standby (synchronous_standby_names is empty): quorum durability cannot be given; flush with durability 'relay', or configure synchronous replication`;
+    if (commit === 'off' || commit === 'local') return `the relays' PostgreSQL (${this.where}) commits without waiting for its standbys (synchronous_commit = ${commit}): quorum durability cannot be given`;
+    if (Number(standbys) === 0) return `no synchronous standby of the relays' PostgreSQL (${this.where}) is connected now: quorum durability cannot be given`;
+    return null;
+  }
+
   async ping(): Promise<void> {
     this.assertOpen();
     await this.query('ping', 'SELECT 1');

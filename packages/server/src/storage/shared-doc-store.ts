@@ -18,6 +18,12 @@ import type { DocStore } from '@capsync/core';
 export interface SharedDocStore extends DocStore {
   changesAfter(name: string, position: number, limit?: number): Promise<DocChanges>;
   follow(name: string, follower: ChangeFollower): Promise<() => void>;
+  /**
+   * Why a commit is not also durable on a synchronous standby (so quorum durability cannot be
+   * given), or null when every commit waits for one. Rejects with StorageError when the store
+   * cannot be asked.
+   */
+  synchronousReplication(): Promise<string | null>;
 }
 
 /** Whether `store` is shared by a cluster (see SharedDocStore). */
