@@ -1,8 +1,10 @@
 /**
- * Cluster mode (issue 13) under crashes: a relay process SIGKILLed (its clients fail over to
- * another relay of the cluster) and PostgreSQL itself SIGKILLed and restarted under load. In both,
- * nothing acknowledged is lost, and everything accepted meanwhile is committed and reaches every
- * relay once the database is back.
+ * Cluster mode (issue 13) under faults: a relay process SIGKILLed (its clients fail over to
+ * another relay of the cluster), one relay cut off from the database through the fault proxy
+ * (held: nothing answers; reset: every connection refused), and PostgreSQL itself SIGKILLed and
+ * restarted under load. In all of them nothing acknowledged is lost, the relay without its
+ * database keeps serving its own clients without acknowledging, and everything accepted meanwhile
+ * is committed and reaches every relay once the database is back.
  */
 import { afterEach, expect, it } from 'vitest';
 import pg from 'pg';
@@ -11,6 +13,7 @@ import { docFromUpdates } from '@capsync/core';
 import { createClient, type WebSocketConstructor } from '@capsync/client';
 import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
 import { describePostgres } from '../support/describe-postgres.js';
+import { FaultProxy, type FaultMode } from '../support/fault-proxy.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, tempDir, type TestRelay } from '../support/relay-fixture.js';
 import { killRelay, spawnRelay, type RelayProcess } from '../support/relay-process.js';
@@ -69,6 +72,42 @@ describePostgres('a cluster on PostgreSQL under crashes', (server) => {
     expect(watcher.text).toBe(text.toString());
     expect(await storedText(url, 'failover')).toBe(text.toString());
   });
+
+  for (const mode of ['hold', 'reset'] as FaultMode[]) {
+    it(`one relay cut off from the database (${mode}): it serves its clients, acknowledges nothing, /readyz 503, while the other relay goes on; healed, both have everything`, async () => {
+      const url = await server().createDatabase();
+      const proxy = await FaultProxy.start(server().port, { name: 'relay→postgres' });
+      cleanups.push(() => proxy.close());
+      const viaProxy = url.replace(`:${server().port}/`, `:${proxy.port}/`);
+      const cut = await startRelay({ postgres: viaProxy, postgresTimeoutMs: 1_000 });
+      const healthy = await startRelay({ postgres: url });
+      cleanups.push(() => Promise.all([cut.dispose(), healthy.dispose()]));
+      const onCut = await ProtocolClient.synced(cut.docUrl('cut'));
+      const alsoOnCut = await ProtocolClient.synced(cut.docUrl('cut'));
+      const onHealthy = await ProtocolClient.synced(healthy.docUrl('cut'));
+      cleanups.push(() => Promise.all([onCut.close(), alsoOnCut.close(), onHealthy.close()]));
+      onCut.type('<before>');
+      await onHealthy.waitForText('<before>');
+
+      proxy.setMode(mode);
+      const cutSeq = onCut.type('<cut off>');
+      const healthySeq = onHealthy.type('<healthy>');
+      await alsoOnCut.waitFor(() => alsoOnCut.text.includes('<cut off>') || undefined, "the cut-off relay's edit on its other client");
+      await onHealthy.waitForAck(healthySeq);
+      await waitForStatus(`${cut.httpUrl}/readyz`, 503);
+      expect(await fetch(`${healthy.httpUrl}/readyz`).then((r) => r.status)).toBe(200);
+      expect(onCut.ackedSeq).toBeLessThan(cutSeq);
+
+      proxy.setMode('pass');
+      await onCut.waitForAck(cutSeq, 30_000);
+      for (const c of [onCut, alsoOnCut, onHealthy]) {
+        await c.waitFor(() => ['<before>', '<cut off>', '<healthy>'].every((m) => c.text.includes(m)) || undefined, 'everything everywhere', 30_000);
+      }
+      expect(onHealthy.text).toBe(onCut.text);
+      expect(await storedText(url, 'cut')).toBe(onCut.text);
+      await waitForStatus(`${cut.httpUrl}/readyz`, 200);
+    }, 90_000);
+  }
 
   // Last: it kills the suite's server (and starts it again).
   it('PostgreSQL SIGKILLed and restarted under load: each relay keeps serving its clients and acknowledges nothing meanwhile; then everything is committed and reaches every relay', async () => {

@@ -33,19 +33,24 @@ export class PostgresChangeFeed extends EventEmitter<ChangeFeedEvents> {
   private readonly followed = new Map<string, { doc: string; followers: Set<ChangeFollower>; listening: Promise<void> }>();
   private readonly backoff = new Backoff({ baseMs: 100, maxMs: 5_000 });
   private retry: NodeJS.Timeout | null = null;
+  private heartbeat: NodeJS.Timeout | null = null;
   private closed = false;
 
   private constructor(
     private readonly config: pg.ClientConfig,
     /** This relay's store's origin id: notes with it are `own`. */
     private readonly origin: string,
+    private readonly heartbeatMs: number,
   ) {
     super();
   }
 
-  /** Connects the listening connection; rejects when the database cannot be reached. */
-  static async open(config: pg.ClientConfig, origin: string): Promise<PostgresChangeFeed> {
-    const feed = new PostgresChangeFeed(config, origin);
+  /**
+   * Connects the listening connection; rejects when the database cannot be reached.
+   * `heartbeatMs`: how often the connection proves it is alive (see `beat`).
+   */
+  static async open(config: pg.ClientConfig, origin: string, heartbeatMs = 5_000): Promise<PostgresChangeFeed> {
+    const feed = new PostgresChangeFeed(config, origin, heartbeatMs);
     await feed.connect();
     return feed;
   }
@@ -81,13 +86,15 @@ export class PostgresChangeFeed extends EventEmitter<ChangeFeedEvents> {
   async close(): Promise<void> {
     this.closed = true;
     if (this.retry) clearTimeout(this.retry);
+    if (this.heartbeat) clearTimeout(this.heartbeat);
     const client = this.client;
     this.client = null;
     await client?.end().catch(() => {});
   }
 
   private async connect(): Promise<void> {
-    const client = new pg.Client(this.config);
+    // A heartbeat unanswered this long means the connection is gone (see `beat`).
+    const client = new pg.Client({ ...this.config, query_timeout: this.heartbeatMs });
     let dead = false;
     // Errors of a connected client (the server went away) end it: reconnect.
     const lost = () => {
@@ -109,11 +116,32 @@ export class PostgresChangeFeed extends EventEmitter<ChangeFeedEvents> {
     this.client = client;
     this.backoff.reset();
     this.emit('connected', true);
+    this.beat(client);
+  }
+
+  /**
+   * A listening connection only receives, so nothing would notice it went silent (a partition or
+   * a frozen host keeps TCP up for hours): notes would stop, unseen. A query every `heartbeatMs`
+   * that must be answered within `heartbeatMs` proves it alive; one that fails ends it, and the
+   * reconnection reads what was missed.
+   */
+  private beat(client: pg.Client): void {
+    this.heartbeat = setTimeout(() => {
+      this.heartbeat = null;
+      if (this.client !== client) return;
+      client.query('SELECT 1').then(
+        () => this.beat(client),
+        () => this.lost(client),
+      );
+    }, this.heartbeatMs);
+    this.heartbeat.unref();
   }
 
   private lost(client: pg.Client): void {
     if (this.client !== client) return;
     this.client = null;
+    // end() waits for the server to close, which a silent connection never does: drop the socket.
+    (client as unknown as { connection?: { stream?: { destroy?(): void } } }).connection?.stream?.destroy?.();
     void client.end().catch(() => {});
     this.emit('connected', false);
     this.reconnect();

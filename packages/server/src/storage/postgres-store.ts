@@ -183,7 +183,8 @@ export class PostgresDocStore implements SharedDocStore {
    */
   async follow(name: string, follower: ChangeFollower): Promise<() => void> {
     this.assertOpen();
-    this.feed ??= PostgresChangeFeed.open({ connectionString: this.url, connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000, keepAlive: true }, this.origin).then(
+    const heartbeatMs = Math.min(5_000, (this.options.queryTimeoutMs ?? 10_000) / 2);
+    this.feed ??= PostgresChangeFeed.open({ connectionString: this.url, connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000, keepAlive: true }, this.origin, heartbeatMs).then(
       (feed) => {
         const report = this.options.onListening;
         if (report) {
