@@ -30,8 +30,9 @@ import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from
 export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 
 // Over ~400 lines (2026-12-07): this file is the document's wiring of its parts (appends,
-// retries, broadcast, ownership, whole state, fenced writes); recovery (`recover`) and the fenced
-// commit (`commitUnseen`) are the next to move out into modules of their own.
+// retries, broadcast, ownership, whole state, fenced writes, the cluster follower) and the order
+// they run in; most of its length is the contracts' doc comments. Recovery (`recover`) and the
+// fenced commit (`commitUnseen`) are the next to move out into modules of their own.
 /**
  * One loaded document: the Y.Doc, its awareness, its connections, and the pipeline that
  * makes every change durable (append to the store, compact past a threshold) and fans it
@@ -219,9 +220,36 @@ export class RelayDoc implements FollowedDoc {
     this.broadcast.held = false;
     this.paused = false;
     this.broadcast.flush();
+    this.resumeInput();
+    return true;
+  }
+
+  /** Input processing resumes after a pause: the connections' queued input, the cluster's notes. */
+  private resumeInput(): void {
     for (const peer of this.peers) peer.resume();
     this.follower?.resumed();
-    return true;
+  }
+
+  /**
+   * Applies `update` and returns what integrated (the document's update events: sent on, to be
+   * stored by the caller), or the error Yjs threw: then nothing of it goes out, and the document
+   * recovers from storage in the background, as it may hold part of it.
+   */
+  private integrate(update: Uint8Array, origin: RemoteOrigin): Uint8Array[] | Error {
+    const batched = this.broadcast.size;
+    const changes: Uint8Array[] = [];
+    this.applying = changes;
+    try {
+      Y.applyUpdate(this.doc, update, origin);
+    } catch (err) {
+      // Yjs may have emitted the failed transaction's update event before rethrowing.
+      this.broadcast.truncate(batched);
+      void this.recover(err);
+      return err instanceof Error ? err : new Error(String(err));
+    } finally {
+      this.applying = null;
+    }
+    return changes;
   }
 
   /**
@@ -233,19 +261,9 @@ export class RelayDoc implements FollowedDoc {
   applyCommitted(update: Uint8Array): boolean {
     if (this.paused || this.destroyed) return false;
     const hadPending = hasPending(this.doc);
-    const batched = this.broadcast.size;
-    this.applying = [];
-    try {
-      Y.applyUpdate(this.doc, update, CLUSTER_ORIGIN);
-    } catch (err) {
-      // Stored by a relay that could integrate it: this document went astray; reload it.
-      this.applying = null;
-      this.broadcast.truncate(batched);
-      void this.recover(err);
-      return false;
-    }
-    const changes = this.applying!;
-    this.applying = null;
+    // A failure: stored by a relay that could integrate it, so this document went astray (reloaded).
+    const changes = this.integrate(update, CLUSTER_ORIGIN);
+    if (changes instanceof Error) return false;
     if (hadPending && changes.length > 0) {
       this.pending.settle(this.appends.append(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes)));
     } else {
@@ -278,21 +296,10 @@ export class RelayDoc implements FollowedDoc {
   private applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Promise<void> {
     // Another identity's content waiting under the ids this claims must never integrate there.
     this.repend(this.ownership.evictFor(admission, this.pending));
-    const batched = this.broadcast.size;
     const hadPending = hasPending(this.doc);
     const statesBefore = this.ownership.statesBefore(this.doc, admission);
-    this.applying = [];
-    try {
-      Y.applyUpdate(this.doc, update, new RemoteOrigin(source));
-    } catch (err) {
-      // Yjs may have emitted the failed transaction's update event before rethrowing.
-      this.applying = null;
-      this.broadcast.truncate(batched);
-      void this.recover(err);
-      throw new ProtocolError('invalid-update', `update could not be applied: ${(err as Error).message}`, { cause: err });
-    }
-    const changes = this.applying!;
-    this.applying = null;
+    const changes = this.integrate(update, new RemoteOrigin(source));
+    if (changes instanceof Error) throw new ProtocolError('invalid-update', `update could not be applied: ${changes.message}`, { cause: changes });
     // Claims first: the store commits them no later than the append below (see DocOwnership).
     const claimed = this.ownership.claimApplied(this.doc, admission, source, statesBefore);
     const complete = integrated(this.doc, admission.needs);
@@ -439,8 +446,7 @@ export class RelayDoc implements FollowedDoc {
       this.deps.logger.error({ err, doc: this.name }, 'recovery reload failed; keeping the in-memory document');
     } finally {
       this.paused = false;
-      for (const peer of this.peers) peer.resume();
-      this.follower?.resumed();
+      this.resumeInput();
     }
   }
 
