@@ -78,6 +78,11 @@ export interface PostgresCluster {
   pause(): void;
   /** SIGCONT to the processes `pause` froze. */
   resume(): void;
+  /**
+   * A streaming standby of this server (pg_basebackup, then started on a free port in a
+   * directory of its own). It is synchronous once `synchronous_standby_names` names it ('*').
+   */
+  startStandby(): Promise<PostgresCluster>;
   /** Stops it and removes its directory. */
   close(): Promise<void>;
 }
@@ -221,6 +226,25 @@ class Cluster implements PostgresCluster {
       }
     }
     this.paused = [];
+  }
+
+  async startStandby(): Promise<PostgresCluster> {
+    const tmp = tempDir('capsync-pg-standby-');
+    if (this.user) fs.chownSync(tmp.dir, this.user.uid, this.user.gid);
+    const watchdog = new Watchdog(tmp.dir);
+    try {
+      const [port] = await freePorts(1);
+      const standby = new Cluster(this.binDir, tmp.dir, port!, this.user, watchdog);
+      // -R: standby.signal and the primary's connection info, so it starts as its standby;
+      // a fast checkpoint, or the backup waits for a spread one (minutes).
+      await standby.run('pg_basebackup', ['-D', standby.dataDir, '-h', '127.0.0.1', '-p', String(this.port), '-U', SUPERUSER, '-R', '-X', 'stream', '--no-sync', '--checkpoint=fast']);
+      await standby.start();
+      return standby;
+    } catch (err) {
+      watchdog.close();
+      tmp.remove();
+      throw err;
+    }
   }
 
   async createDatabase(): Promise<string> {
