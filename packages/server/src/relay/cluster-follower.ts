@@ -75,6 +75,11 @@ export class ClusterFollower implements ChangeFollower {
     const early = this.early;
     this.early = [];
     for (const note of early) this.note(note);
+    // Notes were missed while it loaded: what the load did not see is read now.
+    if (this.behind) {
+      this.catchUp();
+      void this.readClaims();
+    }
   }
 
   /** The document was reloaded from storage and holds every entry up to `head`. */
@@ -132,7 +137,8 @@ export class ClusterFollower implements ChangeFollower {
   /** Notes may have been lost: the changes and the claims of the document are read again. */
   missed(): void {
     this.catchUp();
-    void this.readClaims();
+    // Before `attach` the reads wait for it (`behind` is set).
+    if (this.doc) void this.readClaims();
   }
 
   /**
