@@ -18,6 +18,7 @@ import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
 import { codeOf } from '../support/error-code.js';
 import { SeededRandom } from '../support/seeded-random.js';
 import { describePostgres } from '../support/describe-postgres.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { metricValue, waitForMetric, waitForMetricTo } from '../support/relay-observe.js';
@@ -129,6 +130,40 @@ describePostgres('relays on one PostgreSQL database (cluster mode)', (server) =>
     clients.push(reader);
     expect(reader.text).toBe('hello');
   });
+
+  it('a forged write that races the claim (its relay cut off from the database meanwhile) is refused, never acknowledged, and the relays agree', async () => {
+    const url = await server().createDatabase();
+    const secret = 'cluster-client-ids-secret-0123456789';
+    const proxy = await FaultProxy.start(server().port, { name: 'relay→postgres' });
+    try {
+      const viaProxy = url.replace(`:${server().port}/`, `:${proxy.port}/`);
+      const cut = await startRelay({ postgres: viaProxy, postgresTimeoutMs: 1_000, authSecret: secret });
+      const healthy = await startRelay({ postgres: url, authSecret: secret });
+      relays.push(cut, healthy);
+      const mallory = await connectAs(cut.docUrl('raced'), secret, 'mallory');
+      const onHealthy = await connectAs(healthy.docUrl('raced'), secret, 'alice');
+      clients.push(mallory, onHealthy);
+      proxy.setMode('hold');
+      const alice = new Y.Doc();
+      onHealthy.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(0, 'hello')) });
+      await onHealthy.waitForAck(onHealthy.seq);
+      // Mallory writes under alice's client id on the relay that has not heard of her claim.
+      const forger = new Y.Doc();
+      forger.clientID = alice.clientID;
+      mallory.sendMessage({ type: 'update', update: updateOf(forger, () => forger.getText('t').insert(0, 'evil!')) });
+      const seq = mallory.seq;
+      proxy.setMode('pass');
+      expect(await mallory.ackedOrClosed(seq, 20_000)).toMatch(/not-owner/);
+      const onCut = await connectAs(cut.docUrl('raced'), secret, 'carol');
+      clients.push(onCut);
+      await onCut.waitFor(() => onCut.text === 'hello' || undefined, "the cut-off relay back on alice's content", 20_000);
+      const again = await connectAs(healthy.docUrl('raced'), secret, 'dave');
+      clients.push(again);
+      expect(again.text).toBe('hello');
+    } finally {
+      await proxy.close();
+    }
+  }, 60_000);
 
   it("refuses a quorum flush at once, saying why, where the database has no synchronous standby; a relay flush and a change on another relay still go through", async () => {
     const url = await server().createDatabase();

@@ -210,6 +210,10 @@ describePostgres('PostgresDocStore positions per document (a real PostgreSQL)', 
     expect(page).toMatchObject({ head: 5, changes: [{ position: 1 }, { position: 2 }] });
     expect(page.snapshot).toBeUndefined();
     expect((await store.changesAfter('d', 2)).changes.map((c) => c.position)).toEqual([3, 4, 5]);
+    // A byte bound: entries while the bytes before them are under it, and always the first.
+    const sizes = (await store.changesAfter('d', 0)).changes.map((c) => c.update.byteLength);
+    expect((await store.changesAfter('d', 0, 10, sizes[0]! + 1)).changes.map((c) => c.position)).toEqual([1, 2]);
+    expect((await store.changesAfter('d', 0, 10, 1)).changes.map((c) => c.position)).toEqual([1]);
     const covered = docOf((await store.load('d')).updates.slice(0, 3));
     await store.compact('d', Y.encodeStateAsUpdate(covered), 3);
     const after1 = await store.changesAfter('d', 1);

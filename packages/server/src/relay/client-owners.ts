@@ -1,4 +1,4 @@
-import { MAX_DECLARED_WRITERS, type ClientClaims, type DocStore } from '@capsync/core';
+import { MAX_DECLARED_WRITERS, NotOwnerError, type ClientClaimConflict, type ClientClaims, type DocStore } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import { AwarenessReservations } from './awareness-reservations.js';
 import type { StorageRetries } from './storage-retries.js';
@@ -165,7 +165,7 @@ export class ClientOwners {
   carry(carrier: string, clientIds: number[]): Promise<void> {
     const fresh = clientIds.filter((id) => !this.owners.has(id) && !this.carried.has(id));
     for (const id of fresh) this.setCarried(id, carrier);
-    return fresh.length > 0 ? this.persist(carrier, fresh.map(CARRIED)) : Promise.resolve();
+    return fresh.length > 0 ? this.persist(carrier, fresh.map(CARRIED)).then(() => {}) : Promise.resolve();
   }
 
   /** How many client ids `source` (a connection without identity) introduced to the document. */
@@ -182,11 +182,18 @@ export class ClientOwners {
    * Records `owner` for `clientIds` at once (later updates of the same turn see it) and
    * persists it. Called before the update that made the claims is appended, so the store
    * commits the claims no later than the update (`DocStore.claimClients` orders them): an
-   * acknowledged update's claims are durable. Rejects with StorageError.
+   * acknowledged update's claims are durable. Rejects with StorageError; and with
+   * NotOwnerError when the store says another identity claimed one of the ids first (another
+   * relay sharing the store, before its claim reached this one): the update is then never
+   * acknowledged, and this relay takes the store's owner from now on.
    */
   claim(owner: string, clientIds: number[]): Promise<void> {
     for (const id of clientIds) this.set(id, owner);
-    return this.persist(owner, clientIds);
+    return this.persist(owner, clientIds).then((conflicts) => {
+      if (conflicts.length === 0) return;
+      for (const c of conflicts) this.set(c.clientId, c.owner);
+      throw new NotOwnerError('another identity owns a client id you wrote under; write under your own client id');
+    });
   }
 
   /**
@@ -215,6 +222,7 @@ export class ClientOwners {
       if (ids.length > 0) fresh.push({ owner, clientIds: ids });
     }
     const persisted = stored ? Promise.resolve() : Promise.all(fresh.map((c) => this.persist(c.owner, c.clientIds))).then(() => {});
+    // (A peer's claim the store already holds for someone else: logged by persist; both keep their first claim.)
     return { fresh, conflicts, persisted };
   }
 
@@ -266,11 +274,12 @@ export class ClientOwners {
     }
   }
 
-  private persist(owner: string, clientIds: number[]): Promise<void> {
+  private persist(owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
     return this.retries.run(() => this.store.claimClients(this.name, owner, clientIds)).then((conflicts) => {
       // Only another process sharing the store can have claimed in between (this relay checked
       // its own map first): the store's first claim is what counts from the next load on.
       if (conflicts.length > 0) this.logger.warn({ doc: this.name, conflicts: conflicts.length }, 'client ids were claimed by another identity in storage meanwhile');
+      return conflicts;
     });
   }
 }

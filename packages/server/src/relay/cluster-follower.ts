@@ -15,8 +15,13 @@ export interface FollowedDoc {
   learnCommittedClaims(claims: ClientClaims[]): void;
 }
 
-/** Entries read at most per catch-up read; a document further behind is read in several. */
+/**
+ * Entries and bytes read at most per catch-up read (at least one entry, whatever its size); a
+ * document further behind is read in several, so a read's memory stays bounded however large
+ * the updates another relay committed.
+ */
 export const CATCH_UP_LIMIT = 500;
+export const CATCH_UP_BYTES = 8 * 1024 * 1024;
 
 /**
  * Keeps one loaded document of a cluster relay level with what every relay on the shared store
@@ -102,7 +107,7 @@ export class ClusterFollower implements ChangeFollower {
     if (note.kind === 'claims') {
       // Ownership is checked when input is admitted, so claims apply at once, paused or not.
       if (note.own) return;
-      if (note.clientIds) this.doc.learnCommittedClaims([{ owner: note.owner, clientIds: note.clientIds }]);
+      if (note.owner !== null) this.doc.learnCommittedClaims([{ owner: note.owner, clientIds: note.clientIds }]);
       else void this.readClaims();
       return;
     }
@@ -185,7 +190,7 @@ export class ClusterFollower implements ChangeFollower {
       this.metrics.clusterCatchUpReads.inc();
       let read;
       try {
-        read = await this.store.changesAfter(this.name, this.appliedThrough, CATCH_UP_LIMIT);
+        read = await this.store.changesAfter(this.name, this.appliedThrough, CATCH_UP_LIMIT, CATCH_UP_BYTES);
       } catch (err) {
         if (this.stopped) return;
         this.behind = true;
@@ -200,7 +205,9 @@ export class ClusterFollower implements ChangeFollower {
       this.backoff.reset();
       if (this.stopped) return;
       if (!this.apply(read.snapshot, read.changes)) return; // paused: `resumed` reads again
-      if (read.changes.length === CATCH_UP_LIMIT) this.behind = true;
+      // Entries after the last one read were left out by the read's bounds: read them next.
+      const last = read.changes.at(-1)?.position;
+      if (last !== undefined && last < read.head) this.behind = true;
       else this.appliedThrough = Math.max(this.appliedThrough, read.head);
       if (this.noted > this.appliedThrough) this.behind = true;
     }

@@ -1,6 +1,7 @@
 import * as Y from 'yjs';
 import {
   CapsyncError,
+  NotOwnerError,
   ProtocolError,
   encodeIntegratedState,
   hasPending,
@@ -316,6 +317,12 @@ export class RelayDoc implements FollowedDoc {
       // Nothing integrated: what it carries was stored already, or waits.
       appended = this.appends.last;
     }
+    // A claim another relay sharing the store made first (NotOwnerError): this document then
+    // holds content under someone else's ids, and so may the log, after theirs; the reload takes
+    // the log's order, in which the first stored wins (the sender is refused, never acknowledged).
+    claimed?.catch((err: unknown) => {
+      if (err instanceof NotOwnerError) void this.recover(err);
+    });
     const committed = claimed ? Promise.all([claimed, appended]).then(() => {}) : appended;
     // Registered before `settle`, which drops pending content nobody waits for.
     const own = complete ? committed : this.pending.wait(admission.needs, admission.sent);

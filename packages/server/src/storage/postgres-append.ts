@@ -60,14 +60,17 @@ function changeNoteSql(param: number): string {
 
 /**
  * The note of a claimClients statement (postgres-store.ts; parameters $1 document, $2 owner,
- * $4 origin; reads its `claimed` rows): `k` 'claims', `w` the owner, `c` the ids it holds, or
- * null when more than INLINE_CLAIM_IDS or the owner is long (a follower then reads the owners).
- * Bounded like a changes note: an owner of at most 800 bytes is at most 4,800 JSON-escaped, and
- * 100 ids at most 1,800 characters. Only when it holds some of the ids (a lost race sends none).
+ * $4 origin; reads its `claimed` rows): `k` 'claims', `w` the owner and `c` the ids it holds, both
+ * null when there are more than INLINE_CLAIM_IDS ids or the owner is over 800 bytes (a follower
+ * then reads the owners). Bounded like a changes note: the name is at most 1,026 characters
+ * JSON-escaped, an owner of at most 800 bytes at most 4,800 (control characters escape to six),
+ * 100 ids at most 2,000; the payload stays under 8,000 bytes, past which the claim would fail.
+ * Sent only when it holds some of the ids (a lost race sends none).
  */
 export const INLINE_CLAIM_IDS = 100;
-export const claimsNoteSql = `SELECT pg_notify(${CHANGE_CHANNEL_SQL('$1')}, json_build_object('o', $4::text, 'd', $1::text, 'k', 'claims', 'w', $2::text,
-    'c', CASE WHEN count(*) <= ${INLINE_CLAIM_IDS} AND octet_length($2::text) <= 800 THEN json_agg(client::text) END)::text)
+const INLINE_CLAIMS = `count(*) <= ${INLINE_CLAIM_IDS} AND octet_length($2::text) <= 800`;
+export const claimsNoteSql = `SELECT pg_notify(${CHANGE_CHANNEL_SQL('$1')}, json_build_object('o', $4::text, 'd', $1::text, 'k', 'claims',
+    'w', CASE WHEN ${INLINE_CLAIMS} THEN $2::text END, 'c', CASE WHEN ${INLINE_CLAIMS} THEN json_agg(client::text) END)::text)
   FROM claimed WHERE owner = $2 HAVING count(*) > 0`;
 
 export interface PendingAppend {

@@ -34,6 +34,10 @@ export class PostgresChangeFeed extends EventEmitter<ChangeFeedEvents> {
   private readonly backoff = new Backoff({ baseMs: 100, maxMs: 5_000 });
   private retry: NodeJS.Timeout | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
+  /** When the listening connection last answered or delivered anything (performance.now()). */
+  private lastHeard = 0;
+  /** The server process of the latest listening session, ended when a new one connects. */
+  private listenerPid: number | null = null;
   private closed = false;
 
   private constructor(
@@ -67,8 +71,9 @@ export class PostgresChangeFeed extends EventEmitter<ChangeFeedEvents> {
     const channel = changeChannel(doc);
     let entry = this.followed.get(channel);
     if (!entry) {
-      // A failure means the connection is lost: its reconnection listens again and says `missed`.
-      const listening = this.client ? this.client.query(`LISTEN ${quote(channel)}`).then(() => {}, () => {}) : Promise.resolve();
+      const client = this.client;
+      // Without a connection: the reconnection listens to every followed channel, then says `missed`.
+      const listening = client ? this.listen(client, [channel]) : Promise.resolve();
       entry = { doc, followers: new Set(), listening };
       this.followed.set(channel, entry);
     }
@@ -79,7 +84,8 @@ export class PostgresChangeFeed extends EventEmitter<ChangeFeedEvents> {
       if (!followed.followers.delete(follower) || followed.followers.size > 0 || this.followed.get(channel) !== followed) return;
       this.followed.delete(channel);
       // Queued on the connection after any LISTEN, and before a later follow's LISTEN.
-      void this.client?.query(`UNLISTEN ${quote(channel)}`).catch(() => {});
+      const client = this.client;
+      if (client) void this.command(client, `UNLISTEN ${quote(channel)}`);
     };
   }
 
@@ -92,9 +98,32 @@ export class PostgresChangeFeed extends EventEmitter<ChangeFeedEvents> {
     await client?.end().catch(() => {});
   }
 
+  /**
+   * LISTENs on `channels`, in statements of LISTEN_CHUNK (PostgreSQL checks each LISTEN against
+   * the session's list: one statement for tens of thousands costs seconds and answers nothing
+   * meanwhile). A failure loses the connection: its reconnection listens again and says `missed`.
+   */
+  private async listen(client: pg.Client, channels: string[]): Promise<void> {
+    for (let i = 0; i < channels.length && this.client === client; i += LISTEN_CHUNK) {
+      await this.command(client, channels.slice(i, i + LISTEN_CHUNK).map((c) => `LISTEN ${quote(c)}`).join('; '));
+    }
+  }
+
+  /** A statement on the listening connection; resolves either way (a failure loses the connection). */
+  private async command(client: pg.Client, text: string): Promise<boolean> {
+    try {
+      await client.query(text);
+      this.lastHeard = performance.now();
+      return true;
+    } catch {
+      this.lost(client);
+      return false;
+    }
+  }
+
   private async connect(): Promise<void> {
-    // A heartbeat unanswered this long means the connection is gone (see `beat`).
-    const client = new pg.Client({ ...this.config, query_timeout: this.heartbeatMs });
+    // No query_timeout: LISTENs queue behind each other; the heartbeat (`beat`) tells a dead connection.
+    const client = new pg.Client(this.config);
     let dead = false;
     // Errors of a connected client (the server went away) end it: reconnect.
     const lost = () => {
@@ -103,17 +132,28 @@ export class PostgresChangeFeed extends EventEmitter<ChangeFeedEvents> {
     };
     client.on('error', lost);
     client.on('end', lost);
-    client.on('notification', (msg) => this.deliver(msg.channel, msg.payload));
+    client.on('notification', (msg) => {
+      this.lastHeard = performance.now();
+      this.deliver(msg.channel, msg.payload);
+    });
     try {
       await client.connect();
-      const channels = [...this.followed.keys()];
-      if (channels.length > 0) await client.query(channels.map((c) => `LISTEN ${quote(c)}`).join('; '));
+      const { rows } = await client.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      // The previous listening session may live on in the server (a partition leaves it waiting
+      // for TCP to time out, hours): PostgreSQL's notification queue cannot shrink past what a
+      // listening session has not read, and once full every append fails. End it.
+      if (this.listenerPid !== null) await client.query('SELECT pg_terminate_backend($1)', [this.listenerPid]).catch(() => {});
+      this.listenerPid = rows[0]!.pid;
       if (dead || this.closed) throw new Error('listening connection closed while connecting');
     } catch (err) {
       await client.end().catch(() => {});
       throw err;
     }
+    // From here a `follow` LISTENs on this connection itself, after the channels taken below.
     this.client = client;
+    this.lastHeard = performance.now();
+    await this.listen(client, [...this.followed.keys()]);
+    if (this.client !== client) throw new Error('listening connection lost while listening');
     this.backoff.reset();
     this.emit('connected', true);
     this.beat(client);
@@ -121,19 +161,27 @@ export class PostgresChangeFeed extends EventEmitter<ChangeFeedEvents> {
 
   /**
    * A listening connection only receives, so nothing would notice it went silent (a partition or
-   * a frozen host keeps TCP up for hours): notes would stop, unseen. A query every `heartbeatMs`
-   * that must be answered within `heartbeatMs` proves it alive; one that fails ends it, and the
-   * reconnection reads what was missed.
+   * a frozen host keeps TCP up for hours): notes would stop, unseen. Every `heartbeatMs` it is
+   * asked a `SELECT 1` (unless one is unanswered); when nothing at all came back on it (answers,
+   * notes) for twice that, it is dropped, and the reconnection reads what was missed.
    */
   private beat(client: pg.Client): void {
-    this.heartbeat = setTimeout(() => {
+    let asking = false;
+    const tick = (): void => {
       this.heartbeat = null;
       if (this.client !== client) return;
-      client.query('SELECT 1').then(
-        () => this.beat(client),
-        () => this.lost(client),
-      );
-    }, this.heartbeatMs);
+      if (asking && performance.now() - this.lastHeard > 2 * this.heartbeatMs) {
+        this.lost(client);
+        return;
+      }
+      if (!asking) {
+        asking = true;
+        void this.command(client, 'SELECT 1').then(() => (asking = false));
+      }
+      this.heartbeat = setTimeout(tick, this.heartbeatMs);
+      this.heartbeat.unref();
+    };
+    this.heartbeat = setTimeout(tick, this.heartbeatMs);
     this.heartbeat.unref();
   }
 
@@ -175,6 +223,9 @@ export class PostgresChangeFeed extends EventEmitter<ChangeFeedEvents> {
   }
 }
 
+/** LISTEN statements sent in one query (see `listen`). */
+const LISTEN_CHUNK = 500;
+
 /** The channel of `doc`'s notes: the same as CHANGE_CHANNEL_SQL computes in the database. */
 export function changeChannel(doc: string): string {
   return `capsync_${createHash('md5').update(doc, 'utf8').digest('hex')}`;
@@ -190,10 +241,10 @@ function parseNote(payload: string | undefined, origin: string): DocNote | null 
     if (typeof raw.d !== 'string') return null;
     const own = raw.o === origin;
     if (raw.k === 'claims') {
-      if (typeof raw.w !== 'string') return null;
-      const ids = Array.isArray(raw.c) ? raw.c.map(Number) : null;
+      // Too large to travel (null): the follower reads the owners.
+      const ids = typeof raw.w === 'string' && Array.isArray(raw.c) ? raw.c.map(Number) : null;
       if (ids && !ids.every(Number.isSafeInteger)) return null;
-      return { kind: 'claims', doc: raw.d, owner: raw.w, clientIds: ids, own };
+      return ids ? { kind: 'claims', doc: raw.d, owner: raw.w as string, clientIds: ids, own } : { kind: 'claims', doc: raw.d, owner: null, clientIds: null, own };
     }
     if (!Number.isSafeInteger(raw.f) || !Number.isSafeInteger(raw.t)) return null;
     const first = raw.f as number;

@@ -46,7 +46,8 @@ export interface PostgresDocStoreOptions {
  * row in capsync_docs is locked by every append; postgres-append.ts has the reasoning), so a
  * reader that has seen a document through position P finds every later change after P
  * (`changesAfter`), and a compaction through a head it read drops nothing it did not see. How a
- * relay learns of another's writes (LISTEN/NOTIFY) is the cluster's business, not this store's.
+ * relay learns of another's writes is `follow` (LISTEN/NOTIFY on a connection of its own,
+ * PostgresChangeFeed); what it does with them is the relay's (ClusterFollower).
  *
  * A database that is down or failing makes every call reject with `StorageError` (never throw
  * synchronously, never crash the process); the pool reconnects by itself once it is back.
@@ -82,6 +83,8 @@ export class PostgresDocStore implements SharedDocStore {
       max: options.poolSize ?? 10,
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
       query_timeout: options.queryTimeoutMs ?? 10_000,
+      // The server gives up too: a read or write the relay stopped waiting for stops running.
+      statement_timeout: options.queryTimeoutMs ?? 10_000,
       // Detects a database host that vanished without closing the connection.
       keepAlive: true,
     });
@@ -145,7 +148,7 @@ export class PostgresDocStore implements SharedDocStore {
 
   /**
    * The catch-up read of a cluster relay: the entries of `name` after `position`, in order, at
-   * most `limit` of them, with their positions; and first the snapshot instead of the entries it
+   * most `limit` of them and at most `maxBytes` in all (but at least one), with their positions; and first the snapshot instead of the entries it
    * replaced, when `position` is before its `through`. One statement (one consistent view).
    *
    * A reader that applies what it gets and asks again after the last position it got (or after
@@ -154,17 +157,24 @@ export class PostgresDocStore implements SharedDocStore {
    * gets a position above the head of this read (postgres-append.ts). Not part of `DocStore`:
    * only a store several relays share needs it.
    */
-  async changesAfter(name: string, position: number, limit = 1_000): Promise<DocChanges> {
+  async changesAfter(name: string, position: number, limit = 1_000, maxBytes = 8 * 1024 * 1024): Promise<DocChanges> {
     this.assertOpen();
+    // The entries are picked by their sizes first (octet_length reads a stored value's header,
+    // not its bytes): at most `limit` of them and `maxBytes` in all, but always the first one.
     const { rows } = await this.query<{ kind: number; pos: string; data: Buffer | null }>(
       'changesAfter',
-      `SELECT 0 AS kind, through AS pos, data FROM capsync_doc_snapshots WHERE doc = $1 AND through > $2
+      `WITH picked AS (
+         SELECT pos FROM (
+           SELECT pos, sum(octet_length(data)) OVER (ORDER BY pos) - octet_length(data) AS before
+           FROM capsync_doc_updates WHERE doc = $1 AND pos > $2 ORDER BY pos LIMIT $3) w
+         WHERE before < $4 OR before = 0)
+       SELECT 0 AS kind, through AS pos, data FROM capsync_doc_snapshots WHERE doc = $1 AND through > $2
        UNION ALL
-       (SELECT 1, pos, data FROM capsync_doc_updates WHERE doc = $1 AND pos > $2 ORDER BY pos LIMIT $3)
+       SELECT 1, u.pos, u.data FROM capsync_doc_updates u JOIN picked p ON u.doc = $1 AND u.pos = p.pos
        UNION ALL
        SELECT 2, head, NULL FROM capsync_docs WHERE doc = $1
        ORDER BY kind, pos`,
-      [name, position, limit],
+      [name, position, limit, maxBytes],
     );
     const result: DocChanges = { changes: [], head: 0 };
     for (const row of rows) {
@@ -341,14 +351,17 @@ export class PostgresDocStore implements SharedDocStore {
    */
   async synchronousReplication(): Promise<string | null> {
     this.assertOpen();
-    const { rows } = await this.query<{ names: string; commit: string; standbys: string }>(
+    // A role without pg_read_all_stats (pg_monitor) sees the standbys' rows with their state null.
+    const { rows } = await this.query<{ names: string; commit: string; standbys: string; hidden: string }>(
       'synchronousReplication',
       `SELECT current_setting('synchronous_standby_names') AS names, current_setting('synchronous_commit') AS commit,
-         (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) AS standbys`,
+         (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) AS standbys,
+         (SELECT count(*) FROM pg_stat_replication WHERE sync_state IS NULL) AS hidden`,
     );
-    const { names, commit, standbys } = rows[0]!;
+    const { names, commit, standbys, hidden } = rows[0]!;
     if (names.trim() === '') return `the relays' PostgreSQL (${this.where}) has no synchronous standby (synchronous_standby_names is empty): quorum durability cannot be given; flush with durability 'relay', or configure synchronous replication`;
     if (commit === 'off' || commit === 'local') return `the relays' PostgreSQL (${this.where}) commits without waiting for its standbys (synchronous_commit = ${commit}): quorum durability cannot be given`;
+    if (Number(standbys) === 0 && Number(hidden) > 0) return `the relays' database role cannot see whether a standby of PostgreSQL (${this.where}) is synchronous: grant it pg_monitor (GRANT pg_monitor TO <role>) for quorum durability`;
     if (Number(standbys) === 0) return `no synchronous standby of the relays' PostgreSQL (${this.where}) is connected now: quorum durability cannot be given`;
     return null;
   }

@@ -16,7 +16,8 @@ import type { DocStore } from '@capsync/core';
  *   a head from which notes (or a read) continue without a gap.
  */
 export interface SharedDocStore extends DocStore {
-  changesAfter(name: string, position: number, limit?: number): Promise<DocChanges>;
+  /** At most `limit` entries and `maxBytes` in all per read (but always the first). */
+  changesAfter(name: string, position: number, limit?: number, maxBytes?: number): Promise<DocChanges>;
   follow(name: string, follower: ChangeFollower): Promise<() => void>;
   /**
    * Why a commit is not also durable on a synchronous standby (so quorum durability cannot be
@@ -43,7 +44,7 @@ export interface DocChanges {
   changes: { position: number; update: Uint8Array }[];
   /**
    * The document's head (last position) as of the read, 0 for an unknown document. Entries up
-   * to it that are not in `changes` were left out by the limit: read again after the last one.
+   * to it after the last of `changes` were left out by the read's bounds: read again after it.
    */
   head: number;
 }
@@ -67,16 +68,10 @@ export interface ChangeNote {
 
 /**
  * A commit of client id claims (`claimClients`) to one document: `owner` holds `clientIds` (or,
- * when they were too many to travel inline, null: read them with `loadClientOwners`). Noted
+ * when they were too large to travel inline, both null: read them with `loadClientOwners`). Noted
  * before the changes written under them, as claims commit no later than those.
  */
-export interface ClaimsNote {
-  kind: 'claims';
-  doc: string;
-  owner: string;
-  clientIds: number[] | null;
-  own: boolean;
-}
+export type ClaimsNote = { kind: 'claims'; doc: string; own: boolean } & ({ owner: string; clientIds: number[] } | { owner: null; clientIds: null });
 
 export type DocNote = ChangeNote | ClaimsNote;
 
