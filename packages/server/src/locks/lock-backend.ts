@@ -49,7 +49,7 @@ export interface LockBackendEvents {
  *
  * Contract (all backends). `lockBackendConformance` (`@capsync/server/conformance`,
  * lock-backend-conformance.ts) checks it case by case, and every backend (embedded, forwarded,
- * etcd) runs it in packages/server/test/lock-backend-conformance.test.ts; test/locks checks it
+ * etcd, postgres) runs it in packages/server/test/lock-backend-conformance.test.ts; test/locks checks it
  * further under faults and for linearizability:
  * - `acquire` resolves only once the grant is committed (durable in the backend), with a
  *   token greater than every token ever granted for that key. At most one unexpired lease
@@ -76,7 +76,7 @@ export interface LockBackendEvents {
  * - `close` stops timers and connections; it does not release leases (they run out).
  */
 export interface LockBackend extends EventEmitter<LockBackendEvents> {
-  readonly kind: 'embedded' | 'etcd' | 'forwarded';
+  readonly kind: 'embedded' | 'etcd' | 'forwarded' | 'postgres';
   acquire(request: AcquireRequest): Promise<LockGrant>;
   renew(key: string, token: number, ttlMs: number, owner: string): Promise<LockGrant>;
   release(key: string, token: number, owner: string): Promise<void>;
