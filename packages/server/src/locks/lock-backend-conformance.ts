@@ -1,6 +1,6 @@
 /**
  * The `LockBackend` conformance suite: the contract in lock-backend.ts, case by case, for every
- * backend (embedded, forwarded, etcd). Hard promises: tokens strictly increase per key (also
+ * backend (embedded, forwarded, etcd, postgres). Hard promises: tokens strictly increase per key (also
  * across a restart), one holder at a time, only the holder renews, releases or checks (and no
  * refusal names its token), unrenewed leases expire on time, and an authority that cannot be
  * reached answers `unavailable` within its deadline rather than a wrong answer. Runner

@@ -47,6 +47,8 @@ interface KeyState {
   serving: boolean;
   /** Wakes the loop from its pause before the next attempt (a release or expiry here, a withdrawal). */
   wake: (() => void) | null;
+  /** Freed here while an attempt was in flight (nothing to wake): the next attempt goes at once. */
+  kicked: boolean;
   /** The lease this relay granted, until it was released here or `expired` was emitted for it. */
   held: { token: number; owner: string; timer: NodeJS.Timeout } | null;
 }
@@ -223,7 +225,7 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
 
   private state(key: string): KeyState {
     let st = this.keys.get(key);
-    if (!st) this.keys.set(key, (st = { waiters: [], serving: false, wake: null, held: null }));
+    if (!st) this.keys.set(key, (st = { waiters: [], serving: false, wake: null, kicked: false, held: null }));
     return st;
   }
 
@@ -239,6 +241,7 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
     while (!this.closed && (head = st.waiters[0])) {
       const { owner, ttlMs } = head.request;
       const started = performance.now();
+      st.kicked = false;
       let outcome;
       try {
         outcome = await this.rows.tryGrant(key, owner, ttlMs, started + this.opTimeoutMs);
@@ -279,6 +282,8 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
         pause = FIRST_RETRY_MS;
         continue;
       }
+      // The holder released (or its lease ran out) here while the attempt was on its way: at once.
+      if (st.kicked) continue;
       // Not past the holder's expiry (+1 ms: on time, not a hair early) nor the waiter's deadline.
       const untilFree = outcome.remainingMs === null ? pause : Math.max(1, Math.ceil(outcome.remainingMs) + 1);
       await this.sleep(st, Math.min(pause, untilFree, head.deadline - now));
@@ -303,6 +308,7 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
   /** The key was released or expired here: the head waiter tries at once. */
   private freed(key: string, st: KeyState): void {
     if (st.wake) st.wake();
+    else if (st.serving) st.kicked = true;
     else this.forget(key, st);
   }
 
