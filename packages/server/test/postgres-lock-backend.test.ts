@@ -33,6 +33,17 @@ describePostgres('PostgresLockBackend: relays sharing one database', (server) =>
     await Promise.all(opened.map((b) => b.close()));
   });
 
+  it('relays started together on a fresh database all open, even with a short opTimeoutMs (one migrates, the others wait for it)', async () => {
+    const fresh = await server().createDatabase();
+    const backends = await Promise.all(Array.from({ length: 4 }, () => PostgresLockBackend.open({ url: fresh, opTimeoutMs: 50 })));
+    opened.push(...backends);
+    // (A 50 ms budget is too short for a statement on a cold connection of a loaded machine: the schema is checked with the default.)
+    const b = await PostgresLockBackend.open({ url: fresh });
+    opened.push(b);
+    const g = await b.acquire({ key: 'fresh', ttlMs: 1_000, waitMs: 0, owner: ALICE });
+    expect(g.token).toBe(1);
+  });
+
   it('two relays racing for one key: exactly one grant per round, tokens strictly increasing across both', async () => {
     const [a, b] = [await open(), await open()];
     let last = 0;

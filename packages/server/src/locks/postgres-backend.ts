@@ -28,6 +28,8 @@ export interface PostgresLockBackendOptions {
 /** First and longest pause between two attempts of a waiter whose key is held (see the class comment). */
 const FIRST_RETRY_MS = 20;
 const MAX_RETRY_MS = 250;
+/** Budget of the migration at open (it may wait for another relay's), as the document store's statements. */
+const MIGRATE_TIMEOUT_MS = 10_000;
 
 interface Waiter {
   request: AcquireRequest;
@@ -114,6 +116,20 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
   static async open(options: PostgresLockBackendOptions): Promise<PostgresLockBackend> {
     const opTimeoutMs = options.opTimeoutMs ?? 2_000;
     if (!(opTimeoutMs > 0)) throw new CapsyncError('internal', 'PostgreSQL lock backend: opTimeoutMs must be positive');
+    // Migrating may wait for another relay's migration (an advisory lock): on a connection of
+    // its own, without the lock statements' short timeouts, or relays started together could
+    // fail to start.
+    const admin = new pg.Client({ connectionString: options.url, connectionTimeoutMillis: Math.max(opTimeoutMs, MIGRATE_TIMEOUT_MS), query_timeout: MIGRATE_TIMEOUT_MS });
+    admin.on('error', () => {});
+    try {
+      await admin.connect();
+      await migrate(admin);
+    } catch (err) {
+      if (err instanceof CapsyncError) throw err;
+      throw new CapsyncError('storage-failure', `cannot open the PostgreSQL lock authority at ${redactUrl(options.url)}: ${(err as Error).message}`, { cause: err });
+    } finally {
+      await admin.end().catch(() => {});
+    }
     const pool = new pg.Pool({
       connectionString: options.url,
       max: options.poolSize ?? 4,
@@ -127,18 +143,6 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
     // An idle connection the server ends (restart, admin kill) is reported here; unhandled it
     // would crash the process. The pool drops it, and the next statement opens a new one.
     pool.on('error', () => {});
-    try {
-      const client = await pool.connect();
-      try {
-        await migrate(client);
-      } finally {
-        client.release();
-      }
-    } catch (err) {
-      await pool.end().catch(() => {});
-      if (err instanceof CapsyncError) throw err;
-      throw new CapsyncError('storage-failure', `cannot open the PostgreSQL lock authority at ${redactUrl(options.url)}: ${(err as Error).message}`, { cause: err });
-    }
     return new PostgresLockBackend(pool, opTimeoutMs, options.logger);
   }
 
