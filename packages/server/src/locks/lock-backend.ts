@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import { NotOwnerError, UnavailableError } from '@capsync/core';
+import { LeaseLostError, LockTimeoutError, NotOwnerError, StaleTokenError, UnavailableError } from '@capsync/core';
 
 /** A lease the authority granted (or renewed). */
 export interface LockGrant {
@@ -91,6 +91,24 @@ export const MIN_TTL_MS = 10;
 export const MAX_WAIT_MS = 600_000;
 /** Longest lock key, in UTF-8 bytes. */
 export const MAX_KEY_BYTES = 512;
+
+// The refusals every backend gives, worded once. None names a token (the asker's included) or
+// a holder: knowing a token gives nothing.
+
+/** A token that is not the key's current unexpired lease (renew, release, check). */
+export function leaseLost(key: string): LeaseLostError {
+  return new LeaseLostError(`no current lease on "${key}" under the token given`);
+}
+
+/** A check (a fenced write) under a token older than one granted since. */
+export function staleToken(key: string): StaleTokenError {
+  return new StaleTokenError(`the token given for "${key}" is stale: a newer lease was granted since`);
+}
+
+/** An acquire whose key stayed held for all of its `waitMs`. */
+export function lockBusy(key: string, waitedMs = 0): LockTimeoutError {
+  return new LockTimeoutError(`lock "${key}" is held; waited ${waitedMs} ms`);
+}
 
 /** The refusal of another identity's live lease: it tells nothing about the lease (token, owner). */
 export function notOwner(key: string): NotOwnerError {

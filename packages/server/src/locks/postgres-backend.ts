@@ -4,12 +4,12 @@
  * this file decides when to run them: waiters, the `expired` event, deadlines.
  */
 import { EventEmitter } from 'node:events';
-import { CapsyncError, LockTimeoutError } from '@capsync/core';
+import { CapsyncError } from '@capsync/core';
 import pg from 'pg';
 import { redactUrl } from '../auth/url-token.js';
 import type { Logger } from '../logger.js';
 import { migrate } from '../storage/postgres-schema.js';
-import { shuttingDown, withdrawn, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
+import { lockBusy, shuttingDown, withdrawn, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
 import { PostgresLockRows } from './postgres-lock-rows.js';
 
 export interface PostgresLockBackendOptions {
@@ -152,7 +152,7 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
     if (request.signal?.aborted) return Promise.reject(withdrawn());
     const st = this.state(request.key);
     // This relay's earlier waiters come first: one that may not wait is refused at once.
-    if (request.waitMs <= 0 && st.waiters.length > 0) return Promise.reject(busy(request.key, 0));
+    if (request.waitMs <= 0 && st.waiters.length > 0) return Promise.reject(lockBusy(request.key, 0));
     return new Promise<LockGrant>((resolve, reject) => {
       const waiter: Waiter = {
         request,
@@ -172,7 +172,7 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
         waiter.timer = setTimeout(() => {
           if (st.waiters[0] === waiter) return;
           this.dropWaiter(st, waiter);
-          reject(busy(request.key, request.waitMs));
+          reject(lockBusy(request.key, request.waitMs));
         }, request.waitMs);
       }
       request.signal?.addEventListener('abort', waiter.onAbort, { once: true });
@@ -282,7 +282,7 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
       const now = performance.now();
       if (now >= head.deadline) {
         this.dropWaiter(st, head);
-        head.reject(busy(key, head.request.waitMs));
+        head.reject(lockBusy(key, head.request.waitMs));
         pause = FIRST_RETRY_MS;
         continue;
       }
@@ -358,9 +358,4 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
     clearTimeout(waiter.timer);
     waiter.request.signal?.removeEventListener('abort', waiter.onAbort);
   }
-}
-
-function busy(key: string, waitedMs: number): LockTimeoutError {
-  // Never the holder's token: it is not the asker's to know.
-  return new LockTimeoutError(`lock "${key}" is held; waited ${waitedMs} ms`);
 }

@@ -22,9 +22,9 @@
  * fails, it rejects with `UnavailableError` (the statement may still commit: a grant that
  * nobody learns of runs out by itself, as the LockBackend contract allows).
  */
-import { CapsyncError, LeaseLostError, StaleTokenError, UnavailableError } from '@capsync/core';
+import { UnavailableError, type CapsyncError } from '@capsync/core';
 import type pg from 'pg';
-import { notOwner } from './lock-backend.js';
+import { leaseLost, notOwner, staleToken } from './lock-backend.js';
 
 /** What a grant attempt found: the new token, or the key held (and for about how long, on the database's clock). */
 export type GrantOutcome = { granted: true; token: number } | { granted: false; remainingMs: number | null };
@@ -144,8 +144,7 @@ export class PostgresLockRows {
 
   /** Renew and release say lease-lost for any token that is not current; check tells a stale one apart. */
   private notCurrent(key: string, token: number, row: LockRow, staleAllowed: boolean): CapsyncError {
-    if (staleAllowed && token < row.lastToken) return new StaleTokenError(`the token given for "${key}" is stale: a newer lease was granted since`);
-    return lost(key);
+    return staleAllowed && token < row.lastToken ? staleToken(key) : leaseLost(key);
   }
 
   /**
@@ -173,11 +172,6 @@ export class PostgresLockRows {
       clearTimeout(timer);
     }
   }
-}
-
-/** No current lease under the token given (which the message does not repeat: knowing a token gives nothing). */
-export function lost(key: string): LeaseLostError {
-  return new LeaseLostError(`no current lease on "${key}" under the token given`);
 }
 
 /**
