@@ -131,6 +131,7 @@ describePostgres('locks under a nemesis, two relays on one PostgreSQL database',
       lockTimeoutMs: 600,
       nemesis: true,
       stallChance: 0.15,
+      unavailablePauseMs: 100,
       perRelayArgs: (r) => ['--postgres', through(url, proxies[r]!.port)],
       extraNemeses: [
         {

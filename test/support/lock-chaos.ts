@@ -67,6 +67,12 @@ export interface ChaosOptions {
   /** Relays (default 1); with more, each gets `relayArgs` plus its own `perRelayArgs(n)`. */
   relays?: number;
   perRelayArgs?: (relay: number) => string[];
+  /**
+   * Pause of a worker after an acquire answered unavailable (default 0: at once). Where the
+   * authority fails fast (a database that refuses connections), the workers would otherwise use up
+   * their acquires within the outage.
+   */
+  unavailablePauseMs?: number;
   /** waitMs values an acquire picks from. Default [0, 0, 100, 300]. */
   waitChoices?: number[];
   log?: (line: string) => void;
@@ -145,6 +151,10 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
         const acquire = await record(w, { f: 'acquire', key, ttlMs: o.ttlMs, waitMs }, async () =>
           fromReply(await worker.call({ cmd: 'acquire', key, ttlMs: o.ttlMs, waitMs })),
         );
+        if (acquire === null && o.unavailablePauseMs) {
+          // As a client backs off: an outage of the authority does not use up the run at once.
+          await new Promise((resolve) => setTimeout(resolve, o.unavailablePauseMs));
+        }
         if (!acquire?.ok || acquire.token === undefined) continue;
         grants++;
         const token = acquire.token;
