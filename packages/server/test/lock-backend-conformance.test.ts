@@ -72,6 +72,7 @@ describe('EmbeddedLockBackend (SQLite) conformance', () => {
       const { store, cut, heal } = cuttableStore(sqlite.locks);
       return { backend: await EmbeddedLockBackend.open(store), cut, heal };
     },
+    absent: { openSibling: 'the embedded authority is its relay alone (other relays forward to it)' },
     // It answers from memory or after one SQLite commit; this is that commit's allowance on a loaded machine.
     opTimeoutMs: 200,
     slackMs: SLACK_MS,
@@ -89,6 +90,7 @@ describe('ForwardingLockBackend conformance', () => {
   const connect = (url: string) => ForwardingLockBackend.connect({ url, token: async () => PEER_TOKEN, opTimeoutMs: OP_TIMEOUT_MS, logger, relayId: `conformance-${n++}` });
   runConformance(lockBackendConformance, {
     open: () => connect(authority.url),
+    openSibling: () => connect(authority.url),
     restart: async (b) => {
       await b.close();
       return connect(authority.url);
@@ -118,6 +120,7 @@ describeEtcd('EtcdLockBackend conformance (a real etcd)', (etcdPath) => {
   const open = (endpoints = cluster.endpoints) => new EtcdLockBackend({ endpoints, opTimeoutMs: OP_TIMEOUT_MS });
   runConformance(lockBackendConformance, {
     open: async () => open(),
+    openSibling: async () => open(),
     restart: async (b) => {
       await b.close();
       return open();
@@ -142,6 +145,7 @@ describePostgres('PostgresLockBackend conformance (a real PostgreSQL)', (server)
   runConformance(lockBackendConformance, {
     // Every case's backend on the one database (its keys are fresh): as relays sharing it.
     open: () => open(),
+    openSibling: () => open(),
     restart: async (b) => {
       await b.close();
       return open();
