@@ -82,8 +82,8 @@ interface KeyState {
  * - `expired` is emitted by the relay that granted the lease (its lock service counted it),
  *   when the database confirms the lease ran out: at the relay's local deadline it reads the
  *   row; a lease renewed through another relay is waited for again, one released there is
- *   dropped silently, one that ran out (or was already replaced by a newer grant) is
- *   reported. A relay that restarts forgets the leases it granted: they still run out in the
+ *   dropped silently (the row keeps the last token released), one that ran out (or was
+ *   already replaced by a newer grant after running out) is reported. A relay that restarts forgets the leases it granted: they still run out in the
  *   database, unreported.
  * - Every statement is bounded by `opTimeoutMs` (client-side query timeout, and a race against
  *   the connection wait); the database being unreachable, frozen or failing makes every
@@ -268,9 +268,9 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
         this.dropWaiter(st, head);
         if (st.held) {
           // The database granted anew, so the lease this relay granted before is over: released
-          // elsewhere or run out before this relay's check came round. Reported as its timer would.
+          // through another relay, or run out before this relay's check came round (reported).
           clearTimeout(st.held.timer);
-          this.emit('expired', key, st.held.token);
+          if (outcome.releasedToken !== st.held.token) this.emit('expired', key, st.held.token);
         }
         st.held = { token: outcome.token, owner, timer: undefined as unknown as NodeJS.Timeout };
         this.armExpiry(key, st.held, started + ttlMs);
@@ -330,7 +330,7 @@ export class PostgresLockBackend extends EventEmitter<LockBackendEvents> impleme
     try {
       const row = await this.rows.read(key, performance.now() + this.opTimeoutMs, `reading "${key}" at its lease's deadline`);
       if (row.lastToken === held.token && row.owner !== null && row.remainingMs > 0) renewedForMs = row.remainingMs;
-      released = row.lastToken === held.token && row.owner === null;
+      released = row.releasedToken === held.token;
     } catch (err) {
       // The deadline the client counts with has passed either way: the lease is over for this relay.
       this.logger?.warn({ err, key }, 'PostgreSQL lock authority unreachable at a lease deadline; reporting it expired');

@@ -12,6 +12,8 @@
  *   current while `expires_at > clock_timestamp()`: expiry is decided by the database's clock
  *   alone, in the statements themselves (never by a relay's clock). An expired lease stays in
  *   the row until the next grant overwrites it; a release clears both.
+ * - `released_token`: the last token its owner released, so the relay that granted a lease can
+ *   tell a release through another relay from a lease that ran out (for its `expired` event).
  *
  * Every statement is one statement in autocommit: it resolves only once committed, and two
  * relays' statements on one key are serialized by the row lock (`INSERT ... ON CONFLICT DO
@@ -26,8 +28,11 @@ import { UnavailableError, type CapsyncError } from '@capsync/core';
 import type pg from 'pg';
 import { leaseLost, notOwner, staleToken } from './lock-backend.js';
 
-/** What a grant attempt found: the new token, or the key held (and for about how long, on the database's clock). */
-export type GrantOutcome = { granted: true; token: number } | { granted: false; remainingMs: number | null };
+/**
+ * What a grant attempt found: the new token (and the last token released before it), or the key
+ * held (and for about how long, on the database's clock).
+ */
+export type GrantOutcome = { granted: true; token: number; releasedToken: number } | { granted: false; remainingMs: number | null };
 
 /** A key's row as `read` returns it (`lastToken` 0: no row, never granted). */
 export interface LockRow {
@@ -36,6 +41,8 @@ export interface LockRow {
   owner: string | null;
   /** Milliseconds the lease of `lastToken` still runs on the database's clock (<= 0: expired). */
   remainingMs: number;
+  /** The last token released (0: none). */
+  releasedToken: number;
 }
 
 /** `$n` milliseconds as an interval (the parameter is sent as text; the cast makes it a number). */
@@ -53,7 +60,7 @@ export class PostgresLockRows {
    * when that view did not have the row yet).
    */
   async tryGrant(key: string, owner: string, ttlMs: number, deadline: number): Promise<GrantOutcome> {
-    const rows = await this.run<{ token: string | null; remaining: number | null }>(
+    const rows = await this.run<{ token: string | null; released: string | null; remaining: number | null }>(
       `granting "${key}"`,
       deadline,
       `WITH granted AS (
@@ -61,13 +68,13 @@ export class PostgresLockRows {
          VALUES ($1, 1, $2, clock_timestamp() + ${ms(3)})
          ON CONFLICT (key) DO UPDATE SET last_token = l.last_token + 1, owner = excluded.owner, expires_at = excluded.expires_at
            WHERE l.owner IS NULL OR l.expires_at <= clock_timestamp()
-         RETURNING last_token)
-       SELECT (SELECT last_token FROM granted) AS token,
+         RETURNING last_token, released_token)
+       SELECT (SELECT last_token FROM granted) AS token, (SELECT released_token FROM granted) AS released,
               (SELECT ${REMAINING} FROM capsync_locks WHERE key = $1 AND owner IS NOT NULL) AS remaining`,
       [key, owner, ttlMs],
     );
     const row = rows[0];
-    if (row?.token != null) return { granted: true, token: Number(row.token) };
+    if (row?.token != null) return { granted: true, token: Number(row.token), releasedToken: Number(row.released ?? 0) };
     return { granted: false, remainingMs: row?.remaining ?? null };
   }
 
@@ -93,7 +100,7 @@ export class PostgresLockRows {
     const rows = await this.run(
       `releasing "${key}"`,
       deadline,
-      `UPDATE capsync_locks SET owner = NULL, expires_at = NULL
+      `UPDATE capsync_locks SET owner = NULL, expires_at = NULL, released_token = last_token
        WHERE key = $1 AND last_token = $2 AND owner = $3 AND expires_at > clock_timestamp()
        RETURNING 1`,
       [key, token, owner],
@@ -117,19 +124,19 @@ export class PostgresLockRows {
 
   /** Ends the lease of `token` whoever holds it: a grant nobody will learn of (withdrawn, shutting down). */
   async end(key: string, token: number, deadline: number): Promise<void> {
-    await this.run(`ending an unclaimed grant of "${key}"`, deadline, 'UPDATE capsync_locks SET owner = NULL, expires_at = NULL WHERE key = $1 AND last_token = $2', [key, token]);
+    await this.run(`ending an unclaimed grant of "${key}"`, deadline, 'UPDATE capsync_locks SET owner = NULL, expires_at = NULL, released_token = last_token WHERE key = $1 AND last_token = $2', [key, token]);
   }
 
   async read(key: string, deadline: number, what = `reading "${key}"`): Promise<LockRow> {
-    const rows = await this.run<{ last_token: string; owner: string | null; remaining: number | null }>(
+    const rows = await this.run<{ last_token: string; owner: string | null; remaining: number | null; released_token: string | null }>(
       what,
       deadline,
-      `SELECT last_token, owner, ${REMAINING} AS remaining FROM capsync_locks WHERE key = $1`,
+      `SELECT last_token, owner, ${REMAINING} AS remaining, released_token FROM capsync_locks WHERE key = $1`,
       [key],
     );
     const row = rows[0];
-    if (!row) return { lastToken: 0, owner: null, remainingMs: 0 };
-    return { lastToken: Number(row.last_token), owner: row.owner, remainingMs: row.remaining ?? 0 };
+    if (!row) return { lastToken: 0, owner: null, remainingMs: 0, releasedToken: 0 };
+    return { lastToken: Number(row.last_token), owner: row.owner, remainingMs: row.remaining ?? 0, releasedToken: Number(row.released_token ?? 0) };
   }
 
   /**
