@@ -65,7 +65,8 @@ interface KeyState {
  *   clock_timestamp() + ttl` and every statement compares against `clock_timestamp()`. The
  *   database starts a lease's clock after the relay received the request, so its deadline is
  *   never before the client's. No relay clock decides an expiry; a relay's timers only decide
- *   when to ask the database again.
+ *   when to ask the database again. (`clock_timestamp()` is the database host's wall clock: a
+ *   step forward of it ends leases early, which the fencing tokens are there for.)
  * - At most one unexpired lease per key: a grant is one `INSERT ... ON CONFLICT DO UPDATE ...
  *   WHERE` the lease is released or expired, serialized on the key's row. Renew, release and
  *   check (the fencing check of `cp.set`) are conditional statements or a read of the same
