@@ -69,10 +69,20 @@ export interface PostgresCluster {
   stop(): Promise<void>;
   /** Starts it again on the same port and data; resolves once it accepts connections. */
   start(): Promise<void>;
+  /**
+   * A crash: SIGKILL to the postmaster and every backend, nothing shut down. Resolves once they
+   * are gone; `start` then runs crash recovery from the WAL.
+   */
+  kill(): Promise<void>;
   /** Freezes the postmaster and every backend (SIGSTOP): connections stay open, nothing answers. */
   pause(): void;
   /** SIGCONT to the processes `pause` froze. */
   resume(): void;
+  /**
+   * A streaming standby of this server (pg_basebackup, then started on a free port in a
+   * directory of its own). It is synchronous once `synchronous_standby_names` names it ('*').
+   */
+  startStandby(): Promise<PostgresCluster>;
   /** Stops it and removes its directory. */
   close(): Promise<void>;
 }
@@ -157,9 +167,9 @@ class Cluster implements PostgresCluster {
 
   private paused: number[] = [];
 
-  pause(): void {
+  /** The postmaster and its children (backends, checkpointer, ...), from /proc. */
+  private processes(): number[] {
     const postmaster = this.postmasterPid();
-    // Its children (backends, checkpointer, ...) from /proc: they would answer without it.
     const children = fs.readdirSync('/proc').filter((d) => /^\d+$/.test(d)).filter((d) => {
       try {
         // /proc/<pid>/stat: "pid (comm) state ppid ..."; comm may hold spaces, so split after ')'.
@@ -169,7 +179,41 @@ class Cluster implements PostgresCluster {
         return false;
       }
     });
-    this.paused = [postmaster, ...children.map(Number)];
+    return [postmaster, ...children.map(Number)];
+  }
+
+  async kill(): Promise<void> {
+    if (!this.up) return;
+    // Stopped first, so it forks no backend between the listing of its children and the kill.
+    process.kill(this.postmasterPid(), 'SIGSTOP');
+    const pids = this.processes();
+    for (const pid of pids) process.kill(pid, 'SIGKILL');
+    this.up = false;
+    this.watchdog.forget(pids[0]!);
+    // Gone once signal 0 fails for each; a restart before that finds their shared memory in use.
+    const gone = (pid: number): boolean => {
+      try {
+        process.kill(pid, 0);
+        // A zombie (not yet reaped by its parent) still answers signal 0 but holds nothing.
+        return fs.readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
+      } catch {
+        return true;
+      }
+    };
+    const deadline = Date.now() + 30_000;
+    while (!pids.every(gone)) {
+      if (Date.now() > deadline) throw new Error('PostgreSQL processes still alive 30 s after SIGKILL');
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    // The postmaster may stay a zombie (its parent, after pg_ctl exited, need not reap it), which
+    // PostgreSQL's lock file check takes for a live server: the file goes, as after a reboot.
+    fs.rmSync(path.join(this.dataDir, 'postmaster.pid'), { force: true });
+    fs.rmSync(path.join(this.dir, `.s.PGSQL.${this.port}.lock`), { force: true });
+  }
+
+  pause(): void {
+    // The children too: they would answer without the postmaster.
+    this.paused = this.processes();
     for (const pid of this.paused) process.kill(pid, 'SIGSTOP');
   }
 
@@ -182,6 +226,25 @@ class Cluster implements PostgresCluster {
       }
     }
     this.paused = [];
+  }
+
+  async startStandby(): Promise<PostgresCluster> {
+    const tmp = tempDir('capsync-pg-standby-');
+    if (this.user) fs.chownSync(tmp.dir, this.user.uid, this.user.gid);
+    const watchdog = new Watchdog(tmp.dir);
+    try {
+      const [port] = await freePorts(1);
+      const standby = new Cluster(this.binDir, tmp.dir, port!, this.user, watchdog);
+      // -R: standby.signal and the primary's connection info, so it starts as its standby;
+      // a fast checkpoint, or the backup waits for a spread one (minutes).
+      await standby.run('pg_basebackup', ['-D', standby.dataDir, '-h', '127.0.0.1', '-p', String(this.port), '-U', SUPERUSER, '-R', '-X', 'stream', '--no-sync', '--checkpoint=fast']);
+      await standby.start();
+      return standby;
+    } catch (err) {
+      watchdog.close();
+      tmp.remove();
+      throw err;
+    }
   }
 
   async createDatabase(): Promise<string> {

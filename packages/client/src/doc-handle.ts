@@ -32,7 +32,10 @@ export interface DocHandleEvents {
 export interface FlushOptions {
   /**
    * 'local': saved in local storage; 'relay': durable on the relay; 'quorum': durable on a
-   * majority of the relays in the relay's mesh (it survives the loss of a minority of them).
+   * majority of the relays in the relay's mesh (it survives the loss of a minority of them), or,
+   * on a cluster relay (PostgreSQL), committed with PostgreSQL's synchronous replication. A relay
+   * that cannot give it (a cluster whose database has no synchronous standby) refuses at once:
+   * the flush rejects with CapsyncError 'quorum-unsupported', never a silent 'relay'.
    * Default 'relay'.
    */
   durability?: 'local' | 'relay' | 'quorum';

@@ -36,6 +36,8 @@ export type ErrorCode =
   | 'origin-not-allowed'
   | 'too-deep'
   | 'protocol-version'
+  /** Quorum durability was asked of a relay that cannot give it (a cluster relay whose PostgreSQL has no synchronous standby). */
+  | 'quorum-unsupported'
   // Client only, never on the wire: the relay link cannot do it (subdocuments over a socket per document).
   | 'unsupported'
   | 'internal';

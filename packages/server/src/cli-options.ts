@@ -50,6 +50,13 @@ export const FLAGS: Flag[] = [
     },
   },
   {
+    flag: 'postgres-timeout-ms',
+    env: 'CAPSYNC_POSTGRES_TIMEOUT_MS',
+    type: 'string',
+    help: `With --postgres: a statement unanswered this long counts the database unreachable (writes retried, unacknowledged; /readyz 503). Default ${DEFAULTS.postgresTimeoutMs}`,
+    apply: (o, v) => (o.postgresTimeoutMs = positive('--postgres-timeout-ms', v)),
+  },
+  {
     flag: 'sqlite-sync',
     env: 'CAPSYNC_SQLITE_SYNC',
     type: 'string',

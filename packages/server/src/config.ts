@@ -26,6 +26,13 @@ export interface RelayOptions {
   dataDir?: string;
   /** SQLite commit durability: 'full' fsyncs every commit (default), 'normal' survives process crashes only. */
   sqliteSync?: 'full' | 'normal';
+  /**
+   * With `postgres`: how long a statement may go unanswered before the database counts as
+   * unreachable (writes are then tried again and not acknowledged meanwhile; /readyz answers
+   * 503), and how often the connection that listens to the cluster's notes proves it is alive
+   * (half of it, at most 5 s). Default 10000.
+   */
+  postgresTimeoutMs?: number;
   /** HMAC secret for JWT auth; without one the relay is open to everyone. */
   authSecret?: string;
   /** Required `iss` claim, if set. */
@@ -212,6 +219,7 @@ export interface ResolvedRelayOptions {
   postgres: string | undefined;
   dataDir: string;
   sqliteSync: 'full' | 'normal';
+  postgresTimeoutMs: number;
   authSecret: string | undefined;
   authIssuer: string | undefined;
   authAudience: string | undefined;
@@ -266,6 +274,7 @@ export const DEFAULTS = {
   port: 4000,
   host: '127.0.0.1',
   dataDir: './data',
+  postgresTimeoutMs: 10_000,
   maxMessageBytes: 16 * 1024 * 1024,
   sendBufferLimit: 16 * 1024 * 1024,
   slowConsumerGraceMs: 5_000,
@@ -311,6 +320,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     postgres: o.postgres ? postgresUrl(o.postgres) : undefined,
     dataDir: path.resolve(o.dataDir ?? DEFAULTS.dataDir),
     sqliteSync: o.sqliteSync ?? 'full',
+    postgresTimeoutMs: positive('postgresTimeoutMs', o.postgresTimeoutMs, DEFAULTS.postgresTimeoutMs),
     authSecret: o.authSecret || undefined,
     authIssuer: o.authIssuer || undefined,
     authAudience: o.authAudience || undefined,

@@ -39,7 +39,8 @@ export interface RelayHandle {
 export async function createRelay(options: RelayOptions = {}): Promise<RelayHandle> {
   const resolved = resolveOptions(options);
   const logger = options.logger ?? createLogger(options.logLevel ?? 'silent');
-  const store = await openStore(resolved);
+  const metrics = new RelayMetrics();
+  const store = await openStore(resolved, metrics);
   const access: AccessControl = resolved.authSecret
     ? new JwtAccess({
         secret: resolved.authSecret,
@@ -48,7 +49,6 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
         maxTokenLifetimeMs: resolved.maxTokenLifetimeMs,
       })
     : new OpenAccess({ peerToken: resolved.peerToken });
-  const metrics = new RelayMetrics();
   let backend: LockBackend;
   // A database of its own for the embedded lock authority, when the documents' store has none.
   let lockDb: SqliteWorkerStore | undefined;
@@ -122,10 +122,14 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
  * SQLite runs in a worker thread so commits and fsyncs never block the relay's event loop.
  * PostgreSQL's driver is loaded only when it is configured: a relay on SQLite never loads `pg`.
  */
-async function openStore(o: ResolvedRelayOptions): Promise<DocStore> {
+async function openStore(o: ResolvedRelayOptions, metrics: RelayMetrics): Promise<DocStore> {
   if (o.postgres) {
     const { PostgresDocStore } = await import('./storage/postgres-store.js');
-    return PostgresDocStore.open(o.postgres);
+    return PostgresDocStore.open(o.postgres, {
+      queryTimeoutMs: o.postgresTimeoutMs,
+      connectTimeoutMs: Math.min(5_000, o.postgresTimeoutMs),
+      onListening: (up) => metrics.clusterListening.set(up ? 1 : 0),
+    });
   }
   if (o.storage === 'memory') return new MemoryDocStore();
   if (o.storage === 'sqlite') return SqliteWorkerStore.open(sqlitePath(o), { synchronous: o.sqliteSync });

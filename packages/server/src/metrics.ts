@@ -52,6 +52,23 @@ export class RelayMetrics {
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5],
     registers: [this.registry],
   });
+  /** Cluster mode (relays sharing PostgreSQL): see ClusterFollower. */
+  readonly clusterNoteLag = new client.Histogram({
+    name: 'capsync_cluster_notification_lag_seconds',
+    help: "From another relay sending a commit to its change being applied here, by its note (both relays' clocks)",
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [this.registry],
+  });
+  readonly clusterCatchUpReads = new client.Counter({
+    name: 'capsync_cluster_catch_up_reads_total',
+    help: 'Reads of a document log after notes were missed, too large to travel inline, or held while the document was paused',
+    registers: [this.registry],
+  });
+  readonly clusterListening = new client.Gauge({
+    name: 'capsync_cluster_listening',
+    help: "1 while the relay's connection that listens to other relays' commits is up, 0 while it is lost (cluster mode only)",
+    registers: [this.registry],
+  });
   readonly ackSeconds = new client.Histogram({
     name: 'capsync_ack_latency_seconds',
     help: 'Time from receiving an update until its durable ack is sent',
@@ -171,7 +188,7 @@ export class RelayMetrics {
   });
   readonly quorumWaits = new client.Counter({
     name: 'capsync_quorum_acks_total',
-    help: 'Quorum barriers of clients, by outcome (acked: a majority holds it; superseded: a newer barrier of the same connection took over; abandoned: the client left first)',
+    help: 'Quorum barriers of clients, by outcome (acked: a majority holds it; superseded: a newer barrier of the same connection took over; abandoned: the client left first; refused: a cluster relay whose database has no synchronous standby)',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });

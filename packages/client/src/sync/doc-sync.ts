@@ -16,6 +16,15 @@ import type { Outbox, OutboxEntry } from './outbox.js';
 const EMPTY_UPDATE = new Uint8Array([0, 0]);
 const SETTLED = Promise.resolve();
 
+/** A quorum flush waiting for the `quorum-ack` of barrier `seq` sent on `session`. */
+interface QuorumWaiter {
+  session: DocSession | null;
+  seq: number;
+  resolve(): void;
+  /** The relay refused quorum durability ('quorum-unsupported'). */
+  reject(err: CapsyncError): void;
+}
+
 /** What a DocSync reports to its document handle. */
 export interface DocSyncHooks {
   /** The relay acknowledged messages up to `seq`; `durable` names the local updates that became durable. */
@@ -59,7 +68,7 @@ export class DocSync implements SessionHooks {
   private caughtUpValue = false;
   /** This connection's sync step 2 went out: a barrier sent now covers every local update. */
   private step2Sent = false;
-  private readonly quorumWaiters = new Set<{ session: DocSession | null; seq: number; resolve(): void }>();
+  private readonly quorumWaiters = new Set<QuorumWaiter>();
   private readonly syncWaiters = new Set<{ session: DocSession | null; round: number; resolve(): void }>();
   private outgoing: { update: Uint8Array; entry: OutboxEntry; id: string }[] = [];
   private closed = false;
@@ -164,9 +173,9 @@ export class DocSync implements SessionHooks {
   async flushQuorum(timeoutMs: number): Promise<void> {
     // Local updates of this task are still queued for the next microtask: send them first.
     this.sendOutgoing();
-    let waiter!: { session: DocSession | null; seq: number; resolve(): void };
-    const promise = new Promise<void>((resolve) => {
-      waiter = { session: null, seq: 0, resolve };
+    let waiter!: QuorumWaiter;
+    const promise = new Promise<void>((resolve, reject) => {
+      waiter = { session: null, seq: 0, resolve, reject };
       this.quorumWaiters.add(waiter);
     });
     this.sendQuorumBarrier();
@@ -243,11 +252,14 @@ export class DocSync implements SessionHooks {
   }
 
   extension(msg: Message): void {
-    if (msg.type !== 'quorum-ack') return this.hooks.message(msg);
+    // A relay that cannot give quorum durability says so at once, for the barrier it refused.
+    const refused = msg.type === 'error' && msg.code === 'quorum-unsupported';
+    if (msg.type !== 'quorum-ack' && !refused) return this.hooks.message(msg);
     for (const w of this.quorumWaiters) {
       if (w.session === this.session && w.seq <= msg.seq) {
         this.quorumWaiters.delete(w);
-        w.resolve();
+        if (refused) w.reject(new CapsyncError('quorum-unsupported', msg.message));
+        else w.resolve();
       }
     }
   }

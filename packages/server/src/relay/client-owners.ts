@@ -193,9 +193,10 @@ export class ClientOwners {
    * Claims a peer relay says it has. Ids nobody owns here are recorded (in memory at once,
    * then in storage); ids owned here by someone else keep their owner (first claim wins on
    * each relay) and are counted as conflicts: two relays accepted the same id from different
-   * identities while they could not reach each other. Costs what the claims hold.
+   * identities while they could not reach each other. Costs what the claims hold. `stored`:
+   * the claims were read from (or noted by) the store this relay shares: not written again.
    */
-  learn(claims: ClientClaims[]): Learned {
+  learn(claims: ClientClaims[], stored = false): Learned {
     const fresh: ClientClaims[] = [];
     let conflicts = 0;
     for (const { owner, clientIds } of claims) {
@@ -213,7 +214,7 @@ export class ClientOwners {
       }
       if (ids.length > 0) fresh.push({ owner, clientIds: ids });
     }
-    const persisted = Promise.all(fresh.map((c) => this.persist(c.owner, c.clientIds))).then(() => {});
+    const persisted = stored ? Promise.resolve() : Promise.all(fresh.map((c) => this.persist(c.owner, c.clientIds))).then(() => {});
     return { fresh, conflicts, persisted };
   }
 

@@ -23,12 +23,15 @@ import { QuorumBarrier } from './quorum-barrier.js';
 import { ReadOnlyRefusal } from './read-only-refusal.js';
 import type { RelayDoc } from './relay-doc.js';
 import type { ClientWriter } from './doc-writer.js';
+import type { QuorumSupport } from './quorum-support.js';
 
 export type { HostedConnection } from './hosted-connection.js';
 
 export interface ClientSessionHostDeps {
   /** Set when another relay is the lock authority: fenced writes are forwarded there. */
   fencedWrites?: FencedWriteForwarder | undefined;
+  /** Set on a cluster relay: a quorum barrier is refused at once when the database cannot give quorum. */
+  quorum?: QuorumSupport | undefined;
   locks: LockService;
   metrics: RelayMetrics;
   logger: Logger;
@@ -101,7 +104,19 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
   }
 
   barrier(seq: number): void {
-    if (this.quorum) (this.quorumBarrier ??= new QuorumBarrier(this.deps.metrics)).await(this.doc, () => this.session.send({ type: 'quorum-ack', seq }));
+    if (!this.quorum) return;
+    const support = this.deps.quorum;
+    if (!support) return this.awaitQuorum(seq);
+    void support.refusal().then((reason) => {
+      if (this.session.isClosed) return;
+      if (reason === null) return this.awaitQuorum(seq);
+      this.deps.metrics.quorumWaits.inc({ outcome: 'refused' });
+      this.session.send({ type: 'error', code: 'quorum-unsupported', message: reason, seq });
+    });
+  }
+
+  private awaitQuorum(seq: number): void {
+    (this.quorumBarrier ??= new QuorumBarrier(this.deps.metrics)).await(this.doc, () => this.session.send({ type: 'quorum-ack', seq }));
   }
 
   awareness(update: Uint8Array): void {

@@ -12,6 +12,7 @@ import type { SendBuffer, SendBufferOptions } from './send-buffer.js';
 import type { ServedChannel } from './accounted-channel.js';
 import { ClientSessionHost } from './client-session-host.js';
 import type { ConnectionHost, HostedConnection } from './hosted-connection.js';
+import type { QuorumSupport } from './quorum-support.js';
 
 export type { RelaySocket } from './accounted-channel.js';
 
@@ -30,6 +31,8 @@ export interface ConnectionDeps {
   mesh: MeshHooks;
   /** Set when another relay is the lock authority: fenced writes are forwarded there. */
   fencedWrites?: FencedWriteForwarder | undefined;
+  /** Set on a cluster relay: whether the database can give quorum durability (see QuorumSupport). */
+  quorum?: QuorumSupport | undefined;
   /** Told when the relay closes a connection (not when the client does). */
   onRelayClose?(conn: RelayConnection, code: number, reason: string): void;
   registry: DocRegistry;

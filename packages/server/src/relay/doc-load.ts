@@ -11,7 +11,7 @@ import type { RelayDocDeps } from './relay-doc.js';
  * Builds a document from storage, skipping (and reporting) stored updates Yjs cannot apply;
  * merges the log into one snapshot on load, so the next load reads one snapshot.
  */
-export async function loadDoc(name: string, deps: RelayDocDeps): Promise<Y.Doc> {
+export async function loadDoc(name: string, deps: RelayDocDeps): Promise<{ doc: Y.Doc; head: number }> {
   const stored = await deps.store.load(name);
   const { doc, skipped } = docFromUpdates(stored.updates);
   if (skipped.length > 0) {
@@ -24,7 +24,7 @@ export async function loadDoc(name: string, deps: RelayDocDeps): Promise<Y.Doc> 
     // Merge on load: the next load reads one snapshot instead of replaying the log.
     await compactInto(name, doc, stored.head, deps);
   }
-  return doc;
+  return { doc, head: stored.head };
 }
 
 /** Replaces the stored log up to `through` with a verified snapshot of `doc`. */
@@ -57,9 +57,16 @@ export class BackgroundCompaction {
     private readonly current: () => Y.Doc | null,
     /** True once the document is destroyed: nothing is scheduled any more. */
     private readonly gone: () => boolean,
+    /** See `soon`. */
+    private readonly held: () => number = () => Number.POSITIVE_INFINITY,
   ) {}
 
-  /** Compacts through `through` soon (once more after the running compaction, if any). */
+  /**
+   * Compacts through `through` soon (once more after the running compaction, if any), or through
+   * `held()` if that is lower: the highest position the document is known to hold every entry up
+   * to. On a store only this relay writes, every committed append; in a cluster, other relays
+   * append too, so what this relay applied (ClusterFollower.appliedThrough).
+   */
   soon(through: number): void {
     this.through = Math.max(this.through, through);
     if (this.running) {
@@ -69,7 +76,8 @@ export class BackgroundCompaction {
     this.running = new Promise<void>((resolve) => setImmediate(resolve))
       .then(async () => {
         const doc = this.current();
-        if (doc) await compactInto(this.name, doc, this.through, this.deps);
+        const through = Math.min(this.through, this.held());
+        if (doc && through > 0) await compactInto(this.name, doc, through, this.deps);
       })
       .catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'compaction failed; the log is kept'))
       .finally(() => {

@@ -130,6 +130,21 @@ export class DocOwnership {
    * the other peer relays. Evicts other identities' waiting content under them; returns the
    * updates the caller must apply again (see `evictFor`), or null when nothing was new.
    */
+  /**
+   * Claims another relay of the cluster committed to the store they share (ClusterFollower):
+   * recorded at once, not written again, not passed on (every relay of the cluster hears of them
+   * from the store). Ids owned here by someone else keep their owner and count as conflicts.
+   * Evicts other identities' waiting content under them; returns the updates to apply again.
+   */
+  learnCommitted(claims: ClientClaims[], pending: PendingUpdates): Uint8Array[] {
+    const learned = this.owners.learn(claims, true);
+    if (learned.conflicts > 0) {
+      this.metrics.clientOwnerConflicts.inc(learned.conflicts);
+      this.logger.warn({ doc: this.name, conflicts: learned.conflicts }, 'another relay of the cluster committed claims on client ids owned here by other identities; both keep their first claim');
+    }
+    return learned.fresh.flatMap((c) => pending.evict(c.owner, c.clientIds));
+  }
+
   learn(claims: ClientClaims[], from: ClaimsPeer, pending: PendingUpdates): Uint8Array[] | null {
     const learned = this.owners.learn(claims);
     if (learned.conflicts > 0) {

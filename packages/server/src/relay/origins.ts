@@ -5,10 +5,11 @@
 
 /**
  * Something that sent us document updates: a WebSocket connection (a client's or a peer
- * relay's), an HTTP request, or the lock authority relay answering a forwarded fenced write.
+ * relay's), an HTTP request, the lock authority relay answering a forwarded fenced write, or
+ * another relay of the cluster that committed it to the shared store.
  */
 export interface UpdateSource {
-  readonly kind: 'connection' | 'http' | 'authority';
+  readonly kind: 'connection' | 'http' | 'authority' | 'cluster';
 }
 
 /**

@@ -14,6 +14,8 @@ import { DocBroadcast } from './doc-broadcast.js';
 import { FencedWrites, type FencedOutcome } from './fenced-writes.js';
 import { ClientOwners } from './client-owners.js';
 import { BackgroundCompaction, loadDoc } from './doc-load.js';
+import { ClusterFollower, type FollowedDoc } from './cluster-follower.js';
+import { isSharedDocStore } from '../storage/shared-doc-store.js';
 import type { DocWriter } from './doc-writer.js';
 import { DocAwareness } from './doc-awareness.js';
 import { PendingUpdates } from './pending-updates.js';
@@ -28,8 +30,9 @@ import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from
 export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 
 // Over ~400 lines (2026-12-07): this file is the document's wiring of its parts (appends,
-// retries, broadcast, ownership, whole state, fenced writes); recovery (`recover`) and the fenced
-// commit (`commitUnseen`) are the next to move out into modules of their own.
+// retries, broadcast, ownership, whole state, fenced writes, the cluster follower) and the order
+// they run in; most of its length is the contracts' doc comments. Recovery (`recover`) and the
+// fenced commit (`commitUnseen`) are the next to move out into modules of their own.
 /**
  * One loaded document: the Y.Doc, its awareness, its connections, and the pipeline that
  * makes every change durable (append to the store, compact past a threshold) and fans it
@@ -57,7 +60,7 @@ export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
  * (FencedWrites), compaction and loading (doc-load.ts). What stays here is their order: apply,
  * store, broadcast, and the pause that recovery and fenced writes share.
  */
-export class RelayDoc {
+export class RelayDoc implements FollowedDoc {
   doc: Y.Doc;
   /** Presence: bounded, each state owned by the connection that set it (see DocAwareness). */
   readonly awareness: DocAwareness;
@@ -95,9 +98,17 @@ export class RelayDoc {
     owners: ClientOwners,
     private readonly deps: RelayDocDeps,
     private readonly retries: StorageRetries,
+    /** In a cluster (a store relays share): applies what the other relays commit. */
+    private readonly follower: ClusterFollower | null,
   ) {
     this.doc = doc;
-    this.compaction = new BackgroundCompaction(name, deps, () => (this.paused || this.destroyed ? null : this.doc), () => this.destroyed);
+    this.compaction = new BackgroundCompaction(
+      name,
+      deps,
+      () => (this.paused || this.destroyed ? null : this.doc),
+      () => this.destroyed,
+      follower ? () => follower.appliedThrough : undefined,
+    );
     const ownership = new DocOwnership(name, owners, deps.metrics, deps.logger);
     this.ownership = ownership;
     this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics, (sent) => ownership.claimLate(sent));
@@ -115,8 +126,17 @@ export class RelayDoc {
   static async load(name: string, deps: RelayDocDeps): Promise<RelayDoc> {
     // One queue of writes waiting for storage to be reachable, for the claims and the appends.
     const retries = new StorageRetries(deps.outage);
-    const [doc, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger, retries)]);
-    return new RelayDoc(name, doc, owners, deps, retries);
+    // Following before loading: what the load does not see is noted (ClusterFollower).
+    const follower = isSharedDocStore(deps.store) ? await ClusterFollower.start(name, deps.store, deps.metrics, deps.logger) : null;
+    try {
+      const [{ doc, head }, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger, retries)]);
+      const loaded = new RelayDoc(name, doc, owners, deps, retries, follower);
+      follower?.attach(loaded, head);
+      return loaded;
+    } catch (err) {
+      follower?.stop();
+      throw err;
+    }
   }
 
   /**
@@ -200,7 +220,57 @@ export class RelayDoc {
     this.broadcast.held = false;
     this.paused = false;
     this.broadcast.flush();
+    this.resumeInput();
+    return true;
+  }
+
+  /** Input processing resumes after a pause: the connections' queued input, the cluster's notes. */
+  private resumeInput(): void {
     for (const peer of this.peers) peer.resume();
+    this.follower?.resumed();
+  }
+
+  /**
+   * Applies `update` and returns what integrated (the document's update events: sent on, to be
+   * stored by the caller), or the error Yjs threw: then nothing of it goes out, and the document
+   * recovers from storage in the background, as it may hold part of it.
+   */
+  private integrate(update: Uint8Array, origin: RemoteOrigin): Uint8Array[] | Error {
+    const batched = this.broadcast.size;
+    const changes: Uint8Array[] = [];
+    this.applying = changes;
+    try {
+      Y.applyUpdate(this.doc, update, origin);
+    } catch (err) {
+      // Yjs may have emitted the failed transaction's update event before rethrowing.
+      this.broadcast.truncate(batched);
+      void this.recover(err);
+      return err instanceof Error ? err : new Error(String(err));
+    } finally {
+      this.applying = null;
+    }
+    return changes;
+  }
+
+  /**
+   * Applies an update another relay of the cluster committed (ClusterFollower): durable already,
+   * so not stored again; sent to this relay's connections like any change. Content of this
+   * relay's that waited for it (pending) integrates now and is stored now. False, having applied
+   * nothing, while the document takes no input (paused, destroyed).
+   */
+  applyCommitted(update: Uint8Array): boolean {
+    if (this.paused || this.destroyed) return false;
+    const hadPending = hasPending(this.doc);
+    // A failure: stored by a relay that could integrate it, so this document went astray (reloaded).
+    const changes = this.integrate(update, CLUSTER_ORIGIN);
+    if (changes instanceof Error) return false;
+    if (hadPending && changes.length > 0) {
+      this.pending.settle(this.appends.append(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes)));
+    } else {
+      // Durable already: once this relay's earlier appends are too, all it applied is (quorum barriers wait for it).
+      const applied = this.replication.applied;
+      this.appends.last.then(() => this.replication.recordLocalDurable(applied), () => {});
+    }
     return true;
   }
 
@@ -226,21 +296,10 @@ export class RelayDoc {
   private applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Promise<void> {
     // Another identity's content waiting under the ids this claims must never integrate there.
     this.repend(this.ownership.evictFor(admission, this.pending));
-    const batched = this.broadcast.size;
     const hadPending = hasPending(this.doc);
     const statesBefore = this.ownership.statesBefore(this.doc, admission);
-    this.applying = [];
-    try {
-      Y.applyUpdate(this.doc, update, new RemoteOrigin(source));
-    } catch (err) {
-      // Yjs may have emitted the failed transaction's update event before rethrowing.
-      this.applying = null;
-      this.broadcast.truncate(batched);
-      void this.recover(err);
-      throw new ProtocolError('invalid-update', `update could not be applied: ${(err as Error).message}`, { cause: err });
-    }
-    const changes = this.applying!;
-    this.applying = null;
+    const changes = this.integrate(update, new RemoteOrigin(source));
+    if (changes instanceof Error) throw new ProtocolError('invalid-update', `update could not be applied: ${changes.message}`, { cause: changes });
     // Claims first: the store commits them no later than the append below (see DocOwnership).
     const claimed = this.ownership.claimApplied(this.doc, admission, source, statesBefore);
     const complete = integrated(this.doc, admission.needs);
@@ -277,6 +336,11 @@ export class RelayDoc {
     if (evicted === null) return;
     this.repend(evicted);
     this.broadcast.schedule();
+  }
+
+  /** Client id claims another relay of the cluster committed (ClusterFollower); see DocOwnership.learnCommitted. */
+  learnCommittedClaims(claims: ClientClaims[]): void {
+    if (!this.destroyed) this.repend(this.ownership.learnCommitted(claims, this.pending));
   }
 
   /** Applies again the updates still waiting after an eviction (their content waits again). */
@@ -336,6 +400,7 @@ export class RelayDoc {
   /** Flushes queued broadcasts and releases the document's resources. */
   destroy(): void {
     this.retries.stop();
+    this.follower?.stop();
     this.destroyed = true;
     this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was unloaded before the update could integrate'));
     this.broadcast.flush();
@@ -361,7 +426,7 @@ export class RelayDoc {
     try {
       this.broadcast.flush();
       await this.whenPersisted();
-      const fresh = await loadDoc(this.name, this.deps);
+      const { doc: fresh, head } = await loadDoc(this.name, this.deps);
       // Replaying the log can integrate structs the live document held back (forged input
       // makes integration order-dependent): send peers what they now lack. Peers are not asked
       // to send back what the reload lost: content the relay cannot integrate would then close
@@ -371,6 +436,7 @@ export class RelayDoc {
       this.doc.destroy();
       this.doc = fresh;
       this.attach(fresh);
+      this.follower?.reset(head);
       // Pending content lived in the old document only.
       this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was reloaded before the update could integrate; send it again'));
       for (const peer of this.peers) {
@@ -380,7 +446,7 @@ export class RelayDoc {
       this.deps.logger.error({ err, doc: this.name }, 'recovery reload failed; keeping the in-memory document');
     } finally {
       this.paused = false;
-      for (const peer of this.peers) peer.resume();
+      this.resumeInput();
     }
   }
 
@@ -416,6 +482,9 @@ export class RelayDoc {
     this.lastLocalPersist = persisted;
   };
 }
+
+/** Origin of another cluster relay's committed changes (see `applyCommitted`). */
+const CLUSTER_ORIGIN = new RemoteOrigin({ kind: 'cluster' });
 
 /** Origin of pending content applied again after an eviction (see `repend`). */
 const REPEND_ORIGIN = Symbol('capsync:repend');

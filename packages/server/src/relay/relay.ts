@@ -21,6 +21,8 @@ import type { SendBufferOptions } from './send-buffer.js';
 import { DocRegistry } from './doc-registry.js';
 import { StorageOutage } from './storage-outage.js';
 import { UnsentBudget } from './unsent-budget.js';
+import { SyncReplicationCheck, type QuorumSupport } from './quorum-support.js';
+import { isSharedDocStore } from '../storage/shared-doc-store.js';
 
 export interface RelayDeps {
   store: DocStore;
@@ -59,6 +61,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly unsent: UnsentBudget;
   private readonly meshHooks: MeshHooks;
   private readonly fencedWrites: FencedWriteForwarder | undefined;
+  /** On a cluster relay (a shared store): whether its database can give quorum durability. */
+  private readonly quorum: QuorumSupport | undefined;
   /** Sessions of each address's multiplexed sockets (`--max-sessions-per-address`). */
   private readonly addressSessions: AddressSessions;
   private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection | MuxConnection | PeerMuxSocket>();
@@ -118,6 +122,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       deps.options.peerMode === 'replicate-all'
         ? new ReplicateAll({ mesh: this.mesh, registry: this.registry, store: deps.store, logger: deps.logger, intervalMs: deps.options.replicateIntervalMs })
         : null;
+    this.quorum = isSharedDocStore(deps.store) ? new SyncReplicationCheck(deps.store) : undefined;
     this.fencedWrites = deps.options.lockAuthority
       ? new FencedWriteForwarder({
           url: deps.options.lockAuthority,
@@ -163,6 +168,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     return {
       mesh: this.meshHooks,
       fencedWrites: this.fencedWrites,
+      quorum: this.quorum,
       registry: this.registry,
       locks: this.locks,
       metrics: this.metrics,

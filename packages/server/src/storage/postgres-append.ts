@@ -34,6 +34,42 @@ import { storageError } from './postgres-errors.js';
  * deletes lock their one document row first, before anything else (postgres-store.ts).
  */
 
+/**
+ * Every append transaction tells the relays that follow the document what it committed, with
+ * one NOTIFY per document on the document's own channel (postgres-change-feed.ts listens), sent
+ * by PostgreSQL at COMMIT, in commit order: a JSON object with the appending store's `o`rigin id,
+ * the `d`ocument, the `f`irst and las`t` position, `u`: the updates in base64 in position order
+ * when they are small (at most INLINE_NOTE_BYTES in all and INLINE_NOTE_UPDATES of them) or null
+ * (the follower reads them), and `s`: when the statement was sent (the appending relay's clock,
+ * ms), for the notification lag metric. The payload must stay under PostgreSQL's 8,000 bytes or
+ * the whole append fails: a name is at most 512 bytes (1,024 JSON-escaped: names have no control
+ * characters nor backslashes) and inline updates at most 4,096 bytes (base64 with per-update
+ * padding and quotes: under 5,900 characters), so a payload stays under 7,100.
+ */
+export const INLINE_NOTE_BYTES = 4_096;
+export const INLINE_NOTE_UPDATES = 64;
+
+/** The channel of a document's changes: identifiers are limited to 63 bytes, names are not. */
+export const CHANGE_CHANNEL_SQL = (doc: string): string => `'capsync_' || md5(${doc})`;
+
+function changeNoteSql(param: number): string {
+  return `json_build_object('o', $${param}::text, 'd', i.doc, 'f', min(i.pos), 't', max(i.pos), 's', $${param + 1}::float8,
+    'u', CASE WHEN sum(octet_length(i.data)) <= ${INLINE_NOTE_BYTES} AND count(*) <= ${INLINE_NOTE_UPDATES}
+      THEN json_agg(translate(encode(i.data, 'base64'), E'\\n', '') ORDER BY i.pos) END)::text`;
+}
+
+/**
+ * The note of a claimClients statement (postgres-store.ts; parameters $1 document, $2 owner,
+ * $4 origin; reads its `claimed` rows): `k` 'claims', `w` the owner, `c` the ids it holds, or
+ * null when more than INLINE_CLAIM_IDS or the owner is long (a follower then reads the owners).
+ * Bounded like a changes note: an owner of at most 800 bytes is at most 4,800 JSON-escaped, and
+ * 100 ids at most 1,800 characters. Only when it holds some of the ids (a lost race sends none).
+ */
+export const INLINE_CLAIM_IDS = 100;
+export const claimsNoteSql = `SELECT pg_notify(${CHANGE_CHANNEL_SQL('$1')}, json_build_object('o', $4::text, 'd', $1::text, 'k', 'claims', 'w', $2::text,
+    'c', CASE WHEN count(*) <= ${INLINE_CLAIM_IDS} AND octet_length($2::text) <= 800 THEN json_agg(client::text) END)::text)
+  FROM claimed WHERE owner = $2 HAVING count(*) > 0`;
+
 export interface PendingAppend {
   name: string;
   update: Uint8Array;
@@ -51,7 +87,7 @@ export const MAX_BATCH = 4_000;
  * Writes `batch` (in call order) as one statement, so one transaction, and settles each append's
  * promise once it committed (or rejects them all with a StorageError: then nothing was stored).
  */
-export async function insertBatch(pool: pg.Pool, batch: PendingAppend[]): Promise<void> {
+export async function insertBatch(pool: pg.Pool, batch: PendingAppend[], origin: string): Promise<void> {
   // Per document: its rows in call order numbered k = 1..n, so a row's position is
   // head - n + k, head being what the statement returns; `off` = k - n.
   const docs = new Map<string, { n: number; bytes: number }>();
@@ -72,6 +108,8 @@ export async function insertBatch(pool: pg.Pool, batch: PendingAppend[]): Promis
   const names = [...docs.keys()].sort();
   params.push(names, names.map((d) => docs.get(d)!.n), names.map((d) => docs.get(d)!.bytes));
   const arrays = params.length - 2;
+  params.push(origin, Date.now());
+  const note = params.length - 1;
   let rows: { doc: string; head: string; log_count: string; log_bytes: string }[];
   try {
     // `heads` processes its rows in the ORDER BY order, so it takes the document rows' locks in
@@ -88,8 +126,10 @@ export async function insertBatch(pool: pg.Pool, batch: PendingAppend[]): Promis
          ON CONFLICT (doc) DO UPDATE SET head = d.head + excluded.log_count, log_count = d.log_count + excluded.log_count,
            log_bytes = d.log_bytes + excluded.log_bytes
          RETURNING d.doc, d.head, d.log_count, d.log_bytes),
-       ins AS (INSERT INTO capsync_doc_updates (doc, pos, data) SELECT b.doc, h.head + b.off, b.data FROM batch b JOIN heads h ON h.doc = b.doc)
-       SELECT doc, head, log_count, log_bytes FROM heads`,
+       ins AS (INSERT INTO capsync_doc_updates (doc, pos, data) SELECT b.doc, h.head + b.off, b.data FROM batch b JOIN heads h ON h.doc = b.doc
+         RETURNING doc, pos, data),
+       notes AS (SELECT pg_notify(${CHANGE_CHANNEL_SQL('i.doc')}, ${changeNoteSql(note)}) FROM ins i GROUP BY i.doc)
+       SELECT doc, head, log_count, log_bytes, (SELECT count(*) FROM notes) AS notes FROM heads`,
       params,
     ));
   } catch (err) {

@@ -1,9 +1,12 @@
+import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import { redactUrl } from '../auth/url-token.js';
-import { insertBatch, MAX_BATCH, type PendingAppend } from './postgres-append.js';
+import { claimsNoteSql, insertBatch, MAX_BATCH, type PendingAppend } from './postgres-append.js';
 import { closedError, storageError } from './postgres-errors.js';
+import { PostgresChangeFeed } from './postgres-change-feed.js';
 import { migrate } from './postgres-schema.js';
+import type { ChangeFollower, DocChanges, SharedDocStore } from './shared-doc-store.js';
 
 export interface PostgresDocStoreOptions {
   /** Connections of the pool. Default 10. */
@@ -18,22 +21,8 @@ export interface PostgresDocStoreOptions {
    * a resend makes harmless (applying a Yjs update twice changes nothing).
    */
   queryTimeoutMs?: number;
-}
-
-/** What a catch-up read returns (`PostgresDocStore.changesAfter`). */
-export interface DocChanges {
-  /**
-   * The document's snapshot, when the position asked after is before its `through`: the log
-   * entries up to `through` are gone, merged into it. Apply it first.
-   */
-  snapshot?: { data: Uint8Array; through: number };
-  /** Log entries after the position asked after (and after the snapshot), in position order. */
-  changes: { position: number; update: Uint8Array }[];
-  /**
-   * The document's head (last position) as of the read, 0 for an unknown document. Entries up
-   * to it that are not in `changes` were left out by the limit: read again after the last one.
-   */
-  head: number;
+  /** Told when the connection that listens to the cluster's notes is up (true) or lost (false); see `follow`. */
+  onListening?: (up: boolean) => void;
 }
 
 /**
@@ -62,16 +51,23 @@ export interface DocChanges {
  * A database that is down or failing makes every call reject with `StorageError` (never throw
  * synchronously, never crash the process); the pool reconnects by itself once it is back.
  */
-export class PostgresDocStore implements DocStore {
+export class PostgresDocStore implements SharedDocStore {
   /** The batch later appends join; null once its INSERT began or another write was called. */
   private open: PendingAppend[] | null = null;
   private writes: Promise<unknown> = Promise.resolve();
   private closed = false;
 
+  /** Marks this store's own commits in their notes (see PostgresChangeFeed). */
+  private readonly origin = randomUUID();
+  /** Listens to the notes of the followed documents; opened by the first `follow`. */
+  private feed: Promise<PostgresChangeFeed> | null = null;
+
   private constructor(
     private readonly pool: pg.Pool,
     /** The database URL with its password redacted, for messages and logs. */
     readonly where: string,
+    private readonly url: string,
+    private readonly options: PostgresDocStoreOptions,
   ) {}
 
   /**
@@ -104,7 +100,7 @@ export class PostgresDocStore implements DocStore {
       if (err instanceof StorageError) throw err;
       throw new StorageError(`cannot open PostgreSQL database ${where}: ${(err as Error).message}`, { cause: err });
     }
-    return new PostgresDocStore(pool, where);
+    return new PostgresDocStore(pool, where, url, options);
   }
 
   async list(): Promise<string[]> {
@@ -180,6 +176,39 @@ export class PostgresDocStore implements DocStore {
     return result;
   }
 
+  /**
+   * Follows the commits to `name` of every relay on this database (SharedDocStore.follow), through
+   * LISTEN/NOTIFY on one connection of this store's own (PostgresChangeFeed), opened on first use.
+   * Rejects with StorageError when that connection cannot be opened.
+   */
+  async follow(name: string, follower: ChangeFollower): Promise<() => void> {
+    this.assertOpen();
+    const heartbeatMs = Math.min(5_000, (this.options.queryTimeoutMs ?? 10_000) / 2);
+    this.feed ??= PostgresChangeFeed.open({ connectionString: this.url, connectionTimeoutMillis: this.options.connectTimeoutMs ?? 5_000, keepAlive: true }, this.origin, heartbeatMs).then(
+      (feed) => {
+        const report = this.options.onListening;
+        if (report) {
+          report(true);
+          feed.on('connected', report);
+        }
+        return feed;
+      },
+    );
+    let feed: PostgresChangeFeed;
+    try {
+      feed = await this.feed;
+    } catch (err) {
+      this.feed = null;
+      throw storageError('listen', err);
+    }
+    return feed.follow(name, follower);
+  }
+
+  /** The listening connection, once `follow` opened it (for its `connected` events). */
+  get changeFeed(): Promise<PostgresChangeFeed> | null {
+    return this.feed;
+  }
+
   append(name: string, update: Uint8Array): Promise<AppendResult> {
     if (this.closed) return Promise.reject(closedError());
     return new Promise((resolve, reject) => {
@@ -201,7 +230,7 @@ export class PostgresDocStore implements DocStore {
     void this.write(async () => {
       if (!turnEnded) await new Promise((resolve) => setImmediate(resolve));
       if (this.open === batch) this.open = null;
-      await insertBatch(this.pool, batch);
+      await insertBatch(this.pool, batch, this.origin);
     }).catch(() => {});
     // After write(), which closes any open batch.
     this.open = batch;
@@ -249,7 +278,8 @@ export class PostgresDocStore implements DocStore {
   }
 
   /**
-   * On the write chain, so committed before any append called after it. The no-op DO UPDATE
+   * On the write chain, so committed before any append called after it; noted to the relays that
+   * follow the document (postgres-append.ts, `claimsNoteSql`). The no-op DO UPDATE
    * (instead of DO NOTHING) makes RETURNING give the row that holds each id, also one another
    * relay committed after this statement began, so a lost race is reported as a conflict.
    */
@@ -262,10 +292,13 @@ export class PostgresDocStore implements DocStore {
     const { rows } = await this.write(() =>
       this.query<{ client: string; owner: string }>(
         'claimClients',
-        `INSERT INTO capsync_doc_client_owners (doc, client, owner) SELECT $1, c, $2 FROM unnest($3::bigint[]) WITH ORDINALITY AS t (c, o) ORDER BY o
-         ON CONFLICT (doc, client) DO UPDATE SET owner = capsync_doc_client_owners.owner
-         RETURNING client, owner`,
-        [name, owner, ids.map(String)],
+        `WITH claimed AS (
+           INSERT INTO capsync_doc_client_owners (doc, client, owner) SELECT $1, c, $2 FROM unnest($3::bigint[]) WITH ORDINALITY AS t (c, o) ORDER BY o
+           ON CONFLICT (doc, client) DO UPDATE SET owner = capsync_doc_client_owners.owner
+           RETURNING client, owner),
+         note AS (${claimsNoteSql})
+         SELECT client, owner, (SELECT count(*) FROM note) AS noted FROM claimed`,
+        [name, owner, ids.map(String), this.origin],
       ),
     );
     return rows.filter((r) => r.owner !== owner).map((r) => ({ clientId: Number(r.client), owner: r.owner }));
@@ -300,6 +333,26 @@ export class PostgresDocStore implements DocStore {
     );
   }
 
+  /**
+   * Quorum durability in a cluster is PostgreSQL's synchronous replication: a COMMIT returns
+   * only once a synchronous standby has the WAL. That needs `synchronous_standby_names` set, a
+   * `synchronous_commit` that waits for it (on, remote_write, remote_apply), and a standby that
+   * is connected as synchronous now: with none connected, commits would wait for one forever.
+   */
+  async synchronousReplication(): Promise<string | null> {
+    this.assertOpen();
+    const { rows } = await this.query<{ names: string; commit: string; standbys: string }>(
+      'synchronousReplication',
+      `SELECT current_setting('synchronous_standby_names') AS names, current_setting('synchronous_commit') AS commit,
+         (SELECT count(*) FROM pg_stat_replication WHERE sync_state IN ('sync', 'quorum')) AS standbys`,
+    );
+    const { names, commit, standbys } = rows[0]!;
+    if (names.trim() === '') return `the relays' PostgreSQL (${this.where}) has no synchronous standby (synchronous_standby_names is empty): quorum durability cannot be given; flush with durability 'relay', or configure synchronous replication`;
+    if (commit === 'off' || commit === 'local') return `the relays' PostgreSQL (${this.where}) commits without waiting for its standbys (synchronous_commit = ${commit}): quorum durability cannot be given`;
+    if (Number(standbys) === 0) return `no synchronous standby of the relays' PostgreSQL (${this.where}) is connected now: quorum durability cannot be given`;
+    return null;
+  }
+
   async ping(): Promise<void> {
     this.assertOpen();
     await this.query('ping', 'SELECT 1');
@@ -311,6 +364,7 @@ export class PostgresDocStore implements DocStore {
     this.closed = true;
     // The open batch's INSERT is on the chain already.
     await this.writes.catch(() => {});
+    await (await this.feed?.catch(() => null))?.close();
     await this.pool.end();
   }
 

@@ -1,0 +1,96 @@
+/**
+ * Quorum durability in cluster mode (issue 13) is PostgreSQL's synchronous replication. With a
+ * synchronous standby connected, a quorum flush is answered once the commit returned (which
+ * PostgreSQL holds until the standby has the WAL); with the standby gone, a quorum flush is never
+ * answered as if the relay's own commit were a quorum: it times out as unavailable, and once the
+ * relay has asked the database again (every 5 s at most) it is refused at once, saying why.
+ *
+ * A file of its own: it makes the suite's server synchronous (server-wide settings).
+ */
+import { afterAll, expect, it } from 'vitest';
+import pg from 'pg';
+import WebSocket from 'ws';
+import { createClient, type WebSocketConstructor } from '@capsync/client';
+import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
+import { describePostgres } from '../support/describe-postgres.js';
+import { codeOf } from '../support/error-code.js';
+import type { PostgresCluster } from '../support/postgres-cluster.js';
+import { startRelay } from '../support/relay-fixture.js';
+
+async function sql<T extends pg.QueryResultRow>(url: string, text: string): Promise<T[]> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    return (await client.query<T>(text)).rows;
+  } finally {
+    await client.end();
+  }
+}
+
+/** Asks `check` again until it answers (the database's replication state has no event to wait for). */
+async function waitFor(check: () => Promise<true | undefined>, what: string, timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+describePostgres('quorum durability on a cluster relay: synchronous replication', (server) => {
+  let standby: PostgresCluster | null = null;
+  afterAll(async () => {
+    await standby?.close();
+  });
+
+  it('a quorum flush is answered with a synchronous standby connected; without it, never answered as a quorum, then refused at once', async () => {
+    const url = await server().createDatabase();
+    standby = await server().startStandby();
+    await sql(url, "ALTER SYSTEM SET synchronous_standby_names = '*'");
+    await sql(url, 'SELECT pg_reload_conf()');
+    await waitFor(
+      async () => (await sql<{ n: string }>(url, "SELECT count(*) AS n FROM pg_stat_replication WHERE sync_state = 'sync'"))[0]!.n === '1' || undefined,
+      'the standby to be synchronous',
+      30_000,
+    );
+
+    const relay = await startRelay({ postgres: url, postgresTimeoutMs: 2_000 });
+    const client = createClient({ url: relay.url, storage: 'memory', WebSocket: WebSocket as unknown as WebSocketConstructor, ...TEST_CLIENT_DEFAULTS });
+    try {
+      const h = await client.open('replicated');
+      await h.whenSynced({ timeoutMs: 10_000 });
+      h.doc.getText('t').insert(0, 'on two servers');
+      await h.flush({ durability: 'quorum', timeoutMs: 10_000 });
+      // The standby has it: it was committed with synchronous replication.
+      const onStandby = await sql<{ n: string }>(standby.url(new URL(url).pathname.slice(1)), 'SELECT count(*) AS n FROM capsync_doc_updates');
+      expect(Number(onStandby[0]!.n)).toBeGreaterThan(0);
+
+      await standby.stop();
+      h.doc.getText('t').insert(0, 'only on the primary? ');
+      // COMMIT now waits for a standby that is gone: no ack, no quorum ack.
+      expect(await codeOf(h.flush({ durability: 'quorum', timeoutMs: 3_000 }))).toBe('unavailable');
+      // Once the relay asked again (its answer is kept 5 s), refused at once, saying why.
+      await waitFor(
+        async () => {
+          const started = performance.now();
+          const code = await codeOf(h.flush({ durability: 'quorum', timeoutMs: 1_500 }));
+          return (code === 'quorum-unsupported' && performance.now() - started < 1_000) || undefined;
+        },
+        'a quorum flush refused at once',
+        20_000,
+      );
+      await expect(h.flush({ durability: 'quorum', timeoutMs: 3_000 })).rejects.toThrow(/no synchronous standby .* is connected/);
+
+      // The standby back: commits return, and a quorum flush is answered again.
+      await standby.start();
+      await h.flush({ durability: 'quorum', timeoutMs: 30_000 }).catch(async () => {
+        // The refusal may still be kept for up to 5 s after the standby reconnected.
+        await waitFor(async () => (await h.flush({ durability: 'quorum', timeoutMs: 3_000 }).then(() => true, () => false)) || undefined, 'quorum answered again', 30_000);
+      });
+    } finally {
+      await client.close();
+      await relay.dispose();
+      await sql(url, "ALTER SYSTEM SET synchronous_standby_names = ''");
+      await sql(url, 'SELECT pg_reload_conf()');
+    }
+  }, 120_000);
+});
