@@ -84,10 +84,10 @@ interface KeyState {
  *   when the database confirms the lease ran out: at the relay's local deadline it reads the
  *   row; a lease renewed through another relay is waited for again, one released there is
  *   dropped silently (the row keeps the last token released), one that ran out (or was
- *   already replaced by a newer grant after running out) is reported. A relay that restarts forgets the leases it granted: they still run out in the
- *   database, unreported.
- * - Every statement is bounded by `opTimeoutMs` (client-side query timeout, and a race against
- *   the connection wait); the database being unreachable, frozen or failing makes every
+ *   already replaced by a newer grant after running out) is reported. A relay that restarts
+ *   forgets the leases it granted: they still run out in the database, unreported.
+ * - Every statement is bounded by `opTimeoutMs` (client-side query timeout, a race against the
+ *   connection wait, and `statement_timeout`); the database being unreachable, frozen or failing makes every
  *   method reject with `UnavailableError` within it, and nothing is granted that the database
  *   did not commit. A grant whose answer was lost may have committed: it runs out by itself.
  */
