@@ -7,6 +7,13 @@
  * worker with SIGSTOP past the TTL, and makes workers stall between acquire and write (a GC
  * pause). Every operation is recorded with real-time bounds for the linearizability checker.
  *
+ * With `relays` > 1 (relays sharing one lock authority: etcd, PostgreSQL), worker w talks to
+ * relay w mod `relays`, the relay nemeses pick one relay, and each relay's workers write their
+ * `cp.set`s into a document of that relay's own (`chaos-r<n>`): the relays share locks, not
+ * documents (a relay does not see another's fenced writes until cluster replication delivers
+ * them), so each relay's fenced area is checked as its own register (`cpHistories`), under the
+ * leases of every worker.
+ *
  * The history is recorded here, in the parent, around each IPC round trip, so its call/return
  * times bound the real operation from outside (what a linearizability check needs).
  */
@@ -57,6 +64,15 @@ export interface ChaosOptions {
   extraNemeses?: { name: string; inject(rnd: SeededRandom): Promise<() => Promise<void>> }[];
   /** Extra relay CLI flags (e.g. `--etcd <urls>` for the etcd backend). */
   relayArgs?: string[];
+  /** Relays (default 1); with more, each gets `relayArgs` plus its own `perRelayArgs(n)`. */
+  relays?: number;
+  perRelayArgs?: (relay: number) => string[];
+  /**
+   * Pause of a worker after an acquire answered unavailable (default 0: at once). Where the
+   * authority fails fast (a database that refuses connections), the workers would otherwise use up
+   * their acquires within the outage.
+   */
+  unavailablePauseMs?: number;
   /** waitMs values an acquire picks from. Default [0, 0, 100, 300]. */
   waitChoices?: number[];
   log?: (line: string) => void;
@@ -66,8 +82,10 @@ export interface ChaosResult {
   ops: ChaosOp[];
   /** For the checker: leases and writes to the user's FencedResource. */
   userHistory: LockOperation[];
-  /** For the checker: leases and the relay's fenced writes (cp.set). */
+  /** For the checker: leases and relay 0's fenced writes (cp.set): the one relay's by default. */
   cpHistory: LockOperation[];
+  /** Per relay: every lease (the relays share them) and that relay's fenced writes. */
+  cpHistories: LockOperation[][];
   nemesisEvents: string[];
   /** Operations that answered unavailable later than their deadline (+ slack). */
   slowUnavailable: ChaosOp[];
@@ -86,8 +104,8 @@ class UnfencedRegister {
 export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
   const rnd = new SeededRandom(o.seed);
   const log = o.log ?? (() => {});
-  const relay = await RestartableRelay.start(['--lock-timeout-ms', String(o.lockTimeoutMs), ...(o.relayArgs ?? [])]);
-  const port = Number(new URL(relay.httpUrl).port);
+  const relayCount = o.relays ?? 1;
+  const relays: RestartableRelay[] = [];
   const proxies: FaultProxy[] = [];
   const workers: LockWorker[] = [];
   const ops: ChaosOp[] = [];
@@ -97,9 +115,14 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
   const resource = o.unfenced ? new UnfencedRegister() : new FencedResource();
   let running = true;
   let grants = 0;
+  /** The relay of each cp write (by its ChaosOp). */
+  const relayOf = new Map<ChaosOp, number>();
   try {
+    for (let r = 0; r < relayCount; r++) {
+      relays.push(await RestartableRelay.start(['--lock-timeout-ms', String(o.lockTimeoutMs), ...(o.relayArgs ?? []), ...(o.perRelayArgs?.(r) ?? [])]));
+    }
     for (let i = 0; i < o.workers; i++) {
-      const proxy = await FaultProxy.start(port);
+      const proxy = await FaultProxy.start(Number(new URL(relays[i % relayCount]!.httpUrl).port));
       proxies.push(proxy);
       workers.push(await LockWorker.start(`ws://127.0.0.1:${proxy.port}`, o.lockTimeoutMs));
     }
@@ -110,6 +133,7 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
       const ret = performance.now();
       const op: ChaosOp = { process, input, output: out === 'unknown' ? null : out, call, ret: out === 'unknown' ? Infinity : ret, tookMs: ret - call };
       ops.push(op);
+      if (input.f === 'write' && input.target === 'cp') relayOf.set(op, process % relayCount);
       return op.output;
     };
     const fromReply = (r: WorkerReply): ChaosOutput | 'unknown' => {
@@ -127,6 +151,10 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
         const acquire = await record(w, { f: 'acquire', key, ttlMs: o.ttlMs, waitMs }, async () =>
           fromReply(await worker.call({ cmd: 'acquire', key, ttlMs: o.ttlMs, waitMs })),
         );
+        if (acquire === null && o.unavailablePauseMs) {
+          // As a client backs off: an outage of the authority does not use up the run at once.
+          await new Promise((resolve) => setTimeout(resolve, o.unavailablePauseMs));
+        }
         if (!acquire?.ok || acquire.token === undefined) continue;
         grants++;
         const token = acquire.token;
@@ -149,7 +177,7 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
         await record(w, { f: 'write', key, token, value: cv, target: 'cp' }, async () =>
           // A stalled writer sends without looking at its lease again (the write was in hand
           // before the pause): only the relay's fence can stop it.
-          fromReply(await worker.call({ cmd: stalled ? 'cp-set-raw' : 'cp-set', doc: 'chaos', key, value: cv, token })),
+          fromReply(await worker.call({ cmd: stalled ? 'cp-set-raw' : 'cp-set', doc: relayCount > 1 ? `chaos-r${w % relayCount}` : 'chaos', key, value: cv, token })),
         );
         await record(w, { f: 'release', key, token }, async () => fromReply(await worker.call({ cmd: 'release', key, token })));
       }
@@ -165,6 +193,10 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
         const w = rnd.int(0, o.workers - 1);
         const ms = rnd.int(Math.round(o.ttlMs * 0.5), Math.round(o.ttlMs * 2.5));
         const at = Math.round(performance.now());
+        // Drawn only with several relays, so one relay's runs keep their seeds' schedules.
+        const r = relayCount > 1 ? rnd.int(0, relayCount - 1) : 0;
+        const relay = relays[r]!;
+        const which = relayCount > 1 ? ` ${r}` : '';
         if (kind === 'partition') {
           const mode = rnd.pick(['hold', 'reset', 'drop'] as const);
           events.push(`${at} partition worker ${w} (${mode}) for ${ms} ms`);
@@ -172,11 +204,11 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
           await new Promise((resolve) => setTimeout(resolve, ms));
           proxies[w]!.setMode('pass');
         } else if (kind === 'relay-kill') {
-          events.push(`${at} relay SIGKILL + restart`);
+          events.push(`${at} relay${which} SIGKILL + restart`);
           await relay.stop('SIGKILL');
           await relay.start();
         } else if (kind === 'relay-pause') {
-          events.push(`${at} relay SIGSTOP for ${ms} ms`);
+          events.push(`${at} relay${which} SIGSTOP for ${ms} ms`);
           relay.pause();
           await new Promise((resolve) => setTimeout(resolve, ms));
           relay.resume();
@@ -204,11 +236,11 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
     log(`lock chaos seed ${o.seed}: ${ops.length} ops, ${grants} grants, ${events.length} nemesis events`);
   } finally {
     running = false;
-    relay.resume();
+    for (const relay of relays) relay.resume();
     for (const w of workers) w.resume();
     await Promise.all(workers.map((w) => w.stop()));
     await Promise.all(proxies.map((p) => p.close()));
-    await relay.dispose();
+    await Promise.all(relays.map((relay) => relay.dispose()));
   }
 
   // Each granted lease may end at the authority any time after its request was sent + TTL
@@ -242,10 +274,14 @@ export async function runLockChaos(o: ChaosOptions): Promise<ChaosResult> {
   };
   const leases = ops.filter((op) => op.input.f !== 'write');
   const writes = (target: 'user' | 'cp') => ops.filter((op) => op.input.f === 'write' && op.input.target === target);
+  const cpHistories = Array.from({ length: relayCount }, (_, r) =>
+    makeHistory([...leases, ...writes('cp').filter((op) => relayOf.get(op) === r)].sort((a, b) => a.call - b.call).map(toSpec)),
+  );
   return {
     ops,
     userHistory: makeHistory([...leases, ...writes('user')].sort((a, b) => a.call - b.call).map(toSpec)),
-    cpHistory: makeHistory([...leases, ...writes('cp')].sort((a, b) => a.call - b.call).map(toSpec)),
+    cpHistory: cpHistories[0]!,
+    cpHistories,
     nemesisEvents: events,
     slowUnavailable,
     grants,

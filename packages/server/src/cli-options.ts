@@ -43,7 +43,7 @@ export const FLAGS: Flag[] = [
     flag: 'postgres',
     env: 'CAPSYNC_POSTGRES',
     type: 'string',
-    help: 'PostgreSQL URL (postgres://user:password@host:5432/db; also DATABASE_URL): documents live there instead of SQLite. Default none',
+    help: 'PostgreSQL URL (postgres://user:password@host:5432/db; also DATABASE_URL): documents live there instead of SQLite, and it is the lock authority (unless --etcd or --lock-authority). Default none',
     apply: (o, v) => {
       if (!/^postgres(ql)?:\/\/./.test(v)) throw new CliError('--postgres must be a postgres:// or postgresql:// URL');
       o.postgres = v;
@@ -130,7 +130,7 @@ export const FLAGS: Flag[] = [
     flag: 'etcd',
     env: 'CAPSYNC_ETCD',
     type: 'string',
-    help: 'Comma-separated etcd client URLs (http://host:2379,...): etcd is the lock authority. Default: this relay (embedded)',
+    help: 'Comma-separated etcd client URLs (http://host:2379,...): etcd is the lock authority. Default: this relay (embedded), or the PostgreSQL database with --postgres',
     apply: (o, v) => (o.etcd = etcdEndpoints(v)),
   },
   {

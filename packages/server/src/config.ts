@@ -17,7 +17,9 @@ export interface RelayOptions {
   storage?: 'sqlite' | 'memory' | DocStore;
   /**
    * A PostgreSQL URL (postgres://user:password@host:5432/database): documents live in that
-   * database instead of SQLite (the schema is created or migrated at startup). Default none.
+   * database instead of SQLite (the schema is created or migrated at startup), and it is the lock
+   * authority (PostgresLockBackend) unless `lockBackend`, `etcd` or `lockAuthority` is given.
+   * Default none.
    */
   postgres?: string;
   /** Directory of the SQLite database (capsync.db). Default './data'. */
@@ -66,7 +68,7 @@ export interface RelayOptions {
   staticDir?: string;
   /**
    * etcd client URLs (http://host:2379, ...): use an etcd cluster as the lock authority
-   * instead of this relay's embedded one. Needed once several relays share locks.
+   * instead of this relay's embedded one (or the PostgreSQL database with `postgres`).
    */
   etcd?: string[];
   /** Your own lock authority (tests, custom deployments); overrides `etcd`. */

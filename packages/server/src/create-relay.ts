@@ -137,14 +137,12 @@ async function openStore(o: ResolvedRelayOptions, metrics: RelayMetrics): Promis
 }
 
 /**
- * The lock authority: a given backend, etcd when endpoints are configured, else the embedded
- * one, persisting in the relay's SQLite database (in memory for memory or custom storage).
- * On PostgreSQL the embedded one keeps its tokens and leases in a SQLite file of its own under
- * `dataDir` (locks.db, handed to `ownLockDb` to close), so tokens still never repeat across
- * restarts; it is this relay's alone, so relays sharing a database share locks only through
- * `etcd` or `lockAuthority` (a PostgreSQL lock backend is to come).
+ * The lock authority: a given backend, etcd when endpoints are configured, a forwarding one
+ * with `lockAuthority`, the PostgreSQL one on a PostgreSQL relay (the documents' database is
+ * the authority every relay sharing it shares), else the embedded one, persisting in the
+ * relay's SQLite database (in memory for memory or custom storage).
  */
-async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger: Logger, ownLockDb: (db: SqliteWorkerStore) => void): Promise<LockBackend> {
+async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger: Logger, _ownLockDb: (db: SqliteWorkerStore) => void): Promise<LockBackend> {
   if (o.lockBackend) return o.lockBackend;
   if (o.etcd.length > 0) {
     // Loaded only when configured: etcd3 brings grpc, which the embedded default does not need.
@@ -164,15 +162,21 @@ async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger:
       outbound: { sendBufferLimit: o.sendBufferLimit, slowConsumerGraceMs: o.slowConsumerGraceMs },
     });
   }
-  return EmbeddedLockBackend.open(await embeddedLockStore(o, store, ownLockDb));
+  if (o.postgres) {
+    // Loaded only when configured, as the PostgreSQL store is.
+    const { PostgresLockBackend } = await import('./locks/postgres-backend.js');
+    return PostgresLockBackend.open({ url: o.postgres, opTimeoutMs: o.lockTimeoutMs, logger });
+  }
+  return EmbeddedLockBackend.open(embeddedLockStore(store));
 }
 
-async function embeddedLockStore(o: ResolvedRelayOptions, store: DocStore, ownLockDb: (db: SqliteWorkerStore) => void): Promise<LockStore> {
-  if (store instanceof SqliteWorkerStore) return store.locks;
-  if (!o.postgres) return new MemoryLockStore();
-  const db = await SqliteWorkerStore.open(path.join(o.dataDir, 'locks.db'), { synchronous: o.sqliteSync });
-  ownLockDb(db);
-  return db.locks;
+/**
+ * The embedded authority's store: the relay's SQLite database, else memory. (A PostgreSQL relay
+ * never gets here, so no lock database of its own is opened any more: `ownLockDb` is never
+ * called, and createRelay's `lockDb` stays undefined.)
+ */
+function embeddedLockStore(store: DocStore): LockStore {
+  return store instanceof SqliteWorkerStore ? store.locks : new MemoryLockStore();
 }
 
 function sqlitePath(o: ResolvedRelayOptions): string {

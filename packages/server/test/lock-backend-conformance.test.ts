@@ -1,8 +1,9 @@
 /**
  * Every LockBackend runs the LockBackend conformance suite: the embedded authority (on SQLite),
- * a forwarding backend to an authority relay (createRelay on port 0), and the etcd backend
- * against a real etcd (one member, free ports, temp dir). Their way to the authority is cut by
- * a TCP fault proxy (forwarded, etcd) or by failing storage (embedded).
+ * a forwarding backend to an authority relay (createRelay on port 0), the etcd backend against
+ * a real etcd (one member, free ports, temp dir), and the PostgreSQL backend against a real
+ * PostgreSQL (initdb in a temp dir, free port). Their way to the authority is cut by a TCP
+ * fault proxy (forwarded, etcd, PostgreSQL) or by failing storage (embedded).
  */
 import fs from 'node:fs';
 import os from 'node:os';
@@ -13,12 +14,14 @@ import { createRelay, type RelayHandle } from '../src/create-relay.js';
 import { EmbeddedLockBackend } from '../src/locks/embedded-backend.js';
 import { EtcdLockBackend } from '../src/locks/etcd-backend.js';
 import { ForwardingLockBackend } from '../src/locks/forwarding-backend.js';
+import { PostgresLockBackend } from '../src/locks/postgres-backend.js';
 import type { LockBackend } from '../src/locks/lock-backend.js';
 import type { LockStore } from '../src/locks/lock-store.js';
 import { createLogger } from '../src/logger.js';
 import { SqliteDocStore } from '../src/storage/sqlite-store.js';
 import { runConformance } from '../../../test/support/conformance.js';
 import { describeEtcd } from '../../../test/support/describe-etcd.js';
+import { describePostgres } from '../../../test/support/describe-postgres.js';
 import { startEtcdCluster, type EtcdCluster } from '../../../test/support/etcd-cluster.js';
 import { FaultProxy } from '../../../test/support/fault-proxy.js';
 
@@ -69,6 +72,7 @@ describe('EmbeddedLockBackend (SQLite) conformance', () => {
       const { store, cut, heal } = cuttableStore(sqlite.locks);
       return { backend: await EmbeddedLockBackend.open(store), cut, heal };
     },
+    absent: { openSibling: 'the embedded authority is its relay alone (other relays forward to it)' },
     // It answers from memory or after one SQLite commit; this is that commit's allowance on a loaded machine.
     opTimeoutMs: 200,
     slackMs: SLACK_MS,
@@ -86,6 +90,7 @@ describe('ForwardingLockBackend conformance', () => {
   const connect = (url: string) => ForwardingLockBackend.connect({ url, token: async () => PEER_TOKEN, opTimeoutMs: OP_TIMEOUT_MS, logger, relayId: `conformance-${n++}` });
   runConformance(lockBackendConformance, {
     open: () => connect(authority.url),
+    openSibling: () => connect(authority.url),
     restart: async (b) => {
       await b.close();
       return connect(authority.url);
@@ -115,6 +120,7 @@ describeEtcd('EtcdLockBackend conformance (a real etcd)', (etcdPath) => {
   const open = (endpoints = cluster.endpoints) => new EtcdLockBackend({ endpoints, opTimeoutMs: OP_TIMEOUT_MS });
   runConformance(lockBackendConformance, {
     open: async () => open(),
+    openSibling: async () => open(),
     restart: async (b) => {
       await b.close();
       return open();
@@ -123,6 +129,33 @@ describeEtcd('EtcdLockBackend conformance (a real etcd)', (etcdPath) => {
       const proxy = await FaultProxy.start(cluster.members[0]!.clientPort);
       closeAfterAll.push(() => proxy.close());
       return { backend: open([`http://127.0.0.1:${proxy.port}`]), cut: () => proxy.setMode('hold'), heal: () => proxy.setMode('pass') };
+    },
+    opTimeoutMs: OP_TIMEOUT_MS,
+    slackMs: SLACK_MS,
+    emitsExpired: true,
+  } satisfies LockBackendHarness);
+});
+
+describePostgres('PostgresLockBackend conformance (a real PostgreSQL)', (server) => {
+  let url: string;
+  beforeAll(async () => {
+    url = await server().createDatabase();
+  }, 30_000);
+  const open = (at = url) => PostgresLockBackend.open({ url: at, opTimeoutMs: OP_TIMEOUT_MS });
+  runConformance(lockBackendConformance, {
+    // Every case's backend on the one database (its keys are fresh): as relays sharing it.
+    open: () => open(),
+    openSibling: () => open(),
+    restart: async (b) => {
+      await b.close();
+      return open();
+    },
+    openCuttable: async () => {
+      const proxy = await FaultProxy.start(server().port);
+      closeAfterAll.push(() => proxy.close());
+      const through = new URL(url);
+      through.port = String(proxy.port);
+      return { backend: await open(through.toString()), cut: () => proxy.setMode('hold'), heal: () => proxy.setMode('pass') };
     },
     opTimeoutMs: OP_TIMEOUT_MS,
     slackMs: SLACK_MS,

@@ -209,15 +209,19 @@ describePostgres('PostgresDocStore (a real PostgreSQL)', (server) => {
 });
 
 describe('loading pg', () => {
-  it('only the PostgreSQL store imports pg, and the relay loads that store only when PostgreSQL is configured (dynamic import)', () => {
+  it('only the PostgreSQL store and lock backend import pg, and the relay loads them only when PostgreSQL is configured (dynamic import)', () => {
     const src = path.resolve(import.meta.dirname, '../src');
     const files = fs.readdirSync(src, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
     const text = (f: string) => fs.readFileSync(path.join(src, f), 'utf8');
     // `import type` is erased from the JavaScript: only value imports load a module.
     const importingPg = files.filter((f) => /^import\s(?!type\s)[^;]*from\s+'pg';/m.test(text(f)));
     expect(importingPg).toContain('storage/postgres-store.ts');
-    expect(importingPg.filter((f) => !f.startsWith('storage/postgres-'))).toEqual([]);
-    expect(files.filter((f) => /^import\s(?!type\s)[^;]*from\s+'[^']*postgres-[a-z-]+\.js';/m.test(text(f)) && !f.startsWith('storage/postgres-'))).toEqual([]);
+    expect(importingPg).toContain('locks/postgres-backend.ts');
+    // The PostgreSQL modules (the store's, the lock backend's) import pg and each other; nothing else does.
+    const mayImport = (f: string) => f.startsWith('storage/postgres-') || f.startsWith('locks/postgres-');
+    expect(importingPg.filter((f) => !mayImport(f))).toEqual([]);
+    expect(files.filter((f) => /^import\s(?!type\s)[^;]*from\s+'[^']*postgres-[a-z-]+\.js';/m.test(text(f)) && !mayImport(f))).toEqual([]);
     expect(text('create-relay.ts')).toContain("await import('./storage/postgres-store.js')");
+    expect(text('create-relay.ts')).toContain("await import('./locks/postgres-backend.js')");
   });
 });

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
-import { CapsyncError, LeaseLostError, LockTimeoutError, StaleTokenError, UnavailableError } from '@capsync/core';
-import { notOwner, shuttingDown, withdrawn, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
+import { CapsyncError, UnavailableError } from '@capsync/core';
+import { leaseLost as lost, lockBusy, notOwner, shuttingDown, staleToken, withdrawn, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
 import type { LockStore } from './lock-store.js';
 
 interface Holder {
@@ -76,7 +76,7 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
     if (this.closed) return Promise.reject(shuttingDown());
     const st = this.state(request.key);
     if (!st.holder && !st.granting && st.waiters.length === 0) return this.grant(st, request);
-    if (request.waitMs <= 0) return Promise.reject(this.busy(request.key));
+    if (request.waitMs <= 0) return Promise.reject(lockBusy(request.key));
     if (request.signal?.aborted) return Promise.reject(withdrawn());
     return new Promise<LockGrant>((resolve, reject) => {
       const waiter: Waiter = {
@@ -85,7 +85,7 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
         reject,
         timer: setTimeout(() => {
           this.dropWaiter(st, waiter);
-          reject(this.busy(request.key, request.waitMs));
+          reject(lockBusy(request.key, request.waitMs));
         }, request.waitMs),
         onAbort: () => {
           this.dropWaiter(st, waiter);
@@ -229,19 +229,9 @@ export class EmbeddedLockBackend extends EventEmitter<LockBackendEvents> impleme
     waiter.request.signal?.removeEventListener('abort', waiter.onAbort);
   }
 
-  private busy(key: string, waitedMs = 0): LockTimeoutError {
-    // Never the holder's token: it is not the asker's to know.
-    return new LockTimeoutError(`lock "${key}" is held; waited ${waitedMs} ms`);
-  }
-
   /** Why a fenced write with `token` may not proceed: a newer token exists, or the lease is gone. */
   private notHeld(key: string, token: number, st: KeyState | undefined): CapsyncError {
-    if (st && token < st.lastToken) return new StaleTokenError(`the token given for "${key}" is stale: a newer lease was granted since`);
+    if (st && token < st.lastToken) return staleToken(key);
     return lost(key);
   }
-}
-
-function lost(key: string): LeaseLostError {
-  // The token is not repeated: a refusal tells nothing about any token (the asker's included).
-  return new LeaseLostError(`no current lease on "${key}" under the token given`);
 }

@@ -4,10 +4,9 @@
  * time); when the key is held elsewhere it watches the key for its deletion and tries again
  * then. Between relays there is no queue: whichever relay's transaction lands first wins.
  */
-import { LockTimeoutError } from '@capsync/core';
 import type { Watcher } from 'etcd3';
 import type { Logger } from '../logger.js';
-import { shuttingDown, withdrawn, type AcquireRequest, type LockGrant } from './lock-backend.js';
+import { lockBusy, shuttingDown, withdrawn, type AcquireRequest, type LockGrant } from './lock-backend.js';
 import type { EtcdLockKeys } from './etcd-lock-keys.js';
 import type { HolderSlot, LeaseKeeper } from './etcd-lease-keeper.js';
 
@@ -60,7 +59,7 @@ export class AcquireQueues {
   acquire(request: AcquireRequest): Promise<LockGrant> {
     const st = this.state(request.key);
     if (request.waitMs <= 0 && (st.holder || st.waiters.length > 0)) {
-      return Promise.reject(this.busy(request.key, 0));
+      return Promise.reject(lockBusy(request.key, 0));
     }
     return new Promise<LockGrant>((resolve, reject) => {
       const waiter: Waiter = {
@@ -98,7 +97,7 @@ export class AcquireQueues {
     if (st.holder) {
       if (head.timedOut) {
         this.dropWaiter(st, head);
-        head.reject(this.busy(key, head.request.waitMs));
+        head.reject(lockBusy(key, head.request.waitMs));
         this.pump(key, st);
       }
       return;
@@ -128,7 +127,7 @@ export class AcquireQueues {
         }
         if (waiting && head.timedOut) {
           this.dropWaiter(st, head);
-          head.reject(this.busy(key, head.request.waitMs));
+          head.reject(lockBusy(key, head.request.waitMs));
           this.pump(key, st);
           return;
         }
@@ -185,7 +184,7 @@ export class AcquireQueues {
       return;
     }
     this.dropWaiter(st, waiter);
-    waiter.reject(this.busy(key, waiter.request.waitMs));
+    waiter.reject(lockBusy(key, waiter.request.waitMs));
   }
 
   private kick(key: string, st: KeyState): void {
@@ -225,10 +224,5 @@ export class AcquireQueues {
     if (i >= 0) st.waiters.splice(i, 1);
     clearTimeout(waiter.timer);
     waiter.request.signal?.removeEventListener('abort', waiter.onAbort);
-  }
-
-  private busy(key: string, waitedMs: number): LockTimeoutError {
-    // Never the holder's token: it is not the asker's to know.
-    return new LockTimeoutError(`lock "${key}" is held; waited ${waitedMs} ms`);
   }
 }

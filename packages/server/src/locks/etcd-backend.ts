@@ -5,9 +5,9 @@
  * and its parts' (see the class comment).
  */
 import { EventEmitter } from 'node:events';
-import { CapsyncError, StaleTokenError } from '@capsync/core';
+import { CapsyncError } from '@capsync/core';
 import type { Logger } from '../logger.js';
-import { notOwner, shuttingDown, withdrawn, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
+import { notOwner, shuttingDown, staleToken, withdrawn, type AcquireRequest, type LockBackend, type LockBackendEvents, type LockGrant } from './lock-backend.js';
 import { EtcdCalls } from './etcd-fault-handling.js';
 import { EtcdLockKeys, etcdTtlSeconds, lost } from './etcd-lock-keys.js';
 import { LeaseKeeper } from './etcd-lease-keeper.js';
@@ -195,7 +195,7 @@ export class EtcdLockBackend extends EventEmitter<LockBackendEvents> implements 
       // Another relay's lease (or this relay's before a restart) lives as long as etcd has its key.
       return;
     }
-    if (lock.newest > token) throw new StaleTokenError(`the token given for "${key}" is stale: a newer lease was granted since`);
+    if (lock.newest > token) throw staleToken(key);
     throw lost(key);
   }
 

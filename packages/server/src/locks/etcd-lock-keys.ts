@@ -15,9 +15,8 @@
  *   stale token from a lost one after the lock is gone. Lock keys cannot collide with it: lock
  *   service keys contain no control characters.
  */
-import { LeaseLostError } from '@capsync/core';
 import type { IKeyValue, ITxnResponse, Watcher } from 'etcd3';
-import { notOwner, withdrawn, type AcquireRequest } from './lock-backend.js';
+import { leaseLost, notOwner, withdrawn, type AcquireRequest } from './lock-backend.js';
 import type { EtcdCalls } from './etcd-fault-handling.js';
 
 /**
@@ -33,11 +32,8 @@ export function etcdTtlSeconds(ttlMs: number): number {
   return Math.max(Math.ceil(ttlMs / 1000), MIN_ETCD_TTL_S);
 }
 
-/** No current lease under the token given. */
-export function lost(key: string): LeaseLostError {
-  // The token is not repeated: a refusal tells nothing about any token (the asker's included).
-  return new LeaseLostError(`no current lease on "${key}" under the token given`);
-}
+/** No current lease under the token given (the wording every backend shares). */
+export const lost = leaseLost;
 
 /** One try at taking a key: granted (on `leaseId`), or held by someone else as of `revision`. */
 export type Attempt =

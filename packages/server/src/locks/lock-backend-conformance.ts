@@ -1,6 +1,6 @@
 /**
  * The `LockBackend` conformance suite: the contract in lock-backend.ts, case by case, for every
- * backend (embedded, forwarded, etcd). Hard promises: tokens strictly increase per key (also
+ * backend (embedded, forwarded, etcd, postgres). Hard promises: tokens strictly increase per key (also
  * across a restart), one holder at a time, only the holder renews, releases or checks (and no
  * refusal names its token), unrenewed leases expire on time, and an authority that cannot be
  * reached answers `unavailable` within its deadline rather than a wrong answer. Runner
@@ -21,6 +21,12 @@ export interface LockBackendHarness extends HarnessBase {
   open(): Promise<LockBackend>;
   /** Closes `backend` and opens it again on the same authority and storage (a relay restart). */
   restart?(backend: LockBackend): Promise<LockBackend>;
+  /**
+   * Another backend on the same authority as those of `open`, as another relay of a cluster or
+   * mesh has it (etcd, PostgreSQL, forwarding to one authority relay); the suite closes it. Absent
+   * where the authority is the relay itself (embedded).
+   */
+  openSibling?(): Promise<LockBackend>;
   /** A backend whose authority can be made unreachable (a partition, or its storage failing). */
   openCuttable?(): Promise<CuttableBackend>;
   /** Every method must settle within this (plus `slackMs`) when the authority is unreachable. */
@@ -217,6 +223,37 @@ export const lockBackendConformance: LockBackendCase[] = [
         await rejectsWith(acquire(b, k, BOB, 10_000, 400), 'lock-timeout', 'acquire while the renewed lease runs');
         await b.check(k, g.token, ALICE);
         await b.release(k, g.token, ALICE);
+      }),
+  },
+  {
+    name: 'backends on one authority are one lock: one holder and increasing tokens across them, and a lease checked or released through another',
+    needs: ['openSibling'],
+    run: (h) =>
+      withBackends(h, async (open, opened) => {
+        const a = await open();
+        const b = await required(h, 'openSibling').call(h);
+        opened.push(b);
+        const k = freshKey('sibling');
+        const g = await acquire(a, k, ALICE);
+        await rejectsWith(acquire(b, k, BOB), 'lock-timeout', "acquire through another backend of a key held through the first");
+        await b.check(k, g.token, ALICE);
+        await rejectsWith(b.check(k, g.token, BOB), 'not-owner', 'check by another owner through another backend');
+        const waiting = acquire(b, k, BOB, 10_000, 10_000);
+        // Its owner may end it through any relay (a client that failed over).
+        await b.release(k, g.token, ALICE);
+        const next = await waiting;
+        ok(next.token > g.token, `token ${next.token} granted through another backend after ${g.token}`);
+        await rejectsWith(a.check(k, g.token, ALICE), 'stale-token', 'check through the first backend of its own lease, replaced through another');
+        await a.check(k, next.token, BOB);
+        await a.release(k, next.token, BOB);
+        // Through a third backend: the etcd backend keeps counting a lease it granted as its own
+        // after it was released through another relay, until that lease's deadline, and refuses
+        // acquires of the key meanwhile (a liveness limit, not a safety one; not pinned here).
+        const c = await required(h, 'openSibling').call(h);
+        opened.push(c);
+        const last = await acquire(c, k, ALICE);
+        ok(last.token > next.token, `token ${last.token} after ${next.token}`);
+        await c.release(k, last.token, ALICE);
       }),
   },
   {

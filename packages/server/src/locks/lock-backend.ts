@@ -1,5 +1,5 @@
 import type { EventEmitter } from 'node:events';
-import { NotOwnerError, UnavailableError } from '@capsync/core';
+import { LeaseLostError, LockTimeoutError, NotOwnerError, StaleTokenError, UnavailableError } from '@capsync/core';
 
 /** A lease the authority granted (or renewed). */
 export interface LockGrant {
@@ -49,7 +49,7 @@ export interface LockBackendEvents {
  *
  * Contract (all backends). `lockBackendConformance` (`@capsync/server/conformance`,
  * lock-backend-conformance.ts) checks it case by case, and every backend (embedded, forwarded,
- * etcd) runs it in packages/server/test/lock-backend-conformance.test.ts; test/locks checks it
+ * etcd, postgres) runs it in packages/server/test/lock-backend-conformance.test.ts; test/locks checks it
  * further under faults and for linearizability:
  * - `acquire` resolves only once the grant is committed (durable in the backend), with a
  *   token greater than every token ever granted for that key. At most one unexpired lease
@@ -76,7 +76,7 @@ export interface LockBackendEvents {
  * - `close` stops timers and connections; it does not release leases (they run out).
  */
 export interface LockBackend extends EventEmitter<LockBackendEvents> {
-  readonly kind: 'embedded' | 'etcd' | 'forwarded';
+  readonly kind: 'embedded' | 'etcd' | 'forwarded' | 'postgres';
   acquire(request: AcquireRequest): Promise<LockGrant>;
   renew(key: string, token: number, ttlMs: number, owner: string): Promise<LockGrant>;
   release(key: string, token: number, owner: string): Promise<void>;
@@ -91,6 +91,24 @@ export const MIN_TTL_MS = 10;
 export const MAX_WAIT_MS = 600_000;
 /** Longest lock key, in UTF-8 bytes. */
 export const MAX_KEY_BYTES = 512;
+
+// The refusals every backend gives, worded once. None names a token (the asker's included) or
+// a holder: knowing a token gives nothing.
+
+/** A token that is not the key's current unexpired lease (renew, release, check). */
+export function leaseLost(key: string): LeaseLostError {
+  return new LeaseLostError(`no current lease on "${key}" under the token given`);
+}
+
+/** A check (a fenced write) under a token older than one granted since. */
+export function staleToken(key: string): StaleTokenError {
+  return new StaleTokenError(`the token given for "${key}" is stale: a newer lease was granted since`);
+}
+
+/** An acquire whose key stayed held for all of its `waitMs`. */
+export function lockBusy(key: string, waitedMs = 0): LockTimeoutError {
+  return new LockTimeoutError(`lock "${key}" is held; waited ${waitedMs} ms`);
+}
 
 /** The refusal of another identity's live lease: it tells nothing about the lease (token, owner). */
 export function notOwner(key: string): NotOwnerError {

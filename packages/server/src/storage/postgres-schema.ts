@@ -64,6 +64,23 @@ export const MIGRATIONS: readonly string[] = [
   ALTER TABLE capsync_doc_updates ALTER COLUMN pos SET NOT NULL;
   ALTER TABLE capsync_doc_updates ADD PRIMARY KEY (doc, pos);
   `,
+  // 3: the PostgreSQL lock authority (locks/postgres-lock-rows.ts). One row per lock key,
+  // never deleted: `last_token` is the key's counter, the highest fencing token ever granted,
+  // so tokens strictly increase and are never reused, across relays and restarts. The current
+  // lease, if any, is the one of `last_token`: its identity and its expiry on the database's
+  // clock (both NULL once it was released; an expired lease stays until the next grant
+  // overwrites it). `released_token`: the last token released (not run out), so the relay
+  // that granted a lease can tell one released through another relay from one that ran out.
+  `
+  CREATE TABLE capsync_locks (
+    key text PRIMARY KEY,
+    last_token bigint NOT NULL CHECK (last_token > 0),
+    owner text,
+    expires_at timestamptz,
+    released_token bigint,
+    CHECK ((owner IS NULL) = (expires_at IS NULL))
+  );
+  `,
 ];
 
 /** The schema version this relay writes and understands: the number of migrations it has. */
