@@ -50,13 +50,10 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
       })
     : new OpenAccess({ peerToken: resolved.peerToken });
   let backend: LockBackend;
-  // A database of its own for the embedded lock authority, when the documents' store has none.
-  let lockDb: SqliteWorkerStore | undefined;
   try {
-    backend = await openLockBackend(resolved, store, logger, (db) => (lockDb = db));
+    backend = await openLockBackend(resolved, store, logger);
   } catch (err) {
     await store.close();
-    await lockDb?.close();
     throw err;
   }
   const locks = new LockService(backend, metrics, logger, resolved.lockTimeoutMs, {
@@ -84,7 +81,6 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     server.close();
     await locks.close();
     await store.close();
-    await lockDb?.close();
     throw err;
   }
   const port = (server.address() as AddressInfo).port;
@@ -109,7 +105,6 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
       (closing ??= (async () => {
         const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
         await relay.close();
-        await lockDb?.close();
         wss.close();
         server.closeAllConnections();
         await Promise.all([stopped, metricsServer?.close()]);
@@ -142,7 +137,7 @@ async function openStore(o: ResolvedRelayOptions, metrics: RelayMetrics): Promis
  * the authority every relay sharing it shares), else the embedded one, persisting in the
  * relay's SQLite database (in memory for memory or custom storage).
  */
-async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger: Logger, _ownLockDb: (db: SqliteWorkerStore) => void): Promise<LockBackend> {
+async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger: Logger): Promise<LockBackend> {
   if (o.lockBackend) return o.lockBackend;
   if (o.etcd.length > 0) {
     // Loaded only when configured: etcd3 brings grpc, which the embedded default does not need.
@@ -170,11 +165,7 @@ async function openLockBackend(o: ResolvedRelayOptions, store: DocStore, logger:
   return EmbeddedLockBackend.open(embeddedLockStore(store));
 }
 
-/**
- * The embedded authority's store: the relay's SQLite database, else memory. (A PostgreSQL relay
- * never gets here, so no lock database of its own is opened any more: `ownLockDb` is never
- * called, and createRelay's `lockDb` stays undefined.)
- */
+/** The embedded authority's store: the relay's SQLite database, else memory (a PostgreSQL relay has its own backend). */
 function embeddedLockStore(store: DocStore): LockStore {
   return store instanceof SqliteWorkerStore ? store.locks : new MemoryLockStore();
 }
