@@ -16,6 +16,7 @@ import { describePostgres } from '../support/describe-postgres.js';
 import { FaultProxy, type FaultMode } from '../support/fault-proxy.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, tempDir, type TestRelay } from '../support/relay-fixture.js';
+import { metricValue } from '../support/relay-observe.js';
 import { killRelay, spawnRelay, type RelayProcess } from '../support/relay-process.js';
 
 const cleanups: (() => Promise<unknown> | void)[] = [];
@@ -96,6 +97,8 @@ describePostgres('a cluster on PostgreSQL under crashes', (server) => {
       await onHealthy.waitForAck(healthySeq);
       await waitForStatus(`${cut.httpUrl}/readyz`, 503);
       expect(await fetch(`${healthy.httpUrl}/readyz`).then((r) => r.status)).toBe(200);
+      expect(await metricValue(cut.httpUrl, 'capsync_storage_reachable')).toBe(0);
+      expect(await metricValue(healthy.httpUrl, 'capsync_storage_reachable')).toBe(1);
       expect(onCut.ackedSeq).toBeLessThan(cutSeq);
 
       proxy.setMode('pass');
@@ -106,6 +109,9 @@ describePostgres('a cluster on PostgreSQL under crashes', (server) => {
       expect(onHealthy.text).toBe(onCut.text);
       expect(await storedText(url, 'cut')).toBe(onCut.text);
       await waitForStatus(`${cut.httpUrl}/readyz`, 200);
+      expect(await metricValue(cut.httpUrl, 'capsync_storage_reachable')).toBe(1);
+      expect(await metricValue(cut.httpUrl, 'capsync_storage_reachability_changes_total')).toBeGreaterThanOrEqual(2);
+      expect(await metricValue(cut.httpUrl, 'capsync_storage_pool_in_use')).toBeGreaterThanOrEqual(0);
     }, 90_000);
   }
 

@@ -120,11 +120,13 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
 async function openStore(o: ResolvedRelayOptions, metrics: RelayMetrics): Promise<DocStore> {
   if (o.postgres) {
     const { PostgresDocStore } = await import('./storage/postgres-store.js');
-    return PostgresDocStore.open(o.postgres, {
+    const store = await PostgresDocStore.open(o.postgres, {
       queryTimeoutMs: o.postgresTimeoutMs,
       connectTimeoutMs: Math.min(5_000, o.postgresTimeoutMs),
       onListening: (up) => metrics.clusterListening.set(up ? 1 : 0),
     });
+    metrics.poolInUseSource = () => store.poolInUse;
+    return store;
   }
   if (o.storage === 'memory') return new MemoryDocStore();
   if (o.storage === 'sqlite') return SqliteWorkerStore.open(sqlitePath(o), { synchronous: o.sqliteSync });

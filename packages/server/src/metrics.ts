@@ -21,6 +21,24 @@ export class RelayMetrics {
     help: 'Appends waiting to be tried again because storage could not be reached (0 while it can)',
     registers: [this.registry],
   });
+  readonly storageReachable = new client.Gauge({
+    name: 'capsync_storage_reachable',
+    help: "1 while the relay's storage takes its writes, 0 while appends wait for it to be reachable again",
+    registers: [this.registry],
+  });
+  readonly storageReachabilityChanges = new client.Counter({
+    name: 'capsync_storage_reachability_changes_total',
+    help: 'Times capsync_storage_reachable changed (storage lost or back)',
+    registers: [this.registry],
+  });
+  /** Where `storagePoolInUse` reads its value on each scrape (set for a PostgreSQL store). */
+  poolInUseSource: () => number = () => 0;
+  readonly storagePoolInUse: client.Gauge = new client.Gauge({
+    name: 'capsync_storage_pool_in_use',
+    help: "PostgreSQL connections of the document store's pool in use (checked out), at the scrape; 0 on other storage",
+    registers: [this.registry],
+    collect: (): void => this.storagePoolInUse.set(this.poolInUseSource()),
+  });
   readonly storageRetries = new client.Counter({
     name: 'capsync_storage_retries_total',
     help: 'Appends tried again after storage could not be reached',

@@ -11,7 +11,9 @@ import type { RelayMetrics } from '../metrics.js';
 export class StorageOutage {
   private waiting = 0;
 
-  constructor(private readonly metrics: Pick<RelayMetrics, 'storageWaitingAppends' | 'storageRetries'>) {}
+  constructor(private readonly metrics: Pick<RelayMetrics, 'storageWaitingAppends' | 'storageRetries' | 'storageReachable' | 'storageReachabilityChanges'>) {
+    metrics.storageReachable.set(1);
+  }
 
   /** True while an append waits for storage. */
   get unavailable(): boolean {
@@ -22,6 +24,7 @@ export class StorageOutage {
   waitBegan(): void {
     this.waiting++;
     this.metrics.storageWaitingAppends.set(this.waiting);
+    if (this.waiting === 1) this.reachable(false);
   }
 
   /** That append is being tried again. */
@@ -33,5 +36,11 @@ export class StorageOutage {
   waitEnded(): void {
     this.waiting--;
     this.metrics.storageWaitingAppends.set(this.waiting);
+    if (this.waiting === 0) this.reachable(true);
+  }
+
+  private reachable(up: boolean): void {
+    this.metrics.storageReachable.set(up ? 1 : 0);
+    this.metrics.storageReachabilityChanges.inc();
   }
 }

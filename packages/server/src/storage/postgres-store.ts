@@ -366,6 +366,11 @@ export class PostgresDocStore implements SharedDocStore {
     return null;
   }
 
+  /** Connections of the pool checked out now (the metric capsync_storage_pool_in_use). */
+  get poolInUse(): number {
+    return this.pool.totalCount - this.pool.idleCount;
+  }
+
   async ping(): Promise<void> {
     this.assertOpen();
     await this.query('ping', 'SELECT 1');
