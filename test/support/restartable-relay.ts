@@ -18,6 +18,11 @@ export class RestartableRelay {
   private urls: { url: string; httpUrl: string } | null = null;
   /** Starts, including the first one. */
   starts = 0;
+  /**
+   * Exits nobody asked for (the process died by itself while it was supposed to run): the exit
+   * code or signal and its last log lines.
+   */
+  readonly unexpectedExits: { code: number | null; signal: NodeJS.Signals | null; lastLogs: Record<string, unknown>[] }[] = [];
 
   private constructor(
     readonly dataDir: string,
@@ -56,6 +61,12 @@ export class RestartableRelay {
       }
     }
     this.starts++;
+    const p = this.process;
+    void p.exited.then(({ code, signal }) => {
+      if (this.process !== p) return;
+      this.process = null;
+      this.unexpectedExits.push({ code, signal, lastLogs: p.logs.slice(-10) });
+    });
     if (!this.port) {
       this.port = Number(new URL(this.process.httpUrl).port);
       this.urls = { url: this.process.url, httpUrl: this.process.httpUrl };
