@@ -86,6 +86,12 @@ export const TOPOLOGY: Topology = {
 /** The same relays and clients on one PostgreSQL database. */
 export const POSTGRES_TOPOLOGY: Topology = { ...TOPOLOGY, kind: 'postgres' };
 
+/**
+ * How long a relay (re)start may take to be ready: it compiles the server with tsx, CPU-bound,
+ * and a loaded 2-core machine took more than spawnRelay's default 20 s for a restart.
+ */
+const RELAY_READY_TIMEOUT_MS = 60_000;
+
 /** The relays' shared relay credential (open relays trust only it as a peer). */
 const CHAOS_MESH_TOKEN = 'chaos-mesh-token';
 
@@ -177,7 +183,7 @@ export class ChaosCluster {
         '--postgres-timeout-ms',
         String(this.options.postgresTimeoutMs ?? 1_500),
         ...(this.options.relayArgs ?? []),
-      ]);
+      ], { readyTimeoutMs: RELAY_READY_TIMEOUT_MS });
       this.relays.push(relay);
     }
   }
@@ -197,7 +203,9 @@ export class ChaosCluster {
       this.options.peering === false ? [] : RELAY_NAMES.flatMap((_, o) => (o === r ? [] : ['--peer', this.proxies.get(peerLink(r, o))!.url]));
     // Started one after the other: each start compiles the server with tsx, which is CPU-bound.
     for (let r = 0; r < n; r++) {
-      const relay = await RestartableRelay.start(['--relay-id', RELAY_NAMES[r]!, '--peer-token', CHAOS_MESH_TOKEN, ...peerArgs(r), '--peer-mode', this.peerMode, ...(this.options.relayArgs ?? [])]);
+      const relay = await RestartableRelay.start(['--relay-id', RELAY_NAMES[r]!, '--peer-token', CHAOS_MESH_TOKEN, ...peerArgs(r), '--peer-mode', this.peerMode, ...(this.options.relayArgs ?? [])], {
+        readyTimeoutMs: RELAY_READY_TIMEOUT_MS,
+      });
       this.relays.push(relay);
     }
     for (let a = 0; a < n; a++) {

@@ -50,8 +50,17 @@ export async function spawnRelay(args: string[], env: Record<string, string> = {
     });
     void exited.then(({ code, signal }) => reject(new Error(`relay exited before ready (code ${code}, signal ${signal}): ${stderr}`)));
   });
-  const { url, httpUrl } = await withTimeout(ready, timeoutMs, 'relay process to be ready');
-  return { child, url, httpUrl, logs, exited };
+  let urls: { url: string; httpUrl: string };
+  try {
+    urls = await withTimeout(ready, timeoutMs, 'relay process to be ready');
+  } catch (err) {
+    // Not left behind: it would become ready later and hold the port a retry asks for.
+    child.kill('SIGKILL');
+    await exited;
+    const last = logs.slice(-5).map((l) => JSON.stringify(l)).join(' ');
+    throw new Error(`${(err as Error).message}${last ? `; last logs: ${last}` : ''}${stderr ? `; stderr: ${stderr.slice(-2_000)}` : ''}`, { cause: err });
+  }
+  return { child, url: urls.url, httpUrl: urls.httpUrl, logs, exited };
 }
 
 /** Kills the process (SIGKILL) if it is still running and waits for it to exit. */

@@ -28,12 +28,16 @@ export class RestartableRelay {
     readonly dataDir: string,
     private readonly removeDir: () => void,
     private readonly baseArgs: string[],
+    private readonly readyTimeoutMs: number | undefined,
   ) {}
 
-  /** Starts a relay on a free port with a fresh data directory; `args` are CLI flags for every start. */
-  static async start(args: string[] = []): Promise<RestartableRelay> {
+  /**
+   * Starts a relay on a free port with a fresh data directory; `args` are CLI flags for every
+   * start. `readyTimeoutMs`: how long each start may take to be ready (spawnRelay's default).
+   */
+  static async start(args: string[] = [], options: { readyTimeoutMs?: number } = {}): Promise<RestartableRelay> {
     const dir = tempDir('capsync-restartable-');
-    const relay = new RestartableRelay(dir.dir, dir.remove, args);
+    const relay = new RestartableRelay(dir.dir, dir.remove, args, options.readyTimeoutMs);
     await relay.start();
     return relay;
   }
@@ -54,7 +58,7 @@ export class RestartableRelay {
     const args = ['--data', this.dataDir, ...this.baseArgs, ...extraArgs];
     for (let attempt = 1; ; attempt++) {
       try {
-        this.process = await spawnRelay(this.port ? [...args, '--port', String(this.port)] : args);
+        this.process = await spawnRelay(this.port ? [...args, '--port', String(this.port)] : args, {}, this.readyTimeoutMs);
         break;
       } catch (err) {
         if (attempt >= 5 || !/EADDRINUSE/.test(String((err as Error).message))) throw err;
