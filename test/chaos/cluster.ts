@@ -182,6 +182,10 @@ export class ChaosCluster {
         viaProxy,
         '--postgres-timeout-ms',
         String(this.options.postgresTimeoutMs ?? 1_500),
+        // Compactions every 100 updates (default 500): several per seed in both documents, racing
+        // the other relays' appends and catch-up reads under the faults.
+        '--compact-updates',
+        '100',
         ...(this.options.relayArgs ?? []),
       ], { readyTimeoutMs: RELAY_READY_TIMEOUT_MS });
       this.relays.push(relay);
