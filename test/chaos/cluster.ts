@@ -24,6 +24,7 @@
  * overlapping episodes of a schedule combine (the most severe mode wins; the largest delay).
  */
 import { EventEmitter } from 'node:events';
+import pg from 'pg';
 import { FaultProxy, type DelaySpec, type FaultMode } from '../support/fault-proxy.js';
 import { startPostgres, type PostgresCluster } from '../support/postgres-cluster.js';
 import { RestartableRelay } from '../support/restartable-relay.js';
@@ -374,6 +375,38 @@ export class ChaosCluster {
   async restartAll(): Promise<void> {
     await this.startDatabase();
     await Promise.all(this.relays.map((_, i) => this.restart(i)));
+  }
+
+  /**
+   * For a failure report: each relay's last warnings and errors and, on PostgreSQL, the
+   * database's client backends (by state, and those waiting on a lock or idle in a transaction).
+   */
+  async diagnostics(): Promise<string[]> {
+    const lines: string[] = [];
+    this.relays.forEach((r, i) => {
+      const bad = r.logs.filter((l) => Number(l['level']) >= 40).slice(-5);
+      if (bad.length > 0) lines.push(`relay ${RELAY_NAMES[i]} last warnings/errors: ${bad.map((l) => JSON.stringify(l)).join(' ')}`);
+    });
+    if (!this.postgres || this.databaseState !== 'up') return lines;
+    const client = new pg.Client({ connectionString: this.postgres.url('postgres'), connectionTimeoutMillis: 5_000, query_timeout: 5_000 });
+    try {
+      await client.connect();
+      const { rows } = await client.query<{ state: string | null; wait: string | null; age: string | null; query: string }>(
+        `SELECT state, wait_event_type || ':' || wait_event AS wait, round(extract(epoch FROM now() - xact_start)::numeric, 1)::text AS age, left(regexp_replace(query, '\s+', ' ', 'g'), 100) AS query
+           FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() ORDER BY xact_start NULLS LAST`,
+      );
+      const byState = new Map<string, number>();
+      for (const row of rows) byState.set(row.state ?? '?', (byState.get(row.state ?? '?') ?? 0) + 1);
+      lines.push(`database backends: ${[...byState].map(([s, n]) => `${n} ${s}`).join(', ')}`);
+      for (const row of rows.filter((r) => r.state === 'idle in transaction' || r.wait?.startsWith('Lock')).slice(0, 8)) {
+        lines.push(`  backend ${row.state}${row.wait ? ` waiting ${row.wait}` : ''}, transaction ${row.age} s old: ${row.query}`);
+      }
+    } catch (err) {
+      lines.push(`database backends: not read (${(err as Error).message})`);
+    } finally {
+      await client.end().catch(() => {});
+    }
+    return lines;
   }
 
   /** Exits of relay processes that nobody asked for, since the last call (names and last logs). */

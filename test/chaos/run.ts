@@ -631,6 +631,7 @@ export async function runChaos(cluster: ChaosCluster, options: RunOptions): Prom
       failures.push(`final check: ${(err as Error).message}`);
     }
     failures.push(...cluster.takeUnexpectedExits());
+    if (failures.length > 0) events.push(...(await cluster.diagnostics()));
     if (writes.applied !== writes.attempted) failures.push(`availability: ${writes.applied}/${writes.attempted} writes accepted locally`);
     if (traceResult && traceResult.applied !== traceResult.attempted) {
       failures.push(`availability (trace): ${traceResult.applied}/${traceResult.attempted} transactions accepted locally`);

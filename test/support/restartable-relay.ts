@@ -14,6 +14,7 @@ import { killRelay, spawnRelay, type RelayProcess } from './relay-process.js';
 
 export class RestartableRelay {
   private process: RelayProcess | null = null;
+  private last: RelayProcess | null = null;
   private port = 0;
   private urls: { url: string; httpUrl: string } | null = null;
   /** Starts, including the first one. */
@@ -42,6 +43,11 @@ export class RestartableRelay {
     return relay;
   }
 
+  /** The JSON log lines of the running process (or of the last one), for diagnostics. */
+  get logs(): Record<string, unknown>[] {
+    return (this.process ?? this.last)?.logs ?? [];
+  }
+
   get running(): boolean {
     return this.process !== null;
   }
@@ -66,6 +72,7 @@ export class RestartableRelay {
     }
     this.starts++;
     const p = this.process;
+    this.last = p;
     void p.exited.then(({ code, signal }) => {
       if (this.process !== p) return;
       this.process = null;
