@@ -412,7 +412,12 @@ export class ChaosCluster {
   /** Exits of relay processes that nobody asked for, since the last call (names and last logs). */
   takeUnexpectedExits(): string[] {
     return this.relays.flatMap((r, i) =>
-      r.unexpectedExits.splice(0).map((e) => `relay ${RELAY_NAMES[i]} exited by itself (code ${e.code}, signal ${e.signal}); last logs: ${e.lastLogs.map((l) => JSON.stringify(l)).join(' ')}`),
+      r.unexpectedExits
+        .splice(0)
+        .map(
+          (e) =>
+            `relay ${RELAY_NAMES[i]} exited by itself (code ${e.code}, signal ${e.signal}); stderr: ${e.stderr.slice(-3_000) || '(empty)'}; last logs: ${e.lastLogs.slice(-4).map((l) => JSON.stringify(l)).join(' ')}`,
+        ),
     );
   }
 

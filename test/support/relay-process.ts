@@ -13,6 +13,8 @@ export interface RelayProcess {
   httpUrl: string;
   /** Every JSON log line printed so far. */
   logs: Record<string, unknown>[];
+  /** The last 8 KiB it wrote to stderr (an uncaught error's stack, for one). */
+  stderr(): string;
   /** Resolves with the exit code (or signal) once the process ended. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -32,7 +34,7 @@ export async function spawnRelay(args: string[], env: Record<string, string> = {
   child.once('exit', () => process.off('exit', killOnExit));
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-8_192)));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -60,7 +62,7 @@ export async function spawnRelay(args: string[], env: Record<string, string> = {
     const last = logs.slice(-5).map((l) => JSON.stringify(l)).join(' ');
     throw new Error(`${(err as Error).message}${last ? `; last logs: ${last}` : ''}${stderr ? `; stderr: ${stderr.slice(-2_000)}` : ''}`, { cause: err });
   }
-  return { child, url: urls.url, httpUrl: urls.httpUrl, logs, exited };
+  return { child, url: urls.url, httpUrl: urls.httpUrl, logs, exited, stderr: () => stderr };
 }
 
 /** Kills the process (SIGKILL) if it is still running and waits for it to exit. */

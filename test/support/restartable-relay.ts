@@ -23,7 +23,7 @@ export class RestartableRelay {
    * Exits nobody asked for (the process died by itself while it was supposed to run): the exit
    * code or signal and its last log lines.
    */
-  readonly unexpectedExits: { code: number | null; signal: NodeJS.Signals | null; lastLogs: Record<string, unknown>[] }[] = [];
+  readonly unexpectedExits: { code: number | null; signal: NodeJS.Signals | null; lastLogs: Record<string, unknown>[]; stderr: string }[] = [];
 
   private constructor(
     readonly dataDir: string,
@@ -76,7 +76,7 @@ export class RestartableRelay {
     void p.exited.then(({ code, signal }) => {
       if (this.process !== p) return;
       this.process = null;
-      this.unexpectedExits.push({ code, signal, lastLogs: p.logs.slice(-10) });
+      this.unexpectedExits.push({ code, signal, lastLogs: p.logs.slice(-10), stderr: p.stderr() });
     });
     if (!this.port) {
       this.port = Number(new URL(this.process.httpUrl).port);
