@@ -1,7 +1,8 @@
 /**
- * `npm run chaos -- [options]` (from the repository root): chaos runs against three peered
- * relay processes, six workload clients and the friendsforever trace, every link through a
- * fault proxy. See run.ts for what a run does and checks.
+ * `npm run chaos -- [options]` (from the repository root): chaos runs against three relay
+ * processes (peered, or in cluster mode on one PostgreSQL database), six workload clients and
+ * the friendsforever trace, every link through a fault proxy. See run.ts for what a run does and
+ * checks, cluster.ts for the topologies.
  *
  *   --seed S          first seed (default: random, printed)
  *   --seeds N         number of seeds, S, S+1, ... (default 1)
@@ -9,7 +10,10 @@
  *   --trace-txns N    replay only the first N trace transactions (default: all, checked
  *                     against endContent; 0: no trace)
  *   --bound MS        replicas must be equal this long after the heal (default 20000)
- *   --peer-mode M     on-demand (default) or replicate-all
+ *   --topology T      mesh (default: relays peered with each other) or postgres (relays in
+ *                     cluster mode on one database of a throwaway PostgreSQL server, which
+ *                     needs PostgreSQL's binaries: Debian's postgresql package or POSTGRES_BIN)
+ *   --peer-mode M     on-demand (default) or replicate-all (mesh only)
  *   --failover        clients get every relay's URL, their own first
  *   --fail-fast       stop at the first failing seed
  *   --verbose         print every run's nemesis timeline
@@ -21,6 +25,7 @@ import { parseArgs } from 'node:util';
 import { percentile } from './checker.js';
 import { ChaosCluster, type PeerMode } from './cluster.js';
 import { failureReport, runChaos, summarize, type RunResult } from './run.js';
+import type { TopologyKind } from './schedule.js';
 
 function usage(message: string): never {
   process.stderr.write(`chaos: ${message}\n(see the header of test/chaos/cli.ts for the options)\n`);
@@ -44,6 +49,7 @@ async function main(): Promise<void> {
       'trace-txns': { type: 'string' },
       bound: { type: 'string' },
       'peer-mode': { type: 'string' },
+      topology: { type: 'string' },
       failover: { type: 'boolean' },
       'fail-fast': { type: 'boolean' },
       verbose: { type: 'boolean' },
@@ -57,6 +63,9 @@ async function main(): Promise<void> {
   const boundMs = int('bound', values.bound, 20_000, 1);
   const peerMode = (values['peer-mode'] ?? 'on-demand') as PeerMode;
   if (peerMode !== 'on-demand' && peerMode !== 'replicate-all') usage(`--peer-mode must be on-demand or replicate-all`);
+  const topology = (values.topology ?? 'mesh') as TopologyKind;
+  if (topology !== 'mesh' && topology !== 'postgres') usage(`--topology must be mesh or postgres`);
+  if (topology === 'postgres' && values['peer-mode']) usage(`--peer-mode applies to the mesh only (cluster-mode relays have no peers)`);
   const extra = [
     ...(traceTxns !== undefined ? ['--trace-txns', String(traceTxns)] : []),
     ...(values.bound ? ['--bound', String(boundMs)] : []),
@@ -64,8 +73,12 @@ async function main(): Promise<void> {
     ...(values.failover ? ['--failover'] : []),
   ];
 
-  console.log(`chaos: seeds ${first}..${first + count - 1}, duration ${durationMs} ms, peer mode ${peerMode}${values.failover ? ', failover' : ''}`);
-  const cluster = await ChaosCluster.start({ peerMode, failover: values.failover ?? false });
+  // (--topology postgres is added to rerun commands by run.ts.)
+  const shown = [...(topology === 'postgres' ? ['--topology', 'postgres'] : []), ...extra];
+  console.log(
+    `chaos: seeds ${first}..${first + count - 1}, duration ${durationMs} ms, ${topology === 'postgres' ? 'cluster on PostgreSQL' : `mesh, peer mode ${peerMode}`}${values.failover ? ', failover' : ''}`,
+  );
+  const cluster = await ChaosCluster.start({ topology, peerMode, failover: values.failover ?? false });
   let interrupted = false;
   const stop = (signal: string) => {
     if (interrupted) process.exit(130);
@@ -80,7 +93,7 @@ async function main(): Promise<void> {
   try {
     for (let i = 0; i < count && !interrupted; i++) {
       const seed = first + i;
-      console.log(`chaos: seed ${seed} (rerun: npm run chaos -- --seed ${seed} --duration ${durationMs}${extra.length ? ' ' + extra.join(' ') : ''})`);
+      console.log(`chaos: seed ${seed} (rerun: npm run chaos -- --seed ${seed} --duration ${durationMs}${shown.length ? ' ' + shown.join(' ') : ''})`);
       const r = await runChaos(cluster, { seed, durationMs, traceTxns, convergeBoundMs: boundMs, runId: `r${i}` });
       results.push(r);
       console.log(summarize(r));
@@ -109,7 +122,7 @@ async function main(): Promise<void> {
     ].join(', '),
   );
   if (failed.length > 0) {
-    console.log(`chaos: FAILED seeds: ${failed.map((r) => r.seed).join(', ')}; rerun one with: npm run chaos -- --seed <seed> --duration ${durationMs}${extra.length ? ' ' + extra.join(' ') : ''}`);
+    console.log(`chaos: FAILED seeds: ${failed.map((r) => r.seed).join(', ')}; rerun one with: npm run chaos -- --seed <seed> --duration ${durationMs}${shown.length ? ' ' + shown.join(' ') : ''}`);
     process.exitCode = 1;
   }
 }

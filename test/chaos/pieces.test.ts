@@ -12,8 +12,8 @@ import { FaultProxy } from '../support/fault-proxy.js';
 import { startRelay } from '../support/relay-fixture.js';
 import { waitForEvent } from '../support/wait.js';
 import { compareReplicas, editIdOf, missingEdits, type Schema } from './checker.js';
-import { TOPOLOGY } from './cluster.js';
-import { generateSchedule, type Step } from './schedule.js';
+import { POSTGRES_TOPOLOGY, TOPOLOGY } from './cluster.js';
+import { allLinks, generateSchedule, type Step } from './schedule.js';
 import { loadTrace, referenceText, TRACE_TEXT, TraceReplay } from './trace.js';
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
@@ -232,6 +232,51 @@ describe('nemesis schedule', () => {
       return;
     }
     throw new Error('no ring partition in 500 seeds');
+  });
+
+  it('postgres topology: database partitions and outages instead of peer links, one outage at a time, short; a pure function of the seed', () => {
+    expect(JSON.stringify(generateSchedule(42, 10_000, POSTGRES_TOPOLOGY, opts))).toBe(JSON.stringify(generateSchedule(42, 10_000, POSTGRES_TOPOLOGY, opts)));
+    for (const clientLinksTo of ['own', 'all'] as const) {
+      const o = { ...opts, clientLinksTo };
+      expect(allLinks(POSTGRES_TOPOLOGY, o).filter((l) => l.startsWith('peer:'))).toEqual([]);
+      expect(allLinks(POSTGRES_TOPOLOGY, o).filter((l) => l.startsWith('db:'))).toEqual(['db:0', 'db:1', 'db:2']);
+      const kinds = new Set<string>();
+      const outages = new Set<string>();
+      for (let seed = 1; seed <= 300; seed++) {
+        const s = generateSchedule(seed, 10_000, POSTGRES_TOPOLOGY, o);
+        let out: Step | null = null;
+        for (const step of s.steps) {
+          if (step.op === 'heal') {
+            out = null;
+            continue;
+          }
+          const f = step.fault;
+          kinds.add(f.type === 'partition' ? `partition:${f.kind}` : f.type);
+          if (f.type === 'partition') {
+            expect(f.cuts.every((c) => !c.link.startsWith('peer:'))).toBe(true);
+            if (f.kind === 'database') expect(f.cuts.map((c) => c.link)).toHaveLength(1);
+            if (f.kind === 'databases') expect(new Set(f.cuts.map((c) => c.link)).size).toBe(2);
+            if (f.kind === 'minority') expect(f.cuts.filter((c) => c.link.startsWith('db:'))).toHaveLength(1);
+          }
+          if (f.type === 'delay') expect(f.links.every((l) => !l.startsWith('peer:'))).toBe(true);
+          if (f.type !== 'database') continue;
+          outages.add(f.how);
+          if (step.op === 'start') {
+            expect(out).toBeNull();
+            out = step;
+            // Always ended by its own step, within 2 s.
+            const end = s.steps.find((e) => e.op === 'end' && e.id === step.id);
+            expect(end && end.at - step.at).toBeLessThanOrEqual(2_000);
+          } else {
+            out = null;
+          }
+        }
+      }
+      expect([...kinds].sort()).toEqual(
+        ['crash', 'database', 'delay', 'kill', 'partition:client', 'partition:clients-of', 'partition:database', 'partition:databases', 'partition:minority'].sort(),
+      );
+      expect([...outages].sort()).toEqual(['kill', 'pause', 'stop']);
+    }
   });
 });
 

@@ -7,14 +7,17 @@
  *    deleted); t0 (on relay A) and t1 (on B) replay the friendsforever trace into a second
  *    document. Every client keeps a MemoryStorage that outlives its crashes.
  * 2. The nemesis schedule of the seed runs (see schedule.ts): partitions, delays, relay
- *    SIGKILLs and restarts, client crashes and reopens, with a full heal ending each round.
+ *    SIGKILLs and restarts, client crashes and reopens, and on the 'postgres' topology relays
+ *    cut from the database and the database stopped, killed or frozen, with a full heal ending
+ *    each round.
  *    Every write is checked to be accepted locally the moment it is made (availability), and
  *    acknowledgements are tracked: an edit is acknowledged once a `flush({ durability:
  *    'relay' })` begun after it resolved, or its client's pending count reached 0.
  * 3. After the schedule: the workload stops, everything heals, and the run waits for every
  *    replica (clients, event-driven; the three relays over HTTP) to be equal, within the bound.
  *    Then the checks: no divergence, every acknowledged edit in every replica, the trace at
- *    its expected text (endContent for the whole trace).
+ *    its expected text (endContent for the whole trace), no relay process that exited by
+ *    itself. (No lock history: see cluster.ts.)
  *
  * Also measured: after each round's heal, how long until every client holds everything any
  * client held at the heal ("catch-up", p50/p99 over the run's heals), and the final
@@ -28,7 +31,7 @@ import { SeededRandom } from '../support/seeded-random.js';
 import { waitForEvent } from '../support/wait.js';
 import { compareReplicas, editIdOf, missingEdits, percentile, ReplicaIndex, type EditId, type ReplicaState, type Schema } from './checker.js';
 import type { ChaosCluster } from './cluster.js';
-import { describeStep, generateSchedule, type Schedule, type Step } from './schedule.js';
+import { describeStep, generateSchedule, type Schedule, type Step, type TopologyKind } from './schedule.js';
 import { loadTrace, TRACE_TEXT, TraceReplay, type TraceStats } from './trace.js';
 
 export const WORK_SCHEMA: Schema = { text: 'text', map: 'map', list: 'array' };
@@ -52,10 +55,11 @@ export interface RunOptions {
 export interface RunResult {
   seed: number;
   durationMs: number;
+  topology: TopologyKind;
   ok: boolean;
   failures: string[];
   schedule: Schedule;
-  counts: { partitions: number; delays: number; heals: number; kills: number; crashes: number };
+  counts: Schedule['counts'];
   writes: { attempted: number; applied: number; whileIsolated: number; acked: number; unsavedAtCrash: number };
   trace: (TraceStats & { ok: boolean; expectedLength: number }) | null;
   /** Final heal → every replica of the workload document equal (clients and relays). */
@@ -400,6 +404,8 @@ export async function runChaos(cluster: ChaosCluster, options: RunOptions): Prom
 
   const healAll = async () => {
     cluster.healLinks();
+    // Before the background work: a relay restart there may be waiting for the database.
+    await cluster.startDatabase();
     await Promise.all([...background]);
     await cluster.restartAll();
     await Promise.all(slots.map((s) => reopen(s)));
@@ -440,6 +446,10 @@ export async function runChaos(cluster: ChaosCluster, options: RunOptions): Prom
       case 'kill':
         if (step.op === 'start') await cluster.kill(f.relay);
         else track(cluster.restart(f.relay), `restart of relay ${topology.relays[f.relay]}`);
+        return;
+      case 'database':
+        if (step.op === 'start') await cluster.stopDatabase(f.how);
+        else track(cluster.startDatabase(), 'start of the database');
         return;
       case 'crash': {
         const slot = slotByName.get(f.client);
@@ -543,6 +553,7 @@ export async function runChaos(cluster: ChaosCluster, options: RunOptions): Prom
   try {
     cluster.healLinks();
     await cluster.restartAll();
+    for (const exit of cluster.takeUnexpectedExits()) note(`before the run: ${exit}`);
     await Promise.all(slots.map((s) => open(s)));
     // Everyone starts connected: the first sync round done (a fresh document on each relay).
     await Promise.all(
@@ -619,6 +630,8 @@ export async function runChaos(cluster: ChaosCluster, options: RunOptions): Prom
     } catch (err) {
       failures.push(`final check: ${(err as Error).message}`);
     }
+    failures.push(...cluster.takeUnexpectedExits());
+    if (failures.length > 0) events.push(...(await cluster.diagnostics()));
     if (writes.applied !== writes.attempted) failures.push(`availability: ${writes.applied}/${writes.attempted} writes accepted locally`);
     if (traceResult && traceResult.applied !== traceResult.attempted) {
       failures.push(`availability (trace): ${traceResult.applied}/${traceResult.attempted} transactions accepted locally`);
@@ -648,6 +661,7 @@ export async function runChaos(cluster: ChaosCluster, options: RunOptions): Prom
   return {
     seed,
     durationMs,
+    topology: cluster.kind,
     ok: failures.length === 0,
     failures,
     schedule,
@@ -684,7 +698,7 @@ export function summarize(r: RunResult): string {
   return [
     `seed=${r.seed}`,
     `duration=${(r.durationMs / 1000).toFixed(1)}s`,
-    `partitions=${r.counts.partitions} delays=${r.counts.delays} heals=${r.counts.heals} kills=${r.counts.kills} crashes=${r.counts.crashes}`,
+    `partitions=${r.counts.partitions} delays=${r.counts.delays} heals=${r.counts.heals} kills=${r.counts.kills} crashes=${r.counts.crashes}${r.topology === 'postgres' ? ` db-outages=${r.counts.databaseOutages}` : ''}`,
     `writes=${r.writes.applied}/${r.writes.attempted} accepted (${r.writes.whileIsolated} isolated) acked=${r.writes.acked} unsaved-at-crash=${r.writes.unsavedAtCrash}`,
     trace,
     `converge=${ms(r.convergeMs)} catch-up p50=${ms(p50)} p99=${ms(p99)} (${r.catchUpMs.length} heals${r.catchUpInterrupted ? `, ${r.catchUpInterrupted} interrupted` : ''})`,
@@ -693,8 +707,9 @@ export function summarize(r: RunResult): string {
   ].join(' ');
 }
 
-export function rerunCommand(r: Pick<RunResult, 'seed' | 'durationMs'>, extra: string[] = []): string {
-  return ['npm run chaos --', '--seed', String(r.seed), '--duration', String(r.durationMs), ...extra].join(' ');
+export function rerunCommand(r: Pick<RunResult, 'seed' | 'durationMs' | 'topology'>, extra: string[] = []): string {
+  const topology = r.topology === 'postgres' ? ['--topology', 'postgres'] : [];
+  return ['npm run chaos --', '--seed', String(r.seed), '--duration', String(r.durationMs), ...topology, ...extra].join(' ');
 }
 
 /** The failure report: names the seed, what failed, the nemesis timeline, and how to rerun it. */

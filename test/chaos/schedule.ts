@@ -17,6 +17,19 @@
  * - 'delay': latency and jitter (reordering across links) on a few links;
  * - 'kill': SIGKILL a relay, restart it (same port, same data) when the episode ends;
  * - 'crash': a client dies without closing, and reopens from its storage when the episode ends.
+ *
+ * The 'postgres' topology (relays on one PostgreSQL database, no peer links; each relay's link
+ * to the database through its own proxy) has no peer links to cut, so the peer-link partitions
+ * become database partitions, one for one, with the same draws:
+ * - 'relays' → 'database': one relay cut from the database (hold, reset, drop or one-way);
+ * - 'minority' → 'minority': one relay cut from the database (with failover, also its clients
+ *   from the other relays and theirs from it, as in the mesh);
+ * - 'ring' → 'databases': two relays cut from the database, the third keeps it;
+ * and one more episode kind:
+ * - 'database': PostgreSQL stopped (`pg_ctl stop -m fast`), SIGKILLed (crash recovery at the
+ *   start) or frozen (SIGSTOP), and started (resumed) again shortly after: 0.2-2 s.
+ * The mesh's schedules draw exactly what they drew before this topology existed (a mesh seed
+ * replays as it did).
  */
 import { SeededRandom } from '../support/seeded-random.js';
 import type { FaultMode } from '../support/fault-proxy.js';
@@ -26,23 +39,35 @@ export interface Topology {
   relays: string[];
   /** Client names and the index of the relay each one is attached to. */
   clients: { name: string; relay: number }[];
+  /** 'mesh' (default): relays peered with each other. 'postgres': relays on one database, no peers. */
+  kind?: TopologyKind;
 }
 
-/** A link: a client's link to relay `relay`, or relay `from`'s outgoing peer link to relay `to`. */
-export type LinkId = `client:${string}:${number}` | `peer:${number}:${number}`;
+export type TopologyKind = 'mesh' | 'postgres';
+
+/**
+ * A link: a client's link to relay `relay`, relay `from`'s outgoing peer link to relay `to`
+ * (mesh), or relay `relay`'s link to the database (postgres).
+ */
+export type LinkId = `client:${string}:${number}` | `peer:${number}:${number}` | `db:${number}`;
 
 export const clientLink = (client: string, relay: number): LinkId => `client:${client}:${relay}`;
 export const peerLink = (from: number, to: number): LinkId => `peer:${from}:${to}`;
+export const dbLink = (relay: number): LinkId => `db:${relay}`;
 
 export type CutMode = Exclude<FaultMode, 'pass'>;
 
-export type PartitionKind = 'client' | 'relays' | 'minority' | 'ring' | 'clients-of';
+export type PartitionKind = 'client' | 'relays' | 'minority' | 'ring' | 'clients-of' | 'database' | 'databases';
+
+/** How the database goes away in a 'database' episode (and comes back at its end). */
+export type DatabaseOutage = 'stop' | 'kill' | 'pause';
 
 export type Fault =
   | { type: 'partition'; kind: PartitionKind; cuts: { link: LinkId; mode: CutMode }[]; label: string }
   | { type: 'delay'; links: LinkId[]; ms: number; jitterMs: number; label: string }
   | { type: 'kill'; relay: number; label: string }
-  | { type: 'crash'; client: string; label: string };
+  | { type: 'crash'; client: string; label: string }
+  | { type: 'database'; how: DatabaseOutage; label: string };
 
 export type Step =
   | { at: number; op: 'start'; id: number; fault: Fault }
@@ -54,7 +79,7 @@ export interface Schedule {
   seed: number;
   durationMs: number;
   steps: Step[];
-  counts: { partitions: number; delays: number; kills: number; crashes: number; heals: number };
+  counts: { partitions: number; delays: number; kills: number; crashes: number; heals: number; databaseOutages: number };
 }
 
 export interface ScheduleOptions {
@@ -68,13 +93,16 @@ export interface ScheduleOptions {
 }
 
 const CUT_MODES: CutMode[] = ['hold', 'hold', 'reset', 'drop', 'one-way-up', 'one-way-down'];
+const WHAT_MESH = ['partition', 'partition', 'partition', 'delay', 'kill', 'crash'] as const;
+const WHAT_POSTGRES = ['partition', 'partition', 'partition', 'delay', 'kill', 'crash', 'database'] as const;
 
 /** All links of a topology. */
 export function allLinks(topology: Topology, options: ScheduleOptions = {}): LinkId[] {
   const links: LinkId[] = [];
   for (const c of topology.clients) links.push(...linksOfClient(topology, c.name, options));
   const n = topology.relays.length;
-  for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) if (a !== b) links.push(peerLink(a, b));
+  if (topology.kind === 'postgres') for (let r = 0; r < n; r++) links.push(dbLink(r));
+  else for (let a = 0; a < n; a++) for (let b = 0; b < n; b++) if (a !== b) links.push(peerLink(a, b));
   return links;
 }
 
@@ -95,14 +123,15 @@ export function generateSchedule(seed: number, durationMs: number, topology: Top
   const n = topology.relays.length;
   const crashable = options.crashable ?? topology.clients.map((c) => c.name);
   const steps: Step[] = [];
-  const counts = { partitions: 0, delays: 0, kills: 0, crashes: 0, heals: 0 };
+  const counts = { partitions: 0, delays: 0, kills: 0, crashes: 0, heals: 0, databaseOutages: 0 };
+  const postgres = topology.kind === 'postgres';
   let id = 0;
   let round = 0;
   let t = rnd.int(100, 400);
   const name = (r: number) => topology.relays[r]!;
 
   const partition = (): Fault => {
-    const kind = rnd.pick<PartitionKind>(['client', 'client', 'relays', 'minority', 'ring', 'clients-of']);
+    const kind = rnd.pick(['client', 'client', 'relays', 'minority', 'ring', 'clients-of'] as const);
     const mode = () => rnd.pick(CUT_MODES);
     switch (kind) {
       case 'client': {
@@ -114,13 +143,15 @@ export function generateSchedule(seed: number, durationMs: number, topology: Top
         const a = rnd.int(0, n - 1);
         const b = (a + rnd.int(1, n - 1)) % n;
         const m = mode();
+        if (postgres) return { type: 'partition', kind: 'database', cuts: [{ link: dbLink(a), mode: m }], label: `cut ${name(a)} from the database (${m})` };
         return { type: 'partition', kind, cuts: [peerLink(a, b), peerLink(b, a)].map((link) => ({ link, mode: m })), label: `cut ${name(a)}-${name(b)} (${m})` };
       }
       case 'minority': {
         const x = rnd.int(0, n - 1);
         const m = mode();
         const cuts: { link: LinkId; mode: CutMode }[] = [];
-        for (let o = 0; o < n; o++) {
+        if (postgres) cuts.push({ link: dbLink(x), mode: m });
+        for (let o = 0; o < n && !postgres; o++) {
           if (o === x) continue;
           cuts.push({ link: peerLink(x, o), mode: m }, { link: peerLink(o, x), mode: m });
         }
@@ -131,12 +162,23 @@ export function generateSchedule(seed: number, durationMs: number, topology: Top
           }
         }
         const majority = topology.relays.filter((_, i) => i !== x).join('');
-        return { type: 'partition', kind, cuts, label: `minority ${name(x)} | majority ${majority} (${m})` };
+        return { type: 'partition', kind, cuts, label: `minority ${name(x)} | majority ${majority}${postgres ? ' with the database' : ''} (${m})` };
       }
       case 'ring': {
         // Relay i may send only to relay i+step: on link i→i+step bytes flow up (i's requests
         // reach the peer, its answers do not come back); on link i+step→i only down.
         const step = rnd.pick([1, n - 1]);
+        if (postgres) {
+          // Two relays cut from the database (each its own mode), the one at `step` keeps it.
+          const kept = step % n;
+          const cuts = topology.relays.flatMap((_, r) => (r === kept ? [] : [{ link: dbLink(r), mode: mode() }]));
+          return {
+            type: 'partition',
+            kind: 'databases',
+            cuts,
+            label: `cut ${cuts.map((c) => `${name(Number(c.link.slice(3)))} (${c.mode})`).join(', ')} from the database`,
+          };
+        }
         const cuts: { link: LinkId; mode: CutMode }[] = [];
         for (let i = 0; i < n; i++) {
           const next = (i + step) % n;
@@ -160,11 +202,12 @@ export function generateSchedule(seed: number, durationMs: number, topology: Top
     const episodes = rnd.int(1, 3);
     const killed = new Set<number>();
     const crashed = new Set<string>();
+    let databaseOut = false;
     for (let e = 0; e < episodes; e++) {
       const start = t + rnd.int(0, Math.floor(roundMs / 2));
       // Null: still on at the round's heal, which ends it.
-      const end = rnd.next() < 0.5 ? null : Math.min(t + roundMs, start + rnd.int(300, roundMs));
-      const what = rnd.pick(['partition', 'partition', 'partition', 'delay', 'kill', 'crash'] as const);
+      let end = rnd.next() < 0.5 ? null : Math.min(t + roundMs, start + rnd.int(300, roundMs));
+      const what = rnd.pick(postgres ? WHAT_POSTGRES : WHAT_MESH);
       let fault: Fault;
       if (what === 'partition') {
         fault = partition();
@@ -185,6 +228,16 @@ export function generateSchedule(seed: number, durationMs: number, topology: Top
         killed.add(r);
         fault = { type: 'kill', relay: r, label: `kill -9 relay ${name(r)}` };
         counts.kills++;
+      } else if (what === 'database') {
+        // One outage of the one database at a time, and a short one.
+        const how = rnd.pick<DatabaseOutage>(['stop', 'kill', 'pause']);
+        const ms = rnd.int(200, 2_000);
+        if (databaseOut) continue;
+        databaseOut = true;
+        end = Math.min(t + roundMs, start + ms);
+        const verb = { stop: 'stop', kill: 'kill -9', pause: 'freeze (SIGSTOP)' }[how];
+        fault = { type: 'database', how, label: `${verb} PostgreSQL for ${end - start} ms` };
+        counts.databaseOutages++;
       } else {
         if (crashable.length === 0) continue;
         const c = rnd.pick(crashable);

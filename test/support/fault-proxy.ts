@@ -72,8 +72,8 @@ export interface FaultProxyEvents {
   closed: [FaultConnection];
   /** The first bytes of a connection arrived (`head` is set). */
   head: [FaultConnection];
-  /** A chunk was read from one side (it is queued: delivered now, later, or held). */
-  read: [FaultConnection, Direction];
+  /** A chunk was read from one side (it is queued: delivered now, later, or held); the chunk last. */
+  read: [FaultConnection, Direction, Buffer];
   /** A chunk was delivered to the other side. */
   delivered: [FaultConnection, Direction];
 }
@@ -231,13 +231,13 @@ export class FaultProxy extends EventEmitter<FaultProxyEvents> {
       info.chunksUp++;
       info.bytesUp += chunk.length;
       this.enqueue(pair, 'up', { kind: 'data', chunk, due: 0 });
-      this.emit('read', info, 'up');
+      this.emit('read', info, 'up', chunk);
     });
     upstream.on('data', (chunk: Buffer) => {
       info.chunksDown++;
       info.bytesDown += chunk.length;
       this.enqueue(pair, 'down', { kind: 'data', chunk, due: 0 });
-      this.emit('read', info, 'down');
+      this.emit('read', info, 'down', chunk);
     });
     // allowHalfOpen is off: a side that ended is closed by Node once it finished writing.
     client.on('end', () => this.enqueue(pair, 'up', { kind: 'end', due: 0 }));

@@ -13,6 +13,8 @@ export interface RelayProcess {
   httpUrl: string;
   /** Every JSON log line printed so far. */
   logs: Record<string, unknown>[];
+  /** The last 8 KiB it wrote to stderr (an uncaught error's stack, for one). */
+  stderr(): string;
   /** Resolves with the exit code (or signal) once the process ended. */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
@@ -32,7 +34,7 @@ export async function spawnRelay(args: string[], env: Record<string, string> = {
   child.once('exit', () => process.off('exit', killOnExit));
   const logs: Record<string, unknown>[] = [];
   let stderr = '';
-  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-8_192)));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
@@ -50,8 +52,17 @@ export async function spawnRelay(args: string[], env: Record<string, string> = {
     });
     void exited.then(({ code, signal }) => reject(new Error(`relay exited before ready (code ${code}, signal ${signal}): ${stderr}`)));
   });
-  const { url, httpUrl } = await withTimeout(ready, timeoutMs, 'relay process to be ready');
-  return { child, url, httpUrl, logs, exited };
+  let urls: { url: string; httpUrl: string };
+  try {
+    urls = await withTimeout(ready, timeoutMs, 'relay process to be ready');
+  } catch (err) {
+    // Not left behind: it would become ready later and hold the port a retry asks for.
+    child.kill('SIGKILL');
+    await exited;
+    const last = logs.slice(-5).map((l) => JSON.stringify(l)).join(' ');
+    throw new Error(`${(err as Error).message}${last ? `; last logs: ${last}` : ''}${stderr ? `; stderr: ${stderr.slice(-2_000)}` : ''}`, { cause: err });
+  }
+  return { child, url: urls.url, httpUrl: urls.httpUrl, logs, exited, stderr: () => stderr };
 }
 
 /** Kills the process (SIGKILL) if it is still running and waits for it to exit. */

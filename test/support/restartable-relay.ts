@@ -14,23 +14,38 @@ import { killRelay, spawnRelay, type RelayProcess } from './relay-process.js';
 
 export class RestartableRelay {
   private process: RelayProcess | null = null;
+  private last: RelayProcess | null = null;
   private port = 0;
   private urls: { url: string; httpUrl: string } | null = null;
   /** Starts, including the first one. */
   starts = 0;
+  /**
+   * Exits nobody asked for (the process died by itself while it was supposed to run): the exit
+   * code or signal and its last log lines.
+   */
+  readonly unexpectedExits: { code: number | null; signal: NodeJS.Signals | null; lastLogs: Record<string, unknown>[]; stderr: string }[] = [];
 
   private constructor(
     readonly dataDir: string,
     private readonly removeDir: () => void,
     private readonly baseArgs: string[],
+    private readonly readyTimeoutMs: number | undefined,
   ) {}
 
-  /** Starts a relay on a free port with a fresh data directory; `args` are CLI flags for every start. */
-  static async start(args: string[] = []): Promise<RestartableRelay> {
+  /**
+   * Starts a relay on a free port with a fresh data directory; `args` are CLI flags for every
+   * start. `readyTimeoutMs`: how long each start may take to be ready (spawnRelay's default).
+   */
+  static async start(args: string[] = [], options: { readyTimeoutMs?: number } = {}): Promise<RestartableRelay> {
     const dir = tempDir('capsync-restartable-');
-    const relay = new RestartableRelay(dir.dir, dir.remove, args);
+    const relay = new RestartableRelay(dir.dir, dir.remove, args, options.readyTimeoutMs);
     await relay.start();
     return relay;
+  }
+
+  /** The JSON log lines of the running process (or of the last one), for diagnostics. */
+  get logs(): Record<string, unknown>[] {
+    return (this.process ?? this.last)?.logs ?? [];
   }
 
   get running(): boolean {
@@ -49,13 +64,20 @@ export class RestartableRelay {
     const args = ['--data', this.dataDir, ...this.baseArgs, ...extraArgs];
     for (let attempt = 1; ; attempt++) {
       try {
-        this.process = await spawnRelay(this.port ? [...args, '--port', String(this.port)] : args);
+        this.process = await spawnRelay(this.port ? [...args, '--port', String(this.port)] : args, {}, this.readyTimeoutMs);
         break;
       } catch (err) {
         if (attempt >= 5 || !/EADDRINUSE/.test(String((err as Error).message))) throw err;
       }
     }
     this.starts++;
+    const p = this.process;
+    this.last = p;
+    void p.exited.then(({ code, signal }) => {
+      if (this.process !== p) return;
+      this.process = null;
+      this.unexpectedExits.push({ code, signal, lastLogs: p.logs.slice(-10), stderr: p.stderr() });
+    });
     if (!this.port) {
       this.port = Number(new URL(this.process.httpUrl).port);
       this.urls = { url: this.process.url, httpUrl: this.process.httpUrl };
