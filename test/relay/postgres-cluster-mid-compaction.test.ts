@@ -3,16 +3,16 @@
  * the middle of a compaction (a transaction: BEGIN, a statement that locks the document's row in
  * capsync_docs, a second statement, COMMIT).
  *
- * - Reset (or PostgreSQL dying, or restarting): the relay PROCESS EXITS. The compaction runs on a
- *   client checked out of the pool (`PostgresDocStore.transaction`); pg-pool removes its error
+ * - Reset (or PostgreSQL dying, or restarting): the relay process exited. The compaction runs on
+ *   a client checked out of the pool (`PostgresDocStore.transaction`); pg-pool removes its error
  *   listener from a checked-out client, and a pg Client emits 'error' when its connection ends
- *   unexpectedly, so the error is unhandled. (Chaos seed 5010: all three relays exited at a
- *   PostgreSQL SIGKILL.) A relay must survive its database going away.
- * - Silent (held): its backend stays "idle in transaction" holding that row lock, and every other
- *   relay of the cluster waits on it for each append to that document: none acknowledges anything
- *   for it until the link heals (in production, a blackholed link: until PostgreSQL's TCP
- *   keepalive notices, 2 h by default). The relays set no `idle_in_transaction_session_timeout`.
- *   Healthy relays must keep acknowledging.
+ *   unexpectedly, so the error was unhandled (chaos seed 5010: all three relays exited at a
+ *   PostgreSQL SIGKILL). Fixed: the store listens while a client is checked out.
+ * - Silent (held): its backend stayed "idle in transaction" holding that row lock, and every other
+ *   relay of the cluster waited on it for each append to that document: none acknowledged anything
+ *   for it until the link healed (in production, a blackholed link: until PostgreSQL's TCP
+ *   keepalive notices, 2 h by default). Fixed: the pool's sessions set
+ *   `idle_in_transaction_session_timeout` to `--postgres-timeout-ms`.
  */
 import { afterEach, expect, it } from 'vitest';
 import pg from 'pg';

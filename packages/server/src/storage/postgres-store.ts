@@ -83,8 +83,11 @@ export class PostgresDocStore implements SharedDocStore {
       max: options.poolSize ?? 10,
       connectionTimeoutMillis: options.connectTimeoutMs ?? 5_000,
       query_timeout: options.queryTimeoutMs ?? 10_000,
-      // The server gives up too: a read or write the relay stopped waiting for stops running.
+      // The server gives up too: a read or write the relay stopped waiting for stops running,
+      // and a transaction whose relay went silent half-way (a compaction when the link is cut)
+      // ends and lets go of the document's row lock, which every relay's appends need.
       statement_timeout: options.queryTimeoutMs ?? 10_000,
+      idle_in_transaction_session_timeout: options.queryTimeoutMs ?? 10_000,
       // Detects a database host that vanished without closing the connection.
       keepAlive: true,
     });
@@ -93,9 +96,11 @@ export class PostgresDocStore implements SharedDocStore {
     pool.on('error', () => {});
     try {
       const client = await pool.connect();
+      const unhandled = guardCheckedOut(client);
       try {
         await migrate(client);
       } finally {
+        unhandled();
         client.release();
       }
     } catch (err) {
@@ -413,10 +418,12 @@ export class PostgresDocStore implements SharedDocStore {
     } catch (err) {
       throw storageError(what, err);
     }
+    const unhandled = guardCheckedOut(client);
     try {
       await client.query('BEGIN');
       const result = await fn(client);
       await client.query('COMMIT');
+      unhandled();
       client.release();
       return result;
     } catch (err) {
@@ -424,6 +431,7 @@ export class PostgresDocStore implements SharedDocStore {
         () => undefined,
         (e: unknown) => (e instanceof Error ? e : new Error(String(e))),
       );
+      unhandled();
       client.release(broken);
       throw storageError(what, err);
     }
@@ -436,6 +444,19 @@ export class PostgresDocStore implements SharedDocStore {
       throw storageError(what, err);
     }
   }
+}
+
+/**
+ * While a client is checked out of the pool, pg-pool stops listening to its 'error' event, and
+ * a connection lost meanwhile (database restarted, link reset mid-transaction) emits one: with
+ * no listener Node throws it, and the relay process exits. The statement in flight fails anyway
+ * (a StorageError for the caller); this listener only keeps the event from crashing. Returns the
+ * function that removes it, to call before the client goes back to the pool.
+ */
+function guardCheckedOut(client: pg.PoolClient): () => void {
+  const ignore = (): void => {};
+  client.on('error', ignore);
+  return () => client.off('error', ignore);
 }
 
 /** A Uint8Array view of a bytea value (Yjs wants plain Uint8Arrays, not Buffers). */
