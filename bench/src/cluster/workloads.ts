@@ -1,0 +1,90 @@
+/**
+ * The two workloads of the cluster benchmark, run against one started system.
+ *
+ * A: one document, `clients` clients split evenly over the two instances; the writers are
+ *    clients of instance 0 (round robin); latency is measured at the clients of instance 1
+ *    (cross-instance) and at the writers' own instance. A fresh document per level.
+ * B: `docs` documents with 4 clients each, two per instance; every update goes to one document
+ *    (round robin over the documents) from one of its clients (rotating over the four), so
+ *    each update has two cross-instance receivers and one on its own instance. The clients stay
+ *    connected over the levels.
+ */
+import { ClusterClient, connectClient, connectClients } from './client.js';
+import { runLevel, type LevelConfig, type LevelResult } from './level.js';
+import type { RunningSystem } from './systems.js';
+
+const CONNECT_CONCURRENCY = 50;
+let nextClientId = 1;
+let nextDoc = 0;
+
+async function connect(system: RunningSystem, doc: string, instance: number): Promise<ClusterClient> {
+  const server = system.serverFor(instance);
+  const ws = await connectClient(system.dialect, server.port, doc);
+  return new ClusterClient(nextClientId++, instance, doc, system.dialect, ws);
+}
+
+export interface WorkloadA {
+  clients: number;
+  writers: number;
+  levels: LevelConfig[];
+  /** Before each level (e.g. wait for a quiet machine). */
+  beforeLevel: () => Promise<void>;
+  onLevel: (l: LevelResult) => void;
+}
+
+export async function runWorkloadA(system: RunningSystem, w: WorkloadA): Promise<LevelResult[]> {
+  const results: LevelResult[] = [];
+  for (const level of w.levels) {
+    const doc = `cluster-a-${process.pid}-${++nextDoc}`;
+    const clients = await connectClients(w.clients, CONNECT_CONCURRENCY, (i) => connect(system, doc, i % 2));
+    try {
+      const writers = clients.filter((c) => c.instance === 0).slice(0, w.writers);
+      await w.beforeLevel();
+      const result = await runLevel(system, clients, (n) => writers[n % writers.length]!, level);
+      w.onLevel(result);
+      results.push(result);
+    } finally {
+      await Promise.all(clients.map((c) => c.close()));
+    }
+  }
+  return results;
+}
+
+export interface WorkloadB {
+  docs: number;
+  levels: LevelConfig[];
+  beforeLevel: () => Promise<void>;
+  onLevel: (l: LevelResult) => void;
+  log: (line: string) => void;
+}
+
+export const CLIENTS_PER_DOC_B = 4;
+
+export async function runWorkloadB(system: RunningSystem, w: WorkloadB): Promise<{ levels: LevelResult[]; connectSeconds: number }> {
+  const prefix = `cluster-b-${process.pid}-${++nextDoc}`;
+  const started = performance.now();
+  // Client i: document i / 4, instance i % 2, so each document has two clients on each instance.
+  const clients = await connectClients(w.docs * CLIENTS_PER_DOC_B, CONNECT_CONCURRENCY, (i) =>
+    connect(system, `${prefix}-${Math.floor(i / CLIENTS_PER_DOC_B)}`, i % 2),
+  );
+  const connectSeconds = (performance.now() - started) / 1000;
+  w.log(`  ${clients.length} clients on ${w.docs} documents connected in ${connectSeconds.toFixed(1)} s`);
+  try {
+    const levels: LevelResult[] = [];
+    for (const level of w.levels) {
+      await w.beforeLevel();
+      // The n-th update: document n mod docs, its clients in turn (0, 1, 2, 3: instances 0, 1, 0, 1).
+      const sender = (n: number): ClusterClient => {
+        const doc = n % w.docs;
+        const turn = Math.floor(n / w.docs) % CLIENTS_PER_DOC_B;
+        return clients[doc * CLIENTS_PER_DOC_B + turn]!;
+      };
+      const result = await runLevel(system, clients, sender, level);
+      w.onLevel(result);
+      levels.push(result);
+    }
+    return { levels, connectSeconds };
+  } finally {
+    await Promise.all(clients.map((c) => c.close()));
+  }
+}
