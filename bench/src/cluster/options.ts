@@ -29,13 +29,13 @@ export const USAGE = `usage: npm run bench:cluster [-- options]
   --loads-a 500,1000,2000,4000   workload A offered loads, updates/s
   --clients-a 50       clients in workload A's document (half on each instance)
   --writers-a 1        clients of instance 1 that write in workload A (round robin)
-  --loads-b 1000,2000,4000       workload B offered loads, updates/s over all documents
+  --loads-b 500,1000,2000,4000   workload B offered loads, updates/s over all documents
   --docs-b 1000        documents of workload B (4 clients each, 2 per instance)
   --measure-ms 5000    measured window per level (after 1 s warm-up)
   --write / --no-write replace the section in docs/benchmarks.md (default: only for a standard run)
 `;
 
-const STANDARD = { runs: 2, loadsA: [500, 1000, 2000, 4000], loadsB: [1000, 2000, 4000], docsB: 1000, measureMs: 5_000 };
+const STANDARD = { runs: 2, loadsA: [500, 1000, 2000, 4000], loadsB: [500, 1000, 2000, 4000], docsB: 1000, measureMs: 5_000 };
 
 export function parseOptions(argv: string[]): ClusterOptions | 'help' {
   const { values } = parseArgs({
