@@ -106,7 +106,8 @@ function logLevel(name: SystemName, l: LevelResult): void {
       (l.missingAfterDrain ? `  MISSING ${l.missingAfterDrain} after drain, ${l.missingAtEnd} at end` : '') +
       (l.duplicates ? `  dup ${l.duplicates}` : '') +
       (l.stale ? `  stale ${l.stale}` : '') +
-      (l.closedByServer ? `  CLOSED ${l.closedByServer}` : '') +
+      (l.closedByServer ? `  CLOSED ${l.closeCodes.map(([code, n]) => `${n}x${code}`).join(' ')}` : '') +
+      (l.stored ? `  state: ${l.stored.docs} docs, ${l.stored.sent} sent, missing somewhere ${l.stored.missingSomewhere} everywhere ${l.stored.missingEverywhere}, divergent ${l.stored.divergent}${l.stored.unreadable ? `, unreadable ${l.stored.unreadable}` : ''}` : '') +
       (l.db ? `  pg: ${l.db.statementsPerUpdate.toFixed(3)} stmt/upd, ${l.db.walBytesPerUpdate.toFixed(0)} WAL B/upd, ${l.db.xactPerUpdate.toFixed(3)} xact/upd (${l.db.byKind.map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ')}; mean ms ${l.db.meanMsByKind.map(([k, v]) => `${k} ${v.toFixed(2)}`).join(', ')})` : '') +
       (l.relay ? `  relay: ${l.relay.catchUpReads} catch-ups, note lag ${l.relay.noteLagMeanMs.toFixed(2)} ms (${l.relay.notes}), persist ${l.relay.persistMeanMs.toFixed(2)} ms` : ''),
   );

@@ -8,10 +8,11 @@
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { nowMicros } from '../load-client.js';
-import { othersCpuMicros, sampleOthersCpu, type OthersCpu } from '../machine.js';
 import { pace } from '../pacer.js';
 import { LatencySamples } from '../stats.js';
+import { scanMarkers } from '../wire.js';
 import type { ClusterClient, ClusterSink } from './client.js';
+import { cpuBetween, sampleProcs, type ProcSample } from './cpu.js';
 import type { DbCounters, RelayCounters, RunningSystem } from './systems.js';
 
 export interface LevelConfig {
@@ -40,6 +41,10 @@ export interface LevelResult {
   /** Deliveries of earlier levels' updates that came during this level. */
   stale: number;
   closedByServer: number;
+  /** Close codes of the connections the server closed, with counts. */
+  closeCodes: [number, number][];
+  /** The state of `storedDocs` on every instance after the level (capsync: GET /v1/docs/:name/update). */
+  stored: StoredCheck | null;
   serverCpuPct: number;
   storeCpuPct: number;
   generatorCpuPct: number;
@@ -128,8 +133,14 @@ class Recorder implements ClusterSink {
     if (this.unique >= this.expected) this.onComplete?.();
   }
 
-  closed(): void {
+  /** Clients whose connection the server closed during the level, and the close codes. */
+  readonly closedClients = new Set<number>();
+  readonly closeCodes = new Map<number, number>();
+
+  closed(receiver: ClusterClient, code: number): void {
     this.closedByServer++;
+    this.closedClients.add(receiver.id);
+    this.closeCodes.set(code, (this.closeCodes.get(code) ?? 0) + 1);
   }
 
   whenAllDelivered(timeoutMs: number): Promise<void> {
@@ -148,9 +159,8 @@ class Recorder implements ClusterSink {
 
 interface Sample {
   server: number | null;
-  store: number | null;
   generator: number;
-  others: OthersCpu | null;
+  procs: ProcSample | null;
   wall: number;
   db: DbCounters | null;
   relay: RelayCounters | null;
@@ -160,7 +170,14 @@ interface Sample {
  * Runs one level. `clients` are every client of the level (all connected); `sender(n)` is the
  * client that makes the n-th send.
  */
-export async function runLevel(system: RunningSystem, clients: ClusterClient[], sender: (n: number) => ClusterClient, cfg: LevelConfig): Promise<LevelResult> {
+export async function runLevel(
+  system: RunningSystem,
+  clients: ClusterClient[],
+  sender: (n: number) => ClusterClient,
+  cfg: LevelConfig,
+  /** Documents whose state is fetched from every instance after the level (capsync only). */
+  storedDocs: string[] = [],
+): Promise<LevelResult> {
   const byId = new Map(clients.map((c) => [c.id, c]));
   const byDoc = new Map<string, ClusterClient[]>();
   for (const c of clients) byDoc.set(c.doc, [...(byDoc.get(c.doc) ?? []), c]);
@@ -170,12 +187,11 @@ export async function runLevel(system: RunningSystem, clients: ClusterClient[], 
 
   const sample = async (): Promise<Sample> => {
     const generator = process.cpuUsage();
-    const others = sampleOthersCpu();
-    const store = system.storeCpuMicros();
+    const procs = sampleProcs();
     const wall = nowMicros();
     const cpus = await Promise.all(system.servers.map((s) => s.cpu().catch(() => null)));
     const server = cpus.some((c) => c === null) ? null : cpus.reduce((sum, c) => sum + c!.cpuMicros, 0);
-    return { server, store, generator: generator.user + generator.system, others, wall, db: null, relay: null };
+    return { server, generator: generator.user + generator.system, procs, wall, db: null, relay: null };
   };
   const counters = async (): Promise<Pick<Sample, 'db' | 'relay'>> => ({
     db: await system.dbCounters(),
@@ -209,12 +225,15 @@ export async function runLevel(system: RunningSystem, clients: ClusterClient[], 
       if (sentAt >= recorder.windowStart && sentAt < recorder.windowEnd) sentInWindow++;
     });
     await recorder.whenAllDelivered(cfg.drainMs);
+    // Deliveries missing between clients that stayed connected (a closed connection's are not
+    // owed: updates it sent may never have been read, and nothing is sent to it after the close).
     const missing = (): number => {
       let n = 0;
       for (const receiver of clients) {
+        if (recorder.closedClients.has(receiver.id)) continue;
         const seen = recorder.seen.get(receiver);
         for (const other of byDoc.get(receiver.doc)!) {
-          if (other === receiver) continue;
+          if (other === receiver || recorder.closedClients.has(other.id)) continue;
           const first = firstSeq.get(other.id)!;
           if (other.sent < first) continue;
           n += seen ? seen.missing(other.id, first, other.sent) : other.sent - first + 1;
@@ -225,6 +244,7 @@ export async function runLevel(system: RunningSystem, clients: ClusterClient[], 
     const missingAfterDrain = recorder.unique >= recorder.expected ? 0 : missing();
     if (missingAfterDrain > 0) await recorder.whenAllDelivered(cfg.lateMs);
     const missingAtEnd = missingAfterDrain > 0 ? missing() : 0;
+    const stored = await checkStoredState(system, clients, byDoc, firstSeq, recorder.closedClients, storedDocs);
     // pg_stat_database is flushed by backends at most once a second.
     if (before.db) await new Promise((resolve) => setTimeout(resolve, 1_100));
     const after = await counters();
@@ -232,9 +252,9 @@ export async function runLevel(system: RunningSystem, clients: ClusterClient[], 
     const [s0, s1] = await Promise.all([windowOpen, windowClose]);
     const wall = s1.wall - s0.wall;
     const pct = (micros: number | null): number => (micros === null ? Number.NaN : (100 * micros) / wall);
-    const storeMicros = s0.store !== null && s1.store !== null ? s1.store - s0.store : null;
-    let otherMicros = othersCpuMicros(s0.others, s1.others);
-    if (system.storeOutsideTree && storeMicros !== null) otherMicros = Math.max(0, otherMicros - storeMicros);
+    const split = cpuBetween(s0.procs, s1.procs, process.pid, system.storePid);
+    const storeMicros = system.storePid === null ? null : split.store;
+    const otherMicros = split.others;
     const seconds = cfg.measureMs / 1000;
     // Senders are spread evenly over the clients that send; the expected counts use the mean.
     const senders = new Set<ClusterClient>();
@@ -304,6 +324,8 @@ export async function runLevel(system: RunningSystem, clients: ClusterClient[], 
       duplicates: recorder.duplicates,
       stale: recorder.stale,
       closedByServer: recorder.closedByServer,
+      closeCodes: [...recorder.closeCodes],
+      stored,
       serverCpuPct: pct(s0.server !== null && s1.server !== null ? s1.server - s0.server : null),
       storeCpuPct: pct(storeMicros),
       generatorCpuPct: pct(s1.generator - s0.generator),
@@ -315,4 +337,59 @@ export async function runLevel(system: RunningSystem, clients: ClusterClient[], 
   } finally {
     for (const c of clients) c.reportTo(null);
   }
+}
+
+/** What the instances hold of the level's updates (capsync relays, over their HTTP API). */
+export interface StoredCheck {
+  docs: number;
+  /** Updates sent by clients that stayed connected, in the checked documents. */
+  sent: number;
+  /** Of those, missing from the state of at least one instance. */
+  missingSomewhere: number;
+  /** Of those, missing from every instance. */
+  missingEverywhere: number;
+  /** Updates (any sender) held by one instance and not by another. */
+  divergent: number;
+  /** Documents an instance would not serve (busy: 503), left out. */
+  unreadable: number;
+}
+
+async function checkStoredState(
+  system: RunningSystem,
+  clients: ClusterClient[],
+  byDoc: Map<string, ClusterClient[]>,
+  firstSeq: Map<number, number>,
+  closed: Set<number>,
+  docs: string[],
+): Promise<StoredCheck | null> {
+  if (docs.length === 0 || system.name === 'hocuspocus-redis') return null;
+  const check: StoredCheck = { docs: 0, sent: 0, missingSomewhere: 0, missingEverywhere: 0, divergent: 0, unreadable: 0 };
+  for (const doc of docs) {
+    const states: Set<string>[] = [];
+    for (const server of system.servers) {
+      const res = await fetch(`http://127.0.0.1:${server.port}/v1/docs/${encodeURIComponent(doc)}/update`, { signal: AbortSignal.timeout(30_000) }).catch(() => null);
+      if (!res?.ok) break;
+      const held = new Set<string>();
+      scanMarkers(new Uint8Array(await res.arrayBuffer()), 0, (client, seq) => held.add(`${client}:${seq}`));
+      states.push(held);
+    }
+    if (states.length < system.servers.length) {
+      check.unreadable++;
+      continue;
+    }
+    check.docs++;
+    const all = new Set(states.flatMap((st) => [...st]));
+    for (const key of all) if (states.some((st) => !st.has(key))) check.divergent++;
+    for (const c of byDoc.get(doc) ?? []) {
+      if (closed.has(c.id)) continue;
+      for (let seq = firstSeq.get(c.id)!; seq <= c.sent; seq++) {
+        check.sent++;
+        const key = `${c.id}:${seq}`;
+        const holders = states.filter((st) => st.has(key)).length;
+        if (holders < states.length) check.missingSomewhere++;
+        if (holders === 0) check.missingEverywhere++;
+      }
+    }
+  }
+  return check;
 }

@@ -112,7 +112,10 @@ function setup(o: ClusterOptions): string {
     "applying them (bench/src/wire.ts), latency is send to receipt on the bench's clock. Sends are paced open-loop by a 1 ms timer.",
     `Per level: ${o.warmupMs / 1000} s warm-up, ${o.measureMs / 1000} s measured (latency and delivered % count the updates sent in it), ${o.tailMs / 1000} s more at the`,
     `same load, then up to ${o.drainMs / 1000} s for every delivery of every update of the level; what is still missing then is waited for`,
-    `${o.lateMs / 1000} s more (*missing*: after the drain / at the end; at the end = lost). *Cross* = deliveries to clients of the other`,
+    `${o.lateMs / 1000} s more (*missing*: deliveries between clients that stayed connected, after the drain / at the end). A server may close`,
+    'connections (capsync: 4429 slow consumer, when a client does not read fast enough); *relays\' state*: after each level the',
+    'document(s) (workload B: 50 of them) are fetched from every capsync relay (`GET /v1/docs/:name/update`) and the markers counted:',
+    'updates sent by clients that stayed connected missing from a relay, and updates one relay holds and another lacks. *Cross* = deliveries to clients of the other',
     'instance (through PostgreSQL or Redis); *same* = to clients of the sender\'s instance. Sustained = cross p99 ≤ ' + SUSTAINED_P99_MS + ' ms, ≥ ' + SUSTAINED_DELIVERED_PCT + ' % delivered,',
     'nothing lost. CPU columns: percent of one core in the window; servers = both instances; store = PostgreSQL (postmaster and',
     'backends) or Redis; gen = the bench process (clients); other = the rest of the machine.',
@@ -176,12 +179,41 @@ function summary(r: ReportInput): string {
     '',
   ]);
   rows.push([
-    'Lost (never delivered) / late (after the drain) deliveries, all levels',
+    "capsync relays' state after each level (GET /v1/docs/:name/update from every relay): updates sent by connected clients missing / divergent between relays",
+    perRun((run) =>
+      [PG, SQ]
+        .filter((s) => run.a.has(s) || run.b.has(s))
+        .map((s) => {
+          const ls = [...(run.a.get(s) ?? []), ...(run.b.get(s)?.levels ?? [])].filter((l) => l.stored);
+          const missing = ls.reduce((n, l) => n + l.stored!.missingSomewhere, 0);
+          const divergent = ls.reduce((n, l) => n + l.stored!.divergent, 0);
+          const sent = ls.reduce((n, l) => n + l.stored!.sent, 0);
+          return `${s} ${missing} / ${divergent} of ${num(sent)}`;
+        })
+        .join(', '),
+    ),
+    '',
+  ]);
+  rows.push([
+    'Connections closed by the server (close code), all levels',
+    perRun((run) =>
+      [...new Set([...run.a.keys(), ...run.b.keys()])]
+        .map((s) => {
+          const codes = new Map<number, number>();
+          for (const l of [...(run.a.get(s) ?? []), ...(run.b.get(s)?.levels ?? [])]) for (const [c, n] of l.closeCodes) codes.set(c, (codes.get(c) ?? 0) + n);
+          return `${s} ${codes.size === 0 ? 0 : [...codes].map(([c, n]) => `${n} (${c})`).join(', ')}`;
+        })
+        .join(', '),
+    ),
+    '',
+  ]);
+  rows.push([
+    'Deliveries between connected clients missing after the drain (late) / at the end (lost), all levels',
     perRun((run) =>
       [...new Set([...run.a.keys(), ...run.b.keys()])]
         .map((s) => {
           const ls = [...(run.a.get(s) ?? []), ...(run.b.get(s)?.levels ?? [])];
-          return `${s} ${ls.reduce((n, l) => n + l.missingAtEnd, 0)} / ${ls.reduce((n, l) => n + l.missingAfterDrain, 0)}`;
+          return `${s} ${ls.reduce((n, l) => n + l.missingAfterDrain, 0)} / ${ls.reduce((n, l) => n + l.missingAtEnd, 0)}`;
         })
         .join(', '),
     ),
@@ -206,6 +238,8 @@ function levelTable(bySystem: [SystemName, LevelResult[]][], loads: number[]): s
         `${l.cross.deliveredPct.toFixed(2)} %`,
         l.local ? `${ms(l.local.p50Ms)} / ${ms(l.local.p99Ms)}` : '-',
         l.missingAfterDrain === 0 ? '0' : `${l.missingAfterDrain} / ${l.missingAtEnd}`,
+        l.closedByServer === 0 ? '0' : l.closeCodes.map(([code, n]) => `${n} (${code})`).join(', '),
+        l.stored ? storedText(l) : '-',
         pct(l.serverCpuPct),
         s === SQ ? '-' : pct(l.storeCpuPct),
         pct(l.generatorCpuPct),
@@ -216,8 +250,19 @@ function levelTable(bySystem: [SystemName, LevelResult[]][], loads: number[]): s
     }
   }
   return table(
-    ['Offered/s', 'System', 'Sent/s', 'Cross p50 ms', 'Cross p99 ms', 'Cross max ms', 'Cross delivered', 'Same p50 / p99 ms', 'Missing', 'Servers CPU', 'Store CPU', 'Gen CPU', 'Other CPU', 'Gen lag p99 ms', 'Sustained'],
+    ['Offered/s', 'System', 'Sent/s', 'Cross p50 ms', 'Cross p99 ms', 'Cross max ms', 'Cross delivered', 'Same p50 / p99 ms', 'Missing', 'Closed by server', 'Relays\' state', 'Servers CPU', 'Store CPU', 'Gen CPU', 'Other CPU', 'Gen lag p99 ms', 'Sustained'],
     rows,
+  );
+}
+
+function storedText(l: LevelResult): string {
+  const st = l.stored!;
+  if (st.docs === 0) return st.unreadable > 0 ? `${st.unreadable} doc(s) not served` : '-';
+  const ok = st.missingSomewhere === 0 && st.divergent === 0;
+  return (
+    (ok ? `all ${num(st.sent)} in every relay` : `${st.missingEverywhere} missing in all, ${st.missingSomewhere} in some; ${st.divergent} divergent, of ${num(st.sent)}`) +
+    (st.docs > 1 ? ` (${st.docs} docs)` : '') +
+    (st.unreadable ? `; ${st.unreadable} not served` : '')
   );
 }
 

@@ -8,7 +8,6 @@
  * Clients of "instance" 0 and 1 connect to the two instances; with the single relay both
  * groups connect to it (its "cross-instance" deliveries are plain fan-out).
  */
-import fs from 'node:fs';
 import type pg from 'pg';
 import { ServerProcess, type ServerKind } from '../server-process.js';
 import { hocuspocus, yWebsocket, type Dialect } from './dialects.js';
@@ -55,10 +54,8 @@ export interface RunningSystem {
   /** The server process that clients of `instance` (0 or 1) connect to. */
   serverFor(instance: number): ServerProcess;
   readonly servers: ServerProcess[];
-  /** CPU micros so far of the shared store (PostgreSQL's processes, Redis), null without one. */
-  storeCpuMicros(): number | null;
-  /** True when the store's processes are not the bench's descendants (they count as "other" load). */
-  readonly storeOutsideTree: boolean;
+  /** The root process of the shared store (PostgreSQL's postmaster, Redis), null without one. */
+  readonly storePid: number | null;
   dbCounters(): Promise<DbCounters | null>;
   relayCounters(): Promise<RelayCounters | null>;
   stop(): Promise<void>;
@@ -83,7 +80,7 @@ export async function startSystem(name: SystemName, stores: Stores, nodeArgs: st
         throw err;
       });
       const stats = await stores.postgres.connect(url);
-      return system(name, yWebsocket, [a, b], () => treeCpuMicros(stores.postgres.pid), true, () => readDbCounters(stats), async () => {
+      return system(name, yWebsocket, [a, b], stores.postgres.pid, () => readDbCounters(stats), async () => {
         await stats.end().catch(() => {});
       });
     }
@@ -93,11 +90,11 @@ export async function startSystem(name: SystemName, stores: Stores, nodeArgs: st
         await a.stop();
         throw err;
       });
-      return system(name, hocuspocus, [a, b], () => treeCpuMicros(stores.redis.pid), false, async () => null, async () => {});
+      return system(name, hocuspocus, [a, b], stores.redis.pid, async () => null, async () => {});
     }
     case 'capsync-sqlite': {
       const a = await start('capsync-sqlite', []);
-      return system(name, yWebsocket, [a], () => null, false, async () => null, async () => {});
+      return system(name, yWebsocket, [a], null, async () => null, async () => {});
     }
   }
 }
@@ -106,8 +103,7 @@ function system(
   name: SystemName,
   dialect: Dialect,
   servers: ServerProcess[],
-  storeCpuMicros: () => number | null,
-  storeOutsideTree: boolean,
+  storePid: number | null,
   dbCounters: () => Promise<DbCounters | null>,
   cleanup: () => Promise<void>,
 ): RunningSystem {
@@ -117,10 +113,10 @@ function system(
     dialect,
     servers,
     serverFor: (instance) => servers[instance % servers.length]!,
-    storeCpuMicros,
-    storeOutsideTree,
+    storePid,
     dbCounters,
-    relayCounters: () => (capsync ? readRelayCounters(servers) : Promise.resolve(null)),
+    // A relay too busy to answer in time: its counters are unknown for the level.
+    relayCounters: () => (capsync ? readRelayCounters(servers).catch(() => null) : Promise.resolve(null)),
     async stop() {
       await cleanup();
       await Promise.all(servers.map((s) => s.stop()));
@@ -176,7 +172,7 @@ function statementKind(query: string): string {
 async function readRelayCounters(servers: ServerProcess[]): Promise<RelayCounters> {
   const total: RelayCounters = { catchUpReads: 0, noteLagSum: 0, noteLagCount: 0, persistSum: 0, persistCount: 0, storageRetries: 0 };
   for (const server of servers) {
-    const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+    const text = await (await fetch(`http://127.0.0.1:${server.port}/metrics`, { signal: AbortSignal.timeout(10_000) })).text();
     const value = (metric: string): number => {
       let sum = 0;
       for (const line of text.split('\n')) {
@@ -190,41 +186,6 @@ async function readRelayCounters(servers: ServerProcess[]): Promise<RelayCounter
     total.persistSum += value('capsync_persist_seconds_sum');
     total.persistCount += value('capsync_persist_seconds_count');
     total.storageRetries += value('capsync_storage_retries_total');
-  }
-  return total;
-}
-
-const MICROS_PER_TICK = 10_000;
-
-/** CPU micros of process `root` and its descendants (own time plus that of reaped children), from /proc. */
-export function treeCpuMicros(root: number): number | null {
-  let entries: string[];
-  try {
-    entries = fs.readdirSync('/proc').filter((e) => /^\d+$/.test(e));
-  } catch {
-    return null;
-  }
-  const parent = new Map<number, number>();
-  const cpu = new Map<number, number>();
-  for (const e of entries) {
-    let stat: string;
-    try {
-      stat = fs.readFileSync(`/proc/${e}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    parent.set(Number(e), Number(fields[1]));
-    cpu.set(Number(e), (Number(fields[11]) + Number(fields[12]) + Number(fields[13]) + Number(fields[14])) * MICROS_PER_TICK);
-  }
-  let total = 0;
-  for (const [pid, micros] of cpu) {
-    for (let p: number | undefined = pid, hops = 0; p !== undefined && p > 1 && hops < 16; p = parent.get(p), hops++) {
-      if (p === root) {
-        total += micros;
-        break;
-      }
-    }
   }
   return total;
 }

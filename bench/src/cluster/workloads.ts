@@ -40,7 +40,7 @@ export async function runWorkloadA(system: RunningSystem, w: WorkloadA): Promise
     try {
       const writers = clients.filter((c) => c.instance === 0).slice(0, w.writers);
       await w.beforeLevel();
-      const result = await runLevel(system, clients, (n) => writers[n % writers.length]!, level);
+      const result = await runLevel(system, clients, (n) => writers[n % writers.length]!, level, [doc]);
       w.onLevel(result);
       results.push(result);
     } finally {
@@ -59,6 +59,8 @@ export interface WorkloadB {
 }
 
 export const CLIENTS_PER_DOC_B = 4;
+/** Documents of workload B whose stored state is checked after each level. */
+const STORED_CHECK_DOCS = 50;
 
 export async function runWorkloadB(system: RunningSystem, w: WorkloadB): Promise<{ levels: LevelResult[]; connectSeconds: number }> {
   const prefix = `cluster-b-${process.pid}-${++nextDoc}`;
@@ -79,7 +81,9 @@ export async function runWorkloadB(system: RunningSystem, w: WorkloadB): Promise
         const turn = Math.floor(n / w.docs) % CLIENTS_PER_DOC_B;
         return clients[doc * CLIENTS_PER_DOC_B + turn]!;
       };
-      const result = await runLevel(system, clients, sender, level);
+      // The state of a sample of the documents is compared across the instances after each level.
+      const checked = Array.from({ length: Math.min(STORED_CHECK_DOCS, w.docs) }, (_, i) => `${prefix}-${Math.floor((i * w.docs) / Math.min(STORED_CHECK_DOCS, w.docs))}`);
+      const result = await runLevel(system, clients, sender, level, checked);
       w.onLevel(result);
       levels.push(result);
     }
