@@ -2,8 +2,9 @@
  * The two workloads of the cluster benchmark, run against one started system.
  *
  * A: one document, `clients` clients split evenly over the two instances; the writers are
- *    clients of instance 0 (round robin); latency is measured at the clients of instance 1
- *    (cross-instance) and at the writers' own instance. A fresh document per level.
+ *    clients of instance 0 (round robin, by default all of them); latency is measured at the
+ *    clients of instance 1 (cross-instance) and at the other clients of the writers' instance.
+ *    A fresh document per level.
  * B: `docs` documents with 4 clients each, two per instance; every update goes to one document
  *    (round robin over the documents) from one of its clients (rotating over the four), so
  *    each update has two cross-instance receivers and one on its own instance. The clients stay
