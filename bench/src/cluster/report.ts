@@ -40,10 +40,15 @@ function sustained(l: LevelResult): boolean {
   return l.cross.p99Ms <= SUSTAINED_P99_MS && l.cross.deliveredPct >= SUSTAINED_DELIVERED_PCT && l.missingAtEnd === 0;
 }
 
+/** A weaker criterion, for a machine where nobody reaches the p99 one: cross p50 <= 20 ms, >= 99 % delivered, nothing lost. */
+function medianHeld(l: LevelResult): boolean {
+  return l.cross.p50Ms <= SUSTAINED_P99_MS && l.cross.deliveredPct >= SUSTAINED_DELIVERED_PCT && l.missingAtEnd === 0;
+}
+
 /** Highest offered load sustained, and whether it was the top level run (then: at least that). */
-function highest(levels: LevelResult[] | undefined): { load: number; top: boolean } | null {
+function highest(levels: LevelResult[] | undefined, ok_ = sustained): { load: number; top: boolean } | null {
   if (!levels || levels.length === 0) return null;
-  const ok = levels.filter(sustained);
+  const ok = levels.filter(ok_);
   if (ok.length === 0) return { load: 0, top: false };
   const load = Math.max(...ok.map((l) => l.offered));
   return { load, top: load === Math.max(...levels.map((l) => l.offered)) };
@@ -110,7 +115,7 @@ function setup(o: ClusterOptions): string {
     "protocol for capsync, Hocuspocus's (document name before every message, an auth message and sync step 1 first) for Hocuspocus.",
     'Each update inserts a marker `~client:seq:sendMicros;` at the end of a Y.Text; receivers find the markers in the frames without',
     "applying them (bench/src/wire.ts), latency is send to receipt on the bench's clock. Sends are paced open-loop by a 1 ms timer.",
-    `Per level: ${o.warmupMs / 1000} s warm-up, ${o.measureMs / 1000} s measured (latency and delivered % count the updates sent in it), ${o.tailMs / 1000} s more at the`,
+    `Each system, once started, first runs an unreported level (3 s at the lowest load). Per level: ${o.warmupMs / 1000} s warm-up, ${o.measureMs / 1000} s measured (latency and delivered % count the updates sent in it), ${o.tailMs / 1000} s more at the`,
     `same load, then up to ${o.drainMs / 1000} s for every delivery of every update of the level; what is still missing then is waited for`,
     `${o.lateMs / 1000} s more (*missing*: deliveries between clients that stayed connected, after the drain / at the end). A server may close`,
     'connections (capsync: 4429 slow consumer, when a client does not read fast enough); *relays\' state*: after each level the',
@@ -155,6 +160,12 @@ function summary(r: ReportInput): string {
     '',
   ]);
   rows.push([`capsync cluster / single SQLite relay, workload A sustained load`, perRun((run) => ratio(hA(run, PG), hA(run, SQ))), '']);
+  const mA = (run: RunResult, s: SystemName) => highest(run.a.get(s), medianHeld);
+  rows.push([
+    `Weaker, for this shared machine: highest load with cross p50 ≤ ${SUSTAINED_P99_MS} ms, workload A`,
+    perRun((run) => [...run.a.keys()].map((s) => `${s} ${sustainedText(mA(run, s))}`).join(', ') + `; capsync cluster / Hocuspocus + Redis ${ratio(mA(run, PG), mA(run, HP))}`),
+    '',
+  ]);
   rows.push([
     `p99 at ${at}/s: capsync cluster vs Hocuspocus + Redis vs single SQLite relay`,
     perRun((run) => `${ms(p99At(run, PG))} / ${ms(p99At(run, HP))} / ${ms(p99At(run, SQ))} ms`),
@@ -167,6 +178,12 @@ function summary(r: ReportInput): string {
     '',
   ]);
   rows.push(['capsync cluster / Hocuspocus + Redis, workload B', perRun((run) => ratio(hB(run, PG), hB(run, HP))), '']);
+  const mB = (run: RunResult, s: SystemName) => highest(run.b.get(s)?.levels, medianHeld);
+  rows.push([
+    `Weaker: highest load with cross p50 ≤ ${SUSTAINED_P99_MS} ms, workload B`,
+    perRun((run) => [...run.b.keys()].map((s) => `${s} ${sustainedText(mB(run, s))}`).join(', ') + `; capsync cluster / Hocuspocus + Redis ${ratio(mB(run, PG), mB(run, HP))}`),
+    '',
+  ]);
   rows.push(['capsync cluster / single SQLite relay, workload B', perRun((run) => ratio(hB(run, PG), hB(run, SQ))), '']);
   const topB = (run: RunResult): LevelResult | undefined => {
     const levels = run.b.get(PG)?.levels ?? [];
