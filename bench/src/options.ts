@@ -114,9 +114,9 @@ export function parseOptions(argv: string[]): BenchOptions | 'help' {
   return options;
 }
 
-function serverKind(v: string): ServerKind {
+function serverKind(v: string): (typeof SERVER_KINDS)[number] {
   if (!(SERVER_KINDS as readonly string[]).includes(v)) throw new RangeError(`unknown server "${v}"; known: ${SERVER_KINDS.join(', ')}`);
-  return v as ServerKind;
+  return v as (typeof SERVER_KINDS)[number];
 }
 
 function positive(flag: string, v: string): number {

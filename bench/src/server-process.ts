@@ -10,14 +10,19 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ControlReply, ControlRequest } from './control.js';
 
+/** The servers of the single-server benchmark (relay-load.ts). */
 export const SERVER_KINDS = ['capsync-sqlite', 'capsync-baseline', 'capsync-memory', 'reference', 'raw-ws'] as const;
-export type ServerKind = (typeof SERVER_KINDS)[number];
+/** Servers that run as one of several instances of a cluster (cluster.ts), given its store's address. */
+export const CLUSTER_KINDS = ['capsync-postgres', 'hocuspocus-redis'] as const;
+export type ServerKind = (typeof SERVER_KINDS)[number] | (typeof CLUSTER_KINDS)[number];
 
 /** How each server kind is described in the results. */
 export const SERVER_LABELS: Record<ServerKind, string> = {
   'capsync-sqlite': 'capsync (sqlite, fsync per commit)',
   'capsync-baseline': 'capsync at the --baseline commit (sqlite, fsync per commit)',
   'capsync-memory': 'capsync (memory)',
+  'capsync-postgres': 'capsync (PostgreSQL cluster mode)',
+  'hocuspocus-redis': 'Hocuspocus 4 with @hocuspocus/extension-redis (in memory)',
   reference: '@y/websocket-server 0.1.1',
   'raw-ws': 'raw ws broadcast',
 };
@@ -105,9 +110,10 @@ export class ServerProcess {
 
   /**
    * Starts a server of `kind` and resolves once it listens. `nodeArgs` go to its Node
-   * (e.g. `--cpu-prof`; the profile is written when the server stops).
+   * (e.g. `--cpu-prof`; the profile is written when the server stops); `serverArgs` to the
+   * entry point (capsync-postgres: the database URL; hocuspocus-redis: the Redis port).
    */
-  static async start(kind: ServerKind, nodeArgs: string[] = []): Promise<ServerProcess> {
+  static async start(kind: ServerKind, nodeArgs: string[] = [], serverArgs: string[] = []): Promise<ServerProcess> {
     installExitHook();
     const tempDir = kind === 'capsync-sqlite' || kind === 'capsync-baseline' ? fs.mkdtempSync(path.join(os.tmpdir(), 'capsync-bench-')) : null;
     const [entry, ...args] = entrypoint(kind, tempDir);
@@ -117,10 +123,14 @@ export class ServerProcess {
       kind === 'capsync-baseline' ? path.join(baselineRoot!, 'bench') : kind === 'capsync-sqlite' && candidateRoot ? path.join(candidateRoot, 'bench') : benchDir;
     // BENCH_DIST=1: the packages' build output (dist, what `npm start` runs; build first) instead
     // of their source through tsx, whose transform adds a `__name` call to every function made.
-    const child = fork(path.join(fromDir, 'src', 'servers', entry!), args, {
+    const child = fork(path.join(fromDir, 'src', 'servers', entry!), [...args, ...serverArgs], {
       cwd: fromDir,
-      execArgv: [...(process.env.BENCH_DIST ? [] : ['--conditions=source']), '--import', 'tsx', '--expose-gc', ...nodeArgs],
+      // Hocuspocus has a `source` condition of its own (its TypeScript sources): it runs its build.
+      execArgv: [...(process.env.BENCH_DIST || kind === 'hocuspocus-redis' ? [] : ['--conditions=source']), '--import', 'tsx', '--expose-gc', ...nodeArgs],
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      // bench/tsconfig.json maps Hocuspocus's packages to their declarations for the type check;
+      // tsx would follow that mapping at run time too, so its server runs with the base config.
+      ...(kind === 'hocuspocus-redis' ? { env: { ...process.env, TSX_TSCONFIG_PATH: path.join(benchDir, '..', 'tsconfig.base.json') } } : {}),
     });
     running.add(child);
     const exited = new Promise<void>((resolve) =>
@@ -218,6 +228,10 @@ function entrypoint(kind: ServerKind, tempDir: string | null): string[] {
       return ['capsync.ts', 'sqlite', tempDir!];
     case 'capsync-memory':
       return ['capsync.ts', 'memory'];
+    case 'capsync-postgres':
+      return ['capsync.ts', 'postgres'];
+    case 'hocuspocus-redis':
+      return ['hocuspocus.ts'];
     case 'reference':
       return ['reference.ts'];
     case 'raw-ws':
