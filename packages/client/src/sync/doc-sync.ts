@@ -40,6 +40,12 @@ export interface DocSyncHooks {
   status(): string;
 }
 
+/** True when `doc` holds no update at all, applied or waiting for missing ones: its sync step 2 would be empty. */
+function holdsNothing(doc: Y.Doc): boolean {
+  const { store } = doc;
+  return store.clients.size === 0 && store.pendingStructs === null && store.pendingDs === null;
+}
+
 /**
  * A document's sync with the relay: the client's host of core's DocSession, which does the
  * protocol (sync step 1/2 and its rounds, numbering of the document messages we send, which
@@ -76,6 +82,12 @@ export class DocSync implements SessionHooks {
       doc,
       paused: false,
       encodeState: (stateVector) => Y.encodeStateAsUpdate(doc, stateVector),
+      // A replica that holds nothing (a document opened for the first time) sends no step 2:
+      // it would be an empty update, which the relay stores as a barrier and acknowledges —
+      // work on both ends for each of the 1,000 documents a client may open at once. Nothing
+      // waits for it: the relay's answer is what makes this replica synced.
+      // (An outbox entry whose stored update did not load still goes out with a step 2: sentAll.)
+      stateUpdates: (stateVector) => (holdsNothing(doc) && outbox.pending === 0 ? [] : [Y.encodeStateAsUpdate(doc, stateVector)]),
       // Nothing to wait for: the relay sends a client no barrier, and the client acknowledges none.
       whenWritesSettled: () => SETTLED,
       // Our presence goes out through DocPresence (announce), not with the session's opening messages.
@@ -263,7 +275,10 @@ export class DocSync implements SessionHooks {
 
   beforeStep2(): void {}
 
-  /** Our sync step 2 carries everything the relay lacks, so every pending update; a barrier may follow it now. */
+  /**
+   * Our sync step 2 carries everything the relay lacks, so every pending update; a barrier may
+   * follow it now. `seq` 0: none was needed (the replica holds nothing, so nothing is pending).
+   */
   sentStep2(seq: number): void {
     this.outbox.sentAll(seq);
     this.step2Sent = true;

@@ -315,6 +315,11 @@ export class DocSession {
       this.fail(new ProtocolError('bad-message', 'state vector does not decode', { cause: err }));
       return false;
     }
+    if (updates.length === 0) {
+      // Nothing here at all: the other side lacks nothing and waits for no answer (see stateUpdates).
+      this.hooks.sentStep2?.(0);
+      return false;
+    }
     this.hooks.beforeStep2();
     const pieces = new InTurn(updates, STATE_PIECES_AHEAD, (update, last, onWritten) => {
       // The pieces but the last go as updates, each part of the state only: an ack of one says
