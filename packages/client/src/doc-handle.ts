@@ -82,7 +82,6 @@ const DEFAULT_TIMEOUT_MS = 10_000;
  */
 export class DocHandle extends ObservableV2<DocHandleEvents> {
   readonly doc: Y.Doc;
-  readonly awareness: awarenessProtocol.Awareness;
   /** Fenced (CP) values: local reads, lease-fenced writes through the relay. */
   readonly cp: FencedValues;
   /** Loaded Yjs subdocuments of `doc`, a handle each: `await handle.subdocs.get(subdoc)` (see Subdocs). */
@@ -97,6 +96,8 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   private readonly link: DocLink;
   private readonly sync: DocSync;
   private replica!: LocalReplica;
+  /** Made on first use (see `awareness`). */
+  private awarenessValue: awarenessProtocol.Awareness | null = null;
   private presence: DocPresence | null = null;
   private tabs: TabShare | null = null;
   private statusValue: SyncStatus = 'offline';
@@ -115,7 +116,6 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.replicaName = settings.subdoc ? subdocReplicaName(name, settings.subdoc.guid) : name;
     this.label = settings.subdoc ? `${name}#${settings.subdoc.guid}` : name;
     this.subdocs = new Subdocs(this.doc, (guid, doc) => DocHandle.open(name, subdocHandleSettings(settings, guid, doc)), (err) => this.emit('error', [err]));
-    this.awareness = new awarenessProtocol.Awareness(this.doc);
     // 'pending' and 'status' are announced once per microtask, not once per keystroke.
     this.outbox = new Outbox(settings.sessionId, () => {
       if (this.pendingAnnounced) return;
@@ -147,7 +147,8 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       },
       batched: (update, ids) => this.tabs?.shareUpdate(update, ids),
       applyRemote: (update) => applyFromRelay(this.doc, update, FROM_RELAY, this.onDocUpdate),
-      awareness: (update) => this.presence?.fromRelay(update),
+      // Someone has presence here: ours starts too (see `awareness`).
+      awareness: (update) => this.startPresence().fromRelay(update),
       message: (msg) => this.onRelayMessage(msg),
       error: (err) => this.emit('error', [err]),
       healthy: () => this.link.healthy(),
@@ -210,20 +211,18 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
 
   private attach(): void {
     this.doc.on('update', this.onDocUpdate);
-    this.presence = new DocPresence(this.awareness, {
-      relay: (update) => this.sync.send({ type: 'awareness', update }),
-      tabs: (update) => this.tabs?.sharePresence(update),
-      error: (err) => this.emit('error', [err]),
-    });
     this.link.on('state', () => this.updateStatus());
     this.link.on('open', (_connection, _url, channel) => this.onLinkOpen(channel));
     this.link.on('close', ({ code, reason }) => this.onLinkClose(code, reason));
     this.link.on('error', (err) => this.emit('error', [err]));
     if (this.settings.crossTab) {
+      const handle = this;
       this.tabs = new TabShare({
         name: this.replicaName,
         doc: this.doc,
-        awareness: this.awareness,
+        get awareness() {
+          return handle.awareness;
+        },
         outbox: this.outbox,
         sessionId: this.settings.sessionId,
         takeoverMs: this.settings.takeoverMs,
@@ -241,7 +240,41 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
 
   private onPageHide: (() => void) | null = null;
 
+  /** The Awareness and what announces it (see `awareness`); once. */
+  private startPresence(): DocPresence {
+    if (this.presence) return this.presence;
+    const awareness = new awarenessProtocol.Awareness(this.doc);
+    this.awarenessValue = awareness;
+    this.presence = new DocPresence(awareness, {
+      relay: (update) => this.sync.send({ type: 'awareness', update }),
+      tabs: (update) => this.tabs?.sharePresence(update),
+      error: (err) => this.emit('error', [err]),
+    });
+    // A closed handle's awareness is not announced (close cleared it); a live one's goes out now (offline: on connect).
+    if (this.closed) {
+      this.presence.close();
+    } else {
+      this.presence.announce();
+      // Other tabs asked for presence when this one opened, before it had any.
+      const own = this.presence.own();
+      if (own) this.tabs?.sharePresence(own);
+    }
+    return this.presence;
+  }
+
   // ---- public API ----
+
+  /**
+   * This tab's presence and others' (a y-protocols Awareness of `doc`). Made on first use, or
+   * when presence of others arrives (from the relay or another tab): until then the document
+   * costs no Awareness (its timer, its maps), and this tab announces no empty state to the
+   * relay nor clears it on close — one message each way per document, for each of the hundreds
+   * of documents a client may open without showing presence in them. Once made, this tab's
+   * state (`{}` at first) is announced at once and on every new connection, as before.
+   */
+  get awareness(): awarenessProtocol.Awareness {
+    return this.awarenessValue ?? this.startPresence().awareness;
+  }
 
   get status(): SyncStatus {
     return this.statusValue;

@@ -18,7 +18,7 @@ export interface PresenceOutlets {
  */
 export class DocPresence {
   constructor(
-    private readonly awareness: awarenessProtocol.Awareness,
+    readonly awareness: awarenessProtocol.Awareness,
     private readonly out: PresenceOutlets,
   ) {
     awareness.on('update', this.onUpdate);
