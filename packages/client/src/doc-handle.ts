@@ -1,4 +1,4 @@
-import { ObservableV2 } from 'lib0/observable';
+import { QuietObservable } from './quiet-observable.js';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
 import { AuthError, CapsyncError, MAX_DECLARED_WRITERS, newDoc, type Channel, type Message } from '@capsync/core';
@@ -80,7 +80,7 @@ const DEFAULT_TIMEOUT_MS = 10_000;
  * presence (DocPresence) and other tabs (TabShare); it owns the
  * status and the public API.
  */
-export class DocHandle extends ObservableV2<DocHandleEvents> {
+export class DocHandle extends QuietObservable<DocHandleEvents> {
   readonly doc: Y.Doc;
   /** Fenced (CP) values: local reads, lease-fenced writes through the relay. */
   readonly cp: FencedValues;
@@ -194,7 +194,9 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       },
     );
     this.replica = replica;
-    this.doc.transact(() => {
+    // Nothing stored (a document opened here for the first time): no transaction, which costs a
+    // Yjs transaction's maps and events per document.
+    if (updates.length > 0) this.doc.transact(() => {
       for (const row of updates) {
         try {
           applyStored(this.doc, row);

@@ -1,4 +1,4 @@
-import { ObservableV2 } from 'lib0/observable';
+import { QuietObservable } from '../quiet-observable.js';
 import {
   Backoff,
   CloseCode,
@@ -52,7 +52,7 @@ export function docLinkFor(sockets: RelaySockets | null, options: RelayLinkOptio
  *   So do locks that find the socket at the relay's session cap (`mux-sessions:<n>`, its
  *   documents holding every session): else they would wait for a document to close.
  */
-export class SessionLink extends ObservableV2<RelayLinkEvents> implements SocketUser {
+export class SessionLink extends QuietObservable<RelayLinkEvents> implements SocketUser {
   private started = false;
   /** A refusal stopped this session until `start()`. */
   private fatal = false;
