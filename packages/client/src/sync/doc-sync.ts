@@ -191,7 +191,7 @@ export class DocSync implements SessionHooks {
   /** Sends one barrier for every quorum waiter not yet covered by one on this connection. */
   private sendQuorumBarrier(): void {
     const session = this.session;
-    if (!this.step2Sent || !session) return;
+    if (!this.step2Sent || !session || this.quorumWaiters.size === 0) return;
     const waiting = Array.from(this.quorumWaiters).filter((w) => w.session !== session);
     if (waiting.length === 0) return;
     const seq = this.sendNumbered(EMPTY_UPDATE);

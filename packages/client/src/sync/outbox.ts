@@ -162,6 +162,7 @@ export class Outbox {
    * uploaded undeclared would be anyone's to take. Costs what the outbox's batches hold.
    */
   writers(max: number): number[] {
+    if (this.groups.size === 0) return [];
     const ids = new Set<number>();
     const groups = Array.from(this.groups.values());
     for (let i = groups.length - 1; i >= 0 && ids.size < max; i--) {
