@@ -59,7 +59,8 @@ export class SessionLink extends QuietObservable<RelayLinkEvents> implements Soc
   private socket: RelaySocket | null = null;
   private channel: SessionChannel | null = null;
   private retry: ReturnType<typeof setTimeout> | null = null;
-  private readonly backoff: Backoff;
+  /** Made on the first retry: most links never need one. */
+  private backoffValue: Backoff | null = null;
   private connections = 0;
   private fallback: RelayLink | null = null;
   /** A subdocument's link on relays without the multiplexed endpoint: it never connects. */
@@ -75,7 +76,10 @@ export class SessionLink extends QuietObservable<RelayLinkEvents> implements Soc
     private readonly kind: 'doc' | 'locks' = 'doc',
   ) {
     super();
-    this.backoff = new Backoff(options.backoff, options.random ?? (() => Math.random()));
+  }
+
+  private get backoff(): Backoff {
+    return (this.backoffValue ??= new Backoff(this.options.backoff, this.options.random ?? (() => Math.random())));
   }
 
   get state(): LinkState {
@@ -116,7 +120,7 @@ export class SessionLink extends QuietObservable<RelayLinkEvents> implements Soc
   }
 
   healthy(): void {
-    this.backoff.reset();
+    this.backoffValue?.reset();
     this.socket?.healthy();
     this.fallback?.healthy();
   }
