@@ -330,7 +330,7 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
   async whenSynced(options: { timeoutMs?: number } = {}): Promise<void> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.assertOpen();
-    await this.sync.whenSynced(timeoutMs);
+    return this.sync.whenSynced(timeoutMs);
   }
 
   /** Connects (again) after `disconnect()` or a refusal that stopped reconnecting. */

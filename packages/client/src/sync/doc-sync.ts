@@ -206,7 +206,7 @@ export class DocSync implements SessionHooks {
    * Resolves once this replica holds everything the relay had when this was called (a fresh
    * sync round trip, DocSession.requestSync). Rejects with UnavailableError after `timeoutMs`.
    */
-  async whenSynced(timeoutMs: number): Promise<void> {
+  whenSynced(timeoutMs: number): Promise<void> {
     let waiter!: { session: DocSession | null; round: number; resolve(): void };
     const promise = new Promise<void>((resolve) => {
       waiter = { session: null, round: 0, resolve };
@@ -218,7 +218,7 @@ export class DocSync implements SessionHooks {
       waiter.session = this.session;
       waiter.round = round;
     }
-    await withTimeout(promise, timeoutMs, () => {
+    return withTimeout(promise, timeoutMs, () => {
       this.syncWaiters.delete(waiter);
       return `"${this.name}" not synced with the relay within ${timeoutMs} ms (status: ${this.hooks.status()})`;
     });
