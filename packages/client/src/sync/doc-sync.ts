@@ -15,6 +15,8 @@ import type { Outbox, OutboxEntry } from './outbox.js';
 /** A Yjs update with nothing in it: the barrier of a quorum flush. */
 const EMPTY_UPDATE = new Uint8Array([0, 0]);
 const SETTLED = Promise.resolve();
+/** The waiter set of a DocSync nobody waited on yet: always empty (replaced before the first add). */
+const NO_WAITERS: Set<never> = new Set();
 
 /** What a DocSync reports to its document handle. */
 export interface DocSyncHooks {
@@ -65,8 +67,9 @@ export class DocSync implements SessionHooks {
   private caughtUpValue = false;
   /** This connection's sync step 2 went out: a barrier sent now covers every local update. */
   private step2Sent = false;
-  private readonly quorumWaiters = new Set<{ session: DocSession | null; seq: number; resolve(): void }>();
-  private readonly syncWaiters = new Set<{ session: DocSession | null; round: number; resolve(): void }>();
+  /** Made on first use (most documents never wait for a quorum): NO_WAITERS until then. */
+  private quorumWaiters: Set<{ session: DocSession | null; seq: number; resolve(): void }> = NO_WAITERS;
+  private syncWaiters: Set<{ session: DocSession | null; round: number; resolve(): void }> = NO_WAITERS;
   private outgoing: { update: Uint8Array; entry: OutboxEntry; id: string }[] = [];
   private closed = false;
   /** What the session reads: the Y.Doc, never paused (the replica loads before the link starts). */
@@ -179,6 +182,7 @@ export class DocSync implements SessionHooks {
     let waiter!: { session: DocSession | null; seq: number; resolve(): void };
     const promise = new Promise<void>((resolve) => {
       waiter = { session: null, seq: 0, resolve };
+      if (this.quorumWaiters === NO_WAITERS) this.quorumWaiters = new Set();
       this.quorumWaiters.add(waiter);
     });
     this.sendQuorumBarrier();
@@ -210,6 +214,7 @@ export class DocSync implements SessionHooks {
     let waiter!: { session: DocSession | null; round: number; resolve(): void };
     const promise = new Promise<void>((resolve) => {
       waiter = { session: null, round: 0, resolve };
+      if (this.syncWaiters === NO_WAITERS) this.syncWaiters = new Set();
       this.syncWaiters.add(waiter);
     });
     // Offline, the next connection's first round answers it.
