@@ -96,8 +96,6 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
   private readonly link: DocLink;
   private readonly sync: DocSync;
   private replica!: LocalReplica;
-  /** Made on first use (see `awareness`). */
-  private awarenessValue: awarenessProtocol.Awareness | null = null;
   private presence: DocPresence | null = null;
   private tabs: TabShare | null = null;
   private statusValue: SyncStatus = 'offline';
@@ -244,24 +242,11 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
 
   /** The Awareness and what announces it (see `awareness`); once. */
   private startPresence(): DocPresence {
-    if (this.presence) return this.presence;
-    const awareness = new awarenessProtocol.Awareness(this.doc);
-    this.awarenessValue = awareness;
-    this.presence = new DocPresence(awareness, {
+    return (this.presence ??= DocPresence.start(this.doc, {
       relay: (update) => this.sync.send({ type: 'awareness', update }),
       tabs: (update) => this.tabs?.sharePresence(update),
       error: (err) => this.emit('error', [err]),
-    });
-    // A closed handle's awareness is not announced (close cleared it); a live one's goes out now (offline: on connect).
-    if (this.closed) {
-      this.presence.close();
-    } else {
-      this.presence.announce();
-      // Other tabs asked for presence when this one opened, before it had any.
-      const own = this.presence.own();
-      if (own) this.tabs?.sharePresence(own);
-    }
-    return this.presence;
+    }, this.closed));
   }
 
   // ---- public API ----
@@ -275,7 +260,7 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
    * state (`{}` at first) is announced at once and on every new connection, as before.
    */
   get awareness(): awarenessProtocol.Awareness {
-    return this.awarenessValue ?? this.startPresence().awareness;
+    return this.startPresence().awareness;
   }
 
   get status(): SyncStatus {
