@@ -68,6 +68,10 @@ export async function seedReference(serverUrl: string, names: string[], seed: nu
 
 export async function measureOpen(system: System, round: number, server: ServerProcess, names: string[], seed: number, timeoutMs: number): Promise<OpenRun> {
   const counter = { sockets: 0 };
+  // A fresh client starts on a clean heap (the server's is collected by memory()): otherwise it
+  // pays for the seeding client's garbage and the previous measurement's, whichever system
+  // that was (1,000 documents' worth; the order turns each round).
+  (globalThis as { gc?: () => void }).gc?.();
   const mem0 = await server.memory();
   const cpu0 = await server.cpu();
   const own0 = ownCpuMicros();

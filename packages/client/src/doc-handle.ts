@@ -1,4 +1,4 @@
-import { ObservableV2 } from 'lib0/observable';
+import { QuietObservable } from './quiet-observable.js';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
 import { AuthError, CapsyncError, MAX_DECLARED_WRITERS, newDoc, type Channel, type Message } from '@capsync/core';
@@ -83,9 +83,8 @@ const DEFAULT_TIMEOUT_MS = 10_000;
  * presence (DocPresence) and other tabs (TabShare); it owns the
  * status and the public API.
  */
-export class DocHandle extends ObservableV2<DocHandleEvents> {
+export class DocHandle extends QuietObservable<DocHandleEvents> {
   readonly doc: Y.Doc;
-  readonly awareness: awarenessProtocol.Awareness;
   /** Fenced (CP) values: local reads, lease-fenced writes through the relay. */
   readonly cp: FencedValues;
   /** Loaded Yjs subdocuments of `doc`, a handle each: `await handle.subdocs.get(subdoc)` (see Subdocs). */
@@ -118,7 +117,6 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
     this.replicaName = settings.subdoc ? subdocReplicaName(name, settings.subdoc.guid) : name;
     this.label = settings.subdoc ? `${name}#${settings.subdoc.guid}` : name;
     this.subdocs = new Subdocs(this.doc, (guid, doc) => DocHandle.open(name, subdocHandleSettings(settings, guid, doc)), (err) => this.emit('error', [err]));
-    this.awareness = new awarenessProtocol.Awareness(this.doc);
     // 'pending' and 'status' are announced once per microtask, not once per keystroke.
     this.outbox = new Outbox(settings.sessionId, () => {
       if (this.pendingAnnounced) return;
@@ -150,7 +148,8 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       },
       batched: (update, ids) => this.tabs?.shareUpdate(update, ids),
       applyRemote: (update) => applyFromRelay(this.doc, update, FROM_RELAY, this.onDocUpdate),
-      awareness: (update) => this.presence?.fromRelay(update),
+      // Someone has presence here: ours starts too (see `awareness`).
+      awareness: (update) => this.startPresence().fromRelay(update),
       message: (msg) => this.onRelayMessage(msg),
       error: (err) => this.emit('error', [err]),
       healthy: () => this.link.healthy(),
@@ -196,7 +195,9 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
       },
     );
     this.replica = replica;
-    this.doc.transact(() => {
+    // Nothing stored (a document opened here for the first time): no transaction, which costs a
+    // Yjs transaction's maps and events per document.
+    if (updates.length > 0) this.doc.transact(() => {
       for (const row of updates) {
         try {
           applyStored(this.doc, row);
@@ -213,20 +214,18 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
 
   private attach(): void {
     this.doc.on('update', this.onDocUpdate);
-    this.presence = new DocPresence(this.awareness, {
-      relay: (update) => this.sync.send({ type: 'awareness', update }),
-      tabs: (update) => this.tabs?.sharePresence(update),
-      error: (err) => this.emit('error', [err]),
-    });
     this.link.on('state', () => this.updateStatus());
     this.link.on('open', (_connection, _url, channel) => this.onLinkOpen(channel));
     this.link.on('close', ({ code, reason }) => this.onLinkClose(code, reason));
     this.link.on('error', (err) => this.emit('error', [err]));
     if (this.settings.crossTab) {
+      const handle = this;
       this.tabs = new TabShare({
         name: this.replicaName,
         doc: this.doc,
-        awareness: this.awareness,
+        get awareness() {
+          return handle.awareness;
+        },
         outbox: this.outbox,
         sessionId: this.settings.sessionId,
         takeoverMs: this.settings.takeoverMs,
@@ -244,7 +243,28 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
 
   private onPageHide: (() => void) | null = null;
 
+  /** The Awareness and what announces it (see `awareness`); once. */
+  private startPresence(): DocPresence {
+    return (this.presence ??= DocPresence.start(this.doc, {
+      relay: (update) => this.sync.send({ type: 'awareness', update }),
+      tabs: (update) => this.tabs?.sharePresence(update),
+      error: (err) => this.emit('error', [err]),
+    }, this.closed));
+  }
+
   // ---- public API ----
+
+  /**
+   * This tab's presence and others' (a y-protocols Awareness of `doc`). Made on first use, or
+   * when presence of others arrives (from the relay or another tab): until then the document
+   * costs no Awareness (its timer, its maps), and this tab announces no empty state to the
+   * relay nor clears it on close — one message each way per document, for each of the hundreds
+   * of documents a client may open without showing presence in them. Once made, this tab's
+   * state (`{}` at first) is announced at once and on every new connection, as before.
+   */
+  get awareness(): awarenessProtocol.Awareness {
+    return this.startPresence().awareness;
+  }
 
   get status(): SyncStatus {
     return this.statusValue;
@@ -298,7 +318,7 @@ export class DocHandle extends ObservableV2<DocHandleEvents> {
   async whenSynced(options: { timeoutMs?: number } = {}): Promise<void> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.assertOpen();
-    await this.sync.whenSynced(timeoutMs);
+    return this.sync.whenSynced(timeoutMs);
   }
 
   /** Connects (again) after `disconnect()` or a refusal that stopped reconnecting. */

@@ -107,7 +107,8 @@ describe('DocSync (the client on core DocSession), over a memory pair', () => {
   });
 
   it('a quorum barrier goes out after this connection\'s step 2, numbered, and quorum-ack resolves it', async () => {
-    const { sync, connect } = setup();
+    const { doc, sync, connect } = setup();
+    doc.getText('t').insert(0, 'held');
     const relay = connect();
     let flushed = false;
     void sync.flushQuorum(2000).then(() => (flushed = true));
@@ -121,6 +122,19 @@ describe('DocSync (the client on core DocSession), over a memory pair', () => {
     await tick();
     expect(flushed).toBe(false);
     relay.send({ type: 'quorum-ack', seq: 2 });
+    await until(() => flushed);
+  });
+
+  it('a replica that holds nothing sends no step 2 (an empty one costs the relay a barrier and an ack); a barrier still follows', async () => {
+    const { sync, connect } = setup();
+    const relay = connect();
+    let flushed = false;
+    void sync.flushQuorum(2000).then(() => (flushed = true));
+    relay.send({ type: 'sync-step-1', stateVector: Y.encodeStateVector(new Y.Doc()) });
+    await until(() => relay.of('update').length === 1);
+    expect(relay.of('sync-step-2')).toEqual([]);
+    // The barrier is message 1.
+    relay.send({ type: 'quorum-ack', seq: 1 });
     await until(() => flushed);
   });
 

@@ -44,20 +44,20 @@ export class RelayMetrics {
     help: 'Appends tried again after storage could not be reached',
     registers: [this.registry],
   });
-  readonly messagesIn = new client.Counter({
+  readonly messagesIn = tallied(new client.Counter({
     name: 'capsync_messages_in_total',
     help: 'Messages received, by type',
     labelNames: ['type'] as const,
     registers: [this.registry],
-  });
-  readonly messagesOut = new client.Counter({
+  }));
+  readonly messagesOut = tallied(new client.Counter({
     name: 'capsync_messages_out_total',
     help: 'Messages sent, by type',
     labelNames: ['type'] as const,
     registers: [this.registry],
-  });
-  readonly bytesIn = new client.Counter({ name: 'capsync_bytes_in_total', help: 'Bytes received in WebSocket frames', registers: [this.registry] });
-  readonly bytesOut = new client.Counter({ name: 'capsync_bytes_out_total', help: 'Bytes sent in WebSocket frames', registers: [this.registry] });
+  }));
+  readonly bytesIn = tallied(new client.Counter({ name: 'capsync_bytes_in_total', help: 'Bytes received in WebSocket frames', registers: [this.registry] }));
+  readonly bytesOut = tallied(new client.Counter({ name: 'capsync_bytes_out_total', help: 'Bytes sent in WebSocket frames', registers: [this.registry] }));
   readonly applySeconds = new client.Histogram({
     name: 'capsync_update_apply_seconds',
     help: 'Time to validate and apply one incoming update to the in-memory document',
@@ -214,4 +214,39 @@ export class RelayMetrics {
   constructor(options: { collectDefault?: boolean } = {}) {
     if (options.collectDefault !== false) client.collectDefaultMetrics({ register: this.registry, prefix: 'capsync_' });
   }
+}
+
+/**
+ * A counter counted per message (messages and bytes, in and out) whose `inc` adds to a plain
+ * number, handed to prom-client when the counter is read (every `get` and scrape runs its
+ * `collect` first), so reads see the same totals. prom-client hashes and validates the labels
+ * and returns an object on every `inc`: a relay answering 1,000 documents opened at once made
+ * ~10,000 of them, ~10% of its CPU.
+ */
+function tallied<T extends string>(counter: client.Counter<T>): client.Counter<T> {
+  const inc = counter.inc.bind(counter) as (labels: Partial<Record<T, string | number>> | number, value?: number) => void;
+  let unlabelled = 0;
+  const byLabel = new Map<string | number, { labels: Partial<Record<T, string | number>>; n: number }>();
+  const flush = (): void => {
+    if (unlabelled > 0) inc(unlabelled);
+    unlabelled = 0;
+    for (const entry of byLabel.values()) if (entry.n > 0) inc(entry.labels, entry.n);
+    for (const entry of byLabel.values()) entry.n = 0;
+  };
+  // prom-client runs a metric's `collect` (a config option, not in its types) before each read.
+  (counter as unknown as { collect: () => void }).collect = flush;
+  counter.inc = ((labels?: Partial<Record<T, string | number>> | number, value?: number): void => {
+    if (labels === undefined || typeof labels === 'number') {
+      unlabelled += labels ?? 1;
+      return;
+    }
+    const keys = Object.keys(labels);
+    // The one-label form (`{ type }`) is tallied; anything else goes to prom-client as it is.
+    if (keys.length !== 1) return void inc(labels, value);
+    const key = labels[keys[0] as T]!;
+    const entry = byLabel.get(key);
+    if (entry) entry.n += value ?? 1;
+    else byLabel.set(key, { labels: { ...labels }, n: value ?? 1 });
+  }) as typeof counter.inc;
+  return counter;
 }

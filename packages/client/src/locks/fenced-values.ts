@@ -28,7 +28,12 @@ export interface FencedLink {
  * durable. Other routes into the fenced area are refused by the relay.
  */
 export class FencedValues {
-  private readonly pending = new PendingRequests<CpReplyMessage>();
+  /** Made on the first fenced write: most documents never see one (a Map per document opened). */
+  private pendingValue: PendingRequests<CpReplyMessage> | null = null;
+
+  private get pending(): PendingRequests<CpReplyMessage> {
+    return (this.pendingValue ??= new PendingRequests<CpReplyMessage>());
+  }
 
   constructor(
     private readonly doc: Y.Doc,
@@ -88,16 +93,16 @@ export class FencedValues {
 
   /** @internal A cp-reply from the relay. */
   onReply(msg: CpReplyMessage): void {
-    this.pending.settle(msg.id, msg);
+    this.pendingValue?.settle(msg.id, msg);
   }
 
   /** @internal The link closed: writes sent on it have an unknown outcome. */
   onLinkClose(): void {
-    this.pending.connectionLost('link closed');
+    this.pendingValue?.connectionLost('link closed');
   }
 
   /** @internal The document is closing. */
   close(): void {
-    this.pending.failAll(() => new CapsyncError('internal', 'the document was closed'));
+    this.pendingValue?.failAll(() => new CapsyncError('internal', 'the document was closed'));
   }
 }

@@ -14,6 +14,8 @@ import { MAX_DECLARED_WRITERS, WRITES_PREFIX } from '@capsync/core';
  * it, and the tab still writing under it would be refused `not-owner` for good.
  */
 export function declaredWriters(own: number, ...others: number[][]): string[] {
+  // Most connections have nothing pending: their own id only (no Set per document opened).
+  if (others.every((list) => list.length === 0)) return [WRITES_PREFIX + own];
   const ids = new Set<number>([own]);
   for (const list of others) {
     for (const id of list) {

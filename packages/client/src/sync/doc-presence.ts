@@ -1,3 +1,4 @@
+import type * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
 import { CapsyncError, LimitExceededError } from '@capsync/core';
 import { CROSS_TAB_ORIGIN, FROM_RELAY } from './origins.js';
@@ -18,10 +19,28 @@ export interface PresenceOutlets {
  */
 export class DocPresence {
   constructor(
-    private readonly awareness: awarenessProtocol.Awareness,
+    readonly awareness: awarenessProtocol.Awareness,
     private readonly out: PresenceOutlets,
   ) {
     awareness.on('update', this.onUpdate);
+  }
+
+  /**
+   * A document's Awareness and its presence, made when first needed (see DocHandle.awareness):
+   * this tab's state (`{}` at first) goes to the relay at once (offline: on the next
+   * connection) and to the other tabs, which asked for it when this tab opened. A closed
+   * document's is cleared and stopped at once.
+   */
+  static start(doc: Y.Doc, out: PresenceOutlets, closed: boolean): DocPresence {
+    const presence = new DocPresence(new awarenessProtocol.Awareness(doc), out);
+    if (closed) {
+      presence.close();
+      return presence;
+    }
+    presence.announce();
+    const own = presence.own();
+    if (own) out.tabs(own);
+    return presence;
   }
 
   /** This tab's state, encoded, or null when it has none. */

@@ -15,6 +15,8 @@ import type { Outbox, OutboxEntry } from './outbox.js';
 /** A Yjs update with nothing in it: the barrier of a quorum flush. */
 const EMPTY_UPDATE = new Uint8Array([0, 0]);
 const SETTLED = Promise.resolve();
+/** The waiter set of a DocSync nobody waited on yet: always empty (replaced before the first add). */
+const NO_WAITERS: Set<never> = new Set();
 
 /** A quorum flush waiting for the `quorum-ack` of barrier `seq` sent on `session`. */
 interface QuorumWaiter {
@@ -49,6 +51,12 @@ export interface DocSyncHooks {
   status(): string;
 }
 
+/** True when `doc` holds no update at all, applied or waiting for missing ones: its sync step 2 would be empty. */
+function holdsNothing(doc: Y.Doc): boolean {
+  const { store } = doc;
+  return store.clients.size === 0 && store.pendingStructs === null && store.pendingDs === null;
+}
+
 /**
  * A document's sync with the relay: the client's host of core's DocSession, which does the
  * protocol (sync step 1/2 and its rounds, numbering of the document messages we send, which
@@ -68,8 +76,9 @@ export class DocSync implements SessionHooks {
   private caughtUpValue = false;
   /** This connection's sync step 2 went out: a barrier sent now covers every local update. */
   private step2Sent = false;
-  private readonly quorumWaiters = new Set<QuorumWaiter>();
-  private readonly syncWaiters = new Set<{ session: DocSession | null; round: number; resolve(): void }>();
+  /** Made on first use (most documents never wait for a quorum): NO_WAITERS until then. */
+  private quorumWaiters: Set<QuorumWaiter> = NO_WAITERS;
+  private syncWaiters: Set<{ session: DocSession | null; round: number; resolve(): void }> = NO_WAITERS;
   private outgoing: { update: Uint8Array; entry: OutboxEntry; id: string }[] = [];
   private closed = false;
   /** What the session reads: the Y.Doc, never paused (the replica loads before the link starts). */
@@ -85,6 +94,12 @@ export class DocSync implements SessionHooks {
       doc,
       paused: false,
       encodeState: (stateVector) => Y.encodeStateAsUpdate(doc, stateVector),
+      // A replica that holds nothing (a document opened for the first time) sends no step 2:
+      // it would be an empty update, which the relay stores as a barrier and acknowledges —
+      // work on both ends for each of the 1,000 documents a client may open at once. Nothing
+      // waits for it: the relay's answer is what makes this replica synced.
+      // (An outbox entry whose stored update did not load still goes out with a step 2: sentAll.)
+      stateUpdates: (stateVector) => (holdsNothing(doc) && outbox.pending === 0 ? [] : [Y.encodeStateAsUpdate(doc, stateVector)]),
       // Nothing to wait for: the relay sends a client no barrier, and the client acknowledges none.
       whenWritesSettled: () => SETTLED,
       // Our presence goes out through DocPresence (announce), not with the session's opening messages.
@@ -176,6 +191,7 @@ export class DocSync implements SessionHooks {
     let waiter!: QuorumWaiter;
     const promise = new Promise<void>((resolve, reject) => {
       waiter = { session: null, seq: 0, resolve, reject };
+      if (this.quorumWaiters === NO_WAITERS) this.quorumWaiters = new Set();
       this.quorumWaiters.add(waiter);
     });
     this.sendQuorumBarrier();
@@ -188,7 +204,7 @@ export class DocSync implements SessionHooks {
   /** Sends one barrier for every quorum waiter not yet covered by one on this connection. */
   private sendQuorumBarrier(): void {
     const session = this.session;
-    if (!this.step2Sent || !session) return;
+    if (!this.step2Sent || !session || this.quorumWaiters.size === 0) return;
     const waiting = Array.from(this.quorumWaiters).filter((w) => w.session !== session);
     if (waiting.length === 0) return;
     const seq = this.sendNumbered(EMPTY_UPDATE);
@@ -203,10 +219,11 @@ export class DocSync implements SessionHooks {
    * Resolves once this replica holds everything the relay had when this was called (a fresh
    * sync round trip, DocSession.requestSync). Rejects with UnavailableError after `timeoutMs`.
    */
-  async whenSynced(timeoutMs: number): Promise<void> {
+  whenSynced(timeoutMs: number): Promise<void> {
     let waiter!: { session: DocSession | null; round: number; resolve(): void };
     const promise = new Promise<void>((resolve) => {
       waiter = { session: null, round: 0, resolve };
+      if (this.syncWaiters === NO_WAITERS) this.syncWaiters = new Set();
       this.syncWaiters.add(waiter);
     });
     // Offline, the next connection's first round answers it.
@@ -215,7 +232,7 @@ export class DocSync implements SessionHooks {
       waiter.session = this.session;
       waiter.round = round;
     }
-    await withTimeout(promise, timeoutMs, () => {
+    return withTimeout(promise, timeoutMs, () => {
       this.syncWaiters.delete(waiter);
       return `"${this.name}" not synced with the relay within ${timeoutMs} ms (status: ${this.hooks.status()})`;
     });
@@ -275,7 +292,10 @@ export class DocSync implements SessionHooks {
 
   beforeStep2(): void {}
 
-  /** Our sync step 2 carries everything the relay lacks, so every pending update; a barrier may follow it now. */
+  /**
+   * Our sync step 2 carries everything the relay lacks, so every pending update; a barrier may
+   * follow it now. `seq` 0: none was needed (the replica holds nothing, so nothing is pending).
+   */
   sentStep2(seq: number): void {
     this.outbox.sentAll(seq);
     this.step2Sent = true;

@@ -35,14 +35,15 @@ export class Outbox {
   private readonly groups = new Map<string, Group>();
   /** The group that collects local updates until the next commit. */
   private open: Group | null = null;
-  private readonly removed = new Set<string>();
+  /** This and the two below are made on first use: most documents never have a pending update. */
+  private removed: Set<string> | null = null;
   /** Entries carried by messages of the current connection, in message order (acks come in that order too). */
   private sentQueue: Entry[] = [];
   private sentHead = 0;
-  private readonly byId = new Map<string, Entry>();
+  private byId: Map<string, Entry> | null = null;
   private size = 0;
   private nextGroup = 0;
-  private readonly waiters = new Set<{ entries: Set<Entry>; resolve(): void }>();
+  private waiters: Set<{ entries: Set<Entry>; resolve(): void }> | null = null;
 
   constructor(
     private readonly sessionId: string,
@@ -79,7 +80,7 @@ export class Outbox {
     if (writer !== undefined) this.open.writers.add(writer);
     const entry: Entry = { group: this.open, seq: null, id };
     this.open.entries.add(entry);
-    if (id !== undefined) this.byId.set(id, entry);
+    if (id !== undefined) (this.byId ??= new Map()).set(id, entry);
     this.size++;
     this.onChange(this.size);
     return entry;
@@ -130,7 +131,7 @@ export class Outbox {
   markDurable(ids: string[]): void {
     const sizeBefore = this.size;
     for (const id of ids) {
-      const e = this.byId.get(id);
+      const e = this.byId?.get(id);
       if (e) this.remove(e);
     }
     if (this.size !== sizeBefore) this.onChange(this.size);
@@ -140,17 +141,17 @@ export class Outbox {
   private remove(e: Entry): boolean {
     const group = e.group;
     if (!group.entries.delete(e)) return false;
-    if (e.id !== undefined) this.byId.delete(e.id);
+    if (e.id !== undefined) this.byId?.delete(e.id);
     this.size--;
-    for (const w of this.waiters) {
+    for (const w of this.waiters ?? NO_WAITERS) {
       if (w.entries.delete(e) && w.entries.size === 0) {
-        this.waiters.delete(w);
+        this.waiters!.delete(w);
         w.resolve();
       }
     }
     if (group.entries.size === 0 && group !== this.open) {
       this.groups.delete(group.key);
-      if (group.storedCount !== null) this.removed.add(group.key);
+      if (group.storedCount !== null) (this.removed ??= new Set()).add(group.key);
     }
     return true;
   }
@@ -162,6 +163,7 @@ export class Outbox {
    * uploaded undeclared would be anyone's to take. Costs what the outbox's batches hold.
    */
   writers(max: number): number[] {
+    if (this.groups.size === 0) return [];
     const ids = new Set<number>();
     const groups = Array.from(this.groups.values());
     for (let i = groups.length - 1; i >= 0 && ids.size < max; i--) {
@@ -182,16 +184,16 @@ export class Outbox {
     let waiter!: { entries: Set<Entry>; resolve(): void };
     const promise = new Promise<void>((resolve) => {
       waiter = { entries, resolve };
-      this.waiters.add(waiter);
+      (this.waiters ??= new Set()).add(waiter);
     });
-    return { promise, cancel: () => this.waiters.delete(waiter) };
+    return { promise, cancel: () => this.waiters?.delete(waiter) };
   }
 
   /** Adds the outbox's changes since the last commit to `batch` (LocalReplica hook). */
   fillBatch(batch: ReplicaWrite): void {
     this.open = null;
-    for (const key of this.removed) batch.deleteOutbox.push(key);
-    this.removed.clear();
+    if (this.removed) for (const key of this.removed) batch.deleteOutbox.push(key);
+    this.removed?.clear();
     for (const group of this.groups.values()) {
       if (group.entries.size === 0) {
         this.groups.delete(group.key);
@@ -207,12 +209,14 @@ export class Outbox {
     for (const r of batch.putOutbox) {
       const group = this.groups.get(r.key);
       if (group) group.storedCount = r.count;
-      else this.removed.add(r.key); // acknowledged while the write was in flight
+      else (this.removed ??= new Set()).add(r.key); // acknowledged while the write was in flight
     }
   }
 }
 
 export type OutboxEntry = Entry;
+
+const NO_WAITERS: readonly never[] = [];
 
 /** A Yjs client id (stored records come from storage other versions may have written). */
 function isClientId(id: unknown): id is number {

@@ -1,4 +1,4 @@
-import { ObservableV2 } from 'lib0/observable';
+import { QuietObservable } from '../quiet-observable.js';
 import {
   CloseCode,
   Dialer,
@@ -89,7 +89,7 @@ export interface RelayLinkEvents {
  * then with backoff; everything else (not-owner, a fenced-area refusal, limits) is retried
  * with backoff (core refusals.ts). `start()` restarts a stopped link.
  */
-export class RelayLink extends ObservableV2<RelayLinkEvents> {
+export class RelayLink extends QuietObservable<RelayLinkEvents> {
   private readonly dialer: Dialer;
   private channel: DialedChannel | null = null;
 

@@ -1,4 +1,4 @@
-import { ObservableV2 } from 'lib0/observable';
+import { QuietObservable } from '../quiet-observable.js';
 import {
   Backoff,
   CloseCode,
@@ -52,14 +52,15 @@ export function docLinkFor(sockets: RelaySockets | null, options: RelayLinkOptio
  *   So do locks that find the socket at the relay's session cap (`mux-sessions:<n>`, its
  *   documents holding every session): else they would wait for a document to close.
  */
-export class SessionLink extends ObservableV2<RelayLinkEvents> implements SocketUser {
+export class SessionLink extends QuietObservable<RelayLinkEvents> implements SocketUser {
   private started = false;
   /** A refusal stopped this session until `start()`. */
   private fatal = false;
   private socket: RelaySocket | null = null;
   private channel: SessionChannel | null = null;
   private retry: ReturnType<typeof setTimeout> | null = null;
-  private readonly backoff: Backoff;
+  /** Made on the first retry: most links never need one. */
+  private backoffValue: Backoff | null = null;
   private connections = 0;
   private fallback: RelayLink | null = null;
   /** A subdocument's link on relays without the multiplexed endpoint: it never connects. */
@@ -75,7 +76,10 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
     private readonly kind: 'doc' | 'locks' = 'doc',
   ) {
     super();
-    this.backoff = new Backoff(options.backoff, options.random ?? (() => Math.random()));
+  }
+
+  private get backoff(): Backoff {
+    return (this.backoffValue ??= new Backoff(this.options.backoff, this.options.random ?? (() => Math.random())));
   }
 
   get state(): LinkState {
@@ -116,7 +120,7 @@ export class SessionLink extends ObservableV2<RelayLinkEvents> implements Socket
   }
 
   healthy(): void {
-    this.backoff.reset();
+    this.backoffValue?.reset();
     this.socket?.healthy();
     this.fallback?.healthy();
   }

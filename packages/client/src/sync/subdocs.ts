@@ -18,6 +18,9 @@ export function subdocHandleSettings(parent: DocHandleSettings, guid: string, do
   return { ...settings, subdoc: { guid, doc }, sessionId: `${parent.sessionId}/${guid}` };
 }
 
+/** The empty map every Subdocs starts with (never written: see `open`). */
+const NONE = new Map<string, never>();
+
 /**
  * The Yjs subdocuments of one open document that the app loaded (`subdoc.load()`, or
  * `autoLoad`), each with a document handle of its own (see DocHandle: `subdoc` settings): its
@@ -36,8 +39,9 @@ export function subdocHandleSettings(parent: DocHandleSettings, guid: string, do
  *   error, which the parent handle reports too (`report`).
  */
 export class Subdocs<H extends SubdocHandleLike = SubdocHandleLike> {
-  private readonly open = new Map<string, { doc: Y.Doc; handle: Promise<H> }>();
-  private readonly closing = new Map<string, Promise<void>>();
+  /** Both start as the one shared empty map, replaced on first set: most documents have no subdocuments. */
+  private open: Map<string, { doc: Y.Doc; handle: Promise<H> }> = NONE;
+  private closing: Map<string, Promise<void>> = NONE;
   private closed = false;
 
   constructor(
@@ -117,6 +121,7 @@ export class Subdocs<H extends SubdocHandleLike = SubdocHandleLike> {
         }),
       (err: unknown) => this.report(err instanceof CapsyncError ? err : new CapsyncError('internal', `subdocument "${guid}" could not be opened`, { cause: err })),
     );
+    if ((this.open as Map<string, unknown>) === NONE) this.open = new Map();
     this.open.set(guid, { doc: sub, handle });
     return handle;
   }
@@ -131,6 +136,7 @@ export class Subdocs<H extends SubdocHandleLike = SubdocHandleLike> {
       .finally(() => {
         if (this.closing.get(guid) === done) this.closing.delete(guid);
       });
+    if ((this.closing as Map<string, unknown>) === NONE) this.closing = new Map();
     this.closing.set(guid, done);
   }
 }

@@ -2,7 +2,7 @@ import { ProtocolError } from '../errors.js';
 import type { HelloMessage, Message, SessionOpenMessage } from '../protocol/message-types.js';
 import { MessageType } from '../protocol/message-types.js';
 import { CapsyncKind, decodeMessage, encodeMessage } from '../protocol/messages.js';
-import { CONTROL_SID, MAX_SID, decodeMuxFrame, encodeMuxFrame, readBatch } from '../protocol/mux-frame.js';
+import { CONTROL_SID, MAX_SID, encodeMuxFrame, peekSid, readBatch } from '../protocol/mux-frame.js';
 import type { ChunkAssembler } from './chunk-assembler.js';
 import { SessionChannel, type SessionTransport } from './session-channel.js';
 
@@ -102,7 +102,9 @@ export class MuxSessions implements SessionTransport {
   }
 
   private receiveFrame(frame: Uint8Array): void {
-    const { sid, body } = decodeMuxFrame(frame);
+    // peekSid, not decodeMuxFrame: no decoder object per frame (thousands when many documents open at once).
+    const { sid, bodyStart } = peekSid(frame);
+    const body = frame.subarray(bodyStart);
     if (sid === CONTROL_SID) return this.control(decodeMessage(body));
     // Every chunk counts, a dropped one too: the sender's window must not leak with a session.
     if (body[0] === MessageType.Capsync && body[1] === CapsyncKind.Chunk) this.handler.chunkTaken?.(Math.max(0, body.byteLength - 3));

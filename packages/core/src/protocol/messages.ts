@@ -35,6 +35,23 @@ export function isCapsyncFrame(frame: Uint8Array, type: 'hello' | 'pong'): boole
   return frame[0] === MessageType.Capsync && frame[1] === (type === 'hello' ? CapsyncKind.Hello : CapsyncKind.Pong);
 }
 
+/**
+ * The one encoder every message is written with, emptied before each use. Encoding is
+ * synchronous and never nested, so one is enough; lib0 gives each new encoder a 100-byte
+ * buffer, which is over V8's limit for typed arrays kept on the JS heap (64 bytes): a backing
+ * store allocated outside it and swept by the collector, thousands of them when 1,000
+ * documents open at once. Past SHARED_ENCODER_BYTES (one large message grew it) it starts over.
+ */
+const shared = encoding.createEncoder();
+const SHARED_ENCODER_BYTES = 64 * 1024;
+
+function sharedEncoder(): encoding.Encoder {
+  shared.cpos = 0;
+  shared.bufs.length = 0;
+  if (shared.cbuf.byteLength > SHARED_ENCODER_BYTES) shared.cbuf = new Uint8Array(100);
+  return shared;
+}
+
 /** Encodes one message into one binary frame. */
 export function encodeMessage(msg: Message): Uint8Array {
   // The messages that carry a document's bytes: one allocation and one copy. lib0's encoder
@@ -43,7 +60,7 @@ export function encodeMessage(msg: Message): Uint8Array {
   if (msg.type === 'sync-step-2') return payloadMessage(MessageType.Sync, SyncKind.Step2, msg.update);
   if (msg.type === 'update') return payloadMessage(MessageType.Sync, SyncKind.Update, msg.update);
   if (msg.type === 'awareness') return payloadMessage(MessageType.Awareness, -1, msg.update);
-  const e = encoding.createEncoder();
+  const e = sharedEncoder();
   switch (msg.type) {
     case 'sync-step-1':
       encoding.writeVarUint(e, MessageType.Sync);

@@ -247,8 +247,9 @@ export function readBatch(message: Uint8Array): Uint8Array[] | null {
       scale *= 0x80;
     }
     if (length === 0 || at + length > message.byteLength) throw new ProtocolError('bad-message', 'malformed batch of frames');
-    // Not `message.slice`: Node's Buffer.slice is a view, and the relay receives Buffers.
-    const frame = new Uint8Array(message.subarray(at, at + length));
+    // Not `message.slice`: Node's Buffer.slice is a view, and the relay receives Buffers. The
+    // typed array's own slice copies, whatever the subclass (one allocation, no view between).
+    const frame = Uint8Array.prototype.slice.call(message, at, at + length);
     if (unbatchable(frame)) throw new ProtocolError('bad-message', 'a batch of frames holds a batch, a hello or a pong');
     frames.push(frame);
     at += length;

@@ -52,7 +52,12 @@ const NO_CLIENTS: number[] = [];
  */
 export class DocSession {
   private replica: SessionReplica | null = null;
-  private readonly queue: InputQueue;
+  /**
+   * Input held while the replica is missing or paused; this and the ack machinery below are
+   * made on first use: a client's session never queues nor acknowledges, and a relay serving
+   * 1,000 documents opened at once makes 1,000 sessions.
+   */
+  private queue: InputQueue | null = null;
   private closed = false;
   /** The other side speaks the extensions (it said hello, or we did first): it gets acks and the host's extension messages. */
   private helloed = false;
@@ -60,8 +65,8 @@ export class DocSession {
   private heardHello = false;
   /** Count of document messages received (sync step 2 and update). */
   private seq = 0;
-  private readonly ackOrder = new AckOrder();
-  private readonly acks: DurableAcks;
+  private ackOrder: AckOrder | null = null;
+  private acks: DurableAcks | null = null;
   private readonly sent: SentLog | null;
   private readonly step2Replies: CoalescedReply<Uint8Array>;
   /** Our sync step 1s sent, and the other side's step 2s received: the sync rounds (requestSync). */
@@ -83,13 +88,8 @@ export class DocSession {
     private readonly hooks: SessionHooks,
     private readonly options: SessionOptions,
   ) {
-    this.queue = new InputQueue(options.maxQueuedBytes);
     this.sent = options.numberSent ? new SentLog() : null;
     this.acknowledges = options.ackReceived !== false;
-    this.acks = new DurableAcks(
-      (seq, stateVector) => void this.send({ type: 'ack', seq, stateVector }),
-      () => (this.closed ? null : (this.replica?.doc ?? null)),
-    );
     this.step2Replies = new CoalescedReply(this.canAnswer, (stateVector, written) => this.answerStep1(stateVector, written), options.room);
     const handler: ChannelHandler = {
       message: (frame) => this.receive(frame),
@@ -134,7 +134,7 @@ export class DocSession {
 
   /** The replica may take input again: handles what was queued, then coalesced answers. */
   resume(): void {
-    while (this.queue.length > 0 && this.replica && !this.replica.paused && !this.closed) this.handle(this.queue.shift()!);
+    while (this.queue !== null && this.queue.length > 0 && this.replica && !this.replica.paused && !this.closed) this.handle(this.queue.shift()!);
     this.step2Replies.retry();
     this.awarenessReplies?.retry();
   }
@@ -143,8 +143,8 @@ export class DocSession {
 
   private receive(frame: Uint8Array): void {
     if (this.closed) return;
-    if (!this.replica || this.replica.paused || this.queue.length > 0) {
-      if (!this.queue.push(frame)) this.fail(new CapsyncError('slow-consumer', 'too much input while the document loads'));
+    if (!this.replica || this.replica.paused || (this.queue !== null && this.queue.length > 0)) {
+      if (!(this.queue ??= new InputQueue(this.options.maxQueuedBytes)).push(frame)) this.fail(new CapsyncError('slow-consumer', 'too much input while the document loads'));
       return;
     }
     this.handle(frame);
@@ -240,14 +240,14 @@ export class DocSession {
       // Nothing to store, but the ack still promises that everything applied so far (for
       // example this side's updates sent on an earlier link, or delivered by another tab) is
       // committed: wait for every pending write of the replica.
-      this.ackOrder.barrier(this.replica!.whenWritesSettled()).then(() => this.committed(seq, NO_CLIENTS, receivedAt, kind), () => {});
+      this.acksInOrder().barrier(this.replica!.whenWritesSettled()).then(() => this.committed(seq, NO_CLIENTS, receivedAt, kind), () => {});
       this.hooks.barrier(seq);
       return;
     }
     const applied = this.hooks.applyUpdate(update, seq);
     if (!applied) return;
     // An update waiting for dependencies may commit after later ones: ack in order.
-    this.ackOrder.update(applied.durable).then(
+    this.acksInOrder().update(applied.durable).then(
       () => this.committed(seq, applied.clients, receivedAt, kind),
       (err: unknown) => {
         if (err instanceof CapsyncError && err.code !== 'storage-failure') return this.fail(err);
@@ -260,7 +260,16 @@ export class DocSession {
   /** Acks go to a side that said hello only, coalesced per turn (DurableAcks). */
   private committed(seq: number, clients: number[], receivedAt: number, kind: 'sync-step-2' | 'update'): void {
     this.hooks.durable(receivedAt, kind);
-    if (this.helloed && this.acknowledges && !this.closed) this.acks.committed(seq, clients);
+    if (!this.helloed || !this.acknowledges || this.closed) return;
+    this.acks ??= new DurableAcks(
+      (ackSeq, stateVector) => void this.send({ type: 'ack', seq: ackSeq, stateVector }),
+      () => (this.closed ? null : (this.replica?.doc ?? null)),
+    );
+    this.acks.committed(seq, clients);
+  }
+
+  private acksInOrder(): AckOrder {
+    return (this.ackOrder ??= new AckOrder());
   }
 
   // ---- sync rounds ----
@@ -313,6 +322,11 @@ export class DocSession {
     } catch (err) {
       // Possibly answered later, from a write callback: fail here rather than throw.
       this.fail(new ProtocolError('bad-message', 'state vector does not decode', { cause: err }));
+      return false;
+    }
+    if (updates.length === 0) {
+      // Nothing here at all: the other side lacks nothing and waits for no answer (see stateUpdates).
+      this.hooks.sentStep2?.(0);
       return false;
     }
     this.hooks.beforeStep2();
@@ -401,6 +415,6 @@ export class DocSession {
   private shutdown(): void {
     this.closed = true;
     this.answerRest = null;
-    this.queue.clear();
+    this.queue?.clear();
   }
 }

@@ -14,9 +14,13 @@ export interface SessionReplica {
   /** What a replica at `stateVector` lacks. May throw when the state vector does not decode. */
   encodeState(stateVector: Uint8Array): Uint8Array;
   /**
-   * Optional: the same as updates that give it when applied in order (at least one), so a
-   * replica that keeps its state that way need not encode it whole. The session sends all but
-   * the last as updates, then the step 2 with the last. May throw like `encodeState`.
+   * Optional: the same as updates that give it when applied in order, so a replica that keeps
+   * its state that way need not encode it whole. The session sends all but the last as
+   * updates, then the step 2 with the last. May throw like `encodeState`.
+   * An empty list says the replica holds nothing at all (a client's fresh replica): no step 2
+   * is sent (it would be an empty update, which the other side stores as a barrier and acks),
+   * and `sentStep2` hears 0. Only for a side whose step 2 nobody waits for: the relay's answer
+   * is what tells a client it is synced, so a relay always answers.
    */
   stateUpdates?(stateVector: Uint8Array): readonly Uint8Array[];
   /** Resolves once every write applied so far (from any link) is committed: what a barrier waits for. */
@@ -70,7 +74,10 @@ export interface SessionHooks {
   position(): number;
   /** Sent before every sync step 2 answer (a relay sends its client id claims to a peer first). */
   beforeStep2(): void;
-  /** Our sync step 2 answer went out as numbered message `seq` (with numberSent; a peer link's convergence, a client's outbox). */
+  /**
+   * Our sync step 2 answer went out as numbered message `seq` (with numberSent; a peer link's
+   * convergence, a client's outbox); 0 when there was nothing to send (see `stateUpdates`).
+   */
   sentStep2?(seq: number): void;
   /**
    * The other side's sync step 2 number `round` (counted from 1 per session) was handled: the
