@@ -83,6 +83,9 @@ const DEFAULT_TIMEOUT_MS = 10_000;
  * presence (DocPresence) and other tabs (TabShare); it owns the
  * status and the public API.
  */
+// Over ~400 lines (2026-12-07): the public handle (open, flush, whenSynced, cp, awareness, events)
+// over its parts (replica, outbox, sync, subdocs); most of its length is the API's doc comments.
+// Flush and its durability levels are the next to move out.
 export class DocHandle extends QuietObservable<DocHandleEvents> {
   readonly doc: Y.Doc;
   /** Fenced (CP) values: local reads, lease-fenced writes through the relay. */

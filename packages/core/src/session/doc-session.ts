@@ -50,6 +50,9 @@ const NO_CLIENTS: number[] = [];
  * Role-specific reactions (validation, permission, fenced writes, metrics) are the host's
  * (SessionHooks). One session per channel: nothing (numbers, acks, queue) outlives it.
  */
+// Over ~400 lines (2026-12-07): the one session of the protocol (hello, sync, numbering, acks,
+// barriers, queued input) for every kind of link; its parts made on first use live here so a
+// session that never needs them costs nothing. The ack machinery is the next to move out.
 export class DocSession {
   private replica: SessionReplica | null = null;
   /**

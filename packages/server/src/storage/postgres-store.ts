@@ -25,6 +25,9 @@ export interface PostgresDocStoreOptions {
   onListening?: (up: boolean) => void;
 }
 
+// Over ~400 lines (2026-12-07): the DocStore contract on PostgreSQL plus the two reads only a
+// shared store has (changesAfter, synchronousReplication), each with the reasoning its SQL needs.
+// The cluster reads and the quorum check are the next to move into a module of their own.
 /**
  * A `DocStore` on PostgreSQL (node-postgres, one pool). Documents live in the tables of
  * postgres-schema.ts, created or migrated when the store opens.
