@@ -124,6 +124,7 @@ async function openStore(o: ResolvedRelayOptions, metrics: RelayMetrics): Promis
       queryTimeoutMs: o.postgresTimeoutMs,
       connectTimeoutMs: Math.min(5_000, o.postgresTimeoutMs),
       onListening: (up) => metrics.clusterListening.set(up ? 1 : 0),
+      onPreviews: (outcome, updates) => metrics.clusterPreviews.inc({ outcome }, updates),
     });
     metrics.poolInUseSource = () => store.poolInUse;
     return store;

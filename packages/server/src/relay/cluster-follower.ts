@@ -1,7 +1,7 @@
 import { Backoff, type ClientClaims } from '@capsync/core';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
-import type { ChangeFollower, ChangeNote, DocNote, SharedDocStore } from '../storage/shared-doc-store.js';
+import type { ChangeFollower, ChangeNote, DocNote, PreviewNote, SharedDocStore } from '../storage/shared-doc-store.js';
 
 /** What a ClusterFollower needs of its document (RelayDoc). */
 export interface FollowedDoc {
@@ -11,6 +11,13 @@ export interface FollowedDoc {
    * applied, and the follower reads it again once `resumed` is called.
    */
   applyCommitted(update: Uint8Array): boolean;
+  /**
+   * Applies an update another relay is committing (a preview): sent to this relay's
+   * connections, neither stored nor counted as committed. False, having applied nothing, when
+   * the document takes no input now or lacks content the update builds on: the preview is
+   * dropped (its commit's note brings it).
+   */
+  applyPreview(update: Uint8Array): boolean;
   /** Records client id claims another relay committed (see DocOwnership.learnCommitted). */
   learnCommittedClaims(claims: ClientClaims[]): void;
 }
@@ -104,6 +111,10 @@ export class ClusterFollower implements ChangeFollower {
       this.early.push(note);
       return;
     }
+    if (note.kind === 'preview') {
+      this.applyPreview(note);
+      return;
+    }
     if (note.kind === 'claims') {
       // Ownership is checked when input is admitted, so claims apply at once, paused or not.
       if (note.own) return;
@@ -137,6 +148,33 @@ export class ClusterFollower implements ChangeFollower {
       this.metrics.clusterNoteLag.observe(Math.max(0, Date.now() - note.sentAt) / 1000);
     }
     this.appliedThrough = note.last;
+  }
+
+  /**
+   * Sends `update`, which this relay applied and is committing, to the other relays before its
+   * commit (SharedDocStore.preview). Only content whose ownership is settled may go: what a
+   * claim still in flight covers could lose its race in the store and never be committed.
+   */
+  preview(update: Uint8Array): void {
+    if (!this.stopped) this.store.preview(this.name, update);
+  }
+
+  /**
+   * Another relay's preview: applied at once; `appliedThrough` stays, as the preview is no entry
+   * (its commit is noted, and applied again as a no-op, later). Previews that come while the
+   * document loads are dropped: the notes and reads after the load bring their commits.
+   */
+  private applyPreview(note: PreviewNote): void {
+    if (note.own || !this.doc) return;
+    let applied = 0;
+    // The rest of a note builds on what could not be applied: dropped with it.
+    for (const update of note.updates) {
+      if (!this.doc.applyPreview(update)) break;
+      applied++;
+    }
+    if (applied === 0) return;
+    this.metrics.clusterPreviews.inc({ outcome: 'applied' }, applied);
+    this.metrics.clusterPreviewLag.observe(Math.max(0, Date.now() - note.sentAt) / 1000);
   }
 
   /** Notes may have been lost: the changes and the claims of the document are read again. */

@@ -26,7 +26,7 @@ import type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 import { RemoteOrigin, type UpdateSource } from './origins.js';
 import { StorageRetries } from './storage-retries.js';
 import { WholeState } from './whole-state.js';
-import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from './update-admission.js';
+import { checkRemoteUpdate, integrated, wouldWait, type Admission, type UpdateWriter } from './update-admission.js';
 
 export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 
@@ -169,7 +169,10 @@ export class RelayDoc implements FollowedDoc {
       if (writer.kind === 'client' && err instanceof CapsyncError && err.code === 'fenced-area') metrics.fencingRejections.inc({ reason: 'fenced-area' });
       throw err;
     }
-    const durable = this.applyRemote(update, writer.source, admission);
+    // Only what clients wrote goes to other cluster relays before its commit: a peer's content
+    // is not this relay's to commit, and the authority's fenced writes are seen once committed.
+    const previewed = writer.kind === 'client' || writer.kind === 'http';
+    const durable = this.applyRemote(update, writer.source, admission, previewed);
     if (writer.kind === 'client' || writer.kind === 'http' || (writer.kind === 'peer' && writer.end === 'accepted')) {
       metrics.applySeconds.observe((performance.now() - started) / 1000);
     }
@@ -260,14 +263,31 @@ export class RelayDoc implements FollowedDoc {
    * nothing, while the document takes no input (paused, destroyed).
    */
   applyCommitted(update: Uint8Array): boolean {
+    return this.applyFromCluster(update, true);
+  }
+
+  /**
+   * Applies an update another relay of the cluster is committing, before its commit (a preview,
+   * see ClusterFollower): sent to this relay's connections, not stored, and not counted as
+   * durable here (its commit is noted later, and applied again as a no-op). False, having
+   * applied nothing, while the document takes no input, or when Yjs would hold it back for
+   * content the document lacks (a preview that was dropped, or one still to come): its commit
+   * brings it, whole, instead of this relay holding it back and storing what it completes.
+   */
+  applyPreview(update: Uint8Array): boolean {
+    if (wouldWait(this.doc, Y.decodeUpdate(update)).waits) return false;
+    return this.applyFromCluster(update, false);
+  }
+
+  private applyFromCluster(update: Uint8Array, committed: boolean): boolean {
     if (this.paused || this.destroyed) return false;
     const hadPending = hasPending(this.doc);
-    // A failure: stored by a relay that could integrate it, so this document went astray (reloaded).
+    // A failure: written by a relay that could integrate it, so this document went astray (reloaded).
     const changes = this.integrate(update, CLUSTER_ORIGIN);
     if (changes instanceof Error) return false;
     if (hadPending && changes.length > 0) {
       this.pending.settle(this.appends.append(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes)));
-    } else {
+    } else if (committed) {
       // Durable already: once this relay's earlier appends are too, all it applied is (quorum barriers wait for it).
       const applied = this.replication.applied;
       this.appends.last.then(() => this.replication.recordLocalDurable(applied), () => {});
@@ -294,7 +314,7 @@ export class RelayDoc implements FollowedDoc {
    * with StorageError, or with CapsyncError 'missing-dependencies' / 'limit-exceeded' when the
    * update's missing dependencies did not arrive in time or too much content waits for them.
    */
-  private applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission): Promise<void> {
+  private applyRemote(update: Uint8Array, source: UpdateSource, admission: Admission, previewed: boolean): Promise<void> {
     // Another identity's content waiting under the ids this claims must never integrate there.
     this.repend(this.ownership.evictFor(admission, this.pending));
     const hadPending = hasPending(this.doc);
@@ -304,6 +324,12 @@ export class RelayDoc implements FollowedDoc {
     // Claims first: the store commits them no later than the append below (see DocOwnership).
     const claimed = this.ownership.claimApplied(this.doc, admission, source, statesBefore);
     const complete = integrated(this.doc, admission.needs);
+    // The other relays of a cluster get it now, unless whose it is may still change (a claim of
+    // one of its ids in flight can lose its race in the store: the relay then reloads, and the
+    // content is gone) or it completed waiting content (whose ids are not the update's).
+    if (previewed && this.follower && !hadPending && claimed === null && this.ownership.owners.settled(admission.clients)) {
+      for (const c of changes) this.follower.preview(c);
+    }
     let appended: Promise<void>;
     if (complete) {
       // All of it integrated: stored as received, a duplicate too (its content may be in memory

@@ -73,6 +73,28 @@ export const claimsNoteSql = `SELECT pg_notify(${CHANGE_CHANNEL_SQL('$1')}, json
     'w', CASE WHEN ${INLINE_CLAIMS} THEN $2::text END, 'c', CASE WHEN ${INLINE_CLAIMS} THEN json_agg(client::text) END)::text)
   FROM claimed WHERE owner = $2 HAVING count(*) > 0`;
 
+/**
+ * The append statement ($1..$3: the batch's documents, updates and offsets; $4..$6 per document:
+ * names in lock order, row counts, bytes; $7, $8: the note's origin and time).
+ * `heads` processes its rows in the ORDER BY order, so it takes the document rows' locks in
+ * that order. `ins` reads `heads`' RETURNING, so its rows are numbered from the heads this
+ * transaction set, after it holds the locks. A document new to capsync_docs starts after the
+ * floor (see migration 2).
+ */
+const APPEND_SQL = `WITH batch (doc, data, off) AS (SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[])),
+  heads AS (
+    INSERT INTO capsync_docs AS d (doc, head, log_count, log_bytes)
+    SELECT t.doc, coalesce((SELECT floor FROM capsync_doc_position_floor), 0) + t.n, t.n, t.bytes
+      FROM unnest($4::text[], $5::bigint[], $6::bigint[]) WITH ORDINALITY AS t (doc, n, bytes, o)
+      ORDER BY t.o
+    ON CONFLICT (doc) DO UPDATE SET head = d.head + excluded.log_count, log_count = d.log_count + excluded.log_count,
+      log_bytes = d.log_bytes + excluded.log_bytes
+    RETURNING d.doc, d.head, d.log_count, d.log_bytes),
+  ins AS (INSERT INTO capsync_doc_updates (doc, pos, data) SELECT b.doc, h.head + b.off, b.data FROM batch b JOIN heads h ON h.doc = b.doc
+    RETURNING doc, pos, data),
+  notes AS (SELECT pg_notify(${CHANGE_CHANNEL_SQL('i.doc')}, ${changeNoteSql(7)}) FROM ins i GROUP BY i.doc)
+  SELECT doc, head, log_count, log_bytes, (SELECT count(*) FROM notes) AS notes FROM heads`;
+
 export interface PendingAppend {
   name: string;
   update: Uint8Array;
@@ -81,8 +103,9 @@ export interface PendingAppend {
 }
 
 /**
- * Appends of one batch, at most: the statement carries three parameters per row and takes at
- * most 65,535. Past it the next append starts another batch.
+ * Appends of one batch, at most (it was the bound of a statement with three parameters per
+ * row; kept, as it bounds how long one statement holds the documents' row locks). Past it the
+ * next append starts another batch.
  */
 export const MAX_BATCH = 4_000;
 
@@ -101,40 +124,23 @@ export async function insertBatch(pool: pg.Pool, batch: PendingAppend[], origin:
     doc.bytes += item.update.byteLength;
     return doc.n;
   });
-  const params: unknown[] = [];
-  const values = batch.map((item, i) => {
-    params.push(item.name, Buffer.from(item.update.buffer, item.update.byteOffset, item.update.byteLength), ks[i]! - docs.get(item.name)!.n);
-    const p = params.length;
-    return i === 0 ? `($${p - 2}::text, $${p - 1}::bytea, $${p}::bigint)` : `($${p - 2}, $${p - 1}, $${p})`;
+  // Fixed statement text with arrays, prepared once per connection (`name`): a VALUES list of
+  // the batch's length would be parsed and planned again for every batch (measured: most of
+  // the statement's cost for small batches).
+  const bdocs: string[] = [];
+  const bdata: Buffer[] = [];
+  const boffs: number[] = [];
+  batch.forEach((item, i) => {
+    bdocs.push(item.name);
+    bdata.push(Buffer.from(item.update.buffer, item.update.byteOffset, item.update.byteLength));
+    boffs.push(ks[i]! - docs.get(item.name)!.n);
   });
   // The lock order: default sort compares UTF-16 code units, the same on every relay.
   const names = [...docs.keys()].sort();
-  params.push(names, names.map((d) => docs.get(d)!.n), names.map((d) => docs.get(d)!.bytes));
-  const arrays = params.length - 2;
-  params.push(origin, Date.now());
-  const note = params.length - 1;
+  const params: unknown[] = [bdocs, bdata, boffs, names, names.map((d) => docs.get(d)!.n), names.map((d) => docs.get(d)!.bytes), origin, Date.now()];
   let rows: { doc: string; head: string; log_count: string; log_bytes: string }[];
   try {
-    // `heads` processes its rows in the ORDER BY order, so it takes the document rows' locks in
-    // that order. `ins` reads `heads`' RETURNING, so its rows are numbered from the heads this
-    // transaction set, after it holds the locks. A document new to capsync_docs starts after
-    // the floor (see migration 2).
-    ({ rows } = await pool.query(
-      `WITH batch (doc, data, off) AS (VALUES ${values.join(', ')}),
-       heads AS (
-         INSERT INTO capsync_docs AS d (doc, head, log_count, log_bytes)
-         SELECT t.doc, coalesce((SELECT floor FROM capsync_doc_position_floor), 0) + t.n, t.n, t.bytes
-           FROM unnest($${arrays}::text[], $${arrays + 1}::bigint[], $${arrays + 2}::bigint[]) WITH ORDINALITY AS t (doc, n, bytes, o)
-           ORDER BY t.o
-         ON CONFLICT (doc) DO UPDATE SET head = d.head + excluded.log_count, log_count = d.log_count + excluded.log_count,
-           log_bytes = d.log_bytes + excluded.log_bytes
-         RETURNING d.doc, d.head, d.log_count, d.log_bytes),
-       ins AS (INSERT INTO capsync_doc_updates (doc, pos, data) SELECT b.doc, h.head + b.off, b.data FROM batch b JOIN heads h ON h.doc = b.doc
-         RETURNING doc, pos, data),
-       notes AS (SELECT pg_notify(${CHANGE_CHANNEL_SQL('i.doc')}, ${changeNoteSql(note)}) FROM ins i GROUP BY i.doc)
-       SELECT doc, head, log_count, log_bytes, (SELECT count(*) FROM notes) AS notes FROM heads`,
-      params,
-    ));
+    ({ rows } = await pool.query({ name: 'capsync_append', text: APPEND_SQL, values: params }));
   } catch (err) {
     const error = storageError('append', err);
     for (const item of batch) item.reject(error);

@@ -246,19 +246,25 @@ function parseNote(payload: string | undefined, origin: string): DocNote | null 
       if (ids && !ids.every(Number.isSafeInteger)) return null;
       return ids ? { kind: 'claims', doc: raw.d, owner: raw.w as string, clientIds: ids, own } : { kind: 'claims', doc: raw.d, owner: null, clientIds: null, own };
     }
+    if (raw.k === 'preview') {
+      if (!Array.isArray(raw.u) || !raw.u.every((u) => typeof u === 'string')) return null;
+      return { kind: 'preview', doc: raw.d, updates: (raw.u as string[]).map(fromBase64), own, sentAt: typeof raw.s === 'number' ? raw.s : Date.now() };
+    }
     if (!Number.isSafeInteger(raw.f) || !Number.isSafeInteger(raw.t)) return null;
     const first = raw.f as number;
     const last = raw.t as number;
     let updates: Uint8Array[] | null = null;
     if (Array.isArray(raw.u)) {
       if (raw.u.length !== last - first + 1 || !raw.u.every((u) => typeof u === 'string')) return null;
-      updates = (raw.u as string[]).map((u) => {
-        const buf = Buffer.from(u, 'base64');
-        return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-      });
+      updates = (raw.u as string[]).map(fromBase64);
     }
     return { kind: 'changes', doc: raw.d, first, last, updates, own, sentAt: typeof raw.s === 'number' ? raw.s : Date.now() };
   } catch {
     return null;
   }
+}
+
+function fromBase64(u: string): Uint8Array {
+  const buf = Buffer.from(u, 'base64');
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
 }

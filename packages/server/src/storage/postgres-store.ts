@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import pg from 'pg';
 import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import { redactUrl } from '../auth/url-token.js';
+import { PostgresPreviews, type PreviewOutcome } from './postgres-previews.js';
 import { claimsNoteSql, insertBatch, MAX_BATCH, type PendingAppend } from './postgres-append.js';
 import { closedError, storageError } from './postgres-errors.js';
 import { PostgresChangeFeed } from './postgres-change-feed.js';
@@ -23,6 +24,8 @@ export interface PostgresDocStoreOptions {
   queryTimeoutMs?: number;
   /** Told when the connection that listens to the cluster's notes is up (true) or lost (false); see `follow`. */
   onListening?: (up: boolean) => void;
+  /** Told what became of previews (`preview`), for the relay's metrics. */
+  onPreviews?: (outcome: PreviewOutcome, updates: number) => void;
 }
 
 // Over ~400 lines (2026-12-07): the DocStore contract on PostgreSQL plus the two reads only a
@@ -65,6 +68,7 @@ export class PostgresDocStore implements SharedDocStore {
   private readonly origin = randomUUID();
   /** Listens to the notes of the followed documents; opened by the first `follow`. */
   private feed: Promise<PostgresChangeFeed> | null = null;
+  private readonly previews: PostgresPreviews;
 
   private constructor(
     private readonly pool: pg.Pool,
@@ -72,7 +76,9 @@ export class PostgresDocStore implements SharedDocStore {
     readonly where: string,
     private readonly url: string,
     private readonly options: PostgresDocStoreOptions,
-  ) {}
+  ) {
+    this.previews = new PostgresPreviews(pool, this.origin, options.onPreviews);
+  }
 
   /**
    * Connects to the database at `url` (postgres://user:password@host:port/database), creates or
@@ -225,6 +231,11 @@ export class PostgresDocStore implements SharedDocStore {
   /** The listening connection, once `follow` opened it (for its `connected` events). */
   get changeFeed(): Promise<PostgresChangeFeed> | null {
     return this.feed;
+  }
+
+  /** See SharedDocStore.preview and PostgresPreviews. */
+  preview(name: string, update: Uint8Array): void {
+    this.previews.add(name, update);
   }
 
   append(name: string, update: Uint8Array): Promise<AppendResult> {
@@ -388,6 +399,7 @@ export class PostgresDocStore implements SharedDocStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.previews.close();
     // The open batch's INSERT is on the chain already.
     await this.writes.catch(() => {});
     await (await this.feed?.catch(() => null))?.close();

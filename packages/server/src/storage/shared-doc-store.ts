@@ -14,11 +14,17 @@ import type { DocStore } from '@capsync/core';
  *   `f.missed()`, after which notes flow again and a `changesAfter` read finds the rest. It
  *   resolves once every commit after that moment is noted: a load that starts after it returns
  *   a head from which notes (or a read) continue without a gap.
+ * - `preview(name, update)`: best effort, the other relays following `name` get `update` (one
+ *   this relay applied and is committing) as a `preview` note before it commits, to apply and
+ *   send on at once. A preview may be dropped, may come after the commit's note, or may never be
+ *   followed by a commit (the writer failed first): it never counts as committed.
  */
 export interface SharedDocStore extends DocStore {
   /** At most `limit` entries and `maxBytes` in all per read (but always the first). */
   changesAfter(name: string, position: number, limit?: number, maxBytes?: number): Promise<DocChanges>;
   follow(name: string, follower: ChangeFollower): Promise<() => void>;
+  /** Never throws nor waits: what cannot be sent is dropped (see the contract above). */
+  preview(name: string, update: Uint8Array): void;
   /**
    * Why a commit is not also durable on a synchronous standby (so quorum durability cannot be
    * given), or null when every commit waits for one. Rejects with StorageError when the store
@@ -73,7 +79,20 @@ export interface ChangeNote {
  */
 export type ClaimsNote = { kind: 'claims'; doc: string; own: boolean } & ({ owner: string; clientIds: number[] } | { owner: null; clientIds: null });
 
-export type DocNote = ChangeNote | ClaimsNote;
+/**
+ * Updates another relay applied and is committing, sent before the commit (see
+ * SharedDocStore.preview): content to apply and send on, never a position. Its commit is noted
+ * later as usual (or, should the writer fail first, never: the writer's client sends it again).
+ */
+export interface PreviewNote {
+  kind: 'preview';
+  doc: string;
+  updates: Uint8Array[];
+  own: boolean;
+  sentAt: number;
+}
+
+export type DocNote = ChangeNote | ClaimsNote | PreviewNote;
 
 /** Receives a followed document's notes, and learns when notes may have been missed. */
 export interface ChangeFollower {

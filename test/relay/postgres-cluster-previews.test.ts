@@ -1,0 +1,98 @@
+/**
+ * Cluster mode (issue 13): a relay sends what a client wrote to the other relays before it
+ * commits (a preview: NOTIFY without a WAL flush), so their clients get it as fast as the
+ * relay's own; the ack still waits for the commit. A commit held back (the document's row
+ * locked by another transaction) shows both halves. Content whose client id claim is still in
+ * flight is never previewed: that claim could lose its race in the store.
+ */
+import { afterEach, expect, it } from 'vitest';
+import pg from 'pg';
+import * as Y from 'yjs';
+import { connectAs, updateOf } from '../support/client-ids.js';
+import { describePostgres } from '../support/describe-postgres.js';
+import { ProtocolClient } from '../support/protocol-client.js';
+import { startRelay, type TestRelay } from '../support/relay-fixture.js';
+import { metricValue } from '../support/relay-observe.js';
+
+const relays: TestRelay[] = [];
+const clients: ProtocolClient[] = [];
+const admins: pg.Client[] = [];
+afterEach(async () => {
+  await Promise.all(admins.splice(0).map((a) => a.end().catch(() => {})));
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+  await Promise.all(relays.splice(0).map((r) => r.dispose()));
+});
+
+async function admin(url: string): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  admins.push(client);
+  return client;
+}
+
+describePostgres('previews between the relays of a cluster', (server) => {
+  it("a change reaches the other relay's clients while its commit is held back, and is acknowledged only once committed", async () => {
+    const url = await server().createDatabase();
+    const [a, b] = await Promise.all([startRelay({ postgres: url }), startRelay({ postgres: url })]);
+    relays.push(a, b);
+    const onA = await ProtocolClient.synced(a.docUrl('held'));
+    const onB = await ProtocolClient.synced(b.docUrl('held'));
+    clients.push(onA, onB);
+    await onA.waitForAck(onA.type('committed;'));
+    await onB.waitForText('committed;');
+
+    // Every append to the document waits for this transaction's row lock.
+    const locker = await admin(url);
+    await locker.query('BEGIN');
+    await locker.query(`SELECT 1 FROM capsync_docs WHERE doc = 'held' FOR UPDATE`);
+    const seq = onA.type('previewed;');
+    await onB.waitForText('committed;previewed;');
+    expect(onA.ackedSeq).toBeLessThan(seq);
+    expect(await metricValue(b.httpUrl, 'capsync_cluster_previews_total', { outcome: 'applied' })).toBeGreaterThan(0);
+    await locker.query('ROLLBACK');
+    await onA.waitForAck(seq);
+
+    // Committed once the lock is gone: a relay that loads the document now has it.
+    const c = await startRelay({ postgres: url });
+    relays.push(c);
+    const onC = await ProtocolClient.synced(c.docUrl('held'));
+    clients.push(onC);
+    expect(onC.text).toBe('committed;previewed;');
+  });
+
+  it('never previews content under a client id whose claim is still being committed; it arrives with its commit', async () => {
+    const url = await server().createDatabase();
+    const secret = 'cluster-previews-secret-0123456789';
+    const [a, b] = await Promise.all([startRelay({ postgres: url, authSecret: secret }), startRelay({ postgres: url, authSecret: secret })]);
+    relays.push(a, b);
+    const bob = await connectAs(b.docUrl('claims'), secret, 'bob');
+    const carol = await connectAs(a.docUrl('claims'), secret, 'carol');
+    clients.push(bob, carol);
+    await carol.waitForAck(carol.type('x'));
+    await bob.waitForText('x');
+
+    // Alice's claim of her client id waits for this uncommitted row (same document and id).
+    const alice = new Y.Doc();
+    Y.applyUpdate(alice, Y.encodeStateAsUpdate(carol.doc));
+    const blocker = await admin(url);
+    await blocker.query('BEGIN');
+    await blocker.query(`INSERT INTO capsync_doc_client_owners (doc, client, owner) VALUES ('claims', $1, 'alice')`, [alice.clientID]);
+    const onA = await connectAs(a.docUrl('claims'), secret, 'alice');
+    clients.push(onA);
+    onA.sendMessage({ type: 'update', update: updateOf(alice, () => alice.getText('t').insert(1, 'hello')) });
+    const seq = onA.seq;
+    // Carol writes after alice, at the front (her edit does not build on alice's): previewed, in
+    // order after whatever alice's write previewed. So when bob has carol's, he would have alice's.
+    await carol.waitFor(() => carol.text.includes('hello') || undefined, 'alice on carol (same relay, before the commit)');
+    carol.sendMessage({ type: 'update', update: updateOf(carol.doc, () => carol.doc.getText('t').insert(0, 'y')) });
+    await bob.waitFor(() => bob.text.startsWith('y') || undefined, "carol's preview on bob");
+    expect(bob.text).toBe('yx');
+    expect(onA.ackedSeq).toBeLessThan(seq);
+
+    // The claim commits as alice's (the blocking row is gone), then her update, then its note.
+    await blocker.query('ROLLBACK');
+    await onA.waitForAck(seq);
+    await bob.waitFor(() => (bob.text.includes('hello') ? bob.text : undefined), 'alice on bob once committed');
+    expect(bob.text).toBe(carol.text);
+  });
+});
