@@ -69,6 +69,9 @@ function levels(o: ClusterOptions, loads: number[]): LevelConfig[] {
   return loads.map((rate) => ({ rate, warmupMs: o.warmupMs, measureMs: o.measureMs, tailMs: o.tailMs, drainMs: o.drainMs, lateMs: o.lateMs }));
 }
 
+/** Extra Node flags for the servers, e.g. BENCH_SERVER_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof' (profiles are written when they stop). */
+const SERVER_NODE_ARGS = (process.env['BENCH_SERVER_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+
 async function runOnce(run: number, o: ClusterOptions, stores: Stores): Promise<RunResult> {
   const result: RunResult = { run, a: new Map(), b: new Map() };
   const quiet = async (): Promise<void> => {
@@ -76,7 +79,7 @@ async function runOnce(run: number, o: ClusterOptions, stores: Stores): Promise<
   };
   for (const name of o.systems) {
     log(`run ${run}, workload A (${o.clientsA} clients, one document): ${name}`);
-    const system = await startSystem(name, stores, []);
+    const system = await startSystem(name, stores, SERVER_NODE_ARGS);
     try {
       result.a.set(name, await runWorkloadA(system, { clients: o.clientsA, writers: o.writersA, levels: levels(o, o.loadsA), beforeLevel: quiet, onLevel: (l) => logLevel(name, l) }));
     } finally {
@@ -85,7 +88,7 @@ async function runOnce(run: number, o: ClusterOptions, stores: Stores): Promise<
   }
   for (const name of o.systems) {
     log(`run ${run}, workload B (${o.docsB} documents x 4 clients): ${name}`);
-    const system = await startSystem(name, stores, []);
+    const system = await startSystem(name, stores, SERVER_NODE_ARGS);
     try {
       result.b.set(name, await runWorkloadB(system, { docs: o.docsB, levels: levels(o, o.loadsB), beforeLevel: quiet, onLevel: (l) => logLevel(name, l), log }));
     } finally {
