@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEFAULTS, type RelayOptions } from './config.js';
 
@@ -68,6 +69,27 @@ export const FLAGS: Flag[] = [
   },
   { flag: 'static-dir', env: 'CAPSYNC_STATIC_DIR', type: 'string', help: 'Serve the static files in this directory at / (a web app). Default none', apply: (o, v) => (o.staticDir = v) },
   { flag: 'auth-secret', env: 'CAPSYNC_AUTH_SECRET', type: 'string', help: 'HMAC secret of JWTs; without it the relay is open', apply: (o, v) => (o.authSecret = v) },
+  {
+    flag: 'auth-public-key',
+    env: 'CAPSYNC_AUTH_PUBLIC_KEY',
+    type: 'string',
+    help: "File with the identity provider's public key(s) that sign JWTs (RS*/PS*/ES*/EdDSA): PEM, a JWK or a JWK Set. Default none",
+    apply: (o, v) => (o.authPublicKey = readKeyFile(v)),
+  },
+  {
+    flag: 'auth-jwks',
+    env: 'CAPSYNC_AUTH_JWKS',
+    type: 'string',
+    help: "URL of the identity provider's JWK Set (jwks_uri): keys fetched, cached, refreshed on rotation. Default none",
+    apply: (o, v) => (o.authJwks = v),
+  },
+  {
+    flag: 'auth-docs-claim',
+    env: 'CAPSYNC_AUTH_DOCS_CLAIM',
+    type: 'string',
+    help: 'JWT claim (or dot-separated path) holding the document permissions: a map name->read|write, {read:[...],write:[...]} or a list (write). Default docs',
+    apply: (o, v) => (o.authDocsClaim = v),
+  },
   { flag: 'auth-issuer', env: 'CAPSYNC_AUTH_ISSUER', type: 'string', help: 'Required JWT iss claim', apply: (o, v) => (o.authIssuer = v) },
   { flag: 'auth-audience', env: 'CAPSYNC_AUTH_AUDIENCE', type: 'string', help: 'Required JWT aud claim', apply: (o, v) => (o.authAudience = v) },
   {
@@ -436,4 +458,13 @@ function etcdEndpoints(v: string): string[] {
     if (!/^https?:\/\/[^/]+/.test(u)) throw new CliError(`--etcd: "${u}" is not an http(s) URL`);
   }
   return urls;
+}
+
+/** The text of a key file (read at startup: a relay that cannot read its key must not start open). */
+function readKeyFile(file: string): string {
+  try {
+    return readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new CliError(`--auth-public-key: cannot read "${file}": ${(err as Error).message}`);
+  }
 }

@@ -37,6 +37,21 @@ export interface RelayOptions {
   postgresTimeoutMs?: number;
   /** HMAC secret for JWT auth; without one the relay is open to everyone. */
   authSecret?: string;
+  /**
+   * Public keys of an identity provider that signs the tokens (RS*, PS*, ES*, EdDSA): PEM text, a
+   * JWK or a JWK Set as JSON text (see JwtKeySources). With or without `authSecret`.
+   */
+  authPublicKey?: string | string[];
+  /** URL of an identity provider's JWK Set (its `jwks_uri`): keys fetched, cached and refreshed on rotation. */
+  authJwks?: string;
+  /** Least time between two fetches of `authJwks` (a token with an unknown key id fetches again). Default 30000. */
+  authJwksCooldownMs?: number;
+  /**
+   * Where the document permissions are in a token: a claim name, or a dot-separated path into
+   * nested claims; the value a map of name to 'read'|'write', `{ read: [...], write: [...] }` or
+   * a list of names (write). Default `docs`.
+   */
+  authDocsClaim?: string;
   /** Required `iss` claim, if set. */
   authIssuer?: string;
   /** Required `aud` claim, if set. */
@@ -223,6 +238,10 @@ export interface ResolvedRelayOptions {
   sqliteSync: 'full' | 'normal';
   postgresTimeoutMs: number;
   authSecret: string | undefined;
+  authPublicKeys: string[];
+  authJwks: string | undefined;
+  authJwksCooldownMs: number;
+  authDocsClaim: string | undefined;
   authIssuer: string | undefined;
   authAudience: string | undefined;
   maxMessageBytes: number;
@@ -324,6 +343,10 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     sqliteSync: o.sqliteSync ?? 'full',
     postgresTimeoutMs: positive('postgresTimeoutMs', o.postgresTimeoutMs, DEFAULTS.postgresTimeoutMs),
     authSecret: o.authSecret || undefined,
+    authPublicKeys: o.authPublicKey === undefined ? [] : [o.authPublicKey].flat().filter(Boolean),
+    authJwks: o.authJwks ? httpUrl('authJwks', o.authJwks) : undefined,
+    authJwksCooldownMs: positive('authJwksCooldownMs', o.authJwksCooldownMs, 30_000, true),
+    authDocsClaim: o.authDocsClaim || undefined,
     authIssuer: o.authIssuer || undefined,
     authAudience: o.authAudience || undefined,
     maxMessageBytes: positive('maxMessageBytes', o.maxMessageBytes, DEFAULTS.maxMessageBytes),
@@ -373,6 +396,10 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxRefusedOpensPerSocket: positive('maxRefusedOpensPerSocket', o.maxRefusedOpensPerSocket, DEFAULTS.maxRefusedOpensPerSocket),
     mux: o.mux ?? DEFAULTS.mux,
   };
+  if ((resolved.peers.length > 0 || resolved.lockAuthority) && !resolved.authSecret && (resolved.authPublicKeys.length > 0 || resolved.authJwks)) {
+    // Relay trust is taken only from tokens signed with the shared secret, never from an identity provider's.
+    throw new RangeError('peers / lockAuthority: relays trust each other through the shared authSecret; with authPublicKey or authJwks set authSecret too (the same on every relay)');
+  }
   if (resolved.peers.length > 0 && !resolved.authSecret && !resolved.peerToken) {
     // Open relays trust no peer without it, so the mesh would refuse every link.
     throw new RangeError('peers: relays of a mesh authenticate each other; set authSecret (shared by the mesh) or peerToken (the same on every relay)');
@@ -383,6 +410,11 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     throw new RangeError('lockAuthority: the lock authority trusts the lease owners a relay forwards only with a relay credential; set authSecret (shared with the authority) or peerToken (the same on both relays)');
   }
   return resolved;
+}
+
+function httpUrl(name: string, url: string): string {
+  if (!/^https?:\/\/./.test(url)) throw new RangeError(`${name}: a URL must start with http:// or https://, got "${url}"`);
+  return url;
 }
 
 /** A PostgreSQL connection URL, as node-postgres takes it (postgres:// or postgresql://). */

@@ -41,9 +41,13 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   const logger = options.logger ?? createLogger(options.logLevel ?? 'silent');
   const metrics = new RelayMetrics();
   const store = await openStore(resolved, metrics);
-  const access: AccessControl = resolved.authSecret
+  const access: AccessControl = resolved.authSecret || resolved.authPublicKeys.length > 0 || resolved.authJwks
     ? new JwtAccess({
         secret: resolved.authSecret,
+        publicKeys: resolved.authPublicKeys,
+        jwksUrl: resolved.authJwks,
+        jwksCooldownMs: resolved.authJwksCooldownMs,
+        docsClaim: resolved.authDocsClaim,
         ...(resolved.authIssuer ? { issuer: resolved.authIssuer } : {}),
         ...(resolved.authAudience ? { audience: resolved.authAudience } : {}),
         maxTokenLifetimeMs: resolved.maxTokenLifetimeMs,

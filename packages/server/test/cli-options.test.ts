@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { CliError, FLAGS, helpText, parseCli } from '../src/cli-options.js';
 import { resolveOptions } from '../src/config.js';
@@ -65,6 +68,21 @@ describe('parseCli', () => {
       lockTimeoutMs: 750,
       logLevel: 'debug',
     });
+  });
+
+  it('reads the identity provider options: the public key file at startup, the JWK Set URL and the docs claim', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'capsync-key-'));
+    const file = path.join(dir, 'idp.pem');
+    writeFileSync(file, '-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n');
+    expect(options(['--auth-public-key', file, '--auth-jwks', 'https://idp.example/jwks.json', '--auth-docs-claim', 'app.docs'])).toEqual({
+      authPublicKey: '-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n',
+      authJwks: 'https://idp.example/jwks.json',
+      authDocsClaim: 'app.docs',
+      logLevel: 'info',
+    });
+    expect(() => parseCli(['--auth-public-key', path.join(dir, 'missing.pem')], {})).toThrow(CliError);
+    expect(() => resolveOptions({ authJwks: 'ftp://idp.example/jwks' })).toThrow(/http/);
+    rmSync(dir, { recursive: true });
   });
 
   it('refuses etcd endpoints that are not http(s) URLs, and a zero lock timeout', () => {

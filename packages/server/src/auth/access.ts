@@ -1,6 +1,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import * as jose from 'jose';
 import { AuthError } from '@capsync/core';
+import { docsClaim } from './docs-claim.js';
+import { jwtVerifier, type JwtKeySources, type JwtVerifier } from './jwt-keys.js';
 import { RELAY_CLAIM } from './relay-credential.js';
 
 export type Permission = 'read' | 'write';
@@ -82,9 +84,9 @@ export class OpenAccess implements AccessControl {
   }
 }
 
-export interface JwtAccessOptions {
-  /** HMAC secret (HS256/384/512) the tokens are signed with. */
-  secret: string;
+export interface JwtAccessOptions extends JwtKeySources {
+  /** Where the document permissions are in a token, and their shape (see docsClaim). Default `docs`. */
+  docsClaim?: string | undefined;
   issuer?: string;
   audience?: string;
   /**
@@ -95,19 +97,24 @@ export interface JwtAccessOptions {
 }
 
 /**
- * JWT access: tokens carry a `docs` claim mapping document names to 'read' or 'write'.
- * A key ending in '*' is a prefix pattern ("team-a/*", or "*" for all documents). The exact
- * name wins over patterns; among patterns, the longest prefix wins.
+ * JWT access: tokens carry a `docs` claim mapping document names to 'read' or 'write'
+ * (another claim or shape with `docsClaim`). A key ending in '*' is a prefix pattern ("team-a/*",
+ * or "*" for all documents). The exact name wins over patterns; among patterns, the longest
+ * prefix wins.
  *
  *   { "sub": "alice", "exp": 1767225600, "docs": { "notes/*": "write", "handbook": "read" } }
+ *
+ * Tokens are signed with the shared secret (HS*) or by an identity provider (RS*, PS*, ES*,
+ * EdDSA: its public keys or its JWK Set URL; see jwtVerifier). Relay trust (the relay claim: a
+ * peer of the mesh, trusted with fenced content) is taken only from tokens signed with the
+ * shared secret, which the mesh's relays hold: never from an identity provider's token.
  */
 export class JwtAccess implements AccessControl {
   readonly mode = 'jwt' as const;
-  private readonly key: Uint8Array;
+  private readonly verifier: JwtVerifier;
 
   constructor(private readonly options: JwtAccessOptions) {
-    if (!options.secret) throw new Error('JwtAccess needs a non-empty secret');
-    this.key = new TextEncoder().encode(options.secret);
+    this.verifier = jwtVerifier(options);
   }
 
   async authorize(token: string | undefined, docName: string): Promise<AccessGrant> {
@@ -117,9 +124,10 @@ export class JwtAccess implements AccessControl {
   async authenticate(token: string | undefined): Promise<Principal> {
     if (!token) throw new AuthError('unauthorized', 'a token is required');
     let payload: jose.JWTPayload;
+    let protectedHeader: jose.JWTHeaderParameters;
     try {
-      ({ payload } = await jose.jwtVerify(token, this.key, {
-        algorithms: ['HS256', 'HS384', 'HS512'],
+      ({ payload, protectedHeader } = await jose.jwtVerify(token, this.verifier.key, {
+        algorithms: this.verifier.algorithms,
         ...(this.options.issuer ? { issuer: this.options.issuer } : {}),
         ...(this.options.audience ? { audience: this.options.audience } : {}),
       }));
@@ -131,8 +139,8 @@ export class JwtAccess implements AccessControl {
     return {
       ...(payload.sub ? { subject: payload.sub } : {}),
       expiresAt: payload.exp! * 1000,
-      ...(payload[RELAY_CLAIM] === true ? { relay: true } : {}),
-      docs: payload['docs'],
+      ...(payload[RELAY_CLAIM] === true && this.verifier.isHmac(protectedHeader) ? { relay: true } : {}),
+      docs: docsClaim(payload, this.options.docsClaim),
     };
   }
 
