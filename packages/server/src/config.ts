@@ -8,6 +8,18 @@ import type { Logger } from './logger.js';
 // Over ~400 lines (2026-12-07): every relay option with its contract, its default and its check,
 // in one place, as the README's flag table is; split by area (storage, auth, limits) next.
 export interface RelayOptions {
+  /**
+   * Attach to this existing server (an app's, with its own routes) instead of listening on a
+   * port of the relay's own: the relay takes the WebSocket upgrades under `path`, and the app
+   * mounts the HTTP API (`RelayHandle.http`) under the same path. `port` and `host` are then
+   * unused; the app listens and closes its server.
+   */
+  server?: import('node:http').Server;
+  /**
+   * Path prefix of everything the relay serves ("/collab": documents at /collab/<name>, the API
+   * at /collab/v1/..., health at /collab/healthz). Default "" (the root).
+   */
+  path?: string;
   /** TCP port; 0 picks a free one. Default 4000. */
   port?: number;
   /** Interface to listen on. Default '127.0.0.1'; use '0.0.0.0' to accept remote clients. */
@@ -231,6 +243,7 @@ export interface RelayOptions {
 
 export interface ResolvedRelayOptions {
   port: number;
+  path: string;
   host: string;
   storage: 'sqlite' | 'memory' | DocStore;
   postgres: string | undefined;
@@ -336,6 +349,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
   };
   const resolved: ResolvedRelayOptions = {
     port: positive('port', o.port, DEFAULTS.port, true),
+    path: pathPrefix(o.path),
     host: o.host ?? DEFAULTS.host,
     storage: o.storage ?? 'sqlite',
     postgres: o.postgres ? postgresUrl(o.postgres) : undefined,
@@ -410,6 +424,13 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     throw new RangeError('lockAuthority: the lock authority trusts the lease owners a relay forwards only with a relay credential; set authSecret (shared with the authority) or peerToken (the same on both relays)');
   }
   return resolved;
+}
+
+/** A path prefix: "" or "/a/b" (no trailing slash, no query, nothing a document name needs). */
+function pathPrefix(p: string | undefined): string {
+  if (!p || p === '/') return '';
+  if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(p)) throw new RangeError(`path: a prefix like "/collab" (letters, digits, . _ ~ -), got "${p}"`);
+  return p;
 }
 
 function httpUrl(name: string, url: string): string {

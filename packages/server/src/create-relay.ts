@@ -10,7 +10,7 @@ import { createHttpApp } from './http/app.js';
 import { ConnectionLimits } from './http/connection-limits.js';
 import { startMetricsServer, type MetricsServer } from './http/metrics-endpoint.js';
 import { OriginPolicy } from './http/origin-policy.js';
-import { attachWebSocketEndpoint } from './http/websocket-endpoint.js';
+import { attachWebSocketEndpoint, underPrefix, webSocketEndpoint, type UpgradeHandler } from './http/websocket-endpoint.js';
 import { createLogger, type Logger } from './logger.js';
 import { RelayMetrics } from './metrics.js';
 import { EmbeddedLockBackend } from './locks/embedded-backend.js';
@@ -31,6 +31,16 @@ export interface RelayHandle {
   port: number;
   /** The relay core, for embedding and tests. */
   relay: Relay;
+  /**
+   * The HTTP API as a request handler: with `server`, mount it under the relay's `path` in the
+   * app (`app.use('/collab', relay.http)` in express; it sees paths without the prefix).
+   */
+  http: (req: http.IncomingMessage, res: http.ServerResponse) => void;
+  /**
+   * Takes a WebSocket upgrade whose path is under the relay's `path` (true), or leaves it to
+   * another handler (false): for a server the relay is not attached to (other frameworks).
+   */
+  handleUpgrade: UpgradeHandler;
   /** Stops accepting, closes connections (1001), commits pending writes, closes storage. */
   close(): Promise<void>;
 }
@@ -68,28 +78,41 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
 
   const origins = new OriginPolicy(resolved.allowedOrigins, access.mode !== 'open', resolved.host);
   const limits = new ConnectionLimits(resolved.maxConnections, resolved.maxConnectionsPerAddress, metrics);
-  const server = http.createServer(limits.guard(createHttpApp(relay, origins)));
-  server.on('connection', (socket) => limits.admit(socket));
-  const wss = attachWebSocketEndpoint(server, relay, { origins, limits });
+  const api = limits.guard(createHttpApp(relay, origins));
+  const { wss, handleUpgrade } = webSocketEndpoint(relay, { origins, limits }, resolved.path);
+  // Attached to the app's server: its port, its listening, its close; the relay takes the
+  // upgrades under its path and the app mounts `http`. Else a server of its own.
+  const attached = options.server;
+  const server = attached ?? http.createServer(ownServerHandler(api, resolved.path));
+  if (!attached) server.on('connection', (socket) => limits.admit(socket));
+  // On its own server nothing else takes an upgrade outside the relay's path: refused (404).
+  const detach = attachWebSocketEndpoint(server, handleUpgrade, !attached);
   let metricsServer: MetricsServer | undefined;
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(resolved.port, resolved.host, () => {
-        server.off('error', reject);
-        resolve();
+    if (!attached) {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(resolved.port, resolved.host, () => {
+          server.off('error', reject);
+          resolve();
+        });
       });
-    });
+    }
     if (resolved.metricsPort !== undefined) metricsServer = await startMetricsServer(relay, resolved.metricsPort);
   } catch (err) {
-    server.close();
+    detach();
+    if (!attached) server.close();
     await locks.close();
     await store.close();
     throw err;
   }
-  const port = (server.address() as AddressInfo).port;
+  // An attached server may listen later: its address is read when asked.
+  const address = (): { port: number; host: string } => {
+    const a = server.address() as AddressInfo | null;
+    return { port: a?.port ?? 0, host: attached ? urlHost(a?.address ?? '127.0.0.1') : urlHost(resolved.host) };
+  };
+  const port = address().port;
   relay.startMesh();
-  const host = urlHost(resolved.host);
   const storage = resolved.postgres ? 'postgres' : typeof resolved.storage === 'string' ? resolved.storage : 'custom';
   const database = storage === 'sqlite' ? sqlitePath(resolved) : storage === 'postgres' ? redactUrl(resolved.postgres) : undefined;
   logger.info(
@@ -100,20 +123,47 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
 
   let closing: Promise<void> | null = null;
   return {
-    url: `ws://${host}:${port}`,
-    httpUrl: `http://${host}:${port}`,
+    get url() {
+      const { host, port } = address();
+      return `ws://${host}:${port}${resolved.path}`;
+    },
+    get httpUrl() {
+      const { host, port } = address();
+      return `http://${host}:${port}${resolved.path}`;
+    },
     ...(metricsServer ? { metricsUrl: metricsServer.url } : {}),
-    port,
+    get port() {
+      return address().port;
+    },
     relay,
+    http: api,
+    handleUpgrade,
     close: () =>
       (closing ??= (async () => {
-        const stopped = new Promise<void>((resolve) => server.close(() => resolve()));
+        detach();
+        // The app's server is the app's to close; the relay closes its own sockets.
+        const stopped = attached ? Promise.resolve() : new Promise<void>((resolve) => server.close(() => resolve()));
         await relay.close();
         wss.close();
-        server.closeAllConnections();
+        if (!attached) server.closeAllConnections();
         await Promise.all([stopped, metricsServer?.close()]);
         logger.info('relay stopped');
       })()),
+  };
+}
+
+/** The relay's own server: the API under its path prefix (taken off), 404 outside it. */
+function ownServerHandler(api: (req: http.IncomingMessage, res: http.ServerResponse) => void, prefix: string): (req: http.IncomingMessage, res: http.ServerResponse) => void {
+  if (!prefix) return api;
+  return (req, res) => {
+    const url = underPrefix(req.url ?? '/', prefix);
+    if (url === null) {
+      res.writeHead(404, { 'Content-Type': 'application/json; charset=utf-8' });
+      res.end(JSON.stringify({ error: { code: 'not-found', message: `the relay serves under ${prefix}` } }));
+      return;
+    }
+    req.url = url;
+    api(req, res);
   };
 }
 

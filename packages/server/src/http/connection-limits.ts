@@ -79,6 +79,11 @@ export class ConnectionLimits {
     socket.once('close', () => this.release(socket, true));
   }
 
+  /** `admit`, unless the socket was admitted already (an app's server the relay is attached to). */
+  admitOnce(socket: Socket): void {
+    if (!this.standing.has(socket)) this.admit(socket);
+  }
+
   /**
    * Takes `socket` out of the caps: it was authorized as a peer relay. Clears a refusal too (a
    * peer's link is served even when clients fill the caps).

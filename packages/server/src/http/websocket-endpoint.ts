@@ -27,11 +27,11 @@ import { watchLiveness } from './connection-liveness.js';
  * one over a connection cap (1013; peer relays are exempt) or from a browser origin the policy
  * refuses (4403).
  */
-export function attachWebSocketEndpoint(
-  server: Server,
+export function webSocketEndpoint(
   relay: Relay,
   edge: { origins: OriginPolicy; limits: ConnectionLimits },
-): WebSocketServer {
+  prefix = '',
+): { wss: WebSocketServer; handleUpgrade: UpgradeHandler } {
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: relay.options.maxMessageBytes,
@@ -39,10 +39,17 @@ export function attachWebSocketEndpoint(
     handleProtocols: (offered) => selectProtocol(offered),
   });
 
-  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+  const handleUpgrade: UpgradeHandler = (req, socket, head) => {
+    const url = underPrefix(req.url ?? '/', prefix);
+    if (url === null) return false;
+    req.url = url;
+    // Sockets of the relay's own server are counted from their accept; those of an app's server
+    // it is attached to, from here (the app's other requests are the app's to bound).
+    edge.limits.admitOnce(req.socket);
     socket.on('error', () => socket.destroy());
     void authorizeAndAccept(req, socket, head);
-  });
+    return true;
+  };
 
   async function authorizeAndAccept(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     if (relay.isClosing) {
@@ -103,7 +110,37 @@ export function attachWebSocketEndpoint(
     });
   }
 
-  return wss;
+  return { wss, handleUpgrade };
+}
+
+/**
+ * Takes an HTTP upgrade request if its path is the relay's (under its path prefix): true when it
+ * took it (and the socket is the relay's from then on), false to leave it to another handler.
+ */
+export type UpgradeHandler = (req: IncomingMessage, socket: Duplex, head: Buffer) => boolean;
+
+/**
+ * Sends `server`'s upgrade requests to the relay. Those outside its prefix are left to the
+ * server's other listeners (an app's), or answered 404 with `refuseOthers` (the relay's own server).
+ */
+export function attachWebSocketEndpoint(server: Server, handleUpgrade: UpgradeHandler, refuseOthers = false): () => void {
+  const listener = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    if (!handleUpgrade(req, socket, head) && refuseOthers) socket.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\n\r\n');
+  };
+  server.on('upgrade', listener);
+  return () => server.off('upgrade', listener);
+}
+
+/**
+ * `url` with `prefix` (a path like "/collab", or "") taken off, or null when it is not under it.
+ * "/collab" and "/collab/..." are under "/collab"; "/collaborate" is not.
+ */
+export function underPrefix(url: string, prefix: string): string | null {
+  if (!prefix) return url;
+  if (!url.startsWith(prefix)) return null;
+  const rest = url.slice(prefix.length);
+  if (rest === '' || rest.startsWith('?')) return '/' + rest;
+  return rest.startsWith('/') ? rest : null;
 }
 
 /**
