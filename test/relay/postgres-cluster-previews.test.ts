@@ -3,7 +3,9 @@
  * commits (a preview: NOTIFY without a WAL flush), so their clients get it as fast as the
  * relay's own; the ack still waits for the commit. A commit held back (the document's row
  * locked by another transaction) shows both halves. Content whose client id claim is still in
- * flight is never previewed: that claim could lose its race in the store.
+ * flight is never previewed: that claim could lose its race in the store. And a relay never
+ * commits an edit its client built on a preview before the preview itself is committed (were
+ * the preview's relay to die first, the edit would be unreadable: found by review).
  */
 import { afterEach, expect, it } from 'vitest';
 import pg from 'pg';
@@ -48,7 +50,7 @@ describePostgres('previews between the relays of a cluster', (server) => {
     const seq = onA.type('previewed;');
     await onB.waitForText('committed;previewed;');
     expect(onA.ackedSeq).toBeLessThan(seq);
-    expect(await metricValue(b.httpUrl, 'capsync_cluster_previews_total', { outcome: 'applied' })).toBeGreaterThan(0);
+    expect(await metricValue(b.httpUrl, 'capsync_cluster_previews_total', { outcome: 'forwarded' })).toBeGreaterThan(0);
     await locker.query('ROLLBACK');
     await onA.waitForAck(seq);
 
@@ -95,4 +97,58 @@ describePostgres('previews between the relays of a cluster', (server) => {
     await bob.waitFor(() => (bob.text.includes('hello') ? bob.text : undefined), 'alice on bob once committed');
     expect(bob.text).toBe(carol.text);
   });
+
+  it('acknowledges an edit built on a preview only once the preview is committed: never an edit whose dependency may be lost', async () => {
+    const url = await server().createDatabase();
+    const [a, b] = await Promise.all([startRelay({ postgres: url }), startRelay({ postgres: url })]);
+    relays.push(a, b);
+    const alice = await ProtocolClient.synced(a.docUrl('d'));
+    const bob = await ProtocolClient.synced(b.docUrl('d'));
+    const carol = await ProtocolClient.synced(b.docUrl('d'));
+    const other = await ProtocolClient.synced(a.docUrl('other'));
+    clients.push(alice, bob, carol, other);
+    await alice.waitForAck(alice.type('base;'));
+    await bob.waitForText('base;');
+    await carol.waitForText('base;');
+    await other.waitForAck(other.type('o'));
+
+    // a's writes wait: its append to 'other' waits for this row lock, and every later append of
+    // a (alice's U) waits behind it, while its previews go out.
+    const locker = await admin(url);
+    await locker.query('BEGIN');
+    await locker.query(`SELECT 1 FROM capsync_docs WHERE doc = 'other' FOR UPDATE`);
+    other.type('p');
+    await waitFor(async () => (await locker.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock'`)).rows[0].n > 0, "a's append waiting for the lock");
+    const u = alice.type('U;');
+    await bob.waitForText('base;U;');
+    expect(alice.ackedSeq).toBeLessThan(u);
+
+    // Bob builds on U (his insert's left origin is U's last character).
+    const v = bob.type('V;');
+    // Carol's independent edit, sent after it, is committed and acknowledged; then a round trip
+    // on bob's socket, answered after any ack of V b would have sent before carol's.
+    carol.sendMessage({ type: 'update', update: updateOf(carol.doc, () => carol.doc.getText('t').insert(0, 'c')) });
+    await carol.waitForAck(carol.seq);
+    const seen = bob.received.length;
+    bob.sendMessage({ type: 'sync-step-1', stateVector: Y.encodeStateVector(bob.doc) });
+    await bob.waitFor(() => bob.received.slice(seen).some((m) => m.type === 'sync-step-2') || undefined, 'the answer to bob');
+    expect(bob.ackedSeq).toBeLessThan(v);
+
+    // U commits: b integrates V on it, commits and acknowledges it. The log holds both.
+    await locker.query('ROLLBACK');
+    await bob.waitForAck(v);
+    const c = await startRelay({ postgres: url });
+    relays.push(c);
+    const reader = await ProtocolClient.synced(c.docUrl('d'));
+    clients.push(reader);
+    expect(reader.text).toContain('base;U;V;');
+  });
 });
+
+async function waitFor(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setImmediate(r));
+  }
+}

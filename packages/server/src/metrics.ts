@@ -79,13 +79,13 @@ export class RelayMetrics {
   });
   readonly clusterPreviewLag = new client.Histogram({
     name: 'capsync_cluster_preview_lag_seconds',
-    help: "From another relay sending a preview (a change before its commit) to its change being applied here (both relays' clocks)",
+    help: "From another relay sending a preview (a change before its commit) to its being sent on to this relay's connections (both relays' clocks)",
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     registers: [this.registry],
   });
   readonly clusterPreviews = new client.Counter({
     name: 'capsync_cluster_previews_total',
-    help: 'Updates sent to the other relays before their commit, by outcome (sent; dropped: too large or too many waiting; failed: the database did not take the statement; applied: received from another relay and applied here)',
+    help: 'Updates sent to the other relays before their commit, by outcome (sent; dropped: too large or too many waiting; failed: the database did not take the statement; forwarded: received from another relay and sent on to the connections here)',
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });

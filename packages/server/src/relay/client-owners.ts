@@ -63,8 +63,6 @@ export class ClientOwners {
   private readonly released = new AwarenessReservations({ perDoc: MAX_RELEASED_HOLDS, perIdentity: MAX_DECLARED_WRITERS, perAddress: Infinity });
 
   private readonly owners = new Map<number, string>();
-  /** Ids with a claim or carried record being committed now, and how many (see `settled`). */
-  private readonly persisting = new Map<number, number>();
 
   private constructor(
     private readonly name: string,
@@ -276,28 +274,8 @@ export class ClientOwners {
     }
   }
 
-  /**
-   * No claim of any of `clientIds` is being committed: the owner recorded here for each is the
-   * store's. (On a shared store a claim in flight may still lose to another relay's, see `claim`.)
-   */
-  settled(clientIds: Iterable<number>): boolean {
-    if (this.persisting.size === 0) return true;
-    for (const id of clientIds) if (this.persisting.has(id)) return false;
-    return true;
-  }
-
   private persist(owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
-    // Carried records are stored as CARRIED(id) (its own inverse).
-    const ids = clientIds.map((id) => (id < 0 ? CARRIED(id) : id));
-    for (const id of ids) this.persisting.set(id, (this.persisting.get(id) ?? 0) + 1);
-    const done = (): void => {
-      for (const id of ids) {
-        const n = this.persisting.get(id)! - 1;
-        if (n === 0) this.persisting.delete(id);
-        else this.persisting.set(id, n);
-      }
-    };
-    return this.retries.run(() => this.store.claimClients(this.name, owner, clientIds)).finally(done).then((conflicts) => {
+    return this.retries.run(() => this.store.claimClients(this.name, owner, clientIds)).then((conflicts) => {
       // Only another process sharing the store can have claimed in between (this relay checked
       // its own map first): the store's first claim is what counts from the next load on.
       if (conflicts.length > 0) this.logger.warn({ doc: this.name, conflicts: conflicts.length }, 'client ids were claimed by another identity in storage meanwhile');

@@ -12,12 +12,11 @@ export interface FollowedDoc {
    */
   applyCommitted(update: Uint8Array): boolean;
   /**
-   * Applies an update another relay is committing (a preview): sent to this relay's
-   * connections, neither stored nor counted as committed. False, having applied nothing, when
-   * the document takes no input now or lacks content the update builds on: the preview is
-   * dropped (its commit's note brings it).
+   * Sends an update another relay is committing (a preview) to this relay's connections,
+   * without applying it (see RelayDoc.forwardPreview). False when the document takes no input
+   * now: the preview is dropped (its commit's note brings the change).
    */
-  applyPreview(update: Uint8Array): boolean;
+  forwardPreview(update: Uint8Array): boolean;
   /** Records client id claims another relay committed (see DocOwnership.learnCommitted). */
   learnCommittedClaims(claims: ClientClaims[]): void;
 }
@@ -107,12 +106,12 @@ export class ClusterFollower implements ChangeFollower {
 
   note(note: DocNote): void {
     if (this.stopped) return;
-    if (!this.doc) {
-      this.early.push(note);
+    if (note.kind === 'preview') {
+      this.forwardPreview(note);
       return;
     }
-    if (note.kind === 'preview') {
-      this.applyPreview(note);
+    if (!this.doc) {
+      this.early.push(note);
       return;
     }
     if (note.kind === 'claims') {
@@ -152,28 +151,28 @@ export class ClusterFollower implements ChangeFollower {
 
   /**
    * Sends `update`, which this relay applied and is committing, to the other relays before its
-   * commit (SharedDocStore.preview). Only content whose ownership is settled may go: what a
-   * claim still in flight covers could lose its race in the store and never be committed.
+   * commit (SharedDocStore.preview). The caller sends no content whose claim is still in
+   * flight: it could lose its race in the store and never be committed (RelayDoc.applyRemote).
    */
   preview(update: Uint8Array): void {
     if (!this.stopped) this.store.preview(this.name, update);
   }
 
   /**
-   * Another relay's preview: applied at once; `appliedThrough` stays, as the preview is no entry
-   * (its commit is noted, and applied again as a no-op, later). Previews that come while the
-   * document loads are dropped: the notes and reads after the load bring their commits.
+   * Another relay's preview: sent on to this relay's connections at once; `appliedThrough` stays,
+   * as the preview is no entry (its commit is noted and applied later). Previews that come while
+   * the document loads are dropped, not kept with the early notes: the notes and reads after the
+   * load bring their commits.
    */
-  private applyPreview(note: PreviewNote): void {
+  private forwardPreview(note: PreviewNote): void {
     if (note.own || !this.doc) return;
-    let applied = 0;
-    // The rest of a note builds on what could not be applied: dropped with it.
+    let forwarded = 0;
     for (const update of note.updates) {
-      if (!this.doc.applyPreview(update)) break;
-      applied++;
+      if (!this.doc.forwardPreview(update)) break;
+      forwarded++;
     }
-    if (applied === 0) return;
-    this.metrics.clusterPreviews.inc({ outcome: 'applied' }, applied);
+    if (forwarded === 0) return;
+    this.metrics.clusterPreviews.inc({ outcome: 'forwarded' }, forwarded);
     this.metrics.clusterPreviewLag.observe(Math.max(0, Date.now() - note.sentAt) / 1000);
   }
 

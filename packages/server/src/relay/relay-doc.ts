@@ -26,7 +26,7 @@ import type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 import { RemoteOrigin, type UpdateSource } from './origins.js';
 import { StorageRetries } from './storage-retries.js';
 import { WholeState } from './whole-state.js';
-import { checkRemoteUpdate, integrated, wouldWait, type Admission, type UpdateWriter } from './update-admission.js';
+import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from './update-admission.js';
 
 export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 
@@ -257,37 +257,34 @@ export class RelayDoc implements FollowedDoc {
   }
 
   /**
+   * Sends an update another relay of the cluster is committing (a preview, see ClusterFollower)
+   * to this relay's connections, without applying it here: the document, what this relay
+   * stores and what its compactions keep hold committed content only. A client's edit built on
+   * a preview then waits here (pending) until the preview's commit is applied, so this relay
+   * never commits, nor acknowledges, an edit whose dependencies are not committed (were they
+   * lost with their relay, the edit would be unreadable). False while the document takes no input.
+   */
+  forwardPreview(update: Uint8Array): boolean {
+    if (this.paused || this.destroyed) return false;
+    this.broadcast.queue(update, null);
+    return true;
+  }
+
+  /**
    * Applies an update another relay of the cluster committed (ClusterFollower): durable already,
    * so not stored again; sent to this relay's connections like any change. Content of this
    * relay's that waited for it (pending) integrates now and is stored now. False, having applied
    * nothing, while the document takes no input (paused, destroyed).
    */
   applyCommitted(update: Uint8Array): boolean {
-    return this.applyFromCluster(update, true);
-  }
-
-  /**
-   * Applies an update another relay of the cluster is committing, before its commit (a preview,
-   * see ClusterFollower): sent to this relay's connections, not stored, and not counted as
-   * durable here (its commit is noted later, and applied again as a no-op). False, having
-   * applied nothing, while the document takes no input, or when Yjs would hold it back for
-   * content the document lacks (a preview that was dropped, or one still to come): its commit
-   * brings it, whole, instead of this relay holding it back and storing what it completes.
-   */
-  applyPreview(update: Uint8Array): boolean {
-    if (wouldWait(this.doc, Y.decodeUpdate(update)).waits) return false;
-    return this.applyFromCluster(update, false);
-  }
-
-  private applyFromCluster(update: Uint8Array, committed: boolean): boolean {
     if (this.paused || this.destroyed) return false;
     const hadPending = hasPending(this.doc);
-    // A failure: written by a relay that could integrate it, so this document went astray (reloaded).
+    // A failure: stored by a relay that could integrate it, so this document went astray (reloaded).
     const changes = this.integrate(update, CLUSTER_ORIGIN);
     if (changes instanceof Error) return false;
     if (hadPending && changes.length > 0) {
       this.pending.settle(this.appends.append(changes.length === 1 ? changes[0]! : Y.mergeUpdates(changes)));
-    } else if (committed) {
+    } else {
       // Durable already: once this relay's earlier appends are too, all it applied is (quorum barriers wait for it).
       const applied = this.replication.applied;
       this.appends.last.then(() => this.replication.recordLocalDurable(applied), () => {});
@@ -324,12 +321,11 @@ export class RelayDoc implements FollowedDoc {
     // Claims first: the store commits them no later than the append below (see DocOwnership).
     const claimed = this.ownership.claimApplied(this.doc, admission, source, statesBefore);
     const complete = integrated(this.doc, admission.needs);
-    // The other relays of a cluster get it now, unless whose it is may still change (a claim of
-    // one of its ids in flight can lose its race in the store: the relay then reloads, and the
-    // content is gone) or it completed waiting content (whose ids are not the update's).
-    if (previewed && this.follower && !hadPending && claimed === null && this.ownership.owners.settled(admission.clients)) {
-      for (const c of changes) this.follower.preview(c);
-    }
+    // The other relays' clients get it now (a preview), unless whose it is may still change: an
+    // update that claims ids (the claim can lose its race in the store; the relay then reloads
+    // and the content is gone; later updates under those ids build on it, so they cannot show
+    // without it), or one that completed waiting content (whose ids are not the update's).
+    if (previewed && this.follower && !hadPending && claimed === null) for (const c of changes) this.follower.preview(c);
     let appended: Promise<void>;
     if (complete) {
       // All of it integrated: stored as received, a duplicate too (its content may be in memory

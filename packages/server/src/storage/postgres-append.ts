@@ -74,25 +74,30 @@ export const claimsNoteSql = `SELECT pg_notify(${CHANGE_CHANNEL_SQL('$1')}, json
   FROM claimed WHERE owner = $2 HAVING count(*) > 0`;
 
 /**
- * The append statement ($1..$3: the batch's documents, updates and offsets; $4..$6 per document:
- * names in lock order, row counts, bytes; $7, $8: the note's origin and time).
+ * The append statement. $1: the batch's documents, in call order; $2: their updates, one after
+ * the other in one binary parameter (a bytea[] would travel as hex text, built as one string:
+ * twice the bytes, and past V8's string limit at ~256 MiB), cut by $3 (1-based starts) and $4
+ * (lengths); $5: offsets (see insertBatch); $6..$8 per document: names in lock order, row
+ * counts, bytes; $9, $10: the note's origin and time.
  * `heads` processes its rows in the ORDER BY order, so it takes the document rows' locks in
  * that order. `ins` reads `heads`' RETURNING, so its rows are numbered from the heads this
  * transaction set, after it holds the locks. A document new to capsync_docs starts after the
  * floor (see migration 2).
  */
-const APPEND_SQL = `WITH batch (doc, data, off) AS (SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[])),
+const APPEND_SQL = `WITH batch (doc, data, off) AS (
+    SELECT t.doc, substring($2::bytea FROM t.start FOR t.len), t.off
+      FROM unnest($1::text[], $3::int[], $4::int[], $5::bigint[]) AS t (doc, start, len, off)),
   heads AS (
     INSERT INTO capsync_docs AS d (doc, head, log_count, log_bytes)
     SELECT t.doc, coalesce((SELECT floor FROM capsync_doc_position_floor), 0) + t.n, t.n, t.bytes
-      FROM unnest($4::text[], $5::bigint[], $6::bigint[]) WITH ORDINALITY AS t (doc, n, bytes, o)
+      FROM unnest($6::text[], $7::bigint[], $8::bigint[]) WITH ORDINALITY AS t (doc, n, bytes, o)
       ORDER BY t.o
     ON CONFLICT (doc) DO UPDATE SET head = d.head + excluded.log_count, log_count = d.log_count + excluded.log_count,
       log_bytes = d.log_bytes + excluded.log_bytes
     RETURNING d.doc, d.head, d.log_count, d.log_bytes),
   ins AS (INSERT INTO capsync_doc_updates (doc, pos, data) SELECT b.doc, h.head + b.off, b.data FROM batch b JOIN heads h ON h.doc = b.doc
     RETURNING doc, pos, data),
-  notes AS (SELECT pg_notify(${CHANGE_CHANNEL_SQL('i.doc')}, ${changeNoteSql(7)}) FROM ins i GROUP BY i.doc)
+  notes AS (SELECT pg_notify(${CHANGE_CHANNEL_SQL('i.doc')}, ${changeNoteSql(9)}) FROM ins i GROUP BY i.doc)
   SELECT doc, head, log_count, log_bytes, (SELECT count(*) FROM notes) AS notes FROM heads`;
 
 export interface PendingAppend {
@@ -103,11 +108,12 @@ export interface PendingAppend {
 }
 
 /**
- * Appends of one batch, at most (it was the bound of a statement with three parameters per
- * row; kept, as it bounds how long one statement holds the documents' row locks). Past it the
- * next append starts another batch.
+ * Appends and bytes of one batch, at most: bounds on one statement's size and on how long it
+ * holds the documents' row locks. Past either the next append starts another batch (an update
+ * larger than MAX_BATCH_BYTES goes alone; PostgreSQL takes a parameter of up to 1 GB).
  */
 export const MAX_BATCH = 4_000;
+export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
 
 /**
  * Writes `batch` (in call order) as one statement, so one transaction, and settles each append's
@@ -128,16 +134,21 @@ export async function insertBatch(pool: pg.Pool, batch: PendingAppend[], origin:
   // the batch's length would be parsed and planned again for every batch (measured: most of
   // the statement's cost for small batches).
   const bdocs: string[] = [];
-  const bdata: Buffer[] = [];
+  const starts: number[] = [];
+  const lengths: number[] = [];
   const boffs: number[] = [];
+  let at = 1;
   batch.forEach((item, i) => {
     bdocs.push(item.name);
-    bdata.push(Buffer.from(item.update.buffer, item.update.byteOffset, item.update.byteLength));
+    starts.push(at);
+    lengths.push(item.update.byteLength);
+    at += item.update.byteLength;
     boffs.push(ks[i]! - docs.get(item.name)!.n);
   });
+  const blob = Buffer.concat(batch.map((item) => item.update));
   // The lock order: default sort compares UTF-16 code units, the same on every relay.
   const names = [...docs.keys()].sort();
-  const params: unknown[] = [bdocs, bdata, boffs, names, names.map((d) => docs.get(d)!.n), names.map((d) => docs.get(d)!.bytes), origin, Date.now()];
+  const params: unknown[] = [bdocs, blob, starts, lengths, boffs, names, names.map((d) => docs.get(d)!.n), names.map((d) => docs.get(d)!.bytes), origin, Date.now()];
   let rows: { doc: string; head: string; log_count: string; log_bytes: string }[];
   try {
     ({ rows } = await pool.query({ name: 'capsync_append', text: APPEND_SQL, values: params }));

@@ -17,15 +17,15 @@ const PREVIEW_SQL = `SELECT set_config('synchronous_commit', 'off', true), pg_no
  * Sends previews (SharedDocStore.preview) on PostgreSQL: NOTIFY on the document's channel, the
  * same one its commits are noted on, with `k` 'preview', the `o`rigin, the `d`ocument, `s`: when
  * sent (this relay's clock, ms), `u`: the updates in base64. The relays following the document
- * apply them and send them on without waiting for the commit, which is what makes delivery
- * between relays as fast as within one (a relay's own clients get a change before it commits too).
+ * send them on to their connections without waiting for the commit (without applying them:
+ * RelayDoc.forwardPreview), which is what makes delivery between relays as fast as within one
+ * (a relay's own clients get a change before it commits too).
  *
  * Best effort, by design: the previews of one event-loop turn go in one statement (one NOTIFY
  * per document and INLINE_NOTE_BYTES / INLINE_NOTE_UPDATES of its updates, as commits' notes),
  * at most one statement is in flight, and a preview that does not fit (larger than an inline
  * note, or more than MAX_PREVIEW_BYTES waiting) or whose statement fails is dropped: the
- * commit's note (or a read of the log) brings the change anyway, only later. Followers skip a
- * preview that would wait for one that was dropped (RelayDoc.applyPreview).
+ * commit's note (or a read of the log) brings the change anyway, only later.
  *
  * The statement is a transaction of its own with `synchronous_commit` off: a NOTIFY takes a
  * transaction id, so its commit would otherwise wait for a WAL flush, and there is nothing

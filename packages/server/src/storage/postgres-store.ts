@@ -3,7 +3,7 @@ import pg from 'pg';
 import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import { redactUrl } from '../auth/url-token.js';
 import { PostgresPreviews, type PreviewOutcome } from './postgres-previews.js';
-import { claimsNoteSql, insertBatch, MAX_BATCH, type PendingAppend } from './postgres-append.js';
+import { claimsNoteSql, insertBatch, MAX_BATCH, MAX_BATCH_BYTES, type PendingAppend } from './postgres-append.js';
 import { closedError, storageError } from './postgres-errors.js';
 import { PostgresChangeFeed } from './postgres-change-feed.js';
 import { migrate } from './postgres-schema.js';
@@ -61,6 +61,8 @@ export interface PostgresDocStoreOptions {
 export class PostgresDocStore implements SharedDocStore {
   /** The batch later appends join; null once its INSERT began or another write was called. */
   private open: PendingAppend[] | null = null;
+  /** Bytes of the updates in `open`. */
+  private openBytes = 0;
   private writes: Promise<unknown> = Promise.resolve();
   private closed = false;
 
@@ -241,8 +243,10 @@ export class PostgresDocStore implements SharedDocStore {
   append(name: string, update: Uint8Array): Promise<AppendResult> {
     if (this.closed) return Promise.reject(closedError());
     return new Promise((resolve, reject) => {
+      if (this.open && this.openBytes + update.byteLength > MAX_BATCH_BYTES) this.open = null;
       const batch = this.open ?? this.openBatch();
       batch.push({ name, update, resolve, reject });
+      this.openBytes += update.byteLength;
       if (batch.length >= MAX_BATCH) this.open = null;
     });
   }
@@ -263,6 +267,7 @@ export class PostgresDocStore implements SharedDocStore {
     }).catch(() => {});
     // After write(), which closes any open batch.
     this.open = batch;
+    this.openBytes = 0;
     return batch;
   }
 
