@@ -18,6 +18,7 @@ import type { LockBackend } from './locks/lock-backend.js';
 import { LockService } from './locks/lock-service.js';
 import { MemoryLockStore, type LockStore } from './locks/lock-store.js';
 import { Relay } from './relay/relay.js';
+import type { OpenDocumentOptions, ServerDocument } from './relay/server-document.js';
 import { SqliteWorkerStore } from './storage/sqlite-worker-store.js';
 
 /** A running relay. */
@@ -41,6 +42,11 @@ export interface RelayHandle {
    * another handler (false): for a server the relay is not attached to (other frameworks).
    */
   handleUpgrade: UpgradeHandler;
+  /**
+   * A live document for a backend job, without a WebSocket: edits to its `doc` are validated,
+   * stored, acknowledged and sent to every client like a client's (see ServerDocument).
+   */
+  openDocument(name: string, options?: OpenDocumentOptions): Promise<ServerDocument>;
   /** Stops accepting, closes connections (1001), commits pending writes, closes storage. */
   close(): Promise<void>;
 }
@@ -138,6 +144,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     relay,
     http: api,
     handleUpgrade,
+    openDocument: (name, opts) => relay.openDocument(name, opts),
     close: () =>
       (closing ??= (async () => {
         detach();

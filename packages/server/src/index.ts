@@ -4,6 +4,7 @@ export { DEFAULTS } from './config.js';
 export { Relay, type RelayEvents } from './relay/relay.js';
 export { RelayConnection, type RelaySocket } from './relay/connection.js';
 export { RelayDoc } from './relay/relay-doc.js';
+export type { ServerDocument, OpenDocumentOptions } from './relay/server-document.js';
 export { DocRegistry } from './relay/doc-registry.js';
 export { SqliteDocStore, type SqliteDocStoreOptions } from './storage/sqlite-store.js';
 export { SqliteWorkerStore } from './storage/sqlite-worker-store.js';

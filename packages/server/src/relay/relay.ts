@@ -19,6 +19,7 @@ import { AccountedChannel } from './accounted-channel.js';
 import { RelayConnection, type ConnectionDeps, type MeshHooks, type RelaySocket } from './connection.js';
 import type { SendBufferOptions } from './send-buffer.js';
 import { DocRegistry } from './doc-registry.js';
+import { openServerDocument, type OpenDocumentOptions, type ServerDocument } from './server-document.js';
 import { StorageOutage } from './storage-outage.js';
 import { UnsentBudget } from './unsent-budget.js';
 import { SyncReplicationCheck, type QuorumSupport } from './quorum-support.js';
@@ -144,6 +145,11 @@ export class Relay extends EventEmitter<RelayEvents> {
   startMesh(): void {
     this.replicateAll?.start();
     this.mesh.start();
+  }
+
+  /** Opens `name` for a server-side writer: see ServerDocument. Rejects while the relay closes. */
+  openDocument(name: string, options?: OpenDocumentOptions): Promise<ServerDocument> {
+    return openServerDocument(this.registry, () => this.closing, name, options);
   }
 
   get isClosing(): boolean {
