@@ -70,6 +70,13 @@ export const FLAGS: Flag[] = [
   { flag: 'static-dir', env: 'CAPSYNC_STATIC_DIR', type: 'string', help: 'Serve the static files in this directory at / (a web app). Default none', apply: (o, v) => (o.staticDir = v) },
   { flag: 'auth-secret', env: 'CAPSYNC_AUTH_SECRET', type: 'string', help: 'HMAC secret of JWTs; without it the relay is open', apply: (o, v) => (o.authSecret = v) },
   {
+    flag: 'path',
+    env: 'CAPSYNC_PATH',
+    type: 'string',
+    help: 'Path prefix of everything the relay serves (/collab: documents at /collab/<name>, 404 outside it). Default none',
+    apply: (o, v) => (o.path = v),
+  },
+  {
     flag: 'auth-public-key',
     env: 'CAPSYNC_AUTH_PUBLIC_KEY',
     type: 'string',
