@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
+import type { RelayHooks } from './hooks/relay-hooks.js';
 import { DEFAULT_COMPACTION_POLICY, type CompactionPolicy, type DocStore } from '@capsync/core';
 import type { LockBackend } from './locks/lock-backend.js';
 import type { Logger } from './logger.js';
@@ -88,6 +89,14 @@ export interface RelayOptions {
   maxUnsentBytesPerAddress?: number;
   /** Unload a document this long after its last connection left. Default 30 s. */
   idleTimeoutMs?: number;
+  /** The backend's hooks (see RelayHooks for their contract). Default none. */
+  hooks?: RelayHooks;
+  /** How long a hook may run before the relay goes on without it (counted as a timeout). Default 5000. */
+  hookTimeoutMs?: number;
+  /** `onChange`: quiet time after a document's last change before it is called. Default 1000. */
+  changeDebounceMs?: number;
+  /** `onChange`: longest wait after a change while changes go on. Default 10000. */
+  changeMaxWaitMs?: number;
   /** Merge the update log into a snapshot past these thresholds. Default 500 updates or 1 MiB. */
   compaction?: Partial<CompactionPolicy>;
   /**
@@ -262,6 +271,10 @@ export interface ResolvedRelayOptions {
   slowConsumerGraceMs: number;
   maxUnsentBytes: number;
   maxUnsentBytesPerAddress: number;
+  hooks: RelayHooks | undefined;
+  hookTimeoutMs: number;
+  changeDebounceMs: number;
+  changeMaxWaitMs: number;
   idleTimeoutMs: number;
   compaction: CompactionPolicy;
   staticDir: string | undefined;
@@ -369,6 +382,10 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxUnsentBytes: positive('maxUnsentBytes', o.maxUnsentBytes, DEFAULTS.maxUnsentBytes, true),
     maxUnsentBytesPerAddress: positive('maxUnsentBytesPerAddress', o.maxUnsentBytesPerAddress, DEFAULTS.maxUnsentBytesPerAddress, true),
     idleTimeoutMs: positive('idleTimeoutMs', o.idleTimeoutMs, DEFAULTS.idleTimeoutMs, true),
+    hooks: o.hooks,
+    hookTimeoutMs: positive('hookTimeoutMs', o.hookTimeoutMs, 5_000),
+    changeDebounceMs: positive('changeDebounceMs', o.changeDebounceMs, 1_000, true),
+    changeMaxWaitMs: positive('changeMaxWaitMs', o.changeMaxWaitMs, 10_000),
     compaction: {
       maxUpdates: positive('compaction.maxUpdates', o.compaction?.maxUpdates, DEFAULT_COMPACTION_POLICY.maxUpdates),
       maxBytes: positive('compaction.maxBytes', o.compaction?.maxBytes, DEFAULT_COMPACTION_POLICY.maxBytes),

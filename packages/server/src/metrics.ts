@@ -89,6 +89,12 @@ export class RelayMetrics {
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });
+  readonly hookCalls = new client.Counter({
+    name: 'capsync_hook_calls_total',
+    help: "Calls of the backend's hooks (createRelay hooks), by hook and outcome (ok, error: threw or rejected, timeout: past hookTimeoutMs, dropped: too many in flight)",
+    labelNames: ['hook', 'outcome'] as const,
+    registers: [this.registry],
+  });
   readonly clusterCatchUpReads = new client.Counter({
     name: 'capsync_cluster_catch_up_reads_total',
     help: 'Reads of a document log after notes were missed, too large to travel inline, or held while the document was paused',

@@ -1,6 +1,8 @@
 import { CapsyncError, CloseCode, closeCodeName, type ClientClaims, type DocSession } from '@capsync/core';
 import type { LockService } from '../locks/lock-service.js';
 import type { AccessGrant } from '../auth/access.js';
+import type { HookRunner } from '../hooks/hook-runner.js';
+import type { ConnectionEvent } from '../hooks/relay-hooks.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { DocRegistry } from './doc-registry.js';
@@ -35,6 +37,8 @@ export interface ConnectionDeps {
   quorum?: QuorumSupport | undefined;
   /** Told when the relay closes a connection (not when the client does). */
   onRelayClose?(conn: RelayConnection, code: number, reason: string): void;
+  /** The backend's hooks: told when a client's session begins and ends. */
+  hooks?: HookRunner | undefined;
   registry: DocRegistry;
   locks: LockService;
   metrics: RelayMetrics;
@@ -67,6 +71,8 @@ export class RelayConnection implements DocPeer, HostedConnection {
   private doc: RelayDoc | null = null;
   private released = false;
   private cancelExpiry: (() => void) | null = null;
+  /** What the backend's onConnect and onDisconnect hooks are told. */
+  private readonly hookEvent: ConnectionEvent;
 
   constructor(
     /** Its own socket's (AccountedChannel), or a session of a multiplexed socket. */
@@ -78,6 +84,7 @@ export class RelayConnection implements DocPeer, HostedConnection {
   ) {
     deps.metrics.connections.inc();
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
+    this.hookEvent = { docName, identity: grant.subject, permission: grant.permission };
     this.channel = channel;
     this.outbound = this.channel.outbound;
     const options = { maxQueuedBytes: deps.options.maxQueuedBytes, room: this.channel };
@@ -114,6 +121,7 @@ export class RelayConnection implements DocPeer, HostedConnection {
     this.doc = doc;
     doc.peers.add(this);
     this.host.open(doc);
+    if (this.peerRelayId === undefined) void this.deps.hooks?.run('onConnect', this.hookEvent);
   }
 
   /** Feeds one received WebSocket message. */
@@ -178,5 +186,6 @@ export class RelayConnection implements DocPeer, HostedConnection {
       this.deps.metrics.closes.inc({ code: closeCodeName(byUs.code) });
       this.deps.onRelayClose?.(this, byUs.code, byUs.reason);
     }
+    if (doc && this.peerRelayId === undefined) void this.deps.hooks?.run('onDisconnect', { ...this.hookEvent, ...(byUs ? { code: byUs.code } : {}) });
   }
 }

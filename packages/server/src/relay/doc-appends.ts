@@ -32,6 +32,8 @@ export class DocAppends {
     private readonly compaction: BackgroundCompaction,
     private readonly retries: StorageRetries,
     private readonly failed: (err: unknown) => void,
+    /** Told the position of each commit (the backend's onStoreDocument hook). */
+    private readonly committed: (position: number) => void = () => {},
   ) {}
 
   /** Hands `update` to storage; resolves once it and every earlier append are committed. */
@@ -55,6 +57,7 @@ export class DocAppends {
       .then(([result]) => {
         metrics.persistSeconds.observe((performance.now() - started) / 1000);
         this.replication.recordLocalDurable(position);
+        this.committed(result.position);
         if (shouldCompact(result, compaction)) this.compaction.soon(result.position);
       })
       .finally(() => {

@@ -1,4 +1,6 @@
 import type { CompactionPolicy, DocStore } from '@capsync/core';
+import type { ChangeTiming } from '../hooks/doc-hooks.js';
+import type { HookRunner } from '../hooks/hook-runner.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
 import type { AwarenessLimits } from './doc-awareness.js';
@@ -29,6 +31,9 @@ export interface RelayDocDeps {
   awareness: AwarenessLimits;
   /** Appends waiting for storage to be reachable again (see DocAppends). */
   outage: StorageOutage;
+  /** The backend's hooks (createRelay `hooks`), if any, and how often `onChange` is called. */
+  hooks?: HookRunner | undefined;
+  changeTiming?: ChangeTiming | undefined;
 }
 
 /** A recipient of a document's broadcasts (a connection). */

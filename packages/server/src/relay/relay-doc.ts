@@ -16,6 +16,8 @@ import { FencedWrites, type FencedOutcome } from './fenced-writes.js';
 import { ClientOwners } from './client-owners.js';
 import { BackgroundCompaction, loadDoc } from './doc-load.js';
 import { ClusterFollower, type FollowedDoc } from './cluster-follower.js';
+import { DEFAULT_CHANGE_TIMING, DocHooks } from '../hooks/doc-hooks.js';
+import type { HookRunner } from '../hooks/hook-runner.js';
 import { isSharedDocStore } from '../storage/shared-doc-store.js';
 import type { DocWriter } from './doc-writer.js';
 import { DocAwareness } from './doc-awareness.js';
@@ -92,6 +94,8 @@ export class RelayDoc implements FollowedDoc {
   private readonly ownership: DocOwnership;
   /** The whole state's encoding, shared by every reader that has nothing yet. */
   private readonly wholeState = new WholeState();
+  /** The backend's onChange and onStoreDocument for this document, with hooks configured. */
+  private readonly hooks: DocHooks | null;
 
   private constructor(
     readonly name: string,
@@ -114,7 +118,9 @@ export class RelayDoc implements FollowedDoc {
     this.ownership = ownership;
     this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics, (sent) => ownership.claimLate(sent));
     this.replication = new DocReplication(deps.majority);
-    this.appends = new DocAppends(name, deps, this.replication, this.compaction, retries, (err) => void this.recover(err));
+    this.hooks = deps.hooks ? new DocHooks(name, deps.hooks, deps.changeTiming ?? DEFAULT_CHANGE_TIMING, () => this.encodeState()) : null;
+    const hooks = this.hooks;
+    this.appends = new DocAppends(name, deps, this.replication, this.compaction, retries, (err) => void this.recover(err), (p) => hooks?.committed(p));
     this.broadcast = new DocBroadcast(this.peers, ownership);
     this.attach(doc);
     this.awareness = new DocAwareness(doc, this.peers, deps.awareness, deps.metrics);
@@ -133,11 +139,25 @@ export class RelayDoc implements FollowedDoc {
       const [{ doc, head }, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger, retries)]);
       const loaded = new RelayDoc(name, doc, owners, deps, retries, follower);
       follower?.attach(loaded, head);
+      if (head === 0 && doc.store.clients.size === 0 && deps.hooks?.has('onLoadDocument')) await loaded.seed(deps.hooks);
       return loaded;
     } catch (err) {
       follower?.stop();
       throw err;
     }
+  }
+
+  /**
+   * A document loaded with nothing stored: the backend's onLoadDocument may write its first
+   * content into a fresh Y.Doc, stored here as the relay's change. A hook that fails or times
+   * out seeds nothing (what it wrote after its time is not used).
+   */
+  private async seed(hooks: HookRunner): Promise<void> {
+    const seed = new Y.Doc();
+    if ((await hooks.run('onLoadDocument', { docName: this.name, doc: seed })) && seed.store.clients.size > 0) {
+      Y.applyUpdate(this.doc, Y.encodeStateAsUpdate(seed), SEED_ORIGIN);
+    }
+    seed.destroy();
   }
 
   /**
@@ -435,6 +455,7 @@ export class RelayDoc implements FollowedDoc {
     this.broadcast.flush();
     this.awareness.destroy();
     this.detach(this.doc);
+    this.hooks?.stop();
     this.doc.destroy();
   }
 
@@ -484,11 +505,13 @@ export class RelayDoc implements FollowedDoc {
   private attach(doc: Y.Doc): void {
     doc.on('update', this.onLocalUpdate);
     this.wholeState.watch(doc);
+    this.hooks?.watch(doc);
   }
 
   private detach(doc: Y.Doc): void {
     doc.off('update', this.onLocalUpdate);
     this.wholeState.unwatch(doc);
+    this.hooks?.unwatch(doc);
   }
 
   /**
@@ -514,6 +537,9 @@ export class RelayDoc implements FollowedDoc {
 
 /** Origin of another cluster relay's committed changes (see `applyCommitted`). */
 const CLUSTER_ORIGIN = new RemoteOrigin({ kind: 'cluster' });
+
+/** Origin of the backend's first content of a new document (see `seed`): stored as the relay's change. */
+const SEED_ORIGIN = Symbol('capsync:seed');
 
 /** Origin of pending content applied again after an eviction (see `repend`). */
 const REPEND_ORIGIN = Symbol('capsync:repend');

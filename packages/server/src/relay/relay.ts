@@ -19,6 +19,7 @@ import { AccountedChannel } from './accounted-channel.js';
 import { RelayConnection, type ConnectionDeps, type MeshHooks, type RelaySocket } from './connection.js';
 import type { SendBufferOptions } from './send-buffer.js';
 import { DocRegistry } from './doc-registry.js';
+import { HookRunner } from '../hooks/hook-runner.js';
 import { openServerDocument, type OpenDocumentOptions, type ServerDocument } from './server-document.js';
 import { StorageOutage } from './storage-outage.js';
 import { UnsentBudget } from './unsent-budget.js';
@@ -61,6 +62,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   /** Unsent bytes of every connection and heavy HTTP response (`--max-unsent-bytes*`). */
   readonly unsent: UnsentBudget;
   private readonly meshHooks: MeshHooks;
+  /** The backend's hooks (createRelay `hooks`), if any. */
+  private readonly hooks: HookRunner | undefined;
   private readonly fencedWrites: FencedWriteForwarder | undefined;
   /** On a cluster relay (a shared store): whether its database can give quorum durability. */
   private readonly quorum: QuorumSupport | undefined;
@@ -85,8 +88,11 @@ export class Relay extends EventEmitter<RelayEvents> {
       { maxTotal: deps.options.maxUnsentBytes, maxPerAddress: deps.options.maxUnsentBytesPerAddress, graceMs: deps.options.slowConsumerGraceMs },
       deps.metrics,
     );
+    this.hooks = deps.options.hooks ? new HookRunner(deps.options.hooks, deps.options.hookTimeoutMs, deps.metrics, deps.logger) : undefined;
     this.registry = new DocRegistry(
       {
+        hooks: this.hooks,
+        changeTiming: { debounceMs: deps.options.changeDebounceMs, maxWaitMs: deps.options.changeMaxWaitMs },
         store: deps.store,
         compaction: deps.options.compaction,
         metrics: deps.metrics,
@@ -181,6 +187,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       logger: this.logger,
       options: { ...this.outboundOptions(address), maxQueuedBytes: this.options.maxMessageBytes * 2 },
       onRelayClose: (c, code, reason) => this.emit('connection-closed', { docName: c.docName, code, reason }),
+      hooks: this.hooks,
     };
   }
 

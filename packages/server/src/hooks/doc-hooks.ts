@@ -1,0 +1,122 @@
+import * as Y from 'yjs';
+import { RemoteOrigin } from '../relay/origins.js';
+import type { HookRunner } from './hook-runner.js';
+
+/** How often a document's `onChange` is called (see RelayHooks.onChange). */
+export interface ChangeTiming {
+  debounceMs: number;
+  maxWaitMs: number;
+}
+
+export const DEFAULT_CHANGE_TIMING: ChangeTiming = { debounceMs: 1_000, maxWaitMs: 10_000 };
+
+/**
+ * The per-document side of the hooks: `onChange` debounced over the document's changes made
+ * through this relay, `onStoreDocument` coalesced over its commits. One call of each in flight;
+ * what comes meanwhile waits for the next (merged), so a slow hook costs one merged update per
+ * document, not a queue.
+ */
+export class DocHooks {
+  private changes: Uint8Array[] = [];
+  private firstChangeAt = 0;
+  private timer: NodeJS.Timeout | null = null;
+  private changeRunning = false;
+  private stored = 0;
+  private storeRunning = false;
+  private stopped = false;
+
+  constructor(
+    private readonly name: string,
+    private readonly runner: HookRunner,
+    private readonly timing: ChangeTiming,
+    /** The document's current state (for `document()`). */
+    private readonly state: () => Uint8Array,
+  ) {}
+
+  /** Follows `doc`'s changes (again after a reload). */
+  watch(doc: Y.Doc): void {
+    if (this.runner.has('onChange')) doc.on('update', this.onUpdate);
+  }
+
+  unwatch(doc: Y.Doc): void {
+    doc.off('update', this.onUpdate);
+  }
+
+  /** This relay committed the document through `position`. */
+  committed(position: number): void {
+    if (this.stopped || !this.runner.has('onStoreDocument')) return;
+    this.stored = Math.max(this.stored, position);
+    if (!this.storeRunning) void this.callStore();
+  }
+
+  /** The document unloads: what changed is reported now, nothing after. */
+  stop(): void {
+    if (this.stopped) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    if (this.changes.length > 0 && !this.changeRunning) void this.callChange();
+    this.stopped = true;
+  }
+
+  private readonly onUpdate = (update: Uint8Array, origin: unknown): void => {
+    if (this.stopped || !madeHere(origin)) return;
+    if (this.changes.length === 0) this.firstChangeAt = Date.now();
+    this.changes.push(update);
+    // Merged as it goes past a few, so what waits stays about the size of what changed.
+    if (this.changes.length >= 64) this.changes = [Y.mergeUpdates(this.changes)];
+    this.schedule();
+  };
+
+  private schedule(): void {
+    if (this.changeRunning) return; // called again when the running call ends
+    if (this.timer) clearTimeout(this.timer);
+    const waited = Date.now() - this.firstChangeAt;
+    const delay = Math.max(0, Math.min(this.timing.debounceMs, this.timing.maxWaitMs - waited));
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      void this.callChange();
+    }, delay);
+    this.timer.unref();
+  }
+
+  private async callChange(): Promise<void> {
+    if (this.changes.length === 0) return;
+    const update = this.changes.length === 1 ? this.changes[0]! : Y.mergeUpdates(this.changes);
+    this.changes = [];
+    this.changeRunning = true;
+    const state = this.state;
+    await this.runner.run('onChange', {
+      docName: this.name,
+      update,
+      document: () => {
+        const copy = new Y.Doc();
+        Y.applyUpdate(copy, state());
+        return copy;
+      },
+    });
+    this.changeRunning = false;
+    if (this.changes.length > 0 && !this.stopped) this.schedule();
+  }
+
+  private async callStore(): Promise<void> {
+    this.storeRunning = true;
+    while (!this.stopped) {
+      const position = this.stored;
+      await this.runner.run('onStoreDocument', { docName: this.name, position });
+      if (this.stored === position) break;
+    }
+    this.storeRunning = false;
+  }
+}
+
+/**
+ * Whether a change was made through this relay: by its clients, HTTP writes, server-side
+ * documents or the relay itself; not one another relay of the mesh or cluster made (that relay
+ * reports it).
+ */
+function madeHere(origin: unknown): boolean {
+  if (!(origin instanceof RemoteOrigin)) return true;
+  const source = origin.source as { kind: string; peerRelayId?: string };
+  if (source.kind === 'cluster' || source.kind === 'authority') return false;
+  return source.peerRelayId === undefined;
+}

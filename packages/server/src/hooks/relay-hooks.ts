@@ -1,0 +1,52 @@
+import type * as Y from 'yjs';
+
+/**
+ * Hooks a backend passes to `createRelay` to react to what happens on the relay. Contract, for
+ * every hook:
+ * - It runs after the fact, off the relay's path: the relay never waits for it, except
+ *   `onLoadDocument`, which the document's first clients wait for (at most `hookTimeoutMs`).
+ * - It may be sync or return a promise. One that throws, rejects or takes longer than
+ *   `hookTimeoutMs` is logged and counted (`capsync_hook_calls_total{hook, outcome}`), never
+ *   crashes the relay, never holds up other documents, and never costs an update: documents,
+ *   acknowledgements and storage do not depend on hooks.
+ * - Calls are bounded: `onChange` and `onStoreDocument` are coalesced per document (one call in
+ *   flight each; what happens meanwhile is merged into the next call), and at most
+ *   MAX_HOOK_CALLS_IN_FLIGHT calls of all hooks run at once (past it a call is dropped and
+ *   counted as `dropped`).
+ * - Events are this relay's: a change another relay of the mesh or cluster made is reported
+ *   by that relay, not again by every relay that receives it.
+ */
+export interface RelayHooks {
+  /** A client's session of a document began (authorized, the document loaded). */
+  onConnect?(event: ConnectionEvent): unknown;
+  /** That session ended (`code`: the close code, when the relay closed it). */
+  onDisconnect?(event: ConnectionEvent & { code?: number }): unknown;
+  /**
+   * A document was loaded with nothing stored. Edits made to `doc` (a fresh Y.Doc, before the
+   * promise resolves) become the document's first content: stored as the relay's change and sent
+   * to its clients. Runs on every relay that loads a document still empty: in a cluster or mesh,
+   * two relays loading it at once both seed it.
+   */
+  onLoadDocument?(event: { docName: string; doc: Y.Doc }): unknown;
+  /**
+   * The document changed (its clients', HTTP or server-side writes): called at most every
+   * `changeDebounceMs` of quiet (and at least every `changeMaxWaitMs` while changes go on) with
+   * what changed since the last call, merged. `document()` builds a copy of the document as it is
+   * now (costs its size; edits to the copy go nowhere).
+   */
+  onChange?(event: { docName: string; update: Uint8Array; document(): Y.Doc }): unknown;
+  /** This relay committed changes of the document, through `position` (the latest, coalesced). */
+  onStoreDocument?(event: { docName: string; position: number }): unknown;
+}
+
+export interface ConnectionEvent {
+  docName: string;
+  /** The token's `sub`; undefined on an open relay or for a token without one. */
+  identity: string | undefined;
+  permission: 'read' | 'write';
+}
+
+export type HookName = keyof RelayHooks;
+
+/** Hook calls running at once, at most (all hooks, all documents). */
+export const MAX_HOOK_CALLS_IN_FLIGHT = 1_000;

@@ -1,0 +1,117 @@
+/**
+ * The backend's hooks (issue 14): onConnect / onDisconnect, onLoadDocument seeding a new
+ * document, onChange debounced with the merged update, onStoreDocument after the commit; and a
+ * hook that throws or never finishes costs nothing but a log line and a count.
+ */
+import { afterEach, expect, it } from 'vitest';
+import * as Y from 'yjs';
+import type { RelayHooks } from '@capsync/server';
+import { connectAs } from '../support/client-ids.js';
+import { ProtocolClient } from '../support/protocol-client.js';
+import { startRelay, type TestRelay } from '../support/relay-fixture.js';
+import { metricValue, waitForMetric } from '../support/relay-observe.js';
+import { withTimeout } from '../support/wait.js';
+
+const relays: TestRelay[] = [];
+const clients: ProtocolClient[] = [];
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+  await Promise.all(relays.splice(0).map((r) => r.dispose()));
+});
+
+/** Resolves with the first value `push` is given that passes `test`. */
+function awaiting<T>(test: (v: T) => boolean, what: string): { push(v: T): void; promise: Promise<T> } {
+  let resolve!: (v: T) => void;
+  const promise = withTimeout(new Promise<T>((r) => (resolve = r)), 10_000, what);
+  return { push: (v) => test(v) && resolve(v), promise };
+}
+
+it('tells the backend of sessions, seeds new documents, reports changes merged and commits after they are stored', async () => {
+  const secret = 'hooks-secret-0123456789abcdef';
+  const events: string[] = [];
+  const change = awaiting<{ text: string; fromUpdate: string }>((c) => c.text.includes('two;'), 'onChange with both edits');
+  let relay!: TestRelay;
+  const stored = awaiting<{ position: number; text: string }>((s) => s.text.includes('two;'), 'onStoreDocument after the second edit');
+  const hooks: RelayHooks = {
+    onConnect: (e) => void events.push(`connect ${e.docName} ${e.identity} ${e.permission}`),
+    onDisconnect: (e) => void events.push(`disconnect ${e.docName} ${e.identity}`),
+    onLoadDocument: async ({ docName, doc }) => {
+      events.push(`load ${docName}`);
+      await Promise.resolve();
+      doc.getText('t').insert(0, 'welcome;');
+    },
+    onChange: ({ update, document }) => {
+      const fromUpdate = new Y.Doc();
+      Y.applyUpdate(fromUpdate, update);
+      change.push({ text: document().getText('t').toString(), fromUpdate: fromUpdate.getText('t').toString() });
+    },
+    onStoreDocument: async ({ docName, position }) => {
+      // Called after the commit: what it names is in storage.
+      const loaded = await relay.relay.store.load(docName);
+      const copy = new Y.Doc();
+      for (const u of loaded.updates) Y.applyUpdate(copy, u);
+      stored.push({ position, text: copy.getText('t').toString() });
+    },
+  };
+  relay = await startRelay({ authSecret: secret, hooks, changeDebounceMs: 50 });
+  relays.push(relay);
+
+  const alice = await connectAs(relay.docUrl('fresh'), secret, 'alice');
+  clients.push(alice);
+  expect(alice.text).toBe('welcome;'); // seeded before she was served
+  alice.type('one;');
+  await alice.waitForAck(alice.type('two;'));
+  const reported = await change.promise;
+  expect(reported.text).toBe('welcome;one;two;');
+  // Debounced: the edits of the quiet period come merged, in one call.
+  expect(reported.fromUpdate).toContain('one;two;');
+  expect((await stored.promise).position).toBeGreaterThan(0);
+
+  await alice.close();
+  await withTimeout(
+    (async () => {
+      while (!events.includes('disconnect fresh alice')) await new Promise((r) => setImmediate(r));
+    })(),
+    5_000,
+    'onDisconnect',
+  );
+  expect(events.slice(0, 2)).toEqual(['load fresh', 'connect fresh alice write']);
+
+  // A document with content is not seeded again.
+  const bob = await connectAs(relay.docUrl('fresh'), secret, 'bob');
+  clients.push(bob);
+  expect(bob.text).toBe('welcome;one;two;');
+});
+
+it('a hook that throws or never finishes is logged and counted; documents, acks and other hooks go on', async () => {
+  let calls = 0;
+  const relay = await startRelay({
+    hooks: {
+      onConnect: () => {
+        throw new Error('backend down');
+      },
+      onLoadDocument: () => new Promise(() => {}), // never settles: the document is served after the timeout, unseeded
+      onStoreDocument: () => new Promise(() => {}),
+      onChange: () => void calls++,
+    },
+    hookTimeoutMs: 200,
+    changeDebounceMs: 10,
+  });
+  relays.push(relay);
+  const client = await ProtocolClient.synced(relay.docUrl('d'));
+  clients.push(client);
+  expect(client.text).toBe('');
+  for (let i = 0; i < 20; i++) client.type(`${i};`);
+  await client.waitForAck(client.seq);
+  await waitForMetric(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onConnect', outcome: 'error' }, 1);
+  await waitForMetric(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onLoadDocument', outcome: 'timeout' }, 1);
+  await waitForMetric(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onStoreDocument', outcome: 'timeout' }, 1);
+  // One call in flight per document: twenty commits did not start twenty stuck calls.
+  expect(await metricValue(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onStoreDocument', outcome: 'timeout' })).toBeLessThanOrEqual(2);
+  await waitForMetric(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onChange', outcome: 'ok' }, 1);
+  expect(calls).toBeGreaterThan(0);
+  // Another client is served as ever.
+  const other = await ProtocolClient.synced(relay.docUrl('d'));
+  clients.push(other);
+  expect(other.text).toBe(client.text);
+});
