@@ -107,3 +107,24 @@ it('serves under a path prefix on its own port too, and only there', async () =>
   expect((await fetch(`http://127.0.0.1:${relay.port}/sync/v2/healthz`)).status).toBe(200);
   await expect(createRelay({ path: 'no-slash' })).rejects.toThrow(/path/);
 });
+
+it("leaves the request as it came for the app's own upgrade listeners (a document named like an app endpoint stays the relay's), and needs a path", async () => {
+  const server = http.createServer((_req, res) => res.end('app'));
+  const relay = await createRelay({ server, path: '/collab', storage: 'memory' });
+  cleanups.push(() => relay.close());
+  // The app's endpoint at /ws, added after the relay (the ws README's noServer pattern).
+  const seenByApp: string[] = [];
+  const appWss = new WebSocketServer({ noServer: true });
+  server.on('upgrade', (req, socket, head) => {
+    seenByApp.push(req.url!);
+    if (req.url === '/ws') appWss.handleUpgrade(req, socket, head, (ws) => ws.send('from the app'));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(() => new Promise((r) => (server.closeAllConnections(), server.close(r))));
+  const client = await ProtocolClient.synced(`${relay.url}/ws`);
+  cleanups.push(() => client.close());
+  await client.waitForAck(client.type('in the relay document "ws"'));
+  expect(seenByApp).toEqual(['/collab/ws']);
+  await expect(createRelay({ server, storage: 'memory' })).rejects.toThrow(/path/);
+});
+

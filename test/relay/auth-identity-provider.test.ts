@@ -8,7 +8,8 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as jose from 'jose';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { JwtAccess, relayCredential } from '@capsync/server';
 import { CloseCode } from '@capsync/core';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
@@ -83,7 +84,7 @@ describe('JWTs of an identity provider', () => {
     const jwks = await jwksServer();
     const first = await jose.generateKeyPair('ES256', { extractable: true });
     jwks.keys = [{ ...(await jose.exportJWK(first.publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }];
-    const r = await relay({ authJwks: jwks.url, authJwksCooldownMs: 0 });
+    const r = await relay({ authJwks: jwks.url, authJwksCooldownMs: 1_000 });
     const docs = { docs: { 'team/*': 'write' } };
     expect(await open(r, 'team/a', await sign(first.privateKey, 'ES256', docs, 'k1'))).toBe('synced');
     expect(await open(r, 'team/b', await sign(first.privateKey, 'ES256', docs, 'k1'))).toBe('synced');
@@ -92,8 +93,11 @@ describe('JWTs of an identity provider', () => {
     // The provider rotates: a new key, the old one gone. A token of the new key makes the relay fetch again.
     const second = await jose.generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
     jwks.keys = [{ ...(await jose.exportJWK(second.publicKey)), kid: 'k2', alg: 'EdDSA', use: 'sig' }];
-    expect(await open(r, 'team/c', await sign(second.privateKey, 'EdDSA', docs, 'k2'))).toBe('synced');
-    expect(jwks.fetches()).toBe(2);
+    // Refused until the cooldown (1 s, the least allowed) since the last fetch is over, then taken.
+    const token = await sign(second.privateKey, 'EdDSA', docs, 'k2');
+    const deadline = Date.now() + 10_000;
+    while ((await open(r, 'team/c', token)) !== 'synced') expect(Date.now()).toBeLessThan(deadline);
+    expect(jwks.fetches()).toBeLessThanOrEqual(3);
     // A key id the provider never published: refused.
     const rogue = await jose.generateKeyPair('ES256');
     expect(await open(r, 'team/d', await sign(rogue.privateKey, 'ES256', docs, 'k3'))).toBe(`closed ${CloseCode.Unauthorized}`);
@@ -132,5 +136,54 @@ describe('JWTs of an identity provider', () => {
     const { publicKey, privateKey } = await jose.generateKeyPair('RS256', { extractable: true });
     await expect(startRelay({ authPublicKey: await jose.exportSPKI(publicKey), peers: ['ws://127.0.0.1:9'] })).rejects.toThrow(/authSecret/);
     await expect(startRelay({ authPublicKey: await jose.exportPKCS8(privateKey) })).rejects.toThrow(/private key/);
+  });
+
+  it('takes every key of a PEM file, and a token without kid against a JWK Set URL with several keys', async () => {
+    const first = await jose.generateKeyPair('RS256', { extractable: true });
+    const second = await jose.generateKeyPair('RS256', { extractable: true });
+    const bundle = `${await jose.exportSPKI(first.publicKey)}\n${await jose.exportSPKI(second.publicKey)}`;
+    const local = new JwtAccess({ publicKeys: [bundle] });
+    for (const k of [first, second]) await expect(local.authorize(await sign(k.privateKey, 'RS256', { docs: { n: 'write' } }), 'n')).resolves.toMatchObject({ permission: 'write' });
+
+    const jwks = await jwksServer();
+    jwks.keys = [await jose.exportJWK(first.publicKey), await jose.exportJWK(second.publicKey)];
+    const remote = new JwtAccess({ jwksUrl: jwks.url });
+    for (const k of [first, second]) await expect(remote.authenticate(await sign(k.privateKey, 'RS256', {}))).resolves.toMatchObject({ subject: 'alice' });
+  });
+
+  it("keeps verifying with the keys it fetched last while the provider's JWK Set cannot be fetched", async () => {
+    const jwks = await jwksServer();
+    const { publicKey, privateKey } = await jose.generateKeyPair('ES256', { extractable: true });
+    jwks.keys = [{ ...(await jose.exportJWK(publicKey)), kid: 'k1', alg: 'ES256', use: 'sig' }];
+    const access = new JwtAccess({ jwksUrl: jwks.url });
+    await expect(access.authenticate(await sign(privateKey, 'ES256', {}, 'k1'))).resolves.toMatchObject({ subject: 'alice' });
+    // The provider goes away for longer than the cache's age (10 minutes): the last keys still verify.
+    await new Promise((r) => servers.pop()!.close(r));
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      vi.setSystemTime(Date.now() + 11 * 60_000);
+      await expect(access.authenticate(await sign(privateKey, 'ES256', { exp: Math.floor(Date.now() / 1000) + 600 }, 'k1'))).resolves.toMatchObject({ subject: 'alice' });
+    } finally {
+      vi.useRealTimers();
+    }
+    // A key it never had is still refused.
+    const rogue = await jose.generateKeyPair('ES256');
+    await expect(access.authenticate(await sign(rogue.privateKey, 'ES256', {}, 'k9'))).rejects.toMatchObject({ code: 'unauthorized' });
+  });
+
+  it("reads a relay credential's documents from `docs`, whatever --auth-docs-claim says (a mesh keeps replicating)", async () => {
+    const secret = 'mesh-secret-0123456789abcdef';
+    const access = new JwtAccess({ secret, docsClaim: 'app.docs' });
+    const credential = await relayCredential({ peerToken: undefined, authSecret: secret, authIssuer: undefined, authAudience: undefined, relayId: 'b', maxTokenLifetimeMs: 3_600_000 })();
+    expect(await access.authorize(credential, 'notes')).toMatchObject({ permission: 'write', relay: true });
+    // A user's token is read at the configured path only.
+    const user = await sign(new TextEncoder().encode(secret), 'HS256', { docs: { notes: 'write' }, app: { docs: { other: 'read' } } });
+    await expect(access.authorize(user, 'notes')).rejects.toMatchObject({ code: 'forbidden' });
+    expect(await access.authorize(user, 'other')).toMatchObject({ permission: 'read' });
+  });
+
+  it('refuses a JWK Set over plain http to a non-loopback host, and a cooldown under 1 s', async () => {
+    await expect(startRelay({ authJwks: 'http://idp.example/jwks.json' })).rejects.toThrow(/https/);
+    await expect(startRelay({ authJwks: 'https://127.0.0.1:9/jwks.json', authJwksCooldownMs: 10 })).rejects.toThrow(/at least 1000/);
   });
 });

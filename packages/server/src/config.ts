@@ -371,8 +371,8 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     postgresTimeoutMs: positive('postgresTimeoutMs', o.postgresTimeoutMs, DEFAULTS.postgresTimeoutMs),
     authSecret: o.authSecret || undefined,
     authPublicKeys: o.authPublicKey === undefined ? [] : [o.authPublicKey].flat().filter(Boolean),
-    authJwks: o.authJwks ? httpUrl('authJwks', o.authJwks) : undefined,
-    authJwksCooldownMs: positive('authJwksCooldownMs', o.authJwksCooldownMs, 30_000, true),
+    authJwks: o.authJwks ? jwksUrl(o.authJwks) : undefined,
+    authJwksCooldownMs: atLeast('authJwksCooldownMs', positive('authJwksCooldownMs', o.authJwksCooldownMs, 30_000), 1_000),
     authDocsClaim: o.authDocsClaim || undefined,
     authIssuer: o.authIssuer || undefined,
     authAudience: o.authAudience || undefined,
@@ -427,6 +427,10 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxRefusedOpensPerSocket: positive('maxRefusedOpensPerSocket', o.maxRefusedOpensPerSocket, DEFAULTS.maxRefusedOpensPerSocket),
     mux: o.mux ?? DEFAULTS.mux,
   };
+  if (o.server && !resolved.path) {
+    // Without a prefix the relay would take every upgrade of the app's server (its HMR, its own WebSockets).
+    throw new RangeError('server: a relay attached to an app\'s server needs a path prefix (path: "/collab")');
+  }
   if ((resolved.peers.length > 0 || resolved.lockAuthority) && !resolved.authSecret && (resolved.authPublicKeys.length > 0 || resolved.authJwks)) {
     // Relay trust is taken only from tokens signed with the shared secret, never from an identity provider's.
     throw new RangeError('peers / lockAuthority: relays trust each other through the shared authSecret; with authPublicKey or authJwks set authSecret too (the same on every relay)');
@@ -450,9 +454,25 @@ function pathPrefix(p: string | undefined): string {
   return p;
 }
 
-function httpUrl(name: string, url: string): string {
-  if (!/^https?:\/\/./.test(url)) throw new RangeError(`${name}: a URL must start with http:// or https://, got "${url}"`);
-  return url;
+/**
+ * The JWK Set URL: https, or http to a loopback host only (anyone on the path of a plain http
+ * fetch could serve their own key and sign any token).
+ */
+function jwksUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new RangeError(`authJwks: not a URL: "${url}"`);
+  }
+  const loopback = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/.test(parsed.hostname);
+  if (parsed.protocol === 'https:' || (parsed.protocol === 'http:' && loopback)) return url;
+  throw new RangeError(`authJwks: the JWK Set must be fetched over https:// (http:// only from a loopback host), got "${url}"`);
+}
+
+function atLeast(name: string, value: number, min: number): number {
+  if (value < min) throw new RangeError(`${name} must be at least ${min}, got ${value}`);
+  return value;
 }
 
 /** A PostgreSQL connection URL, as node-postgres takes it (postgres:// or postgresql://). */

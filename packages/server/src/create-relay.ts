@@ -125,6 +125,11 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     { port, host: resolved.host, storage, locks: backend.kind, relayId: resolved.relayId, peers: resolved.peers.map(redactUrl), peerMode: resolved.peerMode, ...(database ? { database } : {}) },
     'relay listening',
   );
+  if ((resolved.authPublicKeys.length > 0 || resolved.authJwks) && !resolved.authAudience) {
+    // An identity provider signs tokens for every API of the tenant: without an audience, tokens
+    // minted for another of them are taken here too.
+    logger.warn("tokens of an identity provider are accepted without --auth-audience: set it to this relay's audience, or tokens minted for the provider's other APIs pass too");
+  }
   if (access.mode === 'open') logger.warn('no auth configured: the relay is OPEN, anyone who can reach it may read and write every document');
 
   let closing: Promise<void> | null = null;

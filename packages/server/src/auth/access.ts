@@ -136,11 +136,14 @@ export class JwtAccess implements AccessControl {
       throw new AuthError('unauthorized', why, { cause: err });
     }
     assertBoundedLifetime(payload, this.options.maxTokenLifetimeMs ?? DEFAULT_MAX_TOKEN_LIFETIME_MS);
+    const relay = payload[RELAY_CLAIM] === true && this.verifier.isHmac(protectedHeader);
     return {
       ...(payload.sub ? { subject: payload.sub } : {}),
       expiresAt: payload.exp! * 1000,
-      ...(payload[RELAY_CLAIM] === true && this.verifier.isHmac(protectedHeader) ? { relay: true } : {}),
-      docs: docsClaim(payload, this.options.docsClaim),
+      ...(relay ? { relay: true } : {}),
+      // A relay credential (minted by relayCredential) names its documents in `docs`, whatever
+      // claim the identity provider's tokens use.
+      docs: docsClaim(payload, relay ? 'docs' : this.options.docsClaim),
     };
   }
 

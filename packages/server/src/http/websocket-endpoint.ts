@@ -40,18 +40,24 @@ export function webSocketEndpoint(
   });
 
   const handleUpgrade: UpgradeHandler = (req, socket, head) => {
+    // The request stays as it came (an app's other upgrade listeners see it too): the path
+    // under the prefix goes along on its own.
     const url = underPrefix(req.url ?? '/', prefix);
     if (url === null) return false;
-    req.url = url;
     // Sockets of the relay's own server are counted from their accept; those of an app's server
     // it is attached to, from here (the app's other requests are the app's to bound).
     edge.limits.admitOnce(req.socket);
     socket.on('error', () => socket.destroy());
-    void authorizeAndAccept(req, socket, head);
+    authorizeAndAccept(req, url, socket, head).catch((err: unknown) => {
+      // An app's own listener that took this socket too (ws refuses a second handshake), or
+      // any other failure: this socket's problem only, never an unhandled rejection.
+      relay.logger.warn({ err, url: redactUrl(url) }, 'accepting a WebSocket upgrade failed');
+      socket.destroy();
+    });
     return true;
   };
 
-  async function authorizeAndAccept(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  async function authorizeAndAccept(req: IncomingMessage, url: string, socket: Duplex, head: Buffer): Promise<void> {
     if (relay.isClosing) {
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n');
       return;
@@ -65,11 +71,11 @@ export function webSocketEndpoint(
       if (!edge.origins.allows(origin, req.headers.host)) throw edge.origins.refusal(origin!);
       // With --mux off the path is a reserved document name, refused 4404 as by an older relay.
       const reservedPaths = relay.options.mux ? [LOCKS_PATH, MESH_PATH, MUX_PATH] : [LOCKS_PATH, MESH_PATH];
-      docName = reservedPaths.find((reserved) => isPath(req.url, reserved)) ?? docNameOfPath(req.url ?? '/');
+      docName = reservedPaths.find((reserved) => isPath(url, reserved)) ?? docNameOfPath(url);
       if (docName === MUX_PATH) {
         principal = await relay.access.authenticate(tokenFromRequest(req));
         // A peer relay's socket (see Relay.connectMux): the credential must be the relay's it names.
-        assertPeerIdentity(principal, peerIdOf(req.url));
+        assertPeerIdentity(principal, peerIdOf(url));
       } else {
         const subdoc = parseSubdocStorageName(docName);
         // A subdocument has its parent's permission. Clients reach it only as a session of its
@@ -77,7 +83,7 @@ export function webSocketEndpoint(
         grant = await relay.access.authorize(tokenFromRequest(req), subdoc?.parent ?? docName);
         if (subdoc && !grant.relay) throw new ProtocolError('invalid-doc-name', 'invalid document name: names under .capsync/ are reserved');
         if (docName === MESH_PATH && !grant.relay) throw new AuthError('forbidden', 'the mesh endpoint needs a relay credential');
-        assertPeerIdentity(grant, peerIdOf(req.url));
+        assertPeerIdentity(grant, peerIdOf(url));
       }
       // The caps are checked after authorization: a peer relay opens one link per shared
       // document, so its links do not count (else documents past the cap stop replicating).
@@ -94,7 +100,7 @@ export function webSocketEndpoint(
       if (failure || !who || relay.isClosing) {
         const err = failure ?? new CapsyncError('shutting-down', 'relay is shutting down');
         relay.metrics.refusals.inc({ reason: err.code });
-        relay.logger.info({ code: err.code, msg: err.message, url: redactUrl(req.url) }, 'refusing connection');
+        relay.logger.info({ code: err.code, msg: err.message, url: redactUrl(url) }, 'refusing connection');
         ws.close(closeCodeFor(err.code), closeReasonFor(err.code, err.message));
         return;
       }
@@ -103,10 +109,10 @@ export function webSocketEndpoint(
       const endpoint = docName === LOCKS_PATH ? 'locks' : docName === MESH_PATH ? 'mesh' : docName === MUX_PATH ? 'mux' : 'doc';
       relay.metrics.sockets.inc({ endpoint });
       ws.once('close', () => relay.metrics.sockets.dec({ endpoint }));
-      if (principal) serveMux(relay, ws, principal, address, peerIdOf(req.url));
+      if (principal) serveMux(relay, ws, principal, address, peerIdOf(url));
       else if (docName === LOCKS_PATH) serveLocks(relay, ws, grant!, address);
       else if (docName === MESH_PATH) serveMesh(relay, ws);
-      else serve(relay, ws, docName, grant!, peerIdOf(req.url), address);
+      else serve(relay, ws, docName, grant!, peerIdOf(url), address);
     });
   }
 
