@@ -9,6 +9,7 @@ import type { RelayDoc } from '../relay/relay-doc.js';
 import { refuseHeavyResponse, sendUnderBudget } from './heavy-response.js';
 import { sendError } from './http-errors.js';
 import { HttpSources } from './http-sources.js';
+import { parseJsonEdits, updateOfJsonEdits } from './json-edits.js';
 import { metricsHandler } from './metrics-endpoint.js';
 import { originMiddleware, type OriginPolicy } from './origin-policy.js';
 
@@ -94,6 +95,25 @@ export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Expr
         await durable;
         // What changed (the entries of the client ids it wrote), as in a WebSocket ack: bounded by the update.
         res.json({ durable: true, stateVector: Buffer.from(encodeStateVectorOf(doc.doc, clients)).toString('base64') });
+      }),
+  );
+
+  app.patch(
+    '/v1/docs/:name',
+    admitBody(relay, 'write'),
+    express.json({ type: () => true, limit: relay.options.maxMessageBytes }),
+    (req, res) =>
+      withDoc(relay, req, res, 'write', async (doc, grant) => {
+        const edits = parseJsonEdits(req.body);
+        // Built on a copy of the document's state, then admitted as any client's update.
+        const update = updateOfJsonEdits(doc.encodeState(), edits);
+        if (!update) {
+          res.json({ durable: true, changed: false });
+          return;
+        }
+        const { durable, clients } = doc.receive(update, { kind: 'http', source: sources.of(req.socket.remoteAddress), subject: grant.subject });
+        await durable;
+        res.json({ durable: true, changed: true, stateVector: Buffer.from(encodeStateVectorOf(doc.doc, clients)).toString('base64') });
       }),
   );
 

@@ -1,0 +1,97 @@
+import * as Y from 'yjs';
+import { CapsyncError, newDoc } from '@capsync/core';
+
+/**
+ * `PATCH /v1/docs/:name` (issue 14): JSON edits to a document's top-level maps and texts, for
+ * backends in languages without Yjs. The body:
+ *
+ *   { "edits": [
+ *       { "map": "meta", "set": { "title": "Q3 plan", "tags": ["a"] } },
+ *       { "map": "meta", "delete": ["draft"] },
+ *       { "text": "body", "insert": "Summary\n", "at": 0 },
+ *       { "text": "body", "delete": 3, "at": 10 },
+ *       { "text": "body", "append": "\n-- the indexer" } ] }
+ *
+ * applied in order, in one transaction, as one update that enters the document like a client's
+ * (validated, owned by the token's `sub`, committed before the answer). A text position past the
+ * text's end, a malformed edit or more than MAX_JSON_EDITS edits is refused as a whole
+ * (400 bad-message), having changed nothing.
+ */
+export const MAX_JSON_EDITS = 1_000;
+
+export type JsonEdit =
+  | { map: string; set: Record<string, unknown> }
+  | { map: string; delete: string[] }
+  | { text: string; insert: string; at: number }
+  | { text: string; delete: number; at: number }
+  | { text: string; append: string };
+
+/** The edits of a PATCH body, checked; throws CapsyncError 'bad-message' saying what is wrong. */
+export function parseJsonEdits(body: unknown): JsonEdit[] {
+  const edits = (body as { edits?: unknown } | null)?.edits;
+  if (!Array.isArray(edits) || edits.length === 0) throw bad('the body must be {"edits": [...]} with at least one edit');
+  if (edits.length > MAX_JSON_EDITS) throw bad(`at most ${MAX_JSON_EDITS} edits per request, got ${edits.length}`);
+  return edits.map((e: unknown, i) => {
+    const edit = e as Record<string, unknown>;
+    if (typeof edit !== 'object' || edit === null) throw bad(`edit ${i}: not an object`);
+    if (typeof edit['map'] === 'string') {
+      const set = edit['set'];
+      if (set !== undefined && typeof set === 'object' && set !== null && !Array.isArray(set) && Object.keys(edit).length === 2) return { map: edit['map'], set: set as Record<string, unknown> };
+      const del = edit['delete'];
+      if (Array.isArray(del) && del.every((k) => typeof k === 'string') && Object.keys(edit).length === 2) return { map: edit['map'], delete: del as string[] };
+      throw bad(`edit ${i}: a map edit is {"map", "set": {...}} or {"map", "delete": [keys]}`);
+    }
+    if (typeof edit['text'] === 'string') {
+      const at = edit['at'];
+      const keys = Object.keys(edit).length;
+      if (typeof edit['append'] === 'string' && keys === 2) return { text: edit['text'], append: edit['append'] };
+      if (typeof at === 'number' && Number.isSafeInteger(at) && at >= 0 && keys === 3) {
+        if (typeof edit['insert'] === 'string') return { text: edit['text'], insert: edit['insert'], at };
+        const n = edit['delete'];
+        if (typeof n === 'number' && Number.isSafeInteger(n) && n > 0) return { text: edit['text'], delete: n, at };
+      }
+      throw bad(`edit ${i}: a text edit is {"text", "insert", "at"}, {"text", "delete": n, "at"} or {"text", "append"}`);
+    }
+    throw bad(`edit ${i}: names neither a "map" nor a "text"`);
+  });
+}
+
+/**
+ * The update that makes `edits` on a replica of the document's `state` (a scratch Y.Doc: the
+ * relay's own document only changes through `receive`). Throws 'bad-message' for a position
+ * past a text's end; null when the edits change nothing.
+ */
+export function updateOfJsonEdits(state: Uint8Array, edits: JsonEdit[]): Uint8Array | null {
+  const doc = newDoc();
+  try {
+    Y.applyUpdate(doc, state);
+    let update: Uint8Array | null = null;
+    doc.on('update', (u: Uint8Array) => (update = u));
+    doc.transact(() => {
+      edits.forEach((edit, i) => {
+        if ('map' in edit) {
+          const map = doc.getMap(edit.map);
+          if ('set' in edit) for (const [k, v] of Object.entries(edit.set)) map.set(k, v);
+          else for (const k of edit.delete) map.delete(k);
+          return;
+        }
+        const text = doc.getText(edit.text);
+        if ('append' in edit) return text.insert(text.length, edit.append);
+        if (edit.at > text.length) throw bad(`edit ${i}: position ${edit.at} is past the end of "${edit.text}" (${text.length})`);
+        if ('insert' in edit) text.insert(edit.at, edit.insert);
+        else text.delete(edit.at, Math.min(edit.delete, text.length - edit.at));
+      });
+    });
+    return update;
+  } catch (err) {
+    if (err instanceof CapsyncError) throw err;
+    // Yjs: a name used as a map and as a text, or a value it cannot store.
+    throw bad(`the edits cannot be applied: ${(err as Error).message}`);
+  } finally {
+    doc.destroy();
+  }
+}
+
+function bad(message: string): CapsyncError {
+  return new CapsyncError('bad-message', message);
+}
