@@ -120,3 +120,20 @@ function madeHere(origin: unknown): boolean {
   if (source.kind === 'cluster' || source.kind === 'authority') return false;
   return source.peerRelayId === undefined;
 }
+
+/** Origin of the backend's first content of a new document: not a RemoteOrigin, so stored as the relay's change. */
+const SEED_ORIGIN = Symbol('capsync:seed');
+
+/**
+ * A document loaded with nothing stored: the backend's onLoadDocument may write its first
+ * content into a fresh Y.Doc, applied to `doc` (the loaded document, whose update listener stores
+ * it as the relay's change). A hook that fails or times out seeds nothing (what it writes after
+ * its time is not used).
+ */
+export async function seedNewDocument(name: string, doc: Y.Doc, runner: HookRunner): Promise<void> {
+  const seed = new Y.Doc();
+  if ((await runner.run('onLoadDocument', { docName: name, doc: seed })) && seed.store.clients.size > 0) {
+    Y.applyUpdate(doc, Y.encodeStateAsUpdate(seed), SEED_ORIGIN);
+  }
+  seed.destroy();
+}

@@ -16,8 +16,7 @@ import { FencedWrites, type FencedOutcome } from './fenced-writes.js';
 import { ClientOwners } from './client-owners.js';
 import { BackgroundCompaction, loadDoc } from './doc-load.js';
 import { ClusterFollower, type FollowedDoc } from './cluster-follower.js';
-import { DEFAULT_CHANGE_TIMING, DocHooks } from '../hooks/doc-hooks.js';
-import type { HookRunner } from '../hooks/hook-runner.js';
+import { DEFAULT_CHANGE_TIMING, DocHooks, seedNewDocument } from '../hooks/doc-hooks.js';
 import { isSharedDocStore } from '../storage/shared-doc-store.js';
 import type { DocWriter } from './doc-writer.js';
 import { DocAwareness } from './doc-awareness.js';
@@ -32,10 +31,11 @@ import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from
 
 export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 
-// Over ~400 lines (2026-12-07): this file is the document's wiring of its parts (appends,
-// retries, broadcast, ownership, whole state, fenced writes, the cluster follower) and the order
-// they run in; most of its length is the contracts' doc comments. Recovery (`recover`) and the
-// fenced commit (`commitUnseen`) are the next to move out into modules of their own.
+// Over ~400 lines (2026-12-07, 534 on the 8th): this file is the document's wiring of its parts
+// (appends, retries, broadcast, ownership, whole state, fenced writes, the cluster follower, the
+// backend's hooks) and the order they run in; most of its length is the contracts' doc comments.
+// Recovery (`recover`), the fenced commit (`commitUnseen`) and the cluster input
+// (`applyCommitted`, `forwardPreview`) are the next to move out into modules of their own.
 /**
  * One loaded document: the Y.Doc, its awareness, its connections, and the pipeline that
  * makes every change durable (append to the store, compact past a threshold) and fans it
@@ -139,25 +139,13 @@ export class RelayDoc implements FollowedDoc {
       const [{ doc, head }, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger, retries)]);
       const loaded = new RelayDoc(name, doc, owners, deps, retries, follower);
       follower?.attach(loaded, head);
-      if (head === 0 && doc.store.clients.size === 0 && deps.hooks?.has('onLoadDocument')) await loaded.seed(deps.hooks);
+      // Applied to the loaded document, whose listener stores it as the relay's change.
+      if (head === 0 && doc.store.clients.size === 0 && deps.hooks?.has('onLoadDocument')) await seedNewDocument(name, doc, deps.hooks);
       return loaded;
     } catch (err) {
       follower?.stop();
       throw err;
     }
-  }
-
-  /**
-   * A document loaded with nothing stored: the backend's onLoadDocument may write its first
-   * content into a fresh Y.Doc, stored here as the relay's change. A hook that fails or times
-   * out seeds nothing (what it wrote after its time is not used).
-   */
-  private async seed(hooks: HookRunner): Promise<void> {
-    const seed = new Y.Doc();
-    if ((await hooks.run('onLoadDocument', { docName: this.name, doc: seed })) && seed.store.clients.size > 0) {
-      Y.applyUpdate(this.doc, Y.encodeStateAsUpdate(seed), SEED_ORIGIN);
-    }
-    seed.destroy();
   }
 
   /**
@@ -537,9 +525,6 @@ export class RelayDoc implements FollowedDoc {
 
 /** Origin of another cluster relay's committed changes (see `applyCommitted`). */
 const CLUSTER_ORIGIN = new RemoteOrigin({ kind: 'cluster' });
-
-/** Origin of the backend's first content of a new document (see `seed`): stored as the relay's change. */
-const SEED_ORIGIN = Symbol('capsync:seed');
 
 /** Origin of pending content applied again after an eviction (see `repend`). */
 const REPEND_ORIGIN = Symbol('capsync:repend');
