@@ -77,6 +77,23 @@ export const FLAGS: Flag[] = [
     apply: (o, v) => (o.path = v),
   },
   {
+    flag: 'auth-webhook',
+    env: 'CAPSYNC_AUTH_WEBHOOK',
+    type: 'string',
+    help: 'URL the relay POSTs {token, docName} to for every document a client opens; answer {permission: read|write|none, identity?, expiresAt?} (403: none). Default none',
+    apply: (o, v) => {
+      if (!/^https?:\/\/./.test(v)) throw new CliError('--auth-webhook must be an http(s) URL');
+      o.authWebhook = v;
+    },
+  },
+  {
+    flag: 'auth-webhook-cache-ms',
+    env: 'CAPSYNC_AUTH_WEBHOOK_CACHE_MS',
+    type: 'string',
+    help: 'How long an --auth-webhook answer is kept per token and document (0: ask every time). Default 60000',
+    apply: (o, v) => (o.authWebhookCacheMs = int('--auth-webhook-cache-ms', v, 0)),
+  },
+  {
     flag: 'auth-public-key',
     env: 'CAPSYNC_AUTH_PUBLIC_KEY',
     type: 'string',

@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
+import { authWebhook } from './auth/auth-webhook.js';
+import type { AuthorizeCallback } from './auth/callback-access.js';
 import type { RelayHooks } from './hooks/relay-hooks.js';
 import { DEFAULT_COMPACTION_POLICY, type CompactionPolicy, type DocStore } from '@capsync/core';
 import type { LockBackend } from './locks/lock-backend.js';
@@ -65,6 +67,18 @@ export interface RelayOptions {
    * a list of names (write). Default `docs`.
    */
   authDocsClaim?: string;
+  /**
+   * Decide access per token and document in the app (see CallbackAccess for the contract):
+   * instead of verifying JWTs, the relay asks this for every document a client opens. Relay
+   * credentials (`authSecret`, `peerToken`) are still checked by the relay. Default none.
+   */
+  authorize?: AuthorizeCallback;
+  /** How long `authorize` may take before the document is refused for now ('unavailable', 1013). Default 5000. */
+  authorizeTimeoutMs?: number;
+  /** `authorize` by an HTTP endpoint of the app (see authWebhook): the relay POSTs {token, docName}. Default none. */
+  authWebhook?: string;
+  /** How long an `authWebhook` answer is kept per token and document (0: ask every time). Default 60000. */
+  authWebhookCacheMs?: number;
   /** Required `iss` claim, if set. */
   authIssuer?: string;
   /** Required `aud` claim, if set. */
@@ -264,6 +278,8 @@ export interface ResolvedRelayOptions {
   authJwks: string | undefined;
   authJwksCooldownMs: number;
   authDocsClaim: string | undefined;
+  authorize: AuthorizeCallback | undefined;
+  authorizeTimeoutMs: number;
   authIssuer: string | undefined;
   authAudience: string | undefined;
   maxMessageBytes: number;
@@ -374,6 +390,8 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     authJwks: o.authJwks ? jwksUrl(o.authJwks) : undefined,
     authJwksCooldownMs: atLeast('authJwksCooldownMs', positive('authJwksCooldownMs', o.authJwksCooldownMs, 30_000), 1_000),
     authDocsClaim: o.authDocsClaim || undefined,
+    authorize: o.authorize ?? (o.authWebhook ? authWebhook(webhookUrl(o.authWebhook), { cacheMs: positive('authWebhookCacheMs', o.authWebhookCacheMs, 60_000, true), timeoutMs: positive('authorizeTimeoutMs', o.authorizeTimeoutMs, 5_000) }) : undefined),
+    authorizeTimeoutMs: positive('authorizeTimeoutMs', o.authorizeTimeoutMs, 5_000),
     authIssuer: o.authIssuer || undefined,
     authAudience: o.authAudience || undefined,
     maxMessageBytes: positive('maxMessageBytes', o.maxMessageBytes, DEFAULTS.maxMessageBytes),
@@ -427,6 +445,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     maxRefusedOpensPerSocket: positive('maxRefusedOpensPerSocket', o.maxRefusedOpensPerSocket, DEFAULTS.maxRefusedOpensPerSocket),
     mux: o.mux ?? DEFAULTS.mux,
   };
+  if (o.authorize && o.authWebhook) throw new RangeError('authorize and authWebhook: give one of them');
   if (o.server && !resolved.path) {
     // Without a prefix the relay would take every upgrade of the app's server (its HMR, its own WebSockets).
     throw new RangeError('server: a relay attached to an app\'s server needs a path prefix (path: "/collab")');
@@ -468,6 +487,11 @@ function jwksUrl(url: string): string {
   const loopback = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/.test(parsed.hostname);
   if (parsed.protocol === 'https:' || (parsed.protocol === 'http:' && loopback)) return url;
   throw new RangeError(`authJwks: the JWK Set must be fetched over https:// (http:// only from a loopback host), got "${url}"`);
+}
+
+function webhookUrl(url: string): string {
+  if (!/^https?:\/\/./.test(url)) throw new RangeError(`authWebhook: an http(s) URL, got "${url}"`);
+  return url;
 }
 
 function atLeast(name: string, value: number, min: number): number {

@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { MemoryDocStore, type DocStore } from '@capsync/core';
 import { JwtAccess, OpenAccess, type AccessControl } from './auth/access.js';
+import { CallbackAccess } from './auth/callback-access.js';
 import { relayCredential } from './auth/relay-credential.js';
 import { redactUrl } from './auth/url-token.js';
 import { resolveOptions, type RelayOptions, type ResolvedRelayOptions } from './config.js';
@@ -57,7 +58,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   const logger = options.logger ?? createLogger(options.logLevel ?? 'silent');
   const metrics = new RelayMetrics();
   const store = await openStore(resolved, metrics);
-  const access: AccessControl = resolved.authSecret || resolved.authPublicKeys.length > 0 || resolved.authJwks
+  const tokens: AccessControl = resolved.authSecret || resolved.authPublicKeys.length > 0 || resolved.authJwks
     ? new JwtAccess({
         secret: resolved.authSecret,
         publicKeys: resolved.authPublicKeys,
@@ -69,6 +70,8 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
         maxTokenLifetimeMs: resolved.maxTokenLifetimeMs,
       })
     : new OpenAccess({ peerToken: resolved.peerToken });
+  // With an authorization callback the app decides for clients; relay credentials stay the tokens'.
+  const access: AccessControl = resolved.authorize ? new CallbackAccess(resolved.authorize, tokens, resolved.authorizeTimeoutMs) : tokens;
   let backend: LockBackend;
   try {
     backend = await openLockBackend(resolved, store, logger);

@@ -77,6 +77,8 @@ const closeCodeByError: Partial<Record<ErrorCode, CloseCodeValue>> = {
   'missing-dependencies': CloseCode.InvalidUpdate,
   'connection-timeout': CloseCode.ConnectionTimeout,
   'too-many-connections': CloseCode.TryAgainLater,
+  // An authorization callback that failed or timed out: the client tries again later.
+  unavailable: CloseCode.TryAgainLater,
   'protocol-version': CloseCode.ProtocolVersion,
 };
 

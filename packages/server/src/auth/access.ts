@@ -36,6 +36,8 @@ export interface Principal {
   relay?: boolean;
   /** The token's `docs` claim, read by `authorizeDoc` (JWT access only). */
   docs?: unknown;
+  /** The token as presented, for an authorization callback to decide on (CallbackAccess only). */
+  token?: string | undefined;
 }
 
 /**
@@ -46,9 +48,10 @@ export interface Principal {
  * one document.
  */
 export interface AccessControl {
-  readonly mode: 'open' | 'jwt';
+  readonly mode: 'open' | 'jwt' | 'callback';
   authenticate(token: string | undefined): Promise<Principal>;
-  authorizeDoc(principal: Principal, docName: string): AccessGrant;
+  /** Synchronous, except with an authorization callback (CallbackAccess), for clients' principals. */
+  authorizeDoc(principal: Principal, docName: string): AccessGrant | Promise<AccessGrant>;
   authorize(token: string | undefined, docName: string): Promise<AccessGrant>;
 }
 

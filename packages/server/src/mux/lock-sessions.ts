@@ -27,10 +27,14 @@ export const LOCK_SESSION_KEY = LOCKS_PATH;
  * given (4400), a lock session already open on the socket (4400), the principal without write
  * access to `.capsync/locks` (4403, as the lock endpoint refuses it), an expired token (4401).
  */
-export function authorizeLockSession(access: AccessControl, principal: Principal, msg: SessionOpenMessage, alreadyOpen: boolean): AccessGrant {
+export function authorizeLockSession(access: AccessControl, principal: Principal, msg: SessionOpenMessage, alreadyOpen: boolean): AccessGrant | Promise<AccessGrant> {
   if (msg.name !== '' || msg.subdoc !== '') throw new ProtocolError('bad-message', 'a lock session names no document (name and subdoc must be empty)');
   if (alreadyOpen) throw new ProtocolError('bad-message', 'a lock session is already open on this socket (one per socket)');
   const grant = access.authorizeDoc(principal, LOCKS_PATH);
+  return grant instanceof Promise ? grant.then(mayLock) : mayLock(grant);
+}
+
+function mayLock(grant: AccessGrant): AccessGrant {
   if (grant.permission !== 'write') throw new AuthError('forbidden', 'taking locks needs write access to ' + LOCKS_PATH);
   return grant;
 }

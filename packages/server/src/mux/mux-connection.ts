@@ -231,26 +231,18 @@ export class MuxConnection implements MuxHandler {
     this.deps.metrics.messagesIn.inc({ type: msg.type });
     // Its sessions take the socket's hello (identity, quorum...): it must come first.
     if (!this.hello) throw new ProtocolError('bad-message', 'say hello on session 0 before opening sessions');
-    let grant: AccessGrant;
+    let decision: AccessGrant | Promise<AccessGrant>;
     let name: string;
     try {
-      ({ grant, name } = this.authorize(msg));
+      ({ grant: decision, name } = this.authorize(msg));
     } catch (err) {
       if (!(err instanceof CapsyncError)) throw err;
       // The token expired: every session's problem, not this one's.
       if (err.code === 'unauthorized') throw err;
-      // A refusal costs the relay a reply and a log line for a few bytes of open: without a bound
-      // one socket could ask for them without end (a plain connection is refused once).
-      if (++this.refusedInARow > this.deps.maxRefusedOpens) {
-        throw new LimitExceededError('max-refused-opens-per-socket', `max-refused-opens-per-socket: ${this.deps.maxRefusedOpens} opens of this socket were refused in a row`, { cause: err });
-      }
-      this.deps.metrics.refusals.inc({ reason: err.code });
-      if (err instanceof LimitExceededError) this.deps.metrics.limitRefusals.inc({ limit: err.limit });
-      this.deps.logger.info({ sid: msg.sid, doc: msg.name, subdoc: msg.subdoc.slice(0, 40) || undefined, code: err.code, msg: err.message }, 'refusing session');
+      this.countRefusal(msg, err);
       this.sessions.refuse(msg.sid, closeCodeFor(err.code), closeReasonFor(err.code, err.message));
       return;
     }
-    this.refusedInARow = 0;
     const hello: HelloMessage = { ...this.hello, capabilities: [...this.hello.capabilities, ...msg.capabilities] };
     const address = this.deps.address;
     this.openNames.add(name);
@@ -259,14 +251,57 @@ export class MuxConnection implements MuxHandler {
       this.deps.addressSessions.release(address);
     });
     this.sessions.accept(channel);
+    if (!(decision instanceof Promise)) return this.serveSession(msg, channel, name, decision);
+    // Decided by the app's authorization callback (CallbackAccess): the session is live meanwhile,
+    // what its client sends waits in it (counted against the socket's input bound, as while a
+    // document loads), and it is served, or closed with the refusal's code, once answered. The
+    // socket's other sessions go on.
+    decision.then(
+      (grant) => {
+        if (!channel.closed && !this.closed) this.serveSession(msg, channel, name, grant);
+      },
+      (err: unknown) => {
+        if (channel.closed || this.closed) return;
+        const refusal = err instanceof CapsyncError ? err : new CapsyncError('internal', 'authorization failed');
+        if (!(err instanceof CapsyncError)) this.deps.logger.error({ err }, 'authorizing a session failed');
+        try {
+          this.countRefusal(msg, refusal);
+        } catch (limit) {
+          this.fail(limit as CapsyncError);
+          return;
+        }
+        channel.close(closeCodeFor(refusal.code), closeReasonFor(refusal.code, refusal.message));
+      },
+    );
+  }
+
+  /** Serves an accepted session with its grant. */
+  private serveSession(msg: SessionOpenMessage, channel: MuxSessionChannel, name: string, grant: AccessGrant): void {
+    this.refusedInARow = 0;
     this.sendControl({ type: 'session-opened', sid: msg.sid, permission: grant.permission });
-    // The socket watches the token's expiry for all its sessions: none of them needs a timer.
-    const { expiresAt: _socketWide, ...sessionGrant } = grant;
+    // The socket watches the token's expiry for all its sessions: none of them needs a timer. A
+    // permission an authorization callback gave (no token expiry) runs out per session.
+    const { expiresAt: _socketWide, ...stripped } = grant;
+    const sessionGrant = this.principal.expiresAt !== undefined ? stripped : grant;
     channel.serve(msg.kind === 'locks' ? this.deps.openLocks(channel, sessionGrant) : this.deps.openDoc(channel, name, sessionGrant));
   }
 
+  /**
+   * Counts and logs a refused open; throws LimitExceededError past `maxRefusedOpens` in a row. A
+   * refusal costs the relay a reply and a log line for a few bytes of open: without a bound one
+   * socket could ask for them without end (a plain connection is refused once).
+   */
+  private countRefusal(msg: SessionOpenMessage, err: CapsyncError): void {
+    if (++this.refusedInARow > this.deps.maxRefusedOpens) {
+      throw new LimitExceededError('max-refused-opens-per-socket', `max-refused-opens-per-socket: ${this.deps.maxRefusedOpens} opens of this socket were refused in a row`, { cause: err });
+    }
+    this.deps.metrics.refusals.inc({ reason: err.code });
+    if (err instanceof LimitExceededError) this.deps.metrics.limitRefusals.inc({ limit: err.limit });
+    this.deps.logger.info({ sid: msg.sid, doc: msg.name, subdoc: msg.subdoc.slice(0, 40) || undefined, code: err.code, msg: err.message }, 'refusing session');
+  }
+
   /** The grant for one open and the name it is served under, or the error its refusal names. */
-  private authorize(msg: SessionOpenMessage): { grant: AccessGrant; name: string } {
+  private authorize(msg: SessionOpenMessage): { grant: AccessGrant | Promise<AccessGrant>; name: string } {
     if (this.sessions.size >= this.deps.maxSessions) {
       throw new LimitExceededError('max-sessions-per-socket', `max-sessions-per-socket: this socket has ${this.deps.maxSessions} sessions open; close one first`);
     }
@@ -290,7 +325,7 @@ export class MuxConnection implements MuxHandler {
   }
 
   /** Counts the session against its address, last, once nothing else refuses it (its end gives it back). */
-  private counted(grant: AccessGrant): AccessGrant {
+  private counted<G extends AccessGrant | Promise<AccessGrant>>(grant: G): G {
     const overAddressCap = this.deps.addressSessions.take(this.deps.address);
     if (overAddressCap) throw overAddressCap;
     return grant;

@@ -99,7 +99,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         logger: deps.logger,
         majority: Math.floor(deps.options.meshSize / 2) + 1,
         limits: deps.options,
-        ownership: deps.access.mode === 'jwt',
+        ownership: deps.access.mode !== 'open',
         outage: this.storageOutage,
         awareness: {
           maxStateBytes: deps.options.maxAwarenessStateBytes,
@@ -233,7 +233,12 @@ export class Relay extends EventEmitter<RelayEvents> {
       metrics: this.metrics,
       logger: this.logger,
       maxQueuedBytes: this.options.maxMessageBytes * 2,
-      grantFor: (docName) => this.access.authorizeDoc(principal, docName),
+      grantFor: (docName) => {
+        // A relay credential's grant is decided at once (CallbackAccess asks no callback for it).
+        const grant = this.access.authorizeDoc(principal, docName);
+        if (grant instanceof Promise) throw new CapsyncError('internal', 'a relay credential must be authorized synchronously');
+        return grant;
+      },
       serve: (session, docName, grant, peer) => new RelayConnection(session, docName, grant, this.connectionDeps(undefined), peer),
       helloed: (s) => this.mesh.peerSocketOpened(s),
       ended: (s) => {
