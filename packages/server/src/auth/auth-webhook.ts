@@ -14,37 +14,51 @@ const MAX_CACHED = 10_000;
  */
 export function authWebhook(url: string, options: { cacheMs: number; timeoutMs: number }): AuthorizeCallback {
   const cache = new Map<string, { answer: AuthorizeAnswer; until: number }>();
-  return async ({ token, docName }) => {
+  // Questions asked now: the same token and document asked again meanwhile (a client opening
+  // one document on several sockets, a reconnect storm) waits for the same answer.
+  const asking = new Map<string, Promise<AuthorizeAnswer>>();
+  return ({ token, docName }) => {
     const key = `${createHash('sha256').update(token ?? '').digest('base64')}\0${docName}`;
     const hit = cache.get(key);
     if (hit && hit.until > Date.now()) return hit.answer;
     cache.delete(key);
-    const res = await fetch(url, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ token: token ?? null, docName }),
-      signal: AbortSignal.timeout(options.timeoutMs),
-    });
-    let answer: AuthorizeAnswer;
-    if (res.status === 403) {
-      answer = { permission: 'none' };
-      await res.body?.cancel();
-    } else if (res.status === 200) {
-      const body = (await res.json()) as Partial<AuthorizeAnswer>;
-      if (body.permission !== 'read' && body.permission !== 'write' && body.permission !== 'none') throw new Error('the auth webhook answered no permission');
-      answer = {
-        permission: body.permission,
-        ...(typeof body.identity === 'string' ? { identity: body.identity } : {}),
-        ...(typeof body.expiresAt === 'number' ? { expiresAt: body.expiresAt } : {}),
-      };
-    } else {
-      await res.body?.cancel();
-      throw new Error(`the auth webhook answered HTTP ${res.status}`);
-    }
-    if (options.cacheMs > 0) {
-      cache.set(key, { answer, until: Date.now() + options.cacheMs });
-      if (cache.size > MAX_CACHED) cache.delete(cache.keys().next().value!);
+    let answer = asking.get(key);
+    if (!answer) {
+      answer = ask(url, token, docName, options.timeoutMs).then((a) => {
+        if (options.cacheMs > 0) {
+          cache.set(key, { answer: a, until: Date.now() + options.cacheMs });
+          if (cache.size > MAX_CACHED) cache.delete(cache.keys().next().value!);
+        }
+        return a;
+      });
+      asking.set(key, answer);
+      void answer.finally(() => asking.delete(key)).catch(() => {});
     }
     return answer;
+  };
+}
+
+/** One POST to the app's endpoint; its answer, or throws (the document is then refused for now). */
+async function ask(url: string, token: string | undefined, docName: string, timeoutMs: number): Promise<AuthorizeAnswer> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ token: token ?? null, docName }),
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  if (res.status === 403) {
+    await res.body?.cancel();
+    return { permission: 'none' };
+  }
+  if (res.status !== 200) {
+    await res.body?.cancel();
+    throw new Error(`the auth webhook answered HTTP ${res.status}`);
+  }
+  const body = (await res.json()) as Partial<AuthorizeAnswer>;
+  if (body.permission !== 'read' && body.permission !== 'write' && body.permission !== 'none') throw new Error('the auth webhook answered no permission');
+  return {
+    permission: body.permission,
+    ...(typeof body.identity === 'string' ? { identity: body.identity } : {}),
+    ...(typeof body.expiresAt === 'number' ? { expiresAt: body.expiresAt } : {}),
   };
 }
