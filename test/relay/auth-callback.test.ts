@@ -10,6 +10,7 @@ import type { AuthorizeCallback } from '../../packages/server/src/auth/callback-
 import { MuxClient } from '../support/mux-client.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
+import { metricValue } from '../support/relay-observe.js';
 import { signToken } from '../support/tokens.js';
 
 const cleanups: (() => unknown)[] = [];
@@ -116,3 +117,34 @@ it('--auth-webhook: POSTs the token and document, keeps answers for the cache ti
   cleanups.push(() => refused.close());
   expect((await refused.waitClosed()).code).toBe(4403);
 });
+
+it('bounds the callback calls a socket can start: opening and closing sessions at once does not pile them up', async () => {
+  let inFlight = 0;
+  let most = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const r = await relay({
+    maxSessionsPerSocket: 10,
+    authorize: async () => {
+      most = Math.max(most, ++inFlight);
+      await gate;
+      inFlight--;
+      return { permission: 'write' };
+    },
+  });
+  const mux = await MuxClient.connect(r.url, { token: 'mallory' });
+  cleanups.push(() => mux.close());
+  await mux.waitHello();
+  for (let i = 0; i < 200; i++) {
+    const s = mux.open(`doc-${i}`, { sync: false });
+    void s.close();
+  }
+  // Answered in order on the control session: every open before it has been decided. (Past
+  // max-refused-opens-per-socket refusals in a row the relay closes the socket instead.)
+  mux.sendControl({ type: 'ping', id: 7 });
+  await mux.waitFor(() => mux.control.some((m) => m.type === 'pong') || !mux.isOpen, 'the pong, or the socket closed');
+  release();
+  expect(most).toBeLessThanOrEqual(10);
+  expect(await metricValue(r.httpUrl, 'capsync_limit_refusals_total', { limit: 'max-sessions-per-socket' })).toBeGreaterThan(0);
+});
+

@@ -115,3 +115,50 @@ it('a hook that throws or never finishes is logged and counted; documents, acks 
   clients.push(other);
   expect(other.text).toBe(client.text);
 });
+
+it('a hook past its timeout still holds its document (no second call beside it), and changes made while onChange runs are reported after an unload', async () => {
+  let running = 0;
+  let most = 0;
+  const relayStuck = await startRelay({
+    hooks: {
+      onStoreDocument: () => {
+        most = Math.max(most, ++running);
+        return new Promise(() => {}); // hangs, past its timeout
+      },
+    },
+    hookTimeoutMs: 50,
+  });
+  relays.push(relayStuck);
+  const busy = await ProtocolClient.synced(relayStuck.docUrl('busy'));
+  clients.push(busy);
+  for (let i = 0; i < 10; i++) await busy.waitForAck(busy.type(`${i};`));
+  await waitForMetric(relayStuck.httpUrl, 'capsync_hook_calls_total', { hook: 'onStoreDocument', outcome: 'timeout' }, 1);
+  for (let i = 0; i < 10; i++) await busy.waitForAck(busy.type(`more ${i};`));
+  expect(most).toBe(1);
+
+  // onChange takes a while; the document unloads while it runs; what changed meanwhile still comes.
+  const reported = new Y.Doc();
+  let release!: () => void;
+  let calls = 0;
+  const relay = await startRelay({
+    hooks: {
+      onChange: async ({ update }) => {
+        Y.applyUpdate(reported, update);
+        if (++calls === 1) await new Promise<void>((r) => (release = r));
+      },
+    },
+    changeDebounceMs: 1,
+    idleTimeoutMs: 1,
+  });
+  relays.push(relay);
+  const client = await ProtocolClient.synced(relay.docUrl('d'));
+  clients.push(client);
+  await client.waitForAck(client.type('first;'));
+  await withTimeout((async () => { while (calls === 0) await new Promise((r) => setImmediate(r)); })(), 5_000, 'the first onChange');
+  await client.waitForAck(client.type('second;'));
+  await client.close();
+  await withTimeout((async () => { while (relay.relay.registry.size > 0) await new Promise((r) => setImmediate(r)); })(), 5_000, 'the unload');
+  release();
+  await withTimeout((async () => { while (reported.getText('t').toString() !== 'first;second;') await new Promise((r) => setImmediate(r)); })(), 5_000, 'second; reported');
+});
+

@@ -72,3 +72,15 @@ it('refuses malformed edits whole, having changed nothing, and needs write permi
   const state = await (await fetch(`${relay.httpUrl}/v1/docs/d`, { headers: { authorization: `Bearer ${writer}` } })).json();
   expect(state).toEqual({ t: 'first' });
 });
+
+it('writes every PATCH of one identity under one client id, so a backend is not locked out by --max-clients-per-identity', async () => {
+  const secret = 'json-edits-review-secret-012345';
+  const relay = await startRelay({ authSecret: secret, maxClientsPerIdentity: 5 });
+  relays.push(relay);
+  const token = await signToken(secret, { sub: 'indexer', exp: Math.floor(Date.now() / 1000) + 300, docs: { '*': 'write' } });
+  const statuses: number[] = [];
+  for (let i = 0; i < 10; i++) statuses.push((await patch(relay, 'doc', { edits: [{ map: 'meta', set: { counter: i } }] }, token)).status);
+  expect(statuses).toEqual(Array(10).fill(200));
+  const state = await (await fetch(`${relay.httpUrl}/v1/docs/doc`, { headers: { authorization: `Bearer ${token}` } })).json();
+  expect(state).toEqual({ meta: { counter: 9 } });
+});

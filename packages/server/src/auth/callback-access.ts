@@ -6,7 +6,12 @@ export interface AuthorizeRequest {
   /** The token the client presented (query, sub-protocol or Authorization header), if any. */
   token: string | undefined;
   docName: string;
+  /** Aborted when the relay stops waiting (the timeout): stop what you started for it. */
+  signal: AbortSignal;
 }
+
+/** Callback calls in flight at once, at most (the whole relay); past it a document is refused for now. */
+export const MAX_AUTHORIZATIONS_IN_FLIGHT = 1_000;
 
 /** Its answer: the permission on that document (`none`: refused) and who the client is. */
 export interface AuthorizeAnswer {
@@ -33,6 +38,7 @@ export type AuthorizeCallback = (request: AuthorizeRequest) => AuthorizeAnswer |
  */
 export class CallbackAccess implements AccessControl {
   readonly mode = 'callback' as const;
+  private inFlight = 0;
 
   constructor(
     private readonly callback: AuthorizeCallback,
@@ -58,22 +64,28 @@ export class CallbackAccess implements AccessControl {
   }
 
   private async ask(token: string | undefined, docName: string): Promise<AccessGrant> {
+    if (this.inFlight >= MAX_AUTHORIZATIONS_IN_FLIGHT) throw new CapsyncError('unavailable', 'too many authorizations in flight; try again');
+    this.inFlight++;
+    const abort = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     let answer: AuthorizeAnswer;
     try {
       answer = await Promise.race([
-        Promise.resolve().then(() => this.callback({ token, docName })),
+        Promise.resolve().then(() => this.callback({ token, docName, signal: abort.signal })),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new Error(`no answer within ${this.timeoutMs} ms`)), this.timeoutMs);
         }),
       ]);
     } catch (err) {
+      abort.abort();
       throw new CapsyncError('unavailable', `authorization could not be decided: ${(err as Error).message}`, { cause: err });
     } finally {
       clearTimeout(timer);
+      this.inFlight--;
     }
     if (answer?.permission === 'none') throw new AuthError('forbidden', `no access to document "${docName}"`);
     if (answer?.permission !== 'read' && answer?.permission !== 'write') throw new CapsyncError('unavailable', 'authorization answered no permission (read, write or none)');
+    if (answer.expiresAt !== undefined && !Number.isFinite(answer.expiresAt)) throw new CapsyncError('unavailable', 'authorization answered an expiresAt that is not a time');
     if (answer.expiresAt !== undefined && answer.expiresAt <= Date.now()) throw new AuthError('unauthorized', 'the permission has expired');
     return {
       permission: answer.permission,

@@ -62,8 +62,9 @@ export class DocHooks {
     if (this.stopped || !madeHere(origin)) return;
     if (this.changes.length === 0) this.firstChangeAt = Date.now();
     this.changes.push(update);
-    // Merged as it goes past a few, so what waits stays about the size of what changed.
-    if (this.changes.length >= 64) this.changes = [Y.mergeUpdates(this.changes)];
+    // Merged as it goes, 64 at a time (the newest 64 into one), so what waits stays about the size
+    // of what changed, and a long wait (a slow hook) costs no re-merge of everything per update.
+    if (this.changes.length >= 128) this.changes.push(Y.mergeUpdates(this.changes.splice(-64, 64)));
     this.schedule();
   };
 
@@ -85,7 +86,8 @@ export class DocHooks {
     this.changes = [];
     this.changeRunning = true;
     const state = this.state;
-    await this.runner.run('onChange', {
+    // Held until the hook itself settles, past its timeout too: one call in flight per document.
+    await this.runner.call('onChange', {
       docName: this.name,
       update,
       document: () => {
@@ -93,16 +95,20 @@ export class DocHooks {
         Y.applyUpdate(copy, state());
         return copy;
       },
-    });
+    }).settled;
     this.changeRunning = false;
-    if (this.changes.length > 0 && !this.stopped) this.schedule();
+    if (this.changes.length === 0) return;
+    // What changed meanwhile: at once if the document unloaded (nothing else will report it).
+    if (this.stopped) void this.callChange();
+    else this.schedule();
   }
 
   private async callStore(): Promise<void> {
     this.storeRunning = true;
-    while (!this.stopped) {
+    for (;;) {
       const position = this.stored;
-      await this.runner.run('onStoreDocument', { docName: this.name, position });
+      await this.runner.call('onStoreDocument', { docName: this.name, position }).settled;
+      // Later commits meanwhile are reported, the document unloaded or not.
       if (this.stored === position) break;
     }
     this.storeRunning = false;

@@ -25,11 +25,19 @@ export class HookRunner {
    * Resolves true when it completed, false when it failed, timed out or was dropped.
    */
   run<N extends HookName>(name: N, event: Parameters<NonNullable<RelayHooks[N]>>[0]): Promise<boolean> {
+    return this.call(name, event).outcome;
+  }
+
+  /**
+   * `run`, and `settled`: when the hook itself has settled (past its timeout too; never, for a
+   * hook that never settles). What holds one call in flight per document waits for `settled`.
+   */
+  call<N extends HookName>(name: N, event: Parameters<NonNullable<RelayHooks[N]>>[0]): { outcome: Promise<boolean>; settled: Promise<void> } {
     const hook = this.hooks[name] as ((e: typeof event) => unknown) | undefined;
-    if (!hook) return Promise.resolve(true);
+    if (!hook) return { outcome: Promise.resolve(true), settled: Promise.resolve() };
     if (this.inFlight >= MAX_HOOK_CALLS_IN_FLIGHT) {
       this.counted(name, 'dropped');
-      return Promise.resolve(false);
+      return { outcome: Promise.resolve(false), settled: Promise.resolve() };
     }
     this.inFlight++;
     let timer: NodeJS.Timeout | undefined;
@@ -41,7 +49,11 @@ export class HookRunner {
       await hook.call(this.hooks, event);
       return 'ok' as const;
     })();
-    return Promise.race([called, timedOut])
+    const settled = called.then(
+      () => {},
+      () => {},
+    );
+    const outcome = Promise.race([called, timedOut])
       .then(
         (outcome) => {
           if (outcome === 'timeout') this.logger.warn({ hook: name, timeoutMs: this.timeoutMs }, 'a hook did not finish in time; going on without it');
@@ -57,8 +69,9 @@ export class HookRunner {
       .finally(() => {
         clearTimeout(timer);
         // A hook that timed out still counts until it settles: it still holds what it holds.
-        void called.catch(() => {}).finally(() => this.inFlight--);
+        void settled.finally(() => this.inFlight--);
       });
+    return { outcome, settled };
   }
 
   private counted(hook: HookName, outcome: 'ok' | 'error' | 'timeout' | 'dropped'): void {

@@ -10,9 +10,14 @@ import type * as Y from 'yjs';
  *   crashes the relay, never holds up other documents, and never costs an update: documents,
  *   acknowledgements and storage do not depend on hooks.
  * - Calls are bounded: `onChange` and `onStoreDocument` are coalesced per document (one call in
- *   flight each; what happens meanwhile is merged into the next call), and at most
- *   MAX_HOOK_CALLS_IN_FLIGHT calls of all hooks run at once (past it a call is dropped and
- *   counted as `dropped`).
+ *   flight each, until it settles, past its timeout too: a hook that never settles stops that
+ *   document's calls of it; what happens meanwhile is merged into the next call, made after an
+ *   unload too), and at most MAX_HOOK_CALLS_IN_FLIGHT calls of all hooks run at once (past it a
+ *   call is dropped and counted as `dropped`; a call past its timeout counts until it settles).
+ * - Only clients' sessions are reported to onConnect / onDisconnect (not relays' links), and
+ *   each may be dropped on its own under that bound: a count of sessions kept from them can drift.
+ * - `onChange` reports changes as they are applied, before their commit (a change whose commit
+ *   fails is sent again by its client, and may then be reported twice).
  * - Events are this relay's: a change another relay of the mesh or cluster made is reported
  *   by that relay, not again by every relay that receives it.
  */

@@ -9,7 +9,7 @@ import type { RelayDoc } from '../relay/relay-doc.js';
 import { refuseHeavyResponse, sendUnderBudget } from './heavy-response.js';
 import { sendError } from './http-errors.js';
 import { HttpSources } from './http-sources.js';
-import { parseJsonEdits, updateOfJsonEdits } from './json-edits.js';
+import { parseJsonEdits, PatchWriters, updateOfJsonEdits } from './json-edits.js';
 import { metricsHandler } from './metrics-endpoint.js';
 import { originMiddleware, type OriginPolicy } from './origin-policy.js';
 
@@ -22,6 +22,7 @@ export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Expr
   const app = express();
   app.disable('x-powered-by');
   const sources = new HttpSources();
+  const patchWriters = new PatchWriters();
   app.use(originMiddleware(origins, relay.metrics));
 
   app.get('/healthz', (_req, res) => {
@@ -105,14 +106,28 @@ export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Expr
     (req, res) =>
       withDoc(relay, req, res, 'write', async (doc, grant) => {
         const edits = parseJsonEdits(req.body);
-        // Built on a copy of the document's state, then admitted as any client's update.
-        const update = updateOfJsonEdits(doc.encodeState(), edits);
+        // Built on a copy of the document's state under the writer's one client id here, then
+        // admitted as any client's update (synchronously: no other PATCH comes between).
+        const writer = grant.subject !== undefined ? `sub:${grant.subject}` : `addr:${req.socket.remoteAddress ?? ''}`;
+        const update = updateOfJsonEdits(doc.encodeState(), edits, patchWriters.clientIdFor(doc.name, writer));
         if (!update) {
           res.json({ durable: true, changed: false });
           return;
         }
-        const { durable, clients } = doc.receive(update, { kind: 'http', source: sources.of(req.socket.remoteAddress), subject: grant.subject });
-        await durable;
+        let applied;
+        try {
+          applied = doc.receive(update, { kind: 'http', source: sources.of(req.socket.remoteAddress), subject: grant.subject });
+        } catch (err) {
+          patchWriters.forget(doc.name, writer);
+          throw err;
+        }
+        const { durable, clients } = applied;
+        // Not committed: its content may live on in replicas that got it; the next PATCH must not
+        // write other content at the same id and clock.
+        await durable.catch((err: unknown) => {
+          patchWriters.forget(doc.name, writer);
+          throw err;
+        });
         res.json({ durable: true, changed: true, stateVector: Buffer.from(encodeStateVectorOf(doc.doc, clients)).toString('base64') });
       }),
   );

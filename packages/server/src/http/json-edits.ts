@@ -61,10 +61,13 @@ export function parseJsonEdits(body: unknown): JsonEdit[] {
  * relay's own document only changes through `receive`). Throws 'bad-message' for a position
  * past a text's end; null when the edits change nothing.
  */
-export function updateOfJsonEdits(state: Uint8Array, edits: JsonEdit[]): Uint8Array | null {
+export function updateOfJsonEdits(state: Uint8Array, edits: JsonEdit[], clientId: number): Uint8Array | null {
   const doc = newDoc();
   try {
     Y.applyUpdate(doc, state);
+    // After the apply: Yjs picks a fresh id when an update carries the doc's own. The replica
+    // holds the whole state, so this id's clock goes on from what it wrote before.
+    doc.clientID = clientId;
     let update: Uint8Array | null = null;
     doc.on('update', (u: Uint8Array) => (update = u));
     doc.transact(() => {
@@ -89,6 +92,37 @@ export function updateOfJsonEdits(state: Uint8Array, edits: JsonEdit[]): Uint8Ar
     throw bad(`the edits cannot be applied: ${(err as Error).message}`);
   } finally {
     doc.destroy();
+  }
+}
+
+/** Writers kept at most (the least recently used forgotten first: its next PATCH takes a new id). */
+const MAX_PATCH_WRITERS = 10_000;
+
+/**
+ * The Yjs client id each PATCH writer (an identity, or an address on an open relay) writes a
+ * document under on this relay: one, reused, so a backend that PATCHes a document again and
+ * again owns one client id there, not one per request (which would run into
+ * --max-clients-per-identity and grow the state vector by an entry per request). Random per
+ * relay process, never derived from the name: two relays of a cluster writing under one id at
+ * the same clock would make different structs at the same id (PATCHes on one relay are built
+ * and applied synchronously, so they never race each other).
+ */
+export class PatchWriters {
+  private readonly ids = new Map<string, number>();
+
+  clientIdFor(docName: string, writer: string): number {
+    const key = `${docName}\0${writer}`;
+    let id = this.ids.get(key);
+    if (id === undefined) id = newDoc().clientID;
+    this.ids.delete(key); // re-inserted: most recently used last
+    this.ids.set(key, id);
+    if (this.ids.size > MAX_PATCH_WRITERS) this.ids.delete(this.ids.keys().next().value!);
+    return id;
+  }
+
+  /** The relay refused a write under it (another identity owns it): the next PATCH takes a new one. */
+  forget(docName: string, writer: string): void {
+    this.ids.delete(`${docName}\0${writer}`);
   }
 }
 

@@ -141,6 +141,8 @@ export class MuxConnection implements MuxHandler {
   private readonly openNames = new Set<string>();
   /** Opens refused since the last accepted one (see `--max-refused-opens-per-socket`). */
   private refusedInARow = 0;
+  /** Opens waiting for an authorization callback's answer. */
+  private authorizing = 0;
   private closed = false;
   private cancelExpiry: (() => void) | null = null;
 
@@ -252,6 +254,10 @@ export class MuxConnection implements MuxHandler {
     });
     this.sessions.accept(channel);
     if (!(decision instanceof Promise)) return this.serveSession(msg, channel, name, decision);
+    // Counted until answered, not until the session closes: a client that opens and closes at
+    // once must not start callback calls without bound (see `authorize`).
+    this.authorizing++;
+    void decision.finally(() => this.authorizing--).catch(() => {});
     // Decided by the app's authorization callback (CallbackAccess): the session is live meanwhile,
     // what its client sends waits in it (counted against the socket's input bound, as while a
     // document loads), and it is served, or closed with the refusal's code, once answered. The
@@ -305,13 +311,15 @@ export class MuxConnection implements MuxHandler {
     if (this.sessions.size >= this.deps.maxSessions) {
       throw new LimitExceededError('max-sessions-per-socket', `max-sessions-per-socket: this socket has ${this.deps.maxSessions} sessions open; close one first`);
     }
+    if (this.authorizing >= this.deps.maxSessions) {
+      throw new LimitExceededError('max-sessions-per-socket', `max-sessions-per-socket: ${this.authorizing} opens of this socket are waiting for their authorization`);
+    }
     // An owner key the open adds (the socket's hello had none) is checked here, so a malformed one
     // refuses this session alone: found later, by the session's connection, it closed the socket.
     ownerKeyOf(msg.capabilities);
     if (msg.kind === 'locks') {
       // Its name among the socket's open sessions is one no document can have: one per socket.
-      const grant = authorizeLockSession(this.deps.access, this.principal, msg, this.openNames.has(LOCK_SESSION_KEY));
-      return { grant: this.counted(grant), name: LOCK_SESSION_KEY };
+      return { grant: this.counted(() => authorizeLockSession(this.deps.access, this.principal, msg, this.openNames.has(LOCK_SESSION_KEY))), name: LOCK_SESSION_KEY };
     }
     // A subdocument (name and guid checked, 4404) is served under its reserved storage name.
     const name = servedName(msg);
@@ -321,14 +329,23 @@ export class MuxConnection implements MuxHandler {
     // A subdocument is a document of its own here: one session per (parent, guid).
     if (this.openNames.has(name)) throw new ProtocolError('bad-message', `document "${name}" is already open on this socket (one session per document)`);
     // A subdocument carries its parent's permission (the parent's own name, never the reserved one).
-    return { grant: this.counted(this.deps.access.authorizeDoc(this.principal, msg.name)), name };
+    return { grant: this.counted(() => this.deps.access.authorizeDoc(this.principal, msg.name)), name };
   }
 
-  /** Counts the session against its address, last, once nothing else refuses it (its end gives it back). */
-  private counted<G extends AccessGrant | Promise<AccessGrant>>(grant: G): G {
+  /**
+   * Counts the session against its address (its end gives it back), then decides it: over the
+   * address's cap nothing is asked (an authorization callback included); refused at once, the
+   * count is given back.
+   */
+  private counted(decide: () => AccessGrant | Promise<AccessGrant>): AccessGrant | Promise<AccessGrant> {
     const overAddressCap = this.deps.addressSessions.take(this.deps.address);
     if (overAddressCap) throw overAddressCap;
-    return grant;
+    try {
+      return decide();
+    } catch (err) {
+      this.deps.addressSessions.release(this.deps.address);
+      throw err;
+    }
   }
 
   private sendControl(msg: Message): void {

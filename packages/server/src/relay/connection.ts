@@ -73,6 +73,7 @@ export class RelayConnection implements DocPeer, HostedConnection {
   private cancelExpiry: (() => void) | null = null;
   /** What the backend's onConnect and onDisconnect hooks are told. */
   private readonly hookEvent: ConnectionEvent;
+  private readonly reported: boolean;
 
   constructor(
     /** Its own socket's (AccountedChannel), or a session of a multiplexed socket. */
@@ -85,6 +86,8 @@ export class RelayConnection implements DocPeer, HostedConnection {
     deps.metrics.connections.inc();
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
     this.hookEvent = { docName, identity: grant.subject, permission: grant.permission };
+    // Clients only: relays' links (peers, forwarded fenced writes and locks) are not the app's sessions.
+    this.reported = !grant.relay;
     this.channel = channel;
     this.outbound = this.channel.outbound;
     const options = { maxQueuedBytes: deps.options.maxQueuedBytes, room: this.channel };
@@ -121,7 +124,7 @@ export class RelayConnection implements DocPeer, HostedConnection {
     this.doc = doc;
     doc.peers.add(this);
     this.host.open(doc);
-    if (this.peerRelayId === undefined) void this.deps.hooks?.run('onConnect', this.hookEvent);
+    if (this.reported) void this.deps.hooks?.run('onConnect', this.hookEvent);
   }
 
   /** Feeds one received WebSocket message. */
@@ -186,6 +189,6 @@ export class RelayConnection implements DocPeer, HostedConnection {
       this.deps.metrics.closes.inc({ code: closeCodeName(byUs.code) });
       this.deps.onRelayClose?.(this, byUs.code, byUs.reason);
     }
-    if (doc && this.peerRelayId === undefined) void this.deps.hooks?.run('onDisconnect', { ...this.hookEvent, ...(byUs ? { code: byUs.code } : {}) });
+    if (doc && this.reported) void this.deps.hooks?.run('onDisconnect', { ...this.hookEvent, ...(byUs ? { code: byUs.code } : {}) });
   }
 }
