@@ -1,5 +1,5 @@
 /**
- * Cluster mode (issue 13): a relay sends what a client wrote to the other relays before it
+ * Cluster mode (issue 13), with `clusterPreviews` on: a relay sends what a client wrote to the other relays before it
  * commits (a preview: NOTIFY without a WAL flush), so their clients get it as fast as the
  * relay's own; the ack still waits for the commit. A commit held back (the document's row
  * locked by another transaction) shows both halves. Content whose client id claim is still in
@@ -35,7 +35,7 @@ async function admin(url: string): Promise<pg.Client> {
 describePostgres('previews between the relays of a cluster', (server) => {
   it("a change reaches the other relay's clients while its commit is held back, and is acknowledged only once committed", async () => {
     const url = await server().createDatabase();
-    const [a, b] = await Promise.all([startRelay({ postgres: url }), startRelay({ postgres: url })]);
+    const [a, b] = await Promise.all([startRelay({ postgres: url, clusterPreviews: true }), startRelay({ postgres: url, clusterPreviews: true })]);
     relays.push(a, b);
     const onA = await ProtocolClient.synced(a.docUrl('held'));
     const onB = await ProtocolClient.synced(b.docUrl('held'));
@@ -55,7 +55,7 @@ describePostgres('previews between the relays of a cluster', (server) => {
     await onA.waitForAck(seq);
 
     // Committed once the lock is gone: a relay that loads the document now has it.
-    const c = await startRelay({ postgres: url });
+    const c = await startRelay({ postgres: url, clusterPreviews: true });
     relays.push(c);
     const onC = await ProtocolClient.synced(c.docUrl('held'));
     clients.push(onC);
@@ -65,7 +65,7 @@ describePostgres('previews between the relays of a cluster', (server) => {
   it('never previews content under a client id whose claim is still being committed; it arrives with its commit', async () => {
     const url = await server().createDatabase();
     const secret = 'cluster-previews-secret-0123456789';
-    const [a, b] = await Promise.all([startRelay({ postgres: url, authSecret: secret }), startRelay({ postgres: url, authSecret: secret })]);
+    const [a, b] = await Promise.all([startRelay({ postgres: url, authSecret: secret, clusterPreviews: true }), startRelay({ postgres: url, authSecret: secret, clusterPreviews: true })]);
     relays.push(a, b);
     const bob = await connectAs(b.docUrl('claims'), secret, 'bob');
     const carol = await connectAs(a.docUrl('claims'), secret, 'carol');
@@ -100,7 +100,7 @@ describePostgres('previews between the relays of a cluster', (server) => {
 
   it('acknowledges an edit built on a preview only once the preview is committed: never an edit whose dependency may be lost', async () => {
     const url = await server().createDatabase();
-    const [a, b] = await Promise.all([startRelay({ postgres: url }), startRelay({ postgres: url })]);
+    const [a, b] = await Promise.all([startRelay({ postgres: url, clusterPreviews: true }), startRelay({ postgres: url, clusterPreviews: true })]);
     relays.push(a, b);
     const alice = await ProtocolClient.synced(a.docUrl('d'));
     const bob = await ProtocolClient.synced(b.docUrl('d'));
@@ -137,11 +137,23 @@ describePostgres('previews between the relays of a cluster', (server) => {
     // U commits: b integrates V on it, commits and acknowledges it. The log holds both.
     await locker.query('ROLLBACK');
     await bob.waitForAck(v);
-    const c = await startRelay({ postgres: url });
+    const c = await startRelay({ postgres: url, clusterPreviews: true });
     relays.push(c);
     const reader = await ProtocolClient.synced(c.docUrl('d'));
     clients.push(reader);
     expect(reader.text).toContain('base;U;V;');
+  });
+  it('sends no previews unless asked (clusterPreviews off, the default): changes travel with their commits', async () => {
+    const url = await server().createDatabase();
+    const [a, b] = await Promise.all([startRelay({ postgres: url }), startRelay({ postgres: url })]);
+    relays.push(a, b);
+    const onA = await ProtocolClient.synced(a.docUrl('plain'));
+    const onB = await ProtocolClient.synced(b.docUrl('plain'));
+    clients.push(onA, onB);
+    for (let i = 0; i < 5; i++) await onA.waitForAck(onA.type(`${i};`));
+    await onB.waitForText('0;1;2;3;4;');
+    expect(await metricValue(a.httpUrl, 'capsync_cluster_previews_total', { outcome: 'sent' })).toBe(0);
+    expect(await metricValue(b.httpUrl, 'capsync_cluster_previews_total', { outcome: 'forwarded' })).toBe(0);
   });
 });
 

@@ -397,6 +397,16 @@ export const FLAGS: Flag[] = [
     apply: (o, v) => (o.maxRefusedOpensPerSocket = positive('--max-refused-opens-per-socket', v)),
   },
   {
+    flag: 'cluster-previews',
+    env: 'CAPSYNC_CLUSTER_PREVIEWS',
+    type: 'string',
+    help: "on: with --postgres, send a client's change to the other relays' clients before its commit (faster between relays; an edit built on it then waits for that commit); off (default)",
+    apply: (o, v) => {
+      if (v !== 'on' && v !== 'off') throw new CliError(`--cluster-previews must be on or off, got "${v}"`);
+      o.clusterPreviews = v === 'on';
+    },
+  },
+  {
     flag: 'mux',
     env: 'CAPSYNC_MUX',
     type: 'string',

@@ -50,6 +50,13 @@ export interface RelayOptions {
    * (half of it, at most 5 s). Default 10000.
    */
   postgresTimeoutMs?: number;
+  /**
+   * With `postgres`: send what a client writes to the other relays' clients before its commit (a
+   * preview), so they get it as fast as this relay's own clients. The trade-off: an edit a client
+   * of another relay builds on a preview waits there (unacknowledged) until the preview commits,
+   * so while this relay is cut from the database mid-commit, those edits wait for it. Default false.
+   */
+  clusterPreviews?: boolean;
   /** HMAC secret for JWT auth; without one the relay is open to everyone. */
   authSecret?: string;
   /**
@@ -272,6 +279,7 @@ export interface ResolvedRelayOptions {
   postgres: string | undefined;
   dataDir: string;
   sqliteSync: 'full' | 'normal';
+  clusterPreviews: boolean;
   postgresTimeoutMs: number;
   authSecret: string | undefined;
   authPublicKeys: string[];
@@ -385,6 +393,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     dataDir: path.resolve(o.dataDir ?? DEFAULTS.dataDir),
     sqliteSync: o.sqliteSync ?? 'full',
     postgresTimeoutMs: positive('postgresTimeoutMs', o.postgresTimeoutMs, DEFAULTS.postgresTimeoutMs),
+    clusterPreviews: o.clusterPreviews ?? false,
     authSecret: o.authSecret || undefined,
     authPublicKeys: o.authPublicKey === undefined ? [] : [o.authPublicKey].flat().filter(Boolean),
     authJwks: o.authJwks ? jwksUrl(o.authJwks) : undefined,

@@ -31,6 +31,8 @@ export interface RelayDocDeps {
   awareness: AwarenessLimits;
   /** Appends waiting for storage to be reachable again (see DocAppends). */
   outage: StorageOutage;
+  /** In a cluster: send clients' changes to the other relays before their commit (RelayOptions.clusterPreviews). */
+  clusterPreviews?: boolean | undefined;
   /** The backend's hooks (createRelay `hooks`), if any, and how often `onChange` is called. */
   hooks?: HookRunner | undefined;
   changeTiming?: ChangeTiming | undefined;

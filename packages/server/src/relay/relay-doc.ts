@@ -333,7 +333,7 @@ export class RelayDoc implements FollowedDoc {
     // update that claims ids (the claim can lose its race in the store; the relay then reloads
     // and the content is gone; later updates under those ids build on it, so they cannot show
     // without it), or one that completed waiting content (whose ids are not the update's).
-    if (previewed && this.follower && !hadPending && claimed === null) for (const c of changes) this.follower.preview(c);
+    if (previewed && this.deps.clusterPreviews && this.follower && !hadPending && claimed === null) for (const c of changes) this.follower.preview(c);
     let appended: Promise<void>;
     if (complete) {
       // All of it integrated: stored as received, a duplicate too (its content may be in memory

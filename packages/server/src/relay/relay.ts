@@ -92,6 +92,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.registry = new DocRegistry(
       {
         hooks: this.hooks,
+        clusterPreviews: deps.options.clusterPreviews,
         changeTiming: { debounceMs: deps.options.changeDebounceMs, maxWaitMs: deps.options.changeMaxWaitMs },
         store: deps.store,
         compaction: deps.options.compaction,
