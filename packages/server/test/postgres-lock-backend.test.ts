@@ -5,7 +5,7 @@
  * method answer unavailable in time and loses no token.
  */
 import pg from 'pg';
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it, vi } from 'vitest';
 import { PostgresLockBackend } from '../src/locks/postgres-backend.js';
 import type { LockBackend, LockGrant } from '../src/locks/lock-backend.js';
 import { describePostgres } from '../../../test/support/describe-postgres.js';
@@ -93,25 +93,27 @@ describePostgres('PostgresLockBackend: relays sharing one database', (server) =>
     const g = await a.acquire({ key: 'runs-out', ttlMs: 200, waitMs: 0, owner: ALICE });
     const next = await b.acquire({ key: 'runs-out', ttlMs: 10_000, waitMs: 5_000, owner: BOB });
     expect(next.token).toBeGreaterThan(g.token);
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Reported by the relay that granted it; the one that took the key over reports nothing.
+    await vi.waitFor(() => expect(expired.length).toBeGreaterThan(0), { timeout: 5_000 });
     expect(expired).toEqual([`a:runs-out#${g.token}`]);
     await b.release('runs-out', next.token, BOB);
   });
 
   it('a lease renewed through the other relay is not reported expired at its first deadline; one released there is never reported', async () => {
     const [a, b] = [await open(), await open()];
-    const expired: number[] = [];
-    a.on('expired', (_key, token) => void expired.push(token));
+    const expired: { token: number; at: number }[] = [];
+    a.on('expired', (_key, token) => void expired.push({ token, at: performance.now() }));
     const renewed = await a.acquire({ key: 'renewed-elsewhere', ttlMs: 200, waitMs: 0, owner: ALICE });
+    const renewedAt = performance.now();
     await b.renew('renewed-elsewhere', renewed.token, 1_000, ALICE);
     const released = await a.acquire({ key: 'released-elsewhere', ttlMs: 200, waitMs: 0, owner: ALICE });
     await b.release('released-elsewhere', released.token, ALICE);
-    await new Promise((resolve) => setTimeout(resolve, 500));
-    expect(expired).toEqual([]);
     await a.check('renewed-elsewhere', renewed.token, ALICE);
-    // Past the renewed deadline: now it ran out, and the granting relay says so.
-    await new Promise((resolve) => setTimeout(resolve, 700));
-    expect(expired).toEqual([renewed.token]);
+    // It runs out at the renewed deadline, not the first one, and the granting relay says so;
+    // the lease released elsewhere is never reported.
+    await vi.waitFor(() => expect(expired.length).toBeGreaterThan(0), { timeout: 5_000 });
+    expect(expired.map((e) => e.token)).toEqual([renewed.token]);
+    expect(expired[0]!.at - renewedAt).toBeGreaterThanOrEqual(900);
     expect(await code(a.check('renewed-elsewhere', renewed.token, ALICE))).toBe('lease-lost');
   });
 
