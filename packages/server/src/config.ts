@@ -3,6 +3,7 @@ import path from 'node:path';
 import { authWebhook } from './auth/auth-webhook.js';
 import type { AuthorizeCallback } from './auth/callback-access.js';
 import type { RelayHooks } from './hooks/relay-hooks.js';
+import { resolveWebhookOptions, type ResolvedWebhookOptions, type WebhookOptions } from './webhooks/webhook-options.js';
 import { DEFAULT_COMPACTION_POLICY, type CompactionPolicy, type DocStore } from '@capsync/core';
 import type { LockBackend } from './locks/lock-backend.js';
 import type { Logger } from './logger.js';
@@ -112,6 +113,8 @@ export interface RelayOptions {
   idleTimeoutMs?: number;
   /** The backend's hooks (see RelayHooks for their contract). Default none. */
   hooks?: RelayHooks;
+  /** Signed webhooks, queued durably in the relay's storage and retried (see WebhookOptions). Default none. */
+  webhooks?: WebhookOptions;
   /** How long a hook may run before the relay goes on without it (counted as a timeout). Default 5000. */
   hookTimeoutMs?: number;
   /** `onChange`: quiet time after a document's last change before it is called. Default 1000. */
@@ -297,6 +300,7 @@ export interface ResolvedRelayOptions {
   maxUnsentBytesPerAddress: number;
   hooks: RelayHooks | undefined;
   hookTimeoutMs: number;
+  webhooks: ResolvedWebhookOptions | undefined;
   changeDebounceMs: number;
   changeMaxWaitMs: number;
   idleTimeoutMs: number;
@@ -411,6 +415,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     idleTimeoutMs: positive('idleTimeoutMs', o.idleTimeoutMs, DEFAULTS.idleTimeoutMs, true),
     hooks: o.hooks,
     hookTimeoutMs: positive('hookTimeoutMs', o.hookTimeoutMs, 5_000),
+    webhooks: resolveWebhookOptions(o.webhooks),
     changeDebounceMs: positive('changeDebounceMs', o.changeDebounceMs, 1_000, true),
     changeMaxWaitMs: positive('changeMaxWaitMs', o.changeMaxWaitMs, 10_000),
     compaction: {

@@ -35,6 +35,8 @@ export interface RelayDeps {
   locks: LockService;
   /** The relay credential presented to peers (see relayCredential). */
   credential: () => Promise<string | undefined>;
+  /** Closes what writes to the store besides documents (webhook deliveries), once documents closed, before the store. */
+  beforeStoreClose?: () => Promise<void>;
 }
 
 /**
@@ -64,6 +66,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly meshHooks: MeshHooks;
   /** The backend's hooks (createRelay `hooks`), if any. */
   private readonly hooks: HookRunner | undefined;
+  private readonly beforeStoreClose: (() => Promise<void>) | undefined;
   private readonly fencedWrites: FencedWriteForwarder | undefined;
   /** On a cluster relay (a shared store): whether its database can give quorum durability. */
   private readonly quorum: QuorumSupport | undefined;
@@ -82,6 +85,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.logger = deps.logger;
     this.options = deps.options;
     this.locks = deps.locks;
+    this.beforeStoreClose = deps.beforeStoreClose;
     this.addressSessions = new AddressSessions(deps.options.maxSessionsPerAddress);
     this.storageOutage = new StorageOutage(deps.metrics);
     this.unsent = new UnsentBudget(
@@ -308,6 +312,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.mesh.close();
     await this.locks.close();
     await this.registry.closeAll();
+    await this.beforeStoreClose?.();
     await this.store.close();
   }
 }

@@ -81,6 +81,22 @@ export const MIGRATIONS: readonly string[] = [
     CHECK ((owner IS NULL) = (expires_at IS NULL))
   );
   `,
+  // 4: the webhook outbox (storage/postgres-webhook-queue.ts), shared by the relays of a cluster.
+  // Times are milliseconds since the epoch on the relays' clocks. `seq` orders deliveries due at
+  // the same time by when they were queued.
+  `
+  CREATE TABLE capsync_webhook_deliveries (
+    id text PRIMARY KEY,
+    seq bigserial NOT NULL,
+    event_id text NOT NULL,
+    url text NOT NULL,
+    body text NOT NULL,
+    created_at bigint NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    next_at bigint NOT NULL
+  );
+  CREATE INDEX capsync_webhook_deliveries_due ON capsync_webhook_deliveries (next_at, seq);
+  `,
 ];
 
 /** The schema version this relay writes and understands: the number of migrations it has. */
