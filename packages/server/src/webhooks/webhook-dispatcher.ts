@@ -10,8 +10,12 @@ import { signWebhook, webhookKey } from './webhook-signature.js';
  * cluster queued and leases a relay that died left behind become due without waking this one.
  */
 const POLL_MS = 5_000;
-/** How long a claimed delivery stays hidden past its attempt's timeout (its relay may die mid-attempt). */
-const LEASE_MARGIN_MS = 30_000;
+/**
+ * A claimed delivery stays hidden for twice its attempt's timeout and this much more: long enough
+ * for the attempt and the write of its outcome, short enough that what a relay that died
+ * mid-attempt had claimed is tried again soon after a restart (or by another relay).
+ */
+const LEASE_MARGIN_MS = 5_000;
 /** Wait after the queue could not be read, before trying again. */
 const STORAGE_RETRY_MS = 1_000;
 
@@ -108,7 +112,7 @@ export class WebhookDispatcher {
         this.again = false;
         const free = this.o.concurrency - this.attempts.size;
         if (free <= 0) break; // an attempt that ends wakes the pump
-        const claimed = await this.queue.claim(Date.now(), free, this.o.timeoutMs + LEASE_MARGIN_MS);
+        const claimed = await this.queue.claim(Date.now(), free, 2 * this.o.timeoutMs + LEASE_MARGIN_MS);
         for (const d of claimed) this.attempt(d);
         if (claimed.length === free) this.again = true;
       } while (this.again && !this.closed);
