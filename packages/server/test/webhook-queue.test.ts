@@ -44,7 +44,7 @@ function storeHarness<S extends Owner>(create: () => Promise<{ store: S; again()
         }
       : {}),
     dispose: async (q: WebhookQueue) => owners.get(q)?.store.close(),
-    absent: shared ? {} : { sibling: 'one relay owns a SQLite file' },
+    absent: (shared ? {} : { sibling: 'one relay owns a SQLite file' }) as Record<string, string>,
   };
 }
 
