@@ -20,7 +20,7 @@ const ms = (flag: string, key: 'timeoutMs' | 'retryBaseMs' | 'retryMaxMs' | 'exp
 export const WEBHOOK_FLAGS: Flag[] = [
   {
     flag: 'webhook',
-    env: 'CAPSYNC_WEBHOOKS',
+    env: 'CAPSYNC_WEBHOOK',
     type: 'string',
     multiple: true,
     help: `Endpoint the relay POSTs signed events to: URL (every event) or EVENT+EVENT@URL; repeat, or a comma list. Events: ${WEBHOOK_EVENTS.join(', ')}. Default none`,
