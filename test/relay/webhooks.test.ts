@@ -97,7 +97,7 @@ it('gives a delivery up once it is older than expireMs: removed, logged, counted
   const alice = await client(relay, 'doomed');
   await alice.waitForAck(alice.type('x'));
   await waitForMetric(relay.httpUrl, 'capsync_webhook_deliveries_total', { outcome: 'failed' }, 1);
-  expect(await metricValue(relay.httpUrl, 'capsync_webhook_queue_depth')).toBe(0);
+  await waitForMetricTo(relay.httpUrl, 'capsync_webhook_queue_depth', {}, (v) => v === 0, 'queue empty');
   expect(hooks.received.length).toBeGreaterThanOrEqual(2);
   expect(new Set(hooks.received.map((r) => r.json.id)).size).toBe(1);
 });

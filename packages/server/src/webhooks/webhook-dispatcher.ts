@@ -16,6 +16,10 @@ const POLL_MS = 5_000;
  * mid-attempt had claimed is tried again soon after a restart (or by another relay).
  */
 const LEASE_MARGIN_MS = 5_000;
+/** The queue's stats (depth, oldest, next due) are read at most this often... */
+const STATS_MS = 1_000;
+/** ...and the queue is never looked at again sooner than this after a look that found nothing due. */
+const MIN_DELAY_MS = 100;
 /** Wait after the queue could not be read, before trying again. */
 const STORAGE_RETRY_MS = 1_000;
 
@@ -36,6 +40,7 @@ export class WebhookDispatcher {
   private again = false;
   private closed = false;
   private stats: WebhookQueueStats = { depth: 0, oldestCreatedAt: null, nextDueAt: null };
+  private statsAt = 0;
 
   constructor(
     private readonly queue: WebhookQueue,
@@ -81,6 +86,7 @@ export class WebhookDispatcher {
       return false;
     }
     this.stats = { ...this.stats, depth: this.stats.depth + endpoints.length, oldestCreatedAt: this.stats.oldestCreatedAt ?? createdAt };
+    this.dueBy(createdAt);
     this.wake();
     return true;
   }
@@ -91,6 +97,17 @@ export class WebhookDispatcher {
     if (this.timer) clearTimeout(this.timer);
     this.abort.abort();
     await Promise.allSettled([...this.attempts]);
+  }
+
+  /** A delivery left the queue: the depth known here follows until the next read of the stats. */
+  private removed(): void {
+    this.stats = { ...this.stats, depth: Math.max(0, this.stats.depth - 1) };
+    if (this.stats.depth === 0) this.stats = { depth: 0, oldestCreatedAt: null, nextDueAt: null };
+  }
+
+  /** Something is due by `at` (queued or rescheduled here): the timer must not sleep past it. */
+  private dueBy(at: number): void {
+    if (this.stats.nextDueAt === null || at < this.stats.nextDueAt) this.stats = { ...this.stats, nextDueAt: at };
   }
 
   private wake(): void {
@@ -116,8 +133,16 @@ export class WebhookDispatcher {
         for (const d of claimed) this.attempt(d);
         if (claimed.length === free) this.again = true;
       } while (this.again && !this.closed);
-      this.stats = await this.queue.stats();
-      delay = this.attempts.size >= this.o.concurrency ? null : Math.min(POLL_MS, Math.max(0, (this.stats.nextDueAt ?? Infinity) - Date.now()));
+      // The queue's stats cost a scan: read at most every STATS_MS, or every MIN_DELAY_MS while
+      // what we know says something is due that the claim did not find (stale: claimed meanwhile).
+      const since = Date.now() - this.statsAt;
+      const stale = this.stats.nextDueAt !== null && this.stats.nextDueAt <= Date.now();
+      if (since >= (stale ? MIN_DELAY_MS : STATS_MS)) {
+        this.stats = await this.queue.stats();
+        this.statsAt = Date.now();
+      }
+      const due = (this.stats.nextDueAt ?? Infinity) - Date.now();
+      delay = this.attempts.size >= this.o.concurrency ? null : Math.min(POLL_MS, Math.max(MIN_DELAY_MS, due));
     } catch (err) {
       this.logger.warn({ err }, 'webhook queue could not be read; trying again');
       delay = STORAGE_RETRY_MS;
@@ -165,6 +190,7 @@ export class WebhookDispatcher {
     try {
       if (failure === null) {
         await this.queue.remove(d.id);
+        this.removed();
         this.metrics.deliveries.inc({ outcome: 'delivered' });
         return;
       }
@@ -177,11 +203,13 @@ export class WebhookDispatcher {
       const nextAt = Date.now() + Math.min(this.o.retryMaxMs, Math.max(retryAfterMs, backoffMs(attempts, this.o.retryBaseMs, this.o.retryMaxMs)));
       if (nextAt - d.createdAt > this.o.expireMs) {
         await this.queue.remove(d.id);
+        this.removed();
         this.metrics.deliveries.inc({ outcome: 'failed' });
         this.logger.error({ url: d.url, eventId: d.eventId, attempts, failure }, 'webhook delivery expired: given up');
         return;
       }
       await this.queue.retryAt(d.id, attempts, nextAt);
+      this.dueBy(nextAt);
       this.metrics.deliveries.inc({ outcome: 'retried' });
       this.logger.warn({ url: d.url, eventId: d.eventId, attempts, failure, retryInMs: nextAt - Date.now() }, 'webhook delivery failed; will retry');
     } catch (err) {
