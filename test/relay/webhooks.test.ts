@@ -11,6 +11,7 @@ import type { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, tempDir, type TestRelay } from '../support/relay-fixture.js';
 import { killRelay, spawnRelay, type RelayProcess } from '../support/relay-process.js';
 import { metricValue, waitForMetric, waitForMetricTo } from '../support/relay-observe.js';
+import { mintToken } from '../support/tokens.js';
 import { WebhookReceiver, type ReceivedWebhook } from '../support/webhook-receiver.js';
 
 const secret = 'webhook-test-secret-0123456789';
@@ -66,6 +67,8 @@ it('delivers signed events: connection.opened, document.created, document.change
   expect(closed.json.data).toMatchObject({ docName: 'notes', identity: 'alice' });
   await waitForMetricTo(relay.httpUrl, 'capsync_webhook_queue_depth', {}, (v) => v === 0, 'queue drained');
   expect(await metricValue(relay.httpUrl, 'capsync_webhook_deliveries_total', { outcome: 'delivered' })).toBe(hooks.received.length);
+  // The document.changed held from the first change was released, not sent a second time.
+  expect(hooks.received.filter(ofType('document.changed'))).toHaveLength(1);
 });
 
 it('retries a failing endpoint with backoff (500, then no answer past the timeout, then 200) under one event id, signed afresh', async () => {
@@ -151,4 +154,26 @@ it('never loses a queued delivery to a crash: a relay killed with SIGKILL delive
   await waitForMetric(relay.httpUrl, 'capsync_webhook_deliveries_total', { outcome: 'delivered' }, 3, 20_000);
   expect(new Set(hooks.delivered().map((r) => r.json.id))).toEqual(eventIds);
   await waitForMetricTo(relay.httpUrl, 'capsync_webhook_queue_depth', {}, (v) => v === 0, 'queue drained');
+});
+
+it('reports a change acknowledged just before a crash: its document.changed was queued at the first change, and is sent after the restart', async () => {
+  const hooks = await receiver();
+  const data = tempDir('capsync-webhook-window-');
+  cleanups.push(() => data.remove());
+  // onChange would come 2 s after the edit: the relay dies well before.
+  const args = ['--data', data.dir, '--auth-secret', authSecret, '--webhook', `document.changed@${hooks.url}`, '--webhook-secret', secret, '--change-debounce-ms', '2000', '--change-max-wait-ms', '2000'];
+  let relay: RelayProcess = await spawnRelay(args);
+  cleanups.push(() => killRelay(relay));
+  const c = await connectAs(`${relay.url}/window`, authSecret, 'alice');
+  await c.waitForAck(c.type('acknowledged, then the relay died'));
+  await killRelay(relay, 'SIGKILL');
+  await c.close();
+  expect(hooks.received).toHaveLength(0);
+
+  relay = await spawnRelay(args);
+  const changed = await hooks.waitFor(ofType('document.changed', 'window'), 'document.changed after the restart', 20_000);
+  // Built by the relay that died (its address): behind a load balancer, set --webhook-document-base-url.
+  expect(changed.json.data['documentUrl']).toMatch(/\/v1\/docs\/window$/);
+  const doc = (await (await fetch(`${relay.httpUrl}/v1/docs/window`, { headers: { authorization: `Bearer ${await mintToken(authSecret, { sub: 'reader' })}` } })).json()) as { t: string };
+  expect(doc.t).toBe('acknowledged, then the relay died');
 });

@@ -18,10 +18,10 @@ export class PostgresWebhookQueue implements WebhookQueue {
     await this.query(
       'queuing webhook deliveries',
       `INSERT INTO capsync_webhook_deliveries (id, event_id, url, body, created_at, next_at)
-       SELECT id, event_id, url, body, created_at, created_at
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[]) AS d(id, event_id, url, body, created_at)
+       SELECT id, event_id, url, body, created_at, next_at
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) AS d(id, event_id, url, body, created_at, next_at)
        ON CONFLICT (id) DO NOTHING`,
-      [deliveries.map((d) => d.id), deliveries.map((d) => d.eventId), deliveries.map((d) => d.url), deliveries.map((d) => d.body), deliveries.map((d) => d.createdAt)],
+      [deliveries.map((d) => d.id), deliveries.map((d) => d.eventId), deliveries.map((d) => d.url), deliveries.map((d) => d.body), deliveries.map((d) => d.createdAt), deliveries.map((d) => d.nextAt ?? d.createdAt)],
     );
   }
 
@@ -47,6 +47,10 @@ export class PostgresWebhookQueue implements WebhookQueue {
 
   async retryAt(id: string, attempts: number, nextAt: number): Promise<void> {
     await this.query('rescheduling a webhook delivery', 'UPDATE capsync_webhook_deliveries SET attempts = $2, next_at = $3 WHERE id = $1', [id, attempts, nextAt]);
+  }
+
+  async rewrite(id: string, body: string, nextAt: number): Promise<void> {
+    await this.query('rewriting a webhook delivery', 'UPDATE capsync_webhook_deliveries SET body = $2, next_at = $3 WHERE id = $1', [id, body, nextAt]);
   }
 
   async stats(): Promise<WebhookQueueStats> {

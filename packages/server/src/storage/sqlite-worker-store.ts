@@ -46,6 +46,9 @@ export class SqliteWorkerStore implements DocStore {
     retryAt: async (deliveryId, attempts, nextAt) => {
       await this.call({ op: 'webhook-retry', deliveryId, attempts, nextAt });
     },
+    rewrite: async (deliveryId, body, nextAt) => {
+      await this.call({ op: 'webhook-rewrite', deliveryId, body, nextAt });
+    },
     stats: () => this.call({ op: 'webhook-stats' }) as Promise<WebhookQueueStats>,
   };
 

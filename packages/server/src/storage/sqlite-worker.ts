@@ -71,6 +71,9 @@ port.on('message', (req: WorkerRequest) => {
     case 'webhook-retry':
       result = store.webhooks.retryAt(req.deliveryId, req.attempts, req.nextAt);
       break;
+    case 'webhook-rewrite':
+      result = store.webhooks.rewrite(req.deliveryId, req.body, req.nextAt);
+      break;
     case 'webhook-stats':
       result = store.webhooks.stats();
       break;

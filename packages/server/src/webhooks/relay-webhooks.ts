@@ -24,5 +24,5 @@ export function relayWebhooks(o: ResolvedRelayOptions, store: DocStore, metrics:
   const own = (store as { webhooks?: WebhookQueue }).webhooks;
   if (!own) logger.warn('webhook deliveries are queued in memory (this storage keeps no queue): a restart loses the undelivered ones');
   const dispatcher = new WebhookDispatcher(own ?? new MemoryWebhookQueue(), o.webhooks, new WebhookMetrics(metrics.registry), logger, o.relayId);
-  return { dispatcher, hooks: webhookHooks(dispatcher, o.webhooks, { url: relayUrl, maxJsonDepth: o.maxJsonDepth }) };
+  return { dispatcher, hooks: webhookHooks(dispatcher, o.webhooks, { url: relayUrl, maxJsonDepth: o.maxJsonDepth, changeDebounceMs: o.changeDebounceMs, changeMaxWaitMs: o.changeMaxWaitMs, hookTimeoutMs: o.hookTimeoutMs }) };
 }

@@ -68,27 +68,56 @@ export class WebhookDispatcher {
    * false when it was refused: the queue is full (`maxQueued`) or could not be written. Never rejects.
    */
   async publish(type: WebhookEventType, data: Record<string, unknown>): Promise<boolean> {
+    return (await this.queueEvent(type, data, undefined)) !== null || !this.wants(type);
+  }
+
+  /**
+   * Queues event `type` ahead of time, due at `dueAt` unless `release` makes it due sooner: so
+   * an event the relay means to send later (a debounced document.changed) is sent even if the
+   * relay dies before. Resolves with what `release` needs; null when refused (or nobody wants it).
+   */
+  hold(type: WebhookEventType, data: Record<string, unknown>, dueAt: number): Promise<HeldEvent | null> {
+    return this.queueEvent(type, data, dueAt);
+  }
+
+  /** Makes a held event due now, with `data` in place of what it was held with. Never rejects. */
+  async release(held: HeldEvent, data: Record<string, unknown>): Promise<void> {
+    const body = eventBody(held.eventId, held.type, held.createdAt, this.relayId, data);
+    const now = Date.now();
+    try {
+      for (const id of held.deliveryIds) await this.queue.rewrite(id, body, now);
+    } catch (err) {
+      // It stays held: sent at its due time, with what it was held with.
+      this.logger.warn({ type: held.type, err }, 'a held webhook event could not be released; it goes out at its due time');
+      return;
+    }
+    this.dueBy(now);
+    this.wake();
+  }
+
+  private async queueEvent(type: WebhookEventType, data: Record<string, unknown>, nextAt: number | undefined): Promise<HeldEvent | null> {
     const endpoints = this.o.endpoints.filter((e) => e.events === 'all' || e.events.includes(type));
-    if (endpoints.length === 0 || this.closed) return endpoints.length === 0;
+    if (endpoints.length === 0 || this.closed) return null;
     if (this.stats.depth + endpoints.length > this.o.maxQueued) {
       this.metrics.refused.inc({ reason: 'queue-full' });
       this.logger.error({ type, depth: this.stats.depth, maxQueued: this.o.maxQueued }, 'webhook queue full: event not queued');
-      return false;
+      return null;
     }
     const eventId = randomUUID();
     const createdAt = Date.now();
-    const body = JSON.stringify({ id: eventId, type, createdAt: new Date(createdAt).toISOString(), relayId: this.relayId, data });
+    const body = eventBody(eventId, type, createdAt, this.relayId, data);
+    const deliveries = endpoints.map((e) => ({ id: randomUUID(), eventId, url: e.url, body, createdAt, ...(nextAt !== undefined ? { nextAt } : {}) }));
     try {
-      await this.queue.enqueue(endpoints.map((e) => ({ id: randomUUID(), eventId, url: e.url, body, createdAt })));
+      await this.queue.enqueue(deliveries);
     } catch (err) {
       this.metrics.refused.inc({ reason: 'storage' });
       this.logger.error({ type, err }, 'webhook event could not be queued');
-      return false;
+      return null;
     }
     this.stats = { ...this.stats, depth: this.stats.depth + endpoints.length, oldestCreatedAt: this.stats.oldestCreatedAt ?? createdAt };
-    this.dueBy(createdAt);
+    this.dueBy(nextAt ?? createdAt);
     this.wake();
-    return true;
+    return { type, eventId, createdAt, deliveryIds: deliveries.map((d) => d.id) };
   }
 
   /** Stops claiming; attempts under way are cut short and left due at once for the next start. */
@@ -217,6 +246,18 @@ export class WebhookDispatcher {
       this.logger.error({ eventId: d.eventId, err }, 'webhook queue could not be updated after an attempt');
     }
   }
+}
+
+/** An event queued ahead by `hold`. */
+export interface HeldEvent {
+  type: WebhookEventType;
+  eventId: string;
+  createdAt: number;
+  deliveryIds: string[];
+}
+
+function eventBody(id: string, type: WebhookEventType, createdAt: number, relayId: string, data: Record<string, unknown>): string {
+  return JSON.stringify({ id, type, createdAt: new Date(createdAt).toISOString(), relayId, data });
 }
 
 /** Exponential backoff with equal jitter: half the delay fixed, half random (spreads a herd of retries). */

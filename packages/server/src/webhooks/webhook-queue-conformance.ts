@@ -23,6 +23,7 @@ export type WebhookQueueCase = ConformanceCase<WebhookQueueHarness>;
 const { ok, equal } = conformanceChecks('WebhookQueue');
 
 async function withQueue(h: WebhookQueueHarness, fn: (q: WebhookQueue) => Promise<WebhookQueue | void>): Promise<void> {
+  // `fn` returns the queue it ended with (after a reopen), for dispose.
   let queue = await h.create();
   try {
     queue = (await fn(queue)) ?? queue;
@@ -101,6 +102,29 @@ export const webhookQueueConformance: WebhookQueueCase[] = [
         await q.remove(a!.id);
         s = await q.stats();
         equal(s.depth, 0, 'empty');
+      }),
+  },
+  {
+    name: 'a delivery queued ahead (nextAt) is due then, or when rewrite says, with the new body; rewrite survives a reopen',
+    run: (h) =>
+      withQueue(h, async (q) => {
+        const t = 1_700_000_000_000;
+        const ahead = { ...delivery(t), nextAt: t + 10_000 };
+        const other = { ...delivery(t), nextAt: t + 10_000 };
+        await q.enqueue([ahead, other]);
+        equal((await q.stats()).nextDueAt, t + 10_000, 'next due');
+        equal((await q.claim(t + 9_999, 10, 100)).length, 0, 'not due before nextAt');
+        await q.rewrite(ahead.id, '{"rewritten":true}', t + 50);
+        await q.rewrite('unknown', '{}', t);
+        if (h.reopen) q = await h.reopen(q);
+        const [due] = await q.claim(t + 50, 10, 100);
+        equal(due?.id, ahead.id, 'the rewritten one is due at its new time');
+        equal(due?.body, '{"rewritten":true}', 'with its new body');
+        equal(due?.createdAt, t, 'created when it was queued');
+        await q.remove(ahead.id);
+        const [later] = await q.claim(t + 10_000, 10, 100);
+        equal(later?.id, other.id, 'the other at its nextAt');
+        return q;
       }),
   },
   {

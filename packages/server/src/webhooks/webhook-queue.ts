@@ -16,7 +16,8 @@
  *   neither removed nor rescheduled (its relay died) is due again when its lease ends, so it is
  *   attempted again: delivery is at least once, and receivers deduplicate by `eventId`.
  * - `remove(id)` drops a delivery (acknowledged, or given up); `retryAt(id, attempts, nextAt)`
- *   records a failed attempt. Both are no-ops for an unknown id.
+ *   records a failed attempt; `rewrite(id, body, nextAt)` replaces the body of a delivery queued
+ *   ahead of time (see `nextAt`) and when it is due. All are no-ops for an unknown id.
  * - `stats(now)`: how many deliveries wait, when the oldest was created, and when the earliest
  *   next attempt is due (null when empty), for the metrics and the dispatcher's timer.
  */
@@ -25,6 +26,7 @@ export interface WebhookQueue {
   claim(now: number, limit: number, leaseMs: number): Promise<WebhookDelivery[]>;
   remove(id: string): Promise<void>;
   retryAt(id: string, attempts: number, nextAt: number): Promise<void>;
+  rewrite(id: string, body: string, nextAt: number): Promise<void>;
   stats(): Promise<WebhookQueueStats>;
 }
 
@@ -38,6 +40,8 @@ export interface NewWebhookDelivery {
   body: string;
   /** When the event happened (ms since the epoch); the delivery expires relative to it. */
   createdAt: number;
+  /** When it is first due; default `createdAt`. Later for a delivery queued ahead, in case nothing rewrites it. */
+  nextAt?: number;
 }
 
 export interface WebhookDelivery extends NewWebhookDelivery {
@@ -58,7 +62,7 @@ export class MemoryWebhookQueue implements WebhookQueue {
 
   async enqueue(deliveries: readonly NewWebhookDelivery[]): Promise<void> {
     for (const d of deliveries) {
-      if (!this.rows.has(d.id)) this.rows.set(d.id, { ...d, attempts: 0, nextAt: d.createdAt, seq: this.seq++ });
+      if (!this.rows.has(d.id)) this.rows.set(d.id, { id: d.id, eventId: d.eventId, url: d.url, body: d.body, createdAt: d.createdAt, attempts: 0, nextAt: d.nextAt ?? d.createdAt, seq: this.seq++ });
     }
   }
 
@@ -75,6 +79,11 @@ export class MemoryWebhookQueue implements WebhookQueue {
   async retryAt(id: string, attempts: number, nextAt: number): Promise<void> {
     const r = this.rows.get(id);
     if (r) Object.assign(r, { attempts, nextAt });
+  }
+
+  async rewrite(id: string, body: string, nextAt: number): Promise<void> {
+    const r = this.rows.get(id);
+    if (r) Object.assign(r, { body, nextAt });
   }
 
   async stats(): Promise<WebhookQueueStats> {
