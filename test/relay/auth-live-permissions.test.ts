@@ -233,3 +233,16 @@ it('a refresh that drops a document closes that session with 4412, on a plain so
   plain.sendMessage({ type: 'token-refresh', token: onlyB });
   expect((await plain.waitClosed()).code).toBe(4412);
 });
+
+it('refreshes sent in a loop are taken at most every --token-refresh-min-interval-ms: the latest waits, the others are dropped', async () => {
+  const r = await relay({ authSecret: SECRET, authRecheckIntervalMs: 0, tokenRefreshMinIntervalMs: 300 });
+  const write = await mintToken(SECRET, { sub: 'alice', docs: { notes: 'write' } });
+  const read = await mintToken(SECRET, { sub: 'alice', docs: { notes: 'read' } });
+  const alice = track(await ProtocolClient.synced(`${r.docUrl('notes')}?token=${write}`, { capabilities: [TOKEN_REFRESH_CAPABILITY] }));
+  for (let i = 0; i < 20; i++) alice.sendMessage({ type: 'token-refresh', token: i % 2 === 0 ? write : read });
+  // The first is taken at once (write: kept), the last (read) once the interval passed; the 18 between never.
+  await alice.waitFor(() => permissions(alice).includes('read'), 'the latest refresh taken');
+  expect(await metricValue(r.httpUrl, 'capsync_token_refreshes_total', { outcome: 'accepted' })).toBe(2);
+  expect(await metricValue(r.httpUrl, 'capsync_token_refreshes_total', { outcome: 'deferred' })).toBe(19);
+  expect(await metricValue(r.httpUrl, 'capsync_permission_checks_total', {})).toBe(2);
+});

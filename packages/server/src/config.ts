@@ -94,6 +94,12 @@ export interface RelayOptions {
    * `permission-revoked` (see PermissionRechecks). 0 turns it off. Default 60000.
    */
   authRecheckIntervalMs?: number;
+  /**
+   * A socket's `token-refresh` messages are taken at most this often (each costs a verification
+   * and a decision per open document); sooner ones wait, only the latest. Default 1000 (the
+   * capsync client never refreshes sooner).
+   */
+  tokenRefreshMinIntervalMs?: number;
   /** Required `iss` claim, if set. */
   authIssuer?: string;
   /** Required `aud` claim, if set. */
@@ -299,6 +305,7 @@ export interface ResolvedRelayOptions {
   authorize: AuthorizeCallback | undefined;
   authorizeTimeoutMs: number;
   authRecheckIntervalMs: number;
+  tokenRefreshMinIntervalMs: number;
   authIssuer: string | undefined;
   authAudience: string | undefined;
   maxMessageBytes: number;
@@ -414,6 +421,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     authorize: o.authorize ?? (o.authWebhook ? authWebhook(webhookUrl(o.authWebhook), { cacheMs: positive('authWebhookCacheMs', o.authWebhookCacheMs, 60_000, true), timeoutMs: positive('authorizeTimeoutMs', o.authorizeTimeoutMs, 5_000) }) : undefined),
     authorizeTimeoutMs: positive('authorizeTimeoutMs', o.authorizeTimeoutMs, 5_000),
     authRecheckIntervalMs: positive('authRecheckIntervalMs', o.authRecheckIntervalMs, 60_000, true),
+    tokenRefreshMinIntervalMs: positive('tokenRefreshMinIntervalMs', o.tokenRefreshMinIntervalMs, 1_000, true),
     authIssuer: o.authIssuer || undefined,
     authAudience: o.authAudience || undefined,
     maxMessageBytes: positive('maxMessageBytes', o.maxMessageBytes, DEFAULTS.maxMessageBytes),

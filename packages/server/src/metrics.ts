@@ -120,7 +120,7 @@ export class RelayMetrics {
   /** Live permissions: fresh tokens presented on open connections (`token-refresh`), by outcome. */
   readonly tokenRefreshes = new client.Counter({
     name: 'capsync_token_refreshes_total',
-    help: 'Fresh tokens presented on open connections, by outcome (accepted, refused: invalid, expired or another identity)',
+    help: "Fresh tokens presented on open connections, by outcome (accepted; refused: invalid, expired or another identity; deferred: sooner than --token-refresh-min-interval-ms)",
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });

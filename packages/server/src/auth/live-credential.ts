@@ -34,6 +34,8 @@ export const RECHECKS_PER_SOCKET = 8;
 
 export interface LiveCredentialDeps {
   access: AccessControl;
+  /** `--token-refresh-min-interval-ms`: a socket's refreshes are taken at most this often. */
+  minRefreshIntervalMs: number;
   metrics: Pick<RelayMetrics, 'tokenRefreshes' | 'permissionChecks'>;
   logger: Logger;
 }
@@ -57,7 +59,10 @@ export interface LiveCredentialOwner {
  *   or names another identity (`sub`), or a relay credential where there was none (or the
  *   reverse), is refused and the socket closed (4401). Accepted, it replaces the socket's
  *   credential (its expiry too) and every open session is decided again with it. One refresh is
- *   verified at a time per socket; tokens that arrive meanwhile wait, only the latest.
+ *   taken at a time per socket, and at most one every `minRefreshIntervalMs`: each costs a
+ *   verification and a decision per open session (a callback call each), so a client sending
+ *   them in a loop must not cost that without bound. Tokens that come sooner wait (only the
+ *   latest; counted `deferred`) and are taken then.
  * - `recheck()`: every open session decided again with the current credential, at most
  *   RECHECKS_PER_SOCKET at once: the same permission is kept; write → read downgrades the
  *   session live (its updates are refused from then on); read → write upgrades it; none
@@ -70,6 +75,9 @@ export class LiveCredential {
   private principal: Principal;
   private verifying: Promise<void> | null = null;
   private queued: string | null = null;
+  /** When the last refresh was taken (performance.now()), and the timer that takes a deferred one. */
+  private lastTaken = -Infinity;
+  private wakeup: NodeJS.Timeout | null = null;
 
   constructor(
     principal: Principal,
@@ -89,18 +97,31 @@ export class LiveCredential {
 
   /** A client's `token-refresh`. */
   refresh(token: string): void {
-    if (this.verifying) {
+    const wait = this.lastTaken + this.deps.minRefreshIntervalMs - performance.now();
+    if (this.verifying || this.wakeup || wait > 0) {
       this.queued = token;
+      this.deps.metrics.tokenRefreshes.inc({ outcome: 'deferred' });
+      if (!this.verifying && !this.wakeup) this.deferUntil(wait);
       return;
     }
+    this.lastTaken = performance.now();
     this.verifying = this.verify(token)
       .catch((err: unknown) => this.deps.logger.error({ err }, 'refreshing a token failed'))
       .finally(() => {
         this.verifying = null;
-        const next = this.queued;
-        this.queued = null;
-        if (next !== null && !this.owner.closed) this.refresh(next);
+        if (this.queued !== null) this.deferUntil(this.lastTaken + this.deps.minRefreshIntervalMs - performance.now());
       });
+  }
+
+  /** Takes the deferred token in `ms` (at once when due). */
+  private deferUntil(ms: number): void {
+    this.wakeup = setTimeout(() => {
+      this.wakeup = null;
+      const next = this.queued;
+      this.queued = null;
+      if (next !== null && !this.owner.closed) this.refresh(next);
+    }, Math.max(0, ms));
+    this.wakeup.unref();
   }
 
   private async verify(token: string): Promise<void> {

@@ -202,7 +202,7 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   /** A client socket's credential, kept current and re-checked every `--auth-recheck-interval-ms`. */
   private liveCredential(principal: Principal, owner: LiveCredentialOwner): LiveCredential {
-    const live = new LiveCredential(principal, { access: this.access, metrics: this.metrics, logger: this.logger }, owner);
+    const live = new LiveCredential(principal, { access: this.access, metrics: this.metrics, logger: this.logger, minRefreshIntervalMs: this.options.tokenRefreshMinIntervalMs }, owner);
     this.rechecks.add(live);
     return live;
   }
