@@ -81,6 +81,20 @@ export const FLAGS: Flag[] = [
     apply: (o, v) => (o.authWebhookCacheMs = int('--auth-webhook-cache-ms', v, 0)),
   },
   {
+    flag: 'auth-recheck-interval-ms',
+    env: 'CAPSYNC_AUTH_RECHECK_INTERVAL_MS',
+    type: 'string',
+    help: "Every this many ms, each open session's permission is decided again with its current token (JWT claims, or --auth-webhook asked again): downgraded to read live, or closed 4412 permission-revoked (0: off). Default 60000",
+    apply: (o, v) => (o.authRecheckIntervalMs = int('--auth-recheck-interval-ms', v, 0)),
+  },
+  {
+    flag: 'token-refresh-min-interval-ms',
+    env: 'CAPSYNC_TOKEN_REFRESH_MIN_INTERVAL_MS',
+    type: 'string',
+    help: 'A socket\'s fresh tokens (token-refresh) are taken at most this often; sooner ones wait, only the latest. Default 1000',
+    apply: (o, v) => (o.tokenRefreshMinIntervalMs = int('--token-refresh-min-interval-ms', v, 0)),
+  },
+  {
     flag: 'auth-public-key',
     env: 'CAPSYNC_AUTH_PUBLIC_KEY',
     type: 'string',

@@ -87,6 +87,19 @@ export interface RelayOptions {
   authWebhook?: string;
   /** How long an `authWebhook` answer is kept per token and document (0: ask every time). Default 60000. */
   authWebhookCacheMs?: number;
+  /**
+   * Live permissions: every this many ms each open client session's permission is decided again
+   * with its current credential (a JWT's claims and expiry; `authorize`/`authWebhook` asked
+   * again, through the webhook's cache): downgraded to read live, or closed with 4412
+   * `permission-revoked` (see PermissionRechecks). 0 turns it off. Default 60000.
+   */
+  authRecheckIntervalMs?: number;
+  /**
+   * A socket's `token-refresh` messages are taken at most this often (each costs a verification
+   * and a decision per open document); sooner ones wait, only the latest. Default 1000 (the
+   * capsync client never refreshes sooner).
+   */
+  tokenRefreshMinIntervalMs?: number;
   /** Required `iss` claim, if set. */
   authIssuer?: string;
   /** Required `aud` claim, if set. */
@@ -291,6 +304,8 @@ export interface ResolvedRelayOptions {
   authDocsClaim: string | undefined;
   authorize: AuthorizeCallback | undefined;
   authorizeTimeoutMs: number;
+  authRecheckIntervalMs: number;
+  tokenRefreshMinIntervalMs: number;
   authIssuer: string | undefined;
   authAudience: string | undefined;
   maxMessageBytes: number;
@@ -405,6 +420,8 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     authDocsClaim: o.authDocsClaim || undefined,
     authorize: o.authorize ?? (o.authWebhook ? authWebhook(webhookUrl(o.authWebhook), { cacheMs: positive('authWebhookCacheMs', o.authWebhookCacheMs, 60_000, true), timeoutMs: positive('authorizeTimeoutMs', o.authorizeTimeoutMs, 5_000) }) : undefined),
     authorizeTimeoutMs: positive('authorizeTimeoutMs', o.authorizeTimeoutMs, 5_000),
+    authRecheckIntervalMs: positive('authRecheckIntervalMs', o.authRecheckIntervalMs, 60_000, true),
+    tokenRefreshMinIntervalMs: positive('tokenRefreshMinIntervalMs', o.tokenRefreshMinIntervalMs, 1_000, true),
     authIssuer: o.authIssuer || undefined,
     authAudience: o.authAudience || undefined,
     maxMessageBytes: positive('maxMessageBytes', o.maxMessageBytes, DEFAULTS.maxMessageBytes),
