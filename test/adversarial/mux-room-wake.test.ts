@@ -23,7 +23,9 @@ const SESSIONS = 12;
 
 describe('sessions of a multiplexed socket that wait for room in the unsent budget are all answered', () => {
   it(`issue-12 review (mux room wake): ${SESSIONS} sessions of ${DOC_BYTES / MiB} MiB documents, a 2 MiB share per address: every session syncs`, async () => {
-    await using relay = await startAttackedRelay(['--max-unsent-bytes-per-address', String(2 * MiB)]);
+    // A long slow-consumer grace: this is about wakes, and a test process starved of CPU (a loaded
+    // CI machine) reads slowly enough for the default 5 s to close the socket as a slow consumer.
+    await using relay = await startAttackedRelay(['--max-unsent-bytes-per-address', String(2 * MiB), '--slow-consumer-grace-ms', '60000']);
     // One document a session: a socket has one session per document.
     await Promise.all(
       Array.from({ length: SESSIONS }, async (_, i) => {
