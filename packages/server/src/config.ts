@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { authWebhook } from './auth/auth-webhook.js';
 import type { AuthorizeCallback } from './auth/callback-access.js';
-import type { RelayHooks } from './hooks/relay-hooks.js';
+import { MAX_HOOK_CALLS_IN_FLIGHT, type RelayHooks } from './hooks/relay-hooks.js';
 import { resolveWebhookOptions, type ResolvedWebhookOptions, type WebhookOptions } from './webhooks/webhook-options.js';
 import { DEFAULT_COMPACTION_POLICY, type CompactionPolicy, type DocStore } from '@capsync/core';
 import type { LockBackend } from './locks/lock-backend.js';
@@ -130,6 +130,8 @@ export interface RelayOptions {
   webhooks?: WebhookOptions;
   /** How long a hook may run before the relay goes on without it (counted as a timeout). Default 5000. */
   hookTimeoutMs?: number;
+  /** Hook calls running at once, all hooks and documents; past it a call is dropped (counted). Default 1000. */
+  maxHookCallsInFlight?: number;
   /** `onChange`: quiet time after a document's last change before it is called. Default 1000. */
   changeDebounceMs?: number;
   /** `onChange`: longest wait after a change while changes go on. Default 10000. */
@@ -315,6 +317,7 @@ export interface ResolvedRelayOptions {
   maxUnsentBytesPerAddress: number;
   hooks: RelayHooks | undefined;
   hookTimeoutMs: number;
+  maxHookCallsInFlight: number;
   webhooks: ResolvedWebhookOptions | undefined;
   changeDebounceMs: number;
   changeMaxWaitMs: number;
@@ -432,6 +435,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     idleTimeoutMs: positive('idleTimeoutMs', o.idleTimeoutMs, DEFAULTS.idleTimeoutMs, true),
     hooks: o.hooks,
     hookTimeoutMs: positive('hookTimeoutMs', o.hookTimeoutMs, 5_000),
+    maxHookCallsInFlight: positive('maxHookCallsInFlight', o.maxHookCallsInFlight, MAX_HOOK_CALLS_IN_FLIGHT),
     webhooks: resolveWebhookOptions(o.webhooks),
     changeDebounceMs: positive('changeDebounceMs', o.changeDebounceMs, 1_000, true),
     changeMaxWaitMs: positive('changeMaxWaitMs', o.changeMaxWaitMs, 10_000),

@@ -1,6 +1,6 @@
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
-import { MAX_HOOK_CALLS_IN_FLIGHT, type HookName, type RelayHooks } from './relay-hooks.js';
+import type { HookName, RelayHooks } from './relay-hooks.js';
 
 /**
  * Calls the backend's hooks as RelayHooks promises: each call bounded in time, its failure
@@ -14,6 +14,8 @@ export class HookRunner {
     private readonly timeoutMs: number,
     private readonly metrics: RelayMetrics,
     private readonly logger: Logger,
+    /** Calls running at once, at most (`maxHookCallsInFlight`, default MAX_HOOK_CALLS_IN_FLIGHT). */
+    private readonly maxInFlight: number,
   ) {}
 
   has(name: HookName): boolean {
@@ -40,7 +42,7 @@ export class HookRunner {
   ): { outcome: Promise<boolean>; settled: Promise<void>; dropped: boolean } {
     const hook = this.hooks[name] as ((e: typeof event) => unknown) | undefined;
     if (!hook) return { outcome: Promise.resolve(true), settled: Promise.resolve(), dropped: false };
-    if (this.inFlight >= MAX_HOOK_CALLS_IN_FLIGHT && !unbounded) {
+    if (this.inFlight >= this.maxInFlight && !unbounded) {
       this.counted(name, 'dropped');
       return { outcome: Promise.resolve(false), settled: Promise.resolve(), dropped: true };
     }

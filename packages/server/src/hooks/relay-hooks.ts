@@ -12,7 +12,7 @@ import type * as Y from 'yjs';
  * - Calls are bounded: `onChange` and `onStoreDocument` are coalesced per document (one call in
  *   flight each, until it settles, past its timeout too: a hook that never settles stops that
  *   document's calls of it; what happens meanwhile is merged into the next call, made after an
- *   unload too), and at most MAX_HOOK_CALLS_IN_FLIGHT calls of all hooks run at once (past it a
+ *   unload too), and at most `maxHookCallsInFlight` (MAX_HOOK_CALLS_IN_FLIGHT) calls of all hooks run at once (past it a
  *   call is dropped and counted as `dropped`; a call past its timeout counts until it settles).
  * - Only clients' sessions are reported to onConnect / onDisconnect (not relays' links), in
  *   pairs: an onConnect dropped under that bound drops its session's onDisconnect too, and the
@@ -95,5 +95,5 @@ export interface ConnectionEvent {
 
 export type HookName = keyof RelayHooks;
 
-/** Hook calls running at once, at most (all hooks, all documents). */
+/** Hook calls running at once, at most (all hooks, all documents), by default (`maxHookCallsInFlight`). */
 export const MAX_HOOK_CALLS_IN_FLIGHT = 1_000;

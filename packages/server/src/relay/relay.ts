@@ -98,7 +98,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       { maxTotal: deps.options.maxUnsentBytes, maxPerAddress: deps.options.maxUnsentBytesPerAddress, graceMs: deps.options.slowConsumerGraceMs },
       deps.metrics,
     );
-    this.hooks = deps.options.hooks ? new HookRunner(deps.options.hooks, deps.options.hookTimeoutMs, deps.metrics, deps.logger) : undefined;
+    this.hooks = deps.options.hooks ? new HookRunner(deps.options.hooks, deps.options.hookTimeoutMs, deps.metrics, deps.logger, deps.options.maxHookCallsInFlight) : undefined;
     this.registry = new DocRegistry(
       {
         hooks: this.hooks,
