@@ -247,8 +247,14 @@ export interface RelayOptions {
   allowedOrigins?: string[];
   /** Longest token lifetime accepted (`exp` minus `iat`, or minus now); `exp` is required. Default 24 h. */
   maxTokenLifetimeMs?: number;
-  /** Deepest nesting of shared types `GET /v1/docs/:name` renders as JSON (422 past it). Default 1000. */
+  /** Deepest nesting of shared types `GET /v1/docs/:name` renders as JSON, and `PATCH` writes (422 past it). Default 1000. */
   maxJsonDepth?: number;
+  /**
+   * Largest document (encoded state, bytes) `PATCH /v1/docs/:name` edits: each PATCH decodes a
+   * copy of the document to build its update, so this is what one costs at most (429 past it).
+   * Default 16 MiB.
+   */
+  maxPatchDocBytes?: number;
   /** Bearer token required by `GET /metrics`. Default none (open, unless `metricsPort` moves it). */
   metricsToken?: string;
   /** Serve `/metrics` on this separate port of 127.0.0.1 instead of the main port. Default none. */
@@ -353,6 +359,7 @@ export interface ResolvedRelayOptions {
   allowedOrigins: string[] | undefined;
   maxTokenLifetimeMs: number;
   maxJsonDepth: number;
+  maxPatchDocBytes: number;
   metricsToken: string | undefined;
   metricsPort: number | undefined;
   maxConnections: number;
@@ -392,6 +399,7 @@ export const DEFAULTS = {
   maxPendingUpdatesPerDoc: 64,
   maxTokenLifetimeMs: 24 * 3600_000,
   maxJsonDepth: 1000,
+  maxPatchDocBytes: 16 * 1024 * 1024,
   maxConnections: 10_000,
   maxConnectionsPerAddress: 1000,
   maxSessionsPerSocket: 2000,
@@ -471,6 +479,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     allowedOrigins: o.allowedOrigins && o.allowedOrigins.length > 0 ? o.allowedOrigins.map(origin) : undefined,
     maxTokenLifetimeMs: positive('maxTokenLifetimeMs', o.maxTokenLifetimeMs, DEFAULTS.maxTokenLifetimeMs),
     maxJsonDepth: positive('maxJsonDepth', o.maxJsonDepth, DEFAULTS.maxJsonDepth),
+    maxPatchDocBytes: positive('maxPatchDocBytes', o.maxPatchDocBytes, DEFAULTS.maxPatchDocBytes),
     metricsToken: o.metricsToken || undefined,
     metricsPort: o.metricsPort === undefined ? undefined : positive('metricsPort', o.metricsPort, 0, true),
     maxConnections: positive('maxConnections', o.maxConnections, DEFAULTS.maxConnections, true),
