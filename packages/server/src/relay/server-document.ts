@@ -23,6 +23,10 @@ export interface OpenDocumentOptions {
  *   an edit the relay refused (the replica then holds content the relay does not: close it);
  * - `close()` flushes (ignoring a refusal it already reported), stops following the document
  *   and releases it; the replica is destroyed. Closing twice is a no-op.
+ * - The relay's `close()` closes every ServerDocument still open before it closes storage: what
+ *   was edited before is committed (as by `close()`), and `flush()` called after that rejects
+ *   with CapsyncError 'shutting-down' (edits made to `doc` after it went nowhere). Opening
+ *   one while the relay closes rejects with 'shutting-down' too.
  */
 export interface ServerDocument {
   readonly name: string;
@@ -43,6 +47,8 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
   private writes: Promise<void> = Promise.resolve();
   private refused: unknown = null;
   private closed: Promise<void> | null = null;
+  /** Set when the relay closed it (its own close): what `flush` rejects with from then on. */
+  private shutDown: CapsyncError | null = null;
   private readonly writer: ClientWriter;
 
   constructor(
@@ -50,11 +56,14 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
     private readonly live: RelayDoc,
     private readonly release: () => void,
     identity: string | undefined,
+    /** The relay's open server documents: this one is in it until it closes. */
+    private readonly open: Set<ServerDocumentPeer>,
   ) {
     this.writer = { kind: 'client', source: this, subject: identity, declared: undefined };
     Y.applyUpdate(this.doc, live.encodeState(), this);
     live.peers.add(this);
     this.doc.on('update', this.onEdit);
+    open.add(this);
   }
 
   sendUpdate(update: Uint8Array): void {
@@ -68,6 +77,7 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
   }
 
   flush(): Promise<void> {
+    if (this.shutDown) return Promise.reject(this.shutDown);
     this.drain();
     const refused = this.refused;
     return this.writes.then(() => {
@@ -85,8 +95,16 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
       this.doc.off('update', this.onEdit);
       this.live.peers.delete(this);
       this.doc.destroy();
+      this.open.delete(this);
       this.release();
     })());
+  }
+
+  /** The relay closes: commits what was edited, then closes (see ServerDocument). */
+  shutdown(): Promise<void> {
+    const closed = this.close();
+    this.shutDown ??= new CapsyncError('shutting-down', `the relay closed server document "${this.name}"`);
+    return closed;
   }
 
   private readonly onEdit = (update: Uint8Array, origin: unknown): void => {
@@ -110,10 +128,34 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
   }
 }
 
-/** Opens `name` on the relay for a server-side writer (see ServerDocument). */
-export async function openServerDocument(registry: DocRegistry, closing: () => boolean, name: string, options: OpenDocumentOptions = {}): Promise<ServerDocument> {
-  if (closing()) throw new CapsyncError('shutting-down', 'relay is shutting down');
-  validateDocName(name);
-  const live = await registry.acquire(name);
-  return new ServerDocumentPeer(name, live, () => registry.release(name), options.identity);
+/** The server documents open on a relay, which its close closes (see ServerDocument). */
+export class OpenServerDocuments {
+  private readonly open = new Set<ServerDocumentPeer>();
+
+  constructor(
+    private readonly registry: DocRegistry,
+    private readonly closing: () => boolean,
+  ) {}
+
+  /** Opens `name` for a server-side writer; rejects with 'shutting-down' while the relay closes. */
+  async openDocument(name: string, options: OpenDocumentOptions = {}): Promise<ServerDocument> {
+    if (this.closing()) throw shuttingDown();
+    validateDocName(name);
+    const live = await this.registry.acquire(name);
+    // The relay began to close while it loaded: its close does not know of this one.
+    if (this.closing()) {
+      this.registry.release(name);
+      throw shuttingDown();
+    }
+    return new ServerDocumentPeer(name, live, () => this.registry.release(name), options.identity, this.open);
+  }
+
+  /** Closes every open one, its edits committed first (the store is still open). */
+  async closeAll(): Promise<void> {
+    await Promise.all(Array.from(this.open, (d) => d.shutdown()));
+  }
+}
+
+function shuttingDown(): CapsyncError {
+  return new CapsyncError('shutting-down', 'relay is shutting down');
 }
