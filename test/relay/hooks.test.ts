@@ -203,3 +203,40 @@ it('regression: onConnect and onDisconnect come in pairs under the in-flight bou
   await until('onDisconnect hold', () => events.includes('disconnect hold'));
   expect(events.filter((e) => e.startsWith('disconnect')).sort()).toEqual(['disconnect a', 'disconnect hold']);
 });
+
+it('a throwing or timed-out onLoadDocument leaves the document empty and loadable: one call per load, not one per client (no retry storm)', async () => {
+  for (const failing of ['throws', 'times out'] as const) {
+    let calls = 0;
+    const relay = await startRelay({
+      hooks: {
+        onLoadDocument: ({ doc }) => {
+          calls++;
+          if (failing === 'throws') throw new Error('seed service down');
+          // Writes after its time: not used.
+          return new Promise<void>((r) => setTimeout(() => (doc.getText('t').insert(0, 'late seed;'), r()), 300));
+        },
+      },
+      hookTimeoutMs: 100,
+      idleTimeoutMs: 1,
+    });
+    relays.push(relay);
+    // Five clients at once: one load, one call.
+    const first = await Promise.all(Array.from({ length: 5 }, () => ProtocolClient.synced(relay.docUrl('empty'))));
+    clients.push(...first);
+    expect(calls, failing).toBe(1);
+    for (const c of first) expect(c.text).toBe('');
+    await waitForMetric(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onLoadDocument', outcome: failing === 'throws' ? 'error' : 'timeout' }, 1);
+    // A client who comes while it is loaded: no call.
+    const later = await ProtocolClient.synced(relay.docUrl('empty'));
+    clients.push(later);
+    expect(calls).toBe(1);
+    // Writable as any document; once it has content, a later load does not ask again.
+    await later.waitForAck(later.type('written;'));
+    await Promise.all(clients.splice(0).map((c) => c.close()));
+    await withTimeout((async () => { while (relay.relay.registry.size > 0) await new Promise((r) => setImmediate(r)); })(), 5_000, 'the unload');
+    const again = await ProtocolClient.synced(relay.docUrl('empty'));
+    clients.push(again);
+    expect(again.text).toBe('written;');
+    expect(calls).toBe(1);
+  }
+});

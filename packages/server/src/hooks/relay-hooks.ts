@@ -32,8 +32,13 @@ export interface RelayHooks {
   /**
    * A document was loaded with nothing stored. Edits made to `doc` (a fresh Y.Doc, before the
    * promise resolves) become the document's first content: stored as the relay's change and sent
-   * to its clients. Runs on every relay that loads a document still empty: in a cluster or mesh,
-   * two relays loading it at once both seed it.
+   * to its clients. Called once per load (the clients arriving meanwhile wait for the same call):
+   * one that throws or times out leaves the document empty and served, and is asked again only
+   * when the document loads again while still empty (after it unloaded), never per client.
+   * Runs on every relay that loads a document still empty: in a cluster or mesh, two relays
+   * loading it at once both seed it, and the document then holds both seeds merged (two texts
+   * inserted, a map key set twice: one wins). Seed what merges well (map keys), or a single
+   * relay's seed.
    */
   onLoadDocument?(event: { docName: string; doc: Y.Doc }): unknown;
   /**
