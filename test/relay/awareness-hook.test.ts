@@ -5,7 +5,9 @@
  */
 import { afterEach, expect, it } from 'vitest';
 import { Awareness, encodeAwarenessUpdate } from 'y-protocols/awareness';
-import type { RelayHooks } from '@capsync/server';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { RelayHooks, RelayOptions } from '@capsync/server';
 import { awarenessStatesSeen, ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { metricValue, waitForMetric } from '../support/relay-observe.js';
@@ -20,8 +22,8 @@ afterEach(async () => {
 });
 
 /** A relay with `hooks`, a writer `a` (setState sends its presence) and a watcher `b`. */
-async function setup(hooks: RelayHooks) {
-  const relay = await startRelay({ hooks, hookTimeoutMs: 60_000, maxAwarenessStateBytes: 1_000 });
+async function setup(hooks: RelayHooks, options: RelayOptions = {}) {
+  const relay = await startRelay({ hooks, hookTimeoutMs: 60_000, maxAwarenessStateBytes: 1_000, ...options });
   relays.push(relay);
   const a = await ProtocolClient.synced(relay.docUrl('room'));
   const b = await ProtocolClient.synced(relay.docUrl('room'));
@@ -113,4 +115,24 @@ it('a slow (async) hook is not waited for: the state passes unchanged at once, c
   // Edits of the document are served as ever.
   await a.waitForAck(a.type('still;'));
   await b.waitForText('still;');
+});
+
+it('regression: with --webhook on (its hooks composed with the app\'s, all async), onAwareness is still called synchronously and applied', async () => {
+  const endpoint = http.createServer((req, res) => req.resume().on('end', () => res.end()));
+  await new Promise<void>((r) => endpoint.listen(0, '127.0.0.1', r));
+  try {
+    const url = `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}/hooks`;
+    const { relay, setState, seenAtB } = await setup(
+      { onAwareness: ({ state }) => ({ ...(state as object), checked: true }) },
+      { webhooks: { endpoints: [url], secret: 'webhook-secret-0123456789abcdef' } },
+    );
+    setState({ name: 'ann' });
+    expect(await seenAtB((s) => s['checked'] === true, 'the rewrite at b')).toEqual({ name: 'ann', checked: true });
+    expect(await metricValue(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onAwareness', outcome: 'ok' })).toBe(1);
+    await relay.dispose();
+    relays.splice(relays.indexOf(relay), 1);
+  } finally {
+    endpoint.closeAllConnections();
+    await new Promise((r) => endpoint.close(r));
+  }
 });
