@@ -113,16 +113,21 @@ it('regression: the relay close closes open server documents: their edits commit
     const client = await ProtocolClient.synced(relay.docUrl('notes'));
     clients.push(client);
     await client.waitForText('edited, never flushed');
+    const other = await relay.openDocument('other');
+    other.doc.getText('t').insert(0, 'flushed as the relay closes');
+    const flushing = other.flush(); // waiting when the close begins: resolves, committed
     // Began before the close, loads during it: refused, and its document released.
     const opening = expect(relay.openDocument('opened-while-closing')).rejects.toMatchObject({ code: 'shutting-down' });
     await withTimeout(relay.close(), 10_000, 'the relay close');
     await opening;
+    await flushing;
     await expect(notes.flush()).rejects.toMatchObject({ code: 'shutting-down' });
     await notes.close(); // closing again is a no-op
 
     const reopened = await startRelay({ dataDir: dir });
     relays.push(reopened);
     expect(await storedText(reopened, 'notes')).toBe('edited, never flushed');
+    expect(await storedText(reopened, 'other')).toBe('flushed as the relay closes');
   } finally {
     remove();
   }

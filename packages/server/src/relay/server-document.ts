@@ -24,9 +24,11 @@ export interface OpenDocumentOptions {
  * - `close()` flushes (ignoring a refusal it already reported), stops following the document
  *   and releases it; the replica is destroyed. Closing twice is a no-op.
  * - The relay's `close()` closes every ServerDocument still open before it closes storage: what
- *   was edited before is committed (as by `close()`), and `flush()` called after that rejects
- *   with CapsyncError 'shutting-down' (edits made to `doc` after it went nowhere). Opening
- *   one while the relay closes rejects with 'shutting-down' too.
+ *   was edited before is committed with the rest of the document (a flush already waiting
+ *   resolves then), and `flush()` called after that rejects with CapsyncError 'shutting-down'
+ *   (edits made to `doc` after it went nowhere; so do edits the document held back while paused,
+ *   a flush waiting for them rejects). Opening one while the relay closes rejects with
+ *   'shutting-down' too.
  */
 export interface ServerDocument {
   readonly name: string;
@@ -46,6 +48,8 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
   private readonly queued: Uint8Array[] = [];
   private writes: Promise<void> = Promise.resolve();
   private refused: unknown = null;
+  /** Flushes waiting for the queued edits to be sent (the document paused). */
+  private readonly drainWaiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
   private closed: Promise<void> | null = null;
   /** Set when the relay closed it (its own close): what `flush` rejects with from then on. */
   private shutDown: CapsyncError | null = null;
@@ -74,13 +78,17 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
 
   resume(): void {
     this.drain();
+    if (this.queued.length === 0) for (const waiter of this.drainWaiters.splice(0)) waiter.resolve();
   }
 
   flush(): Promise<void> {
     if (this.shutDown) return Promise.reject(this.shutDown);
     this.drain();
     const refused = this.refused;
-    return this.writes.then(() => {
+    // Edits queued while the document is paused (a commit or a reload: it always resumes) are
+    // sent when it resumes: flush waits for them too, not only for what was sent.
+    const drained = this.queued.length === 0 ? Promise.resolve() : new Promise<void>((resolve, reject) => this.drainWaiters.push({ resolve, reject }));
+    return drained.then(() => this.writes).then(() => {
       if (refused !== null || this.refused !== null) {
         const err = this.refused ?? refused;
         this.refused = null;
@@ -100,11 +108,17 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
     })());
   }
 
-  /** The relay closes: commits what was edited, then closes (see ServerDocument). */
+  /**
+   * The relay closes: what was edited goes to the document (the relay's close commits it with
+   * the rest, and does not wait for storage to come back), and it closes. Edits the document
+   * held back (paused) are not sent: the flushes waiting for them reject with 'shutting-down'.
+   */
   shutdown(): Promise<void> {
-    const closed = this.close();
-    this.shutDown ??= new CapsyncError('shutting-down', `the relay closed server document "${this.name}"`);
-    return closed;
+    const err = (this.shutDown ??= new CapsyncError('shutting-down', `the relay closed server document "${this.name}"`));
+    this.drain();
+    this.queued.length = 0;
+    for (const waiter of this.drainWaiters.splice(0)) waiter.reject(err);
+    return this.close(); // its flush rejects at once now: it detaches without waiting for commits
   }
 
   private readonly onEdit = (update: Uint8Array, origin: unknown): void => {
@@ -150,7 +164,7 @@ export class OpenServerDocuments {
     return new ServerDocumentPeer(name, live, () => this.registry.release(name), options.identity, this.open);
   }
 
-  /** Closes every open one, its edits committed first (the store is still open). */
+  /** Closes every open one (see ServerDocumentPeer.shutdown): before the registry, which commits their edits. */
   async closeAll(): Promise<void> {
     await Promise.all(Array.from(this.open, (d) => d.shutdown()));
   }
