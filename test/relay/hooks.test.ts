@@ -162,3 +162,81 @@ it('a hook past its timeout still holds its document (no second call beside it),
   await withTimeout((async () => { while (reported.getText('t').toString() !== 'first;second;') await new Promise((r) => setImmediate(r)); })(), 5_000, 'second; reported');
 });
 
+
+it('regression: onConnect and onDisconnect come in pairs under the in-flight bound (one dropped, the other made, made a count of sessions drift)', async () => {
+  const events: string[] = [];
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  const relay = await startRelay({
+    hooks: {
+      onConnect: ({ docName }) => {
+        events.push(`connect ${docName}`);
+        if (docName === 'hold') return held; // holds the only slot until released
+      },
+      onDisconnect: ({ docName }) => void events.push(`disconnect ${docName}`),
+    },
+    maxHookCallsInFlight: 1,
+  });
+  relays.push(relay);
+  const until = (what: string, check: () => boolean) =>
+    withTimeout((async () => { while (!check()) await new Promise((r) => setImmediate(r)); })(), 10_000, what);
+
+  const a = await ProtocolClient.synced(relay.docUrl('a'));
+  await waitForMetric(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onConnect', outcome: 'ok' }, 1);
+  const hold = await ProtocolClient.synced(relay.docUrl('hold'));
+  clients.push(hold);
+  await until('onConnect hold', () => events.includes('connect hold'));
+  // The bound is full: b's onConnect is dropped.
+  const b = await ProtocolClient.synced(relay.docUrl('b'));
+  await waitForMetric(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onConnect', outcome: 'dropped' }, 1);
+  expect(events).not.toContain('connect b');
+
+  // a's onConnect was made: its onDisconnect is made too, the bound full or not.
+  await a.close();
+  await until('onDisconnect a, past the bound', () => events.includes('disconnect a'));
+
+  // b's onConnect was dropped: its onDisconnect is not made, the bound free or not.
+  release();
+  await waitForMetric(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onConnect', outcome: 'ok' }, 2);
+  await b.close();
+  await hold.close();
+  await until('onDisconnect hold', () => events.includes('disconnect hold'));
+  expect(events.filter((e) => e.startsWith('disconnect')).sort()).toEqual(['disconnect a', 'disconnect hold']);
+});
+
+it('a throwing or timed-out onLoadDocument leaves the document empty and loadable: one call per load, not one per client (no retry storm)', async () => {
+  for (const failing of ['throws', 'times out'] as const) {
+    let calls = 0;
+    const relay = await startRelay({
+      hooks: {
+        onLoadDocument: ({ doc }) => {
+          calls++;
+          if (failing === 'throws') throw new Error('seed service down');
+          // Writes after its time: not used.
+          return new Promise<void>((r) => setTimeout(() => (doc.getText('t').insert(0, 'late seed;'), r()), 300));
+        },
+      },
+      hookTimeoutMs: 100,
+      idleTimeoutMs: 1,
+    });
+    relays.push(relay);
+    // Five clients at once: one load, one call.
+    const first = await Promise.all(Array.from({ length: 5 }, () => ProtocolClient.synced(relay.docUrl('empty'))));
+    clients.push(...first);
+    expect(calls, failing).toBe(1);
+    for (const c of first) expect(c.text).toBe('');
+    await waitForMetric(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onLoadDocument', outcome: failing === 'throws' ? 'error' : 'timeout' }, 1);
+    // A client who comes while it is loaded: no call.
+    const later = await ProtocolClient.synced(relay.docUrl('empty'));
+    clients.push(later);
+    expect(calls).toBe(1);
+    // Writable as any document; once it has content, a later load does not ask again.
+    await later.waitForAck(later.type('written;'));
+    await Promise.all(clients.splice(0).map((c) => c.close()));
+    await withTimeout((async () => { while (relay.relay.registry.size > 0) await new Promise((r) => setImmediate(r)); })(), 5_000, 'the unload');
+    const again = await ProtocolClient.synced(relay.docUrl('empty'));
+    clients.push(again);
+    expect(again.text).toBe('written;');
+    expect(calls).toBe(1);
+  }
+});

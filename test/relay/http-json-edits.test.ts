@@ -6,6 +6,7 @@ import { afterEach, expect, it } from 'vitest';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { signToken } from '../support/tokens.js';
+import { metricValue } from '../support/relay-observe.js';
 
 const relays: TestRelay[] = [];
 const clients: ProtocolClient[] = [];
@@ -83,4 +84,63 @@ it('writes every PATCH of one identity under one client id, so a backend is not 
   expect(statuses).toEqual(Array(10).fill(200));
   const state = await (await fetch(`${relay.httpUrl}/v1/docs/doc`, { headers: { authorization: `Bearer ${token}` } })).json();
   expect(state).toEqual({ meta: { counter: 9 } });
+});
+
+it('regression: an edit of a name holding another kind of type is refused (409 conflict), not written into it unseen', async () => {
+  const relay = await startRelay({});
+  relays.push(relay);
+  const client = await ProtocolClient.synced(relay.docUrl('kinds'));
+  clients.push(client);
+  await client.waitForAck(client.type('typed text')); // 't' is a Y.Text
+  const list = client.doc.getArray<number>('list');
+  list.push([1, 2]);
+  await client.waitForAck(client.seq);
+  await client.waitFor(() => client.ackedSeq === client.seq || undefined, 'the array acked');
+
+  for (const edits of [[{ map: 't', set: { hidden: 'in the text' } }], [{ text: 'list', append: 'x' }], [{ map: 'm', set: { a: 1 } }, { text: 'm', append: 'x' }]]) {
+    const answer = await patch(relay, 'kinds', { edits });
+    expect(answer.status, JSON.stringify(edits)).toBe(409);
+    expect((answer.json['error'] as { code: string }).code).toBe('conflict');
+  }
+  const stored = await (await fetch(`${relay.httpUrl}/v1/docs/kinds`)).json();
+  expect(stored).toEqual({ t: 'typed text', list: [1, 2] });
+  // Kinds that match are written as ever.
+  expect((await patch(relay, 'kinds', { edits: [{ text: 't', append: '!' }] })).status).toBe(200);
+  await client.waitForText('typed text!');
+});
+
+it('regression: a value nested past --max-json-depth is refused (422 too-deep), checked without recursion', async () => {
+  const relay = await startRelay({ maxJsonDepth: 10 });
+  relays.push(relay);
+  const nest = (n: number) => {
+    let v: unknown = 'leaf';
+    for (let i = 0; i < n; i++) v = { v };
+    return v;
+  };
+  // The map is depth 1: nine objects inside make depth 10 (GET renders it), ten make 11.
+  expect((await patch(relay, 'deep', { edits: [{ map: 'm', set: { a: nest(9) } }] })).status).toBe(200);
+  const refused = await patch(relay, 'deep', { edits: [{ map: 'm', set: { b: nest(10) } }] });
+  expect(refused.status).toBe(422);
+  expect((refused.json['error'] as { code: string }).code).toBe('too-deep');
+  // Far past the stack: refused the same way, not a 500 or a crash.
+  let huge = '"leaf"';
+  for (let i = 0; i < 100_000; i++) huge = `[${huge}]`;
+  const body = `{"edits":[{"map":"m","set":{"c":${huge}}}]}`;
+  expect((await patch(relay, 'deep', body)).status).toBe(422);
+  expect((await (await fetch(`${relay.httpUrl}/v1/docs/deep`)).json()) as unknown).toEqual({ m: { a: nest(9) } });
+});
+
+it('regression: PATCH costs a copy of the document, so documents over --max-patch-doc-bytes are refused (429, counted)', async () => {
+  const relay = await startRelay({ maxPatchDocBytes: 4_096 });
+  relays.push(relay);
+  const client = await ProtocolClient.synced(relay.docUrl('big'));
+  clients.push(client);
+  expect((await patch(relay, 'big', { edits: [{ text: 't', append: 'small;' }] })).status).toBe(200);
+  await client.waitForAck(client.type('x'.repeat(5_000)));
+  const refused = await patch(relay, 'big', { edits: [{ text: 't', append: 'more' }] });
+  expect(refused.status).toBe(429);
+  expect((refused.json['error'] as { code: string }).code).toBe('limit-exceeded');
+  expect(await metricValue(relay.httpUrl, 'capsync_limit_refusals_total', { limit: 'max-patch-doc-bytes' })).toBe(1);
+  // Other documents are edited as ever.
+  expect((await patch(relay, 'small', { edits: [{ text: 't', append: 'ok' }] })).status).toBe(200);
 });

@@ -7,7 +7,7 @@ import { afterEach, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import { connectAs } from '../support/client-ids.js';
 import { ProtocolClient } from '../support/protocol-client.js';
-import { startRelay, type TestRelay } from '../support/relay-fixture.js';
+import { startRelay, tempDir, type TestRelay } from '../support/relay-fixture.js';
 import { withTimeout } from '../support/wait.js';
 
 const relays: TestRelay[] = [];
@@ -102,4 +102,33 @@ it('refuses an invalid name, and opening while the relay closes', async () => {
   const closing = relay.close();
   await expect(relay.openDocument('late')).rejects.toMatchObject({ code: 'shutting-down' });
   await closing;
+});
+
+it('regression: the relay close closes open server documents: their edits committed, a later flush refused (shutting-down), an open under way refused', async () => {
+  const { dir, remove } = tempDir();
+  try {
+    const relay = await startRelay({ dataDir: dir });
+    const notes = await relay.openDocument('notes');
+    notes.doc.getText('t').insert(0, 'edited, never flushed');
+    const client = await ProtocolClient.synced(relay.docUrl('notes'));
+    clients.push(client);
+    await client.waitForText('edited, never flushed');
+    const other = await relay.openDocument('other');
+    other.doc.getText('t').insert(0, 'flushed as the relay closes');
+    const flushing = other.flush(); // waiting when the close begins: resolves, committed
+    // Began before the close, loads during it: refused, and its document released.
+    const opening = expect(relay.openDocument('opened-while-closing')).rejects.toMatchObject({ code: 'shutting-down' });
+    await withTimeout(relay.close(), 10_000, 'the relay close');
+    await opening;
+    await flushing;
+    await expect(notes.flush()).rejects.toMatchObject({ code: 'shutting-down' });
+    await notes.close(); // closing again is a no-op
+
+    const reopened = await startRelay({ dataDir: dir });
+    relays.push(reopened);
+    expect(await storedText(reopened, 'notes')).toBe('edited, never flushed');
+    expect(await storedText(reopened, 'other')).toBe('flushed as the relay closes');
+  } finally {
+    remove();
+  }
 });

@@ -351,8 +351,15 @@ export const FLAGS: Flag[] = [
     flag: 'max-json-depth',
     env: 'CAPSYNC_MAX_JSON_DEPTH',
     type: 'string',
-    help: `Deepest nesting GET /v1/docs/:name renders (422 past it). Default ${DEFAULTS.maxJsonDepth}`,
+    help: `Deepest nesting GET /v1/docs/:name renders and PATCH writes (422 past it). Default ${DEFAULTS.maxJsonDepth}`,
     apply: (o, v) => (o.maxJsonDepth = positive('--max-json-depth', v)),
+  },
+  {
+    flag: 'max-patch-doc-bytes',
+    env: 'CAPSYNC_MAX_PATCH_DOC_BYTES',
+    type: 'string',
+    help: `Largest document (encoded state) PATCH /v1/docs/:name edits: each PATCH decodes a copy of it (429 past it). Default ${DEFAULTS.maxPatchDocBytes} (16 MiB)`,
+    apply: (o, v) => (o.maxPatchDocBytes = positive('--max-patch-doc-bytes', v)),
   },
   { flag: 'metrics-token', env: 'CAPSYNC_METRICS_TOKEN', type: 'string', help: 'Bearer token GET /metrics requires. Default none', apply: (o, v) => (o.metricsToken = v) },
   {

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { authWebhook } from './auth/auth-webhook.js';
 import type { AuthorizeCallback } from './auth/callback-access.js';
-import type { RelayHooks } from './hooks/relay-hooks.js';
+import { MAX_HOOK_CALLS_IN_FLIGHT, type RelayHooks } from './hooks/relay-hooks.js';
 import { resolveWebhookOptions, type ResolvedWebhookOptions, type WebhookOptions } from './webhooks/webhook-options.js';
 import { DEFAULT_COMPACTION_POLICY, type CompactionPolicy, type DocStore } from '@capsync/core';
 import type { LockBackend } from './locks/lock-backend.js';
@@ -130,6 +130,8 @@ export interface RelayOptions {
   webhooks?: WebhookOptions;
   /** How long a hook may run before the relay goes on without it (counted as a timeout). Default 5000. */
   hookTimeoutMs?: number;
+  /** Hook calls running at once, all hooks and documents; past it a call is dropped (counted). Default 1000. */
+  maxHookCallsInFlight?: number;
   /** `onChange`: quiet time after a document's last change before it is called. Default 1000. */
   changeDebounceMs?: number;
   /** `onChange`: longest wait after a change while changes go on. Default 10000. */
@@ -245,8 +247,14 @@ export interface RelayOptions {
   allowedOrigins?: string[];
   /** Longest token lifetime accepted (`exp` minus `iat`, or minus now); `exp` is required. Default 24 h. */
   maxTokenLifetimeMs?: number;
-  /** Deepest nesting of shared types `GET /v1/docs/:name` renders as JSON (422 past it). Default 1000. */
+  /** Deepest nesting of shared types `GET /v1/docs/:name` renders as JSON, and `PATCH` writes (422 past it). Default 1000. */
   maxJsonDepth?: number;
+  /**
+   * Largest document (encoded state, bytes) `PATCH /v1/docs/:name` edits: each PATCH decodes a
+   * copy of the document to build its update, so this is what one costs at most (429 past it).
+   * Default 16 MiB.
+   */
+  maxPatchDocBytes?: number;
   /** Bearer token required by `GET /metrics`. Default none (open, unless `metricsPort` moves it). */
   metricsToken?: string;
   /** Serve `/metrics` on this separate port of 127.0.0.1 instead of the main port. Default none. */
@@ -315,6 +323,7 @@ export interface ResolvedRelayOptions {
   maxUnsentBytesPerAddress: number;
   hooks: RelayHooks | undefined;
   hookTimeoutMs: number;
+  maxHookCallsInFlight: number;
   webhooks: ResolvedWebhookOptions | undefined;
   changeDebounceMs: number;
   changeMaxWaitMs: number;
@@ -350,6 +359,7 @@ export interface ResolvedRelayOptions {
   allowedOrigins: string[] | undefined;
   maxTokenLifetimeMs: number;
   maxJsonDepth: number;
+  maxPatchDocBytes: number;
   metricsToken: string | undefined;
   metricsPort: number | undefined;
   maxConnections: number;
@@ -389,6 +399,7 @@ export const DEFAULTS = {
   maxPendingUpdatesPerDoc: 64,
   maxTokenLifetimeMs: 24 * 3600_000,
   maxJsonDepth: 1000,
+  maxPatchDocBytes: 16 * 1024 * 1024,
   maxConnections: 10_000,
   maxConnectionsPerAddress: 1000,
   maxSessionsPerSocket: 2000,
@@ -432,6 +443,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     idleTimeoutMs: positive('idleTimeoutMs', o.idleTimeoutMs, DEFAULTS.idleTimeoutMs, true),
     hooks: o.hooks,
     hookTimeoutMs: positive('hookTimeoutMs', o.hookTimeoutMs, 5_000),
+    maxHookCallsInFlight: positive('maxHookCallsInFlight', o.maxHookCallsInFlight, MAX_HOOK_CALLS_IN_FLIGHT),
     webhooks: resolveWebhookOptions(o.webhooks),
     changeDebounceMs: positive('changeDebounceMs', o.changeDebounceMs, 1_000, true),
     changeMaxWaitMs: positive('changeMaxWaitMs', o.changeMaxWaitMs, 10_000),
@@ -467,6 +479,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     allowedOrigins: o.allowedOrigins && o.allowedOrigins.length > 0 ? o.allowedOrigins.map(origin) : undefined,
     maxTokenLifetimeMs: positive('maxTokenLifetimeMs', o.maxTokenLifetimeMs, DEFAULTS.maxTokenLifetimeMs),
     maxJsonDepth: positive('maxJsonDepth', o.maxJsonDepth, DEFAULTS.maxJsonDepth),
+    maxPatchDocBytes: positive('maxPatchDocBytes', o.maxPatchDocBytes, DEFAULTS.maxPatchDocBytes),
     metricsToken: o.metricsToken || undefined,
     metricsPort: o.metricsPort === undefined ? undefined : positive('metricsPort', o.metricsPort, 0, true),
     maxConnections: positive('maxConnections', o.maxConnections, DEFAULTS.maxConnections, true),

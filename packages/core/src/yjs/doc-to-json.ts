@@ -102,11 +102,11 @@ function tooDeep(maxDepth: number): CapsyncError {
   return new CapsyncError('too-deep', `the document nests deeper than ${maxDepth} levels, too deep to render as JSON (--max-json-depth)`);
 }
 
-type Kind = 'map' | 'text' | 'xml' | 'array' | 'empty';
+export type SharedTypeKind = 'map' | 'text' | 'xml' | 'array' | 'empty';
 
 /** The top-level type `name`, read as the kind its content shows (null when empty). */
 function typed(doc: Y.Doc, name: string, type: Y.AbstractType<any>): unknown {
-  switch (inferKind(type)) {
+  switch (sharedTypeKind(type)) {
     case 'map':
       return doc.getMap(name);
     case 'text':
@@ -120,7 +120,11 @@ function typed(doc: Y.Doc, name: string, type: Y.AbstractType<any>): unknown {
   }
 }
 
-function inferKind(type: Y.AbstractType<any>): Kind {
+/**
+ * What a top-level type holds, from its content when it is still a bare AbstractType (see
+ * docToJSON): 'empty' when it holds nothing visible (deleted content does not count).
+ */
+export function sharedTypeKind(type: Y.AbstractType<any>): SharedTypeKind {
   if (type instanceof Y.Map) return 'map';
   if (type instanceof Y.Text) return 'text';
   if (type instanceof Y.XmlFragment) return 'xml';

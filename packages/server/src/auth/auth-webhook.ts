@@ -1,8 +1,9 @@
 import { createHash } from 'node:crypto';
+import { AnswerCache } from './answer-cache.js';
 import type { AuthorizeAnswer, AuthorizeCallback } from './callback-access.js';
 
 /** Answers kept at most (the least recently used go first). */
-const MAX_CACHED = 10_000;
+export const MAX_CACHED_ANSWERS = 10_000;
 
 /**
  * The CLI's `--auth-webhook <url>`: an authorization callback (CallbackAccess) that POSTs
@@ -10,25 +11,23 @@ const MAX_CACHED = 10_000;
  * `{ "permission": "read" | "write" | "none", "identity"?: string, "expiresAt"?: ms }` (HTTP 200;
  * 403 means none; anything else, or no answer within `timeoutMs`, refuses that document for now
  * with 'unavailable'). Answers are kept `cacheMs` per token and document (keyed by the token's
- * SHA-256: the cache holds no token), at most MAX_CACHED of them.
+ * SHA-256: the cache holds no token), never past their own `expiresAt`, at most `maxCached`
+ * (MAX_CACHED_ANSWERS) of them, the least recently used forgotten first (see AnswerCache).
  */
-export function authWebhook(url: string, options: { cacheMs: number; timeoutMs: number }): AuthorizeCallback {
-  const cache = new Map<string, { answer: AuthorizeAnswer; until: number }>();
+export function authWebhook(url: string, options: { cacheMs: number; timeoutMs: number; maxCached?: number }): AuthorizeCallback {
+  const cache = new AnswerCache<AuthorizeAnswer>(options.maxCached ?? MAX_CACHED_ANSWERS);
   // Questions asked now: the same token and document asked again meanwhile (a client opening
   // one document on several sockets, a reconnect storm) waits for the same answer.
   const asking = new Map<string, Promise<AuthorizeAnswer>>();
   return ({ token, docName }) => {
     const key = `${createHash('sha256').update(token ?? '').digest('base64')}\0${docName}`;
     const hit = cache.get(key);
-    if (hit && hit.until > Date.now()) return hit.answer;
-    cache.delete(key);
+    if (hit) return hit;
     let answer = asking.get(key);
     if (!answer) {
       answer = ask(url, token, docName, options.timeoutMs).then((a) => {
-        if (options.cacheMs > 0) {
-          cache.set(key, { answer: a, until: Date.now() + options.cacheMs });
-          if (cache.size > MAX_CACHED) cache.delete(cache.keys().next().value!);
-        }
+        // Not past the permission's own end: a kept answer would refuse the document until then.
+        if (options.cacheMs > 0) cache.set(key, a, Math.min(Date.now() + options.cacheMs, a.expiresAt ?? Infinity));
         return a;
       });
       asking.set(key, answer);

@@ -1,6 +1,6 @@
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
-import { MAX_HOOK_CALLS_IN_FLIGHT, type HookName, type RelayHooks } from './relay-hooks.js';
+import type { HookName, RelayHooks } from './relay-hooks.js';
 
 /**
  * Calls the backend's hooks as RelayHooks promises: each call bounded in time, its failure
@@ -14,6 +14,8 @@ export class HookRunner {
     private readonly timeoutMs: number,
     private readonly metrics: RelayMetrics,
     private readonly logger: Logger,
+    /** Calls running at once, at most (`maxHookCallsInFlight`, default MAX_HOOK_CALLS_IN_FLIGHT). */
+    private readonly maxInFlight: number,
   ) {}
 
   has(name: HookName): boolean {
@@ -32,12 +34,17 @@ export class HookRunner {
    * `run`, and `settled`: when the hook itself has settled (past its timeout too; never, for a
    * hook that never settles). What holds one call in flight per document waits for `settled`.
    */
-  call<N extends HookName>(name: N, event: Parameters<NonNullable<RelayHooks[N]>>[0]): { outcome: Promise<boolean>; settled: Promise<void> } {
+  call<N extends HookName>(
+    name: N,
+    event: Parameters<NonNullable<RelayHooks[N]>>[0],
+    /** Made past the in-flight bound too (the pair of a call that was made: see RelayHooks). */
+    { unbounded = false }: { unbounded?: boolean } = {},
+  ): { outcome: Promise<boolean>; settled: Promise<void>; dropped: boolean } {
     const hook = this.hooks[name] as ((e: typeof event) => unknown) | undefined;
-    if (!hook) return { outcome: Promise.resolve(true), settled: Promise.resolve() };
-    if (this.inFlight >= MAX_HOOK_CALLS_IN_FLIGHT) {
+    if (!hook) return { outcome: Promise.resolve(true), settled: Promise.resolve(), dropped: false };
+    if (this.inFlight >= this.maxInFlight && !unbounded) {
       this.counted(name, 'dropped');
-      return { outcome: Promise.resolve(false), settled: Promise.resolve() };
+      return { outcome: Promise.resolve(false), settled: Promise.resolve(), dropped: true };
     }
     this.inFlight++;
     let timer: NodeJS.Timeout | undefined;
@@ -71,7 +78,40 @@ export class HookRunner {
         // A hook that timed out still counts until it settles: it still holds what it holds.
         void settled.finally(() => this.inFlight--);
       });
-    return { outcome, settled };
+    return { outcome, settled, dropped: false };
+  }
+
+  /**
+   * Calls hook `name` synchronously (`onAwareness`, which sits on the path of what it judges):
+   * what it returned, when it returned at once and `valid` accepts it; undefined when it threw,
+   * returned something `valid` refuses (both counted `error`) or returned a promise (not waited
+   * for: counted `timeout`, as a hook past a time budget of zero; a rejection of it is logged).
+   * Holds no slot of the in-flight bound: the call is over when this returns.
+   */
+  runSync<N extends HookName>(name: N, event: Parameters<NonNullable<RelayHooks[N]>>[0], valid: (result: unknown) => boolean): { result: unknown } | undefined {
+    const hook = this.hooks[name] as ((e: typeof event) => unknown) | undefined;
+    if (!hook) return { result: undefined };
+    let result: unknown;
+    try {
+      result = hook.call(this.hooks, event);
+    } catch (err) {
+      this.logger.error({ hook: name, err }, 'a hook failed');
+      this.counted(name, 'error');
+      return undefined;
+    }
+    if (typeof (result as PromiseLike<unknown> | null)?.then === 'function') {
+      this.logger.warn({ hook: name }, 'a synchronous hook returned a promise; going on without it');
+      Promise.resolve(result).catch((err: unknown) => this.logger.error({ hook: name, err }, 'a hook failed'));
+      this.counted(name, 'timeout');
+      return undefined;
+    }
+    if (!valid(result)) {
+      this.logger.error({ hook: name }, 'a hook returned what the relay cannot use');
+      this.counted(name, 'error');
+      return undefined;
+    }
+    this.counted(name, 'ok');
+    return { result };
   }
 
   private counted(hook: HookName, outcome: 'ok' | 'error' | 'timeout' | 'dropped'): void {

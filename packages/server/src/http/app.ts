@@ -1,6 +1,6 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import * as Y from 'yjs';
-import { AuthError, CapsyncError, docToJSON, encodeStateVectorOf, validateDocName, type ErrorCode } from '@capsync/core';
+import { AuthError, CapsyncError, LimitExceededError, docToJSON, encodeStateVectorOf, validateDocName, type ErrorCode } from '@capsync/core';
 import type { AccessGrant } from '../auth/access.js';
 import { tokenFromRequest } from '../auth/token-from-request.js';
 import { MESH_PATH } from '../mesh/mesh-connection.js';
@@ -105,11 +105,17 @@ export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Expr
     express.json({ type: () => true, limit: relay.options.maxMessageBytes }),
     (req, res) =>
       withDoc(relay, req, res, 'write', async (doc, grant) => {
-        const edits = parseJsonEdits(req.body);
+        const edits = parseJsonEdits(req.body, relay.options.maxJsonDepth);
         // Built on a copy of the document's state under the writer's one client id here, then
         // admitted as any client's update (synchronously: no other PATCH comes between).
         const writer = grant.subject !== undefined ? `sub:${grant.subject}` : `addr:${req.socket.remoteAddress ?? ''}`;
-        const update = updateOfJsonEdits(doc.encodeState(), edits, patchWriters.clientIdFor(doc.name, writer));
+        let update;
+        try {
+          update = updateOfJsonEdits(doc.encodeState(), edits, patchWriters.clientIdFor(doc.name, writer), relay.options.maxPatchDocBytes);
+        } catch (err) {
+          if (err instanceof LimitExceededError) relay.metrics.limitRefusals.inc({ limit: err.limit });
+          throw err;
+        }
         if (!update) {
           res.json({ durable: true, changed: false });
           return;

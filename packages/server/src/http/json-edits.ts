@@ -1,5 +1,5 @@
 import * as Y from 'yjs';
-import { CapsyncError, newDoc } from '@capsync/core';
+import { CapsyncError, LimitExceededError, newDoc, sharedTypeKind } from '@capsync/core';
 
 /**
  * `PATCH /v1/docs/:name` (issue 14): JSON edits to a document's top-level maps and texts, for
@@ -13,9 +13,19 @@ import { CapsyncError, newDoc } from '@capsync/core';
  *       { "text": "body", "append": "\n-- the indexer" } ] }
  *
  * applied in order, in one transaction, as one update that enters the document like a client's
- * (validated, owned by the token's `sub`, committed before the answer). A text position past the
- * text's end, a malformed edit or more than MAX_JSON_EDITS edits is refused as a whole
- * (400 bad-message), having changed nothing.
+ * (validated, owned by the token's `sub`, committed before the answer). Refused as a whole,
+ * having changed nothing:
+ * - a text position past the text's end, a malformed edit or more than MAX_JSON_EDITS edits:
+ *   400 bad-message;
+ * - a value nested deeper than `--max-json-depth` (the depth GET renders: the map is depth 1,
+ *   each object or array inside adds one): 422 too-deep, checked without recursion;
+ * - an edit of a top-level name that holds another kind of type (a map edit of a Y.Text, a
+ *   text edit of a Y.Map or Y.Array): 409 conflict. Yjs would otherwise write map entries into
+ *   the text (or text into the map), which the document's clients never see;
+ * - a document whose state is over `--max-patch-doc-bytes`: 429 limit-exceeded. Each PATCH
+ *   builds its update on a copy of the document (its encoded state decoded into a scratch
+ *   Y.Doc: CPU and memory of the document's size, then freed), so that cap is what one PATCH
+ *   costs at most, besides its body (`--max-message-bytes`).
  */
 export const MAX_JSON_EDITS = 1_000;
 
@@ -27,7 +37,7 @@ export type JsonEdit =
   | { text: string; append: string };
 
 /** The edits of a PATCH body, checked; throws CapsyncError 'bad-message' saying what is wrong. */
-export function parseJsonEdits(body: unknown): JsonEdit[] {
+export function parseJsonEdits(body: unknown, maxDepth: number): JsonEdit[] {
   const edits = (body as { edits?: unknown } | null)?.edits;
   if (!Array.isArray(edits) || edits.length === 0) throw bad('the body must be {"edits": [...]} with at least one edit');
   if (edits.length > MAX_JSON_EDITS) throw bad(`at most ${MAX_JSON_EDITS} edits per request, got ${edits.length}`);
@@ -36,7 +46,10 @@ export function parseJsonEdits(body: unknown): JsonEdit[] {
     if (typeof edit !== 'object' || edit === null) throw bad(`edit ${i}: not an object`);
     if (typeof edit['map'] === 'string') {
       const set = edit['set'];
-      if (set !== undefined && typeof set === 'object' && set !== null && !Array.isArray(set) && Object.keys(edit).length === 2) return { map: edit['map'], set: set as Record<string, unknown> };
+      if (set !== undefined && typeof set === 'object' && set !== null && !Array.isArray(set) && Object.keys(edit).length === 2) {
+        refuseDeeperThan(set, maxDepth, i);
+        return { map: edit['map'], set: set as Record<string, unknown> };
+      }
       const del = edit['delete'];
       if (Array.isArray(del) && del.every((k) => typeof k === 'string') && Object.keys(edit).length === 2) return { map: edit['map'], delete: del as string[] };
       throw bad(`edit ${i}: a map edit is {"map", "set": {...}} or {"map", "delete": [keys]}`);
@@ -61,7 +74,10 @@ export function parseJsonEdits(body: unknown): JsonEdit[] {
  * relay's own document only changes through `receive`). Throws 'bad-message' for a position
  * past a text's end; null when the edits change nothing.
  */
-export function updateOfJsonEdits(state: Uint8Array, edits: JsonEdit[], clientId: number): Uint8Array | null {
+export function updateOfJsonEdits(state: Uint8Array, edits: JsonEdit[], clientId: number, maxDocBytes: number): Uint8Array | null {
+  if (state.byteLength > maxDocBytes) {
+    throw new LimitExceededError('max-patch-doc-bytes', `--max-patch-doc-bytes: the document is ${state.byteLength} bytes (PATCH edits documents of at most ${maxDocBytes}; write through a client or openDocument)`);
+  }
   const doc = newDoc();
   try {
     Y.applyUpdate(doc, state);
@@ -72,6 +88,7 @@ export function updateOfJsonEdits(state: Uint8Array, edits: JsonEdit[], clientId
     doc.on('update', (u: Uint8Array) => (update = u));
     doc.transact(() => {
       edits.forEach((edit, i) => {
+        refuseOtherKind(doc, 'map' in edit ? edit.map : edit.text, 'map' in edit ? 'map' : 'text', i);
         if ('map' in edit) {
           const map = doc.getMap(edit.map);
           if ('set' in edit) for (const [k, v] of Object.entries(edit.set)) map.set(k, v);
@@ -123,6 +140,29 @@ export class PatchWriters {
   /** The relay refused a write under it (another identity owns it): the next PATCH takes a new one. */
   forget(docName: string, writer: string): void {
     this.ids.delete(`${docName}\0${writer}`);
+  }
+}
+
+/**
+ * Refuses (409 conflict) an edit of top-level `name` as a `want` when it holds another kind:
+ * Yjs turns a bare type into whatever it is first asked for, so a map edit of a text would
+ * write map entries its clients never read. An empty name (nothing visible) takes either.
+ */
+function refuseOtherKind(doc: Y.Doc, name: string, want: 'map' | 'text', i: number): void {
+  const type = doc.share.get(name);
+  const kind = type === undefined ? 'empty' : sharedTypeKind(type);
+  if (kind !== 'empty' && kind !== want) throw new CapsyncError('conflict', `edit ${i}: "${name}" holds a ${kind}, not a ${want}`);
+}
+
+/** Refuses (422 too-deep) a value of map edit `i` nested past `maxDepth`, walked with a stack. */
+function refuseDeeperThan(set: object, maxDepth: number, i: number): void {
+  // The map is depth 1, `set` itself stands for it: its values start at depth 2.
+  const pending: [value: unknown, depth: number][] = Object.values(set).map((v) => [v, 2]);
+  while (pending.length > 0) {
+    const [value, depth] = pending.pop()!;
+    if (typeof value !== 'object' || value === null) continue;
+    if (depth > maxDepth) throw new CapsyncError('too-deep', `edit ${i}: a value nested deeper than ${maxDepth} (--max-json-depth)`);
+    for (const v of Object.values(value)) pending.push([v, depth + 1]);
   }
 }
 

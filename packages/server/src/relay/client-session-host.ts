@@ -152,7 +152,7 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
   }
 
   awareness(update: Uint8Array): void {
-    this.doc.awareness.apply(update, this.conn, { relay: false, identity: this.identity.lasting, address: this.deps.address });
+    this.doc.awareness.apply(update, this.conn, { relay: false, identity: this.identity.lasting, address: this.deps.address, subject: this.grant.subject });
   }
 
   extension(msg: Message): void {

@@ -82,6 +82,8 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
   readonly subject: string | undefined;
   /** It watches its grant's expiry itself (a multiplexed socket watches its token's for its sessions). */
   private readonly watchesExpiry: boolean;
+  /** Its onConnect was made (not dropped): its onDisconnect will be, whatever the bound. */
+  private connectReported = false;
 
   constructor(
     /** Its own socket's (AccountedChannel), or a session of a multiplexed socket. */
@@ -168,7 +170,8 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
     this.doc = doc;
     doc.peers.add(this);
     this.host.open(doc);
-    if (this.reported) void this.deps.hooks?.run('onConnect', this.hookEvent);
+    // onDisconnect follows only an onConnect that was made (not dropped under the bound).
+    if (this.reported) this.connectReported = this.deps.hooks?.call('onConnect', this.hookEvent).dropped === false;
   }
 
   /** Feeds one received WebSocket message. */
@@ -233,6 +236,7 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
       this.deps.metrics.closes.inc({ code: closeCodeName(byUs.code) });
       this.deps.onRelayClose?.(this, byUs.code, byUs.reason);
     }
-    if (doc && this.reported) void this.deps.hooks?.run('onDisconnect', { ...this.hookEvent, ...(byUs ? { code: byUs.code } : {}) });
+    // Paired: made past the in-flight bound too, so a backend counting sessions never drifts.
+    if (doc && this.connectReported) void this.deps.hooks?.call('onDisconnect', { ...this.hookEvent, ...(byUs ? { code: byUs.code } : {}) }, { unbounded: true });
   }
 }

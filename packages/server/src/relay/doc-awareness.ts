@@ -6,6 +6,7 @@ import { LimitExceededError, decodeAwarenessUpdate, type AwarenessEntry } from '
 import type { RelayMetrics } from '../metrics.js';
 import { RELAY_AWARENESS_ORIGIN } from './origins.js';
 import { AwarenessReservations, type ReservationHolder } from './awareness-reservations.js';
+import type { AwarenessHook } from '../hooks/awareness-hook.js';
 
 /** The bounds on a document's awareness (flags `--max-awareness-*`). */
 export interface AwarenessLimits {
@@ -44,6 +45,11 @@ export interface AwarenessSource {
  * oversized state from them is dropped rather than closing the link between relays.
  * Every refusal counts in `capsync_limit_refusals_total{limit}`.
  *
+ * The backend's onAwareness (`hook`) judges each state a client sets, after the checks above
+ * (a client over its bounds is closed before the hook sees anything) and before it is applied:
+ * a dropped state is neither applied nor broadcast, a rewritten one is applied and broadcast in
+ * its place (see RelayHooks.onAwareness).
+ *
  * So a newcomer or a query-awareness gets at most `maxStatesPerDoc` states of at most
  * `maxStateBytes` each.
  */
@@ -62,6 +68,7 @@ export class DocAwareness {
     listeners: Iterable<AwarenessSource>,
     private readonly limits: AwarenessLimits,
     private readonly metrics: RelayMetrics,
+    private readonly hook?: AwarenessHook,
   ) {
     this.listeners = listeners;
     this.reservations = new AwarenessReservations(
@@ -79,14 +86,15 @@ export class DocAwareness {
    * `identity`: the source's lasting identity (token `sub` or owner key; undefined for none and
    * for peer relays): the ids it frees are reserved for it, and it may take back its own.
    * `address`: the client's address, which reservations of identities other than a token's
-   * `sub` count against (see AwarenessReservations).
+   * `sub` count against (see AwarenessReservations). `subject`: the token's `sub`, which the
+   * onAwareness hook is told (a client's states only: a peer relay's were judged by its relay).
    * Throws ProtocolError('invalid-awareness') if it does not decode, LimitExceededError if
    * the source overflows its own bounds; nothing of the update is applied then.
    */
   apply(
     update: Uint8Array,
     source: AwarenessSource,
-    { relay: peer, identity, address }: { relay: boolean; identity?: string | undefined; address?: string | undefined },
+    { relay: peer, identity, address, subject }: { relay: boolean; identity?: string | undefined; address?: string | undefined; subject?: string | undefined },
   ): void {
     if (!peer) this.refuseOversizedBatch(update);
     // A peer relay's link relays many clients: it reserves nothing for itself.
@@ -96,7 +104,8 @@ export class DocAwareness {
     let newIds = 0;
     let total = this.awareness.getStates().size;
     const accepted: AwarenessEntry[] = [];
-    for (const e of entries) {
+    let rewritten = false;
+    for (let e of entries) {
       const owner = this.owners.get(e.clientID);
       if (owner !== undefined && owner !== source) continue; // someone else's: ignored
       if (owner === undefined) {
@@ -114,6 +123,12 @@ export class DocAwareness {
         this.refused('max-awareness-state-bytes');
         if (peer) continue;
         throw new LimitExceededError('max-awareness-state-bytes', `--max-awareness-state-bytes: an awareness state of ${e.stateBytes} bytes (max ${this.limits.maxStateBytes})`);
+      }
+      if (this.hook && !peer) {
+        const review = this.hook.review(e, subject);
+        if ('drop' in review) continue;
+        rewritten ||= review.keep !== e;
+        e = review.keep;
       }
       if (owner === undefined) {
         // A new id for this source (re-introducing an id it owns is not new).
@@ -133,7 +148,7 @@ export class DocAwareness {
       accepted.push(e);
     }
     if (accepted.length === 0) return;
-    const toApply = accepted.length === entries.length ? update : encodeEntries(accepted);
+    const toApply = accepted.length === entries.length && !rewritten ? update : encodeEntries(accepted);
     // Claim the ids before applying, so the update event below sees them owned.
     const holder = identity === undefined ? undefined : { identity, address };
     for (const e of accepted) if (e.state !== null) this.claim(e.clientID, source, holder);

@@ -20,6 +20,7 @@ import { DEFAULT_CHANGE_TIMING, DocHooks, seedNewDocument } from '../hooks/doc-h
 import { isSharedDocStore } from '../storage/shared-doc-store.js';
 import type { DocWriter } from './doc-writer.js';
 import { DocAwareness } from './doc-awareness.js';
+import { AwarenessHook } from '../hooks/awareness-hook.js';
 import { PendingUpdates } from './pending-updates.js';
 import { PeerSet } from './peer-set.js';
 import { DocOwnership } from './doc-ownership.js';
@@ -123,7 +124,8 @@ export class RelayDoc implements FollowedDoc {
     this.appends = new DocAppends(name, deps, this.replication, this.compaction, retries, (err) => void this.recover(err), (p) => hooks?.committed(p));
     this.broadcast = new DocBroadcast(this.peers, ownership);
     this.attach(doc);
-    this.awareness = new DocAwareness(doc, this.peers, deps.awareness, deps.metrics);
+    const awarenessHook = deps.hooks?.has('onAwareness') ? new AwarenessHook(name, deps.hooks, deps.awareness.maxStateBytes) : undefined;
+    this.awareness = new DocAwareness(doc, this.peers, deps.awareness, deps.metrics, awarenessHook);
   }
 
   /**

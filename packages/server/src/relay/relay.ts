@@ -20,7 +20,7 @@ import { RelayConnection, type ConnectionDeps, type MeshHooks, type RelaySocket 
 import type { SendBufferOptions } from './send-buffer.js';
 import { DocRegistry } from './doc-registry.js';
 import { HookRunner } from '../hooks/hook-runner.js';
-import { openServerDocument, type OpenDocumentOptions, type ServerDocument } from './server-document.js';
+import { OpenServerDocuments, type OpenDocumentOptions, type ServerDocument } from './server-document.js';
 import { StorageOutage } from './storage-outage.js';
 import { UnsentBudget } from './unsent-budget.js';
 import { SyncReplicationCheck, type QuorumSupport } from './quorum-support.js';
@@ -78,6 +78,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private closing = false;
   /** `--auth-recheck-interval-ms`: client sockets' permissions decided again (live permissions). */
   private readonly rechecks: PermissionRechecks;
+  /** Documents opened by `openDocument`, closed by `close`. */
+  private readonly serverDocuments: OpenServerDocuments;
   /** Appends waiting for storage to be reachable again: /readyz is 503 meanwhile. */
   readonly storageOutage: StorageOutage;
 
@@ -98,7 +100,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       { maxTotal: deps.options.maxUnsentBytes, maxPerAddress: deps.options.maxUnsentBytesPerAddress, graceMs: deps.options.slowConsumerGraceMs },
       deps.metrics,
     );
-    this.hooks = deps.options.hooks ? new HookRunner(deps.options.hooks, deps.options.hookTimeoutMs, deps.metrics, deps.logger) : undefined;
+    this.hooks = deps.options.hooks ? new HookRunner(deps.options.hooks, deps.options.hookTimeoutMs, deps.metrics, deps.logger, deps.options.maxHookCallsInFlight) : undefined;
     this.registry = new DocRegistry(
       {
         hooks: this.hooks,
@@ -121,6 +123,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       },
       deps.options.idleTimeoutMs,
     );
+    this.serverDocuments = new OpenServerDocuments(this.registry, () => this.closing);
     this.mesh = new PeerMesh({
       relayId: deps.options.relayId,
       peers: deps.options.peers,
@@ -166,7 +169,7 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   /** Opens `name` for a server-side writer: see ServerDocument. Rejects while the relay closes. */
   openDocument(name: string, options?: OpenDocumentOptions): Promise<ServerDocument> {
-    return openServerDocument(this.registry, () => this.closing, name, options);
+    return this.serverDocuments.openDocument(name, options);
   }
 
   get isClosing(): boolean {
@@ -327,8 +330,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   }
 
   /**
-   * Graceful stop: closes every connection with GoingAway, waits until every accepted update
-   * is committed, then closes storage.
+   * Graceful stop: closes every connection with GoingAway and every server document (its edits
+   * committed), waits until every accepted update is committed, then closes storage.
    */
   async close(): Promise<void> {
     if (this.closing) return;
@@ -337,6 +340,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.rechecks.stop();
     for (const conn of this.connections) conn.close(CloseCode.GoingAway, closeReasonFor('shutting-down', 'relay is shutting down'));
     this.connections.clear();
+    await this.serverDocuments.closeAll();
     this.replicateAll?.close();
     this.mesh.close();
     await this.locks.close();

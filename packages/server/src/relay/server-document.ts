@@ -23,6 +23,12 @@ export interface OpenDocumentOptions {
  *   an edit the relay refused (the replica then holds content the relay does not: close it);
  * - `close()` flushes (ignoring a refusal it already reported), stops following the document
  *   and releases it; the replica is destroyed. Closing twice is a no-op.
+ * - The relay's `close()` closes every ServerDocument still open before it closes storage: what
+ *   was edited before is committed with the rest of the document (a flush already waiting
+ *   resolves then), and `flush()` called after that rejects with CapsyncError 'shutting-down'
+ *   (edits made to `doc` after it went nowhere; so do edits the document held back while paused,
+ *   a flush waiting for them rejects). Opening one while the relay closes rejects with
+ *   'shutting-down' too.
  */
 export interface ServerDocument {
   readonly name: string;
@@ -42,7 +48,11 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
   private readonly queued: Uint8Array[] = [];
   private writes: Promise<void> = Promise.resolve();
   private refused: unknown = null;
+  /** Flushes waiting for the queued edits to be sent (the document paused). */
+  private readonly drainWaiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
   private closed: Promise<void> | null = null;
+  /** Set when the relay closed it (its own close): what `flush` rejects with from then on. */
+  private shutDown: CapsyncError | null = null;
   private readonly writer: ClientWriter;
 
   constructor(
@@ -50,11 +60,14 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
     private readonly live: RelayDoc,
     private readonly release: () => void,
     identity: string | undefined,
+    /** The relay's open server documents: this one is in it until it closes. */
+    private readonly open: Set<ServerDocumentPeer>,
   ) {
     this.writer = { kind: 'client', source: this, subject: identity, declared: undefined };
     Y.applyUpdate(this.doc, live.encodeState(), this);
     live.peers.add(this);
     this.doc.on('update', this.onEdit);
+    open.add(this);
   }
 
   sendUpdate(update: Uint8Array): void {
@@ -65,12 +78,17 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
 
   resume(): void {
     this.drain();
+    if (this.queued.length === 0) for (const waiter of this.drainWaiters.splice(0)) waiter.resolve();
   }
 
   flush(): Promise<void> {
+    if (this.shutDown) return Promise.reject(this.shutDown);
     this.drain();
     const refused = this.refused;
-    return this.writes.then(() => {
+    // Edits queued while the document is paused (a commit or a reload: it always resumes) are
+    // sent when it resumes: flush waits for them too, not only for what was sent.
+    const drained = this.queued.length === 0 ? Promise.resolve() : new Promise<void>((resolve, reject) => this.drainWaiters.push({ resolve, reject }));
+    return drained.then(() => this.writes).then(() => {
       if (refused !== null || this.refused !== null) {
         const err = this.refused ?? refused;
         this.refused = null;
@@ -85,8 +103,22 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
       this.doc.off('update', this.onEdit);
       this.live.peers.delete(this);
       this.doc.destroy();
+      this.open.delete(this);
       this.release();
     })());
+  }
+
+  /**
+   * The relay closes: what was edited goes to the document (the relay's close commits it with
+   * the rest, and does not wait for storage to come back), and it closes. Edits the document
+   * held back (paused) are not sent: the flushes waiting for them reject with 'shutting-down'.
+   */
+  shutdown(): Promise<void> {
+    const err = (this.shutDown ??= new CapsyncError('shutting-down', `the relay closed server document "${this.name}"`));
+    this.drain();
+    this.queued.length = 0;
+    for (const waiter of this.drainWaiters.splice(0)) waiter.reject(err);
+    return this.close(); // its flush rejects at once now: it detaches without waiting for commits
   }
 
   private readonly onEdit = (update: Uint8Array, origin: unknown): void => {
@@ -110,10 +142,34 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
   }
 }
 
-/** Opens `name` on the relay for a server-side writer (see ServerDocument). */
-export async function openServerDocument(registry: DocRegistry, closing: () => boolean, name: string, options: OpenDocumentOptions = {}): Promise<ServerDocument> {
-  if (closing()) throw new CapsyncError('shutting-down', 'relay is shutting down');
-  validateDocName(name);
-  const live = await registry.acquire(name);
-  return new ServerDocumentPeer(name, live, () => registry.release(name), options.identity);
+/** The server documents open on a relay, which its close closes (see ServerDocument). */
+export class OpenServerDocuments {
+  private readonly open = new Set<ServerDocumentPeer>();
+
+  constructor(
+    private readonly registry: DocRegistry,
+    private readonly closing: () => boolean,
+  ) {}
+
+  /** Opens `name` for a server-side writer; rejects with 'shutting-down' while the relay closes. */
+  async openDocument(name: string, options: OpenDocumentOptions = {}): Promise<ServerDocument> {
+    if (this.closing()) throw shuttingDown();
+    validateDocName(name);
+    const live = await this.registry.acquire(name);
+    // The relay began to close while it loaded: its close does not know of this one.
+    if (this.closing()) {
+      this.registry.release(name);
+      throw shuttingDown();
+    }
+    return new ServerDocumentPeer(name, live, () => this.registry.release(name), options.identity, this.open);
+  }
+
+  /** Closes every open one (see ServerDocumentPeer.shutdown): before the registry, which commits their edits. */
+  async closeAll(): Promise<void> {
+    await Promise.all(Array.from(this.open, (d) => d.shutdown()));
+  }
+}
+
+function shuttingDown(): CapsyncError {
+  return new CapsyncError('shutting-down', 'relay is shutting down');
 }
