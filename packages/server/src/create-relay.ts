@@ -21,7 +21,6 @@ import { MemoryLockStore, type LockStore } from './locks/lock-store.js';
 import { Relay } from './relay/relay.js';
 import type { OpenDocumentOptions, ServerDocument } from './relay/server-document.js';
 import { relayWebhooks } from './webhooks/relay-webhooks.js';
-import { composeHooks } from './hooks/compose-hooks.js';
 import { SqliteWorkerStore } from './storage/sqlite-worker-store.js';
 
 /** A running relay. */
@@ -87,7 +86,6 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
   });
   let httpUrl = (): string => '';
   const webhooks = relayWebhooks(resolved, store, metrics, logger, () => httpUrl());
-  if (webhooks) resolved.hooks = composeHooks(webhooks.hooks, resolved.hooks);
   const relay = new Relay({
     store,
     access,
@@ -96,7 +94,7 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     options: resolved,
     locks,
     credential: relayCredential(resolved),
-    ...(webhooks ? { beforeStoreClose: () => webhooks.dispatcher.close() } : {}),
+    ...(webhooks ? { webhookHooks: webhooks.hooks, beforeStoreClose: () => webhooks.dispatcher.close() } : {}),
   });
 
   const origins = new OriginPolicy(resolved.allowedOrigins, access.mode !== 'open', resolved.host);

@@ -16,6 +16,8 @@ export class HookRunner {
     private readonly logger: Logger,
     /** Calls running at once, at most (`maxHookCallsInFlight`, default MAX_HOOK_CALLS_IN_FLIGHT). */
     private readonly maxInFlight: number,
+    /** Prefix of the `hook` label of its calls' metric: '' for the app's hooks, 'webhooks.' for the relay's webhooks. */
+    private readonly label = '',
   ) {}
 
   has(name: HookName): boolean {
@@ -115,6 +117,6 @@ export class HookRunner {
   }
 
   private counted(hook: HookName, outcome: 'ok' | 'error' | 'timeout' | 'dropped'): void {
-    this.metrics.hookCalls.inc({ hook, outcome });
+    this.metrics.hookCalls.inc({ hook: `${this.label}${hook}`, outcome });
   }
 }

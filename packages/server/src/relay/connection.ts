@@ -39,7 +39,7 @@ export interface ConnectionDeps {
   /** Told when the relay closes a connection (not when the client does). */
   onRelayClose?(conn: RelayConnection, code: number, reason: string): void;
   /** The backend's hooks: told when a client's session begins and ends. */
-  hooks?: HookRunner | undefined;
+  hooks?: readonly HookRunner[] | undefined;
   /** A plain client socket's `token-refresh` (see LiveCredential). */
   refreshToken?: ((token: string) => void) | undefined;
   registry: DocRegistry;
@@ -83,7 +83,7 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
   /** It watches its grant's expiry itself (a multiplexed socket watches its token's for its sessions). */
   private readonly watchesExpiry: boolean;
   /** Its onConnect was made (not dropped): its onDisconnect will be, whatever the bound. */
-  private connectReported = false;
+  private connectReportedTo: readonly HookRunner[] = [];
 
   constructor(
     /** Its own socket's (AccountedChannel), or a session of a multiplexed socket. */
@@ -171,7 +171,7 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
     doc.peers.add(this);
     this.host.open(doc);
     // onDisconnect follows only an onConnect that was made (not dropped under the bound).
-    if (this.reported) this.connectReported = this.deps.hooks?.call('onConnect', this.hookEvent).dropped === false;
+    if (this.reported) this.connectReportedTo = (this.deps.hooks ?? []).filter((runner) => runner.call('onConnect', this.hookEvent).dropped === false);
   }
 
   /** Feeds one received WebSocket message. */
@@ -237,6 +237,6 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
       this.deps.onRelayClose?.(this, byUs.code, byUs.reason);
     }
     // Paired: made past the in-flight bound too, so a backend counting sessions never drifts.
-    if (doc && this.connectReported) void this.deps.hooks?.call('onDisconnect', { ...this.hookEvent, ...(byUs ? { code: byUs.code } : {}) }, { unbounded: true });
+    if (doc) for (const runner of this.connectReportedTo) void runner.call('onDisconnect', { ...this.hookEvent, ...(byUs ? { code: byUs.code } : {}) }, { unbounded: true });
   }
 }

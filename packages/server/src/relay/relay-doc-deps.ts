@@ -34,7 +34,7 @@ export interface RelayDocDeps {
   /** In a cluster: send clients' changes to the other relays before their commit (RelayOptions.clusterPreviews). */
   clusterPreviews?: boolean | undefined;
   /** The backend's hooks (createRelay `hooks`), if any, and how often `onChange` is called. */
-  hooks?: HookRunner | undefined;
+  hooks?: readonly HookRunner[] | undefined;
   changeTiming?: ChangeTiming | undefined;
 }
 

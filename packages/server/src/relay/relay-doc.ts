@@ -96,7 +96,7 @@ export class RelayDoc implements FollowedDoc {
   /** The whole state's encoding, shared by every reader that has nothing yet. */
   private readonly wholeState = new WholeState();
   /** The backend's onChange and onStoreDocument for this document, with hooks configured. */
-  private readonly hooks: DocHooks | null;
+  private readonly hooks: DocHooks[];
 
   private constructor(
     readonly name: string,
@@ -119,12 +119,14 @@ export class RelayDoc implements FollowedDoc {
     this.ownership = ownership;
     this.pending = new PendingUpdates(() => this.doc, deps.limits, deps.metrics, (sent) => ownership.claimLate(sent));
     this.replication = new DocReplication(deps.majority);
-    this.hooks = deps.hooks ? new DocHooks(name, deps.hooks, deps.changeTiming ?? DEFAULT_CHANGE_TIMING, () => this.encodeState()) : null;
+    // One DocHooks per set of hooks (the relay's webhooks, the app's): neither waits on the other.
+    this.hooks = (deps.hooks ?? []).map((runner) => new DocHooks(name, runner, deps.changeTiming ?? DEFAULT_CHANGE_TIMING, () => this.encodeState()));
     const hooks = this.hooks;
-    this.appends = new DocAppends(name, deps, this.replication, this.compaction, retries, (err) => void this.recover(err), (p) => hooks?.committed(p));
+    this.appends = new DocAppends(name, deps, this.replication, this.compaction, retries, (err) => void this.recover(err), (p) => hooks.forEach((h) => h.committed(p)));
     this.broadcast = new DocBroadcast(this.peers, ownership);
     this.attach(doc);
-    const awarenessHook = deps.hooks?.has('onAwareness') ? new AwarenessHook(name, deps.hooks, deps.awareness.maxStateBytes) : undefined;
+    const awarenessRunner = deps.hooks?.find((r) => r.has('onAwareness'));
+    const awarenessHook = awarenessRunner ? new AwarenessHook(name, awarenessRunner, deps.awareness.maxStateBytes) : undefined;
     this.awareness = new DocAwareness(doc, this.peers, deps.awareness, deps.metrics, awarenessHook);
   }
 
@@ -142,7 +144,9 @@ export class RelayDoc implements FollowedDoc {
       const loaded = new RelayDoc(name, doc, owners, deps, retries, follower);
       follower?.attach(loaded, head);
       // Applied to the loaded document, whose listener stores it as the relay's change.
-      if (head === 0 && doc.store.clients.size === 0 && deps.hooks?.has('onLoadDocument')) await seedNewDocument(name, doc, deps.hooks);
+      if (head === 0 && doc.store.clients.size === 0) {
+        for (const runner of deps.hooks ?? []) if (runner.has('onLoadDocument')) await seedNewDocument(name, doc, runner);
+      }
       return loaded;
     } catch (err) {
       follower?.stop();
@@ -445,7 +449,7 @@ export class RelayDoc implements FollowedDoc {
     this.broadcast.flush();
     this.awareness.destroy();
     this.detach(this.doc);
-    this.hooks?.stop();
+    for (const h of this.hooks) h.stop();
     this.doc.destroy();
   }
 
@@ -495,13 +499,13 @@ export class RelayDoc implements FollowedDoc {
   private attach(doc: Y.Doc): void {
     doc.on('update', this.onLocalUpdate);
     this.wholeState.watch(doc);
-    this.hooks?.watch(doc);
+    for (const h of this.hooks) h.watch(doc);
   }
 
   private detach(doc: Y.Doc): void {
     doc.off('update', this.onLocalUpdate);
     this.wholeState.unwatch(doc);
-    this.hooks?.unwatch(doc);
+    for (const h of this.hooks) h.unwatch(doc);
   }
 
   /**

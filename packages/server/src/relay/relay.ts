@@ -20,6 +20,7 @@ import { RelayConnection, type ConnectionDeps, type MeshHooks, type RelaySocket 
 import type { SendBufferOptions } from './send-buffer.js';
 import { DocRegistry } from './doc-registry.js';
 import { HookRunner } from '../hooks/hook-runner.js';
+import type { RelayHooks } from '../hooks/relay-hooks.js';
 import { OpenServerDocuments, type OpenDocumentOptions, type ServerDocument } from './server-document.js';
 import { StorageOutage } from './storage-outage.js';
 import { UnsentBudget } from './unsent-budget.js';
@@ -37,6 +38,8 @@ export interface RelayDeps {
   locks: LockService;
   /** The relay credential presented to peers (see relayCredential). */
   credential: () => Promise<string | undefined>;
+  /** The relay's webhook events, made from hooks of their own (see relayWebhooks). */
+  webhookHooks?: RelayHooks | undefined;
   /** Closes what writes to the store besides documents (webhook deliveries), once documents closed, before the store. */
   beforeStoreClose?: () => Promise<void>;
 }
@@ -66,8 +69,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   /** Unsent bytes of every connection and heavy HTTP response (`--max-unsent-bytes*`). */
   readonly unsent: UnsentBudget;
   private readonly meshHooks: MeshHooks;
-  /** The backend's hooks (createRelay `hooks`), if any. */
-  private readonly hooks: HookRunner | undefined;
+  /** The hooks: the relay's webhooks' and the backend's (createRelay `hooks`), each with its own budget. */
+  private readonly hooks: HookRunner[];
   private readonly beforeStoreClose: (() => Promise<void>) | undefined;
   private readonly fencedWrites: FencedWriteForwarder | undefined;
   /** On a cluster relay (a shared store): whether its database can give quorum durability. */
@@ -100,7 +103,12 @@ export class Relay extends EventEmitter<RelayEvents> {
       { maxTotal: deps.options.maxUnsentBytes, maxPerAddress: deps.options.maxUnsentBytesPerAddress, graceMs: deps.options.slowConsumerGraceMs },
       deps.metrics,
     );
-    this.hooks = deps.options.hooks ? new HookRunner(deps.options.hooks, deps.options.hookTimeoutMs, deps.metrics, deps.logger, deps.options.maxHookCallsInFlight) : undefined;
+    this.hooks = [
+      // The webhooks' hooks only queue events: their calls are bounded by the documents and
+      // sessions there are, not dropped under the app's bound (a dropped one is a lost event).
+      ...(deps.webhookHooks ? [new HookRunner(deps.webhookHooks, deps.options.hookTimeoutMs, deps.metrics, deps.logger, Number.MAX_SAFE_INTEGER, 'webhooks.')] : []),
+      ...(deps.options.hooks ? [new HookRunner(deps.options.hooks, deps.options.hookTimeoutMs, deps.metrics, deps.logger, deps.options.maxHookCallsInFlight)] : []),
+    ];
     this.registry = new DocRegistry(
       {
         hooks: this.hooks,

@@ -49,8 +49,13 @@ export class PostgresWebhookQueue implements WebhookQueue {
     await this.query('rescheduling a webhook delivery', 'UPDATE capsync_webhook_deliveries SET attempts = $2, next_at = $3 WHERE id = $1', [id, attempts, nextAt]);
   }
 
-  async rewrite(id: string, body: string, nextAt: number): Promise<void> {
-    await this.query('rewriting a webhook delivery', 'UPDATE capsync_webhook_deliveries SET body = $2, next_at = $3 WHERE id = $1', [id, body, nextAt]);
+  async rewrite(id: string, body: string, nextAt: number, heldUntil: number): Promise<boolean> {
+    const { rowCount } = await this.query(
+      'rewriting a webhook delivery',
+      'UPDATE capsync_webhook_deliveries SET body = $2, next_at = $3 WHERE id = $1 AND attempts = 0 AND next_at = $4',
+      [id, body, nextAt, heldUntil],
+    );
+    return rowCount === 1;
   }
 
   async stats(): Promise<WebhookQueueStats> {

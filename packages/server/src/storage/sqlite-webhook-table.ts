@@ -40,7 +40,7 @@ export class SqliteWebhookTable implements WebhookQueue {
       lease: db.prepare<[number, string]>('UPDATE webhook_deliveries SET next_at = ? WHERE id = ?'),
       remove: db.prepare<[string]>('DELETE FROM webhook_deliveries WHERE id = ?'),
       retry: db.prepare<[number, number, string]>('UPDATE webhook_deliveries SET attempts = ?, next_at = ? WHERE id = ?'),
-      rewrite: db.prepare<[string, number, string]>('UPDATE webhook_deliveries SET body = ?, next_at = ? WHERE id = ?'),
+      rewrite: db.prepare<[string, number, string, number]>('UPDATE webhook_deliveries SET body = ?, next_at = ? WHERE id = ? AND attempts = 0 AND next_at = ?'),
       stats: db.prepare<[], { depth: number; oldest: number | null; next: number | null }>(
         'SELECT count(*) AS depth, min(created_at) AS oldest, min(next_at) AS next FROM webhook_deliveries',
       ),
@@ -67,8 +67,8 @@ export class SqliteWebhookTable implements WebhookQueue {
   async retryAt(id: string, attempts: number, nextAt: number): Promise<void> {
     this.run('rescheduling a webhook delivery', () => this.stmts.retry.run(attempts, nextAt, id));
   }
-  async rewrite(id: string, body: string, nextAt: number): Promise<void> {
-    this.run('rewriting a webhook delivery', () => this.stmts.rewrite.run(body, nextAt, id));
+  async rewrite(id: string, body: string, nextAt: number, heldUntil: number): Promise<boolean> {
+    return this.run('rewriting a webhook delivery', () => this.stmts.rewrite.run(body, nextAt, id, heldUntil).changes === 1);
   }
   async stats(): Promise<WebhookQueueStats> {
     const r = this.run('reading the webhook queue', () => this.stmts.stats.get()!);

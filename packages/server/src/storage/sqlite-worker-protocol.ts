@@ -18,7 +18,7 @@ export type WorkerRequest = { id: number } & (
   | { op: 'webhook-claim'; now: number; limit: number; leaseMs: number }
   | { op: 'webhook-remove'; deliveryId: string }
   | { op: 'webhook-retry'; deliveryId: string; attempts: number; nextAt: number }
-  | { op: 'webhook-rewrite'; deliveryId: string; body: string; nextAt: number }
+  | { op: 'webhook-rewrite'; deliveryId: string; body: string; nextAt: number; heldUntil: number }
   | { op: 'webhook-stats' }
   | { op: 'close' }
 );

@@ -46,9 +46,7 @@ export class SqliteWorkerStore implements DocStore {
     retryAt: async (deliveryId, attempts, nextAt) => {
       await this.call({ op: 'webhook-retry', deliveryId, attempts, nextAt });
     },
-    rewrite: async (deliveryId, body, nextAt) => {
-      await this.call({ op: 'webhook-rewrite', deliveryId, body, nextAt });
-    },
+    rewrite: (deliveryId, body, nextAt, heldUntil) => this.call({ op: 'webhook-rewrite', deliveryId, body, nextAt, heldUntil }) as Promise<boolean>,
     stats: () => this.call({ op: 'webhook-stats' }) as Promise<WebhookQueueStats>,
   };
 

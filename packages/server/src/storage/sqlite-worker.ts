@@ -72,7 +72,7 @@ port.on('message', (req: WorkerRequest) => {
       result = store.webhooks.retryAt(req.deliveryId, req.attempts, req.nextAt);
       break;
     case 'webhook-rewrite':
-      result = store.webhooks.rewrite(req.deliveryId, req.body, req.nextAt);
+      result = store.webhooks.rewrite(req.deliveryId, req.body, req.nextAt, req.heldUntil);
       break;
     case 'webhook-stats':
       result = store.webhooks.stats();

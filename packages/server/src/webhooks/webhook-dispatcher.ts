@@ -20,6 +20,8 @@ const LEASE_MARGIN_MS = 5_000;
 const STATS_MS = 1_000;
 /** ...and the queue is never looked at again sooner than this after a look that found nothing due. */
 const MIN_DELAY_MS = 100;
+/** Consecutive failed attempts after which an endpoint's other deliveries wait for its next probe. */
+const BREAKER_FAILURES = 3;
 /** Wait after the queue could not be read, before trying again. */
 const STORAGE_RETRY_MS = 1_000;
 
@@ -41,6 +43,8 @@ export class WebhookDispatcher {
   private closed = false;
   private stats: WebhookQueueStats = { depth: 0, oldestCreatedAt: null, nextDueAt: null };
   private statsAt = 0;
+  /** Per endpoint URL (the configured ones, or a URL an older configuration queued for): consecutive failures. */
+  private readonly endpoints = new Map<string, { failures: number; downUntil: number }>();
 
   constructor(
     private readonly queue: WebhookQueue,
@@ -80,17 +84,23 @@ export class WebhookDispatcher {
     return this.queueEvent(type, data, dueAt);
   }
 
-  /** Makes a held event due now, with `data` in place of what it was held with. Never rejects. */
+  /**
+   * Makes a held event due now, with `data` in place of what it was held with. Where it already
+   * went out as held (its due time came first, the relay restarted), `data` goes out as an event
+   * of its own. Never rejects.
+   */
   async release(held: HeldEvent, data: Record<string, unknown>): Promise<void> {
     const body = eventBody(held.eventId, held.type, held.createdAt, this.relayId, data);
     const now = Date.now();
+    let released = 0;
     try {
-      for (const id of held.deliveryIds) await this.queue.rewrite(id, body, now);
+      for (const id of held.deliveryIds) if (await this.queue.rewrite(id, body, now, held.dueAt)) released++;
     } catch (err) {
       // It stays held: sent at its due time, with what it was held with.
       this.logger.warn({ type: held.type, err }, 'a held webhook event could not be released; it goes out at its due time');
       return;
     }
+    if (released < held.deliveryIds.length) await this.publish(held.type, data);
     this.dueBy(now);
     this.wake();
   }
@@ -107,17 +117,20 @@ export class WebhookDispatcher {
     const createdAt = Date.now();
     const body = eventBody(eventId, type, createdAt, this.relayId, data);
     const deliveries = endpoints.map((e) => ({ id: randomUUID(), eventId, url: e.url, body, createdAt, ...(nextAt !== undefined ? { nextAt } : {}) }));
+    // Counted before the write, so events published together cannot all pass the bound.
+    this.stats = { ...this.stats, depth: this.stats.depth + endpoints.length };
     try {
       await this.queue.enqueue(deliveries);
     } catch (err) {
+      this.stats = { ...this.stats, depth: Math.max(0, this.stats.depth - endpoints.length) };
       this.metrics.refused.inc({ reason: 'storage' });
       this.logger.error({ type, err }, 'webhook event could not be queued');
       return null;
     }
-    this.stats = { ...this.stats, depth: this.stats.depth + endpoints.length, oldestCreatedAt: this.stats.oldestCreatedAt ?? createdAt };
+    this.stats = { ...this.stats, oldestCreatedAt: this.stats.oldestCreatedAt ?? createdAt };
     this.dueBy(nextAt ?? createdAt);
     this.wake();
-    return { type, eventId, createdAt, deliveryIds: deliveries.map((d) => d.id) };
+    return { type, eventId, createdAt, dueAt: nextAt ?? createdAt, deliveryIds: deliveries.map((d) => d.id) };
   }
 
   /** Stops claiming; attempts under way are cut short and left due at once for the next start. */
@@ -126,6 +139,12 @@ export class WebhookDispatcher {
     if (this.timer) clearTimeout(this.timer);
     this.abort.abort();
     await Promise.allSettled([...this.attempts]);
+  }
+
+  private endpointOf(url: string): { failures: number; downUntil: number } {
+    let e = this.endpoints.get(url);
+    if (!e) this.endpoints.set(url, (e = { failures: 0, downUntil: 0 }));
+    return e;
   }
 
   /** A delivery left the queue: the depth known here follows until the next read of the stats. */
@@ -198,6 +217,19 @@ export class WebhookDispatcher {
 
   private async deliver(d: WebhookDelivery): Promise<void> {
     const started = Date.now();
+    const endpoint = this.endpointOf(d.url);
+    if (endpoint.downUntil > started) {
+      // The endpoint is failing: its deliveries wait for its next probe without taking an
+      // attempt slot for a whole timeout each, so a dead endpoint does not starve the others.
+      try {
+        const at = endpoint.downUntil + Math.random() * 1_000;
+        await this.queue.retryAt(d.id, d.attempts, at);
+        this.dueBy(at);
+      } catch (err) {
+        this.logger.error({ eventId: d.eventId, err }, 'webhook queue could not be updated');
+      }
+      return;
+    }
     let failure: string | null = null;
     let retryAfterMs = 0;
     try {
@@ -215,6 +247,11 @@ export class WebhookDispatcher {
       }
     } catch (err) {
       failure = (err as Error).name === 'TimeoutError' ? `no answer within ${this.o.timeoutMs} ms` : (err as Error).message;
+    }
+    if (failure === null) endpoint.failures = 0;
+    else if (!this.abort.signal.aborted && ++endpoint.failures >= BREAKER_FAILURES) {
+      endpoint.downUntil = Date.now() + backoffMs(endpoint.failures - BREAKER_FAILURES + 1, this.o.retryBaseMs, this.o.retryMaxMs);
+      this.logger.warn({ url: d.url, failures: endpoint.failures, retryInMs: endpoint.downUntil - Date.now() }, 'webhook endpoint failing: its deliveries wait for its next probe');
     }
     try {
       if (failure === null) {
@@ -253,6 +290,8 @@ export interface HeldEvent {
   type: WebhookEventType;
   eventId: string;
   createdAt: number;
+  /** When it is due unless released sooner. */
+  dueAt: number;
   deliveryIds: string[];
 }
 

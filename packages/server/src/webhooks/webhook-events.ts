@@ -44,7 +44,11 @@ export function webhookHooks(
       const now = Date.now();
       const current = held.get(docName);
       if (current && current.dueAt > now) return; // already held, not yet sent
-      if (!current && held.size >= MAX_HELD) return; // past the bound: reported by onChange only
+      if (!current && held.size >= MAX_HELD) {
+        // Those past their due time went out as held: forgotten. Past the bound still: reported by onChange only.
+        for (const [name, h] of held) if (h.dueAt <= now) held.delete(name);
+        if (held.size >= MAX_HELD) return;
+      }
       const dueAt = now + holdMs;
       const event = dispatcher.hold('document.changed', urlData(docName), dueAt);
       held.set(docName, { dueAt, event });

@@ -114,8 +114,8 @@ export const webhookQueueConformance: WebhookQueueCase[] = [
         await q.enqueue([ahead, other]);
         equal((await q.stats()).nextDueAt, t + 10_000, 'next due');
         equal((await q.claim(t + 9_999, 10, 100)).length, 0, 'not due before nextAt');
-        await q.rewrite(ahead.id, '{"rewritten":true}', t + 50);
-        await q.rewrite('unknown', '{}', t);
+        equal(await q.rewrite(ahead.id, '{"rewritten":true}', t + 50, t + 10_000), true, 'rewritten while held');
+        equal(await q.rewrite('unknown', '{}', t, t), false, 'an unknown id');
         if (h.reopen) q = await h.reopen(q);
         const [due] = await q.claim(t + 50, 10, 100);
         equal(due?.id, ahead.id, 'the rewritten one is due at its new time');
@@ -124,6 +124,11 @@ export const webhookQueueConformance: WebhookQueueCase[] = [
         await q.remove(ahead.id);
         const [later] = await q.claim(t + 10_000, 10, 100);
         equal(later?.id, other.id, 'the other at its nextAt');
+        // Claimed (its lease runs): a rewrite must not cut the lease short or change what is being sent.
+        equal(await q.rewrite(other.id, '{"late":true}', t + 10_000, t + 10_000), false, 'not rewritten once claimed');
+        equal((await q.claim(t + 10_050, 10, 100)).length, 0, 'its lease still runs');
+        const [again] = await q.claim(t + 10_100, 10, 100);
+        equal(again?.body, other.body, 'its body unchanged');
         return q;
       }),
   },

@@ -16,8 +16,10 @@
  *   neither removed nor rescheduled (its relay died) is due again when its lease ends, so it is
  *   attempted again: delivery is at least once, and receivers deduplicate by `eventId`.
  * - `remove(id)` drops a delivery (acknowledged, or given up); `retryAt(id, attempts, nextAt)`
- *   records a failed attempt; `rewrite(id, body, nextAt)` replaces the body of a delivery queued
- *   ahead of time (see `nextAt`) and when it is due. All are no-ops for an unknown id.
+ *   records a failed attempt. Both are no-ops for an unknown id.
+ * - `rewrite(id, body, nextAt, heldUntil)` replaces the body of a delivery queued ahead of time
+ *   (see `nextAt`) and when it is due, only while it is still waiting as queued (never attempted,
+ *   next attempt still `heldUntil`, so not claimed); resolves whether it did.
  * - `stats(now)`: how many deliveries wait, when the oldest was created, and when the earliest
  *   next attempt is due (null when empty), for the metrics and the dispatcher's timer.
  */
@@ -26,7 +28,7 @@ export interface WebhookQueue {
   claim(now: number, limit: number, leaseMs: number): Promise<WebhookDelivery[]>;
   remove(id: string): Promise<void>;
   retryAt(id: string, attempts: number, nextAt: number): Promise<void>;
-  rewrite(id: string, body: string, nextAt: number): Promise<void>;
+  rewrite(id: string, body: string, nextAt: number, heldUntil: number): Promise<boolean>;
   stats(): Promise<WebhookQueueStats>;
 }
 
@@ -81,9 +83,11 @@ export class MemoryWebhookQueue implements WebhookQueue {
     if (r) Object.assign(r, { attempts, nextAt });
   }
 
-  async rewrite(id: string, body: string, nextAt: number): Promise<void> {
+  async rewrite(id: string, body: string, nextAt: number, heldUntil: number): Promise<boolean> {
     const r = this.rows.get(id);
-    if (r) Object.assign(r, { body, nextAt });
+    if (!r || r.attempts !== 0 || r.nextAt !== heldUntil) return false;
+    Object.assign(r, { body, nextAt });
+    return true;
   }
 
   async stats(): Promise<WebhookQueueStats> {
