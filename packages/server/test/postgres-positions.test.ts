@@ -223,11 +223,11 @@ describePostgres('PostgresDocStore positions per document (a real PostgreSQL)', 
     const after3 = await store.changesAfter('d', 3);
     expect(after3.snapshot).toBeUndefined();
     expect(after3.changes.map((c) => c.position)).toEqual([4, 5]);
-    expect(await store.changesAfter('d', 5)).toEqual({ changes: [], head: 5 });
-    expect(await store.changesAfter('unknown', 0)).toEqual({ changes: [], head: 0 });
+    expect(await store.changesAfter('d', 5)).toEqual({ changes: [], head: 5, incarnation: 0 });
+    expect(await store.changesAfter('unknown', 0)).toEqual({ changes: [], head: 0, incarnation: 0 });
     // A delete keeps the head: positions go on after it.
     await store.delete('d');
-    expect(await store.load('d')).toEqual({ updates: [], head: 5, logCount: 0, logBytes: 0 });
+    expect(await store.load('d')).toEqual({ updates: [], head: 5, logCount: 0, logBytes: 0, incarnation: 1 });
     expect((await store.append('d', w.edit('f'))).position).toBe(6);
   });
 

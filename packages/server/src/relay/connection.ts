@@ -1,4 +1,4 @@
-import { CapsyncError, CloseCode, closeCodeName, type ClientClaims, type DocSession } from '@capsync/core';
+import { CapsyncError, CloseCode, DocumentDeletedError, closeCodeName, type ClientClaims, type DocSession } from '@capsync/core';
 import type { LockService } from '../locks/lock-service.js';
 import type { AccessGrant } from '../auth/access.js';
 import type { HookRunner } from '../hooks/hook-runner.js';
@@ -121,6 +121,11 @@ export class RelayConnection implements DocPeer, HostedConnection {
       this.deps.registry.release(this.docName);
       return;
     }
+    // Deleted while this connection waited for it (DocRegistry.delete closes the ones it holds).
+    if (doc.deleted) {
+      this.fail(new DocumentDeletedError(`document "${this.docName}" was deleted`));
+      return;
+    }
     this.doc = doc;
     doc.peers.add(this);
     this.host.open(doc);
@@ -161,6 +166,11 @@ export class RelayConnection implements DocPeer, HostedConnection {
   /** Closes this connection because of `err`, with the matching close code. */
   fail(err: CapsyncError): void {
     this.session.fail(err);
+  }
+
+  /** The document was deleted (DocPeer): closes with 'document-deleted' (4410). */
+  closeDeleted(err: CapsyncError): void {
+    this.fail(err);
   }
 
   /** Closes with a code and reason. */
