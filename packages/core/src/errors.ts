@@ -43,6 +43,8 @@ export type ErrorCode =
    * replica belongs to an older incarnation of the name and must not be merged into the new one.
    */
   | 'document-deleted'
+  /** No document of that name is stored (HTTP 404): `DELETE /v1/docs/:name` of an unknown one. */
+  | 'not-found'
   // Client only, never on the wire: the relay link cannot do it (subdocuments over a socket per document).
   | 'unsupported'
   | 'internal';

@@ -42,6 +42,13 @@ export interface RelayHooks {
   onChange?(event: { docName: string; update: Uint8Array; document(): Y.Doc }): unknown;
   /** This relay committed changes of the document, through `position` (the latest, coalesced). */
   onStoreDocument?(event: { docName: string; position: number }): unknown;
+  /**
+   * The document was deleted through this relay (`DELETE /v1/docs/:name`), committed: its
+   * content is gone, its sessions closed, and a new document of the name starts empty at
+   * `incarnation`. `identity`: the deleting token's `sub`. Called by the relay that deleted it
+   * only (not by the other relays of a cluster, which drop their copies).
+   */
+  onDocumentDeleted?(event: { docName: string; identity: string | undefined; incarnation: number }): unknown;
 }
 
 export interface ConnectionEvent {
