@@ -1,7 +1,17 @@
 import { QuietObservable } from './quiet-observable.js';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { AuthError, CapsyncError, MAX_DECLARED_WRITERS, newDoc, type Channel, type Message } from '@capsync/core';
+import {
+  AuthError,
+  CapsyncError,
+  CloseCode,
+  INCARNATIONS_CAPABILITY,
+  INCARNATION_PREFIX,
+  MAX_DECLARED_WRITERS,
+  newDoc,
+  type Channel,
+  type Message,
+} from '@capsync/core';
 import { withTimeout } from './deadline.js';
 import { LocalReplica } from './replica/local-replica.js';
 import { applyStored } from './storage/compact-log.js';
@@ -55,6 +65,8 @@ export interface DocHandleSettings {
   /** Another tab's update still not reported durable after this long is sent by this tab too. */
   takeoverMs: number;
   gc: boolean;
+  /** What to do with the stored replica when the relay says the document was deleted (ClientOptions.onDeleted). */
+  onDeleted?: 'clear' | 'keep';
   sessionId: string;
   /** Default deadline of `cp.set`. */
   cpTimeoutMs: number;
@@ -139,8 +151,10 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
       // The ids this connection uploads this user's edits under (this session's, and those of
       // pending edits of earlier sessions and other tabs): the relay claims only these for this
       // user, not other users' edits this replica may carry to a relay that lacks them.
-      helloCapabilities: () =>
-        declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
+      helloCapabilities: () => [
+        ...declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
+        ...this.incarnationCapabilities(),
+      ],
     };
     this.link = docLinkFor(settings.sockets, linkOptions);
     this.sync = new DocSync(this.label, this.doc, this.outbox, {
@@ -392,7 +406,39 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
     this.updateStatus();
   }
 
+  /**
+   * The relay tells this replica the document's incarnation (it asks with INCARNATIONS_CAPABILITY)
+   * and this replica tells the relay the one it synced at, when it holds content: a relay whose
+   * document was deleted since refuses it ('document-deleted') before taking any of its updates.
+   * An empty replica says none: it has nothing to bring back, and takes the current one.
+   */
+  private incarnationCapabilities(): string[] {
+    const known = this.replica.incarnation;
+    const holds = this.doc.store.clients.size > 0;
+    return known !== undefined && holds ? [INCARNATIONS_CAPABILITY, INCARNATION_PREFIX + known] : [INCARNATIONS_CAPABILITY];
+  }
+
+  /**
+   * The relay refused this replica as one of a deleted document (or deleted it while open): the
+   * link has stopped (a fatal refusal, reported as DocumentDeletedError). Clears the stored
+   * replica unless the app asked to keep it (`onDeleted`); pending edits go with it.
+   */
+  private onDeleted(): void {
+    if (this.deletedHandled) return;
+    this.deletedHandled = true;
+    if ((this.settings.onDeleted ?? 'clear') === 'keep') return;
+    this.doc.off('update', this.onDocUpdate);
+    this.cleared = this.replica.erase(this.settings.storage, this.replicaName).catch((err: unknown) => {
+      this.emit('error', [new CapsyncError('local-storage-unavailable', `clearing the replica of deleted "${this.label}" failed`, { cause: err })]);
+    });
+  }
+
+  private deletedHandled = false;
+  /** Set once the stored replica of a deleted document is being cleared (onDeleted 'clear'); resolves when it is. */
+  cleared: Promise<void> | null = null;
+
   private onLinkClose(code: number, reason: string): void {
+    if (code === CloseCode.DocumentDeleted) this.onDeleted();
     this.cp.onLinkClose();
     this.sync.disconnected();
     this.tabs?.onLinkClose();
@@ -413,6 +459,9 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
         return;
       case 'cp-reply':
         this.cp.onReply(msg);
+        return;
+      case 'incarnation':
+        this.replica.setIncarnation(msg.incarnation);
         return;
       default:
         // The link used pongs as signs of life; nothing else is for a client's document.
