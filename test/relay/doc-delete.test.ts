@@ -126,6 +126,27 @@ function deletionCases(store: () => Promise<string | undefined>): void {
     });
   }
 
+  it("on a client's multiplexed socket only the deleted document's session closes; its other document keeps syncing", async () => {
+    const relay = await relayOn(await store());
+    const device = new TestDevice(relay.url, 'memory', 'laptop');
+    const session = await device.open('gone');
+    closers.push(() => session.close());
+    const other = await session.client.open('stays');
+    session.handle.doc.getText('t').insert(0, 'to delete');
+    other.doc.getText('t').insert(0, 'kept');
+    await Promise.all([session.handle.flush(), other.flush()]);
+    const refused = errorOf(session.handle, 'document-deleted');
+
+    expect((await del(relay, 'gone')).status).toBe(200);
+    await refused;
+    await session.handle.cleared;
+    other.doc.getText('t').insert(4, ' and still synced');
+    await other.flush({ durability: 'relay' });
+    expect(await stored(relay, 'stays')).toEqual({ t: 'kept and still synced' });
+    expect(await stored(relay, 'gone')).toEqual({});
+    expect(session.handle.status).toBe('offline');
+  });
+
   it('a wire client announcing the old incarnation is closed 4410 and none of its update is stored', async () => {
     const relay = await relayOn(await store());
     const writer = await synced(relay.docUrl('w'));
