@@ -1,19 +1,10 @@
 import { QuietObservable } from './quiet-observable.js';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import {
-  AuthError,
-  CapsyncError,
-  CloseCode,
-  INCARNATIONS_CAPABILITY,
-  INCARNATION_PREFIX,
-  MAX_DECLARED_WRITERS,
-  newDoc,
-  type Channel,
-  type Message,
-} from '@capsync/core';
+import { AuthError, CapsyncError, CloseCode, MAX_DECLARED_WRITERS, newDoc, type Channel, type Message } from '@capsync/core';
 import { withTimeout } from './deadline.js';
 import { LocalReplica } from './replica/local-replica.js';
+import { DocIncarnation } from './replica/doc-incarnation.js';
 import { applyStored } from './storage/compact-log.js';
 import type { ReplicaSize, StorageAdapter } from './storage/storage-adapter.js';
 import { syncStatus, type SyncStatus } from './status.js';
@@ -114,6 +105,8 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
   private readonly link: DocLink;
   private readonly sync: DocSync;
   private replica!: LocalReplica;
+  /** Document deletion: the replica's incarnation, and what a 'document-deleted' refusal does (DocIncarnation). */
+  private readonly incarnation: DocIncarnation;
   private presence: DocPresence | null = null;
   private tabs: TabShare | null = null;
   private statusValue: SyncStatus = 'offline';
@@ -153,10 +146,25 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
       // user, not other users' edits this replica may carry to a relay that lacks them.
       helloCapabilities: () => [
         ...declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
-        ...this.incarnationCapabilities(),
+        ...this.incarnation.capabilities(),
       ],
     };
     this.link = docLinkFor(settings.sockets, linkOptions);
+    const handle = this;
+    this.incarnation = new DocIncarnation(
+      {
+        get replica() {
+          return handle.replica;
+        },
+        holdsContent: () => this.doc.store.clients.size > 0,
+        stopSaving: () => this.doc.off('update', this.onDocUpdate),
+        error: (err) => this.emit('error', [err]),
+      },
+      settings.onDeleted ?? 'clear',
+      settings.storage,
+      this.replicaName,
+      this.label,
+    );
     this.sync = new DocSync(this.label, this.doc, this.outbox, {
       acked: (seq, durable) => {
         // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
@@ -295,6 +303,15 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
     return this.link.currentUrl;
   }
 
+  /**
+   * Once the relay said the document was deleted (a 'document-deleted' error) and the handle
+   * erases its stored replica (`onDeleted: 'clear'`, the default): resolves when it is erased.
+   * Null otherwise.
+   */
+  get cleared(): Promise<void> | null {
+    return this.incarnation.cleared;
+  }
+
   /** Local updates not yet durable on the relay. */
   get pending(): number {
     return this.outbox.pending;
@@ -406,39 +423,8 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
     this.updateStatus();
   }
 
-  /**
-   * The relay tells this replica the document's incarnation (it asks with INCARNATIONS_CAPABILITY)
-   * and this replica tells the relay the one it synced at, when it holds content: a relay whose
-   * document was deleted since refuses it ('document-deleted') before taking any of its updates.
-   * An empty replica says none: it has nothing to bring back, and takes the current one.
-   */
-  private incarnationCapabilities(): string[] {
-    const known = this.replica.incarnation;
-    const holds = this.doc.store.clients.size > 0;
-    return known !== undefined && holds ? [INCARNATIONS_CAPABILITY, INCARNATION_PREFIX + known] : [INCARNATIONS_CAPABILITY];
-  }
-
-  /**
-   * The relay refused this replica as one of a deleted document (or deleted it while open): the
-   * link has stopped (a fatal refusal, reported as DocumentDeletedError). Clears the stored
-   * replica unless the app asked to keep it (`onDeleted`); pending edits go with it.
-   */
-  private onDeleted(): void {
-    if (this.deletedHandled) return;
-    this.deletedHandled = true;
-    if ((this.settings.onDeleted ?? 'clear') === 'keep') return;
-    this.doc.off('update', this.onDocUpdate);
-    this.cleared = this.replica.erase(this.settings.storage, this.replicaName).catch((err: unknown) => {
-      this.emit('error', [new CapsyncError('local-storage-unavailable', `clearing the replica of deleted "${this.label}" failed`, { cause: err })]);
-    });
-  }
-
-  private deletedHandled = false;
-  /** Set once the stored replica of a deleted document is being cleared (onDeleted 'clear'); resolves when it is. */
-  cleared: Promise<void> | null = null;
-
   private onLinkClose(code: number, reason: string): void {
-    if (code === CloseCode.DocumentDeleted) this.onDeleted();
+    if (code === CloseCode.DocumentDeleted) this.incarnation.deleted();
     this.cp.onLinkClose();
     this.sync.disconnected();
     this.tabs?.onLinkClose();
@@ -461,7 +447,7 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
         this.cp.onReply(msg);
         return;
       case 'incarnation':
-        this.replica.setIncarnation(msg.incarnation);
+        this.incarnation.learned(msg.incarnation);
         return;
       default:
         // The link used pongs as signs of life; nothing else is for a client's document.
