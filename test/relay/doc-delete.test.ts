@@ -7,6 +7,7 @@
  * others.
  */
 import { afterEach, expect, it } from 'vitest';
+import pg from 'pg';
 import { CloseCode, type CapsyncError } from '@capsync/core';
 import type { DocHandle } from '@capsync/client';
 import { TestDevice } from '../support/client-fixture.js';
@@ -15,6 +16,7 @@ import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { signToken } from '../support/tokens.js';
 import { withTimeout } from '../support/wait.js';
+import { waitForMetric, waitForMetricTo } from '../support/relay-observe.js';
 
 const relays: TestRelay[] = [];
 const clients: ProtocolClient[] = [];
@@ -226,5 +228,26 @@ describePostgres('document deletion on PostgreSQL (cluster mode)', (server) => {
     await again.waitForAck(again.type('new on b'));
     const onA2 = await synced(a.docUrl('shared'));
     expect(onA2.text).toBe('new on b');
+  });
+
+  it("a relay that missed the delete's note (its listening connection was killed) finds the new incarnation on its catch-up read and closes its sessions", async () => {
+    const url = await server().createDatabase();
+    const a = await relayOn(url);
+    const b = await relayOn(url);
+    const onB = await synced(b.docUrl('deaf'));
+    await onB.waitForAck(onB.type('old'));
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      await waitForMetric(b.httpUrl, 'capsync_cluster_listening', {}, 1);
+      await admin.query(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND query ILIKE 'LISTEN%'`);
+    } finally {
+      await admin.end();
+    }
+    await waitForMetricTo(b.httpUrl, 'capsync_cluster_listening', {}, (v) => v === 0, 'b noticing its listener is gone');
+    expect((await del(a, 'deaf')).status).toBe(200);
+    // Back, b reads the log, sees incarnation 1 and drops its copy instead of applying anything.
+    expect((await onB.waitClosed(20_000)).code).toBe(CloseCode.DocumentDeleted);
+    expect(await stored(b, 'deaf')).toEqual({});
   });
 });
