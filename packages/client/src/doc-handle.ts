@@ -1,7 +1,7 @@
 import { QuietObservable } from './quiet-observable.js';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { AuthError, CapsyncError, CloseCode, MAX_DECLARED_WRITERS, newDoc, type Channel, type Message } from '@capsync/core';
+import { AuthError, CapsyncError, CloseCode, MAX_DECLARED_WRITERS, errorFromCode, newDoc, type Channel, type Message } from '@capsync/core';
 import { withTimeout } from './deadline.js';
 import { LocalReplica } from './replica/local-replica.js';
 import { DocIncarnation } from './replica/doc-incarnation.js';
@@ -28,6 +28,13 @@ export interface DocHandleEvents {
   pending: (pending: number) => void;
   /** Something the app should know; never thrown. Storage failures, refusals, relay errors. */
   error: (err: CapsyncError) => void;
+  /**
+   * The relay changed this document's permission while it is open (a refreshed token, or its
+   * re-check of the credential): 'read', and local edits stay local and pending (the relay
+   * refuses them); 'write' again. A permission withdrawn altogether is an 'error' with code
+   * 'permission-revoked' (close 4412), and the document stops syncing.
+   */
+  permission: (permission: 'read' | 'write') => void;
 }
 
 export interface FlushOptions {
@@ -110,6 +117,7 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
   private presence: DocPresence | null = null;
   private tabs: TabShare | null = null;
   private statusValue: SyncStatus = 'offline';
+  private permissionValue: 'read' | 'write' | undefined;
   private closed = false;
   private closing: Promise<void> | null = null;
   private localCount = 0;
@@ -296,6 +304,14 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
   }
 
   /**
+   * The permission the relay last said it changed this document's to ('permission' event), or
+   * undefined while it said nothing (the permission the document was opened with holds).
+   */
+  get permission(): 'read' | 'write' | undefined {
+    return this.permissionValue;
+  }
+
+  /**
    * The relay base URL this handle is connected to, or the one its next attempt goes to (with
    * a list of relays it changes on failover; the 'status' event follows every reconnect).
    */
@@ -434,11 +450,32 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
     this.updateStatus();
   }
 
+  /** Opens a new session with the relay, if connected: its sync step 2 carries every pending edit. */
+  private resync(): void {
+    if (this.closed || this.link.state === 'offline') return;
+    this.link.stop();
+    this.link.start();
+  }
+
   /** A message of the relay that is not the sync's. */
   private onRelayMessage(msg: Message): void {
     switch (msg.type) {
       case 'error':
-        this.emit('error', [new CapsyncError(msg.code, msg.message)]);
+        // Once told the document became read-only, each refused edit says nothing new.
+        if (msg.code === 'read-only' && this.permissionValue === 'read') return;
+        this.emit('error', [errorFromCode(msg.code, msg.message)]);
+        return;
+      case 'permission':
+        if (msg.permission === this.permissionValue) return;
+        this.permissionValue = msg.permission;
+        if (msg.permission === 'read') {
+          this.emit('error', [new AuthError('read-only', `write permission on "${this.label}" was withdrawn: local edits stay local and pending`)]);
+        } else if (this.outbox.pending > 0) {
+          // Edits the relay refused meanwhile are pending, never stored there: a new session's
+          // sync step 2 carries them (a session of the same socket, on a multiplexed one).
+          setTimeout(() => this.resync(), 0);
+        }
+        this.emit('permission', [msg.permission]);
         return;
       case 'auth-denied':
         this.emit('error', [new AuthError('forbidden', msg.reason)]);

@@ -16,6 +16,8 @@ export type ErrorCode =
   | 'unauthorized'
   | 'forbidden'
   | 'read-only'
+  /** The permission on an open document was withdrawn (a token refresh or a periodic re-check): its session is closed. */
+  | 'permission-revoked'
   | 'slow-consumer'
   | 'storage-failure'
   | 'unavailable'
@@ -68,7 +70,7 @@ export class ProtocolError extends CapsyncError {
 
 /** Missing, invalid or expired credentials (`unauthorized`), or no right to the document (`forbidden`, `read-only`). */
 export class AuthError extends CapsyncError {
-  constructor(code: 'unauthorized' | 'forbidden' | 'read-only', message: string, options?: { cause?: unknown }) {
+  constructor(code: 'unauthorized' | 'forbidden' | 'read-only' | 'permission-revoked', message: string, options?: { cause?: unknown }) {
     super(code, message, options);
     this.name = 'AuthError';
   }
@@ -225,6 +227,7 @@ export function errorFromCode(code: ErrorCode, message: string): CapsyncError {
     case 'unauthorized':
     case 'forbidden':
     case 'read-only':
+    case 'permission-revoked':
       return new AuthError(code, message);
     default:
       return new CapsyncError(code, message);

@@ -29,6 +29,7 @@ export * from './session/session-types.js';
 export * from './session/doc-session.js';
 export * from './session/refusals.js';
 export * from './session/dialer.js';
+export * from './session/token-refresh.js';
 export * from './mux/session-channel.js';
 export * from './mux/mux-sessions.js';
 export * from './mux/fair-socket.js';

@@ -1,27 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEFAULTS, type RelayOptions } from './config.js';
+import { CliError, int, type Flag } from './cli-flag.js';
+import { WEBHOOK_FLAGS } from './webhooks/webhook-flags.js';
+
+export { CliError };
 
 // Over ~400 lines: one table of every flag with its variable, help and how it applies (the
 // README's flag table mirrors it); split the table by topic (limits, mesh, storage) next.
 
-interface Flag {
-  flag: string;
-  env: string;
-  type: 'string' | 'boolean';
-  /** Repeatable (--peer a --peer b); the values reach `apply` joined with commas, like the variable. */
-  multiple?: boolean;
-  help: string;
-  apply(o: RelayOptions & { logLevel?: string }, v: string): void;
-}
-
-const int = (name: string, v: string, min = 0, max = Number.MAX_SAFE_INTEGER): number => {
-  const n = Number(v);
-  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
-    throw new CliError(`${name} must be an integer from ${min} to ${max}, got "${v}"`);
-  }
-  return n;
-};
 const positive = (name: string, v: string): number => int(name, v, 1);
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -92,6 +79,20 @@ export const FLAGS: Flag[] = [
     type: 'string',
     help: 'How long an --auth-webhook answer is kept per token and document (0: ask every time). Default 60000',
     apply: (o, v) => (o.authWebhookCacheMs = int('--auth-webhook-cache-ms', v, 0)),
+  },
+  {
+    flag: 'auth-recheck-interval-ms',
+    env: 'CAPSYNC_AUTH_RECHECK_INTERVAL_MS',
+    type: 'string',
+    help: "Every this many ms, each open session's permission is decided again with its current token (JWT claims, or --auth-webhook asked again): downgraded to read live, or closed 4412 permission-revoked (0: off). Default 60000",
+    apply: (o, v) => (o.authRecheckIntervalMs = int('--auth-recheck-interval-ms', v, 0)),
+  },
+  {
+    flag: 'token-refresh-min-interval-ms',
+    env: 'CAPSYNC_TOKEN_REFRESH_MIN_INTERVAL_MS',
+    type: 'string',
+    help: 'A socket\'s fresh tokens (token-refresh) are taken at most this often; sooner ones wait, only the latest. Default 1000',
+    apply: (o, v) => (o.tokenRefreshMinIntervalMs = int('--token-refresh-min-interval-ms', v, 0)),
   },
   {
     flag: 'auth-public-key',
@@ -421,9 +422,9 @@ export const FLAGS: Flag[] = [
       o.logLevel = v;
     },
   },
+  ...WEBHOOK_FLAGS,
 ];
 
-export class CliError extends Error {}
 
 export type CliResult = { help: true } | { help: false; options: RelayOptions & { logLevel: string } };
 

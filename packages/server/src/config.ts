@@ -3,6 +3,7 @@ import path from 'node:path';
 import { authWebhook } from './auth/auth-webhook.js';
 import type { AuthorizeCallback } from './auth/callback-access.js';
 import type { RelayHooks } from './hooks/relay-hooks.js';
+import { resolveWebhookOptions, type ResolvedWebhookOptions, type WebhookOptions } from './webhooks/webhook-options.js';
 import { DEFAULT_COMPACTION_POLICY, type CompactionPolicy, type DocStore } from '@capsync/core';
 import type { LockBackend } from './locks/lock-backend.js';
 import type { Logger } from './logger.js';
@@ -86,6 +87,19 @@ export interface RelayOptions {
   authWebhook?: string;
   /** How long an `authWebhook` answer is kept per token and document (0: ask every time). Default 60000. */
   authWebhookCacheMs?: number;
+  /**
+   * Live permissions: every this many ms each open client session's permission is decided again
+   * with its current credential (a JWT's claims and expiry; `authorize`/`authWebhook` asked
+   * again, through the webhook's cache): downgraded to read live, or closed with 4412
+   * `permission-revoked` (see PermissionRechecks). 0 turns it off. Default 60000.
+   */
+  authRecheckIntervalMs?: number;
+  /**
+   * A socket's `token-refresh` messages are taken at most this often (each costs a verification
+   * and a decision per open document); sooner ones wait, only the latest. Default 1000 (the
+   * capsync client never refreshes sooner).
+   */
+  tokenRefreshMinIntervalMs?: number;
   /** Required `iss` claim, if set. */
   authIssuer?: string;
   /** Required `aud` claim, if set. */
@@ -112,6 +126,8 @@ export interface RelayOptions {
   idleTimeoutMs?: number;
   /** The backend's hooks (see RelayHooks for their contract). Default none. */
   hooks?: RelayHooks;
+  /** Signed webhooks, queued durably in the relay's storage and retried (see WebhookOptions). Default none. */
+  webhooks?: WebhookOptions;
   /** How long a hook may run before the relay goes on without it (counted as a timeout). Default 5000. */
   hookTimeoutMs?: number;
   /** `onChange`: quiet time after a document's last change before it is called. Default 1000. */
@@ -288,6 +304,8 @@ export interface ResolvedRelayOptions {
   authDocsClaim: string | undefined;
   authorize: AuthorizeCallback | undefined;
   authorizeTimeoutMs: number;
+  authRecheckIntervalMs: number;
+  tokenRefreshMinIntervalMs: number;
   authIssuer: string | undefined;
   authAudience: string | undefined;
   maxMessageBytes: number;
@@ -297,6 +315,7 @@ export interface ResolvedRelayOptions {
   maxUnsentBytesPerAddress: number;
   hooks: RelayHooks | undefined;
   hookTimeoutMs: number;
+  webhooks: ResolvedWebhookOptions | undefined;
   changeDebounceMs: number;
   changeMaxWaitMs: number;
   idleTimeoutMs: number;
@@ -401,6 +420,8 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     authDocsClaim: o.authDocsClaim || undefined,
     authorize: o.authorize ?? (o.authWebhook ? authWebhook(webhookUrl(o.authWebhook), { cacheMs: positive('authWebhookCacheMs', o.authWebhookCacheMs, 60_000, true), timeoutMs: positive('authorizeTimeoutMs', o.authorizeTimeoutMs, 5_000) }) : undefined),
     authorizeTimeoutMs: positive('authorizeTimeoutMs', o.authorizeTimeoutMs, 5_000),
+    authRecheckIntervalMs: positive('authRecheckIntervalMs', o.authRecheckIntervalMs, 60_000, true),
+    tokenRefreshMinIntervalMs: positive('tokenRefreshMinIntervalMs', o.tokenRefreshMinIntervalMs, 1_000, true),
     authIssuer: o.authIssuer || undefined,
     authAudience: o.authAudience || undefined,
     maxMessageBytes: positive('maxMessageBytes', o.maxMessageBytes, DEFAULTS.maxMessageBytes),
@@ -411,6 +432,7 @@ export function resolveOptions(o: RelayOptions): ResolvedRelayOptions {
     idleTimeoutMs: positive('idleTimeoutMs', o.idleTimeoutMs, DEFAULTS.idleTimeoutMs, true),
     hooks: o.hooks,
     hookTimeoutMs: positive('hookTimeoutMs', o.hookTimeoutMs, 5_000),
+    webhooks: resolveWebhookOptions(o.webhooks),
     changeDebounceMs: positive('changeDebounceMs', o.changeDebounceMs, 1_000, true),
     changeMaxWaitMs: positive('changeMaxWaitMs', o.changeMaxWaitMs, 10_000),
     compaction: {

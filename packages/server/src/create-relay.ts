@@ -20,6 +20,8 @@ import { LockService } from './locks/lock-service.js';
 import { MemoryLockStore, type LockStore } from './locks/lock-store.js';
 import { Relay } from './relay/relay.js';
 import type { OpenDocumentOptions, ServerDocument } from './relay/server-document.js';
+import { relayWebhooks } from './webhooks/relay-webhooks.js';
+import { composeHooks } from './hooks/compose-hooks.js';
 import { SqliteWorkerStore } from './storage/sqlite-worker-store.js';
 
 /** A running relay. */
@@ -83,7 +85,19 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     maxLeasesPerIdentity: resolved.maxLeasesPerIdentity,
     maxLeasesPerAddress: resolved.maxLeasesPerAddress || Number.MAX_SAFE_INTEGER,
   });
-  const relay = new Relay({ store, access, metrics, logger, options: resolved, locks, credential: relayCredential(resolved) });
+  let httpUrl = (): string => '';
+  const webhooks = relayWebhooks(resolved, store, metrics, logger, () => httpUrl());
+  if (webhooks) resolved.hooks = composeHooks(webhooks.hooks, resolved.hooks);
+  const relay = new Relay({
+    store,
+    access,
+    metrics,
+    logger,
+    options: resolved,
+    locks,
+    credential: relayCredential(resolved),
+    ...(webhooks ? { beforeStoreClose: () => webhooks.dispatcher.close() } : {}),
+  });
 
   const origins = new OriginPolicy(resolved.allowedOrigins, access.mode !== 'open', resolved.host);
   const limits = new ConnectionLimits(resolved.maxConnections, resolved.maxConnectionsPerAddress, metrics);
@@ -121,7 +135,9 @@ export async function createRelay(options: RelayOptions = {}): Promise<RelayHand
     return { port: a?.port ?? 0, host: attached ? urlHost(a?.address ?? '127.0.0.1') : urlHost(resolved.host) };
   };
   const port = address().port;
+  httpUrl = () => `http://${address().host}:${address().port}${resolved.path}`;
   relay.startMesh();
+  webhooks?.dispatcher.start();
   const storage = resolved.postgres ? 'postgres' : typeof resolved.storage === 'string' ? resolved.storage : 'custom';
   const database = storage === 'sqlite' ? sqlitePath(resolved) : storage === 'postgres' ? redactUrl(resolved.postgres) : undefined;
   logger.info(

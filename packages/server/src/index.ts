@@ -29,3 +29,6 @@ export { relayCredential, RELAY_CLAIM } from './auth/relay-credential.js';
 export { ReplicateAll } from './mesh/replicate-all.js';
 export { ForwardingLockBackend, type ForwardingLockBackendOptions } from './locks/forwarding-backend.js';
 export { FencedWriteForwarder } from './mesh/fenced-write-forwarder.js';
+export { verifyWebhook, WebhookSignatureError, WEBHOOK_HEADERS } from './webhooks/webhook-signature.js';
+export { WEBHOOK_EVENTS, type WebhookOptions, type WebhookEndpoint, type WebhookEventType } from './webhooks/webhook-options.js';
+export { MemoryWebhookQueue, type WebhookQueue, type WebhookDelivery, type NewWebhookDelivery, type WebhookQueueStats } from './webhooks/webhook-queue.js';

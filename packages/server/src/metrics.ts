@@ -117,6 +117,20 @@ export class RelayMetrics {
     labelNames: ['reason'] as const,
     registers: [this.registry],
   });
+  /** Live permissions: fresh tokens presented on open connections (`token-refresh`), by outcome. */
+  readonly tokenRefreshes = new client.Counter({
+    name: 'capsync_token_refreshes_total',
+    help: "Fresh tokens presented on open connections, by outcome (accepted; refused: invalid, expired or another identity; deferred: sooner than --token-refresh-min-interval-ms)",
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+  /** Live permissions: an open session's permission decided again (a refresh, the periodic re-check), by outcome. */
+  readonly permissionChecks = new client.Counter({
+    name: 'capsync_permission_checks_total',
+    help: "Open sessions' permissions decided again (token refresh or --auth-recheck-interval-ms), by outcome (kept, downgraded, upgraded, revoked, expired, undecided)",
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
   /** Every configured bound, by its flag name (`max-leases-per-identity`, ...): what it refused. */
   readonly limitRefusals = new client.Counter({
     name: 'capsync_limit_refusals_total',

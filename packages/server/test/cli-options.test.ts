@@ -253,3 +253,32 @@ describe('helpText and FLAGS', () => {
     for (const f of FLAGS) expect(f.env).toBe(`CAPSYNC_${f.flag.toUpperCase().replaceAll('-', '_')}`);
   });
 });
+
+describe('webhook flags', () => {
+  it('takes repeated --webhook endpoints, each with or without an event filter, and the other settings', () => {
+    const o = options([
+      '--webhook', 'https://a.example/hooks',
+      '--webhook', 'document.changed+document.deleted@https://b.example/hooks',
+      '--webhook-secret', 's3cret',
+      '--webhook-document', 'json',
+      '--webhook-expire-ms', '60000',
+    ]);
+    expect(o.webhooks).toEqual({
+      endpoints: [{ url: 'https://a.example/hooks' }, { url: 'https://b.example/hooks', events: ['document.changed', 'document.deleted'] }],
+      secret: 's3cret',
+      document: 'json',
+      expireMs: 60_000,
+    });
+    expect(options([], { CAPSYNC_WEBHOOK: 'http://x.example/1,connection.opened@http://y.example/2', CAPSYNC_WEBHOOK_SECRET: 'k' }).webhooks?.endpoints).toEqual([
+      { url: 'http://x.example/1' },
+      { url: 'http://y.example/2', events: ['connection.opened'] },
+    ]);
+  });
+
+  it('refuses an unknown event, a URL that is not http(s), an unknown payload mode; createRelay refuses webhooks without a secret', () => {
+    expect(() => parseCli(['--webhook', 'document.exploded@https://a.example/'], {})).toThrow(/unknown event/);
+    expect(() => parseCli(['--webhook', 'ftp://a.example/'], {})).toThrow(CliError);
+    expect(() => parseCli(['--webhook-document', 'xml'], {})).toThrow(CliError);
+    expect(() => resolveOptions({ webhooks: { endpoints: ['https://a.example/'], secret: '' } })).toThrow(/secret is required/);
+  });
+});

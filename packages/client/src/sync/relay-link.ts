@@ -174,6 +174,9 @@ export function clientDialerOptions(
     liveness: { kind: 'app-ping', intervalMs: options.heartbeatIntervalMs, timeoutMs: options.heartbeatTimeoutMs },
     handshakeTimeoutMs: options.heartbeatTimeoutMs,
     retryUnauthorized: typeof token === 'function',
+    // A token function is asked for a fresh token before the current one expires, sent on the
+    // open socket to a relay that takes it (no reconnect, no resync; see core token-refresh.ts).
+    refreshCredential: typeof token === 'function',
     network: browserNetwork(),
   };
 }

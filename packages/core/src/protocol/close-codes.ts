@@ -22,6 +22,14 @@ export const CloseCode = {
   Unauthorized: 4401,
   /** Valid token without access to this document. Do not retry. */
   Forbidden: 4403,
+  /**
+   * The permission on this document was withdrawn while it was open (a refreshed token, or the
+   * relay's periodic re-check of the credential: the token's claims or the app's `authorize`
+   * answer no longer give access). On a multiplexed socket only that document's session is
+   * closed. Do not reopen it with the same token: ask the app's backend for a token that grants
+   * access (or tell the user), then open the document again. Local edits stay in the replica.
+   */
+  PermissionRevoked: 4412,
   /** The connection sent nothing, not even a pong to the relay's pings, for the configured time. */
   ConnectionTimeout: 4408,
   /** Empty, over-long or path-like document name. */
@@ -74,6 +82,7 @@ const closeCodeByError: Partial<Record<ErrorCode, CloseCodeValue>> = {
   'fenced-area': CloseCode.FencedArea,
   unauthorized: CloseCode.Unauthorized,
   forbidden: CloseCode.Forbidden,
+  'permission-revoked': CloseCode.PermissionRevoked,
   'slow-consumer': CloseCode.SlowConsumer,
   'storage-failure': CloseCode.StorageUnavailable,
   'shutting-down': CloseCode.GoingAway,

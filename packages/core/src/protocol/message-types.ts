@@ -30,7 +30,9 @@
  *   (kind 14 is kept for `chunk`, part of one large message of a session: issue 12 step P4;
  *    kind 15 for a batch of frames: protocol/mux-frame.ts)
  *   [100 capsync][16 chunk-credit][varUint bytes]
- *   [100 capsync][17 incarnation][varUint incarnation]
+ *   [100 capsync][17 token-refresh][varString token]
+ *   [100 capsync][18 permission][varUint permission: 0 read, 1 write]
+ *   [100 capsync][19 incarnation][varUint incarnation]
  *
  * The session-* messages travel only on the control session (sid 0) of a multiplexed socket
  * (`/.capsync/mux`, see protocol/mux-frame.ts); on any other connection they are refused like
@@ -95,6 +97,14 @@ export function declaredWritersOf(hello: { capabilities: string[] }): Set<number
   }
   return ids;
 }
+
+/**
+ * Live permissions (token-refresh.ts). In a relay's hello: it takes `token-refresh` on this
+ * connection (a plain document socket, or the control session of a multiplexed one), so a
+ * client presents a fresh token there instead of reconnecting; a client never sends one to a
+ * relay that did not say it. In a client's hello: it understands `permission` messages.
+ */
+export const TOKEN_REFRESH_CAPABILITY = 'token-refresh';
 
 export const MessageType = {
   Sync: 0,
@@ -335,6 +345,29 @@ export interface ChunkCreditMessage {
   bytes: number;
 }
 
+/**
+ * A fresh credential for the connection it is sent on, to a relay that announced
+ * TOKEN_REFRESH_CAPABILITY: on a multiplexed socket on the control session, for every session
+ * of the socket. The relay verifies it as at the upgrade; it must name the same identity (`sub`)
+ * or the socket is closed (4401). It then replaces the connection's credential and expiry, and
+ * each open document's permission is decided again (see PermissionMessage, PermissionRevoked).
+ * Not answered when accepted. At most MAX_REFRESH_TOKEN_LENGTH characters.
+ */
+export interface TokenRefreshMessage {
+  type: 'token-refresh';
+  token: string;
+}
+/**
+ * The relay changed this document session's permission while it is open (a refreshed token,
+ * or its periodic re-check): 'read', and the client's updates are refused from now on (its
+ * edits stay local and pending); 'write' again, and they are taken. Sent only to a client
+ * whose hello announced TOKEN_REFRESH_CAPABILITY.
+ */
+export interface PermissionMessage {
+  type: 'permission';
+  permission: 'read' | 'write';
+}
+
 export type Message =
   | SyncStep1Message
   | SyncStep2Message
@@ -357,6 +390,8 @@ export type Message =
   | SessionOpenMessage
   | SessionOpenedMessage
   | SessionCloseMessage
-  | ChunkCreditMessage;
+  | ChunkCreditMessage
+  | TokenRefreshMessage
+  | PermissionMessage;
 
 export type MessageOf<T extends Message['type']> = Extract<Message, { type: T }>;

@@ -19,7 +19,7 @@ const SyncKind = { Step1: 0, Step2: 1, Update: 2 } as const;
  */
 export const CapsyncKind = {
   Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8, QuorumAck: 9, ClientOwners: 10,
-  SessionOpen: 11, SessionOpened: 12, SessionClose: 13, Chunk: 14, Batch: 15, ChunkCredit: 16, Incarnation: 17,
+  SessionOpen: 11, SessionOpened: 12, SessionClose: 13, Chunk: 14, Batch: 15, ChunkCredit: 16, TokenRefresh: 17, Permission: 18, Incarnation: 19,
 } as const;
 const SessionKinds: readonly SessionOpenMessage['kind'][] = ['doc', 'locks'];
 const Permissions: readonly SessionOpenedMessage['permission'][] = ['read', 'write'];
@@ -184,6 +184,16 @@ export function encodeMessage(msg: Message): Uint8Array {
       encoding.writeVarUint(e, CapsyncKind.ChunkCredit);
       encoding.writeVarUint(e, msg.bytes);
       break;
+    case 'token-refresh':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.TokenRefresh);
+      encoding.writeVarString(e, msg.token);
+      break;
+    case 'permission':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.Permission);
+      encoding.writeVarUint(e, Permissions.indexOf(msg.permission));
+      break;
   }
   return encoding.toUint8Array(e);
 }
@@ -198,6 +208,8 @@ const MAX_CAPABILITIES = 64;
  * hold a frame's worth (`--max-message-bytes`).
  */
 export const MAX_CAPABILITY_LENGTH = 256;
+/** Longest token a `token-refresh` carries (characters): what HTTP servers take in a header, about. */
+export const MAX_REFRESH_TOKEN_LENGTH = 16 * 1024;
 
 /**
  * Decodes and validates one frame. Throws `ProtocolError` ('bad-message' or
@@ -332,6 +344,17 @@ function readMessage(d: decoding.Decoder): Message {
         return { type: 'session-close', sid, code, reason: decoding.readVarString(d) };
       }
       if (kind === CapsyncKind.ChunkCredit) return { type: 'chunk-credit', bytes: decoding.readVarUint(d) };
+      if (kind === CapsyncKind.TokenRefresh) {
+        const token = decoding.readVarString(d);
+        if (token.length > MAX_REFRESH_TOKEN_LENGTH) throw new ProtocolError('bad-message', `token-refresh carries a token of ${token.length} characters (max ${MAX_REFRESH_TOKEN_LENGTH})`);
+        return { type: 'token-refresh', token };
+      }
+      if (kind === CapsyncKind.Permission) {
+        const permissionIndex = decoding.readVarUint(d);
+        const permission = Permissions[permissionIndex];
+        if (permission === undefined) throw new ProtocolError('bad-message', `unknown permission ${permissionIndex}`);
+        return { type: 'permission', permission };
+      }
       throw new ProtocolError('unknown-message-type', `unknown capsync message kind ${kind}`);
     }
     default:

@@ -8,6 +8,8 @@ import { HeldEvents } from './held-events.js';
 import { checkProtocolVersion } from './hello.js';
 import { LivenessWatch, type Later } from './liveness.js';
 import { refusalFor } from './refusals.js';
+import { TokenRefresher } from './token-refresh.js';
+import { TOKEN_REFRESH_CAPABILITY } from '../protocol/message-types.js';
 
 /**
  * What one attempt tells its owner (the Dialer's retry loop, or `dialOnce`). Each attempt
@@ -39,6 +41,9 @@ export class DialAttempt {
   private over = false;
   private cancelHandshake: (() => void) | null = null;
   private watch: LivenessWatch | null = null;
+  /** The credential this link was opened with, and what refreshes it (see `refreshCredential`). */
+  private credential: string | undefined;
+  private refresher: TokenRefresher | null = null;
 
   constructor(
     readonly url: string,
@@ -87,6 +92,7 @@ export class DialAttempt {
     // Stopped, destroyed or the network went away while the credential was fetched.
     if (this.over) return;
     this.stage = 'connecting';
+    this.credential = credential;
     const url = `${this.url.replace(/\/+$/, '')}/${this.o.path}`;
     let openedEarly = false;
     try {
@@ -181,6 +187,7 @@ export class DialAttempt {
       this.drop(CloseCode.ProtocolVersion, closeReasonFor('protocol-version', (err as Error).message), 'close');
       return false;
     }
+    this.startRefresh(hello);
     if (this.stage !== 'hello') return true;
     const refusal = this.o.expectHello!(hello);
     if (!refusal) {
@@ -191,7 +198,22 @@ export class DialAttempt {
     return false;
   }
 
+  /**
+   * The other side takes fresh tokens on this link (its hello lists TOKEN_REFRESH_CAPABILITY):
+   * with `refreshCredential`, the credential is refreshed before it expires (TokenRefresher), on
+   * the link. Without the capability (an older relay) the token runs out, the relay closes (4401)
+   * and the dialer reconnects with a fresh one, as before.
+   */
+  private startRefresh(hello: HelloMessage): void {
+    if (!this.o.refreshCredential || this.refresher || !this.credential || !this.o.credential) return;
+    if (!hello.capabilities.includes(TOKEN_REFRESH_CAPABILITY)) return;
+    this.refresher = new TokenRefresher(this.credential, this.o.credential, (token) => {
+      if (!this.over && this.stage === 'open') this.transport!.send(this.own(encodeMessage({ type: 'token-refresh', token })));
+    }, this.later);
+  }
+
   private ended(code: number, reason: string, refusal?: CapsyncError): void {
+    this.refresher?.stop();
     this.cancelHandshake?.();
     this.cancelHandshake = null;
     this.watch?.stop();

@@ -77,12 +77,19 @@ export interface DialerOptions {
    * null for a frame of another session (passed on untouched). Unset: plain messages.
    */
   control?: ControlFraming;
+  /**
+   * Refresh the credential on the open link before it expires (a token function: a fixed token
+   * cannot be refreshed), when the other side's hello lists TOKEN_REFRESH_CAPABILITY: see
+   * token-refresh.ts. The other side's hello must pass through the dialer (it does on a plain
+   * link and on a multiplexed socket's control session).
+   */
+  refreshCredential?: boolean;
   /** Node: timers do not keep the process alive (a relay's links). */
   unrefTimers?: boolean;
 }
 
 /** What one attempt uses of the options (DialAttempt, `dialOnce`): no URLs, retry or network. */
-export type AttemptOptions = Pick<DialerOptions, 'path' | 'credential' | 'connect' | 'liveness' | 'handshakeTimeoutMs' | 'hello' | 'expectHello' | 'control'>;
+export type AttemptOptions = Pick<DialerOptions, 'path' | 'credential' | 'connect' | 'liveness' | 'handshakeTimeoutMs' | 'hello' | 'expectHello' | 'control' | 'refreshCredential'>;
 
 /** A channel of one open link: a Channel, plus whether a send now would be carried. */
 export interface DialedChannel extends Channel {

@@ -1,5 +1,5 @@
 import { ProtocolVersionError } from '../errors.js';
-import { PROTOCOL_VERSION, RELAY_CAPABILITY, RELAY_ID_PREFIX, type HelloMessage } from '../protocol/message-types.js';
+import { PROTOCOL_VERSION, RELAY_CAPABILITY, RELAY_ID_PREFIX, TOKEN_REFRESH_CAPABILITY, type HelloMessage } from '../protocol/message-types.js';
 import { MUX_BATCH_CAPABILITY, MUX_CAPABILITY, MUX_FLOW_CAPABILITY } from '../protocol/mux-frame.js';
 
 /**
@@ -56,13 +56,15 @@ export type HelloRole =
  *   serves the multiplexed endpoint (MUX_PATH), announced in every hello a relay answers or
  *   sends to a peer, so a client or peer that fell back to a socket per document learns it
  *   can stop; mux-batch: this side of a multiplexed socket takes batches of frames (a client's
- *   multiplexed socket adds it as an extra).
+ *   multiplexed socket adds it as an extra); token-refresh: live permissions (a relay takes a
+ *   fresh token on the open connection, a client understands `permission` messages). Not on
+ *   the lock endpoint: a lock connection's token is renewed by reconnecting.
  */
 const ROLE_CAPABILITIES: Record<HelloRole, readonly string[]> = {
-  relay: ['ack', 'error', 'ping', 'cp', 'quorum', MUX_CAPABILITY],
+  relay: ['ack', 'error', 'ping', 'cp', 'quorum', MUX_CAPABILITY, TOKEN_REFRESH_CAPABILITY],
   'relay-locks': ['ack', 'error', 'ping', 'cp', 'quorum', LOCKS_CAPABILITY, MUX_CAPABILITY],
-  'relay-mux': ['ack', 'error', 'ping', 'cp', 'quorum', LOCKS_CAPABILITY, MUX_CAPABILITY, MUX_BATCH_CAPABILITY, MUX_FLOW_CAPABILITY],
-  client: ['ack', 'error', 'ping', 'quorum'],
+  'relay-mux': ['ack', 'error', 'ping', 'cp', 'quorum', LOCKS_CAPABILITY, MUX_CAPABILITY, MUX_BATCH_CAPABILITY, MUX_FLOW_CAPABILITY, TOKEN_REFRESH_CAPABILITY],
+  client: ['ack', 'error', 'ping', 'quorum', TOKEN_REFRESH_CAPABILITY],
   peer: ['ack', 'error', 'ping', RELAY_CAPABILITY, MUX_CAPABILITY],
   'relay-to-peer': ['ack', 'error', 'ping', 'cp', 'quorum', RELAY_CAPABILITY, MUX_CAPABILITY],
   'fenced-writer': ['ack', 'error', 'cp'],

@@ -14,7 +14,13 @@ import { CloseCode, errorCodeFromReason } from '../protocol/close-codes.js';
  * is refused. Once the relay caught up, or on another relay, the same step 2 is accepted; so
  * it is a refusal retried with backoff, never a reason to stop syncing the user's edits.
  */
-export const FATAL_CLOSE_CODES = new Set<number>([CloseCode.Forbidden, CloseCode.InvalidDocName, CloseCode.ProtocolVersion, CloseCode.DocumentDeleted]);
+export const FATAL_CLOSE_CODES = new Set<number>([
+  CloseCode.Forbidden,
+  CloseCode.PermissionRevoked,
+  CloseCode.InvalidDocName,
+  CloseCode.ProtocolVersion,
+  CloseCode.DocumentDeleted,
+]);
 
 /** The typed error a close code stands for, when it is a refusal the link's owner must see; null for a plain close. */
 export function refusalFor(code: number, reason: string): CapsyncError | null {
@@ -27,6 +33,8 @@ export function refusalFor(code: number, reason: string): CapsyncError | null {
       // Content under a client id another identity owns on the relay (see the README).
       if (errorCode === 'not-owner') return new NotOwnerError(detail);
       return new AuthError('forbidden', detail);
+    case CloseCode.PermissionRevoked:
+      return new AuthError('permission-revoked', detail);
     case CloseCode.InvalidDocName:
       return new CapsyncError('invalid-doc-name', detail);
     case CloseCode.ProtocolVersion:

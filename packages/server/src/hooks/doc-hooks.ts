@@ -60,7 +60,10 @@ export class DocHooks {
 
   private readonly onUpdate = (update: Uint8Array, origin: unknown): void => {
     if (this.stopped || !madeHere(origin)) return;
-    if (this.changes.length === 0) this.firstChangeAt = Date.now();
+    if (this.changes.length === 0) {
+      this.firstChangeAt = Date.now();
+      void this.runner.run('onChangePending', { docName: this.name });
+    }
     this.changes.push(update);
     // Merged as it goes, 64 at a time (the newest 64 into one), so what waits stays about the size
     // of what changed, and a long wait (a slow hook) costs no re-merge of everything per update.

@@ -40,6 +40,12 @@ export interface RelayHooks {
    * now (costs its size; edits to the copy go nowhere).
    */
   onChange?(event: { docName: string; update: Uint8Array; document(): Y.Doc }): unknown;
+  /**
+   * The document has changes made through this relay that `onChange` has not reported yet: called
+   * at the first of them, once per debounce window (each call is followed by one `onChange`,
+   * unless the relay dies first). For marking a document dirty durably before its onChange.
+   */
+  onChangePending?(event: { docName: string }): unknown;
   /** This relay committed changes of the document, through `position` (the latest, coalesced). */
   onStoreDocument?(event: { docName: string; position: number }): unknown;
   /**

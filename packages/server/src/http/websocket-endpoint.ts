@@ -66,6 +66,8 @@ export function webSocketEndpoint(
     let failure: CapsyncError | null = null;
     let grant: AccessGrant | undefined;
     let principal: Principal | undefined;
+    /** A plain document socket's credential (live permissions: refreshed, re-checked). */
+    let docPrincipal: Principal | undefined;
     try {
       const origin = req.headers.origin;
       if (!edge.origins.allows(origin, req.headers.host)) throw edge.origins.refusal(origin!);
@@ -80,7 +82,9 @@ export function webSocketEndpoint(
         const subdoc = parseSubdocStorageName(docName);
         // A subdocument has its parent's permission. Clients reach it only as a session of its
         // parent on /.capsync/mux; a peer relay replicates it by its stored name, as any document.
-        grant = await relay.access.authorize(tokenFromRequest(req), subdoc?.parent ?? docName);
+        // authorize() in two steps, to keep the credential (see Relay.connect).
+        docPrincipal = await relay.access.authenticate(tokenFromRequest(req));
+        grant = await relay.access.authorizeDoc(docPrincipal, subdoc?.parent ?? docName);
         if (subdoc && !grant.relay) throw new ProtocolError('invalid-doc-name', 'invalid document name: names under .capsync/ are reserved');
         if (docName === MESH_PATH && !grant.relay) throw new AuthError('forbidden', 'the mesh endpoint needs a relay credential');
         assertPeerIdentity(grant, peerIdOf(url));
@@ -112,7 +116,7 @@ export function webSocketEndpoint(
       if (principal) serveMux(relay, ws, principal, address, peerIdOf(url));
       else if (docName === LOCKS_PATH) serveLocks(relay, ws, grant!, address);
       else if (docName === MESH_PATH) serveMesh(relay, ws);
-      else serve(relay, ws, docName, grant!, peerIdOf(url), address);
+      else serve(relay, ws, docName, grant!, peerIdOf(url), address, docPrincipal);
     });
   }
 
@@ -154,9 +158,9 @@ export function underPrefix(url: string, prefix: string): string | null {
  * close over these few values only, not over the upgrade request (which would then stay
  * in memory, headers and all, for the life of every connection).
  */
-function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant, peerId: string | undefined, address: string | undefined): void {
+function serve(relay: Relay, ws: WebSocket, docName: string, grant: AccessGrant, peerId: string | undefined, address: string | undefined, principal: Principal | undefined): void {
   giveTooBigAReason(ws, relay.options.maxMessageBytes);
-  wire(relay, ws, relay.connect(ws, docName, grant, peerId, address), docName);
+  wire(relay, ws, relay.connect(ws, docName, grant, peerId, address, principal), docName);
 }
 
 /** The multiplexed endpoint: documents are authorized as they are opened (see MuxConnection). */

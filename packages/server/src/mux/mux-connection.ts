@@ -36,6 +36,8 @@ import type { AddressSessions } from './address-sessions.js';
 import { LOCK_SESSION_KEY, authorizeLockSession } from './lock-sessions.js';
 import { SharedRoom } from './shared-room.js';
 import { SocketInputQueue } from './socket-input-queue.js';
+import { fairSocket } from './fair-relay-socket.js';
+import type { LiveCredential, LiveCredentialOwner, PermissionTarget } from '../auth/live-credential.js';
 
 export interface MuxConnectionDeps {
   access: AccessControl;
@@ -59,34 +61,13 @@ export interface MuxConnectionDeps {
    * Serves document `docName` over `channel` as a plain connection is served (RelayConnection).
    * The session ends when its channel closes: by the client, by the session itself, or with the socket.
    */
-  openDoc(channel: ServedChannel, docName: string, grant: AccessGrant): MuxServedDoc;
+  openDoc(channel: ServedChannel, docName: string, grant: AccessGrant): MuxServedDoc & PermissionTarget;
   /** Serves the socket's lock session (see mux/lock-sessions.ts) as the lock endpoint serves a connection. */
   openLocks(channel: ServedChannel, grant: AccessGrant): MuxServedDoc;
   /** More capabilities of the socket's hello (the relay's lock backend, as the lock endpoint says it). */
   helloExtras: readonly string[];
-}
-
-/**
- * A socket whose sends take turns between sessions (FairSocket) and leave batched (FrameBatch);
- * closing sends what was batched (it was sent before the close) and drops what still waits.
- */
-function fairSocket(socket: RelaySocket, fair: FairSocket, batch: FrameBatch): RelaySocket {
-  return {
-    send: (frame, cb) => fair.send(frame, cb),
-    get bufferedAmount() {
-      return fair.bufferedAmount;
-    },
-    close: (code, reason) => {
-      batch.flush();
-      fair.clear();
-      socket.close(code, reason);
-    },
-    terminate: () => {
-      batch.clear();
-      fair.clear();
-      socket.terminate();
-    },
-  };
+  /** The socket's credential, kept current (`token-refresh`) and re-checked (see LiveCredential). */
+  liveCredential(owner: LiveCredentialOwner): LiveCredential;
 }
 
 /** How long a slow consumer's close handshake may take before the socket is dropped. */
@@ -121,6 +102,10 @@ const SLOW_CLOSE_MS = 1000;
  * - What breaks the socket closes it, and with it every session: a malformed frame or sid, a
  *   control message out of place (4400), a slow consumer (4429: the socket's one SendBuffer),
  *   silence (4408, see watchLiveness), the token's expiry (4401), shutdown (1001).
+ * - Live permissions: a `token-refresh` on the control session replaces the socket's credential
+ *   (and expiry) for every session, and each document session's permission is decided again
+ *   (LiveCredential): downgraded live, or that session alone closed (4412). A refused refresh
+ *   closes the socket (4401). Lock sessions keep the permission they opened with.
  */
 export class MuxConnection implements MuxHandler {
   /** The socket's SendBuffer (liveness checks it after pings). */
@@ -145,10 +130,13 @@ export class MuxConnection implements MuxHandler {
   private authorizing = 0;
   private closed = false;
   private cancelExpiry: (() => void) | null = null;
+  /** The socket's credential now (see LiveCredential), and its document sessions. */
+  private readonly live: LiveCredential;
+  private readonly targets = new Set<PermissionTarget>();
 
   constructor(
     socket: RelaySocket,
-    private readonly principal: Principal,
+    principal: Principal,
     private readonly deps: MuxConnectionDeps,
   ) {
     // Fair between sessions: a large answer goes as chunks, interleaved with the other sessions'
@@ -172,6 +160,28 @@ export class MuxConnection implements MuxHandler {
       error: (err) => this.fail(err),
       close: (code, reason) => this.ended(code, reason),
     });
+    const socketClosed = (): boolean => this.closed;
+    this.live = deps.liveCredential({
+      targets: () => {
+        for (const t of this.targets) if (t.closed) this.targets.delete(t);
+        return this.targets;
+      },
+      replaced: (fresh) => this.watchExpiry(fresh),
+      refused: (err) => this.fail(err),
+      get closed() {
+        return socketClosed();
+      },
+    });
+    this.watchExpiry(principal);
+  }
+
+  private get principal(): Principal {
+    return this.live.current;
+  }
+
+  private watchExpiry(principal: Principal): void {
+    this.cancelExpiry?.();
+    this.cancelExpiry = null;
     if (principal.expiresAt !== undefined) {
       this.cancelExpiry = onCredentialExpiry(principal.expiresAt, () => this.fail(new CapsyncError('unauthorized', 'token expired')));
     }
@@ -219,6 +229,9 @@ export class MuxConnection implements MuxHandler {
         return;
       case 'chunk-credit':
         this.fair.credit(msg.bytes);
+        return;
+      case 'token-refresh':
+        this.live.refresh(msg.token);
         return;
       default:
         throw new ProtocolError('unknown-message-type', `${msg.type} messages are not taken on the control session`);
@@ -289,7 +302,10 @@ export class MuxConnection implements MuxHandler {
     // permission an authorization callback gave (no token expiry) runs out per session.
     const { expiresAt: _socketWide, ...stripped } = grant;
     const sessionGrant = this.principal.expiresAt !== undefined ? stripped : grant;
-    channel.serve(msg.kind === 'locks' ? this.deps.openLocks(channel, sessionGrant) : this.deps.openDoc(channel, name, sessionGrant));
+    if (msg.kind === 'locks') return channel.serve(this.deps.openLocks(channel, sessionGrant));
+    const served = this.deps.openDoc(channel, name, sessionGrant);
+    this.targets.add(served);
+    channel.serve(served);
   }
 
   /**

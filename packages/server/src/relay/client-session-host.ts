@@ -4,6 +4,7 @@ import {
   INCARNATIONS_CAPABILITY,
   incarnationOf,
   ProtocolError,
+  TOKEN_REFRESH_CAPABILITY,
   declaredWritersOf,
   helloFor,
   type AppliedUpdate,
@@ -14,7 +15,7 @@ import {
   type SessionHooks,
   type SessionOptions,
 } from '@capsync/core';
-import type { AccessGrant } from '../auth/access.js';
+import type { AccessGrant, Permission } from '../auth/access.js';
 import type { LockService } from '../locks/lock-service.js';
 import { ConnectionIdentity } from '../locks/lock-identity.js';
 import type { Logger } from '../logger.js';
@@ -40,6 +41,11 @@ export interface ClientSessionHostDeps {
   logger: Logger;
   /** The client's address, for its share of awareness bounds. */
   address?: string | undefined;
+  /**
+   * Takes a `token-refresh` of this connection (a plain socket's LiveCredential); unset on a
+   * session of a multiplexed socket, whose refreshes go on its control session.
+   */
+  refreshToken?: ((token: string) => void) | undefined;
 }
 
 /**
@@ -50,6 +56,9 @@ export interface ClientSessionHostDeps {
  *   writers, caps, fenced areas), and the metrics of both.
  * - Fenced writes (`cp-set`), quorum barriers (`quorum-ack`), the hello's identity (owner key,
  *   declared client ids) and quorum flag.
+ * - Live permissions: `setPermission` changes it while open (a refresh or re-check, see
+ *   LiveCredential), told to a client that understands it (`permission`); a plain socket's
+ *   `token-refresh` goes to `refreshToken`.
  *
  * Clients only: a peer relay that dialled in runs PeerSessionHost (mesh/peer-session-host.ts).
  */
@@ -64,6 +73,10 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
   /** The quorum wait of this connection's latest barrier (see QuorumBarrier); made on first use. */
   private quorumBarrier: QuorumBarrier | null = null;
   private readonly readOnly: ReadOnlyRefusal;
+  /** The permission now: the grant's, until a refresh or re-check changes it. */
+  private permissionNow: Permission;
+  /** The client's hello said it understands `permission` messages. */
+  private livePermissions = false;
 
   constructor(
     private readonly conn: HostedConnection,
@@ -72,6 +85,7 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
     private readonly deps: ClientSessionHostDeps,
     options: Omit<SessionOptions, 'numberSent'>,
   ) {
+    this.permissionNow = grant.permission;
     this.identity = new ConnectionIdentity(grant);
     this.writer = { kind: 'client', source: conn, subject: grant.subject, declared: undefined };
     // A client's acks are not numbered against what we send: it is not a durable replica.
@@ -107,13 +121,31 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
     const declared = declaredWritersOf(msg);
     this.writer.declared = declared;
     // Only writers hold ids: a read-only user must not reserve (or push out) anyone's.
-    if (declared && this.grant.subject && this.grant.permission === 'write') this.doc.announceWriters(this.grant.subject, declared, this.conn);
+    if (declared && this.grant.subject && this.permissionNow === 'write') this.doc.announceWriters(this.grant.subject, declared, this.conn);
     this.quorum = msg.capabilities.includes('quorum');
+    this.livePermissions = msg.capabilities.includes(TOKEN_REFRESH_CAPABILITY);
     return helloFor('relay');
   }
 
+  get permission(): Permission {
+    return this.permissionNow;
+  }
+
+  /**
+   * The permission changed while the session is open: from now on its updates are taken or
+   * refused (as a read-only connection's, ReadOnlyRefusal). A client that understands it is told.
+   */
+  setPermission(permission: Permission): void {
+    if (permission === this.permissionNow) return;
+    this.permissionNow = permission;
+    const declared = this.writer.declared;
+    // Became a writer: its declared client ids are its own now (see `hello`).
+    if (permission === 'write' && declared && this.grant.subject && this.conn.document) this.doc.announceWriters(this.grant.subject, declared, this.conn);
+    if (this.livePermissions) this.session.send({ type: 'permission', permission });
+  }
+
   applyUpdate(update: Uint8Array, seq: number): AppliedUpdate | null {
-    if (this.grant.permission !== 'write') {
+    if (this.permissionNow !== 'write') {
       this.readOnly.refuse(seq);
       return null;
     }
@@ -146,7 +178,7 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
         const owner = this.identity.actingFor(msg.owner);
         void fencedSet(msg, {
           docName: this.conn.docName,
-          permission: this.grant.permission,
+          permission: this.permissionNow,
           owner,
           current: () => (this.session.isClosed ? null : this.conn.document),
           reply: (code, message) => this.session.send({ type: 'cp-reply', id: msg.id, code, message }),
@@ -155,6 +187,10 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
       }
       case 'lock-request':
         throw new ProtocolError('unknown-message-type', 'lock requests go to the lock endpoint, not a document connection');
+      case 'token-refresh':
+        if (!this.deps.refreshToken) throw new ProtocolError('unknown-message-type', 'a multiplexed socket takes token-refresh on its control session');
+        this.deps.refreshToken(msg.token);
+        return;
       default:
         // client-owners, ack (only links to peer relays number what we send and take acks),
         // auth-denied, error, pong, lock-reply, cp-reply, quorum-ack.

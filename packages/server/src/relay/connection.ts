@@ -1,6 +1,7 @@
-import { CapsyncError, CloseCode, DocumentDeletedError, closeCodeName, type ClientClaims, type DocSession } from '@capsync/core';
+import { CapsyncError, CloseCode, DocumentDeletedError, closeCodeName, parseSubdocStorageName, type ClientClaims, type DocSession } from '@capsync/core';
 import type { LockService } from '../locks/lock-service.js';
-import type { AccessGrant } from '../auth/access.js';
+import type { AccessGrant, Permission } from '../auth/access.js';
+import type { PermissionTarget } from '../auth/live-credential.js';
 import type { HookRunner } from '../hooks/hook-runner.js';
 import type { ConnectionEvent } from '../hooks/relay-hooks.js';
 import type { Logger } from '../logger.js';
@@ -39,6 +40,8 @@ export interface ConnectionDeps {
   onRelayClose?(conn: RelayConnection, code: number, reason: string): void;
   /** The backend's hooks: told when a client's session begins and ends. */
   hooks?: HookRunner | undefined;
+  /** A plain client socket's `token-refresh` (see LiveCredential). */
+  refreshToken?: ((token: string) => void) | undefined;
   registry: DocRegistry;
   locks: LockService;
   metrics: RelayMetrics;
@@ -54,9 +57,10 @@ export interface ConnectionDeps {
  * fenced writes, quorum), PeerSessionHost for a peer relay that dialled in (trust, replication
  * positions, claims). This class holds the document (acquired from the registry, released
  * once: a peer's link holds it too, see PeerMesh), the credential's expiry, the connection
- * metrics, and is the document's DocPeer for broadcasts.
+ * metrics, and is the document's DocPeer for broadcasts. A client's is a PermissionTarget: its
+ * permission can change while it is open (see LiveCredential).
  */
-export class RelayConnection implements DocPeer, HostedConnection {
+export class RelayConnection implements DocPeer, HostedConnection, PermissionTarget {
   readonly kind = 'connection' as const;
   /**
    * Set when this is a peer relay's document link (relay credential, relay named in the
@@ -72,8 +76,12 @@ export class RelayConnection implements DocPeer, HostedConnection {
   private released = false;
   private cancelExpiry: (() => void) | null = null;
   /** What the backend's onConnect and onDisconnect hooks are told. */
-  private readonly hookEvent: ConnectionEvent;
+  private hookEvent: ConnectionEvent;
   private readonly reported: boolean;
+  /** The identity it was opened for. */
+  readonly subject: string | undefined;
+  /** It watches its grant's expiry itself (a multiplexed socket watches its token's for its sessions). */
+  private readonly watchesExpiry: boolean;
 
   constructor(
     /** Its own socket's (AccountedChannel), or a session of a multiplexed socket. */
@@ -85,6 +93,8 @@ export class RelayConnection implements DocPeer, HostedConnection {
   ) {
     deps.metrics.connections.inc();
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
+    this.subject = grant.subject;
+    this.watchesExpiry = grant.expiresAt !== undefined;
     this.hookEvent = { docName, identity: grant.subject, permission: grant.permission };
     // Clients only: relays' links (peers, forwarded fenced writes and locks) are not the app's sessions.
     this.reported = !grant.relay;
@@ -95,12 +105,46 @@ export class RelayConnection implements DocPeer, HostedConnection {
     this.host =
       this.peerRelayId !== undefined
         ? new PeerSessionHost(this, this.channel, { relayId: mesh.relayId, metrics, logger }, options, { kind: 'accepted', grant, mesh })
-        : new ClientSessionHost(this, this.channel, grant, { ...deps, address: deps.options.address }, options);
+        : new ClientSessionHost(this, this.channel, grant, { ...deps, address: deps.options.address, refreshToken: deps.refreshToken }, options);
     this.session = this.host.session;
-    if (grant.expiresAt !== undefined) {
-      this.cancelExpiry = onCredentialExpiry(grant.expiresAt, () => this.fail(new CapsyncError('unauthorized', 'token expired')));
-    }
+    this.watchExpiry(grant.expiresAt);
     void this.open();
+  }
+
+  private watchExpiry(expiresAt: number | undefined): void {
+    this.cancelExpiry?.();
+    this.cancelExpiry = null;
+    if (expiresAt !== undefined && this.watchesExpiry) {
+      this.cancelExpiry = onCredentialExpiry(expiresAt, () => this.fail(new CapsyncError('unauthorized', 'token expired')));
+    }
+  }
+
+  // ---- live permissions (PermissionTarget) ----
+
+  /** What its permission is decided on: the document, or a subdocument's parent. */
+  get authName(): string {
+    return parseSubdocStorageName(this.docName)?.parent ?? this.docName;
+  }
+
+  get permission(): Permission {
+    return this.host instanceof ClientSessionHost ? this.host.permission : 'write';
+  }
+
+  get closed(): boolean {
+    return this.session.isClosed;
+  }
+
+  /** A new grant for its identity: its permission (live) and expiry. */
+  regrant(grant: AccessGrant): void {
+    if (!(this.host instanceof ClientSessionHost) || this.session.isClosed) return;
+    this.host.setPermission(grant.permission);
+    this.hookEvent = { ...this.hookEvent, permission: grant.permission };
+    this.watchExpiry(grant.expiresAt);
+  }
+
+  /** The permission is gone: this session alone is closed with `err`'s code. */
+  revoke(err: CapsyncError): void {
+    this.fail(err);
   }
 
   /** The document, once loaded (HostedConnection). */

@@ -26,6 +26,8 @@ import { StorageOutage } from './storage-outage.js';
 import { UnsentBudget } from './unsent-budget.js';
 import { SyncReplicationCheck, type QuorumSupport } from './quorum-support.js';
 import { isSharedDocStore } from '../storage/shared-doc-store.js';
+import { LiveCredential, type LiveCredentialOwner } from '../auth/live-credential.js';
+import { PermissionRechecks } from './permission-rechecks.js';
 
 export interface RelayDeps {
   store: DocStore;
@@ -36,6 +38,8 @@ export interface RelayDeps {
   locks: LockService;
   /** The relay credential presented to peers (see relayCredential). */
   credential: () => Promise<string | undefined>;
+  /** Closes what writes to the store besides documents (webhook deliveries), once documents closed, before the store. */
+  beforeStoreClose?: () => Promise<void>;
 }
 
 /**
@@ -65,6 +69,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly meshHooks: MeshHooks;
   /** The backend's hooks (createRelay `hooks`), if any. */
   private readonly hooks: HookRunner | undefined;
+  private readonly beforeStoreClose: (() => Promise<void>) | undefined;
   private readonly fencedWrites: FencedWriteForwarder | undefined;
   /** On a cluster relay (a shared store): whether its database can give quorum durability. */
   private readonly quorum: QuorumSupport | undefined;
@@ -72,6 +77,8 @@ export class Relay extends EventEmitter<RelayEvents> {
   private readonly addressSessions: AddressSessions;
   private readonly connections = new Set<RelayConnection | LockConnection | MeshConnection | MuxConnection | PeerMuxSocket>();
   private closing = false;
+  /** `--auth-recheck-interval-ms`: client sockets' permissions decided again (live permissions). */
+  private readonly rechecks: PermissionRechecks;
   /** Appends waiting for storage to be reachable again: /readyz is 503 meanwhile. */
   readonly storageOutage: StorageOutage;
 
@@ -83,8 +90,11 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.logger = deps.logger;
     this.options = deps.options;
     this.locks = deps.locks;
+    this.beforeStoreClose = deps.beforeStoreClose;
     this.addressSessions = new AddressSessions(deps.options.maxSessionsPerAddress);
     this.storageOutage = new StorageOutage(deps.metrics);
+    // An open relay grants write on everything: nothing to decide again.
+    this.rechecks = new PermissionRechecks(deps.access.mode === 'open' ? 0 : deps.options.authRecheckIntervalMs);
     this.unsent = new UnsentBudget(
       { maxTotal: deps.options.maxUnsentBytes, maxPerAddress: deps.options.maxUnsentBytesPerAddress, graceMs: deps.options.slowConsumerGraceMs },
       deps.metrics,
@@ -173,13 +183,34 @@ export class Relay extends EventEmitter<RelayEvents> {
    * Serves one authorized socket for `docName`. Feed it frames with `receive`, and `onClosed`
    * when it closes. `peerId`: the relay id a peer relay's link named in its request (honoured
    * only with a relay credential). `address`: the client's, for its share of the unsent-bytes
-   * budget (leave it out for peer relays).
+   * budget (leave it out for peer relays). `principal`: the client's credential the grant was
+   * decided from, kept current (`token-refresh`) and decided again (live permissions, see
+   * LiveCredential); a relay credential's connection is not.
    */
-  connect(socket: RelaySocket, docName: string, grant: AccessGrant, peerId?: string, address?: string): RelayConnection {
+  connect(socket: RelaySocket, docName: string, grant: AccessGrant, peerId?: string, address?: string, principal?: Principal): RelayConnection {
     const deps = this.connectionDeps(address);
-    const conn = new RelayConnection(new AccountedChannel(socket, deps.options), docName, grant, deps, peerId);
+    let live: LiveCredential | null = null;
+    const client = principal !== undefined && !grant.relay;
+    const conn = new RelayConnection(new AccountedChannel(socket, deps.options), docName, grant, client ? { ...deps, refreshToken: (token) => live!.refresh(token) } : deps, peerId);
+    if (client) {
+      live = this.liveCredential(principal, {
+        targets: () => [conn],
+        replaced: () => {}, // its grant's expiry comes with the re-check (regrant)
+        refused: (err) => conn.fail(err),
+        get closed() {
+          return conn.closed;
+        },
+      });
+    }
     this.connections.add(conn);
     return conn;
+  }
+
+  /** A client socket's credential, kept current and re-checked every `--auth-recheck-interval-ms`. */
+  private liveCredential(principal: Principal, owner: LiveCredentialOwner): LiveCredential {
+    const live = new LiveCredential(principal, { access: this.access, metrics: this.metrics, logger: this.logger, minRefreshIntervalMs: this.options.tokenRefreshMinIntervalMs }, owner);
+    this.rechecks.add(live);
+    return live;
   }
 
   /** What a document connection from `address` (undefined: a peer relay) is served with. */
@@ -223,6 +254,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       // The lock endpoint's connection, for the socket's principal; its expiry is the socket's to watch.
       openLocks: (channel, grant) => servedLocks(new LockConnection(channel, this.locks, this.lockDeps(grant, address))),
       helloExtras: [LOCK_BACKEND_CAPABILITY + this.locks.backend.kind],
+      liveCredential: (owner) => this.liveCredential(principal, owner),
     });
     this.connections.add(conn);
     return conn;
@@ -308,12 +340,14 @@ export class Relay extends EventEmitter<RelayEvents> {
     if (this.closing) return;
     this.closing = true;
     this.unsent.stop();
+    this.rechecks.stop();
     for (const conn of this.connections) conn.close(CloseCode.GoingAway, closeReasonFor('shutting-down', 'relay is shutting down'));
     this.connections.clear();
     this.replicateAll?.close();
     this.mesh.close();
     await this.locks.close();
     await this.registry.closeAll();
+    await this.beforeStoreClose?.();
     await this.store.close();
   }
 }

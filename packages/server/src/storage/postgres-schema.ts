@@ -81,7 +81,23 @@ export const MIGRATIONS: readonly string[] = [
     CHECK ((owner IS NULL) = (expires_at IS NULL))
   );
   `,
-  // 4: incarnations (DocStore: a counter per name that every delete raises; 0 until the first).
+  // 4: the webhook outbox (storage/postgres-webhook-queue.ts), shared by the relays of a cluster.
+  // Times are milliseconds since the epoch on the relays' clocks. `seq` orders deliveries due at
+  // the same time by when they were queued.
+  `
+  CREATE TABLE capsync_webhook_deliveries (
+    id text PRIMARY KEY,
+    seq bigserial NOT NULL,
+    event_id text NOT NULL,
+    url text NOT NULL,
+    body text NOT NULL,
+    created_at bigint NOT NULL,
+    attempts integer NOT NULL DEFAULT 0,
+    next_at bigint NOT NULL
+  );
+  CREATE INDEX capsync_webhook_deliveries_due ON capsync_webhook_deliveries (next_at, seq);
+  `,
+  // 5: incarnations (DocStore: a counter per name that every delete raises; 0 until the first).
   // It lives on the document's capsync_docs row, the row every append and delete locks first,
   // so an append checks the incarnation it was made for under the same lock that a delete
   // raises it under: an append racing with a delete lands before it (and is deleted with the

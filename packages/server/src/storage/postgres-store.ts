@@ -5,6 +5,7 @@ import { redactUrl } from '../auth/url-token.js';
 import { PostgresPreviews, type PreviewOutcome } from './postgres-previews.js';
 import { CHANGE_CHANNEL_SQL, claimsNoteSql, insertBatch, MAX_BATCH, MAX_BATCH_BYTES, type PendingAppend } from './postgres-append.js';
 import { closedError, storageError } from './postgres-errors.js';
+import { PostgresWebhookQueue } from './postgres-webhook-queue.js';
 import { PostgresChangeFeed } from './postgres-change-feed.js';
 import { migrate } from './postgres-schema.js';
 import type { ChangeFollower, DocChanges, SharedDocStore } from './shared-doc-store.js';
@@ -80,7 +81,11 @@ export class PostgresDocStore implements SharedDocStore {
     private readonly options: PostgresDocStoreOptions,
   ) {
     this.previews = new PostgresPreviews(pool, this.origin, options.onPreviews);
+    this.webhooks = new PostgresWebhookQueue(pool);
   }
+
+  /** The webhook outbox in the same database, shared by the cluster's relays. */
+  readonly webhooks: PostgresWebhookQueue;
 
   /**
    * Connects to the database at `url` (postgres://user:password@host:port/database), creates or

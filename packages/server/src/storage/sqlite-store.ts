@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { DocumentDeletedError, StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
+import { SqliteWebhookTable } from './sqlite-webhook-table.js';
 import { SqliteLockTables } from './sqlite-lock-tables.js';
 
 export interface SqliteDocStoreOptions {
@@ -37,6 +38,8 @@ export class SqliteDocStore implements DocStore {
   private readonly stmts;
   /** The embedded lock authority's tables, in the same database. */
   readonly locks: SqliteLockTables;
+  /** The webhook outbox, in the same database (one file, one backup). */
+  readonly webhooks: SqliteWebhookTable;
 
   /** Opens (creating if needed) the database at `file`; `':memory:'` for a throwaway one. */
   constructor(readonly file: string, options: SqliteDocStoreOptions = {}) {
@@ -100,6 +103,7 @@ export class SqliteDocStore implements DocStore {
       list: this.db.prepare<[], { doc: string }>('SELECT doc FROM doc_snapshots UNION SELECT doc FROM doc_updates'),
     };
     this.locks = new SqliteLockTables(this.db);
+    this.webhooks = new SqliteWebhookTable(this.db);
   }
 
   async list(): Promise<string[]> {

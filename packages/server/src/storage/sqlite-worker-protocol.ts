@@ -1,3 +1,5 @@
+import type { NewWebhookDelivery } from '../webhooks/webhook-queue.js';
+
 /** Messages between `SqliteWorkerStore` and its worker thread (`sqlite-worker.ts`). */
 export type WorkerRequest = { id: number } & (
   | { op: 'load'; name: string }
@@ -12,6 +14,12 @@ export type WorkerRequest = { id: number } & (
   | { op: 'lock-grant'; key: string; owner: string; expiresAt: number }
   | { op: 'lock-renew'; key: string; token: number; expiresAt: number }
   | { op: 'lock-end'; key: string; token: number }
+  | { op: 'webhook-enqueue'; deliveries: NewWebhookDelivery[] }
+  | { op: 'webhook-claim'; now: number; limit: number; leaseMs: number }
+  | { op: 'webhook-remove'; deliveryId: string }
+  | { op: 'webhook-retry'; deliveryId: string; attempts: number; nextAt: number }
+  | { op: 'webhook-rewrite'; deliveryId: string; body: string; nextAt: number }
+  | { op: 'webhook-stats' }
   | { op: 'close' }
 );
 

@@ -3,6 +3,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { DocumentDeletedError, StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import type { LockStore, PersistedLease } from '../locks/lock-store.js';
+import type { WebhookDelivery, WebhookQueue, WebhookQueueStats } from '../webhooks/webhook-queue.js';
 import type { SqliteDocStoreOptions } from './sqlite-store.js';
 import type { WorkerReady, WorkerReply, WorkerRequest } from './sqlite-worker-protocol.js';
 
@@ -31,6 +32,24 @@ export class SqliteWorkerStore implements DocStore {
     end: async (key, token) => {
       await this.call({ op: 'lock-end', key, token });
     },
+  };
+
+  /** The webhook outbox, in the same database and worker. */
+  readonly webhooks: WebhookQueue = {
+    enqueue: async (deliveries) => {
+      await this.call({ op: 'webhook-enqueue', deliveries: [...deliveries] });
+    },
+    claim: (now, limit, leaseMs) => this.call({ op: 'webhook-claim', now, limit, leaseMs }) as Promise<WebhookDelivery[]>,
+    remove: async (deliveryId) => {
+      await this.call({ op: 'webhook-remove', deliveryId });
+    },
+    retryAt: async (deliveryId, attempts, nextAt) => {
+      await this.call({ op: 'webhook-retry', deliveryId, attempts, nextAt });
+    },
+    rewrite: async (deliveryId, body, nextAt) => {
+      await this.call({ op: 'webhook-rewrite', deliveryId, body, nextAt });
+    },
+    stats: () => this.call({ op: 'webhook-stats' }) as Promise<WebhookQueueStats>,
   };
 
   private constructor(

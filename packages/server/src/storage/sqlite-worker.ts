@@ -59,6 +59,24 @@ port.on('message', (req: WorkerRequest) => {
     case 'lock-end':
       result = store.locks.end(req.key, req.token);
       break;
+    case 'webhook-enqueue':
+      result = store.webhooks.enqueue(req.deliveries);
+      break;
+    case 'webhook-claim':
+      result = store.webhooks.claim(req.now, req.limit, req.leaseMs);
+      break;
+    case 'webhook-remove':
+      result = store.webhooks.remove(req.deliveryId);
+      break;
+    case 'webhook-retry':
+      result = store.webhooks.retryAt(req.deliveryId, req.attempts, req.nextAt);
+      break;
+    case 'webhook-rewrite':
+      result = store.webhooks.rewrite(req.deliveryId, req.body, req.nextAt);
+      break;
+    case 'webhook-stats':
+      result = store.webhooks.stats();
+      break;
     case 'close':
       result = store.close();
       break;
