@@ -67,7 +67,7 @@ it('indexes documents from document.changed (fetched from documentUrl with a rea
 
   // A retry of a handled event (same webhook-id) is acknowledged and changes nothing.
   const signed = (id: string, data: unknown) => {
-    const b = JSON.stringify({ id, type: 'document.changed', data });
+    const b = JSON.stringify({ id, type: 'document.changed', createdAt: new Date().toISOString(), data });
     const ts = String(Math.floor(Date.now() / 1000));
     const sig = createHmac('sha256', secret).update(`${id}.${ts}.${b}`).digest('base64');
     return fetch(`${search_.url}/webhooks`, { method: 'POST', headers: { 'content-type': 'application/json', 'webhook-id': id, 'webhook-timestamp': ts, 'webhook-signature': `v1,${sig}` }, body: b });

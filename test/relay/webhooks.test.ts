@@ -71,6 +71,18 @@ it('delivers signed events: connection.opened, document.created, document.change
   expect(hooks.received.filter(ofType('document.changed'))).toHaveLength(1);
 });
 
+it('reports a deleted document (document.deleted, with the deleting identity and the new incarnation)', async () => {
+  const hooks = await receiver();
+  const relay = await relayWith({ webhooks: { endpoints: [{ url: hooks.url, events: ['document.deleted'] }], secret } });
+  const alice = await client(relay, 'doomed-doc');
+  await alice.waitForAck(alice.type('x'));
+  const res = await fetch(`${relay.httpUrl}/v1/docs/doomed-doc`, { method: 'DELETE', headers: { authorization: `Bearer ${await mintToken(authSecret, { sub: 'admin' })}` } });
+  expect(res.status).toBe(200);
+  const deleted = await hooks.waitFor(ofType('document.deleted', 'doomed-doc'), 'document.deleted');
+  expect(deleted.json.data).toEqual({ docName: 'doomed-doc', identity: 'admin', incarnation: 1 });
+  expect(hooks.received.every(ofType('document.deleted'))).toBe(true);
+});
+
 it('retries a failing endpoint with backoff (500, then no answer past the timeout, then 200) under one event id, signed afresh', async () => {
   const hooks = await receiver();
   const attempts = new Map<string, number>();

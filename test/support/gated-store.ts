@@ -22,11 +22,11 @@ export class GatedLoadStore implements DocStore {
     await this.gate;
     return this.inner.load(name);
   }
-  append(name: string, update: Uint8Array): Promise<AppendResult> {
-    return this.inner.append(name, update);
+  append(name: string, update: Uint8Array, incarnation?: number): Promise<AppendResult> {
+    return this.inner.append(name, update, incarnation);
   }
-  compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
-    return this.inner.compact(name, snapshot, through);
+  compact(name: string, snapshot: Uint8Array, through: number, incarnation?: number): Promise<void> {
+    return this.inner.compact(name, snapshot, through, incarnation);
   }
   claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
     return this.inner.claimClients(name, owner, clientIds);
@@ -34,7 +34,7 @@ export class GatedLoadStore implements DocStore {
   loadClientOwners(name: string): Promise<[number, string][]> {
     return this.inner.loadClientOwners(name);
   }
-  delete(name: string): Promise<void> {
+  delete(name: string): Promise<number> {
     return this.inner.delete(name);
   }
   list(): Promise<string[]> {
@@ -68,15 +68,15 @@ export class GatedAppendStore implements DocStore {
     for (const go of this.held.splice(0)) go();
   }
 
-  async append(name: string, update: Uint8Array): Promise<AppendResult> {
+  async append(name: string, update: Uint8Array, incarnation?: number): Promise<AppendResult> {
     if (this.shut) await new Promise<void>((resolve) => this.held.push(resolve));
-    return this.inner.append(name, update);
+    return this.inner.append(name, update, incarnation);
   }
   load(name: string): Promise<StoredDoc> {
     return this.inner.load(name);
   }
-  compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
-    return this.inner.compact(name, snapshot, through);
+  compact(name: string, snapshot: Uint8Array, through: number, incarnation?: number): Promise<void> {
+    return this.inner.compact(name, snapshot, through, incarnation);
   }
   claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
     return this.inner.claimClients(name, owner, clientIds);
@@ -84,7 +84,7 @@ export class GatedAppendStore implements DocStore {
   loadClientOwners(name: string): Promise<[number, string][]> {
     return this.inner.loadClientOwners(name);
   }
-  delete(name: string): Promise<void> {
+  delete(name: string): Promise<number> {
     return this.inner.delete(name);
   }
   list(): Promise<string[]> {
@@ -120,16 +120,16 @@ export class UnreachableStore implements DocStore {
     if (this.isDown) throw new StorageError('connect ECONNREFUSED (test: storage is down)', { retryable: true });
   }
 
-  async append(name: string, update: Uint8Array): Promise<AppendResult> {
+  async append(name: string, update: Uint8Array, incarnation?: number): Promise<AppendResult> {
     this.appendAttempts++;
     this.check();
-    return this.inner.append(name, update);
+    return this.inner.append(name, update, incarnation);
   }
   load(name: string): Promise<StoredDoc> {
     return this.inner.load(name);
   }
-  compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
-    return this.inner.compact(name, snapshot, through);
+  compact(name: string, snapshot: Uint8Array, through: number, incarnation?: number): Promise<void> {
+    return this.inner.compact(name, snapshot, through, incarnation);
   }
   async claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
     this.check();
@@ -138,7 +138,7 @@ export class UnreachableStore implements DocStore {
   loadClientOwners(name: string): Promise<[number, string][]> {
     return this.inner.loadClientOwners(name);
   }
-  delete(name: string): Promise<void> {
+  delete(name: string): Promise<number> {
     return this.inner.delete(name);
   }
   list(): Promise<string[]> {

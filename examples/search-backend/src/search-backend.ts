@@ -14,6 +14,7 @@ export interface SearchBackendOptions {
 interface WebhookEvent {
   id: string;
   type: string;
+  createdAt: string;
   data: { docName: string; document?: unknown; documentUrl?: string };
 }
 
@@ -30,6 +31,8 @@ export function createSearchBackend(options: SearchBackendOptions): { app: expre
   const index = new SearchIndex();
   const events = new EventEmitter<{ indexed: [docName: string] }>();
   const seen = new Set<string>();
+  /** The time of the latest event applied per document: deliveries come in no set order, and a retried older one must not overwrite newer content. */
+  const latest = new Map<string, string>();
   const app = express();
 
   app.post('/webhooks', express.raw({ type: 'application/json', limit: '8mb' }), async (req, res) => {
@@ -43,14 +46,20 @@ export function createSearchBackend(options: SearchBackendOptions): { app: expre
       res.status(204).end(); // a retry of what was handled: acknowledge again, do nothing
       return;
     }
+    const docName = event.data.docName;
+    const stale = (latest.get(docName) ?? '') > event.createdAt; // ISO times compare as strings
     try {
-      if (event.type === 'document.changed') {
+      if (stale) {
+        // An older event of this document than one already applied: acknowledged, not applied.
+      } else if (event.type === 'document.changed') {
         const json = 'document' in event.data ? event.data.document : await fetchDocument(event.data.documentUrl!, options.relayToken);
-        index.put(event.data.docName, json);
-        events.emit('indexed', event.data.docName);
+        index.put(docName, json);
+        latest.set(docName, event.createdAt);
+        events.emit('indexed', docName);
       } else if (event.type === 'document.deleted') {
-        index.remove(event.data.docName);
-        events.emit('indexed', event.data.docName);
+        index.remove(docName);
+        latest.set(docName, event.createdAt);
+        events.emit('indexed', docName);
       }
     } catch (err) {
       res.status(503).json({ error: (err as Error).message }); // the relay retries

@@ -49,6 +49,15 @@ export interface ClientOptions {
   /** Yjs garbage collection of deleted content. Default true. */
   gc?: boolean;
   /**
+   * What a document handle does with its local replica when the relay says the document was
+   * deleted ('document-deleted', close 4410: deleted while open, or since this replica last
+   * synced). 'clear' (default): the stored replica is erased, so opening the name again starts
+   * empty, in the new document. 'keep': the stored replica stays as it is (to read or copy
+   * elsewhere); it is refused again on every connect. Either way the handle reports a
+   * DocumentDeletedError, stops syncing (no reconnect loop) and its `doc` keeps what it held.
+   */
+  onDeleted?: 'clear' | 'keep';
+  /**
    * Deadline for a lock operation or fenced write to reach the relay and its lock authority
    * before it rejects with UnavailableError (an acquire gets its `waitMs` on top). Default 2 s.
    */
@@ -119,6 +128,7 @@ export function createClient(options: ClientOptions): CapsyncClient {
     compactAfterRows: options.compactAfterRows ?? 100,
     takeoverMs: options.takeoverMs ?? 3_000,
     gc: options.gc ?? true,
+    onDeleted: options.onDeleted ?? 'clear',
     cpTimeoutMs: options.lockTimeoutMs ?? 2_000,
   };
   // The lock client is a session of the same socket as the documents (unless multiplex: false).

@@ -1,9 +1,10 @@
 import { QuietObservable } from './quiet-observable.js';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { AuthError, CapsyncError, MAX_DECLARED_WRITERS, errorFromCode, newDoc, type Channel, type Message } from '@capsync/core';
+import { AuthError, CapsyncError, CloseCode, MAX_DECLARED_WRITERS, errorFromCode, newDoc, type Channel, type Message } from '@capsync/core';
 import { withTimeout } from './deadline.js';
 import { LocalReplica } from './replica/local-replica.js';
+import { DocIncarnation } from './replica/doc-incarnation.js';
 import { applyStored } from './storage/compact-log.js';
 import type { ReplicaSize, StorageAdapter } from './storage/storage-adapter.js';
 import { syncStatus, type SyncStatus } from './status.js';
@@ -62,6 +63,8 @@ export interface DocHandleSettings {
   /** Another tab's update still not reported durable after this long is sent by this tab too. */
   takeoverMs: number;
   gc: boolean;
+  /** What to do with the stored replica when the relay says the document was deleted (ClientOptions.onDeleted). */
+  onDeleted?: 'clear' | 'keep';
   sessionId: string;
   /** Default deadline of `cp.set`. */
   cpTimeoutMs: number;
@@ -109,6 +112,8 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
   private readonly link: DocLink;
   private readonly sync: DocSync;
   private replica!: LocalReplica;
+  /** Document deletion: the replica's incarnation, and what a 'document-deleted' refusal does (DocIncarnation). */
+  private readonly incarnation: DocIncarnation;
   private presence: DocPresence | null = null;
   private tabs: TabShare | null = null;
   private statusValue: SyncStatus = 'offline';
@@ -147,10 +152,27 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
       // The ids this connection uploads this user's edits under (this session's, and those of
       // pending edits of earlier sessions and other tabs): the relay claims only these for this
       // user, not other users' edits this replica may carry to a relay that lacks them.
-      helloCapabilities: () =>
-        declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
+      helloCapabilities: () => [
+        ...declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
+        ...this.incarnation.capabilities(),
+      ],
     };
     this.link = docLinkFor(settings.sockets, linkOptions);
+    const handle = this;
+    this.incarnation = new DocIncarnation(
+      {
+        get replica() {
+          return handle.replica;
+        },
+        holdsContent: () => this.doc.store.clients.size > 0,
+        stopSaving: () => this.doc.off('update', this.onDocUpdate),
+        error: (err) => this.emit('error', [err]),
+      },
+      settings.onDeleted ?? 'clear',
+      settings.storage,
+      this.replicaName,
+      this.label,
+    );
     this.sync = new DocSync(this.label, this.doc, this.outbox, {
       acked: (seq, durable) => {
         // Store the smaller outbox soon: a crash must not bring acknowledged updates back as pending.
@@ -297,6 +319,15 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
     return this.link.currentUrl;
   }
 
+  /**
+   * Once the relay said the document was deleted (a 'document-deleted' error) and the handle
+   * erases its stored replica (`onDeleted: 'clear'`, the default): resolves when it is erased.
+   * Null otherwise.
+   */
+  get cleared(): Promise<void> | null {
+    return this.incarnation.cleared;
+  }
+
   /** Local updates not yet durable on the relay. */
   get pending(): number {
     return this.outbox.pending;
@@ -409,6 +440,7 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
   }
 
   private onLinkClose(code: number, reason: string): void {
+    if (code === CloseCode.DocumentDeleted) this.incarnation.deleted();
     this.cp.onLinkClose();
     this.sync.disconnected();
     this.tabs?.onLinkClose();
@@ -450,6 +482,9 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
         return;
       case 'cp-reply':
         this.cp.onReply(msg);
+        return;
+      case 'incarnation':
+        this.incarnation.learned(msg.incarnation);
         return;
       default:
         // The link used pongs as signs of life; nothing else is for a client's document.

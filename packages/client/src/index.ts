@@ -28,6 +28,7 @@ export {
   ConflictError,
   NotOwnerError,
   LimitExceededError,
+  DocumentDeletedError,
   isCapsyncError,
   CloseCode,
   type ErrorCode,

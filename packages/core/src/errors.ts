@@ -40,6 +40,13 @@ export type ErrorCode =
   | 'protocol-version'
   /** Quorum durability was asked of a relay that cannot give it (a cluster relay whose PostgreSQL has no synchronous standby). */
   | 'quorum-unsupported'
+  /**
+   * The document was deleted (HTTP DELETE) since this replica last synced with the relay: the
+   * replica belongs to an older incarnation of the name and must not be merged into the new one.
+   */
+  | 'document-deleted'
+  /** No document of that name is stored (HTTP 404): `DELETE /v1/docs/:name` of an unknown one. */
+  | 'not-found'
   // Client only, never on the wire: the relay link cannot do it (subdocuments over a socket per document).
   | 'unsupported'
   | 'internal';
@@ -92,6 +99,19 @@ export class LocalStorageError extends CapsyncError {
   constructor(code: 'local-storage-unavailable' | 'quota-exceeded', message: string, options?: { cause?: unknown }) {
     super(code, message, options);
     this.name = 'LocalStorageError';
+  }
+}
+
+/**
+ * The document was deleted: a session of its old incarnation (open while it was deleted, or a
+ * replica that synced before the delete) is refused, and nothing it sends is stored. Appends
+ * made for an old incarnation are refused by the store with it too (DocStore.append). Close
+ * code 4410 (DocumentDeleted). A client does not reconnect on it (see the client's `onDeleted`).
+ */
+export class DocumentDeletedError extends CapsyncError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('document-deleted', message, options);
+    this.name = 'DocumentDeletedError';
   }
 }
 

@@ -1,6 +1,7 @@
 export { createRelay, type RelayHandle } from './create-relay.js';
 export type { RelayOptions } from './config.js';
 export type { RelayHooks, ConnectionEvent, AwarenessEvent, AwarenessVerdict } from './hooks/relay-hooks.js';
+export type { DeletedDocument } from './relay/doc-deletion.js';
 export { DEFAULTS } from './config.js';
 export { Relay, type RelayEvents } from './relay/relay.js';
 export { RelayConnection, type RelaySocket } from './relay/connection.js';

@@ -158,6 +158,8 @@ export class RelayMetrics {
     registers: [this.registry],
   });
   readonly docUnloads = new client.Counter({ name: 'capsync_doc_unloads_total', help: 'Idle documents unloaded', registers: [this.registry] });
+  /** Documents deleted through this relay (DELETE /v1/docs/:name); the sessions it closed count as closes{code="DocumentDeleted"}. */
+  readonly docDeletes = new client.Counter({ name: 'capsync_doc_deletes_total', help: 'Documents deleted through this relay (DELETE /v1/docs/:name)', registers: [this.registry] });
 
   // ---- CP: locks and fencing ----
   readonly lockGrants = new client.Counter({ name: 'capsync_lock_grants_total', help: 'Leases granted', registers: [this.registry] });

@@ -180,7 +180,7 @@ describePostgres('cluster review: catch-up read size', (server) => {
       const oneEntryMs = performance.now() - t;
       const metrics = new RelayMetrics();
       const cf = await ClusterFollower.start('big', reader, metrics, createLogger('silent'));
-      cf.attach({ applyCommitted: () => true, forwardPreview: () => true, learnCommittedClaims: () => {} }, 0);
+      cf.attach({ applyCommitted: () => true, forwardPreview: () => true, learnCommittedClaims: () => {}, deletedElsewhere: () => {} }, 0, 0);
       cf.missed(); // the listening connection was down while they committed
       const caughtUp = await until(() => cf.appliedThrough === 300, 15_000);
       const reads = (await metrics.registry.getSingleMetricAsString('capsync_cluster_catch_up_reads_total')).split('\n').pop();
@@ -211,7 +211,7 @@ it('notes missed while the document loads are read once it is attached', async (
   // entry 5 committed while nothing listened): the feed says missed() before attach.
   follower!.missed();
   const applied: Uint8Array[] = [];
-  cf.attach({ applyCommitted: (u) => (applied.push(u), true), forwardPreview: () => true, learnCommittedClaims: () => {} }, 4);
+  cf.attach({ applyCommitted: (u) => (applied.push(u), true), forwardPreview: () => true, learnCommittedClaims: () => {}, deletedElsewhere: () => {} }, 4, 0);
   // Before the fix no read ever started (until some later note of the document): entry 5 never came.
   await vi.waitFor(() => expect(cf.appliedThrough).toBe(5), { timeout: 5_000 });
   expect(changesAfter).toHaveBeenCalled();

@@ -200,6 +200,41 @@ describePostgres('PostgresDocStore positions per document (a real PostgreSQL)', 
     for (const n of names) expect((await a.load(n)).head).toBe(2 * ROUNDS);
   }, 30_000);
 
+  it('a delete on one relay racing with appends and compactions of the old incarnation on another: none of them ends up in the new incarnation', async () => {
+    const url = await server().createDatabase();
+    const [deleter, writer] = await Promise.all([open(url), open(url)]);
+    for (let round = 0; round < 30; round++) {
+      const name = `race-${round}`;
+      const w = new Y.Doc();
+      const edit = (text: string): Uint8Array => {
+        let update: Uint8Array | null = null;
+        const capture = (u: Uint8Array) => (update = u);
+        w.on('update', capture);
+        w.getText('t').insert(0, text);
+        w.off('update', capture);
+        return update!;
+      };
+      const first = await writer.append(name, edit('a'), 0);
+      // The other relay keeps appending (and compacting) for incarnation 0 while the delete runs.
+      const writes = Array.from({ length: 20 }, (_, i) =>
+        (i % 5 === 4 ? writer.compact(name, Y.encodeStateAsUpdate(w), first.position, 0) : writer.append(name, edit(`x${i}`), 0)).then(
+          () => 'ok',
+          (err: { code?: string }) => err.code ?? 'error',
+        ),
+      );
+      const incarnation = await deleter.delete(name);
+      const outcomes = await Promise.all(writes);
+      expect(outcomes.every((o) => o === 'ok' || o === 'document-deleted')).toBe(true);
+      const loaded = await deleter.load(name);
+      expect(loaded.incarnation).toBe(incarnation);
+      expect(loaded.updates).toEqual([]);
+      // Appends of incarnation 0 after the delete are refused; the new incarnation's are stored.
+      await expect(writer.append(name, edit('late'), 0)).rejects.toMatchObject({ code: 'document-deleted' });
+      await writer.append(name, new Uint8Array([0, 0]), incarnation);
+      expect((await deleter.load(name)).updates.length).toBe(1);
+    }
+  }, 60_000);
+
   it('changesAfter pages through the log, and gives the snapshot when the entries asked for were compacted', async () => {
     const store = await open(await server().createDatabase());
     const w = writer();
@@ -223,11 +258,11 @@ describePostgres('PostgresDocStore positions per document (a real PostgreSQL)', 
     const after3 = await store.changesAfter('d', 3);
     expect(after3.snapshot).toBeUndefined();
     expect(after3.changes.map((c) => c.position)).toEqual([4, 5]);
-    expect(await store.changesAfter('d', 5)).toEqual({ changes: [], head: 5 });
-    expect(await store.changesAfter('unknown', 0)).toEqual({ changes: [], head: 0 });
+    expect(await store.changesAfter('d', 5)).toEqual({ changes: [], head: 5, incarnation: 0 });
+    expect(await store.changesAfter('unknown', 0)).toEqual({ changes: [], head: 0, incarnation: 0 });
     // A delete keeps the head: positions go on after it.
     await store.delete('d');
-    expect(await store.load('d')).toEqual({ updates: [], head: 5, logCount: 0, logBytes: 0 });
+    expect(await store.load('d')).toEqual({ updates: [], head: 5, logCount: 0, logBytes: 0, incarnation: 1 });
     expect((await store.append('d', w.edit('f'))).position).toBe(6);
   });
 

@@ -11,6 +11,14 @@ export interface LocalReplicaOptions {
   compactAfterRows: number;
 }
 
+/**
+ * The key of the outbox record that holds the replica's incarnation (the relay's DocStore
+ * counter, see IncarnationMessage) in its `count`: kept in the outbox store so that every
+ * StorageAdapter stores it, atomically with the log, without a new store or method. The NUL
+ * makes it a key no batch of local updates has (theirs are `<session id>:<n>`).
+ */
+export const INCARNATION_KEY = '\u0000incarnation';
+
 export interface LocalReplicaHooks {
   /** Called once per failure that degrades the replica to memory. */
   onError(err: LocalStorageError): void;
@@ -38,6 +46,10 @@ export class LocalReplica {
   private closed = false;
   /** Set when storage failed; the replica then lives in memory only. */
   failure: LocalStorageError | null = null;
+  /** The incarnation of the document this replica synced with, if it ever learned one. */
+  incarnation: number | undefined;
+  /** An incarnation learned and not yet stored. */
+  private incarnationToStore: number | undefined;
 
   private constructor(
     private store: ReplicaStore | null,
@@ -61,7 +73,9 @@ export class LocalReplica {
       const loaded = await store.load();
       const replica = new LocalReplica(store, adapter.persistent, options, hooks);
       replica.rows = loaded.updates.length;
-      return { replica, ...loaded };
+      const kept = loaded.outbox.find((r) => r.key === INCARNATION_KEY);
+      replica.incarnation = kept?.count;
+      return { replica, updates: loaded.updates, outbox: loaded.outbox.filter((r) => r.key !== INCARNATION_KEY) };
     } catch (err) {
       const replica = new LocalReplica(null, false, options, hooks);
       replica.fail(asLocalStorageError(err, `local replica of "${docName}" unavailable`));
@@ -79,6 +93,33 @@ export class LocalReplica {
     if (!this.store || this.closed) return;
     this.queue.push(update);
     this.schedule();
+  }
+
+  /** Records the incarnation the relay announced; stored with the next commit. */
+  setIncarnation(incarnation: number): void {
+    if (this.incarnation === incarnation) return;
+    this.incarnation = incarnation;
+    this.incarnationToStore = incarnation;
+    this.schedule();
+  }
+
+  /**
+   * The document was deleted (the relay refused this replica with 'document-deleted'): closes
+   * the store and removes the stored replica (and its subdocuments') with `adapter.clear`.
+   * Nothing is saved afterwards.
+   */
+  async erase(adapter: StorageAdapter, docName: string): Promise<void> {
+    this.queue = [];
+    this.incarnationToStore = undefined;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    await this.inFlight?.catch(() => {});
+    await this.compaction;
+    this.closed = true;
+    this.store?.close();
+    this.store = null;
+    for (const w of this.waiters.splice(0)) w.resolve();
+    await adapter.clear(docName);
   }
 
   /** Schedules a commit (for outbox-only changes too). */
@@ -111,6 +152,10 @@ export class LocalReplica {
     while (this.store && (this.waiters.length > 0 || this.queue.length > 0)) {
       const waiters = this.waiters.splice(0);
       const batch: ReplicaWrite = { updates: mergeRows(this.queue.splice(0)), putOutbox: [], deleteOutbox: [] };
+      if (this.incarnationToStore !== undefined) {
+        batch.putOutbox.push({ key: INCARNATION_KEY, count: this.incarnationToStore });
+        this.incarnationToStore = undefined;
+      }
       this.hooks.beforeCommit?.(batch);
       if (batch.updates.length + batch.putOutbox.length + batch.deleteOutbox.length === 0) {
         for (const w of waiters) w.resolve();

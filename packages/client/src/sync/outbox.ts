@@ -1,4 +1,5 @@
 import type { OutboxRecord, ReplicaWrite } from '../storage/storage-adapter.js';
+import { INCARNATION_KEY } from '../replica/local-replica.js';
 
 /** One local update that the relay has not yet acknowledged as durable. */
 interface Entry {
@@ -207,6 +208,8 @@ export class Outbox {
   /** A batch from `fillBatch` committed: those counts are now what storage holds. */
   committed(batch: ReplicaWrite): void {
     for (const r of batch.putOutbox) {
+      // The replica's incarnation record, not a batch of updates (LocalReplica).
+      if (r.key === INCARNATION_KEY) continue;
       const group = this.groups.get(r.key);
       if (group) group.storedCount = r.count;
       else (this.removed ??= new Set()).add(r.key); // acknowledged while the write was in flight

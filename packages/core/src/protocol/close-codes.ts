@@ -53,6 +53,12 @@ export const CloseCode = {
   ProtocolVersion: 4426,
   /** The connection did not drain its send buffer fast enough. */
   SlowConsumer: 4429,
+  /**
+   * The document was deleted since this replica last synced (HTTP 410 Gone), or while this
+   * session was open: its content belongs to an old incarnation and is never merged into the
+   * new one. Do not reconnect with the same replica; clear it (or keep it apart) first.
+   */
+  DocumentDeleted: 4410,
   /** The document could not be loaded from or saved to storage. */
   StorageUnavailable: 4503,
 } as const;
@@ -89,6 +95,7 @@ const closeCodeByError: Partial<Record<ErrorCode, CloseCodeValue>> = {
   // An authorization callback that failed or timed out: the client tries again later.
   unavailable: CloseCode.TryAgainLater,
   'protocol-version': CloseCode.ProtocolVersion,
+  'document-deleted': CloseCode.DocumentDeleted,
 };
 
 /** The close code for an error that ends a connection. */

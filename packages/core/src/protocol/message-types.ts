@@ -32,6 +32,7 @@
  *   [100 capsync][16 chunk-credit][varUint bytes]
  *   [100 capsync][17 token-refresh][varString token]
  *   [100 capsync][18 permission][varUint permission: 0 read, 1 write]
+ *   [100 capsync][19 incarnation][varUint incarnation]
  *
  * The session-* messages travel only on the control session (sid 0) of a multiplexed socket
  * (`/.capsync/mux`, see protocol/mux-frame.ts); on any other connection they are refused like
@@ -257,6 +258,32 @@ export interface QuorumAckMessage {
 }
 
 /**
+ * The document's incarnation (DocStore: a counter every delete raises), sent by a relay as the
+ * first message of a session to a client that announced INCARNATIONS_CAPABILITY (so never to an
+ * older client, which would refuse the unknown kind). The client stores it with its replica
+ * and announces it (`incarnation:<n>`) on its next connection; a relay whose incarnation is
+ * another closes that session with 'document-deleted' (4410) before it takes any update.
+ */
+export interface IncarnationMessage {
+  type: 'incarnation';
+  incarnation: number;
+}
+
+/** A client takes `incarnation` messages (see IncarnationMessage). */
+export const INCARNATIONS_CAPABILITY = 'incarnations';
+/** Hello (or session-open) capability of a client whose non-empty replica synced at incarnation N: `incarnation:N`. */
+export const INCARNATION_PREFIX = 'incarnation:';
+
+/** The incarnation a hello announces (`incarnation:<n>`), or undefined when none or malformed. */
+export function incarnationOf(hello: { capabilities: readonly string[] }): number | undefined {
+  const cap = hello.capabilities.find((c) => c.startsWith(INCARNATION_PREFIX));
+  if (cap === undefined) return undefined;
+  const text = cap.slice(INCARNATION_PREFIX.length);
+  const n = Number(text);
+  return /^\d{1,15}$/.test(text) && Number.isSafeInteger(n) ? n : undefined;
+}
+
+/**
  * Relay-to-relay only: who owns which Yjs client ids of the link's document (see the relay's
  * ClientOwners). A relay sends it on its peer links before the content written under those
  * ids (with the broadcast that carries it, and before a sync step 2), so a peer that holds a
@@ -358,6 +385,7 @@ export type Message =
   | CpSetMessage
   | CpReplyMessage
   | QuorumAckMessage
+  | IncarnationMessage
   | ClientOwnersMessage
   | SessionOpenMessage
   | SessionOpenedMessage

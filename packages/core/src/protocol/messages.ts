@@ -19,7 +19,7 @@ const SyncKind = { Step1: 0, Step2: 1, Update: 2 } as const;
  */
 export const CapsyncKind = {
   Hello: 0, Ack: 1, Error: 2, Ping: 3, Pong: 4, LockRequest: 5, LockReply: 6, CpSet: 7, CpReply: 8, QuorumAck: 9, ClientOwners: 10,
-  SessionOpen: 11, SessionOpened: 12, SessionClose: 13, Chunk: 14, Batch: 15, ChunkCredit: 16, TokenRefresh: 17, Permission: 18,
+  SessionOpen: 11, SessionOpened: 12, SessionClose: 13, Chunk: 14, Batch: 15, ChunkCredit: 16, TokenRefresh: 17, Permission: 18, Incarnation: 19,
 } as const;
 const SessionKinds: readonly SessionOpenMessage['kind'][] = ['doc', 'locks'];
 const Permissions: readonly SessionOpenedMessage['permission'][] = ['read', 'write'];
@@ -141,6 +141,11 @@ export function encodeMessage(msg: Message): Uint8Array {
       encoding.writeVarUint(e, MessageType.Capsync);
       encoding.writeVarUint(e, CapsyncKind.QuorumAck);
       encoding.writeVarUint(e, msg.seq);
+      break;
+    case 'incarnation':
+      encoding.writeVarUint(e, MessageType.Capsync);
+      encoding.writeVarUint(e, CapsyncKind.Incarnation);
+      encoding.writeVarUint(e, msg.incarnation);
       break;
     case 'client-owners':
       encoding.writeVarUint(e, MessageType.Capsync);
@@ -301,6 +306,7 @@ function readMessage(d: decoding.Decoder): Message {
         return { type: 'cp-reply', id, code, message: decoding.readVarString(d) };
       }
       if (kind === CapsyncKind.QuorumAck) return { type: 'quorum-ack', seq: decoding.readVarUint(d) };
+      if (kind === CapsyncKind.Incarnation) return { type: 'incarnation', incarnation: decoding.readVarUint(d) };
       if (kind === CapsyncKind.ClientOwners) {
         // Every owner and id takes at least one byte: a count past the frame's end is a lie.
         const claims: ClientClaims[] = [];

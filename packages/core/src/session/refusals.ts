@@ -1,4 +1,4 @@
-import { AuthError, CapsyncError, NotOwnerError, ProtocolVersionError } from '../errors.js';
+import { AuthError, CapsyncError, DocumentDeletedError, NotOwnerError, ProtocolVersionError } from '../errors.js';
 import { CloseCode, errorCodeFromReason } from '../protocol/close-codes.js';
 
 /**
@@ -14,7 +14,13 @@ import { CloseCode, errorCodeFromReason } from '../protocol/close-codes.js';
  * is refused. Once the relay caught up, or on another relay, the same step 2 is accepted; so
  * it is a refusal retried with backoff, never a reason to stop syncing the user's edits.
  */
-export const FATAL_CLOSE_CODES = new Set<number>([CloseCode.Forbidden, CloseCode.PermissionRevoked, CloseCode.InvalidDocName, CloseCode.ProtocolVersion]);
+export const FATAL_CLOSE_CODES = new Set<number>([
+  CloseCode.Forbidden,
+  CloseCode.PermissionRevoked,
+  CloseCode.InvalidDocName,
+  CloseCode.ProtocolVersion,
+  CloseCode.DocumentDeleted,
+]);
 
 /** The typed error a close code stands for, when it is a refusal the link's owner must see; null for a plain close. */
 export function refusalFor(code: number, reason: string): CapsyncError | null {
@@ -33,6 +39,9 @@ export function refusalFor(code: number, reason: string): CapsyncError | null {
       return new CapsyncError('invalid-doc-name', detail);
     case CloseCode.ProtocolVersion:
       return new ProtocolVersionError(detail);
+    // The replica is of a deleted incarnation: dialling again with it is refused the same way.
+    case CloseCode.DocumentDeleted:
+      return new DocumentDeletedError(detail);
     // Without this case the code never reached FATAL_CLOSE_CODES: the link retried forever.
     case CloseCode.FencedArea:
       return new CapsyncError('fenced-area', detail);

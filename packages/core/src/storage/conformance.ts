@@ -200,6 +200,53 @@ export const docStoreConformance: DocStoreCase[] = [
       }),
   },
   {
+    name: 'delete raises the incarnation: the name loads empty with a new incarnation, and appends of the old one are refused',
+    run: (h) =>
+      withStore(h, async (s) => {
+        const w = writer();
+        equal((await s.load('doc')).incarnation, 0, 'incarnation of an unknown document');
+        await s.append('doc', w.edit('old'), 0);
+        const before = await s.load('doc');
+        equal(before.incarnation, 0, 'incarnation before any delete');
+        const next = await s.delete('doc');
+        if (next === before.incarnation) fail(`delete returned the old incarnation ${next}`);
+        const after = await s.load('doc');
+        equal(after.incarnation, next, 'incarnation loaded after the delete');
+        equal(after.updates.length, 0, 'updates after the delete');
+        let refused = '';
+        await s.append('doc', w.edit('stale'), before.incarnation).catch((err: { code?: string }) => (refused = err.code ?? 'no code'));
+        equal(refused, 'document-deleted', 'code of an append for the old incarnation');
+        equal((await s.load('doc')).updates.length, 0, 'updates after the refused append');
+        const fresh = writer();
+        const r = await s.append('doc', fresh.edit('new'), next);
+        if (r.position <= before.head) fail(`a position of the new incarnation (${r.position}) is not above the old head ${before.head}`);
+        equal(textOf((await s.load('doc')).updates), 'new', 'text of the new incarnation');
+        equal((await s.load('other')).incarnation, 0, 'incarnation of another document');
+        if ((await s.delete('doc')) <= next) fail('a second delete did not raise the incarnation');
+      }),
+  },
+  {
+    name: 'an append racing with a delete lands before it or is refused, never in the new incarnation',
+    run: (h) =>
+      withStore(h, async (s) => {
+        for (let round = 0; round < 5; round++) {
+          const name = `race-${round}`;
+          const w = writer();
+          await s.append(name, w.edit('a'), 0);
+          // Called in every order around the delete, none awaited before the next is called.
+          const early = s.append(name, w.edit('b'), 0).then(() => 'ok', (err: { code?: string }) => err.code);
+          const deleted = s.delete(name);
+          const late = s.append(name, w.edit('c'), 0).then(() => 'ok', (err: { code?: string }) => err.code);
+          const [e, incarnation, l] = await Promise.all([early, deleted, late]);
+          if (e !== 'ok' && e !== 'document-deleted') fail(`append before the delete: ${e}`);
+          equal(String(l), 'document-deleted', 'append called after the delete, with the old incarnation');
+          const loaded = await s.load(name);
+          equal(loaded.incarnation, incarnation, 'incarnation after the race');
+          equal(loaded.updates.length, 0, 'updates of the new incarnation after the race');
+        }
+      }),
+  },
+  {
     name: 'list names every stored document, not deleted ones',
     run: (h) =>
       withStore(h, async (s) => {
@@ -292,6 +339,21 @@ export const docStoreConformance: DocStoreCase[] = [
         await claimed;
         const s2 = await reopen(s);
         equal(new Map(await s2.loadClientOwners('doc')).get(w.doc.clientID), 'alice', 'owner after reopen');
+        return s2;
+      });
+    },
+  },
+  {
+    name: 'an incarnation survives reopening',
+    needs: ['reopen'],
+    run: (h) => {
+      const reopen = required(h, 'reopen').bind(h);
+      return withStore(h, async (s) => {
+        const w = writer();
+        await s.append('doc', w.edit('a'));
+        const incarnation = await s.delete('doc');
+        const s2 = await reopen(s);
+        equal((await s2.load('doc')).incarnation, incarnation, 'incarnation after reopen');
         return s2;
       });
     },

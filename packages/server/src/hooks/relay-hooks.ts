@@ -76,6 +76,13 @@ export interface RelayHooks {
    * Every call counts in `capsync_hook_calls_total{hook="onAwareness"}`.
    */
   onAwareness?(event: AwarenessEvent): AwarenessVerdict;
+  /**
+   * The document was deleted through this relay (`DELETE /v1/docs/:name`), committed: its
+   * content is gone, its sessions closed, and a new document of the name starts empty at
+   * `incarnation`. `identity`: the deleting token's `sub`. Called by the relay that deleted it
+   * only (not by the other relays of a cluster, which drop their copies).
+   */
+  onDocumentDeleted?(event: { docName: string; identity: string | undefined; incarnation: number }): unknown;
 }
 
 export interface AwarenessEvent {

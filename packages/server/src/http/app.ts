@@ -138,6 +138,21 @@ export function createHttpApp(relay: Relay, origins: OriginPolicy): express.Expr
       }),
   );
 
+  // Deletes the document and its log; its sessions close with 'document-deleted' (4410), and a
+  // replica of it that synced before cannot bring it back (see deleteDocument). 404 if unknown.
+  app.delete('/v1/docs/:name', async (req, res) => {
+    try {
+      const { name, grant } = await authorizeDoc(relay, req, 'write');
+      const { incarnation } = await relay.deleteDocument(name, grant.subject);
+      res.json({ deleted: true, incarnation });
+    } catch (err) {
+      const code: ErrorCode = err instanceof CapsyncError ? err.code : 'internal';
+      relay.metrics.refusals.inc({ reason: code });
+      if (code === 'internal' || code === 'storage-failure') relay.logger.error({ err }, 'deleting a document failed');
+      sendError(res, err);
+    }
+  });
+
   if (relay.options.staticDir) app.use(express.static(relay.options.staticDir, { index: 'index.html', fallthrough: true }));
 
   // Body-parser errors (too large, aborted) and anything else thrown.

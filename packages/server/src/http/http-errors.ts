@@ -24,6 +24,8 @@ const statusByCode: Partial<Record<ErrorCode, number>> = {
   'missing-dependencies': 422,
   'too-deep': 422,
   'too-many-connections': 503,
+  'not-found': 404,
+  'document-deleted': 410,
 };
 
 /** Sends `{ error: { code, message } }` with the HTTP status matching the error code. */

@@ -1,5 +1,8 @@
 import {
   DocSession,
+  DocumentDeletedError,
+  INCARNATIONS_CAPABILITY,
+  incarnationOf,
   ProtocolError,
   TOKEN_REFRESH_CAPABILITY,
   declaredWritersOf,
@@ -100,6 +103,20 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
   }
 
   hello(msg: HelloMessage): HelloMessage {
+    // A replica of an older incarnation (the name was deleted since it synced) is refused before
+    // the session takes any of its updates: the hello is handled first, on a plain socket and on
+    // a multiplexed one (its session-open's capabilities), so nothing of it is ever merged.
+    const incarnation = incarnationOf(msg);
+    // Counted by `failing` as a refusal with reason 'document-deleted'.
+    if (incarnation !== undefined && incarnation !== this.doc.incarnation) {
+      throw new DocumentDeletedError(`document "${this.conn.docName}" was deleted since this replica synced (its incarnation ${incarnation}, now ${this.doc.incarnation})`);
+    }
+    // A client that stores incarnations learns the document's first, before any sync message.
+    // After the hello answer (sent once this returns, on a plain socket).
+    if (msg.capabilities.includes(INCARNATIONS_CAPABILITY)) {
+      const incarnationNow = this.doc.incarnation;
+      queueMicrotask(() => this.session.send({ type: 'incarnation', incarnation: incarnationNow }));
+    }
     this.identity.hello(msg.capabilities);
     const declared = declaredWritersOf(msg);
     this.writer.declared = declared;

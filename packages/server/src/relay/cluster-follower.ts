@@ -19,6 +19,11 @@ export interface FollowedDoc {
   forwardPreview(update: Uint8Array): boolean;
   /** Records client id claims another relay committed (see DocOwnership.learnCommitted). */
   learnCommittedClaims(claims: ClientClaims[]): void;
+  /**
+   * Another relay deleted the document: its incarnation is now `incarnation` (see
+   * RelayDoc.deletedElsewhere). The follower stops before calling it.
+   */
+  deletedElsewhere(incarnation: number): void;
 }
 
 /**
@@ -47,6 +52,8 @@ export const CATCH_UP_BYTES = 8 * 1024 * 1024;
 export class ClusterFollower implements ChangeFollower {
   /** Every entry up to it is in the document. */
   appliedThrough = 0;
+  /** The incarnation the document loaded: a note or read of another means it was deleted. */
+  private incarnation = 0;
   private doc: FollowedDoc | null = null;
   /** Notes that came before the document was attached (while it loaded). */
   private early: DocNote[] = [];
@@ -80,9 +87,10 @@ export class ClusterFollower implements ChangeFollower {
   }
 
   /** The document loaded, holding every entry up to `head`: notes now apply to it. */
-  attach(doc: FollowedDoc, head: number): void {
+  attach(doc: FollowedDoc, head: number, incarnation: number): void {
     this.doc = doc;
     this.appliedThrough = head;
+    this.incarnation = incarnation;
     const early = this.early;
     this.early = [];
     for (const note of early) this.note(note);
@@ -112,6 +120,11 @@ export class ClusterFollower implements ChangeFollower {
     }
     if (!this.doc) {
       this.early.push(note);
+      return;
+    }
+    if (note.kind === 'deleted') {
+      // This relay's own delete drops its copy itself (DocRegistry.delete).
+      if (!note.own && note.incarnation > this.incarnation) this.deleted(note.incarnation);
       return;
     }
     if (note.kind === 'claims') {
@@ -206,6 +219,13 @@ export class ClusterFollower implements ChangeFollower {
     this.doc.learnCommittedClaims([...byOwner].map(([owner, clientIds]) => ({ owner, clientIds })));
   }
 
+  /** The document was deleted by another relay (a note, or a read that found a newer incarnation). */
+  private deleted(incarnation: number): void {
+    const doc = this.doc!;
+    this.stop();
+    doc.deletedElsewhere(incarnation);
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.retry) clearTimeout(this.retry);
@@ -241,6 +261,8 @@ export class ClusterFollower implements ChangeFollower {
       }
       this.backoff.reset();
       if (this.stopped) return;
+      // A delete whose note was missed: none of the new incarnation's content is applied here.
+      if (read.incarnation > this.incarnation) return this.deleted(read.incarnation);
       if (!this.apply(read.snapshot, read.changes)) return; // paused: `resumed` reads again
       // Entries after the last one read were left out by the read's bounds: read them next.
       const last = read.changes.at(-1)?.position;

@@ -1,4 +1,4 @@
-import { CapsyncError, CloseCode, closeCodeName, parseSubdocStorageName, type ClientClaims, type DocSession } from '@capsync/core';
+import { CapsyncError, CloseCode, DocumentDeletedError, closeCodeName, parseSubdocStorageName, type ClientClaims, type DocSession } from '@capsync/core';
 import type { LockService } from '../locks/lock-service.js';
 import type { AccessGrant, Permission } from '../auth/access.js';
 import type { PermissionTarget } from '../auth/live-credential.js';
@@ -167,6 +167,11 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
       this.deps.registry.release(this.docName);
       return;
     }
+    // Deleted while this connection waited for it (DocRegistry.delete closes the ones it holds).
+    if (doc.deleted) {
+      this.fail(new DocumentDeletedError(`document "${this.docName}" was deleted`));
+      return;
+    }
     this.doc = doc;
     doc.peers.add(this);
     this.host.open(doc);
@@ -208,6 +213,11 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
   /** Closes this connection because of `err`, with the matching close code. */
   fail(err: CapsyncError): void {
     this.session.fail(err);
+  }
+
+  /** The document was deleted (DocPeer): closes with 'document-deleted' (4410). */
+  closeDeleted(err: CapsyncError): void {
+    this.fail(err);
   }
 
   /** Closes with a code and reason. */

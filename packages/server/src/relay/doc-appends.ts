@@ -36,6 +36,12 @@ export class DocAppends {
     private readonly committed: (position: number) => void = () => {},
   ) {}
 
+  /**
+   * The incarnation the document loaded, passed with every append: the store refuses an append
+   * of a deleted incarnation (DocumentDeletedError, then `failed`: RelayDoc drops the document).
+   */
+  incarnation = 0;
+
   /** Hands `update` to storage; resolves once it and every earlier append are committed. */
   append(update: Uint8Array): Promise<void> {
     const { store, metrics, compaction } = this.deps;
@@ -45,7 +51,7 @@ export class DocAppends {
     const position = this.replication.applied;
     const earlier = this.last.catch(() => {});
     const committed = this.retries
-      .run(() => store.append(this.name, update))
+      .run(() => store.append(this.name, update, this.incarnation))
       .catch((err: unknown) => {
         // The document now holds content storage does not: reload it from storage, so that
         // nothing later (a resend of the same content, an update built on it) is acknowledged

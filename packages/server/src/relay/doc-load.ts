@@ -11,7 +11,7 @@ import type { RelayDocDeps } from './relay-doc.js';
  * Builds a document from storage, skipping (and reporting) stored updates Yjs cannot apply;
  * merges the log into one snapshot on load, so the next load reads one snapshot.
  */
-export async function loadDoc(name: string, deps: RelayDocDeps): Promise<{ doc: Y.Doc; head: number }> {
+export async function loadDoc(name: string, deps: RelayDocDeps): Promise<{ doc: Y.Doc; head: number; incarnation: number }> {
   const stored = await deps.store.load(name);
   const { doc, skipped } = docFromUpdates(stored.updates);
   if (skipped.length > 0) {
@@ -22,20 +22,21 @@ export async function loadDoc(name: string, deps: RelayDocDeps): Promise<{ doc: 
   }
   if (skipped.length === 0 && stored.logCount > 0 && (stored.logCount > 1 || stored.updates.length > 1)) {
     // Merge on load: the next load reads one snapshot instead of replaying the log.
-    await compactInto(name, doc, stored.head, deps);
+    await compactInto(name, doc, stored.head, deps, stored.incarnation);
   }
-  return { doc, head: stored.head };
+  return { doc, head: stored.head, incarnation: stored.incarnation };
 }
 
 /** Replaces the stored log up to `through` with a verified snapshot of `doc`. */
-export async function compactInto(name: string, doc: Y.Doc, through: number, deps: RelayDocDeps): Promise<void> {
+export async function compactInto(name: string, doc: Y.Doc, through: number, deps: RelayDocDeps, incarnation: number): Promise<void> {
   const snapshot = verifiedSnapshot(doc);
   if (!snapshot) {
     deps.logger.error({ doc: name }, 'no snapshot of the document loads back; keeping the log');
     return;
   }
   if (snapshot.droppedPending) deps.logger.warn({ doc: name }, 'pending structs that do not load back were left out of the snapshot');
-  await deps.store.compact(name, snapshot.update, through);
+  // Of this incarnation only: a compaction that runs into a delete changes nothing (DocStore).
+  await deps.store.compact(name, snapshot.update, through, incarnation);
   deps.metrics.compactions.inc();
 }
 
@@ -49,6 +50,8 @@ export class BackgroundCompaction {
   private running: Promise<void> | null = null;
   private again = false;
   private through = 0;
+  /** The incarnation of the document it compacts (set by RelayDoc as it loads and reloads). */
+  incarnation = 0;
 
   constructor(
     private readonly name: string,
@@ -77,7 +80,7 @@ export class BackgroundCompaction {
       .then(async () => {
         const doc = this.current();
         const through = Math.min(this.through, this.held());
-        if (doc && through > 0) await compactInto(this.name, doc, through, this.deps);
+        if (doc && through > 0) await compactInto(this.name, doc, through, this.deps, this.incarnation);
       })
       .catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'compaction failed; the log is kept'))
       .finally(() => {

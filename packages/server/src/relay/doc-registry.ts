@@ -8,6 +8,8 @@ export interface DocRegistryEvents {
 
 interface Entry {
   doc: Promise<RelayDoc>;
+  /** The document once loaded. */
+  loaded: RelayDoc | null;
   refs: number;
   idleTimer: NodeJS.Timeout | null;
 }
@@ -21,12 +23,12 @@ interface Entry {
 export class DocRegistry extends EventEmitter<DocRegistryEvents> {
   private readonly entries = new Map<string, Entry>();
   private readonly unloading = new Map<string, Promise<void>>();
+  private readonly deps: RelayDocDeps;
 
-  constructor(
-    private readonly deps: RelayDocDeps,
-    private readonly idleTimeoutMs: number,
-  ) {
+  constructor(deps: RelayDocDeps, private readonly idleTimeoutMs: number) {
     super();
+    // A document that finds it was deleted elsewhere (another cluster relay) is dropped here.
+    this.deps = { ...deps, deleted: (doc) => this.dropDeleted(doc) };
   }
 
   /** Number of documents loaded (or loading). */
@@ -50,11 +52,14 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
     let entry = this.entries.get(name);
     if (!entry) {
       const doc = RelayDoc.load(name, this.deps);
-      entry = { doc, refs: 0, idleTimer: null };
+      const created: Entry = (entry = { doc, loaded: null, refs: 0, idleTimer: null });
       this.entries.set(name, entry);
       this.deps.metrics.docsLoaded.set(this.entries.size);
       doc.then(
-        () => this.emit('loaded', name),
+        (loaded) => {
+          created.loaded = loaded;
+          this.emit('loaded', name);
+        },
         () => {
           if (this.entries.get(name) === entry) this.entries.delete(name);
           this.deps.metrics.docsLoaded.set(this.entries.size);
@@ -74,11 +79,11 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
     }
   }
 
-  /** Gives back a document taken with `acquire`. */
-  release(name: string): void {
+  /** Gives back a document taken with `acquire` (`again`: only start the idle timer of an unheld one). */
+  release(name: string, again = false): void {
     const entry = this.entries.get(name);
     if (!entry) return;
-    entry.refs--;
+    if (!again) entry.refs--;
     if (entry.refs > 0) return;
     entry.idleTimer = setTimeout(() => void this.unload(name, entry), this.idleTimeoutMs);
     entry.idleTimer.unref();
@@ -103,6 +108,62 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
       this.unloading.delete(name);
       this.emit('unloaded', name);
     }
+  }
+
+  /**
+   * Deletes document `name` (DocStore.delete, through `remove`) and resolves with its new
+   * incarnation. Acquires of the name wait until it is done, so nobody gets the old copy after
+   * the delete, nor a new copy loaded before it. The loaded copy, if any, is taken out of the
+   * registry first and dropped once the store committed the delete: its sessions are closed
+   * with 'document-deleted' (RelayDoc.closeDeleted). Its appends made meanwhile carry the old
+   * incarnation, so the store refuses the ones it orders after the delete. If the store fails,
+   * the copy is put back as it was and the error is thrown (nothing was deleted).
+   */
+  async delete(name: string, remove: () => Promise<number>): Promise<number> {
+    for (let pending = this.unloading.get(name); pending; pending = this.unloading.get(name)) await pending;
+    const entry = this.entries.get(name);
+    if (entry) {
+      if (entry.idleTimer) clearTimeout(entry.idleTimer);
+      entry.idleTimer = null;
+      this.entries.delete(name);
+      this.deps.metrics.docsLoaded.set(this.entries.size);
+    }
+    const run = (async () => {
+      let incarnation: number;
+      try {
+        incarnation = await remove();
+      } catch (err) {
+        if (entry) {
+          this.entries.set(name, entry);
+          this.deps.metrics.docsLoaded.set(this.entries.size);
+          if (entry.refs === 0) this.release(name, true);
+        }
+        throw err;
+      }
+      const doc = entry ? await entry.doc.catch(() => null) : null;
+      doc?.closeDeleted();
+      return incarnation;
+    })();
+    this.unloading.set(name, run.then(() => {}, () => {}));
+    try {
+      return await run;
+    } finally {
+      this.unloading.delete(name);
+      if (entry) this.emit('unloaded', name);
+    }
+  }
+
+  /** A loaded document found it was deleted elsewhere (RelayDocDeps.deleted): it leaves the registry, its sessions are closed. */
+  private dropDeleted(doc: RelayDoc): void {
+    const entry = this.entries.get(doc.name);
+    const ours = entry?.loaded === doc;
+    if (ours) {
+      if (entry.idleTimer) clearTimeout(entry.idleTimer);
+      this.entries.delete(doc.name);
+      this.deps.metrics.docsLoaded.set(this.entries.size);
+    }
+    doc.closeDeleted();
+    if (ours) this.emit('unloaded', doc.name);
   }
 
   /** Waits for every loaded document's writes to commit and unloads them all. */

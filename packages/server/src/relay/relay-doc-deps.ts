@@ -1,5 +1,6 @@
-import type { CompactionPolicy, DocStore } from '@capsync/core';
+import type { CapsyncError, CompactionPolicy, DocStore } from '@capsync/core';
 import type { ChangeTiming } from '../hooks/doc-hooks.js';
+import type { RelayDoc } from './relay-doc.js';
 import type { HookRunner } from '../hooks/hook-runner.js';
 import type { Logger } from '../logger.js';
 import type { RelayMetrics } from '../metrics.js';
@@ -36,6 +37,11 @@ export interface RelayDocDeps {
   /** The backend's hooks (createRelay `hooks`), if any, and how often `onChange` is called. */
   hooks?: readonly HookRunner[] | undefined;
   changeTiming?: ChangeTiming | undefined;
+  /**
+   * Told when a loaded document finds it was deleted elsewhere (RelayDoc.deletedElsewhere): the
+   * DocRegistry sets it, to drop the document and close its sessions.
+   */
+  deleted?: ((doc: RelayDoc) => void) | undefined;
 }
 
 /** A recipient of a document's broadcasts (a connection). */
@@ -45,6 +51,14 @@ export interface DocPeer extends UpdateSource, ClaimsPeer {
   sendAwareness(update: Uint8Array): void;
   /** Called when the document resumes after a pause (loading, recovery), to process queued input. */
   resume(): void;
+  /**
+   * The document was deleted: close this session with the error's code ('document-deleted',
+   * 4410). Connections (clients' and peer relays' inbound links) have it. A peer without it is
+   * left to notice the end by itself: this relay's outbound PeerLink is closed when the registry
+   * reports the document unloaded (PeerMesh), and a ServerDocument's later writes are refused by
+   * the store (they carry the old incarnation).
+   */
+  closeDeleted?(err: CapsyncError): void;
   /** The peer relay on the other end, when this is a relay-to-relay link (changes it sends are attributed to it). */
   readonly peerRelayId?: string | undefined;
 }

@@ -1,6 +1,7 @@
 import * as Y from 'yjs';
 import {
   CapsyncError,
+  DocumentDeletedError,
   NotOwnerError,
   ProtocolError,
   encodeIntegratedState,
@@ -32,7 +33,7 @@ import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from
 
 export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 
-// Over ~400 lines (2026-12-07, 534 on the 8th): this file is the document's wiring of its parts
+// Over ~400 lines (2026-12-07, 534 on the 8th, ~575 with deletion's closeDeleted/deletedElsewhere): this file is the document's wiring of its parts
 // (appends, retries, broadcast, ownership, whole state, fenced writes, the cluster follower, the
 // backend's hooks) and the order they run in; most of its length is the contracts' doc comments.
 // Recovery (`recover`), the fenced commit (`commitUnseen`) and the cluster input
@@ -73,6 +74,13 @@ export class RelayDoc implements FollowedDoc {
   /** Which relays durably hold which changes (quorum durability, replication lag). */
   readonly replication: DocReplication;
   paused = false;
+  /**
+   * The incarnation of the name this copy holds (DocStore): what its appends and compactions are
+   * made for, and what a client's replica must have synced at (ClientSessionHost.hello).
+   */
+  incarnation = 0;
+  /** The document was deleted: its sessions are closed and it takes nothing more (`closeDeleted`). */
+  deleted = false;
   /** Merges the log into a snapshot in the background (see BackgroundCompaction). */
   private readonly compaction: BackgroundCompaction;
   private destroyed = false;
@@ -140,9 +148,10 @@ export class RelayDoc implements FollowedDoc {
     // Following before loading: what the load does not see is noted (ClusterFollower).
     const follower = isSharedDocStore(deps.store) ? await ClusterFollower.start(name, deps.store, deps.metrics, deps.logger) : null;
     try {
-      const [{ doc, head }, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger, retries)]);
+      const [{ doc, head, incarnation }, owners] = await Promise.all([loadDoc(name, deps), ClientOwners.load(name, deps.store, deps.logger, retries)]);
       const loaded = new RelayDoc(name, doc, owners, deps, retries, follower);
-      follower?.attach(loaded, head);
+      loaded.setIncarnation(incarnation);
+      follower?.attach(loaded, head, incarnation);
       // Applied to the loaded document, whose listener stores it as the relay's change.
       if (head === 0 && doc.store.clients.size === 0) {
         for (const runner of deps.hooks ?? []) if (runner.has('onLoadDocument')) await seedNewDocument(name, doc, runner);
@@ -440,6 +449,38 @@ export class RelayDoc implements FollowedDoc {
     this.retries.stop();
   }
 
+  private setIncarnation(incarnation: number): void {
+    this.incarnation = incarnation;
+    this.appends.incarnation = incarnation;
+    this.compaction.incarnation = incarnation;
+  }
+
+  /**
+   * The document was deleted by someone else than this relay's DocRegistry.delete: another
+   * relay of the cluster (ClusterFollower), or a store that refused this copy's append or a
+   * reload that found a newer incarnation. Asks the registry to drop it (RelayDocDeps.deleted),
+   * which calls `closeDeleted`.
+   */
+  deletedElsewhere(incarnation?: number): void {
+    if (this.deleted || this.destroyed) return;
+    this.deps.logger.info({ doc: this.name, incarnation }, 'the document was deleted elsewhere; dropping it');
+    if (this.deps.deleted) this.deps.deleted(this);
+    else this.closeDeleted();
+  }
+
+  /**
+   * Closes every session of the document with 'document-deleted' (4410; a peer relay's link
+   * too) and releases it. Idempotent. What its clients sent and storage did not commit before
+   * the delete is gone with it: the store refuses appends of the old incarnation.
+   */
+  closeDeleted(): void {
+    if (this.deleted) return;
+    this.deleted = true;
+    const err = new DocumentDeletedError(`document "${this.name}" was deleted`);
+    for (const peer of Array.from(this.peers)) peer.closeDeleted?.(err);
+    if (!this.destroyed) this.destroy();
+  }
+
   /** Flushes queued broadcasts and releases the document's resources. */
   destroy(): void {
     this.retries.stop();
@@ -464,13 +505,19 @@ export class RelayDoc implements FollowedDoc {
    * replicas offer it again on their next sync).
    */
   private async recover(cause: unknown): Promise<void> {
-    if (this.paused) return;
+    if (cause instanceof CapsyncError && cause.code === 'document-deleted') return this.deletedElsewhere();
+    if (this.paused || this.deleted) return;
     this.paused = true;
     this.deps.logger.warn({ err: cause, doc: this.name }, 'an update failed to integrate or to be stored; reloading document from storage');
     try {
       this.broadcast.flush();
       await this.whenPersisted();
-      const { doc: fresh, head } = await loadDoc(this.name, this.deps);
+      const { doc: fresh, head, incarnation } = await loadDoc(this.name, this.deps);
+      if (incarnation !== this.incarnation) {
+        fresh.destroy();
+        this.deletedElsewhere(incarnation);
+        return;
+      }
       // Replaying the log can integrate structs the live document held back (forged input
       // makes integration order-dependent): send peers what they now lack. Peers are not asked
       // to send back what the reload lost: content the relay cannot integrate would then close

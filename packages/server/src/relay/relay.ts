@@ -19,6 +19,7 @@ import { AccountedChannel } from './accounted-channel.js';
 import { RelayConnection, type ConnectionDeps, type MeshHooks, type RelaySocket } from './connection.js';
 import type { SendBufferOptions } from './send-buffer.js';
 import { DocRegistry } from './doc-registry.js';
+import { deleteDocument, type DeletedDocument } from './doc-deletion.js';
 import { HookRunner } from '../hooks/hook-runner.js';
 import type { RelayHooks } from '../hooks/relay-hooks.js';
 import { OpenServerDocuments, type OpenDocumentOptions, type ServerDocument } from './server-document.js';
@@ -173,6 +174,11 @@ export class Relay extends EventEmitter<RelayEvents> {
   startMesh(): void {
     this.replicateAll?.start();
     this.mesh.start();
+  }
+
+  /** Deletes document `name` (see deleteDocument: its sessions close with 'document-deleted'). */
+  deleteDocument(name: string, identity: string | undefined): Promise<DeletedDocument> {
+    return deleteDocument({ store: this.store, registry: this.registry, metrics: this.metrics, hooks: this.hooks }, name, identity);
   }
 
   /** Opens `name` for a server-side writer: see ServerDocument. Rejects while the relay closes. */

@@ -1,6 +1,10 @@
 import type pg from 'pg';
-import type { AppendResult } from '@capsync/core';
+import { DocumentDeletedError, type AppendResult } from '@capsync/core';
 import { storageError } from './postgres-errors.js';
+
+function deletedError(name: string, incarnation: number): DocumentDeletedError {
+  return new DocumentDeletedError(`document "${name}" was deleted (the append was made for incarnation ${incarnation})`);
+}
 
 /**
  * Group commit of appends on PostgreSQL, with positions per document assigned in commit order.
@@ -82,7 +86,11 @@ export const claimsNoteSql = `SELECT pg_notify(${CHANGE_CHANNEL_SQL('$1')}, json
  * `heads` processes its rows in the ORDER BY order, so it takes the document rows' locks in
  * that order. `ins` reads `heads`' RETURNING, so its rows are numbered from the heads this
  * transaction set, after it holds the locks. A document new to capsync_docs starts after the
- * floor (see migration 2).
+ * floor (see migration 2). $11 per document: the incarnation its appends were made for, -1 for
+ * none (unchecked). A document row whose incarnation is another (deleted since) is locked but not
+ * updated, so it is not in `heads` and none of its rows are inserted: its appends are refused
+ * (DocumentDeletedError). The check runs under the row's lock, after any delete holding it
+ * committed (PostgreSQL re-evaluates the condition on the row's latest version).
  */
 const APPEND_SQL = `WITH batch (doc, data, off) AS (
     SELECT t.doc, substring($2::bytea FROM t.start FOR t.len), t.off
@@ -94,6 +102,7 @@ const APPEND_SQL = `WITH batch (doc, data, off) AS (
       ORDER BY t.o
     ON CONFLICT (doc) DO UPDATE SET head = d.head + excluded.log_count, log_count = d.log_count + excluded.log_count,
       log_bytes = d.log_bytes + excluded.log_bytes
+      WHERE (SELECT e.inc FROM unnest($6::text[], $11::bigint[]) AS e (doc, inc) WHERE e.doc = d.doc) IN (-1, d.incarnation)
     RETURNING d.doc, d.head, d.log_count, d.log_bytes),
   ins AS (INSERT INTO capsync_doc_updates (doc, pos, data) SELECT b.doc, h.head + b.off, b.data FROM batch b JOIN heads h ON h.doc = b.doc
     RETURNING doc, pos, data),
@@ -103,6 +112,8 @@ const APPEND_SQL = `WITH batch (doc, data, off) AS (
 export interface PendingAppend {
   name: string;
   update: Uint8Array;
+  /** The incarnation it was made for (DocStore.append), or undefined: unchecked. */
+  incarnation: number | undefined;
   resolve(result: AppendResult): void;
   reject(err: unknown): void;
 }
@@ -119,7 +130,18 @@ export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
  * Writes `batch` (in call order) as one statement, so one transaction, and settles each append's
  * promise once it committed (or rejects them all with a StorageError: then nothing was stored).
  */
-export async function insertBatch(pool: pg.Pool, batch: PendingAppend[], origin: string): Promise<void> {
+export async function insertBatch(pool: pg.Pool, all: PendingAppend[], origin: string): Promise<void> {
+  // Per document, the highest incarnation its appends were made for: incarnations only grow, so
+  // an append made for a lower one is of a deleted incarnation, refused without asking.
+  const expected = new Map<string, number>();
+  for (const item of all) if (item.incarnation !== undefined) expected.set(item.name, Math.max(expected.get(item.name) ?? -1, item.incarnation));
+  const batch: PendingAppend[] = [];
+  for (const item of all) {
+    const wanted = expected.get(item.name);
+    if (item.incarnation !== undefined && wanted !== undefined && item.incarnation < wanted) item.reject(deletedError(item.name, item.incarnation));
+    else batch.push(item);
+  }
+  if (batch.length === 0) return;
   // Per document: its rows in call order numbered k = 1..n, so a row's position is
   // head - n + k, head being what the statement returns; `off` = k - n.
   const docs = new Map<string, { n: number; bytes: number }>();
@@ -148,7 +170,7 @@ export async function insertBatch(pool: pg.Pool, batch: PendingAppend[], origin:
   const blob = Buffer.concat(batch.map((item) => item.update));
   // The lock order: default sort compares UTF-16 code units, the same on every relay.
   const names = [...docs.keys()].sort();
-  const params: unknown[] = [bdocs, blob, starts, lengths, boffs, names, names.map((d) => docs.get(d)!.n), names.map((d) => docs.get(d)!.bytes), origin, Date.now()];
+  const params: unknown[] = [bdocs, blob, starts, lengths, boffs, names, names.map((d) => docs.get(d)!.n), names.map((d) => docs.get(d)!.bytes), origin, Date.now(), names.map((d) => expected.get(d) ?? -1)];
   let rows: { doc: string; head: string; log_count: string; log_bytes: string }[];
   try {
     ({ rows } = await pool.query({ name: 'capsync_append', text: APPEND_SQL, values: params }));
@@ -158,10 +180,13 @@ export async function insertBatch(pool: pg.Pool, batch: PendingAppend[], origin:
     return;
   }
   const after = new Map(rows.map((r) => [r.doc, { head: Number(r.head), count: Number(r.log_count), bytes: Number(r.log_bytes) }]));
+  // A document missing from the result was deleted since its appends were made: none stored.
+  for (const name of names) if (!after.has(name)) docs.delete(name);
   // The log's size before this batch, counted forward item by item.
   const sizes = new Map([...docs].map(([name, { n, bytes }]) => [name, { count: after.get(name)!.count - n, bytes: after.get(name)!.bytes - bytes }]));
   batch.forEach((item, i) => {
-    const doc = docs.get(item.name)!;
+    const doc = docs.get(item.name);
+    if (!doc) return item.reject(deletedError(item.name, item.incarnation ?? -1));
     const size = sizes.get(item.name)!;
     size.count += 1;
     size.bytes += item.update.byteLength;

@@ -246,6 +246,10 @@ function parseNote(payload: string | undefined, origin: string): DocNote | null 
       if (ids && !ids.every(Number.isSafeInteger)) return null;
       return ids ? { kind: 'claims', doc: raw.d, owner: raw.w as string, clientIds: ids, own } : { kind: 'claims', doc: raw.d, owner: null, clientIds: null, own };
     }
+    if (raw.k === 'deleted') {
+      const incarnation = (raw as { i?: unknown }).i;
+      return Number.isSafeInteger(incarnation) ? { kind: 'deleted', doc: raw.d, incarnation: incarnation as number, own } : null;
+    }
     if (raw.k === 'preview') {
       if (!Array.isArray(raw.u) || !raw.u.every((u) => typeof u === 'string')) return null;
       return { kind: 'preview', doc: raw.d, updates: (raw.u as string[]).map(fromBase64), own, sentAt: typeof raw.s === 'number' ? raw.s : Date.now() };

@@ -97,6 +97,14 @@ export const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX capsync_webhook_deliveries_due ON capsync_webhook_deliveries (next_at, seq);
   `,
+  // 5: incarnations (DocStore: a counter per name that every delete raises; 0 until the first).
+  // It lives on the document's capsync_docs row, the row every append and delete locks first,
+  // so an append checks the incarnation it was made for under the same lock that a delete
+  // raises it under: an append racing with a delete lands before it (and is deleted with the
+  // rest) or is refused, never in the new incarnation's log (postgres-append.ts).
+  `
+  ALTER TABLE capsync_docs ADD COLUMN incarnation bigint NOT NULL DEFAULT 0;
+  `,
 ];
 
 /** The schema version this relay writes and understands: the number of migrations it has. */

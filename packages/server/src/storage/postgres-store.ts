@@ -3,7 +3,7 @@ import pg from 'pg';
 import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import { redactUrl } from '../auth/url-token.js';
 import { PostgresPreviews, type PreviewOutcome } from './postgres-previews.js';
-import { claimsNoteSql, insertBatch, MAX_BATCH, MAX_BATCH_BYTES, type PendingAppend } from './postgres-append.js';
+import { CHANGE_CHANNEL_SQL, claimsNoteSql, insertBatch, MAX_BATCH, MAX_BATCH_BYTES, type PendingAppend } from './postgres-append.js';
 import { closedError, storageError } from './postgres-errors.js';
 import { PostgresWebhookQueue } from './postgres-webhook-queue.js';
 import { PostgresChangeFeed } from './postgres-change-feed.js';
@@ -149,6 +149,8 @@ export class PostgresDocStore implements SharedDocStore {
        SELECT 1, pos, data FROM capsync_doc_updates WHERE doc = $1
        UNION ALL
        SELECT 2, head, NULL FROM capsync_docs WHERE doc = $1
+       UNION ALL
+       SELECT 3, incarnation, NULL FROM capsync_docs WHERE doc = $1
        ORDER BY kind, pos`,
       [name],
     );
@@ -156,7 +158,12 @@ export class PostgresDocStore implements SharedDocStore {
     let head = 0;
     let logCount = 0;
     let logBytes = 0;
+    let incarnation = 0;
     for (const row of rows) {
+      if (row.kind === 3) {
+        incarnation = Number(row.pos);
+        continue;
+      }
       head = Math.max(head, Number(row.pos));
       if (row.data === null) continue;
       updates.push(toBytes(row.data));
@@ -164,7 +171,7 @@ export class PostgresDocStore implements SharedDocStore {
       logCount += 1;
       logBytes += row.data.byteLength;
     }
-    return { updates, head, logCount, logBytes };
+    return { updates, head, logCount, logBytes, incarnation };
   }
 
   /**
@@ -194,13 +201,16 @@ export class PostgresDocStore implements SharedDocStore {
        SELECT 1, u.pos, u.data FROM capsync_doc_updates u JOIN picked p ON u.doc = $1 AND u.pos = p.pos
        UNION ALL
        SELECT 2, head, NULL FROM capsync_docs WHERE doc = $1
+       UNION ALL
+       SELECT 3, incarnation, NULL FROM capsync_docs WHERE doc = $1
        ORDER BY kind, pos`,
       [name, position, limit, maxBytes],
     );
-    const result: DocChanges = { changes: [], head: 0 };
+    const result: DocChanges = { changes: [], head: 0, incarnation: 0 };
     for (const row of rows) {
       const pos = Number(row.pos);
-      if (row.kind === 0) result.snapshot = { data: toBytes(row.data!), through: pos };
+      if (row.kind === 3) result.incarnation = pos;
+      else if (row.kind === 0) result.snapshot = { data: toBytes(row.data!), through: pos };
       else if (row.kind === 1) result.changes.push({ position: pos, update: toBytes(row.data!) });
       else result.head = pos;
     }
@@ -245,12 +255,12 @@ export class PostgresDocStore implements SharedDocStore {
     this.previews.add(name, update);
   }
 
-  append(name: string, update: Uint8Array): Promise<AppendResult> {
+  append(name: string, update: Uint8Array, incarnation?: number): Promise<AppendResult> {
     if (this.closed) return Promise.reject(closedError());
     return new Promise((resolve, reject) => {
       if (this.open && this.openBytes + update.byteLength > MAX_BATCH_BYTES) this.open = null;
       const batch = this.open ?? this.openBatch();
-      batch.push({ name, update, resolve, reject });
+      batch.push({ name, update, incarnation, resolve, reject });
       this.openBytes += update.byteLength;
       if (batch.length >= MAX_BATCH) this.open = null;
     });
@@ -290,16 +300,20 @@ export class PostgresDocStore implements SharedDocStore {
    * (postgres-append.ts). Entries committed since have higher positions and stay. (With a
    * sequence, a row with a lower id could commit after the read: deleted unseen.)
    */
-  async compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
+  async compact(name: string, snapshot: Uint8Array, through: number, incarnation?: number): Promise<void> {
     this.assertOpen();
     await this.write(() =>
       this.transaction('compact', async (client) => {
-        await client.query(
+        const { rows } = await client.query<{ incarnation: string }>(
           `INSERT INTO capsync_docs AS d (doc, head, log_count, log_bytes)
            VALUES ($1, greatest($2::bigint, coalesce((SELECT floor FROM capsync_doc_position_floor), 0)), 0, 0)
-           ON CONFLICT (doc) DO UPDATE SET head = greatest(d.head, $2::bigint)`,
+           ON CONFLICT (doc) DO UPDATE SET head = greatest(d.head, $2::bigint)
+           RETURNING incarnation`,
           [name, through],
         );
+        // Checked under the row's lock, which a delete takes too: a compaction of a deleted
+        // incarnation changes nothing (the head raise above is harmless: positions only grow).
+        if (incarnation !== undefined && Number(rows[0]!.incarnation) !== incarnation) return;
         await client.query(
           `WITH snap AS (
              INSERT INTO capsync_doc_snapshots (doc, through, data) VALUES ($1, $2, $3)
@@ -354,20 +368,37 @@ export class PostgresDocStore implements SharedDocStore {
   }
 
   /**
-   * One transaction that first locks the document's row, as compactions do. The row stays,
-   * with its head, so positions are never reused; the log's size becomes 0.
+   * One transaction that first locks the document's row, as compactions and appends do, and
+   * raises its incarnation there (creating the row when missing): an append waiting for that
+   * lock then finds the new incarnation and is refused unless it was made for it
+   * (postgres-append.ts). The row stays, with its head, so positions are never reused; the
+   * log's size becomes 0. The relays that follow the document get a `deleted` note at COMMIT
+   * (they drop their copy and close its sessions, ClusterFollower); one that missed it learns
+   * the new incarnation from its next catch-up read (`changesAfter`).
    */
-  async delete(name: string): Promise<void> {
+  async delete(name: string): Promise<number> {
     this.assertOpen();
-    await this.write(() =>
+    return this.write(() =>
       this.transaction('delete', async (client) => {
-        await client.query('UPDATE capsync_docs SET log_count = 0, log_bytes = 0 WHERE doc = $1', [name]);
+        const { rows } = await client.query<{ incarnation: string }>(
+          `INSERT INTO capsync_docs AS d (doc, head, log_count, log_bytes, incarnation)
+           VALUES ($1, coalesce((SELECT floor FROM capsync_doc_position_floor), 0), 0, 0, 1)
+           ON CONFLICT (doc) DO UPDATE SET log_count = 0, log_bytes = 0, incarnation = d.incarnation + 1
+           RETURNING incarnation`,
+          [name],
+        );
+        const incarnation = Number(rows[0]!.incarnation);
         await client.query(
           `WITH owners AS (DELETE FROM capsync_doc_client_owners WHERE doc = $1),
                 log AS (DELETE FROM capsync_doc_updates WHERE doc = $1)
            DELETE FROM capsync_doc_snapshots WHERE doc = $1`,
           [name],
         );
+        await client.query(
+          `SELECT pg_notify(${CHANGE_CHANNEL_SQL('$1')}, json_build_object('o', $2::text, 'd', $1::text, 'k', 'deleted', 'i', $3::bigint)::text)`,
+          [name, this.origin, incarnation],
+        );
+        return incarnation;
       }),
     );
   }

@@ -53,6 +53,11 @@ export interface DocChanges {
    * to it after the last of `changes` were left out by the read's bounds: read again after it.
    */
   head: number;
+  /**
+   * The document's incarnation as of the read: another than the follower's means the document
+   * was deleted since it loaded (a `deleted` note that was missed).
+   */
+  incarnation: number;
 }
 
 /**
@@ -92,7 +97,18 @@ export interface PreviewNote {
   sentAt: number;
 }
 
-export type DocNote = ChangeNote | ClaimsNote | PreviewNote;
+/**
+ * A relay deleted the document (DocStore.delete): its incarnation is now `incarnation`. A relay
+ * that has it loaded drops its copy and closes its sessions (DocumentDeleted).
+ */
+export interface DeletedNote {
+  kind: 'deleted';
+  doc: string;
+  incarnation: number;
+  own: boolean;
+}
+
+export type DocNote = ChangeNote | ClaimsNote | PreviewNote | DeletedNote;
 
 /** Receives a followed document's notes, and learns when notes may have been missed. */
 export interface ChangeFollower {

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
+import { DocumentDeletedError, StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import { SqliteWebhookTable } from './sqlite-webhook-table.js';
 import { SqliteLockTables } from './sqlite-lock-tables.js';
 
@@ -17,6 +17,7 @@ export interface SqliteDocStoreOptions {
 interface PendingAppend {
   name: string;
   update: Uint8Array;
+  incarnation: number | undefined;
   resolve(result: AppendResult): void;
   reject(err: unknown): void;
 }
@@ -66,6 +67,11 @@ export class SqliteDocStore implements DocStore {
           owner TEXT NOT NULL,
           PRIMARY KEY (doc, client)
         ) WITHOUT ROWID;
+        -- A row per deleted name (absent: incarnation 0), kept after the delete like positions.
+        CREATE TABLE IF NOT EXISTS doc_incarnations (
+          doc TEXT PRIMARY KEY,
+          incarnation INTEGER NOT NULL
+        ) WITHOUT ROWID;
       `);
     } catch (err) {
       throw new StorageError(`cannot open SQLite database ${file}: ${(err as Error).message}`, { cause: err });
@@ -88,6 +94,11 @@ export class SqliteDocStore implements DocStore {
       clientOwner: this.db.prepare<[string, number], { owner: string }>('SELECT owner FROM doc_client_owners WHERE doc = ? AND client = ?'),
       clientOwners: this.db.prepare<[string], { client: number; owner: string }>('SELECT client, owner FROM doc_client_owners WHERE doc = ?'),
       deleteClientOwners: this.db.prepare<[string]>('DELETE FROM doc_client_owners WHERE doc = ?'),
+      incarnation: this.db.prepare<[string], { incarnation: number }>('SELECT incarnation FROM doc_incarnations WHERE doc = ?'),
+      raiseIncarnation: this.db.prepare<[string], { incarnation: number }>(
+        `INSERT INTO doc_incarnations (doc, incarnation) VALUES (?, 1)
+         ON CONFLICT (doc) DO UPDATE SET incarnation = incarnation + 1 RETURNING incarnation`,
+      ),
       ping: this.db.prepare('SELECT 1'),
       list: this.db.prepare<[], { doc: string }>('SELECT doc FROM doc_snapshots UNION SELECT doc FROM doc_updates'),
     };
@@ -113,16 +124,16 @@ export class SqliteDocStore implements DocStore {
           logBytes += row.data.byteLength;
         }
         const head = log.at(-1)?.id ?? snap?.through ?? 0;
-        return { updates, head, logCount: log.length, logBytes };
+        return { updates, head, logCount: log.length, logBytes, incarnation: this.stmts.incarnation.get(doc)?.incarnation ?? 0 };
       });
       return read(name);
     });
   }
 
-  append(name: string, update: Uint8Array): Promise<AppendResult> {
+  append(name: string, update: Uint8Array, incarnation?: number): Promise<AppendResult> {
     if (this.closed) return Promise.reject(new StorageError('SQLite store is closed'));
     return new Promise((resolve, reject) => {
-      this.queue.push({ name, update, resolve, reject });
+      this.queue.push({ name, update, incarnation, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         setImmediate(() => this.flush());
@@ -136,11 +147,23 @@ export class SqliteDocStore implements DocStore {
     const batch = this.queue;
     this.queue = [];
     if (batch.length === 0) return;
-    const results: AppendResult[] = [];
+    // An item for an incarnation that is not the document's (it was deleted since) is refused
+    // in the same transaction that writes the others: a delete runs between batches, never
+    // inside one, so the check and the insert cannot be split by it.
+    const results: (AppendResult | DocumentDeletedError)[] = [];
     try {
       this.db.transaction(() => {
         const statsByDoc = new Map<string, { n: number; bytes: number }>();
+        const incarnations = new Map<string, number>();
         for (const item of batch) {
+          if (item.incarnation !== undefined) {
+            let current = incarnations.get(item.name);
+            if (current === undefined) incarnations.set(item.name, (current = this.stmts.incarnation.get(item.name)?.incarnation ?? 0));
+            if (current !== item.incarnation) {
+              results.push(new DocumentDeletedError(`document "${item.name}" was deleted (incarnation ${current}, the append's ${item.incarnation})`));
+              continue;
+            }
+          }
           const position = Number(this.stmts.insert.run(item.name, item.update).lastInsertRowid);
           let stats = statsByDoc.get(item.name);
           if (!stats) {
@@ -159,13 +182,18 @@ export class SqliteDocStore implements DocStore {
       for (const item of batch) item.reject(error);
       return;
     }
-    batch.forEach((item, i) => item.resolve(results[i]!));
+    batch.forEach((item, i) => {
+      const result = results[i]!;
+      if (result instanceof DocumentDeletedError) item.reject(result);
+      else item.resolve(result);
+    });
   }
 
-  async compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
+  async compact(name: string, snapshot: Uint8Array, through: number, incarnation?: number): Promise<void> {
     this.assertOpen();
     this.run('compact', () =>
       this.db.transaction(() => {
+        if (incarnation !== undefined && incarnation !== (this.stmts.incarnation.get(name)?.incarnation ?? 0)) return;
         const current = this.stmts.snapshot.get(name);
         if (current && through <= current.through) return;
         this.stmts.upsertSnapshot.run(name, through, snapshot);
@@ -198,13 +226,19 @@ export class SqliteDocStore implements DocStore {
     return this.run('loadClientOwners', () => this.stmts.clientOwners.all(name).map((r): [number, string] => [r.client, r.owner]));
   }
 
-  async delete(name: string): Promise<void> {
+  /**
+   * One transaction, committed at once: appends queued before it (this turn's batch) were
+   * called earlier but commit later, so they carry their incarnation and are refused if it is
+   * the old one (see `flush`); the relay passes it with every append.
+   */
+  async delete(name: string): Promise<number> {
     this.assertOpen();
-    this.run('delete', () =>
+    return this.run('delete', () =>
       this.db.transaction(() => {
         this.stmts.deleteClientOwners.run(name);
         this.stmts.deleteLog.run(name);
         this.stmts.deleteSnapshot.run(name);
+        return this.stmts.raiseIncarnation.get(name)!.incarnation;
       })(),
     );
   }

@@ -3,8 +3,8 @@ import type { NewWebhookDelivery } from '../webhooks/webhook-queue.js';
 /** Messages between `SqliteWorkerStore` and its worker thread (`sqlite-worker.ts`). */
 export type WorkerRequest = { id: number } & (
   | { op: 'load'; name: string }
-  | { op: 'append'; name: string; update: Uint8Array }
-  | { op: 'compact'; name: string; snapshot: Uint8Array; through: number }
+  | { op: 'append'; name: string; update: Uint8Array; incarnation: number | undefined }
+  | { op: 'compact'; name: string; snapshot: Uint8Array; through: number; incarnation: number | undefined }
   | { op: 'delete'; name: string }
   | { op: 'claim-clients'; name: string; owner: string; clientIds: number[] }
   | { op: 'load-client-owners'; name: string }
@@ -23,7 +23,7 @@ export type WorkerRequest = { id: number } & (
   | { op: 'close' }
 );
 
-export type WorkerReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; message: string };
+export type WorkerReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; message: string; code?: string | undefined };
 
 /** First message of the worker: whether the database opened. */
 export type WorkerReady = { ready: true } | { ready: false; message: string };

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import { StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
+import { DocumentDeletedError, StorageError, type AppendResult, type ClientClaimConflict, type DocStore, type StoredDoc } from '@capsync/core';
 import type { LockStore, PersistedLease } from '../locks/lock-store.js';
 import type { WebhookDelivery, WebhookQueue, WebhookQueueStats } from '../webhooks/webhook-queue.js';
 import type { SqliteDocStoreOptions } from './sqlite-store.js';
@@ -59,7 +59,8 @@ export class SqliteWorkerStore implements DocStore {
       if (!p) return;
       this.pending.delete(msg.id);
       if (msg.ok) p.resolve(msg.value);
-      else p.reject(new StorageError(msg.message));
+      // The one refusal that is not a storage failure: the relay tells it apart by its code.
+      else p.reject(msg.code === 'document-deleted' ? new DocumentDeletedError(msg.message) : new StorageError(msg.message));
     });
     worker.on('error', (err) => this.fail(new StorageError(`SQLite worker failed: ${err.message}`, { cause: err })));
     worker.on('exit', (code) => {
@@ -88,11 +89,11 @@ export class SqliteWorkerStore implements DocStore {
   load(name: string): Promise<StoredDoc> {
     return this.call({ op: 'load', name }) as Promise<StoredDoc>;
   }
-  append(name: string, update: Uint8Array): Promise<AppendResult> {
-    return this.call({ op: 'append', name, update }) as Promise<AppendResult>;
+  append(name: string, update: Uint8Array, incarnation?: number): Promise<AppendResult> {
+    return this.call({ op: 'append', name, update, incarnation }) as Promise<AppendResult>;
   }
-  async compact(name: string, snapshot: Uint8Array, through: number): Promise<void> {
-    await this.call({ op: 'compact', name, snapshot, through });
+  async compact(name: string, snapshot: Uint8Array, through: number, incarnation?: number): Promise<void> {
+    await this.call({ op: 'compact', name, snapshot, through, incarnation });
   }
   claimClients(name: string, owner: string, clientIds: number[]): Promise<ClientClaimConflict[]> {
     return this.call({ op: 'claim-clients', name, owner, clientIds }) as Promise<ClientClaimConflict[]>;
@@ -100,8 +101,8 @@ export class SqliteWorkerStore implements DocStore {
   loadClientOwners(name: string): Promise<[number, string][]> {
     return this.call({ op: 'load-client-owners', name }) as Promise<[number, string][]>;
   }
-  async delete(name: string): Promise<void> {
-    await this.call({ op: 'delete', name });
+  delete(name: string): Promise<number> {
+    return this.call({ op: 'delete', name }) as Promise<number>;
   }
   async ping(): Promise<void> {
     await this.call({ op: 'ping' });

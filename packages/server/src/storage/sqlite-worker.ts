@@ -27,10 +27,10 @@ port.on('message', (req: WorkerRequest) => {
       result = store.load(req.name);
       break;
     case 'append':
-      result = store.append(req.name, req.update);
+      result = store.append(req.name, req.update, req.incarnation);
       break;
     case 'compact':
-      result = store.compact(req.name, req.snapshot, req.through);
+      result = store.compact(req.name, req.snapshot, req.through, req.incarnation);
       break;
     case 'delete':
       result = store.delete(req.name);
@@ -83,6 +83,6 @@ port.on('message', (req: WorkerRequest) => {
   }
   result.then(
     (value) => reply({ id: req.id, ok: true, value }),
-    (err: unknown) => reply({ id: req.id, ok: false, message: (err as Error).message }),
+    (err: unknown) => reply({ id: req.id, ok: false, message: (err as Error).message, code: (err as { code?: string }).code }),
   );
 });

@@ -54,6 +54,7 @@ export function webhookHooks(
       held.set(docName, { dueAt, event });
       return event;
     },
+    onDocumentDeleted: (e) => dispatcher.publish('document.deleted', { docName: e.docName, identity: e.identity ?? null, incarnation: e.incarnation }),
     onConnect: (e) => dispatcher.publish('connection.opened', { docName: e.docName, identity: e.identity ?? null, permission: e.permission }),
     onDisconnect: (e) => dispatcher.publish('connection.closed', { docName: e.docName, identity: e.identity ?? null, permission: e.permission, code: e.code ?? null }),
     onLoadDocument: ({ docName }) => {
