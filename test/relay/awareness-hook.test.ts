@@ -1,7 +1,7 @@
 /**
  * The backend's onAwareness hook (issue 14): it may drop or rewrite a client's presence before
- * the relay applies and broadcasts it; it is synchronous, so a hook that throws, answers with a
- * promise or answers garbage costs a count and lets the state pass unchanged, at once.
+ * the relay applies and broadcasts it; it is synchronous and fails closed, so a hook that throws,
+ * answers with a promise or answers garbage costs a count and drops the state, at once.
  */
 import { afterEach, expect, it } from 'vitest';
 import { Awareness, encodeAwarenessUpdate } from 'y-protocols/awareness';
@@ -77,44 +77,53 @@ it('applies and broadcasts a rewrite in place of the state, under the same clien
   expect(await metricValue(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onAwareness', outcome: 'ok' })).toBe(1);
 });
 
-it('a rewrite the relay would refuse from a client (over --max-awareness-state-bytes, not an object, not JSON) lets the original pass, counted as an error', async () => {
-  const answers: unknown[] = [{ pad: 'x'.repeat(2_000) }, 'a string', { n: 1n }];
-  const { relay, setState, seenAtB } = await setup({ onAwareness: () => answers.shift() as never });
-  for (let n = 1; n <= 3; n++) {
-    setState({ name: 'ann', n });
-    expect(await seenAtB((s) => s['n'] === n, `state ${n} unchanged at b`)).toEqual({ name: 'ann', n });
-  }
+it('fails closed: a rewrite the relay cannot use (over twice --max-awareness-state-bytes, not an object, not JSON) drops the state, counted as an error', async () => {
+  const answers: unknown[] = [{ pad: 'x'.repeat(2_100) }, 'a string', { n: 1n }, undefined];
+  const { relay, setState, seenAtB, allSeenAtB } = await setup({ onAwareness: () => answers.shift() as never });
+  for (let n = 1; n <= 4; n++) setState({ name: 'ann', n });
+  // The fourth passes; none of the first three was applied or sent.
+  expect(await seenAtB((s) => s['n'] === 4, 'state 4 at b')).toEqual({ name: 'ann', n: 4 });
+  expect(allSeenAtB().filter((m) => /"n\\?":[123]\b/.test(m))).toEqual([]);
   expect(await metricValue(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onAwareness', outcome: 'error' })).toBe(3);
 });
 
-it('a hook that throws lets the state pass unchanged, counted as an error', async () => {
-  const { relay, setState, seenAtB } = await setup({
-    onAwareness: () => {
-      throw new Error('backend bug');
+it('a rewrite up to twice the client limit is taken (a state padded to the limit cannot make the hook fail open)', async () => {
+  const { setState, seenAtB } = await setup({ onAwareness: ({ state }) => ({ ...(state as object), verifiedName: 'Ann Example' }) });
+  setState({ name: 'CEO', pad: 'x'.repeat(960) }); // at the 1,000-byte limit: the rewrite goes over it
+  const seen = await seenAtB((s) => s['verifiedName'] === 'Ann Example', 'the rewrite at b');
+  expect(seen['name']).toBe('CEO');
+});
+
+it('a hook that throws drops the state, counted as an error (a client cannot get past it by making it throw)', async () => {
+  const { relay, setState, seenAtB, allSeenAtB } = await setup({
+    onAwareness: ({ state }) => {
+      if ((state as { cursor?: unknown }).cursor === null) throw new TypeError('cannot read the cursor');
+      return undefined;
     },
   });
-  setState({ name: 'ann' });
-  expect(await seenAtB((s) => s['name'] === 'ann', 'the state at b')).toEqual({ name: 'ann' });
+  setState({ name: 'ann', cursor: null, html: '<img onerror=alert(1)>' });
+  setState({ name: 'ann', cursor: 3 });
+  expect(await seenAtB((s) => s['cursor'] === 3, 'the good state at b')).toEqual({ name: 'ann', cursor: 3 });
+  expect(allSeenAtB().some((m) => m.includes('onerror'))).toBe(false);
   expect(await metricValue(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onAwareness', outcome: 'error' })).toBe(1);
 });
 
-it('a slow (async) hook is not waited for: the state passes unchanged at once, counted as a timeout, and the document goes on', async () => {
+it('a slow (async) hook is not waited for: the state is dropped at once, counted as a timeout, and the document goes on', async () => {
   let calls = 0;
-  const { relay, a, b, setState, seenAtB } = await setup({
-    // Would drop everything, a minute from now (hookTimeoutMs is a minute here): never waited for.
+  const { relay, a, b, setState, allSeenAtB } = await setup({
     onAwareness: () => {
       calls++;
-      return new Promise<false>(() => {}) as never;
+      return new Promise<undefined>(() => {}) as never;
     },
   });
   setState({ name: 'ann', n: 1 });
   setState({ name: 'ann', n: 2 });
-  expect(await seenAtB((s) => s['n'] === 2, 'the second state at b')).toEqual({ name: 'ann', n: 2 });
-  expect(calls).toBe(2);
-  expect(await metricValue(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onAwareness', outcome: 'timeout' })).toBe(2);
-  // Edits of the document are served as ever.
+  // Edits of the document are served as ever, and nothing of a's presence reached b.
   await a.waitForAck(a.type('still;'));
   await b.waitForText('still;');
+  expect(calls).toBe(2);
+  expect(await metricValue(relay.httpUrl, 'capsync_hook_calls_total', { hook: 'onAwareness', outcome: 'timeout' })).toBe(2);
+  expect(allSeenAtB().some((m) => m.includes('ann'))).toBe(false);
 });
 
 it('regression: with --webhook on (its hooks composed with the app\'s, all async), onAwareness is still called synchronously and applied', async () => {

@@ -62,15 +62,15 @@ export interface RelayHooks {
    * sent to anyone; the client's earlier state, if any, stays until it times out), or a state
    * to put in its place (e.g. the same without a private field). Contract:
    * - Synchronous: it runs on the path of presence, so the relay does not wait for it. A hook
-   *   that returns a promise is not waited for: the state passes unchanged at once, counted as
+   *   that returns a promise is not waited for: the state is dropped at once, counted as
    *   `timeout` (what it resolves to is ignored). Keep it to a few microseconds: it runs on the
    *   event loop, as the relay does, and `hookTimeoutMs` cannot interrupt it.
-   * - One that throws passes the state unchanged (counted `error`): it must not be what keeps a
-   *   field private if it can fail.
-   * - A rewrite is checked as a client's state is: it must encode as JSON (not null) within
-   *   `--max-awareness-state-bytes`; it keeps the client id and clock it replaces (the hook
-   *   cannot set another client's presence). One that does not pass counts as `error` and the
-   *   original passes unchanged.
+   * - Fails closed: one that throws drops the state (counted `error`), so a client cannot get a
+   *   state past the hook by making it throw.
+   * - A rewrite is checked as a client's state is: it must encode as a JSON object within twice
+   *   `--max-awareness-state-bytes` (room for what the hook adds); it keeps the client id and
+   *   clock it replaces (the hook cannot set another client's presence). One that does not pass
+   *   counts as `error` and the state is dropped.
    * - Removals (a client leaving) and states relayed by peer relays are not shown to it: the
    *   relay a client is connected to judges its states.
    * Every call counts in `capsync_hook_calls_total{hook="onAwareness"}`.
