@@ -91,7 +91,9 @@ export interface RelayOptions {
    * Live permissions: every this many ms each open client session's permission is decided again
    * with its current credential (a JWT's claims and expiry; `authorize`/`authWebhook` asked
    * again, through the webhook's cache): downgraded to read live, or closed with 4412
-   * `permission-revoked` (see PermissionRechecks). 0 turns it off. Default 60000.
+   * `permission-revoked`; a session whose permission 3 re-checks in a row could not decide (the
+   * callback failing) is closed with 1013 `unavailable` (see PermissionRechecks, LiveCredential).
+   * 0 turns it off. Default 60000.
    */
   authRecheckIntervalMs?: number;
   /**

@@ -127,7 +127,7 @@ export class RelayMetrics {
   /** Live permissions: an open session's permission decided again (a refresh, the periodic re-check), by outcome. */
   readonly permissionChecks = new client.Counter({
     name: 'capsync_permission_checks_total',
-    help: "Open sessions' permissions decided again (token refresh or --auth-recheck-interval-ms), by outcome (kept, downgraded, upgraded, revoked, expired, undecided)",
+    help: "Open sessions' permissions decided again (token refresh or --auth-recheck-interval-ms), by outcome (kept, downgraded, upgraded, revoked, expired, undecided; closed-undecided: closed after 3 undecided in a row; superseded: an answer not applied, a newer re-check or credential came meanwhile)",
     labelNames: ['outcome'] as const,
     registers: [this.registry],
   });

@@ -40,6 +40,11 @@ export interface Principal {
   token?: string | undefined;
 }
 
+export interface AuthorizeDocOptions {
+  /** An open session's re-check (live permissions), not an open. */
+  recheck?: boolean;
+}
+
 /**
  * Decides access, in two steps: `authenticate` verifies a credential once (rejects with
  * AuthError 'unauthorized' for a missing, invalid or expired token) and `authorizeDoc` gives its
@@ -50,8 +55,12 @@ export interface Principal {
 export interface AccessControl {
   readonly mode: 'open' | 'jwt' | 'callback';
   authenticate(token: string | undefined): Promise<Principal>;
-  /** Synchronous, except with an authorization callback (CallbackAccess), for clients' principals. */
-  authorizeDoc(principal: Principal, docName: string): AccessGrant | Promise<AccessGrant>;
+  /**
+   * Synchronous, except with an authorization callback (CallbackAccess), for clients' principals.
+   * `recheck`: an open session's permission decided again (LiveCredential), which an
+   * authorization callback gives room of its own (RECHECK_AUTHORIZATIONS_IN_FLIGHT).
+   */
+  authorizeDoc(principal: Principal, docName: string, options?: AuthorizeDocOptions): AccessGrant | Promise<AccessGrant>;
   authorize(token: string | undefined, docName: string): Promise<AccessGrant>;
 }
 

@@ -1,5 +1,5 @@
 import { AuthError, CapsyncError } from '@capsync/core';
-import type { AccessControl, AccessGrant, Principal } from './access.js';
+import type { AccessControl, AccessGrant, AuthorizeDocOptions, Principal } from './access.js';
 
 /** What an authorization callback is asked (see RelayOptions.authorize). */
 export interface AuthorizeRequest {
@@ -12,6 +12,14 @@ export interface AuthorizeRequest {
 
 /** Callback calls in flight at once, at most (the whole relay); past it a document is refused for now. */
 export const MAX_AUTHORIZATIONS_IN_FLIGHT = 1_000;
+
+/**
+ * Callback calls of re-checks of open sessions (live permissions) in flight at once, at most,
+ * counted apart from opens: opens filling MAX_AUTHORIZATIONS_IN_FLIGHT (a client opening
+ * documents in a flood against a slow backend) do not leave the re-checks undecided. Twice
+ * what the interval re-checks ask at once (PermissionRechecks), so refreshes have room too.
+ */
+export const RECHECK_AUTHORIZATIONS_IN_FLIGHT = 256;
 
 /** Its answer: the permission on that document (`none`: refused) and who the client is. */
 export interface AuthorizeAnswer {
@@ -34,11 +42,14 @@ export type AuthorizeCallback = (request: AuthorizeRequest) => AuthorizeAnswer |
  * Contract of the callback: called once per document opened (a multiplexed socket asks per
  * session; its other sessions are served meanwhile), at most `timeoutMs`; a callback that throws,
  * rejects or times out refuses that one document with 'unavailable' (close 1013: try again), and
- * `none` refuses it with 'forbidden' (4403).
+ * `none` refuses it with 'forbidden' (4403). Open sessions are asked about again (live
+ * permissions: a token refresh, `--auth-recheck-interval-ms`), within a bound of their own
+ * (RECHECK_AUTHORIZATIONS_IN_FLIGHT).
  */
 export class CallbackAccess implements AccessControl {
   readonly mode = 'callback' as const;
   private inFlight = 0;
+  private rechecksInFlight = 0;
 
   constructor(
     private readonly callback: AuthorizeCallback,
@@ -54,18 +65,21 @@ export class CallbackAccess implements AccessControl {
     return { token };
   }
 
-  authorizeDoc(principal: Principal, docName: string): AccessGrant | Promise<AccessGrant> {
+  authorizeDoc(principal: Principal, docName: string, options?: AuthorizeDocOptions): AccessGrant | Promise<AccessGrant> {
     if (principal.relay) return this.relays.authorizeDoc(principal, docName);
-    return this.ask(principal.token, docName);
+    return this.ask(principal.token, docName, options?.recheck === true);
   }
 
   async authorize(token: string | undefined, docName: string): Promise<AccessGrant> {
     return this.authorizeDoc(await this.authenticate(token), docName);
   }
 
-  private async ask(token: string | undefined, docName: string): Promise<AccessGrant> {
-    if (this.inFlight >= MAX_AUTHORIZATIONS_IN_FLIGHT) throw new CapsyncError('unavailable', 'too many authorizations in flight; try again');
-    this.inFlight++;
+  private async ask(token: string | undefined, docName: string, recheck = false): Promise<AccessGrant> {
+    if (recheck ? this.rechecksInFlight >= RECHECK_AUTHORIZATIONS_IN_FLIGHT : this.inFlight >= MAX_AUTHORIZATIONS_IN_FLIGHT) {
+      throw new CapsyncError('unavailable', 'too many authorizations in flight; try again');
+    }
+    if (recheck) this.rechecksInFlight++;
+    else this.inFlight++;
     const abort = new AbortController();
     let timer: NodeJS.Timeout | undefined;
     let answer: AuthorizeAnswer;
@@ -81,7 +95,8 @@ export class CallbackAccess implements AccessControl {
       throw new CapsyncError('unavailable', `authorization could not be decided: ${(err as Error).message}`, { cause: err });
     } finally {
       clearTimeout(timer);
-      this.inFlight--;
+      if (recheck) this.rechecksInFlight--;
+      else this.inFlight--;
     }
     if (answer?.permission === 'none') throw new AuthError('forbidden', `no access to document "${docName}"`);
     if (answer?.permission !== 'read' && answer?.permission !== 'write') throw new CapsyncError('unavailable', 'authorization answered no permission (read, write or none)');

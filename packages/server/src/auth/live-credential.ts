@@ -24,7 +24,7 @@ export interface PermissionTarget {
 }
 
 /** What a re-check of one session came to (the label of capsync_permission_checks_total). */
-export type PermissionOutcome = 'kept' | 'downgraded' | 'upgraded' | 'revoked' | 'expired' | 'undecided';
+export type PermissionOutcome = 'kept' | 'downgraded' | 'upgraded' | 'revoked' | 'expired' | 'undecided' | 'closed-undecided' | 'superseded';
 
 /**
  * Sessions of one socket decided at once, at most: with an authorization callback each is a
@@ -32,12 +32,22 @@ export type PermissionOutcome = 'kept' | 'downgraded' | 'upgraded' | 'revoked' |
  */
 export const RECHECKS_PER_SOCKET = 8;
 
+/**
+ * Re-checks of one session in a row that may come undecided (the authorization callback failed,
+ * timed out or was full) before the session is closed (1013 'unavailable'): a re-check fails
+ * open for a while (a short backend outage does not cut users off), not for good (a revoked
+ * user must not keep write by keeping the backend busy).
+ */
+export const UNDECIDED_RECHECKS_LIMIT = 3;
+
 export interface LiveCredentialDeps {
   access: AccessControl;
   /** `--token-refresh-min-interval-ms`: a socket's refreshes are taken at most this often. */
   minRefreshIntervalMs: number;
   metrics: Pick<RelayMetrics, 'tokenRefreshes' | 'permissionChecks'>;
   logger: Logger;
+  /** The socket closed (`ended`): it is re-checked no more (PermissionRechecks). */
+  ended?(live: LiveCredential): void;
 }
 
 /** What the socket that owns a LiveCredential does for it. */
@@ -67,9 +77,18 @@ export interface LiveCredentialOwner {
  *   RECHECKS_PER_SOCKET at once: the same permission is kept; write → read downgrades the
  *   session live (its updates are refused from then on); read → write upgrades it; none
  *   ('forbidden') closes that session alone with 4412 `permission-revoked`; an expired
- *   credential closes it with 4401. An answer that cannot be had (a callback that failed or
- *   timed out, 'unavailable') keeps the session as it is: a backend outage does not cut users off.
+ *   credential closes it with 4401. An answer that cannot be had (a callback that failed,
+ *   timed out or is full: 'unavailable') keeps the session as it is, for a while: a short backend
+ *   outage does not cut users off; UNDECIDED_RECHECKS_LIMIT of them in a row close that session
+ *   with 1013 'unavailable' (try again: its reopen is decided afresh, as any open), so a
+ *   permission is never kept for good without an answer.
  *   An authorization callback answering another identity for the same token closes the socket (4401).
+ * - Order: an answer is applied only if it is still the newest. Each credential has a version
+ *   (`version`, one more at each accepted refresh): a re-check whose credential was replaced
+ *   while it waited drops its answer and asks again with the current one (the refresh's own
+ *   re-check may be asking already: then the newer ask decides); and of two re-checks of one
+ *   session in flight (an interval round's and a refresh's) only the later asked is applied.
+ *   So a slow answer about an old token never undoes what the new token decided.
  */
 export class LiveCredential {
   private principal: Principal;
@@ -78,6 +97,14 @@ export class LiveCredential {
   /** When the last refresh was taken (performance.now()), and the timer that takes a deferred one. */
   private lastTaken = -Infinity;
   private wakeup: NodeJS.Timeout | null = null;
+  /** One more at each accepted refresh (see `version`). */
+  private credentialVersion = 0;
+  /** Each re-check's ask is numbered: the newest asked of each session is the one applied. */
+  private asks = 0;
+  private readonly lastAsked = new WeakMap<PermissionTarget, number>();
+  /** Re-checks of a session in a row that came undecided. */
+  private readonly undecided = new WeakMap<PermissionTarget, number>();
+  private isEnded = false;
 
   constructor(
     principal: Principal,
@@ -92,7 +119,26 @@ export class LiveCredential {
   }
 
   get closed(): boolean {
-    return this.owner.closed;
+    return this.isEnded || this.owner.closed;
+  }
+
+  /**
+   * The version of the credential: one more each time a refresh replaces it. A decision started
+   * with one version and answered after it changed was made for a credential the socket no
+   * longer holds: it is made again (a multiplexed open waiting for its answer, a re-check).
+   */
+  get version(): number {
+    return this.credentialVersion;
+  }
+
+  /** Its socket closed: no more refreshes or re-checks (it leaves PermissionRechecks at once). */
+  ended(): void {
+    if (this.isEnded) return;
+    this.isEnded = true;
+    if (this.wakeup) clearTimeout(this.wakeup);
+    this.wakeup = null;
+    this.queued = null;
+    this.deps.ended?.(this);
   }
 
   /** A client's `token-refresh`. */
@@ -139,6 +185,7 @@ export class LiveCredential {
     if (this.owner.closed) return;
     this.deps.metrics.tokenRefreshes.inc({ outcome: 'accepted' });
     this.principal = fresh;
+    this.credentialVersion++;
     this.owner.replaced(fresh);
     await this.recheck();
   }
@@ -152,34 +199,67 @@ export class LiveCredential {
   }
 
   private async recheckOne(target: PermissionTarget): Promise<void> {
-    const principal = this.principal;
-    let outcome: PermissionOutcome;
-    try {
-      const grant = await this.deps.access.authorizeDoc(principal, target.authName);
-      if (target.closed || this.owner.closed) return;
-      if (grant.subject !== target.subject) {
-        this.deps.metrics.tokenRefreshes.inc({ outcome: 'refused' });
-        this.owner.refused(new AuthError('unauthorized', 'the credential now names another identity than the connection’s'));
-        return;
+    for (;;) {
+      const version = this.credentialVersion;
+      const ask = ++this.asks;
+      this.lastAsked.set(target, ask);
+      let grant: AccessGrant | null = null;
+      let failure: unknown = null;
+      try {
+        grant = await this.deps.access.authorizeDoc(this.principal, target.authName, { recheck: true });
+      } catch (err) {
+        failure = err;
       }
-      outcome = grant.permission === target.permission ? 'kept' : grant.permission === 'read' ? 'downgraded' : 'upgraded';
-      target.regrant(grant);
-    } catch (err) {
       if (target.closed || this.owner.closed) return;
-      const code = err instanceof CapsyncError ? err.code : 'internal';
-      if (code === 'forbidden') {
-        outcome = 'revoked';
-        target.revoke(new AuthError('permission-revoked', `the permission on "${target.authName}" was withdrawn`));
-      } else if (code === 'unauthorized') {
-        outcome = 'expired';
-        target.revoke(err as CapsyncError);
-      } else {
-        outcome = 'undecided';
-        this.deps.logger.warn({ doc: target.authName, code, msg: (err as Error)?.message }, 'permission re-check undecided; the session keeps its permission');
+      // A later re-check of this session was asked meanwhile: its answer is the one to apply.
+      if (this.lastAsked.get(target) !== ask) return this.deps.metrics.permissionChecks.inc({ outcome: 'superseded' });
+      // The credential was replaced while this one waited: decided again with the current one.
+      if (this.credentialVersion !== version) {
+        this.deps.metrics.permissionChecks.inc({ outcome: 'superseded' });
+        continue;
       }
+      return grant ? this.apply(target, grant) : this.applyFailure(target, failure);
     }
+  }
+
+  private apply(target: PermissionTarget, grant: AccessGrant): void {
+    this.undecided.delete(target);
+    if (grant.subject !== target.subject) {
+      this.deps.metrics.tokenRefreshes.inc({ outcome: 'refused' });
+      this.owner.refused(new AuthError('unauthorized', 'the credential now names another identity than the connection’s'));
+      return;
+    }
+    const outcome: PermissionOutcome = grant.permission === target.permission ? 'kept' : grant.permission === 'read' ? 'downgraded' : 'upgraded';
+    target.regrant(grant);
+    this.counted(target, outcome);
+  }
+
+  private applyFailure(target: PermissionTarget, err: unknown): void {
+    const code = err instanceof CapsyncError ? err.code : 'internal';
+    if (code === 'forbidden') {
+      target.revoke(new AuthError('permission-revoked', `the permission on "${target.authName}" was withdrawn`));
+      return this.counted(target, 'revoked');
+    }
+    if (code === 'unauthorized') {
+      target.revoke(err as CapsyncError);
+      return this.counted(target, 'expired');
+    }
+    const inARow = (this.undecided.get(target) ?? 0) + 1;
+    const msg = (err as Error)?.message;
+    if (inARow < UNDECIDED_RECHECKS_LIMIT) {
+      this.undecided.set(target, inARow);
+      this.deps.logger.warn({ doc: target.authName, code, msg, inARow }, 'permission re-check undecided; the session keeps its permission for now');
+      return this.counted(target, 'undecided');
+    }
+    this.undecided.delete(target);
+    this.deps.logger.warn({ doc: target.authName, subject: target.subject, code, msg, inARow }, 'permission re-checks undecided too many times in a row; closing the session');
+    target.revoke(new CapsyncError('unavailable', `the permission on "${target.authName}" could not be decided (${inARow} re-checks in a row); reopen it to have it decided again`));
+    this.counted(target, 'closed-undecided');
+  }
+
+  private counted(target: PermissionTarget, outcome: PermissionOutcome): void {
     this.deps.metrics.permissionChecks.inc({ outcome });
-    if (outcome === 'downgraded' || outcome === 'upgraded' || outcome === 'revoked') {
+    if (outcome === 'downgraded' || outcome === 'upgraded' || outcome === 'revoked' || outcome === 'closed-undecided') {
       this.deps.logger.info({ doc: target.authName, subject: target.subject, outcome }, 'permission changed on an open session');
     }
   }

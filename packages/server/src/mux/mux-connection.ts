@@ -105,7 +105,9 @@ const SLOW_CLOSE_MS = 1000;
  * - Live permissions: a `token-refresh` on the control session replaces the socket's credential
  *   (and expiry) for every session, and each document session's permission is decided again
  *   (LiveCredential): downgraded live, or that session alone closed (4412). A refused refresh
- *   closes the socket (4401). Lock sessions keep the permission they opened with.
+ *   closes the socket (4401). Lock sessions keep the permission they opened with. A session
+ *   still waiting for its authorization when a refresh is taken is decided again with the new
+ *   credential before it is served (`decideLater`).
  */
 export class MuxConnection implements MuxHandler {
   /** The socket's SendBuffer (liveness checks it after pings). */
@@ -248,6 +250,8 @@ export class MuxConnection implements MuxHandler {
     if (!this.hello) throw new ProtocolError('bad-message', 'say hello on session 0 before opening sessions');
     let decision: AccessGrant | Promise<AccessGrant>;
     let name: string;
+    // The credential the decision is made with (see `decideLater`).
+    const version = this.live.version;
     try {
       ({ grant: decision, name } = this.authorize(msg));
     } catch (err) {
@@ -267,22 +271,46 @@ export class MuxConnection implements MuxHandler {
     });
     this.sessions.accept(channel);
     if (!(decision instanceof Promise)) return this.serveSession(msg, channel, name, decision);
+    void this.decideLater(msg, channel, name, decision, version);
+  }
+
+  /**
+   * A session decided by the app's authorization callback (CallbackAccess): the session is live
+   * meanwhile, what its client sends waits in it (counted against the socket's input bound, as
+   * while a document loads), and it is served, or closed with the refusal's code, once answered.
+   * The socket's other sessions go on. An answer about a credential the socket no longer holds (a
+   * `token-refresh` was taken while it waited: `version` changed) is not used: the session is
+   * decided again with the current credential first (a refresh's re-check covers only the
+   * sessions already served), so an old token's write is never served after a downgrade.
+   */
+  private async decideLater(msg: SessionOpenMessage, channel: MuxSessionChannel, name: string, first: Promise<AccessGrant>, version: number): Promise<void> {
     // Counted until answered, not until the session closes: a client that opens and closes at
     // once must not start callback calls without bound (see `authorize`).
     this.authorizing++;
-    void decision.finally(() => this.authorizing--).catch(() => {});
-    // Decided by the app's authorization callback (CallbackAccess): the session is live meanwhile,
-    // what its client sends waits in it (counted against the socket's input bound, as while a
-    // document loads), and it is served, or closed with the refusal's code, once answered. The
-    // socket's other sessions go on.
-    decision.then(
-      (grant) => {
-        if (!channel.closed && !this.closed) this.serveSession(msg, channel, name, grant);
-      },
-      (err: unknown) => {
+    try {
+      let decision: AccessGrant | Promise<AccessGrant> = first;
+      for (;;) {
+        let grant: AccessGrant | null = null;
+        let failure: unknown = null;
+        try {
+          grant = await decision;
+        } catch (err) {
+          failure = err;
+        }
         if (channel.closed || this.closed) return;
-        const refusal = err instanceof CapsyncError ? err : new CapsyncError('internal', 'authorization failed');
-        if (!(err instanceof CapsyncError)) this.deps.logger.error({ err }, 'authorizing a session failed');
+        if (this.live.version !== version) {
+          version = this.live.version;
+          try {
+            // Counted against its address once already (`counted`): decided again, not counted again.
+            decision = msg.kind === 'locks' ? authorizeLockSession(this.deps.access, this.principal, msg, false) : this.deps.access.authorizeDoc(this.principal, msg.name);
+          } catch (err) {
+            decision = Promise.reject(err);
+          }
+          continue;
+        }
+        if (grant) return this.serveSession(msg, channel, name, grant);
+        const refusal = failure instanceof CapsyncError ? failure : new CapsyncError('internal', 'authorization failed');
+        if (!(failure instanceof CapsyncError)) this.deps.logger.error({ err: failure }, 'authorizing a session failed');
         try {
           this.countRefusal(msg, refusal);
         } catch (limit) {
@@ -290,8 +318,11 @@ export class MuxConnection implements MuxHandler {
           return;
         }
         channel.close(closeCodeFor(refusal.code), closeReasonFor(refusal.code, refusal.message));
-      },
-    );
+        return;
+      }
+    } finally {
+      this.authorizing--;
+    }
   }
 
   /** Serves an accepted session with its grant. */
@@ -402,6 +433,7 @@ export class MuxConnection implements MuxHandler {
     this.batch.clear();
     this.fair.clear();
     this.cancelExpiry?.();
+    this.live?.ended();
     this.sessions.socketClosed(code, reason);
   }
 }

@@ -42,6 +42,14 @@ export interface ConnectionDeps {
   hooks?: readonly HookRunner[] | undefined;
   /** A plain client socket's `token-refresh` (see LiveCredential). */
   refreshToken?: ((token: string) => void) | undefined;
+  /** Told once when the connection ends (a plain client socket's LiveCredential leaves the re-checks). */
+  ended?: (() => void) | undefined;
+  /**
+   * A session of a multiplexed socket that watches its token's expiry for all its sessions: the
+   * session watches none. Otherwise the connection watches its grant's expiry, the one it opened
+   * with and each a re-check gives it (an authorization callback's answer may add one later).
+   */
+  expiryWatchedBySocket?: boolean | undefined;
   registry: DocRegistry;
   locks: LockService;
   metrics: RelayMetrics;
@@ -80,7 +88,7 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
   private readonly reported: boolean;
   /** The identity it was opened for. */
   readonly subject: string | undefined;
-  /** It watches its grant's expiry itself (a multiplexed socket watches its token's for its sessions). */
+  /** It watches its grant's expiry itself (unless its multiplexed socket watches its token's, see ConnectionDeps). */
   private readonly watchesExpiry: boolean;
   /** Its onConnect was made (not dropped): its onDisconnect will be, whatever the bound. */
   private connectReportedTo: readonly HookRunner[] = [];
@@ -96,7 +104,7 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
     deps.metrics.connections.inc();
     this.peerRelayId = grant.relay && peerId ? peerId : undefined;
     this.subject = grant.subject;
-    this.watchesExpiry = grant.expiresAt !== undefined;
+    this.watchesExpiry = deps.expiryWatchedBySocket !== true;
     this.hookEvent = { docName, identity: grant.subject, permission: grant.permission };
     // Clients only: relays' links (peers, forwarded fenced writes and locks) are not the app's sessions.
     this.reported = !grant.relay;
@@ -234,6 +242,7 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
   ended(byUs: { code: number; reason: string } | null): void {
     if (this.released) return;
     this.released = true;
+    this.deps.ended?.();
     this.deps.metrics.connections.dec();
     this.cancelExpiry?.();
     const doc = this.doc;

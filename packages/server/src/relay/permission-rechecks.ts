@@ -14,7 +14,8 @@ export const RECHECK_SOCKETS_AT_ONCE = 16;
  * and expiry read again, an authorization callback (`--auth-webhook`) asked again (through its
  * answer cache: a revocation is seen within the interval plus `--auth-webhook-cache-ms`).
  * Bounded cost: one round at a time (a round that outlasts the interval skips the next tick),
- * its sockets taken in turn, RECHECK_SOCKETS_AT_ONCE at once. 0 turns it off.
+ * its sockets taken in turn, RECHECK_SOCKETS_AT_ONCE at once. 0 turns it off. A socket leaves
+ * it when it closes (`remove`, from LiveCredential.ended).
  */
 export class PermissionRechecks {
   private readonly sockets = new Set<LiveCredential>();
@@ -29,6 +30,16 @@ export class PermissionRechecks {
   /** Re-checks `live` every interval until its socket closes. */
   add(live: LiveCredential): void {
     if (this.timer) this.sockets.add(live);
+  }
+
+  /** Its socket closed: not re-checked, nor held, any more. */
+  remove(live: LiveCredential): void {
+    this.sockets.delete(live);
+  }
+
+  /** The sockets it re-checks. */
+  get size(): number {
+    return this.sockets.size;
   }
 
   /** One round over every socket (also what the timer runs). */

@@ -202,7 +202,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const deps = this.connectionDeps(address);
     let live: LiveCredential | null = null;
     const client = principal !== undefined && !grant.relay;
-    const conn = new RelayConnection(new AccountedChannel(socket, deps.options), docName, grant, client ? { ...deps, refreshToken: (token) => live!.refresh(token) } : deps, peerId);
+    const conn = new RelayConnection(new AccountedChannel(socket, deps.options), docName, grant, client ? { ...deps, refreshToken: (token) => live!.refresh(token), ended: () => live?.ended() } : deps, peerId);
     if (client) {
       live = this.liveCredential(principal, {
         targets: () => [conn],
@@ -219,7 +219,11 @@ export class Relay extends EventEmitter<RelayEvents> {
 
   /** A client socket's credential, kept current and re-checked every `--auth-recheck-interval-ms`. */
   private liveCredential(principal: Principal, owner: LiveCredentialOwner): LiveCredential {
-    const live = new LiveCredential(principal, { access: this.access, metrics: this.metrics, logger: this.logger, minRefreshIntervalMs: this.options.tokenRefreshMinIntervalMs }, owner);
+    const live = new LiveCredential(
+      principal,
+      { access: this.access, metrics: this.metrics, logger: this.logger, minRefreshIntervalMs: this.options.tokenRefreshMinIntervalMs, ended: (l) => this.rechecks.remove(l) },
+      owner,
+    );
     this.rechecks.add(live);
     return live;
   }
@@ -261,7 +265,8 @@ export class Relay extends EventEmitter<RelayEvents> {
       maxRefusedOpens: this.options.maxRefusedOpensPerSocket,
       address,
       // Not in `connections`: the socket closes its sessions (and is closed on shutdown).
-      openDoc: (channel, docName, grant) => new RelayConnection(channel, docName, grant, deps),
+      // A JWT's expiry is the socket's to watch (MuxConnection); an authorization callback's is each session's.
+      openDoc: (channel, docName, grant) => new RelayConnection(channel, docName, grant, { ...deps, expiryWatchedBySocket: principal.expiresAt !== undefined }),
       // The lock endpoint's connection, for the socket's principal; its expiry is the socket's to watch.
       openLocks: (channel, grant) => servedLocks(new LockConnection(channel, this.locks, this.lockDeps(grant, address))),
       helloExtras: [LOCK_BACKEND_CAPABILITY + this.locks.backend.kind],
