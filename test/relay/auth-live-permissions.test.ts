@@ -239,9 +239,11 @@ it('refreshes sent in a loop are taken at most every --token-refresh-min-interva
   const read = await mintToken(SECRET, { sub: 'alice', docs: { notes: 'read' } });
   const alice = track(await ProtocolClient.synced(`${r.docUrl('notes')}?token=${write}`, { capabilities: [TOKEN_REFRESH_CAPABILITY] }));
   for (let i = 0; i < 20; i++) alice.sendMessage({ type: 'token-refresh', token: i % 2 === 0 ? write : read });
-  // The first is taken at once (write: kept), the last (read) once the interval passed; the 18 between never.
+  // The first is taken at once (write: kept), the last (read) once the interval passed; the ones
+  // between never. (The waiting one may be deferred again while the first is still being
+  // decided on a slow machine: 'deferred' counts deferrals, at least one per dropped refresh.)
   await alice.waitFor(() => permissions(alice).includes('read'), 'the latest refresh taken');
   expect(await metricValue(r.httpUrl, 'capsync_token_refreshes_total', { outcome: 'accepted' })).toBe(2);
-  expect(await metricValue(r.httpUrl, 'capsync_token_refreshes_total', { outcome: 'deferred' })).toBe(19);
+  expect(await metricValue(r.httpUrl, 'capsync_token_refreshes_total', { outcome: 'deferred' })).toBeGreaterThanOrEqual(19);
   expect(await metricValue(r.httpUrl, 'capsync_permission_checks_total', {})).toBe(2);
 });
