@@ -164,7 +164,7 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
       return;
     }
     if (this.session.isClosed) {
-      this.deps.registry.release(this.docName);
+      this.deps.registry.release(this.docName, doc);
       return;
     }
     // Deleted while this connection waited for it (DocRegistry.delete closes the ones it holds).
@@ -240,7 +240,7 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
     if (doc) {
       doc.peers.delete(this);
       doc.awareness.removeAll(this);
-      this.deps.registry.release(this.docName);
+      this.deps.registry.release(this.docName, doc);
     }
     if (byUs) {
       this.deps.metrics.closes.inc({ code: closeCodeName(byUs.code) });

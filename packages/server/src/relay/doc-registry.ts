@@ -79,11 +79,20 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
     }
   }
 
-  /** Gives back a document taken with `acquire` (`again`: only start the idle timer of an unheld one). */
-  release(name: string, again = false): void {
+  /**
+   * Gives back `doc`, taken with `acquire(name)`. Tied to the copy acquired: if that copy is no
+   * longer the name's entry (deleted, dropped), this does nothing, so a holder across a delete
+   * never releases the new incarnation's copy.
+   */
+  release(name: string, doc: RelayDoc): void {
     const entry = this.entries.get(name);
-    if (!entry) return;
-    if (!again) entry.refs--;
+    if (!entry || entry.loaded !== doc) return;
+    entry.refs--;
+    this.idleIfUnheld(name, entry);
+  }
+
+  /** Starts the idle timer of an entry nobody holds. */
+  private idleIfUnheld(name: string, entry: Entry): void {
     if (entry.refs > 0) return;
     entry.idleTimer = setTimeout(() => void this.unload(name, entry), this.idleTimeoutMs);
     entry.idleTimer.unref();
@@ -136,7 +145,7 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
         if (entry) {
           this.entries.set(name, entry);
           this.deps.metrics.docsLoaded.set(this.entries.size);
-          if (entry.refs === 0) this.release(name, true);
+          this.idleIfUnheld(name, entry);
         }
         throw err;
       }

@@ -158,10 +158,10 @@ export class OpenServerDocuments {
     const live = await this.registry.acquire(name);
     // The relay began to close while it loaded: its close does not know of this one.
     if (this.closing()) {
-      this.registry.release(name);
+      this.registry.release(name, live);
       throw shuttingDown();
     }
-    return new ServerDocumentPeer(name, live, () => this.registry.release(name), options.identity, this.open);
+    return new ServerDocumentPeer(name, live, () => this.registry.release(name, live), options.identity, this.open);
   }
 
   /** Closes every open one (see ServerDocumentPeer.shutdown): before the registry, which commits their edits. */
