@@ -165,6 +165,15 @@ function deletionCases(store: () => Promise<string | undefined>): void {
     expect(await stored(relay, 'w')).toEqual({});
   });
 
+  it('a wire client announcing a NEWER incarnation than the relay holds (its store restored from a backup) is served, not refused', async () => {
+    const relay = await relayOn(await store());
+    const client = await ProtocolClient.connect(relay.docUrl('restored'), { answerSync: false, capabilities: ['incarnations', 'incarnation:3'] });
+    clients.push(client);
+    client.doc.getText('t').insert(0, 'only copy after the restore');
+    await client.waitForAck(client.seq);
+    expect(await stored(relay, 'restored')).toEqual({ t: 'only copy after the restore' });
+  });
+
   it('calls onDocumentDeleted; a read-only token gets 403, an unknown document 404, and nothing is deleted', async () => {
     const secret = 'doc-delete-secret-0123456789abcdef';
     const deleted: unknown[] = [];

@@ -284,6 +284,28 @@ export function incarnationOf(hello: { capabilities: readonly string[] }): numbe
 }
 
 /**
+ * The start of a 'document-deleted' refusal's message: the relay's incarnation of the document
+ * (at least; see deletedIncarnationOf). First in the message, so the close reason's 123-byte cut
+ * keeps it.
+ */
+export function deletedAt(incarnation: number): string {
+  return `[incarnation ${incarnation}] `;
+}
+
+/**
+ * The incarnation a 'document-deleted' close reason (or message) names (see deletedAt), or
+ * undefined when it names none (an older relay). A client erases its replica only when it is
+ * greater than the one the replica learned: a relay of an older incarnation (restarted on
+ * memory storage, its store restored from a backup) never erases a newer replica.
+ */
+export function deletedIncarnationOf(reason: string): number | undefined {
+  const m = /\[incarnation (\d{1,15})\]/.exec(reason);
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  return Number.isSafeInteger(n) ? n : undefined;
+}
+
+/**
  * Relay-to-relay only: who owns which Yjs client ids of the link's document (see the relay's
  * ClientOwners). A relay sends it on its peer links before the content written under those
  * ids (with the broadcast that carries it, and before a sync step 2), so a peer that holds a

@@ -28,7 +28,7 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
   constructor(deps: RelayDocDeps, private readonly idleTimeoutMs: number) {
     super();
     // A document that finds it was deleted elsewhere (another cluster relay) is dropped here.
-    this.deps = { ...deps, deleted: (doc) => this.dropDeleted(doc) };
+    this.deps = { ...deps, deleted: (doc, incarnation) => this.dropDeleted(doc, incarnation) };
   }
 
   /** Number of documents loaded (or loading). */
@@ -150,7 +150,7 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
         throw err;
       }
       const doc = entry ? await entry.doc.catch(() => null) : null;
-      doc?.closeDeleted();
+      doc?.closeDeleted(incarnation);
       return incarnation;
     })();
     this.unloading.set(name, run.then(() => {}, () => {}));
@@ -163,7 +163,7 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
   }
 
   /** A loaded document found it was deleted elsewhere (RelayDocDeps.deleted): it leaves the registry, its sessions are closed. */
-  private dropDeleted(doc: RelayDoc): void {
+  private dropDeleted(doc: RelayDoc, incarnation?: number): void {
     const entry = this.entries.get(doc.name);
     const ours = entry?.loaded === doc;
     if (ours) {
@@ -171,7 +171,7 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
       this.entries.delete(doc.name);
       this.deps.metrics.docsLoaded.set(this.entries.size);
     }
-    doc.closeDeleted();
+    doc.closeDeleted(incarnation);
     if (ours) this.emit('unloaded', doc.name);
   }
 

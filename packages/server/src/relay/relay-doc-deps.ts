@@ -41,7 +41,7 @@ export interface RelayDocDeps {
    * Told when a loaded document finds it was deleted elsewhere (RelayDoc.deletedElsewhere): the
    * DocRegistry sets it, to drop the document and close its sessions.
    */
-  deleted?: ((doc: RelayDoc) => void) | undefined;
+  deleted?: ((doc: RelayDoc, incarnation?: number) => void) | undefined;
 }
 
 /** A recipient of a document's broadcasts (a connection). */
