@@ -12,6 +12,8 @@ interface Entry {
   loaded: RelayDoc | null;
   refs: number;
   idleTimer: NodeJS.Timeout | null;
+  /** Taken out of the registry by a delete (put back if the store fails it). */
+  deleting: boolean;
 }
 
 /**
@@ -23,6 +25,8 @@ interface Entry {
 export class DocRegistry extends EventEmitter<DocRegistryEvents> {
   private readonly entries = new Map<string, Entry>();
   private readonly unloading = new Map<string, Promise<void>>();
+  /** The entry of each loaded copy: a release counts against the copy acquired, not the name. */
+  private readonly entryOf = new WeakMap<RelayDoc, Entry>();
   private readonly deps: RelayDocDeps;
 
   constructor(deps: RelayDocDeps, private readonly idleTimeoutMs: number) {
@@ -52,12 +56,13 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
     let entry = this.entries.get(name);
     if (!entry) {
       const doc = RelayDoc.load(name, this.deps);
-      const created: Entry = (entry = { doc, loaded: null, refs: 0, idleTimer: null });
+      const created: Entry = (entry = { doc, loaded: null, refs: 0, idleTimer: null, deleting: false });
       this.entries.set(name, entry);
       this.deps.metrics.docsLoaded.set(this.entries.size);
       doc.then(
         (loaded) => {
           created.loaded = loaded;
+          this.entryOf.set(loaded, created);
           this.emit('loaded', name);
         },
         () => {
@@ -85,10 +90,19 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
    * never releases the new incarnation's copy.
    */
   release(name: string, doc: RelayDoc): void {
-    const entry = this.entries.get(name);
-    if (!entry || entry.loaded !== doc) return;
+    const entry = this.entryOf.get(doc);
+    if (!entry) return;
     entry.refs--;
-    this.idleIfUnheld(name, entry);
+    if (this.entries.get(name) === entry) this.idleIfUnheld(name, entry);
+  }
+
+  /**
+   * Whether `doc`, just acquired, is a copy a delete took out of the registry (or already
+   * deleted): its holder gives it back and acquires the name again, which waits for the delete
+   * and loads the new incarnation (or gets this copy back if the store failed the delete).
+   */
+  superseded(doc: RelayDoc): boolean {
+    return doc.deleted || this.entryOf.get(doc)?.deleting === true;
   }
 
   /** Starts the idle timer of an entry nobody holds. */
@@ -134,6 +148,7 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
     if (entry) {
       if (entry.idleTimer) clearTimeout(entry.idleTimer);
       entry.idleTimer = null;
+      entry.deleting = true;
       this.entries.delete(name);
       this.deps.metrics.docsLoaded.set(this.entries.size);
     }
@@ -143,6 +158,7 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
         incarnation = await remove();
       } catch (err) {
         if (entry) {
+          entry.deleting = false;
           this.entries.set(name, entry);
           this.deps.metrics.docsLoaded.set(this.entries.size);
           this.idleIfUnheld(name, entry);
