@@ -165,6 +165,20 @@ function deletionCases(store: () => Promise<string | undefined>): void {
     expect(await stored(relay, 'w')).toEqual({});
   });
 
+  it('a wire client announcing a malformed incarnation (16 digits) is closed with BadMessage, none of its update stored', async () => {
+    const relay = await relayOn(await store());
+    const writer = await synced(relay.docUrl('m'));
+    await writer.waitForAck(writer.type('before'));
+    expect((await del(relay, 'm')).status).toBe(200);
+    await writer.waitClosed();
+    const liar = await ProtocolClient.connect(relay.docUrl('m'), { answerSync: false, capabilities: ['incarnations', 'incarnation:0000000000000000'] });
+    clients.push(liar);
+    liar.doc.getText('t').insert(0, 'resurrected');
+    const closed = await liar.waitClosed();
+    expect(closed.code).toBe(CloseCode.BadMessage);
+    expect(await stored(relay, 'm')).toEqual({});
+  });
+
   it('a wire client announcing a NEWER incarnation than the relay holds (its store restored from a backup) is served, not refused', async () => {
     const relay = await relayOn(await store());
     const client = await ProtocolClient.connect(relay.docUrl('restored'), { answerSync: false, capabilities: ['incarnations', 'incarnation:3'] });
