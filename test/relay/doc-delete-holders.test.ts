@@ -83,3 +83,16 @@ it("sessions closed by the delete do not release the new incarnation's copy", as
   expect(relay.relay.registry.holders('q')).toBe(1);
   await oneCopy(relay, 'q', c);
 });
+
+it("a server document open across a delete is told: its flush rejects with 'document-deleted' and none of its edits is stored", async () => {
+  const relay = await relayWith();
+  const w = await synced(relay.docUrl('e'));
+  await w.waitForAck(w.type('old'));
+  const sd = await relay.relay.openDocument('e');
+  expect(await del(relay, 'e')).toBe(200);
+  await expect(sd.flush()).rejects.toMatchObject({ code: 'document-deleted' });
+  sd.doc.getText('t').insert(0, 'zombie');
+  await expect(sd.flush()).rejects.toMatchObject({ code: 'document-deleted' });
+  await sd.close();
+  expect(await (await fetch(`${relay.httpUrl}/v1/docs/e`)).json()).toEqual({});
+});
