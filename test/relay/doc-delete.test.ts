@@ -8,14 +8,14 @@
  */
 import { afterEach, expect, it } from 'vitest';
 import pg from 'pg';
-import { CloseCode, type CapsyncError } from '@capsync/core';
+import { CloseCode, MemoryDocStore, type CapsyncError, type StoredDoc } from '@capsync/core';
 import type { DocHandle } from '@capsync/client';
 import { TestDevice } from '../support/client-fixture.js';
 import { describePostgres } from '../support/describe-postgres.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
 import { signToken } from '../support/tokens.js';
-import { withTimeout } from '../support/wait.js';
+import { waitForEvent, withTimeout } from '../support/wait.js';
 import { waitForMetric, waitForMetricTo } from '../support/relay-observe.js';
 
 const relays: TestRelay[] = [];
@@ -165,6 +165,29 @@ function deletionCases(store: () => Promise<string | undefined>): void {
     expect(await stored(relay, 'w')).toEqual({});
   });
 
+  it('a wire client announcing a malformed incarnation (16 digits) is closed with BadMessage, none of its update stored', async () => {
+    const relay = await relayOn(await store());
+    const writer = await synced(relay.docUrl('m'));
+    await writer.waitForAck(writer.type('before'));
+    expect((await del(relay, 'm')).status).toBe(200);
+    await writer.waitClosed();
+    const liar = await ProtocolClient.connect(relay.docUrl('m'), { answerSync: false, capabilities: ['incarnations', 'incarnation:0000000000000000'] });
+    clients.push(liar);
+    liar.doc.getText('t').insert(0, 'resurrected');
+    const closed = await liar.waitClosed();
+    expect(closed.code).toBe(CloseCode.BadMessage);
+    expect(await stored(relay, 'm')).toEqual({});
+  });
+
+  it('a wire client announcing a NEWER incarnation than the relay holds (its store restored from a backup) is served, not refused', async () => {
+    const relay = await relayOn(await store());
+    const client = await ProtocolClient.connect(relay.docUrl('restored'), { answerSync: false, capabilities: ['incarnations', 'incarnation:3'] });
+    clients.push(client);
+    client.doc.getText('t').insert(0, 'only copy after the restore');
+    await client.waitForAck(client.seq);
+    expect(await stored(relay, 'restored')).toEqual({ t: 'only copy after the restore' });
+  });
+
   it('calls onDocumentDeleted; a read-only token gets 403, an unknown document 404, and nothing is deleted', async () => {
     const secret = 'doc-delete-secret-0123456789abcdef';
     const deleted: unknown[] = [];
@@ -206,6 +229,53 @@ function deletionCases(store: () => Promise<string | undefined>): void {
 }
 
 deletionCases(async () => undefined);
+
+/** A memory store whose loads wait while `shut` (they are counted, `whenLoading` resolves at the n-th). */
+class HeldLoads extends MemoryDocStore {
+  private gate: Promise<void> | null = null;
+  private opened: () => void = () => {};
+  private loads = 0;
+  private watchers: { n: number; told: () => void }[] = [];
+  shut(): void {
+    this.gate = new Promise((resolve) => (this.opened = resolve));
+  }
+  open(): void {
+    this.gate = null;
+    this.opened();
+  }
+  whenLoading(n: number): Promise<void> {
+    if (this.loads >= n) return Promise.resolve();
+    return new Promise((told) => this.watchers.push({ n, told }));
+  }
+  override async load(name: string): Promise<StoredDoc> {
+    const gate = this.gate;
+    this.loads++;
+    for (const w of this.watchers.filter((w) => this.loads >= w.n)) w.told();
+    if (gate) await gate;
+    return super.load(name);
+  }
+}
+
+it('a client with no incarnation (new offline content) that connects while a DELETE reads the store is served the new incarnation, not closed', async () => {
+  const store = new HeldLoads();
+  const relay = await relayOn(undefined, { storage: store, idleTimeoutMs: 10 });
+  const w = await synced(relay.docUrl('n'));
+  await w.waitForAck(w.type('old'));
+  await w.close();
+  await waitForEvent(relay.relay.registry, 'unloaded', () => relay.relay.registry.peek('n') === undefined, 'the copy unloaded');
+  // Loads wait from now on: the DELETE's existence read, then the client's load of the old copy.
+  store.shut();
+  const deleting = del(relay, 'n');
+  await store.whenLoading(1);
+  const fresh = await ProtocolClient.connect(relay.docUrl('n'), { answerSync: true, capabilities: ['incarnations'] });
+  clients.push(fresh);
+  fresh.doc.getText('t').insert(0, 'brand new offline content');
+  await store.whenLoading(2);
+  store.open();
+  expect((await deleting).status).toBe(200);
+  expect(await fresh.ackedOrClosed(fresh.seq)).toBe('acked');
+  expect(await stored(relay, 'n')).toEqual({ t: 'brand new offline content' });
+});
 
 describePostgres('document deletion on PostgreSQL (cluster mode)', (server) => {
   deletionCases(() => server().createDatabase());

@@ -68,8 +68,19 @@ export class GatedAppendStore implements DocStore {
     for (const go of this.held.splice(0)) go();
   }
 
+  private heldWaiters: (() => void)[] = [];
+  /** Resolves once an append is held (at once if one is). */
+  whenHeld(): Promise<void> {
+    if (this.held.length > 0) return Promise.resolve();
+    return new Promise((resolve) => this.heldWaiters.push(resolve));
+  }
+
   async append(name: string, update: Uint8Array, incarnation?: number): Promise<AppendResult> {
-    if (this.shut) await new Promise<void>((resolve) => this.held.push(resolve));
+    if (this.shut) {
+      const gate = new Promise<void>((resolve) => this.held.push(resolve));
+      for (const told of this.heldWaiters.splice(0)) told();
+      await gate;
+    }
     return this.inner.append(name, update, incarnation);
   }
   load(name: string): Promise<StoredDoc> {

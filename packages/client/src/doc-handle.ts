@@ -440,7 +440,7 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
   }
 
   private onLinkClose(code: number, reason: string): void {
-    if (code === CloseCode.DocumentDeleted) this.incarnation.deleted();
+    if (code === CloseCode.DocumentDeleted) this.incarnation.deleted(reason);
     this.cp.onLinkClose();
     this.sync.disconnected();
     this.tabs?.onLinkClose();

@@ -1,4 +1,4 @@
-import { CapsyncError, INCARNATIONS_CAPABILITY, INCARNATION_PREFIX } from '@capsync/core';
+import { CapsyncError, INCARNATIONS_CAPABILITY, INCARNATION_PREFIX, deletedIncarnationOf } from '@capsync/core';
 import type { StorageAdapter } from '../storage/storage-adapter.js';
 import type { LocalReplica } from './local-replica.js';
 
@@ -25,7 +25,10 @@ export interface DocIncarnationHost {
  *
  * On that refusal (or a delete while connected: the same close) the link has already stopped (a
  * fatal refusal, reported as DocumentDeletedError); `deleted` then erases the stored replica,
- * pending edits included, unless the app asked to keep it (`onDeleted: 'keep'`).
+ * pending edits included, unless the app asked to keep it (`onDeleted: 'keep'`). Only when it is
+ * sure the relay's incarnation (named in the close reason) is newer than the one the replica
+ * learned: a replica that never learned one, or a relay of an older incarnation (restarted on
+ * memory storage, its store restored from a backup), never has it erased.
  */
 export class DocIncarnation {
   private handled = false;
@@ -51,9 +54,12 @@ export class DocIncarnation {
     if (!this.handled) this.host.replica.setIncarnation(incarnation);
   }
 
-  /** The relay closed the document with 'document-deleted'. */
-  deleted(): void {
+  /** The relay closed the document with 'document-deleted' (`reason`: the close reason). */
+  deleted(reason: string): void {
     if (this.handled) return;
+    const now = deletedIncarnationOf(reason);
+    const known = this.host.replica.incarnation;
+    if (now === undefined || known === undefined || now <= known) return;
     this.handled = true;
     if (this.onDeleted === 'keep') return;
     this.host.stopSaving();

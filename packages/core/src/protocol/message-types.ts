@@ -42,6 +42,7 @@
  * clients never see them. A field in parentheses is optional and last: it is written only
  * when set, so encodings without it (older peers) still decode.
  */
+import { ProtocolError } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
 
 /** Bumped on any incompatible change to the capsync extension messages. */
@@ -274,13 +275,40 @@ export const INCARNATIONS_CAPABILITY = 'incarnations';
 /** Hello (or session-open) capability of a client whose non-empty replica synced at incarnation N: `incarnation:N`. */
 export const INCARNATION_PREFIX = 'incarnation:';
 
-/** The incarnation a hello announces (`incarnation:<n>`), or undefined when none or malformed. */
+/**
+ * The incarnation a hello announces (`incarnation:<n>`), or undefined when it announces none.
+ * Throws ProtocolError 'bad-message' when it is malformed (not 1 to 15 digits): taken as none, a
+ * replica of a deleted incarnation would be served as new content.
+ */
 export function incarnationOf(hello: { capabilities: readonly string[] }): number | undefined {
   const cap = hello.capabilities.find((c) => c.startsWith(INCARNATION_PREFIX));
   if (cap === undefined) return undefined;
   const text = cap.slice(INCARNATION_PREFIX.length);
   const n = Number(text);
-  return /^\d{1,15}$/.test(text) && Number.isSafeInteger(n) ? n : undefined;
+  if (!/^\d{1,15}$/.test(text) || !Number.isSafeInteger(n)) throw new ProtocolError('bad-message', `malformed incarnation capability "${cap.slice(0, 40)}"`);
+  return n;
+}
+
+/**
+ * The start of a 'document-deleted' refusal's message: the relay's incarnation of the document
+ * (at least; see deletedIncarnationOf). First in the message, so the close reason's 123-byte cut
+ * keeps it.
+ */
+export function deletedAt(incarnation: number): string {
+  return `[incarnation ${incarnation}] `;
+}
+
+/**
+ * The incarnation a 'document-deleted' close reason (or message) names (see deletedAt), or
+ * undefined when it names none (an older relay). A client erases its replica only when it is
+ * greater than the one the replica learned: a relay of an older incarnation (restarted on
+ * memory storage, its store restored from a backup) never erases a newer replica.
+ */
+export function deletedIncarnationOf(reason: string): number | undefined {
+  const m = /\[incarnation (\d{1,15})\]/.exec(reason);
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  return Number.isSafeInteger(n) ? n : undefined;
 }
 
 /**

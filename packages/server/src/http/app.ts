@@ -265,7 +265,7 @@ async function withDoc(
     try {
       await fn(doc, grant);
     } finally {
-      relay.registry.release(name);
+      relay.registry.release(name, doc);
     }
   } catch (err) {
     const code: ErrorCode = err instanceof CapsyncError ? err.code : 'internal';

@@ -99,7 +99,7 @@ export class ReplicateAll {
       ]);
     } finally {
       clearTimeout(timer);
-      registry.release(name);
+      registry.release(name, doc);
     }
   }
 

@@ -2,6 +2,7 @@ import {
   DocSession,
   DocumentDeletedError,
   INCARNATIONS_CAPABILITY,
+  deletedAt,
   incarnationOf,
   ProtocolError,
   TOKEN_REFRESH_CAPABILITY,
@@ -108,8 +109,10 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
     // a multiplexed one (its session-open's capabilities), so nothing of it is ever merged.
     const incarnation = incarnationOf(msg);
     // Counted by `failing` as a refusal with reason 'document-deleted'.
-    if (incarnation !== undefined && incarnation !== this.doc.incarnation) {
-      throw new DocumentDeletedError(`document "${this.conn.docName}" was deleted since this replica synced (its incarnation ${incarnation}, now ${this.doc.incarnation})`);
+    // Only an OLDER one: a newer one (this relay restarted on memory storage, its store restored
+    // from a backup) is served, and the client stores this relay's incarnation (told below).
+    if (incarnation !== undefined && incarnation < this.doc.incarnation) {
+      throw new DocumentDeletedError(`${deletedAt(this.doc.incarnation)}document "${this.conn.docName}" was deleted since this replica synced (its incarnation ${incarnation})`);
     }
     // A client that stores incarnations learns the document's first, before any sync message.
     // After the hello answer (sent once this returns, on a plain socket).

@@ -1,4 +1,4 @@
-import { CapsyncError, CloseCode, DocumentDeletedError, closeCodeName, parseSubdocStorageName, type ClientClaims, type DocSession } from '@capsync/core';
+import { CapsyncError, CloseCode, closeCodeName, parseSubdocStorageName, type ClientClaims, type DocSession } from '@capsync/core';
 import type { LockService } from '../locks/lock-service.js';
 import type { AccessGrant, Permission } from '../auth/access.js';
 import type { PermissionTarget } from '../auth/live-credential.js';
@@ -164,21 +164,27 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
 
   private async open(): Promise<void> {
     let doc: RelayDoc;
-    try {
-      doc = await this.deps.registry.acquire(this.docName);
-    } catch (err) {
-      this.deps.logger.error({ err, doc: this.docName }, 'loading document failed');
-      this.fail(new CapsyncError('storage-failure', 'document could not be loaded'));
-      return;
-    }
-    if (this.session.isClosed) {
-      this.deps.registry.release(this.docName);
-      return;
-    }
-    // Deleted while this connection waited for it (DocRegistry.delete closes the ones it holds).
-    if (doc.deleted) {
-      this.fail(new DocumentDeletedError(`document "${this.docName}" was deleted`));
-      return;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        doc = await this.deps.registry.acquire(this.docName);
+      } catch (err) {
+        this.deps.logger.error({ err, doc: this.docName }, 'loading document failed');
+        this.fail(new CapsyncError('storage-failure', 'document could not be loaded'));
+        return;
+      }
+      if (this.session.isClosed) {
+        this.deps.registry.release(this.docName, doc);
+        return;
+      }
+      if (!this.deps.registry.superseded(doc)) break;
+      // A delete took the copy out while this connection waited for it: the new incarnation is
+      // acquired instead. This session took nothing of the old one (its hello and updates wait
+      // for the open); a replica of the old incarnation is refused by its hello like any other.
+      this.deps.registry.release(this.docName, doc);
+      if (attempt === 3) {
+        this.fail(new CapsyncError('storage-failure', `document "${this.docName}" was deleted again and again while it loaded`));
+        return;
+      }
     }
     this.doc = doc;
     doc.peers.add(this);
@@ -249,7 +255,7 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
     if (doc) {
       doc.peers.delete(this);
       doc.awareness.removeAll(this);
-      this.deps.registry.release(this.docName);
+      this.deps.registry.release(this.docName, doc);
     }
     if (byUs) {
       this.deps.metrics.closes.inc({ code: closeCodeName(byUs.code) });

@@ -12,6 +12,8 @@ interface Entry {
   loaded: RelayDoc | null;
   refs: number;
   idleTimer: NodeJS.Timeout | null;
+  /** Taken out of the registry by a delete (put back if the store fails it). */
+  deleting: boolean;
 }
 
 /**
@@ -23,12 +25,14 @@ interface Entry {
 export class DocRegistry extends EventEmitter<DocRegistryEvents> {
   private readonly entries = new Map<string, Entry>();
   private readonly unloading = new Map<string, Promise<void>>();
+  /** The entry of each loaded copy: a release counts against the copy acquired, not the name. */
+  private readonly entryOf = new WeakMap<RelayDoc, Entry>();
   private readonly deps: RelayDocDeps;
 
   constructor(deps: RelayDocDeps, private readonly idleTimeoutMs: number) {
     super();
     // A document that finds it was deleted elsewhere (another cluster relay) is dropped here.
-    this.deps = { ...deps, deleted: (doc) => this.dropDeleted(doc) };
+    this.deps = { ...deps, deleted: (doc, incarnation) => this.dropDeleted(doc, incarnation) };
   }
 
   /** Number of documents loaded (or loading). */
@@ -52,12 +56,13 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
     let entry = this.entries.get(name);
     if (!entry) {
       const doc = RelayDoc.load(name, this.deps);
-      const created: Entry = (entry = { doc, loaded: null, refs: 0, idleTimer: null });
+      const created: Entry = (entry = { doc, loaded: null, refs: 0, idleTimer: null, deleting: false });
       this.entries.set(name, entry);
       this.deps.metrics.docsLoaded.set(this.entries.size);
       doc.then(
         (loaded) => {
           created.loaded = loaded;
+          this.entryOf.set(loaded, created);
           this.emit('loaded', name);
         },
         () => {
@@ -79,11 +84,29 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
     }
   }
 
-  /** Gives back a document taken with `acquire` (`again`: only start the idle timer of an unheld one). */
-  release(name: string, again = false): void {
-    const entry = this.entries.get(name);
+  /**
+   * Gives back `doc`, taken with `acquire(name)`. Tied to the copy acquired: if that copy is no
+   * longer the name's entry (deleted, dropped), this does nothing, so a holder across a delete
+   * never releases the new incarnation's copy.
+   */
+  release(name: string, doc: RelayDoc): void {
+    const entry = this.entryOf.get(doc);
     if (!entry) return;
-    if (!again) entry.refs--;
+    entry.refs--;
+    if (this.entries.get(name) === entry) this.idleIfUnheld(name, entry);
+  }
+
+  /**
+   * Whether `doc`, just acquired, is a copy a delete took out of the registry (or already
+   * deleted): its holder gives it back and acquires the name again, which waits for the delete
+   * and loads the new incarnation (or gets this copy back if the store failed the delete).
+   */
+  superseded(doc: RelayDoc): boolean {
+    return doc.deleted || this.entryOf.get(doc)?.deleting === true;
+  }
+
+  /** Starts the idle timer of an entry nobody holds. */
+  private idleIfUnheld(name: string, entry: Entry): void {
     if (entry.refs > 0) return;
     entry.idleTimer = setTimeout(() => void this.unload(name, entry), this.idleTimeoutMs);
     entry.idleTimer.unref();
@@ -125,6 +148,7 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
     if (entry) {
       if (entry.idleTimer) clearTimeout(entry.idleTimer);
       entry.idleTimer = null;
+      entry.deleting = true;
       this.entries.delete(name);
       this.deps.metrics.docsLoaded.set(this.entries.size);
     }
@@ -134,14 +158,15 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
         incarnation = await remove();
       } catch (err) {
         if (entry) {
+          entry.deleting = false;
           this.entries.set(name, entry);
           this.deps.metrics.docsLoaded.set(this.entries.size);
-          if (entry.refs === 0) this.release(name, true);
+          this.idleIfUnheld(name, entry);
         }
         throw err;
       }
       const doc = entry ? await entry.doc.catch(() => null) : null;
-      doc?.closeDeleted();
+      doc?.closeDeleted(incarnation);
       return incarnation;
     })();
     this.unloading.set(name, run.then(() => {}, () => {}));
@@ -154,7 +179,7 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
   }
 
   /** A loaded document found it was deleted elsewhere (RelayDocDeps.deleted): it leaves the registry, its sessions are closed. */
-  private dropDeleted(doc: RelayDoc): void {
+  private dropDeleted(doc: RelayDoc, incarnation?: number): void {
     const entry = this.entries.get(doc.name);
     const ours = entry?.loaded === doc;
     if (ours) {
@@ -162,7 +187,7 @@ export class DocRegistry extends EventEmitter<DocRegistryEvents> {
       this.entries.delete(doc.name);
       this.deps.metrics.docsLoaded.set(this.entries.size);
     }
-    doc.closeDeleted();
+    doc.closeDeleted(incarnation);
     if (ours) this.emit('unloaded', doc.name);
   }
 

@@ -41,7 +41,7 @@ export interface RelayDocDeps {
    * Told when a loaded document finds it was deleted elsewhere (RelayDoc.deletedElsewhere): the
    * DocRegistry sets it, to drop the document and close its sessions.
    */
-  deleted?: ((doc: RelayDoc) => void) | undefined;
+  deleted?: ((doc: RelayDoc, incarnation?: number) => void) | undefined;
 }
 
 /** A recipient of a document's broadcasts (a connection). */
@@ -53,10 +53,10 @@ export interface DocPeer extends UpdateSource, ClaimsPeer {
   resume(): void;
   /**
    * The document was deleted: close this session with the error's code ('document-deleted',
-   * 4410). Connections (clients' and peer relays' inbound links) have it. A peer without it is
-   * left to notice the end by itself: this relay's outbound PeerLink is closed when the registry
-   * reports the document unloaded (PeerMesh), and a ServerDocument's later writes are refused by
-   * the store (they carry the old incarnation).
+   * 4410). Connections (clients' and peer relays' inbound links) have it, and server documents
+   * (their flush rejects with it from then on). A peer without it is left to notice the end by
+   * itself: this relay's outbound PeerLink is closed when the registry reports the document
+   * unloaded (PeerMesh).
    */
   closeDeleted?(err: CapsyncError): void;
   /** The peer relay on the other end, when this is a relay-to-relay link (changes it sends are attributed to it). */

@@ -1,6 +1,7 @@
 import * as Y from 'yjs';
 import {
   CapsyncError,
+  deletedAt,
   DocumentDeletedError,
   NotOwnerError,
   ProtocolError,
@@ -464,8 +465,8 @@ export class RelayDoc implements FollowedDoc {
   deletedElsewhere(incarnation?: number): void {
     if (this.deleted || this.destroyed) return;
     this.deps.logger.info({ doc: this.name, incarnation }, 'the document was deleted elsewhere; dropping it');
-    if (this.deps.deleted) this.deps.deleted(this);
-    else this.closeDeleted();
+    if (this.deps.deleted) this.deps.deleted(this, incarnation);
+    else this.closeDeleted(incarnation);
   }
 
   /**
@@ -473,10 +474,11 @@ export class RelayDoc implements FollowedDoc {
    * too) and releases it. Idempotent. What its clients sent and storage did not commit before
    * the delete is gone with it: the store refuses appends of the old incarnation.
    */
-  closeDeleted(): void {
+  closeDeleted(incarnation = this.incarnation + 1): void {
     if (this.deleted) return;
     this.deleted = true;
-    const err = new DocumentDeletedError(`document "${this.name}" was deleted`);
+    // The new incarnation (at least this copy's + 1): a client erases a replica of an older one.
+    const err = new DocumentDeletedError(`${deletedAt(incarnation)}document "${this.name}" was deleted`);
     for (const peer of Array.from(this.peers)) peer.closeDeleted?.(err);
     if (!this.destroyed) this.destroy();
   }

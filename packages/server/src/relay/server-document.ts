@@ -29,6 +29,9 @@ export interface OpenDocumentOptions {
  *   (edits made to `doc` after it went nowhere; so do edits the document held back while paused,
  *   a flush waiting for them rejects). Opening one while the relay closes rejects with
  *   'shutting-down' too.
+ * - When the document is deleted (`DELETE /v1/docs/:name`), `flush()` rejects with
+ *   DocumentDeletedError ('document-deleted') from then on, and edits made to `doc` go nowhere.
+ *   Close it; a new one opens the new (empty) document.
  */
 export interface ServerDocument {
   readonly name: string;
@@ -53,6 +56,8 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
   private closed: Promise<void> | null = null;
   /** Set when the relay closed it (its own close): what `flush` rejects with from then on. */
   private shutDown: CapsyncError | null = null;
+  /** Set when the document was deleted (closeDeleted): what `flush` rejects with from then on. */
+  private deleted: CapsyncError | null = null;
   private readonly writer: ClientWriter;
 
   constructor(
@@ -81,8 +86,21 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
     if (this.queued.length === 0) for (const waiter of this.drainWaiters.splice(0)) waiter.resolve();
   }
 
+  /**
+   * The document was deleted (DocPeer): its edits from now on, and those not yet sent, go
+   * nowhere; `flush` rejects with 'document-deleted'. Its close still releases its copy (only
+   * that copy: DocRegistry.release).
+   */
+  closeDeleted(err: CapsyncError): void {
+    if (this.deleted) return;
+    this.deleted = err;
+    this.queued.length = 0;
+    for (const waiter of this.drainWaiters.splice(0)) waiter.reject(err);
+  }
+
   flush(): Promise<void> {
     if (this.shutDown) return Promise.reject(this.shutDown);
+    if (this.deleted) return Promise.reject(this.deleted);
     this.drain();
     const refused = this.refused;
     // Edits queued while the document is paused (a commit or a reload: it always resumes) are
@@ -123,7 +141,7 @@ class ServerDocumentPeer implements DocPeer, ServerDocument {
 
   private readonly onEdit = (update: Uint8Array, origin: unknown): void => {
     if (origin === this) return; // from the relay
-    if (this.closed) return;
+    if (this.closed || this.deleted) return;
     this.queued.push(update);
     this.drain();
   };
@@ -158,10 +176,10 @@ export class OpenServerDocuments {
     const live = await this.registry.acquire(name);
     // The relay began to close while it loaded: its close does not know of this one.
     if (this.closing()) {
-      this.registry.release(name);
+      this.registry.release(name, live);
       throw shuttingDown();
     }
-    return new ServerDocumentPeer(name, live, () => this.registry.release(name), options.identity, this.open);
+    return new ServerDocumentPeer(name, live, () => this.registry.release(name, live), options.identity, this.open);
   }
 
   /** Closes every open one (see ServerDocumentPeer.shutdown): before the registry, which commits their edits. */
