@@ -176,7 +176,10 @@ export class SqliteDocStore implements DocStore {
           }
           results.push({ position, logCount: stats.n, logBytes: stats.bytes });
         }
-      })();
+        // IMMEDIATE: it reads (the incarnation) before it writes. A deferred transaction would
+        // take the write lock only at its first insert, and SQLite answers such an upgrade with
+        // SQLITE_BUSY at once, without waiting busy_timeout, while another connection writes.
+      }).immediate();
     } catch (err) {
       const error = new StorageError(`append failed: ${(err as Error).message}`, { cause: err });
       for (const item of batch) item.reject(error);
@@ -198,7 +201,7 @@ export class SqliteDocStore implements DocStore {
         if (current && through <= current.through) return;
         this.stmts.upsertSnapshot.run(name, through, snapshot);
         this.stmts.trimLog.run(name, through);
-      })(),
+      }).immediate(), // reads first: see flush
     );
   }
 

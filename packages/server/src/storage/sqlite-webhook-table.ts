@@ -59,7 +59,8 @@ export class SqliteWebhookTable implements WebhookQueue {
     this.run('queuing webhook deliveries', () => this.enqueueTx(deliveries));
   }
   async claim(now: number, limit: number, leaseMs: number): Promise<WebhookDelivery[]> {
-    return this.run('claiming webhook deliveries', () => this.claimTx(now, limit, leaseMs));
+    // IMMEDIATE: it reads before it writes (see SqliteDocStore.flush).
+    return this.run('claiming webhook deliveries', () => this.claimTx.immediate(now, limit, leaseMs));
   }
   async remove(id: string): Promise<void> {
     this.run('removing a webhook delivery', () => this.stmts.remove.run(id));
