@@ -1,3 +1,6 @@
+// Over ~400 lines (2026-12-07): one tagged union of every wire message with its frame layout and
+// capability helpers, kept together so the protocol reads in one place; split the capability
+// helpers (incarnations, token refresh) into protocol/capabilities.ts next.
 /**
  * The wire protocol: the standard y-websocket messages plus capsync's extension messages,
  * as a tagged union (the codec is in messages.ts).

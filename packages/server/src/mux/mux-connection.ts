@@ -1,3 +1,6 @@
+// Over ~400 lines (2026-12-07, 448 with live permissions' pending re-decisions): one multiplexed
+// socket's sessions, their authorization and their shared queues; move the session-open
+// authorization (pending decisions, credential versions) into mux/session-authorizer.ts next.
 import {
   CapsyncError,
   ChunkAssembler,
