@@ -12,13 +12,14 @@
  * - A plain socket whose later callback answer carries an expiresAt is closed then (4401).
  * Real relays (createRelay on port 0, SQLite), wire clients over WebSockets.
  */
-import { afterEach, expect, it } from 'vitest';
+import { afterEach, expect, it, vi } from 'vitest';
 import { TOKEN_REFRESH_CAPABILITY, type Message } from '@capsync/core';
 import type { AuthorizeCallback } from '../../packages/server/src/auth/callback-access.js';
 import type { PermissionRechecks } from '../../packages/server/src/relay/permission-rechecks.js';
 import { MuxClient } from '../support/mux-client.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 import { startRelay, type TestRelay } from '../support/relay-fixture.js';
+import { withTimeout } from '../support/wait.js';
 import type { WireDocClient } from '../support/wire-doc-client.js';
 
 const cleanups: (() => unknown)[] = [];
@@ -26,7 +27,12 @@ afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 const permissions = (c: { received: Message[] }): string[] => c.received.flatMap((m) => (m.type === 'permission' ? [m.permission] : []));
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** A promise the test settles: the app's answers wait on these, so no test waits on a clock. */
+function gate(): { promise: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const promise = new Promise<void>((r) => (open = r));
+  return { promise, open };
+}
 
 async function relay(options: Parameters<typeof startRelay>[0]): Promise<TestRelay> {
   const r = await startRelay(options);
@@ -51,10 +57,17 @@ async function outcomeOf(c: WireDocClient): Promise<string> {
 it('a slow interval re-check with the old token does not re-upgrade a session a refresh just downgraded', async () => {
   // The app's tokens carry the permission (say opaque session tokens with scopes): "w" grants write, "r" read.
   let wCalls = 0;
+  const recheckAsked = gate();
+  const recheckAnswers = gate();
+  let slowAnswer: Promise<unknown> | null = null;
   const authorize: AuthorizeCallback = async ({ token }) => {
     if (token === 'w') {
       wCalls++;
-      if (wCalls === 2) await sleep(1_000); // the interval re-check of the old token: a slow answer
+      if (wCalls === 2) {
+        // The interval re-check of the old token: a slow answer, given when the test says.
+        recheckAsked.open();
+        await (slowAnswer = recheckAnswers.promise);
+      }
       return { permission: 'write', identity: 'alice' };
     }
     return { permission: token === 'r' ? 'read' : 'none', identity: 'alice' };
@@ -64,23 +77,24 @@ it('a slow interval re-check with the old token does not re-upgrade a session a 
   await alice.waitForAck(alice.type('before '));
 
   // The interval re-check starts (and waits on the slow answer for "w"); then the refresh to "r".
-  for (const deadline = Date.now() + 5_000; wCalls < 2; ) {
-    if (Date.now() > deadline) throw new Error('no interval re-check');
-    await sleep(10);
-  }
+  await withTimeout(recheckAsked.promise, 5_000, 'the interval re-check');
   alice.sendMessage({ type: 'token-refresh', token: 'r' });
   await alice.waitFor(() => permissions(alice).includes('read') || undefined, 'the downgrade');
 
-  // The old answer lands 1 s later; the next interval round (with "r") would only fix it later.
-  await sleep(1_100);
+  // Now the old answer lands (the next interval round, with "r", would only fix it later); the
+  // relay takes it in the microtasks that follow, before the edit below can arrive.
+  recheckAnswers.open();
+  await slowAnswer;
+  await new Promise((r) => setImmediate(r));
   expect({ permissions: permissions(alice), outcome: await outcomeOf(alice) }).toEqual({ permissions: ['read'], outcome: 'refused read-only' });
 }, 20_000);
 
 it('a multiplexed session still being authorized when a refresh downgrades the socket is decided again, not served with the old token\'s write', async () => {
   const asked: string[] = [];
+  const bAnswered = gate();
   const authorize: AuthorizeCallback = async ({ token, docName }) => {
     asked.push(`${docName}:${token}`);
-    if (docName === 'b') await sleep(500); // the app is slow to answer about b
+    if (docName === 'b' && token === 'w') await bAnswered.promise; // the app is slow to answer about b
     return { permission: token === 'w' ? 'write' : token === 'r' ? 'read' : 'none', identity: 'alice' };
   };
   // No interval re-check (0, as allowed): a refresh is what changes a permission.
@@ -90,6 +104,7 @@ it('a multiplexed session still being authorized when a refresh downgrades the s
   const b = mux.open('b'); // asked about with "w"
   mux.sendControl({ type: 'token-refresh', token: 'r' }); // now the socket's credential is read-only
   await a.waitFor(() => permissions(a).includes('read') || undefined, 'a downgraded');
+  bAnswered.open(); // the answer about b with the old token comes after the refresh
   const granted = await b.waitOpened();
   await b.waitSynced();
   expect({ granted: permissions(b).at(-1) ?? granted, outcome: await outcomeOf(b) }).toEqual({ granted: 'read', outcome: 'refused read-only' });
@@ -123,8 +138,10 @@ it('re-checks that cannot be decided keep a session for a while, then close it w
 
 it('an undecided re-check followed by a decided one starts the count again', async () => {
   let round = 0;
+  const twelveRounds = gate();
   const authorize: AuthorizeCallback = () => {
     round++;
+    if (round === 12) twelveRounds.open();
     // open, then: undecided, undecided, decided, undecided, undecided, decided, ...
     if (round > 1 && (round - 1) % 3 !== 0) throw new Error('backend flaky');
     return { permission: 'write', identity: 'alice' };
@@ -132,10 +149,7 @@ it('an undecided re-check followed by a decided one starts the count again', asy
   const r = await relay({ authorize, authRecheckIntervalMs: 100 });
   const mux = track(await MuxClient.connect(r.url, { token: 't' }));
   const a = await mux.synced('a');
-  for (const deadline = Date.now() + 10_000; round < 12; ) {
-    if (Date.now() > deadline) throw new Error('not enough re-checks');
-    await sleep(20);
-  }
+  await withTimeout(twelveRounds.promise, 10_000, '12 re-checks');
   expect(a.closeInfo).toBe(null);
   expect(await outcomeOf(a)).toBe('acked');
 }, 20_000);
@@ -149,8 +163,8 @@ it('a closed socket leaves the interval re-checks at once, not at the next round
   expect(rechecks.size).toBe(2);
   await plain.close();
   await mux.close();
-  for (const deadline = Date.now() + 2_000; rechecks.size > 0 && Date.now() < deadline; ) await sleep(10);
-  expect(rechecks.size).toBe(0);
+  // The relay sees the closes a moment after the clients do.
+  await vi.waitFor(() => expect(rechecks.size).toBe(0), { timeout: 2_000, interval: 10 });
 }, 20_000);
 
 it('a plain socket whose permission a re-check gives an expiresAt is closed then (4401), though it opened without one', async () => {

@@ -64,4 +64,40 @@ describe('sendInTurn', () => {
     while (r.callbacks.length > 0) r.callbacks.shift()!();
     expect(r.sent).toHaveLength(5);
   });
+
+  it('with a room, each piece after the first waits for it, and goes when woken', () => {
+    const r = recorder();
+    let room = true;
+    const wakes = new Set<() => void>();
+    const turn = new InTurn(pieces, 2, r.send, {
+      hasRoom: (wake) => {
+        if (!room) wakes.add(wake);
+        return room;
+      },
+    });
+    expect(r.sent.map((s) => s.piece)).toEqual([1, 2]);
+    room = false;
+    r.callbacks.shift()!();
+    r.callbacks.shift()!();
+    // Written out, but no room: nothing more goes, and the same wake is registered once.
+    expect(r.sent.map((s) => s.piece)).toEqual([1, 2]);
+    expect(wakes.size).toBe(1);
+    room = true;
+    for (const wake of wakes) wake();
+    // Woken: up to `ahead` again, not everything left.
+    expect(r.sent.map((s) => s.piece)).toEqual([1, 2, 3, 4]);
+    expect(turn.done).toBe(false);
+    // rush does not wait for room.
+    room = false;
+    turn.rush();
+    expect(r.sent).toEqual([1, 2, 3, 4, 5].map((piece) => ({ piece, last: piece === 5 })));
+  });
+
+  it('the first piece goes without asking the room (its caller did)', () => {
+    const r = recorder();
+    const asked: number[] = [];
+    new InTurn(pieces, 2, r.send, { hasRoom: () => (asked.push(r.sent.length), false) });
+    expect(r.sent.map((s) => s.piece)).toEqual([1]);
+    expect(asked).toEqual([1]);
+  });
 });

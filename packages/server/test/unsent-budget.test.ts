@@ -99,5 +99,22 @@ describe('UnsentBudget', () => {
     vi.advanceTimersByTime(200);
     expect(woken).toEqual(['a', 'b']);
   });
-});
 
+  it('wakes every waiter of an account, each once, however often it asked', () => {
+    // One account is shared by several waiters: a multiplexed socket's sessions, a connection's
+    // step 2 and awareness answers, a state's next pieces. One wake per account left all but the
+    // last waiting for ever.
+    const budget = new UnsentBudget({ maxTotal: 0, maxPerAddress: 100, graceMs: GRACE }, metrics);
+    const socket = holder(budget, 'x');
+    budget.update(socket.account, 150);
+    const woken: string[] = [];
+    const wakes = ['a', 'b', 'c'].map((name) => () => void woken.push(name));
+    for (const wake of [...wakes, wakes[0]!]) expect(budget.hasRoom(socket.account, wake)).toBe(false);
+    budget.update(socket.account, 0);
+    expect(woken).toEqual(['a', 'b', 'c']);
+    // Woken once: nothing left waiting.
+    budget.update(socket.account, 150);
+    budget.update(socket.account, 0);
+    expect(woken).toEqual(['a', 'b', 'c']);
+  });
+});

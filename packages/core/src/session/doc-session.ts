@@ -342,7 +342,7 @@ export class DocSession {
       const seq = this.sendDoc({ type: 'sync-step-2', update }, written, at);
       if (seq > 0) this.hooks.sentStep2?.(seq);
       return seq >= 0;
-    });
+    }, this.options.room);
     // Another document message (a broadcast, made after the state was taken) must not reach
     // the other side before the state it builds on: it sends the rest first.
     if (!pieces.done) this.answerRest = () => pieces.rush();

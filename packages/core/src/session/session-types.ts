@@ -127,8 +127,8 @@ export interface SessionOptions {
    */
   ackReceived?: boolean | undefined;
   /**
-   * The channel's share of a send budget: full-state answers (step 2, awareness) wait while
-   * it has no room (see CoalescedReply). Absent: always room.
+   * The channel's share of a send budget: full-state answers (step 2 and each piece before it,
+   * awareness) wait while it has no room (see CoalescedReply, InTurn). Absent: always room.
    */
   room?: { hasRoom(wake: () => void): boolean } | undefined;
 }

@@ -24,7 +24,6 @@ import type { RelayMetrics } from '../metrics.js';
 import type { AccountedChannel, ServedChannel } from '../relay/accounted-channel.js';
 import type { SendBuffer } from '../relay/send-buffer.js';
 import { MuxSessionChannel, type MuxServedDoc } from '../mux/mux-session-channel.js';
-import { SharedRoom } from '../mux/shared-room.js';
 import { SocketInputQueue } from '../mux/socket-input-queue.js';
 import { relayHello } from './peer-socket.js';
 
@@ -76,7 +75,6 @@ const SLOW_CLOSE_MS = 1000;
 export class PeerMuxSocket implements MuxHandler {
   private readonly sessions: MuxSessions;
   private readonly input: SocketInputQueue;
-  private readonly room: SharedRoom;
   /** Documents the peer has open on this socket (one session each). */
   private readonly peerOpen = new Set<string>();
   private closed = false;
@@ -99,7 +97,6 @@ export class PeerMuxSocket implements MuxHandler {
   ) {
     this.sessions = new MuxSessions(link, dialled, this);
     this.input = new SocketInputQueue(deps.maxQueuedBytes);
-    this.room = new SharedRoom(accounted);
     link.attach({
       message: (frame) => this.receiveFrame(frame),
       // A text frame, or the peer given up on (slow-consumer).
@@ -216,7 +213,7 @@ export class PeerMuxSocket implements MuxHandler {
     }
     const name = msg.name;
     this.peerOpen.add(name);
-    const channel = new MuxSessionChannel(msg.sid, this.sessions, this.peerHello, this.accounted, this.room, this.input, () => this.peerOpen.delete(name));
+    const channel = new MuxSessionChannel(msg.sid, this.sessions, this.peerHello, this.accounted, this.input, () => this.peerOpen.delete(name));
     this.sessions.accept(channel);
     this.sendControl({ type: 'session-opened', sid: msg.sid, permission: grant.permission });
     // The socket's credential expiry is watched by its owner, for all its sessions.

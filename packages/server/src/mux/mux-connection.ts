@@ -37,7 +37,6 @@ import type { SendBuffer, SendBufferOptions } from '../relay/send-buffer.js';
 import { MuxSessionChannel, type MuxServedDoc } from './mux-session-channel.js';
 import type { AddressSessions } from './address-sessions.js';
 import { LOCK_SESSION_KEY, authorizeLockSession } from './lock-sessions.js';
-import { SharedRoom } from './shared-room.js';
 import { SocketInputQueue } from './socket-input-queue.js';
 import { fairSocket } from './fair-relay-socket.js';
 import type { LiveCredential, LiveCredentialOwner, PermissionTarget } from '../auth/live-credential.js';
@@ -124,8 +123,6 @@ export class MuxConnection implements MuxHandler {
   private readonly sessions: MuxSessions;
   /** What its sessions hold queued while their documents load: one plain connection's worth. */
   private readonly input: SocketInputQueue;
-  /** The socket's room in the unsent budget, for all its sessions' full-state answers. */
-  private readonly room: SharedRoom;
   private hello: HelloMessage | null = null;
   /** The documents open on this socket: one session each (see `authorize`). */
   private readonly openNames = new Set<string>();
@@ -158,7 +155,6 @@ export class MuxConnection implements MuxHandler {
     const chunks = new ChunkAssembler({ maxMessageBytes: deps.maxMessageBytes, maxOpenBytes: 2 * deps.maxMessageBytes });
     this.sessions = new MuxSessions(this.channel, false, this, chunks);
     this.input = new SocketInputQueue(deps.maxQueuedBytes);
-    this.room = new SharedRoom(this.channel);
     this.channel.attach({
       message: (frame) => this.receiveFrame(frame),
       // A text frame, or the consumer given up on (slow-consumer).
@@ -268,7 +264,7 @@ export class MuxConnection implements MuxHandler {
     const hello: HelloMessage = { ...this.hello, capabilities: [...this.hello.capabilities, ...msg.capabilities] };
     const address = this.deps.address;
     this.openNames.add(name);
-    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.room, this.input, () => {
+    const channel = new MuxSessionChannel(msg.sid, this.sessions, hello, this.channel, this.input, () => {
       this.openNames.delete(name);
       this.deps.addressSessions.release(address);
     });

@@ -1,7 +1,6 @@
 import { CapsyncError, SessionChannel, type HelloMessage, type SessionTransport } from '@capsync/core';
 import type { AccountedChannel, ServedChannel } from '../relay/accounted-channel.js';
 import type { SendBuffer } from '../relay/send-buffer.js';
-import type { Room } from './shared-room.js';
 import type { QueueingSession, SocketInputQueue } from './socket-input-queue.js';
 
 /** What a session needs of the document connection serving it (a RelayConnection). */
@@ -29,9 +28,8 @@ export class MuxSessionChannel extends SessionChannel implements ServedChannel, 
     sid: number,
     transport: SessionTransport,
     hello: HelloMessage,
-    socket: AccountedChannel,
-    /** The socket's room in the unsent budget, shared by its sessions (SharedRoom). */
-    private readonly room: Room,
+    /** The socket: its one SendBuffer, and its room in the unsent budget, are its sessions'. */
+    private readonly socket: AccountedChannel,
     private readonly input: SocketInputQueue,
     /** Called once when the session ends (it gives back its place in the address's count). */
     private readonly released: () => void,
@@ -52,7 +50,7 @@ export class MuxSessionChannel extends SessionChannel implements ServedChannel, 
   }
 
   hasRoom(wake: () => void): boolean {
-    return this.room.hasRoom(wake);
+    return this.socket.hasRoom(wake);
   }
 
   // The socket checked the frame (binary, within the size limit) before routing it here.

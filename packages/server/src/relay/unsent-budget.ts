@@ -70,7 +70,9 @@ export class UnsentAccount {
  * legitimately exceed it for a moment. Both act on refreshed counts, as do the refusals below.
  *
  * Before it is exceeded: while an address is over its share, its connections' full-state
- * answers (sync step 2, awareness answers) wait (`hasRoom`) and its document GETs are refused
+ * answers (sync step 2 and each piece before it, awareness answers) wait (`hasRoom`; checking
+ * only before an answer's first piece let 8 answers of 0.75 MiB started under a 2 MiB share
+ * queue their next pieces to 4.3 MiB, past the at-once rule) and its document GETs are refused
  * (`refusal`), so that what one address holds is bounded before it is allocated, not only
  * evicted after.
  */
@@ -85,8 +87,13 @@ export class UnsentBudget {
   /** When the backlogged holders last reported their real counts (see `refreshAll`). */
   private refreshedAt = -Infinity;
   private refreshing = false;
-  /** Holders waiting for their address to be back within its share (see `hasRoom`), by address. */
-  private readonly waiting = new Map<string, Map<UnsentAccount, () => void>>();
+  /**
+   * What waits for an address to be back within its share (see `hasRoom`), by address, then by
+   * account: every wake, not one per account. An account is often shared by several waiters (a
+   * multiplexed socket's sessions; a connection's step 2 and awareness answers; the next pieces
+   * of a state going out in turn), and a wake that replaced another left that one waiting for ever.
+   */
+  private readonly waiting = new Map<string, Map<UnsentAccount, Set<() => void>>>();
 
   constructor(
     private readonly options: UnsentBudgetOptions,
@@ -152,18 +159,24 @@ export class UnsentBudget {
   }
 
   /**
-   * Whether the holder may start a full-state answer now (sync step 2, an awareness answer):
-   * true while its address is within its share. Else false, and `wake` runs once the address is
-   * back within it (or never, if the holder closes first). So the requests of a non-reader's
-   * other connections wait (coalesced, costing nothing) instead of each encoding a document the
-   * budget would then have to evict: what one address holds is bounded before it is allocated.
+   * Whether the holder may send a full-state answer, or its next piece, now (sync step 2 and the
+   * pieces before it, an awareness answer): true while its address is within its share. Else
+   * false, and `wake` runs once the address is back within it (or never, if the holder closes
+   * first). Every wake given is kept (the same function once): the waiters sharing an account
+   * are all woken, and each checks again. So the requests of a non-reader's other connections
+   * wait (coalesced, costing nothing) instead of each encoding a document the budget would then
+   * have to evict: what one address holds is bounded before it is allocated, to its share plus
+   * one piece (a state answer checks before each piece, see InTurn) plus the small messages that
+   * never wait.
    */
   hasRoom(account: UnsentAccount, wake: () => void): boolean {
     const { maxPerAddress } = this.options;
     if (account.address === undefined || maxPerAddress === 0 || (this.byAddress.get(account.address) ?? 0) < maxPerAddress) return true;
     let waiting = this.waiting.get(account.address);
     if (!waiting) this.waiting.set(account.address, (waiting = new Map()));
-    waiting.set(account, wake);
+    let wakes = waiting.get(account);
+    if (!wakes) waiting.set(account, (wakes = new Set()));
+    wakes.add(wake);
     // The count may be high (buffers that emptied since their last send): a pass refreshes it.
     this.schedule(0);
     return false;
@@ -268,7 +281,7 @@ export class UnsentBudget {
     const waiting = this.waiting.get(address);
     if (!waiting) return;
     this.waiting.delete(address);
-    for (const wake of waiting.values()) wake();
+    for (const wakes of waiting.values()) for (const wake of wakes) wake();
   }
 
   private evict(account: UnsentAccount, limit: Limit, message: string): void {
