@@ -16,7 +16,8 @@
  * was closed as a slow consumer past twice its share (4.3 MiB), 1 or 2 of 12 synced. The room
  * was checked before an answer's first piece only; 8 answers started while the address was
  * within its share, and each queued its next pieces as the first was written. Now every piece
- * waits for room (InTurn), so the address holds at most its share plus a piece.
+ * waits for room (InTurn), so the address holds at most its share plus a piece (nobody edits
+ * these documents: an edit rushes the rest of a state out, see docs/design/document-session.md).
  */
 import { describe, expect, it } from 'vitest';
 import { startAttackedRelay } from '../support/attack.js';

@@ -1,6 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { CapsyncError } from '@capsync/core';
 import { RelayMetrics } from '../src/metrics.js';
+import { InTurn } from '../../core/src/session/send-in-turn.js';
+import { SendBuffer } from '../src/relay/send-buffer.js';
 import { UnsentBudget, type UnsentAccount } from '../src/relay/unsent-budget.js';
 
 const GRACE = 1_000;
@@ -116,5 +118,46 @@ describe('UnsentBudget', () => {
     budget.update(socket.account, 150);
     budget.update(socket.account, 0);
     expect(woken).toEqual(['a', 'b', 'c']);
+  });
+
+  it("a state's pieces go in order when the room's wake runs inside one of their sends", () => {
+    // Review of the per-piece room check: a send that found the socket drained reported it before
+    // sending; the report woke the state's own pump, which sent the step 2 ahead of the piece
+    // being sent (rush). Now the report comes after the send, and a pump run inside a send waits.
+    const budget = new UnsentBudget({ maxTotal: 0, maxPerAddress: 100, graceMs: GRACE }, metrics);
+    const wire: string[] = [];
+    const socket = {
+      bufferedAmount: 0,
+      send(data: Uint8Array) {
+        wire.push(new TextDecoder().decode(data.subarray(0, 2)));
+        this.bufferedAmount += data.byteLength;
+      },
+    };
+    const buffer = new SendBuffer(socket, { sendBufferLimit: 1e9, slowConsumerGraceMs: 1e9, budget, address: 'x' }, () => {});
+    const pieces = ['p0', 'p1', 'p2', 'p3'].map((p) => new TextEncoder().encode(p.padEnd(60, '.')));
+    const written: (() => void)[] = [];
+    const turn = new InTurn(pieces, 2, (piece, _last, onWritten) => {
+      if (onWritten) written.push(onWritten);
+      return buffer.send(piece, onWritten);
+    }, { hasRoom: (wake) => buffer.hasRoom(wake) });
+    expect(wire).toEqual(['p0', 'p1']); // 120 bytes: over the share, p2 waits for room
+    written.shift()!();
+    written.shift()!();
+    socket.bufferedAmount = 0; // drained, and no pass has seen it yet
+    turn.rush(); // a broadcast must go behind the state
+    expect(wire).toEqual(['p0', 'p1', 'p2', 'p3']);
+  });
+
+  it('an address exactly at its share is within it: nothing waits that the pass would not evict', () => {
+    const budget = new UnsentBudget({ maxTotal: 0, maxPerAddress: 100, graceMs: GRACE }, metrics);
+    const socket = holder(budget, 'x');
+    budget.update(socket.account, 100);
+    expect(budget.hasRoom(socket.account, () => {})).toBe(true);
+    expect(budget.refusal('x')).toBeUndefined();
+    budget.update(socket.account, 101);
+    expect(budget.hasRoom(socket.account, () => {})).toBe(false);
+    // A closed account waits for nothing (its sends are refused).
+    budget.close(socket.account);
+    expect(budget.hasRoom(socket.account, () => {})).toBe(true);
   });
 });

@@ -79,10 +79,10 @@ export class DocSession {
   private step1Owed = false;
   private readonly acknowledges: boolean;
   /**
-   * Sends at once what is left of a state answer going out in pieces (answerStep1), so that no
-   * other document message overtakes it; null while none is.
+   * A state answer going out in pieces (answerStep1), null while none is. Another document
+   * message first sends what is left of it at once (`rush`), so as not to overtake it.
    */
-  private answerRest: (() => void) | null = null;
+  private answering: InTurn | null = null;
   /** Made on the first query-awareness: most links never send one (memory per idle link). */
   private awarenessReplies: CoalescedReply<null> | null = null;
 
@@ -338,14 +338,14 @@ export class DocSession {
       // nothing of the document's position (0).
       if (!last) return this.sendDoc({ type: 'update', update }, onWritten, 0) >= 0;
       // The step 2 goes last: whoever takes it as the end of the sync has all the state by then.
-      this.answerRest = null;
+      this.answering = null;
       const seq = this.sendDoc({ type: 'sync-step-2', update }, written, at);
       if (seq > 0) this.hooks.sentStep2?.(seq);
       return seq >= 0;
     }, this.options.room);
     // Another document message (a broadcast, made after the state was taken) must not reach
     // the other side before the state it builds on: it sends the rest first.
-    if (!pieces.done) this.answerRest = () => pieces.rush();
+    if (!pieces.done) this.answering = pieces;
     return pieces.first;
   }
 
@@ -353,7 +353,7 @@ export class DocSession {
 
   /** A broadcast update (the fan-out path: one encoding, one send, nothing allocated besides). */
   sendUpdate(update: Uint8Array): boolean {
-    this.answerRest?.();
+    this.answering?.rush();
     return this.sendDoc({ type: 'update', update }) >= 0;
   }
 
@@ -363,7 +363,7 @@ export class DocSession {
    * session is closed.
    */
   sendNumbered(update: Uint8Array): number {
-    this.answerRest?.();
+    this.answering?.rush();
     return this.sendDoc({ type: 'update', update });
   }
 
@@ -417,7 +417,9 @@ export class DocSession {
 
   private shutdown(): void {
     this.closed = true;
-    this.answerRest = null;
+    // Its pieces may be waiting for room (a wake the budget holds): let go of them now.
+    this.answering?.stop();
+    this.answering = null;
     this.queue?.clear();
   }
 }

@@ -34,9 +34,11 @@ export class InTurn {
   private stopped = false;
   /** Pieces sent (but the last) whose written-out callback has not run yet. */
   private unwritten = 0;
+  /** Inside `send`: a pump called from there (see `pump`) leaves the sending to the loop outside. */
+  private sending = false;
 
   constructor(
-    private readonly pieces: readonly Uint8Array[],
+    private pieces: readonly Uint8Array[],
     private readonly ahead: number,
     private readonly send: (piece: Uint8Array, last: boolean, onWritten: (() => void) | undefined) => boolean,
     private readonly room?: PieceRoom,
@@ -55,12 +57,23 @@ export class InTurn {
     while (!this.done) this.sendNext();
   }
 
+  /** Sends nothing more and lets go of the pieces (the session closed; a late wake finds it done). */
+  stop(): void {
+    this.stopped = true;
+    this.pieces = [];
+  }
+
   /**
-   * Sends pieces while fewer than `ahead` are unwritten and there is room. A channel may call
-   * back at once (inside `send`): the nested pump sends the next ones, and this loop looks again.
-   * Also the room's wake: the same function each time, so a waiting InTurn is registered once.
+   * Sends pieces while fewer than `ahead` are unwritten and there is room. Also the room's
+   * wake: the same function each time, so a waiting InTurn is registered once.
+   *
+   * Called from inside `send` (a channel that calls back at once; or the room's wake, which the
+   * budget runs from a report made inside a send), it sends nothing: the piece being sent has
+   * not reached the channel yet, and a piece sent from here would overtake it (the step 2 went
+   * out before the piece rush() was sending). Whoever called `send` loops and looks again.
    */
   private readonly pump = (): void => {
+    if (this.sending) return;
     while (!this.done && this.unwritten < this.ahead) {
       if (this.room && !this.room.hasRoom(this.pump)) return;
       this.sendNext();
@@ -72,7 +85,13 @@ export class InTurn {
     const i = this.next++;
     const last = i === this.pieces.length - 1;
     if (!last) this.unwritten++;
-    const sent = this.send(this.pieces[i]!, last, last ? undefined : this.written);
+    this.sending = true;
+    let sent = false;
+    try {
+      sent = this.send(this.pieces[i]!, last, last ? undefined : this.written);
+    } finally {
+      this.sending = false;
+    }
     if (!sent) this.stopped = true;
     return sent;
   }

@@ -71,9 +71,12 @@ export class SendBuffer implements UnsentHolder {
   send(bytes: Uint8Array, onWritten?: () => void): boolean {
     if (this.stopped) return false;
     // Bytes were pending: if the buffer is empty now, that backlog ended (a new one starts).
-    if (this.account && this.account.bytes > 0 && this.socket.bufferedAmount === 0) this.options.budget!.update(this.account, 0);
+    const drained = this.account !== null && this.account.bytes > 0 && this.socket.bufferedAmount === 0;
     if (onWritten) this.socket.send(bytes, () => onWritten());
     else this.socket.send(bytes);
+    // Reported after the send: the report may wake holders waiting for room (UnsentBudget.hasRoom),
+    // whose sends must not reach the socket before this one (a state's step 2 before its piece).
+    if (drained) this.options.budget!.update(this.account!, 0);
     return this.check();
   }
 

@@ -69,6 +69,9 @@ export class UnsentAccount {
  * The total has no such at-once rule: a large update fanned out to many healthy readers may
  * legitimately exceed it for a moment. Both act on refreshed counts, as do the refusals below.
  *
+ * Over a bound means more than it, everywhere (waits, refusals, evictions): an address exactly at
+ * its share is within it, so nothing waits on an address that no pass would evict.
+ *
  * Before it is exceeded: while an address is over its share, its connections' full-state
  * answers (sync step 2 and each piece before it, awareness answers) wait (`hasRoom`; checking
  * only before an answer's first piece let 8 answers of 0.75 MiB started under a 2 MiB share
@@ -134,7 +137,7 @@ export class UnsentBudget {
       // bookkeeping done. Woken first, an account reported empty here was taken out of
       // `backlogged` after the answers it woke had filled it again: no pass looked at it any
       // more, and the holders that went on waiting were never woken.
-      if (account.address !== undefined && fromAddress < this.options.maxPerAddress && fromAddress - delta >= this.options.maxPerAddress) this.wake(account.address);
+      if (account.address !== undefined && fromAddress <= this.options.maxPerAddress && fromAddress - delta > this.options.maxPerAddress) this.wake(account.address);
       return true;
     }
     const { maxTotal, maxPerAddress } = this.options;
@@ -166,12 +169,17 @@ export class UnsentBudget {
    * are all woken, and each checks again. So the requests of a non-reader's other connections
    * wait (coalesced, costing nothing) instead of each encoding a document the budget would then
    * have to evict: what one address holds is bounded before it is allocated, to its share plus
-   * one piece (a state answer checks before each piece, see InTurn) plus the small messages that
-   * never wait.
+   * one piece (a state answer checks before each piece, see InTurn) plus the messages that never
+   * wait (small ones; and the rest of a state that an edit rushes out ahead of itself, see
+   * DocSession.answering). What a closed holder left waiting is dropped at the next wake; an
+   * address cannot stay over its share longer than the grace period without emptying (a pass
+   * evicts it), so that is bounded too.
    */
   hasRoom(account: UnsentAccount, wake: () => void): boolean {
     const { maxPerAddress } = this.options;
-    if (account.address === undefined || maxPerAddress === 0 || (this.byAddress.get(account.address) ?? 0) < maxPerAddress) return true;
+    // A closed account's holder finds its send refused: waiting would only keep it (and what it
+    // holds) in a map that nothing cleans for it any more.
+    if (account.closed || account.address === undefined || maxPerAddress === 0 || (this.byAddress.get(account.address) ?? 0) <= maxPerAddress) return true;
     let waiting = this.waiting.get(account.address);
     if (!waiting) this.waiting.set(account.address, (waiting = new Map()));
     let wakes = waiting.get(account);
@@ -189,9 +197,9 @@ export class UnsentBudget {
   refusal(address: string | undefined): CapsyncError | undefined {
     const { maxTotal, maxPerAddress } = this.options;
     const over = (): Limit | undefined =>
-      maxPerAddress > 0 && address !== undefined && (this.byAddress.get(address) ?? 0) >= maxPerAddress
+      maxPerAddress > 0 && address !== undefined && (this.byAddress.get(address) ?? 0) > maxPerAddress
         ? 'max-unsent-bytes-per-address'
-        : maxTotal > 0 && this.total >= maxTotal
+        : maxTotal > 0 && this.total > maxTotal
           ? 'max-unsent-bytes'
           : undefined;
     // Counts may be high (see the class): refuse on real ones.
