@@ -16,8 +16,9 @@
  * was closed as a slow consumer past twice its share (4.3 MiB), 1 or 2 of 12 synced. The room
  * was checked before an answer's first piece only; 8 answers started while the address was
  * within its share, and each queued its next pieces as the first was written. Now every piece
- * waits for room (InTurn), so the address holds at most its share plus a piece (nobody edits
- * these documents: an edit rushes the rest of a state out, see docs/design/document-session.md).
+ * waits for room (InTurn), so the address holds at most its share plus a piece. The second test
+ * edits the documents meanwhile: an edit rushed the rest of a parked state out (0 of 12 synced,
+ * the socket closed at once); now edits wait behind the state (InTurn.behind).
  */
 import { describe, expect, it } from 'vitest';
 import { startAttackedRelay } from '../support/attack.js';
@@ -60,5 +61,38 @@ describe('sessions of a multiplexed socket that wait for room in the unsent budg
     // Never closed as a slow consumer: the answers waited for room instead.
     expect(mux.closeInfo).toBeNull();
     await mux.close();
+  });
+
+  it(`issue-12 review (mux room wake, edited): the same while every document is being edited: edits wait behind the parked states, the socket is not closed`, async () => {
+    // An edit to a document whose state is going out must not overtake it, so it rushed out the
+    // rest of that state without waiting for room; with states parked for room, the first edits
+    // pushed the address past twice its share. Now the edits wait behind the state (InTurn.behind).
+    await using relay = await startAttackedRelay(['--max-unsent-bytes-per-address', String(2 * MiB), '--slow-consumer-grace-ms', '60000']);
+    const writers = await Promise.all(
+      Array.from({ length: SESSIONS }, async (_, i) => {
+        const writer = await ProtocolClient.synced(`${relay.url}/edited-${i}`);
+        await writer.waitForAck(writer.type('x'.repeat(DOC_BYTES)), 60_000);
+        return writer;
+      }),
+    );
+    const EDITS = 10;
+    const EDIT = 'y'.repeat(100);
+    const mux = await MuxClient.connect(relay.url);
+    await mux.waitHello();
+    const sessions = Array.from({ length: SESSIONS }, (_, i) => mux.open(`edited-${i}`));
+    // Each writer edits its document while the sessions sync (each edit acknowledged before the next).
+    await Promise.all(
+      writers.map(async (w) => {
+        for (let e = 0; e < EDITS; e++) await w.waitForAck(w.type(EDIT), 20_000);
+      }),
+    );
+    const expected = DOC_BYTES + EDITS * EDIT.length;
+    const synced = await Promise.allSettled(sessions.map((s) => s.waitFor(() => s.textLength === expected || undefined, `session ${s.sid} synced with every edit`, 20_000)));
+    const done = synced.filter((r) => r.status === 'fulfilled').length;
+    console.log(`mux room wake (edited): ${done} of ${SESSIONS} sessions synced with every edit; socket close: ${JSON.stringify(mux.closeInfo)}`);
+    expect(done).toBe(SESSIONS);
+    expect(mux.closeInfo).toBeNull();
+    await mux.close();
+    await Promise.all(writers.map((w) => w.close()));
   });
 });

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { InTurn, sendInTurn } from '../src/session/send-in-turn.js';
+import { BEHIND_BYTES, InTurn, sendInTurn } from '../src/session/send-in-turn.js';
 
 const pieces = [1, 2, 3, 4, 5].map((n) => new Uint8Array([n]));
 
@@ -99,5 +99,31 @@ describe('sendInTurn', () => {
     new InTurn(pieces, 2, r.send, { hasRoom: () => (asked.push(r.sent.length), false) });
     expect(r.sent.map((s) => s.piece)).toEqual([1]);
     expect(asked).toEqual([1]);
+  });
+
+  it('holds messages behind the state, sent right after its last piece in order; past the bound the caller rushes', () => {
+    const r = recorder();
+    const turn = new InTurn(pieces, 2, r.send);
+    const out: string[] = [];
+    expect(turn.behind(10, () => out.push(`a after ${r.sent.length}`))).toBe(true);
+    expect(turn.behind(10, () => out.push(`b after ${r.sent.length}`))).toBe(true);
+    // Too much held: not held (the caller rushes, which sends what was held, then sends its own).
+    expect(turn.behind(BEHIND_BYTES, () => out.push('never'))).toBe(false);
+    while (r.callbacks.length > 0) r.callbacks.shift()!();
+    expect(out).toEqual(['a after 5', 'b after 5']);
+    // Done: nothing more is held.
+    expect(turn.behind(1, () => out.push('never'))).toBe(false);
+  });
+
+  it('what is held is dropped with the pieces when stopped', () => {
+    const r = recorder();
+    const turn = new InTurn(pieces, 2, r.send);
+    const out: string[] = [];
+    turn.behind(1, () => out.push('held'));
+    turn.stop();
+    while (r.callbacks.length > 0) r.callbacks.shift()!();
+    expect(turn.done).toBe(true);
+    expect(out).toEqual([]);
+    expect(r.sent).toHaveLength(2);
   });
 });

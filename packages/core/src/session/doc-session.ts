@@ -353,7 +353,15 @@ export class DocSession {
 
   /** A broadcast update (the fan-out path: one encoding, one send, nothing allocated besides). */
   sendUpdate(update: Uint8Array): boolean {
-    this.answering?.rush();
+    if (this.answering) {
+      // Behind the state going out, not ahead of it: held with it (with the position it was made
+      // at), or else the rest of the state goes now. Rushed, a state parked for room (its reader's
+      // address over its share) went out whole past twice the share, and the socket was closed.
+      if (this.closed) return false;
+      const at = this.sent ? this.hooks.position() : 0;
+      if (this.answering.behind(update.byteLength, () => void this.sendDoc({ type: 'update', update }, undefined, at))) return true;
+      this.answering.rush();
+    }
     return this.sendDoc({ type: 'update', update }) >= 0;
   }
 

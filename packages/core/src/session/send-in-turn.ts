@@ -7,6 +7,13 @@
  */
 export const STATE_PIECES_AHEAD = 2;
 
+/**
+ * Bytes of other messages a state answer holds behind itself (`behind`) before it rushes the
+ * rest instead: what one document's edits may queue in memory, outside the socket's count,
+ * while its reader's answer waits for room.
+ */
+export const BEHIND_BYTES = 1024 * 1024;
+
 /** Room in the relay's budget of unsent bytes (SessionOptions.room, UnsentBudget.hasRoom). */
 export interface PieceRoom {
   /** True if a piece may be sent now; else false, and `wake` runs once one may (check again then). */
@@ -25,7 +32,8 @@ export interface PieceRoom {
  * size. Checked before the first only, answers started while their address was within its
  * share went on to queue their next pieces past twice the share (8 answers of 0.75 MiB, a 2 MiB
  * share: 4.3 MiB) and the relay closed the socket as a slow consumer. `rush` does not wait: the
- * message that must go behind the state cannot wait either.
+ * message that must go behind the state cannot wait either; `behind` lets such a message wait
+ * with the state instead (bounded), so that an edit does not rush out a state parked for room.
  */
 export class InTurn {
   /** What the first send returned. */
@@ -36,6 +44,9 @@ export class InTurn {
   private unwritten = 0;
   /** Inside `send`: a pump called from there (see `pump`) leaves the sending to the loop outside. */
   private sending = false;
+  /** Messages to send once the last piece went (see `behind`), and their bytes. */
+  private held: (() => void)[] = [];
+  private heldBytes = 0;
 
   constructor(
     private pieces: readonly Uint8Array[],
@@ -57,10 +68,24 @@ export class InTurn {
     while (!this.done) this.sendNext();
   }
 
-  /** Sends nothing more and lets go of the pieces (the session closed; a late wake finds it done). */
+  /**
+   * Holds a message of `bytes` that must go behind the state: `send` runs right after the last
+   * piece, in the order held. Returns false when it was not held (the state is done, or past
+   * BEHIND_BYTES held): the caller rushes the rest (which sends what was held) and sends it itself.
+   */
+  behind(bytes: number, send: () => void): boolean {
+    if (this.done || this.heldBytes + bytes > BEHIND_BYTES) return false;
+    this.held.push(send);
+    this.heldBytes += bytes;
+    return true;
+  }
+
+  /** Sends nothing more and lets go of the pieces and what was held (the session closed; a late wake finds it done). */
   stop(): void {
     this.stopped = true;
     this.pieces = [];
+    this.held = [];
+    this.heldBytes = 0;
   }
 
   /**
@@ -93,6 +118,12 @@ export class InTurn {
       this.sending = false;
     }
     if (!sent) this.stopped = true;
+    else if (last && this.held.length > 0) {
+      const held = this.held;
+      this.held = [];
+      this.heldBytes = 0;
+      for (const send of held) send();
+    }
     return sent;
   }
 
