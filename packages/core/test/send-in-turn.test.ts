@@ -126,4 +126,21 @@ describe('sendInTurn', () => {
     expect(out).toEqual([]);
     expect(r.sent).toHaveLength(2);
   });
+
+  it('holdInstead drops what is held for one message that covers it, sent after the last piece, even if that send throws', () => {
+    const r = recorder();
+    const turn = new InTurn(pieces, 2, (piece, last, onWritten) => {
+      r.send(piece, last, onWritten);
+      if (last) throw new Error('the step 2 failed');
+      return true;
+    });
+    const out: string[] = [];
+    turn.behind(10, () => out.push('dropped'));
+    expect(turn.holdInstead(() => out.push(`diff after ${r.sent.length}`))).toBe(true);
+    // Nothing more is held once a covering message is.
+    expect(turn.behind(1, () => out.push('never'))).toBe(false);
+    expect(() => turn.rush()).toThrow('the step 2 failed');
+    expect(out).toEqual(['diff after 5']);
+    expect(turn.holdInstead(() => out.push('never'))).toBe(false);
+  });
 });

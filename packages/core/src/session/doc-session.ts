@@ -79,10 +79,17 @@ export class DocSession {
   private step1Owed = false;
   private readonly acknowledges: boolean;
   /**
-   * A state answer going out in pieces (answerStep1), null while none is. Another document
-   * message first sends what is left of it at once (`rush`), so as not to overtake it.
+   * A state answer going out in pieces (answerStep1), null while none is. A broadcast made
+   * meanwhile must not overtake it: it waits behind it (`sendUpdate`), or a client's numbered
+   * edit sends what is left of it at once (`rush`).
    */
   private answering: InTurn | null = null;
+  /**
+   * The state vector of the document when `answering` was made, where pieces may wait for room
+   * (a relay's reader): past what may be held behind the answer, one diff from it replaces what
+   * was held (see `sendUpdate`).
+   */
+  private answeredFrom: Uint8Array | null = null;
   /** Made on the first query-awareness: most links never send one (memory per idle link). */
   private awarenessReplies: CoalescedReply<null> | null = null;
 
@@ -338,31 +345,51 @@ export class DocSession {
       // nothing of the document's position (0).
       if (!last) return this.sendDoc({ type: 'update', update }, onWritten, 0) >= 0;
       // The step 2 goes last: whoever takes it as the end of the sync has all the state by then.
+      // (What was held behind it goes right after, see InTurn.behind.)
       this.answering = null;
       const seq = this.sendDoc({ type: 'sync-step-2', update }, written, at);
       if (seq > 0) this.hooks.sentStep2?.(seq);
       return seq >= 0;
     }, this.options.room);
     // Another document message (a broadcast, made after the state was taken) must not reach
-    // the other side before the state it builds on: it sends the rest first.
-    if (!pieces.done) this.answering = pieces;
+    // the other side before the state it builds on (see `sendUpdate`, `sendNumbered`).
+    if (!pieces.done) {
+      this.answering = pieces;
+      this.answeredFrom = this.options.room ? Y.encodeStateVector(replica.doc) : null;
+    }
     return pieces.first;
   }
 
   // ---- sending ----
 
-  /** A broadcast update (the fan-out path: one encoding, one send, nothing allocated besides). */
+  /**
+   * A broadcast update (the fan-out path: one encoding, one send, nothing allocated besides,
+   * unless a state answer is going out).
+   *
+   * While one is, the update waits behind it (InTurn.behind, with the position it was made at):
+   * rushing the rest of a state parked for room (its reader's address over its share) sent it
+   * whole past twice the share at the first edit, and the socket was closed. Past BEHIND_BYTES
+   * held, where pieces wait for room, what is held is dropped for one diff made when the step 2
+   * goes (everything since the answer's state); elsewhere (a peer relay: never parked) the rest
+   * of the state goes now.
+   */
   sendUpdate(update: Uint8Array): boolean {
-    if (this.answering) {
-      // Behind the state going out, not ahead of it: held with it (with the position it was made
-      // at), or else the rest of the state goes now. Rushed, a state parked for room (its reader's
-      // address over its share) went out whole past twice the share, and the socket was closed.
+    const answering = this.answering;
+    if (answering) {
       if (this.closed) return false;
       const at = this.sent ? this.hooks.position() : 0;
-      if (this.answering.behind(update.byteLength, () => void this.sendDoc({ type: 'update', update }, undefined, at))) return true;
-      this.answering.rush();
+      if (answering.behind(update.byteLength, () => void this.sendDoc({ type: 'update', update }, undefined, at))) return true;
+      const from = this.answeredFrom;
+      if (from && answering.holdInstead(() => this.sendSince(from))) return true;
+      answering.rush();
     }
     return this.sendDoc({ type: 'update', update }) >= 0;
+  }
+
+  /** What the document gained since `stateVector`, as one update (nothing if it gained nothing). */
+  private sendSince(stateVector: Uint8Array): void {
+    const update = this.replica!.encodeState(stateVector);
+    if (!isEmptyUpdate(update)) this.sendDoc({ type: 'update', update });
   }
 
   /**
@@ -428,6 +455,7 @@ export class DocSession {
     // Its pieces may be waiting for room (a wake the budget holds): let go of them now.
     this.answering?.stop();
     this.answering = null;
+    this.answeredFrom = null;
     this.queue?.clear();
   }
 }

@@ -8,9 +8,9 @@
 export const STATE_PIECES_AHEAD = 2;
 
 /**
- * Bytes of other messages a state answer holds behind itself (`behind`) before it rushes the
- * rest instead: what one document's edits may queue in memory, outside the socket's count,
- * while its reader's answer waits for room.
+ * Bytes of other messages one state answer (one reader's session) holds behind itself
+ * (`behind`): past them its owner holds one message that covers them instead (`holdInstead`) or
+ * rushes the rest. Held outside the socket's count, while the answer's pieces wait for room.
  */
 export const BEHIND_BYTES = 1024 * 1024;
 
@@ -32,7 +32,7 @@ export interface PieceRoom {
  * size. Checked before the first only, answers started while their address was within its
  * share went on to queue their next pieces past twice the share (8 answers of 0.75 MiB, a 2 MiB
  * share: 4.3 MiB) and the relay closed the socket as a slow consumer. `rush` does not wait: the
- * message that must go behind the state cannot wait either; `behind` lets such a message wait
+ * message that must go behind the state cannot wait either. `behind` lets such a message wait
  * with the state instead (bounded), so that an edit does not rush out a state parked for room.
  */
 export class InTurn {
@@ -80,6 +80,18 @@ export class InTurn {
     return true;
   }
 
+  /**
+   * Drops what is held and holds `send` alone in its place, and nothing more after it (`behind`
+   * refuses from now on): `send` must cover what was dropped and what would have come (a diff
+   * made when it runs). False when the state is done (nothing to hold behind).
+   */
+  holdInstead(send: () => void): boolean {
+    if (this.done) return false;
+    this.held = [send];
+    this.heldBytes = Infinity;
+    return true;
+  }
+
   /** Sends nothing more and lets go of the pieces and what was held (the session closed; a late wake finds it done). */
   stop(): void {
     this.stopped = true;
@@ -116,15 +128,18 @@ export class InTurn {
       sent = this.send(this.pieces[i]!, last, last ? undefined : this.written);
     } finally {
       this.sending = false;
+      // Right behind the last piece, even if its send threw (the held would be stranded).
+      if (last) this.sendHeld();
     }
     if (!sent) this.stopped = true;
-    else if (last && this.held.length > 0) {
-      const held = this.held;
-      this.held = [];
-      this.heldBytes = 0;
-      for (const send of held) send();
-    }
     return sent;
+  }
+
+  private sendHeld(): void {
+    const held = this.held;
+    this.held = [];
+    this.heldBytes = 0;
+    for (const send of held) send();
   }
 
   private readonly written = (): void => {

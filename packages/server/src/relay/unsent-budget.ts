@@ -170,8 +170,8 @@ export class UnsentBudget {
    * wait (coalesced, costing nothing) instead of each encoding a document the budget would then
    * have to evict: what one address holds is bounded before it is allocated, to its share plus
    * one piece (a state answer checks before each piece, see InTurn) plus the messages that never
-   * wait (small ones; and the rest of a state rushed out ahead of more than 1 MiB of edits held
-   * behind it, see InTurn.behind). What a closed holder left waiting is dropped at the next wake; an
+   * wait (small ones, and broadcasts; edits made while a state goes out wait behind it in memory,
+   * outside this count, up to 1 MiB per session, see InTurn.behind). What a closed holder left waiting is dropped at the next wake; an
    * address cannot stay over its share longer than the grace period without emptying (a pass
    * evicts it), so that is bounded too.
    */
