@@ -50,9 +50,11 @@ const NO_CLIENTS: number[] = [];
  * Role-specific reactions (validation, permission, fenced writes, metrics) are the host's
  * (SessionHooks). One session per channel: nothing (numbers, acks, queue) outlives it.
  */
-// Over ~400 lines (2026-12-07): the one session of the protocol (hello, sync, numbering, acks,
-// barriers, queued input) for every kind of link; its parts made on first use live here so a
-// session that never needs them costs nothing. The ack machinery is the next to move out.
+// Over ~400 lines (2026-12-07, 461 with the state answer's room and held edits): the one session
+// of the protocol (hello, sync, numbering, acks, barriers, queued input) for every kind of link;
+// its parts made on first use live here so a session that never needs them costs nothing. Next
+// to move out: the state answer (answerStep1, `answering`/`answeredFrom` and the hold decision in
+// sendUpdate) into session/state-answer.ts, then the ack machinery.
 export class DocSession {
   private replica: SessionReplica | null = null;
   /**
