@@ -14,9 +14,11 @@ const MAX_HELD = 100_000;
  * fact, bounded, never in the way of a document). Each hook resolves once its event is queued
  * durably, so `document.changed` of a document is not queued again before the previous one is.
  *
- * - `document.created`: the first change of a document that was loaded with nothing stored
- *   (just before its first `document.changed`). In a cluster or mesh, two relays that both
- *   loaded it empty may both report it.
+ * - `document.created`: the first change of a document that was loaded with nothing stored,
+ *   queued (durable) at that change, before its first `document.changed` is held: so its
+ *   `createdAt` is never later than that document.changed's (deliveries run concurrently;
+ *   receivers order by createdAt). In a cluster or mesh, two relays that both loaded it empty
+ *   may both report it.
  * - `document.changed`: as `onChange` (debounced by `changeDebounceMs`, at most `changeMaxWaitMs`
  *   late), with `documentUrl` or `document` (its JSON) as configured. Held in the queue from the
  *   first change on, so a crash before onChange delays it (to its due time after the restart,
@@ -40,17 +42,20 @@ export function webhookHooks(
   const held = new Map<string, { dueAt: number; event: Promise<HeldEvent | null> }>();
   return {
     onChangePending: ({ docName }) => {
-      if (!dispatcher.wants('document.changed')) return;
+      // Started first, so the held document.changed below is created after it.
+      const created = loadedEmpty.delete(docName) ? dispatcher.publish('document.created', { docName }) : null;
+      if (!dispatcher.wants('document.changed')) return created;
       const now = Date.now();
       const current = held.get(docName);
-      if (current && current.dueAt > now) return; // already held, not yet sent
+      if (current && current.dueAt > now) return created; // already held, not yet sent
       if (!current && held.size >= MAX_HELD) {
         // Those past their due time went out as held: forgotten. Past the bound still: reported by onChange only.
         for (const [name, h] of held) if (h.dueAt <= now) held.delete(name);
-        if (held.size >= MAX_HELD) return;
+        if (held.size >= MAX_HELD) return created;
       }
       const dueAt = now + holdMs;
-      const event = dispatcher.hold('document.changed', urlData(docName), dueAt);
+      // Set now (not after created is queued), so an onChange that comes first finds it held.
+      const event = created ? created.then(() => dispatcher.hold('document.changed', urlData(docName), dueAt)) : dispatcher.hold('document.changed', urlData(docName), dueAt);
       held.set(docName, { dueAt, event });
       return event;
     },
@@ -69,7 +74,6 @@ export function webhookHooks(
       loadedEmpty.set(docName, now);
     },
     onChange: async ({ docName, document }) => {
-      if (loadedEmpty.delete(docName)) await dispatcher.publish('document.created', { docName });
       if (!dispatcher.wants('document.changed')) return;
       const data = urlData(docName);
       if (o.document === 'json') {
