@@ -10,8 +10,8 @@ import { CoalescedReply } from './coalesced-reply.js';
 import { DurableAcks } from './durable-acks.js';
 import { checkProtocolVersion } from './hello.js';
 import { InputQueue } from './input-queue.js';
-import { InTurn, STATE_PIECES_AHEAD } from './send-in-turn.js';
 import { SentLog } from './sent-log.js';
+import { StateAnswers, type DocMessage } from './state-answer.js';
 import type { SessionHooks, SessionOptions, SessionReplica } from './session-types.js';
 
 /** How long a slow consumer's close handshake may take before the link is dropped. */
@@ -30,7 +30,7 @@ const NO_CLIENTS: number[] = [];
  *   a multiplexed socket the hello was said once on the socket (Channel.hello): it is taken
  *   when the replica opens, unanswered.
  * - Sync: once the replica is open the session sends sync step 1 and the awareness state.
- *   A step 1 received is answered with a step 2, coalesced (CoalescedReply): one full-state
+ *   A step 1 received is answered (StateAnswers) with a step 2, coalesced (CoalescedReply): one full-state
  *   encoding in flight at a time, and none while the channel has no room in its budget.
  *   So is query-awareness. Our step 1s count sync rounds: `requestSync` asks for a fresh one
  *   (at most one step 1 unanswered at a time) and the host hears `synced(round)` for each
@@ -50,11 +50,6 @@ const NO_CLIENTS: number[] = [];
  * Role-specific reactions (validation, permission, fenced writes, metrics) are the host's
  * (SessionHooks). One session per channel: nothing (numbers, acks, queue) outlives it.
  */
-// Over ~400 lines (2026-12-07, 461 with the state answer's room and held edits): the one session
-// of the protocol (hello, sync, numbering, acks, barriers, queued input) for every kind of link;
-// its parts made on first use live here so a session that never needs them costs nothing. Next
-// to move out: the state answer (answerStep1, `answering`/`answeredFrom` and the hold decision in
-// sendUpdate) into session/state-answer.ts, then the ack machinery.
 export class DocSession {
   private replica: SessionReplica | null = null;
   /**
@@ -80,18 +75,8 @@ export class DocSession {
   /** A round was asked for while a step 1 was unanswered: sent once that answer arrives (requestSync). */
   private step1Owed = false;
   private readonly acknowledges: boolean;
-  /**
-   * A state answer going out in pieces (answerStep1), null while none is. A broadcast made
-   * meanwhile must not overtake it: it waits behind it (`sendUpdate`), or a client's numbered
-   * edit sends what is left of it at once (`rush`).
-   */
-  private answering: InTurn | null = null;
-  /**
-   * The state vector of the document when `answering` was made, where pieces may wait for room
-   * (a relay's reader): past what may be held behind the answer, one diff from it replaces what
-   * was held (see `sendUpdate`).
-   */
-  private answeredFrom: Uint8Array | null = null;
+  /** Our answers to the other side's step 1s, made at the first (StateAnswers). */
+  private answers: StateAnswers | null = null;
   /** Made on the first query-awareness: most links never send one (memory per idle link). */
   private awarenessReplies: CoalescedReply<null> | null = null;
 
@@ -102,7 +87,7 @@ export class DocSession {
   ) {
     this.sent = options.numberSent ? new SentLog() : null;
     this.acknowledges = options.ackReceived !== false;
-    this.step2Replies = new CoalescedReply(this.canAnswer, (stateVector, written) => this.answerStep1(stateVector, written), options.room);
+    this.step2Replies = new CoalescedReply(this.canAnswer, (stateVector, written) => this.stateAnswers().answer(stateVector, written), options.room);
     const handler: ChannelHandler = {
       message: (frame) => this.receive(frame),
       // A transport violation (text frame, size limit) or a consumer given up on.
@@ -323,75 +308,31 @@ export class DocSession {
     this.hooks.synced?.(round);
   }
 
-  private answerStep1(stateVector: Uint8Array, written: () => void): boolean {
-    const replica = this.replica!;
-    // The position of the state the answer is made of: what an ack of its step 2 means the
-    // other side holds. Its pieces may go out long after, while the document moves on.
-    const at = this.sent ? this.hooks.position() : 0;
-    let updates: readonly Uint8Array[];
-    try {
-      updates = replica.stateUpdates ? replica.stateUpdates(stateVector) : [replica.encodeState(stateVector)];
-    } catch (err) {
-      // Possibly answered later, from a write callback: fail here rather than throw.
-      this.fail(new ProtocolError('bad-message', 'state vector does not decode', { cause: err }));
-      return false;
-    }
-    if (updates.length === 0) {
-      // Nothing here at all: the other side lacks nothing and waits for no answer (see stateUpdates).
-      this.hooks.sentStep2?.(0);
-      return false;
-    }
-    this.hooks.beforeStep2();
-    const pieces = new InTurn(updates, STATE_PIECES_AHEAD, (update, last, onWritten) => {
-      // The pieces but the last go as updates, each part of the state only: an ack of one says
-      // nothing of the document's position (0).
-      if (!last) return this.sendDoc({ type: 'update', update }, onWritten, 0) >= 0;
-      // The step 2 goes last: whoever takes it as the end of the sync has all the state by then.
-      // (What was held behind it goes right after, see InTurn.behind.)
-      this.answering = null;
-      const seq = this.sendDoc({ type: 'sync-step-2', update }, written, at);
-      if (seq > 0) this.hooks.sentStep2?.(seq);
-      return seq >= 0;
-    }, this.options.room);
-    // Another document message (a broadcast, made after the state was taken) must not reach
-    // the other side before the state it builds on (see `sendUpdate`, `sendNumbered`).
-    if (!pieces.done) {
-      this.answering = pieces;
-      this.answeredFrom = this.options.room ? Y.encodeStateVector(replica.doc) : null;
-    }
-    return pieces.first;
+  private stateAnswers(): StateAnswers {
+    const session = this;
+    return (this.answers ??= new StateAnswers(
+      {
+        get replica() {
+          return session.replica!;
+        },
+        position: () => (this.sent ? this.hooks.position() : 0),
+        sendDoc: (msg, onWritten, at) => this.sendDoc(msg, onWritten, at),
+        fail: (err) => this.fail(err),
+      },
+      this.hooks,
+      this.options.room,
+    ));
   }
 
   // ---- sending ----
 
   /**
    * A broadcast update (the fan-out path: one encoding, one send, nothing allocated besides,
-   * unless a state answer is going out).
-   *
-   * While one is, the update waits behind it (InTurn.behind, with the position it was made at):
-   * rushing the rest of a state parked for room (its reader's address over its share) sent it
-   * whole past twice the share at the first edit, and the socket was closed. Past BEHIND_BYTES
-   * held, where pieces wait for room, what is held is dropped for one diff made when the step 2
-   * goes (everything since the answer's state); elsewhere (a peer relay: never parked) the rest
-   * of the state goes now.
+   * unless a state answer is going out: then it waits behind it, see StateAnswers).
    */
   sendUpdate(update: Uint8Array): boolean {
-    const answering = this.answering;
-    if (answering) {
-      if (this.closed) return false;
-      const at = this.sent ? this.hooks.position() : 0;
-      if (answering.behind(update.byteLength, () => void this.sendDoc({ type: 'update', update }, undefined, at))) return true;
-      const from = this.answeredFrom;
-      if (from && answering.holdInstead(() => this.sendSince(from))) return true;
-      answering.rush();
-    }
+    if (this.answers?.holdBroadcast(update)) return true;
     return this.sendDoc({ type: 'update', update }) >= 0;
-  }
-
-  /** What the document gained since `stateVector`, as one update (nothing if it gained nothing). */
-  private sendSince(stateVector: Uint8Array): void {
-    const update = this.replica!.encodeState(stateVector);
-    if (!isEmptyUpdate(update)) this.sendDoc({ type: 'update', update });
   }
 
   /**
@@ -400,7 +341,7 @@ export class DocSession {
    * session is closed.
    */
   sendNumbered(update: Uint8Array): number {
-    this.answering?.rush();
+    this.answers?.rush();
     return this.sendDoc({ type: 'update', update });
   }
 
@@ -413,7 +354,7 @@ export class DocSession {
    * count them), with the document position an ack of it reports (`at`, default the position
    * now). Returns its number (0 when not numbered), or -1 when nothing was sent.
    */
-  private sendDoc(msg: Extract<Message, { type: 'update' | 'sync-step-2' }>, onWritten?: () => void, at?: number): number {
+  private sendDoc(msg: DocMessage, onWritten?: () => void, at?: number): number {
     if (!this.send(msg, onWritten)) return -1;
     return this.sent ? this.sent.record(at ?? this.hooks.position()) : 0;
   }
@@ -454,10 +395,7 @@ export class DocSession {
 
   private shutdown(): void {
     this.closed = true;
-    // Its pieces may be waiting for room (a wake the budget holds): let go of them now.
-    this.answering?.stop();
-    this.answering = null;
-    this.answeredFrom = null;
+    this.answers?.stop();
     this.queue?.clear();
   }
 }
