@@ -95,4 +95,33 @@ describe('sessions of a multiplexed socket that wait for room in the unsent budg
     await mux.close();
     await Promise.all(writers.map((w) => w.close()));
   });
+
+  it(`issue-12 review (mux room wake, pasted): a large paste into every document while its session waits for room is not sent on its own: the answer carries it`, async () => {
+    // A session whose step 1 waits for room (its answer not started) was still sent every
+    // broadcast: a paste of 700 KiB into each of 12 documents put 8 MiB unsent on an address
+    // with a 2 MiB share, and the relay closed the socket. The answer, made once there is room,
+    // carries what was broadcast meanwhile (DocSession.sendUpdate).
+    await using relay = await startAttackedRelay(['--max-unsent-bytes-per-address', String(2 * MiB), '--slow-consumer-grace-ms', '60000']);
+    const writers = await Promise.all(
+      Array.from({ length: SESSIONS }, async (_, i) => {
+        const writer = await ProtocolClient.synced(`${relay.url}/pasted-${i}`);
+        await writer.waitForAck(writer.type('x'.repeat(DOC_BYTES)), 60_000);
+        return writer;
+      }),
+    );
+    const PASTE = 'p'.repeat(700 * 1024);
+    const mux = await MuxClient.connect(relay.url);
+    await mux.waitHello();
+    const sessions = Array.from({ length: SESSIONS }, (_, i) => mux.open(`pasted-${i}`));
+    // Past the first answers' start: the address is over its share (what the first sessions were sent).
+    await Promise.all(writers.map((w) => w.waitForAck(w.type(PASTE), 20_000)));
+    const expected = DOC_BYTES + PASTE.length;
+    const synced = await Promise.allSettled(sessions.map((s) => s.waitFor(() => s.textLength === expected || undefined, `session ${s.sid} synced with the paste`, 30_000)));
+    const done = synced.filter((r) => r.status === 'fulfilled').length;
+    console.log(`mux room wake (pasted): ${done} of ${SESSIONS} sessions synced with the paste; socket close: ${JSON.stringify(mux.closeInfo)}`);
+    expect(done).toBe(SESSIONS);
+    expect(mux.closeInfo).toBeNull();
+    await mux.close();
+    await Promise.all(writers.map((w) => w.close()));
+  });
 });

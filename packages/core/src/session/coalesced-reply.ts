@@ -28,6 +28,15 @@ export class CoalescedReply<T> {
     private readonly room?: { hasRoom(wake: () => void): boolean },
   ) {}
 
+  /**
+   * A request waits for its answer (for room, for the connection to be allowed to answer, or for
+   * the previous answer to be written out): that answer, made later, will be made of what is
+   * there then.
+   */
+  get waiting(): boolean {
+    return this.pending !== null;
+  }
+
   /** A new request; replaces one still waiting. */
   request(request: T): void {
     this.pending = { request };

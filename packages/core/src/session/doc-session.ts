@@ -329,8 +329,19 @@ export class DocSession {
   /**
    * A broadcast update (the fan-out path: one encoding, one send, nothing allocated besides,
    * unless a state answer is going out: then it waits behind it, see StateAnswers).
+   *
+   * Not sent at all while a step 1 of the other side waits for its answer (its reader's address
+   * over its share of the unsent budget, the document paused, or the previous answer still in
+   * the socket): the update is in the document already, so the answer, made later of the
+   * document as it is then, carries it. Sent, each broadcast to a reader parked for room added
+   * to what its address had unsent, until the relay closed its socket (12 pastes of 1.2 MiB to
+   * a reader over a 2 MiB share). Only where nothing sent is numbered (a relay's client): the
+   * acks of a peer relay map numbered messages to positions, and its links never wait for room.
+   * What says the other side has content by now (a fenced write's reply) waits for that answer
+   * too (sendAfterContent).
    */
   sendUpdate(update: Uint8Array): boolean {
+    if (!this.sent && this.step2Replies.waiting && !this.closed) return true;
     if (this.answers?.holdBroadcast(update)) return true;
     return this.sendDoc({ type: 'update', update }) >= 0;
   }
@@ -343,6 +354,19 @@ export class DocSession {
   sendNumbered(update: Uint8Array): number {
     this.answers?.rush();
     return this.sendDoc({ type: 'update', update });
+  }
+
+  /**
+   * A message that says the other side holds document content by now (a fenced write's
+   * `cp-reply`: the value is in its replica when `set` resolves): sent after every broadcast
+   * made before it, which may wait behind a state answer or be left to the answer of a step 1
+   * still waiting (see sendUpdate). False when the session is closed.
+   */
+  sendAfterContent(msg: Message): boolean {
+    if (this.closed) return false;
+    const waiting = !this.sent && this.step2Replies.waiting;
+    if ((waiting || this.answers) && this.stateAnswers().afterContent(waiting, () => void this.send(msg))) return true;
+    return this.send(msg);
   }
 
   sendAwareness(update: Uint8Array): boolean {

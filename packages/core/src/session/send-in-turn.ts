@@ -47,6 +47,8 @@ export class InTurn {
   /** Messages to send once the last piece went (see `behind`), and their bytes. */
   private held: (() => void)[] = [];
   private heldBytes = 0;
+  /** Messages to send after those (see `after`): never dropped for a covering one. */
+  private trailing: (() => void)[] = [];
 
   constructor(
     private pieces: readonly Uint8Array[],
@@ -92,12 +94,24 @@ export class InTurn {
     return true;
   }
 
+  /**
+   * Holds a small message that refers to document content (a fenced write's reply: "your
+   * replica has the value by then"): `send` runs after the last piece and after what `behind`
+   * and `holdInstead` held, which `holdInstead` never drops. False when the state is done.
+   */
+  after(send: () => void): boolean {
+    if (this.done) return false;
+    this.trailing.push(send);
+    return true;
+  }
+
   /** Sends nothing more and lets go of the pieces and what was held (the session closed; a late wake finds it done). */
   stop(): void {
     this.stopped = true;
     this.pieces = [];
     this.held = [];
     this.heldBytes = 0;
+    this.trailing = [];
   }
 
   /**
@@ -137,9 +151,12 @@ export class InTurn {
 
   private sendHeld(): void {
     const held = this.held;
+    const trailing = this.trailing;
     this.held = [];
     this.heldBytes = 0;
+    this.trailing = [];
     for (const send of held) send();
+    for (const send of trailing) send();
   }
 
   private readonly written = (): void => {

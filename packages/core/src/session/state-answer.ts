@@ -46,6 +46,8 @@ export class StateAnswers {
    * the diff that replaces held broadcasts starts from (see `holdBroadcast`).
    */
   private answeredFrom: Uint8Array | null = null;
+  /** Messages to send right after the next answer's step 2 (see `afterContent`). */
+  private nextAnswer: (() => void)[] = [];
 
   constructor(
     private readonly host: StateAnswerHost,
@@ -59,6 +61,12 @@ export class StateAnswers {
    */
   answer(stateVector: Uint8Array, written: () => void): boolean {
     const replica = this.host.replica;
+    // What waited for this answer goes right after its step 2 (or now, if there is nothing to send).
+    const waited = this.nextAnswer;
+    this.nextAnswer = [];
+    const sendWaited = (): void => {
+      for (const send of waited) send();
+    };
     // The position of the state the answer is made of: what an ack of its step 2 means the
     // other side holds. Its pieces may go out long after, while the document moves on.
     const at = this.host.position();
@@ -73,6 +81,7 @@ export class StateAnswers {
     if (updates.length === 0) {
       // Nothing here at all: the other side lacks nothing and waits for no answer (see stateUpdates).
       this.hooks.sentStep2?.(0);
+      sendWaited();
       return false;
     }
     this.hooks.beforeStep2();
@@ -85,6 +94,8 @@ export class StateAnswers {
       this.answeredFrom = null;
       const seq = this.host.sendDoc({ type: 'sync-step-2', update }, written, at);
       if (seq > 0) this.hooks.sentStep2?.(seq);
+      // Their content is in this state (they waited for it), unlike what InTurn held behind it.
+      sendWaited();
       return seq >= 0;
     }, this.room);
     if (!pieces.done) {
@@ -110,6 +121,21 @@ export class StateAnswers {
     return false;
   }
 
+  /**
+   * A message that refers to document content the other side must have first (a fenced write's
+   * reply) is to go out now: true when it was put behind content still to come, and `send` runs
+   * later, in order; false when it is to be sent now. `waiting`: a step 1 of the other side
+   * waits for its answer, which broadcasts made meanwhile were left to (DocSession.sendUpdate):
+   * `send` runs right after that answer's step 2. While an answer goes out, after it and after
+   * what is held behind it (InTurn.after).
+   */
+  afterContent(waiting: boolean, send: () => void): boolean {
+    if (this.answering?.after(send)) return true;
+    if (!waiting) return false;
+    this.nextAnswer.push(send);
+    return true;
+  }
+
   /** Sends what is left of the answer going out at once (something must go behind it now). */
   rush(): void {
     this.answering?.rush();
@@ -120,6 +146,7 @@ export class StateAnswers {
     this.answering?.stop();
     this.answering = null;
     this.answeredFrom = null;
+    this.nextAnswer = [];
   }
 
   /** What the document gained since `stateVector`, as one update (nothing if it gained nothing). */

@@ -184,7 +184,8 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
           permission: this.permissionNow,
           owner,
           current: () => (this.session.isClosed ? null : this.conn.document),
-          reply: (code, message) => this.session.send({ type: 'cp-reply', id: msg.id, code, message }),
+          // After the value's broadcast, which may wait behind a state answer (DocSession.sendAfterContent).
+          reply: (code, message) => this.session.sendAfterContent({ type: 'cp-reply', id: msg.id, code, message }),
         }, this.deps);
         return;
       }

@@ -74,6 +74,7 @@ export async function fencedSet(msg: CpSetMessage, source: FencedSetSource, deps
   const outcome = await doc.writeFenced(msg.key, value, msg.token, msg.ifRev);
   if (outcome.code === 'storage-failure') deps.logger.error({ doc: source.docName, key: msg.key }, 'storing a fenced write failed');
   if (outcome.code === 'stale-token' || outcome.code === 'conflict') metrics.fencingRejections.inc({ reason: outcome.code });
-  // The change itself went out (to this connection too) before this reply.
+  // The change itself went out (to this connection too) before this reply: or waits behind a
+  // state answer, or is left to one, and the reply waits after it (DocSession.sendAfterContent).
   reply(outcome.code, outcome.message ?? '');
 }

@@ -42,7 +42,8 @@ export function webhookHooks(
   const held = new Map<string, { dueAt: number; event: Promise<HeldEvent | null> }>();
   return {
     onChangePending: ({ docName }) => {
-      // Started first, so the held document.changed below is created after it.
+      // Queued first, so the held document.changed below is not created before it (createdAt is
+      // taken when an event is queued, before any await).
       const created = loadedEmpty.delete(docName) ? dispatcher.publish('document.created', { docName }) : null;
       if (!dispatcher.wants('document.changed')) return created;
       const now = Date.now();
@@ -54,10 +55,11 @@ export function webhookHooks(
         if (held.size >= MAX_HELD) return created;
       }
       const dueAt = now + holdMs;
-      // Set now (not after created is queued), so an onChange that comes first finds it held.
-      const event = created ? created.then(() => dispatcher.hold('document.changed', urlData(docName), dueAt)) : dispatcher.hold('document.changed', urlData(docName), dueAt);
+      // Queued in this turn, as the change's own append is (a SQLite store writes in order): so it
+      // is durable before the change is acknowledged. Its createdAt is taken now, after created's.
+      const event = dispatcher.hold('document.changed', urlData(docName), dueAt);
       held.set(docName, { dueAt, event });
-      return event;
+      return created ? Promise.all([created, event]) : event;
     },
     onDocumentDeleted: (e) => dispatcher.publish('document.deleted', { docName: e.docName, identity: e.identity ?? null, incarnation: e.incarnation }),
     onConnect: (e) => dispatcher.publish('connection.opened', { docName: e.docName, identity: e.identity ?? null, permission: e.permission }),
