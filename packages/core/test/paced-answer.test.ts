@@ -54,6 +54,26 @@ function updateOf(text: string, clientID: number): Uint8Array {
   return Y.encodeStateAsUpdate(doc);
 }
 
+/** A host's hooks that do nothing, but those given. */
+function hostHooks(given: Partial<SessionHooks> & { hello: () => HelloMessage | null }): SessionHooks {
+  return {
+    applyUpdate: (): AppliedUpdate | null => null,
+    barrier: () => {},
+    awareness: () => {},
+    extension: () => {},
+    acked: () => {},
+    position: () => 0,
+    beforeStep2: () => {},
+    messageIn: () => {},
+    messageOut: () => {},
+    durable: () => {},
+    failing: () => {},
+    unexpected: () => {},
+    ended: () => {},
+    ...given,
+  };
+}
+
 function relayLike(room?: { hasRoom(wake: () => void): boolean }) {
   const channel = new HeldChannel();
   const doc = new Y.Doc();
@@ -69,22 +89,7 @@ function relayLike(room?: { hasRoom(wake: () => void): boolean }) {
   const acked: number[] = [];
   // The document's position: every change applied on the relay moves it (DocReplication.applied).
   let position = 10;
-  const hooks: SessionHooks = {
-    hello: (): HelloMessage | null => helloFor('relay-to-peer'),
-    applyUpdate: (): AppliedUpdate | null => null,
-    barrier: () => {},
-    awareness: () => {},
-    extension: () => {},
-    acked: (pos) => acked.push(pos),
-    position: () => position,
-    beforeStep2: () => {},
-    messageIn: () => {},
-    messageOut: () => {},
-    durable: () => {},
-    failing: () => {},
-    unexpected: () => {},
-    ended: () => {},
-  };
+  const hooks = hostHooks({ hello: () => helloFor('relay-to-peer'), acked: (pos) => acked.push(pos), position: () => position });
   const session = new DocSession(channel, hooks, { maxQueuedBytes: 1 << 20, numberSent: true, ...(room ? { room } : {}) });
   session.open(replica);
   channel.receive(helloFor('peer'));
@@ -146,22 +151,7 @@ function servingClient(pieceBytes = 0) {
     whenWritesSettled: () => Promise.resolve(),
     awareness: { encode: () => null },
   };
-  const hooks: SessionHooks = {
-    hello: (): HelloMessage | null => helloFor('relay'),
-    applyUpdate: (): AppliedUpdate | null => null,
-    barrier: () => {},
-    awareness: () => {},
-    extension: () => {},
-    acked: () => {},
-    position: () => 0,
-    beforeStep2: () => {},
-    messageIn: () => {},
-    messageOut: () => {},
-    durable: () => {},
-    failing: () => {},
-    unexpected: () => {},
-    ended: () => {},
-  };
+  const hooks = hostHooks({ hello: () => helloFor('relay') });
   const room_ = {
     hasRoom: (w: () => void) => {
       if (!room) wake = w;
