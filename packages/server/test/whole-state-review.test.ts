@@ -33,6 +33,44 @@ describe('WholeState keeps only content the document still holds (review rev9)',
   });
 });
 
+describe('WholeState merges small kept changes for a fresh reader', () => {
+  it('60 small edits by two writers are one update to apply, not 60; large pieces stay pieces', () => {
+    const doc = new Y.Doc();
+    const whole = new WholeState();
+    whole.watch(doc);
+    const other = new Y.Doc();
+    other.clientID = 77;
+    for (let i = 0; i < 30; i++) {
+      doc.getText('t').insert(doc.getText('t').length, `edit ${i}. `);
+      other.getText('t').insert(0, `other ${i}. `);
+      Y.applyUpdate(doc, Y.encodeStateAsUpdate(other, Y.encodeStateVector(doc)));
+    }
+    const fresh = Y.encodeStateVector(new Y.Doc());
+    const small = whole.updates(doc, fresh);
+    expect(small).toHaveLength(1);
+    const reader = new Y.Doc();
+    for (const u of small) Y.applyUpdate(reader, u);
+    expect(reader.getText('t').toString()).toBe(doc.getText('t').toString());
+    // A large paste after them: its pieces stay pieces (a reader applies them in short tasks).
+    doc.getText('t').insert(0, 'p'.repeat(3 * STATE_PIECE_BYTES));
+    doc.getText('t').insert(doc.getText('t').length, 'after the paste');
+    const parts = whole.updates(doc, fresh);
+    expect(parts.length).toBeGreaterThanOrEqual(4);
+    expect(Math.max(...parts.map((p) => p.byteLength))).toBeLessThan(STATE_PIECE_BYTES + 1024);
+    const reader2 = new Y.Doc();
+    for (const u of parts) {
+      Y.applyUpdate(reader2, u);
+      expect(reader2.store.pendingStructs).toBeNull();
+    }
+    expect(reader2.getText('t').toString()).toBe(doc.getText('t').toString());
+    // Read again: the same parts (kept merged), nothing merged anew.
+    const again = whole.updates(doc, fresh);
+    expect(again.length).toBe(parts.length);
+    again.forEach((p, i) => expect(p).toBe(parts[i]));
+    whole.unwatch(doc);
+  });
+});
+
 describe('splitUpdate on documents two people wrote (review)', () => {
   it('two writers who each typed after the other once: the state is still cut into pieces', () => {
     const a = new Y.Doc();
