@@ -1,5 +1,4 @@
 import * as Y from 'yjs';
-import { ProtocolError } from '../errors.js';
 import type { Message } from '../protocol/message-types.js';
 import { isEmptyUpdate } from '../yjs/validate-update.js';
 import { InTurn, STATE_PIECES_AHEAD, type PieceRoom } from './send-in-turn.js';
@@ -19,8 +18,6 @@ export interface StateAnswerHost {
    * position `at`, default now): its number, 0 unnumbered, or -1 when the session is closed.
    */
   sendDoc(msg: DocMessage, onWritten?: () => void, at?: number): number;
-  /** Closes the session because of `err`. */
-  fail(err: ProtocolError): void;
 }
 
 /**
@@ -56,34 +53,17 @@ export class StateAnswers {
   ) {}
 
   /**
-   * Answers a step 1 carrying `stateVector`; `written` runs once the step 2 was written out.
-   * True if the first message of the answer was sent (CoalescedReply's contract).
+   * Answers a step 1 with `updates` (the state the other side lacks, in order, at least one:
+   * see `stateUpdates`); `written` runs once the step 2 was written out. True if the first
+   * message of the answer was sent (CoalescedReply's contract).
    */
-  answer(stateVector: Uint8Array, written: () => void): boolean {
+  answer(updates: readonly Uint8Array[], written: () => void): boolean {
     const replica = this.host.replica;
-    // What waited for this answer goes right after its step 2 (or now, if there is nothing to send).
-    const waited = this.nextAnswer;
-    this.nextAnswer = [];
-    const sendWaited = (): void => {
-      for (const send of waited) send();
-    };
+    // What waited for this answer goes right after its step 2.
+    const waited = this.takeWaited();
     // The position of the state the answer is made of: what an ack of its step 2 means the
     // other side holds. Its pieces may go out long after, while the document moves on.
     const at = this.host.position();
-    let updates: readonly Uint8Array[];
-    try {
-      updates = replica.stateUpdates ? replica.stateUpdates(stateVector) : [replica.encodeState(stateVector)];
-    } catch (err) {
-      // Possibly answered later, from a write callback: fail here rather than throw.
-      this.host.fail(new ProtocolError('bad-message', 'state vector does not decode', { cause: err }));
-      return false;
-    }
-    if (updates.length === 0) {
-      // Nothing here at all: the other side lacks nothing and waits for no answer (see stateUpdates).
-      this.hooks.sentStep2?.(0);
-      sendWaited();
-      return false;
-    }
     this.hooks.beforeStep2();
     const pieces = new InTurn(updates, STATE_PIECES_AHEAD, (update, last, onWritten) => {
       // The pieces but the last go as updates, each part of the state only: an ack of one says
@@ -95,7 +75,7 @@ export class StateAnswers {
       const seq = this.host.sendDoc({ type: 'sync-step-2', update }, written, at);
       if (seq > 0) this.hooks.sentStep2?.(seq);
       // Their content is in this state (they waited for it), unlike what InTurn held behind it.
-      sendWaited();
+      for (const send of waited) send();
       return seq >= 0;
     }, this.room);
     if (!pieces.done) {
@@ -103,6 +83,17 @@ export class StateAnswers {
       this.answeredFrom = this.room ? Y.encodeStateVector(replica.doc) : null;
     }
     return pieces.first;
+  }
+
+  /** A step 1 was answered with nothing (the other side lacks nothing): what waited for it goes now. */
+  answeredNothing(): void {
+    for (const send of this.takeWaited()) send();
+  }
+
+  private takeWaited(): (() => void)[] {
+    const waited = this.nextAnswer;
+    this.nextAnswer = [];
+    return waited;
   }
 
   /**
