@@ -53,16 +53,24 @@ describe('WholeState', () => {
     const events: Uint8Array[] = [];
     doc.on('update', (u: Uint8Array) => events.push(u));
     doc.getText('t').insert(0, 'hello');
-    // One change: the bytes Yjs encoded for it, not a copy.
-    expect(whole.updates(doc, Y.encodeStateVector(new Y.Doc()))[0]).toBe(events[0]);
     doc.getMap('m').set('k', 1);
     // Small changes are merged into one update for the reader (one message, one transaction).
     const parts = whole.updates(doc, Y.encodeStateVector(new Y.Doc()));
     expect(parts).toHaveLength(1);
+    // Read, they stay as read; a change after them is its own part: the bytes Yjs encoded for
+    // it, not a copy (and nothing merged again).
+    doc.getMap('m').set('k2', 2);
+    const next = whole.updates(doc, Y.encodeStateVector(new Y.Doc()));
+    expect(next).toHaveLength(2);
+    expect(next[0]).toBe(parts[0]);
+    expect(next[1]).toBe(events[2]);
     const reader = new Y.Doc();
     for (const p of parts) Y.applyUpdate(reader, p);
     expect(reader.getText('t').toString()).toBe('hello');
     expect(reader.getMap('m').get('k')).toBe(1);
+    const reader2 = new Y.Doc();
+    for (const p of next) Y.applyUpdate(reader2, p);
+    expect(reader2.getMap('m').get('k2')).toBe(2);
     // One update for whoever needs one (HTTP): encoded once until the next change.
     const one = whole.encode(doc);
     expect(whole.encode(doc)).toBe(one);
@@ -91,8 +99,8 @@ describe('WholeState', () => {
     const again = whole.updates(doc);
     expect(again).toHaveLength(1);
     doc.getText('t').insert(0, 'b');
-    // The encoding and the change since, merged (small) into one update.
-    expect(whole.updates(doc)).toHaveLength(1);
+    // The encoding (read before) and the change since.
+    expect(whole.updates(doc)).toHaveLength(2);
     const reader = new Y.Doc();
     for (const p of whole.updates(doc)) Y.applyUpdate(reader, p);
     expect(reader.getText('t').toString()).toBe(doc.getText('t').toString());

@@ -21,7 +21,8 @@ import * as encoding from 'lib0/encoding';
  * client's structs in clock order, and another client's in between where they refer to them
  * (two people writing into each other's text). A piece holds one run per client. Structs
  * that Yjs cannot split (a binary, one embed) stay whole, so a piece may be larger
- * than `maxBytes` by one struct. The input must be an update Yjs wrote (the relay's own
+ * than `maxBytes` by one struct. Within a piece the clients are written highest first, as
+ * Yjs does (Y.mergeUpdates needs it). The input must be an update Yjs wrote (the relay's own
  * encodings and update events); a malformed one is returned whole.
  */
 export function splitUpdate(update: Uint8Array, maxBytes: number): Uint8Array[] {
@@ -363,6 +364,10 @@ class PieceWriter {
 
   private flush(deleteSet: Uint8Array | null): void {
     const e = encoding.createEncoder();
+    // Highest client first, as Yjs writes an update: Y.mergeUpdates relies on that order (given
+    // a piece with its clients ascending, it dropped a client's structs; WholeState merges pieces
+    // with the changes after them). Yjs's apply does not care.
+    this.runs.sort((x, y) => y.client - x.client);
     encoding.writeVarUint(e, this.runs.length);
     for (const run of this.runs) {
       encoding.writeVarUint(e, run.count);
