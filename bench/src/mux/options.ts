@@ -23,14 +23,14 @@ export interface MuxOptions {
 export const USAGE = `usage: npm run bench:mux [-- options]
 
   --quick              20 and 100 documents, one round, a 2 MB large document; no docs update
-  --rounds 3           rounds of the open-N measurement (the median is reported)
+  --rounds 5           rounds of the open-N measurement (the median is reported)
   --counts 100,1000    documents one client opens (one measurement each)
   --big-mb 10          size of the large document (head-of-line measurement), MB
   --seed 12            seed of the document contents
   --write / --no-write replace the section in docs/benchmarks.md (default: only for a standard run)
 `;
 
-const STANDARD = { counts: [100, 1000], rounds: 3, bigBytes: 10 * 1024 * 1024, seed: 12 };
+const STANDARD = { counts: [100, 1000], rounds: 5, bigBytes: 10 * 1024 * 1024, seed: 12 };
 
 export function parseOptions(argv: string[]): MuxOptions | 'help' {
   const { values } = parseArgs({
