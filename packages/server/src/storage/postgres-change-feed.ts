@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import pg from 'pg';
 import { Backoff } from '@capsync/core';
@@ -228,7 +228,7 @@ const LISTEN_CHUNK = 500;
 
 /** The channel of `doc`'s notes: the same as CHANGE_CHANNEL_SQL computes in the database. */
 export function changeChannel(doc: string): string {
-  return `capsync_${createHash('md5').update(doc, 'utf8').digest('hex')}`;
+  return `capsync_${hash('md5', doc, 'hex')}`;
 }
 
 function quote(channel: string): string {
