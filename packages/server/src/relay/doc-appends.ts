@@ -64,7 +64,7 @@ export class DocAppends {
         metrics.persistSeconds.observe((performance.now() - started) / 1000);
         this.replication.recordLocalDurable(position);
         this.committed(result.position);
-        if (shouldCompact(result, compaction)) this.compaction.soon(result.position);
+        if (shouldCompact(result, compaction)) this.compaction.soon(result.position, result);
       })
       .finally(() => {
         if (--this.inFlight === 0) {
