@@ -13,10 +13,10 @@ import { BackgroundCompaction } from '../src/relay/doc-load.js';
 import type { RelayDocDeps } from '../src/relay/relay-doc-deps.js';
 
 function setup() {
-  const calls: { through: number; done: () => void }[] = [];
+  const calls: { through: number; done: () => void; fail: (err: Error) => void }[] = [];
   const deps = {
     store: {
-      compact: (_name: string, _snapshot: Uint8Array, through: number) => new Promise<void>((done) => calls.push({ through, done })),
+      compact: (_name: string, _snapshot: Uint8Array, through: number) => new Promise<void>((done, fail) => calls.push({ through, done, fail })),
     },
     compaction: { maxUpdates: 10, maxBytes: 1 << 20 },
     metrics: { compactions: { inc: () => {} } },
@@ -65,6 +65,31 @@ it('without the log size (or a through it cannot place), it runs once more as be
   await started(1);
   compaction.soon(11);
   calls[0]!.done();
+  await started(2);
+  expect(calls[1]!.through).toBe(11);
+  calls[1]!.done();
+  await compaction.idle();
+});
+
+it('appends asked for while it had not started yet are covered by it: no second compaction', async () => {
+  const { calls, compaction, started } = setup();
+  compaction.soon(10, log(10));
+  compaction.soon(11, log(11));
+  compaction.soon(12, log(12));
+  await started(1);
+  expect(calls[0]!.through).toBe(12);
+  calls[0]!.done();
+  await compaction.idle();
+  await new Promise((r) => setImmediate(r));
+  expect(calls).toHaveLength(1);
+});
+
+it('a compaction that failed is run again when appends asked for one meanwhile, even under the threshold', async () => {
+  const { calls, compaction, started } = setup();
+  compaction.soon(10, log(10));
+  await started(1);
+  compaction.soon(11, log(11));
+  calls[0]!.fail(new Error('database went away'));
   await started(2);
   expect(calls[1]!.through).toBe(11);
   calls[1]!.done();

@@ -27,17 +27,18 @@ export async function loadDoc(name: string, deps: RelayDocDeps): Promise<{ doc: 
   return { doc, head: stored.head, incarnation: stored.incarnation };
 }
 
-/** Replaces the stored log up to `through` with a verified snapshot of `doc`. */
-export async function compactInto(name: string, doc: Y.Doc, through: number, deps: RelayDocDeps, incarnation: number): Promise<void> {
+/** Replaces the stored log up to `through` with a verified snapshot of `doc`; false when there is no snapshot to store. */
+export async function compactInto(name: string, doc: Y.Doc, through: number, deps: RelayDocDeps, incarnation: number): Promise<boolean> {
   const snapshot = verifiedSnapshot(doc);
   if (!snapshot) {
     deps.logger.error({ doc: name }, 'no snapshot of the document loads back; keeping the log');
-    return;
+    return false;
   }
   if (snapshot.droppedPending) deps.logger.warn({ doc: name }, 'pending structs that do not load back were left out of the snapshot');
   // Of this incarnation only: a compaction that runs into a delete changes nothing (DocStore).
   await deps.store.compact(name, snapshot.update, through, incarnation);
   deps.metrics.compactions.inc();
+  return true;
 }
 
 /**
@@ -55,6 +56,11 @@ export class BackgroundCompaction {
   private latest: { position: number; logCount: number; logBytes: number } | null = null;
   /** The log at the running compaction's `through`, when known: what it removes. */
   private runningBase: { logCount: number; logBytes: number } | null = null;
+  /** The running compaction took its `through` (before, what is asked is covered by it, see `soon`). */
+  private started = false;
+  /** Asked for before it took its `through`, or during it under the threshold: redone if it removes nothing. */
+  private askedEarly = false;
+  private askedDuring = false;
   /** The incarnation of the document it compacts (set by RelayDoc as it loads and reloads). */
   incarnation = 0;
 
@@ -86,23 +92,38 @@ export class BackgroundCompaction {
     this.through = Math.max(this.through, through);
     if (log && through >= (this.latest?.position ?? 0)) this.latest = { position: through, logCount: log.logCount, logBytes: log.logBytes };
     if (this.running) {
-      const base = this.runningBase;
-      if (!base || !log) this.again = true;
-      else if (shouldCompact({ logCount: log.logCount - base.logCount, logBytes: log.logBytes - base.logBytes }, this.deps.compaction)) this.again = true;
+      // Not started yet: it will take the newest `through` (decided when it starts).
+      if (!this.started) this.askedEarly = true;
+      else {
+        const base = this.runningBase;
+        if (!base || !log) this.again = true;
+        else if (shouldCompact({ logCount: log.logCount - base.logCount, logBytes: log.logBytes - base.logBytes }, this.deps.compaction)) this.again = true;
+        else this.askedDuring = true;
+      }
       return;
     }
+    this.started = false;
+    this.askedEarly = false;
+    this.askedDuring = false;
+    let compacted = false;
     this.running = new Promise<void>((resolve) => setImmediate(resolve))
       .then(async () => {
+        this.started = true;
         const doc = this.current();
         const through = Math.min(this.through, this.held());
         const latest = this.latest;
         this.runningBase = latest && latest.position === through ? { logCount: latest.logCount, logBytes: latest.logBytes } : null;
-        if (doc && through > 0) await compactInto(this.name, doc, through, this.deps, this.incarnation);
+        // Asked for before it started, and it does not reach the newest position (held lower): once more.
+        if (this.askedEarly && this.runningBase === null) this.again = true;
+        if (doc && through > 0) compacted = await compactInto(this.name, doc, through, this.deps, this.incarnation);
       })
       .catch((err: unknown) => this.deps.logger.error({ err, doc: this.name }, 'compaction failed; the log is kept'))
       .finally(() => {
+        // It removed nothing (failed, no snapshot, the document paused): what asked meanwhile asks again.
+        if (!compacted && (this.askedDuring || this.askedEarly)) this.again = true;
         this.running = null;
         this.runningBase = null;
+        this.started = false;
         if (this.again && !this.gone()) {
           this.again = false;
           this.soon(this.through);
