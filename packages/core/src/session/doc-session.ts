@@ -50,7 +50,7 @@ const NO_CLIENTS: number[] = [];
  * Role-specific reactions (validation, permission, fenced writes, metrics) are the host's
  * (SessionHooks). One session per channel: nothing (numbers, acks, queue) outlives it.
  */
-// Over ~400 lines (2026-12-07, 442): the one session of the protocol (hello, sync rounds,
+// Over ~400 lines (2026-12-07, 446): the one session of the protocol (hello, sync rounds,
 // numbering, acks, barriers, queued input, what waits for a state answer) for every kind of
 // link, most of it doc comments; the state answer itself is in state-answer.ts. Next to move
 // out: the received messages' acks (receiveUpdate, committed, acksInOrder).
@@ -355,8 +355,8 @@ export class DocSession {
    * over its share of the unsent budget, the document paused, or the previous answer still in
    * the socket): the update is in the document already, so the answer, made later of the
    * document as it is then, carries it. Sent, each broadcast to a reader parked for room added
-   * to what its address had unsent, until the relay closed its socket (12 pastes of 1.2 MiB to
-   * a reader over a 2 MiB share). Only where nothing sent is numbered (a relay's client): the
+   * to what its address had unsent, until the relay closed its socket (a 700 KiB paste into each
+   * of 12 documents parked on a 2 MiB share: adversarial/mux-room-wake, pasted). Only where nothing sent is numbered (a relay's client): the
    * acks of a peer relay map numbered messages to positions, and its links never wait for room.
    * What says the other side has content by now (a fenced write's reply) waits for that answer
    * too (sendAfterContent).
