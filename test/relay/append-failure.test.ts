@@ -8,7 +8,10 @@
 import { describe, expect, it } from 'vitest';
 import * as Y from 'yjs';
 import * as encoding from 'lib0/encoding';
+import WebSocket from 'ws';
 import { CloseCode, MemoryDocStore, type AppendResult } from '@capsync/core';
+import { createClient, type WebSocketConstructor } from '@capsync/client';
+import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
 import { startRelay } from '../support/relay-fixture.js';
 import { ProtocolClient } from '../support/protocol-client.js';
 
@@ -21,6 +24,17 @@ class FlakyStore extends MemoryDocStore {
       throw new Error('EIO (injected)');
     }
     return super.append(name, update);
+  }
+}
+
+/** A memory store whose next append, when armed, commits and then fails (a timeout after the commit). */
+class CommitThenFailStore extends MemoryDocStore {
+  failAfterCommit = false;
+  override async append(name: string, update: Uint8Array): Promise<AppendResult> {
+    const result = await super.append(name, update);
+    if (!this.failAfterCommit) return result;
+    this.failAfterCommit = false;
+    throw new Error('lost the answer to a commit (injected)');
   }
 }
 
@@ -75,6 +89,30 @@ describe('append failures', () => {
       expect(reloaded.getText('t').toString()).toContain('hello');
       await Promise.all([again.close(), other.close(), bob.close()]);
     } finally {
+      await relay.close();
+    }
+  });
+
+  it('a quorum flush is answered after a failed append whose content storage holds after all', async () => {
+    // The reload after the failure finds the content stored: the client's resync then sends
+    // nothing, so no later append marks it durable; the reload itself must (it was a quorum
+    // flush waiting forever in a PostgreSQL cluster whose commit outlived its statement timeout).
+    const store = new CommitThenFailStore();
+    const relay = await startRelay({ storage: store });
+    const client = createClient({ url: relay.url, storage: 'memory', WebSocket: WebSocket as unknown as WebSocketConstructor, ...TEST_CLIENT_DEFAULTS });
+    try {
+      const h = await client.open('d');
+      await h.whenSynced({ timeoutMs: 10_000 });
+      h.doc.getText('t').insert(0, 'a');
+      await h.flush({ durability: 'quorum', timeoutMs: 10_000 });
+      store.failAfterCommit = true;
+      h.doc.getText('t').insert(1, 'b');
+      await h.flush({ durability: 'quorum', timeoutMs: 10_000 });
+      const stored = new Y.Doc();
+      for (const u of (await store.load('d')).updates) Y.applyUpdate(stored, u);
+      expect(stored.getText('t').toString()).toBe('ab');
+    } finally {
+      await client.close();
       await relay.close();
     }
   });

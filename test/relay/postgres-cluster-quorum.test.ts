@@ -9,6 +9,7 @@
  */
 import { afterAll, expect, it } from 'vitest';
 import pg from 'pg';
+import { pino } from 'pino';
 import WebSocket from 'ws';
 import { createClient, type WebSocketConstructor } from '@capsync/client';
 import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
@@ -36,6 +37,14 @@ async function waitFor(check: () => Promise<true | undefined>, what: string, tim
   }
 }
 
+/** What the primary and the last flush say, for a failure to show why a quorum was not answered. */
+async function diagnose(url: string, flush: Promise<void>): Promise<string> {
+  const outcome = await flush.then(() => 'answered', (err: Error & { code?: string }) => `${err.code}: ${err.message}`);
+  const replication = await sql(url, 'SELECT application_name, state, sync_state, sent_lsn, replay_lsn FROM pg_stat_replication').catch((err: Error) => err.message);
+  const activity = await sql(url, "SELECT pid, state, wait_event_type, wait_event, left(query, 80) AS query FROM pg_stat_activity WHERE datname = current_database()").catch((err: Error) => err.message);
+  return `last flush: ${outcome}\npg_stat_replication: ${JSON.stringify(replication)}\npg_stat_activity: ${JSON.stringify(activity, null, 1)}`;
+}
+
 describePostgres('quorum durability on a cluster relay: synchronous replication', (server) => {
   let standby: PostgresCluster | null = null;
   afterAll(async () => {
@@ -53,7 +62,10 @@ describePostgres('quorum durability on a cluster relay: synchronous replication'
       30_000,
     );
 
-    const relay = await startRelay({ postgres: url, postgresTimeoutMs: 2_000 });
+    // The relay's log, for a failure to print.
+    const logs: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(line) });
+    const relay = await startRelay({ postgres: url, postgresTimeoutMs: 2_000, logger });
     const client = createClient({ url: relay.url, storage: 'memory', WebSocket: WebSocket as unknown as WebSocketConstructor, ...TEST_CLIENT_DEFAULTS });
     try {
       const h = await client.open('replicated');
@@ -84,7 +96,9 @@ describePostgres('quorum durability on a cluster relay: synchronous replication'
       await standby.start();
       await h.flush({ durability: 'quorum', timeoutMs: 30_000 }).catch(async () => {
         // The refusal may still be kept for up to 5 s after the standby reconnected.
-        await waitFor(async () => (await h.flush({ durability: 'quorum', timeoutMs: 3_000 }).then(() => true, () => false)) || undefined, 'quorum answered again', 30_000);
+        await waitFor(async () => (await h.flush({ durability: 'quorum', timeoutMs: 3_000 }).then(() => true, () => false)) || undefined, 'quorum answered again', 30_000).catch(async (err: Error) => {
+          throw new Error(`${err.message}\n${await diagnose(url, h.flush({ durability: 'quorum', timeoutMs: 3_000 }))}\nrelay flush: ${await h.flush({ durability: 'relay', timeoutMs: 3_000 }).then(() => 'ok', (e: Error) => e.message)} status ${h.status} pending ${h.pending} text ${h.doc.getText('t').toString()}\nrelay log:\n${logs.slice(-30).join('')}\nstandby ${standby!.logTail(3_000)}\nprimary ${server().logTail(3_000)}`);
+        });
       });
     } finally {
       await client.close();

@@ -85,6 +85,8 @@ export interface PostgresCluster {
   startStandby(): Promise<PostgresCluster>;
   /** Stops it and removes its directory. */
   close(): Promise<void>;
+  /** The end of the server's log, for a failing test to print. */
+  logTail(bytes?: number): string;
 }
 
 /** The unprivileged user to run the server as when this process is root; undefined otherwise. */

@@ -530,6 +530,11 @@ export class RelayDoc implements FollowedDoc {
       this.doc = fresh;
       this.attach(fresh);
       this.follower?.reset(head);
+      // The document now holds what storage holds, no more: everything applied so far is
+      // durable here, or gone. Without this, a failed append whose content the reload found
+      // stored after all (a commit whose answer was lost) stays "not durable" until some later
+      // append, and a quorum barrier waits for it forever: its sender resyncs and sends nothing.
+      this.replication.recordLocalDurable(this.replication.applied);
       // Pending content lived in the old document only.
       this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was reloaded before the update could integrate; send it again'));
       for (const peer of this.peers) {
