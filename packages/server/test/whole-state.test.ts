@@ -25,6 +25,20 @@ describe('WholeState', () => {
     whole.unwatch(doc);
   });
 
+  it('a document read while empty answers its first content later in one update, with no empty one ahead of it', () => {
+    // Every new document is read once before its first edit (its creator's sync).
+    const whole = new WholeState();
+    const empty = new Y.Doc();
+    whole.watch(empty);
+    expect(whole.updates(empty, new Uint8Array([0]))).toHaveLength(1);
+    empty.getText('t').insert(0, 'first');
+    const answer = whole.updates(empty, new Uint8Array([0]));
+    expect(answer).toHaveLength(1);
+    const reader = new Y.Doc();
+    Y.applyUpdate(reader, answer[0]!);
+    expect(reader.getText('t').toString()).toBe('first');
+  });
+
   it('never serves structs that did not integrate (pending), and sees them once they do', () => {
     const source = new Y.Doc();
     source.getText('t').insert(0, 'a');

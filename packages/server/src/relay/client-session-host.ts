@@ -115,8 +115,9 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
       throw new DocumentDeletedError(`${deletedAt(this.doc.incarnation)}document "${this.conn.docName}" was deleted since this replica synced (its incarnation ${incarnation})`);
     }
     // A client that stores incarnations learns the document's first, before any sync message.
-    // After the hello answer (sent once this returns, on a plain socket).
-    if (msg.capabilities.includes(INCARNATIONS_CAPABILITY)) {
+    // After the hello answer (sent once this returns, on a plain socket). Not when it declared
+    // this one: its replica stores it already.
+    if (incarnation !== this.doc.incarnation && msg.capabilities.includes(INCARNATIONS_CAPABILITY)) {
       const incarnationNow = this.doc.incarnation;
       queueMicrotask(() => this.session.send({ type: 'incarnation', incarnation: incarnationNow }));
     }

@@ -1,5 +1,5 @@
 import * as Y from 'yjs';
-import { CHUNK_BYTES, encodeIntegratedState } from '@capsync/core';
+import { CHUNK_BYTES, encodeIntegratedState, isEmptyUpdate } from '@capsync/core';
 import { splitUpdate } from './state-pieces.js';
 
 /** Most changes kept on top of the last encoding before they are dropped (and encoded anew on the next read). */
@@ -108,15 +108,20 @@ export class WholeState {
       this.settled = this.parts!.length;
       return this.parts!.slice();
     }
-    this.encodeWhole(doc);
+    const encoded = this.encodeWhole(doc);
     this.settled = this.parts!.length;
-    return this.parts!.slice();
+    return this.parts!.length > 0 ? this.parts!.slice() : [encoded];
   }
 
-  /** Encodes the state, which the parts start over from. */
+  /**
+   * Encodes the state, which the parts start over from. An empty document's parts are the empty
+   * list: its encoding kept as the first part would go out as an empty message ahead of every
+   * later answer's content (a document read once before its first edit, as every new one is).
+   */
   private encodeWhole(doc: Y.Doc): Uint8Array {
     const encoded = encodeIntegratedState(doc);
-    this.reset(splitUpdate(encoded, STATE_PIECE_BYTES), encoded.byteLength);
+    if (isEmptyUpdate(encoded)) this.reset([], 0);
+    else this.reset(splitUpdate(encoded, STATE_PIECE_BYTES), encoded.byteLength);
     return encoded;
   }
 
