@@ -3,20 +3,17 @@ import { CapsyncError, ProtocolError } from '../errors.js';
 import { closeCodeFor, closeReasonFor } from '../protocol/close-codes.js';
 import type { HelloMessage, Message } from '../protocol/message-types.js';
 import { decodeMessage, encodeMessage } from '../protocol/messages.js';
-import { isEmptyUpdate } from '../yjs/validate-update.js';
-import { AckOrder } from './ack-order.js';
 import type { Channel, ChannelHandler } from './channel.js';
 import { CoalescedReply } from './coalesced-reply.js';
-import { DurableAcks } from './durable-acks.js';
 import { checkProtocolVersion } from './hello.js';
 import { InputQueue } from './input-queue.js';
+import { ReceivedUpdates } from './received-updates.js';
 import { SentLog } from './sent-log.js';
 import { StateAnswers, type DocMessage } from './state-answer.js';
 import type { SessionHooks, SessionOptions, SessionReplica } from './session-types.js';
 
 /** How long a slow consumer's close handshake may take before the link is dropped. */
 const SLOW_CLOSE_MS = 1000;
-const NO_CLIENTS: number[] = [];
 
 /**
  * One document over one Channel: the relay serving a client, either end of a link between two
@@ -36,7 +33,7 @@ const NO_CLIENTS: number[] = [];
  *   (at most one step 1 unanswered at a time) and the host hears `synced(round)` for each
  *   step 2 received.
  * - Numbering and acks: received document messages (step 2, update) are numbered from 1;
- *   each is acknowledged once it and every earlier one are durable (AckOrder, DurableAcks),
+ *   each is acknowledged once it and every earlier one are durable (ReceivedUpdates),
  *   to a side that speaks the extensions (it said hello, or we did first). An empty update is a barrier: acknowledged once every earlier
  *   message and every pending write of the replica are durable. With `numberSent`, the
  *   document messages we send are numbered too and the other side's acks map to positions.
@@ -50,10 +47,6 @@ const NO_CLIENTS: number[] = [];
  * Role-specific reactions (validation, permission, fenced writes, metrics) are the host's
  * (SessionHooks). One session per channel: nothing (numbers, acks, queue) outlives it.
  */
-// Over ~400 lines (2026-12-07, 446): the one session of the protocol (hello, sync rounds,
-// numbering, acks, barriers, queued input, what waits for a state answer) for every kind of
-// link, most of it doc comments; the state answer itself is in state-answer.ts. Next to move
-// out: the received messages' acks (receiveUpdate, committed, acksInOrder).
 export class DocSession {
   private replica: SessionReplica | null = null;
   /**
@@ -67,10 +60,8 @@ export class DocSession {
   private helloed = false;
   /** The other side's hello arrived (one per session). */
   private heardHello = false;
-  /** Count of document messages received (sync step 2 and update). */
-  private seq = 0;
-  private ackOrder: AckOrder | null = null;
-  private acks: DurableAcks | null = null;
+  /** The document messages received: numbered, applied, acknowledged (made at the first). */
+  private receivedUpdates: ReceivedUpdates | null = null;
   private readonly sent: SentLog | null;
   private readonly step2Replies: CoalescedReply<Uint8Array>;
   /** Our sync step 1s sent, and the other side's step 2s received: the sync rounds (requestSync). */
@@ -200,11 +191,11 @@ export class DocSession {
         this.step2Replies.request(msg.stateVector);
         return;
       case 'sync-step-2':
-        this.receiveUpdate(msg.update, msg.type);
+        this.received().receive(msg.update, msg.type);
         this.roundAnswered();
         return;
       case 'update':
-        this.receiveUpdate(msg.update, msg.type);
+        this.received().receive(msg.update, msg.type);
         return;
       case 'awareness':
         this.hooks.awareness(msg.update);
@@ -234,43 +225,18 @@ export class DocSession {
     this.hooks.extension(msg);
   }
 
-  private receiveUpdate(update: Uint8Array, kind: 'sync-step-2' | 'update'): void {
-    const seq = ++this.seq;
-    const receivedAt = performance.now();
-    if (isEmptyUpdate(update)) {
-      // Nothing to store, but the ack still promises that everything applied so far (for
-      // example this side's updates sent on an earlier link, or delivered by another tab) is
-      // committed: wait for every pending write of the replica.
-      this.acksInOrder().barrier(this.replica!.whenWritesSettled()).then(() => this.committed(seq, NO_CLIENTS, receivedAt, kind), () => {});
-      this.hooks.barrier(seq);
-      return;
-    }
-    const applied = this.hooks.applyUpdate(update, seq);
-    if (!applied) return;
-    // An update waiting for dependencies may commit after later ones: ack in order.
-    this.acksInOrder().update(applied.durable).then(
-      () => this.committed(seq, applied.clients, receivedAt, kind),
-      (err: unknown) => {
-        if (err instanceof CapsyncError && err.code !== 'storage-failure') return this.fail(err);
-        this.hooks.unexpected(err, 'commit');
-        this.fail(new CapsyncError('storage-failure', 'update could not be stored; resend it'));
+  private received(): ReceivedUpdates {
+    const session = this;
+    return (this.receivedUpdates ??= new ReceivedUpdates({
+      get replica() {
+        return session.replica!;
       },
-    );
-  }
-
-  /** Acks go to a side that said hello only, coalesced per turn (DurableAcks). */
-  private committed(seq: number, clients: number[], receivedAt: number, kind: 'sync-step-2' | 'update'): void {
-    this.hooks.durable(receivedAt, kind);
-    if (!this.helloed || !this.acknowledges || this.closed) return;
-    this.acks ??= new DurableAcks(
-      (ackSeq, stateVector) => void this.send({ type: 'ack', seq: ackSeq, stateVector }),
-      () => (this.closed ? null : (this.replica?.doc ?? null)),
-    );
-    this.acks.committed(seq, clients);
-  }
-
-  private acksInOrder(): AckOrder {
-    return (this.ackOrder ??= new AckOrder());
+      hooks: this.hooks,
+      acknowledging: () => this.helloed && this.acknowledges && !this.closed,
+      sendAck: (seq, stateVector) => void this.send({ type: 'ack', seq, stateVector }),
+      ackDoc: () => (this.closed ? null : (this.replica?.doc ?? null)),
+      fail: (err) => this.fail(err),
+    }));
   }
 
   // ---- sync rounds ----
