@@ -14,6 +14,7 @@ import { createClient, type WebSocketConstructor } from '@capsync/client';
 import { TEST_CLIENT_DEFAULTS } from '../support/client-fixture.js';
 import { startRelay } from '../support/relay-fixture.js';
 import { ProtocolClient } from '../support/protocol-client.js';
+import { REMOTE } from '../support/wire-doc-client.js';
 
 /** A memory store whose next append fails once when armed (a transient disk error). */
 class FlakyStore extends MemoryDocStore {
@@ -24,6 +25,35 @@ class FlakyStore extends MemoryDocStore {
       throw new Error('EIO (injected)');
     }
     return super.append(name, update);
+  }
+}
+
+/** A memory store whose next append, when armed, fails and stores nothing. */
+class RefusingStore extends MemoryDocStore {
+  refuseNext = false;
+  override async append(name: string, update: Uint8Array, incarnation?: number): Promise<AppendResult> {
+    if (this.refuseNext) {
+      this.refuseNext = false;
+      throw new Error('refused (injected, nothing stored)');
+    }
+    return super.append(name, update, incarnation);
+  }
+}
+
+const BARRIER = new Uint8Array([0, 0]);
+
+/** A RefusingStore whose next load, when gated, waits for the test to open the gate. */
+class GatedLoadStore extends RefusingStore {
+  gate: Promise<void> | null = null;
+  loadStarted: (() => void) | null = null;
+  override async load(name: string): ReturnType<MemoryDocStore['load']> {
+    const gate = this.gate;
+    if (gate) {
+      this.gate = null;
+      this.loadStarted?.();
+      await gate;
+    }
+    return super.load(name);
   }
 }
 
@@ -113,6 +143,92 @@ describe('append failures', () => {
       expect(stored.getText('t').toString()).toBe('ab');
     } finally {
       await client.close();
+      await relay.close();
+    }
+  });
+
+  // Review of the fix above: the reload marked everything applied durable, the failed append's
+  // content too (stored nowhere), and a quorum barrier behind it was answered before its sender
+  // was closed (when an update of its still waited ahead of the failed one).
+  for (const pendingAhead of [false, true]) {
+    it(`a quorum barrier behind an update whose append failed is never answered (an update waiting ahead of it: ${pendingAhead})`, async () => {
+      const store = new RefusingStore();
+      const relay = await startRelay({ storage: store });
+      try {
+        const a = await ProtocolClient.synced(relay.docUrl('d'), { capabilities: ['quorum'] });
+        a.type('base');
+        await a.waitForAck(a.seq);
+        if (pendingAhead) a.sendMessage({ type: 'update', update: danglingUpdate(777) });
+        const next = new Y.Doc();
+        next.clientID = 4242;
+        Y.applyUpdate(next, Y.encodeStateAsUpdate(a.doc));
+        next.getText('t').insert(4, 'LOST');
+        store.refuseNext = true;
+        a.sendMessage({ type: 'update', update: Y.encodeStateAsUpdate(next, Y.encodeStateVector(a.doc)) });
+        a.sendMessage({ type: 'update', update: BARRIER });
+        const barrier = a.seq;
+        await a.waitClosed();
+        expect(a.received.filter((m) => m.type === 'quorum-ack' && m.seq >= barrier)).toEqual([]);
+        const stored = new Y.Doc();
+        for (const u of (await store.load('d')).updates) Y.applyUpdate(stored, u);
+        expect(stored.getText('t').toString()).toBe('base');
+      } finally {
+        await relay.close();
+      }
+    });
+  }
+
+  it('a quorum barrier behind an update waiting for missing dependencies is answered once that update is stored', async () => {
+    const relay = await startRelay({ storage: new MemoryDocStore() });
+    try {
+      const a = await ProtocolClient.synced(relay.docUrl('d'), { capabilities: ['quorum'] });
+      a.type('base');
+      await a.waitForAck(a.seq);
+      const other = new Y.Doc();
+      other.clientID = 778;
+      other.getText('t').insert(0, 'zz');
+      a.sendMessage({ type: 'update', update: danglingUpdate(778) });
+      a.sendMessage({ type: 'update', update: BARRIER });
+      const barrier = a.seq;
+      await roundTrip(a, 1);
+      // Not applied yet, so in no quorum: the barrier waits for it.
+      expect(a.received.filter((m) => m.type === 'quorum-ack')).toEqual([]);
+      a.sendMessage({ type: 'update', update: Y.encodeStateAsUpdate(other) });
+      await a.waitFor(() => a.received.some((m) => m.type === 'quorum-ack' && m.seq >= barrier) || undefined, 'the quorum-ack of the barrier');
+      expect(a.closeInfo).toBeNull();
+      await a.close();
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('a client that connects while the document reloads gets the state vector of the reloaded document, and sends what the reload dropped', async () => {
+    // Its step 1 went out from the document being replaced (it held the failed update): the
+    // client answered that the relay had everything, and the relay never got it back (seen in
+    // postgres-cluster-quorum: a quorum flush that never came, the update not in the relay's copy).
+    const store = new GatedLoadStore();
+    const relay = await startRelay({ storage: store });
+    try {
+      const a = await ProtocolClient.synced(relay.docUrl('d'));
+      a.type('base');
+      await a.waitForAck(a.seq);
+      let openGate!: () => void;
+      store.gate = new Promise<void>((resolve) => (openGate = resolve));
+      const loading = new Promise<void>((resolve) => (store.loadStarted = resolve));
+      store.refuseNext = true;
+      a.type(' dropped');
+      await loading;
+      const b = await ProtocolClient.connect(relay.docUrl('d'));
+      // b holds what the reload drops (as a's replica does, or another tab's), unsent: it sends
+      // what the relay's step 1 says the relay lacks.
+      Y.applyUpdate(b.doc, Y.encodeStateAsUpdate(a.doc), REMOTE);
+      openGate();
+      await b.waitFor(() => b.received.some((m) => m.type === 'ack') || undefined, 'the ack of its answer to the relay');
+      const stored = new Y.Doc();
+      for (const u of (await store.load('d')).updates) Y.applyUpdate(stored, u);
+      expect(stored.getText('t').toString()).toBe('base dropped');
+      await Promise.all([b.close(), a.close()]);
+    } finally {
       await relay.close();
     }
   });

@@ -66,6 +66,10 @@ describePostgres('quorum durability on a cluster relay: synchronous replication'
     const logs: string[] = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(line) });
     const relay = await startRelay({ postgres: url, postgresTimeoutMs: 2_000, logger });
+    const relayDocState = async (): Promise<unknown> => {
+      const d = (await relay.relay.registry.peek('replicated')) as unknown as { replication: { appliedSeq: number; localDurableSeq: number }; appends: { inFlight: number }; paused: boolean } | undefined;
+      return d && { applied: d.replication.appliedSeq, localDurable: d.replication.localDurableSeq, inFlight: d.appends.inFlight, paused: d.paused };
+    };
     const client = createClient({ url: relay.url, storage: 'memory', WebSocket: WebSocket as unknown as WebSocketConstructor, ...TEST_CLIENT_DEFAULTS });
     try {
       const h = await client.open('replicated');
@@ -97,7 +101,7 @@ describePostgres('quorum durability on a cluster relay: synchronous replication'
       await h.flush({ durability: 'quorum', timeoutMs: 30_000 }).catch(async () => {
         // The refusal may still be kept for up to 5 s after the standby reconnected.
         await waitFor(async () => (await h.flush({ durability: 'quorum', timeoutMs: 3_000 }).then(() => true, () => false)) || undefined, 'quorum answered again', 30_000).catch(async (err: Error) => {
-          throw new Error(`${err.message}\n${await diagnose(url, h.flush({ durability: 'quorum', timeoutMs: 3_000 }))}\nrelay flush: ${await h.flush({ durability: 'relay', timeoutMs: 3_000 }).then(() => 'ok', (e: Error) => e.message)} status ${h.status} pending ${h.pending} text ${h.doc.getText('t').toString()}\nrelay log:\n${logs.slice(-30).join('')}\nstandby ${standby!.logTail(3_000)}\nprimary ${server().logTail(3_000)}`);
+          throw new Error(`${err.message}\n${await diagnose(url, h.flush({ durability: 'quorum', timeoutMs: 3_000 }))}\nrelay flush: ${await h.flush({ durability: 'relay', timeoutMs: 3_000 }).then(() => 'ok', (e: Error) => e.message)} relay doc ${JSON.stringify(await relayDocState())} status ${h.status} pending ${h.pending} text ${h.doc.getText('t').toString()}\nrelay log:\n${logs.slice(-60).join('')}\nstandby ${standby!.logTail(3_000)}\nprimary ${server().logTail(3_000)}`);
         });
       });
     } finally {

@@ -8,7 +8,8 @@ export interface CloseInfo {
   reason: string;
 }
 
-const REMOTE = Symbol('remote');
+/** The origin of what the relay sent (never sent back); a test applies content with it to hold it without sending it. */
+export const REMOTE = Symbol('remote');
 
 /**
  * The document half of a wire-level test client, whatever carries it (a WebSocket of its own,

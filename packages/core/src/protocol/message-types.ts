@@ -264,7 +264,8 @@ export interface QuorumAckMessage {
 /**
  * The document's incarnation (DocStore: a counter every delete raises), sent by a relay as the
  * first message of a session to a client that announced INCARNATIONS_CAPABILITY (so never to an
- * older client, which would refuse the unknown kind). The client stores it with its replica
+ * older client, which would refuse the unknown kind), unless the client announced this very
+ * incarnation (`incarnation:<n>`): its replica stores it already. The client stores it with its replica
  * and announces it (`incarnation:<n>`) on its next connection; a relay whose incarnation is
  * another closes that session with 'document-deleted' (4410) before it takes any update.
  */

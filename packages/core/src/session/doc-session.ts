@@ -69,6 +69,8 @@ export class DocSession {
   private step2Received = 0;
   /** A round was asked for while a step 1 was unanswered: sent once that answer arrives (requestSync). */
   private step1Owed = false;
+  /** Our first step 1 waits for the replica to take input (see `open`). */
+  private step1WhenResumed = false;
   private readonly acknowledges: boolean;
   /** Our answers to the other side's step 1s, made at the first (StateAnswers). */
   private answers: StateAnswers | null = null;
@@ -118,7 +120,11 @@ export class DocSession {
         return this.failOn(err);
       }
     }
-    this.sendStep1();
+    // From a paused replica (a relay reloading the document from storage after a failed
+    // append) the step 1 would carry the state vector of the document about to be replaced:
+    // the other side would never send what the reload dropped. It goes once input resumes.
+    if (replica.paused) this.step1WhenResumed = true;
+    else this.sendStep1();
     const awareness = replica.awareness.encode();
     if (awareness) this.send({ type: 'awareness', update: awareness });
     this.resume();
@@ -126,6 +132,10 @@ export class DocSession {
 
   /** The replica may take input again: handles what was queued, then coalesced answers. */
   resume(): void {
+    if (this.step1WhenResumed && this.replica && !this.replica.paused && !this.closed) {
+      this.step1WhenResumed = false;
+      this.sendStep1();
+    }
     while (this.queue !== null && this.queue.length > 0 && this.replica && !this.replica.paused && !this.closed) this.handle(this.queue.shift()!);
     this.step2Replies.retry();
     this.awarenessReplies?.retry();
@@ -255,6 +265,7 @@ export class DocSession {
    */
   requestSync(): number {
     if (this.closed || !this.replica) return 0;
+    if (this.step1WhenResumed) return this.step1Sent + 1;
     if (this.step1Sent > this.step2Received) {
       this.step1Owed = true;
       return this.step1Sent + 1;

@@ -514,6 +514,8 @@ export class RelayDoc implements FollowedDoc {
     try {
       this.broadcast.flush();
       await this.whenPersisted();
+      // Every append of a change applied through here has settled (committed or failed).
+      const settledThrough = this.replication.applied;
       const { doc: fresh, head, incarnation } = await loadDoc(this.name, this.deps);
       if (incarnation !== this.incarnation) {
         fresh.destroy();
@@ -525,16 +527,22 @@ export class RelayDoc implements FollowedDoc {
       // to send back what the reload lost: content the relay cannot integrate would then close
       // healthy connections; they offer it again on their next sync.
       const catchUp = encodeIntegratedState(fresh, Y.encodeStateVector(this.doc));
+      // Whether storage holds all the live document held: not when a failed append's content
+      // is stored nowhere (nor when changes applied while the reload read, their appends
+      // maybe still in flight, are not in it yet). Structs and deletions (Yjs's snapshot check).
+      const holdsAll = Y.snapshotContainsUpdate(Y.snapshot(fresh), encodeIntegratedState(this.doc, Y.encodeStateVector(fresh)));
       this.detach(this.doc);
       this.doc.destroy();
       this.doc = fresh;
       this.attach(fresh);
       this.follower?.reset(head);
-      // The document now holds what storage holds, no more: everything applied so far is
-      // durable here, or gone. Without this, a failed append whose content the reload found
-      // stored after all (a commit whose answer was lost) stays "not durable" until some later
-      // append, and a quorum barrier waits for it forever: its sender resyncs and sends nothing.
-      this.replication.recordLocalDurable(this.replication.applied);
+      // Storage holds everything applied through `settledThrough` after all (a failed append
+      // had committed: its answer was lost, or its statement timed out behind a commit that
+      // completed later): durable. Unmarked, a quorum barrier waits for it forever, as its
+      // sender resyncs and sends nothing again. When something is lost it stays unmarked: a
+      // quorum must never be answered for content stored nowhere (the resend marks it).
+      if (holdsAll) this.replication.recordLocalDurable(settledThrough);
+      this.deps.logger.warn({ doc: this.name, storedAll: holdsAll, settledThrough, applied: this.replication.applied }, 'document reloaded from storage');
       // Pending content lived in the old document only.
       this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was reloaded before the update could integrate; send it again'));
       for (const peer of this.peers) {

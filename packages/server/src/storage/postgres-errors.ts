@@ -7,31 +7,29 @@ export function closedError(): StorageError {
 }
 
 export function storageError(what: string, err: unknown): StorageError {
-  return new StorageError(`PostgreSQL ${what} failed: ${(err as Error).message || String(err)}`, { cause: err, retryable: transient(err) });
+  return new StorageError(`PostgreSQL ${what} failed: ${(err as Error).message || String(err)}`, { cause: err, retryable: unreachable(err) });
 }
 
 /** Network errors of a connection to the database (Node's codes). */
 const NETWORK_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
 /**
- * SQLSTATEs of a database that cannot serve now but may soon: admin/crash shutdown, starting up,
- * too many connections (class 08, connection exceptions, below too); and of a statement that
- * did not complete now but would if tried again: cancelled (57014: our statement_timeout, for
- * example behind a row lock held by a commit that waits for a synchronous standby that is gone;
- * or an administrator's cancel), a lock not available (55P03), a serialization failure or a
- * deadlock (40001, 40P01: PostgreSQL's own advice is to retry the transaction). A cancelled
- * statement's transaction is rolled back, so trying it again stores nothing twice.
+ * SQLSTATEs of a database that cannot serve now but may soon: class 08 (connection exception),
+ * admin/crash shutdown, starting up, too many connections. Not a cancelled statement (57014,
+ * our statement_timeout, for example behind a row lock held by a commit that waits for a gone
+ * synchronous standby): retried, a statement that always times out would be retried forever,
+ * silently, with the relay reporting storage unreachable while other documents commit. It
+ * fails the append instead: the document reloads from storage and its sender resends.
  */
-const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', '53300', '57014', '55P03', '40001', '40P01']);
+const UNAVAILABLE_STATES = new Set(['57P01', '57P02', '57P03', '53300']);
 
 /**
  * Whether `err` says the database could not be reached (down, restarting, partitioned away,
- * frozen past the query timeout) or could not complete the statement now (see
- * UNAVAILABLE_STATES) rather than refused it: the relay then tries the
+ * frozen past the query timeout) rather than refused the statement: the relay then tries the
  * write again (StorageError.retryable) instead of reloading the document. A statement that timed
  * out may have committed after all; writing it again is harmless (a Yjs update applies once, a
  * client id's first claim wins).
  */
-function transient(err: unknown): boolean {
+function unreachable(err: unknown): boolean {
   const e = err as { code?: unknown; message?: unknown };
   const code = typeof e?.code === 'string' ? e.code : '';
   if (NETWORK_CODES.has(code) || UNAVAILABLE_STATES.has(code) || code.startsWith('08')) return true;
