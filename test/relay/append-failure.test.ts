@@ -178,30 +178,6 @@ describe('append failures', () => {
     });
   }
 
-  it('a quorum barrier behind an update waiting for missing dependencies is answered once that update is stored', async () => {
-    const relay = await startRelay({ storage: new MemoryDocStore() });
-    try {
-      const a = await ProtocolClient.synced(relay.docUrl('d'), { capabilities: ['quorum'] });
-      a.type('base');
-      await a.waitForAck(a.seq);
-      const other = new Y.Doc();
-      other.clientID = 778;
-      other.getText('t').insert(0, 'zz');
-      a.sendMessage({ type: 'update', update: danglingUpdate(778) });
-      a.sendMessage({ type: 'update', update: BARRIER });
-      const barrier = a.seq;
-      await roundTrip(a, 1);
-      // Not applied yet, so in no quorum: the barrier waits for it.
-      expect(a.received.filter((m) => m.type === 'quorum-ack')).toEqual([]);
-      a.sendMessage({ type: 'update', update: Y.encodeStateAsUpdate(other) });
-      await a.waitFor(() => a.received.some((m) => m.type === 'quorum-ack' && m.seq >= barrier) || undefined, 'the quorum-ack of the barrier');
-      expect(a.closeInfo).toBeNull();
-      await a.close();
-    } finally {
-      await relay.close();
-    }
-  });
-
   it('a client that connects while the document reloads gets the state vector of the reloaded document, and sends what the reload dropped', async () => {
     // Its step 1 went out from the document being replaced (it held the failed update): the
     // client answered that the relay had everything, and the relay never got it back (seen in
@@ -228,6 +204,40 @@ describe('append failures', () => {
       for (const u of (await store.load('d')).updates) Y.applyUpdate(stored, u);
       expect(stored.getText('t').toString()).toBe('base dropped');
       await Promise.all([b.close(), a.close()]);
+    } finally {
+      await relay.close();
+    }
+  });
+
+  it('an HTTP write while the document reloads is refused (503, to retry), never applied to the document being replaced', async () => {
+    // Applied then, it was stored and answered durable, missing from the live document, and
+    // gone from storage at the next compaction.
+    const store = new GatedLoadStore();
+    const relay = await startRelay({ storage: store });
+    try {
+      const a = await ProtocolClient.synced(relay.docUrl('d'));
+      a.type('base');
+      await a.waitForAck(a.seq);
+      let openGate!: () => void;
+      store.gate = new Promise<void>((resolve) => (openGate = resolve));
+      const loading = new Promise<void>((resolve) => (store.loadStarted = resolve));
+      store.refuseNext = true;
+      a.type(' dropped');
+      await loading;
+      const h = new Y.Doc();
+      h.getText('h').insert(0, 'HTTP');
+      const post = (): Promise<Response> => fetch(`${relay.httpUrl}/v1/docs/d/update`, { method: 'POST', body: Buffer.from(Y.encodeStateAsUpdate(h)), headers: { 'content-type': 'application/octet-stream' } });
+      const refused = await post();
+      expect(refused.status).toBe(503);
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('unavailable');
+      openGate();
+      await a.waitClosed();
+      // Once reloaded, the same write is taken, and the live document has it.
+      const taken = await post();
+      expect(taken.status).toBe(200);
+      const fresh = await ProtocolClient.synced(relay.docUrl('d'));
+      expect(fresh.doc.getText('h').toString()).toBe('HTTP');
+      await fresh.close();
     } finally {
       await relay.close();
     }

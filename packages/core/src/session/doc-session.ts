@@ -47,6 +47,10 @@ const SLOW_CLOSE_MS = 1000;
  * Role-specific reactions (validation, permission, fenced writes, metrics) are the host's
  * (SessionHooks). One session per channel: nothing (numbers, acks, queue) outlives it.
  */
+// Over ~400 lines (2026-12-08, 423): the one session of the protocol (hello, sync rounds,
+// numbering, barriers, queued input, what waits for a state answer) for every kind of link,
+// most of it doc comments; the state answer (state-answer.ts) and the received messages' acks
+// (received-updates.ts) are out already.
 export class DocSession {
   private replica: SessionReplica | null = null;
   /**

@@ -45,9 +45,8 @@ export class ReceivedUpdates {
       // Nothing to store, but the ack still promises that everything applied so far (for
       // example this side's updates sent on an earlier link, or delivered by another tab) is
       // committed: wait for every pending write of the replica.
-      const durable = this.inOrder().barrier(this.host.replica.whenWritesSettled());
-      durable.then(() => this.committed(seq, NO_CLIENTS, receivedAt, kind), () => {});
-      hooks.barrier(seq, durable);
+      this.inOrder().barrier(this.host.replica.whenWritesSettled()).then(() => this.committed(seq, NO_CLIENTS, receivedAt, kind), () => {});
+      hooks.barrier(seq);
       return;
     }
     const applied = hooks.applyUpdate(update, seq);

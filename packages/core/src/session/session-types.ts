@@ -56,14 +56,8 @@ export interface SessionHooks {
    * host told the other side; nothing is acknowledged). May throw to close.
    */
   applyUpdate(update: Uint8Array, seq: number): AppliedUpdate | null;
-  /**
-   * A received empty update (a barrier), number `seq`: its ack is the session's; this is for
-   * more (quorum). `durable` resolves once it and every message received before it are durable
-   * here (it rejects if one of them failed): a quorum wait starts then, so that it covers the
-   * sender's earlier updates (one that waited for missing dependencies, or whose append failed,
-   * is not in what the document has applied when the barrier arrives).
-   */
-  barrier(seq: number, durable: Promise<void>): void;
+  /** A received empty update (a barrier), number `seq`: its ack is the session's; this is for more (quorum). */
+  barrier(seq: number): void;
   /** A received awareness update. May throw. */
   awareness(update: Uint8Array): void;
   /**

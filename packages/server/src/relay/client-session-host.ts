@@ -156,26 +156,13 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
     return this.doc.receive(update, this.writer);
   }
 
-  barrier(seq: number, durable: Promise<void>): void {
+  barrier(seq: number): void {
     if (!this.quorum) return;
-    // The wait starts once the barrier and everything the client sent before it are durable
-    // here: what the document has applied then includes the client's earlier updates (one
-    // still waiting for missing dependencies when the barrier came is not applied yet; one
-    // whose append failed never makes it durable, and is never answered as a quorum).
-    const wait = (): void =>
-      void durable.then(
-        () => {
-          if (!this.session.isClosed) this.awaitQuorum(seq);
-        },
-        () => {},
-      );
     const support = this.deps.quorum;
-    if (!support) return wait();
-    // The refusal does not wait: a database without a synchronous standby may hold every
-    // commit (synchronous_standby_names set, the standby gone), and the client is told at once.
+    if (!support) return this.awaitQuorum(seq);
     void support.refusal().then((reason) => {
       if (this.session.isClosed) return;
-      if (reason === null) return wait();
+      if (reason === null) return this.awaitQuorum(seq);
       this.deps.metrics.quorumWaits.inc({ outcome: 'refused' });
       this.session.send({ type: 'error', code: 'quorum-unsupported', message: reason, seq });
     });

@@ -180,6 +180,11 @@ export class RelayDoc implements FollowedDoc {
    * Returns when it is durable and the client ids its ack reports.
    */
   receive(update: Uint8Array, writer: DocWriter): AppliedUpdate {
+    // Reloading from storage (`recover`): applied now, it would land in the document being
+    // replaced, be stored and acknowledged, and be missing from the live one (and from storage
+    // after its next compaction). Sessions queue their input meanwhile; the others (HTTP,
+    // fenced writes forwarded to the lock authority, server-side handles) are refused, to retry.
+    if (this.paused) throw new CapsyncError('unavailable', `document "${this.name}" is reloading from storage; retry`);
     const started = performance.now();
     const { metrics, ownership, limits } = this.deps;
     const trusted = writer.kind === 'peer' || writer.kind === 'authority';
@@ -528,8 +533,7 @@ export class RelayDoc implements FollowedDoc {
       // healthy connections; they offer it again on their next sync.
       const catchUp = encodeIntegratedState(fresh, Y.encodeStateVector(this.doc));
       // Whether storage holds all the live document held: not when a failed append's content
-      // is stored nowhere (nor when changes applied while the reload read, their appends
-      // maybe still in flight, are not in it yet). Structs and deletions (Yjs's snapshot check).
+      // is stored nowhere. Structs and deletions (Yjs's snapshot check).
       const holdsAll = Y.snapshotContainsUpdate(Y.snapshot(fresh), encodeIntegratedState(this.doc, Y.encodeStateVector(fresh)));
       this.detach(this.doc);
       this.doc.destroy();
