@@ -57,6 +57,23 @@ class GatedLoadStore extends RefusingStore {
   }
 }
 
+/**
+ * Client `a` writes 'base', then ' dropped', whose append `store` refuses: the relay reloads the
+ * document, and its load waits until the test calls `openGate` (resolves once it waits).
+ */
+async function reloadingAfterFailedAppend(relay: { docUrl(doc: string): string }, store: GatedLoadStore): Promise<{ a: ProtocolClient; openGate: () => void }> {
+  const a = await ProtocolClient.synced(relay.docUrl('d'));
+  a.type('base');
+  await a.waitForAck(a.seq);
+  let openGate!: () => void;
+  store.gate = new Promise<void>((resolve) => (openGate = resolve));
+  const loading = new Promise<void>((resolve) => (store.loadStarted = resolve));
+  store.refuseNext = true;
+  a.type(' dropped');
+  await loading;
+  return { a, openGate };
+}
+
 /** A memory store whose next append, when armed, commits and then fails (a timeout after the commit). */
 class CommitThenFailStore extends MemoryDocStore {
   failAfterCommit = false;
@@ -185,15 +202,7 @@ describe('append failures', () => {
     const store = new GatedLoadStore();
     const relay = await startRelay({ storage: store });
     try {
-      const a = await ProtocolClient.synced(relay.docUrl('d'));
-      a.type('base');
-      await a.waitForAck(a.seq);
-      let openGate!: () => void;
-      store.gate = new Promise<void>((resolve) => (openGate = resolve));
-      const loading = new Promise<void>((resolve) => (store.loadStarted = resolve));
-      store.refuseNext = true;
-      a.type(' dropped');
-      await loading;
+      const { a, openGate } = await reloadingAfterFailedAppend(relay, store);
       const b = await ProtocolClient.connect(relay.docUrl('d'));
       // b holds what the reload drops (as a's replica does, or another tab's), unsent: it sends
       // what the relay's step 1 says the relay lacks.
@@ -215,15 +224,7 @@ describe('append failures', () => {
     const store = new GatedLoadStore();
     const relay = await startRelay({ storage: store });
     try {
-      const a = await ProtocolClient.synced(relay.docUrl('d'));
-      a.type('base');
-      await a.waitForAck(a.seq);
-      let openGate!: () => void;
-      store.gate = new Promise<void>((resolve) => (openGate = resolve));
-      const loading = new Promise<void>((resolve) => (store.loadStarted = resolve));
-      store.refuseNext = true;
-      a.type(' dropped');
-      await loading;
+      const { a, openGate } = await reloadingAfterFailedAppend(relay, store);
       const h = new Y.Doc();
       h.getText('h').insert(0, 'HTTP');
       const post = (): Promise<Response> => fetch(`${relay.httpUrl}/v1/docs/d/update`, { method: 'POST', body: Buffer.from(Y.encodeStateAsUpdate(h)), headers: { 'content-type': 'application/octet-stream' } });

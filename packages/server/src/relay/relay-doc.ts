@@ -34,7 +34,7 @@ import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from
 
 export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 
-// Over ~400 lines (2026-12-07, 534 on the 8th, ~575 with deletion's closeDeleted/deletedElsewhere): this file is the document's wiring of its parts
+// Over ~400 lines (2026-12-07, 534 on the 8th, ~575 with deletion's closeDeleted/deletedElsewhere), 607 on the 8th with the reload's durable mark and the paused refusal: this file is the document's wiring of its parts
 // (appends, retries, broadcast, ownership, whole state, fenced writes, the cluster follower, the
 // backend's hooks) and the order they run in; most of its length is the contracts' doc comments.
 // Recovery (`recover`), the fenced commit (`commitUnseen`) and the cluster input
