@@ -153,7 +153,8 @@ export function createClient(options: ClientOptions): CapsyncClient {
       if (current === entry) open.delete(name);
       return true;
     };
-    const entry = { refs: 1, handle: DocHandle.open(name, { ...settings, sessionId: `${sessionId}.${handleCount++}`, release }) };
+    // Object.assign, not a spread with more keys: ~3 µs per document in V8 (see core newDoc).
+    const entry = { refs: 1, handle: DocHandle.open(name, Object.assign({}, settings, { sessionId: `${sessionId}.${handleCount++}`, release })) };
     open.set(name, entry);
     entry.handle.catch(() => open.delete(name));
     return entry.handle;

@@ -1,7 +1,6 @@
-import { QuietObservable } from './quiet-observable.js';
 import * as Y from 'yjs';
 import * as awarenessProtocol from 'y-protocols/awareness';
-import { AuthError, CapsyncError, CloseCode, MAX_DECLARED_WRITERS, errorFromCode, newDoc, type Channel, type Message } from '@capsync/core';
+import { QuietObservable, AuthError, CapsyncError, CloseCode, MAX_DECLARED_WRITERS, errorFromCode, newDoc, type Channel, type Message } from '@capsync/core';
 import { withTimeout } from './deadline.js';
 import { LocalReplica } from './replica/local-replica.js';
 import { DocIncarnation } from './replica/doc-incarnation.js';
@@ -144,11 +143,11 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
         this.updateStatus();
       });
     });
-    const linkOptions: RelayLinkOptions = {
-      ...settings.link,
+    // Object.assign, not a spread with more keys: ~3 µs per document in V8 (see core newDoc).
+    const linkOptions: RelayLinkOptions = Object.assign({}, settings.link, {
       docName: name,
-      ...(settings.subdoc ? { subdoc: settings.subdoc.guid } : {}),
-      ownerHandles: (code, reason) => awarenessLimitOf(code, reason) !== undefined,
+      subdoc: settings.subdoc?.guid,
+      ownerHandles: (code: number, reason: string) => awarenessLimitOf(code, reason) !== undefined,
       // The ids this connection uploads this user's edits under (this session's, and those of
       // pending edits of earlier sessions and other tabs): the relay claims only these for this
       // user, not other users' edits this replica may carry to a relay that lacks them.
@@ -156,7 +155,7 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
         ...declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
         ...this.incarnation.capabilities(),
       ],
-    };
+    });
     this.link = docLinkFor(settings.sockets, linkOptions);
     const handle = this;
     this.incarnation = new DocIncarnation(

@@ -12,6 +12,7 @@ export * from './yjs/awareness-update.js';
 export * from './yjs/doc-to-json.js';
 export * from './yjs/doc-state.js';
 export * from './yjs/new-doc.js';
+export * from './yjs/quiet-observable.js';
 export * from './locks/fenced-area.js';
 export * from './locks/fenced-resource.js';
 export * from './session/channel.js';

@@ -1,5 +1,5 @@
-import { QuietObservable } from '../quiet-observable.js';
 import {
+  QuietObservable,
   CloseCode,
   Dialer,
   OWNER_KEY_PREFIX,

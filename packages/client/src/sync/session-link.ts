@@ -1,5 +1,5 @@
-import { QuietObservable } from '../quiet-observable.js';
 import {
+  QuietObservable,
   Backoff,
   CloseCode,
   LOCKS_CAPABILITY,

@@ -115,7 +115,7 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
     this.host =
       this.peerRelayId !== undefined
         ? new PeerSessionHost(this, this.channel, { relayId: mesh.relayId, metrics, logger }, options, { kind: 'accepted', grant, mesh })
-        : new ClientSessionHost(this, this.channel, grant, { ...deps, address: deps.options.address, refreshToken: deps.refreshToken }, options);
+        : new ClientSessionHost(this, this.channel, grant, Object.assign({}, deps, { address: deps.options.address, refreshToken: deps.refreshToken }), options);
     this.session = this.host.session;
     this.watchExpiry(grant.expiresAt);
     void this.open();
