@@ -8,8 +8,12 @@ import type { OpenRun } from './open-many.js';
 import type { MuxOptions } from './options.js';
 import { SYSTEMS, SYSTEM_LABELS, type System } from './systems.js';
 
-/** Issue 12's targets. */
-export const TARGETS = { openMs: 2_000, speedup: 5, holP99Ms: 50 };
+/**
+ * Issue 12's targets: "1,000 documents open and synced in ≤ 2 s on loopback and ≥ 5× faster
+ * than one provider per document" (`docs`); other counts are measured against the same bounds
+ * for reference, not as targets.
+ */
+export const TARGETS = { docs: 1_000, openMs: 2_000, speedup: 5, holP99Ms: 50 };
 
 export interface MuxReport {
   options: MuxOptions;
@@ -65,15 +69,19 @@ function roundRatios(runs: OpenRun[], system: System, docs: number): number[] {
 
 function targets(r: MuxReport): string {
   const rows = ['| Target | Measured (median of rounds) | Met |', '| --- | --- | --- |'];
-  for (const n of r.options.counts) {
+  // The target count first; the others follow as reference rows.
+  const counts = [...r.options.counts].sort((a, b) => Number(b === TARGETS.docs) - Number(a === TARGETS.docs));
+  for (const n of counts) {
     const mux = median(r.opens, 'capsync-mux', n);
     const ref = median(r.opens, 'y-websocket', n);
-    if (mux) rows.push(`| ${n} documents open and synced in ≤ ${TARGETS.openMs / 1000} s (multiplexed) | ${ms(mux.ms)} | ${mux.ms <= TARGETS.openMs ? 'yes' : 'no'} |`);
+    const isTarget = n === TARGETS.docs;
+    const met = (ok: boolean): string => (isTarget ? (ok ? 'yes' : 'no') : `${ok ? 'yes' : 'no'} (reference: the targets name ${TARGETS.docs.toLocaleString('en-US')} documents)`);
+    if (mux) rows.push(`| ${n} documents open and synced in ≤ ${TARGETS.openMs / 1000} s (multiplexed) | ${ms(mux.ms)} | ${met(mux.ms <= TARGETS.openMs)} |`);
     if (mux && ref) {
       const ratio = ref.ms / mux.ms;
       const each = roundRatios(r.opens, 'capsync-mux', n).map((x) => `${x.toFixed(2)}×`);
       rows.push(
-        `| ${n} documents: ≥ ${TARGETS.speedup}× faster than one provider per document | ${ratio.toFixed(2)}× (${ms(ref.ms)} / ${ms(mux.ms)}; per round ${each.join(', ')}) | ${ratio >= TARGETS.speedup ? 'yes' : 'no'} |`,
+        `| ${n} documents: ≥ ${TARGETS.speedup}× faster than one provider per document | ${ratio.toFixed(2)}× (${ms(ref.ms)} / ${ms(mux.ms)}; per round ${each.join(', ')}) | ${met(ratio >= TARGETS.speedup)} |`,
       );
     }
   }
