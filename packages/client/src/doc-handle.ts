@@ -144,10 +144,10 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
       });
     });
     // Object.assign, not a spread with more keys: ~3 µs per document in V8 (see core newDoc).
-    const linkOptions: RelayLinkOptions = Object.assign({}, settings.link, {
+    const own: Pick<RelayLinkOptions, 'docName' | 'subdoc' | 'ownerHandles' | 'helloCapabilities'> = {
       docName: name,
       subdoc: settings.subdoc?.guid,
-      ownerHandles: (code: number, reason: string) => awarenessLimitOf(code, reason) !== undefined,
+      ownerHandles: (code, reason) => awarenessLimitOf(code, reason) !== undefined,
       // The ids this connection uploads this user's edits under (this session's, and those of
       // pending edits of earlier sessions and other tabs): the relay claims only these for this
       // user, not other users' edits this replica may carry to a relay that lacks them.
@@ -155,7 +155,8 @@ export class DocHandle extends QuietObservable<DocHandleEvents> {
         ...declaredWriters(this.doc.clientID, this.outbox.writers(MAX_DECLARED_WRITERS), this.tabs?.writers(MAX_DECLARED_WRITERS) ?? []),
         ...this.incarnation.capabilities(),
       ],
-    });
+    };
+    const linkOptions: RelayLinkOptions = Object.assign({}, settings.link, own);
     this.link = docLinkFor(settings.sockets, linkOptions);
     const handle = this;
     this.incarnation = new DocIncarnation(

@@ -45,6 +45,13 @@ describe('QuietObservable', () => {
     }
   });
 
+  it("keeps its listeners to itself: lib0's _observers stays empty", () => {
+    const o = new QuietObservable<Events>();
+    o.on('e', () => {});
+    o.on('e', () => {});
+    expect(o._observers.size).toBe(0);
+  });
+
   it('once fires one time; destroy drops every listener', () => {
     const o = new QuietObservable<Events>();
     const calls: number[] = [];
@@ -58,7 +65,7 @@ describe('QuietObservable', () => {
   });
 });
 
-describe('newDoc (QuietDoc)', () => {
+describe('newDoc (its quiet emit)', () => {
   it('emits every Yjs event a listener asks for, in Yjs order, and nothing else changes', () => {
     const doc = newDoc();
     const plain = new Y.Doc();
@@ -82,5 +89,17 @@ describe('newDoc (QuietDoc)', () => {
     Y.applyUpdate(copy, Y.encodeStateAsUpdate(doc));
     expect(copy.getText('t').toString()).toBe('yxhello');
     expect(doc).toBeInstanceOf(Y.Doc);
+  });
+
+  it('makes documents that can become subdocuments (Yjs tells them by their constructor)', () => {
+    const parent = new Y.Doc();
+    const inMap = newDoc();
+    const inArray = newDoc();
+    parent.getMap('m').set('sub', inMap);
+    parent.getArray('a').push([inArray]);
+    expect(parent.getSubdocs().size).toBe(2);
+    const copy = new Y.Doc();
+    Y.applyUpdate(copy, Y.encodeStateAsUpdate(parent));
+    expect(Array.from(copy.getSubdocGuids()).sort()).toEqual([inMap.guid, inArray.guid].sort());
   });
 });

@@ -1,5 +1,4 @@
 import * as Y from 'yjs';
-import { emitHeard } from './quiet-observable.js';
 
 /**
  * A new Y.Doc with a guid made from one call for 16 random bytes. Yjs makes a root document's
@@ -11,18 +10,33 @@ import { emitHeard } from './quiet-observable.js';
 export function newDoc(options: Omit<NonNullable<ConstructorParameters<typeof Y.Doc>[0]>, 'guid'> = {}): Y.Doc {
   // Not `{ ...options, guid }`: V8 (Node 20) makes a spread followed by more keys a slow object
   // (~3 µs to build, per document opened); Object.assign is ~0.2 µs.
-  return new QuietDoc(Object.assign({}, options, { guid: randomGuid() }));
+  const doc = new Y.Doc(Object.assign({}, options, { guid: randomGuid() }));
+  doc.emit = emitHeard;
+  return doc;
 }
 
 /**
- * A Y.Doc whose events cost nothing when unheard (emitHeard): Yjs emits six per transaction
- * (before/after transaction, observer calls, cleanup...), which the relay and the client mostly
- * do not listen to. The events, their order and their listeners are Yjs's own.
+ * A Y.Doc's emit whose events cost nothing when unheard. lib0's emit makes a Map, an array and
+ * an iterator for every event, heard or not, and Yjs emits six per transaction (before/after
+ * transaction, observer calls, cleanup...), which the relay and the client mostly do not listen
+ * to: garbage for each of the thousands of documents a client or relay opens at once. The
+ * events, their order and their listeners are Yjs's own, in lib0's Sets (Yjs reads them), and
+ * the same listeners are called as by lib0: a listener added during the emit is not, one
+ * removed during it by an earlier listener is (several are copied first).
+ * An own property of each document, not a subclass: Yjs tells a subdocument by
+ * `value.constructor === Doc`, and a document made here may become one.
  */
-class QuietDoc extends Y.Doc {
-  override emit(name: Parameters<Y.Doc['emit']>[0], args: Parameters<Y.Doc['emit']>[1]): void {
-    emitHeard(this._observers as Map<string, Set<(...args: any[]) => void>>, name, args);
+function emitHeard(this: Y.Doc, name: string, args: unknown[]): void {
+  const listeners = this._observers.get(name as never) as Set<(...args: unknown[]) => void> | undefined;
+  if (listeners === undefined) return;
+  if (listeners.size === 1) {
+    for (const f of listeners) {
+      f(...args);
+      break;
+    }
+    return;
   }
+  for (const f of Array.from(listeners)) f(...args);
 }
 
 /** Character codes of the hex digits. */

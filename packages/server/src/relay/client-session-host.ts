@@ -90,7 +90,8 @@ export class ClientSessionHost implements SessionHooks, ConnectionHost {
     this.identity = new ConnectionIdentity(grant);
     this.writer = { kind: 'client', source: conn, subject: grant.subject, declared: undefined };
     // A client's acks are not numbered against what we send: it is not a durable replica.
-    this.session = new DocSession(channel, this, Object.assign({}, options, { numberSent: false }));
+    const unnumbered: Pick<SessionOptions, 'numberSent'> = { numberSent: false };
+    this.session = new DocSession(channel, this, Object.assign({}, options, unnumbered));
     this.readOnly = new ReadOnlyRefusal(this.session, conn.docName, deps.metrics);
   }
 

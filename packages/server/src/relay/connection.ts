@@ -13,7 +13,7 @@ import type { FencedWriteForwarder } from '../mesh/fenced-write-forwarder.js';
 import { PeerSessionHost, type InboundPeerHooks } from '../mesh/peer-session-host.js';
 import type { SendBuffer, SendBufferOptions } from './send-buffer.js';
 import type { ServedChannel } from './accounted-channel.js';
-import { ClientSessionHost } from './client-session-host.js';
+import { ClientSessionHost, type ClientSessionHostDeps } from './client-session-host.js';
 import type { ConnectionHost, HostedConnection } from './hosted-connection.js';
 import type { QuorumSupport } from './quorum-support.js';
 
@@ -112,10 +112,12 @@ export class RelayConnection implements DocPeer, HostedConnection, PermissionTar
     this.outbound = this.channel.outbound;
     const options = { maxQueuedBytes: deps.options.maxQueuedBytes, room: this.channel };
     const { metrics, logger, mesh } = deps;
+    // Object.assign, not a spread with more keys: ~3 µs per session in V8 (see core newDoc).
+    const hostDeps: Pick<ClientSessionHostDeps, 'address'> = { address: deps.options.address };
     this.host =
       this.peerRelayId !== undefined
         ? new PeerSessionHost(this, this.channel, { relayId: mesh.relayId, metrics, logger }, options, { kind: 'accepted', grant, mesh })
-        : new ClientSessionHost(this, this.channel, grant, Object.assign({}, deps, { address: deps.options.address, refreshToken: deps.refreshToken }), options);
+        : new ClientSessionHost(this, this.channel, grant, Object.assign({}, deps, hostDeps), options);
     this.session = this.host.session;
     this.watchExpiry(grant.expiresAt);
     void this.open();

@@ -255,7 +255,8 @@ export class Relay extends EventEmitter<RelayEvents> {
     const deps = this.connectionDeps(address);
     // Once per socket, and with Object.assign: V8 (Node 20) makes a spread followed by more keys
     // a slow object (~3 µs each), which would be paid per session opened.
-    const sessionDeps = Object.assign({}, deps, { expiryWatchedBySocket: principal.expiresAt !== undefined });
+    const watched: Pick<ConnectionDeps, 'expiryWatchedBySocket'> = { expiryWatchedBySocket: principal.expiresAt !== undefined };
+    const sessionDeps: ConnectionDeps = Object.assign({}, deps, watched);
     const conn = new MuxConnection(socket, principal, {
       access: this.access,
       metrics: this.metrics,
