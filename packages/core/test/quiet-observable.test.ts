@@ -52,6 +52,18 @@ describe('QuietObservable', () => {
     expect(o._observers.size).toBe(0);
   });
 
+  it('works through a Proxy (Vue wraps class instances in one and calls their methods on it)', () => {
+    const o = new Proxy(new QuietObservable<Events>(), {});
+    const calls: number[] = [];
+    const f = (n: number) => calls.push(n);
+    o.on('e', f);
+    o.emit('e', [1]);
+    o.off('e', f);
+    o.emit('e', [2]);
+    o.destroy();
+    expect(calls).toEqual([1]);
+  });
+
   it('once fires one time; destroy drops every listener', () => {
     const o = new QuietObservable<Events>();
     const calls: number[] = [];

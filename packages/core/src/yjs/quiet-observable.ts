@@ -16,11 +16,14 @@ type Listener = (...args: any[]) => void;
  * of this class: lib0's `_observers` stays empty (nothing else may rely on reading it).
  */
 export class QuietObservable<EVENTS extends { [key in keyof EVENTS]: (...args: any[]) => void }> extends ObservableV2<EVENTS> {
-  /** Made on the first `on`. */
-  #listeners: Map<string, Listener | Set<Listener>> | null = null;
+  /**
+   * Made on the first `on`. A plain property, not a `#` field: apps call a handle's methods
+   * through proxies (Vue's `reactive`/`ref`), where `this` is the proxy and `#` fields throw.
+   */
+  private quietListeners: Map<string, Listener | Set<Listener>> | null = null;
 
   override on<NAME extends keyof EVENTS & string>(name: NAME, f: EVENTS[NAME]): EVENTS[NAME] {
-    const listeners = (this.#listeners ??= new Map());
+    const listeners = (this.quietListeners ??= new Map());
     const current = listeners.get(name);
     if (current === undefined) listeners.set(name, f);
     else if (typeof current !== 'function') current.add(f);
@@ -29,7 +32,7 @@ export class QuietObservable<EVENTS extends { [key in keyof EVENTS]: (...args: a
   }
 
   override off<NAME extends keyof EVENTS & string>(name: NAME, f: EVENTS[NAME]): void {
-    const listeners = this.#listeners;
+    const listeners = this.quietListeners;
     const current = listeners?.get(name);
     if (current === f) listeners!.delete(name);
     else if (current !== undefined && typeof current !== 'function') {
@@ -39,14 +42,14 @@ export class QuietObservable<EVENTS extends { [key in keyof EVENTS]: (...args: a
   }
 
   override emit<NAME extends keyof EVENTS & string>(name: NAME, args: Parameters<EVENTS[NAME]>): void {
-    const current = this.#listeners?.get(name);
+    const current = this.quietListeners?.get(name);
     if (current === undefined) return;
     if (typeof current === 'function') current(...args);
     else for (const f of Array.from(current)) f(...args);
   }
 
   override destroy(): void {
-    this.#listeners = null;
+    this.quietListeners = null;
     super.destroy();
   }
 }
