@@ -1,7 +1,8 @@
 /**
  * Server under test: the capsync relay (`createRelay`), as a child process of the bench.
  * Usage: capsync.ts sqlite <dataDir> | capsync.ts memory | capsync.ts postgres <url>
- * (relays started with the same PostgreSQL URL are one cluster).
+ * (relays started with the same PostgreSQL URL are one cluster). BENCH_PREVIEWS=1: cluster
+ * previews on (`clusterPreviews`, off by default as in the relay).
  */
 import { createRelay } from '@capsync/server';
 import { serveControl } from '../control.js';
@@ -20,5 +21,6 @@ const relay = await createRelay({
   logLevel: process.env['BENCH_RELAY_LOG_LEVEL'] ?? 'silent',
   // The bench opens thousands of idle connections from loopback, past the per-address default.
   maxConnectionsPerAddress: 0,
+  clusterPreviews: process.env['BENCH_PREVIEWS'] === '1',
 });
 serveControl({ port: relay.port, close: () => relay.close() });

@@ -22,8 +22,12 @@ import type { StorageRetries } from './storage-retries.js';
 export class DocAppends {
   /** The latest append handed to storage. */
   last: Promise<void> = Promise.resolve();
-  private inFlight = 0;
-  private waiters: (() => void)[] = [];
+  /**
+   * Settles once every append handed to storage so far has committed or failed. A chain, not a
+   * count of appends in flight: waiting for that count to reach zero never ended while appends
+   * kept coming (a barrier's ack then waited as long as its document was busy).
+   */
+  private allSettled: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly name: string,
@@ -45,7 +49,6 @@ export class DocAppends {
   /** Hands `update` to storage; resolves once it and every earlier append are committed. */
   append(update: Uint8Array): Promise<void> {
     const { store, metrics, compaction } = this.deps;
-    this.inFlight++;
     const started = performance.now();
     // Everything integrated so far is in this append or an earlier one.
     const position = this.replication.applied;
@@ -59,24 +62,36 @@ export class DocAppends {
         if (!(err instanceof StorageError && err.retryable)) this.failed(err);
         throw err;
       });
-    return (this.last = Promise.all([committed, earlier])
-      .then(([result]) => {
-        metrics.persistSeconds.observe((performance.now() - started) / 1000);
-        this.replication.recordLocalDurable(position);
-        this.committed(result.position);
-        if (shouldCompact(result, compaction)) this.compaction.soon(result.position, result);
-      })
-      .finally(() => {
-        if (--this.inFlight === 0) {
-          const waiters = this.waiters;
-          this.waiters = [];
-          for (const w of waiters) w();
-        }
-      }));
+    const last = Promise.all([committed, earlier]).then(([result]) => {
+      metrics.persistSeconds.observe((performance.now() - started) / 1000);
+      this.replication.recordLocalDurable(position);
+      this.committed(result.position);
+      if (shouldCompact(result, compaction)) this.compaction.soon(result.position, result);
+    });
+    this.last = last;
+    // After its bookkeeping (the durable position recorded), and after every earlier append's.
+    this.allSettled = Promise.all([this.allSettled, last.catch(() => {})]).then(() => {});
+    return last;
   }
 
-  /** Resolves when every append handed to storage so far has been committed (or failed). */
-  async settled(): Promise<void> {
-    if (this.inFlight > 0) await new Promise<void>((resolve) => this.waiters.push(resolve));
+  /**
+   * Resolves when every append handed to storage so far has been committed (or failed); those
+   * handed over later are not waited for (a barrier's ack must not wait for a busy document to
+   * go quiet).
+   */
+  settled(): Promise<void> {
+    return this.allSettled;
+  }
+
+  /**
+   * Resolves once no append is in flight: also those handed over while it waits (unload,
+   * shutdown and recovery, where only the cluster's notes may still add one).
+   */
+  async drained(): Promise<void> {
+    let seen: Promise<void>;
+    do {
+      seen = this.allSettled;
+      await seen;
+    } while (seen !== this.allSettled);
   }
 }

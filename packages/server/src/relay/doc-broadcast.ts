@@ -7,8 +7,8 @@ const EMPTY_UPDATE = new Uint8Array([0, 0]);
 
 /**
  * The fan-out of one document: every change that integrated is queued here with the peer it
- * came from, and sent once per event-loop turn to every other peer (BroadcastBatch merges
- * them), after the client id claims the changes are written under (DocOwnership.flush). While
+ * came from, and sent once per event-loop turn to every other peer (BroadcastBatch merges them;
+ * in a busy turn a client may get its own small changes back with the others'), after the client id claims the changes are written under (DocOwnership.flush). While
  * `held` (a fenced write is being committed) nothing is sent: nobody may see a value before it
  * is durable. Part of RelayDoc, which decides when to hold, truncate and flush.
  */
@@ -34,7 +34,10 @@ export class DocBroadcast {
     this.batch.truncate(size);
   }
 
-  /** Queues a change for every peer but `source` (null: a change made on the relay itself). */
+  /**
+   * Queues a change from `source` (null: made on the relay itself) for the other peers (and, in
+   * a busy turn, a small one back to a client `source` too: BroadcastBatch.take).
+   */
   queue(update: Uint8Array, source: DocPeer | null): void {
     this.batch.add(update, source);
     this.schedule();
@@ -55,7 +58,8 @@ export class DocBroadcast {
     if (this.batch.size === 0) return;
     const updateFor = this.batch.take();
     for (const peer of this.peers) {
-      const update = updateFor(peer);
+      // A relay peer must not get its own changes back (it would store them again); clients may.
+      const update = updateFor(peer, peer.peerRelayId === undefined);
       if (update) peer.sendUpdate(update);
     }
   }

@@ -439,11 +439,11 @@ export class RelayDoc implements FollowedDoc {
   }
 
   /**
-   * Resolves when every update handed to storage so far has been committed (or failed),
-   * and a compaction in progress has finished.
+   * Resolves when no update is being written to storage (every one handed over, also while this
+   * waits, has been committed or failed), and a compaction in progress has finished.
    */
   async whenPersisted(): Promise<void> {
-    await this.whenWritesSettled();
+    await this.appends.drained();
     await this.compaction.idle();
   }
 

@@ -42,7 +42,8 @@ export interface ServerDocument {
 
 /**
  * The relay side of a ServerDocument: a peer of the live document like a connection (the
- * broadcast sends it what others write; what it writes is not sent back to it), whose input
+ * broadcast sends it what others write, and in a busy turn its own small changes with them, which
+ * its Y.Doc skips), whose input
  * waits while the document is paused, as a connection's does.
  */
 class ServerDocumentPeer implements DocPeer, ServerDocument {
