@@ -105,7 +105,7 @@ export function renderReport(r: ReportInput): string {
 function setup(o: ClusterOptions): string {
   return [
     '**Setup.** Servers run as Node processes of their own on 127.0.0.1 (port 0), started by the bench:',
-    `*${PG}* = ${SYSTEM_LABELS[PG]}: two relays (\`createRelay({ postgres: url })\`, the packages' source through tsx) on one database of a throwaway`,
+    `*${PG}* = ${SYSTEM_LABELS[PG]}: two relays (\`createRelay({ postgres: url${process.env['BENCH_PREVIEWS'] === '1' ? ', clusterPreviews: true' : ''} })\`, ${process.env['BENCH_DIST'] ? "the packages' build output, dist, as \`npm start\` runs it" : "the packages' source through tsx"}) on one database of a throwaway`,
     'PostgreSQL (initdb in a temp directory, a free port, removed after) with its durable defaults: fsync on, `synchronous_commit = on`,',
     'so a relay acknowledges and notifies only after the WAL is flushed; `pg_stat_statements` loaded to count statements.',
     `*${HP}* = ${SYSTEM_LABELS[HP]}: \`@hocuspocus/server\` 4 (\`Server\`, in memory, no database extension) with \`@hocuspocus/extension-redis\` on one`,
