@@ -243,4 +243,35 @@ describe('append failures', () => {
       await relay.close();
     }
   });
+
+  it('a server document opened while the document reloads waits for the reload: its copy lacks what the reload dropped, and its edits commit', async () => {
+    // Copied from the document being replaced, it held the dropped update; an edit built on it
+    // waited for a dependency that never came, and its flush failed.
+    const store = new GatedLoadStore();
+    const relay = await startRelay({ storage: store });
+    try {
+      const { a, openGate } = await reloadingAfterFailedAppend(relay, store);
+      let opened = false;
+      const opening = relay.openDocument('d').then((doc) => {
+        opened = true;
+        return doc;
+      });
+      const other = await ProtocolClient.connect(relay.docUrl('other'));
+      await roundTrip(other, 1); // turns of the relay's loop, at least
+      await other.close();
+      expect(opened).toBe(false);
+      openGate();
+      const server = await opening;
+      expect(server.doc.getText('t').toString()).toBe('base');
+      server.doc.getText('t').insert(4, '!');
+      await server.flush();
+      const stored = new Y.Doc();
+      for (const u of (await store.load('d')).updates) Y.applyUpdate(stored, u);
+      expect(stored.getText('t').toString()).toBe('base!');
+      await server.close();
+      await a.close();
+    } finally {
+      await relay.close();
+    }
+  });
 });

@@ -34,7 +34,7 @@ import { checkRemoteUpdate, integrated, type Admission, type UpdateWriter } from
 
 export type { DocPeer, RelayDocDeps } from './relay-doc-deps.js';
 
-// Over ~400 lines (2026-12-07, 534 on the 8th, ~575 with deletion's closeDeleted/deletedElsewhere), 607 on the 8th with the reload's durable mark and the paused refusal: this file is the document's wiring of its parts
+// Over ~400 lines (2026-12-07, 534 on the 8th, ~575 with deletion's closeDeleted/deletedElsewhere), 607 on the 8th with the reload's durable mark and the paused refusal, 630 with whenTakingInput (server documents wait for a reload): this file is the document's wiring of its parts
 // (appends, retries, broadcast, ownership, whole state, fenced writes, the cluster follower, the
 // backend's hooks) and the order they run in; most of its length is the contracts' doc comments.
 // Recovery (`recover`), the fenced commit (`commitUnseen`) and the cluster input
@@ -85,6 +85,8 @@ export class RelayDoc implements FollowedDoc {
   /** Merges the log into a snapshot in the background (see BackgroundCompaction). */
   private readonly compaction: BackgroundCompaction;
   private destroyed = false;
+  /** Waiting for the document to take input (whenTakingInput). */
+  private readonly inputWaiters: (() => void)[] = [];
   /** Sends what integrated to the other peers, once per event-loop turn (see DocBroadcast). */
   private readonly broadcast: DocBroadcast;
   /** Appends to storage, in apply order (see DocAppends). */
@@ -261,6 +263,26 @@ export class RelayDoc implements FollowedDoc {
   private resumeInput(): void {
     for (const peer of this.peers) peer.resume();
     this.follower?.resumed();
+    this.wakeInputWaiters();
+  }
+
+  /**
+   * Resolves once the document takes input (at once when it does): not while it reloads from
+   * storage or commits a fenced write (its content then is the one being replaced, or holds a
+   * value not yet durable). Also when it is destroyed; `unloaded` then says so.
+   */
+  whenTakingInput(): Promise<void> {
+    if (!this.paused || this.destroyed) return Promise.resolve();
+    return new Promise((resolve) => this.inputWaiters.push(resolve));
+  }
+
+  /** Destroyed (unloaded, deleted): a new copy must be acquired to use the document. */
+  get unloaded(): boolean {
+    return this.destroyed;
+  }
+
+  private wakeInputWaiters(): void {
+    for (const wake of this.inputWaiters.splice(0)) wake();
   }
 
   /**
@@ -493,6 +515,7 @@ export class RelayDoc implements FollowedDoc {
     this.retries.stop();
     this.follower?.stop();
     this.destroyed = true;
+    this.wakeInputWaiters();
     this.pending.failAll(new CapsyncError('missing-dependencies', 'the document was unloaded before the update could integrate'));
     this.broadcast.flush();
     this.awareness.destroy();

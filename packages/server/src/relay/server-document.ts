@@ -174,13 +174,24 @@ export class OpenServerDocuments {
   async openDocument(name: string, options: OpenDocumentOptions = {}): Promise<ServerDocument> {
     if (this.closing()) throw shuttingDown();
     validateDocName(name);
-    const live = await this.registry.acquire(name);
-    // The relay began to close while it loaded: its close does not know of this one.
-    if (this.closing()) {
-      this.registry.release(name, live);
-      throw shuttingDown();
+    for (;;) {
+      const live = await this.registry.acquire(name);
+      // Its copy is made from the document's state: not from one being replaced by a reload
+      // (content it drops would stay in the copy, and edits built on it would never integrate),
+      // nor while it holds a fenced value not yet durable.
+      await live.whenTakingInput();
+      // The relay began to close while it loaded: its close does not know of this one.
+      if (this.closing()) {
+        this.registry.release(name, live);
+        throw shuttingDown();
+      }
+      if (live.unloaded || this.registry.superseded(live)) {
+        // Deleted or unloaded meanwhile: the next acquire loads the document as it is now.
+        this.registry.release(name, live);
+        continue;
+      }
+      return new ServerDocumentPeer(name, live, () => this.registry.release(name, live), options.identity, this.open);
     }
-    return new ServerDocumentPeer(name, live, () => this.registry.release(name, live), options.identity, this.open);
   }
 
   /** Closes every open one (see ServerDocumentPeer.shutdown): before the registry, which commits their edits. */
