@@ -251,6 +251,8 @@ describe('append failures', () => {
     const relay = await startRelay({ storage: store });
     try {
       const { a, openGate } = await reloadingAfterFailedAppend(relay, store);
+      // Past its timeout it gives up with 'unavailable' (the reload waits for storage).
+      await expect(relay.openDocument('d', { timeoutMs: 30 })).rejects.toMatchObject({ code: 'unavailable' });
       let opened = false;
       const opening = relay.openDocument('d').then((doc) => {
         opened = true;

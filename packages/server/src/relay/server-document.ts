@@ -12,7 +12,15 @@ export interface OpenDocumentOptions {
    * then write only under client ids nobody owns, as a token without `sub`).
    */
   identity?: string;
+  /**
+   * How long to wait while the document cannot be copied: it reloads from storage (after a write
+   * that failed; that waits for storage to be reachable) or commits a fenced write. Past it the
+   * open rejects with CapsyncError 'unavailable'. Default 10 s.
+   */
+  timeoutMs?: number;
 }
+
+const DEFAULT_OPEN_TIMEOUT_MS = 10_000;
 
 /**
  * A document opened on the relay itself, for a backend job that writes into documents without
@@ -174,23 +182,31 @@ export class OpenServerDocuments {
   async openDocument(name: string, options: OpenDocumentOptions = {}): Promise<ServerDocument> {
     if (this.closing()) throw shuttingDown();
     validateDocName(name);
-    for (;;) {
+    const deadline = performance.now() + (options.timeoutMs ?? DEFAULT_OPEN_TIMEOUT_MS);
+    for (let attempt = 1; ; attempt++) {
       const live = await this.registry.acquire(name);
       // Its copy is made from the document's state: not from one being replaced by a reload
       // (content it drops would stay in the copy, and edits built on it would never integrate),
-      // nor while it holds a fenced value not yet durable.
-      await live.whenTakingInput();
+      // nor while it holds a fenced value not yet durable. Checked again on waking: the input
+      // the resume processed may have started another reload.
+      const taking = await takingInput(live, deadline);
       // The relay began to close while it loaded: its close does not know of this one.
       if (this.closing()) {
         this.registry.release(name, live);
         throw shuttingDown();
       }
-      if (live.unloaded || this.registry.superseded(live)) {
-        // Deleted or unloaded meanwhile: the next acquire loads the document as it is now.
+      if (!taking) {
         this.registry.release(name, live);
-        continue;
+        throw new CapsyncError('unavailable', `document "${name}" is reloading from storage; retry`);
       }
-      return new ServerDocumentPeer(name, live, () => this.registry.release(name, live), options.identity, this.open);
+      if (!live.unloaded && !this.registry.superseded(live)) {
+        return new ServerDocumentPeer(name, live, () => this.registry.release(name, live), options.identity, this.open);
+      }
+      // Deleted or unloaded meanwhile: acquired again, which loads the document as it is now (a
+      // few times, as a connection does; each after a turn of the event loop).
+      this.registry.release(name, live);
+      if (attempt === 3) throw new CapsyncError('storage-failure', `document "${name}" was deleted or unloaded again and again while it opened`);
+      await new Promise((resolve) => setImmediate(resolve));
     }
   }
 
@@ -198,6 +214,19 @@ export class OpenServerDocuments {
   async closeAll(): Promise<void> {
     await Promise.all(Array.from(this.open, (d) => d.shutdown()));
   }
+}
+
+/** Waits until `live` takes input (true), is unloaded (true: the caller sees it), or `deadline` passes (false). */
+async function takingInput(live: RelayDoc, deadline: number): Promise<boolean> {
+  while (live.paused && !live.unloaded) {
+    const left = deadline - performance.now();
+    if (left <= 0) return false;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timedOut = new Promise<void>((resolve) => (timer = setTimeout(resolve, left)));
+    await Promise.race([live.whenTakingInput(), timedOut]);
+    clearTimeout(timer);
+  }
+  return true;
 }
 
 function shuttingDown(): CapsyncError {
